@@ -1,0 +1,333 @@
+/* edmc check | info | dump: the front-end commands. */
+#include "config.h"
+
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "compiler/ir_io.h"
+#include "compiler/passes/passes.h"
+
+int cli_parse_front(int argc, char **argv, cli_front_opts *o, const char *cmd)
+{
+    memset(o, 0, sizeof *o);
+    o->stage = "ir";
+    o->format = "text";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *def = NULL;
+        if (strcmp(a, "-D") == 0) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "edmc %s: -D needs name=value\n", cmd);
+                return -1;
+            }
+            def = argv[++i];
+        } else if (strncmp(a, "-D", 2) == 0) {
+            def = a + 2;
+        } else if (strncmp(a, "--stage=", 8) == 0) {
+            o->stage = a + 8;
+        } else if (strncmp(a, "--format=", 9) == 0) {
+            o->format = a + 9;
+        } else if (strcmp(a, "-o") == 0 && i + 1 < argc) {
+            o->output = argv[++i];
+        } else if (strcmp(a, "--json") == 0) {
+            o->json = 1;
+        } else if (strcmp(a, "--params") == 0) {
+            o->params = 1;
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "edmc %s: unknown option '%s' (see edmc --help)\n", cmd, a);
+            return -1;
+        } else if (!o->file) {
+            o->file = a;
+        } else {
+            fprintf(stderr, "edmc %s: more than one input file ('%s' and '%s')\n", cmd, o->file, a);
+            return -1;
+        }
+        if (def) {
+            const char *eq = strchr(def, '=');
+            if (!eq || eq == def) {
+                fprintf(stderr, "edmc %s: -D '%s': expected name=value\n", cmd, def);
+                return -1;
+            }
+            if (o->ndefines == CLI_MAX_DEFINES) {
+                fprintf(stderr, "edmc %s: more than %d -D options\n", cmd, CLI_MAX_DEFINES);
+                return -1;
+            }
+            /* argv strings live for the whole run; split a copy at '=' */
+            char *name = strndup(def, (size_t)(eq - def));
+            if (!name) {
+                fprintf(stderr, "edmc: out of memory\n");
+                return -1;
+            }
+            o->defines[o->ndefines].name = name;
+            o->defines[o->ndefines++].value = eq + 1;
+        }
+    }
+    if (!o->file) {
+        fprintf(stderr, "edmc %s: no input file\n", cmd);
+        return -1;
+    }
+    return 0;
+}
+
+static void free_opts(cli_front_opts *o)
+{
+    for (int i = 0; i < o->ndefines; i++)
+        free((char *)o->defines[i].name);
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* Compiles (or reads back) the input; prints every diagnostic. */
+static int load(const cli_front_opts *o, edm_sources *src, edm_program *prog)
+{
+    memset(prog, 0, sizeof *prog);
+    if (ends_with(o->file, ".xml")) {
+        edm_status st;
+        edm_status_init(&st);
+        if (o->ndefines) {
+            fprintf(stderr, "edmc: -D does not apply to an IR file (%s)\n", o->file);
+            return -1;
+        }
+        prog->graph = edm_ir_read_xml_file(o->file, &st);
+        if (!prog->graph || edm_pass_verify(prog->graph, &st) != 0) {
+            edm_diag_print(src, &st, stderr);
+            return -1;
+        }
+        return 0;
+    }
+    edm_diags *d = malloc(sizeof *d);
+    if (!d) {
+        fprintf(stderr, "edmc: out of memory\n");
+        return -1;
+    }
+    int rc = edm_compile_file(src, o->file, o->defines, o->ndefines, prog, d);
+    if (rc != 0) {
+        for (int i = 0; i < d->count; i++)
+            edm_diag_print(src, &d->items[i], stderr);
+        if (d->count > 1)
+            fprintf(stderr, "%d errors\n", d->count);
+    }
+    free(d);
+    return rc;
+}
+
+typedef int (*front_fn)(const cli_front_opts *o, const edm_program *prog);
+
+static int run_front(int argc, char **argv, const char *cmd, front_fn fn)
+{
+    cli_front_opts o;
+    if (cli_parse_front(argc, argv, &o, cmd) != 0) {
+        free_opts(&o);
+        return 2;
+    }
+    edm_sources *src = edm_sources_new();
+    if (!src) {
+        fprintf(stderr, "edmc: out of memory\n");
+        free_opts(&o);
+        return 1;
+    }
+    edm_program prog;
+    int rc = 1;
+    if (load(&o, src, &prog) == 0)
+        rc = fn(&o, &prog);
+    edm_program_free(&prog);
+    edm_sources_free(src);
+    free_opts(&o);
+    return rc;
+}
+
+static int count_op(const edm_graph *g, edm_op op)
+{
+    int n = 0;
+    for (int i = 0; i < edm_graph_count(g); i++)
+        n += edm_graph_node(g, i)->op == op;
+    return n;
+}
+
+static int do_check(const cli_front_opts *o, const edm_program *prog)
+{
+    const edm_graph *g = prog->graph;
+    printf("%s: ok (%d nodes, %d inputs, %d outputs, %d parameter tensors)\n", o->file, edm_graph_count(g),
+           count_op(g, EDM_OP_INPUT), count_op(g, EDM_OP_OUTPUT), count_op(g, EDM_OP_PARAM));
+    return 0;
+}
+
+int cmd_check(int argc, char **argv) { return run_front(argc, argv, "check", do_check); }
+
+static void print_params(const edm_graph *g)
+{
+    char buf[128];
+    for (int i = 0; i < edm_graph_count(g); i++) {
+        const edm_node *n = edm_graph_node(g, i);
+        if (n->op != EDM_OP_PARAM && n->op != EDM_OP_BUFFER)
+            continue;
+        /* "[32,5,3,3]": no spaces, so each line splits into two fields */
+        size_t used = 0;
+        used += (size_t)snprintf(buf, sizeof buf, "[");
+        for (int k = 0; k < n->shape.rank && used < sizeof buf; k++)
+            used += (size_t)snprintf(buf + used, sizeof buf - used, "%s%lld", k ? "," : "", (long long)n->shape.dim[k]);
+        if (used < sizeof buf)
+            snprintf(buf + used, sizeof buf - used, "]");
+        printf("%s %s\n", n->name, buf);
+    }
+}
+
+static void print_commas(int64_t v, char *buf, size_t size)
+{
+    char digits[32];
+    snprintf(digits, sizeof digits, "%lld", (long long)v);
+    size_t n = strlen(digits), j = 0;
+    for (size_t i = 0; i < n && j + 2 < size; i++) {
+        if (i > 0 && (n - i) % 3 == 0)
+            buf[j++] = ',';
+        buf[j++] = digits[i];
+    }
+    buf[j] = '\0';
+}
+
+static int print_json(const cli_front_opts *o, const edm_program *prog, const edm_stats *s)
+{
+    json_object *root = json_object_new_object();
+    json_object *ops = json_object_new_object();
+    json_object *cfg = json_object_new_object();
+    if (!root || !ops || !cfg) {
+        json_object_put(root);
+        json_object_put(ops);
+        json_object_put(cfg);
+        fprintf(stderr, "edmc: out of memory\n");
+        return 1;
+    }
+    int bad = 0;
+    bad |= json_object_object_add(root, "model", json_object_new_string(o->file));
+    bad |= json_object_object_add(root, "params", json_object_new_int64(s->params));
+    bad |= json_object_object_add(root, "param_tensors", json_object_new_int64(s->param_tensors));
+    bad |= json_object_object_add(root, "buffers", json_object_new_int64(s->buffers));
+    /* "gmacs": one forward pass at batch 1, weight normalization included, as
+     * the reference recomputes it on every call (the paper's convention) */
+    bad |= json_object_object_add(root, "gmacs", json_object_new_double((s->macs_per_sample + s->macs_per_step) / 1e9));
+    bad |= json_object_object_add(root, "gmacs_per_sample", json_object_new_double(s->macs_per_sample / 1e9));
+    bad |= json_object_object_add(root, "gmacs_weight_prep", json_object_new_double(s->macs_per_step / 1e9));
+    bad |= json_object_object_add(root, "act_bytes_per_sample", json_object_new_double(s->act_bytes_per_sample));
+    bad |= json_object_object_add(root, "peak_act_bytes_per_sample",
+                                  json_object_new_double(s->peak_act_bytes_per_sample));
+    bad |= json_object_object_add(root, "nodes", json_object_new_int64(s->nodes));
+    for (int i = 0; i < s->nrows; i++) {
+        json_object *row = json_object_new_object();
+        if (!row) {
+            bad = 1;
+            break;
+        }
+        bad |= json_object_object_add(row, "nodes", json_object_new_int64(s->rows[i].nodes));
+        bad |= json_object_object_add(row, "gmacs", json_object_new_double(s->rows[i].macs_per_sample / 1e9));
+        bad |= json_object_object_add(ops, s->rows[i].key, row);
+    }
+    bad |= json_object_object_add(root, "ops", ops);
+    for (int i = 0; i < prog->nparams; i++)
+        bad |= json_object_object_add(cfg, prog->params[i].name, json_object_new_string(prog->params[i].value));
+    bad |= json_object_object_add(root, "config", cfg);
+    if (bad) {
+        json_object_put(root);
+        fprintf(stderr, "edmc: out of memory\n");
+        return 1;
+    }
+    printf("%s\n", json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+    json_object_put(root);
+    return 0;
+}
+
+static void print_table(const char *title, const edm_stat_row *rows, int n, double total)
+{
+    printf("\n  %-16s %7s %14s %7s %14s\n", title, "nodes", "GMACs/sample", "share", "act MiB/sample");
+    for (int i = 0; i < n; i++) {
+        const edm_stat_row *r = &rows[i];
+        printf("  %-16s %7lld %14.4f %6.2f%% %14.3f\n", r->key, (long long)r->nodes, r->macs_per_sample / 1e9,
+               total > 0 ? 100 * r->macs_per_sample / total : 0.0, r->act_bytes_per_sample / (1 << 20));
+    }
+}
+
+static int do_info(const cli_front_opts *o, const edm_program *prog)
+{
+    if (o->params) {
+        print_params(prog->graph);
+        return 0;
+    }
+    edm_stats s;
+    edm_status st;
+    edm_status_init(&st);
+    if (edm_stats_compute(prog->graph, &s, &st) != 0) {
+        edm_diag_print(NULL, &st, stderr);
+        return 1;
+    }
+    int rc = 0;
+    if (o->json) {
+        rc = print_json(o, prog, &s);
+    } else {
+        char p[32];
+        print_commas(s.params, p, sizeof p);
+        printf("%s\n", o->file);
+        printf("  parameters      %s learned (%lld tensors), %lld buffer elements\n", p,
+               (long long)s.param_tensors, (long long)s.buffers);
+        printf("  multiply-adds   %.3f G per forward at batch 1 (EDM2-SPEC §3 convention):\n"
+               "                  %.3f G per sample + %.3f G of weight normalization per call\n",
+               (s.macs_per_sample + s.macs_per_step) / 1e9, s.macs_per_sample / 1e9, s.macs_per_step / 1e9);
+        printf("  activations     %.2f MiB per sample in all, %.2f MiB per sample live at the peak (fp32)\n",
+               s.act_bytes_per_sample / (1 << 20), s.peak_act_bytes_per_sample / (1 << 20));
+        printf("  graph           %lld nodes\n", (long long)s.nodes);
+        if (prog->nparams) {
+            printf("\n  configuration\n");
+            for (int i = 0; i < prog->nparams; i++)
+                printf("    %-20s %s\n", prog->params[i].name, prog->params[i].value);
+        }
+        print_table("op", s.rows, s.nrows, s.macs_per_sample);
+        print_table("from", s.origins, s.norigins, s.macs_per_sample);
+    }
+    edm_stats_free(&s);
+    return rc;
+}
+
+int cmd_info(int argc, char **argv) { return run_front(argc, argv, "info", do_info); }
+
+static int do_dump(const cli_front_opts *o, const edm_program *prog)
+{
+    if (strcmp(o->stage, "ir") != 0) {
+        fprintf(stderr, "edmc dump: unknown stage '%s' (this build has: ir)\n", o->stage);
+        return 2;
+    }
+    FILE *out = stdout;
+    if (o->output) {
+        out = fopen(o->output, "w");
+        if (!out) {
+            perror(o->output);
+            return 1;
+        }
+    }
+    edm_status st;
+    edm_status_init(&st);
+    int rc;
+    if (strcmp(o->format, "text") == 0) {
+        rc = edm_ir_write_text(prog->graph, out, &st);
+    } else if (strcmp(o->format, "xml") == 0) {
+        rc = edm_ir_write_xml(prog->graph, out, &st);
+    } else if (strcmp(o->format, "dot") == 0) {
+        rc = edm_ir_write_dot(prog->graph, out, &st);
+    } else {
+        fprintf(stderr, "edmc dump: unknown format '%s' (text, xml or dot)\n", o->format);
+        rc = -2;
+    }
+    if (out != stdout && fclose(out) != 0 && rc == 0)
+        rc = edm_fail(&st, EDM_ERR_IO, EDM_NO_LOC, "error writing %s", o->output);
+    if (out == stdout && fflush(stdout) != 0 && rc == 0)
+        rc = edm_fail(&st, EDM_ERR_IO, EDM_NO_LOC, "error writing the output");
+    if (rc == -1)
+        edm_diag_print(NULL, &st, stderr);
+    return rc == 0 ? 0 : rc == -2 ? 2 : 1;
+}
+
+int cmd_dump(int argc, char **argv) { return run_front(argc, argv, "dump", do_dump); }

@@ -1,0 +1,574 @@
+#include "config.h"
+
+#include "compiler/ir.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ tables */
+
+typedef struct {
+    const char *name;
+    int arity;
+    edm_op_class cls;
+    int macs;
+} op_info;
+
+static const op_info op_table[] = {
+#define EDM_OP_ROW(e, name, arity, cls, macs) {name, arity, cls, macs},
+    EDM_OPS(EDM_OP_ROW)
+#undef EDM_OP_ROW
+};
+_Static_assert(sizeof op_table / sizeof op_table[0] == EDM_OP_COUNT, "op table out of sync");
+
+const char *edm_op_name(edm_op op) { return (unsigned)op < EDM_OP_COUNT ? op_table[op].name : "?"; }
+int edm_op_arity(edm_op op) { return (unsigned)op < EDM_OP_COUNT ? op_table[op].arity : 0; }
+edm_op_class edm_op_class_of(edm_op op) { return (unsigned)op < EDM_OP_COUNT ? op_table[op].cls : EDM_CLASS_OTHER; }
+int edm_op_macs_per_element(edm_op op) { return (unsigned)op < EDM_OP_COUNT ? op_table[op].macs : 0; }
+
+int edm_op_from_name(const char *name, edm_op *out)
+{
+    for (int i = 0; i < EDM_OP_COUNT; i++)
+        if (strcmp(op_table[i].name, name) == 0) {
+            *out = (edm_op)i;
+            return 0;
+        }
+    return -1;
+}
+
+static const char *const dtype_names[] = {"f32", "f16", "bf16", "f64"};
+
+const char *edm_dtype_name(edm_dtype t) { return (unsigned)t < 4 ? dtype_names[t] : "?"; }
+
+int edm_dtype_from_name(const char *name, edm_dtype *out)
+{
+    for (int i = 0; i < 4; i++)
+        if (strcmp(dtype_names[i], name) == 0) {
+            *out = (edm_dtype)i;
+            return 0;
+        }
+    return -1;
+}
+
+static const char *const init_names[] = {"zeros", "ones", "const", "normal", "uniform"};
+
+const char *edm_init_name(edm_init_kind k) { return (unsigned)k < 5 ? init_names[k] : "?"; }
+
+int edm_init_from_name(const char *name, edm_init_kind *out)
+{
+    for (int i = 0; i < 5; i++)
+        if (strcmp(init_names[i], name) == 0) {
+            *out = (edm_init_kind)i;
+            return 0;
+        }
+    return -1;
+}
+
+/* ------------------------------------------------------------------ graph */
+
+typedef struct string_block {
+    struct string_block *next;
+    size_t used, size;
+    char data[];
+} string_block;
+
+struct edm_graph {
+    edm_node *nodes;
+    int count, cap;
+    const char **files;
+    int nfiles, files_cap;
+    string_block *strings;
+    /* open-addressing intern table of pointers into string blocks */
+    const char **intern;
+    size_t intern_cap, intern_count;
+};
+
+edm_graph *edm_graph_new(void)
+{
+    edm_graph *g = calloc(1, sizeof *g);
+    return g;
+}
+
+void edm_graph_free(edm_graph *g)
+{
+    if (!g)
+        return;
+    free(g->nodes);
+    free(g->files);
+    free(g->intern);
+    for (string_block *b = g->strings, *next; b; b = next) {
+        next = b->next;
+        free(b);
+    }
+    free(g);
+}
+
+int edm_graph_count(const edm_graph *g) { return g->count; }
+
+const edm_node *edm_graph_node(const edm_graph *g, int id)
+{
+    return id >= 0 && id < g->count ? &g->nodes[id] : NULL;
+}
+
+edm_node *edm_graph_node_mut(edm_graph *g, int id)
+{
+    return id >= 0 && id < g->count ? &g->nodes[id] : NULL;
+}
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static const char *store_string(edm_graph *g, const char *s)
+{
+    size_t len = strlen(s) + 1;
+    string_block *b = g->strings;
+    if (!b || b->size - b->used < len) {
+        size_t size = len > 16384 ? len : 16384;
+        string_block *nb = malloc(sizeof *nb + size);
+        if (!nb)
+            return NULL;
+        nb->next = g->strings;
+        nb->used = 0;
+        nb->size = size;
+        g->strings = nb;
+        b = nb;
+    }
+    char *p = b->data + b->used;
+    memcpy(p, s, len);
+    b->used += len;
+    return p;
+}
+
+static int intern_grow(edm_graph *g)
+{
+    size_t cap = g->intern_cap ? g->intern_cap * 2 : 256;
+    const char **t = calloc(cap, sizeof *t);
+    if (!t)
+        return -1;
+    for (size_t i = 0; i < g->intern_cap; i++) {
+        const char *s = g->intern[i];
+        if (!s)
+            continue;
+        size_t j = hash_str(s) & (cap - 1);
+        while (t[j])
+            j = (j + 1) & (cap - 1);
+        t[j] = s;
+    }
+    free(g->intern);
+    g->intern = t;
+    g->intern_cap = cap;
+    return 0;
+}
+
+const char *edm_graph_intern(edm_graph *g, const char *s)
+{
+    if (!s)
+        return NULL;
+    if ((g->intern_count + 1) * 2 > g->intern_cap && intern_grow(g) != 0)
+        return NULL;
+    size_t j = hash_str(s) & (g->intern_cap - 1);
+    while (g->intern[j]) {
+        if (strcmp(g->intern[j], s) == 0)
+            return g->intern[j];
+        j = (j + 1) & (g->intern_cap - 1);
+    }
+    const char *p = store_string(g, s);
+    if (!p)
+        return NULL;
+    g->intern[j] = p;
+    g->intern_count++;
+    return p;
+}
+
+int edm_graph_add(edm_graph *g, const edm_node *n, edm_status *st)
+{
+    if (g->count == g->cap) {
+        int cap = g->cap ? g->cap * 2 : 256;
+        edm_node *nodes = realloc(g->nodes, (size_t)cap * sizeof *nodes);
+        if (!nodes)
+            return edm_nomem(st);
+        g->nodes = nodes;
+        g->cap = cap;
+    }
+    edm_node copy = *n;
+    copy.name = n->name ? edm_graph_intern(g, n->name) : NULL;
+    copy.scope = edm_graph_intern(g, n->scope ? n->scope : "");
+    copy.origin = edm_graph_intern(g, n->origin ? n->origin : edm_op_name(n->op));
+    if ((n->name && !copy.name) || !copy.scope || !copy.origin)
+        return edm_nomem(st);
+    g->nodes[g->count] = copy;
+    return g->count++;
+}
+
+int edm_graph_add_file(edm_graph *g, const char *path, edm_status *st)
+{
+    for (int i = 0; i < g->nfiles; i++)
+        if (strcmp(g->files[i], path) == 0)
+            return i;
+    if (g->nfiles == g->files_cap) {
+        int cap = g->files_cap ? g->files_cap * 2 : 8;
+        const char **f = realloc(g->files, (size_t)cap * sizeof *f);
+        if (!f)
+            return edm_nomem(st);
+        g->files = f;
+        g->files_cap = cap;
+    }
+    const char *p = edm_graph_intern(g, path);
+    if (!p)
+        return edm_nomem(st);
+    g->files[g->nfiles] = p;
+    return g->nfiles++;
+}
+
+const char *edm_graph_file(const edm_graph *g, int index)
+{
+    return index >= 0 && index < g->nfiles ? g->files[index] : NULL;
+}
+
+int edm_graph_file_count(const edm_graph *g) { return g->nfiles; }
+
+/* ------------------------------------------------------------------ shapes */
+
+int64_t edm_shape_numel_per_sample(const edm_shape *s)
+{
+    int64_t n = 1;
+    for (int i = 0; i < s->rank; i++)
+        if (s->dim[i] != EDM_DIM_BATCH)
+            n *= s->dim[i];
+    return n;
+}
+
+int edm_shape_has_batch(const edm_shape *s)
+{
+    return s->rank > 0 && s->dim[0] == EDM_DIM_BATCH;
+}
+
+int edm_shape_equal(const edm_shape *a, const edm_shape *b)
+{
+    if (a->rank != b->rank)
+        return 0;
+    for (int i = 0; i < a->rank; i++)
+        if (a->dim[i] != b->dim[i])
+            return 0;
+    return 1;
+}
+
+char *edm_shape_str(const edm_shape *s, char *buf, size_t size)
+{
+    size_t used = 0;
+    if (size == 0)
+        return buf;
+    buf[0] = '\0';
+    used += (size_t)snprintf(buf + used, size - used, "[");
+    for (int i = 0; i < s->rank && used < size; i++) {
+        if (s->dim[i] == EDM_DIM_BATCH)
+            used += (size_t)snprintf(buf + used, size - used, "%sN", i ? ", " : "");
+        else
+            used += (size_t)snprintf(buf + used, size - used, "%s%lld", i ? ", " : "", (long long)s->dim[i]);
+    }
+    if (used < size)
+        snprintf(buf + used, size - used, "]");
+    return buf;
+}
+
+/* Largest element count we accept for one tensor (per sample): keeps every
+ * later size computation far from overflow. */
+#define EDM_MAX_NUMEL ((int64_t)1 << 40)
+
+static int check_size(const edm_node *n, edm_status *st)
+{
+    int64_t total = 1;
+    for (int i = 0; i < n->shape.rank; i++) {
+        int64_t d = n->shape.dim[i];
+        if (d == EDM_DIM_BATCH && i == 0)
+            continue;
+        if (d < 0)
+            return edm_fail(st, EDM_ERR_SEMANTIC, n->loc, "%s: negative dimension %lld", edm_op_name(n->op), (long long)d);
+        if (d > 0 && total > EDM_MAX_NUMEL / d)
+            return edm_fail(st, EDM_ERR_LIMIT, n->loc, "%s: tensor too large (more than 2^40 elements per sample)",
+                            edm_op_name(n->op));
+        total *= d;
+    }
+    return 0;
+}
+
+static int fail_operand_shapes(const edm_graph *g, const edm_node *n, edm_status *st, const char *what)
+{
+    char sa[96], sb[96];
+    const edm_node *a = edm_graph_node(g, n->input[0]);
+    const edm_node *b = n->ninputs > 1 ? edm_graph_node(g, n->input[1]) : NULL;
+    if (b)
+        edm_fail(st, EDM_ERR_SEMANTIC, n->loc, "%s: %s %s and %s", edm_op_name(n->op), what,
+                 edm_shape_str(&a->shape, sa, sizeof sa), edm_shape_str(&b->shape, sb, sizeof sb));
+    else
+        edm_fail(st, EDM_ERR_SEMANTIC, n->loc, "%s: %s %s", edm_op_name(n->op), what,
+                 edm_shape_str(&a->shape, sa, sizeof sa));
+    if (a->loc.file >= 0)
+        edm_note_add(st, a->loc, "the first operand, %s, is made here", edm_shape_str(&a->shape, sa, sizeof sa));
+    if (b && b->loc.file >= 0)
+        edm_note_add(st, b->loc, "the second operand, %s, is made here", edm_shape_str(&b->shape, sb, sizeof sb));
+    return -1;
+}
+
+static int broadcast(const edm_graph *g, edm_node *n, const edm_shape *a, const edm_shape *b, edm_status *st)
+{
+    int rank = a->rank > b->rank ? a->rank : b->rank;
+    edm_shape out = {.rank = rank};
+    for (int i = 0; i < rank; i++) {
+        int ia = a->rank - rank + i, ib = b->rank - rank + i;
+        int64_t da = ia >= 0 ? a->dim[ia] : 1, db = ib >= 0 ? b->dim[ib] : 1;
+        /* the batch dim may only meet the batch dim or 1, and must stay at dim 0 */
+        if (da == db)
+            out.dim[i] = da;
+        else if (da == 1)
+            out.dim[i] = db;
+        else if (db == 1)
+            out.dim[i] = da;
+        else
+            return fail_operand_shapes(g, n, st, "cannot broadcast shapes");
+        if (out.dim[i] == EDM_DIM_BATCH && i != 0)
+            return fail_operand_shapes(g, n, st, "the batch dimension would move in broadcasting");
+    }
+    n->shape = out;
+    return 0;
+}
+
+static int norm_axis(int axis, int rank, const edm_node *n, edm_status *st)
+{
+    int a = axis < 0 ? axis + rank : axis;
+    if (a < 0 || a >= rank)
+        return edm_fail(st, EDM_ERR_SEMANTIC, n->loc, "%s: axis %d out of range for rank %d", edm_op_name(n->op), axis,
+                        rank);
+    return a;
+}
+
+static int infer_conv(const edm_graph *g, edm_node *n, const edm_shape *x, const edm_shape *w, edm_status *st)
+{
+    if (x->rank != 4 || w->rank != 4)
+        return fail_operand_shapes(g, n, st, "needs input [N, C, H, W] and weight [O, C, k, k], got");
+    if (x->dim[1] != w->dim[1])
+        return fail_operand_shapes(g, n, st, "input channels do not match the weight's:");
+    if (w->dim[2] != w->dim[3] || w->dim[2] < 1)
+        return fail_operand_shapes(g, n, st, "needs a square kernel, got");
+    int s = n->attr.conv.stride, p = n->attr.conv.pad;
+    if (s < 1 || p < 0)
+        return edm_fail(st, EDM_ERR_SEMANTIC, n->loc, "conv2d: bad stride %d or padding %d", s, p);
+    int64_t k = w->dim[2];
+    int64_t h = (x->dim[2] + 2 * p - k) / s + 1, wd = (x->dim[3] + 2 * p - k) / s + 1;
+    if (x->dim[2] + 2 * p < k || x->dim[3] + 2 * p < k)
+        return fail_operand_shapes(g, n, st, "kernel larger than the padded input:");
+    n->shape = (edm_shape){.rank = 4, .dim = {x->dim[0], w->dim[0], h, wd}};
+    return 0;
+}
+
+static int infer_matmul(const edm_graph *g, edm_node *n, const edm_shape *a, const edm_shape *b, edm_status *st)
+{
+    if (a->rank < 2 || b->rank < 2)
+        return fail_operand_shapes(g, n, st, "needs operands of rank 2 or more, got");
+    int64_t m = n->attr.matmul.trans_a ? a->dim[a->rank - 1] : a->dim[a->rank - 2];
+    int64_t ka = n->attr.matmul.trans_a ? a->dim[a->rank - 2] : a->dim[a->rank - 1];
+    int64_t kb = n->attr.matmul.trans_b ? b->dim[b->rank - 1] : b->dim[b->rank - 2];
+    int64_t nn = n->attr.matmul.trans_b ? b->dim[b->rank - 2] : b->dim[b->rank - 1];
+    if (ka != kb || ka == EDM_DIM_BATCH || (m == EDM_DIM_BATCH && a->rank != 2))
+        return fail_operand_shapes(g, n, st, "inner dimensions do not match:");
+    edm_shape ba = {.rank = a->rank - 2}, bb = {.rank = b->rank - 2};
+    memcpy(ba.dim, a->dim, sizeof(int64_t) * (size_t)ba.rank);
+    memcpy(bb.dim, b->dim, sizeof(int64_t) * (size_t)bb.rank);
+    if (broadcast(g, n, &ba, &bb, st) != 0)
+        return -1;
+    edm_shape out = n->shape;
+    if (out.rank + 2 > EDM_MAX_RANK)
+        return fail_operand_shapes(g, n, st, "result rank too large:");
+    out.dim[out.rank++] = m;
+    out.dim[out.rank++] = nn;
+    n->shape = out;
+    return 0;
+}
+
+int edm_infer_node(const edm_graph *g, edm_node *n, edm_status *st)
+{
+    if (n->ninputs != edm_op_arity(n->op))
+        return edm_fail(st, EDM_ERR_INTERNAL, n->loc, "%s: %d inputs, expected %d", edm_op_name(n->op), n->ninputs,
+                        edm_op_arity(n->op));
+    for (int i = 0; i < n->ninputs; i++)
+        if (!edm_graph_node(g, n->input[i]))
+            return edm_fail(st, EDM_ERR_INTERNAL, n->loc, "%s: input %d refers to missing value %%%d",
+                            edm_op_name(n->op), i, n->input[i]);
+    const edm_node *a = n->ninputs > 0 ? edm_graph_node(g, n->input[0]) : NULL;
+    const edm_node *b = n->ninputs > 1 ? edm_graph_node(g, n->input[1]) : NULL;
+    if (a)
+        n->dtype = a->dtype;
+    if (n->shape.rank < 0 || n->shape.rank > EDM_MAX_RANK)
+        return edm_fail(st, EDM_ERR_SEMANTIC, n->loc, "rank %d out of range", n->shape.rank);
+
+    switch (edm_op_class_of(n->op)) {
+    case EDM_CLASS_LEAF:
+        for (int i = 1; i < n->shape.rank; i++)
+            if (n->shape.dim[i] == EDM_DIM_BATCH)
+                return edm_fail(st, EDM_ERR_SEMANTIC, n->loc, "the batch dimension N may only be the first");
+        if (n->op != EDM_OP_INPUT && n->op != EDM_OP_CONST && edm_shape_has_batch(&n->shape))
+            return edm_fail(st, EDM_ERR_SEMANTIC, n->loc, "%s '%s' cannot have the batch dimension N",
+                            edm_op_name(n->op), n->name ? n->name : "");
+        break;
+    case EDM_CLASS_UNARY:
+        n->shape = a->shape;
+        break;
+    case EDM_CLASS_BINARY:
+        if (broadcast(g, n, &a->shape, &b->shape, st) != 0)
+            return -1;
+        if (a->dtype != b->dtype)
+            return edm_fail(st, EDM_ERR_SEMANTIC, n->loc, "%s: dtypes %s and %s differ", edm_op_name(n->op),
+                            edm_dtype_name(a->dtype), edm_dtype_name(b->dtype));
+        break;
+    case EDM_CLASS_REDUCE: {
+        uint32_t axes = n->attr.reduce.axes;
+        if (a->shape.rank < 32 && (axes >> a->shape.rank) != 0)
+            return fail_operand_shapes(g, n, st, "reduction axis out of range for");
+        edm_shape out = {.rank = 0};
+        for (int i = 0; i < a->shape.rank; i++) {
+            if (axes & (1u << i)) {
+                if (a->shape.dim[i] == EDM_DIM_BATCH)
+                    return fail_operand_shapes(g, n, st, "cannot reduce over the batch dimension of");
+                if (n->attr.reduce.keepdim)
+                    out.dim[out.rank++] = 1;
+            } else {
+                out.dim[out.rank++] = a->shape.dim[i];
+            }
+        }
+        n->shape = out;
+        break;
+    }
+    case EDM_CLASS_CONTRACT:
+        if (n->op == EDM_OP_CONV2D) {
+            if (infer_conv(g, n, &a->shape, &b->shape, st) != 0)
+                return -1;
+        } else if (infer_matmul(g, n, &a->shape, &b->shape, st) != 0) {
+            return -1;
+        }
+        if (a->dtype != b->dtype)
+            return edm_fail(st, EDM_ERR_SEMANTIC, n->loc, "%s: dtypes %s and %s differ", edm_op_name(n->op),
+                            edm_dtype_name(a->dtype), edm_dtype_name(b->dtype));
+        break;
+    case EDM_CLASS_LAYOUT:
+        switch (n->op) {
+        case EDM_OP_RESHAPE: {
+            /* n->shape holds the target (set by the builder); element counts must agree
+             * and the batch dimension must stay first. */
+            if (edm_shape_has_batch(&n->shape) != edm_shape_has_batch(&a->shape))
+                return fail_operand_shapes(g, n, st, "must keep the batch dimension N first; input is");
+            for (int i = 0; i < n->shape.rank; i++)
+                if (n->shape.dim[i] < 0 && !(i == 0 && n->shape.dim[i] == EDM_DIM_BATCH))
+                    return edm_fail(st, EDM_ERR_SEMANTIC, n->loc, "reshape: bad target dimension %lld",
+                                    (long long)n->shape.dim[i]);
+            if (check_size(n, st) != 0)
+                return -1;
+            if (edm_shape_numel_per_sample(&n->shape) != edm_shape_numel_per_sample(&a->shape)) {
+                char s1[96], s2[96];
+                return edm_fail(st, EDM_ERR_SEMANTIC, n->loc, "reshape: cannot reshape %s into %s",
+                                edm_shape_str(&a->shape, s1, sizeof s1), edm_shape_str(&n->shape, s2, sizeof s2));
+            }
+            break;
+        }
+        case EDM_OP_PERMUTE: {
+            int seen = 0;
+            edm_shape out = {.rank = a->shape.rank};
+            for (int i = 0; i < a->shape.rank; i++) {
+                int p = n->attr.permute.perm[i];
+                if (p < 0 || p >= a->shape.rank || (seen & (1 << p)))
+                    return fail_operand_shapes(g, n, st, "not a permutation of the axes of");
+                seen |= 1 << p;
+                out.dim[i] = a->shape.dim[p];
+            }
+            if (edm_shape_has_batch(&a->shape) && n->attr.permute.perm[0] != 0)
+                return fail_operand_shapes(g, n, st, "must keep the batch dimension N first; input is");
+            n->shape = out;
+            break;
+        }
+        case EDM_OP_CONCAT: {
+            if (a->shape.rank != b->shape.rank)
+                return fail_operand_shapes(g, n, st, "ranks differ:");
+            int ax = norm_axis(n->attr.concat.axis, a->shape.rank, n, st);
+            if (ax < 0)
+                return -1;
+            n->attr.concat.axis = ax;
+            edm_shape out = a->shape;
+            for (int i = 0; i < a->shape.rank; i++)
+                if (i != ax && a->shape.dim[i] != b->shape.dim[i])
+                    return fail_operand_shapes(g, n, st, "shapes differ outside the concatenation axis:");
+            if (a->shape.dim[ax] == EDM_DIM_BATCH)
+                return fail_operand_shapes(g, n, st, "cannot concatenate along the batch dimension:");
+            out.dim[ax] = a->shape.dim[ax] + b->shape.dim[ax];
+            n->shape = out;
+            if (a->dtype != b->dtype)
+                return edm_fail(st, EDM_ERR_SEMANTIC, n->loc, "concat: dtypes differ");
+            break;
+        }
+        case EDM_OP_SLICE: {
+            int ax = norm_axis(n->attr.slice.axis, a->shape.rank, n, st);
+            if (ax < 0)
+                return -1;
+            n->attr.slice.axis = ax;
+            int64_t d = a->shape.dim[ax], s = n->attr.slice.start, l = n->attr.slice.len;
+            if (d == EDM_DIM_BATCH || s < 0 || l < 1 || s > d || l > d - s) {
+                char sa[96];
+                return edm_fail(st, EDM_ERR_SEMANTIC, n->loc, "slice: [%lld, %lld) out of range on axis %d of %s",
+                                (long long)s, (long long)(s + l), ax, edm_shape_str(&a->shape, sa, sizeof sa));
+            }
+            n->shape = a->shape;
+            n->shape.dim[ax] = l;
+            break;
+        }
+        default:
+            return edm_fail(st, EDM_ERR_INTERNAL, n->loc, "unknown layout op");
+        }
+        break;
+    case EDM_CLASS_OTHER:
+        switch (n->op) {
+        case EDM_OP_SOFTMAX: {
+            int ax = norm_axis(n->attr.softmax.axis, a->shape.rank, n, st);
+            if (ax < 0)
+                return -1;
+            if (a->shape.dim[ax] == EDM_DIM_BATCH)
+                return fail_operand_shapes(g, n, st, "cannot take softmax over the batch dimension of");
+            n->attr.softmax.axis = ax;
+            n->shape = a->shape;
+            break;
+        }
+        case EDM_OP_AVGPOOL2:
+        case EDM_OP_UPSAMPLE2: {
+            if (a->shape.rank != 4)
+                return fail_operand_shapes(g, n, st, "needs [N, C, H, W], got");
+            n->shape = a->shape;
+            if (n->op == EDM_OP_AVGPOOL2) {
+                if (a->shape.dim[2] % 2 || a->shape.dim[3] % 2)
+                    return fail_operand_shapes(g, n, st, "needs even height and width, got");
+                n->shape.dim[2] /= 2;
+                n->shape.dim[3] /= 2;
+            } else {
+                n->shape.dim[2] *= 2;
+                n->shape.dim[3] *= 2;
+            }
+            break;
+        }
+        case EDM_OP_DROPOUT:
+            if (!(n->attr.dropout.p >= 0 && n->attr.dropout.p < 1))
+                return edm_fail(st, EDM_ERR_SEMANTIC, n->loc, "dropout: probability %g not in [0, 1)",
+                                n->attr.dropout.p);
+            n->shape = a->shape;
+            break;
+        case EDM_OP_OUTPUT:
+            n->shape = a->shape;
+            break;
+        default:
+            return edm_fail(st, EDM_ERR_INTERNAL, n->loc, "unknown op");
+        }
+        break;
+    }
+    return check_size(n, st);
+}

@@ -1,0 +1,30 @@
+#!/bin/sh
+# Installs the Debian packages edmc needs to build and test, when missing.
+# Runs as root (CI, developer machines) or through sudo when available.
+set -eu
+need=""
+have_cmd() { command -v "$1" >/dev/null 2>&1; }
+have_pkg() { pkg-config --exists "$1" 2>/dev/null; }
+have_cmd flex       || need="$need flex"
+have_cmd bison      || need="$need bison"
+have_cmd autoreconf || need="$need autoconf"
+have_cmd automake   || need="$need automake"
+have_cmd libtoolize || need="$need libtool"
+have_cmd pkg-config || need="$need pkg-config"
+have_cmd make       || need="$need make"
+have_cmd gcc        || need="$need gcc"
+if have_cmd pkg-config; then
+    have_pkg libxml-2.0 || need="$need libxml2-dev"
+    have_pkg cmocka     || need="$need libcmocka-dev"
+    have_pkg json-c     || need="$need libjson-c-dev"
+else
+    need="$need libxml2-dev libcmocka-dev libjson-c-dev"
+fi
+[ -n "$need" ] || exit 0
+echo "install-deps: installing$need"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $need
