@@ -33,7 +33,7 @@ typedef enum {
     AST_INPUT,   /* input str: a (shape list) [dtype c] */
     AST_OUTPUT,  /* output str = a */
     AST_PARAM,   /* param str = a (default) */
-    AST_IMPORT,  /* import str */
+    AST_IMPORT,  /* import a (a string expression, resolved against the importing file) */
     AST_BLOCK,   /* block str(params = a: AST_PARAMDECL chain) { b } */
     AST_PARAMDECL, /* str, a = default or NULL; num: 1 tensor (before ';'), 2 compile-time (after), 0 either */
     AST_ASSERT,  /* assert a, b (message, may be NULL) */

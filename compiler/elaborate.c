@@ -975,13 +975,18 @@ static int run_file(elab *e, int file, edm_diags *diags);
 
 static int exec_import(elab *e, const ast *s)
 {
+    value name;
+    if (eval(e, s->a, &name) != 0)
+        return -1;
+    if (name.kind != VAL_STR || !name.str[0])
+        return elab_fail(e, s->a->loc, "import needs a file name (a string), got %s", val_kind_name(name.kind));
     const edm_source *from = edm_sources_get(e->src, s->loc.file);
     char path[4096];
     const char *slash = from ? strrchr(from->path, '/') : NULL;
-    if (s->str[0] == '/' || !slash)
-        snprintf(path, sizeof path, "%s", s->str);
+    if (name.str[0] == '/' || !slash)
+        snprintf(path, sizeof path, "%s", name.str);
     else
-        snprintf(path, sizeof path, "%.*s/%s", (int)(slash - from->path), from->path, s->str);
+        snprintf(path, sizeof path, "%.*s/%s", (int)(slash - from->path), from->path, name.str);
     int before = edm_sources_count(e->src);
     int file = edm_sources_load(e->src, path, s->loc, e->st);
     if (file < 0)

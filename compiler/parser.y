@@ -126,7 +126,7 @@ item
     : stmt                       { $$ = $1; }
     | block_def                  { $$ = $1; }
     | PARAM IDENT '=' expr ';'   { NEW($$, AST_PARAM, @2); $$->str = $2; $$->a = $4; }
-    | IMPORT STR ';'             { NEW($$, AST_IMPORT, @2); $$->str = $2; }
+    | IMPORT expr ';'            { NEW($$, AST_IMPORT, @2); $$->a = $2; }
     ;
 
 block_def
