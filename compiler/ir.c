@@ -324,12 +324,10 @@ static int broadcast(const edm_graph *g, edm_node *n, const edm_shape *a, const 
         int ia = a->rank - rank + i, ib = b->rank - rank + i;
         int64_t da = ia >= 0 ? a->dim[ia] : 1, db = ib >= 0 ? b->dim[ib] : 1;
         /* the batch dim may only meet the batch dim or 1, and must stay at dim 0 */
-        if (da == db)
+        if (da == db || db == 1)
             out.dim[i] = da;
         else if (da == 1)
             out.dim[i] = db;
-        else if (db == 1)
-            out.dim[i] = da;
         else
             return fail_operand_shapes(g, n, st, "cannot broadcast shapes");
         if (out.dim[i] == EDM_DIM_BATCH && i != 0)
@@ -356,9 +354,10 @@ static int infer_conv(const edm_graph *g, edm_node *n, const edm_shape *x, const
         return fail_operand_shapes(g, n, st, "input channels do not match the weight's:");
     if (w->dim[2] != w->dim[3] || w->dim[2] < 1)
         return fail_operand_shapes(g, n, st, "needs a square kernel, got");
-    int s = n->attr.conv.stride, p = n->attr.conv.pad;
+    int64_t s = n->attr.conv.stride, p = n->attr.conv.pad;
     if (s < 1 || p < 0)
-        return edm_fail(st, EDM_ERR_SEMANTIC, n->loc, "conv2d: bad stride %d or padding %d", s, p);
+        return edm_fail(st, EDM_ERR_SEMANTIC, n->loc, "conv2d: bad stride %lld or padding %lld", (long long)s,
+                        (long long)p);
     int64_t k = w->dim[2];
     int64_t h = (x->dim[2] + 2 * p - k) / s + 1, wd = (x->dim[3] + 2 * p - k) / s + 1;
     if (x->dim[2] + 2 * p < k || x->dim[3] + 2 * p < k)
@@ -518,7 +517,7 @@ int edm_infer_node(const edm_graph *g, edm_node *n, edm_status *st)
             if (d == EDM_DIM_BATCH || s < 0 || l < 1 || s > d || l > d - s) {
                 char sa[96];
                 return edm_fail(st, EDM_ERR_SEMANTIC, n->loc, "slice: [%lld, %lld) out of range on axis %d of %s",
-                                (long long)s, (long long)(s + l), ax, edm_shape_str(&a->shape, sa, sizeof sa));
+                                (long long)s, (long long)s + (long long)l, ax, edm_shape_str(&a->shape, sa, sizeof sa));
             }
             n->shape = a->shape;
             n->shape.dim[ax] = l;

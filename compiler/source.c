@@ -164,7 +164,7 @@ static void print_one(const edm_sources *s, edm_loc loc, const char *kind, const
     for (int i = 1; i < loc.col && (size_t)(i - 1) < len; i++)
         fputc(line[i - 1] == '\t' ? '\t' : ' ', out);
     fputc('^', out);
-    for (int i = 1; i < loc.span && (size_t)(loc.col - 1 + i) < len; i++)
+    for (int i = 1; i < loc.span && (size_t)loc.col - 1 + (size_t)i < len; i++)
         fputc('~', out);
     fputc('\n', out);
 }
