@@ -1,27 +1,73 @@
-/* The edmc command line: one function per subcommand.  Each returns the
- * process exit status (0 ok, 1 error in the input, 2 usage). */
+/* The edmc command line: one function per subcommand, sharing one option
+ * parser and the program loader.  Each returns the process exit status:
+ * 0 ok, 1 an error in the input, 2 a usage error. */
 #ifndef EDMC_CLI_H
 #define EDMC_CLI_H
 
+#include <stdint.h>
+
 #include "compiler/elaborate.h"
+#include "compiler/source.h"
 
 #define CLI_MAX_DEFINES 64
 
-/* Options shared by the front-end commands. */
+/* Which options a command takes (a bit each). */
+enum {
+    OPT_STAGE = 1 << 0,
+    OPT_FORMAT = 1 << 1,
+    OPT_OUTPUT = 1 << 2, /* -o / --output */
+    OPT_JSON = 1 << 3,
+    OPT_PARAMS = 1 << 4,
+    OPT_SEED = 1 << 5,
+    OPT_WEIGHTS = 1 << 6,
+    OPT_INPUT = 1 << 7,
+    OPT_THREADS = 1 << 8,
+    OPT_DEVICE = 1 << 9,
+    OPT_BATCH = 1 << 10,
+    OPT_MODE = 1 << 11,
+    OPT_ITERS = 1 << 12,
+    OPT_PRECISION = 1 << 13,
+};
+
 typedef struct {
     const char *file;
     edm_define defines[CLI_MAX_DEFINES];
     int ndefines;
-    const char *stage;  /* dump: ir */
-    const char *format; /* dump: text, xml, dot */
-    const char *output; /* -o */
-    int json;           /* info --json */
-    int params;         /* info --params */
-} cli_front_opts;
+    const char *stage;     /* dump: ir */
+    const char *format;    /* dump: text, xml, dot */
+    const char *output;    /* -o, --output */
+    int json, params;      /* info */
+    uint64_t seed;         /* init */
+    const char *weights;   /* forward, bench */
+    const char *input;     /* forward */
+    int threads;           /* 0: default */
+    const char *device;    /* cpu (cuda later) */
+    int64_t batch;         /* bench */
+    const char *mode;      /* bench: forward */
+    int iters;             /* bench */
+    const char *precision; /* f32, f64 */
+} cli_opts;
 
-int cli_parse_front(int argc, char **argv, cli_front_opts *o, const char *cmd);
+/* Parses argv[1..] (argv[0] is the command name); prints the problem and
+ * returns -1 on a usage error. */
+int cli_parse(int argc, char **argv, const char *cmd, unsigned allowed, cli_opts *o);
+void cli_opts_free(cli_opts *o);
+
+/* Compiles o->file (or reads an IR .xml), printing every diagnostic.
+ * Returns 0, or the exit status (1 input error, 2 usage error). */
+int cli_load(const cli_opts *o, edm_sources *src, edm_program *prog);
+/* The usual shape of a command: parse, load the model, call fn, clean up. */
+typedef int (*cli_fn)(const cli_opts *o, const edm_program *prog);
+int cli_run(int argc, char **argv, const char *cmd, unsigned allowed, cli_fn fn);
+/* Prints a status once, at the top. */
+void cli_report(const edm_sources *src, const edm_status *st);
+int cli_exit_code(const edm_status *st);
+
 int cmd_check(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_dump(int argc, char **argv);
+int cmd_init(int argc, char **argv);
+int cmd_forward(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 #endif

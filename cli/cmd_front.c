@@ -10,139 +10,6 @@
 #include "compiler/ir_io.h"
 #include "compiler/passes/passes.h"
 
-int cli_parse_front(int argc, char **argv, cli_front_opts *o, const char *cmd)
-{
-    memset(o, 0, sizeof *o);
-    o->stage = "ir";
-    o->format = "text";
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *def = NULL;
-        if (strcmp(a, "-D") == 0) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "edmc %s: -D needs name=value\n", cmd);
-                return -1;
-            }
-            def = argv[++i];
-        } else if (strncmp(a, "-D", 2) == 0) {
-            def = a + 2;
-        } else if (strncmp(a, "--stage=", 8) == 0) {
-            o->stage = a + 8;
-        } else if (strncmp(a, "--format=", 9) == 0) {
-            o->format = a + 9;
-        } else if (strcmp(a, "-o") == 0 && i + 1 < argc) {
-            o->output = argv[++i];
-        } else if (strcmp(a, "--json") == 0) {
-            o->json = 1;
-        } else if (strcmp(a, "--params") == 0) {
-            o->params = 1;
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "edmc %s: unknown option '%s' (see edmc --help)\n", cmd, a);
-            return -1;
-        } else if (!o->file) {
-            o->file = a;
-        } else {
-            fprintf(stderr, "edmc %s: more than one input file ('%s' and '%s')\n", cmd, o->file, a);
-            return -1;
-        }
-        if (def) {
-            const char *eq = strchr(def, '=');
-            if (!eq || eq == def) {
-                fprintf(stderr, "edmc %s: -D '%s': expected name=value\n", cmd, def);
-                return -1;
-            }
-            if (o->ndefines == CLI_MAX_DEFINES) {
-                fprintf(stderr, "edmc %s: more than %d -D options\n", cmd, CLI_MAX_DEFINES);
-                return -1;
-            }
-            /* argv strings live for the whole run; split a copy at '=' */
-            char *name = strndup(def, (size_t)(eq - def));
-            if (!name) {
-                fprintf(stderr, "edmc: out of memory\n");
-                return -1;
-            }
-            o->defines[o->ndefines].name = name;
-            o->defines[o->ndefines++].value = eq + 1;
-        }
-    }
-    if (!o->file) {
-        fprintf(stderr, "edmc %s: no input file\n", cmd);
-        return -1;
-    }
-    return 0;
-}
-
-static void free_opts(cli_front_opts *o)
-{
-    for (int i = 0; i < o->ndefines; i++)
-        free((char *)o->defines[i].name);
-}
-
-static int ends_with(const char *s, const char *suffix)
-{
-    size_t n = strlen(s), m = strlen(suffix);
-    return n >= m && strcmp(s + n - m, suffix) == 0;
-}
-
-/* Compiles (or reads back) the input; prints every diagnostic. */
-static int load(const cli_front_opts *o, edm_sources *src, edm_program *prog)
-{
-    memset(prog, 0, sizeof *prog);
-    if (ends_with(o->file, ".xml")) {
-        edm_status st;
-        edm_status_init(&st);
-        if (o->ndefines) {
-            fprintf(stderr, "edmc: -D does not apply to an IR file (%s)\n", o->file);
-            return -1;
-        }
-        prog->graph = edm_ir_read_xml_file(o->file, &st);
-        if (!prog->graph || edm_pass_verify(prog->graph, &st) != 0) {
-            edm_diag_print(src, &st, stderr);
-            return -1;
-        }
-        return 0;
-    }
-    edm_diags *d = malloc(sizeof *d);
-    if (!d) {
-        fprintf(stderr, "edmc: out of memory\n");
-        return -1;
-    }
-    int rc = edm_compile_file(src, o->file, o->defines, o->ndefines, prog, d);
-    if (rc != 0) {
-        for (int i = 0; i < d->count; i++)
-            edm_diag_print(src, &d->items[i], stderr);
-        if (d->count > 1)
-            fprintf(stderr, "%d errors\n", d->count);
-    }
-    free(d);
-    return rc;
-}
-
-typedef int (*front_fn)(const cli_front_opts *o, const edm_program *prog);
-
-static int run_front(int argc, char **argv, const char *cmd, front_fn fn)
-{
-    cli_front_opts o;
-    if (cli_parse_front(argc, argv, &o, cmd) != 0) {
-        free_opts(&o);
-        return 2;
-    }
-    edm_sources *src = edm_sources_new();
-    if (!src) {
-        fprintf(stderr, "edmc: out of memory\n");
-        free_opts(&o);
-        return 1;
-    }
-    edm_program prog;
-    int rc = 1;
-    if (load(&o, src, &prog) == 0)
-        rc = fn(&o, &prog);
-    edm_program_free(&prog);
-    edm_sources_free(src);
-    free_opts(&o);
-    return rc;
-}
-
 static int count_op(const edm_graph *g, edm_op op)
 {
     int n = 0;
@@ -151,7 +18,7 @@ static int count_op(const edm_graph *g, edm_op op)
     return n;
 }
 
-static int do_check(const cli_front_opts *o, const edm_program *prog)
+static int do_check(const cli_opts *o, const edm_program *prog)
 {
     const edm_graph *g = prog->graph;
     printf("%s: ok (%d nodes, %d inputs, %d outputs, %d parameter tensors)\n", o->file, edm_graph_count(g),
@@ -159,7 +26,7 @@ static int do_check(const cli_front_opts *o, const edm_program *prog)
     return 0;
 }
 
-int cmd_check(int argc, char **argv) { return run_front(argc, argv, "check", do_check); }
+int cmd_check(int argc, char **argv) { return cli_run(argc, argv, "check", 0, do_check); }
 
 static void print_params(const edm_graph *g)
 {
@@ -192,7 +59,7 @@ static void print_commas(int64_t v, char *buf, size_t size)
     buf[j] = '\0';
 }
 
-static int print_json(const cli_front_opts *o, const edm_program *prog, const edm_stats *s)
+static int print_json(const cli_opts *o, const edm_program *prog, const edm_stats *s)
 {
     json_object *root = json_object_new_object();
     json_object *ops = json_object_new_object();
@@ -252,7 +119,7 @@ static void print_table(const char *title, const edm_stat_row *rows, int n, doub
     }
 }
 
-static int do_info(const cli_front_opts *o, const edm_program *prog)
+static int do_info(const cli_opts *o, const edm_program *prog)
 {
     if (o->params) {
         print_params(prog->graph);
@@ -292,12 +159,16 @@ static int do_info(const cli_front_opts *o, const edm_program *prog)
     return rc;
 }
 
-int cmd_info(int argc, char **argv) { return run_front(argc, argv, "info", do_info); }
+int cmd_info(int argc, char **argv) { return cli_run(argc, argv, "info", OPT_JSON | OPT_PARAMS, do_info); }
 
-static int do_dump(const cli_front_opts *o, const edm_program *prog)
+static int do_dump(const cli_opts *o, const edm_program *prog)
 {
     if (strcmp(o->stage, "ir") != 0) {
         fprintf(stderr, "edmc dump: unknown stage '%s' (this build has: ir)\n", o->stage);
+        return 2;
+    }
+    if (strcmp(o->format, "text") != 0 && strcmp(o->format, "xml") != 0 && strcmp(o->format, "dot") != 0) {
+        fprintf(stderr, "edmc dump: unknown format '%s' (text, xml or dot)\n", o->format);
         return 2;
     }
     FILE *out = stdout;
@@ -315,11 +186,8 @@ static int do_dump(const cli_front_opts *o, const edm_program *prog)
         rc = edm_ir_write_text(prog->graph, out, &st);
     } else if (strcmp(o->format, "xml") == 0) {
         rc = edm_ir_write_xml(prog->graph, out, &st);
-    } else if (strcmp(o->format, "dot") == 0) {
-        rc = edm_ir_write_dot(prog->graph, out, &st);
     } else {
-        fprintf(stderr, "edmc dump: unknown format '%s' (text, xml or dot)\n", o->format);
-        rc = -2;
+        rc = edm_ir_write_dot(prog->graph, out, &st);
     }
     if (out != stdout && fclose(out) != 0 && rc == 0)
         rc = edm_fail(&st, EDM_ERR_IO, EDM_NO_LOC, "error writing %s", o->output);
@@ -327,7 +195,10 @@ static int do_dump(const cli_front_opts *o, const edm_program *prog)
         rc = edm_fail(&st, EDM_ERR_IO, EDM_NO_LOC, "error writing the output");
     if (rc == -1)
         edm_diag_print(NULL, &st, stderr);
-    return rc == 0 ? 0 : rc == -2 ? 2 : 1;
+    return rc == 0 ? 0 : 1;
 }
 
-int cmd_dump(int argc, char **argv) { return run_front(argc, argv, "dump", do_dump); }
+int cmd_dump(int argc, char **argv)
+{
+    return cli_run(argc, argv, "dump", OPT_STAGE | OPT_FORMAT | OPT_OUTPUT, do_dump);
+}

@@ -16,6 +16,9 @@ static void usage(FILE *out)
             "  check FILE.edm [-D name=value ...]          parse and validate a model\n"
             "  info  FILE.edm [--json | --params] [-D ...]  parameters, multiply-adds, per-op table, memory\n"
             "  dump  FILE.edm [--stage=ir] [--format=text|xml|dot] [-o OUT] [-D ...]\n"
+            "  init  FILE.edm [--seed=S] -o W.safetensors [-D ...]     freshly initialised weights\n"
+            "  forward FILE.edm --weights=W --input=IN --output=OUT [--threads=N] [--precision=f32|f64]\n"
+            "  bench FILE.edm [--device=cpu] [--batch=B] [--mode=forward] [--iters=K] [--threads=N]\n"
             "\n"
             "FILE may also be an IR graph written by 'edmc dump --format=xml' (a .xml file).\n"
             "See docs/cli.md for every option.\n");
@@ -34,6 +37,12 @@ int main(int argc, char **argv)
         return cmd_info(argc - 1, argv + 1);
     if (strcmp(cmd, "dump") == 0)
         return cmd_dump(argc - 1, argv + 1);
+    if (strcmp(cmd, "init") == 0)
+        return cmd_init(argc - 1, argv + 1);
+    if (strcmp(cmd, "forward") == 0)
+        return cmd_forward(argc - 1, argv + 1);
+    if (strcmp(cmd, "bench") == 0)
+        return cmd_bench(argc - 1, argv + 1);
     if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
         usage(stdout);
         return 0;

@@ -35,7 +35,8 @@ static int bind_args(elab *e, const builtin *b, const call_args *a, edm_loc loc,
         np++;
     memset(s, 0, sizeof *s);
     if (a->npos > np)
-        return elab_fail(e, a->pos_loc[np], "%s takes at most %d arguments, %d given", b->name, np, a->npos);
+        return elab_fail(e, a->pos_loc[np], "%s takes at most %d argument%s, %d given", b->name, np, np == 1 ? "" : "s",
+                         a->npos);
     for (int i = 0; i < a->npos; i++) {
         s->given[i] = 1;
         s->v[i] = a->pos[i];
@@ -238,11 +239,22 @@ FN(bi_range)
             get_int(e, self, &s, 1, loc, NAN, -ELAB_MAX_LIST, ELAB_MAX_LIST, &hi) != 0 ||
             get_int(e, self, &s, 2, loc, 1, -ELAB_MAX_LIST, ELAB_MAX_LIST, &step) != 0)
             return -1;
-    } else if (get_int(e, self, &s, 0, loc, NAN, -ELAB_MAX_LIST, ELAB_MAX_LIST, &hi) != 0) {
-        return -1;
+    } else {
+        /* range(stop): the one argument is the stop, and errors should say so */
+        s.given[1] = 1;
+        s.v[1] = s.v[0];
+        s.loc[1] = s.loc[0];
+        if (get_int(e, self, &s, 1, loc, NAN, -ELAB_MAX_LIST, ELAB_MAX_LIST, &hi) != 0)
+            return -1;
     }
     if (step == 0)
         return elab_fail(e, loc, "range: step must not be 0");
+    /* every element made counts as a step: bounds the time and memory of loops over ranges */
+    long long count = step > 0 ? (hi > lo ? (hi - lo + step - 1) / step : 0) : (lo > hi ? (lo - hi - step - 1) / -step : 0);
+    e->steps += (long)count;
+    if (e->steps > ELAB_MAX_STEPS)
+        return edm_fail(e->st, EDM_ERR_LIMIT, loc, "elaboration takes more than %ld steps (endless loop?)",
+                        ELAB_MAX_STEPS);
     val_list *l = val_list_new(e->arena, 4);
     if (!l)
         return edm_nomem(e->st);
@@ -856,7 +868,7 @@ int builtin_call(elab *e, const char *name, const call_args *args, const char *l
     if (b->needs_label && !label)
         return elab_fail(e, loc, "%s(...) makes a named tensor: give it a name, as in 'weight: %s(...)'", name, name);
     if (!b->needs_label && label && find(name))
-        return elab_fail(e, loc, "'%s' is a primitive: only blocks, param, scalar and buffer take an instance name",
+        return elab_fail(e, loc, "'%s' is a primitive: only blocks, parameter, scalar and buffer take an instance name",
                          name);
     return b->fn(e, args, label, loc, out);
 }

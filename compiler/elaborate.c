@@ -648,6 +648,11 @@ static int call_block(elab *e, const ast *def, const call_args *ca, const char *
     }
     *out = e->returning ? e->retval : val_none();
     e->returning = 0;
+    if (label && out->kind == VAL_TENSOR) {
+        const char *tap = elab_join_scope(e, label);
+        if (!tap || edm_graph_add_tap(e->graph, tap, out->tensor, e->st) != 0)
+            return tap ? -1 : nomem(e, loc);
+    }
     return 0;
 }
 
@@ -803,8 +808,8 @@ static int exec_param(elab *e, const ast *s)
     if (o) {
         o->used = 1;
         if (o->v.kind != def.kind) {
-            elab_fail(e, o->loc, "-D %s: expected a %s like %s, got %s", s->str, val_kind_name(def.kind),
-                      fmt_value(e, &def, 1), fmt_value(e, &o->v, 1));
+            edm_fail(e->st, EDM_ERR_USAGE, o->loc, "-D %s: expected a %s like %s, got %s", s->str,
+                     val_kind_name(def.kind), fmt_value(e, &def, 1), fmt_value(e, &o->v, 1));
             edm_note_add(e->st, s->loc, "parameter '%s' is declared here", s->str);
             return -1;
         }
@@ -818,6 +823,24 @@ static int exec_param(elab *e, const ast *s)
     p->next = e->params;
     e->params = p;
     return 0;
+}
+
+/* The first param, input or output statement in a block's body (they belong
+ * at the top level), searching inside if and for bodies too. */
+static const ast *top_level_only(const ast *s)
+{
+    for (; s; s = s->next) {
+        if (s->kind == AST_PARAM || s->kind == AST_INPUT || s->kind == AST_OUTPUT)
+            return s;
+        const ast *found = NULL;
+        if (s->kind == AST_FOR)
+            found = top_level_only(s->b);
+        for (const ast *br = s->kind == AST_IF ? s : NULL; br && !found; br = br->c)
+            found = top_level_only(br->b);
+        if (found)
+            return found;
+    }
+    return NULL;
 }
 
 static int exec_stmt(elab *e, const ast *s)
@@ -855,6 +878,10 @@ static int exec_stmt(elab *e, const ast *s)
         val_list *l = v.list;
         int n = l->count; /* loop over the list as it was when the loop started */
         for (int i = 0; i < n && i < l->count; i++) {
+            /* an iteration with an empty body still counts: no endless loop of no steps */
+            if (++e->steps > ELAB_MAX_STEPS)
+                return edm_fail(e->st, EDM_ERR_LIMIT, s->loc, "elaboration takes more than %ld steps (endless loop?)",
+                                ELAB_MAX_STEPS);
             if (bind(e, e->locals ? e->locals : &e->globals, s->str, l->items[i], s->loc) != 0)
                 return -1;
             if (exec_stmts(e, s->b) != 0)
@@ -933,8 +960,18 @@ static int exec_stmt(elab *e, const ast *s)
             return elab_fail(e, s->loc, "'%s' is a built-in op; choose another block name", s->str);
         for (const ast *p = s->a; p; p = p->next)
             for (const ast *q = p->next; q; q = q->next)
-                if (strcmp(p->str, q->str) == 0)
-                    return elab_fail(e, q->loc, "parameter '%s' repeated", q->str);
+                if (strcmp(p->str, q->str) == 0) {
+                    elab_fail(e, q->loc, "parameter '%s' repeated", q->str);
+                    edm_note_add(e->st, p->loc, "'%s' is first declared here", p->str);
+                    return -1;
+                }
+        const ast *top = top_level_only(s->b);
+        if (top) {
+            elab_fail(e, top->loc, "'%s' is allowed at the top level only, not inside a block",
+                      top->kind == AST_PARAM ? "param" : top->kind == AST_INPUT ? "input" : "output");
+            edm_note_add(e->st, s->loc, "in the definition of block '%s'", s->str);
+            return -1;
+        }
         block_def *b = edm_arena_alloc(e->arena, sizeof *b);
         if (!b)
             return nomem(e, s->loc);
@@ -973,6 +1010,43 @@ static int exec_stmts(elab *e, const ast *s)
 
 static int run_file(elab *e, int file, edm_diags *diags);
 
+/* Rewrites "a/./b" as "a/b" and "a/x/../b" as "a/b" in place, so that one file
+ * reached along two paths (an import cycle through "..") gets one name. */
+static void normalize_path(char *path)
+{
+    char *seg[512];
+    int n = 0, absolute = path[0] == '/';
+    for (char *t = path; *t && n < 512;) {
+        while (*t == '/')
+            *t++ = '\0';
+        if (!*t)
+            break;
+        char *start = t;
+        while (*t && *t != '/')
+            t++;
+        if (*t)
+            *t++ = '\0';
+        if (strcmp(start, ".") == 0)
+            continue;
+        if (strcmp(start, "..") == 0 && n > 0 && strcmp(seg[n - 1], "..") != 0)
+            n--;
+        else if (!(strcmp(start, "..") == 0 && absolute))
+            seg[n++] = start;
+    }
+    char out[4096];
+    size_t used = 0;
+    out[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        int w = snprintf(out + used, sizeof out - used, "%s%s", i || absolute ? "/" : "", seg[i]);
+        if (w < 0 || (size_t)w >= sizeof out - used)
+            return; /* cannot happen: the result is never longer than the input */
+        used += (size_t)w;
+    }
+    if (n == 0)
+        snprintf(out, sizeof out, "%s", absolute ? "/" : ".");
+    strcpy(path, out);
+}
+
 static int exec_import(elab *e, const ast *s)
 {
     value name;
@@ -987,13 +1061,16 @@ static int exec_import(elab *e, const ast *s)
         snprintf(path, sizeof path, "%s", name.str);
     else
         snprintf(path, sizeof path, "%.*s/%s", (int)(slash - from->path), from->path, name.str);
+    normalize_path(path);
     int before = edm_sources_count(e->src);
     int file = edm_sources_load(e->src, path, s->loc, e->st);
     if (file < 0)
         return -1;
     for (int i = 0; i < e->nimporting; i++)
         if (e->importing[i] == file)
-            return elab_fail(e, s->loc, "import cycle: '%s' imports itself", path);
+            return elab_fail(e, s->loc, file == s->loc.file ? "import cycle: '%s' imports itself"
+                                                            : "import cycle: '%s' is imported while it is being imported",
+                             path);
     if (file < before)
         return 0; /* imported already */
     if (e->nimporting == 64)
@@ -1054,12 +1131,14 @@ static int parse_defines(elab *e, const edm_define *defs, int ndefs)
             *e->st = pc->errors[0];
             free(pc);
             edm_status_prefix(e->st, "-D %s=%s: not a valid value", id, defs[i].value);
+            e->st->code = EDM_ERR_USAGE;
             return -1;
         }
         free(pc);
         value v;
         if (eval(e, x, &v) != 0) {
             edm_status_prefix(e->st, "-D %s", id);
+            e->st->code = EDM_ERR_USAGE;
             return -1;
         }
         if (v.kind == VAL_TENSOR)
@@ -1165,6 +1244,14 @@ int edm_compile_source(edm_sources *src, int file, const char *path, const edm_d
                 edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "file table out of step");
             goto done;
         }
+    int noutputs = 0;
+    for (int i = 0; i < edm_graph_count(e.graph); i++)
+        noutputs += edm_graph_node(e.graph, i)->op == EDM_OP_OUTPUT;
+    if (noutputs == 0) {
+        edm_fail(st, EDM_ERR_SEMANTIC, (edm_loc){file, 1, 1, 1},
+                 "the program has no output (declare one with 'output NAME = ...;')");
+        goto done;
+    }
     if (edm_pass_verify(e.graph, st) != 0)
         goto done;
     if (collect_params(&e, prog) != 0)

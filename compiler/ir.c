@@ -78,6 +78,8 @@ struct edm_graph {
     int count, cap;
     const char **files;
     int nfiles, files_cap;
+    struct { const char *name; int node; } *taps;
+    int ntaps, taps_cap;
     string_block *strings;
     /* open-addressing intern table of pointers into string blocks */
     const char **intern;
@@ -96,6 +98,7 @@ void edm_graph_free(edm_graph *g)
         return;
     free(g->nodes);
     free(g->files);
+    free(g->taps);
     free(g->intern);
     for (string_block *b = g->strings, *next; b; b = next) {
         next = b->next;
@@ -232,6 +235,43 @@ const char *edm_graph_file(const edm_graph *g, int index)
 }
 
 int edm_graph_file_count(const edm_graph *g) { return g->nfiles; }
+
+int edm_graph_add_tap(edm_graph *g, const char *name, int node, edm_status *st)
+{
+    if (node < 0 || node >= g->count)
+        return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "tap '%s' refers to missing value %%%d", name, node);
+    for (int i = 0; i < g->ntaps; i++)
+        if (strcmp(g->taps[i].name, name) == 0) {
+            g->taps[i].node = node; /* a name tapped again (a label reused) names the newest value */
+            return 0;
+        }
+    if (g->ntaps == g->taps_cap) {
+        int cap = g->taps_cap ? g->taps_cap * 2 : 64;
+        void *t = realloc(g->taps, sizeof *g->taps * (size_t)cap);
+        if (!t)
+            return edm_nomem(st);
+        g->taps = t;
+        g->taps_cap = cap;
+    }
+    const char *p = edm_graph_intern(g, name);
+    if (!p)
+        return edm_nomem(st);
+    g->taps[g->ntaps].name = p;
+    g->taps[g->ntaps++].node = node;
+    return 0;
+}
+
+int edm_graph_tap_count(const edm_graph *g) { return g->ntaps; }
+const char *edm_graph_tap_name(const edm_graph *g, int i) { return i >= 0 && i < g->ntaps ? g->taps[i].name : NULL; }
+int edm_graph_tap_node(const edm_graph *g, int i) { return i >= 0 && i < g->ntaps ? g->taps[i].node : -1; }
+
+int edm_graph_find_tap(const edm_graph *g, const char *name)
+{
+    for (int i = 0; i < g->ntaps; i++)
+        if (strcmp(g->taps[i].name, name) == 0)
+            return g->taps[i].node;
+    return -1;
+}
 
 /* ------------------------------------------------------------------ shapes */
 
@@ -386,6 +426,9 @@ static int infer_matmul(const edm_graph *g, edm_node *n, const edm_shape *a, con
         return fail_operand_shapes(g, n, st, "result rank too large:");
     out.dim[out.rank++] = m;
     out.dim[out.rank++] = nn;
+    for (int i = 1; i < out.rank; i++)
+        if (out.dim[i] == EDM_DIM_BATCH)
+            return fail_operand_shapes(g, n, st, "the batch dimension N would not stay first:");
     n->shape = out;
     return 0;
 }

@@ -156,6 +156,15 @@ int edm_graph_add_file(edm_graph *g, const char *path, edm_status *st); /* retur
 const char *edm_graph_file(const edm_graph *g, int index); /* NULL when out of range */
 int edm_graph_file_count(const edm_graph *g);
 
+/* Taps: named values worth looking at — the elaborator records the result of
+ * every labelled block call under its scope path ("unet.enc.16x16_block0"),
+ * so activations can be dumped and compared with the reference's by name. */
+int edm_graph_add_tap(edm_graph *g, const char *name, int node, edm_status *st);
+int edm_graph_tap_count(const edm_graph *g);
+const char *edm_graph_tap_name(const edm_graph *g, int i);
+int edm_graph_tap_node(const edm_graph *g, int i);
+int edm_graph_find_tap(const edm_graph *g, const char *name); /* node id or -1 */
+
 /* Shape helpers. */
 int64_t edm_shape_numel_per_sample(const edm_shape *s); /* product, batch dim counted as 1 */
 int edm_shape_has_batch(const edm_shape *s);

@@ -7,7 +7,7 @@
 
 #include "compiler/ir.h"
 
-/* One line per node:  %12 = conv2d(%3, %11) {stride=1, pad=1} : f32[N, 32, 16, 16]  @ unet.enc.16x16_block0.conv_res0 (mp_conv) models/edm2.edm:40:9 */
+/* One line per node:  %12 = conv2d(%3, %11) {stride=1, pad=1} : f32[N, 32, 16, 16]  @unet.enc.16x16_block0.conv_res0 (mp_conv) models/edm2.edm:40:9 */
 int edm_ir_write_text(const edm_graph *g, FILE *out, edm_status *st);
 int edm_ir_write_dot(const edm_graph *g, FILE *out, edm_status *st);
 

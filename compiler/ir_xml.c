@@ -171,6 +171,12 @@ int edm_graph_equal(const edm_graph *a, const edm_graph *b)
     for (int i = 0; i < edm_graph_count(a); i++)
         if (!nodes_equal(edm_graph_node(a, i), edm_graph_node(b, i)))
             return 0;
+    if (edm_graph_tap_count(a) != edm_graph_tap_count(b))
+        return 0;
+    for (int i = 0; i < edm_graph_tap_count(a); i++)
+        if (!same_string(edm_graph_tap_name(a, i), edm_graph_tap_name(b, i)) ||
+            edm_graph_tap_node(a, i) != edm_graph_tap_node(b, i))
+            return 0;
     return 1;
 }
 
@@ -338,7 +344,19 @@ static int xw_graph(xml_out *o, const edm_graph *g)
     for (int id = 0; id < edm_graph_count(g); id++)
         if (xw_node(o, g, id))
             return -1;
-    if (xw_end(o) || xw_end(o))
+    if (xw_end(o))
+        return -1;
+    if (edm_graph_tap_count(g) > 0) {
+        if (xw_start(o, "taps"))
+            return -1;
+        for (int i = 0; i < edm_graph_tap_count(g); i++)
+            if (xw_start(o, "tap") || xw_attr_string(o, -1, "name", edm_graph_tap_name(g, i)) ||
+                xw_attr_int(o, "node", edm_graph_tap_node(g, i)) || xw_end(o))
+                return -1;
+        if (xw_end(o))
+            return -1;
+    }
+    if (xw_end(o))
         return -1;
     return xmlTextWriterEndDocument(o->w) < 0 ? writer_failed(o) : 0;
 }
@@ -752,6 +770,31 @@ static int read_nodes(xml_in *r, xmlNodePtr nodes)
     return 0;
 }
 
+static int read_taps(xml_in *r, xmlNodePtr taps)
+{
+    for (xmlNodePtr x = taps->children; x; x = x->next) {
+        if (x->type != XML_ELEMENT_NODE)
+            continue;
+        if (!is_element(x, "tap"))
+            return fail_at(r, x, -1, "unexpected element <%s> in <taps>", (const char *)x->name);
+        attr_list l = {0};
+        int rc = attrs_collect(r, x, -1, &l);
+        const char *name = attrs_get(&l, "name"), *node = attrs_get(&l, "node");
+        int64_t v = -1;
+        if (rc == 0 && (!name || !name[0]))
+            rc = fail_at(r, x, -1, "tap without a name");
+        if (rc == 0 && (!node || parse_i64(node, 0, (int64_t)edm_graph_count(r->g) - 1, &v) != 0))
+            rc = fail_at(r, x, -1, "tap '%s' refers to node '%s', which does not exist", name ? name : "",
+                         node ? node : "");
+        if (rc == 0)
+            rc = edm_graph_add_tap(r->g, name, (int)v, r->st);
+        attrs_free(&l);
+        if (rc != 0)
+            return -1;
+    }
+    return 0;
+}
+
 static int read_doc(xml_in *r, xmlDocPtr doc)
 {
     xmlNodePtr root = xmlDocGetRootElement(doc);
@@ -765,7 +808,7 @@ static int read_doc(xml_in *r, xmlDocPtr doc)
         return -1;
     }
     xmlFree(version);
-    int seen_files = 0, seen_nodes = 0;
+    int seen_files = 0, seen_nodes = 0, seen_taps = 0;
     for (xmlNodePtr x = root->children; x; x = x->next) {
         if (x->type != XML_ELEMENT_NODE)
             continue;
@@ -776,6 +819,10 @@ static int read_doc(xml_in *r, xmlDocPtr doc)
         } else if (is_element(x, "nodes") && !seen_nodes) {
             seen_nodes = 1;
             if (read_nodes(r, x) != 0)
+                return -1;
+        } else if (is_element(x, "taps") && seen_nodes && !seen_taps) {
+            seen_taps = 1;
+            if (read_taps(r, x) != 0)
                 return -1;
         } else {
             return fail_at(r, x, -1, "unexpected element <%s> in <edmc-ir>", (const char *)x->name);

@@ -125,7 +125,6 @@ items
 item
     : stmt                       { $$ = $1; }
     | block_def                  { $$ = $1; }
-    | PARAM IDENT '=' expr ';'   { NEW($$, AST_PARAM, @2); $$->str = $2; $$->a = $4; }
     | IMPORT expr ';'            { NEW($$, AST_IMPORT, @2); $$->a = $2; }
     ;
 
@@ -169,6 +168,7 @@ stmt
                                  { NEW($$, AST_FOR, @2); $$->str = $2; $$->a = $4; $$->b = $6; }
     | RETURN expr ';'            { NEW($$, AST_RETURN, @1); $$->a = $2; }
     | RETURN ';'                 { NEW($$, AST_RETURN, @1); }
+    | PARAM IDENT '=' expr ';'   { NEW($$, AST_PARAM, @2); $$->str = $2; $$->a = $4; }
     | INPUT IDENT ':' expr ';'   { NEW($$, AST_INPUT, @2); $$->str = $2; $$->a = $4; }
     | OUTPUT IDENT '=' expr ';'  { NEW($$, AST_OUTPUT, @2); $$->str = $2; $$->a = $4; }
     | ASSERT expr ';'            { NEW($$, AST_ASSERT, @1); $$->a = $2; }

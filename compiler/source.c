@@ -128,16 +128,24 @@ int edm_sources_load(edm_sources *s, const char *path, edm_loc from, edm_status 
         return edm_fail(st, EDM_ERR_IO, from, "error reading '%s'", path);
     }
     text[size] = '\0';
-    if (memchr(text, '\0', size)) {
-        free(text);
-        return edm_fail(st, EDM_ERR_IO, from, "'%s' is not a text file (it contains a NUL byte)", path);
-    }
+    const char *nul = memchr(text, '\0', size);
     char *p = strdup(path);
     if (!p) {
         free(text);
         return edm_nomem(st);
     }
-    return add(s, p, text, size, st);
+    int index = add(s, p, text, size, st);
+    if (index >= 0 && nul) {
+        /* kept in the table so that the error can show the line */
+        int line = 1, col = 1;
+        for (const char *c = text; c < nul; c++) {
+            col = *c == '\n' ? 1 : col + 1;
+            line += *c == '\n';
+        }
+        return edm_fail(st, EDM_ERR_IO, (edm_loc){index, line, col, 1},
+                        "'%s' is not a text file (it contains a NUL byte)", path);
+    }
+    return index;
 }
 
 const edm_source *edm_sources_get(const edm_sources *s, int index)

@@ -33,12 +33,18 @@ void edm_note_add(edm_status *st, edm_loc loc, const char *fmt, ...)
 {
     if (st->nnotes >= EDM_STATUS_NOTES)
         return;
-    edm_note *n = &st->notes[st->nnotes++];
+    edm_note *n = &st->notes[st->nnotes];
     n->loc = loc;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(n->msg, sizeof n->msg, fmt, ap);
     va_end(ap);
+    /* the same note twice in a row (deep recursion) says nothing new */
+    const edm_note *prev = st->nnotes > 0 ? &st->notes[st->nnotes - 1] : NULL;
+    if (prev && prev->loc.file == loc.file && prev->loc.line == loc.line && prev->loc.col == loc.col &&
+        strcmp(prev->msg, n->msg) == 0)
+        return;
+    st->nnotes++;
 }
 
 void edm_status_prefix(edm_status *st, const char *fmt, ...)

@@ -1,7 +1,7 @@
 /* Errors travel up as an edm_status: a code, a message, the source position it
  * is about and up to a few notes (other positions: where an operand was made,
  * the block call that led here).  Library code fills it and returns; only the
- * CLI prints it, once, through edm_diag_print (compiler/diag.h). */
+ * CLI prints it, once, through edm_diag_print (compiler/source.h). */
 #ifndef EDMC_STATUS_H
 #define EDMC_STATUS_H
 

@@ -68,7 +68,19 @@ static size_t put(char *buf, size_t size, size_t used, const char *s)
     return used + len;
 }
 
+/* Lists may contain themselves (l.push(l)): nesting deeper than this prints as
+ * "[...]", and a list stops once its text passes VAL_FORMAT_MAX characters. */
+#define VAL_FORMAT_DEPTH 16
+#define VAL_FORMAT_MAX 65536
+
+static size_t format_rec(const value *v, char *buf, size_t size, int quote, int depth);
+
 size_t val_format(const value *v, char *buf, size_t size, int quote)
+{
+    return format_rec(v, buf, size, quote, 0);
+}
+
+static size_t format_rec(const value *v, char *buf, size_t size, int quote, int depth)
 {
     char tmp[64];
     size_t used = 0;
@@ -94,11 +106,16 @@ size_t val_format(const value *v, char *buf, size_t size, int quote)
         used = put(buf, size, used, v->str);
         return quote ? put(buf, size, used, "\"") : used;
     case VAL_LIST:
+        if (depth >= VAL_FORMAT_DEPTH)
+            return put(buf, size, used, "[...]");
         used = put(buf, size, used, "[");
         for (int i = 0; i < v->list->count; i++) {
+            if (used > VAL_FORMAT_MAX)
+                return put(buf, size, used, "...]");
             if (i)
                 used = put(buf, size, used, ", ");
-            used += val_format(&v->list->items[i], used < size ? buf + used : NULL, used < size ? size - used : 0, 1);
+            used += format_rec(&v->list->items[i], used < size ? buf + used : NULL, used < size ? size - used : 0, 1,
+                               depth + 1);
         }
         return put(buf, size, used, "]");
     case VAL_TENSOR:
@@ -110,7 +127,17 @@ size_t val_format(const value *v, char *buf, size_t size, int quote)
     return used;
 }
 
+/* Deeper than this, lists compare unequal (a list that contains itself). */
+#define VAL_EQUAL_DEPTH 64
+
+static int equal_rec(const value *a, const value *b, int depth);
+
 int val_equal(const value *a, const value *b)
+{
+    return equal_rec(a, b, 0);
+}
+
+static int equal_rec(const value *a, const value *b, int depth)
 {
     if (a->kind != b->kind)
         return 0;
@@ -126,10 +153,12 @@ int val_equal(const value *a, const value *b)
     case VAL_TENSOR:
         return a->tensor == b->tensor;
     case VAL_LIST:
-        if (a->list->count != b->list->count)
+        if (a->list == b->list)
+            return 1;
+        if (a->list->count != b->list->count || depth >= VAL_EQUAL_DEPTH)
             return 0;
         for (int i = 0; i < a->list->count; i++)
-            if (!val_equal(&a->list->items[i], &b->list->items[i]))
+            if (!equal_rec(&a->list->items[i], &b->list->items[i], depth + 1))
                 return 0;
         return 1;
     }

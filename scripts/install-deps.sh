@@ -17,8 +17,9 @@ if have_cmd pkg-config; then
     have_pkg libxml-2.0 || need="$need libxml2-dev"
     have_pkg cmocka     || need="$need libcmocka-dev"
     have_pkg json-c     || need="$need libjson-c-dev"
+    have_pkg openblas   || need="$need libopenblas-dev"
 else
-    need="$need libxml2-dev libcmocka-dev libjson-c-dev"
+    need="$need libxml2-dev libcmocka-dev libjson-c-dev libopenblas-dev"
 fi
 [ -n "$need" ] || exit 0
 echo "install-deps: installing$need"

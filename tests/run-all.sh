@@ -36,7 +36,8 @@ run_one() { # name command...
     passed=$((passed + ok)); failed=$((failed + bad))
 }
 
-for t in tests/unit/test_ir tests/unit/test_stats tests/unit/test_frontend; do
+for t in tests/unit/test_ir tests/unit/test_stats tests/unit/test_frontend tests/unit/test_safetensors \
+         tests/unit/test_backend_cpu tests/unit/test_golden_forward; do
     run_one "$t" "$builddir/$t"
 done
 run_one tests/fuzz/corpus "$builddir/tests/fuzz/fuzz_parser_replay" "$srcdir/tests/fuzz/corpus"

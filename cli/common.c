@@ -1,0 +1,243 @@
+/* Option parsing and program loading shared by every edmc command. */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "compiler/ir_io.h"
+#include "compiler/passes/passes.h"
+
+typedef struct {
+    const char *name; /* "--seed" */
+    unsigned bit;
+    int has_value;
+} opt_spec;
+
+static const opt_spec specs[] = {
+    {"--stage", OPT_STAGE, 1},     {"--format", OPT_FORMAT, 1}, {"--output", OPT_OUTPUT, 1},
+    {"--json", OPT_JSON, 0},       {"--params", OPT_PARAMS, 0}, {"--seed", OPT_SEED, 1},
+    {"--weights", OPT_WEIGHTS, 1}, {"--input", OPT_INPUT, 1},   {"--threads", OPT_THREADS, 1},
+    {"--device", OPT_DEVICE, 1},   {"--batch", OPT_BATCH, 1},   {"--mode", OPT_MODE, 1},
+    {"--iters", OPT_ITERS, 1},     {"--precision", OPT_PRECISION, 1},
+};
+
+static int parse_int(const char *cmd, const char *opt, const char *v, long long lo, long long hi, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > hi) {
+        fprintf(stderr, "edmc %s: %s=%s: expected an integer from %lld to %lld\n", cmd, opt, v, lo, hi);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+static int set_value(const char *cmd, cli_opts *o, unsigned bit, const char *opt, const char *v)
+{
+    long long x;
+    switch (bit) {
+    case OPT_STAGE: o->stage = v; return 0;
+    case OPT_FORMAT: o->format = v; return 0;
+    case OPT_OUTPUT: o->output = v; return 0;
+    case OPT_WEIGHTS: o->weights = v; return 0;
+    case OPT_INPUT: o->input = v; return 0;
+    case OPT_DEVICE: o->device = v; return 0;
+    case OPT_MODE: o->mode = v; return 0;
+    case OPT_PRECISION: o->precision = v; return 0;
+    case OPT_SEED:
+        if (parse_int(cmd, opt, v, 0, (long long)1 << 62, &x) != 0)
+            return -1;
+        o->seed = (uint64_t)x;
+        return 0;
+    case OPT_THREADS:
+        if (parse_int(cmd, opt, v, 1, 1024, &x) != 0)
+            return -1;
+        o->threads = (int)x;
+        return 0;
+    case OPT_BATCH:
+        if (parse_int(cmd, opt, v, 1, 1 << 20, &x) != 0)
+            return -1;
+        o->batch = x;
+        return 0;
+    case OPT_ITERS:
+        if (parse_int(cmd, opt, v, 1, 1000000, &x) != 0)
+            return -1;
+        o->iters = (int)x;
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+static int add_define(const char *cmd, cli_opts *o, const char *def)
+{
+    const char *eq = strchr(def, '=');
+    if (!eq || eq == def) {
+        fprintf(stderr, "edmc %s: -D '%s': expected name=value\n", cmd, def);
+        return -1;
+    }
+    if (o->ndefines == CLI_MAX_DEFINES) {
+        fprintf(stderr, "edmc %s: more than %d -D options\n", cmd, CLI_MAX_DEFINES);
+        return -1;
+    }
+    char *name = strndup(def, (size_t)(eq - def));
+    if (!name) {
+        fprintf(stderr, "edmc: out of memory\n");
+        return -1;
+    }
+    o->defines[o->ndefines].name = name;
+    o->defines[o->ndefines++].value = eq + 1;
+    return 0;
+}
+
+int cli_parse(int argc, char **argv, const char *cmd, unsigned allowed, cli_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->stage = "ir";
+    o->format = "text";
+    o->device = "cpu";
+    o->mode = "forward";
+    o->precision = "f32";
+    o->batch = 8;
+    o->iters = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-D") == 0 || strncmp(a, "-D", 2) == 0) {
+            const char *def = a[2] ? a + 2 : (i + 1 < argc ? argv[++i] : NULL);
+            if (!def) {
+                fprintf(stderr, "edmc %s: -D needs name=value\n", cmd);
+                return -1;
+            }
+            if (add_define(cmd, o, def) != 0)
+                return -1;
+            continue;
+        }
+        if (strcmp(a, "-o") == 0 && (allowed & OPT_OUTPUT)) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "edmc %s: -o needs a file name\n", cmd);
+                return -1;
+            }
+            o->output = argv[++i];
+            continue;
+        }
+        if (a[0] == '-' && a[1]) {
+            const opt_spec *spec = NULL;
+            size_t len = strcspn(a, "=");
+            for (size_t k = 0; k < sizeof specs / sizeof specs[0]; k++)
+                if (strlen(specs[k].name) == len && strncmp(specs[k].name, a, len) == 0)
+                    spec = &specs[k];
+            if (!spec || !(allowed & spec->bit)) {
+                fprintf(stderr, "edmc %s: unknown option '%.*s' (see edmc --help)\n", cmd, (int)len, a);
+                return -1;
+            }
+            if (!spec->has_value) {
+                if (a[len]) {
+                    fprintf(stderr, "edmc %s: %s takes no value\n", cmd, spec->name);
+                    return -1;
+                }
+                if (spec->bit == OPT_JSON)
+                    o->json = 1;
+                else
+                    o->params = 1;
+                continue;
+            }
+            const char *v = a[len] == '=' ? a + len + 1 : (i + 1 < argc ? argv[++i] : NULL);
+            if (!v) {
+                fprintf(stderr, "edmc %s: %s needs a value\n", cmd, spec->name);
+                return -1;
+            }
+            if (set_value(cmd, o, spec->bit, spec->name, v) != 0)
+                return -1;
+            continue;
+        }
+        if (o->file) {
+            fprintf(stderr, "edmc %s: more than one model file ('%s' and '%s')\n", cmd, o->file, a);
+            return -1;
+        }
+        o->file = a;
+    }
+    if (!o->file) {
+        fprintf(stderr, "edmc %s: no model file\n", cmd);
+        return -1;
+    }
+    return 0;
+}
+
+void cli_opts_free(cli_opts *o)
+{
+    for (int i = 0; i < o->ndefines; i++)
+        free((char *)o->defines[i].name);
+    o->ndefines = 0;
+}
+
+int cli_exit_code(const edm_status *st) { return st->code == EDM_ERR_USAGE ? 2 : 1; }
+
+void cli_report(const edm_sources *src, const edm_status *st) { edm_diag_print(src, st, stderr); }
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+int cli_load(const cli_opts *o, edm_sources *src, edm_program *prog)
+{
+    memset(prog, 0, sizeof *prog);
+    edm_status st;
+    edm_status_init(&st);
+    if (ends_with(o->file, ".xml")) {
+        if (o->ndefines) {
+            fprintf(stderr, "edmc: -D does not apply to an IR file (%s)\n", o->file);
+            return 2;
+        }
+        prog->graph = edm_ir_read_xml_file(o->file, &st);
+        if (!prog->graph || edm_pass_verify(prog->graph, &st) != 0) {
+            cli_report(src, &st);
+            return cli_exit_code(&st);
+        }
+        return 0;
+    }
+    edm_diags *d = malloc(sizeof *d);
+    if (!d) {
+        fprintf(stderr, "edmc: out of memory\n");
+        return 1;
+    }
+    int rc = 0;
+    if (edm_compile_file(src, o->file, o->defines, o->ndefines, prog, d) != 0) {
+        for (int i = 0; i < d->count; i++)
+            cli_report(src, &d->items[i]);
+        if (d->count > 1)
+            fprintf(stderr, "%d errors\n", d->count);
+        rc = d->count > 0 ? cli_exit_code(&d->items[0]) : 1;
+    }
+    free(d);
+    return rc;
+}
+
+int cli_run(int argc, char **argv, const char *cmd, unsigned allowed, cli_fn fn)
+{
+    cli_opts o;
+    if (cli_parse(argc, argv, cmd, allowed, &o) != 0) {
+        cli_opts_free(&o);
+        return 2;
+    }
+    edm_sources *src = edm_sources_new();
+    if (!src) {
+        fprintf(stderr, "edmc: out of memory\n");
+        cli_opts_free(&o);
+        return 1;
+    }
+    edm_program prog;
+    int rc = cli_load(&o, src, &prog);
+    if (rc == 0)
+        rc = fn(&o, &prog);
+    edm_program_free(&prog);
+    edm_sources_free(src);
+    cli_opts_free(&o);
+    return rc;
+}

@@ -1,0 +1,682 @@
+#include "config.h"
+
+#include "runtime/backend_cpu.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* ------------------------------------------------------------------ plans
+ * Index arithmetic that does not depend on the scalar type. */
+
+typedef struct {
+    int rank;
+    int64_t dim[EDM_MAX_RANK];
+    int64_t sa[EDM_MAX_RANK], sb[EDM_MAX_RANK]; /* element strides, 0 where broadcast */
+} bcast_plan;
+
+typedef struct {
+    int64_t nout, nred;
+    int nkept, nreduced;
+    int64_t kdim[EDM_MAX_RANK], kstride[EDM_MAX_RANK];
+    int64_t rdim[EDM_MAX_RANK], rstride[EDM_MAX_RANK];
+} reduce_plan;
+
+typedef struct {
+    int64_t n, c, h, w, o, k, stride, pad, oh, ow;
+} conv_plan;
+
+typedef struct {
+    int64_t batch, m, n, k;
+    int ta, tb, nbatch;
+    int64_t bdim[EDM_MAX_RANK], sa[EDM_MAX_RANK], sb[EDM_MAX_RANK];
+} matmul_plan;
+
+typedef struct {
+    int rank;
+    int64_t numel;
+    int64_t dim[EDM_MAX_RANK];    /* output dims */
+    int64_t stride[EDM_MAX_RANK]; /* input stride for each output dim */
+} permute_plan;
+
+/* The calling thread's index inside a parallel region (0 outside one). */
+static int omp_thread(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+static int max_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+static uint64_t mix64(uint64_t z) /* splitmix64's finaliser */
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+#define REAL float
+#define SFX f32
+#define GEMM cblas_sgemm
+#define EXP expf
+#define LOG logf
+#define SQRT sqrtf
+#define SIN sinf
+#define COS cosf
+#include "runtime/cpu_kernels.inc"
+#undef REAL
+#undef SFX
+#undef GEMM
+#undef EXP
+#undef LOG
+#undef SQRT
+#undef SIN
+#undef COS
+
+#define REAL double
+#define SFX f64
+#define GEMM cblas_dgemm
+#define EXP exp
+#define LOG log
+#define SQRT sqrt
+#define SIN sin
+#define COS cos
+#include "runtime/cpu_kernels.inc"
+#undef REAL
+#undef SFX
+#undef GEMM
+#undef EXP
+#undef LOG
+#undef SQRT
+#undef SIN
+#undef COS
+
+/* ------------------------------------------------------------------ the executor */
+
+typedef struct {
+    void *data;
+    size_t bytes;
+    int refs;
+    int pinned; /* leaves: never reused */
+} buffer;
+
+typedef struct {
+    int rank;
+    int64_t dim[EDM_MAX_RANK];
+    int64_t numel;
+    int buf;      /* index into buffers, -1 when not live */
+    int last_use; /* the last node that reads this value */
+    int keep;
+    int set;      /* leaves: data provided */
+} slot;
+
+struct edm_cpu {
+    const edm_graph *g;
+    edm_cpu_options opt;
+    size_t esize; /* sizeof(float) or sizeof(double) */
+    int threads;  /* OpenMP threads; OpenBLAS runs single-threaded inside them */
+    int nslots;
+    slot *slots;
+    buffer *bufs;
+    int nbufs, bufs_cap;
+    void *col; /* im2col workspace */
+    size_t col_bytes;
+    size_t pool_bytes;  /* activation memory actually allocated (it only grows) */
+    size_t total_bytes; /* what the last run's activations would take with no reuse */
+};
+
+static int is_alias(const edm_cpu *x, const edm_node *n)
+{
+    return n->op == EDM_OP_RESHAPE || n->op == EDM_OP_OUTPUT || (n->op == EDM_OP_DROPOUT && !x->opt.training);
+}
+
+static void bind_shape(slot *s, const edm_shape *sh, int64_t batch)
+{
+    s->rank = sh->rank;
+    s->numel = 1;
+    for (int i = 0; i < sh->rank; i++) {
+        s->dim[i] = sh->dim[i] == EDM_DIM_BATCH ? batch : sh->dim[i];
+        s->numel *= s->dim[i];
+    }
+}
+
+static int new_buffer(edm_cpu *x, size_t bytes, int pinned, edm_status *st)
+{
+    /* best fit among free, unpinned buffers */
+    int best = -1;
+    for (int i = 0; i < x->nbufs && !pinned; i++) {
+        buffer *b = &x->bufs[i];
+        if (b->refs == 0 && !b->pinned && b->bytes >= bytes && (best < 0 || b->bytes < x->bufs[best].bytes))
+            best = i;
+    }
+    if (best >= 0) {
+        x->bufs[best].refs = 1;
+        return best;
+    }
+    if (x->nbufs == x->bufs_cap) {
+        int cap = x->bufs_cap ? x->bufs_cap * 2 : 64;
+        buffer *nb = realloc(x->bufs, sizeof *nb * (size_t)cap);
+        if (!nb)
+            return edm_nomem(st);
+        x->bufs = nb;
+        x->bufs_cap = cap;
+    }
+    void *data = malloc(bytes ? bytes : 1);
+    if (!data)
+        return edm_fail(st, EDM_ERR_NOMEM, EDM_NO_LOC, "out of memory allocating %zu bytes", bytes);
+    x->bufs[x->nbufs] = (buffer){.data = data, .bytes = bytes, .refs = 1, .pinned = pinned};
+    if (!pinned)
+        x->pool_bytes += bytes;
+    return x->nbufs++;
+}
+
+edm_cpu *edm_cpu_new(const edm_graph *g, int64_t batch, const edm_cpu_options *opt, edm_status *st)
+{
+    if (batch < 1 || batch > (1 << 20)) {
+        edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "batch size %lld out of range", (long long)batch);
+        return NULL;
+    }
+    edm_cpu *x = calloc(1, sizeof *x);
+    if (!x) {
+        edm_nomem(st);
+        return NULL;
+    }
+    x->g = g;
+    if (opt)
+        x->opt = *opt;
+    if (x->opt.compute != EDM_F32 && x->opt.compute != EDM_F64) {
+        edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "the CPU backend computes in f32 or f64, not %s",
+                 edm_dtype_name(x->opt.compute));
+        free(x);
+        return NULL;
+    }
+    x->esize = x->opt.compute == EDM_F64 ? sizeof(double) : sizeof(float);
+    /* One pool of threads: ours. OpenBLAS's own threads, spinning beside
+     * OpenMP's on the same cores, made a small model six times slower. */
+    openblas_set_num_threads(1);
+#ifdef _OPENMP
+    if (x->opt.threads > 0)
+        omp_set_num_threads(x->opt.threads);
+#endif
+    x->threads = max_threads();
+    x->nslots = edm_graph_count(g);
+    x->slots = calloc((size_t)(x->nslots ? x->nslots : 1), sizeof *x->slots);
+    if (!x->slots) {
+        edm_nomem(st);
+        free(x);
+        return NULL;
+    }
+    size_t col = 0;
+    for (int i = 0; i < x->nslots; i++) {
+        const edm_node *n = edm_graph_node(g, i);
+        slot *s = &x->slots[i];
+        bind_shape(s, &n->shape, batch);
+        s->buf = -1;
+        s->last_use = i;
+        s->keep = x->opt.keep_all || n->op == EDM_OP_OUTPUT;
+        for (int k = 0; k < n->ninputs; k++)
+            x->slots[n->input[k]].last_use = i;
+        if (n->op == EDM_OP_CONV2D) {
+            const edm_node *in = edm_graph_node(g, n->input[0]), *w = edm_graph_node(g, n->input[1]);
+            size_t need = (size_t)(w->shape.dim[1] * w->shape.dim[2] * w->shape.dim[3]) *
+                          (size_t)(n->shape.dim[2] * n->shape.dim[3]) * x->esize;
+            (void)in;
+            col = need > col ? need : col;
+        }
+    }
+    for (int k = 0; k < x->opt.nkeep; k++)
+        if (x->opt.keep[k] >= 0 && x->opt.keep[k] < x->nslots)
+            x->slots[x->opt.keep[k]].keep = 1;
+    /* a kept alias keeps its source alive too */
+    for (int i = x->nslots - 1; i >= 0; i--) {
+        const edm_node *n = edm_graph_node(g, i);
+        if (x->slots[i].keep && is_alias(x, n))
+            x->slots[n->input[0]].keep = 1;
+    }
+    /* leaves get their own pinned buffers */
+    for (int i = 0; i < x->nslots; i++) {
+        const edm_node *n = edm_graph_node(g, i);
+        if (edm_op_class_of(n->op) != EDM_CLASS_LEAF)
+            continue;
+        int b = new_buffer(x, (size_t)x->slots[i].numel * x->esize, 1, st);
+        if (b < 0) {
+            edm_cpu_free(x);
+            return NULL;
+        }
+        x->slots[i].buf = b;
+        if (n->op == EDM_OP_CONST) {
+            if (x->esize == sizeof(double))
+                k_fill_f64(x->bufs[b].data, x->slots[i].numel, n->attr.constant.value);
+            else
+                k_fill_f32(x->bufs[b].data, x->slots[i].numel, n->attr.constant.value);
+            x->slots[i].set = 1;
+        }
+    }
+    if (col) {
+        col *= (size_t)x->threads; /* one workspace per thread */
+        x->col = malloc(col);
+        x->col_bytes = col;
+        if (!x->col) {
+            edm_fail(st, EDM_ERR_NOMEM, EDM_NO_LOC, "out of memory for the im2col workspace (%zu bytes)", col);
+            edm_cpu_free(x);
+            return NULL;
+        }
+    }
+    return x;
+}
+
+void edm_cpu_free(edm_cpu *x)
+{
+    if (!x)
+        return;
+    for (int i = 0; i < x->nbufs; i++)
+        free(x->bufs[i].data);
+    free(x->bufs);
+    free(x->slots);
+    free(x->col);
+    free(x);
+}
+
+int edm_cpu_find(const edm_cpu *x, edm_op op, const char *name)
+{
+    for (int i = 0; i < x->nslots; i++) {
+        const edm_node *n = edm_graph_node(x->g, i);
+        if (n->op == op && n->name && strcmp(n->name, name) == 0)
+            return i;
+    }
+    return -1;
+}
+
+static int find_leaf(const edm_cpu *x, const char *name, int64_t n, edm_status *st)
+{
+    int id = edm_cpu_find(x, EDM_OP_INPUT, name);
+    if (id < 0)
+        id = edm_cpu_find(x, EDM_OP_PARAM, name);
+    if (id < 0)
+        id = edm_cpu_find(x, EDM_OP_BUFFER, name);
+    if (id < 0)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "the model has no input, parameter or buffer '%s'", name);
+    if (x->slots[id].numel != n)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "'%s' has %lld elements, %lld given", name,
+                        (long long)x->slots[id].numel, (long long)n);
+    return id;
+}
+
+int edm_cpu_set_f32(edm_cpu *x, const char *name, const float *data, int64_t n, edm_status *st)
+{
+    int id = find_leaf(x, name, n, st);
+    if (id < 0)
+        return -1;
+    void *dst = x->bufs[x->slots[id].buf].data;
+    if (x->esize == sizeof(float)) {
+        memcpy(dst, data, sizeof(float) * (size_t)n);
+    } else {
+        double *d = dst;
+        for (int64_t i = 0; i < n; i++)
+            d[i] = data[i];
+    }
+    x->slots[id].set = 1;
+    return 0;
+}
+
+int edm_cpu_set_f64(edm_cpu *x, const char *name, const double *data, int64_t n, edm_status *st)
+{
+    int id = find_leaf(x, name, n, st);
+    if (id < 0)
+        return -1;
+    void *dst = x->bufs[x->slots[id].buf].data;
+    if (x->esize == sizeof(double)) {
+        memcpy(dst, data, sizeof(double) * (size_t)n);
+    } else {
+        float *d = dst;
+        for (int64_t i = 0; i < n; i++)
+            d[i] = (float)data[i];
+    }
+    x->slots[id].set = 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ planning per op */
+
+static void contiguous_strides(const slot *s, int64_t *stride)
+{
+    int64_t acc = 1;
+    for (int i = s->rank - 1; i >= 0; i--) {
+        stride[i] = acc;
+        acc *= s->dim[i];
+    }
+}
+
+/* Right-aligns both operands against the output, zeroes broadcast strides and
+ * merges adjacent dimensions that are contiguous for all three tensors. */
+static void plan_broadcast(const slot *y, const slot *a, const slot *b, bcast_plan *p)
+{
+    int r = y->rank;
+    int64_t dim[EDM_MAX_RANK], sa[EDM_MAX_RANK], sb[EDM_MAX_RANK], stra[EDM_MAX_RANK], strb[EDM_MAX_RANK];
+    contiguous_strides(a, stra);
+    contiguous_strides(b, strb);
+    for (int i = 0; i < r; i++) {
+        int ia = a->rank - r + i, ib = b->rank - r + i;
+        dim[i] = y->dim[i];
+        sa[i] = ia >= 0 && a->dim[ia] != 1 ? stra[ia] : 0;
+        sb[i] = ib >= 0 && b->dim[ib] != 1 ? strb[ib] : 0;
+    }
+    if (r == 0) {
+        p->rank = 1;
+        p->dim[0] = 1;
+        p->sa[0] = p->sb[0] = 0;
+        return;
+    }
+    p->rank = 0;
+    for (int i = 0; i < r; i++) {
+        if (dim[i] == 1)
+            continue; /* size-1 dims carry nothing */
+        int q = p->rank - 1;
+        if (q >= 0 && p->sa[q] == sa[i] * dim[i] && p->sb[q] == sb[i] * dim[i]) {
+            p->dim[q] *= dim[i];
+            p->sa[q] = sa[i];
+            p->sb[q] = sb[i];
+        } else {
+            p->dim[p->rank] = dim[i];
+            p->sa[p->rank] = sa[i];
+            p->sb[p->rank] = sb[i];
+            p->rank++;
+        }
+    }
+    if (p->rank == 0) {
+        p->rank = 1;
+        p->dim[0] = 1;
+        p->sa[0] = p->sb[0] = 0;
+    }
+}
+
+static void plan_reduce(const slot *a, uint32_t axes, reduce_plan *p)
+{
+    int64_t stride[EDM_MAX_RANK];
+    contiguous_strides(a, stride);
+    memset(p, 0, sizeof *p);
+    p->nout = p->nred = 1;
+    for (int i = 0; i < a->rank; i++) {
+        if (axes & (1u << i)) {
+            p->rdim[p->nreduced] = a->dim[i];
+            p->rstride[p->nreduced++] = stride[i];
+            p->nred *= a->dim[i];
+        } else {
+            p->kdim[p->nkept] = a->dim[i];
+            p->kstride[p->nkept++] = stride[i];
+            p->nout *= a->dim[i];
+        }
+    }
+}
+
+static void plan_matmul(const edm_node *n, const slot *y, const slot *a, const slot *b, matmul_plan *p)
+{
+    memset(p, 0, sizeof *p);
+    p->ta = n->attr.matmul.trans_a;
+    p->tb = n->attr.matmul.trans_b;
+    p->m = y->dim[y->rank - 2];
+    p->n = y->dim[y->rank - 1];
+    p->k = p->ta ? a->dim[a->rank - 2] : a->dim[a->rank - 1];
+    p->nbatch = y->rank - 2;
+    p->batch = 1;
+    int64_t mat_a = a->dim[a->rank - 2] * a->dim[a->rank - 1], mat_b = b->dim[b->rank - 2] * b->dim[b->rank - 1];
+    int64_t acc_a = mat_a, acc_b = mat_b;
+    for (int i = p->nbatch - 1; i >= 0; i--) {
+        int ia = a->rank - 2 - (p->nbatch - i), ib = b->rank - 2 - (p->nbatch - i);
+        p->bdim[i] = y->dim[i];
+        p->batch *= y->dim[i];
+        int64_t da = ia >= 0 ? a->dim[ia] : 1, db = ib >= 0 ? b->dim[ib] : 1;
+        p->sa[i] = da == 1 ? 0 : acc_a;
+        p->sb[i] = db == 1 ? 0 : acc_b;
+        acc_a *= da;
+        acc_b *= db;
+    }
+}
+
+static void plan_permute(const edm_node *n, const slot *y, const slot *a, permute_plan *p)
+{
+    int64_t stride[EDM_MAX_RANK];
+    contiguous_strides(a, stride);
+    p->rank = y->rank;
+    p->numel = y->numel;
+    for (int i = 0; i < y->rank; i++) {
+        p->dim[i] = y->dim[i];
+        p->stride[i] = stride[n->attr.permute.perm[i]];
+    }
+}
+
+static int64_t prod(const slot *s, int from, int to)
+{
+    int64_t p = 1;
+    for (int i = from; i < to; i++)
+        p *= s->dim[i];
+    return p;
+}
+
+/* ------------------------------------------------------------------ running */
+
+#define DISPATCH(call_f32, call_f64) \
+    do {                             \
+        if (f64)                     \
+            call_f64;                \
+        else                         \
+            call_f32;                \
+    } while (0)
+
+static int run_node(edm_cpu *x, int id, edm_status *st)
+{
+    const edm_node *n = edm_graph_node(x->g, id);
+    slot *y = &x->slots[id];
+    const slot *a = n->ninputs > 0 ? &x->slots[n->input[0]] : NULL;
+    const slot *b = n->ninputs > 1 ? &x->slots[n->input[1]] : NULL;
+    void *pa = a ? x->bufs[a->buf].data : NULL;
+    void *pb = b ? x->bufs[b->buf].data : NULL;
+    void *py = x->bufs[y->buf].data;
+    int f64 = x->esize == sizeof(double);
+
+    switch (n->op) {
+    case EDM_OP_NEG: case EDM_OP_EXP: case EDM_OP_LOG: case EDM_OP_SQRT: case EDM_OP_RSQRT:
+    case EDM_OP_SIN: case EDM_OP_COS: case EDM_OP_SQUARE: case EDM_OP_SIGMOID: case EDM_OP_SILU:
+    case EDM_OP_CLAMP:
+        DISPATCH(k_unary_f32(n, pa, py, y->numel), k_unary_f64(n, pa, py, y->numel));
+        return 0;
+    case EDM_OP_ADD: case EDM_OP_SUB: case EDM_OP_MUL: case EDM_OP_DIV: case EDM_OP_MAXIMUM: {
+        bcast_plan p;
+        plan_broadcast(y, a, b, &p);
+        DISPATCH(k_binary_f32(n->op, &p, pa, pb, py), k_binary_f64(n->op, &p, pa, pb, py));
+        return 0;
+    }
+    case EDM_OP_SUM: case EDM_OP_SUMSQ: {
+        reduce_plan p;
+        plan_reduce(a, n->attr.reduce.axes, &p);
+        int sq = n->op == EDM_OP_SUMSQ;
+        DISPATCH(k_reduce_f32(sq, &p, pa, py), k_reduce_f64(sq, &p, pa, py));
+        return 0;
+    }
+    case EDM_OP_CONV2D: {
+        conv_plan p = {.n = a->dim[0], .c = a->dim[1], .h = a->dim[2], .w = a->dim[3], .o = b->dim[0],
+                       .k = b->dim[2], .stride = n->attr.conv.stride, .pad = n->attr.conv.pad,
+                       .oh = y->dim[2], .ow = y->dim[3]};
+        DISPATCH(k_conv2d_f32(&p, pa, pb, py, x->col, x->threads), k_conv2d_f64(&p, pa, pb, py, x->col, x->threads));
+        return 0;
+    }
+    case EDM_OP_MATMUL: {
+        matmul_plan p;
+        plan_matmul(n, y, a, b, &p);
+        DISPATCH(k_matmul_f32(&p, pa, pb, py, x->threads), k_matmul_f64(&p, pa, pb, py, x->threads));
+        return 0;
+    }
+    case EDM_OP_PERMUTE: {
+        permute_plan p;
+        plan_permute(n, y, a, &p);
+        DISPATCH(k_permute_f32(&p, pa, py), k_permute_f64(&p, pa, py));
+        return 0;
+    }
+    case EDM_OP_CONCAT: {
+        int ax = n->attr.concat.axis;
+        int64_t outer = prod(y, 0, ax), inner = prod(y, ax + 1, y->rank);
+        int64_t la = a->dim[ax] * inner, lb = b->dim[ax] * inner, ly = y->dim[ax] * inner;
+        char *dy = py;
+        DISPATCH((k_blocks_f32(py, ly, pa, la, outer, la), k_blocks_f32((float *)(void *)(dy) + la, ly, pb, lb, outer, lb)),
+                 (k_blocks_f64(py, ly, pa, la, outer, la), k_blocks_f64((double *)(void *)(dy) + la, ly, pb, lb, outer, lb)));
+        return 0;
+    }
+    case EDM_OP_SLICE: {
+        int ax = n->attr.slice.axis;
+        int64_t outer = prod(a, 0, ax), inner = prod(a, ax + 1, a->rank);
+        int64_t la = a->dim[ax] * inner, ly = y->dim[ax] * inner, off = n->attr.slice.start * inner;
+        char *da = pa;
+        DISPATCH(k_blocks_f32(py, ly, (const float *)(void *)da + off, la, outer, ly),
+                 k_blocks_f64(py, ly, (const double *)(void *)da + off, la, outer, ly));
+        return 0;
+    }
+    case EDM_OP_SOFTMAX: {
+        int ax = n->attr.softmax.axis;
+        int64_t outer = prod(a, 0, ax), inner = prod(a, ax + 1, a->rank), len = a->dim[ax];
+        DISPATCH(k_softmax_f32(pa, py, outer, len, inner), k_softmax_f64(pa, py, outer, len, inner));
+        return 0;
+    }
+    case EDM_OP_AVGPOOL2:
+        DISPATCH(k_avgpool2_f32(pa, py, a->dim[0] * a->dim[1], a->dim[2], a->dim[3]),
+                 k_avgpool2_f64(pa, py, a->dim[0] * a->dim[1], a->dim[2], a->dim[3]));
+        return 0;
+    case EDM_OP_UPSAMPLE2:
+        DISPATCH(k_upsample2_f32(pa, py, a->dim[0] * a->dim[1], a->dim[2], a->dim[3]),
+                 k_upsample2_f64(pa, py, a->dim[0] * a->dim[1], a->dim[2], a->dim[3]));
+        return 0;
+    case EDM_OP_DROPOUT:
+        DISPATCH(k_dropout_f32(pa, py, y->numel, n->attr.dropout.p, x->opt.seed, id),
+                 k_dropout_f64(pa, py, y->numel, n->attr.dropout.p, x->opt.seed, id));
+        return 0;
+    default:
+        return edm_fail(st, EDM_ERR_INTERNAL, n->loc, "CPU backend: no kernel for %s", edm_op_name(n->op));
+    }
+}
+
+static void release(edm_cpu *x, int id)
+{
+    slot *s = &x->slots[id];
+    if (s->buf < 0)
+        return;
+    buffer *b = &x->bufs[s->buf];
+    if (!b->pinned)
+        b->refs--;
+    s->buf = -1;
+}
+
+static void reset(edm_cpu *x)
+{
+    for (int i = 0; i < x->nslots; i++) {
+        const edm_node *n = edm_graph_node(x->g, i);
+        if (edm_op_class_of(n->op) != EDM_CLASS_LEAF)
+            release(x, i);
+    }
+}
+
+int edm_cpu_run(edm_cpu *x, edm_status *st)
+{
+#ifdef _OPENMP
+    if (x->opt.threads > 0)
+        omp_set_num_threads(x->opt.threads);
+#endif
+    openblas_set_num_threads(1);
+    reset(x);
+    x->total_bytes = 0;
+    for (int i = 0; i < x->nslots; i++) {
+        const edm_node *n = edm_graph_node(x->g, i);
+        if (edm_op_class_of(n->op) == EDM_CLASS_LEAF) {
+            if (!x->slots[i].set)
+                return edm_fail(st, EDM_ERR_USAGE, n->loc, "%s '%s' has no value", edm_op_name(n->op), n->name);
+            continue;
+        }
+        slot *y = &x->slots[i];
+        if (is_alias(x, n)) {
+            y->buf = x->slots[n->input[0]].buf;
+            x->bufs[y->buf].refs++;
+        } else {
+            size_t bytes = (size_t)y->numel * x->esize;
+            x->total_bytes += bytes;
+            y->buf = new_buffer(x, bytes, 0, st);
+            if (y->buf < 0)
+                return -1;
+            if (run_node(x, i, st) != 0)
+                return -1;
+        }
+        /* values whose last reader was this node die now */
+        for (int k = 0; k < n->ninputs; k++) {
+            int in = n->input[k];
+            const edm_node *src = edm_graph_node(x->g, in);
+            if (x->slots[in].last_use == i && !x->slots[in].keep && edm_op_class_of(src->op) != EDM_CLASS_LEAF)
+                release(x, in);
+        }
+        if (y->last_use == i && !y->keep)
+            release(x, i); /* never read at all */
+    }
+    return 0;
+}
+
+int64_t edm_cpu_numel(const edm_cpu *x, int node)
+{
+    return node >= 0 && node < x->nslots ? x->slots[node].numel : -1;
+}
+
+static const void *value_data(const edm_cpu *x, int node, int64_t n, edm_status *st)
+{
+    if (node < 0 || node >= x->nslots)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "no value %%%d", node), NULL;
+    const slot *s = &x->slots[node];
+    if (s->buf < 0)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "value %%%d was not kept", node), NULL;
+    if (s->numel != n)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "value %%%d has %lld elements, not %lld", node,
+                        (long long)s->numel, (long long)n),
+               NULL;
+    return x->bufs[s->buf].data;
+}
+
+int edm_cpu_get_f32(const edm_cpu *x, int node, float *out, int64_t n, edm_status *st)
+{
+    const void *src = value_data(x, node, n, st);
+    if (!src)
+        return -1;
+    if (x->esize == sizeof(float)) {
+        memcpy(out, src, sizeof(float) * (size_t)n);
+    } else {
+        const double *d = src;
+        for (int64_t i = 0; i < n; i++)
+            out[i] = (float)d[i];
+    }
+    return 0;
+}
+
+int edm_cpu_get_f64(const edm_cpu *x, int node, double *out, int64_t n, edm_status *st)
+{
+    const void *src = value_data(x, node, n, st);
+    if (!src)
+        return -1;
+    if (x->esize == sizeof(double)) {
+        memcpy(out, src, sizeof(double) * (size_t)n);
+    } else {
+        const float *f = src;
+        for (int64_t i = 0; i < n; i++)
+            out[i] = f[i];
+    }
+    return 0;
+}
+
+size_t edm_cpu_peak_bytes(const edm_cpu *x) { return x->pool_bytes; }
+size_t edm_cpu_total_bytes(const edm_cpu *x) { return x->total_bytes; }

@@ -1,0 +1,150 @@
+#include "config.h"
+
+#include "runtime/weights.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/rng.h"
+
+static int is_weight(const edm_node *n) { return n->op == EDM_OP_PARAM || n->op == EDM_OP_BUFFER; }
+
+static int64_t numel(const edm_shape *s)
+{
+    int64_t n = 1;
+    for (int i = 0; i < s->rank; i++)
+        n *= s->dim[i];
+    return n;
+}
+
+int edm_weights_init(const edm_graph *g, uint64_t seed, edm_st_writer *w, edm_status *st)
+{
+    for (int i = 0; i < edm_graph_count(g); i++) {
+        const edm_node *n = edm_graph_node(g, i);
+        if (!is_weight(n))
+            continue;
+        int64_t count = numel(&n->shape);
+        float *data = malloc(sizeof(float) * (size_t)(count ? count : 1));
+        if (!data)
+            return edm_nomem(st);
+        /* the tensor's own seed (buffers carry one) joins the run's seed */
+        edm_rng rng = edm_rng_make(seed * 0x9E3779B97F4A7C15ull + n->attr.init.seed, n->name);
+        double scale = n->attr.init.scale;
+        switch (n->attr.init.kind) {
+        case EDM_INIT_ZEROS:
+        case EDM_INIT_ONES:
+        case EDM_INIT_CONST: {
+            float v = n->attr.init.kind == EDM_INIT_ZEROS  ? 0.0f
+                      : n->attr.init.kind == EDM_INIT_ONES ? 1.0f
+                                                           : (float)n->attr.init.value;
+            for (int64_t k = 0; k < count; k++)
+                data[k] = v;
+            break;
+        }
+        case EDM_INIT_NORMAL:
+            edm_rng_normal(&rng, 0, data, count);
+            for (int64_t k = 0; k < count; k++)
+                data[k] = (float)(data[k] * scale);
+            break;
+        case EDM_INIT_UNIFORM:
+            edm_rng_uniform(&rng, 0, data, count);
+            for (int64_t k = 0; k < count; k++)
+                data[k] = (float)(data[k] * scale);
+            break;
+        }
+        int rc = edm_st_writer_add_f32(w, n->name, EDM_F32, n->shape.rank, n->shape.dim, data, st);
+        free(data);
+        if (rc != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void shape_text(int rank, const int64_t *dim, char *buf, size_t size)
+{
+    size_t used = (size_t)snprintf(buf, size, "[");
+    for (int i = 0; i < rank && used < size; i++)
+        used += (size_t)snprintf(buf + used, size - used, "%s%lld", i ? ", " : "", (long long)dim[i]);
+    if (used < size)
+        snprintf(buf + used, size - used, "]");
+}
+
+/* Appends one problem line to msg, counting those that no longer fit. */
+static void add_problem(char *msg, size_t size, int *shown, int *hidden, const char *line)
+{
+    size_t used = strlen(msg);
+    if (*shown < 12 && used + strlen(line) + 4 < size) {
+        snprintf(msg + used, size - used, "\n  %s", line);
+        (*shown)++;
+    } else {
+        (*hidden)++;
+    }
+}
+
+int edm_weights_load(edm_cpu *x, const edm_graph *g, const edm_st_file *f, edm_status *st)
+{
+    char msg[EDM_STATUS_MSG];
+    snprintf(msg, sizeof msg, "%s does not fit the model:", edm_st_path(f));
+    int shown = 0, hidden = 0, problems = 0;
+    char line[512], want[128], got[128];
+    for (int i = 0; i < edm_graph_count(g); i++) {
+        const edm_node *n = edm_graph_node(g, i);
+        if (!is_weight(n))
+            continue;
+        const edm_st_entry *e = edm_st_find(f, n->name);
+        shape_text(n->shape.rank, n->shape.dim, want, sizeof want);
+        if (!e) {
+            snprintf(line, sizeof line, "missing %s %s", n->name, want);
+            add_problem(msg, sizeof msg, &shown, &hidden, line);
+            problems++;
+            continue;
+        }
+        int same = e->rank == n->shape.rank;
+        for (int k = 0; same && k < e->rank; k++)
+            same = e->dim[k] == n->shape.dim[k];
+        if (!same) {
+            shape_text(e->rank, e->dim, got, sizeof got);
+            snprintf(line, sizeof line, "%s: expected %s, found %s", n->name, want, got);
+            add_problem(msg, sizeof msg, &shown, &hidden, line);
+            problems++;
+        }
+    }
+    for (int k = 0; k < edm_st_count(f); k++) {
+        const edm_st_entry *e = edm_st_entry_at(f, k);
+        int known = 0;
+        for (int i = 0; i < edm_graph_count(g) && !known; i++) {
+            const edm_node *n = edm_graph_node(g, i);
+            known = is_weight(n) && strcmp(n->name, e->name) == 0;
+        }
+        if (!known) {
+            shape_text(e->rank, e->dim, got, sizeof got);
+            snprintf(line, sizeof line, "unexpected %s %s", e->name, got);
+            add_problem(msg, sizeof msg, &shown, &hidden, line);
+            problems++;
+        }
+    }
+    if (problems) {
+        if (hidden) {
+            size_t used = strlen(msg);
+            snprintf(msg + used, sizeof msg - used, "\n  ... and %d more", hidden);
+        }
+        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s", msg);
+    }
+    for (int i = 0; i < edm_graph_count(g); i++) {
+        const edm_node *n = edm_graph_node(g, i);
+        if (!is_weight(n))
+            continue;
+        const edm_st_entry *e = edm_st_find(f, n->name);
+        float *data = malloc(sizeof(float) * (size_t)(e->numel ? e->numel : 1));
+        if (!data)
+            return edm_nomem(st);
+        int rc = edm_st_read_f32(f, e, data, e->numel, st);
+        if (rc == 0)
+            rc = edm_cpu_set_f32(x, n->name, data, e->numel, st);
+        free(data);
+        if (rc != 0)
+            return -1;
+    }
+    return 0;
+}

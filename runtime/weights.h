@@ -1,0 +1,22 @@
+/* A model's parameters and buffers as files: drawing initial values the way
+ * the reference does, and loading a safetensors file into a backend by the
+ * reference's names, with every mismatch reported at once. */
+#ifndef EDMC_WEIGHTS_H
+#define EDMC_WEIGHTS_H
+
+#include <stdint.h>
+
+#include "compiler/ir.h"
+#include "runtime/backend_cpu.h"
+#include "runtime/safetensors.h"
+
+/* Adds every PARAM and BUFFER of g to w, drawn from its init (conv/FC weights
+ * N(0,1), gains 0, fourier frequencies 2π·N(0,1), phases 2π·U(0,1)): a
+ * counter-based stream per tensor, keyed by the seed and the tensor's name. */
+int edm_weights_init(const edm_graph *g, uint64_t seed, edm_st_writer *w, edm_status *st);
+
+/* Checks f against g (missing, unexpected and wrongly shaped tensors, all
+ * listed) and copies every tensor into x. */
+int edm_weights_load(edm_cpu *x, const edm_graph *g, const edm_st_file *f, edm_status *st);
+
+#endif

@@ -1,0 +1,76 @@
+#!/bin/sh
+# edmc init | forward | bench on the CPU: golden parity through the command
+# line, determinism of init, and one clear error (non-zero exit) for each kind
+# of bad input.
+. "$srcdir/tests/tap.sh"
+edmc="$builddir/edmc"
+mk="$builddir/tests/tools/st_make"
+tiny="$srcdir/models/edm2-tiny.edm"
+golden="${EDMC_TESTDATA:-$srcdir/../shared/testdata}/edm2-tiny"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# expect_error DESC STATUS SUBSTRING CMD...: fails unless the command exits
+# with STATUS and its stderr contains SUBSTRING (and no sanitizer report).
+expect_error() {
+    desc=$1 want=$2 text=$3; shift 3
+    "$@" >"$tmp/out" 2>"$tmp/err"
+    got=$?
+    if [ "$got" -eq "$want" ] && grep -qF -- "$text" "$tmp/err" && ! grep -q "Sanitizer\|runtime error" "$tmp/err"; then
+        tap_ok "$desc"
+    else
+        tap_not_ok "$desc" "exit $got (want $want), stderr:" "$(head -c 600 "$tmp/err")"
+    fi
+}
+
+# --- init: seeded, reproducible, the reference's names
+tap_check "init writes weights" "$edmc" init "$tiny" --seed=3 -o "$tmp/w3.safetensors"
+"$edmc" init "$tiny" --seed=3 -o "$tmp/w3b.safetensors" >/dev/null 2>&1
+"$edmc" init "$tiny" --seed=4 -o "$tmp/w4.safetensors" >/dev/null 2>&1
+if cmp -s "$tmp/w3.safetensors" "$tmp/w3b.safetensors"; then tap_ok "init: same seed, same file"; else tap_not_ok "init: same seed gave different files"; fi
+if cmp -s "$tmp/w3.safetensors" "$tmp/w4.safetensors"; then tap_not_ok "init: seeds 3 and 4 gave the same file"; else tap_ok "init: other seed, other weights"; fi
+
+# --- forward on the golden inputs through the command line
+tap_check "forward on the golden weights and inputs" "$edmc" forward "$tiny" --weights="$golden/weights.safetensors" \
+    --input="$golden/forward.safetensors" --output="$tmp/out.safetensors" --threads=1
+tap_check "forward in float64" "$edmc" forward "$tiny" --weights="$golden/weights.safetensors" \
+    --input="$golden/forward.safetensors" --output="$tmp/out64.safetensors" --precision=f64
+tap_check "forward with fresh weights" "$edmc" forward "$tiny" --weights="$tmp/w3.safetensors" \
+    --input="$golden/forward.safetensors" --output="$tmp/out3.safetensors"
+tap_check "bench --device=cpu" "$edmc" bench "$tiny" --device=cpu --batch=2 --iters=2
+
+# --- bad input: one clear error each
+"$mk" "$tmp/ok.st" x:F32:2,4,16,16:normal sigma:F32:2:0.5 class_labels:F32:2,10:onehot
+"$mk" "$tmp/shape.st" x:F32:2,3,16,16:normal sigma:F32:2:0.5 class_labels:F32:2,10:onehot
+"$mk" "$tmp/sigma0.st" x:F32:2,4,16,16:normal sigma:F32:2:0 class_labels:F32:2,10:onehot
+"$mk" "$tmp/sigmanan.st" x:F32:2,4,16,16:normal sigma:F32:2:nan class_labels:F32:2,10:onehot
+"$mk" "$tmp/xinf.st" x:F32:2,4,16,16:inf sigma:F32:2:0.5 class_labels:F32:2,10:onehot
+"$mk" "$tmp/labels.st" x:F32:2,4,16,16:normal sigma:F32:2:0.5 class_labels:F32:2,7:onehot
+"$mk" "$tmp/nolabels.st" x:F32:2,4,16,16:normal sigma:F32:2:0.5
+"$mk" "$tmp/batch.st" x:F32:2,4,16,16:normal sigma:F32:3:0.5 class_labels:F32:2,10:onehot
+"$mk" "$tmp/uncond.st" x:F32:2,4,16,16:normal sigma:F32:2:0.5 class_labels:F32:2,10:onehot
+printf 'not a safetensors file' >"$tmp/garbage.st"
+w="$tmp/w3.safetensors"
+run() { "$edmc" forward "$tiny" --weights="$1" --input="$2" --output="$tmp/o.st"; }
+tap_check "forward on good random inputs" run "$w" "$tmp/ok.st"
+expect_error "wrong input shape" 1 "'x' is [2, 3, 16, 16], the model wants [N, 4, 16, 16]" run "$w" "$tmp/shape.st"
+expect_error "sigma = 0" 1 "sigma[0] = 0: noise levels must be > 0" run "$w" "$tmp/sigma0.st"
+expect_error "sigma not finite" 1 "'sigma' element 0 is nan (not finite)" run "$w" "$tmp/sigmanan.st"
+expect_error "x not finite" 1 "'x' element 0 is inf (not finite)" run "$w" "$tmp/xinf.st"
+expect_error "labels of the wrong width" 1 "'class_labels' is [2, 7], the model wants [N, 10]" run "$w" "$tmp/labels.st"
+expect_error "labels missing" 1 "no tensor 'class_labels' [N, 10] (the model's input)" run "$w" "$tmp/nolabels.st"
+expect_error "batch sizes disagree" 1 "'sigma' has 3 samples but 'x' has 2" run "$w" "$tmp/batch.st"
+expect_error "labels for an unconditional model" 1 "the model is unconditional" \
+    "$edmc" forward "$tiny" -D label_dim=0 --weights="$w" --input="$tmp/uncond.st" --output="$tmp/o.st"
+"$edmc" init "$tiny" -D model_channels=16 -o "$tmp/w16.safetensors" >/dev/null 2>&1
+expect_error "weights of another configuration" 1 "does not fit the model:" run "$tmp/w16.safetensors" "$tmp/ok.st"
+expect_error "weights: every mismatch listed" 1 "unet.enc.16x16_conv.weight: expected [32, 5, 3, 3], found [16, 5, 3, 3]" \
+    run "$tmp/w16.safetensors" "$tmp/ok.st"
+expect_error "input not a safetensors file" 1 "garbage.st" run "$w" "$tmp/garbage.st"
+expect_error "missing weights file" 1 "cannot open" run "$tmp/nothing.safetensors" "$tmp/ok.st"
+expect_error "forward without --input" 2 "needs --weights" "$edmc" forward "$tiny" --weights="$w"
+expect_error "--device=cuda in a CPU build" 2 "--device=cuda" "$edmc" bench "$tiny" --device=cuda
+expect_error "--precision=bf16 on the CPU" 2 "f32 or f64" "$edmc" forward "$tiny" --precision=bf16 \
+    --weights="$w" --input="$tmp/ok.st" --output="$tmp/o.st"
+expect_error "unknown option" 2 "unknown option '--wieghts'" "$edmc" forward "$tiny" --wieghts=x
+tap_done
