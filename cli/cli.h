@@ -27,6 +27,14 @@ enum {
     OPT_MODE = 1 << 11,
     OPT_ITERS = 1 << 12,
     OPT_PRECISION = 1 << 13,
+    /* phema (high bits, clear of the others) */
+    OPT_INDIR = 1 << 24,
+    OPT_OUTDIR = 1 << 25,
+    OPT_OUTSTD = 1 << 26,
+    OPT_OUTKIMG = 1 << 27,
+    OPT_SWEEP = 1 << 28,
+    OPT_EVAL = 1 << 29,
+    OPT_NOFILE = 1 << 30, /* not an option: the model file may be left out */
 };
 
 typedef struct {
@@ -46,6 +54,9 @@ typedef struct {
     const char *mode;      /* bench: forward */
     int iters;             /* bench */
     const char *precision; /* f32, f64 */
+    const char *indir, *outdir, *outstd, *eval; /* phema */
+    int64_t outkimg;                            /* phema: -1 = the latest snapshot */
+    int sweep;                                  /* phema */
 } cli_opts;
 
 /* Parses argv[1..] (argv[0] is the command name); prints the problem and
@@ -69,5 +80,9 @@ int cmd_dump(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_forward(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_phema(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_step(int argc, char **argv);
 
 #endif

@@ -22,6 +22,8 @@ static const opt_spec specs[] = {
     {"--weights", OPT_WEIGHTS, 1}, {"--input", OPT_INPUT, 1},   {"--threads", OPT_THREADS, 1},
     {"--device", OPT_DEVICE, 1},   {"--batch", OPT_BATCH, 1},   {"--mode", OPT_MODE, 1},
     {"--iters", OPT_ITERS, 1},     {"--precision", OPT_PRECISION, 1},
+    {"--indir", OPT_INDIR, 1},     {"--outdir", OPT_OUTDIR, 1}, {"--outstd", OPT_OUTSTD, 1},
+    {"--outkimg", OPT_OUTKIMG, 1}, {"--sweep", OPT_SWEEP, 0},   {"--eval", OPT_EVAL, 1},
 };
 
 static int parse_int(const char *cmd, const char *opt, const char *v, long long lo, long long hi, long long *out)
@@ -49,6 +51,15 @@ static int set_value(const char *cmd, cli_opts *o, unsigned bit, const char *opt
     case OPT_DEVICE: o->device = v; return 0;
     case OPT_MODE: o->mode = v; return 0;
     case OPT_PRECISION: o->precision = v; return 0;
+    case OPT_INDIR: o->indir = v; return 0;
+    case OPT_OUTDIR: o->outdir = v; return 0;
+    case OPT_OUTSTD: o->outstd = v; return 0;
+    case OPT_EVAL: o->eval = v; return 0;
+    case OPT_OUTKIMG:
+        if (parse_int(cmd, opt, v, 0, 1000000000, &x) != 0)
+            return -1;
+        o->outkimg = x;
+        return 0;
     case OPT_SEED:
         if (parse_int(cmd, opt, v, 0, (long long)1 << 62, &x) != 0)
             return -1;
@@ -105,6 +116,7 @@ int cli_parse(int argc, char **argv, const char *cmd, unsigned allowed, cli_opts
     o->precision = "f32";
     o->batch = 8;
     o->iters = 0;
+    o->outkimg = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-D") == 0 || strncmp(a, "-D", 2) == 0) {
@@ -142,6 +154,8 @@ int cli_parse(int argc, char **argv, const char *cmd, unsigned allowed, cli_opts
                 }
                 if (spec->bit == OPT_JSON)
                     o->json = 1;
+                else if (spec->bit == OPT_SWEEP)
+                    o->sweep = 1;
                 else
                     o->params = 1;
                 continue;
@@ -161,7 +175,7 @@ int cli_parse(int argc, char **argv, const char *cmd, unsigned allowed, cli_opts
         }
         o->file = a;
     }
-    if (!o->file) {
+    if (!o->file && !(allowed & OPT_NOFILE)) {
         fprintf(stderr, "edmc %s: no model file\n", cmd);
         return -1;
     }

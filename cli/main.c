@@ -19,6 +19,13 @@ static void usage(FILE *out)
             "  init  FILE.edm [--seed=S] -o W.safetensors [-D ...]     freshly initialised weights\n"
             "  forward FILE.edm --weights=W --input=IN --output=OUT [--threads=N] [--precision=f32|f64]\n"
             "  bench FILE.edm [--device=cpu] [--batch=B] [--mode=forward] [--iters=K] [--threads=N]\n"
+            "  train --model=FILE.edm|--preset=NAME --data=DATASET --outdir=DIR [--batch=B] [--duration=64Ki]\n"
+            "        [--batch-gpu=B] [--status=2Ki] [--snapshot=16Ki] [--checkpoint=32Ki] [--lr=..] [--resume]\n"
+            "  step  FILE.edm --weights=W --batch=IN.safetensors --output=OUT.safetensors [--lr=0.01]\n"
+            "  phema --indir=DIR --outstd=S1,S2,... --outdir=DIR [--outkimg=K] [--sweep] [FILE.edm]\n"
+            "                                               post-hoc EMA reconstruction from snapshots\n"
+            "  generate --net=W.safetensors --seeds=0-63 --outdir=DIR [--grid=PNG] [--steps=32] [--batch=B]\n"
+            "           [--class=C] [--guide=G --guidance=W] [--model=FILE.edm -D ...]   sample images (EDM Heun)\n"
             "\n"
             "FILE may also be an IR graph written by 'edmc dump --format=xml' (a .xml file).\n"
             "See docs/cli.md for every option.\n");
@@ -37,12 +44,20 @@ int main(int argc, char **argv)
         return cmd_info(argc - 1, argv + 1);
     if (strcmp(cmd, "dump") == 0)
         return cmd_dump(argc - 1, argv + 1);
+    if (strcmp(cmd, "train") == 0)
+        return cmd_train(argc - 1, argv + 1);
+    if (strcmp(cmd, "step") == 0)
+        return cmd_step(argc - 1, argv + 1);
     if (strcmp(cmd, "init") == 0)
         return cmd_init(argc - 1, argv + 1);
     if (strcmp(cmd, "forward") == 0)
         return cmd_forward(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0)
         return cmd_bench(argc - 1, argv + 1);
+    if (strcmp(cmd, "phema") == 0)
+        return cmd_phema(argc - 1, argv + 1);
+    if (strcmp(cmd, "generate") == 0)
+        return cmd_generate(argc - 1, argv + 1);
     if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
         usage(stdout);
         return 0;

@@ -693,6 +693,7 @@ FN(bi_dropout)
     }
     edm_node n = {.op = EDM_OP_DROPOUT, .ninputs = 1, .input = {x}};
     n.attr.dropout.p = p;
+    n.attr.dropout.mask_id = -1; /* its own mask */
     return emit(e, &n, loc, out);
 }
 
@@ -719,7 +720,7 @@ FN(bi_full)
 
 /* param / buffer / scalar: named by the call's label within the current scope. */
 static int make_leaf(elab *e, edm_op op, const char *label, edm_loc loc, const edm_shape *shape, edm_init_kind kind,
-                     double val, double scale, uint64_t seed, value *out)
+                     double val, double scale, uint64_t seed, int forced_wn, value *out)
 {
     const char *name = elab_join_scope(e, label);
     if (!name)
@@ -731,6 +732,7 @@ static int make_leaf(elab *e, edm_op op, const char *label, edm_loc loc, const e
     n.attr.init.value = val;
     n.attr.init.scale = scale;
     n.attr.init.seed = seed;
+    n.attr.init.forced_wn = forced_wn;
     return emit(e, &n, loc, out);
 }
 
@@ -766,10 +768,14 @@ FN(bi_parameter)
     edm_shape shape;
     edm_init_kind kind;
     double value_ = 0, scale = 0;
+    int forced = 0;
     if (leaf_shape(e, self, &s, loc, &shape) != 0 || leaf_init(e, self, &s, 1, loc, &kind) != 0 ||
-        get_num(e, self, &s, 2, loc, 0, &value_) != 0 || get_num(e, self, &s, 3, loc, 1, &scale) != 0)
+        get_num(e, self, &s, 2, loc, 0, &value_) != 0 || get_num(e, self, &s, 3, loc, 1, &scale) != 0 ||
+        get_bool(e, self, &s, 4, 0, &forced) != 0)
         return -1;
-    return make_leaf(e, EDM_OP_PARAM, label, loc, &shape, kind, value_, scale, 0, out);
+    if (forced && shape.rank < 2)
+        return elab_fail(e, s.loc[4], "parameter: forced_wn needs a weight of rank 2 or more (output channels first)");
+    return make_leaf(e, EDM_OP_PARAM, label, loc, &shape, kind, value_, scale, 0, forced, out);
 }
 
 FN(bi_scalar)
@@ -780,7 +786,7 @@ FN(bi_scalar)
         return -1;
     /* shape [1], not []: the reference's checkpoints store gains that way */
     edm_shape shape = {.rank = 1, .dim = {1}};
-    return make_leaf(e, EDM_OP_PARAM, label, loc, &shape, EDM_INIT_CONST, init, 1, 0, out);
+    return make_leaf(e, EDM_OP_PARAM, label, loc, &shape, EDM_INIT_CONST, init, 1, 0, 0, out);
 }
 
 FN(bi_buffer)
@@ -794,7 +800,7 @@ FN(bi_buffer)
         get_num(e, self, &s, 2, loc, 1, &scale) != 0 ||
         get_int(e, self, &s, 3, loc, 0, 0, (long long)1 << 52, &seed) != 0)
         return -1;
-    return make_leaf(e, EDM_OP_BUFFER, label, loc, &shape, kind, 0, scale, (uint64_t)seed, out);
+    return make_leaf(e, EDM_OP_BUFFER, label, loc, &shape, kind, 0, scale, (uint64_t)seed, 0, out);
 }
 
 /* ------------------------------------------------------------------ the table */
@@ -839,7 +845,7 @@ static const builtin table[] = {
     {"maximum", bi_maximum, P("a", "b"), 0},
     {"dropout", bi_dropout, P("x", "p"), 0},
     {"full", bi_full, P("shape", "value"), 0},
-    {"parameter", bi_parameter, P("shape", "init", "value", "scale"), 1},
+    {"parameter", bi_parameter, P("shape", "init", "value", "scale", "forced_wn"), 1},
     {"scalar", bi_scalar, P("init"), 1},
     {"buffer", bi_buffer, P("shape", "init", "scale", "seed"), 1},
 };

@@ -406,6 +406,58 @@ static int infer_conv(const edm_graph *g, edm_node *n, const edm_shape *x, const
     return 0;
 }
 
+/* dy [N,O,OH,OW] and w [O,C,k,k] give dx [N,C,in_h,in_w]; x [N,C,H,W] and dy
+ * give dw [O,C,kernel,kernel].  The forward conv must map the input size to
+ * the gradient's. */
+static int infer_conv_bwd(const edm_graph *g, edm_node *n, const edm_shape *a, const edm_shape *b, edm_status *st)
+{
+    if (a->rank != 4 || b->rank != 4)
+        return fail_operand_shapes(g, n, st, "needs two rank-4 operands, got");
+    int64_t s = n->attr.conv.stride, p = n->attr.conv.pad;
+    if (s < 1 || p < 0)
+        return edm_fail(st, EDM_ERR_SEMANTIC, n->loc, "%s: bad stride or padding", edm_op_name(n->op));
+    int64_t k, h, w, oh, ow;
+    if (n->op == EDM_OP_CONV2D_BWD_DATA) {
+        k = b->dim[2];
+        h = n->attr.conv.in_h;
+        w = n->attr.conv.in_w;
+        oh = a->dim[2];
+        ow = a->dim[3];
+        if (a->dim[1] != b->dim[0] || b->dim[2] != b->dim[3])
+            return fail_operand_shapes(g, n, st, "gradient channels do not match the weight:");
+        n->shape = (edm_shape){.rank = 4, .dim = {a->dim[0], b->dim[1], h, w}};
+    } else {
+        k = n->attr.conv.kernel;
+        h = a->dim[2];
+        w = a->dim[3];
+        oh = b->dim[2];
+        ow = b->dim[3];
+        if (a->dim[0] != b->dim[0])
+            return fail_operand_shapes(g, n, st, "batch sizes differ:");
+        n->shape = (edm_shape){.rank = 4, .dim = {b->dim[1], a->dim[1], k, k}};
+    }
+    if (k < 1 || h < 1 || w < 1 || (h + 2 * p - k) / s + 1 != oh || (w + 2 * p - k) / s + 1 != ow || h + 2 * p < k)
+        return fail_operand_shapes(g, n, st, "sizes do not fit a convolution:");
+    return 0;
+}
+
+/* The target shape (n->shape) must be reachable by broadcasting: each input
+ * dimension equals the target's or is 1. */
+static int infer_expand(const edm_graph *g, edm_node *n, const edm_shape *a, edm_status *st)
+{
+    if (a->rank > n->shape.rank)
+        return fail_operand_shapes(g, n, st, "cannot expand to a lower rank:");
+    for (int i = 0; i < a->rank; i++) {
+        int64_t d = a->dim[i], t = n->shape.dim[n->shape.rank - a->rank + i];
+        if (d != t && d != 1)
+            return fail_operand_shapes(g, n, st, "cannot expand");
+    }
+    for (int i = 1; i < n->shape.rank; i++)
+        if (n->shape.dim[i] == EDM_DIM_BATCH)
+            return fail_operand_shapes(g, n, st, "the batch dimension N would not stay first:");
+    return 0;
+}
+
 static int infer_matmul(const edm_graph *g, edm_node *n, const edm_shape *a, const edm_shape *b, edm_status *st)
 {
     if (a->rank < 2 || b->rank < 2)
@@ -414,7 +466,8 @@ static int infer_matmul(const edm_graph *g, edm_node *n, const edm_shape *a, con
     int64_t ka = n->attr.matmul.trans_a ? a->dim[a->rank - 2] : a->dim[a->rank - 1];
     int64_t kb = n->attr.matmul.trans_b ? b->dim[b->rank - 1] : b->dim[b->rank - 2];
     int64_t nn = n->attr.matmul.trans_b ? b->dim[b->rank - 2] : b->dim[b->rank - 1];
-    if (ka != kb || ka == EDM_DIM_BATCH || (m == EDM_DIM_BATCH && a->rank != 2))
+    /* contracting over N (ka = kb = N) is how a weight's gradient sums the batch */
+    if (ka != kb || (m == EDM_DIM_BATCH && a->rank != 2) || (ka == EDM_DIM_BATCH && (a->rank != 2 || b->rank != 2)))
         return fail_operand_shapes(g, n, st, "inner dimensions do not match:");
     edm_shape ba = {.rank = a->rank - 2}, bb = {.rank = b->rank - 2};
     memcpy(ba.dim, a->dim, sizeof(int64_t) * (size_t)ba.rank);
@@ -475,8 +528,6 @@ int edm_infer_node(const edm_graph *g, edm_node *n, edm_status *st)
         edm_shape out = {.rank = 0};
         for (int i = 0; i < a->shape.rank; i++) {
             if (axes & (1u << i)) {
-                if (a->shape.dim[i] == EDM_DIM_BATCH)
-                    return fail_operand_shapes(g, n, st, "cannot reduce over the batch dimension of");
                 if (n->attr.reduce.keepdim)
                     out.dim[out.rank++] = 1;
             } else {
@@ -489,6 +540,9 @@ int edm_infer_node(const edm_graph *g, edm_node *n, edm_status *st)
     case EDM_CLASS_CONTRACT:
         if (n->op == EDM_OP_CONV2D) {
             if (infer_conv(g, n, &a->shape, &b->shape, st) != 0)
+                return -1;
+        } else if (n->op == EDM_OP_CONV2D_BWD_DATA || n->op == EDM_OP_CONV2D_BWD_WEIGHT) {
+            if (infer_conv_bwd(g, n, &a->shape, &b->shape, st) != 0)
                 return -1;
         } else if (infer_matmul(g, n, &a->shape, &b->shape, st) != 0) {
             return -1;
@@ -551,6 +605,10 @@ int edm_infer_node(const edm_graph *g, edm_node *n, edm_status *st)
                 return edm_fail(st, EDM_ERR_SEMANTIC, n->loc, "concat: dtypes differ");
             break;
         }
+        case EDM_OP_EXPAND:
+            if (infer_expand(g, n, &a->shape, st) != 0)
+                return -1;
+            break;
         case EDM_OP_SLICE: {
             int ax = norm_axis(n->attr.slice.axis, a->shape.rank, n, st);
             if (ax < 0)

@@ -64,6 +64,7 @@ typedef enum {
     X(SIGMOID, "sigmoid", 1, EDM_CLASS_UNARY, 3)             \
     X(SILU, "silu", 1, EDM_CLASS_UNARY, 3)                   \
     X(CLAMP, "clamp", 1, EDM_CLASS_UNARY, 2)                 \
+    X(STEP, "step", 1, EDM_CLASS_UNARY, 1)                   \
     X(ADD, "add", 2, EDM_CLASS_BINARY, 1)                    \
     X(SUB, "sub", 2, EDM_CLASS_BINARY, 1)                    \
     X(MUL, "mul", 2, EDM_CLASS_BINARY, 1)                    \
@@ -73,10 +74,13 @@ typedef enum {
     X(SUMSQ, "sumsq", 1, EDM_CLASS_REDUCE, 1)                \
     X(CONV2D, "conv2d", 2, EDM_CLASS_CONTRACT, 0)            \
     X(MATMUL, "matmul", 2, EDM_CLASS_CONTRACT, 0)            \
+    X(CONV2D_BWD_DATA, "conv2d_bwd_data", 2, EDM_CLASS_CONTRACT, 0)     \
+    X(CONV2D_BWD_WEIGHT, "conv2d_bwd_weight", 2, EDM_CLASS_CONTRACT, 0) \
     X(RESHAPE, "reshape", 1, EDM_CLASS_LAYOUT, 0)            \
     X(PERMUTE, "permute", 1, EDM_CLASS_LAYOUT, 0)            \
     X(CONCAT, "concat", 2, EDM_CLASS_LAYOUT, 0)              \
     X(SLICE, "slice", 1, EDM_CLASS_LAYOUT, 0)                \
+    X(EXPAND, "expand", 1, EDM_CLASS_LAYOUT, 0)              \
     X(SOFTMAX, "softmax", 1, EDM_CLASS_OTHER, 3)             \
     X(AVGPOOL2, "avgpool2", 1, EDM_CLASS_OTHER, 1)           \
     X(UPSAMPLE2, "upsample2", 1, EDM_CLASS_OTHER, 0)         \
@@ -121,16 +125,23 @@ typedef struct {
     const char *origin; /* the .edm function the node came from ("mp_silu"), or the op's own name */
     union {
         struct { double value; } constant;                        /* CONST: every element = value; shape [] for a scalar */
-        struct { edm_init_kind kind; double value, scale; uint64_t seed; } init; /* PARAM, BUFFER */
-        struct { double lo, hi; } clamp;                           /* CLAMP */
-        struct { uint32_t axes; int keepdim; } reduce;             /* SUM, SUMSQ: bit i = axis i */
-        struct { int stride, pad; } conv;                          /* CONV2D, input [N,C,H,W], weight [O,C,k,k] */
+        /* PARAM, BUFFER; forced_wn: training replaces the stored weight by its
+         * weight-normalized self before every step (EDM2-SPEC §1) */
+        struct { edm_init_kind kind; double value, scale; uint64_t seed; int forced_wn; } init;
+        struct { double lo, hi; } clamp;                           /* CLAMP; STEP is x >= 0 ? 1 : 0 */
+        struct { uint32_t axes; int keepdim; } reduce;             /* SUM, SUMSQ: bit i = axis i (N may be reduced away) */
+        /* CONV2D: input [N,C,H,W], weight [O,C,k,k].  CONV2D_BWD_DATA (dy, w) → dx
+         * [N,C,in_h,in_w]; CONV2D_BWD_WEIGHT (x, dy) → dw [O,C,k,k] with k = kernel. */
+        struct { int stride, pad; int64_t in_h, in_w, kernel; } conv;
         struct { int trans_a, trans_b; } matmul;                   /* MATMUL on the last two dims, batch dims broadcast */
         struct { int perm[EDM_MAX_RANK]; } permute;                /* PERMUTE: out dim i = in dim perm[i] */
         struct { int axis; } concat;                               /* CONCAT */
         struct { int axis; int64_t start, len; } slice;            /* SLICE */
         struct { int axis; } softmax;                              /* SOFTMAX */
-        struct { double p; } dropout;                              /* DROPOUT: identity when not training */
+        /* DROPOUT: identity when not training; the mask is a function of
+         * (seed, mask_id, element), so the backward pass reuses the forward's */
+        struct { double p; int mask_id; } dropout;
+        struct { int dummy; } expand; /* EXPAND: broadcasts its input to n->shape (set by the builder) */
     } attr;
 } edm_node;
 

@@ -47,6 +47,7 @@ static const attr_spec attr_specs[] = {
     ATTR(PARAM, "init_value", A_DOUBLE, init.value),
     ATTR(PARAM, "init_scale", A_DOUBLE, init.scale),
     ATTR(PARAM, "seed", A_U64, init.seed),
+    ATTR(PARAM, "forced_wn", A_BOOL, init.forced_wn),
     ATTR(BUFFER, "init", A_INIT, init.kind),
     ATTR(BUFFER, "init_value", A_DOUBLE, init.value),
     ATTR(BUFFER, "init_scale", A_DOUBLE, init.scale),
@@ -59,6 +60,13 @@ static const attr_spec attr_specs[] = {
     ATTR(SUMSQ, "keepdim", A_BOOL, reduce.keepdim),
     ATTR(CONV2D, "stride", A_INT, conv.stride),
     ATTR(CONV2D, "pad", A_INT, conv.pad),
+    ATTR(CONV2D_BWD_DATA, "stride", A_INT, conv.stride),
+    ATTR(CONV2D_BWD_DATA, "pad", A_INT, conv.pad),
+    ATTR(CONV2D_BWD_DATA, "in_h", A_I64, conv.in_h),
+    ATTR(CONV2D_BWD_DATA, "in_w", A_I64, conv.in_w),
+    ATTR(CONV2D_BWD_WEIGHT, "stride", A_INT, conv.stride),
+    ATTR(CONV2D_BWD_WEIGHT, "pad", A_INT, conv.pad),
+    ATTR(CONV2D_BWD_WEIGHT, "kernel", A_I64, conv.kernel),
     ATTR(MATMUL, "trans_a", A_BOOL, matmul.trans_a),
     ATTR(MATMUL, "trans_b", A_BOOL, matmul.trans_b),
     ATTR(PERMUTE, "perm", A_PERM, permute.perm),
@@ -68,6 +76,7 @@ static const attr_spec attr_specs[] = {
     ATTR(SLICE, "len", A_I64, slice.len),
     ATTR(SOFTMAX, "axis", A_INT, softmax.axis),
     ATTR(DROPOUT, "p", A_DOUBLE, dropout.p),
+    ATTR(DROPOUT, "mask_id", A_INT, dropout.mask_id),
 };
 
 #define NSPECS ((int)(sizeof attr_specs / sizeof attr_specs[0]))

@@ -129,15 +129,37 @@ struct edm_cpu {
     edm_cpu_options opt;
     size_t esize; /* sizeof(float) or sizeof(double) */
     int threads;  /* OpenMP threads; OpenBLAS runs single-threaded inside them */
+    int64_t batch;
     int nslots;
     slot *slots;
     buffer *bufs;
     int nbufs, bufs_cap;
-    void *col; /* im2col workspace */
+    void *col; /* im2col workspace, one per thread */
     size_t col_bytes;
+    void *acc; /* per-thread partial weight gradients */
     size_t pool_bytes;  /* activation memory actually allocated (it only grows) */
     size_t total_bytes; /* what the last run's activations would take with no reuse */
 };
+
+/* The forward convolution a conv-family node belongs to, batch bound. */
+static int conv_geometry(const edm_graph *g, const edm_node *n, int64_t batch, conv_plan *p)
+{
+    const edm_node *a = n->ninputs > 0 ? edm_graph_node(g, n->input[0]) : NULL;
+    const edm_node *b = n->ninputs > 1 ? edm_graph_node(g, n->input[1]) : NULL;
+    const edm_node *x, *w = NULL, *y;
+    switch (n->op) {
+    case EDM_OP_CONV2D: x = a; w = b; y = n; break;
+    case EDM_OP_CONV2D_BWD_DATA: x = n; w = b; y = a; break;
+    case EDM_OP_CONV2D_BWD_WEIGHT: x = a; w = n; y = b; break;
+    default: return 0;
+    }
+    /* dim 0 is the batch only where it is N: a conv over a parameter has its own */
+    *p = (conv_plan){.n = x->shape.dim[0] == EDM_DIM_BATCH ? batch : x->shape.dim[0], .c = x->shape.dim[1],
+                     .h = x->shape.dim[2], .w = x->shape.dim[3],
+                     .o = w->shape.dim[0], .k = w->shape.dim[2], .stride = n->attr.conv.stride,
+                     .pad = n->attr.conv.pad, .oh = y->shape.dim[2], .ow = y->shape.dim[3]};
+    return 1;
+}
 
 static int is_alias(const edm_cpu *x, const edm_node *n)
 {
@@ -196,6 +218,7 @@ edm_cpu *edm_cpu_new(const edm_graph *g, int64_t batch, const edm_cpu_options *o
         return NULL;
     }
     x->g = g;
+    x->batch = batch;
     if (opt)
         x->opt = *opt;
     if (x->opt.compute != EDM_F32 && x->opt.compute != EDM_F64) {
@@ -220,7 +243,7 @@ edm_cpu *edm_cpu_new(const edm_graph *g, int64_t batch, const edm_cpu_options *o
         free(x);
         return NULL;
     }
-    size_t col = 0;
+    size_t col = 0, acc = 0;
     for (int i = 0; i < x->nslots; i++) {
         const edm_node *n = edm_graph_node(g, i);
         slot *s = &x->slots[i];
@@ -230,12 +253,12 @@ edm_cpu *edm_cpu_new(const edm_graph *g, int64_t batch, const edm_cpu_options *o
         s->keep = x->opt.keep_all || n->op == EDM_OP_OUTPUT;
         for (int k = 0; k < n->ninputs; k++)
             x->slots[n->input[k]].last_use = i;
-        if (n->op == EDM_OP_CONV2D) {
-            const edm_node *in = edm_graph_node(g, n->input[0]), *w = edm_graph_node(g, n->input[1]);
-            size_t need = (size_t)(w->shape.dim[1] * w->shape.dim[2] * w->shape.dim[3]) *
-                          (size_t)(n->shape.dim[2] * n->shape.dim[3]) * x->esize;
-            (void)in;
+        conv_plan cp;
+        if (conv_geometry(g, n, batch, &cp)) {
+            size_t need = (size_t)(cp.c * cp.k * cp.k) * (size_t)(cp.oh * cp.ow) * x->esize;
             col = need > col ? need : col;
+            if (n->op == EDM_OP_CONV2D_BWD_WEIGHT)
+                acc = acc > (size_t)(cp.o * cp.c * cp.k * cp.k) * x->esize ? acc : (size_t)(cp.o * cp.c * cp.k * cp.k) * x->esize;
         }
     }
     for (int k = 0; k < x->opt.nkeep; k++)
@@ -266,6 +289,14 @@ edm_cpu *edm_cpu_new(const edm_graph *g, int64_t batch, const edm_cpu_options *o
             x->slots[i].set = 1;
         }
     }
+    if (acc) {
+        x->acc = malloc(acc * (size_t)x->threads);
+        if (!x->acc) {
+            edm_fail(st, EDM_ERR_NOMEM, EDM_NO_LOC, "out of memory for weight-gradient workspaces");
+            edm_cpu_free(x);
+            return NULL;
+        }
+    }
     if (col) {
         col *= (size_t)x->threads; /* one workspace per thread */
         x->col = malloc(col);
@@ -288,6 +319,7 @@ void edm_cpu_free(edm_cpu *x)
     free(x->bufs);
     free(x->slots);
     free(x->col);
+    free(x->acc);
     free(x);
 }
 
@@ -472,9 +504,9 @@ static int64_t prod(const slot *s, int from, int to)
 #define DISPATCH(call_f32, call_f64) \
     do {                             \
         if (f64)                     \
-            call_f64;                \
+            (call_f64);              \
         else                         \
-            call_f32;                \
+            (call_f32);              \
     } while (0)
 
 static int run_node(edm_cpu *x, int id, edm_status *st)
@@ -491,7 +523,7 @@ static int run_node(edm_cpu *x, int id, edm_status *st)
     switch (n->op) {
     case EDM_OP_NEG: case EDM_OP_EXP: case EDM_OP_LOG: case EDM_OP_SQRT: case EDM_OP_RSQRT:
     case EDM_OP_SIN: case EDM_OP_COS: case EDM_OP_SQUARE: case EDM_OP_SIGMOID: case EDM_OP_SILU:
-    case EDM_OP_CLAMP:
+    case EDM_OP_CLAMP: case EDM_OP_STEP:
         DISPATCH(k_unary_f32(n, pa, py, y->numel), k_unary_f64(n, pa, py, y->numel));
         return 0;
     case EDM_OP_ADD: case EDM_OP_SUB: case EDM_OP_MUL: case EDM_OP_DIV: case EDM_OP_MAXIMUM: {
@@ -508,10 +540,28 @@ static int run_node(edm_cpu *x, int id, edm_status *st)
         return 0;
     }
     case EDM_OP_CONV2D: {
-        conv_plan p = {.n = a->dim[0], .c = a->dim[1], .h = a->dim[2], .w = a->dim[3], .o = b->dim[0],
-                       .k = b->dim[2], .stride = n->attr.conv.stride, .pad = n->attr.conv.pad,
-                       .oh = y->dim[2], .ow = y->dim[3]};
+        conv_plan p;
+        conv_geometry(x->g, n, x->batch, &p);
         DISPATCH(k_conv2d_f32(&p, pa, pb, py, x->col, x->threads), k_conv2d_f64(&p, pa, pb, py, x->col, x->threads));
+        return 0;
+    }
+    case EDM_OP_CONV2D_BWD_DATA: {
+        conv_plan p;
+        conv_geometry(x->g, n, x->batch, &p);
+        DISPATCH(k_conv2d_bwd_data_f32(&p, pa, pb, py, x->col), k_conv2d_bwd_data_f64(&p, pa, pb, py, x->col));
+        return 0;
+    }
+    case EDM_OP_CONV2D_BWD_WEIGHT: {
+        conv_plan p;
+        conv_geometry(x->g, n, x->batch, &p);
+        DISPATCH(k_conv2d_bwd_weight_f32(&p, pa, pb, py, x->col, x->acc, x->threads),
+                 k_conv2d_bwd_weight_f64(&p, pa, pb, py, x->col, x->acc, x->threads));
+        return 0;
+    }
+    case EDM_OP_EXPAND: {
+        bcast_plan p;
+        plan_broadcast(y, a, a, &p);
+        DISPATCH(k_expand_f32(&p, pa, py), k_expand_f64(&p, pa, py));
         return 0;
     }
     case EDM_OP_MATMUL: {
@@ -558,10 +608,12 @@ static int run_node(edm_cpu *x, int id, edm_status *st)
         DISPATCH(k_upsample2_f32(pa, py, a->dim[0] * a->dim[1], a->dim[2], a->dim[3]),
                  k_upsample2_f64(pa, py, a->dim[0] * a->dim[1], a->dim[2], a->dim[3]));
         return 0;
-    case EDM_OP_DROPOUT:
-        DISPATCH(k_dropout_f32(pa, py, y->numel, n->attr.dropout.p, x->opt.seed, id),
-                 k_dropout_f64(pa, py, y->numel, n->attr.dropout.p, x->opt.seed, id));
+    case EDM_OP_DROPOUT: {
+        int mask = n->attr.dropout.mask_id >= 0 ? n->attr.dropout.mask_id : id;
+        DISPATCH(k_dropout_f32(pa, py, y->numel, n->attr.dropout.p, x->opt.seed, mask),
+                 k_dropout_f64(pa, py, y->numel, n->attr.dropout.p, x->opt.seed, mask));
         return 0;
+    }
     default:
         return edm_fail(st, EDM_ERR_INTERNAL, n->loc, "CPU backend: no kernel for %s", edm_op_name(n->op));
     }
@@ -628,6 +680,8 @@ int edm_cpu_run(edm_cpu *x, edm_status *st)
     }
     return 0;
 }
+
+void edm_cpu_set_seed(edm_cpu *x, uint64_t seed) { x->opt.seed = seed; }
 
 int64_t edm_cpu_numel(const edm_cpu *x, int node)
 {

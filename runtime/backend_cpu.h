@@ -39,6 +39,8 @@ int edm_cpu_set_f64(edm_cpu *x, const char *name, const double *data, int64_t n,
 int edm_cpu_find(const edm_cpu *x, edm_op op, const char *name);
 
 int edm_cpu_run(edm_cpu *x, edm_status *st);
+/* The dropout seed of the next runs (training: a new one every step). */
+void edm_cpu_set_seed(edm_cpu *x, uint64_t seed);
 
 /* Reads a value kept after the run (outputs, keep list, leaves). */
 int64_t edm_cpu_numel(const edm_cpu *x, int node);

@@ -18,7 +18,40 @@ static int64_t numel(const edm_shape *s)
     return n;
 }
 
-int edm_weights_init(const edm_graph *g, uint64_t seed, edm_st_writer *w, edm_status *st)
+/* The initial values of one PARAM or BUFFER node: a counter-based stream per
+ * tensor, keyed by the run's seed, the tensor's own seed and its name. */
+static void draw(const edm_node *n, uint64_t seed, float *data, int64_t count)
+{
+    edm_rng rng = edm_rng_make(seed * 0x9E3779B97F4A7C15ull + n->attr.init.seed, n->name);
+    double scale = n->attr.init.scale;
+    switch (n->attr.init.kind) {
+    case EDM_INIT_ZEROS:
+    case EDM_INIT_ONES:
+    case EDM_INIT_CONST: {
+        float v = n->attr.init.kind == EDM_INIT_ZEROS  ? 0.0f
+                  : n->attr.init.kind == EDM_INIT_ONES ? 1.0f
+                                                       : (float)n->attr.init.value;
+        for (int64_t k = 0; k < count; k++)
+            data[k] = v;
+        break;
+    }
+    case EDM_INIT_NORMAL:
+        edm_rng_normal(&rng, 0, data, count);
+        for (int64_t k = 0; k < count; k++)
+            data[k] = (float)(data[k] * scale);
+        break;
+    case EDM_INIT_UNIFORM:
+        edm_rng_uniform(&rng, 0, data, count);
+        for (int64_t k = 0; k < count; k++)
+            data[k] = (float)(data[k] * scale);
+        break;
+    }
+}
+
+/* Draws every PARAM and BUFFER and hands it to sink (a writer or a backend). */
+static int init_each(const edm_graph *g, uint64_t seed,
+                     int (*sink)(void *ctx, const edm_node *n, const float *data, int64_t count, edm_status *st),
+                     void *ctx, edm_status *st)
 {
     for (int i = 0; i < edm_graph_count(g); i++) {
         const edm_node *n = edm_graph_node(g, i);
@@ -28,37 +61,34 @@ int edm_weights_init(const edm_graph *g, uint64_t seed, edm_st_writer *w, edm_st
         float *data = malloc(sizeof(float) * (size_t)(count ? count : 1));
         if (!data)
             return edm_nomem(st);
-        /* the tensor's own seed (buffers carry one) joins the run's seed */
-        edm_rng rng = edm_rng_make(seed * 0x9E3779B97F4A7C15ull + n->attr.init.seed, n->name);
-        double scale = n->attr.init.scale;
-        switch (n->attr.init.kind) {
-        case EDM_INIT_ZEROS:
-        case EDM_INIT_ONES:
-        case EDM_INIT_CONST: {
-            float v = n->attr.init.kind == EDM_INIT_ZEROS  ? 0.0f
-                      : n->attr.init.kind == EDM_INIT_ONES ? 1.0f
-                                                           : (float)n->attr.init.value;
-            for (int64_t k = 0; k < count; k++)
-                data[k] = v;
-            break;
-        }
-        case EDM_INIT_NORMAL:
-            edm_rng_normal(&rng, 0, data, count);
-            for (int64_t k = 0; k < count; k++)
-                data[k] = (float)(data[k] * scale);
-            break;
-        case EDM_INIT_UNIFORM:
-            edm_rng_uniform(&rng, 0, data, count);
-            for (int64_t k = 0; k < count; k++)
-                data[k] = (float)(data[k] * scale);
-            break;
-        }
-        int rc = edm_st_writer_add_f32(w, n->name, EDM_F32, n->shape.rank, n->shape.dim, data, st);
+        draw(n, seed, data, count);
+        int rc = sink(ctx, n, data, count, st);
         free(data);
         if (rc != 0)
             return -1;
     }
     return 0;
+}
+
+static int to_writer(void *ctx, const edm_node *n, const float *data, int64_t count, edm_status *st)
+{
+    (void)count;
+    return edm_st_writer_add_f32(ctx, n->name, EDM_F32, n->shape.rank, n->shape.dim, data, st);
+}
+
+static int to_backend(void *ctx, const edm_node *n, const float *data, int64_t count, edm_status *st)
+{
+    return edm_cpu_set_f32(ctx, n->name, data, count, st);
+}
+
+int edm_weights_init(const edm_graph *g, uint64_t seed, edm_st_writer *w, edm_status *st)
+{
+    return init_each(g, seed, to_writer, w, st);
+}
+
+int edm_weights_init_cpu(const edm_graph *g, uint64_t seed, edm_cpu *x, edm_status *st)
+{
+    return init_each(g, seed, to_backend, x, st);
 }
 
 static void shape_text(int rank, const int64_t *dim, char *buf, size_t size)

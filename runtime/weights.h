@@ -14,6 +14,8 @@
  * N(0,1), gains 0, fourier frequencies 2π·N(0,1), phases 2π·U(0,1)): a
  * counter-based stream per tensor, keyed by the seed and the tensor's name. */
 int edm_weights_init(const edm_graph *g, uint64_t seed, edm_st_writer *w, edm_status *st);
+/* The same values, set directly on a backend. */
+int edm_weights_init_cpu(const edm_graph *g, uint64_t seed, edm_cpu *x, edm_status *st);
 
 /* Checks f against g (missing, unexpected and wrongly shaped tensors, all
  * listed) and copies every tensor into x. */

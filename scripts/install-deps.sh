@@ -18,8 +18,10 @@ if have_cmd pkg-config; then
     have_pkg cmocka     || need="$need libcmocka-dev"
     have_pkg json-c     || need="$need libjson-c-dev"
     have_pkg openblas   || need="$need libopenblas-dev"
+    have_pkg libpng     || need="$need libpng-dev"
+    have_pkg libzip     || need="$need libzip-dev"
 else
-    need="$need libxml2-dev libcmocka-dev libjson-c-dev libopenblas-dev"
+    need="$need libxml2-dev libcmocka-dev libjson-c-dev libopenblas-dev libpng-dev libzip-dev"
 fi
 [ -n "$need" ] || exit 0
 echo "install-deps: installing$need"

@@ -16,6 +16,12 @@ int edm_pass_verify(const edm_graph *g, edm_status *st);
 /* infer: (re)computes every node's shape and dtype in order. */
 int edm_pass_infer(edm_graph *g, edm_status *st);
 
+/* autodiff: appends the reverse-mode gradient to g.  Every OUTPUT y that
+ * depends on a parameter gets a seed INPUT "grad.<y>" of y's shape (the
+ * adjoint: set it to r to get d(Σ r·y)); every PARAM, and every INPUT named in
+ * wrt_inputs, gets an OUTPUT "grad.<name>".  One rule per primitive. */
+int edm_pass_autodiff(edm_graph *g, const char *const *wrt_inputs, int nwrt, edm_status *st);
+
 /* Counting, with the convention of EDM2-SPEC §3:
  *  - conv2d / matmul: output elements × contraction length (multiply-adds);
  *  - elementwise ops: edm_op_macs_per_element() per output element;

@@ -51,6 +51,14 @@ static int node_macs(const edm_graph *g, const edm_node *n, int id, double *macs
         const edm_node *b = a ? input_node(g, n, 1, id, st) : NULL;
         if (!b)
             return -1;
+        if (n->op == EDM_OP_CONV2D_BWD_DATA) { /* dx = w^T dy: out × (O·k·k) */
+            *macs = out_el * (double)b->shape.dim[0] * (double)b->shape.dim[2] * (double)b->shape.dim[3];
+            return 0;
+        }
+        if (n->op == EDM_OP_CONV2D_BWD_WEIGHT) { /* dw = Σ_n dy x^T: (O·C·k·k) × OH·OW per sample */
+            *macs = out_el * (double)b->shape.dim[2] * (double)b->shape.dim[3];
+            return 0;
+        }
         if (n->op == EDM_OP_CONV2D) {
             if (b->shape.rank != 4)
                 return edm_fail(st, EDM_ERR_INTERNAL, n->loc, "stats: conv2d (%%%d) weight of rank %d", id,
@@ -62,10 +70,7 @@ static int node_macs(const edm_graph *g, const edm_node *n, int id, double *macs
         if (r < 2)
             return edm_fail(st, EDM_ERR_INTERNAL, n->loc, "stats: matmul (%%%d) operand of rank %d", id, r);
         int64_t k = n->attr.matmul.trans_a ? a->shape.dim[r - 2] : a->shape.dim[r - 1];
-        if (k < 0)
-            return edm_fail(st, EDM_ERR_INTERNAL, n->loc, "stats: matmul (%%%d) contracts over the batch dimension",
-                            id);
-        *macs = out_el * (double)k;
+        *macs = out_el * (double)(k == EDM_DIM_BATCH ? 1 : k); /* over N: out × 1 per sample */
         return 0;
     }
     case EDM_CLASS_OTHER:
@@ -169,7 +174,12 @@ int edm_stats_compute(const edm_graph *g, edm_stats *out, edm_status *st)
             if (!input_node(g, nd, i, id, st))
                 goto fail;
         int64_t numel = edm_shape_numel_per_sample(&nd->shape);
+        /* work scales with the batch when the result carries N, or when a
+         * reduction or contraction sums N away (a weight's gradient) */
         int batch = edm_shape_has_batch(&nd->shape);
+        for (int i = 0; i < nd->ninputs && !batch; i++)
+            batch = (edm_op_class_of(nd->op) == EDM_CLASS_REDUCE || edm_op_class_of(nd->op) == EDM_CLASS_CONTRACT) &&
+                    edm_shape_has_batch(&edm_graph_node(g, nd->input[i])->shape);
 
         if (nd->op == EDM_OP_PARAM) {
             out->params += numel;

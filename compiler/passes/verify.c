@@ -46,6 +46,8 @@ static int check_attrs(int id, const edm_node *n, edm_status *st)
                             describe(id, n, d, sizeof d));
         break;
     case EDM_OP_CONV2D:
+    case EDM_OP_CONV2D_BWD_DATA:
+    case EDM_OP_CONV2D_BWD_WEIGHT:
         if (n->attr.conv.stride < 1 || n->attr.conv.pad < 0)
             return edm_fail(st, EDM_ERR_INTERNAL, n->loc, "%s: bad stride %d or padding %d",
                             describe(id, n, d, sizeof d), n->attr.conv.stride, n->attr.conv.pad);

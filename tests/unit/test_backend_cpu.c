@@ -1,10 +1,11 @@
 /* The CPU backend against an independent reference, in the spirit of ggml's
  * test-backend-ops: a table of cases, each a tiny graph with one op under test
- * (or a short chain), run at batch 1 and 2 in float64 and float32 and compared
- * with a naive float64 evaluator written here with plain nested loops (direct
- * convolution, triple-loop matmul, two-pass softmax, multi-index broadcasting).
- * The reference shares no code with the backend: it even derives every output
- * shape itself and checks it against the graph's.
+ * (or a short chain), run at batch 1 and 2 (and 3 on two threads) in float64
+ * and float32 and compared with a naive float64 evaluator written here with
+ * plain nested loops (direct convolution and its gradients, triple-loop
+ * matmul, two-pass softmax, multi-index broadcasting).  The reference shares
+ * no code with the backend: it even derives every output shape itself and
+ * checks it against the graph's.
  *
  * Error measure: normalised MSE, Σ(y - ref)² / Σ ref².
  *   f64: < 1e-20 (an rms relative error of 1e-10; the kernels only differ from
@@ -13,7 +14,8 @@
  *   f32: < 1e-10 (an rms relative error of 1e-5; float rounding of the inputs
  *        is taken out by feeding the f32 reference the same float-rounded
  *        inputs, so what remains is float arithmetic, ~1e-7 relative per op,
- *        growing like √K in the K-term dot products used here, K ≤ 36).
+ *        growing like √K in the K-term dot products used here, K ≤ 192;
+ *        the worst seen is ~5e-14).
  * A logic error (a wrong index, a missed broadcast, a wrong transposition)
  * gives an nMSE of order 1, eleven orders above either bound. */
 #include "config.h"
@@ -28,6 +30,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "compiler/ir.h"
 #include "runtime/backend_cpu.h"
@@ -153,17 +159,25 @@ static int output(ctx *c, const char *name, int a)
 
 /* Op templates (attributes only; inputs are filled in by op1/op2). */
 #define OP(o) ((edm_node){.op = EDM_OP_##o})
-#define CLAMP(l, h) ((edm_node){.op = EDM_OP_CLAMP, .attr.clamp = {l, h}})
-#define REDUCE(o, ax, kd) ((edm_node){.op = EDM_OP_##o, .attr.reduce = {ax, kd}})
-#define CONV(s, p) ((edm_node){.op = EDM_OP_CONV2D, .attr.conv = {s, p}})
-#define MATMUL(ta, tb) ((edm_node){.op = EDM_OP_MATMUL, .attr.matmul = {ta, tb}})
+#define CLAMP(l, h) ((edm_node){.op = EDM_OP_CLAMP, .attr.clamp.lo = (l), .attr.clamp.hi = (h)})
+#define REDUCE(o, ax, kd) ((edm_node){.op = EDM_OP_##o, .attr.reduce.axes = (ax), .attr.reduce.keepdim = (kd)})
+#define CONV(s, p) ((edm_node){.op = EDM_OP_CONV2D, .attr.conv.stride = (s), .attr.conv.pad = (p)})
+/* conv2d's gradients: dx [N, C, ih, iw] from (dy, w); dw [O, C, k, k] from (x, dy) */
+#define CONV_BWD_DATA(s, p, ih, iw)                                                                          \
+    ((edm_node){.op = EDM_OP_CONV2D_BWD_DATA, .attr.conv.stride = (s), .attr.conv.pad = (p), .attr.conv.in_h = (ih), \
+                .attr.conv.in_w = (iw)})
+#define CONV_BWD_WEIGHT(s, p, k) \
+    ((edm_node){.op = EDM_OP_CONV2D_BWD_WEIGHT, .attr.conv.stride = (s), .attr.conv.pad = (p), .attr.conv.kernel = (k)})
+#define EXPAND(...) ((edm_node){.op = EDM_OP_EXPAND, .shape = SHAPE(__VA_ARGS__)})
+#define MATMUL(ta, tb) ((edm_node){.op = EDM_OP_MATMUL, .attr.matmul.trans_a = (ta), .attr.matmul.trans_b = (tb)})
 #define RESHAPE(...) ((edm_node){.op = EDM_OP_RESHAPE, .shape = SHAPE(__VA_ARGS__)})
 #define PERMUTE(...) ((edm_node){.op = EDM_OP_PERMUTE, .attr.permute.perm = {__VA_ARGS__}})
-#define CONCAT(ax) ((edm_node){.op = EDM_OP_CONCAT, .attr.concat.axis = ax})
-#define SLICE(ax, s, l) ((edm_node){.op = EDM_OP_SLICE, .attr.slice = {ax, s, l}})
-#define SOFTMAX(ax) ((edm_node){.op = EDM_OP_SOFTMAX, .attr.softmax.axis = ax})
-#define DROPOUT(prob) ((edm_node){.op = EDM_OP_DROPOUT, .attr.dropout.p = prob})
-#define CONSTOP(v, s) ((edm_node){.op = EDM_OP_CONST, .shape = s, .attr.constant.value = v})
+#define CONCAT(ax) ((edm_node){.op = EDM_OP_CONCAT, .attr.concat.axis = (ax)})
+#define SLICE(ax, s, l) \
+    ((edm_node){.op = EDM_OP_SLICE, .attr.slice.axis = (ax), .attr.slice.start = (s), .attr.slice.len = (l)})
+#define SOFTMAX(ax) ((edm_node){.op = EDM_OP_SOFTMAX, .attr.softmax.axis = (ax)})
+#define DROPOUT(prob) ((edm_node){.op = EDM_OP_DROPOUT, .attr.dropout.p = (prob)})
+#define CONSTOP(v, s) ((edm_node){.op = EDM_OP_CONST, .shape = (s), .attr.constant.value = (v)})
 
 /* One operand of a single-op case. */
 typedef struct {
@@ -174,6 +188,7 @@ typedef struct {
 } operand;
 
 #define IN(d, ...) ((operand){EDM_OP_INPUT, SHAPE(NB, __VA_ARGS__), d, 0})
+#define IN0(d) ((operand){EDM_OP_INPUT, SHAPE(NB), d, 0}) /* [N] */
 #define PAR(d, ...) ((operand){EDM_OP_PARAM, SHAPE(__VA_ARGS__), d, 0})
 #define BUF(d, ...) ((operand){EDM_OP_BUFFER, SHAPE(__VA_ARGS__), d, 0})
 #define CST(v, s) ((operand){EDM_OP_CONST, s, D_NORMAL, v})
@@ -290,6 +305,7 @@ static double ref_unary(const edm_node *n, double x, int r32)
     case EDM_OP_SQUARE: return x * x;
     case EDM_OP_SIGMOID: return 1.0 / (1.0 + exp(-x));
     case EDM_OP_SILU: return x / (1.0 + exp(-x));
+    case EDM_OP_STEP: return x >= 0 ? 1 : 0;
     case EDM_OP_CLAMP: {
         double lo = rnd(n->attr.clamp.lo, r32), hi = rnd(n->attr.clamp.hi, r32);
         return x < lo ? lo : x > hi ? hi : x;
@@ -347,7 +363,7 @@ static int ref_node(const edm_graph *g, int id, int64_t batch, rt *v, double *co
             y->d[i] = rnd(n->attr.constant.value, r32);
         break;
     case EDM_OP_NEG: case EDM_OP_EXP: case EDM_OP_LOG: case EDM_OP_SQRT: case EDM_OP_RSQRT: case EDM_OP_SIN:
-    case EDM_OP_COS: case EDM_OP_SQUARE: case EDM_OP_SIGMOID: case EDM_OP_SILU: case EDM_OP_CLAMP:
+    case EDM_OP_COS: case EDM_OP_SQUARE: case EDM_OP_SIGMOID: case EDM_OP_SILU: case EDM_OP_CLAMP: case EDM_OP_STEP:
         if (rt_alloc(y, a->s))
             return -1;
         for (int64_t i = 0; i < y->n; i++)
@@ -407,6 +423,64 @@ static int ref_node(const edm_graph *g, int id, int64_t batch, rt *v, double *co
                                 }
                         y->d[((in * co + o) * oh + oy) * ow + ox] = acc;
                     }
+        break;
+    }
+    case EDM_OP_CONV2D_BWD_DATA: {
+        /* dx[n,c,iy,ix] = Σ dy[n,o,oy,ox]·w[o,c,ky,kx] over iy = oy·s + ky - pad, ix likewise:
+         * scatter each output gradient back through the kernel */
+        int64_t nn = a->s.dim[0], co = a->s.dim[1], oh = a->s.dim[2], ow = a->s.dim[3];
+        int64_t ci = b->s.dim[1], k = b->s.dim[2], st = n->attr.conv.stride, pad = n->attr.conv.pad;
+        int64_t h = n->attr.conv.in_h, w = n->attr.conv.in_w;
+        if (a->s.rank != 4 || b->s.rank != 4 || b->s.dim[0] != co || rt_alloc(y, SHAPE(nn, ci, h, w)))
+            goto bad;
+        for (int64_t in = 0; in < nn; in++)
+            for (int64_t o = 0; o < co; o++)
+                for (int64_t oy = 0; oy < oh; oy++)
+                    for (int64_t ox = 0; ox < ow; ox++)
+                        for (int64_t c = 0; c < ci; c++)
+                            for (int64_t ky = 0; ky < k; ky++)
+                                for (int64_t kx = 0; kx < k; kx++) {
+                                    int64_t iy = oy * st + ky - pad, ix = ox * st + kx - pad;
+                                    if (iy < 0 || iy >= h || ix < 0 || ix >= w)
+                                        continue;
+                                    y->d[((in * ci + c) * h + iy) * w + ix] +=
+                                        a->d[((in * co + o) * oh + oy) * ow + ox] * b->d[((o * ci + c) * k + ky) * k + kx];
+                                }
+        break;
+    }
+    case EDM_OP_CONV2D_BWD_WEIGHT: {
+        /* dw[o,c,ky,kx] = Σ over n, oy, ox of dy[n,o,oy,ox]·x[n,c,oy·s + ky - pad, ox·s + kx - pad] */
+        int64_t nn = a->s.dim[0], ci = a->s.dim[1], h = a->s.dim[2], w = a->s.dim[3];
+        int64_t co = b->s.dim[1], oh = b->s.dim[2], ow = b->s.dim[3];
+        int64_t k = n->attr.conv.kernel, st = n->attr.conv.stride, pad = n->attr.conv.pad;
+        if (a->s.rank != 4 || b->s.rank != 4 || b->s.dim[0] != nn || rt_alloc(y, SHAPE(co, ci, k, k)))
+            goto bad;
+        for (int64_t o = 0; o < co; o++)
+            for (int64_t c = 0; c < ci; c++)
+                for (int64_t ky = 0; ky < k; ky++)
+                    for (int64_t kx = 0; kx < k; kx++) {
+                        double acc = 0;
+                        for (int64_t in = 0; in < nn; in++)
+                            for (int64_t oy = 0; oy < oh; oy++)
+                                for (int64_t ox = 0; ox < ow; ox++) {
+                                    int64_t iy = oy * st + ky - pad, ix = ox * st + kx - pad;
+                                    if (iy < 0 || iy >= h || ix < 0 || ix >= w)
+                                        continue;
+                                    acc += b->d[((in * co + o) * oh + oy) * ow + ox] * a->d[((in * ci + c) * h + iy) * w + ix];
+                                }
+                        y->d[((o * ci + c) * k + ky) * k + kx] = acc;
+                    }
+        break;
+    }
+    case EDM_OP_EXPAND: {
+        /* broadcast to the target shape: right-aligned, size-1 dims repeat */
+        edm_shape t = bind(n->shape, batch);
+        if (ref_broadcast(&a->s, &t, &s) != 0 || !same_shape(&s, &t) || rt_alloc(y, s))
+            goto bad;
+        for (int64_t i = 0; i < y->n; i++) {
+            unravel(i, &s, idx);
+            y->d[i] = a->d[bcast_index(&a->s, &s, idx)];
+        }
         break;
     }
     case EDM_OP_MATMUL: {
@@ -591,7 +665,8 @@ static rt *ref_eval(const edm_graph *g, int64_t batch, double *const *data, int 
 
 /* ------------------------------------------------------------------ running and comparing */
 
-static uint64_t covered; /* ops that some case ran */
+static uint64_t covered;    /* ops that some case ran */
+static int default_threads; /* OpenMP's, restored after the 2-thread runs */
 
 typedef struct {
     const char *group;
@@ -636,9 +711,10 @@ static void gen(const char *casename, int64_t batch, const edm_node *n, dist d, 
 }
 
 /* Runs one case's graph at batch 1 and 2, in f64 and f32, and compares every
- * output (every value with keep_all) with the reference.  Prints one line per
- * failure and returns the number of failures. */
-static int check_graph(tally *t, const char *name, ctx *c, int keep_all)
+ * output (every value with keep_all) with the reference; with rerun, runs the
+ * same backend a second time and compares again (buffers are recycled between
+ * runs).  Prints one line per failure and returns the number of failures. */
+static int check_graph(tally *t, const char *name, ctx *c, int keep_all, int rerun)
 {
     t->cases++;
     if (c->err[0]) {
@@ -650,7 +726,7 @@ static int check_graph(tally *t, const char *name, ctx *c, int keep_all)
     int count = edm_graph_count(g), fails = 0;
     for (int i = 0; i < count; i++)
         covered |= 1ull << edm_graph_node(g, i)->op;
-    for (int64_t batch = 1; batch <= 2; batch++) {
+    for (int64_t batch = 1; batch <= 3; batch++) {
         double **data = calloc((size_t)count, sizeof *data);
         assert_non_null(data);
         for (int l = 0; l < c->nleaf; l++) {
@@ -673,7 +749,8 @@ static int check_graph(tally *t, const char *name, ctx *c, int keep_all)
             edm_dtype prec = p == 0 ? EDM_F64 : EDM_F32;
             const char *pname = edm_dtype_name(prec);
             double tol = p == 0 ? TOL_F64 : TOL_F32;
-            edm_cpu_options opt = {.compute = prec, .keep_all = keep_all};
+            /* batch 3 runs on 2 threads: conv's one-sample-per-thread path, whatever the machine */
+            edm_cpu_options opt = {.compute = prec, .keep_all = keep_all, .threads = batch == 3 ? 2 : 0};
             edm_status st;
             edm_status_init(&st);
             edm_cpu *x = edm_cpu_new(g, batch, &opt, &st);
@@ -682,6 +759,7 @@ static int check_graph(tally *t, const char *name, ctx *c, int keep_all)
                 int id = c->leaf[l].id;
                 ok = edm_cpu_set_f64(x, edm_graph_node(g, id)->name, data[id], ref[p][id].n, &st) == 0;
             }
+            for (int pass = 0; pass <= rerun; pass++) {
             ok = ok && edm_cpu_run(x, &st) == 0;
             if (!ok) {
                 print_error("%s [%s, batch %lld]: %s\n", name, pname, (long long)batch, st.msg);
@@ -707,8 +785,8 @@ static int check_graph(tally *t, const char *name, ctx *c, int keep_all)
                 } else {
                     double e = nmse(got, ref[p][id].d, m);
                     if (!(e <= tol)) {
-                        print_error("%s [%s, batch %lld]: %s %%%d: nmse %.3g > %.0e\n", name, pname, (long long)batch,
-                                    edm_op_name(n->op), id, e, tol);
+                        print_error("%s [%s, batch %lld%s]: %s %%%d: nmse %.3g > %.0e\n", name, pname, (long long)batch,
+                                    pass ? ", second run" : "", edm_op_name(n->op), id, e, tol);
                         fails++;
                     }
                     if (e > t->worst[p] || e != e)
@@ -716,7 +794,11 @@ static int check_graph(tally *t, const char *name, ctx *c, int keep_all)
                 }
                 free(got);
             }
+            }
             edm_cpu_free(x);
+#ifdef _OPENMP
+            omp_set_num_threads(default_threads);
+#endif
         }
         ref_free(ref[0], count);
         ref_free(ref[1], count);
@@ -735,10 +817,10 @@ static void run_table(const char *group, const op_case *cases, size_t n)
         ctx c;
         ctx_init(&c);
         build_single(&c, &cases[i]);
-        check_graph(&t, cases[i].name, &c, 0);
+        check_graph(&t, cases[i].name, &c, 0, 0);
         ctx_free(&c);
     }
-    print_message("# %s: %d cases x batch 1,2 x f64,f32; worst nmse f64 %.2g, f32 %.2g\n", group, t.cases,
+    print_message("# %s: %d cases x batch 1,2,3 x f64,f32; worst nmse f64 %.2g, f32 %.2g\n", group, t.cases,
                   t.worst[0], t.worst[1]);
     if (t.fails)
         fail_msg("%s: %d of %d cases failed", group, t.fails, t.cases);
@@ -768,6 +850,12 @@ static void test_unary(void **state)
         {"silu wide", OP(SILU), {IN(D_WIDE, 2, 33)}},
         {"clamp", CLAMP(-0.5, 0.7), {IN(D_NORMAL, 3, 5, 7)}},
         {"clamp wide", CLAMP(-3.0, 2.0), {IN(D_WIDE, 4, 9)}},
+        {"neg [N]", OP(NEG), {IN0(D_NORMAL)}},
+        {"exp of [] const", OP(EXP), {CST(0.7, SCALAR)}},
+        {"sqrt of [N,2,3] const", OP(SQRT), {CST(2.0, SHAPE(NB, 2, 3))}},
+        {"step", OP(STEP), {IN(D_NORMAL, 3, 5, 7)}},
+        {"step of 0 (is 1)", OP(STEP), {CST(0.0, SHAPE(NB, 4))}},
+        {"step of -0.5", OP(STEP), {CST(-0.5, SCALAR)}},
     };
     RUN_TABLE("unary", cases);
 }
@@ -802,6 +890,10 @@ static void test_binary(void **state)
         {"add [N,C,H,W]+[N,1,4,4] const", OP(ADD), {IN(D_NORMAL, 3, 4, 4), CST(0.125, SHAPE(NB, 1, 4, 4))}},
         {"mul [N,C,H,W]*[C,1,1] buffer", OP(MUL), {IN(D_NORMAL, 3, 4, 5), BUF(D_NORMAL, 3, 1, 1)}},
         {"add params [2,3]+[3]", OP(ADD), {PAR(D_NORMAL, 2, 3), PAR(D_NORMAL, 3)}},
+        {"add [] const+[] const", OP(ADD), {CST(0.5, SCALAR), CST(0.25, SCALAR)}},
+        {"mul [N]*[] const", OP(MUL), {IN0(D_NORMAL), CST(3.0, SCALAR)}},
+        {"sub [N]-[1]", OP(SUB), {IN0(D_NORMAL), PAR(D_NORMAL, 1)}},
+        {"mul [N,64,33]*[33] larger", OP(MUL), {IN(D_NORMAL, 64, 33), PAR(D_NORMAL, 33)}},
     };
     RUN_TABLE("binary", cases);
 }
@@ -825,6 +917,9 @@ static void test_reduce(void **state)
         {"sum param [0]", REDUCE(SUM, 0x1, 0), {PAR(D_NORMAL, 4, 6)}},
         {"sumsq param all", REDUCE(SUMSQ, 0x3, 0), {PAR(D_NORMAL, 4, 6)}},
         {"sum param all keepdim", REDUCE(SUM, 0x3, 1), {PAR(D_NORMAL, 4, 6)}},
+        {"sum over the batch [0]", REDUCE(SUM, 0x1, 0), {IN(D_NORMAL, 3, 4)}},
+        {"sum over the batch [0] keepdim", REDUCE(SUM, 0x1, 1), {IN(D_NORMAL, 3, 4)}},
+        {"sumsq over everything [0,1,2,3]", REDUCE(SUMSQ, 0xf, 0), {IN(D_NORMAL, 3, 4, 5)}},
     };
     RUN_TABLE("reduce", cases);
 }
@@ -844,8 +939,31 @@ static void test_conv2d(void **state)
         {"k3 s2 p0 7x8", CONV(2, 0), {IN(D_NORMAL, 2, 7, 8), PAR(D_NORMAL, 3, 2, 3, 3)}},
         {"k3 s1 p1 1x1 image", CONV(1, 1), {IN(D_NORMAL, 3, 1, 1), PAR(D_NORMAL, 2, 3, 3, 3)}},
         {"k3 s1 p1 one channel", CONV(1, 1), {IN(D_NORMAL, 1, 4, 6), PAR(D_NORMAL, 1, 1, 3, 3)}},
+        {"k3 s1 p2", CONV(1, 2), {IN(D_NORMAL, 2, 4, 5), PAR(D_NORMAL, 3, 2, 3, 3)}},
+        {"k3 on a param image [2,3,5,4]", CONV(1, 1), {PAR(D_NORMAL, 2, 3, 5, 4), PAR(D_NORMAL, 2, 3, 3, 3)}},
+        {"k3 s1 p1 16->32ch 16x16 larger", CONV(1, 1), {IN(D_NORMAL, 16, 16, 16), PAR(D_NORMAL, 32, 16, 3, 3)}},
+        {"k1 16->24ch 12x10 larger", CONV(1, 0), {IN(D_NORMAL, 16, 12, 10), PAR(D_NORMAL, 24, 16, 1, 1)}},
     };
     RUN_TABLE("conv2d", cases);
+}
+
+/* conv2d's gradients, against the same direct loops run backwards */
+static void test_conv2d_grad(void **state)
+{
+    (void)state;
+    const op_case cases[] = {
+        {"bwd_data k1 s1 p0", CONV_BWD_DATA(1, 0, 5, 6), {IN(D_NORMAL, 3, 5, 6), PAR(D_NORMAL, 3, 4, 1, 1)}},
+        {"bwd_data k3 s1 p1 8x8", CONV_BWD_DATA(1, 1, 8, 8), {IN(D_NORMAL, 5, 8, 8), PAR(D_NORMAL, 5, 3, 3, 3)}},
+        {"bwd_data k3 s1 p0 7x5", CONV_BWD_DATA(1, 0, 7, 5), {IN(D_NORMAL, 4, 5, 3), PAR(D_NORMAL, 4, 2, 3, 3)}},
+        {"bwd_data k3 s2 p1 9x6", CONV_BWD_DATA(2, 1, 9, 6), {IN(D_NORMAL, 2, 5, 3), PAR(D_NORMAL, 2, 3, 3, 3)}},
+        {"bwd_data k3 s2 p1 8x8", CONV_BWD_DATA(2, 1, 8, 8), {IN(D_NORMAL, 4, 4, 4), PAR(D_NORMAL, 4, 4, 3, 3)}},
+        {"bwd_weight k1 s1 p0", CONV_BWD_WEIGHT(1, 0, 1), {IN(D_NORMAL, 4, 5, 6), IN(D_NORMAL, 3, 5, 6)}},
+        {"bwd_weight k3 s1 p1 8x8", CONV_BWD_WEIGHT(1, 1, 3), {IN(D_NORMAL, 3, 8, 8), IN(D_NORMAL, 5, 8, 8)}},
+        {"bwd_weight k3 s1 p0 7x5", CONV_BWD_WEIGHT(1, 0, 3), {IN(D_NORMAL, 2, 7, 5), IN(D_NORMAL, 4, 5, 3)}},
+        {"bwd_weight k3 s2 p1 9x6", CONV_BWD_WEIGHT(2, 1, 3), {IN(D_NORMAL, 3, 9, 6), IN(D_NORMAL, 2, 5, 3)}},
+        {"bwd_weight k3 s2 p1 8x8", CONV_BWD_WEIGHT(2, 1, 3), {IN(D_NORMAL, 4, 8, 8), IN(D_NORMAL, 4, 4, 4)}},
+    };
+    RUN_TABLE("conv2d gradients", cases);
 }
 
 static void test_matmul(void **state)
@@ -865,6 +983,8 @@ static void test_matmul(void **state)
         {"[N,2,4,3]^T x [1,4,5] bcast", MATMUL(1, 0), {IN(D_NORMAL, 2, 4, 3), PAR(D_NORMAL, 1, 4, 5)}},
         {"[N,2,3,4] x [2,5,4]^T bcast", MATMUL(0, 1), {IN(D_NORMAL, 2, 3, 4), PAR(D_NORMAL, 2, 5, 4)}},
         {"[N,1,3] x [3,1] (k=3,n=1)", MATMUL(0, 0), {IN(D_NORMAL, 1, 3), PAR(D_NORMAL, 3, 1)}},
+        {"[N,64,96] x [96,80] larger", MATMUL(0, 0), {IN(D_NORMAL, 64, 96), PAR(D_NORMAL, 96, 80)}},
+        {"[N,4,32,40]^T x [N,4,32,40] larger", MATMUL(1, 0), {IN(D_NORMAL, 4, 32, 40), IN(D_NORMAL, 4, 32, 40)}},
     };
     RUN_TABLE("matmul", cases);
 }
@@ -888,12 +1008,17 @@ static void test_layout(void **state)
         {"concat axis -1", CONCAT(-1), {IN(D_NORMAL, 2, 3), IN(D_NORMAL, 2, 1)}},
         {"concat params axis 0", CONCAT(0), {PAR(D_NORMAL, 2, 3), PAR(D_NORMAL, 4, 3)}},
         {"concat params axis 1", CONCAT(1), {PAR(D_NORMAL, 2, 3), PAR(D_NORMAL, 2, 4)}},
+        {"concat with a const axis 1", CONCAT(1), {IN(D_NORMAL, 2, 4, 5), CST(0.5, SHAPE(NB, 1, 4, 5))}},
         {"slice axis 1 at 2", SLICE(1, 2, 3), {IN(D_NORMAL, 7, 4)}},
         {"slice last axis at 4", SLICE(2, 4, 5), {IN(D_NORMAL, 3, 9)}},
         {"slice axis 2 at 1", SLICE(2, 1, 4), {IN(D_NORMAL, 3, 6, 5)}},
         {"slice axis -1 at 0", SLICE(-1, 0, 2), {IN(D_NORMAL, 3, 6, 5)}},
         {"slice whole axis", SLICE(1, 0, 4), {IN(D_NORMAL, 4, 3)}},
         {"slice param axis 0", SLICE(0, 1, 2), {PAR(D_NORMAL, 4, 3)}},
+        {"expand [N,3,1,1]->[N,3,4,5]", EXPAND(NB, 3, 4, 5), {IN(D_NORMAL, 3, 1, 1)}},
+        {"expand [N,1]->[N,6]", EXPAND(NB, 6), {IN(D_NORMAL, 1)}},
+        {"expand [N,1,4,1]->[N,3,4,2]", EXPAND(NB, 3, 4, 2), {IN(D_NORMAL, 1, 4, 1)}},
+        {"expand param [3,1,5]->[2,3,4,5]", EXPAND(2, 3, 4, 5), {PAR(D_NORMAL, 3, 1, 5)}},
     };
     RUN_TABLE("layout", cases);
 }
@@ -1013,6 +1138,16 @@ static void chain_reuse(ctx *c)
     output(c, "sq", op1(c, REDUCE(SUM, 0x2, 0), op1(c, RESHAPE(NB, 48), sq)));
 }
 
+/* one value read twice by the same node, twice over */
+static void chain_same_operand(ctx *c)
+{
+    int x = input(c, "x", SHAPE(NB, 3, 5), D_NORMAL);
+    int h = op1(c, OP(EXP), x);
+    int y = op2(c, OP(MUL), h, h);
+    y = op2(c, OP(ADD), y, y);
+    output(c, "y", op2(c, MATMUL(0, 1), y, y));
+}
+
 static void test_chains(void **state)
 {
     (void)state;
@@ -1024,6 +1159,7 @@ static void test_chains(void **state)
         {"chain attention", chain_attention},
         {"chain unet", chain_unet},
         {"chain reuse", chain_reuse},
+        {"chain same operand", chain_same_operand},
     };
     tally t = {.group = "chains"};
     for (size_t i = 0; i < sizeof chains / sizeof chains[0]; i++)
@@ -1033,16 +1169,24 @@ static void test_chains(void **state)
             chains[i].build(&c);
             char name[96];
             snprintf(name, sizeof name, "%s%s", chains[i].name, keep_all ? " (keep_all)" : "");
-            check_graph(&t, name, &c, keep_all);
+            check_graph(&t, name, &c, keep_all, 1);
             ctx_free(&c);
         }
-    print_message("# chains: %d runs x batch 1,2 x f64,f32; worst nmse f64 %.2g, f32 %.2g\n", t.cases, t.worst[0],
+    print_message("# chains: %d runs (each twice) x batch 1,2,3 x f64,f32; worst nmse f64 %.2g, f32 %.2g\n", t.cases, t.worst[0],
                   t.worst[1]);
     if (t.fails)
         fail_msg("chains: %d of %d failed", t.fails, t.cases);
 }
 
 /* ------------------------------------------------------------------ dropout in training */
+
+static int same_values(const double *a, const double *b, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (a[i] != b[i])
+            return 0;
+    return 1;
+}
 
 static edm_cpu *run_dropout(const edm_graph *g, edm_dtype prec, uint64_t seed, int training, const double *xs,
                             int64_t n)
@@ -1073,15 +1217,23 @@ static void test_dropout_training(void **state)
     ctx c;
     ctx_init(&c);
     int xin = input(&c, "x", SHAPE(NB, 16, 32, 32), D_NORMAL);
-    int outs[4];
-    for (int i = 0; i < 3; i++)
-        outs[i] = output(&c, i == 0 ? "d0" : i == 1 ? "d1" : "d2", op1(&c, DROPOUT(ps[i]), xin));
-    outs[3] = output(&c, "p0", op1(&c, DROPOUT(0.0), xin));
+    int outs[5];
+    for (int i = 0; i < 3; i++) {
+        edm_node d = DROPOUT(ps[i]);
+        d.attr.dropout.mask_id = i + 1;
+        outs[i] = output(&c, i == 0 ? "d0" : i == 1 ? "d1" : "d2", op1(&c, d, xin));
+    }
+    edm_node d0 = DROPOUT(0.0);
+    d0.attr.dropout.mask_id = 4;
+    outs[3] = output(&c, "p0", op1(&c, d0, xin));
+    edm_node again = DROPOUT(ps[0]);
+    again.attr.dropout.mask_id = 1; /* d0's: the backward pass redraws the forward's mask */
+    outs[4] = output(&c, "again", op1(&c, again, xin));
     if (c.err[0])
         fail_msg("%s", c.err);
     covered |= 1ull << EDM_OP_DROPOUT;
 
-    const int64_t n = 2 * 16 * 32 * 32;
+    const int64_t n = (int64_t)2 * 16 * 32 * 32;
     double *xs = malloc(sizeof(double) * (size_t)n), *y = malloc(sizeof(double) * (size_t)n),
            *y2 = malloc(sizeof(double) * (size_t)n);
     unsigned char *mask[2][3];
@@ -1112,7 +1264,7 @@ static void test_dropout_training(void **state)
                 else if (!(fabs(y[i] - xv * scale) <= rtol * fabs(xv * scale)))
                     bad++;
             }
-            double mean = n * ps[k], sigma = sqrt(n * ps[k] * (1 - ps[k]));
+            double mean = (double)n * ps[k], sigma = sqrt((double)n * ps[k] * (1 - ps[k]));
             if (bad) {
                 print_error("dropout p=%g [%s]: %lld kept elements not scaled by 1/(1-p)\n", ps[k], pname,
                             (long long)bad);
@@ -1136,7 +1288,7 @@ static void test_dropout_training(void **state)
         edm_cpu *x2 = run_dropout(c.g, prec, 7, 1, xs, n);
         get(x, outs[0], y, n);
         get(x2, outs[0], y2, n);
-        if (memcmp(y, y2, sizeof(double) * (size_t)n) != 0) {
+        if (!same_values(y, y2, n)) {
             print_error("dropout [%s]: the same seed gave different values\n", pname);
             fails++;
         }
@@ -1144,7 +1296,7 @@ static void test_dropout_training(void **state)
         edm_status_init(&st);
         assert_int_equal(edm_cpu_run(x2, &st), 0);
         get(x2, outs[0], y2, n);
-        if (memcmp(y, y2, sizeof(double) * (size_t)n) != 0) {
+        if (!same_values(y, y2, n)) {
             print_error("dropout [%s]: a second run with the same seed gave different values\n", pname);
             fails++;
         }
@@ -1162,7 +1314,14 @@ static void test_dropout_training(void **state)
             fails++;
         }
         edm_cpu_free(x2);
-        /* two dropout nodes with the same p draw different masks */
+        /* the same mask id gives the same mask in another node */
+        get(x, outs[0], y, n);
+        get(x, outs[4], y2, n);
+        if (!same_values(y, y2, n)) {
+            print_error("dropout [%s]: two nodes with the same mask id drew different masks\n", pname);
+            fails++;
+        }
+        /* two dropout nodes (mask ids) with the same p draw different masks */
         differ = 0;
         for (int64_t i = 0; i < n; i++)
             differ += mask[p][0][i] != mask[p][1][i];
@@ -1208,6 +1367,17 @@ static void assert_contains(const char *haystack, const char *needle)
         fail_msg("expected to find \"%s\" in \"%s\"", needle, haystack);
 }
 
+#define MUST_FAIL(call)                                          \
+    do {                                                         \
+        if ((call) == 0)                                         \
+            fail_msg("%s succeeded; it should have failed", #call); \
+    } while (0)
+#define MUST_PASS(call)                                 \
+    do {                                                \
+        if ((call) != 0)                                \
+            fail_msg("%s failed: %s", #call, st.msg);   \
+    } while (0)
+
 static void test_errors(void **state)
 {
     (void)state;
@@ -1230,34 +1400,34 @@ static void test_errors(void **state)
 
         /* the wrong element count fails with a message naming the leaf and both counts */
         edm_status_init(&st);
-        assert_int_not_equal(edm_cpu_set_f64(x, "a", av, 7, &st), 0);
+        MUST_FAIL(edm_cpu_set_f64(x, "a", av, 7, &st));
         assert_int_not_equal(st.code, EDM_OK);
         assert_contains(st.msg, "'a'");
         assert_contains(st.msg, "8");
         assert_contains(st.msg, "7");
         edm_status_init(&st);
-        assert_int_not_equal(edm_cpu_set_f32(x, "b", af, 5, &st), 0);
+        MUST_FAIL(edm_cpu_set_f32(x, "b", af, 5, &st));
         assert_contains(st.msg, "'b'");
         assert_contains(st.msg, "5");
         /* an unknown name */
         edm_status_init(&st);
-        assert_int_not_equal(edm_cpu_set_f64(x, "nope", av, 4, &st), 0);
+        MUST_FAIL(edm_cpu_set_f64(x, "nope", av, 4, &st));
         assert_contains(st.msg, "nope");
         /* a wrong-sized set must not count as set: running names the missing leaves */
         edm_status_init(&st);
-        assert_int_equal(edm_cpu_set_f64(x, "b", bv, 4, &st), 0);
-        assert_int_not_equal(edm_cpu_run(x, &st), 0);
+        MUST_PASS(edm_cpu_set_f64(x, "b", bv, 4, &st));
+        MUST_FAIL(edm_cpu_run(x, &st));
         assert_contains(st.msg, "'a'");
         edm_status_init(&st);
-        assert_int_equal(edm_cpu_set_f32(x, "a", af, 8, &st), 0);
-        assert_int_equal(edm_cpu_run(x, &st), 0);
+        MUST_PASS(edm_cpu_set_f32(x, "a", af, 8, &st));
+        MUST_PASS(edm_cpu_run(x, &st));
         double out[8];
-        assert_int_equal(edm_cpu_get_f64(x, y, out, 8, &st), 0);
+        MUST_PASS(edm_cpu_get_f64(x, y, out, 8, &st));
         for (int i = 0; i < 8; i++)
             assert_true(out[i] == av[i] + bv[i % 4]);
         /* reading with the wrong count fails */
         edm_status_init(&st);
-        assert_int_not_equal(edm_cpu_get_f64(x, y, out, 4, &st), 0);
+        MUST_FAIL(edm_cpu_get_f64(x, y, out, 4, &st));
         assert_int_not_equal(st.code, EDM_OK);
         edm_cpu_free(x);
 
@@ -1265,8 +1435,8 @@ static void test_errors(void **state)
         edm_status_init(&st);
         x = edm_cpu_new(c.g, 2, &opt, &st);
         assert_non_null(x);
-        assert_int_equal(edm_cpu_set_f64(x, "a", av, 8, &st), 0);
-        assert_int_not_equal(edm_cpu_run(x, &st), 0);
+        MUST_PASS(edm_cpu_set_f64(x, "a", av, 8, &st));
+        MUST_FAIL(edm_cpu_run(x, &st));
         assert_contains(st.msg, "'b'");
         edm_cpu_free(x);
     }
@@ -1340,6 +1510,61 @@ static void test_f64_exact(void **state)
     ctx_free(&c);
 }
 
+/* The reference checks itself: its conv2d gradients are the adjoints of its
+ * conv2d, <conv(x, w), dy> = <x, bwd_data(dy, w)> = <w, bwd_weight(x, dy)>. */
+static double dot(const rt *a, const rt *b)
+{
+    double s = 0;
+    for (int64_t i = 0; i < a->n; i++)
+        s += a->d[i] * b->d[i];
+    return s;
+}
+
+static void test_reference_adjoint(void **state)
+{
+    (void)state;
+    static const int geo[][7] = {
+        /* C, H, W, O, k, stride, pad */
+        {3, 8, 8, 5, 3, 1, 1}, {3, 9, 6, 2, 3, 2, 1}, {2, 7, 5, 4, 3, 1, 0}, {4, 5, 6, 3, 1, 1, 0}, {2, 7, 8, 3, 3, 2, 0},
+    };
+    for (size_t gi = 0; gi < sizeof geo / sizeof geo[0]; gi++) {
+        const int *q = geo[gi];
+        ctx c;
+        ctx_init(&c);
+        int x = input(&c, "x", SHAPE(NB, q[0], q[1], q[2]), D_NORMAL);
+        int w = param(&c, "w", SHAPE(q[3], q[0], q[4], q[4]), D_NORMAL);
+        int y = op2(&c, CONV(q[5], q[6]), x, w);
+        int64_t oh = (q[1] + 2 * q[6] - q[4]) / q[5] + 1, ow = (q[2] + 2 * q[6] - q[4]) / q[5] + 1;
+        int dy = input(&c, "dy", SHAPE(NB, q[3], oh, ow), D_NORMAL);
+        int bd = op2(&c, CONV_BWD_DATA(q[5], q[6], q[1], q[2]), dy, w);
+        int bw = op2(&c, CONV_BWD_WEIGHT(q[5], q[6], q[4]), x, dy);
+        if (c.err[0])
+            fail_msg("%s", c.err);
+        int count = edm_graph_count(c.g);
+        double **data = calloc((size_t)count, sizeof *data);
+        assert_non_null(data);
+        for (int l = 0; l < c.nleaf; l++) {
+            const edm_node *n = edm_graph_node(c.g, c.leaf[l].id);
+            edm_shape s = bind(n->shape, 2);
+            data[c.leaf[l].id] = malloc(sizeof(double) * (size_t)numel(&s));
+            assert_non_null(data[c.leaf[l].id]);
+            gen("adjoint", 2, n, D_NORMAL, data[c.leaf[l].id], numel(&s));
+        }
+        char err[512] = "";
+        rt *v = ref_eval(c.g, 2, data, 0, err, sizeof err);
+        if (!v)
+            fail_msg("reference: %s", err);
+        double d0 = dot(&v[y], &v[dy]), d1 = dot(&v[x], &v[bd]), d2 = dot(&v[w], &v[bw]);
+        if (!(fabs(d1 - d0) <= 1e-12 * fabs(d0) && fabs(d2 - d0) <= 1e-12 * fabs(d0)))
+            fail_msg("geometry %zu: <conv,dy> %.17g, <x,bwd_data> %.17g, <w,bwd_weight> %.17g", gi, d0, d1, d2);
+        ref_free(v, count);
+        for (int i = 0; i < count; i++)
+            free(data[i]);
+        free(data);
+        ctx_free(&c);
+    }
+}
+
 /* Every op of the table ran in some case above (must run last). */
 static void test_coverage(void **state)
 {
@@ -1361,6 +1586,7 @@ int main(void)
         cmocka_unit_test(test_binary),
         cmocka_unit_test(test_reduce),
         cmocka_unit_test(test_conv2d),
+        cmocka_unit_test(test_conv2d_grad),
         cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_layout),
         cmocka_unit_test(test_softmax),
@@ -1370,8 +1596,12 @@ int main(void)
         cmocka_unit_test(test_dropout_training),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_f64_exact),
+        cmocka_unit_test(test_reference_adjoint),
         cmocka_unit_test(test_coverage),
     };
+#ifdef _OPENMP
+    default_threads = omp_get_max_threads();
+#endif
     cmocka_set_message_output(CM_OUTPUT_TAP);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,691 @@
+/* edmc generate: sampling images (or latents) with the EDM Heun sampler.
+ *
+ * Its own options (--net, --seeds, --steps, ...) are taken out of argv here;
+ * the rest (-D, --threads, --batch, --outdir, --device, --precision, a model
+ * file) go through the shared cli_parse. */
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "runtime/denoiser.h"
+#include "runtime/image.h"
+#include "runtime/safetensors.h"
+#include "runtime/sample.h"
+
+#define MAX_IMAGES (1 << 24)
+
+enum {
+    G_NET, G_MODEL, G_GUIDE, G_GUIDE_MODEL, G_GUIDE_D, G_GUIDANCE, G_SEEDS, G_GRID, G_CLASS, G_STEPS,
+    G_SIGMA_MIN, G_SIGMA_MAX, G_RHO, G_S_CHURN, G_S_MIN, G_S_MAX, G_S_NOISE, G_NOISE, G_SAVE_RAW,
+};
+
+static const struct {
+    const char *name;
+    int id;
+} gen_specs[] = {
+    {"--net", G_NET},           {"--model", G_MODEL},         {"--guide", G_GUIDE},
+    {"--guide-model", G_GUIDE_MODEL}, {"--guide-D", G_GUIDE_D}, {"--guidance", G_GUIDANCE},
+    {"--seeds", G_SEEDS},       {"--grid", G_GRID},           {"--class", G_CLASS},
+    {"--steps", G_STEPS},       {"--sigma-min", G_SIGMA_MIN}, {"--sigma-max", G_SIGMA_MAX},
+    {"--rho", G_RHO},           {"--S-churn", G_S_CHURN},     {"--S-min", G_S_MIN},
+    {"--S-max", G_S_MAX},       {"--S-noise", G_S_NOISE},     {"--noise", G_NOISE},
+    {"--save-raw", G_SAVE_RAW},
+};
+
+typedef struct {
+    const char *net, *model, *guide, *guide_model, *grid, *noise, *save_raw, *seeds;
+    edm_define guide_defs[CLI_MAX_DEFINES];
+    int nguide_defs;
+    int guide_opts; /* --guide-model or --guide-D given */
+    edm_sample_params sp;
+    long long cls; /* -1: a random class per seed */
+} gen_opts;
+
+/* Everything one run holds. */
+typedef struct {
+    const cli_opts *o;
+    const gen_opts *g;
+    edm_sources *src, *gsrc; /* one per compiled model (a manager loads each file once) */
+    int guide_failed;        /* the error is about the guide: print it from gsrc */
+    edm_denoiser *net, *guide;
+    edm_denoiser_shape shape;
+    int64_t numel, batch;
+    int64_t n;         /* images */
+    uint64_t *seeds;   /* n */
+    float *labels;     /* n × label_dim, or NULL */
+    float *noise;      /* n × numel from --noise, or NULL */
+    float *all;        /* n × numel results, kept for --grid and --save-raw */
+    int png;           /* 1 or 3 channels: PNG files; otherwise raw tensors */
+} gen_run;
+
+/* ------------------------------------------------------------ options */
+
+static int parse_real(const char *opt, const char *v, double *out)
+{
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || isnan(x)) {
+        fprintf(stderr, "edmc generate: %s=%s: expected a number\n", opt, v);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+static int parse_ll(const char *opt, const char *v, long long lo, long long hi, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > hi) {
+        fprintf(stderr, "edmc generate: %s=%s: expected an integer from %lld to %lld\n", opt, v, lo, hi);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+static int add_guide_define(gen_opts *g, const char *def)
+{
+    const char *eq = strchr(def, '=');
+    if (!eq || eq == def) {
+        fprintf(stderr, "edmc generate: --guide-D '%s': expected name=value\n", def);
+        return -1;
+    }
+    if (g->nguide_defs == CLI_MAX_DEFINES) {
+        fprintf(stderr, "edmc generate: more than %d --guide-D options\n", CLI_MAX_DEFINES);
+        return -1;
+    }
+    char *name = strndup(def, (size_t)(eq - def));
+    if (!name) {
+        fprintf(stderr, "edmc: out of memory\n");
+        return -1;
+    }
+    g->guide_defs[g->nguide_defs].name = name;
+    g->guide_defs[g->nguide_defs++].value = eq + 1;
+    return 0;
+}
+
+static int set_real_option(gen_opts *g, int id, const char *opt, const char *v)
+{
+    double *dst = id == G_GUIDANCE    ? &g->sp.guidance
+                  : id == G_SIGMA_MIN ? &g->sp.sigma_min
+                  : id == G_SIGMA_MAX ? &g->sp.sigma_max
+                  : id == G_RHO       ? &g->sp.rho
+                  : id == G_S_CHURN   ? &g->sp.S_churn
+                  : id == G_S_MIN     ? &g->sp.S_min
+                  : id == G_S_MAX     ? &g->sp.S_max
+                                      : &g->sp.S_noise;
+    return parse_real(opt, v, dst);
+}
+
+static int set_option(gen_opts *g, int id, const char *opt, const char *v)
+{
+    long long x;
+    switch (id) {
+    case G_NET: g->net = v; return 0;
+    case G_MODEL: g->model = v; return 0;
+    case G_GUIDE: g->guide = v; return 0;
+    case G_GUIDE_MODEL: g->guide_model = v; g->guide_opts = 1; return 0;
+    case G_GUIDE_D: g->guide_opts = 1; return add_guide_define(g, v);
+    case G_SEEDS: g->seeds = v; return 0;
+    case G_GRID: g->grid = v; return 0;
+    case G_NOISE: g->noise = v; return 0;
+    case G_SAVE_RAW: g->save_raw = v; return 0;
+    case G_CLASS:
+        if (parse_ll(opt, v, 0, 1 << 30, &x) != 0)
+            return -1;
+        g->cls = x;
+        return 0;
+    case G_STEPS:
+        if (parse_ll(opt, v, 2, 100000, &x) != 0)
+            return -1;
+        g->sp.steps = (int)x;
+        return 0;
+    default: return set_real_option(g, id, opt, v);
+    }
+}
+
+static int find_spec(const char *a, size_t len)
+{
+    for (size_t k = 0; k < sizeof gen_specs / sizeof gen_specs[0]; k++)
+        if (strlen(gen_specs[k].name) == len && strncmp(gen_specs[k].name, a, len) == 0)
+            return (int)k;
+    return -1;
+}
+
+/* Takes generate's own options out of argv; the rest go to rest (rest[0] is
+ * the command name). */
+static int split_args(int argc, char **argv, gen_opts *g, char **rest, int *nrest)
+{
+    *nrest = 0;
+    rest[(*nrest)++] = argv[0];
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        size_t len = strcspn(a, "=");
+        int k = strncmp(a, "--", 2) == 0 ? find_spec(a, len) : -1;
+        if (k < 0) {
+            rest[(*nrest)++] = argv[i];
+            if ((strcmp(a, "-D") == 0 || strcmp(a, "-o") == 0) && i + 1 < argc)
+                rest[(*nrest)++] = argv[++i];
+            continue;
+        }
+        const char *v = a[len] == '=' ? a + len + 1 : (i + 1 < argc ? argv[++i] : NULL);
+        if (!v) {
+            fprintf(stderr, "edmc generate: %.*s needs a value\n", (int)len, a);
+            return -1;
+        }
+        if (set_option(g, gen_specs[k].id, gen_specs[k].name, v) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void gen_opts_free(gen_opts *g)
+{
+    for (int i = 0; i < g->nguide_defs; i++)
+        free((char *)g->guide_defs[i].name);
+    g->nguide_defs = 0;
+}
+
+/* Combinations that make no sense, before anything is loaded. */
+static int check_usage(const cli_opts *o, const gen_opts *g)
+{
+    const char *why = NULL;
+    if (!g->net)
+        why = "give the network's weights with --net=W.safetensors";
+    else if (o->file && g->model)
+        why = "give the model either as a file or with --model, not both";
+    else if (!g->guide && g->sp.guidance != 1)
+        why = "--guidance needs a guide network (--guide=G.safetensors)";
+    else if (!g->guide && g->guide_opts)
+        why = "--guide-model and --guide-D need --guide=G.safetensors";
+    else if (g->noise && g->seeds)
+        why = "--noise gives the images' noise: it does not take --seeds";
+    else if (!o->outdir && !g->save_raw)
+        why = "give --outdir=DIR (one file per image) and/or --save-raw=FILE.safetensors";
+    else if (strcmp(o->device, "cpu") != 0)
+        why = "this build samples on the CPU only (--device=cpu)";
+    else if (strcmp(o->precision, "f32") != 0 && strcmp(o->precision, "f64") != 0)
+        why = "--precision: the CPU backend computes in f32 or f64";
+    if (why) {
+        fprintf(stderr, "edmc generate: %s\n", why);
+        return -1;
+    }
+    edm_status st;
+    edm_status_init(&st);
+    if (edm_sample_params_check(&g->sp, &st) != 0) {
+        fprintf(stderr, "edmc generate: %s\n", st.msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* "0-63", "1,5,7", "0-3,10": the seeds in order. */
+static int parse_seeds(const char *text, uint64_t **out, int64_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    int64_t cap = 0;
+    const char *p = text;
+    while (1) {
+        char *end;
+        errno = 0;
+        unsigned long long a = *p >= '0' && *p <= '9' ? strtoull(p, &end, 10) : 0, b;
+        if (!(*p >= '0' && *p <= '9') || errno)
+            goto bad;
+        b = a;
+        p = end;
+        if (*p == '-') {
+            p++;
+            if (!(*p >= '0' && *p <= '9'))
+                goto bad;
+            b = strtoull(p, &end, 10);
+            if (errno || b < a)
+                goto bad;
+            p = end;
+        }
+        if (b - a >= (unsigned long long)(MAX_IMAGES - *n)) {
+            fprintf(stderr, "edmc generate: --seeds=%s: more than %d images\n", text, MAX_IMAGES);
+            free(*out);
+            return -1;
+        }
+        if (*n + (int64_t)(b - a) + 1 > cap) {
+            cap = (*n + (int64_t)(b - a) + 1) * 2;
+            uint64_t *grown = realloc(*out, sizeof *grown * (size_t)cap);
+            if (!grown) {
+                fprintf(stderr, "edmc: out of memory\n");
+                free(*out);
+                return -1;
+            }
+            *out = grown;
+        }
+        for (unsigned long long s = a;; s++) {
+            (*out)[(*n)++] = s;
+            if (s == b)
+                break;
+        }
+        if (*p == '\0')
+            return 0;
+        if (*p++ != ',')
+            goto bad;
+    }
+bad:
+    fprintf(stderr, "edmc generate: --seeds=%s: expected seeds like 0-63 or 1,5,7 (ranges low-high)\n", text);
+    free(*out);
+    *out = NULL;
+    return -1;
+}
+
+/* ------------------------------------------------------------ loading */
+
+static int report(const gen_run *r, edm_status *st)
+{
+    cli_report(r->guide_failed ? r->gsrc : r->src, st);
+    return cli_exit_code(st);
+}
+
+static int open_nets(gen_run *r, edm_status *st)
+{
+    edm_cpu_options cpu = {.compute = strcmp(r->o->precision, "f64") == 0 ? EDM_F64 : EDM_F32,
+                           .threads = r->o->threads};
+    edm_denoiser_spec spec = {.weights = r->g->net, .model = r->g->model ? r->g->model : r->o->file,
+                              .defines = r->o->defines, .ndefines = r->o->ndefines, .batch = r->batch, .cpu = cpu};
+    r->net = edm_denoiser_open(&spec, r->src, st);
+    if (!r->net)
+        return -1;
+    if (!r->g->guide)
+        return 0;
+    /* a guide without a model of its own is taken for the net's architecture */
+    edm_denoiser_spec gs = {.weights = r->g->guide, .model = r->g->guide_model,
+                            .fallback_model = edm_denoiser_model(r->net), .defines = r->g->guide_defs,
+                            .ndefines = r->g->nguide_defs, .batch = r->batch, .cpu = cpu};
+    r->guide = edm_denoiser_open(&gs, r->gsrc, st);
+    if (!r->guide) {
+        r->guide_failed = 1;
+        edm_status_prefix(st, "guide %s", r->g->guide);
+        return -1;
+    }
+    if (edm_sample_check_guide(r->net, r->guide, st) != 0) {
+        edm_status_prefix(st, "--guide=%s", r->g->guide);
+        return -1;
+    }
+    return 0;
+}
+
+/* Reads `noise` [n, C, H, W] (and `class_labels` [n, L] when present) from
+ * --noise: the images are then the file's rows, numbered 0..n-1. */
+static int read_tensor(const edm_st_file *f, const edm_st_entry *e, float **out, edm_status *st)
+{
+    *out = malloc(sizeof(float) * (size_t)(e->numel ? e->numel : 1));
+    if (!*out)
+        return edm_nomem(st);
+    if (edm_st_read_f32(f, e, *out, e->numel, st) != 0)
+        return -1;
+    for (int64_t k = 0; k < e->numel; k++)
+        if (!isfinite((*out)[k]))
+            return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: '%s' element %lld is %g (not finite)",
+                            edm_st_path(f), e->name, (long long)k, (double)(*out)[k]);
+    return 0;
+}
+
+static int check_noise_shapes(const gen_run *r, const edm_st_file *f, const edm_st_entry *e,
+                              const edm_st_entry *l, edm_status *st)
+{
+    const edm_denoiser_shape *s = &r->shape;
+    if (!e)
+        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: no tensor 'noise' [N, %d, %d, %d]", edm_st_path(f),
+                        s->channels, s->height, s->width);
+    if (e->rank != 4 || e->dim[0] < 1 || e->dim[0] > MAX_IMAGES || e->dim[1] != s->channels ||
+        e->dim[2] != s->height || e->dim[3] != s->width)
+        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: 'noise' is not [N, %d, %d, %d] (the model's images)",
+                        edm_st_path(f), s->channels, s->height, s->width);
+    if (l && !s->label_dim)
+        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC,
+                        "%s: has class_labels, but the model is unconditional (label_dim = 0)", edm_st_path(f));
+    if (l && (l->rank != 2 || l->dim[0] != e->dim[0] || l->dim[1] != s->label_dim))
+        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: 'class_labels' is not [%lld, %d]", edm_st_path(f),
+                        (long long)e->dim[0], s->label_dim);
+    return 0;
+}
+
+static int load_noise(gen_run *r, edm_status *st)
+{
+    edm_st_file *f = edm_st_open(r->g->noise, st);
+    if (!f)
+        return -1;
+    const edm_st_entry *e = edm_st_find(f, "noise"), *l = edm_st_find(f, "class_labels");
+    int rc = check_noise_shapes(r, f, e, l, st);
+    if (rc == 0)
+        rc = read_tensor(f, e, &r->noise, st);
+    if (rc == 0 && l)
+        rc = read_tensor(f, l, &r->labels, st);
+    if (rc == 0) {
+        r->n = e->dim[0];
+        r->seeds = malloc(sizeof *r->seeds * (size_t)r->n);
+        rc = r->seeds ? 0 : edm_nomem(st);
+        for (int64_t i = 0; rc == 0 && i < r->n; i++)
+            r->seeds[i] = (uint64_t)i;
+    }
+    edm_st_close(f);
+    return rc;
+}
+
+/* One-hot labels per image: --class, or each seed's random class. */
+static int make_labels(gen_run *r, edm_status *st)
+{
+    int L = r->shape.label_dim;
+    if (r->g->cls >= 0 && !L)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--class=%lld: the model is unconditional (label_dim = 0)",
+                        r->g->cls);
+    if (r->g->cls >= L)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--class=%lld: the model has classes 0 to %d", r->g->cls,
+                        L - 1);
+    if (!L || (r->labels && r->g->cls < 0))
+        return 0;
+    free(r->labels);
+    r->labels = calloc((size_t)(r->n * L), sizeof(float));
+    if (!r->labels)
+        return edm_nomem(st);
+    for (int64_t i = 0; i < r->n; i++) {
+        int c = r->g->cls >= 0 ? (int)r->g->cls : edm_sample_class(r->seeds[i], L);
+        r->labels[i * L + c] = 1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ output */
+
+static int make_dirs(const char *path, edm_status *st)
+{
+    char *p = strdup(path);
+    if (!p)
+        return edm_nomem(st);
+    int rc = 0;
+    for (char *s = p + 1;; s++) {
+        int last = *s == '\0';
+        if (*s != '/' && !last)
+            continue;
+        *s = '\0';
+        if (mkdir(p, 0777) != 0 && errno != EEXIST)
+            rc = edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "%s: cannot create the folder: %s", p, strerror(errno));
+        if (last || rc != 0)
+            break;
+        *s = '/';
+    }
+    free(p);
+    return rc;
+}
+
+static int write_raw_one(const gen_run *r, const char *path, int64_t i, const float *x, edm_status *st)
+{
+    edm_st_writer *w = edm_st_writer_new();
+    if (!w)
+        return edm_nomem(st);
+    int64_t dim[4] = {1, r->shape.channels, r->shape.height, r->shape.width}, ldim[2] = {1, r->shape.label_dim};
+    char seed[32];
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)r->seeds[i]);
+    int rc = edm_st_writer_add_f32(w, "sample", EDM_F32, 4, dim, x, st);
+    if (rc == 0 && r->labels)
+        rc = edm_st_writer_add_f32(w, "class_labels", EDM_F32, 2, ldim, r->labels + i * r->shape.label_dim, st);
+    if (rc == 0)
+        rc = edm_st_writer_meta(w, "seed", seed, st);
+    if (rc == 0)
+        rc = edm_st_writer_write(w, path, st);
+    edm_st_writer_free(w);
+    return rc;
+}
+
+/* Image i (its values x) as outdir/seedNNNNNN.png or .safetensors. */
+static int write_one(const gen_run *r, int64_t i, const float *x, edm_status *st)
+{
+    size_t len = strlen(r->o->outdir) + 48;
+    char *path = malloc(len);
+    if (!path)
+        return edm_nomem(st);
+    snprintf(path, len, "%s/seed%06llu.%s", r->o->outdir, (unsigned long long)r->seeds[i],
+             r->png ? "png" : "safetensors");
+    int rc = r->png ? edm_image_write_png(path, x, r->shape.channels, r->shape.height, r->shape.width, st)
+                    : write_raw_one(r, path, i, x, st);
+    free(path);
+    return rc;
+}
+
+static int add_settings(const gen_run *r, edm_st_writer *w, edm_status *st)
+{
+    const edm_sample_params *p = &r->g->sp;
+    char v[64];
+    snprintf(v, sizeof v, "%d", p->steps);
+    int rc = edm_st_writer_meta(w, "num_steps", v, st);
+    const char *keys[] = {"sigma_min", "sigma_max", "rho", "guidance", "S_churn", "S_min", "S_max", "S_noise"};
+    const double vals[] = {p->sigma_min, p->sigma_max, p->rho, p->guidance, p->S_churn, p->S_min, p->S_max,
+                           p->S_noise};
+    for (int k = 0; rc == 0 && k < 8; k++) {
+        snprintf(v, sizeof v, "%.17g", vals[k]);
+        rc = edm_st_writer_meta(w, keys[k], v, st);
+    }
+    if (rc == 0)
+        rc = edm_st_writer_meta(w, "net", r->g->net, st);
+    if (rc == 0 && r->g->guide)
+        rc = edm_st_writer_meta(w, "guide", r->g->guide, st);
+    return rc;
+}
+
+/* --save-raw: every sample, the labels and the settings in one file. */
+static int write_raw_all(const gen_run *r, edm_status *st)
+{
+    edm_st_writer *w = edm_st_writer_new();
+    if (!w)
+        return edm_nomem(st);
+    int64_t dim[4] = {r->n, r->shape.channels, r->shape.height, r->shape.width}, ldim[2] = {r->n, r->shape.label_dim};
+    int rc = edm_st_writer_add_f32(w, "sample", EDM_F32, 4, dim, r->all, st);
+    if (rc == 0 && r->labels)
+        rc = edm_st_writer_add_f32(w, "class_labels", EDM_F32, 2, ldim, r->labels, st);
+    if (rc == 0)
+        rc = add_settings(r, w, st);
+    if (rc == 0)
+        rc = edm_st_writer_write(w, r->g->save_raw, st);
+    edm_st_writer_free(w);
+    return rc;
+}
+
+/* ------------------------------------------------------------ sampling */
+
+static double now_seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int check_finite(const gen_run *r, const float *x, int64_t first, int64_t count, edm_status *st)
+{
+    for (int64_t i = 0; i < count; i++)
+        for (int64_t k = 0; k < r->numel; k++)
+            if (!isfinite(x[i * r->numel + k]))
+                return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC,
+                                "the sample of seed %llu is not finite (element %lld is %g)",
+                                (unsigned long long)r->seeds[first + i], (long long)k, (double)x[i * r->numel + k]);
+    return 0;
+}
+
+/* Images first .. first+count-1: noise, sampler, files. */
+static int run_batch(gen_run *r, int64_t first, int64_t count, float *x, edm_status *st)
+{
+    for (int64_t i = 0; i < count; i++) {
+        float *xi = x + i * r->numel;
+        if (r->noise)
+            memcpy(xi, r->noise + (first + i) * r->numel, sizeof(float) * (size_t)r->numel);
+        else
+            edm_sample_noise(r->seeds[first + i], xi, r->numel);
+    }
+    const float *labels = r->labels ? r->labels + first * r->shape.label_dim : NULL;
+    if (edm_sample_run(&r->g->sp, r->net, r->guide, r->seeds + first, labels, count, x, st) != 0)
+        return -1;
+    if (check_finite(r, x, first, count, st) != 0)
+        return -1;
+    for (int64_t i = 0; r->o->outdir && i < count; i++)
+        if (write_one(r, first + i, x + i * r->numel, st) != 0)
+            return -1;
+    if (r->all)
+        memcpy(r->all + first * r->numel, x, sizeof(float) * (size_t)(count * r->numel));
+    return 0;
+}
+
+static int sample_all(gen_run *r, edm_status *st)
+{
+    float *x = malloc(sizeof(float) * (size_t)(r->batch * r->numel));
+    if (!x)
+        return edm_nomem(st);
+    int tty = isatty(STDERR_FILENO);
+    double t0 = now_seconds();
+    int rc = 0;
+    for (int64_t first = 0; rc == 0 && first < r->n; first += r->batch) {
+        int64_t count = r->n - first < r->batch ? r->n - first : r->batch;
+        rc = run_batch(r, first, count, x, st);
+        double dt = now_seconds() - t0;
+        long long done = first + count;
+        if (rc == 0)
+            fprintf(stderr, "%sgenerate: %lld/%lld images, %.1f s, %.3g images/s%s", tty ? "\r" : "", done,
+                    (long long)r->n, dt, (double)done / (dt > 0 ? dt : 1e-9), tty ? "" : "\n");
+    }
+    if (tty)
+        fprintf(stderr, "\n");
+    free(x);
+    return rc;
+}
+
+/* The number of rows of --noise, to size the batch before the nets are built
+ * (the shapes are checked once the model is known). */
+static int noise_count(gen_run *r, edm_status *st)
+{
+    edm_st_file *f = edm_st_open(r->g->noise, st);
+    if (!f)
+        return -1;
+    const edm_st_entry *e = edm_st_find(f, "noise");
+    int rc = 0;
+    if (!e || e->rank != 4 || e->dim[0] < 1 || e->dim[0] > MAX_IMAGES)
+        rc = edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: no tensor 'noise' of shape [N, C, H, W]", edm_st_path(f));
+    else
+        r->n = e->dim[0];
+    edm_st_close(f);
+    return rc;
+}
+
+static int prepare(gen_run *r, edm_status *st)
+{
+    if (r->g->noise && noise_count(r, st) != 0)
+        return -1;
+    r->batch = r->o->batch < r->n ? r->o->batch : r->n;
+    if (r->o->outdir && make_dirs(r->o->outdir, st) != 0)
+        return -1;
+    if (open_nets(r, st) != 0)
+        return -1;
+    r->shape = edm_denoiser_get_shape(r->net);
+    r->numel = edm_denoiser_sample_numel(r->net);
+    r->png = r->shape.channels == 1 || r->shape.channels == 3;
+    if (r->g->grid && !r->png)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
+                        "--grid: the model makes %d-channel images (latents), not 1- or 3-channel pixels",
+                        r->shape.channels);
+    if (r->g->noise && load_noise(r, st) != 0)
+        return -1;
+    if (make_labels(r, st) != 0)
+        return -1;
+    if (r->g->grid || r->g->save_raw) {
+        r->all = malloc(sizeof(float) * (size_t)(r->n * r->numel));
+        if (!r->all)
+            return edm_nomem(st);
+    }
+    return 0;
+}
+
+static int generate(gen_run *r, edm_status *st)
+{
+    if (prepare(r, st) != 0 || sample_all(r, st) != 0)
+        return -1;
+    if (r->g->grid && edm_image_write_grid(r->g->grid, r->all, r->n, r->shape.channels, r->shape.height,
+                                           r->shape.width, st) != 0)
+        return -1;
+    if (r->g->save_raw && write_raw_all(r, st) != 0)
+        return -1;
+    if (r->o->outdir)
+        printf("%s: %lld %s (seed%06llu...)\n", r->o->outdir, (long long)r->n,
+               r->png ? "PNG images" : "latent tensors (.safetensors)", (unsigned long long)r->seeds[0]);
+    if (r->g->grid)
+        printf("%s: grid of %lld images\n", r->g->grid, (long long)r->n);
+    if (r->g->save_raw)
+        printf("%s: %lld raw samples\n", r->g->save_raw, (long long)r->n);
+    if (!r->png)
+        fprintf(stderr, "note: the model makes %d-channel latents; decoding them to pixels needs the Stable "
+                        "Diffusion VAE (sd-vae-ft-mse), which is outside edmc\n",
+                r->shape.channels);
+    return 0;
+}
+
+static void gen_run_free(gen_run *r)
+{
+    edm_denoiser_free(r->net);
+    edm_denoiser_free(r->guide);
+    free(r->seeds);
+    free(r->labels);
+    free(r->noise);
+    free(r->all);
+    edm_sources_free(r->src);
+    edm_sources_free(r->gsrc);
+}
+
+static int run_generate(const cli_opts *o, const gen_opts *g)
+{
+    gen_run r = {.o = o, .g = g};
+    if (!g->noise && parse_seeds(g->seeds ? g->seeds : "0-63", &r.seeds, &r.n) != 0)
+        return 2;
+    edm_status st;
+    edm_status_init(&st);
+    r.src = edm_sources_new();
+    r.gsrc = edm_sources_new();
+    int rc = 0;
+    if (!r.src || !r.gsrc) {
+        fprintf(stderr, "edmc: out of memory\n");
+        rc = 1;
+    } else {
+        if (generate(&r, &st) != 0)
+            rc = report(&r, &st);
+    }
+    gen_run_free(&r);
+    return rc;
+}
+
+int cmd_generate(int argc, char **argv)
+{
+    gen_opts g;
+    memset(&g, 0, sizeof g);
+    edm_sample_params_default(&g.sp);
+    g.cls = -1;
+    char **rest = malloc(sizeof *rest * (size_t)(argc + 1));
+    if (!rest) {
+        fprintf(stderr, "edmc: out of memory\n");
+        return 1;
+    }
+    int nrest = 0, rc = 2;
+    cli_opts o;
+    memset(&o, 0, sizeof o);
+    if (split_args(argc, argv, &g, rest, &nrest) == 0 &&
+        cli_parse(nrest, rest, "generate", OPT_THREADS | OPT_BATCH | OPT_DEVICE | OPT_PRECISION | OPT_OUTDIR | OPT_NOFILE,
+                  &o) == 0 &&
+        check_usage(&o, &g) == 0)
+        rc = run_generate(&o, &g);
+    cli_opts_free(&o);
+    gen_opts_free(&g);
+    free(rest);
+    return rc;
+}

@@ -1,0 +1,697 @@
+/* edmc phema: post-hoc EMA reconstruction (EDM2-SPEC.md §5).  Reads the
+ * power-function EMA snapshots network-snapshot-<kimg>-<σ_rel>.safetensors of
+ * a training run, solves for the coefficients that best give each wanted
+ * σ_rel, and writes phema-<kimg>-<σ_rel>.safetensors = Σ_i X[i,j]·snapshot_i
+ * (learned parameters; buffers copied from the latest snapshot). */
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <json-c/json.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "runtime/phema.h"
+#include "runtime/safetensors.h"
+
+#define MAX_OUT 1000
+
+typedef struct {
+    char *name; /* file name inside --indir */
+    char *path;
+    int64_t kimg;
+    double std;
+    double nimg;
+    edm_st_file *f;
+} snapshot;
+
+typedef struct {
+    snapshot *s;
+    int n, cap;
+    double out_std[MAX_OUT];
+    int m;
+    char **buffers; /* names of the tensors copied, not averaged */
+    int nbuffers;
+    const char *buffers_from;
+} job;
+
+/* ------------------------------------------------------------ --outstd */
+
+static int add_std(job *j, double v, const char *item, edm_status *st)
+{
+    double g;
+    if (j->m == MAX_OUT)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--outstd: more than %d values", MAX_OUT);
+    if (edm_phema_std_to_exp(v, &g, st) != 0) {
+        edm_status_prefix(st, "--outstd=%s", item);
+        return -1;
+    }
+    j->out_std[j->m++] = v;
+    return 0;
+}
+
+static int parse_number(const char *s, size_t len, double *out)
+{
+    char buf[64];
+    if (len == 0 || len >= sizeof buf)
+        return -1;
+    memcpy(buf, s, len);
+    buf[len] = 0;
+    char *end;
+    errno = 0;
+    *out = strtod(buf, &end);
+    return errno || *end || !isfinite(*out) ? -1 : 0;
+}
+
+/* A comma-separated list of σ_rel values and ranges lo:hi:step (hi included
+ * when the steps land on it). */
+static int parse_outstd(job *j, const char *list, edm_status *st)
+{
+    const char *p = list;
+    for (;;) {
+        size_t len = strcspn(p, ",");
+        char item[64];
+        snprintf(item, sizeof item, "%.*s", (int)(len < 63 ? len : 63), p);
+        const char *c1 = memchr(p, ':', len);
+        if (!c1) {
+            double v;
+            if (parse_number(p, len, &v) != 0)
+                return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--outstd: '%s' is not a number", item);
+            if (add_std(j, v, item, st) != 0)
+                return -1;
+        } else {
+            const char *c2 = memchr(c1 + 1, ':', len - (size_t)(c1 + 1 - p));
+            double lo, hi, step;
+            if (!c2 || parse_number(p, (size_t)(c1 - p), &lo) != 0 ||
+                parse_number(c1 + 1, (size_t)(c2 - c1 - 1), &hi) != 0 ||
+                parse_number(c2 + 1, len - (size_t)(c2 + 1 - p), &step) != 0)
+                return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--outstd: '%s' is not a range lo:hi:step", item);
+            if (!(step > 0) || !(hi >= lo))
+                return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
+                                "--outstd: range '%s' needs lo <= hi and a step > 0", item);
+            double count = floor((hi - lo) / step + 1e-9) + 1;
+            if (count > MAX_OUT)
+                return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--outstd: range '%s' has more than %d values", item,
+                                MAX_OUT);
+            for (int k = 0; k < (int)count; k++) {
+                double v = lo + k * step;
+                char one[32];
+                snprintf(one, sizeof one, "%g", v);
+                if (add_std(j, v, one, st) != 0)
+                    return -1;
+            }
+        }
+        if (!p[len])
+            break;
+        p += len + 1;
+    }
+    if (j->m == 0)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--outstd: no values");
+    /* two values that give the same file name */
+    for (int a = 0; a < j->m; a++)
+        for (int b = a + 1; b < j->m; b++) {
+            char x[32], y[32];
+            snprintf(x, sizeof x, "%.3f", j->out_std[a]);
+            snprintf(y, sizeof y, "%.3f", j->out_std[b]);
+            if (strcmp(x, y) == 0)
+                return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
+                                "--outstd: %g and %g would both be written as sigma_rel %s", j->out_std[a],
+                                j->out_std[b], x);
+        }
+    return 0;
+}
+
+/* ------------------------------------------------------------ snapshots */
+
+/* network-snapshot-<digits>-<digits>.<digits>.safetensors */
+static int parse_name(const char *name, int64_t *kimg, double *std)
+{
+    static const char prefix[] = "network-snapshot-", suffix[] = ".safetensors";
+    size_t n = strlen(name), lp = sizeof prefix - 1, ls = sizeof suffix - 1;
+    if (n <= lp + ls || strncmp(name, prefix, lp) != 0 || strcmp(name + n - ls, suffix) != 0)
+        return -1;
+    const char *p = name + lp, *end = name + n - ls;
+    const char *q = p;
+    int64_t k = 0;
+    while (q < end && *q >= '0' && *q <= '9') {
+        if (k > 100000000000LL)
+            return -1;
+        k = k * 10 + (*q++ - '0');
+    }
+    if (q == p || q >= end || *q != '-')
+        return -1;
+    const char *s = ++q;
+    int digits = 0, dots = 0;
+    for (; q < end; q++) {
+        if (*q == '.' && digits > 0)
+            dots++;
+        else if (*q >= '0' && *q <= '9')
+            digits++;
+        else
+            return -1;
+    }
+    if (dots != 1 || end[-1] == '.' || parse_number(s, (size_t)(end - s), std) != 0)
+        return -1;
+    *kimg = k;
+    return 0;
+}
+
+static int snapshot_cmp(const void *pa, const void *pb)
+{
+    const snapshot *a = pa, *b = pb;
+    if (a->nimg != b->nimg)
+        return a->nimg < b->nimg ? -1 : 1;
+    if (a->std != b->std)
+        return a->std < b->std ? -1 : 1;
+    return strcmp(a->name, b->name);
+}
+
+static char *join_path(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p)
+        snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+static int list_snapshots(job *j, const char *dir, edm_status *st)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "cannot open --indir=%s: %s", dir, strerror(errno));
+    int rc = 0;
+    struct dirent *e;
+    while (rc == 0 && (e = readdir(d)) != NULL) {
+        int64_t kimg;
+        double std;
+        if (parse_name(e->d_name, &kimg, &std) != 0)
+            continue;
+        if (j->n == j->cap) {
+            int cap = j->cap ? 2 * j->cap : 16;
+            snapshot *s = realloc(j->s, sizeof *s * (size_t)cap);
+            if (!s) {
+                rc = edm_nomem(st);
+                break;
+            }
+            j->s = s;
+            j->cap = cap;
+        }
+        snapshot *s = &j->s[j->n];
+        memset(s, 0, sizeof *s);
+        s->name = strdup(e->d_name);
+        s->path = join_path(dir, e->d_name);
+        if (!s->name || !s->path) {
+            free(s->name);
+            free(s->path);
+            rc = edm_nomem(st);
+            break;
+        }
+        s->kimg = kimg;
+        s->std = std;
+        j->n++;
+    }
+    closedir(d);
+    if (rc == 0 && j->n == 0)
+        rc = edm_fail(st, EDM_ERR_IO, EDM_NO_LOC,
+                      "no snapshots in %s (expected network-snapshot-<kimg>-<sigma_rel>.safetensors files)", dir);
+    return rc;
+}
+
+/* Opens each snapshot, takes kimg and σ_rel from its metadata when given
+ * there, and recovers nimg. */
+static int open_snapshots(job *j, edm_status *st)
+{
+    for (int i = 0; i < j->n; i++) {
+        snapshot *s = &j->s[i];
+        s->f = edm_st_open(s->path, st);
+        if (!s->f)
+            return -1;
+        const char *k = edm_st_metadata(s->f, "edmc.phema.kimg"), *v = edm_st_metadata(s->f, "edmc.phema.std");
+        if (k) {
+            char *end;
+            errno = 0;
+            long long x = strtoll(k, &end, 10);
+            if (errno || end == k || *end || x < 0 || x > 100000000000LL)
+                return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: metadata edmc.phema.kimg = '%s' is not a kimg",
+                                s->path, k);
+            s->kimg = x;
+        }
+        if (v && parse_number(v, strlen(v), &s->std) != 0)
+            return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: metadata edmc.phema.std = '%s' is not a number",
+                            s->path, v);
+        double g;
+        if (edm_phema_std_to_exp(s->std, &g, st) != 0) {
+            edm_status_prefix(st, "%s", s->path);
+            return -1;
+        }
+        s->nimg = (double)edm_phema_kimg_to_nimg(s->kimg);
+        if (!(s->nimg > 0))
+            return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: a snapshot at kimg %lld has seen no images", s->path,
+                            (long long)s->kimg);
+    }
+    return 0;
+}
+
+static void shape_str(const edm_st_entry *e, char *buf, size_t size)
+{
+    edm_shape s = {.rank = e->rank};
+    for (int k = 0; k < e->rank; k++)
+        s.dim[k] = e->dim[k];
+    edm_shape_str(&s, buf, size);
+}
+
+/* Names the first setting in which two edmc.config values differ. */
+static void config_diff(const char *ca, const char *cb, char *why, size_t size)
+{
+    json_object *ja = ca ? json_tokener_parse(ca) : NULL, *jb = cb ? json_tokener_parse(cb) : NULL;
+    snprintf(why, size, "edmc.config %.200s vs %.200s", ca ? ca : "(none)", cb ? cb : "(none)");
+    if (ja && jb && json_object_is_type(ja, json_type_object) && json_object_is_type(jb, json_type_object)) {
+        int found = 0;
+        json_object_object_foreach(ja, key, va)
+        {
+            json_object *vb = NULL;
+            if (found)
+                break;
+            if (!json_object_object_get_ex(jb, key, &vb)) {
+                snprintf(why, size, "edmc.config: %.100s is set only in the first", key);
+                found = 1;
+            } else if (strcmp(json_object_get_string(va), json_object_get_string(vb)) != 0) {
+                snprintf(why, size, "edmc.config: %.100s = %.100s vs %.100s", key, json_object_get_string(va),
+                         json_object_get_string(vb));
+                found = 1;
+            }
+        }
+        json_object_object_foreach(jb, key2, vb2)
+        {
+            json_object *va2 = NULL;
+            (void)vb2;
+            if (found)
+                break;
+            if (!json_object_object_get_ex(ja, key2, &va2)) {
+                snprintf(why, size, "edmc.config: %.100s is set only in the second", key2);
+                found = 1;
+            }
+        }
+    }
+    json_object_put(ja);
+    json_object_put(jb);
+}
+
+/* Every snapshot has the tensors of the first, of the same dtype and shape,
+ * and the same edmc.config. */
+static int check_same_config(const job *j, edm_status *st)
+{
+    const snapshot *a = &j->s[0];
+    const char *ca = edm_st_metadata(a->f, "edmc.config");
+    for (int i = 1; i < j->n; i++) {
+        const snapshot *b = &j->s[i];
+        const char *cb = edm_st_metadata(b->f, "edmc.config");
+        char why[600] = "";
+        if ((ca == NULL) != (cb == NULL) || (ca && strcmp(ca, cb) != 0))
+            config_diff(ca, cb, why, sizeof why);
+        for (int k = 0; !why[0] && k < edm_st_count(a->f); k++) {
+            const edm_st_entry *ea = edm_st_entry_at(a->f, k), *eb = edm_st_find(b->f, ea->name);
+            char sa[128], sb[128];
+            if (!eb) {
+                snprintf(why, sizeof why, "tensor '%s' is missing from the second", ea->name);
+                break;
+            }
+            shape_str(ea, sa, sizeof sa);
+            shape_str(eb, sb, sizeof sb);
+            if (ea->dtype != eb->dtype || strcmp(sa, sb) != 0)
+                snprintf(why, sizeof why, "tensor '%s' is %s %s vs %s %s", ea->name, edm_dtype_name(ea->dtype), sa,
+                         edm_dtype_name(eb->dtype), sb);
+        }
+        if (!why[0] && edm_st_count(a->f) != edm_st_count(b->f)) {
+            for (int k = 0; k < edm_st_count(b->f); k++)
+                if (!edm_st_find(a->f, edm_st_entry_at(b->f, k)->name)) {
+                    snprintf(why, sizeof why, "tensor '%s' is only in the second", edm_st_entry_at(b->f, k)->name);
+                    break;
+                }
+        }
+        if (why[0])
+            return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "snapshots of mixed configurations: %s and %s (%s)",
+                            a->name, b->name, why);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ buffers */
+
+static int add_buffer(job *j, const char *name, edm_status *st)
+{
+    char **b = realloc(j->buffers, sizeof *b * (size_t)(j->nbuffers + 1));
+    if (!b)
+        return edm_nomem(st);
+    j->buffers = b;
+    b[j->nbuffers] = strdup(name);
+    if (!b[j->nbuffers])
+        return edm_nomem(st);
+    j->nbuffers++;
+    return 0;
+}
+
+static int is_buffer(const job *j, const char *name)
+{
+    for (int i = 0; i < j->nbuffers; i++)
+        if (strcmp(j->buffers[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+/* Which tensors are buffers: from the model (FILE.edm given, or the
+ * edmc.model the snapshots were written from, with their edmc.config), else
+ * by the reference's names (the Fourier embeddings' freqs and phases). */
+static int find_buffers(job *j, const cli_opts *o, const edm_st_file *latest, edm_status *st)
+{
+    const char *model = o->file ? o->file : edm_st_metadata(latest, "edmc.model");
+    if (!o->file && model && access(model, R_OK) != 0)
+        model = NULL;
+    if (!model) {
+        j->buffers_from = NULL; /* by name */
+        for (int k = 0; k < edm_st_count(latest); k++) {
+            const char *name = edm_st_entry_at(latest, k)->name;
+            size_t n = strlen(name);
+            if ((n > 6 && strcmp(name + n - 6, ".freqs") == 0) || (n > 7 && strcmp(name + n - 7, ".phases") == 0))
+                if (add_buffer(j, name, st) != 0)
+                    return -1;
+        }
+        return 0;
+    }
+    j->buffers_from = model;
+    /* the snapshots' configuration, then -D on top */
+    edm_define defs[CLI_MAX_DEFINES * 2];
+    int ndefs = 0;
+    const char *cfg = edm_st_metadata(latest, "edmc.config");
+    json_object *jc = cfg ? json_tokener_parse(cfg) : NULL;
+    if (jc && json_object_is_type(jc, json_type_object)) {
+        json_object_object_foreach(jc, key, val)
+        {
+            int overridden = 0;
+            for (int i = 0; i < o->ndefines; i++)
+                overridden |= strcmp(o->defines[i].name, key) == 0;
+            if (!overridden && ndefs < CLI_MAX_DEFINES && json_object_is_type(val, json_type_string)) {
+                defs[ndefs].name = key;
+                defs[ndefs++].value = json_object_get_string(val);
+            }
+        }
+    }
+    for (int i = 0; i < o->ndefines; i++)
+        defs[ndefs++] = o->defines[i];
+    edm_sources *src = edm_sources_new();
+    edm_diags *d = malloc(sizeof *d);
+    edm_program prog;
+    memset(&prog, 0, sizeof prog);
+    int rc = 0;
+    if (!src || !d) {
+        rc = edm_nomem(st);
+    } else if (edm_compile_file(src, model, defs, ndefs, &prog, d) != 0) {
+        for (int i = 0; i < d->count; i++)
+            cli_report(src, &d->items[i]);
+        rc = edm_fail(st, d->count ? d->items[0].code : EDM_ERR_SEMANTIC, EDM_NO_LOC,
+                      "cannot compile %s to tell parameters from buffers", model);
+    } else {
+        for (int i = 0; rc == 0 && i < edm_graph_count(prog.graph); i++) {
+            const edm_node *n = edm_graph_node(prog.graph, i);
+            if (n->op != EDM_OP_PARAM && n->op != EDM_OP_BUFFER)
+                continue;
+            const edm_st_entry *e = edm_st_find(latest, n->name);
+            char want[128], got[128];
+            if (!e) {
+                rc = edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: no tensor '%s' (a %s of %s)", edm_st_path(latest),
+                              n->name, n->op == EDM_OP_PARAM ? "parameter" : "buffer", model);
+                break;
+            }
+            edm_shape_str(&n->shape, want, sizeof want);
+            shape_str(e, got, sizeof got);
+            if (strcmp(want, got) != 0)
+                rc = edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: '%s' is %s, %s wants %s", edm_st_path(latest),
+                              n->name, got, model, want);
+            else if (n->op == EDM_OP_BUFFER)
+                rc = add_buffer(j, n->name, st);
+        }
+    }
+    edm_program_free(&prog);
+    edm_sources_free(src);
+    free(d);
+    json_object_put(jc);
+    return rc;
+}
+
+/* ------------------------------------------------------------ output */
+
+static int write_one(const job *j, const double *x, int col, int64_t kimg, double out_nimg, const char *path,
+                     edm_status *st)
+{
+    const snapshot *latest = &j->s[j->n - 1];
+    edm_st_writer *w = edm_st_writer_new();
+    if (!w)
+        return edm_nomem(st);
+    int rc = 0;
+    double *acc = NULL, *tmp = NULL;
+    for (int k = 0; rc == 0 && k < edm_st_count(latest->f); k++) {
+        const edm_st_entry *e = edm_st_entry_at(latest->f, k);
+        size_t count = (size_t)(e->numel ? e->numel : 1);
+        acc = calloc(count, sizeof(double));
+        tmp = malloc(sizeof(double) * count);
+        if (!acc || !tmp) {
+            rc = edm_nomem(st);
+            break;
+        }
+        if (is_buffer(j, e->name)) {
+            rc = edm_st_read_f64(latest->f, e, acc, e->numel, st);
+        } else {
+            for (int i = 0; rc == 0 && i < j->n; i++) {
+                const edm_st_entry *ei = edm_st_find(j->s[i].f, e->name);
+                rc = edm_st_read_f64(j->s[i].f, ei, tmp, e->numel, st);
+                double c = x[i * j->m + col];
+                for (int64_t q = 0; rc == 0 && q < e->numel; q++)
+                    acc[q] += c * tmp[q];
+            }
+        }
+        if (rc == 0)
+            rc = edm_st_writer_add_f64(w, e->name, e->dtype, e->rank, e->dim, acc, st);
+        free(acc);
+        free(tmp);
+        acc = tmp = NULL;
+    }
+    free(acc);
+    free(tmp);
+    /* metadata: the latest snapshot's, then what this file is */
+    for (int k = 0; rc == 0 && k < edm_st_metadata_count(latest->f); k++) {
+        const char *key = edm_st_metadata_key(latest->f, k);
+        if (strncmp(key, "edmc.phema.", 11) != 0)
+            rc = edm_st_writer_meta(w, key, edm_st_metadata(latest->f, key), st);
+    }
+    json_object *coefs = rc == 0 ? json_object_new_object() : NULL;
+    if (rc == 0 && !coefs)
+        rc = edm_nomem(st);
+    for (int i = 0; rc == 0 && i < j->n; i++)
+        if (json_object_object_add(coefs, j->s[i].name, json_object_new_double(x[i * j->m + col])) != 0)
+            rc = edm_nomem(st);
+    char buf[64];
+    if (rc == 0) {
+        snprintf(buf, sizeof buf, "%lld", (long long)kimg);
+        rc = edm_st_writer_meta(w, "edmc.phema.kimg", buf, st);
+    }
+    if (rc == 0) {
+        snprintf(buf, sizeof buf, "%.17g", j->out_std[col]);
+        rc = edm_st_writer_meta(w, "edmc.phema.std", buf, st);
+    }
+    if (rc == 0) {
+        snprintf(buf, sizeof buf, "%.0f", out_nimg);
+        rc = edm_st_writer_meta(w, "edmc.phema.nimg", buf, st);
+    }
+    if (rc == 0)
+        rc = edm_st_writer_meta(w, "edmc.phema.coefs", json_object_to_json_string_ext(coefs, JSON_C_TO_STRING_PLAIN),
+                                st);
+    json_object_put(coefs);
+    if (rc == 0)
+        rc = edm_st_writer_write(w, path, st);
+    edm_st_writer_free(w);
+    return rc;
+}
+
+static void print_table(const job *j, const double *x, double out_nimg)
+{
+    printf("%d snapshots -> %d profiles at nimg %.0f\n", j->n, j->m, out_nimg);
+    printf("%-44s %8s %10s", "snapshot", "kimg", "sigma_rel");
+    for (int c = 0; c < j->m; c++)
+        printf(" %15.3f", j->out_std[c]);
+    printf("\n");
+    for (int i = 0; i < j->n; i++) {
+        printf("%-44s %8lld %10.5f", j->s[i].name, (long long)j->s[i].kimg, j->s[i].std);
+        for (int c = 0; c < j->m; c++)
+            printf(" %15.8g", x[i * j->m + c]);
+        printf("\n");
+    }
+}
+
+/* --sweep: one line per σ_rel, with how hard the reconstruction leans on
+ * cancellation (Σ|X| is 1 for a plain average). */
+static void print_sweep(const job *j, const double *x, double out_nimg)
+{
+    printf("%d snapshots -> %d profiles at nimg %.0f\n", j->n, j->m, out_nimg);
+    printf("%10s %12s %12s  %s\n", "sigma_rel", "gamma", "sum|coef|", "largest coefficient");
+    for (int c = 0; c < j->m; c++) {
+        double g = 0, l1 = 0;
+        int best = 0;
+        edm_status ignored;
+        edm_status_init(&ignored);
+        (void)edm_phema_std_to_exp(j->out_std[c], &g, &ignored);
+        for (int i = 0; i < j->n; i++) {
+            l1 += fabs(x[i * j->m + c]);
+            if (fabs(x[i * j->m + c]) > fabs(x[best * j->m + c]))
+                best = i;
+        }
+        printf("%10.4f %12.4f %12.4f  %.6f on %s\n", j->out_std[c], g, l1, x[best * j->m + c], j->s[best].name);
+    }
+}
+
+static int make_dir(const char *dir, edm_status *st)
+{
+    struct stat sb;
+    if (stat(dir, &sb) == 0)
+        return S_ISDIR(sb.st_mode) ? 0
+                                   : edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "--outdir=%s exists and is not a folder", dir);
+    if (mkdir(dir, 0777) != 0)
+        return edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "cannot create --outdir=%s: %s", dir, strerror(errno));
+    return 0;
+}
+
+static int run_phema(const cli_opts *o, job *j, edm_status *st)
+{
+    if (parse_outstd(j, o->outstd ? o->outstd : "0.025:0.200:0.025", st) != 0)
+        return -1;
+    if (list_snapshots(j, o->indir, st) != 0)
+        return -1;
+    /* parse names, sort, keep those up to --outkimg, then open */
+    for (int i = 0; i < j->n; i++)
+        j->s[i].nimg = (double)edm_phema_kimg_to_nimg(j->s[i].kimg);
+    if (open_snapshots(j, st) != 0)
+        return -1;
+    qsort(j->s, (size_t)j->n, sizeof *j->s, snapshot_cmp);
+    int keep = 0;
+    for (int i = 0; i < j->n; i++) {
+        if (o->outkimg >= 0 && j->s[i].kimg > o->outkimg) {
+            edm_st_close(j->s[i].f);
+            free(j->s[i].name);
+            free(j->s[i].path);
+            continue;
+        }
+        j->s[keep++] = j->s[i];
+    }
+    int total = j->n;
+    j->n = keep;
+    if (keep == 0)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--outkimg=%lld: none of the %d snapshots in %s is that early",
+                        (long long)o->outkimg, total, o->indir);
+    for (int i = 1; i < j->n; i++)
+        if (j->s[i].nimg == j->s[i - 1].nimg && j->s[i].std == j->s[i - 1].std)
+            return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC,
+                            "%s and %s are snapshots of the same time and sigma_rel (kimg %lld, %g)", j->s[i - 1].name,
+                            j->s[i].name, (long long)j->s[i].kimg, j->s[i].std);
+    if (check_same_config(j, st) != 0)
+        return -1;
+    const snapshot *latest = &j->s[j->n - 1];
+    if (find_buffers(j, o, latest->f, st) != 0)
+        return -1;
+    int64_t out_kimg = o->outkimg >= 0 ? o->outkimg : latest->kimg;
+    double out_nimg = (double)edm_phema_kimg_to_nimg(out_kimg);
+    if (!(out_nimg > 0))
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--outkimg=%lld: a profile must cover some images",
+                        (long long)out_kimg);
+    double *in_t = malloc(sizeof(double) * (size_t)j->n), *in_std = malloc(sizeof(double) * (size_t)j->n);
+    double *x = malloc(sizeof(double) * (size_t)j->n * (size_t)j->m);
+    int rc = 0;
+    if (!in_t || !in_std || !x)
+        rc = edm_nomem(st);
+    for (int i = 0; rc == 0 && i < j->n; i++) {
+        in_t[i] = j->s[i].nimg;
+        in_std[i] = j->s[i].std;
+    }
+    if (rc == 0)
+        rc = edm_phema_solve(j->n, in_t, in_std, j->m, out_nimg, j->out_std, x, st);
+    if (rc == 0) {
+        if (o->sweep)
+            print_sweep(j, x, out_nimg);
+        else
+            print_table(j, x, out_nimg);
+        printf("buffers copied from %s: %d tensors (%s%s)\n", latest->name, j->nbuffers,
+               j->buffers_from ? "the buffers of " : "named *.freqs or *.phases",
+               j->buffers_from ? j->buffers_from : "");
+        rc = make_dir(o->outdir, st);
+    }
+    for (int c = 0; rc == 0 && c < j->m; c++) {
+        char name[96];
+        snprintf(name, sizeof name, "phema-%07lld-%.3f.safetensors", (long long)out_kimg, j->out_std[c]);
+        char *path = join_path(o->outdir, name);
+        if (!path) {
+            rc = edm_nomem(st);
+            break;
+        }
+        rc = write_one(j, x, c, out_kimg, out_nimg, path, st);
+        if (rc == 0)
+            printf("wrote %s\n", path);
+        free(path);
+    }
+    free(in_t);
+    free(in_std);
+    free(x);
+    return rc;
+}
+
+int cmd_phema(int argc, char **argv)
+{
+    cli_opts o;
+    if (cli_parse(argc, argv, "phema", OPT_INDIR | OPT_OUTDIR | OPT_OUTSTD | OPT_OUTKIMG | OPT_SWEEP | OPT_EVAL | OPT_NOFILE,
+                  &o) != 0) {
+        cli_opts_free(&o);
+        return 2;
+    }
+    int rc = 0;
+    if (o.eval) {
+        if (strcmp(o.eval, "loss") == 0)
+            fprintf(stderr, "edmc phema: --eval=loss needs the training graph (not yet available)\n");
+        else
+            fprintf(stderr, "edmc phema: --eval=%s: the only evaluation is --eval=loss\n", o.eval);
+        rc = 2;
+    } else if (!o.indir || !o.outdir || (!o.outstd && !o.sweep)) {
+        fprintf(stderr, "edmc phema: needs --indir=DIR --outstd=S1,S2,... --outdir=DIR (or --sweep for a range)\n");
+        rc = 2;
+    }
+    if (rc != 0) {
+        cli_opts_free(&o);
+        return rc;
+    }
+    job *j = calloc(1, sizeof *j);
+    edm_status st;
+    edm_status_init(&st);
+    if (!j) {
+        fprintf(stderr, "edmc: out of memory\n");
+        cli_opts_free(&o);
+        return 1;
+    }
+    if (run_phema(&o, j, &st) != 0) {
+        cli_report(NULL, &st);
+        rc = cli_exit_code(&st);
+    }
+    for (int i = 0; i < j->n; i++) {
+        edm_st_close(j->s[i].f);
+        free(j->s[i].name);
+        free(j->s[i].path);
+    }
+    free(j->s);
+    for (int i = 0; i < j->nbuffers; i++)
+        free(j->buffers[i]);
+    free(j->buffers);
+    free(j);
+    cli_opts_free(&o);
+    return rc;
+}

@@ -1,0 +1,57 @@
+/* One training step of EDM2 (EDM2-SPEC §4) on the CPU backend: forced weight
+ * normalization, forward + backward of the training graph (a .edm program
+ * compiled with training=true, differentiated by edm_pass_autodiff), NaN/Inf
+ * gradients zeroed, Adam with bias correction.  Parameters and the optimizer
+ * state are float32 masters owned by the trainer. */
+#ifndef EDMC_TRAIN_H
+#define EDMC_TRAIN_H
+
+#include <stdint.h>
+
+#include "compiler/ir.h"
+#include "runtime/backend_cpu.h"
+#include "runtime/safetensors.h"
+
+typedef struct {
+    const char *name;
+    int node;      /* PARAM node */
+    int grad_node; /* OUTPUT grad.<name> */
+    int forced_wn;
+    edm_shape shape;
+    int64_t numel;
+    float *value, *m, *v, *grad;
+} edm_train_param;
+
+typedef struct {
+    double beta1, beta2, eps; /* 0.9, 0.99, 1e-8 */
+} edm_adam;
+
+typedef struct edm_trainer edm_trainer;
+
+/* g: the training graph after autodiff (it has the output "loss" and a seed
+ * input "grad.loss"); batch: the per-run batch (micro-batch). */
+edm_trainer *edm_trainer_new(const edm_graph *g, int64_t batch, const edm_cpu_options *opt, edm_status *st);
+void edm_trainer_free(edm_trainer *t);
+
+int edm_trainer_nparams(const edm_trainer *t);
+edm_train_param *edm_trainer_param(edm_trainer *t, int i);
+edm_train_param *edm_trainer_find(edm_trainer *t, const char *name);
+/* Draws the model's initial parameters and buffers (edm_weights_init's values). */
+int edm_trainer_init(edm_trainer *t, uint64_t seed, edm_status *st);
+/* Loads parameters (and buffers) from a weights file, checking it fits. */
+int edm_trainer_load(edm_trainer *t, const edm_st_file *f, edm_status *st);
+edm_cpu *edm_trainer_backend(edm_trainer *t);
+
+/* w ← w / (1e-4 + rms(w over all but dim 0)) for every forced-WN parameter. */
+void edm_trainer_force_wn(edm_trainer *t);
+/* Clears the accumulated gradients. */
+void edm_trainer_zero_grad(edm_trainer *t);
+/* One micro-batch: the inputs must be set on the backend (images, labels,
+ * rnd_normal, unit_noise); accumulates gradients of Σ_n loss_n / total_batch
+ * and adds Σ_n loss_n / total_batch to *loss. */
+int edm_trainer_accumulate(edm_trainer *t, int64_t total_batch, double *loss, edm_status *st);
+/* Zeroes non-finite gradients (returns how many) and applies one Adam step
+ * with learning rate lr; step counts from 1. */
+int64_t edm_trainer_adam(edm_trainer *t, const edm_adam *adam, double lr, int64_t step);
+
+#endif

@@ -1,0 +1,469 @@
+#include "config.h"
+
+#include "runtime/train_loop.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <json-c/json.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "runtime/data.h"
+#include "runtime/phema.h"
+#include "runtime/rng.h"
+#include "runtime/train.h"
+
+double edm_train_lr(const edm_train_opts *o, int64_t cur_nimg)
+{
+    double lr = o->ref_lr;
+    double t = (double)cur_nimg / (double)o->batch;
+    if (o->ref_batches > 0)
+        lr /= sqrt(fmax(t / o->ref_batches, 1.0));
+    if (o->rampup_mimg > 0)
+        lr *= fmin((double)cur_nimg / (o->rampup_mimg * 1e6), 1.0);
+    return lr;
+}
+
+static double now_seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Everything the loop carries from step to step. */
+typedef struct {
+    const edm_graph *g;
+    const edm_train_opts *o;
+    edm_trainer *t;
+    edm_cpu *cpu;
+    edm_phema_ema ema;
+    float *flat;       /* all parameters, flattened in trainer order (EMA input) */
+    int64_t nflat;
+    int64_t micro;     /* images per forward/backward */
+    int64_t c, res, label_dim;
+    float *images, *labels, *sigma_n, *noise;
+    int64_t step, nimg;
+    FILE *stats;
+} loop;
+
+static int find_input(const edm_graph *g, const char *name)
+{
+    for (int i = 0; i < edm_graph_count(g); i++) {
+        const edm_node *n = edm_graph_node(g, i);
+        if (n->op == EDM_OP_INPUT && strcmp(n->name, name) == 0)
+            return i;
+    }
+    return -1;
+}
+
+static void flatten(loop *L)
+{
+    int64_t off = 0;
+    for (int i = 0; i < edm_trainer_nparams(L->t); i++) {
+        edm_train_param *p = edm_trainer_param(L->t, i);
+        memcpy(L->flat + off, p->value, sizeof(float) * (size_t)p->numel);
+        off += p->numel;
+    }
+}
+
+/* ------------------------------------------------------------------ files */
+
+static int make_dir(const char *path, edm_status *st)
+{
+    if (mkdir(path, 0777) != 0 && errno != EEXIST)
+        return edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "cannot create '%s': %s", path, strerror(errno));
+    return 0;
+}
+
+/* Buffers are constant: they come from the backend as they were loaded. */
+static int add_buffers(loop *L, edm_st_writer *w, const char *prefix, edm_dtype stored, edm_status *st)
+{
+    for (int i = 0; i < edm_graph_count(L->g); i++) {
+        const edm_node *n = edm_graph_node(L->g, i);
+        if (n->op != EDM_OP_BUFFER)
+            continue;
+        int64_t count = edm_cpu_numel(L->cpu, i);
+        float *data = malloc(sizeof(float) * (size_t)(count ? count : 1));
+        if (!data)
+            return edm_nomem(st);
+        char name[600];
+        snprintf(name, sizeof name, "%s%s", prefix, n->name);
+        int rc = edm_cpu_get_f32(L->cpu, i, data, count, st);
+        if (rc == 0)
+            rc = edm_st_writer_add_f32(w, name, stored, n->shape.rank, n->shape.dim, data, st);
+        free(data);
+        if (rc != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int add_meta_common(loop *L, edm_st_writer *w, edm_status *st)
+{
+    char buf[64];
+    snprintf(buf, sizeof buf, "%lld", (long long)L->nimg);
+    if (edm_st_writer_meta(w, "edmc.nimg", buf, st) != 0)
+        return -1;
+    if (L->o->model && edm_st_writer_meta(w, "edmc.model", L->o->model, st) != 0)
+        return -1;
+    return L->o->config ? edm_st_writer_meta(w, "edmc.config", L->o->config, st) : 0;
+}
+
+static int write_snapshots(loop *L, edm_status *st)
+{
+    long long kimg = (long long)(L->nimg / 1000);
+    for (int e = 0; e < L->ema.count; e++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/network-snapshot-%07lld-%.3f.safetensors", L->o->outdir, kimg, L->ema.std[e]);
+        edm_st_writer *w = edm_st_writer_new();
+        if (!w)
+            return edm_nomem(st);
+        edm_dtype stored = L->o->snapshot_fp32 ? EDM_F32 : EDM_F16;
+        int rc = 0;
+        int64_t off = 0;
+        for (int i = 0; i < edm_trainer_nparams(L->t) && rc == 0; i++) {
+            edm_train_param *p = edm_trainer_param(L->t, i);
+            rc = edm_st_writer_add_f32(w, p->name, stored, p->shape.rank, p->shape.dim, L->ema.ema[e] + off, st);
+            off += p->numel;
+        }
+        char buf[64];
+        if (rc == 0)
+            rc = add_buffers(L, w, "", stored, st);
+        if (rc == 0)
+            rc = add_meta_common(L, w, st);
+        snprintf(buf, sizeof buf, "%lld", kimg);
+        if (rc == 0)
+            rc = edm_st_writer_meta(w, "edmc.phema.kimg", buf, st);
+        snprintf(buf, sizeof buf, "%.3f", L->ema.std[e]);
+        if (rc == 0)
+            rc = edm_st_writer_meta(w, "edmc.phema.std", buf, st);
+        if (rc == 0)
+            rc = edm_st_writer_write(w, path, st);
+        edm_st_writer_free(w);
+        if (rc != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int write_checkpoint(loop *L, edm_status *st)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/training-state-%012lld.safetensors", L->o->outdir, (long long)L->nimg);
+    edm_st_writer *w = edm_st_writer_new();
+    if (!w)
+        return edm_nomem(st);
+    int rc = 0;
+    char name[600];
+    int64_t off = 0;
+    for (int i = 0; i < edm_trainer_nparams(L->t) && rc == 0; i++) {
+        edm_train_param *p = edm_trainer_param(L->t, i);
+        const float *parts[3] = {p->value, p->m, p->v};
+        const char *prefix[3] = {"net.", "adam.m.", "adam.v."};
+        for (int k = 0; k < 3 && rc == 0; k++) {
+            snprintf(name, sizeof name, "%s%s", prefix[k], p->name);
+            rc = edm_st_writer_add_f32(w, name, EDM_F32, p->shape.rank, p->shape.dim, parts[k], st);
+        }
+        for (int e = 0; e < L->ema.count && rc == 0; e++) {
+            snprintf(name, sizeof name, "ema%d.%s", e, p->name);
+            rc = edm_st_writer_add_f32(w, name, EDM_F32, p->shape.rank, p->shape.dim, L->ema.ema[e] + off, st);
+        }
+        off += p->numel;
+    }
+    if (rc == 0)
+        rc = add_buffers(L, w, "net.", EDM_F32, st);
+    if (rc == 0)
+        rc = add_meta_common(L, w, st);
+    char buf[256];
+    snprintf(buf, sizeof buf, "%lld", (long long)L->step);
+    if (rc == 0)
+        rc = edm_st_writer_meta(w, "edmc.step", buf, st);
+    snprintf(buf, sizeof buf, "%llu %lld", (unsigned long long)L->o->seed, (long long)L->o->batch);
+    if (rc == 0)
+        rc = edm_st_writer_meta(w, "edmc.seed_batch", buf, st);
+    int used = 0;
+    buf[0] = '\0';
+    for (int e = 0; e < L->ema.count; e++)
+        used += snprintf(buf + used, sizeof buf - (size_t)used, "%s%.17g", e ? "," : "", L->ema.std[e]);
+    if (rc == 0)
+        rc = edm_st_writer_meta(w, "edmc.ema_std", buf, st);
+    if (rc == 0)
+        rc = edm_st_writer_write(w, path, st);
+    edm_st_writer_free(w);
+    return rc;
+}
+
+/* The newest checkpoint in dir, or "" when there is none. */
+static int newest_checkpoint(const char *dir, char *out, size_t size, edm_status *st)
+{
+    DIR *d = opendir(dir);
+    out[0] = '\0';
+    if (!d)
+        return edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "--resume: cannot open '%s': %s", dir, strerror(errno));
+    char best[256] = "";
+    struct dirent *ent;
+    while ((ent = readdir(d))) {
+        const char *n = ent->d_name;
+        size_t len = strlen(n);
+        if (strncmp(n, "training-state-", 15) == 0 && len > 12 && strcmp(n + len - 12, ".safetensors") == 0 &&
+            len < sizeof best && strcmp(n, best) > 0)
+            snprintf(best, sizeof best, "%s", n);
+    }
+    closedir(d);
+    if (best[0])
+        snprintf(out, size, "%s/%s", dir, best);
+    return 0;
+}
+
+static int read_into(const edm_st_file *f, const char *name, float *out, int64_t n, edm_status *st)
+{
+    const edm_st_entry *e = edm_st_find(f, name);
+    if (!e)
+        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: checkpoint lacks '%s'", edm_st_path(f), name);
+    return edm_st_read_f32(f, e, out, n, st);
+}
+
+static int resume(loop *L, const char *path, edm_status *st)
+{
+    edm_st_file *f = edm_st_open(path, st);
+    if (!f)
+        return -1;
+    int rc = 0;
+    const char *step = edm_st_metadata(f, "edmc.step"), *nimg = edm_st_metadata(f, "edmc.nimg");
+    const char *sb = edm_st_metadata(f, "edmc.seed_batch");
+    char want[128];
+    snprintf(want, sizeof want, "%llu %lld", (unsigned long long)L->o->seed, (long long)L->o->batch);
+    if (!step || !nimg || !sb)
+        rc = edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: not an edmc training state", path);
+    else if (strcmp(sb, want) != 0)
+        rc = edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
+                      "%s was trained with seed and batch '%s'; this run has '%s' (a resumed run must keep both)",
+                      path, sb, want);
+    char name[600];
+    for (int i = 0; i < edm_trainer_nparams(L->t) && rc == 0; i++) {
+        edm_train_param *p = edm_trainer_param(L->t, i);
+        float *parts[3] = {p->value, p->m, p->v};
+        const char *prefix[3] = {"net.", "adam.m.", "adam.v."};
+        for (int k = 0; k < 3 && rc == 0; k++) {
+            snprintf(name, sizeof name, "%s%s", prefix[k], p->name);
+            rc = read_into(f, name, parts[k], p->numel, st);
+        }
+    }
+    int64_t off = 0;
+    for (int i = 0; i < edm_trainer_nparams(L->t) && rc == 0; i++) {
+        edm_train_param *p = edm_trainer_param(L->t, i);
+        for (int e = 0; e < L->ema.count && rc == 0; e++) {
+            snprintf(name, sizeof name, "ema%d.%s", e, p->name);
+            rc = read_into(f, name, L->ema.ema[e] + off, p->numel, st);
+        }
+        off += p->numel;
+    }
+    for (int i = 0; i < edm_graph_count(L->g) && rc == 0; i++) {
+        const edm_node *n = edm_graph_node(L->g, i);
+        if (n->op != EDM_OP_BUFFER)
+            continue;
+        int64_t count = edm_cpu_numel(L->cpu, i);
+        float *data = malloc(sizeof(float) * (size_t)(count ? count : 1));
+        snprintf(name, sizeof name, "net.%s", n->name);
+        rc = data ? read_into(f, name, data, count, st) : edm_nomem(st);
+        if (rc == 0)
+            rc = edm_cpu_set_f32(L->cpu, n->name, data, count, st);
+        free(data);
+    }
+    if (rc == 0) {
+        L->step = atoll(step);
+        L->nimg = atoll(nimg);
+    }
+    edm_st_close(f);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ one step */
+
+/* σ draws and noise are functions of (seed, image index): a resumed run sees
+ * exactly the values an uninterrupted one would. */
+static int micro_batch(loop *L, edm_loader *ld, int64_t first_image, double *loss, edm_status *st)
+{
+    int64_t per = L->c * L->res * L->res;
+    if (edm_loader_next(ld, L->images, L->label_dim ? L->labels : NULL, st) != 0)
+        return -1;
+    edm_rng rs = edm_rng_make(L->o->seed, "rnd_normal"), rn = edm_rng_make(L->o->seed, "unit_noise");
+    edm_rng_normal(&rs, (uint64_t)first_image, L->sigma_n, L->micro);
+    edm_rng_normal(&rn, (uint64_t)first_image * (uint64_t)per, L->noise, L->micro * per);
+    edm_cpu *x = L->cpu;
+    if (edm_cpu_set_f32(x, "images", L->images, L->micro * per, st) != 0 ||
+        edm_cpu_set_f32(x, "rnd_normal", L->sigma_n, L->micro, st) != 0 ||
+        edm_cpu_set_f32(x, "unit_noise", L->noise, L->micro * per, st) != 0 ||
+        (L->label_dim && edm_cpu_set_f32(x, "class_labels", L->labels, L->micro * L->label_dim, st) != 0))
+        return -1;
+    edm_cpu_set_seed(x, L->o->seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(first_image + 1)));
+    return edm_trainer_accumulate(L->t, L->o->batch, loss, st);
+}
+
+static void status_line(loop *L, FILE *log, double loss, double elapsed, int64_t images, double lr, int64_t bad)
+{
+    double ips = elapsed > 0 ? (double)images / elapsed : 0;
+    double remaining = ips > 0 ? (double)(L->o->duration - L->nimg) / ips : 0;
+    double mem = (double)edm_cpu_peak_bytes(L->cpu) / (1 << 20);
+    if (log) {
+        fprintf(log,
+                "kimg %9.3f  loss %9.5f  img/s %8.2f  sec/kimg %8.2f  lr %.6f  mem %7.1f MiB  "
+                "ETA %02d:%02d:%02d%s\n",
+                (double)L->nimg / 1000, loss, ips, ips > 0 ? 1000 / ips : 0.0, lr, mem, (int)(remaining / 3600),
+                (int)(fmod(remaining, 3600) / 60), (int)fmod(remaining, 60), bad ? "  (non-finite gradients zeroed)" : "");
+        fflush(log);
+    }
+    if (!L->stats)
+        return;
+    json_object *j = json_object_new_object();
+    if (!j)
+        return;
+    json_object_object_add(j, "kimg", json_object_new_double((double)L->nimg / 1000));
+    json_object_object_add(j, "step", json_object_new_int64(L->step));
+    json_object_object_add(j, "loss", json_object_new_double(loss));
+    json_object_object_add(j, "img_per_s", json_object_new_double(ips));
+    json_object_object_add(j, "sec_per_kimg", json_object_new_double(ips > 0 ? 1000 / ips : 0));
+    json_object_object_add(j, "lr", json_object_new_double(lr));
+    json_object_object_add(j, "mem_mib", json_object_new_double(mem));
+    json_object_object_add(j, "eta_s", json_object_new_double(remaining));
+    json_object_object_add(j, "nonfinite_grads", json_object_new_int64(bad));
+    fprintf(L->stats, "%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
+    fflush(L->stats);
+    json_object_put(j);
+}
+
+static int crossed(int64_t before, int64_t after, int64_t every) { return every > 0 && before / every != after / every; }
+
+/* ------------------------------------------------------------------ the loop */
+
+static int setup(loop *L, const edm_graph *g, const edm_train_opts *o, const edm_st_file *init, edm_status *st)
+{
+    L->g = g;
+    L->o = o;
+    L->micro = o->batch_gpu > 0 ? o->batch_gpu : o->batch;
+    if (o->batch < 1 || L->micro < 1 || o->batch % L->micro != 0)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--batch=%lld must be a multiple of --batch-gpu=%lld",
+                        (long long)o->batch, (long long)L->micro);
+    int img = find_input(g, "images"), lab = find_input(g, "class_labels");
+    if (img < 0 || find_input(g, "rnd_normal") < 0 || find_input(g, "unit_noise") < 0)
+        return edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC,
+                        "the training program needs inputs images, rnd_normal and unit_noise");
+    const edm_node *in = edm_graph_node(g, img);
+    L->c = in->shape.dim[1];
+    L->res = in->shape.dim[2];
+    L->label_dim = lab >= 0 ? edm_graph_node(g, lab)->shape.dim[1] : 0;
+    edm_cpu_options opt = {.compute = EDM_F32, .threads = o->threads, .seed = o->seed};
+    L->t = edm_trainer_new(g, L->micro, &opt, st);
+    if (!L->t)
+        return -1;
+    L->cpu = edm_trainer_backend(L->t);
+    if ((init ? edm_trainer_load(L->t, init, st) : edm_trainer_init(L->t, o->seed, st)) != 0)
+        return -1;
+    for (int i = 0; i < edm_trainer_nparams(L->t); i++)
+        L->nflat += edm_trainer_param(L->t, i)->numel;
+    int64_t per = L->c * L->res * L->res;
+    L->flat = malloc(sizeof(float) * (size_t)L->nflat);
+    L->images = malloc(sizeof(float) * (size_t)(L->micro * per));
+    L->noise = malloc(sizeof(float) * (size_t)(L->micro * per));
+    L->sigma_n = malloc(sizeof(float) * (size_t)L->micro);
+    L->labels = malloc(sizeof(float) * (size_t)(L->micro * (L->label_dim ? L->label_dim : 1)));
+    if (!L->flat || !L->images || !L->noise || !L->sigma_n || !L->labels)
+        return edm_nomem(st);
+    flatten(L);
+    if (edm_phema_ema_init(&L->ema, o->std, o->nstd, L->flat, L->nflat, st) != 0)
+        return -1;
+    if (make_dir(o->outdir, st) != 0)
+        return -1;
+    if (o->resume) {
+        char path[4096];
+        if (newest_checkpoint(o->outdir, path, sizeof path, st) != 0)
+            return -1;
+        if (!path[0])
+            return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--resume: no training-state-*.safetensors in '%s'",
+                            o->outdir);
+        if (resume(L, path, st) != 0)
+            return -1;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/stats.jsonl", o->outdir);
+    L->stats = fopen(path, o->resume ? "a" : "w");
+    if (!L->stats)
+        return edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "cannot write '%s': %s", path, strerror(errno));
+    return 0;
+}
+
+static void teardown(loop *L)
+{
+    edm_trainer_free(L->t);
+    edm_phema_ema_free(&L->ema);
+    free(L->flat);
+    free(L->images);
+    free(L->noise);
+    free(L->sigma_n);
+    free(L->labels);
+    if (L->stats)
+        fclose(L->stats);
+}
+
+int edm_train(const edm_graph *g, const edm_train_opts *o, const edm_st_file *init, volatile sig_atomic_t *stop,
+              FILE *log, edm_status *st)
+{
+    loop L = {0};
+    edm_dataset *ds = NULL;
+    edm_loader *ld = NULL;
+    int rc = setup(&L, g, o, init, st);
+    if (rc == 0) {
+        ds = edm_dataset_open(o->data, (int)L.res, (int)L.c, (int)L.label_dim, st);
+        ld = ds ? edm_loader_new(ds, L.micro, o->seed, L.nimg, st) : NULL;
+        rc = ld ? 0 : -1;
+    }
+    if (rc == 0 && log)
+        fprintf(log, "training %s: %lld images per step (%lld per pass), from kimg %.3f to %.3f\n",
+                o->model ? o->model : "model", (long long)o->batch, (long long)L.micro, (double)L.nimg / 1000,
+                (double)o->duration / 1000);
+    double t0 = now_seconds(), loss_sum = 0;
+    int64_t steps_since = 0, images_since = 0, bad = 0;
+    edm_adam adam = {o->beta1, o->beta2, o->eps};
+    while (rc == 0 && L.nimg < o->duration && !(stop && *stop)) {
+        double lr = edm_train_lr(o, L.nimg);
+        edm_trainer_force_wn(L.t);
+        edm_trainer_zero_grad(L.t);
+        double loss = 0;
+        for (int64_t m = 0; m < o->batch / L.micro && rc == 0; m++)
+            rc = micro_batch(&L, ld, L.nimg + m * L.micro, &loss, st);
+        if (rc != 0)
+            break;
+        bad += edm_trainer_adam(L.t, &adam, lr, L.step + 1);
+        flatten(&L);
+        rc = edm_phema_ema_update(&L.ema, L.flat, L.nflat, (double)(L.nimg + o->batch), (double)o->batch, st);
+        int64_t before = L.nimg;
+        L.nimg += o->batch;
+        L.step++;
+        loss_sum += loss;
+        steps_since++;
+        images_since += o->batch;
+        if (rc == 0 && (crossed(before, L.nimg, o->status_every) || L.nimg >= o->duration)) {
+            status_line(&L, log, loss_sum / (double)steps_since, now_seconds() - t0, images_since, lr, bad);
+            t0 = now_seconds();
+            loss_sum = 0;
+            steps_since = images_since = bad = 0;
+        }
+        if (rc == 0 && (crossed(before, L.nimg, o->snapshot_every) || (L.nimg >= o->duration && o->snapshot_every)))
+            rc = write_snapshots(&L, st);
+        if (rc == 0 && crossed(before, L.nimg, o->checkpoint_every))
+            rc = write_checkpoint(&L, st);
+    }
+    /* the end of a run, or a stop: always leave a checkpoint to resume from */
+    if (rc == 0 && L.t)
+        rc = write_checkpoint(&L, st);
+    if (rc == 0 && stop && *stop && log)
+        fprintf(log, "stopped at kimg %.3f; resume with --resume\n", (double)L.nimg / 1000);
+    edm_loader_free(ld);
+    edm_dataset_close(ds);
+    teardown(&L);
+    return rc;
+}

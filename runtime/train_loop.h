@@ -1,0 +1,49 @@
+/* The EDM2 training loop (EDM2-SPEC §4-5) on the CPU backend: batches from a
+ * dataset, σ and noise from counter-based streams, gradient accumulation,
+ * the inverse-sqrt learning-rate schedule with warm-up, power-function EMAs
+ * and their snapshots, atomic checkpoints that resume bit for bit, a status
+ * line and stats.jsonl. */
+#ifndef EDMC_TRAIN_LOOP_H
+#define EDMC_TRAIN_LOOP_H
+
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "compiler/ir.h"
+#include "runtime/safetensors.h"
+
+#define EDM_TRAIN_MAX_EMA 8
+
+typedef struct {
+    const char *outdir;
+    const char *data;          /* folder, zip or builtin:NAME */
+    int64_t batch;             /* images per optimizer step */
+    int64_t batch_gpu;         /* images per forward/backward (accumulation); 0 = batch */
+    int64_t duration;          /* images in all */
+    int64_t status_every;      /* images; 0 = never */
+    int64_t snapshot_every;    /* images; 0 = never */
+    int64_t checkpoint_every;  /* images; 0 = only at the end */
+    double ref_lr, ref_batches, rampup_mimg;
+    double beta1, beta2, eps;
+    uint64_t seed;
+    int nstd;
+    double std[EDM_TRAIN_MAX_EMA]; /* σ_rel of the EMAs (0.050, 0.100) */
+    int snapshot_fp32;             /* else fp16, as the reference */
+    int threads;
+    int resume;                    /* continue from the newest checkpoint in outdir */
+    const char *model;             /* metadata: the .edm file */
+    const char *config;            /* metadata: the parameters, as JSON */
+} edm_train_opts;
+
+/* Trains the training graph g (compiled with training=true, differentiated).
+ * init: starting weights, or NULL for the model's own initialisation with
+ * seed.  stop: set (from a signal handler) to end early with a checkpoint.
+ * Returns 0 when the run ended (or was stopped cleanly). */
+int edm_train(const edm_graph *g, const edm_train_opts *o, const edm_st_file *init, volatile sig_atomic_t *stop,
+              FILE *log, edm_status *st);
+
+/* The learning rate before the step that starts at cur_nimg images. */
+double edm_train_lr(const edm_train_opts *o, int64_t cur_nimg);
+
+#endif
