@@ -163,9 +163,19 @@ int cmd_info(int argc, char **argv) { return cli_run(argc, argv, "info", OPT_JSO
 
 static int do_dump(const cli_opts *o, const edm_program *prog)
 {
-    if (strcmp(o->stage, "ir") != 0) {
-        fprintf(stderr, "edmc dump: unknown stage '%s' (this build has: ir)\n", o->stage);
+    if (strcmp(o->stage, "ir") != 0 && strcmp(o->stage, "train") != 0) {
+        fprintf(stderr, "edmc dump: unknown stage '%s' (ir: the model as written; train: compiled with "
+                        "training=true and differentiated)\n", o->stage);
         return 2;
+    }
+    if (strcmp(o->stage, "train") == 0) {
+        edm_status ad;
+        edm_status_init(&ad);
+        /* the program is ours to extend: cmd_dump compiled it with training=true */
+        if (edm_pass_autodiff(prog->graph, NULL, 0, &ad) != 0 || edm_pass_verify(prog->graph, &ad) != 0) {
+            edm_diag_print(NULL, &ad, stderr);
+            return 1;
+        }
     }
     if (strcmp(o->format, "text") != 0 && strcmp(o->format, "xml") != 0 && strcmp(o->format, "dot") != 0) {
         fprintf(stderr, "edmc dump: unknown format '%s' (text, xml or dot)\n", o->format);
@@ -198,7 +208,29 @@ static int do_dump(const cli_opts *o, const edm_program *prog)
     return rc == 0 ? 0 : 1;
 }
 
+/* --stage=train dumps the training program: the model compiled with
+ * training=true (unless -D says otherwise), then differentiated. */
 int cmd_dump(int argc, char **argv)
 {
-    return cli_run(argc, argv, "dump", OPT_STAGE | OPT_FORMAT | OPT_OUTPUT, do_dump);
+    int train = 0, has_define = 0;
+    for (int i = 1; i < argc; i++) {
+        train |= strcmp(argv[i], "--stage=train") == 0 ||
+                 (strcmp(argv[i], "--stage") == 0 && i + 1 < argc && strcmp(argv[i + 1], "train") == 0);
+        has_define |= strncmp(argv[i], "-Dtraining=", 11) == 0 ||
+                      (strcmp(argv[i], "-D") == 0 && i + 1 < argc && strncmp(argv[i + 1], "training=", 9) == 0);
+    }
+    if (!train || has_define)
+        return cli_run(argc, argv, "dump", OPT_STAGE | OPT_FORMAT | OPT_OUTPUT, do_dump);
+    char **args = malloc(sizeof(char *) * (size_t)(argc + 2));
+    if (!args) {
+        fprintf(stderr, "edmc: out of memory\n");
+        return 1;
+    }
+    char define[] = "-Dtraining=true";
+    memcpy(args, argv, sizeof(char *) * (size_t)argc);
+    args[argc] = define;
+    args[argc + 1] = NULL;
+    int rc = cli_run(argc + 1, args, "dump", OPT_STAGE | OPT_FORMAT | OPT_OUTPUT, do_dump);
+    free(args);
+    return rc;
 }

@@ -513,7 +513,7 @@ FN(bi_matmul)
 FN(bi_reshape)
 {
     BIND();
-    int x, nd;
+    int x = 0, nd = 0;
     int64_t dims[EDM_MAX_RANK];
     if (get_tensor(e, self, &s, 0, loc, &x) != 0 ||
         get_int_list(e, self, &s, 1, loc, dims, EDM_MAX_RANK, &nd, 1) != 0)
@@ -550,7 +550,7 @@ FN(bi_reshape)
 FN(bi_permute)
 {
     BIND();
-    int x, np;
+    int x = 0, np = 0;
     int64_t perm[EDM_MAX_RANK];
     if (get_tensor(e, self, &s, 0, loc, &x) != 0 ||
         get_int_list(e, self, &s, 1, loc, perm, EDM_MAX_RANK, &np, 0) != 0)

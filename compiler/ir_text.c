@@ -76,6 +76,8 @@ static void write_attrs(const edm_node *n, FILE *out)
         put_double(&l, "value", n->attr.init.value);
         put_double(&l, "scale", n->attr.init.scale);
         attr_put(&l, "seed", "%llu", (unsigned long long)n->attr.init.seed);
+        if (n->attr.init.forced_wn)
+            attr_put(&l, "forced_wn", "%d", 1);
         break;
     case EDM_OP_CLAMP:
         put_double(&l, "lo", n->attr.clamp.lo);
@@ -96,8 +98,16 @@ static void write_attrs(const edm_node *n, FILE *out)
         break;
     }
     case EDM_OP_CONV2D:
+    case EDM_OP_CONV2D_BWD_DATA:
+    case EDM_OP_CONV2D_BWD_WEIGHT:
         attr_put(&l, "stride", "%d", n->attr.conv.stride);
         attr_put(&l, "pad", "%d", n->attr.conv.pad);
+        if (n->op == EDM_OP_CONV2D_BWD_DATA) {
+            attr_put(&l, "in_h", "%lld", (long long)n->attr.conv.in_h);
+            attr_put(&l, "in_w", "%lld", (long long)n->attr.conv.in_w);
+        } else if (n->op == EDM_OP_CONV2D_BWD_WEIGHT) {
+            attr_put(&l, "kernel", "%lld", (long long)n->attr.conv.kernel);
+        }
         break;
     case EDM_OP_MATMUL:
         attr_put(&l, "trans_a", "%d", n->attr.matmul.trans_a);
@@ -125,6 +135,8 @@ static void write_attrs(const edm_node *n, FILE *out)
         break;
     case EDM_OP_DROPOUT:
         put_double(&l, "p", n->attr.dropout.p);
+        if (n->attr.dropout.mask_id >= 0)
+            attr_put(&l, "mask_of", "%%%d", n->attr.dropout.mask_id);
         break;
     default:
         break;

@@ -19,11 +19,16 @@ typedef struct {
     int64_t sa[EDM_MAX_RANK], sb[EDM_MAX_RANK]; /* element strides, 0 where broadcast */
 } bcast_plan;
 
+/* A reduction with adjacent dimensions of the same kind merged and size-1
+ * dimensions dropped.  The innermost merged dimension is contiguous: either
+ * kept (inner_kept, the pixel norm over channels) or reduced (a row sum). */
 typedef struct {
     int64_t nout, nred;
     int nkept, nreduced;
     int64_t kdim[EDM_MAX_RANK], kstride[EDM_MAX_RANK];
     int64_t rdim[EDM_MAX_RANK], rstride[EDM_MAX_RANK];
+    int inner_kept;
+    int64_t inner; /* length of the innermost merged dimension (stride 1) */
 } reduce_plan;
 
 typedef struct {
@@ -51,6 +56,34 @@ static int omp_thread(void)
 #else
     return 0;
 #endif
+}
+
+/* Loops over fewer elements than this run on one thread: below it an OpenMP
+ * fork and join costs more than the work it shares out. */
+#define PAR_MIN 32768
+
+/* This thread's share [*lo, *hi) of n items inside a parallel region. */
+static void thread_range(int64_t n, int64_t *lo, int64_t *hi)
+{
+#ifdef _OPENMP
+    int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+    int64_t t = 0, nt = 1;
+#endif
+    int64_t chunk = n / nt, extra = n % nt;
+    *lo = t * chunk + (t < extra ? t : extra);
+    *hi = *lo + chunk + (t < extra ? 1 : 0);
+}
+
+/* The offset of multi-index number i (row-major over dim) under stride. */
+static int64_t offset_of(int64_t i, int rank, const int64_t *dim, const int64_t *stride)
+{
+    int64_t off = 0;
+    for (int d = rank - 1; d >= 0; d--) {
+        off += (i % dim[d]) * stride[d];
+        i /= dim[d];
+    }
+    return off;
 }
 
 static int max_threads(void)
@@ -442,17 +475,30 @@ static void plan_reduce(const slot *a, uint32_t axes, reduce_plan *p)
     contiguous_strides(a, stride);
     memset(p, 0, sizeof *p);
     p->nout = p->nred = 1;
+    int last = -1; /* kind of the last merged dimension: 1 reduced, 0 kept */
     for (int i = 0; i < a->rank; i++) {
-        if (axes & (1u << i)) {
-            p->rdim[p->nreduced] = a->dim[i];
-            p->rstride[p->nreduced++] = stride[i];
-            p->nred *= a->dim[i];
+        int red = (axes >> i) & 1u;
+        if (a->dim[i] == 1)
+            continue;
+        /* a dimension follows the previous one of its kind contiguously when
+         * nothing of the other kind lies between: merge them */
+        int64_t *dim = red ? p->rdim : p->kdim, *str = red ? p->rstride : p->kstride;
+        int *cnt = red ? &p->nreduced : &p->nkept;
+        if (last == red) {
+            dim[*cnt - 1] *= a->dim[i];
+            str[*cnt - 1] = stride[i];
         } else {
-            p->kdim[p->nkept] = a->dim[i];
-            p->kstride[p->nkept++] = stride[i];
-            p->nout *= a->dim[i];
+            dim[*cnt] = a->dim[i];
+            str[(*cnt)++] = stride[i];
         }
+        if (red)
+            p->nred *= a->dim[i];
+        else
+            p->nout *= a->dim[i];
+        last = red;
     }
+    p->inner_kept = last == 0;
+    p->inner = last == 1 ? p->rdim[p->nreduced - 1] : last == 0 ? p->kdim[p->nkept - 1] : 1;
 }
 
 static void plan_matmul(const edm_node *n, const slot *y, const slot *a, const slot *b, matmul_plan *p)

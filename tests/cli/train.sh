@@ -19,6 +19,16 @@ expect_error() { # DESC STATUS SUBSTRING CMD...
     else tap_not_ok "$desc" "exit $got (want $want)" "$(head -c 400 "$tmp/err")"; fi
 }
 
+# The training program: the model with training=true, differentiated.
+"$edmc" dump "$tiny" --stage=train >"$tmp/train.txt" 2>&1
+if grep -q "conv2d_bwd_weight" "$tmp/train.txt" && grep -q 'grad.unet.out_conv.weight' "$tmp/train.txt"; then
+    tap_ok "dump --stage=train shows the backward graph"
+else
+    tap_not_ok "dump --stage=train" "$(head -n 3 "$tmp/train.txt")"
+fi
+tap_check "the training graph round-trips through XML" sh -c \
+    "'$edmc' dump '$tiny' --stage=train --format=xml -o '$tmp/train.xml' && '$edmc' check '$tmp/train.xml'"
+
 tap_check "step on the golden batch" "$edmc" step "$tiny" --weights="$golden/weights.safetensors" \
     --batch="$golden/train_step.safetensors" --lr=0.01 --output="$tmp/step.safetensors"
 if [ -s "$tmp/step.safetensors" ]; then tap_ok "step wrote its result"; else tap_not_ok "step wrote nothing"; fi

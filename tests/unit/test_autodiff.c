@@ -102,14 +102,14 @@ static int64_t bound(const edm_shape *s)
 }
 
 /* Operands with the batch dim are inputs (differentiated via wrt), the others parameters. */
-static edm_graph *build(const grad_case *gc, char names[2][8], edm_status *st)
+static edm_graph *build(const grad_case *gc, char names[2][16], edm_status *st)
 {
     edm_graph *g = edm_graph_new();
     assert_non_null(g);
     int ids[2];
     for (int k = 0; k < gc->ninputs; k++) {
         int is_input = edm_shape_has_batch(&gc->in[k]);
-        snprintf(names[k], 8, "%c%d", is_input ? 'x' : 'w', k);
+        snprintf(names[k], sizeof names[k], "%c%d", is_input ? 'x' : 'w', k);
         edm_node n = {.op = is_input ? EDM_OP_INPUT : EDM_OP_PARAM, .dtype = EDM_F32, .shape = gc->in[k],
                       .name = names[k]};
         assert_int_equal(edm_infer_node(g, &n, st), 0);
@@ -134,7 +134,7 @@ typedef struct {
 } operands;
 
 /* L = Σ r·y for the given operand values (forward graph only). */
-static double loss(const edm_graph *g, const grad_case *gc, char names[2][8], operands *o)
+static double loss(const edm_graph *g, const grad_case *gc, char names[2][16], operands *o)
 {
     edm_status st;
     edm_status_init(&st);
@@ -158,7 +158,7 @@ static void check_case(const grad_case *gc, int *failures)
 {
     edm_status st;
     edm_status_init(&st);
-    char names[2][8];
+    char names[2][16];
     edm_graph *fwd = build(gc, names, &st);
     edm_graph *g = build(gc, names, &st);
     const char *wrt[2] = {names[0], names[1]};
@@ -205,7 +205,7 @@ static void check_case(const grad_case *gc, int *failures)
 
     const double h = 1e-6;
     for (int k = 0; k < gc->ninputs; k++) {
-        char gname[16];
+        char gname[32];
         snprintf(gname, sizeof gname, "grad.%s", names[k]);
         double grad[MAXEL];
         int gid = edm_cpu_find(x, EDM_OP_OUTPUT, gname);
