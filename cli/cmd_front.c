@@ -9,6 +9,7 @@
 #include "cli/cli.h"
 #include "compiler/ir_io.h"
 #include "compiler/passes/passes.h"
+#include "codegen/cuda_codegen.h"
 
 static int count_op(const edm_graph *g, edm_op op)
 {
@@ -161,11 +162,55 @@ static int do_info(const cli_opts *o, const edm_program *prog)
 
 int cmd_info(int argc, char **argv) { return cli_run(argc, argv, "info", OPT_JSON | OPT_PARAMS, do_info); }
 
+/* --stage=cuda: the generated CUDA C (needs no toolkit); --mode=train adds
+ * the backward pass (autodiff), active dropout and the optimizer kernels. */
+static int dump_cuda(const cli_opts *o, const edm_program *prog)
+{
+    edm_cuda_options co = {.batch = o->batch, .storage = EDM_F32};
+    if (edm_dtype_from_name(o->precision, &co.storage) != 0 || co.storage == EDM_F64) {
+        fprintf(stderr, "edmc dump: --precision=%s: CUDA kernels store f32, f16 or bf16\n", o->precision);
+        return 2;
+    }
+    edm_status st;
+    edm_status_init(&st);
+    if (strcmp(o->mode, "train") == 0) {
+        co.training = co.optimizer = 1;
+        if (edm_pass_autodiff(prog->graph, NULL, 0, &st) != 0 || edm_pass_verify(prog->graph, &st) != 0) {
+            edm_diag_print(NULL, &st, stderr);
+            return 1;
+        }
+    } else if (strcmp(o->mode, "forward") != 0) {
+        fprintf(stderr, "edmc dump: --mode=%s: forward or train\n", o->mode);
+        return 2;
+    }
+    edm_cuda_module m;
+    if (edm_cuda_codegen(prog->graph, &co, &m, &st) != 0) {
+        edm_diag_print(NULL, &st, stderr);
+        return 1;
+    }
+    FILE *out = o->output ? fopen(o->output, "w") : stdout;
+    if (!out) {
+        perror(o->output);
+        edm_cuda_module_free(&m);
+        return 1;
+    }
+    int bad = fwrite(m.source, 1, m.len, out) != m.len;
+    bad |= out != stdout ? fclose(out) != 0 : fflush(out) != 0;
+    edm_cuda_module_free(&m);
+    if (bad) {
+        fprintf(stderr, "edmc dump: error writing %s\n", o->output ? o->output : "the output");
+        return 1;
+    }
+    return 0;
+}
+
 static int do_dump(const cli_opts *o, const edm_program *prog)
 {
+    if (strcmp(o->stage, "cuda") == 0)
+        return dump_cuda(o, prog);
     if (strcmp(o->stage, "ir") != 0 && strcmp(o->stage, "train") != 0) {
         fprintf(stderr, "edmc dump: unknown stage '%s' (ir: the model as written; train: compiled with "
-                        "training=true and differentiated)\n", o->stage);
+                        "training=true and differentiated; cuda: the generated CUDA C)\n", o->stage);
         return 2;
     }
     if (strcmp(o->stage, "train") == 0) {
@@ -220,7 +265,7 @@ int cmd_dump(int argc, char **argv)
                       (strcmp(argv[i], "-D") == 0 && i + 1 < argc && strncmp(argv[i + 1], "training=", 9) == 0);
     }
     if (!train || has_define)
-        return cli_run(argc, argv, "dump", OPT_STAGE | OPT_FORMAT | OPT_OUTPUT, do_dump);
+        return cli_run(argc, argv, "dump", OPT_STAGE | OPT_FORMAT | OPT_OUTPUT | OPT_BATCH | OPT_PRECISION | OPT_MODE, do_dump);
     char **args = malloc(sizeof(char *) * (size_t)(argc + 2));
     if (!args) {
         fprintf(stderr, "edmc: out of memory\n");
@@ -230,7 +275,7 @@ int cmd_dump(int argc, char **argv)
     memcpy(args, argv, sizeof(char *) * (size_t)argc);
     args[argc] = define;
     args[argc + 1] = NULL;
-    int rc = cli_run(argc + 1, args, "dump", OPT_STAGE | OPT_FORMAT | OPT_OUTPUT, do_dump);
+    int rc = cli_run(argc + 1, args, "dump", OPT_STAGE | OPT_FORMAT | OPT_OUTPUT | OPT_BATCH | OPT_PRECISION | OPT_MODE, do_dump);
     free(args);
     return rc;
 }

@@ -16,6 +16,7 @@
 
 #include "cli/cli.h"
 #include "runtime/denoiser.h"
+#include "runtime/files.h"
 #include "runtime/image.h"
 #include "runtime/safetensors.h"
 #include "runtime/sample.h"
@@ -405,27 +406,6 @@ static int make_labels(gen_run *r, edm_status *st)
 
 /* ------------------------------------------------------------ output */
 
-static int make_dirs(const char *path, edm_status *st)
-{
-    char *p = strdup(path);
-    if (!p)
-        return edm_nomem(st);
-    int rc = 0;
-    for (char *s = p + 1;; s++) {
-        int last = *s == '\0';
-        if (*s != '/' && !last)
-            continue;
-        *s = '\0';
-        if (mkdir(p, 0777) != 0 && errno != EEXIST)
-            rc = edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "%s: cannot create the folder: %s", p, strerror(errno));
-        if (last || rc != 0)
-            break;
-        *s = '/';
-    }
-    free(p);
-    return rc;
-}
-
 static int write_raw_one(const gen_run *r, const char *path, int64_t i, const float *x, edm_status *st)
 {
     edm_st_writer *w = edm_st_writer_new();
@@ -586,7 +566,7 @@ static int prepare(gen_run *r, edm_status *st)
     if (r->g->noise && noise_count(r, st) != 0)
         return -1;
     r->batch = r->o->batch < r->n ? r->o->batch : r->n;
-    if (r->o->outdir && make_dirs(r->o->outdir, st) != 0)
+    if (r->o->outdir && edm_make_dirs(r->o->outdir, st) != 0)
         return -1;
     if (open_nets(r, st) != 0)
         return -1;

@@ -2,7 +2,9 @@
  * power-function EMA snapshots network-snapshot-<kimg>-<σ_rel>.safetensors of
  * a training run, solves for the coefficients that best give each wanted
  * σ_rel, and writes phema-<kimg>-<σ_rel>.safetensors = Σ_i X[i,j]·snapshot_i
- * (learned parameters; buffers copied from the latest snapshot). */
+ * (learned parameters; buffers copied from the latest snapshot).  With
+ * --eval=loss it then measures each reconstruction's validation loss on one
+ * fixed evaluation set (runtime/evaluate.h) and can plot the curve. */
 #include "config.h"
 
 #include <dirent.h>
@@ -16,6 +18,9 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "compiler/passes/passes.h"
+#include "runtime/evaluate.h"
+#include "runtime/image.h"
 #include "runtime/phema.h"
 #include "runtime/safetensors.h"
 
@@ -39,6 +44,13 @@ typedef struct {
     int nbuffers;
     const char *buffers_from;
 } job;
+
+/* The options of --eval=loss, taken out of argv before the shared parser. */
+typedef struct {
+    const char *data, *plot;
+    int64_t images;
+    int has_data, has_images;
+} eval_args;
 
 /* ------------------------------------------------------------ --outstd */
 
@@ -365,14 +377,65 @@ static int is_buffer(const job *j, const char *name)
     return 0;
 }
 
+/* The model the snapshots were written from: FILE.edm when given, else their
+ * edmc.model when it can be read; NULL when neither. */
+static const char *model_path(const cli_opts *o, const edm_st_file *latest)
+{
+    const char *model = o->file ? o->file : edm_st_metadata(latest, "edmc.model");
+    if (!o->file && model && access(model, R_OK) != 0)
+        model = NULL;
+    return model;
+}
+
+/* Compiles model with the snapshots' edmc.config, then -D on top; training
+ * set forces training=true (the training program, for the loss). */
+static int compile_model(const cli_opts *o, const edm_st_file *latest, const char *model, int training,
+                         edm_sources *src, edm_program *prog, const char *why, edm_status *st)
+{
+    edm_define defs[CLI_MAX_DEFINES * 2 + 1];
+    int ndefs = 0;
+    const char *cfg = edm_st_metadata(latest, "edmc.config");
+    json_object *jc = cfg ? json_tokener_parse(cfg) : NULL;
+    if (jc && json_object_is_type(jc, json_type_object)) {
+        json_object_object_foreach(jc, key, val)
+        {
+            int overridden = training && strcmp(key, "training") == 0;
+            for (int i = 0; i < o->ndefines; i++)
+                overridden |= strcmp(o->defines[i].name, key) == 0;
+            if (!overridden && ndefs < CLI_MAX_DEFINES && json_object_is_type(val, json_type_string)) {
+                defs[ndefs].name = key;
+                defs[ndefs++].value = json_object_get_string(val);
+            }
+        }
+    }
+    for (int i = 0; i < o->ndefines; i++)
+        if (!training || strcmp(o->defines[i].name, "training") != 0)
+            defs[ndefs++] = o->defines[i];
+    if (training) {
+        defs[ndefs].name = "training";
+        defs[ndefs++].value = "true";
+    }
+    edm_diags *d = malloc(sizeof *d);
+    int rc = 0;
+    if (!d) {
+        rc = edm_nomem(st);
+    } else if (edm_compile_file(src, model, defs, ndefs, prog, d) != 0) {
+        for (int i = 0; i < d->count; i++)
+            cli_report(src, &d->items[i]);
+        rc = edm_fail(st, d->count ? d->items[0].code : EDM_ERR_SEMANTIC, EDM_NO_LOC, "cannot compile %s %s", model,
+                      why);
+    }
+    free(d);
+    json_object_put(jc);
+    return rc;
+}
+
 /* Which tensors are buffers: from the model (FILE.edm given, or the
  * edmc.model the snapshots were written from, with their edmc.config), else
  * by the reference's names (the Fourier embeddings' freqs and phases). */
 static int find_buffers(job *j, const cli_opts *o, const edm_st_file *latest, edm_status *st)
 {
-    const char *model = o->file ? o->file : edm_st_metadata(latest, "edmc.model");
-    if (!o->file && model && access(model, R_OK) != 0)
-        model = NULL;
+    const char *model = model_path(o, latest);
     if (!model) {
         j->buffers_from = NULL; /* by name */
         for (int k = 0; k < edm_st_count(latest); k++) {
@@ -385,66 +448,57 @@ static int find_buffers(job *j, const cli_opts *o, const edm_st_file *latest, ed
         return 0;
     }
     j->buffers_from = model;
-    /* the snapshots' configuration, then -D on top */
-    edm_define defs[CLI_MAX_DEFINES * 2];
-    int ndefs = 0;
-    const char *cfg = edm_st_metadata(latest, "edmc.config");
-    json_object *jc = cfg ? json_tokener_parse(cfg) : NULL;
-    if (jc && json_object_is_type(jc, json_type_object)) {
-        json_object_object_foreach(jc, key, val)
-        {
-            int overridden = 0;
-            for (int i = 0; i < o->ndefines; i++)
-                overridden |= strcmp(o->defines[i].name, key) == 0;
-            if (!overridden && ndefs < CLI_MAX_DEFINES && json_object_is_type(val, json_type_string)) {
-                defs[ndefs].name = key;
-                defs[ndefs++].value = json_object_get_string(val);
-            }
-        }
-    }
-    for (int i = 0; i < o->ndefines; i++)
-        defs[ndefs++] = o->defines[i];
     edm_sources *src = edm_sources_new();
-    edm_diags *d = malloc(sizeof *d);
     edm_program prog;
     memset(&prog, 0, sizeof prog);
-    int rc = 0;
-    if (!src || !d) {
-        rc = edm_nomem(st);
-    } else if (edm_compile_file(src, model, defs, ndefs, &prog, d) != 0) {
-        for (int i = 0; i < d->count; i++)
-            cli_report(src, &d->items[i]);
-        rc = edm_fail(st, d->count ? d->items[0].code : EDM_ERR_SEMANTIC, EDM_NO_LOC,
-                      "cannot compile %s to tell parameters from buffers", model);
-    } else {
-        for (int i = 0; rc == 0 && i < edm_graph_count(prog.graph); i++) {
-            const edm_node *n = edm_graph_node(prog.graph, i);
-            if (n->op != EDM_OP_PARAM && n->op != EDM_OP_BUFFER)
-                continue;
-            const edm_st_entry *e = edm_st_find(latest, n->name);
-            char want[128], got[128];
-            if (!e) {
-                rc = edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: no tensor '%s' (a %s of %s)", edm_st_path(latest),
-                              n->name, n->op == EDM_OP_PARAM ? "parameter" : "buffer", model);
-                break;
-            }
-            edm_shape_str(&n->shape, want, sizeof want);
-            shape_str(e, got, sizeof got);
-            if (strcmp(want, got) != 0)
-                rc = edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: '%s' is %s, %s wants %s", edm_st_path(latest),
-                              n->name, got, model, want);
-            else if (n->op == EDM_OP_BUFFER)
-                rc = add_buffer(j, n->name, st);
+    int rc = src ? compile_model(o, latest, model, 0, src, &prog, "to tell parameters from buffers", st)
+                 : edm_nomem(st);
+    for (int i = 0; rc == 0 && i < edm_graph_count(prog.graph); i++) {
+        const edm_node *n = edm_graph_node(prog.graph, i);
+        if (n->op != EDM_OP_PARAM && n->op != EDM_OP_BUFFER)
+            continue;
+        const edm_st_entry *e = edm_st_find(latest, n->name);
+        char want[128], got[128];
+        if (!e) {
+            rc = edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: no tensor '%s' (a %s of %s)", edm_st_path(latest),
+                          n->name, n->op == EDM_OP_PARAM ? "parameter" : "buffer", model);
+            break;
         }
+        edm_shape_str(&n->shape, want, sizeof want);
+        shape_str(e, got, sizeof got);
+        if (strcmp(want, got) != 0)
+            rc = edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: '%s' is %s, %s wants %s", edm_st_path(latest), n->name,
+                          got, model, want);
+        else if (n->op == EDM_OP_BUFFER)
+            rc = add_buffer(j, n->name, st);
     }
     edm_program_free(&prog);
     edm_sources_free(src);
-    free(d);
-    json_object_put(jc);
     return rc;
 }
 
 /* ------------------------------------------------------------ output */
+
+/* Tensor e (an entry of the latest snapshot) of profile col into acc
+ * (e->numel values; tmp as large): a buffer is the latest snapshot's,
+ * a parameter Σ_i X[i,col]·snapshot_i. */
+static int reconstruct(const job *j, const double *x, int col, const edm_st_entry *e, double *acc, double *tmp,
+                       edm_status *st)
+{
+    const snapshot *latest = &j->s[j->n - 1];
+    if (is_buffer(j, e->name))
+        return edm_st_read_f64(latest->f, e, acc, e->numel, st);
+    memset(acc, 0, sizeof(double) * (size_t)e->numel);
+    for (int i = 0; i < j->n; i++) {
+        const edm_st_entry *ei = edm_st_find(j->s[i].f, e->name);
+        if (edm_st_read_f64(j->s[i].f, ei, tmp, e->numel, st) != 0)
+            return -1;
+        double c = x[i * j->m + col];
+        for (int64_t q = 0; q < e->numel; q++)
+            acc[q] += c * tmp[q];
+    }
+    return 0;
+}
 
 static int write_one(const job *j, const double *x, int col, int64_t kimg, double out_nimg, const char *path,
                      edm_status *st)
@@ -464,17 +518,7 @@ static int write_one(const job *j, const double *x, int col, int64_t kimg, doubl
             rc = edm_nomem(st);
             break;
         }
-        if (is_buffer(j, e->name)) {
-            rc = edm_st_read_f64(latest->f, e, acc, e->numel, st);
-        } else {
-            for (int i = 0; rc == 0 && i < j->n; i++) {
-                const edm_st_entry *ei = edm_st_find(j->s[i].f, e->name);
-                rc = edm_st_read_f64(j->s[i].f, ei, tmp, e->numel, st);
-                double c = x[i * j->m + col];
-                for (int64_t q = 0; rc == 0 && q < e->numel; q++)
-                    acc[q] += c * tmp[q];
-            }
-        }
+        rc = reconstruct(j, x, col, e, acc, tmp, st);
         if (rc == 0)
             rc = edm_st_writer_add_f64(w, e->name, e->dtype, e->rank, e->dim, acc, st);
         free(acc);
@@ -554,6 +598,118 @@ static void print_sweep(const job *j, const double *x, double out_nimg)
     }
 }
 
+/* ------------------------------------------------------------ --eval=loss */
+
+/* Sets every parameter and buffer of the evaluation graph g to profile col. */
+static int set_profile(const job *j, const double *x, int col, const edm_graph *g, edm_loss_eval *ev,
+                       edm_status *st)
+{
+    const snapshot *latest = &j->s[j->n - 1];
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < edm_graph_count(g); i++) {
+        const edm_node *n = edm_graph_node(g, i);
+        if (n->op != EDM_OP_PARAM && n->op != EDM_OP_BUFFER)
+            continue;
+        const edm_st_entry *e = edm_st_find(latest->f, n->name);
+        char want[128], got[128] = "";
+        edm_shape_str(&n->shape, want, sizeof want);
+        if (e)
+            shape_str(e, got, sizeof got);
+        if (!e || strcmp(want, got) != 0)
+            return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: no tensor '%s' %s (of the training program)",
+                            latest->path, n->name, want);
+        double *acc = malloc(sizeof(double) * (size_t)(e->numel ? e->numel : 1));
+        double *tmp = malloc(sizeof(double) * (size_t)(e->numel ? e->numel : 1));
+        if (!acc || !tmp)
+            rc = edm_nomem(st);
+        if (rc == 0)
+            rc = reconstruct(j, x, col, e, acc, tmp, st);
+        if (rc == 0)
+            rc = edm_loss_eval_set_f64(ev, n->name, acc, e->numel, st);
+        free(acc);
+        free(tmp);
+    }
+    return rc;
+}
+
+/* The validation loss of every profile on one evaluation set (the same
+ * images, σ and noise for all), printed as it comes, then the minimum and
+ * the plot. */
+static int eval_loss(const cli_opts *o, const eval_args *ea, const job *j, const double *x, edm_status *st)
+{
+    const snapshot *latest = &j->s[j->n - 1];
+    const char *model = model_path(o, latest->f);
+    if (!model)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
+                        "--eval=loss needs the model: give FILE.edm (the snapshots name %s)",
+                        edm_st_metadata(latest->f, "edmc.model") ? edm_st_metadata(latest->f, "edmc.model")
+                                                                  : "none in edmc.model");
+    if (ea->plot) { /* fail before the evaluation, not after */
+        const char *slash = strrchr(ea->plot, '/');
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - ea->plot) + 1 : 1, slash ? ea->plot : ".");
+        if (access(dir, W_OK) != 0)
+            return edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "--plot=%s: cannot write into %s: %s", ea->plot, dir,
+                            strerror(errno));
+    }
+    edm_sources *src = edm_sources_new();
+    edm_program prog;
+    memset(&prog, 0, sizeof prog);
+    edm_loss_eval *ev = NULL;
+    double *loss = malloc(sizeof(double) * (size_t)j->m);
+    int rc = src && loss ? compile_model(o, latest->f, model, 1, src, &prog, "with training=true for --eval=loss", st)
+                         : edm_nomem(st);
+    if (rc == 0)
+        rc = edm_pass_verify(prog.graph, st);
+    edm_eval_opts eo = {.data = ea->data ? ea->data : "builtin:shapes",
+                        .images = ea->has_images ? ea->images : EDM_EVAL_DEFAULT_IMAGES,
+                        .batch = 0,
+                        .seed = EDM_EVAL_SEED,
+                        .threads = o->threads};
+    if (rc == 0) {
+        ev = edm_loss_eval_new(prog.graph, &eo, st);
+        if (!ev) {
+            edm_status_prefix(st, "--eval=loss");
+            rc = -1;
+        }
+    }
+    if (rc == 0) {
+        printf("validation loss on %lld images of %s (evaluation seed %llu; the same sigma and noise for every "
+               "sigma_rel)\n",
+               (long long)eo.images, eo.data, (unsigned long long)eo.seed);
+        printf("%10s %14s\n", "sigma_rel", "loss");
+        fflush(stdout);
+    }
+    int best = -1;
+    for (int c = 0; rc == 0 && c < j->m; c++) {
+        rc = set_profile(j, x, c, prog.graph, ev, st);
+        if (rc == 0)
+            rc = edm_loss_eval_run(ev, &loss[c], st);
+        if (rc != 0)
+            break;
+        printf("%10.4f %14.6f\n", j->out_std[c], loss[c]);
+        fflush(stdout);
+        if (isfinite(loss[c]) && (best < 0 || loss[c] < loss[best]))
+            best = c;
+    }
+    if (rc == 0) {
+        if (best >= 0)
+            printf("minimum: sigma_rel %.4f, loss %.6f\n", j->out_std[best], loss[best]);
+        else
+            printf("minimum: none (every loss is non-finite)\n");
+    }
+    if (rc == 0 && ea->plot) {
+        rc = edm_image_plot(ea->plot, j->out_std, loss, j->m, best, "sigma_rel", "loss", st);
+        if (rc == 0)
+            printf("wrote %s\n", ea->plot);
+    }
+    edm_loss_eval_free(ev);
+    free(loss);
+    edm_program_free(&prog);
+    edm_sources_free(src);
+    return rc;
+}
+
 static int make_dir(const char *dir, edm_status *st)
 {
     struct stat sb;
@@ -565,7 +721,7 @@ static int make_dir(const char *dir, edm_status *st)
     return 0;
 }
 
-static int run_phema(const cli_opts *o, job *j, edm_status *st)
+static int run_phema(const cli_opts *o, const eval_args *ea, job *j, edm_status *st)
 {
     if (parse_outstd(j, o->outstd ? o->outstd : "0.025:0.200:0.025", st) != 0)
         return -1;
@@ -626,9 +782,11 @@ static int run_phema(const cli_opts *o, job *j, edm_status *st)
         printf("buffers copied from %s: %d tensors (%s%s)\n", latest->name, j->nbuffers,
                j->buffers_from ? "the buffers of " : "named *.freqs or *.phases",
                j->buffers_from ? j->buffers_from : "");
-        rc = make_dir(o->outdir, st);
+        fflush(stdout);
+        if (o->outdir)
+            rc = make_dir(o->outdir, st);
     }
-    for (int c = 0; rc == 0 && c < j->m; c++) {
+    for (int c = 0; rc == 0 && o->outdir && c < j->m; c++) {
         char name[96];
         snprintf(name, sizeof name, "phema-%07lld-%.3f.safetensors", (long long)out_kimg, j->out_std[c]);
         char *path = join_path(o->outdir, name);
@@ -641,33 +799,100 @@ static int run_phema(const cli_opts *o, job *j, edm_status *st)
             printf("wrote %s\n", path);
         free(path);
     }
+    if (rc == 0 && o->eval)
+        rc = eval_loss(o, ea, j, x, st);
     free(in_t);
     free(in_std);
     free(x);
     return rc;
 }
 
+/* Takes --data, --eval-images and --plot (=VALUE or VALUE as the next
+ * argument) out of argv into ea; the rest goes to rest (argc entries, rest[0]
+ * the command).  Returns the count left, or -1 after printing a usage error. */
+static int take_eval_args(int argc, char **argv, char **rest, eval_args *ea)
+{
+    static const char *const names[] = {"--data", "--eval-images", "--plot"};
+    int nrest = 0;
+    memset(ea, 0, sizeof *ea);
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (i > 0 && strcmp(a, "-D") == 0 && i + 1 < argc) { /* -D NAME=VALUE: not ours */
+            rest[nrest++] = argv[i++];
+            rest[nrest++] = argv[i];
+            continue;
+        }
+        int which = -1;
+        size_t len = strcspn(a, "=");
+        for (int k = 0; i > 0 && k < 3; k++)
+            if (strlen(names[k]) == len && strncmp(a, names[k], len) == 0)
+                which = k;
+        if (which < 0) {
+            rest[nrest++] = argv[i];
+            continue;
+        }
+        const char *v = a[len] == '=' ? a + len + 1 : (i + 1 < argc ? argv[++i] : NULL);
+        if (!v || !*v) {
+            fprintf(stderr, "edmc phema: %s needs a value\n", names[which]);
+            return -1;
+        }
+        if (which == 0) {
+            ea->data = v;
+            ea->has_data = 1;
+        } else if (which == 2) {
+            ea->plot = v;
+        } else {
+            char *end;
+            errno = 0;
+            long long n = strtoll(v, &end, 10);
+            if (errno || end == v || *end || n < 1 || n > 1000000) {
+                fprintf(stderr, "edmc phema: --eval-images=%s: expected an integer from 1 to 1000000\n", v);
+                return -1;
+            }
+            ea->images = n;
+            ea->has_images = 1;
+        }
+    }
+    return nrest;
+}
+
 int cmd_phema(int argc, char **argv)
 {
     cli_opts o;
-    if (cli_parse(argc, argv, "phema", OPT_INDIR | OPT_OUTDIR | OPT_OUTSTD | OPT_OUTKIMG | OPT_SWEEP | OPT_EVAL | OPT_NOFILE,
+    eval_args ea;
+    char **rest = malloc(sizeof *rest * (size_t)(argc + 1));
+    if (!rest) {
+        fprintf(stderr, "edmc: out of memory\n");
+        return 1;
+    }
+    int nrest = take_eval_args(argc, argv, rest, &ea);
+    if (nrest < 0) {
+        free(rest);
+        return 2;
+    }
+    rest[nrest] = NULL;
+    if (cli_parse(nrest, rest,
+                  "phema", OPT_INDIR | OPT_OUTDIR | OPT_OUTSTD | OPT_OUTKIMG | OPT_SWEEP | OPT_EVAL | OPT_THREADS | OPT_NOFILE,
                   &o) != 0) {
         cli_opts_free(&o);
+        free(rest);
         return 2;
     }
     int rc = 0;
-    if (o.eval) {
-        if (strcmp(o.eval, "loss") == 0)
-            fprintf(stderr, "edmc phema: --eval=loss needs the training graph (not yet available)\n");
-        else
-            fprintf(stderr, "edmc phema: --eval=%s: the only evaluation is --eval=loss\n", o.eval);
+    if (o.eval && strcmp(o.eval, "loss") != 0) {
+        fprintf(stderr, "edmc phema: --eval=%s: the only evaluation is --eval=loss\n", o.eval);
         rc = 2;
-    } else if (!o.indir || !o.outdir || (!o.outstd && !o.sweep)) {
-        fprintf(stderr, "edmc phema: needs --indir=DIR --outstd=S1,S2,... --outdir=DIR (or --sweep for a range)\n");
+    } else if (!o.eval && (ea.has_data || ea.has_images || ea.plot)) {
+        fprintf(stderr, "edmc phema: --data, --eval-images and --plot go with --eval=loss\n");
+        rc = 2;
+    } else if (!o.indir || (!o.outdir && !o.eval) || (!o.outstd && !o.sweep)) {
+        fprintf(stderr, "edmc phema: needs --indir=DIR --outstd=S1,S2,... --outdir=DIR (or --sweep for a range; "
+                        "--eval=loss in place of --outdir)\n");
         rc = 2;
     }
     if (rc != 0) {
         cli_opts_free(&o);
+        free(rest);
         return rc;
     }
     job *j = calloc(1, sizeof *j);
@@ -676,9 +901,10 @@ int cmd_phema(int argc, char **argv)
     if (!j) {
         fprintf(stderr, "edmc: out of memory\n");
         cli_opts_free(&o);
+        free(rest);
         return 1;
     }
-    if (run_phema(&o, j, &st) != 0) {
+    if (run_phema(&o, &ea, j, &st) != 0) {
         cli_report(NULL, &st);
         rc = cli_exit_code(&st);
     }
@@ -693,5 +919,6 @@ int cmd_phema(int argc, char **argv)
     free(j->buffers);
     free(j);
     cli_opts_free(&o);
+    free(rest);
     return rc;
 }

@@ -10,6 +10,7 @@
 
 #include "cli/cli.h"
 #include "runtime/backend_cpu.h"
+#include "runtime/backend_cuda.h"
 #include "runtime/rng.h"
 #include "runtime/safetensors.h"
 #include "runtime/weights.h"
@@ -67,6 +68,21 @@ static int do_init(const cli_opts *o, const edm_program *prog)
 
 static int check_device(const char *cmd, const cli_opts *o, edm_dtype *compute)
 {
+    if (strcmp(o->device, "cuda") == 0) {
+        /* the driver is opened at run time: say plainly what is missing */
+        edm_status st;
+        edm_status_init(&st);
+        char desc[512];
+        if (edm_cuda_probe(desc, sizeof desc, &st) != 0) {
+            fprintf(stderr, "edmc %s: --device=cuda: %s\n", cmd, st.msg);
+            return 1;
+        }
+        fprintf(stderr,
+                "edmc %s: --device=cuda: found %s, but this command runs on the CPU backend only so far "
+                "(the CUDA executor is exercised by tests/gpu/run.sh; see docs/cuda.md)\n",
+                cmd, desc);
+        return 1;
+    }
     if (strcmp(o->device, "cpu") != 0) {
         fprintf(stderr, "edmc %s: --device=%s: this build runs on the CPU only (--device=cpu)\n", cmd, o->device);
         return 2;

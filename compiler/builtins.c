@@ -693,7 +693,7 @@ FN(bi_dropout)
     }
     edm_node n = {.op = EDM_OP_DROPOUT, .ninputs = 1, .input = {x}};
     n.attr.dropout.p = p;
-    n.attr.dropout.mask_id = -1; /* its own mask */
+    n.attr.dropout.mask_id = 0; /* its own mask */
     return emit(e, &n, loc, out);
 }
 

@@ -139,7 +139,9 @@ typedef struct {
         struct { int axis; int64_t start, len; } slice;            /* SLICE */
         struct { int axis; } softmax;                              /* SOFTMAX */
         /* DROPOUT: identity when not training; the mask is a function of
-         * (seed, mask_id, element), so the backward pass reuses the forward's */
+         * (seed, mask node, element): mask_id 0 (or less) is the node itself,
+         * otherwise the forward dropout whose mask the backward pass reuses
+         * (never 0: a dropout has an input before it) */
         struct { double p; int mask_id; } dropout;
         struct { int dummy; } expand; /* EXPAND: broadcasts its input to n->shape (set by the builder) */
     } attr;

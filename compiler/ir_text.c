@@ -135,7 +135,7 @@ static void write_attrs(const edm_node *n, FILE *out)
         break;
     case EDM_OP_DROPOUT:
         put_double(&l, "p", n->attr.dropout.p);
-        if (n->attr.dropout.mask_id >= 0)
+        if (n->attr.dropout.mask_id > 0)
             attr_put(&l, "mask_of", "%%%d", n->attr.dropout.mask_id);
         break;
     default:

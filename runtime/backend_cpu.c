@@ -102,8 +102,53 @@ static uint64_t mix64(uint64_t z) /* splitmix64's finaliser */
     return z ^ (z >> 31);
 }
 
+/* e^x for float in plain arithmetic the compiler can vectorise, where the
+ * libm call cannot be: within 1.22 ulp of the exact value on [-87, 87]
+ * (checked against exp() for every float there); outside it the argument
+ * is clamped to ±87 (e^87 ≈ 6.1e37 instead of inf, e^-87 ≈ 1.6e-38
+ * instead of a subnormal or 0); NaN in, NaN out.  Only sigmoid and SiLU use
+ * it, where the clamping does not show; the exp op itself stays libm's.
+ * x = n·ln2 + r, |r| ≤ ln2/2 (ln2 in two parts, Cody–Waite); e^r by its
+ * Taylor polynomial to r⁷ (truncation < 5e-9); 2^n built in the exponent
+ * bits.  Adding 1.5·2²³ rounds x·log2(e) to the integer n and leaves n in
+ * the low mantissa bits.  The selects are bit masks: a float compare or a
+ * branch would keep GCC (trapping math) from vectorising the loop. */
+typedef union {
+    float f;
+    uint32_t u;
+} f32_bits;
+
+static inline float exp_sat_f32(float x)
+{
+    const float magic = 12582912.0f; /* 1.5·2²³ */
+    const uint32_t lim = 0x42ae0000u; /* 87.0f */
+    f32_bits in = {.f = x}, c;
+    uint32_t mag = in.u & 0x7fffffffu;
+    uint32_t big = 0u - (uint32_t)(mag > lim); /* all ones where |x| > 87, inf or NaN */
+    c.u = (in.u & ~big) | (((in.u & 0x80000000u) | lim) & big);
+    float t = c.f * 1.44269504f + magic;
+    float n = t - magic;
+    float r = c.f - n * 0.693359375f; /* ln2, high part: exact in a few bits */
+    r = r - n * -2.12194440e-4f;       /* ln2 − the high part */
+    float q = 1.0f / 5040;
+    q = q * r + 1.0f / 720;
+    q = q * r + 1.0f / 120;
+    q = q * r + 1.0f / 24;
+    q = q * r + 1.0f / 6;
+    q = q * r + 0.5f;
+    q = q * r + 1.0f;
+    q = q * r + 1.0f;
+    f32_bits tb = {.f = t}, scale, out;
+    scale.u = (tb.u - 0x4b400000u + 127u) << 23; /* 2^n, n ∈ [-126, 126] */
+    out.f = q * scale.f;
+    uint32_t nan = 0u - (uint32_t)(mag > 0x7f800000u);
+    out.u = (out.u & ~nan) | (in.u & nan);
+    return out.f;
+}
+
 #define REAL float
 #define SFX f32
+#define EXPS exp_sat_f32
 #define GEMM cblas_sgemm
 #define EXP expf
 #define LOG logf
@@ -113,6 +158,7 @@ static uint64_t mix64(uint64_t z) /* splitmix64's finaliser */
 #include "runtime/cpu_kernels.inc"
 #undef REAL
 #undef SFX
+#undef EXPS
 #undef GEMM
 #undef EXP
 #undef LOG
@@ -122,6 +168,7 @@ static uint64_t mix64(uint64_t z) /* splitmix64's finaliser */
 
 #define REAL double
 #define SFX f64
+#define EXPS exp
 #define GEMM cblas_dgemm
 #define EXP exp
 #define LOG log
@@ -131,6 +178,7 @@ static uint64_t mix64(uint64_t z) /* splitmix64's finaliser */
 #include "runtime/cpu_kernels.inc"
 #undef REAL
 #undef SFX
+#undef EXPS
 #undef GEMM
 #undef EXP
 #undef LOG
@@ -477,7 +525,7 @@ static void plan_reduce(const slot *a, uint32_t axes, reduce_plan *p)
     p->nout = p->nred = 1;
     int last = -1; /* kind of the last merged dimension: 1 reduced, 0 kept */
     for (int i = 0; i < a->rank; i++) {
-        int red = (axes >> i) & 1u;
+        int red = (axes & (1u << i)) != 0;
         if (a->dim[i] == 1)
             continue;
         /* a dimension follows the previous one of its kind contiguously when
@@ -655,7 +703,7 @@ static int run_node(edm_cpu *x, int id, edm_status *st)
                  k_upsample2_f64(pa, py, a->dim[0] * a->dim[1], a->dim[2], a->dim[3]));
         return 0;
     case EDM_OP_DROPOUT: {
-        int mask = n->attr.dropout.mask_id >= 0 ? n->attr.dropout.mask_id : id;
+        int mask = n->attr.dropout.mask_id > 0 ? n->attr.dropout.mask_id : id;
         DISPATCH(k_dropout_f32(pa, py, y->numel, n->attr.dropout.p, x->opt.seed, mask),
                  k_dropout_f64(pa, py, y->numel, n->attr.dropout.p, x->opt.seed, mask));
         return 0;

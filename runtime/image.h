@@ -20,4 +20,14 @@ int edm_image_write_png(const char *path, const float *chw, int channels, int he
 int edm_image_write_grid(const char *path, const float *images, int64_t n, int channels, int height, int width,
                          edm_status *st);
 
+/* A line plot, 640 × 420 RGB on white: the n points (x[i], y[i]) joined in
+ * order of x, axes framing the data with "nice" ticks (1, 2 or 5 × 10^k),
+ * tick labels, the axis titles xlabel (below) and ylabel (above the y axis),
+ * and point `mark` (-1: none; meant for the minimum) circled in red, with
+ * "min Y at XLABEL=X" written in red in the top right corner.  Text uses a built-in 5×7 font of the digits,
+ * ". - + = : _ ( )" and the lower-case letters; other characters are left
+ * blank.  Points with a non-finite x or y are left out (and break the line). */
+int edm_image_plot(const char *path, const double *x, const double *y, int n, int mark, const char *xlabel,
+                   const char *ylabel, edm_status *st);
+
 #endif

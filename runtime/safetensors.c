@@ -1,6 +1,8 @@
 #include "config.h"
 #include "runtime/safetensors.h"
 
+#include "runtime/files.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <json.h>
@@ -940,57 +942,18 @@ static int write_body(const edm_st_writer *w, FILE *fp, const char *header, size
     return 0;
 }
 
-/* Writes, flushes, syncs and closes the temporary file; errno on failure. */
-static int write_temp(const edm_st_writer *w, const char *tmp, const char *header, size_t hlen)
-{
-    FILE *fp = fopen(tmp, "wb");
-    if (!fp)
-        return -1;
-    int rc = write_body(w, fp, header, hlen);
-    if (rc == 0 && fflush(fp) != 0)
-        rc = -1;
-    if (rc == 0 && fsync(fileno(fp)) != 0)
-        rc = -1;
-    int err = errno;
-    if (fclose(fp) != 0 && rc == 0) {
-        rc = -1;
-        err = errno;
-    }
-    errno = err;
-    return rc;
-}
+typedef struct {
+    const edm_st_writer *w;
+    const char *header;
+    size_t hlen;
+} body_ctx;
 
-/* fsync of the folder holding path, so the rename itself is durable. */
-static int sync_dir(const char *path)
+static int write_file_body(FILE *fp, void *ctx, char *err, size_t errsize)
 {
-    const char *slash = strrchr(path, '/');
-    char *dir;
-    if (!slash) {
-        dir = dup_str(".");
-    } else {
-        size_t n = slash == path ? 1 : (size_t)(slash - path);
-        dir = malloc(n + 1);
-        if (dir) {
-            memcpy(dir, path, n);
-            dir[n] = '\0';
-        }
-    }
-    if (!dir) {
-        errno = ENOMEM;
-        return -1;
-    }
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    free(dir);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    int err = errno;
-    close(fd);
-    /* some filesystems cannot sync a folder; the data itself is synced */
-    if (rc != 0 && (err == EINVAL || err == ENOTSUP))
-        rc = 0;
-    errno = err;
-    return rc;
+    const body_ctx *b = ctx;
+    (void)err;
+    (void)errsize; /* errno tells */
+    return write_body(b->w, fp, b->header, b->hlen);
 }
 
 int edm_st_writer_write(edm_st_writer *w, const char *path, edm_status *st)
@@ -999,26 +962,8 @@ int edm_st_writer_write(edm_st_writer *w, const char *path, edm_status *st)
     char *header = build_header(w, &hlen);
     if (!header)
         return edm_nomem(st);
-    size_t tlen = strlen(path) + 32;
-    char *tmp = malloc(tlen);
-    if (!tmp) {
-        free(header);
-        return edm_nomem(st);
-    }
-    snprintf(tmp, tlen, "%s.tmp.%ld", path, (long)getpid());
-    int rc = 0;
-    if (write_temp(w, tmp, header, hlen) != 0) {
-        int err = errno;
-        remove(tmp);
-        rc = edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "%s: cannot write %s: %s", path, tmp, strerror(err));
-    } else if (rename(tmp, path) != 0) {
-        int err = errno;
-        remove(tmp);
-        rc = edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "%s: cannot rename %s over it: %s", path, tmp, strerror(err));
-    } else if (sync_dir(path) != 0) {
-        rc = edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "%s: cannot sync its folder: %s", path, strerror(errno));
-    }
-    free(tmp);
+    body_ctx ctx = {w, header, hlen};
+    int rc = edm_write_atomic(path, write_file_body, &ctx, st);
     free(header);
     return rc;
 }

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "runtime/data.h"
+#include "runtime/files.h"
 #include "runtime/phema.h"
 #include "runtime/rng.h"
 #include "runtime/train.h"
@@ -71,13 +72,6 @@ static void flatten(loop *L)
 }
 
 /* ------------------------------------------------------------------ files */
-
-static int make_dir(const char *path, edm_status *st)
-{
-    if (mkdir(path, 0777) != 0 && errno != EEXIST)
-        return edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "cannot create '%s': %s", path, strerror(errno));
-    return 0;
-}
 
 /* Buffers are constant: they come from the backend as they were loaded. */
 static int add_buffers(loop *L, edm_st_writer *w, const char *prefix, edm_dtype stored, edm_status *st)
@@ -376,7 +370,7 @@ static int setup(loop *L, const edm_graph *g, const edm_train_opts *o, const edm
     flatten(L);
     if (edm_phema_ema_init(&L->ema, o->std, o->nstd, L->flat, L->nflat, st) != 0)
         return -1;
-    if (make_dir(o->outdir, st) != 0)
+    if (edm_make_dirs(o->outdir, st) != 0)
         return -1;
     if (o->resume) {
         char path[4096];

@@ -14,3 +14,17 @@ tap_check() {
     if out=$("$@" 2>&1); then tap_ok "$desc"; else tap_not_ok "$desc" "$(printf '%s' "$out" | head -n 20)"; fi
 }
 tap_done() { echo "1..$tap_n"; [ "$tap_failed" -eq 0 ]; }
+# tap_expect_error DESC STATUS SUBSTRING CMD...: passes when the command exits
+# with STATUS and its stderr contains SUBSTRING, with no sanitizer report.
+tap_expect_error() {
+    desc=$1 want=$2 text=$3; shift 3
+    err_file=$(mktemp)
+    "$@" >/dev/null 2>"$err_file"
+    got=$?
+    if [ "$got" -eq "$want" ] && grep -qF -- "$text" "$err_file" && ! grep -q "Sanitizer\|runtime error" "$err_file"; then
+        tap_ok "$desc"
+    else
+        tap_not_ok "$desc" "exit $got (want $want), stderr:" "$(head -c 600 "$err_file")"
+    fi
+    rm -f "$err_file"
+}

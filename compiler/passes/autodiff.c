@@ -290,7 +290,7 @@ static int rule(ad *c, int id, int dy, int contrib[EDM_MAX_INPUTS])
     case EDM_OP_DROPOUT: { /* the same mask, the same scale */
         edm_node d = {.op = EDM_OP_DROPOUT, .ninputs = 1, .input = {dy}};
         d.attr.dropout.p = n->attr.dropout.p;
-        d.attr.dropout.mask_id = n->attr.dropout.mask_id >= 0 ? n->attr.dropout.mask_id : id;
+        d.attr.dropout.mask_id = n->attr.dropout.mask_id > 0 ? n->attr.dropout.mask_id : id;
         contrib[0] = mk(c, d);
         break;
     }

@@ -11,18 +11,6 @@ golden="${EDMC_TESTDATA:-$srcdir/../shared/testdata}/edm2-tiny"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# expect_error DESC STATUS SUBSTRING CMD...: fails unless the command exits
-# with STATUS and its stderr contains SUBSTRING (and no sanitizer report).
-expect_error() {
-    desc=$1 want=$2 text=$3; shift 3
-    "$@" >"$tmp/out" 2>"$tmp/err"
-    got=$?
-    if [ "$got" -eq "$want" ] && grep -qF -- "$text" "$tmp/err" && ! grep -q "Sanitizer\|runtime error" "$tmp/err"; then
-        tap_ok "$desc"
-    else
-        tap_not_ok "$desc" "exit $got (want $want), stderr:" "$(head -c 600 "$tmp/err")"
-    fi
-}
 # is_png FILE: the 8-byte PNG signature
 is_png() { [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a" ]; }
 check_png() {
@@ -98,40 +86,40 @@ tap_check "churn and a custom schedule" \
 "$mk" "$tmp/noise_nan.st" noise:F32:2,4,16,16:nan
 printf 'not a safetensors file' >"$tmp/garbage.st"
 g="$golden/weights.safetensors"
-expect_error "missing --net" 2 "give the network's weights with --net" "$edmc" generate --seeds=0-3 --outdir="$tmp/x"
-expect_error "bad --seeds" 2 "--seeds=3-1x: expected seeds like 0-63" \
+tap_expect_error "missing --net" 2 "give the network's weights with --net" "$edmc" generate --seeds=0-3 --outdir="$tmp/x"
+tap_expect_error "bad --seeds" 2 "--seeds=3-1x: expected seeds like 0-63" \
     "$edmc" generate --net="$g" --model="$tiny" --seeds=3-1x --outdir="$tmp/x"
-expect_error "descending seed range" 2 "--seeds=5-2" "$edmc" generate --net="$g" --model="$tiny" --seeds=5-2 --outdir="$tmp/x"
-expect_error "steps < 2" 2 "--steps=1: expected an integer from 2" \
+tap_expect_error "descending seed range" 2 "--seeds=5-2" "$edmc" generate --net="$g" --model="$tiny" --seeds=5-2 --outdir="$tmp/x"
+tap_expect_error "steps < 2" 2 "--steps=1: expected an integer from 2" \
     "$edmc" generate --net="$g" --model="$tiny" --steps=1 --outdir="$tmp/x"
-expect_error "sigma_max below sigma_min" 2 "must be finite and above sigma_min" \
+tap_expect_error "sigma_max below sigma_min" 2 "must be finite and above sigma_min" \
     "$edmc" generate --net="$g" --model="$tiny" --sigma-max=0.001 --outdir="$tmp/x"
-expect_error "--guidance without --guide" 2 "--guidance needs a guide network" \
+tap_expect_error "--guidance without --guide" 2 "--guidance needs a guide network" \
     "$edmc" generate --net="$g" --model="$tiny" --guidance=1.5 --outdir="$tmp/x"
-expect_error "no output asked for" 2 "give --outdir=DIR" "$edmc" generate --net="$g" --model="$tiny"
-expect_error "--noise with --seeds" 2 "does not take --seeds" \
+tap_expect_error "no output asked for" 2 "give --outdir=DIR" "$edmc" generate --net="$g" --model="$tiny"
+tap_expect_error "--noise with --seeds" 2 "does not take --seeds" \
     "$edmc" generate --net="$g" --model="$tiny" --noise="$golden/sample.safetensors" --seeds=1 --outdir="$tmp/x"
-expect_error "weights naming no model" 2 "give the .edm file with --model" \
+tap_expect_error "weights naming no model" 2 "give the .edm file with --model" \
     "$edmc" generate --net="$g" --seeds=0 --outdir="$tmp/x"
-expect_error "missing weights file" 1 "cannot open" \
+tap_expect_error "missing weights file" 1 "cannot open" \
     "$edmc" generate --net="$tmp/nothing.safetensors" --model="$tiny" --outdir="$tmp/x"
-expect_error "weights not a safetensors file" 1 "garbage.st" \
+tap_expect_error "weights not a safetensors file" 1 "garbage.st" \
     "$edmc" generate --net="$tmp/garbage.st" --model="$tiny" --outdir="$tmp/x"
-expect_error "guide of another image shape" 1 "the guide makes 4x8x8 images" \
+tap_expect_error "guide of another image shape" 1 "the guide makes 4x8x8 images" \
     "$edmc" generate --net="$g" --model="$tiny" --guide="$tmp/w8.safetensors" --guidance=1.4 --seeds=0 \
     --outdir="$tmp/x"
-expect_error "weights of another configuration" 1 "does not fit the model:" \
+tap_expect_error "weights of another configuration" 1 "does not fit the model:" \
     "$edmc" generate --net="$tmp/w3.safetensors" --model="$tiny" -D img_channels=4 --seeds=0 --outdir="$tmp/x"
-expect_error "--class out of range" 2 "--class=10: the model has classes 0 to 9" \
+tap_expect_error "--class out of range" 2 "--class=10: the model has classes 0 to 9" \
     "$edmc" generate --net="$g" --model="$tiny" --class=10 --seeds=0 --outdir="$tmp/x"
-expect_error "--grid for a latent model" 2 "--grid: the model makes 4-channel images" \
+tap_expect_error "--grid for a latent model" 2 "--grid: the model makes 4-channel images" \
     "$edmc" generate --net="$g" --model="$tiny" --grid="$tmp/g.png" --seeds=0 --outdir="$tmp/x"
-expect_error "noise of the wrong shape" 1 "'noise' is not [N, 4, 16, 16]" \
+tap_expect_error "noise of the wrong shape" 1 "'noise' is not [N, 4, 16, 16]" \
     "$edmc" generate --net="$g" --model="$tiny" --noise="$tmp/noise_shape.st" --save-raw="$tmp/r.st"
-expect_error "noise not finite" 1 "'noise' element 0 is nan" \
+tap_expect_error "noise not finite" 1 "'noise' element 0 is nan" \
     "$edmc" generate --net="$g" --model="$tiny" --noise="$tmp/noise_nan.st" --save-raw="$tmp/r.st"
-expect_error "unknown -D parameter" 2 "no parameter 'model_channel'" \
+tap_expect_error "unknown -D parameter" 2 "no parameter 'model_channel'" \
     "$edmc" generate --net="$g" --model="$tiny" -D model_channel=3 --outdir="$tmp/x"
-expect_error "unknown option" 2 "unknown option '--sedes'" "$edmc" generate --net="$g" --sedes=1
-expect_error "--device=cuda" 2 "CPU only" "$edmc" generate --net="$g" --model="$tiny" --device=cuda --outdir="$tmp/x"
+tap_expect_error "unknown option" 2 "unknown option '--sedes'" "$edmc" generate --net="$g" --sedes=1
+tap_expect_error "--device=cuda" 2 "CPU only" "$edmc" generate --net="$g" --model="$tiny" --device=cuda --outdir="$tmp/x"
 tap_done

@@ -1,7 +1,9 @@
 #!/bin/sh
 # edmc phema: post-hoc EMA reconstruction from synthetic snapshots (edmc init
 # with other seeds), checked against the coefficient-weighted sum of the
-# inputs, and one clear error (non-zero exit) for each kind of bad input.
+# inputs, and one clear error (non-zero exit) for each kind of bad input;
+# then --eval=loss (the validation loss of each sigma_rel, and its plot) on
+# the snapshots of a short training run.
 . "$srcdir/tests/tap.sh"
 edmc="$builddir/edmc"
 wsum="$builddir/tests/tools/st_wsum"
@@ -102,8 +104,62 @@ expect_error "--outkimg before every snapshot" 2 "--outkimg=10: none of the 6 sn
 printf 'not a safetensors file' >"$tmp/empty/network-snapshot-0000065-0.050.safetensors"
 expect_error "a snapshot that is not a safetensors file" 1 "network-snapshot-0000065-0.050.safetensors" \
     "$edmc" phema --indir="$tmp/empty" --outstd=0.1 --outdir="$tmp/o"
-expect_error "--eval=loss needs the training graph" 2 "needs the training graph (not yet available)" \
-    "$edmc" phema --indir="$in" --outstd=0.1 --outdir="$tmp/o" --eval=loss
+expect_error "--eval=foo" 2 "--eval=foo: the only evaluation is --eval=loss" \
+    "$edmc" phema --indir="$in" --outstd=0.1 --eval=foo
+expect_error "--eval=loss without snapshots" 1 "no snapshots in $tmp/nosnap" \
+    sh -c 'mkdir -p "$1" && "$2" phema --indir="$1" --sweep --eval=loss' sh "$tmp/nosnap" "$edmc"
+expect_error "--plot without --eval" 2 "--data, --eval-images and --plot go with --eval=loss" \
+    "$edmc" phema --indir="$in" --outstd=0.1 --outdir="$tmp/o" --plot="$tmp/p.png"
+expect_error "--eval-images=0" 2 "--eval-images=0: expected an integer from 1 to 1000000" \
+    "$edmc" phema --indir="$in" --outstd=0.1 --eval=loss --eval-images=0
+expect_error "--eval-images beyond the dataset" 2 "fewer than the 20000 to evaluate on" \
+    "$edmc" phema --indir="$in" --outstd=0.1 --eval=loss --eval-images=20000
+expect_error "--eval=loss on a dataset that is not there" 1 "$tmp/nodata" \
+    "$edmc" phema --indir="$in" --outstd=0.1 --eval=loss --data="$tmp/nodata"
 expect_error "phema without --indir" 2 "needs --indir=DIR" "$edmc" phema --outstd=0.1 --outdir="$tmp/o"
 expect_error "phema: unknown option" 2 "unknown option '--outsdt'" "$edmc" phema --outsdt=0.1
+
+# --- --eval=loss: the EMA-length curve of a short training run
+run="$tmp/run"
+tap_check "a short training run with snapshots every kimg" \
+    "$edmc" train --model="$tiny" -D model_channels=16 -D channels_per_head=16 --data=builtin:shapes --batch=8 \
+    --rampup=0 --lr=0.01 --threads=1 --outdir="$run" --duration=3000 --status=1000 --snapshot=1000 --checkpoint=0
+sweep_eval() { # OUT PLOT
+    "$edmc" phema --indir="$run" --sweep --outstd=0.03:0.15:0.03 --eval=loss --eval-images=32 --threads=1 \
+        --plot="$2" >"$1" 2>"$1.err"
+}
+# the loss lines: "sigma_rel loss", both numbers finite
+loss_lines() { grep -E '^ +0\.[0-9]{4} +-?[0-9]+\.[0-9]+$' "$1"; }
+if sweep_eval "$tmp/eval1" "$tmp/curve1.png"; then
+    tap_ok "phema --sweep --eval=loss"
+else
+    tap_not_ok "phema --sweep --eval=loss" "$(head -c 600 "$tmp/eval1.err")"
+fi
+n=$(loss_lines "$tmp/eval1" | wc -l)
+stds=$(loss_lines "$tmp/eval1" | awk '{printf "%s ", $1}')
+if [ "$n" -eq 5 ] && [ "$stds" = "0.0300 0.0600 0.0900 0.1200 0.1500 " ] && grep -q '^minimum: sigma_rel 0\.[0-9]*, loss ' "$tmp/eval1"; then
+    tap_ok "one finite loss per sigma_rel, and the minimum"
+else
+    tap_not_ok "one finite loss per sigma_rel, and the minimum" "$(tail -n 12 "$tmp/eval1")"
+fi
+sig=$(head -c 8 "$tmp/curve1.png" 2>/dev/null | od -An -tx1 | tr -d ' \n')
+if [ "$sig" = "89504e470d0a1a0a" ]; then
+    tap_ok "--plot writes a PNG"
+else
+    tap_not_ok "--plot writes a PNG" "first bytes: $sig"
+fi
+sweep_eval "$tmp/eval2" "$tmp/curve2.png"
+if [ "$n" -eq 5 ] && [ "$(loss_lines "$tmp/eval1")" = "$(loss_lines "$tmp/eval2")" ] && cmp -s "$tmp/curve1.png" "$tmp/curve2.png"; then
+    tap_ok "--eval=loss is deterministic (the same losses and plot twice)"
+else
+    tap_not_ok "--eval=loss is not deterministic" "$(loss_lines "$tmp/eval1")" "$(loss_lines "$tmp/eval2")"
+fi
+# with --outdir it also writes the reconstructions
+if "$edmc" phema --indir="$run" --outstd=0.06 --eval=loss --eval-images=32 --threads=1 --outdir="$tmp/evout" \
+    >"$tmp/eval3" 2>&1 && [ -f "$tmp/evout/phema-0000003-0.060.safetensors" ] &&
+    [ "$(loss_lines "$tmp/eval3")" = "$(loss_lines "$tmp/eval1" | grep '^ *0\.0600 ')" ]; then
+    tap_ok "--eval=loss with --outdir: the file and the same loss as in the sweep"
+else
+    tap_not_ok "--eval=loss with --outdir" "$(tail -n 8 "$tmp/eval3")"
+fi
 tap_done

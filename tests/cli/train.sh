@@ -11,13 +11,6 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 small="-D model_channels=16 -D channels_per_head=16"   # a quicker net for the runs
 
-expect_error() { # DESC STATUS SUBSTRING CMD...
-    desc=$1 want=$2 text=$3; shift 3
-    "$@" >"$tmp/out" 2>"$tmp/err"
-    got=$?
-    if [ "$got" -eq "$want" ] && grep -qF -- "$text" "$tmp/err"; then tap_ok "$desc"
-    else tap_not_ok "$desc" "exit $got (want $want)" "$(head -c 400 "$tmp/err")"; fi
-}
 
 # The training program: the model with training=true, differentiated.
 "$edmc" dump "$tiny" --stage=train >"$tmp/train.txt" 2>&1
@@ -54,7 +47,7 @@ if cmp -s "$tmp/a/training-state-000000000512.safetensors" "$tmp/b/training-stat
 else
     tap_not_ok "resumed run differs from the uninterrupted one"
 fi
-expect_error "resume with another seed" 2 "must keep both" run --outdir="$tmp/b" --duration=768 --resume --seed=5
+tap_expect_error "resume with another seed" 2 "must keep both" run --outdir="$tmp/b" --duration=768 --resume --seed=5
 
 # Ctrl-C: a checkpoint, a clean exit, and a note on how to resume.
 # (edmc itself in the background, not a function: a subshell would ignore SIGINT)
@@ -85,10 +78,10 @@ tap_check "the reconstruction is the coefficient-weighted sum" "$wsum" \
 tap_check "generate from a snapshot" "$edmc" generate --net="$tmp/e/network-snapshot-0000003-0.100.safetensors" \
     --seeds=0-1 --steps=4 --outdir="$tmp/e/out"
 
-expect_error "train without --data" 2 "needs --model" "$edmc" train --model="$tiny" --outdir="$tmp/x"
-expect_error "unknown preset" 2 "no models/edm2-huge.edm" "$edmc" train --preset=edm2-huge --data=builtin:shapes --outdir="$tmp/x"
-expect_error "batch not a multiple of batch-gpu" 2 "must be a multiple" run --outdir="$tmp/x" --batch=8 --batch-gpu=3
-expect_error "snapshots closer than 1 kimg" 2 "at least 1000 images" run --outdir="$tmp/x" --snapshot=100
-expect_error "bad duration" 2 "number of images" run --outdir="$tmp/x" --duration=lots
-expect_error "missing dataset" 1 "nowhere" run --outdir="$tmp/x" --data="$tmp/nowhere"
+tap_expect_error "train without --data" 2 "needs --model" "$edmc" train --model="$tiny" --outdir="$tmp/x"
+tap_expect_error "unknown preset" 2 "no models/edm2-huge.edm" "$edmc" train --preset=edm2-huge --data=builtin:shapes --outdir="$tmp/x"
+tap_expect_error "batch not a multiple of batch-gpu" 2 "must be a multiple" run --outdir="$tmp/x" --batch=8 --batch-gpu=3
+tap_expect_error "snapshots closer than 1 kimg" 2 "at least 1000 images" run --outdir="$tmp/x" --snapshot=100
+tap_expect_error "bad duration" 2 "number of images" run --outdir="$tmp/x" --duration=lots
+tap_expect_error "missing dataset" 1 "nowhere" run --outdir="$tmp/x" --data="$tmp/nowhere"
 tap_done

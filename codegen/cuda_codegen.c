@@ -1,0 +1,1114 @@
+/* CUDA C code generation (see cuda_codegen.h).  The index arithmetic mirrors
+ * runtime/backend_cpu.c's plans, so both backends read the same elements. */
+#include "config.h"
+
+#include "codegen/cuda_codegen.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ text */
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+    int oom;
+} sbuf;
+
+static void sb_putn(sbuf *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (b->len + n + 1 > cap)
+            cap *= 2;
+        char *np = realloc(b->p, cap);
+        if (!np) {
+            b->oom = 1;
+            return;
+        }
+        b->p = np;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void sb_puts(sbuf *b, const char *s) { sb_putn(b, s, strlen(s)); }
+
+static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sbuf *b, const char *fmt, ...)
+{
+    char small[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        b->oom = 1;
+        return;
+    }
+    if ((size_t)n < sizeof small) {
+        sb_putn(b, small, (size_t)n);
+        return;
+    }
+    char *big = malloc((size_t)n + 1);
+    if (!big) {
+        b->oom = 1;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    sb_putn(b, big, (size_t)n);
+    free(big);
+}
+
+/* A float constant as CUDA C: exact (9 significant digits round-trip), with
+ * the non-finite values as bit patterns. */
+static void lit_f32(char *out, size_t size, double v)
+{
+    float f = (float)v;
+    if (isnan(f) || isinf(f)) {
+        uint32_t bits;
+        memcpy(&bits, &f, sizeof bits);
+        snprintf(out, size, "__int_as_float(0x%08xU)", (unsigned)bits);
+        return;
+    }
+    char num[48];
+    snprintf(num, sizeof num, "%.9g", (double)f);
+    snprintf(out, size, "%s%sf", num, strpbrk(num, ".eE") ? "" : ".0");
+}
+
+static void lit_f64(char *out, size_t size, double v)
+{
+    if (isnan(v) || isinf(v)) {
+        uint64_t bits;
+        memcpy(&bits, &v, sizeof bits);
+        snprintf(out, size, "__longlong_as_double(0x%016llxLL)", (unsigned long long)bits);
+        return;
+    }
+    char num[48];
+    snprintf(num, sizeof num, "%.17g", v);
+    snprintf(out, size, "%s%s", num, strpbrk(num, ".eE") ? "" : ".0");
+}
+
+/* ------------------------------------------------------------------ bound shapes */
+
+typedef struct {
+    int rank;
+    int64_t dim[EDM_MAX_RANK];
+    int64_t numel;
+} bshape;
+
+static bshape bind(const edm_shape *s, int64_t batch)
+{
+    bshape b = {.rank = s->rank, .numel = 1};
+    for (int i = 0; i < s->rank; i++) {
+        b.dim[i] = s->dim[i] == EDM_DIM_BATCH ? batch : s->dim[i];
+        b.numel *= b.dim[i];
+    }
+    return b;
+}
+
+static void strides_of(const bshape *s, int64_t *stride)
+{
+    int64_t acc = 1;
+    for (int i = s->rank - 1; i >= 0; i--) {
+        stride[i] = acc;
+        acc *= s->dim[i];
+    }
+}
+
+static int64_t prod(const bshape *s, int from, int to)
+{
+    int64_t p = 1;
+    for (int i = from; i < to; i++)
+        p *= s->dim[i];
+    return p;
+}
+
+/* Output-index decomposition with per-operand strides: `nops` operands, index
+ * variable names in `vars`; dims/strides already coalesced, outermost first. */
+typedef struct {
+    int rank;
+    int64_t dim[EDM_MAX_RANK];
+    int64_t s[2][EDM_MAX_RANK];
+} index_plan;
+
+/* Right-aligned numpy broadcasting of a (and b) against y, size-1 dims
+ * dropped, adjacent dims merged where contiguous for all operands. */
+static void plan_broadcast(const bshape *y, const bshape *a, const bshape *b, index_plan *p)
+{
+    int r = y->rank;
+    int64_t sa_full[EDM_MAX_RANK], sb_full[EDM_MAX_RANK], stra[EDM_MAX_RANK], strb[EDM_MAX_RANK];
+    strides_of(a, stra);
+    strides_of(b, strb);
+    for (int i = 0; i < r; i++) {
+        int ia = a->rank - r + i, ib = b->rank - r + i;
+        sa_full[i] = ia >= 0 && a->dim[ia] != 1 ? stra[ia] : 0;
+        sb_full[i] = ib >= 0 && b->dim[ib] != 1 ? strb[ib] : 0;
+    }
+    p->rank = 0;
+    for (int i = 0; i < r; i++) {
+        if (y->dim[i] == 1)
+            continue;
+        int q = p->rank - 1;
+        if (q >= 0 && p->s[0][q] == sa_full[i] * y->dim[i] && p->s[1][q] == sb_full[i] * y->dim[i]) {
+            p->dim[q] *= y->dim[i];
+            p->s[0][q] = sa_full[i];
+            p->s[1][q] = sb_full[i];
+        } else {
+            p->dim[p->rank] = y->dim[i];
+            p->s[0][p->rank] = sa_full[i];
+            p->s[1][p->rank] = sb_full[i];
+            p->rank++;
+        }
+    }
+}
+
+/* Emits `long long v0 = …, v1 = …;` computing each operand's offset from the
+ * linear index `idx`. */
+static void emit_index(sbuf *b, const index_plan *p, int nops, const char *const *vars, const char *idx)
+{
+    int trivial[2], zero[2];
+    for (int k = 0; k < nops; k++) {
+        /* offset == idx when the plan is one contiguous dim; 0 when broadcast along all */
+        trivial[k] = p->rank == 1 && p->s[k][0] == 1;
+        zero[k] = 1;
+        for (int d = 0; d < p->rank; d++)
+            zero[k] &= p->s[k][d] == 0;
+        trivial[k] &= !zero[k];
+    }
+    for (int k = 0; k < nops; k++) {
+        if (zero[k])
+            sb_printf(b, "        const long long %s = 0;\n", vars[k]);
+        else if (trivial[k])
+            sb_printf(b, "        const long long %s = %s;\n", vars[k], idx);
+        else
+            sb_printf(b, "        long long %s = 0;\n", vars[k]);
+    }
+    int need = 0;
+    for (int k = 0; k < nops; k++)
+        need |= !trivial[k] && !zero[k];
+    if (!need)
+        return;
+    sb_printf(b, "        {\n            long long r_ = %s, q_;\n", idx);
+    for (int d = p->rank - 1; d >= 0; d--) {
+        int used = 0;
+        for (int k = 0; k < nops; k++)
+            used |= !trivial[k] && !zero[k] && p->s[k][d] != 0;
+        if (d > 0 && used)
+            sb_printf(b, "            q_ = r_ %% %lldLL; r_ /= %lldLL;\n", (long long)p->dim[d], (long long)p->dim[d]);
+        else if (d > 0)
+            sb_printf(b, "            r_ /= %lldLL;\n", (long long)p->dim[d]);
+        else if (used)
+            sb_printf(b, "            q_ = r_;\n");
+        for (int k = 0; k < nops; k++)
+            if (!trivial[k] && !zero[k] && p->s[k][d] != 0)
+                sb_printf(b, "            %s += q_ * %lldLL;\n", vars[k], (long long)p->s[k][d]);
+    }
+    sb_puts(b, "        }\n");
+}
+
+/* ------------------------------------------------------------------ kernels */
+
+typedef struct {
+    const edm_graph *g;
+    const edm_cuda_options *opt;
+    int id;
+    const edm_node *n;
+    bshape y, a, b; /* bound shapes of the value and its inputs */
+    edm_cuda_launch *L;
+} node_ctx;
+
+#define BLOCK 256
+#define MAX_GRID (1u << 20)
+
+static unsigned grid_for(int64_t work)
+{
+    int64_t g = (work + BLOCK - 1) / BLOCK;
+    if (g < 1)
+        g = 1;
+    return g > (int64_t)MAX_GRID ? MAX_GRID : (unsigned)g;
+}
+
+static void launch_1d(edm_cuda_launch *L, int64_t work)
+{
+    L->grid[0] = grid_for(work);
+    L->grid[1] = L->grid[2] = 1;
+    L->block[0] = BLOCK;
+    L->block[1] = L->block[2] = 1;
+}
+
+/* The signature shared by every node kernel; KNAME is replaced by the name. */
+static void emit_head(sbuf *b, const char *extra)
+{
+    sb_printf(b,
+              "extern \"C\" __global__ void __launch_bounds__(%d) KNAME(T *__restrict__ y, const T *__restrict__ a, "
+              "const T *__restrict__ b, unsigned long long seed)\n{\n%s",
+              BLOCK, extra);
+}
+
+static const char *unary_expr(const edm_node *n, char *buf, size_t size)
+{
+    char lo[64], hi[64];
+    switch (n->op) {
+    case EDM_OP_NEG: return "-x";
+    case EDM_OP_EXP: return "expf(x)";
+    case EDM_OP_LOG: return "logf(x)";
+    case EDM_OP_SQRT: return "sqrtf(x)";
+    case EDM_OP_RSQRT: return "1.0f / sqrtf(x)";
+    case EDM_OP_SIN: return "sinf(x)";
+    case EDM_OP_COS: return "cosf(x)";
+    case EDM_OP_SQUARE: return "x * x";
+    case EDM_OP_SIGMOID: return "1.0f / (1.0f + expf(-x))";
+    case EDM_OP_SILU: return "x * (1.0f / (1.0f + expf(-x)))";
+    case EDM_OP_STEP: return "x >= 0.0f ? 1.0f : 0.0f";
+    case EDM_OP_CLAMP:
+        lit_f32(lo, sizeof lo, n->attr.clamp.lo);
+        lit_f32(hi, sizeof hi, n->attr.clamp.hi);
+        snprintf(buf, size, "x < %s ? %s : x > %s ? %s : x", lo, lo, hi, hi);
+        return buf;
+    default: return NULL;
+    }
+}
+
+static void gen_fill(node_ctx *c, sbuf *b)
+{
+    char v[64];
+    lit_f32(v, sizeof v, c->n->attr.constant.value);
+    emit_head(b, "");
+    sb_printf(b, "    EDM_LOOP(%lldLL) st(y, i, %s);\n}\n", (long long)c->y.numel, v);
+    launch_1d(c->L, c->y.numel);
+}
+
+static void gen_unary(node_ctx *c, sbuf *b)
+{
+    char buf[512];
+    emit_head(b, "");
+    sb_printf(b, "    EDM_LOOP(%lldLL) {\n        const float x = ld(a, i);\n        st(y, i, %s);\n    }\n}\n",
+              (long long)c->y.numel, unary_expr(c->n, buf, sizeof buf));
+    launch_1d(c->L, c->y.numel);
+}
+
+static void gen_binary(node_ctx *c, sbuf *b)
+{
+    static const char *const vars[] = {"ia", "ib"};
+    const char *expr = "u + v";
+    switch (c->n->op) {
+    case EDM_OP_SUB: expr = "u - v"; break;
+    case EDM_OP_MUL: expr = "u * v"; break;
+    case EDM_OP_DIV: expr = "u / v"; break;
+    case EDM_OP_MAXIMUM: expr = "u > v ? u : v"; break;
+    default: break;
+    }
+    index_plan p;
+    plan_broadcast(&c->y, &c->a, &c->b, &p);
+    emit_head(b, "");
+    sb_printf(b, "    EDM_LOOP(%lldLL) {\n", (long long)c->y.numel);
+    emit_index(b, &p, 2, vars, "i");
+    sb_printf(b, "        const float u = ld(a, ia), v = ld(b, ib);\n        st(y, i, %s);\n    }\n}\n", expr);
+    launch_1d(c->L, c->y.numel);
+}
+
+static void gen_expand(node_ctx *c, sbuf *b)
+{
+    static const char *const vars[] = {"ia", "ib"};
+    index_plan p;
+    plan_broadcast(&c->y, &c->a, &c->a, &p);
+    emit_head(b, "");
+    sb_printf(b, "    EDM_LOOP(%lldLL) {\n", (long long)c->y.numel);
+    emit_index(b, &p, 1, vars, "i");
+    sb_puts(b, "        st(y, i, ld(a, ia));\n    }\n}\n");
+    launch_1d(c->L, c->y.numel);
+}
+
+static void gen_permute(node_ctx *c, sbuf *b)
+{
+    static const char *const vars[] = {"ia", "ib"};
+    int64_t stride[EDM_MAX_RANK];
+    strides_of(&c->a, stride);
+    index_plan p = {.rank = 0};
+    for (int i = 0; i < c->y.rank; i++) {
+        if (c->y.dim[i] == 1)
+            continue;
+        int64_t s = stride[c->n->attr.permute.perm[i]];
+        int q = p.rank - 1;
+        if (q >= 0 && p.s[0][q] == s * c->y.dim[i]) {
+            p.dim[q] *= c->y.dim[i];
+            p.s[0][q] = s;
+        } else {
+            p.dim[p.rank] = c->y.dim[i];
+            p.s[0][p.rank] = s;
+            p.s[1][p.rank] = 0;
+            p.rank++;
+        }
+    }
+    emit_head(b, "");
+    sb_printf(b, "    EDM_LOOP(%lldLL) {\n", (long long)c->y.numel);
+    emit_index(b, &p, 1, vars, "i");
+    sb_puts(b, "        st(y, i, ld(a, ia));\n    }\n}\n");
+    launch_1d(c->L, c->y.numel);
+}
+
+static void gen_concat(node_ctx *c, sbuf *b)
+{
+    int ax = c->n->attr.concat.axis;
+    int64_t inner = prod(&c->y, ax + 1, c->y.rank);
+    long long la = (long long)c->a.dim[ax] * inner, lb = (long long)c->b.dim[ax] * inner,
+              ly = (long long)c->y.dim[ax] * inner;
+    emit_head(b, "");
+    sb_printf(b,
+              "    EDM_LOOP(%lldLL) {\n        const long long o = i / %lldLL, j = i %% %lldLL;\n"
+              "        st(y, i, j < %lldLL ? ld(a, o * %lldLL + j) : ld(b, o * %lldLL + (j - %lldLL)));\n    }\n}\n",
+              (long long)c->y.numel, ly, ly, la, la, lb, la);
+    launch_1d(c->L, c->y.numel);
+}
+
+static void gen_slice(node_ctx *c, sbuf *b)
+{
+    int ax = c->n->attr.slice.axis;
+    int64_t inner = prod(&c->a, ax + 1, c->a.rank);
+    long long la = (long long)c->a.dim[ax] * inner, ly = (long long)c->y.dim[ax] * inner,
+              off = (long long)c->n->attr.slice.start * inner;
+    emit_head(b, "");
+    sb_printf(b,
+              "    EDM_LOOP(%lldLL) {\n        const long long o = i / %lldLL, j = i %% %lldLL;\n"
+              "        st(y, i, ld(a, o * %lldLL + %lldLL + j));\n    }\n}\n",
+              (long long)c->y.numel, ly, ly, la, off);
+    launch_1d(c->L, c->y.numel);
+}
+
+/* Sum or sum of squares over an axis mask, accumulated in double like the
+ * CPU backend.  Many short reductions: a thread per output; few long ones: a
+ * block per output with a shared-memory tree. */
+static void gen_reduce(node_ctx *c, sbuf *b)
+{
+    int64_t stride[EDM_MAX_RANK];
+    strides_of(&c->a, stride);
+    index_plan kept = {.rank = 0}, red = {.rank = 0};
+    int64_t nout = 1, nred = 1;
+    int prev = -1; /* class of the previous non-unit dim: 0 kept, 1 reduced */
+    for (int i = 0; i < c->a.rank; i++) {
+        int r = (int)((c->n->attr.reduce.axes >> i) & 1u);
+        if (c->a.dim[i] == 1)
+            continue;
+        index_plan *p = r ? &red : &kept;
+        if (r)
+            nred *= c->a.dim[i];
+        else
+            nout *= c->a.dim[i];
+        int q = p->rank - 1;
+        if (prev == r && q >= 0 && p->s[0][q] == stride[i] * c->a.dim[i]) {
+            p->dim[q] *= c->a.dim[i];
+            p->s[0][q] = stride[i];
+        } else {
+            p->dim[p->rank] = c->a.dim[i];
+            p->s[0][p->rank] = stride[i];
+            p->s[1][p->rank] = 0;
+            p->rank++;
+        }
+        prev = r;
+    }
+    static const char *const vbase[] = {"base"}, *const voff[] = {"roff"};
+    const char *acc = c->n->op == EDM_OP_SUMSQ ? "acc += v * v;" : "acc += v;";
+    int per_thread = nout >= 1024 || nred <= 64;
+    emit_head(b, per_thread ? "" : "    __shared__ double sh[256];\n");
+    if (per_thread) {
+        sb_printf(b, "    EDM_LOOP(%lldLL) {\n", (long long)nout);
+        emit_index(b, &kept, 1, vbase, "i");
+        sb_printf(b, "        double acc = 0.0;\n        for (long long r = 0; r < %lldLL; r++) {\n", (long long)nred);
+        /* emit_index indents for a loop body: fine one level deeper too */
+        emit_index(b, &red, 1, voff, "r");
+        sb_printf(b, "            const double v = (double)ld(a, base + roff);\n            %s\n        }\n"
+                     "        st(y, i, (float)acc);\n    }\n}\n",
+                  acc);
+        launch_1d(c->L, nout);
+    } else {
+        sb_printf(b, "    for (long long o = blockIdx.x; o < %lldLL; o += gridDim.x) {\n", (long long)nout);
+        emit_index(b, &kept, 1, vbase, "o");
+        sb_printf(b, "        double acc = 0.0;\n        for (long long r = threadIdx.x; r < %lldLL; r += %d) {\n",
+                  (long long)nred, BLOCK);
+        emit_index(b, &red, 1, voff, "r");
+        sb_printf(b,
+                  "            const double v = (double)ld(a, base + roff);\n            %s\n        }\n"
+                  "        sh[threadIdx.x] = acc;\n        __syncthreads();\n"
+                  "        for (int s = %d; s > 0; s >>= 1) {\n"
+                  "            if ((int)threadIdx.x < s)\n                sh[threadIdx.x] += sh[threadIdx.x + s];\n"
+                  "            __syncthreads();\n        }\n"
+                  "        if (threadIdx.x == 0)\n            st(y, o, (float)sh[0]);\n        __syncthreads();\n"
+                  "    }\n}\n",
+                  acc, BLOCK / 2);
+        c->L->grid[0] = nout > (int64_t)MAX_GRID ? MAX_GRID : (unsigned)nout;
+        c->L->grid[1] = c->L->grid[2] = 1;
+        c->L->block[0] = BLOCK;
+        c->L->block[1] = c->L->block[2] = 1;
+    }
+}
+
+static void gen_softmax(node_ctx *c, sbuf *b)
+{
+    int ax = c->n->attr.softmax.axis;
+    long long outer = (long long)prod(&c->a, 0, ax), inner = (long long)prod(&c->a, ax + 1, c->a.rank),
+              len = (long long)c->a.dim[ax];
+    emit_head(b, "");
+    sb_printf(b,
+              "    EDM_LOOP(%lldLL) {\n"
+              "        const long long o = i / %lldLL, in = i %% %lldLL, base = o * %lldLL + in;\n"
+              "        float m = ld(a, base);\n"
+              "        for (long long j = 1; j < %lldLL; j++) {\n"
+              "            const float t = ld(a, base + j * %lldLL);\n            m = t > m ? t : m;\n        }\n"
+              "        double s = 0.0;\n"
+              "        for (long long j = 0; j < %lldLL; j++)\n"
+              "            s += (double)expf(ld(a, base + j * %lldLL) - m);\n"
+              "        const float inv = (float)(1.0 / s);\n"
+              "        for (long long j = 0; j < %lldLL; j++)\n"
+              "            st(y, base + j * %lldLL, expf(ld(a, base + j * %lldLL) - m) * inv);\n"
+              "    }\n}\n",
+              outer * inner, inner, inner, len * inner, len, inner, len, inner, len, inner, inner);
+    launch_1d(c->L, outer * inner);
+}
+
+static void gen_avgpool2(node_ctx *c, sbuf *b)
+{
+    long long h = (long long)c->a.dim[2], w = (long long)c->a.dim[3], oh = h / 2, ow = w / 2;
+    emit_head(b, "");
+    sb_printf(b,
+              "    EDM_LOOP(%lldLL) {\n"
+              "        const long long p = i / %lldLL, q = i %% %lldLL, oy = q / %lldLL, ox = q %% %lldLL;\n"
+              "        const long long s = p * %lldLL + 2 * oy * %lldLL + 2 * ox;\n"
+              "        st(y, i, (ld(a, s) + ld(a, s + 1) + ld(a, s + %lldLL) + ld(a, s + %lldLL)) * 0.25f);\n"
+              "    }\n}\n",
+              (long long)c->y.numel, oh * ow, oh * ow, ow, ow, h * w, w, w, w + 1);
+    launch_1d(c->L, c->y.numel);
+}
+
+static void gen_upsample2(node_ctx *c, sbuf *b)
+{
+    long long h = (long long)c->a.dim[2], w = (long long)c->a.dim[3], oh = h * 2, ow = w * 2;
+    emit_head(b, "");
+    sb_printf(b,
+              "    EDM_LOOP(%lldLL) {\n"
+              "        const long long p = i / %lldLL, q = i %% %lldLL, oy = q / %lldLL, ox = q %% %lldLL;\n"
+              "        st(y, i, ld(a, p * %lldLL + (oy / 2) * %lldLL + ox / 2));\n"
+              "    }\n}\n",
+              (long long)c->y.numel, oh * ow, oh * ow, ow, ow, h * w, w);
+    launch_1d(c->L, c->y.numel);
+}
+
+/* The CPU backend's mask: kept iff (double)hash(seed, mask, i) >= p·2^64. */
+static void gen_dropout(node_ctx *c, sbuf *b)
+{
+    double p = c->n->attr.dropout.p;
+    int mask = c->n->attr.dropout.mask_id >= 0 ? c->n->attr.dropout.mask_id : c->id;
+    char thr[64], scale[64];
+    lit_f64(thr, sizeof thr, p * 18446744073709551616.0);
+    lit_f32(scale, sizeof scale, 1 / (1 - p));
+    emit_head(b, "");
+    sb_printf(b,
+              "    EDM_LOOP(%lldLL) {\n"
+              "        const unsigned long long h = edm_mix64(seed ^ edm_mix64(%lluULL * 0x9e3779b97f4a7c15ULL + "
+              "(unsigned long long)i));\n"
+              "        st(y, i, (double)h >= %s ? ld(a, i) * %s : 0.0f);\n    }\n}\n",
+              (long long)c->y.numel, (unsigned long long)mask, thr, scale);
+    launch_1d(c->L, c->y.numel);
+}
+
+/* ------------------------------------------------------------------ contractions */
+
+typedef struct {
+    int64_t n, c, h, w, o, k, stride, pad, oh, ow;
+} conv_geom;
+
+/* The forward convolution a conv-family node belongs to (as the CPU backend). */
+static conv_geom conv_of(const node_ctx *c)
+{
+    const bshape *x, *w, *y;
+    switch (c->n->op) {
+    case EDM_OP_CONV2D: x = &c->a; w = &c->b; y = &c->y; break;
+    case EDM_OP_CONV2D_BWD_DATA: x = &c->y; w = &c->b; y = &c->a; break;
+    default: x = &c->a; w = &c->y; y = &c->b; break; /* CONV2D_BWD_WEIGHT */
+    }
+    return (conv_geom){.n = x->dim[0], .c = x->dim[1], .h = x->dim[2], .w = x->dim[3], .o = w->dim[0],
+                       .k = w->dim[2], .stride = c->n->attr.conv.stride, .pad = c->n->attr.conv.pad,
+                       .oh = y->dim[2], .ow = y->dim[3]};
+}
+
+/* The tiled GEMM body: C[z] (GM×GN) = Σ_k A(z,m,k)·B(z,k,n), with the
+ * accessors KNAME_A, KNAME_B, KNAME_C emitted before it. */
+static void emit_gemm(sbuf *b, edm_cuda_launch *L, int64_t gm, int64_t gn, int64_t gk, int64_t gb)
+{
+    emit_head(b, "    __shared__ float As[16][64 + 1];\n    __shared__ float Bs[16][64 + 1];\n");
+    sb_printf(b,
+              "    const long long m0 = (long long)blockIdx.y * 64, n0 = (long long)blockIdx.x * 64;\n"
+              "    const int tx = threadIdx.x %% 16, ty = threadIdx.x / 16;\n"
+              "    for (long long z = blockIdx.z; z < %lldLL; z += gridDim.z) {\n"
+              "        float acc[4][4];\n"
+              "        for (int r = 0; r < 4; r++)\n            for (int s = 0; s < 4; s++)\n"
+              "                acc[r][s] = 0.0f;\n"
+              "        for (long long k0 = 0; k0 < %lldLL; k0 += 16) {\n"
+              "            for (int e = threadIdx.x; e < 16 * 64; e += 256) {\n"
+              "                const int kk = e %% 16, mm = e / 16;\n"
+              "                const long long m = m0 + mm, k = k0 + kk;\n"
+              "                As[kk][mm] = m < %lldLL && k < %lldLL ? KNAME_A(a, b, z, m, k) : 0.0f;\n"
+              "            }\n"
+              "            for (int e = threadIdx.x; e < 16 * 64; e += 256) {\n"
+              "                const int kk = e / 64, nn = e %% 64;\n"
+              "                const long long n = n0 + nn, k = k0 + kk;\n"
+              "                Bs[kk][nn] = n < %lldLL && k < %lldLL ? KNAME_B(a, b, z, k, n) : 0.0f;\n"
+              "            }\n"
+              "            __syncthreads();\n"
+              "            for (int kk = 0; kk < 16; kk++) {\n"
+              "                float ra[4], rb[4];\n"
+              "                for (int r = 0; r < 4; r++) {\n"
+              "                    ra[r] = As[kk][ty + 16 * r];\n                    rb[r] = Bs[kk][tx + 16 * r];\n"
+              "                }\n"
+              "                for (int r = 0; r < 4; r++)\n                    for (int s = 0; s < 4; s++)\n"
+              "                        acc[r][s] += ra[r] * rb[s];\n"
+              "            }\n"
+              "            __syncthreads();\n"
+              "        }\n"
+              "        for (int r = 0; r < 4; r++)\n            for (int s = 0; s < 4; s++) {\n"
+              "                const long long m = m0 + ty + 16 * r, n = n0 + tx + 16 * s;\n"
+              "                if (m < %lldLL && n < %lldLL)\n                    KNAME_C(y, z, m, n, acc[r][s]);\n"
+              "            }\n"
+              "    }\n}\n",
+              (long long)gb, (long long)gk, (long long)gm, (long long)gk, (long long)gn, (long long)gk,
+              (long long)gm, (long long)gn);
+    int64_t gx = (gn + 63) / 64, gy = (gm + 63) / 64;
+    L->grid[0] = (unsigned)gx;
+    L->grid[1] = (unsigned)gy;
+    L->grid[2] = gb > 65535 ? 65535u : (unsigned)gb;
+    L->block[0] = BLOCK;
+    L->block[1] = L->block[2] = 1;
+}
+
+#define ACC_A "static __device__ __forceinline__ float KNAME_A(const T *a, const T *b, long long z, long long m, long long k)\n"
+#define ACC_B "static __device__ __forceinline__ float KNAME_B(const T *a, const T *b, long long z, long long k, long long n)\n"
+#define ACC_C "static __device__ __forceinline__ void KNAME_C(T *y, long long z, long long m, long long n, float v)\n"
+
+static int gen_conv2d(node_ctx *c, sbuf *b, edm_status *st)
+{
+    conv_geom p = conv_of(c);
+    long long kk = (long long)p.k * p.k, ohw = (long long)p.oh * p.ow;
+    int64_t gm = p.o, gn = p.n * p.oh * p.ow, gk = p.c * p.k * p.k;
+    sb_printf(b, ACC_A "{\n    return ld(b, m * %lldLL + k);\n}\n", (long long)gk);
+    sb_printf(b,
+              ACC_B "{\n"
+              "    const long long nb = n / %lldLL, p = n %% %lldLL, oy = p / %lldLL, ox = p %% %lldLL;\n"
+              "    const long long c = k / %lldLL, r = k %% %lldLL, ky = r / %lldLL, kx = r %% %lldLL;\n"
+              "    const long long iy = oy * %lldLL - %lldLL + ky, ix = ox * %lldLL - %lldLL + kx;\n"
+              "    return iy >= 0 && iy < %lldLL && ix >= 0 && ix < %lldLL ? ld(a, ((nb * %lldLL + c) * %lldLL + iy) * "
+              "%lldLL + ix) : 0.0f;\n}\n",
+              ohw, ohw, (long long)p.ow, (long long)p.ow, kk, kk, (long long)p.k, (long long)p.k,
+              (long long)p.stride, (long long)p.pad, (long long)p.stride, (long long)p.pad, (long long)p.h,
+              (long long)p.w, (long long)p.c, (long long)p.h, (long long)p.w);
+    sb_printf(b, ACC_C "{\n    st(y, (n / %lldLL * %lldLL + m) * %lldLL + n %% %lldLL, v);\n}\n", ohw, (long long)p.o,
+              ohw, ohw);
+    if (gm > 65535 * 64LL)
+        return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: conv2d with %lld output channels", (long long)gm);
+    emit_gemm(b, c->L, gm, gn, gk, 1);
+    if (c->opt->gemm_library) {
+        /* y[n] (O×OHW) = w (O×CKK) · col[n] (CKK×OHW) */
+        c->L->cublaslt = 1;
+        c->L->gemm = (edm_cuda_gemm){.m = gm, .n = ohw, .k = gk, .count = p.n, .stride_a = 0,
+                                     .stride_b = gk * ohw, .stride_c = gm * ohw};
+    }
+    return 0;
+}
+
+static int gen_conv2d_bwd_data(node_ctx *c, sbuf *b, edm_status *st)
+{
+    conv_geom p = conv_of(c);
+    long long kk = (long long)p.k * p.k, hw = (long long)p.h * p.w;
+    int64_t gm = p.c, gn = p.n * p.h * p.w, gk = p.o * p.k * p.k;
+    sb_printf(b,
+              ACC_A "{\n    const long long o = k / %lldLL, r = k %% %lldLL;\n"
+              "    return ld(b, (o * %lldLL + m) * %lldLL + r);\n}\n",
+              kk, kk, (long long)p.c, kk);
+    sb_printf(b,
+              ACC_B "{\n"
+              "    const long long o = k / %lldLL, r = k %% %lldLL, ky = r / %lldLL, kx = r %% %lldLL;\n"
+              "    const long long nb = n / %lldLL, q = n %% %lldLL, iy = q / %lldLL, ix = q %% %lldLL;\n"
+              "    const long long ty = iy + %lldLL - ky, tx = ix + %lldLL - kx;\n"
+              "    if (ty < 0 || tx < 0 || ty %% %lldLL != 0 || tx %% %lldLL != 0)\n        return 0.0f;\n"
+              "    const long long oy = ty / %lldLL, ox = tx / %lldLL;\n"
+              "    return oy < %lldLL && ox < %lldLL ? ld(a, ((nb * %lldLL + o) * %lldLL + oy) * %lldLL + ox) : 0.0f;\n"
+              "}\n",
+              kk, kk, (long long)p.k, (long long)p.k, hw, hw, (long long)p.w, (long long)p.w, (long long)p.pad,
+              (long long)p.pad, (long long)p.stride, (long long)p.stride, (long long)p.stride, (long long)p.stride,
+              (long long)p.oh, (long long)p.ow, (long long)p.o, (long long)p.oh, (long long)p.ow);
+    sb_printf(b, ACC_C "{\n    st(y, (n / %lldLL * %lldLL + m) * %lldLL + n %% %lldLL, v);\n}\n", hw, (long long)p.c,
+              hw, hw);
+    if (gm > 65535 * 64LL)
+        return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: conv2d with %lld input channels", (long long)gm);
+    emit_gemm(b, c->L, gm, gn, gk, 1);
+    if (c->opt->gemm_library) {
+        /* col[n] (CKK×OHW) = wᵀ (CKK×O) · dy[n] (O×OHW), then col2im */
+        c->L->cublaslt = 1;
+        c->L->gemm = (edm_cuda_gemm){.m = p.c * p.k * p.k, .n = p.oh * p.ow, .k = p.o, .trans_a = 1, .count = p.n,
+                                     .stride_a = 0, .stride_b = p.o * p.oh * p.ow,
+                                     .stride_c = p.c * p.k * p.k * p.oh * p.ow};
+    }
+    return 0;
+}
+
+static int gen_conv2d_bwd_weight(node_ctx *c, sbuf *b, edm_status *st)
+{
+    conv_geom p = conv_of(c);
+    long long kk = (long long)p.k * p.k, ohw = (long long)p.oh * p.ow;
+    int64_t gm = p.o, gn = p.c * p.k * p.k, gk = p.n * p.oh * p.ow;
+    sb_printf(b, ACC_A "{\n    return ld(b, (k / %lldLL * %lldLL + m) * %lldLL + k %% %lldLL);\n}\n", ohw,
+              (long long)p.o, ohw, ohw);
+    sb_printf(b,
+              ACC_B "{\n"
+              "    const long long nb = k / %lldLL, q = k %% %lldLL, oy = q / %lldLL, ox = q %% %lldLL;\n"
+              "    const long long c = n / %lldLL, r = n %% %lldLL, ky = r / %lldLL, kx = r %% %lldLL;\n"
+              "    const long long iy = oy * %lldLL - %lldLL + ky, ix = ox * %lldLL - %lldLL + kx;\n"
+              "    return iy >= 0 && iy < %lldLL && ix >= 0 && ix < %lldLL ? ld(a, ((nb * %lldLL + c) * %lldLL + iy) * "
+              "%lldLL + ix) : 0.0f;\n}\n",
+              ohw, ohw, (long long)p.ow, (long long)p.ow, kk, kk, (long long)p.k, (long long)p.k,
+              (long long)p.stride, (long long)p.pad, (long long)p.stride, (long long)p.pad, (long long)p.h,
+              (long long)p.w, (long long)p.c, (long long)p.h, (long long)p.w);
+    sb_printf(b, ACC_C "{\n    st(y, m * %lldLL + n, v);\n}\n", (long long)gn);
+    if (gm > 65535 * 64LL)
+        return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: conv2d with %lld output channels", (long long)gm);
+    emit_gemm(b, c->L, gm, gn, gk, 1);
+    if (c->opt->gemm_library) {
+        /* dw (O×CKK) = Σ_n dy[n] (O×OHW) · col[n]ᵀ (OHW×CKK) */
+        c->L->cublaslt = 1;
+        c->L->gemm = (edm_cuda_gemm){.m = gm, .n = gn, .k = ohw, .trans_b = 1, .count = p.n,
+                                     .stride_a = p.o * ohw, .stride_b = gn * ohw, .stride_c = 0, .accumulate = 1};
+    }
+    return 0;
+}
+
+static int gen_matmul(node_ctx *c, sbuf *b, edm_status *st)
+{
+    const bshape *y = &c->y, *a = &c->a, *bb = &c->b;
+    int ta = c->n->attr.matmul.trans_a, tb = c->n->attr.matmul.trans_b;
+    int64_t m = y->dim[y->rank - 2], n = y->dim[y->rank - 1], k = ta ? a->dim[a->rank - 2] : a->dim[a->rank - 1];
+    int nbatch = y->rank - 2;
+    int64_t bdim[EDM_MAX_RANK], sa[EDM_MAX_RANK], sbs[EDM_MAX_RANK], count = 1;
+    int64_t acc_a = a->dim[a->rank - 2] * a->dim[a->rank - 1], acc_b = bb->dim[bb->rank - 2] * bb->dim[bb->rank - 1];
+    for (int i = nbatch - 1; i >= 0; i--) {
+        int ia = a->rank - 2 - (nbatch - i), ib = bb->rank - 2 - (nbatch - i);
+        int64_t da = ia >= 0 ? a->dim[ia] : 1, db = ib >= 0 ? bb->dim[ib] : 1;
+        bdim[i] = y->dim[i];
+        count *= y->dim[i];
+        sa[i] = da == 1 ? 0 : acc_a;
+        sbs[i] = db == 1 ? 0 : acc_b;
+        acc_a *= da;
+        acc_b *= db;
+    }
+    index_plan p = {.rank = 0};
+    for (int i = 0; i < nbatch; i++) {
+        if (bdim[i] == 1)
+            continue;
+        int q = p.rank - 1;
+        if (q >= 0 && p.s[0][q] == sa[i] * bdim[i] && p.s[1][q] == sbs[i] * bdim[i]) {
+            p.dim[q] *= bdim[i];
+            p.s[0][q] = sa[i];
+            p.s[1][q] = sbs[i];
+        } else {
+            p.dim[p.rank] = bdim[i];
+            p.s[0][p.rank] = sa[i];
+            p.s[1][p.rank] = sbs[i];
+            p.rank++;
+        }
+    }
+    static const char *const vars[] = {"oa", "ob"};
+    sbuf idx = {0};
+    emit_index(&idx, &p, 2, vars, "z");
+    if (idx.oom)
+        return edm_nomem(st);
+    sb_printf(b, ACC_A "{\n%s        (void)ob;\n        return ld(a, oa + %s);\n}\n", idx.p ? idx.p : "",
+              ta ? "k * %GM% + m" : "m * %GK% + k");
+    sb_printf(b, ACC_B "{\n%s        (void)oa;\n        return ld(b, ob + %s);\n}\n", idx.p ? idx.p : "",
+              tb ? "n * %GK% + k" : "k * %GN% + n");
+    free(idx.p);
+    sb_printf(b, ACC_C "{\n    st(y, (z * %lldLL + m) * %lldLL + n, v);\n}\n", (long long)m, (long long)n);
+    if (m > 65535 * 64LL)
+        return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: matmul with %lld rows", (long long)m);
+    emit_gemm(b, c->L, m, n, k, count);
+    if (c->opt->gemm_library && p.rank <= 1) {
+        c->L->cublaslt = 1;
+        c->L->gemm = (edm_cuda_gemm){.m = m, .n = n, .k = k, .trans_a = ta, .trans_b = tb, .count = count,
+                                     .stride_a = p.rank ? p.s[0][0] : 0, .stride_b = p.rank ? p.s[1][0] : 0,
+                                     .stride_c = m * n};
+    }
+    /* substitute the %GM%, %GN%, %GK% placeholders */
+    char gmv[32], gnv[32], gkv[32];
+    snprintf(gmv, sizeof gmv, "%lldLL", (long long)m);
+    snprintf(gnv, sizeof gnv, "%lldLL", (long long)n);
+    snprintf(gkv, sizeof gkv, "%lldLL", (long long)k);
+    sbuf out = {0};
+    for (size_t i = 0; i < b->len;) {
+        if (b->p[i] == '%' && i + 4 <= b->len && b->p[i + 3] == '%' && b->p[i + 1] == 'G') {
+            char w = b->p[i + 2];
+            sb_puts(&out, w == 'M' ? gmv : w == 'N' ? gnv : gkv);
+            i += 4;
+        } else {
+            sb_putn(&out, b->p + i, 1);
+            i++;
+        }
+    }
+    if (out.oom) {
+        free(out.p);
+        return edm_nomem(st);
+    }
+    free(b->p);
+    *b = out;
+    return 0;
+}
+
+/* The library path's helpers for convolutions: im2col of samples
+ * [n0, n0+count) into col [count][C·k·k][OH·OW], and the gather col2im
+ * dx[n][c][iy][ix] = Σ col[n][c,ky,kx][oy,ox] (no atomics). */
+static void gen_im2col(const conv_geom *p, sbuf *b, const char *name)
+{
+    long long kk = (long long)p->k * p->k, ohw = (long long)p->oh * p->ow, ckk = (long long)(p->c) * kk;
+    sb_printf(b,
+              "extern \"C\" __global__ void __launch_bounds__(%d) %s(T *__restrict__ col, const T *__restrict__ x, "
+              "long long n0, long long count)\n{\n"
+              "    EDM_LOOP(count * %lldLL) {\n"
+              "        const long long nb = i / %lldLL, rc = i %% %lldLL, row = rc / %lldLL, q = rc %% %lldLL;\n"
+              "        const long long c = row / %lldLL, r = row %% %lldLL, ky = r / %lldLL, kx = r %% %lldLL;\n"
+              "        const long long oy = q / %lldLL, ox = q %% %lldLL;\n"
+              "        const long long iy = oy * %lldLL - %lldLL + ky, ix = ox * %lldLL - %lldLL + kx;\n"
+              "        st(col, i, iy >= 0 && iy < %lldLL && ix >= 0 && ix < %lldLL ? "
+              "ld(x, (((n0 + nb) * %lldLL + c) * %lldLL + iy) * %lldLL + ix) : 0.0f);\n"
+              "    }\n}\n",
+              BLOCK, name, ckk * ohw, ckk * ohw, ckk * ohw, ohw, ohw, kk, kk, (long long)p->k, (long long)p->k,
+              (long long)p->ow, (long long)p->ow, (long long)p->stride, (long long)p->pad, (long long)p->stride,
+              (long long)p->pad, (long long)p->h, (long long)p->w, (long long)p->c, (long long)p->h, (long long)p->w);
+}
+
+static void gen_col2im(const conv_geom *p, sbuf *b, const char *name)
+{
+    long long kk = (long long)p->k * p->k, ohw = (long long)p->oh * p->ow, ckk = (long long)(p->c) * kk,
+              chw = (long long)p->c * p->h * p->w, hw = (long long)p->h * p->w;
+    sb_printf(b,
+              "extern \"C\" __global__ void __launch_bounds__(%d) %s(T *__restrict__ dx, const T *__restrict__ col, "
+              "long long n0, long long count)\n{\n"
+              "    EDM_LOOP(count * %lldLL) {\n"
+              "        const long long nb = i / %lldLL, rc = i %% %lldLL, c = rc / %lldLL, q = rc %% %lldLL;\n"
+              "        const long long iy = q / %lldLL, ix = q %% %lldLL;\n"
+              "        float s = 0.0f;\n"
+              "        for (int ky = 0; ky < %lld; ky++)\n"
+              "            for (int kx = 0; kx < %lld; kx++) {\n"
+              "                const long long ty = iy + %lldLL - ky, tx = ix + %lldLL - kx;\n"
+              "                if (ty < 0 || tx < 0 || ty %% %lldLL != 0 || tx %% %lldLL != 0)\n"
+              "                    continue;\n"
+              "                const long long oy = ty / %lldLL, ox = tx / %lldLL;\n"
+              "                if (oy < %lldLL && ox < %lldLL)\n"
+              "                    s += ld(col, nb * %lldLL + ((c * %lldLL + ky) * %lldLL + kx) * %lldLL + oy * %lldLL + "
+              "ox);\n"
+              "            }\n"
+              "        st(dx, (n0 + nb) * %lldLL + rc, s);\n"
+              "    }\n}\n",
+              BLOCK, name, chw, chw, chw, hw, hw, (long long)p->w, (long long)p->w, (long long)p->k, (long long)p->k,
+              (long long)p->pad, (long long)p->pad, (long long)p->stride, (long long)p->stride, (long long)p->stride,
+              (long long)p->stride, (long long)p->oh, (long long)p->ow, ckk * ohw, (long long)p->k, (long long)p->k,
+              ohw, (long long)p->ow, chw);
+}
+
+/* ------------------------------------------------------------------ the module */
+
+int edm_cuda_op_supported(edm_op op)
+{
+    switch (op) {
+#define EDM_OP_CASE(e, name, arity, cls, macs) case EDM_OP_##e:
+        EDM_OPS(EDM_OP_CASE)
+#undef EDM_OP_CASE
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static const char PREAMBLE_COMMON[] =
+    "#define EDM_LOOP(n) for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \\\n"
+    "                         i += (long long)gridDim.x * blockDim.x)\n";
+
+/* splitmix64's finaliser, as runtime/backend_cpu.c's mix64 (dropout masks) */
+static const char PREAMBLE_MIX64[] =
+    "static __device__ __forceinline__ unsigned long long edm_mix64(unsigned long long z)\n"
+    "{\n"
+    "    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;\n"
+    "    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;\n"
+    "    return z ^ (z >> 31);\n"
+    "}\n";
+
+static const char PREAMBLE_F32[] =
+    "typedef float T;\n"
+    "static __device__ __forceinline__ float ld(const T *p, long long i) { return p[i]; }\n"
+    "static __device__ __forceinline__ void st(T *p, long long i, float v) { p[i] = v; }\n";
+
+static const char PREAMBLE_F16[] =
+    "typedef unsigned short T; /* IEEE half, converted with cvt */\n"
+    "static __device__ __forceinline__ float ld(const T *p, long long i)\n"
+    "{\n    float f;\n    asm(\"cvt.f32.f16 %0, %1;\" : \"=f\"(f) : \"h\"(p[i]));\n    return f;\n}\n"
+    "static __device__ __forceinline__ void st(T *p, long long i, float v)\n"
+    "{\n    unsigned short h;\n    asm(\"cvt.rn.f16.f32 %0, %1;\" : \"=h\"(h) : \"f\"(v));\n    p[i] = h;\n}\n";
+
+static const char PREAMBLE_BF16[] =
+    "typedef unsigned short T; /* bfloat16 */\n"
+    "static __device__ __forceinline__ float ld(const T *p, long long i) { return __uint_as_float((unsigned)p[i] << 16); "
+    "}\n"
+    "static __device__ __forceinline__ void st(T *p, long long i, float v)\n"
+    "{\n    unsigned short h;\n    asm(\"cvt.rn.bf16.f32 %0, %1;\" : \"=h\"(h) : \"f\"(v));\n    p[i] = h;\n}\n";
+
+static const char CAST_KERNELS[] =
+    "extern \"C\" __global__ void edm_cast_from_f32(T *__restrict__ y, const float *__restrict__ x, long long n)\n"
+    "{\n    EDM_LOOP(n) st(y, i, x[i]);\n}\n"
+    "extern \"C\" __global__ void edm_cast_to_f32(float *__restrict__ y, const T *__restrict__ x, long long n)\n"
+    "{\n    EDM_LOOP(n) y[i] = ld(x, i);\n}\n";
+
+/* The optimizer, in the CPU trainer's arithmetic (runtime/train.c). */
+static const char OPTIMIZER_KERNELS[] =
+    "extern \"C\" __global__ void edm_grad_acc(float *__restrict__ acc, const T *__restrict__ g, long long n)\n"
+    "{\n    EDM_LOOP(n) acc[i] += ld(g, i);\n}\n"
+    "extern \"C\" __global__ void __launch_bounds__(256) edm_force_wn(float *__restrict__ w, T *__restrict__ w_store, "
+    "long long rows, long long fan_in)\n"
+    "{\n"
+    "    __shared__ double sh[256];\n"
+    "    for (long long r = blockIdx.x; r < rows; r += gridDim.x) {\n"
+    "        float *p = w + r * fan_in;\n"
+    "        double ss = 0.0;\n"
+    "        for (long long k = threadIdx.x; k < fan_in; k += 256)\n"
+    "            ss += (double)p[k] * p[k];\n"
+    "        sh[threadIdx.x] = ss;\n"
+    "        __syncthreads();\n"
+    "        for (int s = 128; s > 0; s >>= 1) {\n"
+    "            if ((int)threadIdx.x < s)\n"
+    "                sh[threadIdx.x] += sh[threadIdx.x + s];\n"
+    "            __syncthreads();\n"
+    "        }\n"
+    "        const float norm = (float)(1e-4 + sqrt(sh[0] / (double)fan_in));\n"
+    "        __syncthreads();\n"
+    "        for (long long k = threadIdx.x; k < fan_in; k += 256) {\n"
+    "            const float v = p[k] / norm;\n"
+    "            p[k] = v;\n"
+    "            st(w_store, r * fan_in + k, v);\n"
+    "        }\n"
+    "    }\n"
+    "}\n"
+    "extern \"C\" __global__ void edm_adam(float *__restrict__ w, float *__restrict__ m, float *__restrict__ v,\n"
+    "                                      const float *__restrict__ g, T *__restrict__ w_store, long long n, double lr,\n"
+    "                                      double beta1, double beta2, double eps, double c1, double c2,\n"
+    "                                      unsigned long long *nonfinite)\n"
+    "{\n"
+    "    EDM_LOOP(n) {\n"
+    "        float gi = g[i];\n"
+    "        if ((__float_as_uint(gi) & 0x7f800000U) == 0x7f800000U) {\n"
+    "            gi = 0.0f;\n"
+    "            atomicAdd(nonfinite, 1ULL);\n"
+    "        }\n"
+    "        m[i] = (float)(beta1 * m[i] + (1.0 - beta1) * gi);\n"
+    "        v[i] = (float)(beta2 * v[i] + (1.0 - beta2) * (double)gi * gi);\n"
+    "        const double mhat = m[i] / c1, vhat = v[i] / c2;\n"
+    "        const float nw = (float)(w[i] - lr * mhat / (sqrt(vhat) + eps));\n"
+    "        w[i] = nw;\n"
+    "        st(w_store, i, nw);\n"
+    "    }\n"
+    "}\n";
+
+/* Identical kernel bodies are emitted once: a table of (hash, body, name). */
+typedef struct {
+    uint64_t hash;
+    char *body;
+    char name[EDM_CUDA_NAME];
+} body_entry;
+
+static uint64_t fnv1a(const char *s, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+/* Appends body to out with every "KNAME" replaced by name. */
+static void emit_named(sbuf *out, const char *body, const char *name)
+{
+    const char *p = body;
+    for (;;) {
+        const char *q = strstr(p, "KNAME");
+        if (!q) {
+            sb_puts(out, p);
+            return;
+        }
+        sb_putn(out, p, (size_t)(q - p));
+        sb_puts(out, name);
+        p = q + 5;
+    }
+}
+
+static int gen_node(node_ctx *c, sbuf *b, edm_status *st)
+{
+    switch (c->n->op) {
+    case EDM_OP_CONST: gen_fill(c, b); return 0;
+    case EDM_OP_NEG: case EDM_OP_EXP: case EDM_OP_LOG: case EDM_OP_SQRT: case EDM_OP_RSQRT:
+    case EDM_OP_SIN: case EDM_OP_COS: case EDM_OP_SQUARE: case EDM_OP_SIGMOID: case EDM_OP_SILU:
+    case EDM_OP_CLAMP: case EDM_OP_STEP:
+        gen_unary(c, b);
+        return 0;
+    case EDM_OP_ADD: case EDM_OP_SUB: case EDM_OP_MUL: case EDM_OP_DIV: case EDM_OP_MAXIMUM:
+        gen_binary(c, b);
+        return 0;
+    case EDM_OP_SUM: case EDM_OP_SUMSQ: gen_reduce(c, b); return 0;
+    case EDM_OP_CONV2D: return gen_conv2d(c, b, st);
+    case EDM_OP_CONV2D_BWD_DATA: return gen_conv2d_bwd_data(c, b, st);
+    case EDM_OP_CONV2D_BWD_WEIGHT: return gen_conv2d_bwd_weight(c, b, st);
+    case EDM_OP_MATMUL: return gen_matmul(c, b, st);
+    case EDM_OP_PERMUTE: gen_permute(c, b); return 0;
+    case EDM_OP_CONCAT: gen_concat(c, b); return 0;
+    case EDM_OP_SLICE: gen_slice(c, b); return 0;
+    case EDM_OP_EXPAND: gen_expand(c, b); return 0;
+    case EDM_OP_SOFTMAX: gen_softmax(c, b); return 0;
+    case EDM_OP_AVGPOOL2: gen_avgpool2(c, b); return 0;
+    case EDM_OP_UPSAMPLE2: gen_upsample2(c, b); return 0;
+    case EDM_OP_DROPOUT: gen_dropout(c, b); return 0;
+    default:
+        return edm_fail(st, EDM_ERR_INTERNAL, c->n->loc, "CUDA codegen: no kernel for %s", edm_op_name(c->n->op));
+    }
+}
+
+void edm_cuda_module_free(edm_cuda_module *m)
+{
+    if (!m)
+        return;
+    free(m->source);
+    free(m->launch);
+    memset(m, 0, sizeof *m);
+}
+
+static void free_table(body_entry *t, size_t size)
+{
+    for (size_t i = 0; t && i < size; i++)
+        free(t[i].body);
+    free(t);
+}
+
+int edm_cuda_codegen(const edm_graph *g, const edm_cuda_options *opt, edm_cuda_module *m, edm_status *st)
+{
+    memset(m, 0, sizeof *m);
+    if (opt->storage != EDM_F32 && opt->storage != EDM_F16 && opt->storage != EDM_BF16)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "CUDA codegen stores f32, f16 or bf16, not %s",
+                        edm_dtype_name(opt->storage));
+    if (opt->batch < 1)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "CUDA codegen needs a batch size >= 1");
+    int count = edm_graph_count(g);
+    m->launch = calloc((size_t)(count ? count : 1), sizeof *m->launch);
+    size_t tsize = 64;
+    while (tsize < (size_t)count * 2)
+        tsize *= 2;
+    body_entry *table = calloc(tsize, sizeof *table);
+    if (!m->launch || !table) {
+        free(table);
+        edm_cuda_module_free(m);
+        return edm_nomem(st);
+    }
+    m->nlaunch = count;
+    sbuf out = {0}, body = {0};
+    sb_printf(&out, "/* generated by edmc: CUDA C for NVRTC; storage %s, math f32, batch %lld */\n",
+              edm_dtype_name(opt->storage), (long long)opt->batch);
+    sb_puts(&out, opt->storage == EDM_F16 ? PREAMBLE_F16 : opt->storage == EDM_BF16 ? PREAMBLE_BF16 : PREAMBLE_F32);
+    sb_puts(&out, PREAMBLE_COMMON);
+    int dropout = 0;
+    for (int id = 0; id < count; id++)
+        dropout |= edm_graph_node(g, id)->op == EDM_OP_DROPOUT;
+    if (opt->training && dropout)
+        sb_puts(&out, PREAMBLE_MIX64);
+    sb_puts(&out, CAST_KERNELS);
+    if (opt->optimizer)
+        sb_puts(&out, OPTIMIZER_KERNELS);
+    int rc = 0;
+    for (int id = 0; id < count && rc == 0; id++) {
+        const edm_node *n = edm_graph_node(g, id);
+        edm_cuda_launch *L = &m->launch[id];
+        L->node = id;
+        node_ctx c = {.g = g, .opt = opt, .id = id, .n = n, .L = L, .y = bind(&n->shape, opt->batch)};
+        if (n->ninputs > 0)
+            c.a = bind(&edm_graph_node(g, n->input[0])->shape, opt->batch);
+        if (n->ninputs > 1)
+            c.b = bind(&edm_graph_node(g, n->input[1])->shape, opt->batch);
+        L->numel = c.y.numel;
+        if (n->op == EDM_OP_INPUT || n->op == EDM_OP_PARAM || n->op == EDM_OP_BUFFER) {
+            L->kind = EDM_CUDA_NONE;
+            continue;
+        }
+        if (n->op == EDM_OP_RESHAPE || n->op == EDM_OP_OUTPUT || (n->op == EDM_OP_DROPOUT && !opt->training)) {
+            L->kind = EDM_CUDA_ALIAS;
+            continue;
+        }
+        L->kind = EDM_CUDA_KERNEL;
+        body.len = 0;
+        if (body.p)
+            body.p[0] = '\0';
+        rc = gen_node(&c, &body, st);
+        if (rc != 0)
+            break;
+        if (body.oom) {
+            rc = edm_nomem(st);
+            break;
+        }
+        uint64_t h = fnv1a(body.p, body.len);
+        size_t slot = (size_t)h & (tsize - 1);
+        while (table[slot].body && (table[slot].hash != h || strcmp(table[slot].body, body.p) != 0))
+            slot = (slot + 1) & (tsize - 1);
+        if (table[slot].body) {
+            snprintf(L->kernel, sizeof L->kernel, "%s", table[slot].name);
+            m->nshared++;
+        } else {
+            table[slot].hash = h;
+            table[slot].body = strdup(body.p);
+            if (!table[slot].body) {
+                rc = edm_nomem(st);
+                break;
+            }
+            snprintf(table[slot].name, sizeof table[slot].name, "k%d_%s", id, edm_op_name(n->op));
+            snprintf(L->kernel, sizeof L->kernel, "%s", table[slot].name);
+            sb_printf(&out, "\n/* %%%d %s%s%s */\n", id, edm_op_name(n->op), n->scope && n->scope[0] ? " in " : "",
+                      n->scope ? n->scope : "");
+            emit_named(&out, body.p, L->kernel);
+            m->nkernels++;
+        }
+        if (opt->gemm_library && (n->op == EDM_OP_CONV2D || n->op == EDM_OP_CONV2D_BWD_DATA ||
+                                  n->op == EDM_OP_CONV2D_BWD_WEIGHT)) {
+            /* per-node helpers (small; named after the node) */
+            conv_geom p = conv_of(&c);
+            snprintf(L->im2col, sizeof L->im2col, "k%d_im2col", id);
+            if (n->op != EDM_OP_CONV2D_BWD_DATA) {
+                gen_im2col(&p, &out, L->im2col);
+                m->nkernels++;
+            } else {
+                L->im2col[0] = '\0';
+                snprintf(L->col2im, sizeof L->col2im, "k%d_col2im", id);
+                gen_col2im(&p, &out, L->col2im);
+                m->nkernels++;
+            }
+        }
+    }
+    if (rc == 0 && out.oom)
+        rc = edm_nomem(st);
+    free(body.p);
+    free_table(table, tsize);
+    if (rc != 0) {
+        free(out.p);
+        edm_cuda_module_free(m);
+        return -1;
+    }
+    m->source = out.p;
+    m->len = out.len;
+    return 0;
+}

@@ -1,0 +1,44 @@
+/* Compiling generated CUDA C with NVRTC, and the on-disk cache of cubins.
+ *
+ * NVRTC needs no GPU: CI compiles every generated kernel for sm_90.  Without
+ * the toolkit (configure --without-cuda) the functions fail with a clear
+ * message and edm_nvrtc_available() is 0.
+ *
+ * The cache: $EDMC_CACHE_DIR, else $XDG_CACHE_HOME/edmc, else
+ * $HOME/.cache/edmc; one file per (source, architecture, NVRTC version,
+ * options), named by the FNV-1a 64 hash of all four; written to a temporary
+ * file and renamed, so readers never see half a file.  EDMC_CACHE_DIR=off
+ * disables it. */
+#ifndef EDMC_CUDA_NVRTC_H
+#define EDMC_CUDA_NVRTC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "compiler/status.h"
+
+typedef struct {
+    void *data; /* the cubin (ELF) */
+    size_t size;
+    int from_cache;
+    double seconds; /* compile (or cache read) wall time */
+} edm_cubin;
+
+/* 1 when built with NVRTC. */
+int edm_nvrtc_available(void);
+/* NVRTC's version (e.g. 13, 0). */
+int edm_nvrtc_version(int *major, int *minor, edm_status *st);
+/* Compiles source for arch ("sm_90") to a cubin.  On a compile error st
+ * holds NVRTC's log (the first part of it) and, when log is not NULL, *log
+ * the whole log (malloc'd; also set on success when NVRTC said anything). */
+int edm_nvrtc_compile(const char *source, const char *arch, edm_cubin *out, char **log, edm_status *st);
+/* The same through the disk cache. */
+int edm_nvrtc_compile_cached(const char *source, const char *arch, edm_cubin *out, edm_status *st);
+void edm_cubin_free(edm_cubin *c);
+
+/* The cache folder ("" when disabled); 0 or -1 (no place for it). */
+int edm_cuda_cache_dir(char *buf, size_t size, edm_status *st);
+/* The cache key of a compilation (FNV-1a 64 over source, arch, NVRTC version, options). */
+uint64_t edm_cuda_cache_key(const char *source, const char *arch, int nvrtc_major, int nvrtc_minor);
+
+#endif

@@ -1,0 +1,61 @@
+/* The CUDA backend: the driver API opened at run time, and an executor that
+ * runs a graph's generated kernels (codegen/cuda_codegen.h) in node order.
+ *
+ * libcuda.so.1 is dlopen'ed, never linked, so one edmc binary runs on
+ * machines with and without a GPU; without one, edm_cuda_probe says plainly
+ * that no driver or no device was found.  Kernels are compiled by NVRTC for
+ * the device's own architecture (sm_XY from its compute capability) through
+ * the disk cache.
+ *
+ * UNTESTED ON A GPU: this file was written on a machine without a CUDA
+ * driver; everything up to dlopen's failure is exercised by `make check`,
+ * the rest by tests/gpu/run.sh (docs/cuda.md lists what it must confirm). */
+#ifndef EDMC_BACKEND_CUDA_H
+#define EDMC_BACKEND_CUDA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "compiler/ir.h"
+#include "compiler/status.h"
+
+/* Looks for a driver and a device.  0 and a one-line description in desc
+ * ("NVIDIA H100 80GB HBM3, sm_90, 79.1 GiB, driver 13.0"), or -1 with
+ * "no CUDA driver (libcuda.so.1 not found)" / "no CUDA device ..." in st. */
+int edm_cuda_probe(char *desc, size_t size, edm_status *st);
+
+typedef struct {
+    edm_dtype storage; /* EDM_F32 (default), EDM_F16 or EDM_BF16; math is f32 */
+    int training;      /* dropout active */
+    uint64_t seed;     /* dropout seed */
+    int device;        /* ordinal */
+} edm_cuda_exec_options;
+
+typedef struct edm_cuda_exec edm_cuda_exec;
+
+/* Opens the device, generates and compiles the graph's kernels (batch
+ * bound), plans one memory arena (leaves pinned, activations reused after
+ * their last reader) and allocates it. */
+edm_cuda_exec *edm_cuda_exec_new(const edm_graph *g, int64_t batch, const edm_cuda_exec_options *opt,
+                                 edm_status *st);
+void edm_cuda_exec_free(edm_cuda_exec *x);
+
+/* Sets a leaf (input, param, buffer) from f32 host data (converted to the storage type on the device). */
+int edm_cuda_exec_set_f32(edm_cuda_exec *x, const char *name, const float *data, int64_t n, edm_status *st);
+void edm_cuda_exec_set_seed(edm_cuda_exec *x, uint64_t seed);
+/* Launches every kernel in node order on one stream and waits for them. */
+int edm_cuda_exec_run(edm_cuda_exec *x, edm_status *st);
+/* Copies a value out as f32.  Only values alive at the end are valid: the
+ * outputs, leaves, and every value when keep_all was asked for. */
+int edm_cuda_exec_get_f32(edm_cuda_exec *x, int node, float *out, int64_t n, edm_status *st);
+int64_t edm_cuda_exec_numel(const edm_cuda_exec *x, int node);
+/* Keep every value (no reuse): for op-by-op comparison with the CPU backend.
+ * Must be called before the first run; 0 or -1 (out of device memory). */
+int edm_cuda_exec_keep_all(edm_cuda_exec *x, edm_status *st);
+/* Bytes of device memory the arena takes; the name of the device. */
+size_t edm_cuda_exec_arena_bytes(const edm_cuda_exec *x);
+const char *edm_cuda_exec_device_name(const edm_cuda_exec *x);
+/* NVRTC (or cache) seconds spent on the kernels. */
+double edm_cuda_exec_compile_seconds(const edm_cuda_exec *x);
+
+#endif

@@ -1,0 +1,107 @@
+#include "config.h"
+
+#include "runtime/files.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int edm_make_dirs(const char *path, edm_status *st)
+{
+    char *p = strdup(path);
+    if (!p)
+        return edm_nomem(st);
+    int rc = 0;
+    for (char *s = p + 1;; s++) {
+        int last = *s == '\0';
+        if (*s != '/' && !last)
+            continue;
+        *s = '\0';
+        if (mkdir(p, 0777) != 0 && errno != EEXIST)
+            rc = edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "%s: cannot create the folder: %s", p, strerror(errno));
+        if (last || rc != 0)
+            break;
+        *s = '/';
+    }
+    free(p);
+    return rc;
+}
+
+/* fsync of the folder holding path, so a rename into it is durable. */
+static int sync_parent(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char dir[4096];
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else if ((size_t)(slash - path) >= sizeof dir)
+        return 0; /* too long to name here; the file itself is synced */
+    else
+        snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    int err = errno;
+    close(fd);
+    /* some filesystems cannot sync a folder; the data itself is synced */
+    if (rc != 0 && (err == EINVAL || err == ENOTSUP))
+        rc = 0;
+    errno = err;
+    return rc;
+}
+
+/* Fills, flushes, syncs and closes the temporary file fd. */
+static int fill_temp(int fd, edm_write_body body, void *ctx, char *err, size_t errsize)
+{
+    FILE *fp = fdopen(fd, "wb");
+    if (!fp) {
+        snprintf(err, errsize, "%s", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    int rc = body(fp, ctx, err, errsize);
+    if (rc != 0 && !err[0])
+        snprintf(err, errsize, "%s", strerror(errno));
+    if (rc == 0 && (fflush(fp) != 0 || fsync(fileno(fp)) != 0)) {
+        snprintf(err, errsize, "%s", strerror(errno));
+        rc = -1;
+    }
+    if (fclose(fp) != 0 && rc == 0) {
+        snprintf(err, errsize, "%s", strerror(errno));
+        rc = -1;
+    }
+    return rc;
+}
+
+int edm_write_atomic(const char *path, edm_write_body body, void *ctx, edm_status *st)
+{
+    size_t len = strlen(path) + 16;
+    char *tmp = malloc(len);
+    if (!tmp)
+        return edm_nomem(st);
+    snprintf(tmp, len, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        int err = errno;
+        free(tmp);
+        return edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "%s: cannot create a temporary file: %s", path, strerror(err));
+    }
+    char err[512] = "";
+    int rc = 0;
+    if (fill_temp(fd, body, ctx, err, sizeof err) != 0) {
+        remove(tmp);
+        rc = edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "%s: cannot write it: %s", path, err);
+    } else if (rename(tmp, path) != 0) {
+        int e = errno;
+        remove(tmp);
+        rc = edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "%s: cannot rename %s over it: %s", path, tmp, strerror(e));
+    } else if (sync_parent(path) != 0) {
+        rc = edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "%s: cannot sync its folder: %s", path, strerror(errno));
+    }
+    free(tmp);
+    return rc;
+}

@@ -1,0 +1,19 @@
+/* Small file-system helpers shared by the commands that write folders. */
+#ifndef EDMC_FILES_H
+#define EDMC_FILES_H
+
+#include <stdio.h>
+
+#include "compiler/status.h"
+
+/* mkdir -p: creates path and its missing parents. */
+int edm_make_dirs(const char *path, edm_status *st);
+
+/* Writes path atomically: body(fp, ctx, errbuf) fills a temporary file in the
+ * same folder (mkstemp), which is flushed, fsynced and renamed over path; then
+ * the folder is fsynced so the rename lasts.  On any failure the temporary file
+ * is removed and st names path and the cause (body's errbuf, or errno). */
+typedef int (*edm_write_body)(FILE *fp, void *ctx, char *errbuf, size_t errsize);
+int edm_write_atomic(const char *path, edm_write_body body, void *ctx, edm_status *st);
+
+#endif
