@@ -41,9 +41,10 @@ static edm_program load(const char *model, int training)
     edm_diags *d = calloc(1, sizeof *d);
     assert_non_null(src);
     assert_non_null(d);
-    edm_define defs[] = {{"training", "true"}};
+    /* training == 2: with dropout, so its kernels are generated too */
+    edm_define defs[] = {{"training", "true"}, {"dropout", "0.1"}};
     edm_program prog;
-    if (edm_compile_file(src, path, defs, training ? 1 : 0, &prog, d) != 0)
+    if (edm_compile_file(src, path, defs, training, &prog, d) != 0)
         edm_diag_print(src, &d->items[0], stderr);
     assert_non_null(prog.graph);
     if (training) {
@@ -150,7 +151,7 @@ static void compile_case(const char *model, int training, edm_dtype storage, int
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     edm_program prog = load(model, training);
-    edm_cuda_options opt = {.storage = storage, .batch = 8, .training = training, .optimizer = training,
+    edm_cuda_options opt = {.storage = storage, .batch = 8, .training = training != 0, .optimizer = training != 0,
                             .gemm_library = gemm_library};
     edm_cuda_module m;
     edm_status st;
@@ -180,6 +181,8 @@ static void compile_case(const char *model, int training, edm_dtype storage, int
                   model, training ? "train" : "forward", edm_dtype_name(storage), gemm_library ? " +lib" : "",
                   edm_graph_count(prog.graph), launched, m.nkernels, m.len / 1024, cubin.size / 1024, cubin.seconds,
                   (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9);
+    if (training == 2)
+        assert_non_null(strstr(m.source, "_dropout("));
     edm_cubin_free(&cubin);
     edm_cuda_module_free(&m);
     edm_program_free(&prog);
@@ -194,7 +197,7 @@ static void test_nvrtc_tiny_forward_f32(void **state)
 static void test_nvrtc_tiny_train_bf16(void **state)
 {
     (void)state;
-    compile_case("edm2-tiny.edm", 1, EDM_BF16, 1);
+    compile_case("edm2-tiny.edm", 2, EDM_BF16, 1); /* with dropout */
 }
 
 static void test_nvrtc_s_forward_f16(void **state)
