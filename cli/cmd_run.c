@@ -1,4 +1,6 @@
 /* edmc init | forward | bench: running a model on the CPU backend. */
+/* realpath() is an XSI function */
+#define _XOPEN_SOURCE 700
 #include "config.h"
 
 #include <json-c/json.h>
@@ -27,7 +29,10 @@ static int add_config_metadata(edm_st_writer *w, const cli_opts *o, const edm_pr
             json_object_put(cfg);
             return edm_nomem(st);
         }
-    int rc = edm_st_writer_meta(w, "edmc.model", o->file, st);
+    /* an absolute path, so generate and phema find the model from any folder */
+    char *abs = realpath(o->file, NULL);
+    int rc = edm_st_writer_meta(w, "edmc.model", abs ? abs : o->file, st);
+    free(abs);
     if (rc == 0)
         rc = edm_st_writer_meta(w, "edmc.config", json_object_to_json_string_ext(cfg, JSON_C_TO_STRING_PLAIN), st);
     json_object_put(cfg);

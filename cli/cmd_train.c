@@ -1,4 +1,6 @@
 /* edmc train | step: training on the CPU backend. */
+/* realpath() is an XSI function */
+#define _XOPEN_SOURCE 700
 #include "config.h"
 
 #include <errno.h>
@@ -297,6 +299,8 @@ int cmd_train(int argc, char **argv)
     memset(&prog, 0, sizeof prog);
     int rc = src ? load_training(&o, src, &prog) : 1;
     char *config = rc == 0 ? config_json(&prog) : NULL;
+    /* snapshots name the model by absolute path: generate and phema may run elsewhere */
+    char *model_abs = o.base.file ? realpath(o.base.file, NULL) : NULL;
     edm_st_file *init = NULL;
     edm_status st;
     edm_status_init(&st);
@@ -316,7 +320,8 @@ int cmd_train(int argc, char **argv)
         .ref_batches = o.has_decay ? o.decay : param_number(&prog, "ref_batches", 70000),
         .rampup_mimg = o.has_rampup ? o.rampup : param_number(&prog, "rampup_Mimg", 10),
         .beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8, .seed = o.base.seed, .snapshot_fp32 = o.snapshot_fp32,
-        .threads = o.base.threads, .resume = o.resume, .model = o.base.file, .config = config};
+        .threads = o.base.threads, .resume = o.resume, .model = model_abs ? model_abs : o.base.file,
+        .config = config};
     if (rc == 0 && parse_ema(o.ema, &t) != 0)
         rc = 2;
     if (rc == 0 && t.snapshot_every > 0 && t.snapshot_every < 1000) {
@@ -337,6 +342,7 @@ int cmd_train(int argc, char **argv)
         }
     }
     free(config);
+    free(model_abs);
     edm_st_close(init);
     edm_program_free(&prog);
     edm_sources_free(src);

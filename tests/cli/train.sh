@@ -78,6 +78,12 @@ tap_check "the reconstruction is the coefficient-weighted sum" "$wsum" \
 tap_check "generate from a snapshot" "$edmc" generate --net="$tmp/e/network-snapshot-0000003-0.100.safetensors" \
     --seeds=0-1 --steps=4 --outdir="$tmp/e/out"
 
+# a preset by name, and snapshots that work from any folder (the model is named by absolute path)
+tap_check "--preset=edm2-tiny" env EDMC_MODELS="$srcdir/models" "$edmc" train --preset=edm2-tiny $small \
+    --data=builtin:shapes --outdir="$tmp/p" --batch=8 --duration=16 --status=16 --snapshot=0 --threads=1
+tap_check "generate from a snapshot in another folder" sh -c \
+    "cd / && '$edmc' generate --net='$tmp/e/network-snapshot-0000003-0.050.safetensors' --seeds=0 --steps=2 --outdir='$tmp/e/out2'"
+
 tap_expect_error "train without --data" 2 "needs --model" "$edmc" train --model="$tiny" --outdir="$tmp/x"
 tap_expect_error "unknown preset" 2 "no models/edm2-huge.edm" "$edmc" train --preset=edm2-huge --data=builtin:shapes --outdir="$tmp/x"
 tap_expect_error "batch not a multiple of batch-gpu" 2 "must be a multiple" run --outdir="$tmp/x" --batch=8 --batch-gpu=3
