@@ -429,38 +429,42 @@ static int find_leaf(const edm_cpu *x, const char *name, int64_t n, edm_status *
     return id;
 }
 
-int edm_cpu_set_f32(edm_cpu *x, const char *name, const float *data, int64_t n, edm_status *st)
+/* Copies n values of type src_f64 ? double : float into dst of the backend's type. */
+static void convert(void *dst, int dst_f64, const void *src, int src_f64, int64_t n)
+{
+    if (dst_f64 == src_f64) {
+        memcpy(dst, src, (src_f64 ? sizeof(double) : sizeof(float)) * (size_t)n);
+    } else if (dst_f64) {
+        const float *f = src;
+        double *d = dst;
+        for (int64_t i = 0; i < n; i++)
+            d[i] = f[i];
+    } else {
+        const double *d = src;
+        float *f = dst;
+        for (int64_t i = 0; i < n; i++)
+            f[i] = (float)d[i];
+    }
+}
+
+static int set_leaf(edm_cpu *x, const char *name, const void *data, int src_f64, int64_t n, edm_status *st)
 {
     int id = find_leaf(x, name, n, st);
     if (id < 0)
         return -1;
-    void *dst = x->bufs[x->slots[id].buf].data;
-    if (x->esize == sizeof(float)) {
-        memcpy(dst, data, sizeof(float) * (size_t)n);
-    } else {
-        double *d = dst;
-        for (int64_t i = 0; i < n; i++)
-            d[i] = data[i];
-    }
+    convert(x->bufs[x->slots[id].buf].data, x->esize == sizeof(double), data, src_f64, n);
     x->slots[id].set = 1;
     return 0;
 }
 
+int edm_cpu_set_f32(edm_cpu *x, const char *name, const float *data, int64_t n, edm_status *st)
+{
+    return set_leaf(x, name, data, 0, n, st);
+}
+
 int edm_cpu_set_f64(edm_cpu *x, const char *name, const double *data, int64_t n, edm_status *st)
 {
-    int id = find_leaf(x, name, n, st);
-    if (id < 0)
-        return -1;
-    void *dst = x->bufs[x->slots[id].buf].data;
-    if (x->esize == sizeof(double)) {
-        memcpy(dst, data, sizeof(double) * (size_t)n);
-    } else {
-        float *d = dst;
-        for (int64_t i = 0; i < n; i++)
-            d[i] = (float)data[i];
-    }
-    x->slots[id].set = 1;
-    return 0;
+    return set_leaf(x, name, data, 1, n, st);
 }
 
 /* ------------------------------------------------------------------ planning per op */
@@ -801,13 +805,7 @@ int edm_cpu_get_f32(const edm_cpu *x, int node, float *out, int64_t n, edm_statu
     const void *src = value_data(x, node, n, st);
     if (!src)
         return -1;
-    if (x->esize == sizeof(float)) {
-        memcpy(out, src, sizeof(float) * (size_t)n);
-    } else {
-        const double *d = src;
-        for (int64_t i = 0; i < n; i++)
-            out[i] = (float)d[i];
-    }
+    convert(out, 0, src, x->esize == sizeof(double), n);
     return 0;
 }
 
@@ -816,13 +814,7 @@ int edm_cpu_get_f64(const edm_cpu *x, int node, double *out, int64_t n, edm_stat
     const void *src = value_data(x, node, n, st);
     if (!src)
         return -1;
-    if (x->esize == sizeof(double)) {
-        memcpy(out, src, sizeof(double) * (size_t)n);
-    } else {
-        const float *f = src;
-        for (int64_t i = 0; i < n; i++)
-            out[i] = f[i];
-    }
+    convert(out, 1, src, x->esize == sizeof(double), n);
     return 0;
 }
 
