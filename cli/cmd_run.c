@@ -1,6 +1,4 @@
 /* edmc init | forward | bench: running a model on the CPU backend. */
-/* realpath() is an XSI function */
-#define _XOPEN_SOURCE 700
 #include "config.h"
 
 #include <json-c/json.h>
@@ -14,6 +12,7 @@
 #include "runtime/backend_cpu.h"
 #include "runtime/backend_cuda.h"
 #include "runtime/rng.h"
+#include "runtime/files.h"
 #include "runtime/safetensors.h"
 #include "runtime/weights.h"
 
@@ -30,7 +29,7 @@ static int add_config_metadata(edm_st_writer *w, const cli_opts *o, const edm_pr
             return edm_nomem(st);
         }
     /* an absolute path, so generate and phema find the model from any folder */
-    char *abs = realpath(o->file, NULL);
+    char *abs = edm_absolute_path(o->file);
     int rc = edm_st_writer_meta(w, "edmc.model", abs ? abs : o->file, st);
     free(abs);
     if (rc == 0)

@@ -1,6 +1,4 @@
 /* edmc train | step: training on the CPU backend. */
-/* realpath() is an XSI function */
-#define _XOPEN_SOURCE 700
 #include "config.h"
 
 #include <errno.h>
@@ -15,6 +13,7 @@
 
 #include "cli/cli.h"
 #include "compiler/passes/passes.h"
+#include "runtime/files.h"
 #include "runtime/safetensors.h"
 #include "runtime/train.h"
 #include "runtime/train_loop.h"
@@ -300,7 +299,7 @@ int cmd_train(int argc, char **argv)
     int rc = src ? load_training(&o, src, &prog) : 1;
     char *config = rc == 0 ? config_json(&prog) : NULL;
     /* snapshots name the model by absolute path: generate and phema may run elsewhere */
-    char *model_abs = o.base.file ? realpath(o.base.file, NULL) : NULL;
+    char *model_abs = o.base.file ? edm_absolute_path(o.base.file) : NULL;
     edm_st_file *init = NULL;
     edm_status st;
     edm_status_init(&st);

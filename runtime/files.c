@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -28,6 +29,22 @@ int edm_make_dirs(const char *path, edm_status *st)
     }
     free(p);
     return rc;
+}
+
+char *edm_absolute_path(const char *path)
+{
+    if (path[0] == '/')
+        return strdup(path);
+    char cwd[4096];
+    if (!getcwd(cwd, sizeof cwd))
+        return NULL;
+    while (path[0] == '.' && path[1] == '/')
+        path += 2;
+    size_t n = strlen(cwd) + strlen(path) + 2;
+    char *abs = malloc(n);
+    if (abs)
+        snprintf(abs, n, "%s/%s", cwd, path);
+    return abs;
 }
 
 /* fsync of the folder holding path, so a rename into it is durable. */

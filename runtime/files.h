@@ -9,6 +9,10 @@
 /* mkdir -p: creates path and its missing parents. */
 int edm_make_dirs(const char *path, edm_status *st);
 
+/* path made absolute against the working folder (malloc'd; NULL when out of
+ * memory or the working folder is unknown).  Not resolved further: links stay. */
+char *edm_absolute_path(const char *path);
+
 /* Writes path atomically: body(fp, ctx, errbuf) fills a temporary file in the
  * same folder (mkstemp), which is flushed, fsynced and renamed over path; then
  * the folder is fsynced so the rename lasts.  On any failure the temporary file
