@@ -47,6 +47,15 @@ if cmp -s "$tmp/a/training-state-000000000512.safetensors" "$tmp/b/training-stat
 else
     tap_not_ok "resumed run differs from the uninterrupted one"
 fi
+# Gradient accumulation: batch 8 as two passes of 4 is the same step as one pass of 8
+# (up to the order of float sums).
+run --outdir="$tmp/g1" --duration=64 --status=64 --snapshot=0 >/dev/null 2>&1
+run --outdir="$tmp/g2" --duration=64 --status=64 --snapshot=0 --batch-gpu=4 >/dev/null 2>&1
+tap_check "--batch-gpu=4 gives the same weights as one pass of 8" "$builddir/tests/tools/st_diff" \
+    "$tmp/g2/training-state-000000000064.safetensors" "$tmp/g1/training-state-000000000064.safetensors" 1e-4 net.
+tap_check "and the same Adam moments" "$builddir/tests/tools/st_diff" \
+    "$tmp/g2/training-state-000000000064.safetensors" "$tmp/g1/training-state-000000000064.safetensors" 1e-3 adam.m.
+
 tap_expect_error "resume with another seed" 2 "must keep both" run --outdir="$tmp/b" --duration=768 --resume --seed=5
 
 # Ctrl-C: a checkpoint, a clean exit, and a note on how to resume.
