@@ -63,6 +63,11 @@ typedef struct {
  * returns -1 on a usage error. */
 int cli_parse(int argc, char **argv, const char *cmd, unsigned allowed, cli_opts *o);
 void cli_opts_free(cli_opts *o);
+/* Appends "name=value" (given with option flag) to defs[*n]; prints the
+ * problem and returns -1 when it is malformed or there are too many. */
+int cli_define_append(const char *cmd, const char *flag, edm_define *defs, int *n, const char *def);
+/* The same for -D into o (commands with parsers of their own use it too). */
+int cli_add_define(const char *cmd, cli_opts *o, const char *def);
 
 /* Compiles o->file (or reads an IR .xml), printing every diagnostic.
  * Returns 0, or the exit status (1 input error, 2 usage error). */

@@ -97,23 +97,7 @@ static int parse_ll(const char *opt, const char *v, long long lo, long long hi, 
 
 static int add_guide_define(gen_opts *g, const char *def)
 {
-    const char *eq = strchr(def, '=');
-    if (!eq || eq == def) {
-        fprintf(stderr, "edmc generate: --guide-D '%s': expected name=value\n", def);
-        return -1;
-    }
-    if (g->nguide_defs == CLI_MAX_DEFINES) {
-        fprintf(stderr, "edmc generate: more than %d --guide-D options\n", CLI_MAX_DEFINES);
-        return -1;
-    }
-    char *name = strndup(def, (size_t)(eq - def));
-    if (!name) {
-        fprintf(stderr, "edmc: out of memory\n");
-        return -1;
-    }
-    g->guide_defs[g->nguide_defs].name = name;
-    g->guide_defs[g->nguide_defs++].value = eq + 1;
-    return 0;
+    return cli_define_append("generate", "--guide-D", g->guide_defs, &g->nguide_defs, def);
 }
 
 static int set_real_option(gen_opts *g, int id, const char *opt, const char *v)

@@ -84,16 +84,12 @@ static int parse_train(int argc, char **argv, const char *cmd, int is_step, trai
         int rc = 0;
         if (a[0] == '-' && a[1] == 'D') {
             const char *def = a[2] ? a + 2 : (i + 1 < argc ? argv[++i] : NULL);
-            const char *eq = def ? strchr(def, '=') : NULL;
-            if (!eq || eq == def || o->base.ndefines == CLI_MAX_DEFINES) {
+            if (!def) {
                 fprintf(stderr, "edmc %s: -D needs name=value\n", cmd);
                 return -1;
             }
-            char *name = strndup(def, (size_t)(eq - def));
-            if (!name)
+            if (cli_add_define(cmd, &o->base, def) != 0)
                 return -1;
-            o->base.defines[o->base.ndefines].name = name;
-            o->base.defines[o->base.ndefines++].value = eq + 1;
             continue;
         }
         if (a[0] != '-') {

@@ -85,15 +85,15 @@ static int set_value(const char *cmd, cli_opts *o, unsigned bit, const char *opt
     }
 }
 
-static int add_define(const char *cmd, cli_opts *o, const char *def)
+int cli_define_append(const char *cmd, const char *flag, edm_define *defs, int *n, const char *def)
 {
     const char *eq = strchr(def, '=');
     if (!eq || eq == def) {
-        fprintf(stderr, "edmc %s: -D '%s': expected name=value\n", cmd, def);
+        fprintf(stderr, "edmc %s: %s '%s': expected name=value\n", cmd, flag, def);
         return -1;
     }
-    if (o->ndefines == CLI_MAX_DEFINES) {
-        fprintf(stderr, "edmc %s: more than %d -D options\n", cmd, CLI_MAX_DEFINES);
+    if (*n == CLI_MAX_DEFINES) {
+        fprintf(stderr, "edmc %s: more than %d %s options\n", cmd, CLI_MAX_DEFINES, flag);
         return -1;
     }
     char *name = strndup(def, (size_t)(eq - def));
@@ -101,9 +101,14 @@ static int add_define(const char *cmd, cli_opts *o, const char *def)
         fprintf(stderr, "edmc: out of memory\n");
         return -1;
     }
-    o->defines[o->ndefines].name = name;
-    o->defines[o->ndefines++].value = eq + 1;
+    defs[*n].name = name;
+    defs[(*n)++].value = eq + 1;
     return 0;
+}
+
+int cli_add_define(const char *cmd, cli_opts *o, const char *def)
+{
+    return cli_define_append(cmd, "-D", o->defines, &o->ndefines, def);
 }
 
 int cli_parse(int argc, char **argv, const char *cmd, unsigned allowed, cli_opts *o)
@@ -125,7 +130,7 @@ int cli_parse(int argc, char **argv, const char *cmd, unsigned allowed, cli_opts
                 fprintf(stderr, "edmc %s: -D needs name=value\n", cmd);
                 return -1;
             }
-            if (add_define(cmd, o, def) != 0)
+            if (cli_add_define(cmd, o, def) != 0)
                 return -1;
             continue;
         }
