@@ -8,6 +8,7 @@
 
 #include "compiler/elaborate.h"
 #include "compiler/source.h"
+#include "runtime/backend.h"
 
 #define CLI_MAX_DEFINES 64
 
@@ -27,6 +28,7 @@ enum {
     OPT_MODE = 1 << 11,
     OPT_ITERS = 1 << 12,
     OPT_PRECISION = 1 << 13,
+    OPT_CUDA = 1 << 14, /* --matmul, --conv, --no-graph (the CUDA backend's ablations) */
     /* phema (high bits, clear of the others) */
     OPT_INDIR = 1 << 24,
     OPT_OUTDIR = 1 << 25,
@@ -49,11 +51,14 @@ typedef struct {
     const char *weights;   /* forward, bench */
     const char *input;     /* forward */
     int threads;           /* 0: default */
-    const char *device;    /* cpu (cuda later) */
+    const char *device;    /* cpu, cuda */
     int64_t batch;         /* bench */
     const char *mode;      /* bench: forward */
     int iters;             /* bench */
-    const char *precision; /* f32, f64 */
+    const char *precision; /* NULL: the device's default (cpu f32, cuda fp16) */
+    const char *matmul;    /* cuda: cublaslt, generated */
+    const char *conv;      /* cuda: im2col, implicit */
+    int no_graph;          /* cuda: launch node by node */
     const char *indir, *outdir, *outstd, *eval; /* phema */
     int64_t outkimg;                            /* phema: -1 = the latest snapshot */
     int sweep;                                  /* phema */
@@ -68,6 +73,19 @@ void cli_opts_free(cli_opts *o);
 int cli_define_append(const char *cmd, const char *flag, edm_define *defs, int *n, const char *def);
 /* The same for -D into o (commands with parsers of their own use it too). */
 int cli_add_define(const char *cmd, cli_opts *o, const char *def);
+
+/* The backend options from --device, --precision, --threads and the CUDA
+ * ablations (NULL: defaults).  For cuda the driver and device are probed
+ * first, so a machine without them gets one plain line.  Prints the problem
+ * and returns the exit status (2 usage, 1 no device), or 0. */
+int cli_backend(const char *cmd, const char *device, const char *precision, const char *matmul, const char *conv,
+                int no_graph, int threads, edm_backend_options *out);
+/* The same from parsed options. */
+int cli_backend_of(const char *cmd, const cli_opts *o, edm_backend_options *out);
+/* The CUDA ablation options any command parser can accept: 1 if `a` (with
+ * its value v, which may be NULL) was one of them, 0 if not, -1 malformed. */
+int cli_cuda_flag(const char *cmd, const char *a, const char *v, const char **matmul, const char **conv,
+                  int *no_graph);
 
 /* Compiles o->file (or reads an IR .xml), printing every diagnostic.
  * Returns 0, or the exit status (1 input error, 2 usage error). */

@@ -166,9 +166,12 @@ int cmd_info(int argc, char **argv) { return cli_run(argc, argv, "info", OPT_JSO
  * the backward pass (autodiff), active dropout and the optimizer kernels. */
 static int dump_cuda(const cli_opts *o, const edm_program *prog)
 {
-    edm_cuda_options co = {.batch = o->batch, .storage = EDM_F32};
-    if (edm_dtype_from_name(o->precision, &co.storage) != 0 || co.storage == EDM_F64) {
-        fprintf(stderr, "edmc dump: --precision=%s: CUDA kernels store f32, f16 or bf16\n", o->precision);
+    edm_cuda_options co = {.batch = o->batch, .storage = EDM_F16, .gemm_library = 1};
+    const char *p = o->precision ? o->precision : "fp16";
+    if (strncmp(p, "fp", 2) == 0 && strcmp(p, "fp64") != 0)
+        p++; /* fp16 → f16, fp32 → f32 */
+    if (edm_dtype_from_name(p, &co.storage) != 0 || co.storage == EDM_F64) {
+        fprintf(stderr, "edmc dump: --precision=%s: CUDA kernels store fp16, bf16 or fp32\n", o->precision);
         return 2;
     }
     edm_status st;

@@ -57,6 +57,7 @@ typedef struct {
     edm_sources *src, *gsrc; /* one per compiled model (a manager loads each file once) */
     int guide_failed;        /* the error is about the guide: print it from gsrc */
     edm_denoiser *net, *guide;
+    edm_backend_options backend; /* --device, --precision, --threads, CUDA ablations */
     edm_denoiser_shape shape;
     int64_t numel, batch;
     int64_t n;         /* images */
@@ -198,10 +199,6 @@ static int check_usage(const cli_opts *o, const gen_opts *g)
         why = "--noise gives the images' noise: it does not take --seeds";
     else if (!o->outdir && !g->save_raw)
         why = "give --outdir=DIR (one file per image) and/or --save-raw=FILE.safetensors";
-    else if (strcmp(o->device, "cpu") != 0)
-        why = "this build samples on the CPU only (--device=cpu)";
-    else if (strcmp(o->precision, "f32") != 0 && strcmp(o->precision, "f64") != 0)
-        why = "--precision: the CPU backend computes in f32 or f64";
     if (why) {
         fprintf(stderr, "edmc generate: %s\n", why);
         return -1;
@@ -281,10 +278,9 @@ static int report(const gen_run *r, edm_status *st)
 
 static int open_nets(gen_run *r, edm_status *st)
 {
-    edm_cpu_options cpu = {.compute = strcmp(r->o->precision, "f64") == 0 ? EDM_F64 : EDM_F32,
-                           .threads = r->o->threads};
     edm_denoiser_spec spec = {.weights = r->g->net, .model = r->g->model ? r->g->model : r->o->file,
-                              .defines = r->o->defines, .ndefines = r->o->ndefines, .batch = r->batch, .cpu = cpu};
+                              .defines = r->o->defines, .ndefines = r->o->ndefines, .batch = r->batch,
+                              .backend = r->backend};
     r->net = edm_denoiser_open(&spec, r->src, st);
     if (!r->net)
         return -1;
@@ -293,7 +289,7 @@ static int open_nets(gen_run *r, edm_status *st)
     /* a guide without a model of its own is taken for the net's architecture */
     edm_denoiser_spec gs = {.weights = r->g->guide, .model = r->g->guide_model,
                             .fallback_model = edm_denoiser_model(r->net), .defines = r->g->guide_defs,
-                            .ndefines = r->g->nguide_defs, .batch = r->batch, .cpu = cpu};
+                            .ndefines = r->g->nguide_defs, .batch = r->batch, .backend = r->backend};
     r->guide = edm_denoiser_open(&gs, r->gsrc, st);
     if (!r->guide) {
         r->guide_failed = 1;
@@ -611,6 +607,9 @@ static void gen_run_free(gen_run *r)
 static int run_generate(const cli_opts *o, const gen_opts *g)
 {
     gen_run r = {.o = o, .g = g};
+    int brc = cli_backend_of("generate", o, &r.backend);
+    if (brc != 0)
+        return brc;
     if (!g->noise && parse_seeds(g->seeds ? g->seeds : "0-63", &r.seeds, &r.n) != 0)
         return 2;
     edm_status st;
@@ -644,8 +643,8 @@ int cmd_generate(int argc, char **argv)
     cli_opts o;
     memset(&o, 0, sizeof o);
     if (split_args(argc, argv, &g, rest, &nrest) == 0 &&
-        cli_parse(nrest, rest, "generate", OPT_THREADS | OPT_BATCH | OPT_DEVICE | OPT_PRECISION | OPT_OUTDIR | OPT_NOFILE,
-                  &o) == 0 &&
+        cli_parse(nrest, rest, "generate",
+                  OPT_THREADS | OPT_BATCH | OPT_DEVICE | OPT_PRECISION | OPT_CUDA | OPT_OUTDIR | OPT_NOFILE, &o) == 0 &&
         check_usage(&o, &g) == 0)
         rc = run_generate(&o, &g);
     cli_opts_free(&o);

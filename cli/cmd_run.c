@@ -1,4 +1,4 @@
-/* edmc init | forward | bench: running a model on the CPU backend. */
+/* edmc init | forward | bench: running a model on a backend (CPU or CUDA). */
 #include "config.h"
 
 #include <json-c/json.h>
@@ -6,12 +6,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli/cli.h"
-#include "runtime/backend_cpu.h"
-#include "runtime/backend_cuda.h"
+#include "compiler/passes/passes.h"
+#include "runtime/backend.h"
+#include "runtime/denoiser.h"
 #include "runtime/rng.h"
+#include "runtime/sample.h"
+#include "runtime/train.h"
 #include "runtime/files.h"
 #include "runtime/safetensors.h"
 #include "runtime/weights.h"
@@ -70,41 +72,9 @@ static int do_init(const cli_opts *o, const edm_program *prog)
     return 0;
 }
 
-static int check_device(const char *cmd, const cli_opts *o, edm_dtype *compute)
-{
-    if (strcmp(o->device, "cuda") == 0) {
-        /* the driver is opened at run time: say plainly what is missing */
-        edm_status st;
-        edm_status_init(&st);
-        char desc[512];
-        if (edm_cuda_probe(desc, sizeof desc, &st) != 0) {
-            fprintf(stderr, "edmc %s: --device=cuda: %s\n", cmd, st.msg);
-            return 1;
-        }
-        fprintf(stderr,
-                "edmc %s: --device=cuda: found %s, but this command runs on the CPU backend only so far "
-                "(the CUDA executor is exercised by tests/gpu/run.sh; see docs/cuda.md)\n",
-                cmd, desc);
-        return 1;
-    }
-    if (strcmp(o->device, "cpu") != 0) {
-        fprintf(stderr, "edmc %s: --device=%s: this build runs on the CPU only (--device=cpu)\n", cmd, o->device);
-        return 2;
-    }
-    if (strcmp(o->precision, "f32") == 0 || strcmp(o->precision, "fp32") == 0) {
-        *compute = EDM_F32;
-    } else if (strcmp(o->precision, "f64") == 0 || strcmp(o->precision, "fp64") == 0) {
-        *compute = EDM_F64;
-    } else {
-        fprintf(stderr, "edmc %s: --precision=%s: the CPU backend computes in f32 or f64\n", cmd, o->precision);
-        return 2;
-    }
-    return 0;
-}
-
 /* Reads every input of the graph from the file, checks shapes against the
  * model, finds the batch size and refuses non-finite values (and σ <= 0). */
-static int load_inputs(const edm_graph *g, const edm_st_file *in, edm_cpu **x, const edm_cpu_options *opt,
+static int load_inputs(const edm_graph *g, const edm_st_file *in, edm_backend **x, const edm_backend_options *opt,
                        edm_status *st)
 {
     int64_t batch = -1;
@@ -151,7 +121,7 @@ static int load_inputs(const edm_graph *g, const edm_st_file *in, edm_cpu **x, c
     }
     if (batch < 1)
         return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: the inputs hold no samples", edm_st_path(in));
-    *x = edm_cpu_new(g, batch, opt, st);
+    *x = edm_backend_new(g, batch, opt, st);
     if (!*x)
         return -1;
     for (int i = 0; i < edm_graph_count(g); i++) {
@@ -172,7 +142,7 @@ static int load_inputs(const edm_graph *g, const edm_st_file *in, edm_cpu **x, c
                               edm_st_path(in), (long long)k, (double)data[k]);
         }
         if (rc == 0)
-            rc = edm_cpu_set_f32(*x, n->name, data, e->numel, st);
+            rc = edm_backend_set_f32(*x, n->name, data, e->numel, st);
         free(data);
         if (rc != 0)
             return -1;
@@ -180,7 +150,7 @@ static int load_inputs(const edm_graph *g, const edm_st_file *in, edm_cpu **x, c
     return 0;
 }
 
-static int write_outputs(const edm_graph *g, const edm_cpu *x, const char *path, edm_status *st)
+static int write_outputs(const edm_graph *g, edm_backend *x, const char *path, edm_status *st)
 {
     edm_st_writer *w = edm_st_writer_new();
     if (!w)
@@ -190,7 +160,7 @@ static int write_outputs(const edm_graph *g, const edm_cpu *x, const char *path,
         const edm_node *n = edm_graph_node(g, i);
         if (n->op != EDM_OP_OUTPUT)
             continue;
-        int64_t count = edm_cpu_numel(x, i);
+        int64_t count = edm_backend_numel(x, i);
         float *data = malloc(sizeof(float) * (size_t)count);
         if (!data) {
             rc = edm_nomem(st);
@@ -199,7 +169,7 @@ static int write_outputs(const edm_graph *g, const edm_cpu *x, const char *path,
         int64_t dim[EDM_MAX_RANK];
         for (int k = 0; k < n->shape.rank; k++)
             dim[k] = n->shape.dim[k] == EDM_DIM_BATCH ? count / edm_shape_numel_per_sample(&n->shape) : n->shape.dim[k];
-        rc = edm_cpu_get_f32(x, i, data, count, st);
+        rc = edm_backend_get_f32(x, i, data, count, st);
         if (rc == 0)
             rc = edm_st_writer_add_f32(w, n->name, EDM_F32, n->shape.rank, dim, data, st);
         free(data);
@@ -212,8 +182,8 @@ static int write_outputs(const edm_graph *g, const edm_cpu *x, const char *path,
 
 static int do_forward(const cli_opts *o, const edm_program *prog)
 {
-    edm_dtype compute;
-    int rc = check_device("forward", o, &compute);
+    edm_backend_options opt;
+    int rc = cli_backend_of("forward", o, &opt);
     if (rc != 0)
         return rc;
     if (!o->weights || !o->input || !o->output) {
@@ -222,8 +192,7 @@ static int do_forward(const cli_opts *o, const edm_program *prog)
     }
     edm_status st;
     edm_status_init(&st);
-    edm_cpu_options opt = {.compute = compute, .threads = o->threads};
-    edm_cpu *x = NULL;
+    edm_backend *x = NULL;
     edm_st_file *w = edm_st_open(o->weights, &st);
     edm_st_file *in = w ? edm_st_open(o->input, &st) : NULL;
     rc = in ? 0 : -1;
@@ -232,10 +201,12 @@ static int do_forward(const cli_opts *o, const edm_program *prog)
     if (rc == 0)
         rc = edm_weights_load(x, prog->graph, w, &st);
     if (rc == 0)
-        rc = edm_cpu_run(x, &st);
+        rc = edm_backend_run(x, &st);
     if (rc == 0)
         rc = write_outputs(prog->graph, x, o->output, &st);
-    edm_cpu_free(x);
+    if (rc == 0 && opt.device == EDM_DEVICE_CUDA)
+        fprintf(stderr, "edmc forward: ran on %s\n", edm_backend_describe(x));
+    edm_backend_free(x);
     edm_st_close(in);
     edm_st_close(w);
     if (rc != 0) {
@@ -245,98 +216,14 @@ static int do_forward(const cli_opts *o, const edm_program *prog)
     return 0;
 }
 
-static double now_seconds(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-/* Random weights (the model's init with gains made non-zero, so every branch
- * computes) and random inputs: timing does not depend on the values. */
-static int fill_random(const edm_graph *g, edm_cpu *x, int64_t batch, edm_status *st)
-{
-    for (int i = 0; i < edm_graph_count(g); i++) {
-        const edm_node *n = edm_graph_node(g, i);
-        if (n->op != EDM_OP_INPUT && n->op != EDM_OP_PARAM && n->op != EDM_OP_BUFFER)
-            continue;
-        int64_t count = edm_cpu_numel(x, i);
-        float *data = malloc(sizeof(float) * (size_t)count);
-        if (!data)
-            return edm_nomem(st);
-        edm_rng r = edm_rng_make(1, n->name);
-        edm_rng_normal(&r, 0, data, count);
-        if (n->op == EDM_OP_INPUT && strcmp(n->name, "sigma") == 0)
-            for (int64_t k = 0; k < count; k++)
-                data[k] = expf(-0.4f + data[k]);
-        int rc = edm_cpu_set_f32(x, n->name, data, count, st);
-        free(data);
-        if (rc != 0)
-            return -1;
-    }
-    (void)batch;
-    return 0;
-}
-
-static int do_bench(const cli_opts *o, const edm_program *prog)
-{
-    edm_dtype compute;
-    int rc = check_device("bench", o, &compute);
-    if (rc != 0)
-        return rc;
-    if (strcmp(o->mode, "forward") != 0) {
-        fprintf(stderr, "edmc bench: --mode=%s: this build benchmarks --mode=forward\n", o->mode);
-        return 2;
-    }
-    edm_status st;
-    edm_status_init(&st);
-    edm_cpu_options opt = {.compute = compute, .threads = o->threads};
-    edm_cpu *x = edm_cpu_new(prog->graph, o->batch, &opt, &st);
-    rc = x ? fill_random(prog->graph, x, o->batch, &st) : -1;
-    if (rc == 0)
-        rc = edm_cpu_run(x, &st); /* warm-up: allocates the buffers */
-    int iters = o->iters;
-    double elapsed = 0;
-    if (rc == 0 && iters == 0) { /* enough runs for about 3 seconds, at least 2 */
-        double t0 = now_seconds();
-        rc = edm_cpu_run(x, &st);
-        double one = now_seconds() - t0;
-        iters = one > 0 ? (int)(3.0 / one) : 10;
-        iters = iters < 2 ? 2 : iters > 1000 ? 1000 : iters;
-    }
-    if (rc == 0) {
-        double t0 = now_seconds();
-        for (int i = 0; i < iters && rc == 0; i++)
-            rc = edm_cpu_run(x, &st);
-        elapsed = now_seconds() - t0;
-    }
-    if (rc == 0) {
-        double ips = (double)o->batch * iters / elapsed;
-        printf("edmc_cpu img_per_s=%.3f batch=%lld threads=%d iters=%d precision=%s model=%s\n", ips,
-               (long long)o->batch, o->threads, iters, o->precision, o->file);
-        printf("%s: forward, batch %lld, %d runs in %.2f s: %.2f images/s, %.1f ms/batch; "
-               "activation memory %.1f MiB (%.1f MiB without reuse)\n",
-               o->file, (long long)o->batch, iters, elapsed, ips, 1000 * elapsed / iters,
-               (double)edm_cpu_peak_bytes(x) / (1 << 20), (double)edm_cpu_total_bytes(x) / (1 << 20));
-    }
-    edm_cpu_free(x);
-    if (rc != 0) {
-        cli_report(NULL, &st);
-        return cli_exit_code(&st);
-    }
-    return 0;
-}
 
 int cmd_init(int argc, char **argv) { return cli_run(argc, argv, "init", OPT_SEED | OPT_OUTPUT, do_init); }
 
 int cmd_forward(int argc, char **argv)
 {
     return cli_run(argc, argv, "forward",
-                   OPT_WEIGHTS | OPT_INPUT | OPT_OUTPUT | OPT_THREADS | OPT_DEVICE | OPT_PRECISION, do_forward);
+                   OPT_WEIGHTS | OPT_INPUT | OPT_OUTPUT | OPT_THREADS | OPT_DEVICE | OPT_PRECISION | OPT_CUDA,
+                   do_forward);
 }
 
-int cmd_bench(int argc, char **argv)
-{
-    return cli_run(argc, argv, "bench", OPT_BATCH | OPT_THREADS | OPT_DEVICE | OPT_MODE | OPT_ITERS | OPT_PRECISION,
-                   do_bench);
-}
+

@@ -110,6 +110,11 @@ static int parse_train(int argc, char **argv, const char *cmd, int is_step, trai
             o->snapshot_fp32 = 1;
             continue;
         }
+        int cuda = cli_cuda_flag(cmd, a, v, &o->base.matmul, &o->base.conv, &o->base.no_graph);
+        if (cuda < 0)
+            return -1;
+        if (cuda > 0)
+            continue;
         if (!v) {
             fprintf(stderr, "edmc %s: %s needs a value (%s=...)\n", cmd, a, a);
             return -1;
@@ -124,6 +129,10 @@ static int parse_train(int argc, char **argv, const char *cmd, int is_step, trai
             rc = (n = strtoll(v, &end, 10)) < 1 || n > 1024 || *end ? -1 : (o->base.threads = (int)n, 0);
         else if (IS("--seed"))
             rc = (n = strtoll(v, &end, 10)) < 0 || *end ? -1 : (o->base.seed = (uint64_t)n, 0);
+        else if (IS("--device"))
+            o->base.device = v;
+        else if (IS("--precision"))
+            o->base.precision = v;
         else if (IS("--lr"))
             rc = parse_double(a, v, &o->lr), o->has_lr = 1;
         else if (is_step && IS("--batch"))
@@ -317,6 +326,8 @@ int cmd_train(int argc, char **argv)
         .beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8, .seed = o.base.seed, .snapshot_fp32 = o.snapshot_fp32,
         .threads = o.base.threads, .resume = o.resume, .model = model_abs ? model_abs : o.base.file,
         .config = config};
+    if (rc == 0)
+        rc = cli_backend_of("train", &o.base, &t.backend);
     if (rc == 0 && parse_ema(o.ema, &t) != 0)
         rc = 2;
     if (rc == 0 && t.snapshot_every > 0 && t.snapshot_every < 1000) {
@@ -371,7 +382,7 @@ static int write_step(edm_trainer *t, const char *path, double loss, float **nor
     return rc;
 }
 
-static int run_step(const train_opts *o, const edm_program *prog, edm_status *st)
+static int run_step(const train_opts *o, const edm_program *prog, const edm_backend_options *bo, edm_status *st)
 {
     edm_st_file *w = edm_st_open(o->weights, st);
     edm_st_file *in = w ? edm_st_open(o->batch_file, st) : NULL;
@@ -386,21 +397,22 @@ static int run_step(const train_opts *o, const edm_program *prog, edm_status *st
     edm_trainer *t = NULL;
     float **normalized = NULL;
     if (rc == 0) {
-        edm_cpu_options opt = {.compute = EDM_F32, .threads = o->base.threads, .seed = o->base.seed};
+        edm_backend_options opt = *bo;
+        opt.cpu.seed = o->base.seed;
         t = edm_trainer_new(prog->graph, images->dim[0], &opt, st);
         rc = t ? edm_trainer_load(t, w, st) : -1;
     }
     const char *names[] = {"images", "class_labels", "rnd_normal", "unit_noise"};
     for (int i = 0; i < 4 && rc == 0; i++) {
         const edm_st_entry *e = edm_st_find(in, names[i]);
-        int node = edm_cpu_find(edm_trainer_backend(t), EDM_OP_INPUT, names[i]);
+        int node = edm_backend_find(edm_trainer_backend(t), EDM_OP_INPUT, names[i]);
         if (node < 0)
             continue; /* class_labels of an unconditional model */
         if (!e) {
             rc = edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: no tensor '%s'", o->batch_file, names[i]);
             break;
         }
-        int64_t n = edm_cpu_numel(edm_trainer_backend(t), node);
+        int64_t n = edm_backend_numel(edm_trainer_backend(t), node);
         float *data = malloc(sizeof(float) * (size_t)(e->numel ? e->numel : 1));
         rc = !data ? edm_nomem(st)
              : e->numel != n
@@ -408,12 +420,13 @@ static int run_step(const train_opts *o, const edm_program *prog, edm_status *st
                             o->batch_file, names[i], (long long)e->numel, (long long)n)
                  : edm_st_read_f32(in, e, data, n, st);
         if (rc == 0)
-            rc = edm_cpu_set_f32(edm_trainer_backend(t), names[i], data, n, st);
+            rc = edm_backend_set_f32(edm_trainer_backend(t), names[i], data, n, st);
         free(data);
     }
     double loss = 0;
+    if (rc == 0)
+        rc = edm_trainer_force_wn(t, st) == 0 ? edm_trainer_pull(t, 0, st) : -1;
     if (rc == 0) {
-        edm_trainer_force_wn(t);
         normalized = calloc((size_t)edm_trainer_nparams(t), sizeof *normalized);
         rc = normalized ? 0 : edm_nomem(st);
         for (int i = 0; i < edm_trainer_nparams(t) && rc == 0; i++) {
@@ -425,14 +438,19 @@ static int run_step(const train_opts *o, const edm_program *prog, edm_status *st
                 memcpy(normalized[i], p->value, sizeof(float) * (size_t)p->numel);
         }
     }
-    if (rc == 0) {
-        edm_trainer_zero_grad(t);
-        rc = edm_trainer_accumulate(t, images->dim[0], &loss, st);
-    }
+    if (rc == 0 && edm_trainer_zero_grad(t, st) == 0 && edm_trainer_accumulate(t, images->dim[0], &loss, st) == 0)
+        rc = edm_trainer_pull_grad(t, st);
+    else if (rc == 0)
+        rc = -1;
+    double lr = o->lr; /* cmd_step defaults it to the model's ref_lr */
     if (rc == 0) {
         edm_adam adam = {0.9, 0.99, 1e-8};
-        double lr = o->lr; /* cmd_step defaults it to the model's ref_lr */
-        edm_trainer_adam(t, &adam, lr, 1);
+        int64_t nonfinite = 0;
+        rc = edm_trainer_adam(t, &adam, lr, 1, &nonfinite, st);
+    }
+    if (rc == 0)
+        rc = edm_trainer_pull(t, 0, st);
+    if (rc == 0) {
         rc = write_step(t, o->output, loss, normalized, st);
         printf("loss %.9g (lr %g): %s\n", loss, lr, o->output);
     }
@@ -469,7 +487,9 @@ int cmd_step(int argc, char **argv)
         }
         edm_status st;
         edm_status_init(&st);
-        if (run_step(&o, &prog, &st) != 0) {
+        edm_backend_options bo;
+        rc = cli_backend_of("step", &o.base, &bo);
+        if (rc == 0 && run_step(&o, &prog, &bo, &st) != 0) {
             cli_report(NULL, &st);
             rc = cli_exit_code(&st);
         }

@@ -9,6 +9,7 @@
 #include "cli/cli.h"
 #include "compiler/ir_io.h"
 #include "compiler/passes/passes.h"
+#include "runtime/backend_cuda.h"
 
 typedef struct {
     const char *name; /* "--seed" */
@@ -24,6 +25,7 @@ static const opt_spec specs[] = {
     {"--iters", OPT_ITERS, 1},     {"--precision", OPT_PRECISION, 1},
     {"--indir", OPT_INDIR, 1},     {"--outdir", OPT_OUTDIR, 1}, {"--outstd", OPT_OUTSTD, 1},
     {"--outkimg", OPT_OUTKIMG, 1}, {"--sweep", OPT_SWEEP, 0},   {"--eval", OPT_EVAL, 1},
+    {"--matmul", OPT_CUDA, 1},     {"--conv", OPT_CUDA, 1},     {"--no-graph", OPT_CUDA, 0},
 };
 
 static int parse_int(const char *cmd, const char *opt, const char *v, long long lo, long long hi, long long *out)
@@ -51,6 +53,7 @@ static int set_value(const char *cmd, cli_opts *o, unsigned bit, const char *opt
     case OPT_DEVICE: o->device = v; return 0;
     case OPT_MODE: o->mode = v; return 0;
     case OPT_PRECISION: o->precision = v; return 0;
+    case OPT_CUDA: return cli_cuda_flag(cmd, opt, v, &o->matmul, &o->conv, &o->no_graph) == 1 ? 0 : -1;
     case OPT_INDIR: o->indir = v; return 0;
     case OPT_OUTDIR: o->outdir = v; return 0;
     case OPT_OUTSTD: o->outstd = v; return 0;
@@ -118,7 +121,6 @@ int cli_parse(int argc, char **argv, const char *cmd, unsigned allowed, cli_opts
     o->format = "text";
     o->device = "cpu";
     o->mode = "forward";
-    o->precision = "f32";
     o->batch = 8;
     o->iters = 0;
     o->outkimg = -1;
@@ -159,6 +161,8 @@ int cli_parse(int argc, char **argv, const char *cmd, unsigned allowed, cli_opts
                 }
                 if (spec->bit == OPT_JSON)
                     o->json = 1;
+                else if (spec->bit == OPT_CUDA)
+                    o->no_graph = 1;
                 else if (spec->bit == OPT_SWEEP)
                     o->sweep = 1;
                 else
@@ -192,6 +196,88 @@ void cli_opts_free(cli_opts *o)
     for (int i = 0; i < o->ndefines; i++)
         free((char *)o->defines[i].name);
     o->ndefines = 0;
+}
+
+int cli_cuda_flag(const char *cmd, const char *a, const char *v, const char **matmul, const char **conv,
+                  int *no_graph)
+{
+    size_t len = strcspn(a, "=");
+    if (len == 10 && strncmp(a, "--no-graph", len) == 0) {
+        *no_graph = 1;
+        return 1;
+    }
+    int is_matmul = len == 8 && strncmp(a, "--matmul", len) == 0, is_conv = len == 6 && strncmp(a, "--conv", len) == 0;
+    if (!is_matmul && !is_conv)
+        return 0;
+    if (!v) {
+        fprintf(stderr, "edmc %s: %.*s needs a value\n", cmd, (int)len, a);
+        return -1;
+    }
+    if (is_matmul && strcmp(v, "cublaslt") != 0 && strcmp(v, "generated") != 0) {
+        fprintf(stderr, "edmc %s: --matmul=%s: expected cublaslt or generated\n", cmd, v);
+        return -1;
+    }
+    if (is_conv && strcmp(v, "im2col") != 0 && strcmp(v, "implicit") != 0) {
+        fprintf(stderr, "edmc %s: --conv=%s: expected im2col (im2col + cuBLASLt) or implicit (generated implicit GEMM)\n",
+                cmd, v);
+        return -1;
+    }
+    *(is_matmul ? matmul : conv) = v;
+    return 1;
+}
+
+int cli_backend(const char *cmd, const char *device, const char *precision, const char *matmul, const char *conv,
+                int no_graph, int threads, edm_backend_options *out)
+{
+    edm_device dev;
+    if (edm_device_from_name(device ? device : "cpu", &dev) != 0) {
+        fprintf(stderr, "edmc %s: --device=%s: expected cpu or cuda\n", cmd, device);
+        return 2;
+    }
+    *out = edm_backend_defaults(dev);
+    out->cpu.threads = threads;
+    if (dev == EDM_DEVICE_CPU) {
+        if (matmul || conv || no_graph) {
+            fprintf(stderr, "edmc %s: --matmul, --conv and --no-graph apply to --device=cuda\n", cmd);
+            return 2;
+        }
+        if (!precision || strcmp(precision, "f32") == 0 || strcmp(precision, "fp32") == 0) {
+            out->cpu.compute = EDM_F32;
+        } else if (strcmp(precision, "f64") == 0 || strcmp(precision, "fp64") == 0) {
+            out->cpu.compute = EDM_F64;
+        } else {
+            fprintf(stderr, "edmc %s: --precision=%s: the CPU backend computes in f32 or f64\n", cmd, precision);
+            return 2;
+        }
+        return 0;
+    }
+    if (!precision || strcmp(precision, "fp16") == 0 || strcmp(precision, "f16") == 0) {
+        out->storage = EDM_F16;
+    } else if (strcmp(precision, "bf16") == 0) {
+        out->storage = EDM_BF16;
+    } else if (strcmp(precision, "fp32") == 0 || strcmp(precision, "f32") == 0) {
+        out->storage = EDM_F32;
+    } else {
+        fprintf(stderr, "edmc %s: --precision=%s: CUDA stores activations in fp16, bf16 or fp32\n", cmd, precision);
+        return 2;
+    }
+    out->matmul = matmul && strcmp(matmul, "generated") == 0 ? EDM_MATMUL_GENERATED : EDM_MATMUL_CUBLASLT;
+    out->conv = conv && strcmp(conv, "implicit") == 0 ? EDM_CONV_IMPLICIT : EDM_CONV_IM2COL;
+    out->no_graph = no_graph;
+    /* the driver is opened at run time: say plainly what is missing */
+    edm_status st;
+    edm_status_init(&st);
+    char desc[512];
+    if (edm_cuda_probe(desc, sizeof desc, &st) != 0) {
+        fprintf(stderr, "edmc %s: --device=cuda: %s\n", cmd, st.msg);
+        return 1;
+    }
+    return 0;
+}
+
+int cli_backend_of(const char *cmd, const cli_opts *o, edm_backend_options *out)
+{
+    return cli_backend(cmd, o->device, o->precision, o->matmul, o->conv, o->no_graph, o->threads, out);
 }
 
 int cli_exit_code(const edm_status *st) { return st->code == EDM_ERR_USAGE ? 2 : 1; }

@@ -1,23 +1,46 @@
 /* CUDA C code generation: one kernel per compute node of a bound graph.
  *
  * Shapes (with the batch N bound), strides and constants are baked into the
- * text.  Values are stored as f32, f16 or bf16 (the storage type `T` of the
- * source) and all arithmetic is f32 (reductions and the optimizer in f64,
- * like the CPU reference).  The source needs no header: f16/bf16 conversions
- * are inline PTX (cvt), so NVRTC compiles it with no include path.
+ * text.  All arithmetic is f32 (reductions and the optimizer in f64, like the
+ * CPU reference).  The source needs no header: f16/bf16 conversions are
+ * inline PTX (cvt), so NVRTC compiles it with no include path.
  *
- * Every node kernel has the same signature
- *     extern "C" __global__ void kID_OP(T *y, const T *a, const T *b, unsigned long long seed)
- * (a, b: the node's inputs in order, NULL where it has fewer; seed: the
- * dropout seed), so an executor can launch any of them alike.  Nodes whose
- * code would be identical share one function (named after the first such
- * node), which keeps the NVRTC program small.
+ * Storage types (the dtype rule, EDM2-SPEC's mixed precision: the network in
+ * f16, the norms, softmax, preconditioning and loss in f32).  With
+ * opt.storage = f32 every value is f32.  Otherwise a value is stored f32 when
+ *   - it is a leaf (input, param, buffer, const): parameters are the f32 master weights;
+ *   - its op is sum, sumsq, softmax or conv2d_bwd_weight (norms, attention
+ *     weights, parameter gradients accumulated over the batch);
+ *   - its node's scope is neither opt.network_scope nor below it ("unet",
+ *     "unet.enc…"; NULL means "unet", "" means every node): the
+ *     preconditioning, the loss and their gradients live outside the U-Net;
+ * aliases (reshape, output, dropout when not training) take their base's
+ * type, and every other value is stored as opt.storage.  launch[i].dtype
+ * says which.  The device types are `float`, `h16` (IEEE half) and `b16`
+ * (bfloat16), two-byte structs with overloaded ld()/st().
+ *
+ * Every node kernel has the signature
+ *     extern "C" __global__ void kID_OP(TY *y, const TA *a, const TB *b, const unsigned long long *seed)
+ * with TY/TA/TB the concrete types of its value and inputs (`const float *`
+ * for absent inputs, passed NULL); seed points at the dropout seed in device
+ * memory, so a captured CUDA Graph replays with a new seed.  Nodes whose code
+ * would be identical share one function (named after the first such node).
  *
  * Contractions (conv2d, conv2d_bwd_data, conv2d_bwd_weight, matmul) are
  * generated as tiled implicit-GEMM kernels (64×64 tiles, f32 accumulation),
  * correct for every shape.  With gemm_library set, each also gets a GEMM
- * descriptor for cuBLASLt (strided batched), and convolutions get im2col /
- * col2im kernels for that path. */
+ * descriptor for cuBLASLt (strided batched, row-major terms), and
+ * convolutions that need one get im2col / col2im kernels:
+ *   conv2d (x, w) → y:             C = y, A = w, B = col(x)
+ *   conv2d_bwd_data (dy, w) → dx:  C = col, A = w (trans_a), B = dy; then col2im(col) → dx
+ *   conv2d_bwd_weight (x, dy) → dw: C = dw (f32, accumulate: Σ over the batch), A = dy,
+ *                                  B = col(x) (trans_b)
+ *   matmul (a, b) → y:             C = y, A = a, B = b
+ * im2col:  kID_im2col(Tcol *col, const Tx *x, long long n0, long long count) fills
+ *          col[count][C·k·k][OH·OW] from samples [n0, n0+count);
+ * col2im:  kID_col2im(Tdx *dx, const Tcol *col, long long n0, long long count) gathers
+ *          dx for samples [n0, n0+count) from col[count][C·k·k][OH·OW] (no atomics).
+ * The col buffer's type is the type of x (im2col) or of dx (col2im). */
 #ifndef EDMC_CUDA_CODEGEN_H
 #define EDMC_CUDA_CODEGEN_H
 
@@ -28,11 +51,12 @@
 #include "compiler/status.h"
 
 typedef struct {
-    edm_dtype storage; /* EDM_F32, EDM_F16 or EDM_BF16 */
+    edm_dtype storage; /* the network's activations: EDM_F32, EDM_F16 or EDM_BF16 (see the dtype rule) */
     int64_t batch;     /* binds N (>= 1) */
     int training;      /* dropout draws its mask (else it is an alias) */
     int gemm_library;  /* also emit the cuBLASLt path's helpers and descriptors */
-    int optimizer;     /* also emit Adam, forced WN, gradient accumulation */
+    int optimizer;     /* also emit Adam, forced WN, gradient accumulation, EMA */
+    const char *network_scope; /* the instance stored as `storage` (NULL: "unet"; "": all) */
 } edm_cuda_options;
 
 typedef enum {
@@ -52,6 +76,11 @@ typedef struct {
     int64_t count; /* batch entries */
     int64_t stride_a, stride_b, stride_c;
     int accumulate;
+    edm_dtype type_a, type_b, type_c; /* element types of A, B, C (the col buffer: the input's type) */
+    /* convolutions only: the col buffer is not needed (1×1, stride 1, no padding): B (CONV2D,
+     * CONV2D_BWD_WEIGHT) is the input itself, C (CONV2D_BWD_DATA) is dx itself, with the
+     * strides above already the per-sample strides of those values */
+    int direct;
 } edm_cuda_gemm;
 
 #define EDM_CUDA_NAME 48
@@ -59,6 +88,7 @@ typedef struct {
 typedef struct {
     int node;
     edm_cuda_kind kind;
+    edm_dtype dtype;            /* storage of the node's value (ALIAS: its base's) */
     char kernel[EDM_CUDA_NAME]; /* KERNEL: the function to launch */
     unsigned grid[3], block[3];
     unsigned smem;   /* dynamic shared memory (bytes) */
@@ -85,16 +115,23 @@ int edm_cuda_op_supported(edm_op op);
 int edm_cuda_codegen(const edm_graph *g, const edm_cuda_options *opt, edm_cuda_module *m, edm_status *st);
 void edm_cuda_module_free(edm_cuda_module *m);
 
-/* The optimizer kernels emitted with opt.optimizer (their signatures):
- *   edm_cast_from_f32(T *y, const float *x, long long n)
- *   edm_cast_to_f32(float *y, const T *x, long long n)
- *   edm_grad_acc(float *acc, const T *g, long long n)             acc += g
- *   edm_force_wn(float *w, T *w_store, long long rows, long long fan_in)
- *       w ← w / (1e-4 + rms(row)), one block (256 threads) per row
- *   edm_adam(float *w, float *m, float *v, const float *g, T *w_store, long long n,
- *            double lr, double beta1, double beta2, double eps, double c1, double c2,
+/* Kernels emitted besides the node kernels (f32 = float; T = float, h16 or b16):
+ * always:
+ *   edm_cast_from_f32_<t>(T *y, const float *x, long long n)   for t = f32, f16, bf16
+ *   edm_cast_to_f32_<t>(float *y, const T *x, long long n)
+ * with opt.optimizer (parameters are f32 leaves: the masters):
+ *   edm_grad_acc_<t>(float *acc, const T *g, long long n)       acc += g
+ *   edm_force_wn(float *w, long long rows, long long fan_in)
+ *       w ← w / (1e-4 + rms(row)), one block (256 threads) per row, f64 sum
+ *   edm_adam(float *w, float *m, float *v, const float *g, long long n, double lr,
+ *            double beta1, double beta2, double eps, double c1, double c2,
  *            unsigned long long *nonfinite)
- *       NaN/Inf gradients count as 0 (and are counted); c1 = 1-β1^t, c2 = 1-β2^t.
- * edm_cast_* are always emitted (uploading f32 host data to T storage). */
+ *       NaN/Inf gradients count as 0 (and are counted, atomically); c1 = 1-β1^t, c2 = 1-β2^t;
+ *       f64 arithmetic as runtime/train.c
+ *   edm_ema(float *ema, const float *w, long long n, double beta)   ema ← β·ema + (1-β)·w
+ * All take 256-thread blocks and loop grid-stride over n. */
+
+/* The dtype-name suffix of the kernels above ("f32", "f16", "bf16"). */
+const char *edm_cuda_dtype_suffix(edm_dtype t);
 
 #endif

@@ -25,10 +25,16 @@
 int edm_cuda_probe(char *desc, size_t size, edm_status *st);
 
 typedef struct {
-    edm_dtype storage; /* EDM_F32 (default), EDM_F16 or EDM_BF16; math is f32 */
-    int training;      /* dropout active */
-    uint64_t seed;     /* dropout seed */
-    int device;        /* ordinal */
+    edm_dtype storage;  /* the network's activations: EDM_F32 (default), EDM_F16 or EDM_BF16 (the
+                           dtype rule of codegen/cuda_codegen.h keeps the rest f32); math is f32 */
+    int training;       /* dropout active */
+    uint64_t seed;      /* dropout seed */
+    int device;         /* ordinal */
+    int matmul_library; /* matmul through cuBLASLt (else the generated tiled kernels) */
+    int conv_library;   /* convolutions as im2col + cuBLASLt (else generated implicit GEMM) */
+    int no_graph;       /* launch node by node (else capture one CUDA Graph at the first run, replay it) */
+    int optimizer;      /* compile the optimizer kernels (edm_cuda_opt_*) */
+    const char *network_scope; /* see edm_cuda_options (NULL: "unet"; "": every node) */
 } edm_cuda_exec_options;
 
 typedef struct edm_cuda_exec edm_cuda_exec;
@@ -57,5 +63,46 @@ size_t edm_cuda_exec_arena_bytes(const edm_cuda_exec *x);
 const char *edm_cuda_exec_device_name(const edm_cuda_exec *x);
 /* NVRTC (or cache) seconds spent on the kernels. */
 double edm_cuda_exec_compile_seconds(const edm_cuda_exec *x);
+
+/* ------------------------------------------------------------------ the trainer's state on the device
+ *
+ * Parameters are leaves stored f32 in the arena: they are the master
+ * weights.  edm_cuda_opt_attach gives each an f32 gradient accumulator and
+ * Adam's m and v on the device; the step then never leaves the GPU:
+ *     force_wn → zero_grad → (set inputs, run, accumulate)× → adam
+ * and the host reads the state back only for EMA, snapshots and checkpoints. */
+
+typedef struct {
+    int node;      /* PARAM */
+    int grad_node; /* OUTPUT grad.<name> */
+    int forced_wn;
+    int64_t rows;  /* dim 0 (forced WN normalizes each row) */
+} edm_cuda_opt_param;
+
+int edm_cuda_opt_attach(edm_cuda_exec *x, const edm_cuda_opt_param *p, int n, edm_status *st);
+/* w ← w / (1e-4 + rms(row)) for the forced-WN parameters. */
+int edm_cuda_opt_force_wn(edm_cuda_exec *x, edm_status *st);
+int edm_cuda_opt_zero_grad(edm_cuda_exec *x, edm_status *st);
+/* After a run: accumulators += the gradients of this run. */
+int edm_cuda_opt_accumulate(edm_cuda_exec *x, edm_status *st);
+/* Non-finite accumulated gradients count as 0 (their number in *nonfinite),
+ * then one Adam step; step counts from 1. */
+int edm_cuda_opt_adam(edm_cuda_exec *x, double lr, double beta1, double beta2, double eps, int64_t step,
+                      int64_t *nonfinite, edm_status *st);
+/* Parameter i's master weight, m and v (any may be NULL), n elements, to or from the host. */
+int edm_cuda_opt_download(edm_cuda_exec *x, int i, float *value, float *m, float *v, int64_t n, edm_status *st);
+int edm_cuda_opt_upload(edm_cuda_exec *x, int i, const float *value, const float *m, const float *v, int64_t n,
+                        edm_status *st);
+/* The accumulated gradient of parameter i (tests). */
+int edm_cuda_opt_download_grad(edm_cuda_exec *x, int i, float *grad, int64_t n, edm_status *st);
+
+/* Device bytes held in all (arena, workspace, staging, optimizer state) and
+ * what the arena would take with no reuse. */
+size_t edm_cuda_exec_device_bytes(const edm_cuda_exec *x);
+size_t edm_cuda_exec_total_bytes(const edm_cuda_exec *x);
+/* "NVIDIA H100 80GB HBM3 (sm_90), f16, matmul cuBLASLt, conv im2col+cuBLASLt, graph" */
+const char *edm_cuda_exec_describe(const edm_cuda_exec *x);
+/* Finds a leaf or output by name (-1 if none). */
+int edm_cuda_exec_find(const edm_cuda_exec *x, edm_op op, const char *name);
 
 #endif

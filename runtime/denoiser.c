@@ -1,4 +1,6 @@
-/* The denoiser: a compiled model, its weights and a CPU executor. */
+/* The denoiser: a compiled model, its weights and an executor (CPU or CUDA).
+ * On the CPU the executor is rebuilt for a smaller last batch; on CUDA (where
+ * that means new kernels) a smaller batch is padded to the bound one. */
 #include "config.h"
 
 #include "runtime/denoiser.h"
@@ -15,10 +17,11 @@ struct edm_denoiser {
     edm_program prog;   /* owned when opened from a file */
     edm_st_file *owned; /* likewise */
     char *model;
-    edm_cpu_options opt;
+    edm_backend_options opt;
     int64_t capacity; /* the most samples per evaluation */
     int64_t bound;    /* the batch the executor was built for (0: none yet) */
-    edm_cpu *x;
+    edm_backend *x;
+    float *pad_x, *pad_sigma, *pad_labels, *pad_d, *pad_logvar; /* CUDA: inputs padded to the bound batch */
     edm_denoiser_shape shape;
     int out_d, out_logvar; /* node ids; out_logvar -1 when the model has none */
 };
@@ -73,13 +76,13 @@ static int bind(edm_denoiser *d, int64_t n, edm_status *st)
 {
     if (d->x && d->bound == n)
         return 0;
-    edm_cpu_free(d->x);
+    edm_backend_free(d->x);
     d->bound = 0;
-    d->x = edm_cpu_new(d->g, n, &d->opt, st);
+    d->x = edm_backend_new(d->g, n, &d->opt, st);
     if (!d->x)
         return -1;
     if (edm_weights_load(d->x, d->g, d->f, st) != 0) {
-        edm_cpu_free(d->x);
+        edm_backend_free(d->x);
         d->x = NULL;
         return -1;
     }
@@ -87,8 +90,8 @@ static int bind(edm_denoiser *d, int64_t n, edm_status *st)
     return 0;
 }
 
-edm_denoiser *edm_denoiser_new(const edm_graph *g, const edm_st_file *f, int64_t batch, const edm_cpu_options *opt,
-                               edm_status *st)
+edm_denoiser *edm_denoiser_new(const edm_graph *g, const edm_st_file *f, int64_t batch,
+                               const edm_backend_options *opt, edm_status *st)
 {
     if (batch < 1) {
         edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "batch size %lld: must be at least 1", (long long)batch);
@@ -102,10 +105,9 @@ edm_denoiser *edm_denoiser_new(const edm_graph *g, const edm_st_file *f, int64_t
     d->g = g;
     d->f = f;
     d->capacity = batch;
-    if (opt)
-        d->opt = *opt;
-    d->opt.training = 0;
-    d->opt.keep_all = 0;
+    d->opt = opt ? *opt : edm_backend_defaults(EDM_DEVICE_CPU);
+    d->opt.cpu.training = 0;
+    d->opt.cpu.keep_all = 0;
     /* build the executor now, so a weights mismatch shows before sampling */
     if (read_interface(d, st) != 0 || bind(d, batch, st) != 0) {
         edm_denoiser_free(d);
@@ -118,7 +120,12 @@ void edm_denoiser_free(edm_denoiser *d)
 {
     if (!d)
         return;
-    edm_cpu_free(d->x);
+    edm_backend_free(d->x);
+    free(d->pad_x);
+    free(d->pad_sigma);
+    free(d->pad_labels);
+    free(d->pad_d);
+    free(d->pad_logvar);
     edm_program_free(&d->prog);
     edm_st_close(d->owned);
     free(d->model);
@@ -149,6 +156,55 @@ static int check_eval_args(const edm_denoiser *d, const float *sigma, const floa
     return 0;
 }
 
+/* One run of the bound executor on exactly `bound` samples. */
+static int run_bound(edm_denoiser *d, const float *x, const float *sigma, const float *labels, float *D,
+                     float *logvar, edm_status *st)
+{
+    int64_t n = d->bound, numel = n * edm_denoiser_sample_numel(d);
+    if (edm_backend_set_f32(d->x, "x", x, numel, st) != 0 || edm_backend_set_f32(d->x, "sigma", sigma, n, st) != 0)
+        return -1;
+    if (labels && edm_backend_set_f32(d->x, "class_labels", labels, n * d->shape.label_dim, st) != 0)
+        return -1;
+    if (edm_backend_run(d->x, st) != 0)
+        return -1;
+    if (edm_backend_get_f32(d->x, d->out_d, D, numel, st) != 0)
+        return -1;
+    if (logvar && edm_backend_get_f32(d->x, d->out_logvar, logvar, n, st) != 0)
+        return -1;
+    return 0;
+}
+
+/* CUDA: n < capacity samples run padded to capacity (σ = 1, zeros). */
+static int eval_padded(edm_denoiser *d, const float *x, const float *sigma, const float *labels, int64_t n, float *D,
+                       float *logvar, edm_status *st)
+{
+    int64_t cap = d->capacity, per = edm_denoiser_sample_numel(d), ld = d->shape.label_dim;
+    if (!d->pad_x) {
+        d->pad_x = calloc((size_t)(cap * per), sizeof(float));
+        d->pad_d = calloc((size_t)(cap * per), sizeof(float));
+        d->pad_sigma = calloc((size_t)cap, sizeof(float));
+        d->pad_logvar = calloc((size_t)cap, sizeof(float));
+        d->pad_labels = calloc((size_t)(cap * (ld ? ld : 1)), sizeof(float));
+        if (!d->pad_x || !d->pad_d || !d->pad_sigma || !d->pad_logvar || !d->pad_labels)
+            return edm_nomem(st);
+    }
+    memcpy(d->pad_x, x, sizeof(float) * (size_t)(n * per));
+    memset(d->pad_x + n * per, 0, sizeof(float) * (size_t)((cap - n) * per));
+    for (int64_t i = 0; i < cap; i++)
+        d->pad_sigma[i] = i < n ? sigma[i] : 1.0f;
+    if (labels) {
+        memcpy(d->pad_labels, labels, sizeof(float) * (size_t)(n * ld));
+        memset(d->pad_labels + n * ld, 0, sizeof(float) * (size_t)((cap - n) * ld));
+    }
+    if (run_bound(d, d->pad_x, d->pad_sigma, labels ? d->pad_labels : NULL, d->pad_d, logvar ? d->pad_logvar : NULL,
+                  st) != 0)
+        return -1;
+    memcpy(D, d->pad_d, sizeof(float) * (size_t)(n * per));
+    if (logvar)
+        memcpy(logvar, d->pad_logvar, sizeof(float) * (size_t)n);
+    return 0;
+}
+
 int edm_denoiser_eval(edm_denoiser *d, const float *x, const float *sigma, const float *labels, int64_t n, float *D,
                       float *logvar, edm_status *st)
 {
@@ -156,20 +212,11 @@ int edm_denoiser_eval(edm_denoiser *d, const float *x, const float *sigma, const
         return -1;
     if (logvar && d->out_logvar < 0)
         return edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC, "the model has no output 'logvar'");
-    int64_t numel = n * edm_denoiser_sample_numel(d);
+    if (d->opt.device == EDM_DEVICE_CUDA && n < d->capacity)
+        return bind(d, d->capacity, st) == 0 ? eval_padded(d, x, sigma, labels, n, D, logvar, st) : -1;
     if (bind(d, n, st) != 0)
         return -1;
-    if (edm_cpu_set_f32(d->x, "x", x, numel, st) != 0 || edm_cpu_set_f32(d->x, "sigma", sigma, n, st) != 0)
-        return -1;
-    if (labels && edm_cpu_set_f32(d->x, "class_labels", labels, n * d->shape.label_dim, st) != 0)
-        return -1;
-    if (edm_cpu_run(d->x, st) != 0)
-        return -1;
-    if (edm_cpu_get_f32(d->x, d->out_d, D, numel, st) != 0)
-        return -1;
-    if (logvar && edm_cpu_get_f32(d->x, d->out_logvar, logvar, n, st) != 0)
-        return -1;
-    return 0;
+    return run_bound(d, x, sigma, labels, D, logvar, st);
 }
 
 /* ------------------------------------------------- configuration metadata */
@@ -341,7 +388,7 @@ edm_denoiser *edm_denoiser_open(const edm_denoiser_spec *spec, edm_sources *src,
         edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
                  "%s does not name its model (no 'edmc.model' metadata): give the .edm file with --model", spec->weights);
     else if (compile_configured(spec, &meta, model, src, &prog, st) == 0)
-        d = edm_denoiser_new(prog.graph, f, spec->batch, &spec->cpu, st);
+        d = edm_denoiser_new(prog.graph, f, spec->batch, &spec->backend, st);
     if (d) {
         d->prog = prog;
         d->owned = f;

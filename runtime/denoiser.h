@@ -1,4 +1,4 @@
-/* A denoiser: one compiled model graph, its weights and a CPU executor, which
+/* A denoiser: one compiled model graph, its weights and an executor, which
  * evaluates the preconditioned network D(x; σ, labels) (and its logvar) for
  * up to `batch` samples at a time.  The sampler holds one for the main net
  * and one for the guide.
@@ -15,7 +15,7 @@
 
 #include "compiler/elaborate.h"
 #include "compiler/source.h"
-#include "runtime/backend_cpu.h"
+#include "runtime/backend.h"
 #include "runtime/safetensors.h"
 
 typedef struct edm_denoiser edm_denoiser;
@@ -28,8 +28,8 @@ typedef struct {
 
 /* Builds a denoiser on g (borrowed, must outlive it) with the weights of f
  * (borrowed too; read again whenever the batch size changes). */
-edm_denoiser *edm_denoiser_new(const edm_graph *g, const edm_st_file *f, int64_t batch, const edm_cpu_options *opt,
-                               edm_status *st);
+edm_denoiser *edm_denoiser_new(const edm_graph *g, const edm_st_file *f, int64_t batch,
+                               const edm_backend_options *opt, edm_status *st);
 
 typedef struct {
     const char *weights; /* W.safetensors */
@@ -38,7 +38,7 @@ typedef struct {
     const edm_define *defines; /* override the configuration the weights carry */
     int ndefines;
     int64_t batch; /* the most samples one evaluation takes */
-    edm_cpu_options cpu;
+    edm_backend_options backend;
 } edm_denoiser_spec;
 
 /* Opens the weights, works out the model and its defines, compiles it and

@@ -2,6 +2,8 @@
 
 #include "runtime/evaluate.h"
 
+#include "runtime/backend.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,7 +12,7 @@
 #include "runtime/rng.h"
 
 struct edm_loss_eval {
-    edm_cpu *cpu;
+    edm_backend *cpu;
     int loss_node;
     int64_t images, batch, per, label_dim;
     float *all_images, *all_labels, *all_rnd, *all_noise; /* the whole evaluation set */
@@ -111,14 +113,16 @@ edm_loss_eval *edm_loss_eval_new(const edm_graph *g, const edm_eval_opts *o, edm
         edm_loss_eval_free(e);
         return NULL;
     }
-    edm_cpu_options opt = {.compute = EDM_F32, .threads = o->threads, .training = 0, .seed = o->seed};
-    e->cpu = edm_cpu_new(g, e->batch, &opt, st);
+    edm_backend_options opt = edm_backend_defaults(EDM_DEVICE_CPU);
+    opt.cpu.threads = o->threads;
+    opt.cpu.seed = o->seed;
+    e->cpu = edm_backend_new(g, e->batch, &opt, st);
     if (!e->cpu) {
         edm_loss_eval_free(e);
         return NULL;
     }
-    e->loss_node = edm_cpu_find(e->cpu, EDM_OP_OUTPUT, "loss");
-    if (e->loss_node < 0 || edm_cpu_numel(e->cpu, e->loss_node) != e->batch) {
+    e->loss_node = edm_backend_find(e->cpu, EDM_OP_OUTPUT, "loss");
+    if (e->loss_node < 0 || edm_backend_numel(e->cpu, e->loss_node) != e->batch) {
         edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC, "the training program's output loss is not one value per image");
         edm_loss_eval_free(e);
         return NULL;
@@ -130,7 +134,7 @@ void edm_loss_eval_free(edm_loss_eval *e)
 {
     if (!e)
         return;
-    edm_cpu_free(e->cpu);
+    edm_backend_free(e->cpu);
     free(e->all_images);
     free(e->all_labels);
     free(e->all_rnd);
@@ -145,12 +149,12 @@ void edm_loss_eval_free(edm_loss_eval *e)
 
 int edm_loss_eval_set_f32(edm_loss_eval *e, const char *name, const float *data, int64_t n, edm_status *st)
 {
-    return edm_cpu_set_f32(e->cpu, name, data, n, st);
+    return edm_backend_set_f32(e->cpu, name, data, n, st);
 }
 
 int edm_loss_eval_set_f64(edm_loss_eval *e, const char *name, const double *data, int64_t n, edm_status *st)
 {
-    return edm_cpu_set_f64(e->cpu, name, data, n, st);
+    return edm_backend_set_f64(e->cpu, name, data, n, st);
 }
 
 /* Batch b of the set; the last one, when short, is padded with copies of the
@@ -175,12 +179,12 @@ int edm_loss_eval_run(edm_loss_eval *e, double *loss, edm_status *st)
     double sum = 0;
     for (int64_t first = 0; first < e->images; first += e->batch) {
         int64_t count = fill_batch(e, first);
-        if (edm_cpu_set_f32(e->cpu, "images", e->images_b, e->batch * e->per, st) != 0 ||
-            edm_cpu_set_f32(e->cpu, "rnd_normal", e->rnd_b, e->batch, st) != 0 ||
-            edm_cpu_set_f32(e->cpu, "unit_noise", e->noise_b, e->batch * e->per, st) != 0 ||
+        if (edm_backend_set_f32(e->cpu, "images", e->images_b, e->batch * e->per, st) != 0 ||
+            edm_backend_set_f32(e->cpu, "rnd_normal", e->rnd_b, e->batch, st) != 0 ||
+            edm_backend_set_f32(e->cpu, "unit_noise", e->noise_b, e->batch * e->per, st) != 0 ||
             (e->label_dim &&
-             edm_cpu_set_f32(e->cpu, "class_labels", e->labels_b, e->batch * e->label_dim, st) != 0) ||
-            edm_cpu_run(e->cpu, st) != 0 || edm_cpu_get_f32(e->cpu, e->loss_node, e->loss_b, e->batch, st) != 0)
+             edm_backend_set_f32(e->cpu, "class_labels", e->labels_b, e->batch * e->label_dim, st) != 0) ||
+            edm_backend_run(e->cpu, st) != 0 || edm_backend_get_f32(e->cpu, e->loss_node, e->loss_b, e->batch, st) != 0)
             return -1;
         for (int64_t i = 0; i < count; i++)
             sum += (double)e->loss_b[i];

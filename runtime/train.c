@@ -7,11 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/backend_cuda.h"
 #include "runtime/weights.h"
 
 struct edm_trainer {
     const edm_graph *g;
-    edm_cpu *cpu;
+    edm_backend *be;
+    edm_cuda_exec *cuda; /* the device state's owner (NULL on the CPU) */
     int64_t batch;
     int nparams;
     edm_train_param *params;
@@ -36,7 +38,7 @@ void edm_trainer_free(edm_trainer *t)
     if (!t)
         return;
     free_params(t);
-    edm_cpu_free(t->cpu);
+    edm_backend_free(t->be);
     free(t->scratch);
     free(t->seed);
     free(t);
@@ -52,7 +54,7 @@ static int find_output(const edm_graph *g, const char *name)
     return -1;
 }
 
-edm_trainer *edm_trainer_new(const edm_graph *g, int64_t batch, const edm_cpu_options *opt, edm_status *st)
+edm_trainer *edm_trainer_new(const edm_graph *g, int64_t batch, const edm_backend_options *opt, edm_status *st)
 {
     edm_trainer *t = calloc(1, sizeof *t);
     if (!t) {
@@ -110,11 +112,29 @@ edm_trainer *edm_trainer_new(const edm_graph *g, int64_t batch, const edm_cpu_op
         edm_nomem(st);
         goto fail;
     }
-    edm_cpu_options o = opt ? *opt : (edm_cpu_options){0};
-    o.training = 1;
-    t->cpu = edm_cpu_new(g, batch, &o, st);
-    if (!t->cpu)
+    edm_backend_options o = opt ? *opt : edm_backend_defaults(EDM_DEVICE_CPU);
+    o.cpu.training = 1;
+    o.optimizer = 1;
+    t->be = edm_backend_new(g, batch, &o, st);
+    if (!t->be)
         goto fail;
+    t->cuda = edm_backend_cuda(t->be);
+    if (t->cuda) {
+        edm_cuda_opt_param *cp = calloc((size_t)(t->nparams ? t->nparams : 1), sizeof *cp);
+        if (!cp) {
+            edm_nomem(st);
+            goto fail;
+        }
+        for (int i = 0; i < t->nparams; i++) {
+            const edm_train_param *p = &t->params[i];
+            cp[i] = (edm_cuda_opt_param){.node = p->node, .grad_node = p->grad_node, .forced_wn = p->forced_wn,
+                                         .rows = p->shape.rank > 0 ? p->shape.dim[0] : 1};
+        }
+        int rc = edm_cuda_opt_attach(t->cuda, cp, t->nparams, st);
+        free(cp);
+        if (rc != 0)
+            goto fail;
+    }
     return t;
 fail:
     edm_trainer_free(t);
@@ -123,7 +143,40 @@ fail:
 
 int edm_trainer_nparams(const edm_trainer *t) { return t->nparams; }
 edm_train_param *edm_trainer_param(edm_trainer *t, int i) { return i >= 0 && i < t->nparams ? &t->params[i] : NULL; }
-edm_cpu *edm_trainer_backend(edm_trainer *t) { return t->cpu; }
+edm_backend *edm_trainer_backend(edm_trainer *t) { return t->be; }
+
+int edm_trainer_pull(edm_trainer *t, int moments, edm_status *st)
+{
+    if (!t->cuda)
+        return 0;
+    for (int i = 0; i < t->nparams; i++) {
+        edm_train_param *p = &t->params[i];
+        if (edm_cuda_opt_download(t->cuda, i, p->value, moments ? p->m : NULL, moments ? p->v : NULL, p->numel, st) !=
+            0)
+            return -1;
+    }
+    return 0;
+}
+
+int edm_trainer_pull_grad(edm_trainer *t, edm_status *st)
+{
+    for (int i = 0; t->cuda && i < t->nparams; i++)
+        if (edm_cuda_opt_download_grad(t->cuda, i, t->params[i].grad, t->params[i].numel, st) != 0)
+            return -1;
+    return 0;
+}
+
+int edm_trainer_push(edm_trainer *t, edm_status *st)
+{
+    if (!t->cuda)
+        return 0;
+    for (int i = 0; i < t->nparams; i++) {
+        edm_train_param *p = &t->params[i];
+        if (edm_cuda_opt_upload(t->cuda, i, p->value, p->m, p->v, p->numel, st) != 0)
+            return -1;
+    }
+    return 0;
+}
 
 edm_train_param *edm_trainer_find(edm_trainer *t, const char *name)
 {
@@ -133,12 +186,13 @@ edm_train_param *edm_trainer_find(edm_trainer *t, const char *name)
     return NULL;
 }
 
-/* The trainer's float32 masters from the values now on the backend. */
+/* The trainer's float32 masters from the values now on the backend (on a
+ * device they stay there: the leaves are the masters). */
 static int pull_params(edm_trainer *t, edm_status *st)
 {
     for (int i = 0; i < t->nparams; i++) {
         edm_train_param *p = &t->params[i];
-        if (edm_cpu_get_f32(t->cpu, p->node, p->value, p->numel, st) != 0)
+        if (edm_backend_get_f32(t->be, p->node, p->value, p->numel, st) != 0)
             return -1;
     }
     return 0;
@@ -146,18 +200,20 @@ static int pull_params(edm_trainer *t, edm_status *st)
 
 int edm_trainer_init(edm_trainer *t, uint64_t seed, edm_status *st)
 {
-    return edm_weights_init_cpu(t->g, seed, t->cpu, st) == 0 ? pull_params(t, st) : -1;
+    return edm_weights_init_backend(t->g, seed, t->be, st) == 0 ? pull_params(t, st) : -1;
 }
 
 int edm_trainer_load(edm_trainer *t, const edm_st_file *f, edm_status *st)
 {
-    if (edm_weights_load(t->cpu, t->g, f, st) != 0)
+    if (edm_weights_load(t->be, t->g, f, st) != 0)
         return -1;
     return pull_params(t, st);
 }
 
-void edm_trainer_force_wn(edm_trainer *t)
+int edm_trainer_force_wn(edm_trainer *t, edm_status *st)
 {
+    if (t->cuda)
+        return edm_cuda_opt_force_wn(t->cuda, st);
     for (int i = 0; i < t->nparams; i++) {
         edm_train_param *p = &t->params[i];
         if (!p->forced_wn || p->shape.rank < 1 || p->shape.dim[0] < 1)
@@ -173,32 +229,39 @@ void edm_trainer_force_wn(edm_trainer *t)
                 w[k] /= norm;
         }
     }
+    return 0;
 }
 
-void edm_trainer_zero_grad(edm_trainer *t)
+int edm_trainer_zero_grad(edm_trainer *t, edm_status *st)
 {
+    if (t->cuda)
+        return edm_cuda_opt_zero_grad(t->cuda, st);
     for (int i = 0; i < t->nparams; i++)
         memset(t->params[i].grad, 0, sizeof(float) * (size_t)t->params[i].numel);
+    return 0;
 }
 
 int edm_trainer_accumulate(edm_trainer *t, int64_t total_batch, double *loss, edm_status *st)
 {
-    for (int i = 0; i < t->nparams; i++)
-        if (edm_cpu_set_f32(t->cpu, t->params[i].name, t->params[i].value, t->params[i].numel, st) != 0)
+    /* on the CPU the masters are set every run; on a device they are the leaves */
+    for (int i = 0; i < t->nparams && !t->cuda; i++)
+        if (edm_backend_set_f32(t->be, t->params[i].name, t->params[i].value, t->params[i].numel, st) != 0)
             return -1;
     for (int64_t n = 0; n < t->batch; n++)
         t->seed[n] = (float)(1.0 / (double)total_batch);
-    if (edm_cpu_set_f32(t->cpu, "grad.loss", t->seed, t->batch, st) != 0 || edm_cpu_run(t->cpu, st) != 0)
+    if (edm_backend_set_f32(t->be, "grad.loss", t->seed, t->batch, st) != 0 || edm_backend_run(t->be, st) != 0)
         return -1;
-    if (edm_cpu_get_f32(t->cpu, t->loss_node, t->scratch, t->batch, st) != 0)
+    if (edm_backend_get_f32(t->be, t->loss_node, t->scratch, t->batch, st) != 0)
         return -1;
     double sum = 0;
     for (int64_t n = 0; n < t->batch; n++)
         sum += t->scratch[n];
     *loss += sum / (double)total_batch;
+    if (t->cuda)
+        return edm_cuda_opt_accumulate(t->cuda, st);
     for (int i = 0; i < t->nparams; i++) {
         edm_train_param *p = &t->params[i];
-        if (edm_cpu_get_f32(t->cpu, p->grad_node, t->scratch, p->numel, st) != 0)
+        if (edm_backend_get_f32(t->be, p->grad_node, t->scratch, p->numel, st) != 0)
             return -1;
         for (int64_t k = 0; k < p->numel; k++)
             p->grad[k] += t->scratch[k];
@@ -206,8 +269,11 @@ int edm_trainer_accumulate(edm_trainer *t, int64_t total_batch, double *loss, ed
     return 0;
 }
 
-int64_t edm_trainer_adam(edm_trainer *t, const edm_adam *adam, double lr, int64_t step)
+int edm_trainer_adam(edm_trainer *t, const edm_adam *adam, double lr, int64_t step, int64_t *nonfinite,
+                     edm_status *st)
 {
+    if (t->cuda)
+        return edm_cuda_opt_adam(t->cuda, lr, adam->beta1, adam->beta2, adam->eps, step, nonfinite, st);
     int64_t bad = 0;
     double c1 = 1 - pow(adam->beta1, (double)step), c2 = 1 - pow(adam->beta2, (double)step);
     for (int i = 0; i < t->nparams; i++) {
@@ -224,5 +290,6 @@ int64_t edm_trainer_adam(edm_trainer *t, const edm_adam *adam, double lr, int64_
             p->value[k] = (float)(p->value[k] - lr * mhat / (sqrt(vhat) + adam->eps));
         }
     }
-    return bad;
+    *nonfinite = bad;
+    return 0;
 }

@@ -1,15 +1,19 @@
-/* One training step of EDM2 (EDM2-SPEC §4) on the CPU backend: forced weight
+/* One training step of EDM2 (EDM2-SPEC §4) on a backend (CPU or CUDA): forced weight
  * normalization, forward + backward of the training graph (a .edm program
  * compiled with training=true, differentiated by edm_pass_autodiff), NaN/Inf
  * gradients zeroed, Adam with bias correction.  Parameters and the optimizer
- * state are float32 masters owned by the trainer. */
+ * state are float32 masters.  On the CPU the trainer owns them (value, m, v,
+ * grad below); on CUDA they live on the device (runtime/backend_cuda.h's
+ * edm_cuda_opt_*) and value/m/v are host copies that edm_trainer_pull
+ * refreshes (for EMA, snapshots, checkpoints) and edm_trainer_push sends back
+ * (after a resume). */
 #ifndef EDMC_TRAIN_H
 #define EDMC_TRAIN_H
 
 #include <stdint.h>
 
 #include "compiler/ir.h"
-#include "runtime/backend_cpu.h"
+#include "runtime/backend.h"
 #include "runtime/safetensors.h"
 
 typedef struct {
@@ -30,7 +34,7 @@ typedef struct edm_trainer edm_trainer;
 
 /* g: the training graph after autodiff (it has the output "loss" and a seed
  * input "grad.loss"); batch: the per-run batch (micro-batch). */
-edm_trainer *edm_trainer_new(const edm_graph *g, int64_t batch, const edm_cpu_options *opt, edm_status *st);
+edm_trainer *edm_trainer_new(const edm_graph *g, int64_t batch, const edm_backend_options *opt, edm_status *st);
 void edm_trainer_free(edm_trainer *t);
 
 int edm_trainer_nparams(const edm_trainer *t);
@@ -40,18 +44,25 @@ edm_train_param *edm_trainer_find(edm_trainer *t, const char *name);
 int edm_trainer_init(edm_trainer *t, uint64_t seed, edm_status *st);
 /* Loads parameters (and buffers) from a weights file, checking it fits. */
 int edm_trainer_load(edm_trainer *t, const edm_st_file *f, edm_status *st);
-edm_cpu *edm_trainer_backend(edm_trainer *t);
+edm_backend *edm_trainer_backend(edm_trainer *t);
+/* Device trainers: copies the masters (and, with moments, Adam's m and v)
+ * into the host arrays / sends the host arrays to the device.  No-ops on the CPU. */
+int edm_trainer_pull(edm_trainer *t, int moments, edm_status *st);
+int edm_trainer_push(edm_trainer *t, edm_status *st);
+/* Device trainers: copies the accumulated gradients into grad (edmc step). */
+int edm_trainer_pull_grad(edm_trainer *t, edm_status *st);
 
 /* w ← w / (1e-4 + rms(w over all but dim 0)) for every forced-WN parameter. */
-void edm_trainer_force_wn(edm_trainer *t);
+int edm_trainer_force_wn(edm_trainer *t, edm_status *st);
 /* Clears the accumulated gradients. */
-void edm_trainer_zero_grad(edm_trainer *t);
+int edm_trainer_zero_grad(edm_trainer *t, edm_status *st);
 /* One micro-batch: the inputs must be set on the backend (images, labels,
  * rnd_normal, unit_noise); accumulates gradients of Σ_n loss_n / total_batch
  * and adds Σ_n loss_n / total_batch to *loss. */
 int edm_trainer_accumulate(edm_trainer *t, int64_t total_batch, double *loss, edm_status *st);
-/* Zeroes non-finite gradients (returns how many) and applies one Adam step
- * with learning rate lr; step counts from 1. */
-int64_t edm_trainer_adam(edm_trainer *t, const edm_adam *adam, double lr, int64_t step);
+/* Zeroes non-finite gradients (their number in *nonfinite) and applies one
+ * Adam step with learning rate lr; step counts from 1. */
+int edm_trainer_adam(edm_trainer *t, const edm_adam *adam, double lr, int64_t step, int64_t *nonfinite,
+                     edm_status *st);
 
 #endif

@@ -40,7 +40,7 @@ typedef struct {
     const edm_graph *g;
     const edm_train_opts *o;
     edm_trainer *t;
-    edm_cpu *cpu;
+    edm_backend *cpu; /* the trainer's executor (CPU or CUDA) */
     edm_phema_ema ema;
     float *flat;       /* all parameters, flattened in trainer order (EMA input) */
     int64_t nflat;
@@ -80,13 +80,13 @@ static int add_buffers(loop *L, edm_st_writer *w, const char *prefix, edm_dtype 
         const edm_node *n = edm_graph_node(L->g, i);
         if (n->op != EDM_OP_BUFFER)
             continue;
-        int64_t count = edm_cpu_numel(L->cpu, i);
+        int64_t count = edm_backend_numel(L->cpu, i);
         float *data = malloc(sizeof(float) * (size_t)(count ? count : 1));
         if (!data)
             return edm_nomem(st);
         char name[600];
         snprintf(name, sizeof name, "%s%s", prefix, n->name);
-        int rc = edm_cpu_get_f32(L->cpu, i, data, count, st);
+        int rc = edm_backend_get_f32(L->cpu, i, data, count, st);
         if (rc == 0)
             rc = edm_st_writer_add_f32(w, name, stored, n->shape.rank, n->shape.dim, data, st);
         free(data);
@@ -151,7 +151,7 @@ static int write_checkpoint(loop *L, edm_status *st)
     edm_st_writer *w = edm_st_writer_new();
     if (!w)
         return edm_nomem(st);
-    int rc = 0;
+    int rc = edm_trainer_pull(L->t, 1, st);
     char name[600];
     int64_t off = 0;
     for (int i = 0; i < edm_trainer_nparams(L->t) && rc == 0; i++) {
@@ -260,14 +260,16 @@ static int resume(loop *L, const char *path, edm_status *st)
         const edm_node *n = edm_graph_node(L->g, i);
         if (n->op != EDM_OP_BUFFER)
             continue;
-        int64_t count = edm_cpu_numel(L->cpu, i);
+        int64_t count = edm_backend_numel(L->cpu, i);
         float *data = malloc(sizeof(float) * (size_t)(count ? count : 1));
         snprintf(name, sizeof name, "net.%s", n->name);
         rc = data ? read_into(f, name, data, count, st) : edm_nomem(st);
         if (rc == 0)
-            rc = edm_cpu_set_f32(L->cpu, n->name, data, count, st);
+            rc = edm_backend_set_f32(L->cpu, n->name, data, count, st);
         free(data);
     }
+    if (rc == 0)
+        rc = edm_trainer_push(L->t, st);
     if (rc == 0) {
         L->step = atoll(step);
         L->nimg = atoll(nimg);
@@ -288,13 +290,13 @@ static int micro_batch(loop *L, edm_loader *ld, int64_t first_image, double *los
     edm_rng rs = edm_rng_make(L->o->seed, "rnd_normal"), rn = edm_rng_make(L->o->seed, "unit_noise");
     edm_rng_normal(&rs, (uint64_t)first_image, L->sigma_n, L->micro);
     edm_rng_normal(&rn, (uint64_t)first_image * (uint64_t)per, L->noise, L->micro * per);
-    edm_cpu *x = L->cpu;
-    if (edm_cpu_set_f32(x, "images", L->images, L->micro * per, st) != 0 ||
-        edm_cpu_set_f32(x, "rnd_normal", L->sigma_n, L->micro, st) != 0 ||
-        edm_cpu_set_f32(x, "unit_noise", L->noise, L->micro * per, st) != 0 ||
-        (L->label_dim && edm_cpu_set_f32(x, "class_labels", L->labels, L->micro * L->label_dim, st) != 0))
+    edm_backend *x = L->cpu;
+    if (edm_backend_set_f32(x, "images", L->images, L->micro * per, st) != 0 ||
+        edm_backend_set_f32(x, "rnd_normal", L->sigma_n, L->micro, st) != 0 ||
+        edm_backend_set_f32(x, "unit_noise", L->noise, L->micro * per, st) != 0 ||
+        (L->label_dim && edm_backend_set_f32(x, "class_labels", L->labels, L->micro * L->label_dim, st) != 0))
         return -1;
-    edm_cpu_set_seed(x, L->o->seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(first_image + 1)));
+    edm_backend_set_seed(x, L->o->seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(first_image + 1)));
     return edm_trainer_accumulate(L->t, L->o->batch, loss, st);
 }
 
@@ -302,7 +304,7 @@ static void status_line(loop *L, FILE *log, double loss, double elapsed, int64_t
 {
     double ips = elapsed > 0 ? (double)images / elapsed : 0;
     double remaining = ips > 0 ? (double)(L->o->duration - L->nimg) / ips : 0;
-    double mem = (double)edm_cpu_peak_bytes(L->cpu) / (1 << 20);
+    double mem = (double)edm_backend_peak_bytes(L->cpu) / (1 << 20);
     if (log) {
         fprintf(log,
                 "kimg %9.3f  loss %9.5f  img/s %8.2f  sec/kimg %8.2f  lr %.6f  mem %7.1f MiB  "
@@ -350,7 +352,10 @@ static int setup(loop *L, const edm_graph *g, const edm_train_opts *o, const edm
     L->c = in->shape.dim[1];
     L->res = in->shape.dim[2];
     L->label_dim = lab >= 0 ? edm_graph_node(g, lab)->shape.dim[1] : 0;
-    edm_cpu_options opt = {.compute = EDM_F32, .threads = o->threads, .seed = o->seed};
+    edm_backend_options opt = o->backend;
+    opt.cpu.compute = EDM_F32;
+    opt.cpu.threads = o->threads;
+    opt.cpu.seed = o->seed;
     L->t = edm_trainer_new(g, L->micro, &opt, st);
     if (!L->t)
         return -1;
@@ -424,14 +429,20 @@ int edm_train(const edm_graph *g, const edm_train_opts *o, const edm_st_file *in
     edm_adam adam = {o->beta1, o->beta2, o->eps};
     while (rc == 0 && L.nimg < o->duration && !(stop && *stop)) {
         double lr = edm_train_lr(o, L.nimg);
-        edm_trainer_force_wn(L.t);
-        edm_trainer_zero_grad(L.t);
+        rc = edm_trainer_force_wn(L.t, st);
+        if (rc == 0)
+            rc = edm_trainer_zero_grad(L.t, st);
         double loss = 0;
         for (int64_t m = 0; m < o->batch / L.micro && rc == 0; m++)
             rc = micro_batch(&L, ld, L.nimg + m * L.micro, &loss, st);
+        int64_t nonfinite = 0;
+        if (rc == 0)
+            rc = edm_trainer_adam(L.t, &adam, lr, L.step + 1, &nonfinite, st);
+        if (rc == 0) /* EMA on the host: a device trainer copies the weights back every step */
+            rc = edm_trainer_pull(L.t, 0, st);
         if (rc != 0)
             break;
-        bad += edm_trainer_adam(L.t, &adam, lr, L.step + 1);
+        bad += nonfinite;
         flatten(&L);
         rc = edm_phema_ema_update(&L.ema, L.flat, L.nflat, (double)(L.nimg + o->batch), (double)o->batch, st);
         int64_t before = L.nimg;

@@ -1,4 +1,4 @@
-/* The EDM2 training loop (EDM2-SPEC §4-5) on the CPU backend: batches from a
+/* The EDM2 training loop (EDM2-SPEC §4-5) on a backend (CPU or CUDA): batches from a
  * dataset, σ and noise from counter-based streams, gradient accumulation,
  * the inverse-sqrt learning-rate schedule with warm-up, power-function EMAs
  * and their snapshots, atomic checkpoints that resume bit for bit, a status
@@ -11,6 +11,7 @@
 #include <stdio.h>
 
 #include "compiler/ir.h"
+#include "runtime/backend.h"
 #include "runtime/safetensors.h"
 
 #define EDM_TRAIN_MAX_EMA 8
@@ -31,6 +32,7 @@ typedef struct {
     double std[EDM_TRAIN_MAX_EMA]; /* σ_rel of the EMAs (0.050, 0.100) */
     int snapshot_fp32;             /* else fp16, as the reference */
     int threads;
+    edm_backend_options backend;   /* device, CUDA storage and ablations (threads/seed come from above) */
     int resume;                    /* continue from the newest checkpoint in outdir */
     const char *model;             /* metadata: the .edm file */
     const char *config;            /* metadata: the parameters, as JSON */

@@ -78,7 +78,7 @@ static int to_writer(void *ctx, const edm_node *n, const float *data, int64_t co
 
 static int to_backend(void *ctx, const edm_node *n, const float *data, int64_t count, edm_status *st)
 {
-    return edm_cpu_set_f32(ctx, n->name, data, count, st);
+    return edm_backend_set_f32(ctx, n->name, data, count, st);
 }
 
 int edm_weights_init(const edm_graph *g, uint64_t seed, edm_st_writer *w, edm_status *st)
@@ -86,7 +86,7 @@ int edm_weights_init(const edm_graph *g, uint64_t seed, edm_st_writer *w, edm_st
     return init_each(g, seed, to_writer, w, st);
 }
 
-int edm_weights_init_cpu(const edm_graph *g, uint64_t seed, edm_cpu *x, edm_status *st)
+int edm_weights_init_backend(const edm_graph *g, uint64_t seed, edm_backend *x, edm_status *st)
 {
     return init_each(g, seed, to_backend, x, st);
 }
@@ -112,7 +112,7 @@ static void add_problem(char *msg, size_t size, int *shown, int *hidden, const c
     }
 }
 
-int edm_weights_load(edm_cpu *x, const edm_graph *g, const edm_st_file *f, edm_status *st)
+int edm_weights_load(edm_backend *x, const edm_graph *g, const edm_st_file *f, edm_status *st)
 {
     char msg[EDM_STATUS_MSG];
     snprintf(msg, sizeof msg, "%s does not fit the model:", edm_st_path(f));
@@ -171,7 +171,7 @@ int edm_weights_load(edm_cpu *x, const edm_graph *g, const edm_st_file *f, edm_s
             return edm_nomem(st);
         int rc = edm_st_read_f32(f, e, data, e->numel, st);
         if (rc == 0)
-            rc = edm_cpu_set_f32(x, n->name, data, e->numel, st);
+            rc = edm_backend_set_f32(x, n->name, data, e->numel, st);
         free(data);
         if (rc != 0)
             return -1;

@@ -7,7 +7,7 @@
 #include <stdint.h>
 
 #include "compiler/ir.h"
-#include "runtime/backend_cpu.h"
+#include "runtime/backend.h"
 #include "runtime/safetensors.h"
 
 /* Adds every PARAM and BUFFER of g to w, drawn from its init (conv/FC weights
@@ -15,10 +15,10 @@
  * counter-based stream per tensor, keyed by the seed and the tensor's name. */
 int edm_weights_init(const edm_graph *g, uint64_t seed, edm_st_writer *w, edm_status *st);
 /* The same values, set directly on a backend. */
-int edm_weights_init_cpu(const edm_graph *g, uint64_t seed, edm_cpu *x, edm_status *st);
+int edm_weights_init_backend(const edm_graph *g, uint64_t seed, edm_backend *x, edm_status *st);
 
 /* Checks f against g (missing, unexpected and wrongly shaped tensors, all
  * listed) and copies every tensor into x. */
-int edm_weights_load(edm_cpu *x, const edm_graph *g, const edm_st_file *f, edm_status *st);
+int edm_weights_load(edm_backend *x, const edm_graph *g, const edm_st_file *f, edm_status *st);
 
 #endif

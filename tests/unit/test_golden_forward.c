@@ -129,8 +129,9 @@ static void run_forward(void **state, edm_dtype compute, double tol)
         keep[nkeep++] = node;
     }
     assert_true(nkeep >= 10);
-    edm_cpu_options opt = {.compute = compute, .keep = keep, .nkeep = nkeep};
-    edm_cpu *x = edm_cpu_new(g, 3, &opt, &st);
+    edm_backend_options opt = edm_backend_defaults(EDM_DEVICE_CPU);
+    opt.cpu = (edm_cpu_options){.compute = compute, .keep = keep, .nkeep = nkeep};
+    edm_backend *x = edm_backend_new(g, 3, &opt, &st);
     assert_non_null(x);
     if (edm_weights_load(x, g, f->weights, &st) != 0)
         print_error("%s\n", st.msg);
@@ -140,10 +141,10 @@ static void run_forward(void **state, edm_dtype compute, double tol)
         int64_t n;
         float *data = golden(f, inputs[i], &n);
         assert_non_null(data);
-        assert_int_equal(edm_cpu_set_f32(x, inputs[i], data, n, &st), 0);
+        assert_int_equal(edm_backend_set_f32(x, inputs[i], data, n, &st), 0);
         free(data);
     }
-    if (edm_cpu_run(x, &st) != 0)
+    if (edm_backend_run(x, &st) != 0)
         print_error("%s\n", st.msg);
     assert_int_equal(st.code, EDM_OK);
 
@@ -152,17 +153,17 @@ static void run_forward(void **state, edm_dtype compute, double tol)
         const char *name = edm_st_entry_at(f->golden, i)->name;
         int node;
         if (strcmp(name, "D_x") == 0 || strcmp(name, "logvar") == 0)
-            node = edm_cpu_find(x, EDM_OP_OUTPUT, name);
+            node = edm_backend_find(x, EDM_OP_OUTPUT, name);
         else if (strncmp(name, "act.", 4) == 0)
             node = edm_graph_find_tap(g, tap_for(name));
         else
             continue;
         int64_t n;
         float *want = golden(f, name, &n);
-        assert_int_equal(edm_cpu_numel(x, node), n);
+        assert_int_equal(edm_backend_numel(x, node), n);
         float *got = malloc(sizeof(float) * (size_t)n);
         assert_non_null(got);
-        assert_int_equal(edm_cpu_get_f32(x, node, got, n, &st), 0);
+        assert_int_equal(edm_backend_get_f32(x, node, got, n, &st), 0);
         double e = rel_err(got, want, n);
         if (!(e < tol)) {
             print_error("%s: relative error %.3g (tolerance %.1g)\n", name, e, tol);
@@ -175,8 +176,8 @@ static void run_forward(void **state, edm_dtype compute, double tol)
     assert_true(worst_ok);
     assert_true(compared >= 12);
     /* liveness reuse: far less memory live at once than all activations together */
-    assert_true(edm_cpu_peak_bytes(x) * 2 < edm_cpu_total_bytes(x));
-    edm_cpu_free(x);
+    assert_true(edm_backend_peak_bytes(x) * 2 < edm_backend_total_bytes(x));
+    edm_backend_free(x);
 }
 
 static void test_forward_f32(void **state) { run_forward(state, EDM_F32, 1e-4); }

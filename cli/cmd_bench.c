@@ -1,0 +1,298 @@
+/* edmc bench: images per second of one model on one backend, in one of three
+ * modes: forward (one evaluation of the denoiser), train (one optimizer step:
+ * forced WN, forward + backward of the training program, Adam) and sample
+ * (a whole Heun sampler run, 2·steps − 1 evaluations).  Weights and inputs
+ * are random: timing does not depend on the values. */
+#include "config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "compiler/passes/passes.h"
+#include "runtime/backend.h"
+#include "runtime/denoiser.h"
+#include "runtime/rng.h"
+#include "runtime/sample.h"
+#include "runtime/train.h"
+#include "runtime/weights.h"
+
+static double now_seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Random values for the graph's inputs (σ log-normal, as training draws it)
+ * and, when params is set, its parameters and buffers. */
+static int fill_random(const edm_graph *g, edm_backend *x, int params, edm_status *st)
+{
+    for (int i = 0; i < edm_graph_count(g); i++) {
+        const edm_node *n = edm_graph_node(g, i);
+        if (n->op != EDM_OP_INPUT && (!params || (n->op != EDM_OP_PARAM && n->op != EDM_OP_BUFFER)))
+            continue;
+        int64_t count = edm_backend_numel(x, i);
+        float *data = malloc(sizeof(float) * (size_t)(count > 0 ? count : 1));
+        if (!data)
+            return edm_nomem(st);
+        edm_rng r = edm_rng_make(1, n->name);
+        edm_rng_normal(&r, 0, data, count);
+        if (n->op == EDM_OP_INPUT && strcmp(n->name, "sigma") == 0)
+            for (int64_t k = 0; k < count; k++)
+                data[k] = expf(-0.4f + data[k]);
+        int rc = edm_backend_set_f32(x, n->name, data, count, st);
+        free(data);
+        if (rc != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* One timed unit of work. */
+typedef struct {
+    int (*run)(void *ctx, edm_status *st);
+    void *ctx;
+} bench_work;
+
+/* Warm-up (compiles, captures the CUDA Graph, allocates), then `iters` runs
+ * (0: enough for about 3 seconds, 2 to 1000). */
+static int time_work(const bench_work *w, int iters, int *done, double *elapsed, edm_status *st)
+{
+    if (w->run(w->ctx, st) != 0)
+        return -1;
+    if (iters == 0) {
+        double t0 = now_seconds();
+        if (w->run(w->ctx, st) != 0)
+            return -1;
+        double one = now_seconds() - t0;
+        iters = one > 0 ? (int)(3.0 / one) : 10;
+        iters = iters < 2 ? 2 : iters > 1000 ? 1000 : iters;
+    }
+    double t0 = now_seconds();
+    for (int i = 0; i < iters; i++)
+        if (w->run(w->ctx, st) != 0)
+            return -1;
+    *elapsed = now_seconds() - t0;
+    *done = iters;
+    return 0;
+}
+
+static int run_forward(void *ctx, edm_status *st) { return edm_backend_run(ctx, st); }
+
+typedef struct {
+    edm_trainer *t;
+    int64_t batch;
+    int64_t step;
+} train_ctx;
+
+static int run_train_step(void *ctx, edm_status *st)
+{
+    train_ctx *c = ctx;
+    edm_adam adam = {0.9, 0.99, 1e-8};
+    double loss = 0;
+    int64_t nonfinite = 0;
+    if (edm_trainer_force_wn(c->t, st) != 0 || edm_trainer_zero_grad(c->t, st) != 0 ||
+        edm_trainer_accumulate(c->t, c->batch, &loss, st) != 0)
+        return -1;
+    return edm_trainer_adam(c->t, &adam, 1e-4, ++c->step, &nonfinite, st);
+}
+
+typedef struct {
+    edm_denoiser *d;
+    edm_sample_params p;
+    int64_t batch;
+    uint64_t *seeds;
+    float *x, *labels;
+} sample_ctx;
+
+static int run_sample(void *ctx, edm_status *st)
+{
+    sample_ctx *c = ctx;
+    int64_t per = edm_denoiser_sample_numel(c->d);
+    for (int64_t i = 0; i < c->batch; i++)
+        edm_sample_noise(c->seeds[i], c->x + i * per, per);
+    return edm_sample_run(&c->p, c->d, NULL, c->seeds, c->labels, c->batch, c->x, st);
+}
+
+/* Random weights for the sampler's denoiser, through a temporary file (the
+ * denoiser reads its weights from a safetensors file). */
+static edm_st_file *random_weights(const edm_graph *g, edm_status *st)
+{
+    char path[] = "/tmp/edmc-bench-XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0) {
+        edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "cannot create a temporary weights file in /tmp");
+        return NULL;
+    }
+    close(fd);
+    edm_st_writer *w = edm_st_writer_new();
+    int rc = w ? edm_weights_init(g, 1, w, st) : edm_nomem(st);
+    if (rc == 0)
+        rc = edm_st_writer_write(w, path, st);
+    edm_st_writer_free(w);
+    edm_st_file *f = rc == 0 ? edm_st_open(path, st) : NULL;
+    unlink(path);
+    return f;
+}
+
+typedef struct {
+    double ips, ms;
+    int iters;
+    size_t mem;
+    char describe[320];
+} bench_result;
+
+static int bench_forward(const cli_opts *o, const edm_graph *g, const edm_backend_options *bo, bench_result *r,
+                         edm_status *st)
+{
+    edm_backend *x = edm_backend_new(g, o->batch, bo, st);
+    int rc = x ? fill_random(g, x, 1, st) : -1;
+    double elapsed = 0;
+    if (rc == 0) {
+        bench_work w = {run_forward, x};
+        rc = time_work(&w, o->iters, &r->iters, &elapsed, st);
+    }
+    if (rc == 0) {
+        r->ips = (double)o->batch * r->iters / elapsed;
+        r->ms = 1000 * elapsed / r->iters;
+        r->mem = edm_backend_peak_bytes(x);
+        snprintf(r->describe, sizeof r->describe, "%s", edm_backend_describe(x));
+    }
+    edm_backend_free(x);
+    return rc;
+}
+
+static int bench_train(const cli_opts *o, const edm_graph *g, const edm_backend_options *bo, bench_result *r,
+                       edm_status *st)
+{
+    if (edm_pass_autodiff((edm_graph *)g, NULL, 0, st) != 0 || edm_pass_verify(g, st) != 0)
+        return -1;
+    train_ctx c = {.batch = o->batch};
+    c.t = edm_trainer_new(g, o->batch, bo, st);
+    int rc = c.t ? edm_trainer_init(c.t, 1, st) : -1;
+    if (rc == 0)
+        rc = fill_random(g, edm_trainer_backend(c.t), 0, st);
+    double elapsed = 0;
+    if (rc == 0) {
+        bench_work w = {run_train_step, &c};
+        rc = time_work(&w, o->iters, &r->iters, &elapsed, st);
+    }
+    if (rc == 0) {
+        r->ips = (double)o->batch * r->iters / elapsed;
+        r->ms = 1000 * elapsed / r->iters;
+        r->mem = edm_backend_peak_bytes(edm_trainer_backend(c.t));
+        snprintf(r->describe, sizeof r->describe, "%s", edm_backend_describe(edm_trainer_backend(c.t)));
+    }
+    edm_trainer_free(c.t);
+    return rc;
+}
+
+static int bench_sample(const cli_opts *o, const edm_graph *g, const edm_backend_options *bo, bench_result *r,
+                        edm_status *st)
+{
+    sample_ctx c = {.batch = o->batch};
+    edm_sample_params_default(&c.p);
+    edm_st_file *f = random_weights(g, st);
+    c.d = f ? edm_denoiser_new(g, f, o->batch, bo, st) : NULL;
+    int rc = c.d ? 0 : -1;
+    if (rc == 0) {
+        edm_denoiser_shape sh = edm_denoiser_get_shape(c.d);
+        c.seeds = malloc(sizeof *c.seeds * (size_t)o->batch);
+        c.x = malloc(sizeof(float) * (size_t)(o->batch * edm_denoiser_sample_numel(c.d)));
+        c.labels = sh.label_dim ? calloc((size_t)(o->batch * sh.label_dim), sizeof(float)) : NULL;
+        if (!c.seeds || !c.x || (sh.label_dim && !c.labels))
+            rc = edm_nomem(st);
+        for (int64_t i = 0; rc == 0 && i < o->batch; i++) {
+            c.seeds[i] = (uint64_t)i;
+            if (sh.label_dim)
+                c.labels[i * sh.label_dim + edm_sample_class((uint64_t)i, sh.label_dim)] = 1;
+        }
+    }
+    double elapsed = 0;
+    if (rc == 0) {
+        bench_work w = {run_sample, &c};
+        rc = time_work(&w, o->iters ? o->iters : 1, &r->iters, &elapsed, st);
+    }
+    if (rc == 0) {
+        r->ips = (double)o->batch * r->iters / elapsed;
+        r->ms = 1000 * elapsed / r->iters;
+        r->mem = 0;
+        snprintf(r->describe, sizeof r->describe, "%d steps", c.p.steps);
+    }
+    edm_denoiser_free(c.d);
+    edm_st_close(f);
+    free(c.seeds);
+    free(c.x);
+    free(c.labels);
+    return rc;
+}
+
+static int do_bench(const cli_opts *o, const edm_program *prog, const edm_backend_options *bo)
+{
+    edm_status st;
+    edm_status_init(&st);
+    bench_result r = {0};
+    int rc;
+    if (strcmp(o->mode, "train") == 0)
+        rc = bench_train(o, prog->graph, bo, &r, &st);
+    else if (strcmp(o->mode, "sample") == 0)
+        rc = bench_sample(o, prog->graph, bo, &r, &st);
+    else
+        rc = bench_forward(o, prog->graph, bo, &r, &st);
+    if (rc != 0) {
+        cli_report(NULL, &st);
+        return cli_exit_code(&st);
+    }
+    const char *device = bo->device == EDM_DEVICE_CUDA ? "cuda" : "cpu";
+    const char *precision = bo->device == EDM_DEVICE_CUDA ? edm_dtype_name(bo->storage) : edm_dtype_name(bo->cpu.compute);
+    if (o->json)
+        printf("{\"model\": \"%s\", \"mode\": \"%s\", \"device\": \"%s\", \"precision\": \"%s\", \"batch\": %lld, "
+               "\"iters\": %d, \"img_per_s\": %.4f, \"ms_per_iter\": %.4f, \"memory_bytes\": %zu, \"backend\": \"%s\"}\n",
+               o->file, o->mode, device, precision, (long long)o->batch, r.iters, r.ips, r.ms, r.mem, r.describe);
+    else
+        printf("%s: %s, %s %s, batch %lld, %d runs: %.2f images/s, %.1f ms/run; memory %.1f MiB (%s)\n", o->file,
+               o->mode, device, precision, (long long)o->batch, r.iters, r.ips, r.ms, (double)r.mem / (1 << 20),
+               r.describe);
+    return 0;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    const unsigned allowed =
+        OPT_BATCH | OPT_THREADS | OPT_DEVICE | OPT_MODE | OPT_ITERS | OPT_PRECISION | OPT_CUDA | OPT_JSON;
+    cli_opts o;
+    if (cli_parse(argc, argv, "bench", allowed, &o) != 0) {
+        cli_opts_free(&o);
+        return 2;
+    }
+    int rc = 0;
+    if (strcmp(o.mode, "forward") != 0 && strcmp(o.mode, "train") != 0 && strcmp(o.mode, "sample") != 0) {
+        fprintf(stderr, "edmc bench: --mode=%s: expected forward, train or sample\n", o.mode);
+        rc = 2;
+    }
+    /* the training program is the same .edm file with training=true */
+    if (rc == 0 && strcmp(o.mode, "train") == 0 && cli_add_define("bench", &o, "training=true") != 0)
+        rc = 2;
+    edm_backend_options bo;
+    if (rc == 0)
+        rc = cli_backend_of("bench", &o, &bo);
+    edm_sources *src = rc == 0 ? edm_sources_new() : NULL;
+    if (rc == 0 && !src) {
+        fprintf(stderr, "edmc: out of memory\n");
+        rc = 1;
+    }
+    edm_program prog = {0};
+    if (rc == 0)
+        rc = cli_load(&o, src, &prog);
+    if (rc == 0)
+        rc = do_bench(&o, &prog, &bo);
+    edm_program_free(&prog);
+    edm_sources_free(src);
+    cli_opts_free(&o);
+    return rc;
+}
