@@ -1,171 +1,37 @@
 /* The CUDA backend (see backend_cuda.h).
  *
- * UNTESTED ON A GPU.  Written and built on a machine without a CUDA driver:
- * the probe's "no driver" path runs in `make check`; the driver calls, the
- * arena and the launches are exercised only by tests/gpu/run.sh on a lent
- * GPU machine.
- *
- * The driver API is declared here (the few types and entry points used, by
- * their versioned ABI names), so this file builds without the toolkit. */
+ * UNTESTED ON A GPU in the session that wrote it: `make check` runs the
+ * host side against a fake driver (tests/fakecuda: every copy, launch
+ * geometry and cuBLASLt layout validated, no kernel executed); the numbers
+ * are checked by tests/gpu/run.sh on a lent GPU (docs/cuda.md). */
 #include "config.h"
 
 #include "runtime/backend_cuda.h"
 
-#include <dlfcn.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "codegen/cuda_codegen.h"
 #include "codegen/cuda_nvrtc.h"
+#include "runtime/cuda_api.h"
+#include "runtime/cuda_gemm.h"
 
-/* ------------------------------------------------------------------ the driver API, opened at run time */
-
-typedef int cu_result; /* CUresult: 0 = CUDA_SUCCESS */
-typedef int cu_device;
-typedef void *cu_context;
-typedef void *cu_module;
-typedef void *cu_function;
-typedef void *cu_stream;
-typedef unsigned long long cu_ptr; /* CUdeviceptr */
-
-#define CU_SUCCESS 0
-#define CU_ERROR_NO_DEVICE 100
-#define CU_ATTR_CC_MAJOR 75
-#define CU_ATTR_CC_MINOR 76
-#define CU_STREAM_DEFAULT 0u /* blocking: ordered with the legacy stream's copies */
-
-typedef struct {
-    void *lib;
-    cu_result (*Init)(unsigned);
-    cu_result (*DriverGetVersion)(int *);
-    cu_result (*DeviceGetCount)(int *);
-    cu_result (*DeviceGet)(cu_device *, int);
-    cu_result (*DeviceGetName)(char *, int, cu_device);
-    cu_result (*DeviceGetAttribute)(int *, int, cu_device);
-    cu_result (*DeviceTotalMem)(size_t *, cu_device);
-    cu_result (*DevicePrimaryCtxRetain)(cu_context *, cu_device);
-    cu_result (*DevicePrimaryCtxRelease)(cu_device);
-    cu_result (*CtxSetCurrent)(cu_context);
-    cu_result (*ModuleLoadData)(cu_module *, const void *);
-    cu_result (*ModuleUnload)(cu_module);
-    cu_result (*ModuleGetFunction)(cu_function *, cu_module, const char *);
-    cu_result (*LaunchKernel)(cu_function, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
-                              cu_stream, void **, void **);
-    cu_result (*MemAlloc)(cu_ptr *, size_t);
-    cu_result (*MemFree)(cu_ptr);
-    cu_result (*MemcpyHtoD)(cu_ptr, const void *, size_t);
-    cu_result (*MemcpyDtoH)(void *, cu_ptr, size_t);
-    cu_result (*MemsetD8)(cu_ptr, unsigned char, size_t);
-    cu_result (*StreamCreate)(cu_stream *, unsigned);
-    cu_result (*StreamDestroy)(cu_stream);
-    cu_result (*StreamSynchronize)(cu_stream);
-    cu_result (*GetErrorName)(cu_result, const char **);
-    cu_result (*GetErrorString)(cu_result, const char **);
-} cu_api;
-
-/* Resolves one symbol into a function pointer (memcpy: ISO C has no cast
- * from void * to a function pointer). */
-static int resolve(void *lib, const char *name, void *fnptr, size_t fnsize, edm_status *st)
-{
-    void *sym = dlsym(lib, name);
-    if (!sym)
-        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "the CUDA driver lacks %s (driver too old?)", name);
-    memcpy(fnptr, &sym, fnsize);
-    return 0;
-}
-
-#define RESOLVE(field, name) resolve(api->lib, name, &api->field, sizeof api->field, st)
-
-static void api_close(cu_api *api)
-{
-    if (api->lib)
-        dlclose(api->lib);
-    memset(api, 0, sizeof *api);
-}
-
-static int api_open(cu_api *api, edm_status *st)
-{
-    memset(api, 0, sizeof *api);
-    api->lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-    if (!api->lib) {
-        const char *why = dlerror();
-        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "no CUDA driver (libcuda.so.1 not found%s%s)",
-                        why ? ": " : "", why ? why : "");
-    }
-    int rc = 0;
-    rc |= RESOLVE(Init, "cuInit");
-    rc |= RESOLVE(DriverGetVersion, "cuDriverGetVersion");
-    rc |= RESOLVE(DeviceGetCount, "cuDeviceGetCount");
-    rc |= RESOLVE(DeviceGet, "cuDeviceGet");
-    rc |= RESOLVE(DeviceGetName, "cuDeviceGetName");
-    rc |= RESOLVE(DeviceGetAttribute, "cuDeviceGetAttribute");
-    rc |= RESOLVE(DeviceTotalMem, "cuDeviceTotalMem_v2");
-    rc |= RESOLVE(DevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain");
-    rc |= RESOLVE(DevicePrimaryCtxRelease, "cuDevicePrimaryCtxRelease_v2");
-    rc |= RESOLVE(CtxSetCurrent, "cuCtxSetCurrent");
-    rc |= RESOLVE(ModuleLoadData, "cuModuleLoadData");
-    rc |= RESOLVE(ModuleUnload, "cuModuleUnload");
-    rc |= RESOLVE(ModuleGetFunction, "cuModuleGetFunction");
-    rc |= RESOLVE(LaunchKernel, "cuLaunchKernel");
-    rc |= RESOLVE(MemAlloc, "cuMemAlloc_v2");
-    rc |= RESOLVE(MemFree, "cuMemFree_v2");
-    rc |= RESOLVE(MemcpyHtoD, "cuMemcpyHtoD_v2");
-    rc |= RESOLVE(MemcpyDtoH, "cuMemcpyDtoH_v2");
-    rc |= RESOLVE(MemsetD8, "cuMemsetD8_v2");
-    rc |= RESOLVE(StreamCreate, "cuStreamCreate");
-    rc |= RESOLVE(StreamDestroy, "cuStreamDestroy_v2");
-    rc |= RESOLVE(StreamSynchronize, "cuStreamSynchronize");
-    rc |= RESOLVE(GetErrorName, "cuGetErrorName");
-    rc |= RESOLVE(GetErrorString, "cuGetErrorString");
-    if (rc != 0) {
-        api_close(api);
-        return -1;
-    }
-    return 0;
-}
-
-/* Fails naming the call and the driver's error. */
-static int cu_check(const cu_api *api, cu_result r, const char *call, edm_status *st)
-{
-    if (r == CU_SUCCESS)
-        return 0;
-    const char *name = NULL, *text = NULL;
-    if (api->GetErrorName)
-        api->GetErrorName(r, &name);
-    if (api->GetErrorString)
-        api->GetErrorString(r, &text);
-    return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "%s failed: %s (%d)%s%s", call, name ? name : "CUDA error", r,
-                    text ? ": " : "", text ? text : "");
-}
-
-#define CU(call, what) cu_check(&x->api, x->api.call, what, st)
-
-/* cuInit and the device count, with the plain messages of the probe. */
-static int api_init(const cu_api *api, edm_status *st)
-{
-    cu_result r = api->Init(0);
-    if (r == CU_ERROR_NO_DEVICE)
-        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "no CUDA device (the driver is installed, cuInit found no GPU)");
-    if (r != CU_SUCCESS) {
-        cu_check(api, r, "cuInit", st);
-        edm_status_prefix(st, "no usable CUDA device: ");
-        return -1;
-    }
-    int count = 0;
-    if (cu_check(api, api->DeviceGetCount(&count), "cuDeviceGetCount", st) != 0)
-        return -1;
-    if (count < 1)
-        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "no CUDA device (cuDeviceGetCount found none)");
-    return 0;
-}
+/* Host ↔ device transfers of non-f32 values go through an f32 staging
+ * buffer of this many elements, in chunks. */
+#define STAGING_ELEMS ((int64_t)1 << 22)
+/* cuBLASLt's workspace, and the most an im2col buffer may take (samples are
+ * processed in chunks that fit). */
+#define LT_WORKSPACE_BYTES ((size_t)32 << 20)
+#define COL_LIMIT_BYTES ((int64_t)256 << 20)
 
 int edm_cuda_probe(char *desc, size_t size, edm_status *st)
 {
     cu_api api;
-    if (api_open(&api, st) != 0)
+    if (cu_api_open(&api, st) != 0)
         return -1;
-    int rc = api_init(&api, st);
+    int rc = cu_api_init(&api, st);
     cu_device dev = 0;
     char name[256] = "";
     int major = 0, minor = 0, driver = 0;
@@ -185,11 +51,11 @@ int edm_cuda_probe(char *desc, size_t size, edm_status *st)
     if (rc == 0)
         snprintf(desc, size, "%s, sm_%d%d, %.1f GiB, driver %d.%d", name, major, minor, (double)mem / (1 << 30),
                  driver / 1000, driver % 1000 / 10);
-    api_close(&api);
+    cu_api_close(&api);
     return rc;
 }
 
-/* ------------------------------------------------------------------ the executor */
+/* ------------------------------------------------------------------ state */
 
 typedef struct {
     int base;       /* the value whose memory this one uses (itself unless an alias) */
@@ -199,33 +65,76 @@ typedef struct {
     int keep;
 } value_plan;
 
+/* How one contraction runs on the library path (cuBLASLt). */
+typedef struct {
+    int use;              /* 0: the generated kernel runs instead */
+    int64_t chunk;        /* samples per im2col / batched call (convolutions) */
+    cuda_gemm_call full;  /* `chunk` entries (or the matmul's count) */
+    cuda_gemm_call tail;  /* the last, smaller chunk (count 0: none) */
+    cu_function im2col, col2im;
+} gemm_plan;
+
+typedef struct {
+    int node, grad_node, forced_wn;
+    int64_t rows, numel;
+    cu_ptr m, v, acc; /* f32 on the device */
+} opt_param;
+
 struct edm_cuda_exec {
     const edm_graph *g;
     edm_cuda_exec_options opt;
     int64_t batch;
     cu_api api;
+    lt_api lt;
+    lt_handle lt_handle;
     cu_device dev;
     cu_context ctx;
     int ctx_retained;
     cu_stream stream;
     cu_module module;
-    char device_name[256];
+    char device_name[256], arch[16], describe[400];
     edm_cuda_module code;
-    cu_function *fn;   /* per node (KERNEL nodes) */
-    cu_function cast_in, cast_out;
+    cu_function *fn; /* per node (KERNEL nodes) */
+    cu_function cast_in[3], cast_out[3]; /* by dtype: f32, f16, bf16 */
+    cu_function grad_acc[3], force_wn, adam;
+    gemm_plan *gemm; /* per node */
+    int ngemm_library, ngemm_fallback;
     value_plan *vp;
     int nvalues;
-    size_t esize;
     cu_ptr arena;
-    size_t arena_bytes;
-    cu_ptr staging; /* f32 staging for uploads and downloads */
-    size_t staging_bytes;
-    int *set;        /* leaves given a value */
+    size_t arena_bytes, total_bytes;
+    cu_ptr staging; /* f32, STAGING_ELEMS */
+    cu_ptr seed;    /* the dropout seed, read by the kernels */
+    cu_ptr col;     /* im2col buffer */
+    size_t col_bytes;
+    cu_ptr lt_ws;   /* cuBLASLt workspace */
+    int *set;       /* leaves given a value */
     int planned_keep_all;
+    cu_graph graph;
+    cu_graph_exec graph_exec;
+    opt_param *params;
+    int nparams;
+    cu_ptr opt_mem;    /* m, v, accumulators of every parameter */
+    size_t opt_bytes;
+    cu_ptr nonfinite;  /* unsigned long long counter */
     double compile_seconds;
 };
 
+#define CU(call, what) cu_check(&x->api, x->api.call, what, st)
+
 static size_t align256(size_t v) { return (v + 255) & ~(size_t)255; }
+static size_t dtype_size(edm_dtype t) { return t == EDM_F32 ? 4 : 2; }
+static int dtype_index(edm_dtype t) { return t == EDM_F16 ? 1 : t == EDM_BF16 ? 2 : 0; }
+
+static cu_ptr value_ptr(const edm_cuda_exec *x, int id)
+{
+    const value_plan *v = &x->vp[x->vp[id].base];
+    return x->arena + (cu_ptr)v->offset;
+}
+
+static edm_dtype value_dtype(const edm_cuda_exec *x, int id) { return x->code.launch[id].dtype; }
+
+/* ------------------------------------------------------------------ memory plan */
 
 /* First-fit offsets over lifetimes [definition, last use]; leaves and kept
  * values live for the whole run. */
@@ -238,11 +147,12 @@ static int plan_memory(edm_cuda_exec *x, int keep_all, edm_status *st)
 {
     const edm_graph *g = x->g;
     int n = x->nvalues;
+    x->total_bytes = 0;
     for (int i = 0; i < n; i++) {
         const edm_node *nd = edm_graph_node(g, i);
         value_plan *v = &x->vp[i];
         v->base = x->code.launch[i].kind == EDM_CUDA_ALIAS ? x->vp[nd->input[0]].base : i;
-        v->bytes = (int64_t)align256((size_t)x->code.launch[i].numel * x->esize);
+        v->bytes = (int64_t)align256((size_t)x->code.launch[i].numel * dtype_size(value_dtype(x, i)));
         v->last_use = i;
         v->keep = keep_all || nd->op == EDM_OP_OUTPUT || edm_op_class_of(nd->op) == EDM_CLASS_LEAF;
         for (int k = 0; k < nd->ninputs; k++) {
@@ -251,6 +161,8 @@ static int plan_memory(edm_cuda_exec *x, int keep_all, edm_status *st)
         }
         if (v->keep && v->base != i)
             x->vp[v->base].keep = 1;
+        if (v->base == i)
+            x->total_bytes += (size_t)v->bytes;
     }
     live_block *live = malloc(sizeof *live * (n > 0 ? (size_t)n : 1u));
     if (!live)
@@ -261,14 +173,12 @@ static int plan_memory(edm_cuda_exec *x, int keep_all, edm_status *st)
         value_plan *v = &x->vp[i];
         if (v->base != i)
             continue;
-        /* drop blocks whose values died before this node */
-        int w = 0;
+        int w = 0; /* drop blocks whose values died before this node */
         for (int k = 0; k < nlive; k++)
             if (live[k].end >= i)
                 live[w++] = live[k];
         nlive = w;
-        /* lowest gap that fits (blocks kept sorted by offset) */
-        int64_t at = 0;
+        int64_t at = 0; /* lowest gap that fits (blocks kept sorted by offset) */
         int pos = 0;
         for (; pos < nlive; pos++) {
             if (live[pos].offset - at >= v->bytes)
@@ -287,62 +197,19 @@ static int plan_memory(edm_cuda_exec *x, int keep_all, edm_status *st)
     return 0;
 }
 
-static cu_ptr value_ptr(const edm_cuda_exec *x, int id)
+static void drop_graph(edm_cuda_exec *x)
 {
-    const value_plan *v = &x->vp[x->vp[id].base];
-    return x->arena + (cu_ptr)v->offset;
-}
-
-static int open_device(edm_cuda_exec *x, edm_status *st)
-{
-    if (api_open(&x->api, st) != 0 || api_init(&x->api, st) != 0)
-        return -1;
-    if (CU(DeviceGet(&x->dev, x->opt.device), "cuDeviceGet") != 0 ||
-        CU(DeviceGetName(x->device_name, (int)sizeof x->device_name, x->dev), "cuDeviceGetName") != 0 ||
-        CU(DevicePrimaryCtxRetain(&x->ctx, x->dev), "cuDevicePrimaryCtxRetain") != 0)
-        return -1;
-    x->ctx_retained = 1;
-    if (CU(CtxSetCurrent(x->ctx), "cuCtxSetCurrent") != 0 ||
-        CU(StreamCreate(&x->stream, CU_STREAM_DEFAULT), "cuStreamCreate") != 0)
-        return -1;
-    return 0;
-}
-
-static int load_kernels(edm_cuda_exec *x, edm_status *st)
-{
-    int major = 0, minor = 0;
-    if (CU(DeviceGetAttribute(&major, CU_ATTR_CC_MAJOR, x->dev), "cuDeviceGetAttribute") != 0 ||
-        CU(DeviceGetAttribute(&minor, CU_ATTR_CC_MINOR, x->dev), "cuDeviceGetAttribute") != 0)
-        return -1;
-    char arch[16];
-    snprintf(arch, sizeof arch, "sm_%d%d", major, minor);
-    edm_cubin cubin;
-    if (edm_nvrtc_compile_cached(x->code.source, arch, &cubin, st) != 0)
-        return -1;
-    x->compile_seconds = cubin.seconds;
-    int rc = CU(ModuleLoadData(&x->module, cubin.data), "cuModuleLoadData");
-    edm_cubin_free(&cubin);
-    if (rc != 0)
-        return -1;
-    if (CU(ModuleGetFunction(&x->cast_in, x->module, "edm_cast_from_f32"), "cuModuleGetFunction(edm_cast_from_f32)") !=
-            0 ||
-        CU(ModuleGetFunction(&x->cast_out, x->module, "edm_cast_to_f32"), "cuModuleGetFunction(edm_cast_to_f32)") != 0)
-        return -1;
-    for (int i = 0; i < x->code.nlaunch; i++) {
-        const edm_cuda_launch *L = &x->code.launch[i];
-        if (L->kind != EDM_CUDA_KERNEL)
-            continue;
-        if (cu_check(&x->api, x->api.ModuleGetFunction(&x->fn[i], x->module, L->kernel), "cuModuleGetFunction", st) !=
-            0) {
-            edm_status_prefix(st, "kernel %s: ", L->kernel);
-            return -1;
-        }
-    }
-    return 0;
+    if (x->graph_exec)
+        x->api.GraphExecDestroy(x->graph_exec);
+    if (x->graph)
+        x->api.GraphDestroy(x->graph);
+    x->graph_exec = NULL;
+    x->graph = NULL;
 }
 
 static int alloc_arena(edm_cuda_exec *x, edm_status *st)
 {
+    drop_graph(x); /* a captured graph holds the old addresses */
     if (x->arena) {
         if (CU(MemFree(x->arena), "cuMemFree") != 0)
             return -1;
@@ -354,6 +221,172 @@ static int alloc_arena(edm_cuda_exec *x, edm_status *st)
     }
     /* constants are filled by their kernels every run; zero the rest once */
     return CU(MemsetD8(x->arena, 0, x->arena_bytes), "cuMemsetD8");
+}
+
+/* ------------------------------------------------------------------ setup */
+
+static int open_device(edm_cuda_exec *x, edm_status *st)
+{
+    if (cu_api_open(&x->api, st) != 0 || cu_api_init(&x->api, st) != 0)
+        return -1;
+    int major = 0, minor = 0;
+    if (CU(DeviceGet(&x->dev, x->opt.device), "cuDeviceGet") != 0 ||
+        CU(DeviceGetName(x->device_name, (int)sizeof x->device_name, x->dev), "cuDeviceGetName") != 0 ||
+        CU(DeviceGetAttribute(&major, CU_ATTR_CC_MAJOR, x->dev), "cuDeviceGetAttribute") != 0 ||
+        CU(DeviceGetAttribute(&minor, CU_ATTR_CC_MINOR, x->dev), "cuDeviceGetAttribute") != 0 ||
+        CU(DevicePrimaryCtxRetain(&x->ctx, x->dev), "cuDevicePrimaryCtxRetain") != 0)
+        return -1;
+    snprintf(x->arch, sizeof x->arch, "sm_%d%d", major, minor);
+    x->ctx_retained = 1;
+    if (CU(CtxSetCurrent(x->ctx), "cuCtxSetCurrent") != 0 ||
+        CU(StreamCreate(&x->stream, CU_STREAM_DEFAULT), "cuStreamCreate") != 0)
+        return -1;
+    return 0;
+}
+
+static int get_function(edm_cuda_exec *x, const char *name, cu_function *out, edm_status *st)
+{
+    if (cu_check(&x->api, x->api.ModuleGetFunction(out, x->module, name), "cuModuleGetFunction", st) != 0) {
+        edm_status_prefix(st, "kernel %s: ", name);
+        return -1;
+    }
+    return 0;
+}
+
+static int load_kernels(edm_cuda_exec *x, edm_status *st)
+{
+    edm_cubin cubin;
+    if (edm_nvrtc_compile_cached(x->code.source, x->arch, &cubin, st) != 0)
+        return -1;
+    x->compile_seconds = cubin.seconds;
+    int rc = CU(ModuleLoadData(&x->module, cubin.data), "cuModuleLoadData");
+    edm_cubin_free(&cubin);
+    if (rc != 0)
+        return -1;
+    static const edm_dtype types[3] = {EDM_F32, EDM_F16, EDM_BF16};
+    char name[64];
+    for (int t = 0; t < 3; t++) {
+        const char *sfx = edm_cuda_dtype_suffix(types[t]);
+        snprintf(name, sizeof name, "edm_cast_from_f32_%s", sfx);
+        if (get_function(x, name, &x->cast_in[t], st) != 0)
+            return -1;
+        snprintf(name, sizeof name, "edm_cast_to_f32_%s", sfx);
+        if (get_function(x, name, &x->cast_out[t], st) != 0)
+            return -1;
+        if (x->opt.optimizer) {
+            snprintf(name, sizeof name, "edm_grad_acc_%s", sfx);
+            if (get_function(x, name, &x->grad_acc[t], st) != 0)
+                return -1;
+        }
+    }
+    if (x->opt.optimizer &&
+        (get_function(x, "edm_force_wn", &x->force_wn, st) != 0 || get_function(x, "edm_adam", &x->adam, st) != 0))
+        return -1;
+    for (int i = 0; i < x->code.nlaunch; i++) {
+        const edm_cuda_launch *L = &x->code.launch[i];
+        if (L->kind == EDM_CUDA_KERNEL && get_function(x, L->kernel, &x->fn[i], st) != 0)
+            return -1;
+        if (L->im2col[0] && get_function(x, L->im2col, &x->gemm[i].im2col, st) != 0)
+            return -1;
+        if (L->col2im[0] && get_function(x, L->col2im, &x->gemm[i].col2im, st) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int is_conv(edm_op op)
+{
+    return op == EDM_OP_CONV2D || op == EDM_OP_CONV2D_BWD_DATA || op == EDM_OP_CONV2D_BWD_WEIGHT;
+}
+
+/* Bytes of one sample's col buffer ([C·k·k][OH·OW] of the col's type). */
+static int64_t col_sample_bytes(const edm_cuda_launch *L)
+{
+    const edm_cuda_gemm *g = &L->gemm;
+    /* conv2d / bwd_weight: B is col (k×n or n×k); bwd_data: C is col (m×n) */
+    int64_t elems = g->stride_b, bytes = (int64_t)dtype_size(g->type_b);
+    if (g->trans_a) { /* conv2d_bwd_data: col is C */
+        elems = g->stride_c;
+        bytes = (int64_t)dtype_size(g->type_c);
+    }
+    return elems * bytes;
+}
+
+/* Decides, per contraction, between cuBLASLt and the generated kernel, and
+ * prepares the cuBLASLt calls. */
+static int plan_gemms(edm_cuda_exec *x, edm_status *st)
+{
+    int any = 0;
+    for (int i = 0; i < x->nvalues; i++) {
+        const edm_cuda_launch *L = &x->code.launch[i];
+        edm_op op = edm_graph_node(x->g, i)->op;
+        int wanted = op == EDM_OP_MATMUL ? x->opt.matmul_library : is_conv(op) ? x->opt.conv_library : 0;
+        /* a convolution needs its col helper unless it is 1×1 (direct) */
+        int helpers = !is_conv(op) || L->gemm.direct || (op == EDM_OP_CONV2D_BWD_DATA ? L->col2im[0] : L->im2col[0]);
+        x->gemm[i].use = wanted && L->cublaslt && helpers && cuda_gemm_types_supported(&L->gemm);
+        any |= x->gemm[i].use;
+        if (wanted && !x->gemm[i].use && L->kind == EDM_CUDA_KERNEL)
+            x->ngemm_fallback++;
+    }
+    if (!any)
+        return 0;
+    if (lt_api_open(&x->lt, st) != 0 || lt_check(&x->lt, x->lt.Create(&x->lt_handle), "cublasLtCreate", st) != 0)
+        return -1;
+    if (CU(MemAlloc(&x->lt_ws, LT_WORKSPACE_BYTES), "cuMemAlloc (cuBLASLt workspace)") != 0)
+        return -1;
+    int64_t col_most = 0;
+    for (int i = 0; i < x->nvalues; i++) {
+        gemm_plan *p = &x->gemm[i];
+        if (!p->use)
+            continue;
+        const edm_cuda_launch *L = &x->code.launch[i];
+        edm_op op = edm_graph_node(x->g, i)->op;
+        edm_cuda_gemm g = L->gemm;
+        int64_t full = g.count, tail = 0;
+        if (is_conv(op)) {
+            int64_t per = col_sample_bytes(L);
+            p->chunk = L->gemm.direct ? g.count : COL_LIMIT_BYTES / (per > 0 ? per : 1);
+            p->chunk = p->chunk < 1 ? 1 : p->chunk > g.count ? g.count : p->chunk;
+            if (!L->gemm.direct)
+                col_most = per * p->chunk > col_most ? per * p->chunk : col_most;
+            full = p->chunk;
+            tail = g.count % p->chunk;
+            if (op == EDM_OP_CONV2D_BWD_WEIGHT) { /* one call per sample, accumulating */
+                full = 1;
+                tail = 0;
+            }
+        }
+        int rc = cuda_gemm_prepare(&x->lt, x->lt_handle, &g, full, LT_WORKSPACE_BYTES, &p->full, st);
+        if (rc == 0 && tail > 0)
+            rc = cuda_gemm_prepare(&x->lt, x->lt_handle, &g, tail, LT_WORKSPACE_BYTES, &p->tail, st);
+        if (rc < 0) {
+            edm_status_prefix(st, "node %%%d (%s): ", i, edm_op_name(op));
+            return -1;
+        }
+        if (rc == 1) { /* no algorithm: the generated kernel */
+            cuda_gemm_release(&x->lt, &p->full);
+            cuda_gemm_release(&x->lt, &p->tail);
+            p->use = 0;
+            x->ngemm_fallback++;
+            continue;
+        }
+        x->ngemm_library++;
+    }
+    if (col_most > 0) {
+        x->col_bytes = (size_t)col_most;
+        if (CU(MemAlloc(&x->col, x->col_bytes), "cuMemAlloc (im2col buffer)") != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void describe(edm_cuda_exec *x)
+{
+    int mm = x->opt.matmul_library, cv = x->opt.conv_library;
+    snprintf(x->describe, sizeof x->describe, "%s (%s), %s, matmul %s, conv %s, %s%s", x->device_name, x->arch,
+             edm_dtype_name(x->opt.storage), mm ? "cuBLASLt" : "generated", cv ? "im2col+cuBLASLt" : "implicit GEMM",
+             x->opt.no_graph ? "launch by launch" : "CUDA Graph",
+             x->ngemm_fallback ? " (some contractions on generated kernels)" : "");
 }
 
 edm_cuda_exec *edm_cuda_exec_new(const edm_graph *g, int64_t batch, const edm_cuda_exec_options *opt,
@@ -368,18 +401,24 @@ edm_cuda_exec *edm_cuda_exec_new(const edm_graph *g, int64_t batch, const edm_cu
     x->batch = batch;
     if (opt)
         x->opt = *opt;
-    x->esize = x->opt.storage == EDM_F32 ? 4 : 2;
     x->nvalues = edm_graph_count(g);
-    edm_cuda_options co = {.storage = x->opt.storage, .batch = batch, .training = x->opt.training};
+    edm_cuda_options co = {.storage = x->opt.storage,
+                           .batch = batch,
+                           .training = x->opt.training,
+                           .gemm_library = x->opt.matmul_library || x->opt.conv_library,
+                           .optimizer = x->opt.optimizer,
+                           .network_scope = x->opt.network_scope};
     int rc = edm_cuda_codegen(g, &co, &x->code, st);
     if (rc == 0 && !edm_nvrtc_available())
         rc = edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
                       "this edmc was built without the CUDA toolkit: it cannot compile kernels for --device=cuda");
     if (rc == 0) {
-        x->fn = calloc((size_t)(x->nvalues ? x->nvalues : 1), sizeof *x->fn);
-        x->vp = calloc((size_t)(x->nvalues ? x->nvalues : 1), sizeof *x->vp);
-        x->set = calloc((size_t)(x->nvalues ? x->nvalues : 1), sizeof *x->set);
-        if (!x->fn || !x->vp || !x->set)
+        size_t n = (size_t)(x->nvalues ? x->nvalues : 1);
+        x->fn = calloc(n, sizeof *x->fn);
+        x->vp = calloc(n, sizeof *x->vp);
+        x->set = calloc(n, sizeof *x->set);
+        x->gemm = calloc(n, sizeof *x->gemm);
+        if (!x->fn || !x->vp || !x->set || !x->gemm)
             rc = edm_nomem(st);
     }
     if (rc == 0)
@@ -387,20 +426,22 @@ edm_cuda_exec *edm_cuda_exec_new(const edm_graph *g, int64_t batch, const edm_cu
     if (rc == 0)
         rc = load_kernels(x, st);
     if (rc == 0)
+        rc = plan_gemms(x, st);
+    if (rc == 0)
         rc = plan_memory(x, 0, st);
     if (rc == 0)
         rc = alloc_arena(x, st);
-    if (rc == 0) {
-        size_t most = 4;
-        for (int i = 0; i < x->nvalues; i++)
-            most = (size_t)x->code.launch[i].numel * 4 > most ? (size_t)x->code.launch[i].numel * 4 : most;
-        x->staging_bytes = most;
-        rc = CU(MemAlloc(&x->staging, most), "cuMemAlloc (staging)");
-    }
+    if (rc == 0)
+        rc = CU(MemAlloc(&x->staging, sizeof(float) * (size_t)STAGING_ELEMS), "cuMemAlloc (staging)");
+    if (rc == 0)
+        rc = CU(MemAlloc(&x->seed, 256), "cuMemAlloc (seed)");
+    if (rc == 0)
+        rc = CU(MemsetD8(x->seed, 0, 256), "cuMemsetD8");
     if (rc != 0) {
         edm_cuda_exec_free(x);
         return NULL;
     }
+    describe(x);
     return x;
 }
 
@@ -408,14 +449,22 @@ void edm_cuda_exec_free(edm_cuda_exec *x)
 {
     if (!x)
         return;
+    for (int i = 0; x->gemm && i < x->nvalues; i++) {
+        cuda_gemm_release(&x->lt, &x->gemm[i].full);
+        cuda_gemm_release(&x->lt, &x->gemm[i].tail);
+    }
+    if (x->lt_handle)
+        x->lt.Destroy(x->lt_handle);
+    lt_api_close(&x->lt);
     if (x->api.lib) {
         /* teardown: errors here have nowhere better to go */
         if (x->stream)
             x->api.StreamSynchronize(x->stream);
-        if (x->staging)
-            x->api.MemFree(x->staging);
-        if (x->arena)
-            x->api.MemFree(x->arena);
+        drop_graph(x);
+        cu_ptr mem[] = {x->staging, x->arena, x->seed, x->col, x->lt_ws, x->opt_mem, x->nonfinite};
+        for (size_t i = 0; i < sizeof mem / sizeof mem[0]; i++)
+            if (mem[i])
+                x->api.MemFree(mem[i]);
         if (x->module)
             x->api.ModuleUnload(x->module);
         if (x->stream)
@@ -423,11 +472,13 @@ void edm_cuda_exec_free(edm_cuda_exec *x)
         if (x->ctx_retained)
             x->api.DevicePrimaryCtxRelease(x->dev);
     }
-    api_close(&x->api);
+    cu_api_close(&x->api);
     edm_cuda_module_free(&x->code);
     free(x->fn);
     free(x->vp);
     free(x->set);
+    free(x->gemm);
+    free(x->params);
     free(x);
 }
 
@@ -450,6 +501,26 @@ int64_t edm_cuda_exec_numel(const edm_cuda_exec *x, int node)
 size_t edm_cuda_exec_arena_bytes(const edm_cuda_exec *x) { return x->arena_bytes; }
 const char *edm_cuda_exec_device_name(const edm_cuda_exec *x) { return x->device_name; }
 double edm_cuda_exec_compile_seconds(const edm_cuda_exec *x) { return x->compile_seconds; }
+const char *edm_cuda_exec_describe(const edm_cuda_exec *x) { return x->describe; }
+size_t edm_cuda_exec_total_bytes(const edm_cuda_exec *x) { return x->total_bytes; }
+
+size_t edm_cuda_exec_device_bytes(const edm_cuda_exec *x)
+{
+    return x->arena_bytes + sizeof(float) * (size_t)STAGING_ELEMS + 256 + x->col_bytes +
+           (x->lt_ws ? LT_WORKSPACE_BYTES : 0) + x->opt_bytes;
+}
+
+int edm_cuda_exec_find(const edm_cuda_exec *x, edm_op op, const char *name)
+{
+    for (int i = 0; i < x->nvalues; i++) {
+        const edm_node *nd = edm_graph_node(x->g, i);
+        if (nd->op == op && nd->name && strcmp(nd->name, name) == 0)
+            return i;
+    }
+    return -1;
+}
+
+/* ------------------------------------------------------------------ transfers */
 
 static unsigned grid_1d(int64_t n)
 {
@@ -457,12 +528,46 @@ static unsigned grid_1d(int64_t n)
     return gsz < 1 ? 1u : gsz > (1 << 20) ? (1u << 20) : (unsigned)gsz;
 }
 
-static int cast_launch(edm_cuda_exec *x, cu_function f, cu_ptr dst, cu_ptr src, int64_t n, const char *what,
-                       edm_status *st)
+static int launch_1d(edm_cuda_exec *x, cu_function f, void **args, int64_t n, const char *what, edm_status *st)
 {
-    long long count = (long long)n;
-    void *args[] = {&dst, &src, &count};
     return cu_check(&x->api, x->api.LaunchKernel(f, grid_1d(n), 1, 1, 256, 1, 1, 0, x->stream, args, NULL), what, st);
+}
+
+/* f32 host data into a value of any type (chunks through the staging buffer). */
+static int upload(edm_cuda_exec *x, cu_ptr dst, edm_dtype t, const float *data, int64_t n, edm_status *st)
+{
+    if (t == EDM_F32)
+        return CU(StreamSynchronize(x->stream), "cuStreamSynchronize") != 0
+                   ? -1
+                   : CU(MemcpyHtoD(dst, data, sizeof(float) * (size_t)n), "cuMemcpyHtoD");
+    for (int64_t at = 0; at < n; at += STAGING_ELEMS) {
+        long long count = n - at < STAGING_ELEMS ? n - at : STAGING_ELEMS;
+        cu_ptr y = dst + (cu_ptr)(at * (int64_t)dtype_size(t)), src = x->staging;
+        void *args[] = {&y, &src, &count};
+        if (CU(StreamSynchronize(x->stream), "cuStreamSynchronize") != 0 ||
+            CU(MemcpyHtoD(x->staging, data + at, sizeof(float) * (size_t)count), "cuMemcpyHtoD") != 0 ||
+            launch_1d(x, x->cast_in[dtype_index(t)], args, count, "cuLaunchKernel(edm_cast_from_f32)", st) != 0)
+            return -1;
+    }
+    return CU(StreamSynchronize(x->stream), "cuStreamSynchronize");
+}
+
+static int download(edm_cuda_exec *x, float *out, cu_ptr src, edm_dtype t, int64_t n, edm_status *st)
+{
+    if (CU(StreamSynchronize(x->stream), "cuStreamSynchronize") != 0)
+        return -1;
+    if (t == EDM_F32)
+        return CU(MemcpyDtoH(out, src, sizeof(float) * (size_t)n), "cuMemcpyDtoH");
+    for (int64_t at = 0; at < n; at += STAGING_ELEMS) {
+        long long count = n - at < STAGING_ELEMS ? n - at : STAGING_ELEMS;
+        cu_ptr y = x->staging, a = src + (cu_ptr)(at * (int64_t)dtype_size(t));
+        void *args[] = {&y, &a, &count};
+        if (launch_1d(x, x->cast_out[dtype_index(t)], args, count, "cuLaunchKernel(edm_cast_to_f32)", st) != 0 ||
+            CU(StreamSynchronize(x->stream), "cuStreamSynchronize") != 0 ||
+            CU(MemcpyDtoH(out + at, x->staging, sizeof(float) * (size_t)count), "cuMemcpyDtoH") != 0)
+            return -1;
+    }
+    return 0;
 }
 
 int edm_cuda_exec_set_f32(edm_cuda_exec *x, const char *name, const float *data, int64_t n, edm_status *st)
@@ -479,37 +584,10 @@ int edm_cuda_exec_set_f32(edm_cuda_exec *x, const char *name, const float *data,
     if (x->code.launch[id].numel != n)
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "'%s' has %lld elements, %lld given", name,
                         (long long)x->code.launch[id].numel, (long long)n);
-    if (CU(MemcpyHtoD(x->staging, data, sizeof(float) * (size_t)n), "cuMemcpyHtoD") != 0 ||
-        cast_launch(x, x->cast_in, value_ptr(x, id), x->staging, n, "cuLaunchKernel(edm_cast_from_f32)", st) != 0 ||
-        CU(StreamSynchronize(x->stream), "cuStreamSynchronize") != 0)
+    if (upload(x, value_ptr(x, id), value_dtype(x, id), data, n, st) != 0)
         return -1;
     x->set[id] = 1;
     return 0;
-}
-
-int edm_cuda_exec_run(edm_cuda_exec *x, edm_status *st)
-{
-    for (int i = 0; i < x->nvalues; i++) {
-        const edm_node *n = edm_graph_node(x->g, i);
-        const edm_cuda_launch *L = &x->code.launch[i];
-        if (L->kind == EDM_CUDA_NONE && !x->set[i])
-            return edm_fail(st, EDM_ERR_USAGE, n->loc, "%s '%s' has no value", edm_op_name(n->op), n->name);
-        if (L->kind != EDM_CUDA_KERNEL)
-            continue;
-        cu_ptr y = value_ptr(x, i);
-        cu_ptr a = n->ninputs > 0 ? value_ptr(x, n->input[0]) : 0;
-        cu_ptr b = n->ninputs > 1 ? value_ptr(x, n->input[1]) : 0;
-        unsigned long long seed = x->opt.seed;
-        void *args[] = {&y, &a, &b, &seed};
-        cu_result r = x->api.LaunchKernel(x->fn[i], L->grid[0], L->grid[1], L->grid[2], L->block[0], L->block[1],
-                                          L->block[2], L->smem, x->stream, args, NULL);
-        if (r != CU_SUCCESS) {
-            cu_check(&x->api, r, "cuLaunchKernel", st);
-            edm_status_prefix(st, "node %%%d (%s, kernel %s): ", i, edm_op_name(n->op), L->kernel);
-            return -1;
-        }
-    }
-    return CU(StreamSynchronize(x->stream), "cuStreamSynchronize (after the run)");
 }
 
 int edm_cuda_exec_get_f32(edm_cuda_exec *x, int node, float *out, int64_t n, edm_status *st)
@@ -521,59 +599,300 @@ int edm_cuda_exec_get_f32(edm_cuda_exec *x, int node, float *out, int64_t n, edm
     if (x->code.launch[node].numel != n)
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "value %%%d has %lld elements, not %lld", node,
                         (long long)x->code.launch[node].numel, (long long)n);
-    if (cast_launch(x, x->cast_out, x->staging, value_ptr(x, node), n, "cuLaunchKernel(edm_cast_to_f32)", st) != 0 ||
-        CU(StreamSynchronize(x->stream), "cuStreamSynchronize") != 0 ||
-        CU(MemcpyDtoH(out, x->staging, sizeof(float) * (size_t)n), "cuMemcpyDtoH") != 0)
+    return download(x, out, value_ptr(x, node), value_dtype(x, node), n, st);
+}
+
+/* ------------------------------------------------------------------ running */
+
+static int launch_node_kernel(edm_cuda_exec *x, int i, edm_status *st)
+{
+    const edm_node *n = edm_graph_node(x->g, i);
+    const edm_cuda_launch *L = &x->code.launch[i];
+    cu_ptr y = value_ptr(x, i);
+    cu_ptr a = n->ninputs > 0 ? value_ptr(x, n->input[0]) : 0;
+    cu_ptr b = n->ninputs > 1 ? value_ptr(x, n->input[1]) : 0;
+    cu_ptr seed = x->seed;
+    void *args[] = {&y, &a, &b, &seed};
+    cu_result r = x->api.LaunchKernel(x->fn[i], L->grid[0], L->grid[1], L->grid[2], L->block[0], L->block[1],
+                                      L->block[2], L->smem, x->stream, args, NULL);
+    if (r != CU_SUCCESS) {
+        cu_check(&x->api, r, "cuLaunchKernel", st);
+        edm_status_prefix(st, "node %%%d (%s, kernel %s): ", i, edm_op_name(n->op), L->kernel);
         return -1;
+    }
     return 0;
 }
 
-/* ------------------------------------------------------------------ TEMPORARY (being written) */
-
-static int not_yet(edm_status *st)
+/* im2col / col2im of samples [n0, n0+count). */
+static int launch_col(edm_cuda_exec *x, cu_function f, cu_ptr dst, cu_ptr src, int64_t n0, int64_t count,
+                      int64_t elems, const char *what, edm_status *st)
 {
-    return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "the CUDA optimizer is not available yet");
+    long long first = (long long)n0, cnt = (long long)count;
+    void *args[] = {&dst, &src, &first, &cnt};
+    return launch_1d(x, f, args, elems, what, st);
 }
+
+/* A contraction through cuBLASLt (the plan says how). */
+static int run_gemm(edm_cuda_exec *x, int i, edm_status *st)
+{
+    const edm_node *n = edm_graph_node(x->g, i);
+    const edm_cuda_launch *L = &x->code.launch[i];
+    const edm_cuda_gemm *g = &L->gemm;
+    gemm_plan *p = &x->gemm[i];
+    cu_ptr y = value_ptr(x, i), a = value_ptr(x, n->input[0]), b = value_ptr(x, n->input[1]);
+    size_t sa = dtype_size(g->type_a), sb = dtype_size(g->type_b), sc = dtype_size(g->type_c);
+#define GEMM(call, A, B, C, beta) \
+    cuda_gemm_run(&x->lt, x->lt_handle, call, A, B, C, beta, x->lt_ws, LT_WORKSPACE_BYTES, x->stream, st)
+    switch (n->op) {
+    case EDM_OP_MATMUL:
+        return GEMM(&p->full, a, b, y, 0.0f);
+    case EDM_OP_CONV2D: /* inputs (x, w): A = w, B = col(x) */
+        for (int64_t n0 = 0; n0 < g->count; n0 += p->chunk) {
+            int64_t cnt = g->count - n0 < p->chunk ? g->count - n0 : p->chunk;
+            cu_ptr B = a + (cu_ptr)((size_t)(n0 * g->stride_b) * sb);
+            if (!g->direct) {
+                B = x->col;
+                if (launch_col(x, p->im2col, x->col, a, n0, cnt, cnt * g->stride_b, "cuLaunchKernel(im2col)", st) != 0)
+                    return -1;
+            }
+            if (GEMM(cnt == p->chunk ? &p->full : &p->tail, b, B, y + (cu_ptr)((size_t)(n0 * g->stride_c) * sc),
+                     0.0f) != 0)
+                return -1;
+        }
+        return 0;
+    case EDM_OP_CONV2D_BWD_DATA: /* inputs (dy, w): C = col, A = w (trans), B = dy; col2im */
+        for (int64_t n0 = 0; n0 < g->count; n0 += p->chunk) {
+            int64_t cnt = g->count - n0 < p->chunk ? g->count - n0 : p->chunk;
+            cu_ptr C = g->direct ? y + (cu_ptr)((size_t)(n0 * g->stride_c) * sc) : x->col;
+            if (GEMM(cnt == p->chunk ? &p->full : &p->tail, b, a + (cu_ptr)((size_t)(n0 * g->stride_b) * sb), C,
+                     0.0f) != 0)
+                return -1;
+            if (!g->direct && launch_col(x, p->col2im, y, x->col, n0, cnt, cnt * (L->numel / g->count),
+                                         "cuLaunchKernel(col2im)", st) != 0)
+                return -1;
+        }
+        return 0;
+    case EDM_OP_CONV2D_BWD_WEIGHT: /* inputs (x, dy): C = dw (Σ over samples), A = dy, B = col(x) */
+        for (int64_t n0 = 0; n0 < g->count; n0 += p->chunk) {
+            int64_t cnt = g->count - n0 < p->chunk ? g->count - n0 : p->chunk;
+            cu_ptr B = a + (cu_ptr)((size_t)(n0 * g->stride_b) * sb);
+            if (!g->direct) {
+                B = x->col;
+                if (launch_col(x, p->im2col, x->col, a, n0, cnt, cnt * g->stride_b, "cuLaunchKernel(im2col)", st) != 0)
+                    return -1;
+            }
+            for (int64_t z = 0; z < cnt; z++)
+                if (GEMM(&p->full, b + (cu_ptr)((size_t)((n0 + z) * g->stride_a) * sa),
+                         B + (cu_ptr)((size_t)(z * g->stride_b) * sb), y, n0 + z > 0 ? 1.0f : 0.0f) != 0)
+                    return -1;
+        }
+        return 0;
+    default:
+        return edm_fail(st, EDM_ERR_INTERNAL, n->loc, "cuBLASLt path for %s", edm_op_name(n->op));
+    }
+#undef GEMM
+}
+
+/* Every node's work, in node order, on the stream (also what a capture records). */
+static int launch_all(edm_cuda_exec *x, edm_status *st)
+{
+    for (int i = 0; i < x->nvalues; i++) {
+        if (x->code.launch[i].kind != EDM_CUDA_KERNEL)
+            continue;
+        int rc = x->gemm[i].use ? run_gemm(x, i, st) : launch_node_kernel(x, i, st);
+        if (rc != 0) {
+            if (x->gemm[i].use)
+                edm_status_prefix(st, "node %%%d (%s): ", i, edm_op_name(edm_graph_node(x->g, i)->op));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int capture(edm_cuda_exec *x, edm_status *st)
+{
+    if (CU(StreamBeginCapture(x->stream, CU_STREAM_CAPTURE_GLOBAL), "cuStreamBeginCapture") != 0)
+        return -1;
+    int rc = launch_all(x, st);
+    cu_graph graph = NULL;
+    cu_result r = x->api.StreamEndCapture(x->stream, &graph);
+    if (rc != 0) {
+        if (graph)
+            x->api.GraphDestroy(graph);
+        return -1;
+    }
+    if (cu_check(&x->api, r, "cuStreamEndCapture", st) != 0)
+        return -1;
+    x->graph = graph;
+    return CU(GraphInstantiate(&x->graph_exec, x->graph, 0), "cuGraphInstantiateWithFlags");
+}
+
+int edm_cuda_exec_run(edm_cuda_exec *x, edm_status *st)
+{
+    for (int i = 0; i < x->nvalues; i++) {
+        const edm_node *n = edm_graph_node(x->g, i);
+        if (x->code.launch[i].kind == EDM_CUDA_NONE && !x->set[i])
+            return edm_fail(st, EDM_ERR_USAGE, n->loc, "%s '%s' has no value", edm_op_name(n->op), n->name);
+    }
+    unsigned long long seed = x->opt.seed;
+    if (CU(StreamSynchronize(x->stream), "cuStreamSynchronize") != 0 ||
+        CU(MemcpyHtoD(x->seed, &seed, sizeof seed), "cuMemcpyHtoD (seed)") != 0)
+        return -1;
+    if (x->opt.no_graph) {
+        if (launch_all(x, st) != 0)
+            return -1;
+    } else {
+        if (!x->graph_exec && capture(x, st) != 0)
+            return -1;
+        if (CU(GraphLaunch(x->graph_exec, x->stream), "cuGraphLaunch") != 0)
+            return -1;
+    }
+    return CU(StreamSynchronize(x->stream), "cuStreamSynchronize (after the run)");
+}
+
+/* ------------------------------------------------------------------ the optimizer */
 
 int edm_cuda_opt_attach(edm_cuda_exec *x, const edm_cuda_opt_param *p, int n, edm_status *st)
 {
-    (void)x, (void)p, (void)n;
-    return not_yet(st);
+    if (!x->opt.optimizer)
+        return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "the executor was built without optimizer kernels");
+    x->params = calloc((size_t)(n > 0 ? n : 1), sizeof *x->params);
+    if (!x->params)
+        return edm_nomem(st);
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        const edm_node *pn = edm_graph_node(x->g, p[i].node);
+        if (pn->op != EDM_OP_PARAM || value_dtype(x, p[i].node) != EDM_F32 || !x->vp[x->vp[p[i].grad_node].base].keep)
+            return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "'%s' is not an f32 parameter with a kept gradient",
+                            pn->name);
+        opt_param *q = &x->params[i];
+        q->node = p[i].node;
+        q->grad_node = p[i].grad_node;
+        q->forced_wn = p[i].forced_wn;
+        q->rows = p[i].rows > 0 ? p[i].rows : 1;
+        q->numel = x->code.launch[p[i].node].numel;
+        total += 3 * align256(sizeof(float) * (size_t)q->numel);
+    }
+    x->nparams = n;
+    x->opt_bytes = total + 256;
+    if (CU(MemAlloc(&x->opt_mem, total ? total : 256), "cuMemAlloc (optimizer state)") != 0 ||
+        CU(MemsetD8(x->opt_mem, 0, total ? total : 256), "cuMemsetD8") != 0 ||
+        CU(MemAlloc(&x->nonfinite, 256), "cuMemAlloc") != 0)
+        return -1;
+    cu_ptr at = x->opt_mem;
+    for (int i = 0; i < n; i++) {
+        opt_param *q = &x->params[i];
+        size_t bytes = align256(sizeof(float) * (size_t)q->numel);
+        q->m = at;
+        q->v = at + bytes;
+        q->acc = at + 2 * bytes;
+        at += 3 * bytes;
+    }
+    return 0;
 }
-int edm_cuda_opt_force_wn(edm_cuda_exec *x, edm_status *st) { (void)x; return not_yet(st); }
-int edm_cuda_opt_zero_grad(edm_cuda_exec *x, edm_status *st) { (void)x; return not_yet(st); }
-int edm_cuda_opt_accumulate(edm_cuda_exec *x, edm_status *st) { (void)x; return not_yet(st); }
+
+int edm_cuda_opt_force_wn(edm_cuda_exec *x, edm_status *st)
+{
+    for (int i = 0; i < x->nparams; i++) {
+        opt_param *q = &x->params[i];
+        if (!q->forced_wn)
+            continue;
+        cu_ptr w = value_ptr(x, q->node);
+        long long rows = (long long)q->rows, fan_in = (long long)(q->numel / q->rows);
+        void *args[] = {&w, &rows, &fan_in};
+        unsigned grid = (unsigned)(rows < 1 ? 1 : rows);
+        if (CU(LaunchKernel(x->force_wn, grid, 1, 1, 256, 1, 1, 0, x->stream, args, NULL),
+               "cuLaunchKernel(edm_force_wn)") != 0)
+            return -1;
+    }
+    return CU(StreamSynchronize(x->stream), "cuStreamSynchronize");
+}
+
+int edm_cuda_opt_zero_grad(edm_cuda_exec *x, edm_status *st)
+{
+    if (CU(StreamSynchronize(x->stream), "cuStreamSynchronize") != 0)
+        return -1;
+    for (int i = 0; i < x->nparams; i++)
+        if (CU(MemsetD8(x->params[i].acc, 0, sizeof(float) * (size_t)x->params[i].numel), "cuMemsetD8") != 0)
+            return -1;
+    return 0;
+}
+
+int edm_cuda_opt_accumulate(edm_cuda_exec *x, edm_status *st)
+{
+    for (int i = 0; i < x->nparams; i++) {
+        opt_param *q = &x->params[i];
+        cu_ptr acc = q->acc, g = value_ptr(x, q->grad_node);
+        long long n = (long long)q->numel;
+        void *args[] = {&acc, &g, &n};
+        if (launch_1d(x, x->grad_acc[dtype_index(value_dtype(x, q->grad_node))], args, q->numel,
+                      "cuLaunchKernel(edm_grad_acc)", st) != 0)
+            return -1;
+    }
+    return CU(StreamSynchronize(x->stream), "cuStreamSynchronize");
+}
+
 int edm_cuda_opt_adam(edm_cuda_exec *x, double lr, double beta1, double beta2, double eps, int64_t step,
                       int64_t *nonfinite, edm_status *st)
 {
-    (void)x, (void)lr, (void)beta1, (void)beta2, (void)eps, (void)step, (void)nonfinite;
-    return not_yet(st);
+    double c1 = 1 - pow(beta1, (double)step), c2 = 1 - pow(beta2, (double)step);
+    if (CU(StreamSynchronize(x->stream), "cuStreamSynchronize") != 0 ||
+        CU(MemsetD8(x->nonfinite, 0, 8), "cuMemsetD8") != 0)
+        return -1;
+    for (int i = 0; i < x->nparams; i++) {
+        opt_param *q = &x->params[i];
+        cu_ptr w = value_ptr(x, q->node), m = q->m, v = q->v, g = q->acc, counter = x->nonfinite;
+        long long n = (long long)q->numel;
+        void *args[] = {&w, &m, &v, &g, &n, &lr, &beta1, &beta2, &eps, &c1, &c2, &counter};
+        if (launch_1d(x, x->adam, args, q->numel, "cuLaunchKernel(edm_adam)", st) != 0)
+            return -1;
+    }
+    unsigned long long bad = 0;
+    if (CU(StreamSynchronize(x->stream), "cuStreamSynchronize") != 0 ||
+        CU(MemcpyDtoH(&bad, x->nonfinite, sizeof bad), "cuMemcpyDtoH") != 0)
+        return -1;
+    *nonfinite = (int64_t)bad;
+    return 0;
 }
+
+static int check_param(const edm_cuda_exec *x, int i, int64_t n, edm_status *st)
+{
+    if (i < 0 || i >= x->nparams)
+        return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "no optimizer parameter %d", i);
+    if (x->params[i].numel != n)
+        return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "parameter %d has %lld elements, not %lld", i,
+                        (long long)x->params[i].numel, (long long)n);
+    return 0;
+}
+
 int edm_cuda_opt_download(edm_cuda_exec *x, int i, float *value, float *m, float *v, int64_t n, edm_status *st)
 {
-    (void)x, (void)i, (void)value, (void)m, (void)v, (void)n;
-    return not_yet(st);
+    if (check_param(x, i, n, st) != 0)
+        return -1;
+    const opt_param *q = &x->params[i];
+    if (value && download(x, value, value_ptr(x, q->node), EDM_F32, n, st) != 0)
+        return -1;
+    if (m && download(x, m, q->m, EDM_F32, n, st) != 0)
+        return -1;
+    return v ? download(x, v, q->v, EDM_F32, n, st) : 0;
 }
+
 int edm_cuda_opt_upload(edm_cuda_exec *x, int i, const float *value, const float *m, const float *v, int64_t n,
                         edm_status *st)
 {
-    (void)x, (void)i, (void)value, (void)m, (void)v, (void)n;
-    return not_yet(st);
+    if (check_param(x, i, n, st) != 0)
+        return -1;
+    const opt_param *q = &x->params[i];
+    if (value && upload(x, value_ptr(x, q->node), EDM_F32, value, n, st) != 0)
+        return -1;
+    if (m && upload(x, q->m, EDM_F32, m, n, st) != 0)
+        return -1;
+    return v ? upload(x, q->v, EDM_F32, v, n, st) : 0;
 }
+
 int edm_cuda_opt_download_grad(edm_cuda_exec *x, int i, float *grad, int64_t n, edm_status *st)
 {
-    (void)x, (void)i, (void)grad, (void)n;
-    return not_yet(st);
-}
-size_t edm_cuda_exec_device_bytes(const edm_cuda_exec *x) { return x->arena_bytes + x->staging_bytes; }
-size_t edm_cuda_exec_total_bytes(const edm_cuda_exec *x) { return x->arena_bytes; }
-const char *edm_cuda_exec_describe(const edm_cuda_exec *x) { return x->device_name; }
-int edm_cuda_exec_find(const edm_cuda_exec *x, edm_op op, const char *name)
-{
-    for (int i = 0; i < x->nvalues; i++) {
-        const edm_node *nd = edm_graph_node(x->g, i);
-        if (nd->op == op && nd->name && strcmp(nd->name, name) == 0)
-            return i;
-    }
-    return -1;
+    if (check_param(x, i, n, st) != 0)
+        return -1;
+    return download(x, grad, x->params[i].acc, EDM_F32, n, st);
 }

@@ -26,6 +26,18 @@ tap_check "forward in float64" "$edmc" forward "$tiny" --weights="$golden/weight
 tap_check "forward with fresh weights" "$edmc" forward "$tiny" --weights="$tmp/w3.safetensors" \
     --input="$golden/forward.safetensors" --output="$tmp/out3.safetensors"
 tap_check "bench --device=cpu" "$edmc" bench "$tiny" --device=cpu --batch=2 --iters=2
+tap_check "bench --mode=train" "$edmc" bench "$tiny" --mode=train --batch=2 --iters=1
+tap_check "bench --mode=sample" "$edmc" bench "$tiny" --mode=sample --batch=2 --iters=1
+"$edmc" bench "$tiny" --batch=2 --iters=2 --json >"$tmp/bench.json" 2>&1
+if /usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["img_per_s"] > 0 and d["iters"] == 2 and d["mode"] == "forward"' "$tmp/bench.json" 2>/dev/null ||
+    grep -q '"img_per_s": [0-9]' "$tmp/bench.json"; then
+    tap_ok "bench --json prints one JSON line"
+else
+    tap_not_ok "bench --json prints one JSON line" "$(cat "$tmp/bench.json")"
+fi
+tap_expect_error "bench --mode=backward" 2 "forward, train or sample" "$edmc" bench "$tiny" --mode=backward
+tap_expect_error "--conv on the CPU" 2 "apply to --device=cuda" "$edmc" bench "$tiny" --conv=implicit
+tap_expect_error "--matmul=magic" 2 "cublaslt or generated" "$edmc" bench "$tiny" --device=cuda --matmul=magic
 
 # --- bad input: one clear error each
 "$mk" "$tmp/ok.st" x:F32:2,4,16,16:normal sigma:F32:2:0.5 class_labels:F32:2,10:onehot

@@ -121,5 +121,12 @@ tap_expect_error "noise not finite" 1 "'noise' element 0 is nan" \
 tap_expect_error "unknown -D parameter" 2 "no parameter 'model_channel'" \
     "$edmc" generate --net="$g" --model="$tiny" -D model_channel=3 --outdir="$tmp/x"
 tap_expect_error "unknown option" 2 "unknown option '--sedes'" "$edmc" generate --net="$g" --sedes=1
-tap_expect_error "--device=cuda" 2 "CPU only" "$edmc" generate --net="$g" --model="$tiny" --device=cuda --outdir="$tmp/x"
+if ldconfig -p 2>/dev/null | grep -q "libcuda.so.1"; then
+    tap_ok "# SKIP generate --device=cuda without a GPU (this machine has a CUDA driver)"
+else
+    tap_expect_error "generate --device=cuda without a GPU says so" 1 "no CUDA driver" \
+        "$edmc" generate --net="$g" --model="$tiny" --device=cuda --outdir="$tmp/x"
+fi
+tap_expect_error "--device=tpu" 2 "expected cpu or cuda" "$edmc" generate --net="$g" --model="$tiny" --device=tpu --outdir="$tmp/x"
+tap_expect_error "--precision=bf16 on the CPU" 2 "f32 or f64" "$edmc" generate --net="$g" --model="$tiny" --precision=bf16 --outdir="$tmp/x"
 tap_done
