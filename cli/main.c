@@ -17,8 +17,8 @@ static void usage(FILE *out)
             "  info  FILE.edm [--json | --params] [-D ...]  parameters, multiply-adds, per-op table, memory\n"
             "  dump  FILE.edm [--stage=ir] [--format=text|xml|dot] [-o OUT] [-D ...]\n"
             "  init  FILE.edm [--seed=S] -o W.safetensors [-D ...]     freshly initialised weights\n"
-            "  forward FILE.edm --weights=W --input=IN --output=OUT [--threads=N] [--precision=f32|f64]\n"
-            "  bench FILE.edm [--device=cpu] [--batch=B] [--mode=forward] [--iters=K] [--threads=N]\n"
+            "  forward FILE.edm --weights=W --input=IN --output=OUT [DEVICE]\n"
+            "  bench FILE.edm [--mode=forward|train|sample] [--batch=B] [--iters=K] [--json] [DEVICE]\n"
             "  train --model=FILE.edm|--preset=NAME --data=DATASET --outdir=DIR [--batch=B] [--duration=64Ki]\n"
             "        [--batch-gpu=B] [--status=2Ki] [--snapshot=16Ki] [--checkpoint=32Ki] [--lr=..] [--resume]\n"
             "  step  FILE.edm --weights=W --batch=IN.safetensors --output=OUT.safetensors [--lr=0.01]\n"
@@ -27,6 +27,9 @@ static void usage(FILE *out)
             "  generate --net=W.safetensors --seeds=0-63 --outdir=DIR [--grid=PNG] [--steps=32] [--batch=B]\n"
             "           [--class=C] [--guide=G --guidance=W] [--model=FILE.edm -D ...]   sample images (EDM Heun)\n"
             "\n"
+            "DEVICE: [--device=cpu|cuda] [--precision=f32|f64 (cpu), fp16|bf16|fp32 (cuda)] [--threads=N]\n"
+            "        [--matmul=cublaslt|generated] [--conv=im2col|implicit] [--no-graph]   (forward, bench, step,\n"
+            "        train, generate)\n"
             "FILE may also be an IR graph written by 'edmc dump --format=xml' (a .xml file).\n"
             "See docs/cli.md for every option.\n");
 }

@@ -122,6 +122,30 @@ struct edm_cuda_exec {
 
 #define CU(call, what) cu_check(&x->api, x->api.call, what, st)
 
+/* Every copy and memset goes on the executor's own (non-blocking) stream, so
+ * it is ordered with the kernels and nothing touches the legacy stream,
+ * which a CUDA Graph capture would not allow; each waits for completion. */
+static int copy_in(edm_cuda_exec *x, cu_ptr dst, const void *src, size_t bytes, edm_status *st)
+{
+    return CU(MemcpyHtoDAsync(dst, src, bytes, x->stream), "cuMemcpyHtoDAsync") != 0
+               ? -1
+               : CU(StreamSynchronize(x->stream), "cuStreamSynchronize");
+}
+
+static int copy_out(edm_cuda_exec *x, void *dst, cu_ptr src, size_t bytes, edm_status *st)
+{
+    return CU(MemcpyDtoHAsync(dst, src, bytes, x->stream), "cuMemcpyDtoHAsync") != 0
+               ? -1
+               : CU(StreamSynchronize(x->stream), "cuStreamSynchronize");
+}
+
+static int zero(edm_cuda_exec *x, cu_ptr dst, size_t bytes, edm_status *st)
+{
+    return CU(MemsetD8Async(dst, 0, bytes, x->stream), "cuMemsetD8Async") != 0
+               ? -1
+               : CU(StreamSynchronize(x->stream), "cuStreamSynchronize");
+}
+
 static size_t align256(size_t v) { return (v + 255) & ~(size_t)255; }
 static size_t dtype_size(edm_dtype t) { return t == EDM_F32 ? 4 : 2; }
 static int dtype_index(edm_dtype t) { return t == EDM_F16 ? 1 : t == EDM_BF16 ? 2 : 0; }
@@ -220,7 +244,7 @@ static int alloc_arena(edm_cuda_exec *x, edm_status *st)
         return -1;
     }
     /* constants are filled by their kernels every run; zero the rest once */
-    return CU(MemsetD8(x->arena, 0, x->arena_bytes), "cuMemsetD8");
+    return zero(x, x->arena, x->arena_bytes, st);
 }
 
 /* ------------------------------------------------------------------ setup */
@@ -239,7 +263,7 @@ static int open_device(edm_cuda_exec *x, edm_status *st)
     snprintf(x->arch, sizeof x->arch, "sm_%d%d", major, minor);
     x->ctx_retained = 1;
     if (CU(CtxSetCurrent(x->ctx), "cuCtxSetCurrent") != 0 ||
-        CU(StreamCreate(&x->stream, CU_STREAM_DEFAULT), "cuStreamCreate") != 0)
+        CU(StreamCreate(&x->stream, CU_STREAM_NON_BLOCKING), "cuStreamCreate") != 0)
         return -1;
     return 0;
 }
@@ -436,7 +460,7 @@ edm_cuda_exec *edm_cuda_exec_new(const edm_graph *g, int64_t batch, const edm_cu
     if (rc == 0)
         rc = CU(MemAlloc(&x->seed, 256), "cuMemAlloc (seed)");
     if (rc == 0)
-        rc = CU(MemsetD8(x->seed, 0, 256), "cuMemsetD8");
+        rc = zero(x, x->seed, 256, st);
     if (rc != 0) {
         edm_cuda_exec_free(x);
         return NULL;
@@ -537,15 +561,12 @@ static int launch_1d(edm_cuda_exec *x, cu_function f, void **args, int64_t n, co
 static int upload(edm_cuda_exec *x, cu_ptr dst, edm_dtype t, const float *data, int64_t n, edm_status *st)
 {
     if (t == EDM_F32)
-        return CU(StreamSynchronize(x->stream), "cuStreamSynchronize") != 0
-                   ? -1
-                   : CU(MemcpyHtoD(dst, data, sizeof(float) * (size_t)n), "cuMemcpyHtoD");
+        return copy_in(x, dst, data, sizeof(float) * (size_t)n, st);
     for (int64_t at = 0; at < n; at += STAGING_ELEMS) {
         long long count = n - at < STAGING_ELEMS ? n - at : STAGING_ELEMS;
         cu_ptr y = dst + (cu_ptr)(at * (int64_t)dtype_size(t)), src = x->staging;
         void *args[] = {&y, &src, &count};
-        if (CU(StreamSynchronize(x->stream), "cuStreamSynchronize") != 0 ||
-            CU(MemcpyHtoD(x->staging, data + at, sizeof(float) * (size_t)count), "cuMemcpyHtoD") != 0 ||
+        if (copy_in(x, x->staging, data + at, sizeof(float) * (size_t)count, st) != 0 ||
             launch_1d(x, x->cast_in[dtype_index(t)], args, count, "cuLaunchKernel(edm_cast_from_f32)", st) != 0)
             return -1;
     }
@@ -554,17 +575,14 @@ static int upload(edm_cuda_exec *x, cu_ptr dst, edm_dtype t, const float *data, 
 
 static int download(edm_cuda_exec *x, float *out, cu_ptr src, edm_dtype t, int64_t n, edm_status *st)
 {
-    if (CU(StreamSynchronize(x->stream), "cuStreamSynchronize") != 0)
-        return -1;
     if (t == EDM_F32)
-        return CU(MemcpyDtoH(out, src, sizeof(float) * (size_t)n), "cuMemcpyDtoH");
+        return copy_out(x, out, src, sizeof(float) * (size_t)n, st);
     for (int64_t at = 0; at < n; at += STAGING_ELEMS) {
         long long count = n - at < STAGING_ELEMS ? n - at : STAGING_ELEMS;
         cu_ptr y = x->staging, a = src + (cu_ptr)(at * (int64_t)dtype_size(t));
         void *args[] = {&y, &a, &count};
         if (launch_1d(x, x->cast_out[dtype_index(t)], args, count, "cuLaunchKernel(edm_cast_to_f32)", st) != 0 ||
-            CU(StreamSynchronize(x->stream), "cuStreamSynchronize") != 0 ||
-            CU(MemcpyDtoH(out + at, x->staging, sizeof(float) * (size_t)count), "cuMemcpyDtoH") != 0)
+            copy_out(x, out + at, x->staging, sizeof(float) * (size_t)count, st) != 0)
             return -1;
     }
     return 0;
@@ -711,7 +729,7 @@ static int launch_all(edm_cuda_exec *x, edm_status *st)
 
 static int capture(edm_cuda_exec *x, edm_status *st)
 {
-    if (CU(StreamBeginCapture(x->stream, CU_STREAM_CAPTURE_GLOBAL), "cuStreamBeginCapture") != 0)
+    if (CU(StreamBeginCapture(x->stream, CU_STREAM_CAPTURE_THREAD_LOCAL), "cuStreamBeginCapture") != 0)
         return -1;
     int rc = launch_all(x, st);
     cu_graph graph = NULL;
@@ -735,8 +753,7 @@ int edm_cuda_exec_run(edm_cuda_exec *x, edm_status *st)
             return edm_fail(st, EDM_ERR_USAGE, n->loc, "%s '%s' has no value", edm_op_name(n->op), n->name);
     }
     unsigned long long seed = x->opt.seed;
-    if (CU(StreamSynchronize(x->stream), "cuStreamSynchronize") != 0 ||
-        CU(MemcpyHtoD(x->seed, &seed, sizeof seed), "cuMemcpyHtoD (seed)") != 0)
+    if (copy_in(x, x->seed, &seed, sizeof seed, st) != 0)
         return -1;
     if (x->opt.no_graph) {
         if (launch_all(x, st) != 0)
@@ -776,8 +793,7 @@ int edm_cuda_opt_attach(edm_cuda_exec *x, const edm_cuda_opt_param *p, int n, ed
     x->nparams = n;
     x->opt_bytes = total + 256;
     if (CU(MemAlloc(&x->opt_mem, total ? total : 256), "cuMemAlloc (optimizer state)") != 0 ||
-        CU(MemsetD8(x->opt_mem, 0, total ? total : 256), "cuMemsetD8") != 0 ||
-        CU(MemAlloc(&x->nonfinite, 256), "cuMemAlloc") != 0)
+        zero(x, x->opt_mem, total ? total : 256, st) != 0 || CU(MemAlloc(&x->nonfinite, 256), "cuMemAlloc") != 0)
         return -1;
     cu_ptr at = x->opt_mem;
     for (int i = 0; i < n; i++) {
@@ -810,12 +826,11 @@ int edm_cuda_opt_force_wn(edm_cuda_exec *x, edm_status *st)
 
 int edm_cuda_opt_zero_grad(edm_cuda_exec *x, edm_status *st)
 {
-    if (CU(StreamSynchronize(x->stream), "cuStreamSynchronize") != 0)
-        return -1;
     for (int i = 0; i < x->nparams; i++)
-        if (CU(MemsetD8(x->params[i].acc, 0, sizeof(float) * (size_t)x->params[i].numel), "cuMemsetD8") != 0)
+        if (CU(MemsetD8Async(x->params[i].acc, 0, sizeof(float) * (size_t)x->params[i].numel, x->stream),
+               "cuMemsetD8Async") != 0)
             return -1;
-    return 0;
+    return CU(StreamSynchronize(x->stream), "cuStreamSynchronize");
 }
 
 int edm_cuda_opt_accumulate(edm_cuda_exec *x, edm_status *st)
@@ -836,8 +851,7 @@ int edm_cuda_opt_adam(edm_cuda_exec *x, double lr, double beta1, double beta2, d
                       int64_t *nonfinite, edm_status *st)
 {
     double c1 = 1 - pow(beta1, (double)step), c2 = 1 - pow(beta2, (double)step);
-    if (CU(StreamSynchronize(x->stream), "cuStreamSynchronize") != 0 ||
-        CU(MemsetD8(x->nonfinite, 0, 8), "cuMemsetD8") != 0)
+    if (zero(x, x->nonfinite, 8, st) != 0)
         return -1;
     for (int i = 0; i < x->nparams; i++) {
         opt_param *q = &x->params[i];
@@ -848,8 +862,7 @@ int edm_cuda_opt_adam(edm_cuda_exec *x, double lr, double beta1, double beta2, d
             return -1;
     }
     unsigned long long bad = 0;
-    if (CU(StreamSynchronize(x->stream), "cuStreamSynchronize") != 0 ||
-        CU(MemcpyDtoH(&bad, x->nonfinite, sizeof bad), "cuMemcpyDtoH") != 0)
+    if (copy_out(x, &bad, x->nonfinite, sizeof bad, st) != 0)
         return -1;
     *nonfinite = (int64_t)bad;
     return 0;

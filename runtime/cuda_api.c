@@ -71,6 +71,9 @@ int cu_api_open(cu_api *api, edm_status *st)
     rc |= CU_RESOLVE(MemcpyHtoD, "cuMemcpyHtoD_v2");
     rc |= CU_RESOLVE(MemcpyDtoH, "cuMemcpyDtoH_v2");
     rc |= CU_RESOLVE(MemsetD8, "cuMemsetD8_v2");
+    rc |= CU_RESOLVE(MemcpyHtoDAsync, "cuMemcpyHtoDAsync_v2");
+    rc |= CU_RESOLVE(MemcpyDtoHAsync, "cuMemcpyDtoHAsync_v2");
+    rc |= CU_RESOLVE(MemsetD8Async, "cuMemsetD8Async");
     rc |= CU_RESOLVE(StreamCreate, "cuStreamCreate");
     rc |= CU_RESOLVE(StreamDestroy, "cuStreamDestroy_v2");
     rc |= CU_RESOLVE(StreamSynchronize, "cuStreamSynchronize");

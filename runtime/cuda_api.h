@@ -28,8 +28,8 @@ typedef unsigned long long cu_ptr; /* CUdeviceptr */
 #define CU_ERROR_NO_DEVICE 100
 #define CU_ATTR_CC_MAJOR 75
 #define CU_ATTR_CC_MINOR 76
-#define CU_STREAM_DEFAULT 0u        /* blocking: ordered with the legacy stream's copies */
-#define CU_STREAM_CAPTURE_GLOBAL 0  /* CU_STREAM_CAPTURE_MODE_GLOBAL */
+#define CU_STREAM_NON_BLOCKING 1u       /* never synchronizes with the legacy stream (capturable) */
+#define CU_STREAM_CAPTURE_THREAD_LOCAL 1 /* CU_STREAM_CAPTURE_MODE_THREAD_LOCAL */
 
 typedef struct {
     void *lib;
@@ -54,6 +54,9 @@ typedef struct {
     cu_result (*MemcpyHtoD)(cu_ptr, const void *, size_t);
     cu_result (*MemcpyDtoH)(void *, cu_ptr, size_t);
     cu_result (*MemsetD8)(cu_ptr, unsigned char, size_t);
+    cu_result (*MemcpyHtoDAsync)(cu_ptr, const void *, size_t, cu_stream);
+    cu_result (*MemcpyDtoHAsync)(void *, cu_ptr, size_t, cu_stream);
+    cu_result (*MemsetD8Async)(cu_ptr, unsigned char, size_t, cu_stream);
     cu_result (*StreamCreate)(cu_stream *, unsigned);
     cu_result (*StreamDestroy)(cu_stream);
     cu_result (*StreamSynchronize)(cu_stream);

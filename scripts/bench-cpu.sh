@@ -31,15 +31,15 @@ cd "$here/.."
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT INT TERM
 
-# img/s from a line "… img_per_s=X …"
-ips() { sed -n 's/.*img_per_s=\([0-9.]*\).*/\1/p' | head -n 1; }
+# img/s from a line "… img_per_s=X …" (PyTorch) or '{… "img_per_s": X, …}' (edmc bench --json)
+ips() { sed -n 's/.*img_per_s[=": ]*\([0-9.]*\).*/\1/p' | head -n 1; }
 
 # best and worst of the numbers on stdin, as "best worst"
 best_worst() { awk 'NF { v = $1 + 0; if (n == 0 || v > b) b = v; if (n == 0 || v < w) w = v; n++ }
                     END { if (n) printf "%.2f %.2f\n", b, w; else print "- -" }'; }
 
 edmc_forward() { # model batch iters threads
-    "$EDMC" bench "$1" --device=cpu --batch="$2" --iters="$3" --threads="$4" | ips
+    "$EDMC" bench "$1" --device=cpu --batch="$2" --iters="$3" --threads="$4" --json | ips
 }
 torch_forward() { # preset batch iters threads
     "$PYTHON" "$here/bench_torch_cpu.py" --preset "$1" --batch "$2" --iters "$3" --warmup 1 --threads "$4" | ips
