@@ -168,10 +168,10 @@ static int dump_cuda(const cli_opts *o, const edm_program *prog)
 {
     edm_cuda_options co = {.batch = o->batch, .storage = EDM_F16, .gemm_library = 1};
     const char *p = o->precision ? o->precision : "fp16";
-    if (strncmp(p, "fp", 2) == 0 && strcmp(p, "fp64") != 0)
-        p++; /* fp16 → f16, fp32 → f32 */
-    if (edm_dtype_from_name(p, &co.storage) != 0 || co.storage == EDM_F64) {
-        fprintf(stderr, "edmc dump: --precision=%s: CUDA kernels store fp16, bf16 or fp32\n", o->precision);
+    char name[16];
+    snprintf(name, sizeof name, "%s%s", strncmp(p, "fp", 2) == 0 ? "f" : "", strncmp(p, "fp", 2) == 0 ? p + 2 : p);
+    if (edm_dtype_from_name(name, &co.storage) != 0 || co.storage == EDM_F64) { /* fp16 → f16, fp32 → f32 */
+        fprintf(stderr, "edmc dump: --precision=%s: CUDA kernels store fp16, bf16 or fp32\n", p);
         return 2;
     }
     edm_status st;

@@ -223,9 +223,13 @@ typedef struct {
     const edm_cuda_options *opt;
     int id;
     const edm_node *n;
-    bshape y, a, b; /* bound shapes of the value and its inputs */
+    bshape y, a, b;       /* bound shapes of the value and its inputs */
+    edm_dtype ty, ta, tb; /* their storage types (f32 for absent inputs) */
     edm_cuda_launch *L;
 } node_ctx;
+
+/* The device type of a storage dtype (the preamble defines h16 and b16). */
+static const char *ctype(edm_dtype t) { return t == EDM_F16 ? "h16" : t == EDM_BF16 ? "b16" : "float"; }
 
 #define BLOCK 256
 #define MAX_GRID (1u << 20)
@@ -246,13 +250,14 @@ static void launch_1d(edm_cuda_launch *L, int64_t work)
     L->block[1] = L->block[2] = 1;
 }
 
-/* The signature shared by every node kernel; KNAME is replaced by the name. */
-static void emit_head(sbuf *b, const char *extra)
+/* The signature of every node kernel, with the concrete types of the value
+ * and its inputs; KNAME is replaced by the name. */
+static void emit_head(const node_ctx *c, sbuf *b, const char *extra)
 {
     sb_printf(b,
-              "extern \"C\" __global__ void __launch_bounds__(%d) KNAME(T *__restrict__ y, const T *__restrict__ a, "
-              "const T *__restrict__ b, unsigned long long seed)\n{\n%s",
-              BLOCK, extra);
+              "extern \"C\" __global__ void __launch_bounds__(%d) KNAME(%s *__restrict__ y, const %s *__restrict__ a, "
+              "const %s *__restrict__ b, const unsigned long long *__restrict__ seed)\n{\n%s",
+              BLOCK, ctype(c->ty), ctype(c->ta), ctype(c->tb), extra);
 }
 
 static const char *unary_expr(const edm_node *n, char *buf, size_t size)
@@ -283,7 +288,7 @@ static void gen_fill(node_ctx *c, sbuf *b)
 {
     char v[64];
     lit_f32(v, sizeof v, c->n->attr.constant.value);
-    emit_head(b, "");
+    emit_head(c, b, "");
     sb_printf(b, "    EDM_LOOP(%lldLL) st(y, i, %s);\n}\n", (long long)c->y.numel, v);
     launch_1d(c->L, c->y.numel);
 }
@@ -291,7 +296,7 @@ static void gen_fill(node_ctx *c, sbuf *b)
 static void gen_unary(node_ctx *c, sbuf *b)
 {
     char buf[512];
-    emit_head(b, "");
+    emit_head(c, b, "");
     sb_printf(b, "    EDM_LOOP(%lldLL) {\n        const float x = ld(a, i);\n        st(y, i, %s);\n    }\n}\n",
               (long long)c->y.numel, unary_expr(c->n, buf, sizeof buf));
     launch_1d(c->L, c->y.numel);
@@ -310,7 +315,7 @@ static void gen_binary(node_ctx *c, sbuf *b)
     }
     index_plan p;
     plan_broadcast(&c->y, &c->a, &c->b, &p);
-    emit_head(b, "");
+    emit_head(c, b, "");
     sb_printf(b, "    EDM_LOOP(%lldLL) {\n", (long long)c->y.numel);
     emit_index(b, &p, 2, vars, "i");
     sb_printf(b, "        const float u = ld(a, ia), v = ld(b, ib);\n        st(y, i, %s);\n    }\n}\n", expr);
@@ -322,7 +327,7 @@ static void gen_expand(node_ctx *c, sbuf *b)
     static const char *const vars[] = {"ia", "ib"};
     index_plan p;
     plan_broadcast(&c->y, &c->a, &c->a, &p);
-    emit_head(b, "");
+    emit_head(c, b, "");
     sb_printf(b, "    EDM_LOOP(%lldLL) {\n", (long long)c->y.numel);
     emit_index(b, &p, 1, vars, "i");
     sb_puts(b, "        st(y, i, ld(a, ia));\n    }\n}\n");
@@ -350,7 +355,7 @@ static void gen_permute(node_ctx *c, sbuf *b)
             p.rank++;
         }
     }
-    emit_head(b, "");
+    emit_head(c, b, "");
     sb_printf(b, "    EDM_LOOP(%lldLL) {\n", (long long)c->y.numel);
     emit_index(b, &p, 1, vars, "i");
     sb_puts(b, "        st(y, i, ld(a, ia));\n    }\n}\n");
@@ -363,7 +368,7 @@ static void gen_concat(node_ctx *c, sbuf *b)
     int64_t inner = prod(&c->y, ax + 1, c->y.rank);
     long long la = (long long)c->a.dim[ax] * inner, lb = (long long)c->b.dim[ax] * inner,
               ly = (long long)c->y.dim[ax] * inner;
-    emit_head(b, "");
+    emit_head(c, b, "");
     sb_printf(b,
               "    EDM_LOOP(%lldLL) {\n        const long long o = i / %lldLL, j = i %% %lldLL;\n"
               "        st(y, i, j < %lldLL ? ld(a, o * %lldLL + j) : ld(b, o * %lldLL + (j - %lldLL)));\n    }\n}\n",
@@ -377,7 +382,7 @@ static void gen_slice(node_ctx *c, sbuf *b)
     int64_t inner = prod(&c->a, ax + 1, c->a.rank);
     long long la = (long long)c->a.dim[ax] * inner, ly = (long long)c->y.dim[ax] * inner,
               off = (long long)c->n->attr.slice.start * inner;
-    emit_head(b, "");
+    emit_head(c, b, "");
     sb_printf(b,
               "    EDM_LOOP(%lldLL) {\n        const long long o = i / %lldLL, j = i %% %lldLL;\n"
               "        st(y, i, ld(a, o * %lldLL + %lldLL + j));\n    }\n}\n",
@@ -419,7 +424,7 @@ static void gen_reduce(node_ctx *c, sbuf *b)
     static const char *const vbase[] = {"base"}, *const voff[] = {"roff"};
     const char *acc = c->n->op == EDM_OP_SUMSQ ? "acc += v * v;" : "acc += v;";
     int per_thread = nout >= 1024 || nred <= 64;
-    emit_head(b, per_thread ? "" : "    __shared__ double sh[256];\n");
+    emit_head(c, b, per_thread ? "" : "    __shared__ double sh[256];\n");
     if (per_thread) {
         sb_printf(b, "    EDM_LOOP(%lldLL) {\n", (long long)nout);
         emit_index(b, &kept, 1, vbase, "i");
@@ -457,7 +462,7 @@ static void gen_softmax(node_ctx *c, sbuf *b)
     int ax = c->n->attr.softmax.axis;
     long long outer = (long long)prod(&c->a, 0, ax), inner = (long long)prod(&c->a, ax + 1, c->a.rank),
               len = (long long)c->a.dim[ax];
-    emit_head(b, "");
+    emit_head(c, b, "");
     sb_printf(b,
               "    EDM_LOOP(%lldLL) {\n"
               "        const long long o = i / %lldLL, in = i %% %lldLL, base = o * %lldLL + in;\n"
@@ -478,7 +483,7 @@ static void gen_softmax(node_ctx *c, sbuf *b)
 static void gen_avgpool2(node_ctx *c, sbuf *b)
 {
     long long h = (long long)c->a.dim[2], w = (long long)c->a.dim[3], oh = h / 2, ow = w / 2;
-    emit_head(b, "");
+    emit_head(c, b, "");
     sb_printf(b,
               "    EDM_LOOP(%lldLL) {\n"
               "        const long long p = i / %lldLL, q = i %% %lldLL, oy = q / %lldLL, ox = q %% %lldLL;\n"
@@ -492,7 +497,7 @@ static void gen_avgpool2(node_ctx *c, sbuf *b)
 static void gen_upsample2(node_ctx *c, sbuf *b)
 {
     long long h = (long long)c->a.dim[2], w = (long long)c->a.dim[3], oh = h * 2, ow = w * 2;
-    emit_head(b, "");
+    emit_head(c, b, "");
     sb_printf(b,
               "    EDM_LOOP(%lldLL) {\n"
               "        const long long p = i / %lldLL, q = i %% %lldLL, oy = q / %lldLL, ox = q %% %lldLL;\n"
@@ -502,7 +507,9 @@ static void gen_upsample2(node_ctx *c, sbuf *b)
     launch_1d(c->L, c->y.numel);
 }
 
-/* The CPU backend's mask: kept iff (double)hash(seed, mask, i) >= p·2^64. */
+/* The CPU backend's mask: kept iff (double)hash(seed, mask, i) >= p·2^64.
+ * The seed is read from device memory, so a captured CUDA Graph replays with
+ * whatever seed the executor wrote there last. */
 static void gen_dropout(node_ctx *c, sbuf *b)
 {
     double p = c->n->attr.dropout.p;
@@ -510,10 +517,10 @@ static void gen_dropout(node_ctx *c, sbuf *b)
     char thr[64], scale[64];
     lit_f64(thr, sizeof thr, p * 18446744073709551616.0);
     lit_f32(scale, sizeof scale, 1 / (1 - p));
-    emit_head(b, "");
+    emit_head(c, b, "    const unsigned long long sd = *seed;\n");
     sb_printf(b,
               "    EDM_LOOP(%lldLL) {\n"
-              "        const unsigned long long h = edm_mix64(seed ^ edm_mix64(%lluULL * 0x9e3779b97f4a7c15ULL + "
+              "        const unsigned long long h = edm_mix64(sd ^ edm_mix64(%lluULL * 0x9e3779b97f4a7c15ULL + "
               "(unsigned long long)i));\n"
               "        st(y, i, (double)h >= %s ? ld(a, i) * %s : 0.0f);\n    }\n}\n",
               (long long)c->y.numel, (unsigned long long)mask, thr, scale);
@@ -540,11 +547,16 @@ static conv_geom conv_of(const node_ctx *c)
                        .oh = y->dim[2], .ow = y->dim[3]};
 }
 
+/* A 1×1 convolution with stride 1 and no padding: its col buffer would be x
+ * (or dx) itself, so the library path multiplies that directly. */
+static int conv_direct(const conv_geom *p) { return p->k == 1 && p->stride == 1 && p->pad == 0; }
+
 /* The tiled GEMM body: C[z] (GM×GN) = Σ_k A(z,m,k)·B(z,k,n), with the
  * accessors KNAME_A, KNAME_B, KNAME_C emitted before it. */
-static void emit_gemm(sbuf *b, edm_cuda_launch *L, int64_t gm, int64_t gn, int64_t gk, int64_t gb)
+static void emit_gemm(const node_ctx *c, sbuf *b, int64_t gm, int64_t gn, int64_t gk, int64_t gb)
 {
-    emit_head(b, "    __shared__ float As[16][64 + 1];\n    __shared__ float Bs[16][64 + 1];\n");
+    edm_cuda_launch *L = c->L;
+    emit_head(c, b, "    __shared__ float As[16][64 + 1];\n    __shared__ float Bs[16][64 + 1];\n");
     sb_printf(b,
               "    const long long m0 = (long long)blockIdx.y * 64, n0 = (long long)blockIdx.x * 64;\n"
               "    const int tx = threadIdx.x %% 16, ty = threadIdx.x / 16;\n"
@@ -589,18 +601,31 @@ static void emit_gemm(sbuf *b, edm_cuda_launch *L, int64_t gm, int64_t gn, int64
     L->block[1] = L->block[2] = 1;
 }
 
-#define ACC_A "static __device__ __forceinline__ float KNAME_A(const T *a, const T *b, long long z, long long m, long long k)\n"
-#define ACC_B "static __device__ __forceinline__ float KNAME_B(const T *a, const T *b, long long z, long long k, long long n)\n"
-#define ACC_C "static __device__ __forceinline__ void KNAME_C(T *y, long long z, long long m, long long n, float v)\n"
+/* The head of a contraction's accessor: A(z, m, k) and B(z, k, n) read the
+ * node's inputs, C(z, m, n, v) stores into its value. */
+static void emit_acc(const node_ctx *c, sbuf *b, char which)
+{
+    if (which == 'C')
+        sb_printf(b,
+                  "static __device__ __forceinline__ void KNAME_C(%s *y, long long z, long long m, long long n, "
+                  "float v)\n",
+                  ctype(c->ty));
+    else
+        sb_printf(b, "static __device__ __forceinline__ float KNAME_%c(const %s *a, const %s *b, long long z, %s)\n",
+                  which, ctype(c->ta), ctype(c->tb),
+                  which == 'A' ? "long long m, long long k" : "long long k, long long n");
+}
 
 static int gen_conv2d(node_ctx *c, sbuf *b, edm_status *st)
 {
     conv_geom p = conv_of(c);
     long long kk = (long long)p.k * p.k, ohw = (long long)p.oh * p.ow;
     int64_t gm = p.o, gn = p.n * p.oh * p.ow, gk = p.c * p.k * p.k;
-    sb_printf(b, ACC_A "{\n    return ld(b, m * %lldLL + k);\n}\n", (long long)gk);
+    emit_acc(c, b, 'A');
+    sb_printf(b, "{\n    return ld(b, m * %lldLL + k);\n}\n", (long long)gk);
+    emit_acc(c, b, 'B');
     sb_printf(b,
-              ACC_B "{\n"
+              "{\n"
               "    const long long nb = n / %lldLL, p = n %% %lldLL, oy = p / %lldLL, ox = p %% %lldLL;\n"
               "    const long long c = k / %lldLL, r = k %% %lldLL, ky = r / %lldLL, kx = r %% %lldLL;\n"
               "    const long long iy = oy * %lldLL - %lldLL + ky, ix = ox * %lldLL - %lldLL + kx;\n"
@@ -609,16 +634,19 @@ static int gen_conv2d(node_ctx *c, sbuf *b, edm_status *st)
               ohw, ohw, (long long)p.ow, (long long)p.ow, kk, kk, (long long)p.k, (long long)p.k,
               (long long)p.stride, (long long)p.pad, (long long)p.stride, (long long)p.pad, (long long)p.h,
               (long long)p.w, (long long)p.c, (long long)p.h, (long long)p.w);
-    sb_printf(b, ACC_C "{\n    st(y, (n / %lldLL * %lldLL + m) * %lldLL + n %% %lldLL, v);\n}\n", ohw, (long long)p.o,
+    emit_acc(c, b, 'C');
+    sb_printf(b, "{\n    st(y, (n / %lldLL * %lldLL + m) * %lldLL + n %% %lldLL, v);\n}\n", ohw, (long long)p.o,
               ohw, ohw);
     if (gm > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: conv2d with %lld output channels", (long long)gm);
-    emit_gemm(b, c->L, gm, gn, gk, 1);
+    emit_gemm(c, b, gm, gn, gk, 1);
     if (c->opt->gemm_library) {
-        /* y[n] (O×OHW) = w (O×CKK) · col[n] (CKK×OHW) */
+        /* y[n] (O×OHW) = w (O×CKK) · col[n] (CKK×OHW); col has x's type; direct: col[n] = x[n] */
+        int direct = conv_direct(&p);
         c->L->cublaslt = 1;
         c->L->gemm = (edm_cuda_gemm){.m = gm, .n = ohw, .k = gk, .count = p.n, .stride_a = 0,
-                                     .stride_b = gk * ohw, .stride_c = gm * ohw};
+                                     .stride_b = direct ? p.c * p.h * p.w : gk * ohw, .stride_c = gm * ohw,
+                                     .type_a = c->tb, .type_b = c->ta, .type_c = c->ty, .direct = direct};
     }
     return 0;
 }
@@ -628,12 +656,14 @@ static int gen_conv2d_bwd_data(node_ctx *c, sbuf *b, edm_status *st)
     conv_geom p = conv_of(c);
     long long kk = (long long)p.k * p.k, hw = (long long)p.h * p.w;
     int64_t gm = p.c, gn = p.n * p.h * p.w, gk = p.o * p.k * p.k;
+    emit_acc(c, b, 'A');
     sb_printf(b,
-              ACC_A "{\n    const long long o = k / %lldLL, r = k %% %lldLL;\n"
+              "{\n    const long long o = k / %lldLL, r = k %% %lldLL;\n"
               "    return ld(b, (o * %lldLL + m) * %lldLL + r);\n}\n",
               kk, kk, (long long)p.c, kk);
+    emit_acc(c, b, 'B');
     sb_printf(b,
-              ACC_B "{\n"
+              "{\n"
               "    const long long o = k / %lldLL, r = k %% %lldLL, ky = r / %lldLL, kx = r %% %lldLL;\n"
               "    const long long nb = n / %lldLL, q = n %% %lldLL, iy = q / %lldLL, ix = q %% %lldLL;\n"
               "    const long long ty = iy + %lldLL - ky, tx = ix + %lldLL - kx;\n"
@@ -644,17 +674,21 @@ static int gen_conv2d_bwd_data(node_ctx *c, sbuf *b, edm_status *st)
               kk, kk, (long long)p.k, (long long)p.k, hw, hw, (long long)p.w, (long long)p.w, (long long)p.pad,
               (long long)p.pad, (long long)p.stride, (long long)p.stride, (long long)p.stride, (long long)p.stride,
               (long long)p.oh, (long long)p.ow, (long long)p.o, (long long)p.oh, (long long)p.ow);
-    sb_printf(b, ACC_C "{\n    st(y, (n / %lldLL * %lldLL + m) * %lldLL + n %% %lldLL, v);\n}\n", hw, (long long)p.c,
+    emit_acc(c, b, 'C');
+    sb_printf(b, "{\n    st(y, (n / %lldLL * %lldLL + m) * %lldLL + n %% %lldLL, v);\n}\n", hw, (long long)p.c,
               hw, hw);
     if (gm > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: conv2d with %lld input channels", (long long)gm);
-    emit_gemm(b, c->L, gm, gn, gk, 1);
+    emit_gemm(c, b, gm, gn, gk, 1);
     if (c->opt->gemm_library) {
-        /* col[n] (CKK×OHW) = wᵀ (CKK×O) · dy[n] (O×OHW), then col2im */
+        /* col[n] (CKK×OHW) = wᵀ (CKK×O) · dy[n] (O×OHW), then col2im; col has dx's type;
+         * direct: col[n] = dx[n] */
+        int direct = conv_direct(&p);
         c->L->cublaslt = 1;
         c->L->gemm = (edm_cuda_gemm){.m = p.c * p.k * p.k, .n = p.oh * p.ow, .k = p.o, .trans_a = 1, .count = p.n,
                                      .stride_a = 0, .stride_b = p.o * p.oh * p.ow,
-                                     .stride_c = p.c * p.k * p.k * p.oh * p.ow};
+                                     .stride_c = direct ? p.c * p.h * p.w : p.c * p.k * p.k * p.oh * p.ow,
+                                     .type_a = c->tb, .type_b = c->ta, .type_c = c->ty, .direct = direct};
     }
     return 0;
 }
@@ -664,10 +698,12 @@ static int gen_conv2d_bwd_weight(node_ctx *c, sbuf *b, edm_status *st)
     conv_geom p = conv_of(c);
     long long kk = (long long)p.k * p.k, ohw = (long long)p.oh * p.ow;
     int64_t gm = p.o, gn = p.c * p.k * p.k, gk = p.n * p.oh * p.ow;
-    sb_printf(b, ACC_A "{\n    return ld(b, (k / %lldLL * %lldLL + m) * %lldLL + k %% %lldLL);\n}\n", ohw,
+    emit_acc(c, b, 'A');
+    sb_printf(b, "{\n    return ld(b, (k / %lldLL * %lldLL + m) * %lldLL + k %% %lldLL);\n}\n", ohw,
               (long long)p.o, ohw, ohw);
+    emit_acc(c, b, 'B');
     sb_printf(b,
-              ACC_B "{\n"
+              "{\n"
               "    const long long nb = k / %lldLL, q = k %% %lldLL, oy = q / %lldLL, ox = q %% %lldLL;\n"
               "    const long long c = n / %lldLL, r = n %% %lldLL, ky = r / %lldLL, kx = r %% %lldLL;\n"
               "    const long long iy = oy * %lldLL - %lldLL + ky, ix = ox * %lldLL - %lldLL + kx;\n"
@@ -676,15 +712,20 @@ static int gen_conv2d_bwd_weight(node_ctx *c, sbuf *b, edm_status *st)
               ohw, ohw, (long long)p.ow, (long long)p.ow, kk, kk, (long long)p.k, (long long)p.k,
               (long long)p.stride, (long long)p.pad, (long long)p.stride, (long long)p.pad, (long long)p.h,
               (long long)p.w, (long long)p.c, (long long)p.h, (long long)p.w);
-    sb_printf(b, ACC_C "{\n    st(y, m * %lldLL + n, v);\n}\n", (long long)gn);
+    emit_acc(c, b, 'C');
+    sb_printf(b, "{\n    st(y, m * %lldLL + n, v);\n}\n", (long long)gn);
     if (gm > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: conv2d with %lld output channels", (long long)gm);
-    emit_gemm(b, c->L, gm, gn, gk, 1);
+    emit_gemm(c, b, gm, gn, gk, 1);
     if (c->opt->gemm_library) {
-        /* dw (O×CKK) = Σ_n dy[n] (O×OHW) · col[n]ᵀ (OHW×CKK) */
+        /* dw (O×CKK) = Σ_n dy[n] (O×OHW) · col[n]ᵀ (OHW×CKK): one f32 C, accumulated over z;
+         * col has x's type; direct: col[n] = x[n] */
+        int direct = conv_direct(&p);
         c->L->cublaslt = 1;
         c->L->gemm = (edm_cuda_gemm){.m = gm, .n = gn, .k = ohw, .trans_b = 1, .count = p.n,
-                                     .stride_a = p.o * ohw, .stride_b = gn * ohw, .stride_c = 0, .accumulate = 1};
+                                     .stride_a = p.o * ohw, .stride_b = direct ? p.c * p.h * p.w : gn * ohw,
+                                     .stride_c = 0, .accumulate = 1, .type_a = c->tb, .type_b = c->ta,
+                                     .type_c = c->ty, .direct = direct};
     }
     return 0;
 }
@@ -728,20 +769,23 @@ static int gen_matmul(node_ctx *c, sbuf *b, edm_status *st)
     emit_index(&idx, &p, 2, vars, "z");
     if (idx.oom)
         return edm_nomem(st);
-    sb_printf(b, ACC_A "{\n%s        (void)ob;\n        return ld(a, oa + %s);\n}\n", idx.p ? idx.p : "",
+    emit_acc(c, b, 'A');
+    sb_printf(b, "{\n%s        (void)ob;\n        return ld(a, oa + %s);\n}\n", idx.p ? idx.p : "",
               ta ? "k * %GM% + m" : "m * %GK% + k");
-    sb_printf(b, ACC_B "{\n%s        (void)oa;\n        return ld(b, ob + %s);\n}\n", idx.p ? idx.p : "",
+    emit_acc(c, b, 'B');
+    sb_printf(b, "{\n%s        (void)oa;\n        return ld(b, ob + %s);\n}\n", idx.p ? idx.p : "",
               tb ? "n * %GK% + k" : "k * %GN% + n");
     free(idx.p);
-    sb_printf(b, ACC_C "{\n    st(y, (z * %lldLL + m) * %lldLL + n, v);\n}\n", (long long)m, (long long)n);
+    emit_acc(c, b, 'C');
+    sb_printf(b, "{\n    st(y, (z * %lldLL + m) * %lldLL + n, v);\n}\n", (long long)m, (long long)n);
     if (m > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: matmul with %lld rows", (long long)m);
-    emit_gemm(b, c->L, m, n, k, count);
+    emit_gemm(c, b, m, n, k, count);
     if (c->opt->gemm_library && p.rank <= 1) {
         c->L->cublaslt = 1;
         c->L->gemm = (edm_cuda_gemm){.m = m, .n = n, .k = k, .trans_a = ta, .trans_b = tb, .count = count,
                                      .stride_a = p.rank ? p.s[0][0] : 0, .stride_b = p.rank ? p.s[1][0] : 0,
-                                     .stride_c = m * n};
+                                     .stride_c = m * n, .type_a = c->ta, .type_b = c->tb, .type_c = c->ty};
     }
     /* substitute the %GM%, %GN%, %GK% placeholders */
     char gmv[32], gnv[32], gkv[32];
@@ -771,11 +815,11 @@ static int gen_matmul(node_ctx *c, sbuf *b, edm_status *st)
 /* The library path's helpers for convolutions: im2col of samples
  * [n0, n0+count) into col [count][C·k·k][OH·OW], and the gather col2im
  * dx[n][c][iy][ix] = Σ col[n][c,ky,kx][oy,ox] (no atomics). */
-static void gen_im2col(const conv_geom *p, sbuf *b, const char *name)
+static void gen_im2col(const conv_geom *p, sbuf *b, const char *name, edm_dtype tx)
 {
     long long kk = (long long)p->k * p->k, ohw = (long long)p->oh * p->ow, ckk = (long long)(p->c) * kk;
     sb_printf(b,
-              "extern \"C\" __global__ void __launch_bounds__(%d) %s(T *__restrict__ col, const T *__restrict__ x, "
+              "extern \"C\" __global__ void __launch_bounds__(%d) %s(%s *__restrict__ col, const %s *__restrict__ x, "
               "long long n0, long long count)\n{\n"
               "    EDM_LOOP(count * %lldLL) {\n"
               "        const long long nb = i / %lldLL, rc = i %% %lldLL, row = rc / %lldLL, q = rc %% %lldLL;\n"
@@ -785,17 +829,18 @@ static void gen_im2col(const conv_geom *p, sbuf *b, const char *name)
               "        st(col, i, iy >= 0 && iy < %lldLL && ix >= 0 && ix < %lldLL ? "
               "ld(x, (((n0 + nb) * %lldLL + c) * %lldLL + iy) * %lldLL + ix) : 0.0f);\n"
               "    }\n}\n",
-              BLOCK, name, ckk * ohw, ckk * ohw, ckk * ohw, ohw, ohw, kk, kk, (long long)p->k, (long long)p->k,
+              BLOCK, name, ctype(tx), ctype(tx), ckk * ohw, ckk * ohw, ckk * ohw, ohw, ohw, kk, kk, (long long)p->k,
+              (long long)p->k,
               (long long)p->ow, (long long)p->ow, (long long)p->stride, (long long)p->pad, (long long)p->stride,
               (long long)p->pad, (long long)p->h, (long long)p->w, (long long)p->c, (long long)p->h, (long long)p->w);
 }
 
-static void gen_col2im(const conv_geom *p, sbuf *b, const char *name)
+static void gen_col2im(const conv_geom *p, sbuf *b, const char *name, edm_dtype tdx)
 {
     long long kk = (long long)p->k * p->k, ohw = (long long)p->oh * p->ow, ckk = (long long)(p->c) * kk,
               chw = (long long)p->c * p->h * p->w, hw = (long long)p->h * p->w;
     sb_printf(b,
-              "extern \"C\" __global__ void __launch_bounds__(%d) %s(T *__restrict__ dx, const T *__restrict__ col, "
+              "extern \"C\" __global__ void __launch_bounds__(%d) %s(%s *__restrict__ dx, const %s *__restrict__ col, "
               "long long n0, long long count)\n{\n"
               "    EDM_LOOP(count * %lldLL) {\n"
               "        const long long nb = i / %lldLL, rc = i %% %lldLL, c = rc / %lldLL, q = rc %% %lldLL;\n"
@@ -813,7 +858,8 @@ static void gen_col2im(const conv_geom *p, sbuf *b, const char *name)
               "            }\n"
               "        st(dx, (n0 + nb) * %lldLL + rc, s);\n"
               "    }\n}\n",
-              BLOCK, name, chw, chw, chw, hw, hw, (long long)p->w, (long long)p->w, (long long)p->k, (long long)p->k,
+              BLOCK, name, ctype(tdx), ctype(tdx), chw, chw, chw, hw, hw, (long long)p->w, (long long)p->w,
+              (long long)p->k, (long long)p->k,
               (long long)p->pad, (long long)p->pad, (long long)p->stride, (long long)p->stride, (long long)p->stride,
               (long long)p->stride, (long long)p->oh, (long long)p->ow, ckk * ohw, (long long)p->k, (long long)p->k,
               ohw, (long long)p->ow, chw);
@@ -846,44 +892,63 @@ static const char PREAMBLE_MIX64[] =
     "    return z ^ (z >> 31);\n"
     "}\n";
 
-static const char PREAMBLE_F32[] =
-    "typedef float T;\n"
-    "static __device__ __forceinline__ float ld(const T *p, long long i) { return p[i]; }\n"
-    "static __device__ __forceinline__ void st(T *p, long long i, float v) { p[i] = v; }\n";
+/* The three storage types, always all of them: values of one program mix
+ * them (the dtype rule), and the cast kernels serve each. */
+static const char PREAMBLE_TYPES[] =
+    "struct h16 { unsigned short x; }; /* IEEE half, converted with cvt */\n"
+    "struct b16 { unsigned short x; }; /* bfloat16 */\n"
+    "static __device__ __forceinline__ float ld(const float *p, long long i) { return p[i]; }\n"
+    "static __device__ __forceinline__ void st(float *p, long long i, float v) { p[i] = v; }\n"
+    "static __device__ __forceinline__ float ld(const h16 *p, long long i)\n"
+    "{\n    float f;\n    asm(\"cvt.f32.f16 %0, %1;\" : \"=f\"(f) : \"h\"(p[i].x));\n    return f;\n}\n"
+    "static __device__ __forceinline__ void st(h16 *p, long long i, float v)\n"
+    "{\n    unsigned short h;\n    asm(\"cvt.rn.f16.f32 %0, %1;\" : \"=h\"(h) : \"f\"(v));\n    p[i].x = h;\n}\n"
+    "static __device__ __forceinline__ float ld(const b16 *p, long long i)\n"
+    "{\n    return __uint_as_float((unsigned)p[i].x << 16);\n}\n"
+    "static __device__ __forceinline__ void st(b16 *p, long long i, float v)\n"
+    "{\n    unsigned short h;\n    asm(\"cvt.rn.bf16.f32 %0, %1;\" : \"=h\"(h) : \"f\"(v));\n    p[i].x = h;\n}\n";
 
-static const char PREAMBLE_F16[] =
-    "typedef unsigned short T; /* IEEE half, converted with cvt */\n"
-    "static __device__ __forceinline__ float ld(const T *p, long long i)\n"
-    "{\n    float f;\n    asm(\"cvt.f32.f16 %0, %1;\" : \"=f\"(f) : \"h\"(p[i]));\n    return f;\n}\n"
-    "static __device__ __forceinline__ void st(T *p, long long i, float v)\n"
-    "{\n    unsigned short h;\n    asm(\"cvt.rn.f16.f32 %0, %1;\" : \"=h\"(h) : \"f\"(v));\n    p[i] = h;\n}\n";
+static const edm_dtype STORAGE_TYPES[] = {EDM_F32, EDM_F16, EDM_BF16};
 
-static const char PREAMBLE_BF16[] =
-    "typedef unsigned short T; /* bfloat16 */\n"
-    "static __device__ __forceinline__ float ld(const T *p, long long i) { return __uint_as_float((unsigned)p[i] << 16); "
-    "}\n"
-    "static __device__ __forceinline__ void st(T *p, long long i, float v)\n"
-    "{\n    unsigned short h;\n    asm(\"cvt.rn.bf16.f32 %0, %1;\" : \"=h\"(h) : \"f\"(v));\n    p[i] = h;\n}\n";
+const char *edm_cuda_dtype_suffix(edm_dtype t)
+{
+    switch (t) {
+    case EDM_F32: return "f32";
+    case EDM_F16: return "f16";
+    case EDM_BF16: return "bf16";
+    default: return edm_dtype_name(t); /* no kernel has that suffix */
+    }
+}
 
-static const char CAST_KERNELS[] =
-    "extern \"C\" __global__ void edm_cast_from_f32(T *__restrict__ y, const float *__restrict__ x, long long n)\n"
-    "{\n    EDM_LOOP(n) st(y, i, x[i]);\n}\n"
-    "extern \"C\" __global__ void edm_cast_to_f32(float *__restrict__ y, const T *__restrict__ x, long long n)\n"
-    "{\n    EDM_LOOP(n) y[i] = ld(x, i);\n}\n";
+/* Uploads and downloads: f32 host data to and from each storage type. */
+static void emit_cast_kernels(sbuf *b)
+{
+    for (size_t i = 0; i < sizeof STORAGE_TYPES / sizeof STORAGE_TYPES[0]; i++) {
+        const char *sfx = edm_cuda_dtype_suffix(STORAGE_TYPES[i]), *t = ctype(STORAGE_TYPES[i]);
+        sb_printf(b,
+                  "extern \"C\" __global__ void __launch_bounds__(%d) edm_cast_from_f32_%s(%s *__restrict__ y, "
+                  "const float *__restrict__ x, long long n)\n{\n    EDM_LOOP(n) st(y, i, x[i]);\n}\n"
+                  "extern \"C\" __global__ void __launch_bounds__(%d) edm_cast_to_f32_%s(float *__restrict__ y, "
+                  "const %s *__restrict__ x, long long n)\n{\n    EDM_LOOP(n) y[i] = ld(x, i);\n}\n",
+                  BLOCK, sfx, t, BLOCK, sfx, t);
+    }
+}
 
-/* The optimizer, in the CPU trainer's arithmetic (runtime/train.c). */
+/* The optimizer on the f32 masters, in the CPU's arithmetic: runtime/train.c
+ * (forced WN, Adam) and runtime/phema.c (EMA, torch's lerp in f32).  The
+ * explicit _rn intrinsics keep NVRTC from contracting a*b+c into an fma,
+ * which the CPU code (ISO C, no contraction) does not do; only the order of
+ * forced WN's f64 sum differs (a tree). */
 static const char OPTIMIZER_KERNELS[] =
-    "extern \"C\" __global__ void edm_grad_acc(float *__restrict__ acc, const T *__restrict__ g, long long n)\n"
-    "{\n    EDM_LOOP(n) acc[i] += ld(g, i);\n}\n"
-    "extern \"C\" __global__ void __launch_bounds__(256) edm_force_wn(float *__restrict__ w, T *__restrict__ w_store, "
-    "long long rows, long long fan_in)\n"
+    "extern \"C\" __global__ void __launch_bounds__(256) edm_force_wn(float *__restrict__ w, long long rows, "
+    "long long fan_in)\n"
     "{\n"
     "    __shared__ double sh[256];\n"
     "    for (long long r = blockIdx.x; r < rows; r += gridDim.x) {\n"
     "        float *p = w + r * fan_in;\n"
     "        double ss = 0.0;\n"
     "        for (long long k = threadIdx.x; k < fan_in; k += 256)\n"
-    "            ss += (double)p[k] * p[k];\n"
+    "            ss = __dadd_rn(ss, __dmul_rn((double)p[k], (double)p[k]));\n"
     "        sh[threadIdx.x] = ss;\n"
     "        __syncthreads();\n"
     "        for (int s = 128; s > 0; s >>= 1) {\n"
@@ -892,18 +957,14 @@ static const char OPTIMIZER_KERNELS[] =
     "            __syncthreads();\n"
     "        }\n"
     "        const float norm = (float)(1e-4 + sqrt(sh[0] / (double)fan_in));\n"
-    "        __syncthreads();\n"
-    "        for (long long k = threadIdx.x; k < fan_in; k += 256) {\n"
-    "            const float v = p[k] / norm;\n"
-    "            p[k] = v;\n"
-    "            st(w_store, r * fan_in + k, v);\n"
-    "        }\n"
+    "        __syncthreads(); /* sh[0] is read before the next row overwrites it */\n"
+    "        for (long long k = threadIdx.x; k < fan_in; k += 256)\n"
+    "            p[k] = p[k] / norm;\n"
     "    }\n"
     "}\n"
-    "extern \"C\" __global__ void edm_adam(float *__restrict__ w, float *__restrict__ m, float *__restrict__ v,\n"
-    "                                      const float *__restrict__ g, T *__restrict__ w_store, long long n, double lr,\n"
-    "                                      double beta1, double beta2, double eps, double c1, double c2,\n"
-    "                                      unsigned long long *nonfinite)\n"
+    "extern \"C\" __global__ void __launch_bounds__(256) edm_adam(float *__restrict__ w, float *__restrict__ m,\n"
+    "    float *__restrict__ v, const float *__restrict__ g, long long n, double lr, double beta1, double beta2,\n"
+    "    double eps, double c1, double c2, unsigned long long *nonfinite)\n"
     "{\n"
     "    EDM_LOOP(n) {\n"
     "        float gi = g[i];\n"
@@ -911,14 +972,38 @@ static const char OPTIMIZER_KERNELS[] =
     "            gi = 0.0f;\n"
     "            atomicAdd(nonfinite, 1ULL);\n"
     "        }\n"
-    "        m[i] = (float)(beta1 * m[i] + (1.0 - beta1) * gi);\n"
-    "        v[i] = (float)(beta2 * v[i] + (1.0 - beta2) * (double)gi * gi);\n"
-    "        const double mhat = m[i] / c1, vhat = v[i] / c2;\n"
-    "        const float nw = (float)(w[i] - lr * mhat / (sqrt(vhat) + eps));\n"
-    "        w[i] = nw;\n"
-    "        st(w_store, i, nw);\n"
+    "        const double gd = (double)gi;\n"
+    "        const float mi = (float)__dadd_rn(__dmul_rn(beta1, (double)m[i]), __dmul_rn(1.0 - beta1, gd));\n"
+    "        const float vi =\n"
+    "            (float)__dadd_rn(__dmul_rn(beta2, (double)v[i]), __dmul_rn(__dmul_rn(1.0 - beta2, gd), gd));\n"
+    "        m[i] = mi;\n"
+    "        v[i] = vi;\n"
+    "        const double mhat = (double)mi / c1, vhat = (double)vi / c2;\n"
+    "        w[i] = (float)__dsub_rn((double)w[i], __dmul_rn(lr, mhat) / __dadd_rn(sqrt(vhat), eps));\n"
+    "    }\n"
+    "}\n"
+    "extern \"C\" __global__ void __launch_bounds__(256) edm_ema(float *__restrict__ ema,\n"
+    "    const float *__restrict__ w, long long n, double beta)\n"
+    "{\n"
+    "    const float t = (float)(1.0 - beta);\n"
+    "    if (fabsf(t) < 0.5f) {\n"
+    "        EDM_LOOP(n) ema[i] = __fadd_rn(ema[i], __fmul_rn(t, __fsub_rn(w[i], ema[i])));\n"
+    "    } else {\n"
+    "        const float u = 1.0f - t;\n"
+    "        EDM_LOOP(n) ema[i] = __fsub_rn(w[i], __fmul_rn(__fsub_rn(w[i], ema[i]), u));\n"
     "    }\n"
     "}\n";
+
+/* Gradient accumulation into the f32 accumulators, from each storage type. */
+static void emit_optimizer_kernels(sbuf *b)
+{
+    for (size_t i = 0; i < sizeof STORAGE_TYPES / sizeof STORAGE_TYPES[0]; i++)
+        sb_printf(b,
+                  "extern \"C\" __global__ void __launch_bounds__(%d) edm_grad_acc_%s(float *__restrict__ acc, "
+                  "const %s *__restrict__ g, long long n)\n{\n    EDM_LOOP(n) acc[i] += ld(g, i);\n}\n",
+                  BLOCK, edm_cuda_dtype_suffix(STORAGE_TYPES[i]), ctype(STORAGE_TYPES[i]));
+    sb_puts(b, OPTIMIZER_KERNELS);
+}
 
 /* Identical kernel bodies are emitted once: a table of (hash, body, name). */
 typedef struct {
@@ -983,6 +1068,67 @@ static int gen_node(node_ctx *c, sbuf *b, edm_status *st)
     }
 }
 
+/* ------------------------------------------------------------------ the dtype rule */
+
+static int is_leaf(edm_op op)
+{
+    return op == EDM_OP_INPUT || op == EDM_OP_PARAM || op == EDM_OP_BUFFER || op == EDM_OP_CONST;
+}
+
+/* Nodes whose value is their first input's memory. */
+static int is_alias(const edm_node *n, const edm_cuda_options *opt)
+{
+    return n->op == EDM_OP_RESHAPE || n->op == EDM_OP_OUTPUT || (n->op == EDM_OP_DROPOUT && !opt->training);
+}
+
+/* Whether scope is the network instance `net` or below it ("unet" holds
+ * "unet" and "unet.enc.16x16_block0", not "unetx"); NULL: "unet", "": all. */
+static int in_network(const char *scope, const char *net)
+{
+    if (!net)
+        net = "unet";
+    if (!net[0])
+        return 1;
+    if (!scope)
+        return 0;
+    size_t k = strlen(net);
+    return strncmp(scope, net, k) == 0 && (scope[k] == '\0' || scope[k] == '.');
+}
+
+/* The storage of node id's value (cuda_codegen.h); the types of the nodes
+ * before it are already in launch[]. */
+static edm_dtype value_dtype(const edm_graph *g, const edm_cuda_options *opt, const edm_cuda_launch *launch, int id)
+{
+    const edm_node *n = edm_graph_node(g, id);
+    if (is_alias(n, opt))
+        return n->ninputs > 0 && n->input[0] < id ? launch[n->input[0]].dtype : EDM_F32;
+    if (opt->storage == EDM_F32 || is_leaf(n->op))
+        return EDM_F32;
+    switch (n->op) {
+    case EDM_OP_SUM: case EDM_OP_SUMSQ: case EDM_OP_CONV2D_BWD_WEIGHT: return EDM_F32;
+    default: break;
+    }
+    return in_network(n->scope, opt->network_scope) ? opt->storage : EDM_F32;
+}
+
+/* With gemm_library: a convolution's im2col (conv2d, conv2d_bwd_weight) or
+ * col2im (conv2d_bwd_data) kernel, unless the GEMM reads x or writes dx directly. */
+static void emit_conv_helper(const node_ctx *c, sbuf *out, edm_cuda_module *m)
+{
+    edm_cuda_launch *L = c->L;
+    if (L->gemm.direct)
+        return;
+    conv_geom p = conv_of(c);
+    if (c->n->op == EDM_OP_CONV2D_BWD_DATA) {
+        snprintf(L->col2im, sizeof L->col2im, "k%d_col2im", c->id);
+        gen_col2im(&p, out, L->col2im, c->ty);
+    } else {
+        snprintf(L->im2col, sizeof L->im2col, "k%d_im2col", c->id);
+        gen_im2col(&p, out, L->im2col, c->ta);
+    }
+    m->nkernels++;
+}
+
 void edm_cuda_module_free(edm_cuda_module *m)
 {
     if (!m)
@@ -1020,34 +1166,42 @@ int edm_cuda_codegen(const edm_graph *g, const edm_cuda_options *opt, edm_cuda_m
     }
     m->nlaunch = count;
     sbuf out = {0}, body = {0};
-    sb_printf(&out, "/* generated by edmc: CUDA C for NVRTC; storage %s, math f32, batch %lld */\n",
-              edm_dtype_name(opt->storage), (long long)opt->batch);
-    sb_puts(&out, opt->storage == EDM_F16 ? PREAMBLE_F16 : opt->storage == EDM_BF16 ? PREAMBLE_BF16 : PREAMBLE_F32);
+    sb_printf(&out,
+              "/* generated by edmc: CUDA C for NVRTC; storage %s (network scope \"%s\"), math f32, batch %lld */\n",
+              edm_dtype_name(opt->storage), opt->network_scope ? opt->network_scope : "unet", (long long)opt->batch);
+    sb_puts(&out, PREAMBLE_TYPES);
     sb_puts(&out, PREAMBLE_COMMON);
     int dropout = 0;
     for (int id = 0; id < count; id++)
         dropout |= edm_graph_node(g, id)->op == EDM_OP_DROPOUT;
     if (opt->training && dropout)
         sb_puts(&out, PREAMBLE_MIX64);
-    sb_puts(&out, CAST_KERNELS);
+    emit_cast_kernels(&out);
     if (opt->optimizer)
-        sb_puts(&out, OPTIMIZER_KERNELS);
+        emit_optimizer_kernels(&out);
+    for (int id = 0; id < count; id++)
+        m->launch[id].dtype = value_dtype(g, opt, m->launch, id);
     int rc = 0;
     for (int id = 0; id < count && rc == 0; id++) {
         const edm_node *n = edm_graph_node(g, id);
         edm_cuda_launch *L = &m->launch[id];
         L->node = id;
-        node_ctx c = {.g = g, .opt = opt, .id = id, .n = n, .L = L, .y = bind(&n->shape, opt->batch)};
-        if (n->ninputs > 0)
+        node_ctx c = {.g = g, .opt = opt, .id = id, .n = n, .L = L, .y = bind(&n->shape, opt->batch),
+                      .ty = L->dtype, .ta = EDM_F32, .tb = EDM_F32};
+        if (n->ninputs > 0) {
             c.a = bind(&edm_graph_node(g, n->input[0])->shape, opt->batch);
-        if (n->ninputs > 1)
+            c.ta = m->launch[n->input[0]].dtype;
+        }
+        if (n->ninputs > 1) {
             c.b = bind(&edm_graph_node(g, n->input[1])->shape, opt->batch);
+            c.tb = m->launch[n->input[1]].dtype;
+        }
         L->numel = c.y.numel;
         if (n->op == EDM_OP_INPUT || n->op == EDM_OP_PARAM || n->op == EDM_OP_BUFFER) {
             L->kind = EDM_CUDA_NONE;
             continue;
         }
-        if (n->op == EDM_OP_RESHAPE || n->op == EDM_OP_OUTPUT || (n->op == EDM_OP_DROPOUT && !opt->training)) {
+        if (is_alias(n, opt)) {
             L->kind = EDM_CUDA_ALIAS;
             continue;
         }
@@ -1083,21 +1237,10 @@ int edm_cuda_codegen(const edm_graph *g, const edm_cuda_options *opt, edm_cuda_m
             emit_named(&out, body.p, L->kernel);
             m->nkernels++;
         }
+        /* per-node helpers (small; named after the node) */
         if (opt->gemm_library && (n->op == EDM_OP_CONV2D || n->op == EDM_OP_CONV2D_BWD_DATA ||
-                                  n->op == EDM_OP_CONV2D_BWD_WEIGHT)) {
-            /* per-node helpers (small; named after the node) */
-            conv_geom p = conv_of(&c);
-            snprintf(L->im2col, sizeof L->im2col, "k%d_im2col", id);
-            if (n->op != EDM_OP_CONV2D_BWD_DATA) {
-                gen_im2col(&p, &out, L->im2col);
-                m->nkernels++;
-            } else {
-                L->im2col[0] = '\0';
-                snprintf(L->col2im, sizeof L->col2im, "k%d_col2im", id);
-                gen_col2im(&p, &out, L->col2im);
-                m->nkernels++;
-            }
-        }
+                                  n->op == EDM_OP_CONV2D_BWD_WEIGHT))
+            emit_conv_helper(&c, &out, m);
     }
     if (rc == 0 && out.oom)
         rc = edm_nomem(st);

@@ -9,8 +9,10 @@
  * f16, the norms, softmax, preconditioning and loss in f32).  With
  * opt.storage = f32 every value is f32.  Otherwise a value is stored f32 when
  *   - it is a leaf (input, param, buffer, const): parameters are the f32 master weights;
- *   - its op is sum, sumsq, softmax or conv2d_bwd_weight (norms, attention
- *     weights, parameter gradients accumulated over the batch);
+ *   - its op is sum, sumsq or conv2d_bwd_weight (norms, parameter gradients
+ *     accumulated over the batch); softmax computes in f32/f64 but stores
+ *     its weights like the reference's fp16 attention, so P·V stays one
+ *     cuBLASLt GEMM of like types;
  *   - its node's scope is neither opt.network_scope nor below it ("unet",
  *     "unet.enc…"; NULL means "unet", "" means every node): the
  *     preconditioning, the loss and their gradients live outside the U-Net;
@@ -67,9 +69,10 @@ typedef enum {
 
 /* A contraction as a (strided batched) GEMM in row-major terms:
  * C[z] (m×n) = op(A[z]) (m×k) · op(B[z]) (k×n), A[z] at a + z·stride_a, etc.
- * For convolutions A, B, C refer to the weight, the im2col buffer
- * ([samples][C·k·k][OH·OW]) and the output; accumulate: sum over z into one
- * C (conv2d_bwd_weight). */
+ * (strides in elements; 0: the same matrix for every z).  Which of the
+ * weight, the col buffer ([samples][C·k·k][OH·OW]), x, dy and the output A,
+ * B and C are: the table at the top of this file.  accumulate: sum over z
+ * into one C (conv2d_bwd_weight). */
 typedef struct {
     int64_t m, n, k;
     int trans_a, trans_b;
@@ -129,9 +132,13 @@ void edm_cuda_module_free(edm_cuda_module *m);
  *       NaN/Inf gradients count as 0 (and are counted, atomically); c1 = 1-β1^t, c2 = 1-β2^t;
  *       f64 arithmetic as runtime/train.c
  *   edm_ema(float *ema, const float *w, long long n, double beta)   ema ← β·ema + (1-β)·w
- * All take 256-thread blocks and loop grid-stride over n. */
+ *       in runtime/phema.c's f32 arithmetic (torch's lerp with weight (float)(1-β))
+ * All take 256-thread blocks and loop grid-stride over n (edm_force_wn over rows:
+ * any grid; one block per row is the natural one).  These kernels contract no
+ * a·b+c to an fma, so Adam and the EMA round as the CPU code does. */
 
-/* The dtype-name suffix of the kernels above ("f32", "f16", "bf16"). */
+/* The dtype-name suffix of the kernels above ("f32", "f16", "bf16"; another
+ * type gives its edm_dtype_name, which no kernel carries). */
 const char *edm_cuda_dtype_suffix(edm_dtype t);
 
 #endif

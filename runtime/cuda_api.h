@@ -110,6 +110,7 @@ typedef struct {
 #define LT_LAYOUT_BATCH_COUNT 5   /* CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT (int32) */
 #define LT_LAYOUT_BATCH_STRIDE 6  /* CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET (int64, elements) */
 #define LT_PREF_MAX_WORKSPACE 1   /* CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES (uint64) */
+#define LT_PREF_ALIGN_A 5         /* CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES (uint32; B, C, D follow) */
 
 typedef struct {
     void *lib;

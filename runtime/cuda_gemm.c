@@ -14,6 +14,18 @@ int cuda_gemm_types_supported(const edm_cuda_gemm *g)
     return g->type_c == g->type_a || g->type_c == EDM_F32;
 }
 
+/* The alignment every pointer to an operand's entries keeps: the arena
+ * aligns values to 256 bytes, and the executor offsets pointers only by
+ * whole batch strides. */
+static uint32_t operand_alignment(int64_t stride, edm_dtype t)
+{
+    uint64_t bytes = (uint64_t)stride * (t == EDM_F32 ? 4u : 2u);
+    uint32_t align = 256;
+    while (bytes && bytes % align)
+        align /= 2;
+    return align;
+}
+
 /* A layout of `rows`×`cols` column-major with leading dimension ld, batched. */
 static int make_layout(const lt_api *lt, lt_layout *out, edm_dtype t, int64_t rows, int64_t cols, int64_t ld,
                        int64_t count, int64_t stride, edm_status *st)
@@ -83,6 +95,12 @@ int cuda_gemm_prepare(const lt_api *lt, lt_handle h, const edm_cuda_gemm *g, int
     if (rc == 0)
         rc = lt_check(lt, lt->PrefSetAttribute(pref, LT_PREF_MAX_WORKSPACE, &ws, sizeof ws),
                       "cublasLtMatmulPreferenceSetAttribute(MAX_WORKSPACE_BYTES)", st);
+    /* the call's A is our B, its B our A; C and D are the same buffer */
+    uint32_t align[4] = {operand_alignment(g->stride_b, g->type_b), operand_alignment(g->stride_a, g->type_a),
+                         operand_alignment(g->stride_c, g->type_c), operand_alignment(g->stride_c, g->type_c)};
+    for (int i = 0; i < 4 && rc == 0; i++)
+        rc = lt_check(lt, lt->PrefSetAttribute(pref, LT_PREF_ALIGN_A + i, &align[i], sizeof align[i]),
+                      "cublasLtMatmulPreferenceSetAttribute(MIN_ALIGNMENT)", st);
     if (rc == 0)
         rc = lt_check(lt,
                       lt->AlgoGetHeuristic(h, out->desc, out->a, out->b, out->c, out->c, pref, 1, &best, &found),

@@ -1,5 +1,7 @@
 /* CUDA codegen: every op of the table has a generator, the text is
- * deterministic, and every kernel edm2-tiny and edm2-img512-s need (forward;
+ * deterministic, the values' storage types follow the dtype rule of
+ * cuda_codegen.h, the kernel signatures and GEMM descriptors carry those
+ * types, and every kernel edm2-tiny and edm2-img512-s need (forward;
  * backward with the optimizer) compiles with NVRTC for sm_90.  Each graph is
  * one NVRTC program (identical kernels shared), so this stays quick.  The
  * NVRTC cases are skipped when edmc was built without the CUDA toolkit. */
@@ -143,6 +145,409 @@ static int contains(const void *hay, size_t n, const char *needle)
     return 0;
 }
 
+/* ------------------------------------------------------------------ the dtype rule and the typed text */
+
+static int scope_is(const edm_node *n, const char *prefix)
+{
+    return n->scope && strncmp(n->scope, prefix, strlen(prefix)) == 0;
+}
+
+/* The first node with op whose scope starts with prefix ("" for the
+ * preconditioning: no scope at all); -1 if none. */
+static int find_node(const edm_graph *g, edm_op op, const char *prefix)
+{
+    for (int i = 0; i < edm_graph_count(g); i++) {
+        const edm_node *n = edm_graph_node(g, i);
+        if (n->op != op)
+            continue;
+        if (prefix[0] ? scope_is(n, prefix) : !n->scope || !n->scope[0])
+            return i;
+    }
+    return -1;
+}
+
+/* The dtype rule as cuda_codegen.h words it, written here independently of
+ * the implementation; done[] holds the nodes before id. */
+static edm_dtype rule_dtype(const edm_graph *g, const edm_cuda_options *opt, const edm_dtype *done, int id)
+{
+    const edm_node *n = edm_graph_node(g, id);
+    if (n->op == EDM_OP_RESHAPE || n->op == EDM_OP_OUTPUT || (n->op == EDM_OP_DROPOUT && !opt->training))
+        return done[n->input[0]];
+    if (opt->storage == EDM_F32)
+        return EDM_F32;
+    switch (n->op) {
+    case EDM_OP_INPUT: case EDM_OP_PARAM: case EDM_OP_BUFFER: case EDM_OP_CONST:
+    case EDM_OP_SUM: case EDM_OP_SUMSQ: case EDM_OP_CONV2D_BWD_WEIGHT:
+        return EDM_F32;
+    default: break;
+    }
+    const char *net = opt->network_scope ? opt->network_scope : "unet";
+    const char *s = n->scope ? n->scope : "";
+    size_t k = strlen(net);
+    int inside = !net[0] || strcmp(s, net) == 0 || (strncmp(s, net, k) == 0 && s[k] == '.');
+    return inside ? opt->storage : EDM_F32;
+}
+
+static const char *device_type(edm_dtype t) { return t == EDM_F16 ? "h16" : t == EDM_BF16 ? "b16" : "float"; }
+
+/* The signature launch i's kernel must have: the types of its value and inputs. */
+static void signature(char *out, size_t size, const edm_graph *g, const edm_cuda_module *m, int i)
+{
+    const edm_node *n = edm_graph_node(g, i);
+    edm_dtype ta = n->ninputs > 0 ? m->launch[n->input[0]].dtype : EDM_F32,
+              tb = n->ninputs > 1 ? m->launch[n->input[1]].dtype : EDM_F32;
+    snprintf(out, size,
+             " %s(%s *__restrict__ y, const %s *__restrict__ a, const %s *__restrict__ b, "
+             "const unsigned long long *__restrict__ seed)",
+             m->launch[i].kernel, device_type(m->launch[i].dtype), device_type(ta), device_type(tb));
+}
+
+/* Generates g with opt and checks every launch's dtype against rule_dtype. */
+static edm_cuda_module codegen_checked(const edm_graph *g, const edm_cuda_options *opt)
+{
+    edm_cuda_module m;
+    edm_status st;
+    edm_status_init(&st);
+    if (edm_cuda_codegen(g, opt, &m, &st) != 0)
+        print_error("%s\n", st.msg);
+    assert_int_equal(st.code, EDM_OK);
+    edm_dtype *want = calloc((size_t)m.nlaunch, sizeof *want);
+    assert_non_null(want);
+    for (int i = 0; i < m.nlaunch; i++) {
+        want[i] = rule_dtype(g, opt, want, i);
+        if (m.launch[i].dtype != want[i])
+            print_error("%%%d %s (%s): %s, the rule says %s\n", i, edm_op_name(edm_graph_node(g, i)->op),
+                        edm_graph_node(g, i)->scope ? edm_graph_node(g, i)->scope : "",
+                        edm_dtype_name(m.launch[i].dtype), edm_dtype_name(want[i]));
+        assert_int_equal(m.launch[i].dtype, want[i]);
+    }
+    free(want);
+    return m;
+}
+
+/* Spot checks of the rule on edm2-tiny's training graph (with dropout), f16
+ * storage: the reductions, norms' sums and weight gradients stay f32, the
+ * U-Net's convolutions are f16, the preconditioning is f32, aliases follow
+ * their base, and network_scope moves the boundary. */
+static void test_dtype_rule(void **state)
+{
+    (void)state;
+    edm_program prog = load("edm2-tiny.edm", 2);
+    const edm_graph *g = prog.graph;
+    edm_cuda_options opt = {.storage = EDM_F16, .batch = 2, .training = 1};
+    edm_cuda_module m = codegen_checked(g, &opt);
+    const edm_cuda_launch *L = m.launch;
+    int sum = find_node(g, EDM_OP_SUM, "unet."), conv = find_node(g, EDM_OP_CONV2D, "unet.");
+    int pre_mul = find_node(g, EDM_OP_MUL, ""), param = find_node(g, EDM_OP_PARAM, "unet");
+    int cst = find_node(g, EDM_OP_CONST, ""), sumsq = find_node(g, EDM_OP_SUMSQ, "unet.");
+    int softmax = find_node(g, EDM_OP_SOFTMAX, "unet."), bwd_w = find_node(g, EDM_OP_CONV2D_BWD_WEIGHT, "unet.");
+    int bwd_d = find_node(g, EDM_OP_CONV2D_BWD_DATA, "unet."), drop = find_node(g, EDM_OP_DROPOUT, "unet.");
+    int enc_mul = find_node(g, EDM_OP_MUL, "unet.enc."), dec_mul = find_node(g, EDM_OP_MUL, "unet.dec.");
+    assert_true(sum >= 0 && conv >= 0 && pre_mul >= 0 && param >= 0 && cst >= 0 && sumsq >= 0);
+    assert_true(softmax >= 0 && bwd_w >= 0 && bwd_d >= 0 && drop >= 0 && enc_mul >= 0 && dec_mul >= 0);
+    assert_int_equal(L[sum].dtype, EDM_F32);
+    assert_int_equal(L[sumsq].dtype, EDM_F32);
+    assert_int_equal(L[softmax].dtype, EDM_F16); /* computed in f32, stored like the reference's fp16 attention weights */
+    assert_int_equal(L[bwd_w].dtype, EDM_F32);
+    assert_int_equal(L[conv].dtype, EDM_F16);
+    assert_int_equal(L[bwd_d].dtype, EDM_F16);
+    assert_int_equal(L[drop].dtype, EDM_F16); /* training: a kernel, stored like the network */
+    assert_int_equal(L[drop].kind, EDM_CUDA_KERNEL);
+    assert_int_equal(L[enc_mul].dtype, EDM_F16);
+    assert_int_equal(L[pre_mul].dtype, EDM_F32);
+    assert_int_equal(L[param].dtype, EDM_F32);
+    assert_int_equal(L[cst].dtype, EDM_F32);
+    /* leaves: every one f32, also inside the U-Net (freqs, phases, weights) */
+    int aliases_f16 = 0, loss = -1;
+    for (int i = 0; i < m.nlaunch; i++) {
+        const edm_node *n = edm_graph_node(g, i);
+        if (n->op == EDM_OP_INPUT || n->op == EDM_OP_PARAM || n->op == EDM_OP_BUFFER || n->op == EDM_OP_CONST)
+            assert_int_equal(L[i].dtype, EDM_F32);
+        if (n->op == EDM_OP_RESHAPE || n->op == EDM_OP_OUTPUT) {
+            assert_int_equal(L[i].dtype, L[n->input[0]].dtype);
+            aliases_f16 += L[i].dtype == EDM_F16;
+        }
+        if (n->op == EDM_OP_OUTPUT && n->name && strcmp(n->name, "loss") == 0)
+            loss = i;
+    }
+    assert_true(aliases_f16 > 0); /* the alias rule is not just "f32" */
+    assert_true(loss >= 0);
+    assert_int_equal(L[loss].dtype, EDM_F32); /* the loss is made outside the U-Net */
+    edm_cuda_module_free(&m);
+
+    /* "": every node is the network (leaves and reductions still f32) */
+    opt.network_scope = "";
+    m = codegen_checked(g, &opt);
+    assert_int_equal(m.launch[pre_mul].dtype, EDM_F16);
+    assert_int_equal(m.launch[sum].dtype, EDM_F32);
+    assert_int_equal(m.launch[param].dtype, EDM_F32);
+    edm_cuda_module_free(&m);
+    /* a sub-instance: the encoder only */
+    opt.network_scope = "unet.enc";
+    m = codegen_checked(g, &opt);
+    assert_int_equal(m.launch[enc_mul].dtype, EDM_F16);
+    assert_int_equal(m.launch[dec_mul].dtype, EDM_F32);
+    edm_cuda_module_free(&m);
+    /* a prefix that is not at a '.' is not below: "unet.en" holds no "unet.enc.…" node */
+    opt.network_scope = "unet.en";
+    m = codegen_checked(g, &opt);
+    assert_int_equal(m.launch[enc_mul].dtype, EDM_F32);
+    edm_cuda_module_free(&m);
+    /* not training: dropout is an alias with its base's type */
+    opt.network_scope = NULL;
+    opt.training = 0;
+    m = codegen_checked(g, &opt);
+    assert_int_equal(m.launch[drop].kind, EDM_CUDA_ALIAS);
+    assert_int_equal(m.launch[drop].dtype, m.launch[edm_graph_node(g, drop)->input[0]].dtype);
+    edm_cuda_module_free(&m);
+    /* bf16 follows the same rule */
+    opt.storage = EDM_BF16;
+    m = codegen_checked(g, &opt);
+    assert_int_equal(m.launch[conv].dtype, EDM_BF16);
+    assert_int_equal(m.launch[sum].dtype, EDM_F32);
+    edm_cuda_module_free(&m);
+    /* f32 storage: every value f32, whatever the scope */
+    opt.storage = EDM_F32;
+    opt.network_scope = "";
+    m = codegen_checked(g, &opt);
+    for (int i = 0; i < m.nlaunch; i++) {
+        assert_int_equal(m.launch[i].dtype, EDM_F32);
+        char want[512];
+        signature(want, sizeof want, g, &m, i);
+        assert_true(m.launch[i].kind != EDM_CUDA_KERNEL || strstr(m.source, want));
+        assert_true(m.launch[i].kind != EDM_CUDA_KERNEL || strstr(want, "(float *__restrict__ y, const float *"));
+    }
+    edm_cuda_module_free(&m);
+    edm_program_free(&prog);
+}
+
+
+/* The text of the __global__ function name (up to the next one). */
+static const char *function_text(const char *src, const char *name, size_t *len)
+{
+    char head[EDM_CUDA_NAME + 8];
+    snprintf(head, sizeof head, " %s(", name);
+    const char *p = strstr(src, head);
+    if (!p)
+        return NULL;
+    const char *q = strstr(p + 1, "extern \"C\"");
+    *len = q ? (size_t)(q - p) : strlen(p);
+    return p;
+}
+
+/* Every kernel's signature names the concrete types of its value and inputs
+ * (shared functions too: identical text means identical types); the
+ * contractions' accessors and the conv helpers are typed the same way;
+ * dropout reads the seed through its pointer. */
+static void test_kernel_signatures(void **state)
+{
+    (void)state;
+    edm_program prog = load("edm2-tiny.edm", 2);
+    const edm_graph *g = prog.graph;
+    edm_cuda_options opt = {.storage = EDM_F16, .batch = 2, .training = 1, .gemm_library = 1};
+    edm_cuda_module m = codegen_checked(g, &opt);
+    assert_null(strstr(m.source, "typedef")); /* no single T any more */
+    assert_null(strstr(m.source, " T *"));
+    int f32_to_f16 = 0, f16_to_f32 = 0, dropouts = 0, helpers = 0;
+    for (int i = 0; i < m.nlaunch; i++) {
+        const edm_cuda_launch *L = &m.launch[i];
+        const edm_node *n = edm_graph_node(g, i);
+        if (L->kind != EDM_CUDA_KERNEL)
+            continue;
+        edm_dtype ty = L->dtype, ta = n->ninputs > 0 ? m.launch[n->input[0]].dtype : EDM_F32,
+                  tb = n->ninputs > 1 ? m.launch[n->input[1]].dtype : EDM_F32;
+        char want[512];
+        signature(want, sizeof want, g, &m, i);
+        if (!strstr(m.source, want))
+            print_error("%%%d %s: no \"%s\"\n", i, edm_op_name(n->op), want);
+        assert_non_null(strstr(m.source, want));
+        f32_to_f16 += ty == EDM_F16 && n->ninputs > 0 && ta == EDM_F32;
+        f16_to_f32 += ty == EDM_F32 && n->ninputs > 0 && ta == EDM_F16;
+        if (n->op == EDM_OP_CONV2D || n->op == EDM_OP_MATMUL || n->op == EDM_OP_CONV2D_BWD_DATA ||
+            n->op == EDM_OP_CONV2D_BWD_WEIGHT) {
+            snprintf(want, sizeof want, "float %s_A(const %s *a, const %s *b, long long z", L->kernel,
+                     device_type(ta), device_type(tb));
+            assert_non_null(strstr(m.source, want));
+            snprintf(want, sizeof want, "void %s_C(%s *y, long long z", L->kernel, device_type(ty));
+            assert_non_null(strstr(m.source, want));
+        }
+        if (L->im2col[0]) { /* col has x's type */
+            snprintf(want, sizeof want, " %s(%s *__restrict__ col, const %s *__restrict__ x, long long n0", L->im2col,
+                     device_type(ta), device_type(ta));
+            assert_non_null(strstr(m.source, want));
+            helpers++;
+        }
+        if (L->col2im[0]) { /* col has dx's type */
+            snprintf(want, sizeof want, " %s(%s *__restrict__ dx, const %s *__restrict__ col, long long n0",
+                     L->col2im, device_type(ty), device_type(ty));
+            assert_non_null(strstr(m.source, want));
+            helpers++;
+        }
+        if (n->op == EDM_OP_DROPOUT) {
+            size_t len;
+            const char *f = function_text(m.source, L->kernel, &len);
+            assert_non_null(f);
+            assert_true(contains(f, len, "*seed;"));
+            dropouts++;
+        }
+    }
+    assert_true(f32_to_f16 > 0 && f16_to_f32 > 0 && dropouts > 0 && helpers > 0);
+    edm_cuda_module_free(&m);
+    edm_program_free(&prog);
+}
+
+/* The fixed kernels: casts always, for each type; the optimizer's with
+ * opt.optimizer; the old untyped names are gone. */
+static void test_fixed_kernels(void **state)
+{
+    (void)state;
+    assert_string_equal(edm_cuda_dtype_suffix(EDM_F32), "f32");
+    assert_string_equal(edm_cuda_dtype_suffix(EDM_F16), "f16");
+    assert_string_equal(edm_cuda_dtype_suffix(EDM_BF16), "bf16");
+    edm_program prog = load("edm2-tiny.edm", 0);
+    static const char *const casts[] = {
+        "edm_cast_from_f32_f32(float *__restrict__ y, const float *__restrict__ x, long long n)",
+        "edm_cast_from_f32_f16(h16 *__restrict__ y, const float *__restrict__ x, long long n)",
+        "edm_cast_from_f32_bf16(b16 *__restrict__ y, const float *__restrict__ x, long long n)",
+        "edm_cast_to_f32_f32(float *__restrict__ y, const float *__restrict__ x, long long n)",
+        "edm_cast_to_f32_f16(float *__restrict__ y, const h16 *__restrict__ x, long long n)",
+        "edm_cast_to_f32_bf16(float *__restrict__ y, const b16 *__restrict__ x, long long n)",
+    };
+    static const char *const optimizer[] = {
+        "edm_grad_acc_f32(float *__restrict__ acc, const float *__restrict__ g, long long n)",
+        "edm_grad_acc_f16(float *__restrict__ acc, const h16 *__restrict__ g, long long n)",
+        "edm_grad_acc_bf16(float *__restrict__ acc, const b16 *__restrict__ g, long long n)",
+        "edm_force_wn(float *__restrict__ w, long long rows, long long fan_in)",
+        "edm_adam(float *__restrict__ w, float *__restrict__ m,",
+        "edm_ema(float *__restrict__ ema,\n    const float *__restrict__ w, long long n, double beta)",
+    };
+    for (int with = 0; with < 2; with++) {
+        edm_cuda_options opt = {.storage = with ? EDM_BF16 : EDM_F32, .batch = 1, .optimizer = with};
+        edm_cuda_module m = codegen_checked(prog.graph, &opt);
+        for (size_t i = 0; i < sizeof casts / sizeof casts[0]; i++)
+            assert_non_null(strstr(m.source, casts[i]));
+        for (size_t i = 0; i < sizeof optimizer / sizeof optimizer[0]; i++)
+            assert_true((strstr(m.source, optimizer[i]) != NULL) == with);
+        assert_null(strstr(m.source, "edm_cast_from_f32("));
+        assert_null(strstr(m.source, "edm_cast_to_f32("));
+        assert_null(strstr(m.source, "edm_grad_acc("));
+        if (with) {
+            size_t len;
+            const char *f = function_text(m.source, "edm_adam", &len);
+            assert_non_null(f);
+            assert_true(contains(f, len, "double c1, double c2,"));
+            assert_true(contains(f, len, "unsigned long long *nonfinite)"));
+            assert_true(contains(f, len, "atomicAdd(nonfinite, 1ULL)"));
+            assert_false(contains(f, len, "w_store"));
+        }
+        edm_cuda_module_free(&m);
+    }
+    edm_program_free(&prog);
+}
+
+/* The library path's descriptors against the contract's table, from the
+ * node shapes: conv2d C = y, A = w, B = col(x); conv2d_bwd_data C = col, A = w
+ * (trans_a), B = dy; conv2d_bwd_weight C = dw (f32, accumulated over z), A = dy,
+ * B = col(x) (trans_b); matmul C = y, A = a, B = b.  1×1 convolutions (stride 1,
+ * pad 0) are direct: no helper, B (C) is x (dx) itself with its per-sample stride. */
+typedef struct {
+    int direct[3], col[3]; /* conv2d, conv2d_bwd_data, conv2d_bwd_weight */
+    int mixed[4];          /* descriptors whose A and B types differ (those three, matmul) */
+    int matmuls;
+} gemm_counts;
+
+static void check_descriptors(const edm_graph *g, const edm_cuda_options *opt, gemm_counts *cnt)
+{
+    edm_cuda_module m = codegen_checked(g, opt);
+    int *direct = cnt->direct, *col = cnt->col;
+    for (int i = 0; i < m.nlaunch; i++) {
+        const edm_node *n = edm_graph_node(g, i);
+        const edm_cuda_launch *L = &m.launch[i];
+        const edm_cuda_gemm *G = &L->gemm;
+        if (n->op == EDM_OP_MATMUL && L->cublaslt) {
+            assert_int_equal(G->type_a, m.launch[n->input[0]].dtype);
+            assert_int_equal(G->type_b, m.launch[n->input[1]].dtype);
+            assert_int_equal(G->type_c, L->dtype);
+            assert_int_equal(G->direct, 0);
+            cnt->matmuls++;
+            cnt->mixed[3] += G->type_a != G->type_b;
+            continue;
+        }
+        int which = n->op == EDM_OP_CONV2D ? 0 : n->op == EDM_OP_CONV2D_BWD_DATA ? 1
+                  : n->op == EDM_OP_CONV2D_BWD_WEIGHT ? 2 : -1;
+        if (which < 0)
+            continue;
+        assert_int_equal(L->cublaslt, 1);
+        /* x, w, y of the forward convolution this node belongs to, batch bound */
+        const edm_shape *x = which == 1 ? &n->shape : &edm_graph_node(g, n->input[0])->shape;
+        const edm_shape *w = which == 2 ? &n->shape : &edm_graph_node(g, n->input[1])->shape;
+        const edm_shape *y = which == 0 ? &n->shape : &edm_graph_node(g, n->input[which == 1 ? 0 : 1])->shape;
+        int64_t N = opt->batch, C = x->dim[1], H = x->dim[2], W = x->dim[3], O = w->dim[0], K = w->dim[2];
+        int64_t OHW = y->dim[2] * y->dim[3], CKK = C * K * K;
+        int is_direct = K == 1 && n->attr.conv.stride == 1 && n->attr.conv.pad == 0;
+        assert_int_equal(G->direct, is_direct);
+        assert_int_equal(G->count, N);
+        if (is_direct)
+            assert_int_equal(C * H * W, CKK * OHW); /* x's stride is the col buffer's, numerically */
+        edm_dtype tin0 = m.launch[n->input[0]].dtype, tin1 = m.launch[n->input[1]].dtype;
+        cnt->mixed[which] += tin0 != tin1;
+        char name[EDM_CUDA_NAME];
+        if (which == 0) {
+            assert_true(G->m == O && G->n == OHW && G->k == CKK && !G->trans_a && !G->trans_b);
+            assert_true(G->stride_a == 0 && G->stride_b == (is_direct ? C * H * W : CKK * OHW));
+            assert_true(G->stride_c == O * OHW && !G->accumulate);
+            assert_true(G->type_a == tin1 && G->type_b == tin0 && G->type_c == L->dtype);
+        } else if (which == 1) {
+            assert_true(G->m == CKK && G->n == OHW && G->k == O && G->trans_a && !G->trans_b);
+            assert_true(G->stride_a == 0 && G->stride_b == O * OHW);
+            assert_true(G->stride_c == (is_direct ? C * H * W : CKK * OHW) && !G->accumulate);
+            assert_true(G->type_a == tin1 && G->type_b == tin0 && G->type_c == L->dtype);
+        } else {
+            assert_true(G->m == O && G->n == CKK && G->k == OHW && !G->trans_a && G->trans_b);
+            assert_true(G->stride_a == O * OHW && G->stride_b == (is_direct ? C * H * W : CKK * OHW));
+            assert_true(G->stride_c == 0 && G->accumulate);
+            assert_true(G->type_a == tin1 && G->type_b == tin0 && G->type_c == EDM_F32);
+        }
+        /* helpers: im2col for conv2d/bwd_weight, col2im for bwd_data, none when direct */
+        snprintf(name, sizeof name, "k%d_%s(", i, which == 1 ? "col2im" : "im2col");
+        assert_string_equal(which == 1 ? L->im2col : L->col2im, "");
+        if (is_direct) {
+            assert_string_equal(which == 1 ? L->col2im : L->im2col, "");
+            assert_null(strstr(m.source, name));
+            direct[which]++;
+        } else {
+            assert_true(strncmp(which == 1 ? L->col2im : L->im2col, name, strlen(name) - 1) == 0);
+            assert_non_null(strstr(m.source, name));
+            col[which]++;
+        }
+    }
+    edm_cuda_module_free(&m);
+}
+
+static void test_gemm_descriptors(void **state)
+{
+    (void)state;
+    edm_program prog = load("edm2-tiny.edm", 1);
+    const edm_graph *g = prog.graph;
+    edm_cuda_options opt = {.storage = EDM_F16, .batch = 3, .training = 1, .gemm_library = 1};
+    gemm_counts cnt;
+    memset(&cnt, 0, sizeof cnt);
+    check_descriptors(g, &opt, &cnt);
+    /* a convolution's own instance as the network: its weight is f16, its
+     * input (made by the enclosing block) f32, so A and B types differ */
+    int conv = find_node(g, EDM_OP_CONV2D, "unet.enc.");
+    assert_true(conv >= 0);
+    opt.network_scope = edm_graph_node(g, conv)->scope;
+    check_descriptors(g, &opt, &cnt);
+    print_message("# direct convs %d/%d/%d, with col buffer %d/%d/%d, matmuls %d; mixed A/B types %d/%d/%d/%d\n",
+                  cnt.direct[0], cnt.direct[1], cnt.direct[2], cnt.col[0], cnt.col[1], cnt.col[2], cnt.matmuls,
+                  cnt.mixed[0], cnt.mixed[1], cnt.mixed[2], cnt.mixed[3]);
+    for (int k = 0; k < 3; k++)
+        assert_true(cnt.direct[k] > 0 && cnt.col[k] > 0 && cnt.mixed[k] > 0);
+    assert_true(cnt.matmuls > 0);
+    edm_program_free(&prog);
+}
+
 /* Generates and compiles one configuration; every launched kernel must be in the cubin. */
 static void compile_case(const char *model, int training, edm_dtype storage, int gemm_library)
 {
@@ -171,9 +576,24 @@ static void compile_case(const char *model, int training, edm_dtype storage, int
         if (m.launch[i].kind != EDM_CUDA_KERNEL)
             continue;
         launched++;
-        if (!contains(cubin.data, cubin.size, m.launch[i].kernel))
-            print_error("%s not in the cubin\n", m.launch[i].kernel);
-        assert_true(contains(cubin.data, cubin.size, m.launch[i].kernel));
+        const char *names[] = {m.launch[i].kernel, m.launch[i].im2col, m.launch[i].col2im};
+        for (int k = 0; k < 3; k++) {
+            if (!names[k][0])
+                continue;
+            if (!contains(cubin.data, cubin.size, names[k]))
+                print_error("%s not in the cubin\n", names[k]);
+            assert_true(contains(cubin.data, cubin.size, names[k]));
+        }
+    }
+    /* the fixed kernels the executor looks up by name */
+    static const char *const fixed[] = {"edm_cast_from_f32_f32", "edm_cast_from_f32_f16", "edm_cast_from_f32_bf16",
+                                        "edm_cast_to_f32_f32",   "edm_cast_to_f32_f16",   "edm_cast_to_f32_bf16",
+                                        "edm_grad_acc_f32",      "edm_grad_acc_f16",      "edm_grad_acc_bf16",
+                                        "edm_force_wn",          "edm_adam",              "edm_ema"};
+    for (size_t k = 0; k < (opt.optimizer ? 12u : 6u); k++) {
+        if (!contains(cubin.data, cubin.size, fixed[k]))
+            print_error("%s not in the cubin\n", fixed[k]);
+        assert_true(contains(cubin.data, cubin.size, fixed[k]));
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     print_message("# %s %s %s%s: %d nodes, %d launches, %d kernels, %zu KiB source, %zu KiB cubin, "
@@ -475,11 +895,15 @@ int main(void)
         cmocka_set_test_filter(filter);
     /* Cases that cannot run here are left out, not skipped: the test runner
      * counts cmocka's "not ok # SKIP" lines as failures. */
-    struct CMUnitTest tests[20];
+    struct CMUnitTest tests[24];
     size_t n = 0;
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_every_op_has_a_generator);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_every_node_is_covered);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_deterministic);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_dtype_rule);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_kernel_signatures);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_fixed_kernels);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_gemm_descriptors);
     int nvrtc = edm_nvrtc_available();
     if (nvrtc) {
         tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_nvrtc_errors_and_cache);
