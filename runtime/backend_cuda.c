@@ -240,7 +240,7 @@ static int alloc_arena(edm_cuda_exec *x, edm_status *st)
         x->arena = 0;
     }
     if (CU(MemAlloc(&x->arena, x->arena_bytes), "cuMemAlloc (activation arena)") != 0) {
-        edm_status_prefix(st, "%.1f MiB: ", (double)x->arena_bytes / (1 << 20));
+        edm_status_prefix(st, "%.1f MiB", (double)x->arena_bytes / (1 << 20));
         return -1;
     }
     /* constants are filled by their kernels every run; zero the rest once */
@@ -271,7 +271,7 @@ static int open_device(edm_cuda_exec *x, edm_status *st)
 static int get_function(edm_cuda_exec *x, const char *name, cu_function *out, edm_status *st)
 {
     if (cu_check(&x->api, x->api.ModuleGetFunction(out, x->module, name), "cuModuleGetFunction", st) != 0) {
-        edm_status_prefix(st, "kernel %s: ", name);
+        edm_status_prefix(st, "kernel %s", name);
         return -1;
     }
     return 0;
@@ -384,7 +384,7 @@ static int plan_gemms(edm_cuda_exec *x, edm_status *st)
         if (rc == 0 && tail > 0)
             rc = cuda_gemm_prepare(&x->lt, x->lt_handle, &g, tail, LT_WORKSPACE_BYTES, &p->tail, st);
         if (rc < 0) {
-            edm_status_prefix(st, "node %%%d (%s): ", i, edm_op_name(op));
+            edm_status_prefix(st, "node %%%d (%s)", i, edm_op_name(op));
             return -1;
         }
         if (rc == 1) { /* no algorithm: the generated kernel */
@@ -635,7 +635,7 @@ static int launch_node_kernel(edm_cuda_exec *x, int i, edm_status *st)
                                       L->block[2], L->smem, x->stream, args, NULL);
     if (r != CU_SUCCESS) {
         cu_check(&x->api, r, "cuLaunchKernel", st);
-        edm_status_prefix(st, "node %%%d (%s, kernel %s): ", i, edm_op_name(n->op), L->kernel);
+        edm_status_prefix(st, "node %%%d (%s, kernel %s)", i, edm_op_name(n->op), L->kernel);
         return -1;
     }
     return 0;
@@ -720,7 +720,7 @@ static int launch_all(edm_cuda_exec *x, edm_status *st)
         int rc = x->gemm[i].use ? run_gemm(x, i, st) : launch_node_kernel(x, i, st);
         if (rc != 0) {
             if (x->gemm[i].use)
-                edm_status_prefix(st, "node %%%d (%s): ", i, edm_op_name(edm_graph_node(x->g, i)->op));
+                edm_status_prefix(st, "node %%%d (%s)", i, edm_op_name(edm_graph_node(x->g, i)->op));
             return -1;
         }
     }
@@ -793,7 +793,7 @@ int edm_cuda_opt_attach(edm_cuda_exec *x, const edm_cuda_opt_param *p, int n, ed
     x->nparams = n;
     x->opt_bytes = total + 256;
     if (CU(MemAlloc(&x->opt_mem, total ? total : 256), "cuMemAlloc (optimizer state)") != 0 ||
-        zero(x, x->opt_mem, total ? total : 256, st) != 0 || CU(MemAlloc(&x->nonfinite, 256), "cuMemAlloc") != 0)
+        zero(x, x->opt_mem, total ? total : 256, st) != 0 || CU(MemAlloc(&x->nonfinite, 256), "cuMemAlloc (Adam's non-finite counter)") != 0)
         return -1;
     cu_ptr at = x->opt_mem;
     for (int i = 0; i < n; i++) {

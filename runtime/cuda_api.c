@@ -27,7 +27,7 @@ static void *open_library(const char *env, const char *fallback, const char *wha
     void *lib = dlopen(name, RTLD_NOW | RTLD_LOCAL);
     if (!lib) {
         const char *why = dlerror();
-        edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "no %s (%s not found%s%s)", what, name, why ? ": " : "",
+        edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "no %s (%s not found%s%s)", what, name, why ? ": " : "",
                  why ? why : "");
     }
     return lib;
@@ -112,7 +112,7 @@ int cu_api_init(const cu_api *api, edm_status *st)
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "no CUDA device (the driver is installed, cuInit found no GPU)");
     if (r != CU_SUCCESS) {
         cu_check(api, r, "cuInit", st);
-        edm_status_prefix(st, "no usable CUDA device: ");
+        edm_status_prefix(st, "no usable CUDA device");
         return -1;
     }
     int count = 0;
@@ -140,7 +140,7 @@ int lt_api_open(lt_api *api, edm_status *st)
     api->lib = open_library("EDMC_CUBLASLT", "libcublasLt.so.13", "cuBLASLt", st);
     if (!api->lib) {
         edm_status_prefix(st, "--matmul=cublaslt / --conv=im2col need cuBLASLt (or use --matmul=generated "
-                              "--conv=implicit): ");
+                              "--conv=implicit)");
         return -1;
     }
     int rc = 0;
