@@ -8,7 +8,13 @@ the reference state-dict layout so checkpoints load with plain `load_state_dict`
 Only needs torch (numpy optional). Includes a minimal safetensors reader/writer.
 
 CLI:
-    edm2_torch.py --check-golden [DIR]   compare against DIR/weights.safetensors + forward.safetensors
+    edm2_torch.py --check-golden [DIR]       compare against DIR/weights.safetensors + forward.safetensors
+    edm2_torch.py --check-golden-step [DIR]  one training step (forced WN, EDM2 loss, backward, Adam)
+                                             against DIR/train_step.safetensors
+    edm2_torch.py --params PRESET            parameter and buffer counts (compare `edmc info --json`)
+
+Presets: tiny (models/edm2-tiny.edm), xs (models/edm2-img512-xs.edm), s (models/edm2-img512-s.edm);
+scripts/bench_torch_gpu.py times them.
 """
 import argparse
 import json
@@ -341,7 +347,33 @@ TINY_CONFIG = dict(img_resolution=16, img_channels=4, label_dim=10, model_channe
 XS_CONFIG = dict(img_resolution=64, img_channels=4, label_dim=1000, model_channels=128,
                  channel_mult=[1, 2, 3, 4], num_blocks=3, attn_resolutions=[16, 8],
                  channels_per_head=64, logvar_channels=128, dropout=0)
-PRESETS = {'tiny': TINY_CONFIG, 'xs': XS_CONFIG}
+S_CONFIG = dict(XS_CONFIG, model_channels=192)
+PRESETS = {'tiny': TINY_CONFIG, 'xs': XS_CONFIG, 's': S_CONFIG}
+# The .edm file each preset mirrors, and its training constants (EDM2-SPEC §3; edm2-tiny keeps
+# models/edm2.edm's defaults).
+MODEL_NAMES = {'tiny': 'edm2-tiny', 'xs': 'edm2-img512-xs', 's': 'edm2-img512-s'}
+TRAINING = {
+    'tiny': dict(P_mean=-0.4, P_std=1.0, ref_lr=0.0100, sigma_data=0.5),
+    'xs': dict(P_mean=-0.4, P_std=1.0, ref_lr=0.0120, sigma_data=0.5),
+    's': dict(P_mean=-0.4, P_std=1.0, ref_lr=0.0100, sigma_data=0.5),
+}
+
+
+def preset_key(name):
+    """'xs', 'img512-xs', 'edm2-img512-xs' or 'models/edm2-img512-xs.edm' -> 'xs'."""
+    base = os.path.basename(name)
+    if base.endswith('.edm'):
+        base = base[:-4]
+    for prefix in ('edm2-', 'img512-'):
+        if base.startswith(prefix):
+            base = base[len(prefix):]
+    if base not in PRESETS:
+        raise ValueError(f'unknown preset {name!r} (tiny, img512-xs, img512-s)')
+    return base
+
+
+def count_params(net):
+    return (sum(p.numel() for p in net.parameters()), sum(b.numel() for b in net.buffers()))
 
 
 def build(config, **extra):
@@ -376,6 +408,49 @@ def load_net(weights_path, config=None, device='cpu'):
     return net.to(device).eval()
 
 
+# ----------------------------------------------------------------------------
+# Training (EDM2-SPEC §4), as the reference's EDM2Loss and training loop do it.
+
+
+def edm2_loss(net, images, labels, P_mean=-0.4, P_std=1.0, sigma_data=0.5, rnd_normal=None, unit_noise=None):
+    """The optimised scalar: Σ over all elements of λ(σ)/exp(u)·(D − y)² + u, divided by the batch.
+
+    σ = exp(P_mean + P_std·n), n ~ N(0,1) per sample, noisy input y + σ·ε.  Preconditioning and
+    loss are float32; the U-Net runs in the net's dtype (fp16 with use_fp16 on CUDA).  rnd_normal
+    [N] and unit_noise [N,C,H,W] may be given (the golden step); otherwise drawn on images' device.
+    """
+    B = images.shape[0]
+    if rnd_normal is None:
+        rnd_normal = torch.randn([B], device=images.device)
+    if unit_noise is None:
+        unit_noise = torch.randn_like(images)
+    sigma = (rnd_normal.to(torch.float32).reshape(B, 1, 1, 1) * P_std + P_mean).exp()
+    weight = (sigma ** 2 + sigma_data ** 2) / (sigma * sigma_data) ** 2
+    noise = unit_noise * sigma
+    D, logvar = net(images + noise, sigma, labels, return_logvar=True)
+    loss = (weight / logvar.exp()) * ((D - images) ** 2) + logvar
+    return loss.sum() / B
+
+
+def make_adam(net, lr=0.01):
+    return torch.optim.Adam(net.parameters(), lr=lr, betas=(0.9, 0.99), eps=1e-8)
+
+
+def train_step(net, opt, images, labels, **loss_kw):
+    """One optimizer step: the net in training mode does forced weight normalisation of the
+    master weights inside its forward pass (MPConv), then the loss, backward, non-finite
+    gradients set to 0 (the reference's force_finite) and Adam.  Returns the loss (a tensor)."""
+    net.train()
+    opt.zero_grad(set_to_none=True)
+    loss = edm2_loss(net, images, labels, **loss_kw)
+    loss.backward()
+    for p in net.parameters():
+        if p.grad is not None:
+            torch.nan_to_num(p.grad, nan=0, posinf=0, neginf=0, out=p.grad)
+    opt.step()
+    return loss.detach()
+
+
 def rel_err(a, b):
     a = a.detach().double().cpu()
     b = b.detach().double().cpu()
@@ -400,16 +475,73 @@ def check_golden(d, verbose=True, tol=1e-4):
     return ok, errs
 
 
+def check_golden_step(d, verbose=True, tol=1e-3):
+    """One training step from DIR/weights.safetensors on DIR/train_step.safetensors's batch:
+    forced WN, loss, gradients and the Adam step (lr 0.01), with the README's tolerances
+    (loss and normalized 1e-5, gradients and the update 1e-3 with an absolute floor of 1e-6)."""
+    net = load_net(os.path.join(d, 'weights.safetensors'))
+    ts, _ = load_safetensors(os.path.join(d, 'train_step.safetensors'))
+    opt = make_adam(net, lr=0.01)
+    params = dict(net.named_parameters())
+    # forced WN happens inside the forward pass; the values it leaves are the masters Adam updates
+    net.train()
+    opt.zero_grad(set_to_none=True)
+    loss = edm2_loss(net, ts['images'], ts['class_labels'], rnd_normal=ts['rnd_normal'],
+                     unit_noise=ts['unit_noise'])
+    normalized = {k: p.detach().clone() for k, p in params.items()}
+    loss.backward()
+    grads = {k: p.grad.detach().clone() for k, p in params.items()}
+    opt.step()
+    errs = {'loss': rel_err(loss.reshape(-1), ts['loss'].reshape(-1))}
+    worst = {'normalized': (0.0, ''), 'grad': (0.0, ''), 'update': (0.0, '')}
+
+    def note(what, e, k):
+        if not e <= worst[what][0]:  # NaN counts as worst
+            worst[what] = (e, k)
+
+    for k, p in params.items():
+        note('normalized', rel_err(normalized[k].reshape(-1), ts[f'normalized.{k}'].reshape(-1)), k)
+        note('grad', rel_err(grads[k].reshape(-1), ts[f'grad.{k}'].reshape(-1)), k)
+        upd = (p.detach() - normalized[k]).double().reshape(-1)
+        want = (ts[f'step1.{k}'] - ts[f'normalized.{k}']).double().reshape(-1)
+        note('update', (torch.linalg.vector_norm(upd - want) /
+                        max(torch.linalg.vector_norm(want).item(), 1e-6)).item(), k)
+    tols = {'loss': 1e-5, 'normalized': 1e-5, 'grad': tol, 'update': tol}
+    ok = errs['loss'] < tols['loss']
+    if verbose:
+        print(f'loss {loss.item():.9g} (golden {ts["loss"].reshape(-1)[0].item():.9g}) rel_err={errs["loss"]:.3e}')
+    for what, (e, k) in worst.items():
+        ok = ok and e < tols[what]
+        if verbose:
+            print(f'{what:10s} worst rel_err={e:.3e} ({k})')
+    print('golden step check:', 'PASS' if ok else 'FAIL')
+    return ok
+
+
 def main(argv=None):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     default_dir = os.path.normpath(os.path.join(repo, '..', 'shared', 'testdata', 'edm2-tiny'))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--check-golden', nargs='?', const=default_dir, metavar='DIR',
                     help=f'verify the forward pass against golden vectors (default {default_dir})')
+    ap.add_argument('--check-golden-step', nargs='?', const=default_dir, metavar='DIR',
+                    help='verify one training step (loss, forced WN, gradients, Adam) against golden vectors')
+    ap.add_argument('--params', metavar='PRESET', help='print {"model", "params", "buffers"} of a preset as JSON')
     args = ap.parse_args(argv)
+    if args.params:
+        key = preset_key(args.params)
+        params, buffers = count_params(build(PRESETS[key]))
+        print(json.dumps({'model': MODEL_NAMES[key], 'params': params, 'buffers': buffers}))
+        return 0
+    rc = None
     if args.check_golden:
         ok, _ = check_golden(args.check_golden)
-        return 0 if ok else 1
+        rc = 0 if ok else 1
+    if args.check_golden_step:
+        ok = check_golden_step(args.check_golden_step)
+        rc = (rc or 0) if ok else 1
+    if rc is not None:
+        return rc
     ap.print_help()
     return 0
 
