@@ -44,8 +44,10 @@ static uint64_t fnv_add(uint64_t h, const void *data, size_t n)
     return h;
 }
 
-/* The options every compilation gets after --gpu-architecture (part of the key). */
-static const char *const EXTRA_OPTIONS[] = {"--std=c++17", "-default-device"};
+/* The options every compilation gets after --gpu-architecture (part of the
+ * key).  --split-compile=0 lets NVRTC optimize on every core (img512-s
+ * forward: 10 s → 6 s on 2 cores). */
+static const char *const EXTRA_OPTIONS[] = {"--std=c++17", "-default-device", "--split-compile=0"};
 #define NEXTRA (sizeof EXTRA_OPTIONS / sizeof EXTRA_OPTIONS[0])
 
 uint64_t edm_cuda_cache_key(const char *source, const char *arch, int nvrtc_major, int nvrtc_minor)

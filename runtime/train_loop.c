@@ -352,8 +352,7 @@ static int setup(loop *L, const edm_graph *g, const edm_train_opts *o, const edm
     L->c = in->shape.dim[1];
     L->res = in->shape.dim[2];
     L->label_dim = lab >= 0 ? edm_graph_node(g, lab)->shape.dim[1] : 0;
-    edm_backend_options opt = o->backend;
-    opt.cpu.compute = EDM_F32;
+    edm_backend_options opt = o->backend; /* device, precision (f32 or f64 on the CPU), CUDA options */
     opt.cpu.threads = o->threads;
     opt.cpu.seed = o->seed;
     L->t = edm_trainer_new(g, L->micro, &opt, st);
