@@ -167,10 +167,11 @@ static int bench_forward(const cli_opts *o, const edm_graph *g, const edm_backen
     return rc;
 }
 
-static int bench_train(const cli_opts *o, const edm_graph *g, const edm_backend_options *bo, bench_result *r,
+/* g: the training program, differentiated here */
+static int bench_train(const cli_opts *o, edm_graph *g, const edm_backend_options *bo, bench_result *r,
                        edm_status *st)
 {
-    if (edm_pass_autodiff((edm_graph *)g, NULL, 0, st) != 0 || edm_pass_verify(g, st) != 0)
+    if (edm_pass_autodiff(g, NULL, 0, st) != 0 || edm_pass_verify(g, st) != 0)
         return -1;
     train_ctx c = {.batch = o->batch};
     c.t = edm_trainer_new(g, o->batch, bo, st);

@@ -161,6 +161,11 @@ fi
 if [ -z "${EDMC_CACHE_DIR:-}" ]; then
     if [ -d .gpulibs/kernel-cache ]; then EDMC_CACHE_DIR=$(pwd)/.gpulibs/kernel-cache
     else EDMC_CACHE_DIR=$work/kernel-cache; fi
+    # tests/gpu/prepare.sh --cache packs the cubins (they compress ~40x)
+    if [ -f .gpulibs/kernel-cache.tar.xz ]; then
+        mkdir -p "$EDMC_CACHE_DIR" && tar -C "$EDMC_CACHE_DIR" -xJf .gpulibs/kernel-cache.tar.xz ||
+            echo "tests/gpu/run.sh: .gpulibs/kernel-cache.tar.xz did not unpack" >&2
+    fi
 fi
 mkdir -p "$EDMC_CACHE_DIR"
 export EDMC_CACHE_DIR
