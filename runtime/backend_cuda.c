@@ -650,6 +650,19 @@ static int launch_col(edm_cuda_exec *x, cu_function f, cu_ptr dst, cu_ptr src, i
     return launch_1d(x, f, args, elems, what, st);
 }
 
+/* The B operand of samples [n0, n0+cnt) of a convolution reading x: x itself
+ * for a 1×1 (direct) convolution, else the im2col buffer, filled now. */
+static int col_operand(edm_cuda_exec *x, const gemm_plan *p, const edm_cuda_gemm *g, cu_ptr in, int64_t n0,
+                       int64_t cnt, cu_ptr *out, edm_status *st)
+{
+    if (g->direct) {
+        *out = in + (cu_ptr)((size_t)(n0 * g->stride_b) * dtype_size(g->type_b));
+        return 0;
+    }
+    *out = x->col;
+    return launch_col(x, p->im2col, x->col, in, n0, cnt, cnt * g->stride_b, "cuLaunchKernel(im2col)", st);
+}
+
 /* A contraction through cuBLASLt (the plan says how). */
 static int run_gemm(edm_cuda_exec *x, int i, edm_status *st)
 {
@@ -667,12 +680,9 @@ static int run_gemm(edm_cuda_exec *x, int i, edm_status *st)
     case EDM_OP_CONV2D: /* inputs (x, w): A = w, B = col(x) */
         for (int64_t n0 = 0; n0 < g->count; n0 += p->chunk) {
             int64_t cnt = g->count - n0 < p->chunk ? g->count - n0 : p->chunk;
-            cu_ptr B = a + (cu_ptr)((size_t)(n0 * g->stride_b) * sb);
-            if (!g->direct) {
-                B = x->col;
-                if (launch_col(x, p->im2col, x->col, a, n0, cnt, cnt * g->stride_b, "cuLaunchKernel(im2col)", st) != 0)
-                    return -1;
-            }
+            cu_ptr B;
+            if (col_operand(x, p, g, a, n0, cnt, &B, st) != 0)
+                return -1;
             if (GEMM(cnt == p->chunk ? &p->full : &p->tail, b, B, y + (cu_ptr)((size_t)(n0 * g->stride_c) * sc),
                      0.0f) != 0)
                 return -1;
@@ -693,12 +703,9 @@ static int run_gemm(edm_cuda_exec *x, int i, edm_status *st)
     case EDM_OP_CONV2D_BWD_WEIGHT: /* inputs (x, dy): C = dw (Σ over samples), A = dy, B = col(x) */
         for (int64_t n0 = 0; n0 < g->count; n0 += p->chunk) {
             int64_t cnt = g->count - n0 < p->chunk ? g->count - n0 : p->chunk;
-            cu_ptr B = a + (cu_ptr)((size_t)(n0 * g->stride_b) * sb);
-            if (!g->direct) {
-                B = x->col;
-                if (launch_col(x, p->im2col, x->col, a, n0, cnt, cnt * g->stride_b, "cuLaunchKernel(im2col)", st) != 0)
-                    return -1;
-            }
+            cu_ptr B;
+            if (col_operand(x, p, g, a, n0, cnt, &B, st) != 0)
+                return -1;
             for (int64_t z = 0; z < cnt; z++)
                 if (GEMM(&p->full, b + (cu_ptr)((size_t)((n0 + z) * g->stride_a) * sa),
                          B + (cu_ptr)((size_t)(z * g->stride_b) * sb), y, n0 + z > 0 ? 1.0f : 0.0f) != 0)
