@@ -96,7 +96,7 @@ struct edm_cuda_exec {
     edm_cuda_module code;
     cu_function *fn; /* per node (KERNEL nodes) */
     cu_function cast_in[3], cast_out[3]; /* by dtype: f32, f16, bf16 */
-    cu_function grad_acc[3], force_wn, adam;
+    cu_function grad_acc[3], force_wn, adam, ema;
     gemm_plan *gemm; /* per node */
     int ngemm_library, ngemm_fallback;
     value_plan *vp;
@@ -117,6 +117,9 @@ struct edm_cuda_exec {
     cu_ptr opt_mem;    /* m, v, accumulators of every parameter */
     size_t opt_bytes;
     cu_ptr nonfinite;  /* unsigned long long counter */
+    cu_ptr ema_mem;    /* nema copies of every parameter, parameter by parameter */
+    int nema;
+    size_t ema_stride; /* bytes of one EMA copy (all parameters, 256-aligned each) */
     double compile_seconds;
 };
 
@@ -304,7 +307,8 @@ static int load_kernels(edm_cuda_exec *x, edm_status *st)
         }
     }
     if (x->opt.optimizer &&
-        (get_function(x, "edm_force_wn", &x->force_wn, st) != 0 || get_function(x, "edm_adam", &x->adam, st) != 0))
+        (get_function(x, "edm_force_wn", &x->force_wn, st) != 0 || get_function(x, "edm_adam", &x->adam, st) != 0 ||
+         get_function(x, "edm_ema", &x->ema, st) != 0))
         return -1;
     for (int i = 0; i < x->code.nlaunch; i++) {
         const edm_cuda_launch *L = &x->code.launch[i];
@@ -485,7 +489,7 @@ void edm_cuda_exec_free(edm_cuda_exec *x)
         if (x->stream)
             x->api.StreamSynchronize(x->stream);
         drop_graph(x);
-        cu_ptr mem[] = {x->staging, x->arena, x->seed, x->col, x->lt_ws, x->opt_mem, x->nonfinite};
+        cu_ptr mem[] = {x->staging, x->arena, x->seed, x->col, x->lt_ws, x->opt_mem, x->nonfinite, x->ema_mem};
         for (size_t i = 0; i < sizeof mem / sizeof mem[0]; i++)
             if (mem[i])
                 x->api.MemFree(mem[i]);
@@ -531,7 +535,7 @@ size_t edm_cuda_exec_total_bytes(const edm_cuda_exec *x) { return x->total_bytes
 size_t edm_cuda_exec_device_bytes(const edm_cuda_exec *x)
 {
     return x->arena_bytes + sizeof(float) * (size_t)STAGING_ELEMS + 256 + x->col_bytes +
-           (x->lt_ws ? LT_WORKSPACE_BYTES : 0) + x->opt_bytes;
+           (x->lt_ws ? LT_WORKSPACE_BYTES : 0) + x->opt_bytes + (size_t)x->nema * x->ema_stride;
 }
 
 int edm_cuda_exec_find(const edm_cuda_exec *x, edm_op op, const char *name)
@@ -915,4 +919,72 @@ int edm_cuda_opt_download_grad(edm_cuda_exec *x, int i, float *grad, int64_t n, 
     if (check_param(x, i, n, st) != 0)
         return -1;
     return download(x, grad, x->params[i].acc, EDM_F32, n, st);
+}
+
+/* ------------------------------------------------------------------ EMAs */
+
+/* Where EMA k of parameter i starts. */
+static cu_ptr ema_ptr(const edm_cuda_exec *x, int k, int i)
+{
+    cu_ptr at = x->ema_mem + (cu_ptr)((size_t)k * x->ema_stride);
+    for (int j = 0; j < i; j++)
+        at += align256(sizeof(float) * (size_t)x->params[j].numel);
+    return at;
+}
+
+static int ema_step(edm_cuda_exec *x, int k, double beta, edm_status *st)
+{
+    for (int i = 0; i < x->nparams; i++) {
+        cu_ptr e = ema_ptr(x, k, i), w = value_ptr(x, x->params[i].node);
+        long long n = (long long)x->params[i].numel;
+        void *args[] = {&e, &w, &n, &beta};
+        if (launch_1d(x, x->ema, args, x->params[i].numel, "cuLaunchKernel(edm_ema)", st) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+int edm_cuda_opt_ema_attach(edm_cuda_exec *x, int count, edm_status *st)
+{
+    if (x->ema_mem || count < 1)
+        return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "EMAs attached twice, or %d of them", count);
+    x->ema_stride = 0;
+    for (int i = 0; i < x->nparams; i++)
+        x->ema_stride += align256(sizeof(float) * (size_t)x->params[i].numel);
+    x->ema_stride = x->ema_stride ? x->ema_stride : 256;
+    if (CU(MemAlloc(&x->ema_mem, (size_t)count * x->ema_stride), "cuMemAlloc (EMAs)") != 0)
+        return -1;
+    x->nema = count;
+    /* β = 0 copies the weights exactly (the lerp's second branch: w − (w − e)·0) */
+    if (zero(x, x->ema_mem, (size_t)count * x->ema_stride, st) != 0)
+        return -1;
+    for (int k = 0; k < count; k++)
+        if (ema_step(x, k, 0.0, st) != 0)
+            return -1;
+    return CU(StreamSynchronize(x->stream), "cuStreamSynchronize");
+}
+
+int edm_cuda_opt_ema_update(edm_cuda_exec *x, const double *beta, edm_status *st)
+{
+    for (int k = 0; k < x->nema; k++)
+        if (ema_step(x, k, beta[k], st) != 0)
+            return -1;
+    return CU(StreamSynchronize(x->stream), "cuStreamSynchronize");
+}
+
+static int check_ema(const edm_cuda_exec *x, int k, int i, int64_t n, edm_status *st)
+{
+    if (k < 0 || k >= x->nema)
+        return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "no EMA %d", k);
+    return check_param(x, i, n, st);
+}
+
+int edm_cuda_opt_ema_download(edm_cuda_exec *x, int k, int i, float *out, int64_t n, edm_status *st)
+{
+    return check_ema(x, k, i, n, st) == 0 ? download(x, out, ema_ptr(x, k, i), EDM_F32, n, st) : -1;
+}
+
+int edm_cuda_opt_ema_upload(edm_cuda_exec *x, int k, int i, const float *in, int64_t n, edm_status *st)
+{
+    return check_ema(x, k, i, n, st) == 0 ? upload(x, ema_ptr(x, k, i), EDM_F32, in, n, st) : -1;
 }

@@ -96,6 +96,15 @@ int edm_cuda_opt_upload(edm_cuda_exec *x, int i, const float *value, const float
 /* The accumulated gradient of parameter i (tests). */
 int edm_cuda_opt_download_grad(edm_cuda_exec *x, int i, float *grad, int64_t n, edm_status *st);
 
+/* Power-function EMAs of the parameters on the device (runtime/phema.c's
+ * arithmetic): `count` f32 copies, each initialised to the current weights. */
+int edm_cuda_opt_ema_attach(edm_cuda_exec *x, int count, edm_status *st);
+/* ema_k ← β_k·ema_k + (1−β_k)·w for every parameter, k < count. */
+int edm_cuda_opt_ema_update(edm_cuda_exec *x, const double *beta, edm_status *st);
+/* EMA k of parameter i, n elements, to or from the host. */
+int edm_cuda_opt_ema_download(edm_cuda_exec *x, int k, int i, float *out, int64_t n, edm_status *st);
+int edm_cuda_opt_ema_upload(edm_cuda_exec *x, int k, int i, const float *in, int64_t n, edm_status *st);
+
 /* Device bytes held in all (arena, workspace, staging, optimizer state) and
  * what the arena would take with no reuse. */
 size_t edm_cuda_exec_device_bytes(const edm_cuda_exec *x);

@@ -158,6 +158,47 @@ int edm_trainer_pull(edm_trainer *t, int moments, edm_status *st)
     return 0;
 }
 
+int edm_trainer_ema_on_device(const edm_trainer *t) { return t->cuda != NULL; }
+
+static int no_device(edm_status *st)
+{
+    return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "the CPU trainer keeps no EMAs");
+}
+
+int edm_trainer_ema_attach(edm_trainer *t, int count, edm_status *st)
+{
+    return t->cuda ? edm_cuda_opt_ema_attach(t->cuda, count, st) : no_device(st);
+}
+
+int edm_trainer_ema_update(edm_trainer *t, const double *beta, edm_status *st)
+{
+    return t->cuda ? edm_cuda_opt_ema_update(t->cuda, beta, st) : no_device(st);
+}
+
+int edm_trainer_ema_get(edm_trainer *t, int k, float *flat, edm_status *st)
+{
+    if (!t->cuda)
+        return no_device(st);
+    for (int i = 0; i < t->nparams; i++) {
+        if (edm_cuda_opt_ema_download(t->cuda, k, i, flat, t->params[i].numel, st) != 0)
+            return -1;
+        flat += t->params[i].numel;
+    }
+    return 0;
+}
+
+int edm_trainer_ema_set(edm_trainer *t, int k, const float *flat, edm_status *st)
+{
+    if (!t->cuda)
+        return no_device(st);
+    for (int i = 0; i < t->nparams; i++) {
+        if (edm_cuda_opt_ema_upload(t->cuda, k, i, flat, t->params[i].numel, st) != 0)
+            return -1;
+        flat += t->params[i].numel;
+    }
+    return 0;
+}
+
 int edm_trainer_pull_grad(edm_trainer *t, edm_status *st)
 {
     for (int i = 0; t->cuda && i < t->nparams; i++)

@@ -49,6 +49,15 @@ edm_backend *edm_trainer_backend(edm_trainer *t);
  * into the host arrays / sends the host arrays to the device.  No-ops on the CPU. */
 int edm_trainer_pull(edm_trainer *t, int moments, edm_status *st);
 int edm_trainer_push(edm_trainer *t, edm_status *st);
+/* Device trainers keep the power-function EMAs on the device too (the CPU
+ * trainer leaves them to the caller): attach `count` copies of the current
+ * weights, update them all with β_k, read or write copy k as one flat array
+ * (the parameters in trainer order). */
+int edm_trainer_ema_on_device(const edm_trainer *t);
+int edm_trainer_ema_attach(edm_trainer *t, int count, edm_status *st);
+int edm_trainer_ema_update(edm_trainer *t, const double *beta, edm_status *st);
+int edm_trainer_ema_get(edm_trainer *t, int k, float *flat, edm_status *st);
+int edm_trainer_ema_set(edm_trainer *t, int k, const float *flat, edm_status *st);
 /* Device trainers: copies the accumulated gradients into grad (edmc step). */
 int edm_trainer_pull_grad(edm_trainer *t, edm_status *st);
 

@@ -107,8 +107,19 @@ static int add_meta_common(loop *L, edm_st_writer *w, edm_status *st)
     return L->o->config ? edm_st_writer_meta(w, "edmc.config", L->o->config, st) : 0;
 }
 
+/* A device trainer's EMAs into the host copies (snapshots, checkpoints). */
+static int fetch_emas(loop *L, edm_status *st)
+{
+    for (int e = 0; e < L->ema.count && edm_trainer_ema_on_device(L->t); e++)
+        if (edm_trainer_ema_get(L->t, e, L->ema.ema[e], st) != 0)
+            return -1;
+    return 0;
+}
+
 static int write_snapshots(loop *L, edm_status *st)
 {
+    if (fetch_emas(L, st) != 0)
+        return -1;
     long long kimg = (long long)(L->nimg / 1000);
     for (int e = 0; e < L->ema.count; e++) {
         char path[4096];
@@ -152,6 +163,8 @@ static int write_checkpoint(loop *L, edm_status *st)
     if (!w)
         return edm_nomem(st);
     int rc = edm_trainer_pull(L->t, 1, st);
+    if (rc == 0)
+        rc = fetch_emas(L, st);
     char name[600];
     int64_t off = 0;
     for (int i = 0; i < edm_trainer_nparams(L->t) && rc == 0; i++) {
@@ -270,6 +283,8 @@ static int resume(loop *L, const char *path, edm_status *st)
     }
     if (rc == 0)
         rc = edm_trainer_push(L->t, st);
+    for (int e = 0; e < L->ema.count && rc == 0 && edm_trainer_ema_on_device(L->t); e++)
+        rc = edm_trainer_ema_set(L->t, e, L->ema.ema[e], st);
     if (rc == 0) {
         L->step = atoll(step);
         L->nimg = atoll(nimg);
@@ -332,6 +347,20 @@ static void status_line(loop *L, FILE *log, double loss, double elapsed, int64_t
     json_object_put(j);
 }
 
+/* The EMAs after a step: on the host, or where a device trainer keeps them. */
+static int update_emas(loop *L, edm_status *st)
+{
+    double t_next = (double)(L->nimg + L->o->batch), dt = (double)L->o->batch;
+    if (!edm_trainer_ema_on_device(L->t)) {
+        flatten(L);
+        return edm_phema_ema_update(&L->ema, L->flat, L->nflat, t_next, dt, st);
+    }
+    double beta[EDM_TRAIN_MAX_EMA];
+    for (int e = 0; e < L->ema.count; e++)
+        beta[e] = edm_phema_beta(L->ema.gamma[e], t_next, dt);
+    return edm_trainer_ema_update(L->t, beta, st);
+}
+
 static int crossed(int64_t before, int64_t after, int64_t every) { return every > 0 && before / every != after / every; }
 
 /* ------------------------------------------------------------------ the loop */
@@ -373,6 +402,8 @@ static int setup(loop *L, const edm_graph *g, const edm_train_opts *o, const edm
         return edm_nomem(st);
     flatten(L);
     if (edm_phema_ema_init(&L->ema, o->std, o->nstd, L->flat, L->nflat, st) != 0)
+        return -1;
+    if (edm_trainer_ema_on_device(L->t) && edm_trainer_ema_attach(L->t, L->ema.count, st) != 0)
         return -1;
     if (edm_make_dirs(o->outdir, st) != 0)
         return -1;
@@ -437,13 +468,10 @@ int edm_train(const edm_graph *g, const edm_train_opts *o, const edm_st_file *in
         int64_t nonfinite = 0;
         if (rc == 0)
             rc = edm_trainer_adam(L.t, &adam, lr, L.step + 1, &nonfinite, st);
-        if (rc == 0) /* EMA on the host: a device trainer copies the weights back every step */
-            rc = edm_trainer_pull(L.t, 0, st);
         if (rc != 0)
             break;
         bad += nonfinite;
-        flatten(&L);
-        rc = edm_phema_ema_update(&L.ema, L.flat, L.nflat, (double)(L.nimg + o->batch), (double)o->batch, st);
+        rc = update_emas(&L, st);
         int64_t before = L.nimg;
         L.nimg += o->batch;
         L.step++;

@@ -122,6 +122,10 @@ cuda_run "train --device=cuda, 4 images" train --duration=4
 check_file "... writes a checkpoint" "$tmp/train/training-state-000000000004.safetensors"
 cuda_run "train --device=cuda --resume to 8 images" train --duration=8 --resume
 check_file "... writes the next checkpoint" "$tmp/train/training-state-000000000008.safetensors"
+# snapshots (at least 1000 images apart) read the EMAs the device keeps
+cuda_run "train --device=cuda with EMA snapshots" "$edmc" train --model="$tiny" --device=cuda --data=builtin:shapes \
+    --batch=2 --rampup=0 --lr=0.01 --outdir="$tmp/snap" --status=1000 --snapshot=1000 --duration=1000
+check_file "... writes the EMA snapshots" "$tmp/snap/network-snapshot-0000001-0.100.safetensors"
 
 # --- failures: one clear error naming the call, exit 1, and a clean error path
 unset FAKE_CUDA_VERBOSE
