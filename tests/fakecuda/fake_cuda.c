@@ -4,11 +4,12 @@
  * backend dlopens (by their versioned ABI names: cuMemAlloc_v2, ...) and the
  * cuBLASLt ones, so `make check` runs the --device=cuda paths end to end on a
  * machine without a GPU:
- *     EDMC_CUDA_DRIVER=tests/fakecuda/.libs/fake_cuda.so
- *     EDMC_CUBLASLT=tests/fakecuda/.libs/fake_cuda.so
- * Kernels and GEMMs do not execute (results are garbage: mostly zeros), but
- * every host-side call is checked the way the real driver would refuse it,
- * and more strictly where the real one would silently corrupt memory:
+ *     EDMC_CUDA_DRIVER=tests/fakecuda/fake_cuda.so
+ *     EDMC_CUBLASLT=tests/fakecuda/fake_cuda.so
+ * Kernels do not execute, nor do GEMMs unless FAKE_CUDA_COMPUTE=1 (results
+ * are garbage: mostly zeros), but every host-side call is checked the way the
+ * real driver would refuse it, and more strictly where the real one would
+ * silently corrupt memory:
  *   - device memory is host memory (mmap, MAP_NORESERVE: nothing is touched
  *     until written); a table of allocations bounds every copy, memset and
  *     cuBLASLt operand: [ptr, ptr+size) must lie inside one live allocation;
@@ -42,9 +43,29 @@
  *   FAKE_CUDA_NO_DEVICE=1   cuInit returns CUDA_ERROR_NO_DEVICE.
  *   FAKE_CUDA_VERBOSE=1     at exit, one line of counts: "fake-cuda stats: launches=..."
  *                   =2      also a line per allocation, module, capture and graph.
+ *       A test in the same process reads the same counts at any time through
+ *       the one extra export, long long fake_cuda_stat(const char *name)
+ *       ("launches", "matmuls", "matmuls_computed", ...; -1 for an unknown
+ *       name), found with dlsym on the fake's handle.
  *   FAKE_CUDA_LEAKS=1       report, as "fake cuda: leak: ...", objects still alive at
  *       exit or when the primary context is released (allocations, modules,
  *       streams, events, graphs, cuBLASLt handles and descriptors).
+ *   FAKE_CUDA_COMPUTE=1     cublasLtMatmul really computes, on the host, once its checks
+ *       pass: D = alpha·op(A)·op(B) + beta·C for every batch entry (layout order,
+ *       rows, cols, ld, batch count and strided batch offset as given; stride 0
+ *       reads the same matrix for every entry), TRANSA/TRANSB from the descriptor.
+ *       Elements of CUDA_R_32F, _16F, _16BF and _64F are widened to double on
+ *       load; the products accumulate in double; D is rounded to float, then
+ *       (round to nearest even) to _16F / _16BF, or stored as double for _64F.
+ *       The compute type is otherwise ignored (no f16 or TF32 accumulation).
+ *       alpha and beta have the scale type (_32F, _16F or _64F), read at the
+ *       call in host pointer mode (as cuBLASLt does, also when captured) and
+ *       when the product runs in the device modes (per row in the vector ones).
+ *       As in BLAS, C is not read when beta is 0 and A, B are not when alpha
+ *       is 0.  In a stream capture nothing is computed until cuGraphLaunch
+ *       replays it (then in order with the replayed copies and memsets).
+ *       Integer and FP8 types and epilogues other than the default are refused
+ *       ("not computed by the fake").  Counted as matmuls_computed.
  *
  * Memory: a memset of 0 over more than 64 MiB does not write: the pages are
  * given back (madvise MADV_DONTNEED, which reads back as zeros on a private
@@ -93,6 +114,35 @@ static const char *const kind_name[K_KINDS] = {"?", "module", "function", "strea
                                                "cuBLASLt handle", "matmul descriptor", "matrix layout",
                                                "matmul preference"};
 
+typedef struct {
+    int32_t compute, scale, pointer_mode, transa, transb, transc, fill;
+    uint32_t epilogue;
+    const void *bias;
+    int64_t bias_stride;
+    int32_t bias_type;
+} fc_ltdesc;
+
+typedef struct {
+    uint32_t type;
+    int32_t order;
+    uint64_t rows, cols;
+    int64_t ld;
+    int32_t batch;
+    int64_t stride, plane;
+    uint32_t batch_mode;
+} fc_layout;
+
+/* One product as cublasLtMatmul was given it, run at the call or at the
+ * replay of a capture (FAKE_CUDA_COMPUTE). */
+typedef struct {
+    fc_ltdesc d;
+    fc_layout L[4];                 /* A, B, C, D */
+    const void *p[4];               /* A, B, C, D */
+    const void *alpha, *beta;       /* device pointer modes: read when it runs */
+    unsigned char alpha_v[8], beta_v[8]; /* host pointer mode: the scalars, read at the call */
+    uint64_t m, n, k;
+} fc_gemm;
+
 /* A device range that a recorded operation touches, re-checked at replay. */
 typedef struct {
     uintptr_t ptr;
@@ -110,6 +160,7 @@ typedef struct {
     CUevent event;
     fc_range range[8]; /* matmul operands */
     int nrange;
+    fc_gemm gemm;      /* matmul */
 } fc_node;
 
 typedef struct {
@@ -166,24 +217,6 @@ struct cublasLtContext {
 };
 
 typedef struct {
-    int32_t compute, scale, pointer_mode, transa, transb, transc, fill;
-    uint32_t epilogue;
-    const void *bias;
-    int64_t bias_stride;
-    int32_t bias_type;
-} fc_ltdesc;
-
-typedef struct {
-    uint32_t type;
-    int32_t order;
-    uint64_t rows, cols;
-    int64_t ld;
-    int32_t batch;
-    int64_t stride, plane;
-    uint32_t batch_mode;
-} fc_layout;
-
-typedef struct {
     uint32_t search, reduction, align[4];
     uint64_t max_workspace, impl;
     float waves;
@@ -214,7 +247,7 @@ typedef struct {
  * context below (per thread in the real driver too). */
 static struct {
     pthread_mutex_t mu;
-    int configured, verbose, leaks, no_device, initialized;
+    int configured, verbose, leaks, no_device, compute, initialized;
     fc_fail fail[FC_MAX_FAIL];
     int nfail;
     /* the primary context of device 0 */
@@ -235,7 +268,7 @@ static struct {
     int ncapture;
     struct {
         unsigned long launches, launches_captured, graph_launches, kernels_replayed, matmuls, matmuls_captured, matmuls_replayed,
-            copies, memsets, allocs, modules, captures;
+            matmuls_computed, copies, memsets, allocs, modules, captures;
         unsigned long long copied;
     } n;
 } fc = {.mu = PTHREAD_MUTEX_INITIALIZER};
@@ -283,6 +316,8 @@ static void configure(void)
     fc.leaks = v && atoi(v) > 0;
     v = getenv("FAKE_CUDA_NO_DEVICE");
     fc.no_device = v && atoi(v) > 0;
+    v = getenv("FAKE_CUDA_COMPUTE");
+    fc.compute = v && atoi(v) > 0;
     v = getenv("FAKE_CUDA_FAIL");
     while (v && *v) {
         size_t len = strcspn(v, ",");
@@ -1806,8 +1841,11 @@ CUresult CUDAAPI cuGraphInstantiateWithFlags(CUgraphExec *phGraphExec, CUgraph h
     LOCKED(CUresult, do_instantiate(phGraphExec, hGraph, flags));
 }
 
-/* Replays what a capture recorded: copies and memsets happen, every
- * recorded device range is checked again (it may have been freed since). */
+static void gemm_compute(const fc_gemm *g);
+
+/* Replays what a capture recorded: copies and memsets happen (and products
+ * with FAKE_CUDA_COMPUTE), every recorded device range is checked again (it
+ * may have been freed since). */
 static CUresult replay(const fc_nodes *ns)
 {
     const char *call = "cuGraphLaunch";
@@ -1848,6 +1886,8 @@ static CUresult replay(const fc_nodes *ns)
             fc.n.matmuls_replayed++;
             for (int k = 0; ok && k < nd->nrange; k++)
                 ok = range_ok("fake cuda: ", call, nd->range[k].what, nd->range[k].ptr, nd->range[k].bytes);
+            if (ok && fc.compute)
+                gemm_compute(&nd->gemm);
             break;
         case N_EVENT:
             if (reg_kind(nd->event) == K_EVENT) {
@@ -2618,6 +2658,167 @@ static int overlap(const fc_range *x, const fc_range *y)
     return x->bytes && y->bytes && x->ptr < y->ptr + y->bytes && y->ptr < x->ptr + x->bytes;
 }
 
+/* ------------------------------------------------------------------ FAKE_CUDA_COMPUTE: the product on the host */
+
+static float half_to_float(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, man = h & 0x3ffu, bits;
+    if (e == 0x1f)
+        bits = sign | 0x7f800000u | man << 13; /* inf, NaN */
+    else if (e)
+        bits = sign | (e + 112) << 23 | man << 13;
+    else if (!man)
+        bits = sign;
+    else { /* subnormal: man·2^-24, normalized */
+        uint32_t fe = 113;
+        while (!(man & 0x400u)) {
+            man <<= 1;
+            fe--;
+        }
+        bits = sign | fe << 23 | (man & 0x3ffu) << 13;
+    }
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+/* Round to nearest, ties to even. */
+static uint16_t float_to_half(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    uint32_t sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
+    if (ax > 0x7f800000u)
+        return (uint16_t)(sign | 0x7e00u | ((ax >> 13) & 0x1ffu)); /* a quiet NaN */
+    if (ax >= 0x477ff000u)                                          /* >= 65520: infinity */
+        return (uint16_t)(sign | 0x7c00u);
+    if (ax >= 0x38800000u) { /* >= 2^-14: normal */
+        uint32_t r = ax - 0x38000000u;
+        r += 0xfffu + ((r >> 13) & 1u);
+        return (uint16_t)(sign | (r >> 13));
+    }
+    if (ax <= 0x33000000u) /* <= 2^-25: zero (2^-25 is a tie, to the even 0) */
+        return (uint16_t)sign;
+    uint32_t e = ax >> 23, man = (ax & 0x7fffffu) | 0x800000u; /* man·2^(e-150), in units of 2^-24: */
+    uint32_t shift = 126 - e, q = man >> shift, rem = man & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (q & 1u)))
+        q++; /* 0x400: the smallest normal, encoded right */
+    return (uint16_t)(sign | q);
+}
+
+static float bf16_to_float(uint16_t h)
+{
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static uint16_t float_to_bf16(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    if ((x & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((x >> 16) | 0x40u); /* a quiet NaN */
+    x += 0x7fffu + ((x >> 16) & 1u);
+    return (uint16_t)(x >> 16);
+}
+
+static int computable_type(int32_t t) { return t == CUDA_R_32F || t == CUDA_R_16F || t == CUDA_R_16BF || t == CUDA_R_64F; }
+
+/* Element i of an array of type t, widened. */
+static double fc_load(int32_t t, const void *base, int64_t i)
+{
+    const unsigned char *p = (const unsigned char *)base + i * (int64_t)type_size(t);
+    float f;
+    double d;
+    uint16_t h;
+    switch (t) {
+    case CUDA_R_32F: memcpy(&f, p, sizeof f); return f;
+    case CUDA_R_64F: memcpy(&d, p, sizeof d); return d;
+    case CUDA_R_16F: memcpy(&h, p, sizeof h); return half_to_float(h);
+    case CUDA_R_16BF: memcpy(&h, p, sizeof h); return bf16_to_float(h);
+    default: return 0;
+    }
+}
+
+/* Stores v as element i of type t: through float (the 32F compute type's
+ * result), then to nearest even for the 16-bit types; _64F exactly. */
+static void fc_store(int32_t t, void *base, int64_t i, double v)
+{
+    unsigned char *p = (unsigned char *)base + i * (int64_t)type_size(t);
+    float f = (float)v;
+    uint16_t h;
+    switch (t) {
+    case CUDA_R_32F: memcpy(p, &f, sizeof f); break;
+    case CUDA_R_64F: memcpy(p, &v, sizeof v); break;
+    case CUDA_R_16F: h = float_to_half(f); memcpy(p, &h, sizeof h); break;
+    case CUDA_R_16BF: h = float_to_bf16(f); memcpy(p, &h, sizeof h); break;
+    default: break;
+    }
+}
+
+/* The offset (elements) of (row, col) of batch entry z. */
+static int64_t fc_at(const fc_layout *L, int64_t z, uint64_t row, uint64_t col)
+{
+    int64_t r = (int64_t)row, c = (int64_t)col;
+    return z * L->stride + (L->order == CUBLASLT_ORDER_COL ? c * L->ld + r : r * L->ld + c);
+}
+
+/* Whether the fake can compute this product; complains when not. */
+static int compute_supported(const char *call, const lt_problem *pb)
+{
+    const fc_ltdesc *d = pb->d;
+    for (int i = 0; i < 4; i++)
+        if (!computable_type((int32_t)pb->L[i]->type)) {
+            lt_complain("%s: %s is %s, not computed by the fake (FAKE_CUDA_COMPUTE: 32F, 16F, 16BF, 64F)", call,
+                        operand_name[i], type_name((int32_t)pb->L[i]->type));
+            return 0;
+        }
+    if (d->scale != CUDA_R_32F && d->scale != CUDA_R_16F && d->scale != CUDA_R_64F) {
+        lt_complain("%s: scale type %s, not computed by the fake (FAKE_CUDA_COMPUTE)", call, type_name(d->scale));
+        return 0;
+    }
+    if (d->epilogue != CUBLASLT_EPILOGUE_DEFAULT) {
+        lt_complain("%s: epilogue %u, not computed by the fake (FAKE_CUDA_COMPUTE: the default epilogue only)", call,
+                    d->epilogue);
+        return 0;
+    }
+    return 1;
+}
+
+/* alpha or beta for row i: from the host copy or the device pointer (a vector in the vector modes). */
+static double scalar_at(const fc_gemm *g, int beta, uint64_t i)
+{
+    int32_t mode = g->d.pointer_mode;
+    if (beta && mode == CUBLASLT_POINTER_MODE_ALPHA_DEVICE_VECTOR_BETA_ZERO)
+        return 0;
+    if (mode == CUBLASLT_POINTER_MODE_HOST || (beta && mode == CUBLASLT_POINTER_MODE_ALPHA_DEVICE_VECTOR_BETA_HOST))
+        return fc_load(g->d.scale, beta ? g->beta_v : g->alpha_v, 0);
+    return fc_load(g->d.scale, beta ? g->beta : g->alpha, mode == CUBLASLT_POINTER_MODE_DEVICE ? 0 : (int64_t)i);
+}
+
+/* D = alpha·op(A)·op(B) + beta·C, every batch entry; op(A) is m×k, op(B) k×n. */
+static void gemm_compute(const fc_gemm *g)
+{
+    const fc_layout *LA = &g->L[0], *LB = &g->L[1], *LC = &g->L[2], *LD = &g->L[3];
+    int ta = g->d.transa != CUBLAS_OP_N, tb = g->d.transb != CUBLAS_OP_N;
+    for (int64_t z = 0; z < LD->batch; z++)
+        for (uint64_t j = 0; j < g->n; j++)
+            for (uint64_t i = 0; i < g->m; i++) {
+                double alpha = scalar_at(g, 0, i), beta = scalar_at(g, 1, i), acc = 0;
+                if (alpha != 0)
+                    for (uint64_t p = 0; p < g->k; p++)
+                        acc += fc_load((int32_t)LA->type, g->p[0], ta ? fc_at(LA, z, p, i) : fc_at(LA, z, i, p)) *
+                               fc_load((int32_t)LB->type, g->p[1], tb ? fc_at(LB, z, j, p) : fc_at(LB, z, p, j));
+                double v = alpha * acc;
+                if (beta != 0)
+                    v += beta * fc_load((int32_t)LC->type, g->p[2], fc_at(LC, z, i, j));
+                fc_store((int32_t)LD->type, (void *)(uintptr_t)g->p[3], fc_at(LD, z, i, j), v);
+            }
+    fc.n.matmuls_computed++;
+}
+
 static cublasStatus_t do_matmul(cublasLtHandle_t h, cublasLtMatmulDesc_t desc, const void *alpha, const void *A,
                                 cublasLtMatrixLayout_t Adesc, const void *B, cublasLtMatrixLayout_t Bdesc,
                                 const void *beta, const void *C, cublasLtMatrixLayout_t Cdesc, void *D,
@@ -2739,9 +2940,19 @@ static cublasStatus_t do_matmul(cublasLtHandle_t h, cublasLtMatmulDesc_t desc, c
             }
         }
     }
+    if (fc.compute && !compute_supported(call, &pb))
+        return CUBLAS_STATUS_NOT_SUPPORTED;
     CUresult cr = capture_implicit(call, stream);
     if (cr != CUDA_SUCCESS)
         return CUBLAS_STATUS_EXECUTION_FAILED;
+    /* the product as given: host scalars are read now, even when captured */
+    fc_gemm g = {.d = *d, .p = {A, B, C, D}, .alpha = alpha, .beta = beta, .m = pb.m, .n = pb.n, .k = pb.k};
+    for (int i = 0; i < 4; i++)
+        g.L[i] = *pb.L[i];
+    if (d->pointer_mode == CUBLASLT_POINTER_MODE_HOST)
+        memcpy(g.alpha_v, alpha, ssize);
+    if (d->pointer_mode == CUBLASLT_POINTER_MODE_HOST || d->pointer_mode == CUBLASLT_POINTER_MODE_ALPHA_DEVICE_VECTOR_BETA_HOST)
+        memcpy(g.beta_v, beta, ssize);
     struct CUstream_st *rec = recording(stream);
     if (rec) {
         fc_node *nd = nodes_push(&rec->rec);
@@ -2751,10 +2962,13 @@ static cublasStatus_t do_matmul(cublasLtHandle_t h, cublasLtMatmulDesc_t desc, c
         for (int i = 0; i < nrg; i++)
             nd->range[i] = rg[i];
         nd->nrange = nrg;
+        nd->gemm = g;
         rec->rec.matmuls++;
         fc.n.matmuls_captured++;
     } else {
         fc.n.matmuls++;
+        if (fc.compute)
+            gemm_compute(&g);
     }
     return CUBLAS_STATUS_SUCCESS;
 }
@@ -2769,6 +2983,27 @@ cublasStatus_t CUBLASWINAPI cublasLtMatmul(cublasLtHandle_t lightHandle, cublasL
                                      workspace, workspaceSizeInBytes, stream));
 }
 
+/* ------------------------------------------------------------------ counts for tests in the same process */
+
+long long fake_cuda_stat(const char *name);
+
+static long long stat_of(const char *name)
+{
+    if (!name)
+        return -1;
+#define FC_STAT(f)                \
+    if (strcmp(name, #f) == 0)    \
+        return (long long)fc.n.f;
+    FC_STAT(launches) FC_STAT(launches_captured) FC_STAT(graph_launches) FC_STAT(kernels_replayed)
+    FC_STAT(matmuls) FC_STAT(matmuls_captured) FC_STAT(matmuls_replayed) FC_STAT(matmuls_computed)
+    FC_STAT(copies) FC_STAT(memsets) FC_STAT(allocs) FC_STAT(modules) FC_STAT(captures)
+#undef FC_STAT
+    return -1;
+}
+
+/* One count of the "fake-cuda stats:" line, now (-1: no such count). */
+long long fake_cuda_stat(const char *name) { LOCKED(long long, stat_of(name)); }
+
 /* ------------------------------------------------------------------ at exit */
 
 __attribute__((destructor)) static void fake_cuda_fini(void)
@@ -2778,10 +3013,10 @@ __attribute__((destructor)) static void fake_cuda_fini(void)
         fprintf(stderr,
                 "fake-cuda stats: launches=%lu launches_captured=%lu graph_launches=%lu kernels_replayed=%lu "
                 "matmuls=%lu matmuls_captured=%lu matmuls_replayed=%lu captures=%lu modules=%lu allocs=%lu peak_mib=%.1f copies=%lu "
-                "copied_mib=%.1f memsets=%lu\n",
+                "copied_mib=%.1f memsets=%lu matmuls_computed=%lu\n",
                 fc.n.launches, fc.n.launches_captured, fc.n.graph_launches, fc.n.kernels_replayed, fc.n.matmuls,
                 fc.n.matmuls_captured, fc.n.matmuls_replayed, fc.n.captures, fc.n.modules, fc.n.allocs, (double)fc.peak / (1 << 20),
-                fc.n.copies, (double)fc.n.copied / (1 << 20), fc.n.memsets);
+                fc.n.copies, (double)fc.n.copied / (1 << 20), fc.n.memsets, fc.n.matmuls_computed);
     size_t count[K_KINDS] = {0};
     for (size_t i = 0; i < fc.capslot; i++)
         if (fc.slot[i].kind > 0)
