@@ -717,7 +717,9 @@ static double rel_err(const float *a, const float *b, int64_t n)
     return sqrt(num / (den > floor ? den : floor));
 }
 
-static void vs_cpu(const char *model, int training, edm_dtype storage, double tol_node, double tol_out, int iters)
+/* library: contractions through cuBLASLt (im2col convolutions), else the generated kernels */
+static void vs_cpu_path(const char *model, int training, edm_dtype storage, double tol_node, double tol_out, int iters,
+                        int library)
 {
     char desc[512];
     edm_status st;
@@ -733,7 +735,8 @@ static void vs_cpu(const char *model, int training, edm_dtype storage, double to
     edm_cpu_options copt = {.compute = EDM_F32, .keep_all = 1, .training = training, .seed = seed};
     edm_cpu *cpu = edm_cpu_new(g, batch, &copt, &st);
     assert_non_null(cpu);
-    edm_cuda_exec_options gopt = {.storage = storage, .training = training, .seed = seed};
+    edm_cuda_exec_options gopt = {.storage = storage, .training = training, .seed = seed,
+                                  .matmul_library = library, .conv_library = library};
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     edm_cuda_exec *gpu = edm_cuda_exec_new(g, batch, &gopt, &st);
@@ -828,7 +831,7 @@ static void vs_cpu(const char *model, int training, edm_dtype storage, double to
                   model, training ? "train" : "forward", edm_dtype_name(storage), desc, compared, bad, nonfinite, worst_err, worst,
                   worst >= 0 ? edm_op_name(edm_graph_node(g, worst)->op) : "-", setup,
                   edm_cuda_exec_compile_seconds(gpu), (double)edm_cuda_exec_arena_bytes(gpu) / (1 << 20),
-                  1e3 * per_run, (long long)batch, "keep_all, unfused");
+                  1e3 * per_run, (long long)batch, library ? "keep_all, unfused, cuBLASLt" : "keep_all, unfused, generated GEMMs");
     edm_cuda_exec_free(gpu);
     edm_cpu_free(cpu);
     edm_program_free(&prog);
@@ -837,6 +840,31 @@ static void vs_cpu(const char *model, int training, edm_dtype storage, double to
     assert_int_equal(jumps, 0);
     if (storage != EDM_F16)
         assert_int_equal(nonfinite, 0); /* f32 and bf16 share f32's range */
+}
+
+static void vs_cpu(const char *model, int training, edm_dtype storage, double tol_node, double tol_out, int iters)
+{
+    vs_cpu_path(model, training, storage, tol_node, tol_out, iters, 0);
+}
+
+/* the library path: every contraction through cuBLASLt (f32: no TF32, so the
+ * generated kernels' tolerances hold) */
+static void test_cuda_vs_cpu_tiny_forward_f32_cublaslt(void **state)
+{
+    (void)state;
+    vs_cpu_path("edm2-tiny.edm", 0, EDM_F32, 1e-4, 1e-4, 20, 1);
+}
+
+static void test_cuda_vs_cpu_tiny_train_f32_cublaslt(void **state)
+{
+    (void)state;
+    vs_cpu_path("edm2-tiny.edm", 1, EDM_F32, 3e-2, 1e-3, 5, 1);
+}
+
+static void test_cuda_vs_cpu_tiny_forward_f16_cublaslt(void **state)
+{
+    (void)state;
+    vs_cpu_path("edm2-tiny.edm", 0, EDM_F16, INFINITY, 2e-2, 10, 1);
 }
 
 static void test_cuda_vs_cpu_tiny_forward_f32(void **state)
@@ -923,6 +951,9 @@ int main(void)
         tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_cuda_vs_cpu_tiny_forward_f16);
         tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_cuda_vs_cpu_s_forward_f32);
         tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_cuda_vs_cpu_s_forward_bf16);
+        tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_cuda_vs_cpu_tiny_forward_f32_cublaslt);
+        tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_cuda_vs_cpu_tiny_train_f32_cublaslt);
+        tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_cuda_vs_cpu_tiny_forward_f16_cublaslt);
     } else {
         printf("# CUDA vs CPU cases not run: %s\n", nvrtc ? st.msg : "built without the CUDA toolkit");
     }
