@@ -25,6 +25,8 @@
  * processed in chunks that fit). */
 #define LT_WORKSPACE_BYTES ((size_t)32 << 20)
 #define COL_LIMIT_BYTES ((int64_t)256 << 20)
+/* $EDMC_CUDA_CHUNK_BYTES overrides that limit for the im2col buffer and the
+ * weight-gradient partials: a test forces several chunks and a tail with it. */
 
 int edm_cuda_probe(char *desc, size_t size, edm_status *st)
 {
@@ -71,6 +73,9 @@ typedef struct {
     int64_t chunk;        /* samples per im2col / batched call (convolutions) */
     cuda_gemm_call full;  /* `chunk` entries (or the matmul's count) */
     cuda_gemm_call tail;  /* the last, smaller chunk (count 0: none) */
+    /* conv2d_bwd_weight: full/tail write one f32 partial dw per sample; these
+     * sum a chunk's partials into dw (ones[1×chunk] · partials[chunk×O·C·k·k]) */
+    cuda_gemm_call sum_full, sum_tail;
     cu_function im2col, col2im;
 } gemm_plan;
 
@@ -107,6 +112,10 @@ struct edm_cuda_exec {
     cu_ptr seed;    /* the dropout seed, read by the kernels */
     cu_ptr col;     /* im2col buffer */
     size_t col_bytes;
+    cu_ptr partial; /* conv2d_bwd_weight: per-sample f32 partial gradients of a chunk */
+    size_t partial_bytes;
+    cu_ptr ones;    /* f32 ones, one per sample of the largest chunk (the partials' sum) */
+    int64_t nones;
     cu_ptr lt_ws;   /* cuBLASLt workspace */
     int *set;       /* leaves given a value */
     int planned_keep_all;
@@ -340,6 +349,54 @@ static int64_t col_sample_bytes(const edm_cuda_launch *L)
     return elems * bytes;
 }
 
+static void release_plan(edm_cuda_exec *x, gemm_plan *p)
+{
+    cuda_gemm_release(&x->lt, &p->full);
+    cuda_gemm_release(&x->lt, &p->tail);
+    cuda_gemm_release(&x->lt, &p->sum_full);
+    cuda_gemm_release(&x->lt, &p->sum_tail);
+}
+
+/* The cuBLASLt calls of contraction i: 0, 1 (no algorithm), -1.
+ * Convolutions go by chunks of samples whose im2col buffer (and, for the
+ * weight gradient, whose f32 partials) fit in `limit` bytes.  The weight
+ * gradient Σ_n dy[n]·col[n]ᵀ is one batched GEMM writing each sample's
+ * partial, then one GEMM with a ones vector summing them into dw — two calls
+ * a chunk, not one a sample. */
+static int plan_gemm(edm_cuda_exec *x, int i, int64_t limit, edm_status *st)
+{
+    gemm_plan *p = &x->gemm[i];
+    const edm_cuda_launch *L = &x->code.launch[i];
+    edm_op op = edm_graph_node(x->g, i)->op;
+    edm_cuda_gemm g = L->gemm;
+    if (!is_conv(op))
+        return cuda_gemm_prepare(&x->lt, x->lt_handle, &g, g.count, LT_WORKSPACE_BYTES, &p->full, st);
+    int64_t per = L->gemm.direct ? 0 : col_sample_bytes(L);
+    if (op == EDM_OP_CONV2D_BWD_WEIGHT)
+        per += g.m * g.n * (int64_t)sizeof(float);
+    p->chunk = per > 0 ? limit / per : g.count;
+    p->chunk = p->chunk < 1 ? 1 : p->chunk > g.count ? g.count : p->chunk;
+    int64_t tail = g.count % p->chunk;
+    if (op == EDM_OP_CONV2D_BWD_WEIGHT) {
+        g.stride_c = g.m * g.n; /* sample z's partial, f32 */
+        g.type_c = EDM_F32;
+        g.accumulate = 0;
+    }
+    int rc = cuda_gemm_prepare(&x->lt, x->lt_handle, &g, p->chunk, LT_WORKSPACE_BYTES, &p->full, st);
+    if (rc == 0 && tail > 0)
+        rc = cuda_gemm_prepare(&x->lt, x->lt_handle, &g, tail, LT_WORKSPACE_BYTES, &p->tail, st);
+    if (rc != 0 || op != EDM_OP_CONV2D_BWD_WEIGHT)
+        return rc;
+    /* dw (1 × O·C·k·k) += ones (1 × count) · partials (count × O·C·k·k), all f32 */
+    edm_cuda_gemm sum = {.m = 1, .n = L->gemm.m * L->gemm.n, .k = p->chunk, .count = 1,
+                         .type_a = EDM_F32, .type_b = EDM_F32, .type_c = EDM_F32};
+    rc = cuda_gemm_prepare(&x->lt, x->lt_handle, &sum, 1, LT_WORKSPACE_BYTES, &p->sum_full, st);
+    sum.k = tail;
+    if (rc == 0 && tail > 0)
+        rc = cuda_gemm_prepare(&x->lt, x->lt_handle, &sum, 1, LT_WORKSPACE_BYTES, &p->sum_tail, st);
+    return rc;
+}
+
 /* Decides, per contraction, between cuBLASLt and the generated kernel, and
  * prepares the cuBLASLt calls. */
 static int plan_gemms(edm_cuda_exec *x, edm_status *st)
@@ -362,47 +419,55 @@ static int plan_gemms(edm_cuda_exec *x, edm_status *st)
         return -1;
     if (CU(MemAlloc(&x->lt_ws, LT_WORKSPACE_BYTES), "cuMemAlloc (cuBLASLt workspace)") != 0)
         return -1;
-    int64_t col_most = 0;
+    const char *env = getenv("EDMC_CUDA_CHUNK_BYTES");
+    int64_t limit = env && atoll(env) > 0 ? atoll(env) : COL_LIMIT_BYTES;
+    int64_t col_most = 0, partial_most = 0, ones_most = 0;
     for (int i = 0; i < x->nvalues; i++) {
         gemm_plan *p = &x->gemm[i];
         if (!p->use)
             continue;
-        const edm_cuda_launch *L = &x->code.launch[i];
         edm_op op = edm_graph_node(x->g, i)->op;
-        edm_cuda_gemm g = L->gemm;
-        int64_t full = g.count, tail = 0;
-        if (is_conv(op)) {
-            int64_t per = col_sample_bytes(L);
-            p->chunk = L->gemm.direct ? g.count : COL_LIMIT_BYTES / (per > 0 ? per : 1);
-            p->chunk = p->chunk < 1 ? 1 : p->chunk > g.count ? g.count : p->chunk;
-            if (!L->gemm.direct)
-                col_most = per * p->chunk > col_most ? per * p->chunk : col_most;
-            full = p->chunk;
-            tail = g.count % p->chunk;
-            if (op == EDM_OP_CONV2D_BWD_WEIGHT) { /* one call per sample, accumulating */
-                full = 1;
-                tail = 0;
-            }
-        }
-        int rc = cuda_gemm_prepare(&x->lt, x->lt_handle, &g, full, LT_WORKSPACE_BYTES, &p->full, st);
-        if (rc == 0 && tail > 0)
-            rc = cuda_gemm_prepare(&x->lt, x->lt_handle, &g, tail, LT_WORKSPACE_BYTES, &p->tail, st);
+        int rc = plan_gemm(x, i, limit, st);
         if (rc < 0) {
             edm_status_prefix(st, "node %%%d (%s)", i, edm_op_name(op));
             return -1;
         }
         if (rc == 1) { /* no algorithm: the generated kernel */
-            cuda_gemm_release(&x->lt, &p->full);
-            cuda_gemm_release(&x->lt, &p->tail);
+            release_plan(x, p);
             p->use = 0;
             x->ngemm_fallback++;
             continue;
         }
         x->ngemm_library++;
+        const edm_cuda_launch *L = &x->code.launch[i];
+        if (is_conv(op) && !L->gemm.direct)
+            col_most = p->chunk * col_sample_bytes(L) > col_most ? p->chunk * col_sample_bytes(L) : col_most;
+        if (op == EDM_OP_CONV2D_BWD_WEIGHT) {
+            int64_t bytes = p->chunk * L->gemm.m * L->gemm.n * (int64_t)sizeof(float);
+            partial_most = bytes > partial_most ? bytes : partial_most;
+            ones_most = p->chunk > ones_most ? p->chunk : ones_most;
+        }
     }
     if (col_most > 0) {
         x->col_bytes = (size_t)col_most;
         if (CU(MemAlloc(&x->col, x->col_bytes), "cuMemAlloc (im2col buffer)") != 0)
+            return -1;
+    }
+    if (partial_most > 0) {
+        x->partial_bytes = (size_t)partial_most;
+        x->nones = ones_most;
+        float *ones = malloc(sizeof(float) * (size_t)ones_most);
+        if (!ones)
+            return edm_nomem(st);
+        for (int64_t k = 0; k < ones_most; k++)
+            ones[k] = 1.0f;
+        int rc = CU(MemAlloc(&x->partial, x->partial_bytes), "cuMemAlloc (weight-gradient partials)");
+        if (rc == 0)
+            rc = CU(MemAlloc(&x->ones, sizeof(float) * (size_t)ones_most), "cuMemAlloc (ones)");
+        if (rc == 0)
+            rc = copy_in(x, x->ones, ones, sizeof(float) * (size_t)ones_most, st);
+        free(ones);
+        if (rc != 0)
             return -1;
     }
     return 0;
@@ -477,10 +542,8 @@ void edm_cuda_exec_free(edm_cuda_exec *x)
 {
     if (!x)
         return;
-    for (int i = 0; x->gemm && i < x->nvalues; i++) {
-        cuda_gemm_release(&x->lt, &x->gemm[i].full);
-        cuda_gemm_release(&x->lt, &x->gemm[i].tail);
-    }
+    for (int i = 0; x->gemm && i < x->nvalues; i++)
+        release_plan(x, &x->gemm[i]);
     if (x->lt_handle)
         x->lt.Destroy(x->lt_handle);
     lt_api_close(&x->lt);
@@ -489,7 +552,8 @@ void edm_cuda_exec_free(edm_cuda_exec *x)
         if (x->stream)
             x->api.StreamSynchronize(x->stream);
         drop_graph(x);
-        cu_ptr mem[] = {x->staging, x->arena, x->seed, x->col, x->lt_ws, x->opt_mem, x->nonfinite, x->ema_mem};
+        cu_ptr mem[] = {x->staging, x->arena,     x->seed,      x->col,    x->lt_ws,
+                        x->opt_mem,  x->nonfinite, x->ema_mem, x->partial, x->ones};
         for (size_t i = 0; i < sizeof mem / sizeof mem[0]; i++)
             if (mem[i])
                 x->api.MemFree(mem[i]);
@@ -534,7 +598,8 @@ size_t edm_cuda_exec_total_bytes(const edm_cuda_exec *x) { return x->total_bytes
 
 size_t edm_cuda_exec_device_bytes(const edm_cuda_exec *x)
 {
-    return x->arena_bytes + sizeof(float) * (size_t)STAGING_ELEMS + 256 + x->col_bytes +
+    return x->arena_bytes + sizeof(float) * (size_t)STAGING_ELEMS + 256 + x->col_bytes + x->partial_bytes +
+           sizeof(float) * (size_t)x->nones +
            (x->lt_ws ? LT_WORKSPACE_BYTES : 0) + x->opt_bytes + (size_t)x->nema * x->ema_stride;
 }
 
@@ -707,13 +772,13 @@ static int run_gemm(edm_cuda_exec *x, int i, edm_status *st)
     case EDM_OP_CONV2D_BWD_WEIGHT: /* inputs (x, dy): C = dw (Σ over samples), A = dy, B = col(x) */
         for (int64_t n0 = 0; n0 < g->count; n0 += p->chunk) {
             int64_t cnt = g->count - n0 < p->chunk ? g->count - n0 : p->chunk;
+            int whole = cnt == p->chunk;
             cu_ptr B;
-            if (col_operand(x, p, g, a, n0, cnt, &B, st) != 0)
+            if (col_operand(x, p, g, a, n0, cnt, &B, st) != 0 ||
+                GEMM(whole ? &p->full : &p->tail, b + (cu_ptr)((size_t)(n0 * g->stride_a) * sa), B, x->partial,
+                     0.0f) != 0 ||
+                GEMM(whole ? &p->sum_full : &p->sum_tail, x->ones, x->partial, y, n0 > 0 ? 1.0f : 0.0f) != 0)
                 return -1;
-            for (int64_t z = 0; z < cnt; z++)
-                if (GEMM(&p->full, b + (cu_ptr)((size_t)((n0 + z) * g->stride_a) * sa),
-                         B + (cu_ptr)((size_t)(z * g->stride_b) * sb), y, n0 + z > 0 ? 1.0f : 0.0f) != 0)
-                    return -1;
         }
         return 0;
     default:

@@ -20,8 +20,9 @@
  * Each case asserts that its contraction really went through cuBLASLt: the
  * fake's counts (fake_cuda_stat, read through dlsym) say no kernel was
  * launched and exactly the expected number of products was computed (1, or
- * one per sample for conv2d_bwd_weight, which accumulates with beta 0 then
- * 1), and the executor's describe line names no fallback.  A fallback to the
+ * for conv2d_bwd_weight two a chunk of samples: the batched per-sample
+ * partials, then their sum by a GEMM with a ones vector, beta 0 for the first
+ * chunk and 1 after), and the executor's describe line names no fallback.  A fallback to the
  * generated kernel would fail those counts (and give zeros, not numbers).
  * test_fake_computes checks the fake's own arithmetic on hand-made cuBLASLt
  * calls, so that a fake and a mapping wrong in the same way cannot agree.
@@ -70,7 +71,8 @@ typedef struct {
     edm_shape a, b;     /* operands: with the batch dim an input, else a parameter */
     int64_t batch;
     int graph;          /* run through a captured CUDA Graph (else launch by launch) */
-    int gemms;          /* cublasLtMatmul calls per run; 0: one per sample */
+    int gemms;          /* cublasLtMatmul calls per run */
+    long long chunk_bytes; /* EDMC_CUDA_CHUNK_BYTES for the run (0: the executor's default) */
 } gemm_case;
 
 #define SHP(...) {.rank = (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), .dim = {__VA_ARGS__}}
@@ -82,20 +84,25 @@ typedef struct {
 
 /* m, n, k = 3, 5, 7 in the matmuls unless said; C = 4 and O = 6 channels of 3×5 in the convolutions */
 static const gemm_case cases[] = {
-    {"matmul a·b, b broadcast over the batch (stride 0)", T_MM(0, 0), SHP(NB, 3, 7), SHP(7, 5), 3, 0, 1},
-    {"matmul a·bᵀ, both batched", T_MM(0, 1), SHP(NB, 3, 7), SHP(NB, 5, 7), 3, 0, 1},
-    {"matmul aᵀ·b, a broadcast over the batch (stride 0)", T_MM(1, 0), SHP(7, 3), SHP(NB, 7, 5), 3, 0, 1},
-    {"matmul aᵀ·bᵀ, both batched", T_MM(1, 1), SHP(NB, 7, 3), SHP(NB, 5, 7), 3, 0, 1},
-    {"matmul a·b, one product (no batch)", T_MM(0, 0), SHP(3, 7), SHP(7, 5), 3, 0, 1},
-    {"matmul a·b, batch dims [N,2] as one (count 2N)", T_MM(0, 0), SHP(NB, 2, 3, 7), SHP(NB, 2, 7, 5), 3, 0, 1},
-    {"matmul aᵀ·b contracting over the batch (m, n, k = 4, 6, N)", T_MM(1, 0), SHP(NB, 4), SHP(NB, 6), 3, 0, 1},
-    {"matmul a·bᵀ, both batched, through a CUDA Graph", T_MM(0, 1), SHP(NB, 3, 7), SHP(NB, 5, 7), 3, 1, 1},
-    {"conv2d 1x1 (direct), C 4 -> O 6, batch 3", T_CONV, SHP(NB, 4, 3, 5), SHP(6, 4, 1, 1), 3, 0, 1},
-    {"conv2d 1x1 (direct), batch 1", T_CONV, SHP(NB, 4, 3, 5), SHP(6, 4, 1, 1), 1, 0, 1},
+    {"matmul a·b, b broadcast over the batch (stride 0)", T_MM(0, 0), SHP(NB, 3, 7), SHP(7, 5), 3, 0, 1, 0},
+    {"matmul a·bᵀ, both batched", T_MM(0, 1), SHP(NB, 3, 7), SHP(NB, 5, 7), 3, 0, 1, 0},
+    {"matmul aᵀ·b, a broadcast over the batch (stride 0)", T_MM(1, 0), SHP(7, 3), SHP(NB, 7, 5), 3, 0, 1, 0},
+    {"matmul aᵀ·bᵀ, both batched", T_MM(1, 1), SHP(NB, 7, 3), SHP(NB, 5, 7), 3, 0, 1, 0},
+    {"matmul a·b, one product (no batch)", T_MM(0, 0), SHP(3, 7), SHP(7, 5), 3, 0, 1, 0},
+    {"matmul a·b, batch dims [N,2] as one (count 2N)", T_MM(0, 0), SHP(NB, 2, 3, 7), SHP(NB, 2, 7, 5), 3, 0, 1, 0},
+    {"matmul aᵀ·b contracting over the batch (m, n, k = 4, 6, N)", T_MM(1, 0), SHP(NB, 4), SHP(NB, 6), 3, 0, 1, 0},
+    {"matmul a·bᵀ, both batched, through a CUDA Graph", T_MM(0, 1), SHP(NB, 3, 7), SHP(NB, 5, 7), 3, 1, 1, 0},
+    {"conv2d 1x1 (direct), C 4 -> O 6, batch 3", T_CONV, SHP(NB, 4, 3, 5), SHP(6, 4, 1, 1), 3, 0, 1, 0},
+    {"conv2d 1x1 (direct), batch 1", T_CONV, SHP(NB, 4, 3, 5), SHP(6, 4, 1, 1), 1, 0, 1, 0},
     {"conv2d_bwd_data 1x1 (direct), O 6 -> C 4, batch 3", T_BWD_DATA(3, 5), SHP(NB, 6, 3, 5), SHP(6, 4, 1, 1), 3, 0,
-     1},
-    {"conv2d_bwd_weight 1x1 (direct), beta 0 then 1 over batch 4", T_BWD_WEIGHT, SHP(NB, 4, 3, 5), SHP(NB, 6, 3, 5), 4,
-     0, 0},
+     1, 0},
+    /* the weight gradient: one batched GEMM of per-sample partials, one GEMM with ones summing them */
+    {"conv2d_bwd_weight 1x1 (direct), batch 4 in one chunk", T_BWD_WEIGHT, SHP(NB, 4, 3, 5), SHP(NB, 6, 3, 5), 4, 0,
+     2, 0},
+    /* partials of 6·4 floats (96 bytes) a sample, 200 bytes a chunk: chunks of 2, 2 and a tail of 1,
+     * summed into dw with beta 0, then 1, then 1 */
+    {"conv2d_bwd_weight 1x1 (direct), batch 5 in chunks 2+2+1", T_BWD_WEIGHT, SHP(NB, 4, 3, 5), SHP(NB, 6, 3, 5), 5, 0,
+     6, 200},
 };
 
 #define NCASES (sizeof cases / sizeof cases[0])
@@ -279,14 +286,19 @@ static void test_case(void **state)
     edm_status_init(&st);
     case_run r;
     double t0 = now();
+    char chunk[32];
+    snprintf(chunk, sizeof chunk, "%lld", k->chunk_bytes);
+    if (k->chunk_bytes > 0 ? setenv("EDMC_CUDA_CHUNK_BYTES", chunk, 1) != 0 : unsetenv("EDMC_CUDA_CHUNK_BYTES") != 0)
+        fail_msg("setenv failed");
     int rc = run_case(k, &r, &st);
+    unsetenv("EDMC_CUDA_CHUNK_BYTES");
     if (rc != 0) {
         print_error("%s: %s\n", k->label, st.msg);
         case_run_free(&r);
         fail();
     }
     double ref_max = 0, err = scaled_error(r.got, r.ref, r.ny, &ref_max);
-    long long want = k->gemms > 0 ? k->gemms : k->batch;
+    long long want = k->gemms;
     print_message("# %s: err %.1e (max|ref| %.2f, %lld values), %lld cuBLASLt products, %lld kernels, %.2f s\n",
                   k->label, err, ref_max, (long long)r.ny, r.computed, r.launches, now() - t0);
     int library = strstr(r.describe, "matmul cuBLASLt") && strstr(r.describe, "conv im2col+cuBLASLt") &&
