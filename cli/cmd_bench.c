@@ -20,13 +20,7 @@
 #include "runtime/sample.h"
 #include "runtime/train.h"
 #include "runtime/weights.h"
-
-static double now_seconds(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
+#include "runtime/clock.h"
 
 /* Random values for the graph's inputs (σ log-normal, as training draws it)
  * and, when params is set, its parameters and buffers. */
@@ -66,18 +60,18 @@ static int time_work(const bench_work *w, int iters, int *done, double *elapsed,
     if (w->run(w->ctx, st) != 0)
         return -1;
     if (iters == 0) {
-        double t0 = now_seconds();
+        double t0 = edm_now_seconds();
         if (w->run(w->ctx, st) != 0)
             return -1;
-        double one = now_seconds() - t0;
+        double one = edm_now_seconds() - t0;
         iters = one > 0 ? (int)(3.0 / one) : 10;
         iters = iters < 2 ? 2 : iters > 1000 ? 1000 : iters;
     }
-    double t0 = now_seconds();
+    double t0 = edm_now_seconds();
     for (int i = 0; i < iters; i++)
         if (w->run(w->ctx, st) != 0)
             return -1;
-    *elapsed = now_seconds() - t0;
+    *elapsed = edm_now_seconds() - t0;
     *done = iters;
     return 0;
 }

@@ -20,6 +20,7 @@
 #include "runtime/image.h"
 #include "runtime/safetensors.h"
 #include "runtime/sample.h"
+#include "runtime/clock.h"
 
 #define MAX_IMAGES (1 << 24)
 
@@ -460,13 +461,6 @@ static int write_raw_all(const gen_run *r, edm_status *st)
 
 /* ------------------------------------------------------------ sampling */
 
-static double now_seconds(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static int check_finite(const gen_run *r, const float *x, int64_t first, int64_t count, edm_status *st)
 {
     for (int64_t i = 0; i < count; i++)
@@ -507,12 +501,12 @@ static int sample_all(gen_run *r, edm_status *st)
     if (!x)
         return edm_nomem(st);
     int tty = isatty(STDERR_FILENO);
-    double t0 = now_seconds();
+    double t0 = edm_now_seconds();
     int rc = 0;
     for (int64_t first = 0; rc == 0 && first < r->n; first += r->batch) {
         int64_t count = r->n - first < r->batch ? r->n - first : r->batch;
         rc = run_batch(r, first, count, x, st);
-        double dt = now_seconds() - t0;
+        double dt = edm_now_seconds() - t0;
         long long done = first + count;
         if (rc == 0)
             fprintf(stderr, "%sgenerate: %lld/%lld images, %.1f s, %.3g images/s%s", tty ? "\r" : "", done,

@@ -11,20 +11,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "runtime/clock.h"
+
 #ifdef EDMC_HAVE_CUDA
 #include <nvrtc.h>
 #endif
 
 #define CACHE_MAGIC "EDMCUBIN"
 #define CACHE_VERSION 1u
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-        return 0;
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 void edm_cubin_free(edm_cubin *c)
 {
@@ -127,7 +121,7 @@ int edm_nvrtc_compile(const char *source, const char *arch, edm_cubin *out, char
         *log = NULL;
     if (strncmp(arch, "sm_", 3) != 0 || strlen(arch) > 16)
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "CUDA architecture '%s': expected sm_XY (e.g. sm_90)", arch);
-    double t0 = now_seconds();
+    double t0 = edm_now_seconds();
     nvrtcProgram prog;
     nvrtcResult r = nvrtcCreateProgram(&prog, source, "edmc_kernels.cu", 0, NULL, NULL);
     if (r != NVRTC_SUCCESS)
@@ -172,7 +166,7 @@ int edm_nvrtc_compile(const char *source, const char *arch, edm_cubin *out, char
         *log = text;
     else
         free(text);
-    out->seconds = now_seconds() - t0;
+    out->seconds = edm_now_seconds() - t0;
     return rc;
 }
 
@@ -270,9 +264,9 @@ int edm_nvrtc_compile_cached(const char *source, const char *arch, edm_cubin *ou
     uint64_t key = edm_cuda_cache_key(source, arch, major, minor);
     char path[4200];
     snprintf(path, sizeof path, "%s/%016llx-%s.cubin", dir, (unsigned long long)key, arch);
-    double t0 = now_seconds();
+    double t0 = edm_now_seconds();
     if (cache_read(path, key, out) == 0) {
-        out->seconds = now_seconds() - t0;
+        out->seconds = edm_now_seconds() - t0;
         return 0;
     }
     if (edm_nvrtc_compile(source, arch, out, NULL, st) != 0)

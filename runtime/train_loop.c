@@ -16,6 +16,7 @@
 #include "runtime/phema.h"
 #include "runtime/rng.h"
 #include "runtime/train.h"
+#include "runtime/clock.h"
 
 double edm_train_lr(const edm_train_opts *o, int64_t cur_nimg)
 {
@@ -26,13 +27,6 @@ double edm_train_lr(const edm_train_opts *o, int64_t cur_nimg)
     if (o->rampup_mimg > 0)
         lr *= fmin((double)cur_nimg / (o->rampup_mimg * 1e6), 1.0);
     return lr;
-}
-
-static double now_seconds(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 /* Everything the loop carries from step to step. */
@@ -454,7 +448,7 @@ int edm_train(const edm_graph *g, const edm_train_opts *o, const edm_st_file *in
         fprintf(log, "training %s: %lld images per step (%lld per pass), from kimg %.3f to %.3f\n",
                 o->model ? o->model : "model", (long long)o->batch, (long long)L.micro, (double)L.nimg / 1000,
                 (double)o->duration / 1000);
-    double t0 = now_seconds(), loss_sum = 0;
+    double t0 = edm_now_seconds(), loss_sum = 0;
     int64_t steps_since = 0, images_since = 0, bad = 0;
     edm_adam adam = {o->beta1, o->beta2, o->eps};
     while (rc == 0 && L.nimg < o->duration && !(stop && *stop)) {
@@ -479,8 +473,8 @@ int edm_train(const edm_graph *g, const edm_train_opts *o, const edm_st_file *in
         steps_since++;
         images_since += o->batch;
         if (rc == 0 && (crossed(before, L.nimg, o->status_every) || L.nimg >= o->duration)) {
-            status_line(&L, log, loss_sum / (double)steps_since, now_seconds() - t0, images_since, lr, bad);
-            t0 = now_seconds();
+            status_line(&L, log, loss_sum / (double)steps_since, edm_now_seconds() - t0, images_since, lr, bad);
+            t0 = edm_now_seconds();
             loss_sum = 0;
             steps_since = images_since = bad = 0;
         }

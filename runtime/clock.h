@@ -1,0 +1,16 @@
+/* Wall-clock seconds for timing (status lines, benchmarks, compile times). */
+#ifndef EDMC_CLOCK_H
+#define EDMC_CLOCK_H
+
+#include <time.h>
+
+/* Seconds on the monotonic clock (0 if it cannot be read): only differences mean anything. */
+static inline double edm_now_seconds(void)
+{
+    struct timespec t;
+    if (clock_gettime(CLOCK_MONOTONIC, &t) != 0)
+        return 0;
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+#endif
