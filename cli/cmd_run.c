@@ -1,4 +1,5 @@
-/* edmc init | forward | bench: running a model on a backend (CPU or CUDA). */
+/* edmc init | forward: fresh weights, and one run of a model on a backend
+ * (CPU or CUDA).  bench is cli/cmd_bench.c. */
 #include "config.h"
 
 #include <json-c/json.h>
@@ -8,12 +9,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "compiler/passes/passes.h"
 #include "runtime/backend.h"
-#include "runtime/denoiser.h"
-#include "runtime/rng.h"
-#include "runtime/sample.h"
-#include "runtime/train.h"
 #include "runtime/files.h"
 #include "runtime/safetensors.h"
 #include "runtime/weights.h"
