@@ -273,6 +273,24 @@ int edm_graph_find_tap(const edm_graph *g, const char *name)
     return -1;
 }
 
+int edm_graph_find(const edm_graph *g, edm_op op, const char *name)
+{
+    for (int i = 0; i < g->count; i++) {
+        const edm_node *n = edm_graph_node(g, i);
+        if (n->op == op && n->name && strcmp(n->name, name) == 0)
+            return i;
+    }
+    return -1;
+}
+
+int edm_graph_find_leaf(const edm_graph *g, const char *name)
+{
+    int id = edm_graph_find(g, EDM_OP_INPUT, name);
+    if (id < 0)
+        id = edm_graph_find(g, EDM_OP_PARAM, name);
+    return id >= 0 ? id : edm_graph_find(g, EDM_OP_BUFFER, name);
+}
+
 /* ------------------------------------------------------------------ shapes */
 
 int64_t edm_shape_numel_per_sample(const edm_shape *s)

@@ -177,6 +177,11 @@ int edm_graph_tap_count(const edm_graph *g);
 const char *edm_graph_tap_name(const edm_graph *g, int i);
 int edm_graph_tap_node(const edm_graph *g, int i);
 int edm_graph_find_tap(const edm_graph *g, const char *name); /* node id or -1 */
+/* The first node of op whose name is `name` (inputs, outputs, params,
+ * buffers), or -1. */
+int edm_graph_find(const edm_graph *g, edm_op op, const char *name);
+/* The leaf a backend sets by name: the input, else the parameter, else the buffer; -1. */
+int edm_graph_find_leaf(const edm_graph *g, const char *name);
 
 /* Shape helpers. */
 int64_t edm_shape_numel_per_sample(const edm_shape *s); /* product, batch dim counted as 1 */

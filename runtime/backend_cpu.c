@@ -404,23 +404,11 @@ void edm_cpu_free(edm_cpu *x)
     free(x);
 }
 
-int edm_cpu_find(const edm_cpu *x, edm_op op, const char *name)
-{
-    for (int i = 0; i < x->nslots; i++) {
-        const edm_node *n = edm_graph_node(x->g, i);
-        if (n->op == op && n->name && strcmp(n->name, name) == 0)
-            return i;
-    }
-    return -1;
-}
+int edm_cpu_find(const edm_cpu *x, edm_op op, const char *name) { return edm_graph_find(x->g, op, name); }
 
 static int find_leaf(const edm_cpu *x, const char *name, int64_t n, edm_status *st)
 {
-    int id = edm_cpu_find(x, EDM_OP_INPUT, name);
-    if (id < 0)
-        id = edm_cpu_find(x, EDM_OP_PARAM, name);
-    if (id < 0)
-        id = edm_cpu_find(x, EDM_OP_BUFFER, name);
+    int id = edm_graph_find_leaf(x->g, name);
     if (id < 0)
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "the model has no input, parameter or buffer '%s'", name);
     if (x->slots[id].numel != n)

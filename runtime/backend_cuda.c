@@ -603,15 +603,7 @@ size_t edm_cuda_exec_device_bytes(const edm_cuda_exec *x)
            (x->lt_ws ? LT_WORKSPACE_BYTES : 0) + x->opt_bytes + (size_t)x->nema * x->ema_stride;
 }
 
-int edm_cuda_exec_find(const edm_cuda_exec *x, edm_op op, const char *name)
-{
-    for (int i = 0; i < x->nvalues; i++) {
-        const edm_node *nd = edm_graph_node(x->g, i);
-        if (nd->op == op && nd->name && strcmp(nd->name, name) == 0)
-            return i;
-    }
-    return -1;
-}
+int edm_cuda_exec_find(const edm_cuda_exec *x, edm_op op, const char *name) { return edm_graph_find(x->g, op, name); }
 
 /* ------------------------------------------------------------------ transfers */
 
@@ -659,13 +651,7 @@ static int download(edm_cuda_exec *x, float *out, cu_ptr src, edm_dtype t, int64
 
 int edm_cuda_exec_set_f32(edm_cuda_exec *x, const char *name, const float *data, int64_t n, edm_status *st)
 {
-    int id = -1;
-    for (int i = 0; i < x->nvalues && id < 0; i++) {
-        const edm_node *nd = edm_graph_node(x->g, i);
-        if ((nd->op == EDM_OP_INPUT || nd->op == EDM_OP_PARAM || nd->op == EDM_OP_BUFFER) && nd->name &&
-            strcmp(nd->name, name) == 0)
-            id = i;
-    }
+    int id = edm_graph_find_leaf(x->g, name);
     if (id < 0)
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "the model has no input, parameter or buffer '%s'", name);
     if (x->code.launch[id].numel != n)

@@ -28,17 +28,13 @@ struct edm_denoiser {
 
 /* ------------------------------------------------------------ the graph */
 
+/* The node (NULL if none), its id in *id when asked. */
 static const edm_node *find_node(const edm_graph *g, edm_op op, const char *name, int *id)
 {
-    for (int i = 0; i < edm_graph_count(g); i++) {
-        const edm_node *n = edm_graph_node(g, i);
-        if (n->op == op && n->name && strcmp(n->name, name) == 0) {
-            if (id)
-                *id = i;
-            return n;
-        }
-    }
-    return NULL;
+    int i = edm_graph_find(g, op, name);
+    if (i >= 0 && id)
+        *id = i;
+    return edm_graph_node(g, i);
 }
 
 static int batched(const edm_node *n, int rank) { return n && n->shape.rank == rank && n->shape.dim[0] == EDM_DIM_BATCH; }

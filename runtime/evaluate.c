@@ -20,16 +20,6 @@ struct edm_loss_eval {
     float *loss_b;
 };
 
-static int find_node(const edm_graph *g, edm_op op, const char *name)
-{
-    for (int i = 0; i < edm_graph_count(g); i++) {
-        const edm_node *n = edm_graph_node(g, i);
-        if (n->op == op && n->name && strcmp(n->name, name) == 0)
-            return i;
-    }
-    return -1;
-}
-
 static float *alloc_floats(int64_t n) { return malloc(sizeof(float) * (size_t)(n > 0 ? n : 1)); }
 
 /* Reads the evaluation images and draws their σ and noise. */
@@ -69,10 +59,10 @@ edm_loss_eval *edm_loss_eval_new(const edm_graph *g, const edm_eval_opts *o, edm
         edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "evaluation needs at least one image");
         return NULL;
     }
-    int img = find_node(g, EDM_OP_INPUT, "images"), lab = find_node(g, EDM_OP_INPUT, "class_labels");
-    int loss = find_node(g, EDM_OP_OUTPUT, "loss");
-    if (img < 0 || loss < 0 || find_node(g, EDM_OP_INPUT, "rnd_normal") < 0 ||
-        find_node(g, EDM_OP_INPUT, "unit_noise") < 0) {
+    int img = edm_graph_find(g, EDM_OP_INPUT, "images"), lab = edm_graph_find(g, EDM_OP_INPUT, "class_labels");
+    int loss = edm_graph_find(g, EDM_OP_OUTPUT, "loss");
+    if (img < 0 || loss < 0 || edm_graph_find(g, EDM_OP_INPUT, "rnd_normal") < 0 ||
+        edm_graph_find(g, EDM_OP_INPUT, "unit_noise") < 0) {
         edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC,
                  "the evaluation needs the training program (inputs images, rnd_normal, unit_noise; output loss)");
         return NULL;

@@ -44,16 +44,6 @@ void edm_trainer_free(edm_trainer *t)
     free(t);
 }
 
-static int find_output(const edm_graph *g, const char *name)
-{
-    for (int i = 0; i < edm_graph_count(g); i++) {
-        const edm_node *n = edm_graph_node(g, i);
-        if (n->op == EDM_OP_OUTPUT && strcmp(n->name, name) == 0)
-            return i;
-    }
-    return -1;
-}
-
 edm_trainer *edm_trainer_new(const edm_graph *g, int64_t batch, const edm_backend_options *opt, edm_status *st)
 {
     edm_trainer *t = calloc(1, sizeof *t);
@@ -63,7 +53,7 @@ edm_trainer *edm_trainer_new(const edm_graph *g, int64_t batch, const edm_backen
     }
     t->g = g;
     t->batch = batch;
-    t->loss_node = find_output(g, "loss");
+    t->loss_node = edm_graph_find(g, EDM_OP_OUTPUT, "loss");
     if (t->loss_node < 0) {
         edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC, "the training program has no output 'loss' (compile with training=true)");
         goto fail;
@@ -86,7 +76,7 @@ edm_trainer *edm_trainer_new(const edm_graph *g, int64_t batch, const edm_backen
         snprintf(gname, sizeof gname, "grad.%s", n->name);
         p->name = n->name;
         p->node = i;
-        p->grad_node = find_output(g, gname);
+        p->grad_node = edm_graph_find(g, EDM_OP_OUTPUT, gname);
         p->forced_wn = n->attr.init.forced_wn;
         p->shape = n->shape;
         p->numel = edm_shape_numel_per_sample(&n->shape);

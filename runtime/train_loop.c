@@ -45,16 +45,6 @@ typedef struct {
     FILE *stats;
 } loop;
 
-static int find_input(const edm_graph *g, const char *name)
-{
-    for (int i = 0; i < edm_graph_count(g); i++) {
-        const edm_node *n = edm_graph_node(g, i);
-        if (n->op == EDM_OP_INPUT && strcmp(n->name, name) == 0)
-            return i;
-    }
-    return -1;
-}
-
 static void flatten(loop *L)
 {
     int64_t off = 0;
@@ -367,8 +357,8 @@ static int setup(loop *L, const edm_graph *g, const edm_train_opts *o, const edm
     if (o->batch < 1 || L->micro < 1 || o->batch % L->micro != 0)
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--batch=%lld must be a multiple of --batch-gpu=%lld",
                         (long long)o->batch, (long long)L->micro);
-    int img = find_input(g, "images"), lab = find_input(g, "class_labels");
-    if (img < 0 || find_input(g, "rnd_normal") < 0 || find_input(g, "unit_noise") < 0)
+    int img = edm_graph_find(g, EDM_OP_INPUT, "images"), lab = edm_graph_find(g, EDM_OP_INPUT, "class_labels");
+    if (img < 0 || edm_graph_find(g, EDM_OP_INPUT, "rnd_normal") < 0 || edm_graph_find(g, EDM_OP_INPUT, "unit_noise") < 0)
         return edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC,
                         "the training program needs inputs images, rnd_normal and unit_noise");
     const edm_node *in = edm_graph_node(g, img);

@@ -233,6 +233,15 @@ static void test_inferred_shapes(void **state)
     assert_string_equal(edm_graph_node(g, s.addb)->origin, "add");
     assert_string_equal(edm_graph_node(g, s.addb)->scope, "");
 
+    /* nodes by op and name; a backend's leaves by name alone */
+    assert_int_equal(edm_graph_find(g, EDM_OP_INPUT, "x"), s.x);
+    assert_int_equal(edm_graph_find(g, EDM_OP_OUTPUT, "D"), s.out);
+    assert_int_equal(edm_graph_find(g, EDM_OP_PARAM, "x"), -1);
+    assert_int_equal(edm_graph_find(g, EDM_OP_INPUT, "D"), -1);
+    assert_int_equal(edm_graph_find_leaf(g, "x"), s.x);
+    assert_int_equal(edm_graph_find_leaf(g, "enc.fc.weight"), s.fcw);
+    assert_int_equal(edm_graph_find_leaf(g, "D"), -1); /* an output is not a leaf */
+
     edm_status st;
     edm_status_init(&st);
     assert_int_equal(edm_pass_verify(g, &st), 0);
