@@ -28,7 +28,8 @@ enum {
     OPT_MODE = 1 << 11,
     OPT_ITERS = 1 << 12,
     OPT_PRECISION = 1 << 13,
-    OPT_CUDA = 1 << 14, /* --matmul, --conv, --no-graph (the CUDA backend's ablations) */
+    OPT_CUDA = 1 << 14, /* --fuse, and --matmul, --conv, --no-graph (the CUDA backend's ablations) */
+    OPT_FUSE = 1 << 15, /* --fuse alone (info, dump) */
     /* phema (high bits, clear of the others) */
     OPT_INDIR = 1 << 24,
     OPT_OUTDIR = 1 << 25,
@@ -59,6 +60,7 @@ typedef struct {
     const char *matmul;    /* cuda: cublaslt, generated */
     const char *conv;      /* cuda: im2col, implicit */
     int no_graph;          /* cuda: launch node by node */
+    const char *fuse;      /* fusion rules (NULL: the device's default) */
     const char *indir, *outdir, *outstd, *eval; /* phema */
     int64_t outkimg;                            /* phema: -1 = the latest snapshot */
     int sweep;                                  /* phema */
@@ -79,13 +81,13 @@ int cli_add_define(const char *cmd, cli_opts *o, const char *def);
  * first, so a machine without them gets one plain line.  Prints the problem
  * and returns the exit status (2 usage, 1 no device), or 0. */
 int cli_backend(const char *cmd, const char *device, const char *precision, const char *matmul, const char *conv,
-                int no_graph, int threads, edm_backend_options *out);
+                int no_graph, const char *fuse, int threads, edm_backend_options *out);
 /* The same from parsed options. */
 int cli_backend_of(const char *cmd, const cli_opts *o, edm_backend_options *out);
 /* The CUDA ablation options any command parser can accept: 1 if `a` (with
  * its value v, which may be NULL) was one of them, 0 if not, -1 malformed. */
 int cli_cuda_flag(const char *cmd, const char *a, const char *v, const char **matmul, const char **conv,
-                  int *no_graph);
+                  int *no_graph, const char **fuse);
 
 /* Compiles o->file (or reads an IR .xml), printing every diagnostic.
  * Returns 0, or the exit status (1 input error, 2 usage error). */

@@ -55,7 +55,7 @@ typedef struct {
 
 /* Warm-up (compiles, captures the CUDA Graph, allocates), then `iters` runs
  * (0: enough for about 3 seconds, 2 to 1000). */
-static int time_work(const bench_work *w, int iters, int *done, double *elapsed, edm_status *st)
+static int time_work(const bench_work *w, int iters, int *done, double *elapsed, double *cpu, edm_status *st)
 {
     if (w->run(w->ctx, st) != 0)
         return -1;
@@ -67,11 +67,12 @@ static int time_work(const bench_work *w, int iters, int *done, double *elapsed,
         iters = one > 0 ? (int)(3.0 / one) : 10;
         iters = iters < 2 ? 2 : iters > 1000 ? 1000 : iters;
     }
-    double t0 = edm_now_seconds();
+    double t0 = edm_now_seconds(), c0 = edm_cpu_seconds();
     for (int i = 0; i < iters; i++)
         if (w->run(w->ctx, st) != 0)
             return -1;
     *elapsed = edm_now_seconds() - t0;
+    *cpu = edm_cpu_seconds() - c0;
     *done = iters;
     return 0;
 }
@@ -136,6 +137,7 @@ static edm_st_file *random_weights(const edm_graph *g, edm_status *st)
 
 typedef struct {
     double ips, ms;
+    double cpu_ips; /* images per CPU second of the process (all threads) */
     int iters;
     size_t mem;
     char describe[320];
@@ -146,14 +148,15 @@ static int bench_forward(const cli_opts *o, const edm_graph *g, const edm_backen
 {
     edm_backend *x = edm_backend_new(g, o->batch, bo, st);
     int rc = x ? fill_random(g, x, 1, st) : -1;
-    double elapsed = 0;
+    double elapsed = 0, cpu = 0;
     if (rc == 0) {
         bench_work w = {run_forward, x};
-        rc = time_work(&w, o->iters, &r->iters, &elapsed, st);
+        rc = time_work(&w, o->iters, &r->iters, &elapsed, &cpu, st);
     }
     if (rc == 0) {
         r->ips = (double)o->batch * r->iters / elapsed;
         r->ms = 1000 * elapsed / r->iters;
+        r->cpu_ips = cpu > 0 ? (double)o->batch * r->iters / cpu : 0;
         r->mem = edm_backend_peak_bytes(x);
         snprintf(r->describe, sizeof r->describe, "%s", edm_backend_describe(x));
     }
@@ -165,21 +168,23 @@ static int bench_forward(const cli_opts *o, const edm_graph *g, const edm_backen
 static int bench_train(const cli_opts *o, edm_graph *g, const edm_backend_options *bo, bench_result *r,
                        edm_status *st)
 {
-    if (edm_pass_autodiff(g, NULL, 0, st) != 0 || edm_pass_verify(g, st) != 0)
+    edm_pipeline_options po = {.training = 1};
+    if (edm_pipeline_run(g, &po, "train", NULL, st) != 0)
         return -1;
     train_ctx c = {.batch = o->batch};
     c.t = edm_trainer_new(g, o->batch, bo, st);
     int rc = c.t ? edm_trainer_init(c.t, 1, st) : -1;
     if (rc == 0)
         rc = fill_random(g, edm_trainer_backend(c.t), 0, st);
-    double elapsed = 0;
+    double elapsed = 0, cpu = 0;
     if (rc == 0) {
         bench_work w = {run_train_step, &c};
-        rc = time_work(&w, o->iters, &r->iters, &elapsed, st);
+        rc = time_work(&w, o->iters, &r->iters, &elapsed, &cpu, st);
     }
     if (rc == 0) {
         r->ips = (double)o->batch * r->iters / elapsed;
         r->ms = 1000 * elapsed / r->iters;
+        r->cpu_ips = cpu > 0 ? (double)o->batch * r->iters / cpu : 0;
         r->mem = edm_backend_peak_bytes(edm_trainer_backend(c.t));
         snprintf(r->describe, sizeof r->describe, "%s", edm_backend_describe(edm_trainer_backend(c.t)));
     }
@@ -208,14 +213,15 @@ static int bench_sample(const cli_opts *o, const edm_graph *g, const edm_backend
                 c.labels[i * sh.label_dim + edm_sample_class((uint64_t)i, sh.label_dim)] = 1;
         }
     }
-    double elapsed = 0;
+    double elapsed = 0, cpu = 0;
     if (rc == 0) {
         bench_work w = {run_sample, &c};
-        rc = time_work(&w, o->iters ? o->iters : 1, &r->iters, &elapsed, st);
+        rc = time_work(&w, o->iters ? o->iters : 1, &r->iters, &elapsed, &cpu, st);
     }
     if (rc == 0) {
         r->ips = (double)o->batch * r->iters / elapsed;
         r->ms = 1000 * elapsed / r->iters;
+        r->cpu_ips = cpu > 0 ? (double)o->batch * r->iters / cpu : 0;
         r->mem = 0;
         snprintf(r->describe, sizeof r->describe, "%d steps", c.p.steps);
     }
@@ -247,8 +253,9 @@ static int do_bench(const cli_opts *o, const edm_program *prog, const edm_backen
     const char *precision = bo->device == EDM_DEVICE_CUDA ? edm_dtype_name(bo->storage) : edm_dtype_name(bo->cpu.compute);
     if (o->json)
         printf("{\"model\": \"%s\", \"mode\": \"%s\", \"device\": \"%s\", \"precision\": \"%s\", \"batch\": %lld, "
-               "\"iters\": %d, \"img_per_s\": %.4f, \"ms_per_iter\": %.4f, \"memory_bytes\": %zu, \"backend\": \"%s\"}\n",
-               o->file, o->mode, device, precision, (long long)o->batch, r.iters, r.ips, r.ms, r.mem, r.describe);
+               "\"iters\": %d, \"img_per_s\": %.4f, \"cpu_img_per_s\": %.4f, \"ms_per_iter\": %.4f, \"memory_bytes\": %zu, "
+               "\"backend\": \"%s\"}\n",
+               o->file, o->mode, device, precision, (long long)o->batch, r.iters, r.ips, r.cpu_ips, r.ms, r.mem, r.describe);
     else
         printf("%s: %s, %s %s, batch %lld, %d runs: %.2f images/s, %.1f ms/run; memory %.1f MiB (%s)\n", o->file,
                o->mode, device, precision, (long long)o->batch, r.iters, r.ips, r.ms, (double)r.mem / (1 << 20),

@@ -8,6 +8,7 @@
 
 #include "cli/cli.h"
 #include "compiler/ir_io.h"
+#include "compiler/passes/fusion.h"
 #include "compiler/passes/passes.h"
 #include "codegen/cuda_codegen.h"
 
@@ -60,7 +61,69 @@ static void print_commas(int64_t v, char *buf, size_t size)
     buf[j] = '\0';
 }
 
-static int print_json(const cli_opts *o, const edm_program *prog, const edm_stats *s)
+/* What the plan of a program looks like at one --fuse setting: kernels per
+ * call and the activation bytes it keeps live at its peak, per sample (f32,
+ * batch-dependent values only: weights and their gradients are not counted). */
+typedef struct {
+    unsigned fuse;
+    int kernels_forward, kernels_train;
+    double bytes_forward, bytes_train;
+} plan_summary;
+
+static int summarize(edm_graph *g, int training, unsigned fuse, int *kernels, double *bytes, edm_status *st)
+{
+    edm_pipeline_options po = {.training = training, .fuse = fuse};
+    edm_graph *r = NULL;
+    if (edm_pipeline_run(g, &po, "rewrite", &r, st) != 0)
+        return -1;
+    edm_plan_options pl = {.fuse = fuse, .training = training};
+    edm_plan *p = edm_plan_build(r, &pl, st);
+    int rc = p ? edm_plan_bind(p, 1, 4, st) : -1;
+    if (rc == 0) {
+        *kernels = edm_plan_kernels(p);
+        *bytes = (double)p->act_peak_bytes;
+    }
+    edm_plan_free(p);
+    edm_graph_free(r);
+    return rc;
+}
+
+/* The forward from the program as compiled; the training step from the model
+ * compiled again with training=true and differentiated (-1: not available,
+ * e.g. for an IR file). */
+static int plan_summaries(const cli_opts *o, const edm_program *prog, plan_summary *ps, edm_status *st)
+{
+    ps->fuse = EDM_FUSE_ALL;
+    if (o->fuse && edm_fuse_parse(o->fuse, &ps->fuse, st) != 0)
+        return -1;
+    ps->kernels_train = -1;
+    ps->bytes_train = -1;
+    if (summarize(prog->graph, 0, ps->fuse, &ps->kernels_forward, &ps->bytes_forward, st) != 0)
+        return -1;
+    size_t n = strlen(o->file);
+    int has_training = 0;
+    for (int i = 0; i < o->ndefines; i++)
+        has_training |= strcmp(o->defines[i].name, "training") == 0;
+    if ((n > 4 && strcmp(o->file + n - 4, ".xml") == 0) || has_training || o->ndefines >= CLI_MAX_DEFINES)
+        return 0;
+    cli_opts t = *o;
+    t.defines[t.ndefines].name = "training";
+    t.defines[t.ndefines++].value = "true";
+    edm_sources *src = edm_sources_new();
+    edm_program train;
+    int rc = src ? cli_load(&t, src, &train) : edm_nomem(st);
+    if (rc > 0)
+        rc = edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC, "%s does not compile with training=true", o->file);
+    if (rc == 0)
+        rc = summarize(train.graph, 1, ps->fuse, &ps->kernels_train, &ps->bytes_train, st);
+    if (src) {
+        edm_program_free(&train);
+        edm_sources_free(src);
+    }
+    return rc;
+}
+
+static int print_json(const cli_opts *o, const edm_program *prog, const edm_stats *s, const plan_summary *ps)
 {
     json_object *root = json_object_new_object();
     json_object *ops = json_object_new_object();
@@ -86,6 +149,12 @@ static int print_json(const cli_opts *o, const edm_program *prog, const edm_stat
     bad |= json_object_object_add(root, "peak_act_bytes_per_sample",
                                   json_object_new_double(s->peak_act_bytes_per_sample));
     bad |= json_object_object_add(root, "nodes", json_object_new_int64(s->nodes));
+    char fuse[64];
+    bad |= json_object_object_add(root, "fuse", json_object_new_string(edm_fuse_str(ps->fuse, fuse, sizeof fuse)));
+    bad |= json_object_object_add(root, "kernels_forward", json_object_new_int(ps->kernels_forward));
+    bad |= json_object_object_add(root, "kernels_train", json_object_new_int(ps->kernels_train));
+    bad |= json_object_object_add(root, "planned_act_bytes_per_sample_forward", json_object_new_double(ps->bytes_forward));
+    bad |= json_object_object_add(root, "planned_act_bytes_per_sample_train", json_object_new_double(ps->bytes_train));
     for (int i = 0; i < s->nrows; i++) {
         json_object *row = json_object_new_object();
         if (!row) {
@@ -133,9 +202,15 @@ static int do_info(const cli_opts *o, const edm_program *prog)
         edm_diag_print(NULL, &st, stderr);
         return 1;
     }
+    plan_summary ps;
+    if (plan_summaries(o, prog, &ps, &st) != 0) {
+        edm_diag_print(NULL, &st, stderr);
+        edm_stats_free(&s);
+        return cli_exit_code(&st);
+    }
     int rc = 0;
     if (o->json) {
-        rc = print_json(o, prog, &s);
+        rc = print_json(o, prog, &s, &ps);
     } else {
         char p[32];
         print_commas(s.params, p, sizeof p);
@@ -148,6 +223,15 @@ static int do_info(const cli_opts *o, const edm_program *prog)
         printf("  activations     %.2f MiB per sample in all, %.2f MiB per sample live at the peak (fp32)\n",
                s.act_bytes_per_sample / (1 << 20), s.peak_act_bytes_per_sample / (1 << 20));
         printf("  graph           %lld nodes\n", (long long)s.nodes);
+        char fuse[64];
+        printf("  kernels         %d per forward", ps.kernels_forward);
+        if (ps.kernels_train >= 0)
+            printf(", %d per training step", ps.kernels_train);
+        printf(" (--fuse=%s)\n", edm_fuse_str(ps.fuse, fuse, sizeof fuse));
+        printf("  planned memory  %.2f MiB per sample forward", ps.bytes_forward / (1 << 20));
+        if (ps.bytes_train >= 0)
+            printf(", %.2f MiB training", ps.bytes_train / (1 << 20));
+        printf(" (activations live at the peak, fp32)\n");
         if (prog->nparams) {
             printf("\n  configuration\n");
             for (int i = 0; i < prog->nparams; i++)
@@ -160,7 +244,7 @@ static int do_info(const cli_opts *o, const edm_program *prog)
     return rc;
 }
 
-int cmd_info(int argc, char **argv) { return cli_run(argc, argv, "info", OPT_JSON | OPT_PARAMS, do_info); }
+int cmd_info(int argc, char **argv) { return cli_run(argc, argv, "info", OPT_JSON | OPT_PARAMS | OPT_FUSE, do_info); }
 
 /* --stage=cuda: the generated CUDA C (needs no toolkit); --mode=train adds
  * the backward pass (autodiff), active dropout and the optimizer kernels. */
@@ -178,7 +262,8 @@ static int dump_cuda(const cli_opts *o, const edm_program *prog)
     edm_status_init(&st);
     if (strcmp(o->mode, "train") == 0) {
         co.training = co.optimizer = 1;
-        if (edm_pass_autodiff(prog->graph, NULL, 0, &st) != 0 || edm_pass_verify(prog->graph, &st) != 0) {
+        edm_pipeline_options po = {.training = 1};
+        if (edm_pipeline_run(prog->graph, &po, "train", NULL, &st) != 0) {
             edm_diag_print(NULL, &st, stderr);
             return 1;
         }
@@ -207,46 +292,81 @@ static int dump_cuda(const cli_opts *o, const edm_program *prog)
     return 0;
 }
 
+/* Whether the dump wants the training program: --stage=train, or a later
+ * stage with --mode=train. */
+static int dump_training(const char *stage, const char *mode)
+{
+    int s = edm_pipeline_stage(stage);
+    return s == EDM_STAGE_TRAIN || (s > EDM_STAGE_TRAIN && mode && strcmp(mode, "train") == 0);
+}
+
 static int do_dump(const cli_opts *o, const edm_program *prog)
 {
     if (strcmp(o->stage, "cuda") == 0)
         return dump_cuda(o, prog);
-    if (strcmp(o->stage, "ir") != 0 && strcmp(o->stage, "train") != 0) {
+    int stage = edm_pipeline_stage(o->stage);
+    if (stage < 0) {
         fprintf(stderr, "edmc dump: unknown stage '%s' (ir: the model as written; train: compiled with "
-                        "training=true and differentiated; cuda: the generated CUDA C)\n", o->stage);
+                        "training=true and differentiated; rewrite: after the fusion rules' rewrites; fused: the "
+                        "execution plan, kernels and steps; cuda: the generated CUDA C)\n", o->stage);
         return 2;
-    }
-    if (strcmp(o->stage, "train") == 0) {
-        edm_status ad;
-        edm_status_init(&ad);
-        /* the program is ours to extend: cmd_dump compiled it with training=true */
-        if (edm_pass_autodiff(prog->graph, NULL, 0, &ad) != 0 || edm_pass_verify(prog->graph, &ad) != 0) {
-            edm_diag_print(NULL, &ad, stderr);
-            return 1;
-        }
     }
     if (strcmp(o->format, "text") != 0 && strcmp(o->format, "xml") != 0 && strcmp(o->format, "dot") != 0) {
         fprintf(stderr, "edmc dump: unknown format '%s' (text, xml or dot)\n", o->format);
         return 2;
+    }
+    if (stage == EDM_STAGE_FUSED && strcmp(o->format, "text") != 0) {
+        fprintf(stderr, "edmc dump: --stage=fused is written as text\n");
+        return 2;
+    }
+    edm_pipeline_options po = {.training = dump_training(o->stage, o->mode), .fuse = EDM_FUSE_ALL};
+    edm_status pst;
+    edm_status_init(&pst);
+    if (o->fuse && edm_fuse_parse(o->fuse, &po.fuse, &pst) != 0) {
+        fprintf(stderr, "edmc dump: %s\n", pst.msg);
+        return 2;
+    }
+    /* the program is ours to extend: cmd_dump compiled it with training=true where it differentiates */
+    edm_graph *rewritten = NULL;
+    if (edm_pipeline_run(prog->graph, &po, o->stage, &rewritten, &pst) != 0) {
+        edm_diag_print(NULL, &pst, stderr);
+        return 1;
+    }
+    const edm_graph *g = rewritten ? rewritten : prog->graph;
+    edm_plan *plan = NULL;
+    if (stage == EDM_STAGE_FUSED) {
+        edm_plan_options pl = {.fuse = po.fuse, .training = po.training};
+        plan = edm_plan_build(g, &pl, &pst);
+        if (!plan) {
+            edm_diag_print(NULL, &pst, stderr);
+            edm_graph_free(rewritten);
+            return 1;
+        }
     }
     FILE *out = stdout;
     if (o->output) {
         out = fopen(o->output, "w");
         if (!out) {
             perror(o->output);
+            edm_plan_free(plan);
+            edm_graph_free(rewritten);
             return 1;
         }
     }
     edm_status st;
     edm_status_init(&st);
     int rc;
-    if (strcmp(o->format, "text") == 0) {
-        rc = edm_ir_write_text(prog->graph, out, &st);
+    if (plan) {
+        rc = edm_plan_write_text(out, plan) == 0 ? 0 : edm_fail(&st, EDM_ERR_IO, EDM_NO_LOC, "error writing the plan");
+    } else if (strcmp(o->format, "text") == 0) {
+        rc = edm_ir_write_text(g, out, &st);
     } else if (strcmp(o->format, "xml") == 0) {
-        rc = edm_ir_write_xml(prog->graph, out, &st);
+        rc = edm_ir_write_xml(g, out, &st);
     } else {
-        rc = edm_ir_write_dot(prog->graph, out, &st);
+        rc = edm_ir_write_dot(g, out, &st);
     }
+    edm_plan_free(plan);
+    edm_graph_free(rewritten);
     if (out != stdout && fclose(out) != 0 && rc == 0)
         rc = edm_fail(&st, EDM_ERR_IO, EDM_NO_LOC, "error writing %s", o->output);
     if (out == stdout && fflush(stdout) != 0 && rc == 0)
@@ -261,14 +381,22 @@ static int do_dump(const cli_opts *o, const edm_program *prog)
 int cmd_dump(int argc, char **argv)
 {
     int train = 0, has_define = 0;
+    const char *stage = "", *mode = NULL;
     for (int i = 1; i < argc; i++) {
-        train |= strcmp(argv[i], "--stage=train") == 0 ||
-                 (strcmp(argv[i], "--stage") == 0 && i + 1 < argc && strcmp(argv[i + 1], "train") == 0);
+        if (strncmp(argv[i], "--stage=", 8) == 0)
+            stage = argv[i] + 8;
+        else if (strcmp(argv[i], "--stage") == 0 && i + 1 < argc)
+            stage = argv[i + 1];
+        if (strncmp(argv[i], "--mode=", 7) == 0)
+            mode = argv[i] + 7;
+        else if (strcmp(argv[i], "--mode") == 0 && i + 1 < argc)
+            mode = argv[i + 1];
         has_define |= strncmp(argv[i], "-Dtraining=", 11) == 0 ||
                       (strcmp(argv[i], "-D") == 0 && i + 1 < argc && strncmp(argv[i + 1], "training=", 9) == 0);
     }
+    train = dump_training(stage, mode);
     if (!train || has_define)
-        return cli_run(argc, argv, "dump", OPT_STAGE | OPT_FORMAT | OPT_OUTPUT | OPT_BATCH | OPT_PRECISION | OPT_MODE, do_dump);
+        return cli_run(argc, argv, "dump", OPT_STAGE | OPT_FORMAT | OPT_OUTPUT | OPT_BATCH | OPT_PRECISION | OPT_MODE | OPT_FUSE, do_dump);
     char **args = malloc(sizeof(char *) * (size_t)(argc + 2));
     if (!args) {
         fprintf(stderr, "edmc: out of memory\n");
@@ -278,7 +406,7 @@ int cmd_dump(int argc, char **argv)
     memcpy(args, argv, sizeof(char *) * (size_t)argc);
     args[argc] = define;
     args[argc + 1] = NULL;
-    int rc = cli_run(argc + 1, args, "dump", OPT_STAGE | OPT_FORMAT | OPT_OUTPUT | OPT_BATCH | OPT_PRECISION | OPT_MODE, do_dump);
+    int rc = cli_run(argc + 1, args, "dump", OPT_STAGE | OPT_FORMAT | OPT_OUTPUT | OPT_BATCH | OPT_PRECISION | OPT_MODE | OPT_FUSE, do_dump);
     free(args);
     return rc;
 }

@@ -110,7 +110,7 @@ static int parse_train(int argc, char **argv, const char *cmd, int is_step, trai
             o->snapshot_fp32 = 1;
             continue;
         }
-        int cuda = cli_cuda_flag(cmd, a, v, &o->base.matmul, &o->base.conv, &o->base.no_graph);
+        int cuda = cli_cuda_flag(cmd, a, v, &o->base.matmul, &o->base.conv, &o->base.no_graph, &o->base.fuse);
         if (cuda < 0)
             return -1;
         if (cuda > 0)
@@ -220,7 +220,8 @@ static int load_training(train_opts *o, edm_sources *src, edm_program *prog)
         return rc;
     edm_status st;
     edm_status_init(&st);
-    if (edm_pass_autodiff(prog->graph, NULL, 0, &st) != 0 || edm_pass_verify(prog->graph, &st) != 0) {
+    edm_pipeline_options po = {.training = 1};
+    if (edm_pipeline_run(prog->graph, &po, "train", NULL, &st) != 0) {
         cli_report(src, &st);
         return cli_exit_code(&st);
     }

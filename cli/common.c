@@ -8,6 +8,7 @@
 
 #include "cli/cli.h"
 #include "compiler/ir_io.h"
+#include "compiler/passes/fusion.h"
 #include "compiler/passes/passes.h"
 #include "runtime/backend_cuda.h"
 
@@ -26,6 +27,7 @@ static const opt_spec specs[] = {
     {"--indir", OPT_INDIR, 1},     {"--outdir", OPT_OUTDIR, 1}, {"--outstd", OPT_OUTSTD, 1},
     {"--outkimg", OPT_OUTKIMG, 1}, {"--sweep", OPT_SWEEP, 0},   {"--eval", OPT_EVAL, 1},
     {"--matmul", OPT_CUDA, 1},     {"--conv", OPT_CUDA, 1},     {"--no-graph", OPT_CUDA, 0},
+    {"--fuse", OPT_CUDA | OPT_FUSE, 1},
 };
 
 static int parse_int(const char *cmd, const char *opt, const char *v, long long lo, long long hi, long long *out)
@@ -53,7 +55,8 @@ static int set_value(const char *cmd, cli_opts *o, unsigned bit, const char *opt
     case OPT_DEVICE: o->device = v; return 0;
     case OPT_MODE: o->mode = v; return 0;
     case OPT_PRECISION: o->precision = v; return 0;
-    case OPT_CUDA: return cli_cuda_flag(cmd, opt, v, &o->matmul, &o->conv, &o->no_graph) == 1 ? 0 : -1;
+    case OPT_CUDA | OPT_FUSE:
+    case OPT_CUDA: return cli_cuda_flag(cmd, opt, v, &o->matmul, &o->conv, &o->no_graph, &o->fuse) == 1 ? 0 : -1;
     case OPT_INDIR: o->indir = v; return 0;
     case OPT_OUTDIR: o->outdir = v; return 0;
     case OPT_OUTSTD: o->outstd = v; return 0;
@@ -199,11 +202,26 @@ void cli_opts_free(cli_opts *o)
 }
 
 int cli_cuda_flag(const char *cmd, const char *a, const char *v, const char **matmul, const char **conv,
-                  int *no_graph)
+                  int *no_graph, const char **fuse)
 {
     size_t len = strcspn(a, "=");
     if (len == 10 && strncmp(a, "--no-graph", len) == 0) {
         *no_graph = 1;
+        return 1;
+    }
+    if (len == 6 && strncmp(a, "--fuse", len) == 0) {
+        edm_status st;
+        edm_status_init(&st);
+        unsigned f;
+        if (!v) {
+            fprintf(stderr, "edmc %s: --fuse needs a value\n", cmd);
+            return -1;
+        }
+        if (edm_fuse_parse(v, &f, &st) != 0) {
+            fprintf(stderr, "edmc %s: %s\n", cmd, st.msg);
+            return -1;
+        }
+        *fuse = v;
         return 1;
     }
     int is_matmul = len == 8 && strncmp(a, "--matmul", len) == 0, is_conv = len == 6 && strncmp(a, "--conv", len) == 0;
@@ -227,7 +245,7 @@ int cli_cuda_flag(const char *cmd, const char *a, const char *v, const char **ma
 }
 
 int cli_backend(const char *cmd, const char *device, const char *precision, const char *matmul, const char *conv,
-                int no_graph, int threads, edm_backend_options *out)
+                int no_graph, const char *fuse, int threads, edm_backend_options *out)
 {
     edm_device dev;
     if (edm_device_from_name(device ? device : "cpu", &dev) != 0) {
@@ -236,6 +254,23 @@ int cli_backend(const char *cmd, const char *device, const char *precision, cons
     }
     *out = edm_backend_defaults(dev);
     out->cpu.threads = threads;
+    if (fuse) {
+        edm_status st;
+        edm_status_init(&st);
+        if (edm_fuse_parse(fuse, &out->cpu.fuse, &st) != 0) {
+            fprintf(stderr, "edmc %s: %s\n", cmd, st.msg);
+            return 2;
+        }
+    }
+    if (dev == EDM_DEVICE_CUDA && out->cpu.fuse != EDM_FUSE_NONE) {
+        /* the CUDA executor renders one kernel per node so far (docs/cuda.md) */
+        if (fuse) {
+            fprintf(stderr, "edmc %s: --fuse=%s: the CUDA executor does not run fused plans yet; use --fuse=none\n",
+                    cmd, fuse);
+            return 2;
+        }
+        out->cpu.fuse = EDM_FUSE_NONE;
+    }
     if (dev == EDM_DEVICE_CPU) {
         if (matmul || conv || no_graph) {
             fprintf(stderr, "edmc %s: --matmul, --conv and --no-graph apply to --device=cuda\n", cmd);
@@ -277,7 +312,7 @@ int cli_backend(const char *cmd, const char *device, const char *precision, cons
 
 int cli_backend_of(const char *cmd, const cli_opts *o, edm_backend_options *out)
 {
-    return cli_backend(cmd, o->device, o->precision, o->matmul, o->conv, o->no_graph, o->threads, out);
+    return cli_backend(cmd, o->device, o->precision, o->matmul, o->conv, o->no_graph, o->fuse, o->threads, out);
 }
 
 int cli_exit_code(const edm_status *st) { return st->code == EDM_ERR_USAGE ? 2 : 1; }

@@ -291,6 +291,125 @@ int edm_graph_find_leaf(const edm_graph *g, const char *name)
     return id >= 0 ? id : edm_graph_find(g, EDM_OP_BUFFER, name);
 }
 
+/* ------------------------------------------------------------------ rewriting */
+
+int edm_uses_build(const edm_graph *g, edm_uses *u, edm_status *st)
+{
+    int n = g->count;
+    u->n = n;
+    u->off = calloc((size_t)n + 1, sizeof *u->off);
+    int total = 0;
+    for (int i = 0; i < n; i++)
+        total += g->nodes[i].ninputs;
+    u->users = malloc(sizeof *u->users * (size_t)(total ? total : 1));
+    if (!u->off || !u->users) {
+        edm_uses_free(u);
+        return edm_nomem(st);
+    }
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < g->nodes[i].ninputs; k++)
+            u->off[g->nodes[i].input[k] + 1]++;
+    for (int i = 0; i < n; i++)
+        u->off[i + 1] += u->off[i];
+    int *fill = calloc((size_t)n + 1, sizeof *fill);
+    if (!fill) {
+        edm_uses_free(u);
+        return edm_nomem(st);
+    }
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < g->nodes[i].ninputs; k++) {
+            int v = g->nodes[i].input[k];
+            u->users[u->off[v] + fill[v]++] = i;
+        }
+    free(fill);
+    return 0;
+}
+
+void edm_uses_free(edm_uses *u)
+{
+    free(u->off);
+    free(u->users);
+    u->off = NULL;
+    u->users = NULL;
+    u->n = 0;
+}
+
+int edm_graph_replace_uses(edm_graph *g, int from, int to, edm_status *st)
+{
+    if (from < 0 || from >= g->count || to < 0 || to >= g->count)
+        return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "replace_uses: no value %%%d or %%%d", from, to);
+    for (int i = 0; i <= to; i++) /* checked first: a failed call changes nothing */
+        for (int k = 0; k < g->nodes[i].ninputs; k++)
+            if (g->nodes[i].input[k] == from)
+                return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC,
+                                "replace_uses: %%%d would read %%%d, which comes after it", i, to);
+    int replaced = 0;
+    for (int i = to + 1; i < g->count; i++)
+        for (int k = 0; k < g->nodes[i].ninputs; k++)
+            if (g->nodes[i].input[k] == from) {
+                g->nodes[i].input[k] = to;
+                replaced++;
+            }
+    return replaced;
+}
+
+struct edm_rewriter {
+    const edm_graph *old;
+    edm_graph *g;
+    int *map;
+};
+
+const edm_graph *edm_rewriter_old(const edm_rewriter *rw) { return rw->old; }
+const edm_graph *edm_rewriter_new(const edm_rewriter *rw) { return rw->g; }
+int edm_rewriter_map(const edm_rewriter *rw, int old) { return old >= 0 && old < rw->old->count ? rw->map[old] : -1; }
+
+int edm_rewriter_emit(edm_rewriter *rw, const edm_node *n, edm_status *st)
+{
+    edm_node copy = *n;
+    for (int k = 0; k < copy.ninputs; k++)
+        if (copy.input[k] < 0 || copy.input[k] >= rw->g->count)
+            return edm_fail(st, EDM_ERR_INTERNAL, n->loc, "rewrite: %s reads a value that was dropped or is not there",
+                            edm_op_name(n->op));
+    if (edm_op_class_of(n->op) != EDM_CLASS_LEAF && edm_infer_node(rw->g, &copy, st) != 0)
+        return -1;
+    return edm_graph_add(rw->g, &copy, st);
+}
+
+edm_graph *edm_graph_rewrite(const edm_graph *g, edm_rewrite_fn fn, void *ctx, int *map, edm_status *st)
+{
+    edm_rewriter rw = {.old = g, .g = edm_graph_new(), .map = map};
+    if (!rw.g) {
+        edm_nomem(st);
+        return NULL;
+    }
+    for (int i = 0; i < g->nfiles; i++)
+        if (edm_graph_add_file(rw.g, g->files[i], st) < 0)
+            goto fail;
+    for (int i = 0; i < g->count; i++) {
+        edm_node n = g->nodes[i];
+        map[i] = -1;
+        for (int k = 0; k < n.ninputs; k++)
+            n.input[k] = map[n.input[k]]; /* -1: dropped; emitting such a node fails */
+        /* a dropout's mask is keyed by its node id: keep the old one, so a
+         * rewritten graph draws the masks the original draws */
+        if (n.op == EDM_OP_DROPOUT && n.attr.dropout.mask_id <= 0)
+            n.attr.dropout.mask_id = i;
+        int id = fn(&rw, i, &n, ctx, st);
+        if (id == EDM_REWRITE_DROP)
+            continue;
+        if (id < 0)
+            goto fail;
+        map[i] = id;
+    }
+    for (int i = 0; i < g->ntaps; i++)
+        if (map[g->taps[i].node] >= 0 && edm_graph_add_tap(rw.g, g->taps[i].name, map[g->taps[i].node], st) != 0)
+            goto fail;
+    return rw.g;
+fail:
+    edm_graph_free(rw.g);
+    return NULL;
+}
+
 /* ------------------------------------------------------------------ shapes */
 
 int64_t edm_shape_numel_per_sample(const edm_shape *s)
@@ -315,6 +434,21 @@ int edm_shape_equal(const edm_shape *a, const edm_shape *b)
         if (a->dim[i] != b->dim[i])
             return 0;
     return 1;
+}
+
+int edm_dims_same_order(const int64_t *a, int ra, const int64_t *b, int rb)
+{
+    int i = 0, j = 0;
+    for (;;) {
+        while (i < ra && a[i] == 1)
+            i++;
+        while (j < rb && b[j] == 1)
+            j++;
+        if (i == ra || j == rb)
+            return i == ra && j == rb;
+        if (a[i++] != b[j++])
+            return 0;
+    }
 }
 
 char *edm_shape_str(const edm_shape *s, char *buf, size_t size)

@@ -183,10 +183,49 @@ int edm_graph_find(const edm_graph *g, edm_op op, const char *name);
 /* The leaf a backend sets by name: the input, else the parameter, else the buffer; -1. */
 int edm_graph_find_leaf(const edm_graph *g, const char *name);
 
+/* ------------------------------------------------------------------ rewriting
+ * A graph is append-only; a pass rewrites by rebuilding it.  edm_graph_rewrite
+ * walks the old graph in order and hands each node (inputs already mapped to
+ * the new graph) to a callback, which either copies it (edm_rewriter_emit),
+ * emits other nodes in its place and returns the id that now carries the old
+ * value, or drops it.  Files and taps carry over (a tap of a dropped node is
+ * dropped); map[old] = new id, or -1 for a dropped node. */
+
+/* Readers of every value: users[off[i] .. off[i+1]) read value i (a node
+ * reading a value twice appears twice). */
+typedef struct {
+    int n;
+    int *off;
+    int *users;
+} edm_uses;
+
+int edm_uses_build(const edm_graph *g, edm_uses *u, edm_status *st);
+void edm_uses_free(edm_uses *u);
+static inline int edm_uses_count(const edm_uses *u, int id) { return u->off[id + 1] - u->off[id]; }
+
+/* Replaces every read of `from` by `to` (to must precede every reader, so the
+ * order stays topological).  Returns the number of reads replaced, or -1. */
+int edm_graph_replace_uses(edm_graph *g, int from, int to, edm_status *st);
+
+typedef struct edm_rewriter edm_rewriter;
+#define EDM_REWRITE_DROP (-2)
+/* Returns the new id carrying old node `old`'s value, EDM_REWRITE_DROP, or -1
+ * with st set.  n is a copy of the old node with its inputs mapped. */
+typedef int (*edm_rewrite_fn)(edm_rewriter *rw, int old, const edm_node *n, void *ctx, edm_status *st);
+edm_graph *edm_graph_rewrite(const edm_graph *g, edm_rewrite_fn fn, void *ctx, int *map, edm_status *st);
+/* Inside a callback: adds n (inputs are new ids) after inferring its shape; the new id or -1. */
+int edm_rewriter_emit(edm_rewriter *rw, const edm_node *n, edm_status *st);
+const edm_graph *edm_rewriter_old(const edm_rewriter *rw);
+const edm_graph *edm_rewriter_new(const edm_rewriter *rw);
+int edm_rewriter_map(const edm_rewriter *rw, int old); /* new id of an earlier old node, or -1 */
+
 /* Shape helpers. */
 int64_t edm_shape_numel_per_sample(const edm_shape *s); /* product, batch dim counted as 1 */
 int edm_shape_has_batch(const edm_shape *s);
 int edm_shape_equal(const edm_shape *a, const edm_shape *b);
+/* Whether two dim lists hold the same elements in the same order: equal once
+ * their size-1 dims are dropped (a reshape that only adds or drops 1s). */
+int edm_dims_same_order(const int64_t *a, int ra, const int64_t *b, int rb);
 /* "[N, 4, 16, 16]" into buf (always NUL-terminated). Returns buf. */
 char *edm_shape_str(const edm_shape *s, char *buf, size_t size);
 

@@ -21,7 +21,8 @@ struct edm_backend {
 edm_backend_options edm_backend_defaults(edm_device device)
 {
     return (edm_backend_options){.device = device,
-                                 .cpu = {.compute = EDM_F32},
+                                 /* the CUDA executor runs one kernel per node so far */
+                                 .cpu = {.compute = EDM_F32, .fuse = device == EDM_DEVICE_CPU ? EDM_FUSE_ALL : EDM_FUSE_NONE},
                                  .storage = EDM_F16,
                                  .matmul = EDM_MATMUL_CUBLASLT,
                                  .conv = EDM_CONV_IM2COL};

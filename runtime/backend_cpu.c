@@ -146,6 +146,35 @@ static inline float exp_sat_f32(float x)
     return out.f;
 }
 
+/* ------------------------------------------------------------------ fused steps
+ * The elementwise members of a step, ready to evaluate: each reads its
+ * operands from an earlier member, the step's core, a stored value at the
+ * same index or broadcast, or a constant. */
+
+#define RUN 512            /* elements per run of a fused elementwise list */
+#define EW_MAX_MEMBERS 128 /* members of one list (the planner's CHAIN_MAX bounds it) */
+
+enum { SRC_MEMBER, SRC_CORE, SRC_MEM, SRC_CONST, SRC_BCAST };
+
+typedef struct {
+    int kind;
+    int member;      /* SRC_MEMBER */
+    const void *data; /* SRC_MEM, SRC_CONST, SRC_BCAST */
+    bcast_plan plan; /* SRC_BCAST: the member's dims, sa = the operand's strides */
+} ew_src;
+
+typedef struct {
+    const edm_node *n;
+    int passthrough; /* reshape, or dropout outside training: the value of src[0] */
+    int64_t mask;    /* dropout: the mask id */
+    ew_src src[EDM_MAX_INPUTS];
+} ew_member;
+
+typedef struct {
+    ew_member *m;
+    int n; /* the last member is the list's value */
+} ew_list;
+
 #define REAL float
 #define SFX f32
 #define EXPS exp_sat_f32
@@ -186,40 +215,52 @@ static inline float exp_sat_f32(float x)
 #undef SIN
 #undef COS
 
-/* ------------------------------------------------------------------ the executor */
-
-typedef struct {
-    void *data;
-    size_t bytes;
-    int refs;
-    int pinned; /* leaves: never reused */
-} buffer;
+/* ------------------------------------------------------------------ the executor
+ * The graph is rewritten by the fusion rules (fusion.h: the weight-norm
+ * rewrite, then dead code removed) and planned; every stored value lives in
+ * one arena at the plan's offset (leaves in buffers of their own), inlined
+ * values only ever in a step's run scratch. */
 
 typedef struct {
     int rank;
     int64_t dim[EDM_MAX_RANK];
     int64_t numel;
-    int buf;      /* index into buffers, -1 when not live */
-    int last_use; /* the last node that reads this value */
-    int keep;
-    int set;      /* leaves: data provided */
+    void *data; /* stored values: the leaf's buffer or the arena; NULL when inlined */
+    int own;    /* leaves: data is ours to free */
+    int set;    /* leaves: data provided */
 } slot;
 
+typedef struct {
+    const edm_plan_step *s;
+    ew_list pro[EDM_MAX_INPUTS]; /* per core operand; n == 0: the operand is read as stored */
+    ew_list epi;                 /* n == 0: the core is the root */
+    size_t ws_off[EDM_MAX_INPUTS], core_off; /* bytes into the workspace */
+    int per_sample;              /* conv2d: prologue, GEMM and epilogue a sample at a time */
+} cpu_step;
+
 struct edm_cpu {
-    const edm_graph *g;
+    const edm_graph *user_g; /* the caller's graph: ids in the API are its ids */
+    edm_graph *own_g;        /* the rewritten graph (NULL: none) */
+    const edm_graph *g;      /* the graph run */
+    int *map;                /* user id → id in g (-1: removed) */
+    edm_plan *plan;
     edm_cpu_options opt;
     size_t esize; /* sizeof(float) or sizeof(double) */
     int threads;  /* OpenMP threads; OpenBLAS runs single-threaded inside them */
     int64_t batch;
     int nslots;
     slot *slots;
-    buffer *bufs;
-    int nbufs, bufs_cap;
+    void *arena;
+    cpu_step *steps;
+    void *ws; /* prologue operands and core outputs of the step running */
+    size_t ws_bytes;
+    void *scratch; /* per thread: the runs of a fused list */
+    size_t scratch_elems;
+    void *sx, *sy; /* per thread: one sample's operand and output (per-sample convolutions) */
+    size_t sx_elems, sy_elems;
     void *col; /* im2col workspace, one per thread */
     size_t col_bytes;
     void *acc; /* per-thread partial weight gradients */
-    size_t pool_bytes;  /* activation memory actually allocated (it only grows) */
-    size_t total_bytes; /* what the last run's activations would take with no reuse */
 };
 
 /* The forward convolution a conv-family node belongs to, batch bound. */
@@ -242,11 +283,6 @@ static int conv_geometry(const edm_graph *g, const edm_node *n, int64_t batch, c
     return 1;
 }
 
-static int is_alias(const edm_cpu *x, const edm_node *n)
-{
-    return n->op == EDM_OP_RESHAPE || n->op == EDM_OP_OUTPUT || (n->op == EDM_OP_DROPOUT && !x->opt.training);
-}
-
 static void bind_shape(slot *s, const edm_shape *sh, int64_t batch)
 {
     s->rank = sh->rank;
@@ -257,34 +293,125 @@ static void bind_shape(slot *s, const edm_shape *sh, int64_t batch)
     }
 }
 
-static int new_buffer(edm_cpu *x, size_t bytes, int pinned, edm_status *st)
+/* Same elements in the same order (bound shapes). */
+static int same_order(const slot *a, const slot *b)
 {
-    /* best fit among free, unpinned buffers */
-    int best = -1;
-    for (int i = 0; i < x->nbufs && !pinned; i++) {
-        buffer *b = &x->bufs[i];
-        if (b->refs == 0 && !b->pinned && b->bytes >= bytes && (best < 0 || b->bytes < x->bufs[best].bytes))
-            best = i;
+    return a->numel == b->numel && edm_dims_same_order(a->dim, a->rank, b->dim, b->rank);
+}
+
+static void plan_broadcast(const slot *y, const slot *a, const slot *b, bcast_plan *p);
+
+/* The members of step s with (role, operand), ready to run. */
+static int build_list(edm_cpu *x, const edm_plan_step *s, edm_member_role role, int operand, ew_list *l,
+                      edm_status *st)
+{
+    int n = 0;
+    for (int m = 0; m < s->nmembers; m++)
+        n += s->members[m].role == role && s->members[m].operand == operand;
+    if (role == EDM_ROLE_EPILOGUE && s->core == s->root)
+        n = 0;
+    l->n = 0;
+    if (n == 0)
+        return 0;
+    if (n > EW_MAX_MEMBERS)
+        return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "fused step with %d members", n);
+    l->m = calloc((size_t)n, sizeof *l->m);
+    if (!l->m)
+        return edm_nomem(st);
+    int ids[EW_MAX_MEMBERS];
+    for (int m = 0; m < s->nmembers; m++) {
+        const edm_plan_member *pm = &s->members[m];
+        if (pm->role != role || pm->operand != operand)
+            continue;
+        const edm_node *nd = edm_graph_node(x->g, pm->node);
+        ew_member *e = &l->m[l->n];
+        e->n = nd;
+        e->passthrough = edm_plan_is_alias(&x->plan->opt, nd);
+        e->mask = nd->attr.dropout.mask_id > 0 ? nd->attr.dropout.mask_id : pm->node;
+        for (int k = 0; k < nd->ninputs; k++) {
+            int a = nd->input[k];
+            ew_src *src = &e->src[k];
+            int found = -1;
+            for (int q = 0; q < l->n; q++)
+                if (ids[q] == a)
+                    found = q;
+            const slot *sa = &x->slots[a], *sv = &x->slots[pm->node];
+            if (found >= 0) {
+                src->kind = SRC_MEMBER;
+                src->member = found;
+            } else if (a == s->core && role == EDM_ROLE_EPILOGUE) {
+                src->kind = SRC_CORE;
+            } else if (!sa->data) {
+                return edm_fail(st, EDM_ERR_INTERNAL, nd->loc, "fused step %%%d: %%%d reads %%%d, neither stored nor in the step",
+                                s->root, pm->node, a);
+            } else if (edm_graph_node(x->g, a)->op == EDM_OP_CONST) {
+                src->kind = SRC_CONST;
+                src->data = sa->data;
+            } else if (same_order(sv, sa)) {
+                src->kind = SRC_MEM;
+                src->data = sa->data;
+            } else {
+                src->kind = SRC_BCAST;
+                src->data = sa->data;
+                plan_broadcast(sv, sa, sa, &src->plan);
+            }
+        }
+        ids[l->n++] = pm->node;
     }
-    if (best >= 0) {
-        x->bufs[best].refs = 1;
-        return best;
+    return 0;
+}
+
+static int prepare_steps(edm_cpu *x, edm_status *st)
+{
+    const edm_plan *p = x->plan;
+    x->steps = calloc((size_t)(p->nsteps ? p->nsteps : 1), sizeof *x->steps);
+    if (!x->steps)
+        return edm_nomem(st);
+    size_t ws = 0, sx = 0, sy = 0;
+    int maxm = 0;
+    for (int i = 0; i < p->nsteps; i++) {
+        cpu_step *cs = &x->steps[i];
+        const edm_plan_step *s = &p->steps[i];
+        cs->s = s;
+        maxm = s->nmembers > maxm ? s->nmembers : maxm;
+        if (build_list(x, s, EDM_ROLE_EPILOGUE, 0, &cs->epi, st) != 0)
+            return -1;
+        if (s->core < 0)
+            continue;
+        const edm_node *core = edm_graph_node(x->g, s->core);
+        for (int k = 0; k < core->ninputs; k++)
+            if (build_list(x, s, EDM_ROLE_PROLOGUE, k, &cs->pro[k], st) != 0)
+                return -1;
+        conv_plan cp;
+        cs->per_sample = core->op == EDM_OP_CONV2D && (cs->pro[0].n || cs->epi.n) && conv_geometry(x->g, core, x->batch, &cp);
+        size_t need = 0;
+        for (int k = 0; k < core->ninputs; k++) {
+            cs->ws_off[k] = need;
+            if (cs->pro[k].n && !(cs->per_sample && k == 0))
+                need += ((size_t)x->slots[core->input[k]].numel * x->esize + 63) & ~(size_t)63;
+        }
+        cs->core_off = need;
+        if (cs->epi.n && !cs->per_sample)
+            need += (size_t)x->slots[s->core].numel * x->esize;
+        ws = need > ws ? need : ws;
+        if (cs->per_sample) {
+            size_t in = (size_t)(cp.c * cp.h * cp.w), out = (size_t)(cp.o * cp.oh * cp.ow);
+            sx = in > sx ? in : sx;
+            sy = out > sy ? out : sy;
+        }
     }
-    if (x->nbufs == x->bufs_cap) {
-        int cap = x->bufs_cap ? x->bufs_cap * 2 : 64;
-        buffer *nb = realloc(x->bufs, sizeof *nb * (size_t)cap);
-        if (!nb)
-            return edm_nomem(st);
-        x->bufs = nb;
-        x->bufs_cap = cap;
-    }
-    void *data = malloc(bytes ? bytes : 1);
-    if (!data)
-        return edm_fail(st, EDM_ERR_NOMEM, EDM_NO_LOC, "out of memory allocating %zu bytes", bytes);
-    x->bufs[x->nbufs] = (buffer){.data = data, .bytes = bytes, .refs = 1, .pinned = pinned};
-    if (!pinned)
-        x->pool_bytes += bytes;
-    return x->nbufs++;
+    size_t t = (size_t)x->threads;
+    x->scratch_elems = (size_t)(maxm + 3) * RUN;
+    x->ws_bytes = ws;
+    x->sx_elems = sx;
+    x->sy_elems = sy;
+    x->scratch = malloc(x->scratch_elems * t * x->esize);
+    x->ws = ws ? malloc(ws) : NULL;
+    x->sx = sx ? malloc(sx * t * x->esize) : NULL;
+    x->sy = sy ? malloc(sy * t * x->esize) : NULL;
+    if (!x->scratch || (ws && !x->ws) || (sx && !x->sx) || (sy && !x->sy))
+        return edm_fail(st, EDM_ERR_NOMEM, EDM_NO_LOC, "out of memory for the fused steps' workspaces");
+    return 0;
 }
 
 edm_cpu *edm_cpu_new(const edm_graph *g, int64_t batch, const edm_cpu_options *opt, edm_status *st)
@@ -298,7 +425,7 @@ edm_cpu *edm_cpu_new(const edm_graph *g, int64_t batch, const edm_cpu_options *o
         edm_nomem(st);
         return NULL;
     }
-    x->g = g;
+    x->user_g = x->g = g;
     x->batch = batch;
     if (opt)
         x->opt = *opt;
@@ -317,76 +444,99 @@ edm_cpu *edm_cpu_new(const edm_graph *g, int64_t batch, const edm_cpu_options *o
         omp_set_num_threads(x->opt.threads);
 #endif
     x->threads = max_threads();
-    x->nslots = edm_graph_count(g);
-    x->slots = calloc((size_t)(x->nslots ? x->nslots : 1), sizeof *x->slots);
-    if (!x->slots) {
+    int ucount = edm_graph_count(g);
+    size_t ucnt = (size_t)(ucount ? ucount : 1);
+    unsigned char *ukeep = calloc(ucnt, 1);
+    x->map = malloc(sizeof *x->map * ucnt);
+    if (!ukeep || !x->map) {
+        free(ukeep);
         edm_nomem(st);
-        free(x);
+        edm_cpu_free(x);
         return NULL;
     }
+    for (int i = 0; i < ucount; i++) {
+        ukeep[i] = (unsigned char)x->opt.keep_all;
+        x->map[i] = i;
+    }
+    for (int k = 0; k < x->opt.nkeep; k++)
+        if (x->opt.keep[k] >= 0 && x->opt.keep[k] < ucount)
+            ukeep[x->opt.keep[k]] = 1;
+    if (x->opt.fuse & EDM_FUSE_WN) {
+        x->own_g = edm_pass_fuse_rewrite(g, x->opt.fuse, ukeep, x->map, st);
+        if (!x->own_g) {
+            free(ukeep);
+            edm_cpu_free(x);
+            return NULL;
+        }
+        x->g = x->own_g;
+    }
+    int count = edm_graph_count(x->g);
+    unsigned char *keep = calloc((size_t)(count ? count : 1), 1);
+    if (!keep) {
+        free(ukeep);
+        edm_nomem(st);
+        edm_cpu_free(x);
+        return NULL;
+    }
+    for (int i = 0; i < ucount; i++)
+        if (ukeep[i] && x->map[i] >= 0)
+            keep[x->map[i]] = 1;
+    free(ukeep);
+    edm_plan_options po = {.fuse = x->opt.fuse, .training = x->opt.training, .keep = keep, .keep_all = x->opt.keep_all};
+    x->plan = edm_plan_build(x->g, &po, st);
+    int rc = x->plan ? edm_plan_bind(x->plan, batch, (int64_t)x->esize, st) : -1;
+    free(keep);
+    x->plan ? (void)(x->plan->opt.keep = NULL) : (void)0;
+    x->nslots = count;
+    x->slots = rc == 0 ? calloc((size_t)(count ? count : 1), sizeof *x->slots) : NULL;
+    if (rc == 0 && !x->slots)
+        rc = edm_nomem(st);
+    if (rc == 0 && x->plan->arena_bytes > 0 && !(x->arena = malloc((size_t)x->plan->arena_bytes)))
+        rc = edm_fail(st, EDM_ERR_NOMEM, EDM_NO_LOC, "out of memory allocating %lld bytes of activations",
+                      (long long)x->plan->arena_bytes);
     size_t col = 0, acc = 0;
-    for (int i = 0; i < x->nslots; i++) {
-        const edm_node *n = edm_graph_node(g, i);
+    for (int i = 0; rc == 0 && i < count; i++) {
+        const edm_node *n = edm_graph_node(x->g, i);
+        const edm_plan_value *v = &x->plan->values[i];
         slot *s = &x->slots[i];
         bind_shape(s, &n->shape, batch);
-        s->buf = -1;
-        s->last_use = i;
-        s->keep = x->opt.keep_all || n->op == EDM_OP_OUTPUT;
-        for (int k = 0; k < n->ninputs; k++)
-            x->slots[n->input[k]].last_use = i;
+        if (edm_op_class_of(n->op) == EDM_CLASS_LEAF) {
+            s->data = malloc((size_t)(s->numel ? s->numel : 1) * x->esize);
+            s->own = 1;
+            if (!s->data) {
+                rc = edm_fail(st, EDM_ERR_NOMEM, EDM_NO_LOC, "out of memory for '%s'", n->name ? n->name : "a constant");
+                break;
+            }
+            if (n->op == EDM_OP_CONST) {
+                if (x->esize == sizeof(double))
+                    k_fill_f64(s->data, s->numel, n->attr.constant.value);
+                else
+                    k_fill_f32(s->data, s->numel, n->attr.constant.value);
+                s->set = 1;
+            }
+        } else if (v->stored) {
+            s->data = v->base == i ? (char *)x->arena + v->offset : x->slots[v->base].data;
+        }
         conv_plan cp;
-        if (conv_geometry(g, n, batch, &cp)) {
+        if (conv_geometry(x->g, n, batch, &cp)) {
             size_t need = (size_t)(cp.c * cp.k * cp.k) * (size_t)(cp.oh * cp.ow) * x->esize;
             col = need > col ? need : col;
             if (n->op == EDM_OP_CONV2D_BWD_WEIGHT)
                 acc = acc > (size_t)(cp.o * cp.c * cp.k * cp.k) * x->esize ? acc : (size_t)(cp.o * cp.c * cp.k * cp.k) * x->esize;
         }
     }
-    for (int k = 0; k < x->opt.nkeep; k++)
-        if (x->opt.keep[k] >= 0 && x->opt.keep[k] < x->nslots)
-            x->slots[x->opt.keep[k]].keep = 1;
-    /* a kept alias keeps its source alive too */
-    for (int i = x->nslots - 1; i >= 0; i--) {
-        const edm_node *n = edm_graph_node(g, i);
-        if (x->slots[i].keep && is_alias(x, n))
-            x->slots[n->input[0]].keep = 1;
+    if (rc == 0 && acc && !(x->acc = malloc(acc * (size_t)x->threads)))
+        rc = edm_fail(st, EDM_ERR_NOMEM, EDM_NO_LOC, "out of memory for weight-gradient workspaces");
+    if (rc == 0 && col) {
+        x->col_bytes = col * (size_t)x->threads; /* one workspace per thread */
+        if (!(x->col = malloc(x->col_bytes)))
+            rc = edm_fail(st, EDM_ERR_NOMEM, EDM_NO_LOC, "out of memory for the im2col workspace (%zu bytes)", x->col_bytes);
     }
-    /* leaves get their own pinned buffers */
-    for (int i = 0; i < x->nslots; i++) {
-        const edm_node *n = edm_graph_node(g, i);
-        if (edm_op_class_of(n->op) != EDM_CLASS_LEAF)
-            continue;
-        int b = new_buffer(x, (size_t)x->slots[i].numel * x->esize, 1, st);
-        if (b < 0) {
-            edm_cpu_free(x);
-            return NULL;
-        }
-        x->slots[i].buf = b;
-        if (n->op == EDM_OP_CONST) {
-            if (x->esize == sizeof(double))
-                k_fill_f64(x->bufs[b].data, x->slots[i].numel, n->attr.constant.value);
-            else
-                k_fill_f32(x->bufs[b].data, x->slots[i].numel, n->attr.constant.value);
-            x->slots[i].set = 1;
-        }
-    }
-    if (acc) {
-        x->acc = malloc(acc * (size_t)x->threads);
-        if (!x->acc) {
-            edm_fail(st, EDM_ERR_NOMEM, EDM_NO_LOC, "out of memory for weight-gradient workspaces");
-            edm_cpu_free(x);
-            return NULL;
-        }
-    }
-    if (col) {
-        col *= (size_t)x->threads; /* one workspace per thread */
-        x->col = malloc(col);
-        x->col_bytes = col;
-        if (!x->col) {
-            edm_fail(st, EDM_ERR_NOMEM, EDM_NO_LOC, "out of memory for the im2col workspace (%zu bytes)", col);
-            edm_cpu_free(x);
-            return NULL;
-        }
+    if (rc == 0)
+        rc = prepare_steps(x, st);
+    if (rc != 0) {
+        edm_cpu_free(x);
+        return NULL;
     }
     return x;
 }
@@ -395,16 +545,30 @@ void edm_cpu_free(edm_cpu *x)
 {
     if (!x)
         return;
-    for (int i = 0; i < x->nbufs; i++)
-        free(x->bufs[i].data);
-    free(x->bufs);
+    for (int i = 0; x->slots && i < x->nslots; i++)
+        if (x->slots[i].own)
+            free(x->slots[i].data);
+    for (int i = 0; x->steps && i < x->plan->nsteps; i++) {
+        free(x->steps[i].epi.m);
+        for (int k = 0; k < EDM_MAX_INPUTS; k++)
+            free(x->steps[i].pro[k].m);
+    }
+    free(x->steps);
     free(x->slots);
+    free(x->arena);
+    free(x->scratch);
+    free(x->ws);
+    free(x->sx);
+    free(x->sy);
     free(x->col);
     free(x->acc);
+    edm_plan_free(x->plan);
+    edm_graph_free(x->own_g);
+    free(x->map);
     free(x);
 }
 
-int edm_cpu_find(const edm_cpu *x, edm_op op, const char *name) { return edm_graph_find(x->g, op, name); }
+int edm_cpu_find(const edm_cpu *x, edm_op op, const char *name) { return edm_graph_find(x->user_g, op, name); }
 
 static int find_leaf(const edm_cpu *x, const char *name, int64_t n, edm_status *st)
 {
@@ -440,7 +604,7 @@ static int set_leaf(edm_cpu *x, const char *name, const void *data, int src_f64,
     int id = find_leaf(x, name, n, st);
     if (id < 0)
         return -1;
-    convert(x->bufs[x->slots[id].buf].data, x->esize == sizeof(double), data, src_f64, n);
+    convert(x->slots[id].data, x->esize == sizeof(double), data, src_f64, n);
     x->slots[id].set = 1;
     return 0;
 }
@@ -465,7 +629,6 @@ static void contiguous_strides(const slot *s, int64_t *stride)
         acc *= s->dim[i];
     }
 }
-
 /* Right-aligns both operands against the output, zeroes broadcast strides and
  * merges adjacent dimensions that are contiguous for all three tensors. */
 static void plan_broadcast(const slot *y, const slot *a, const slot *b, bcast_plan *p)
@@ -595,15 +758,13 @@ static int64_t prod(const slot *s, int from, int to)
             (call_f32);              \
     } while (0)
 
-static int run_node(edm_cpu *x, int id, edm_status *st)
+/* Node id of g computed from operands pa, pb into py (full tensors). */
+static int run_core(edm_cpu *x, int id, const void *pa, const void *pb, void *py, edm_status *st)
 {
     const edm_node *n = edm_graph_node(x->g, id);
-    slot *y = &x->slots[id];
+    const slot *y = &x->slots[id];
     const slot *a = n->ninputs > 0 ? &x->slots[n->input[0]] : NULL;
     const slot *b = n->ninputs > 1 ? &x->slots[n->input[1]] : NULL;
-    void *pa = a ? x->bufs[a->buf].data : NULL;
-    void *pb = b ? x->bufs[b->buf].data : NULL;
-    void *py = x->bufs[y->buf].data;
     int f64 = x->esize == sizeof(double);
 
     switch (n->op) {
@@ -675,9 +836,9 @@ static int run_node(edm_cpu *x, int id, edm_status *st)
         int ax = n->attr.slice.axis;
         int64_t outer = prod(a, 0, ax), inner = prod(a, ax + 1, a->rank);
         int64_t la = a->dim[ax] * inner, ly = y->dim[ax] * inner, off = n->attr.slice.start * inner;
-        char *da = pa;
-        DISPATCH(k_blocks_f32(py, ly, (const float *)(void *)da + off, la, outer, ly),
-                 k_blocks_f64(py, ly, (const double *)(void *)da + off, la, outer, ly));
+        const char *da = pa;
+        DISPATCH(k_blocks_f32(py, ly, (const float *)(const void *)da + off, la, outer, ly),
+                 k_blocks_f64(py, ly, (const double *)(const void *)da + off, la, outer, ly));
         return 0;
     }
     case EDM_OP_SOFTMAX: {
@@ -705,24 +866,45 @@ static int run_node(edm_cpu *x, int id, edm_status *st)
     }
 }
 
-static void release(edm_cpu *x, int id)
+static int run_step(edm_cpu *x, const cpu_step *cs, edm_status *st)
 {
-    slot *s = &x->slots[id];
-    if (s->buf < 0)
-        return;
-    buffer *b = &x->bufs[s->buf];
-    if (!b->pinned)
-        b->refs--;
-    s->buf = -1;
-}
-
-static void reset(edm_cpu *x)
-{
-    for (int i = 0; i < x->nslots; i++) {
-        const edm_node *n = edm_graph_node(x->g, i);
-        if (edm_op_class_of(n->op) != EDM_CLASS_LEAF)
-            release(x, i);
+    const edm_plan_step *s = cs->s;
+    const slot *root = &x->slots[s->root];
+    int f64 = x->esize == sizeof(double);
+    size_t sc = x->scratch_elems;
+    if (s->core < 0) { /* one elementwise loop */
+        DISPATCH(eval_list_f32(&cs->epi, 0, root->numel, root->data, NULL, 0, x->opt.seed, x->scratch, sc, 1),
+                 eval_list_f64(&cs->epi, 0, root->numel, root->data, NULL, 0, x->opt.seed, x->scratch, sc, 1));
+        return 0;
     }
+    const edm_node *core = edm_graph_node(x->g, s->core);
+    const void *in[EDM_MAX_INPUTS] = {NULL, NULL, NULL};
+    for (int k = 0; k < core->ninputs; k++) {
+        const slot *a = &x->slots[core->input[k]];
+        in[k] = a->data;
+        if (!cs->pro[k].n || (cs->per_sample && k == 0))
+            continue;
+        void *dst = (char *)x->ws + cs->ws_off[k];
+        DISPATCH(eval_list_f32(&cs->pro[k], 0, a->numel, dst, NULL, 0, x->opt.seed, x->scratch, sc, 1),
+                 eval_list_f64(&cs->pro[k], 0, a->numel, dst, NULL, 0, x->opt.seed, x->scratch, sc, 1));
+        in[k] = dst;
+    }
+    if (cs->per_sample) {
+        conv_plan p;
+        conv_geometry(x->g, core, x->batch, &p);
+        DISPATCH(k_conv2d_fused_f32(&p, &cs->pro[0], &cs->epi, in[0], in[1], root->data, x->col, x->sx, x->sy,
+                                    x->scratch, sc, x->opt.seed, x->threads),
+                 k_conv2d_fused_f64(&p, &cs->pro[0], &cs->epi, in[0], in[1], root->data, x->col, x->sx, x->sy,
+                                    x->scratch, sc, x->opt.seed, x->threads));
+        return 0;
+    }
+    void *out = cs->epi.n ? (char *)x->ws + cs->core_off : root->data;
+    if (run_core(x, s->core, in[0], in[1], out, st) != 0)
+        return -1;
+    if (cs->epi.n)
+        DISPATCH(eval_list_f32(&cs->epi, 0, root->numel, root->data, out, 0, x->opt.seed, x->scratch, sc, 1),
+                 eval_list_f64(&cs->epi, 0, root->numel, root->data, out, 0, x->opt.seed, x->scratch, sc, 1));
+    return 0;
 }
 
 int edm_cpu_run(edm_cpu *x, edm_status *st)
@@ -732,38 +914,14 @@ int edm_cpu_run(edm_cpu *x, edm_status *st)
         omp_set_num_threads(x->opt.threads);
 #endif
     openblas_set_num_threads(1);
-    reset(x);
-    x->total_bytes = 0;
     for (int i = 0; i < x->nslots; i++) {
         const edm_node *n = edm_graph_node(x->g, i);
-        if (edm_op_class_of(n->op) == EDM_CLASS_LEAF) {
-            if (!x->slots[i].set)
-                return edm_fail(st, EDM_ERR_USAGE, n->loc, "%s '%s' has no value", edm_op_name(n->op), n->name);
-            continue;
-        }
-        slot *y = &x->slots[i];
-        if (is_alias(x, n)) {
-            y->buf = x->slots[n->input[0]].buf;
-            x->bufs[y->buf].refs++;
-        } else {
-            size_t bytes = (size_t)y->numel * x->esize;
-            x->total_bytes += bytes;
-            y->buf = new_buffer(x, bytes, 0, st);
-            if (y->buf < 0)
-                return -1;
-            if (run_node(x, i, st) != 0)
-                return -1;
-        }
-        /* values whose last reader was this node die now */
-        for (int k = 0; k < n->ninputs; k++) {
-            int in = n->input[k];
-            const edm_node *src = edm_graph_node(x->g, in);
-            if (x->slots[in].last_use == i && !x->slots[in].keep && edm_op_class_of(src->op) != EDM_CLASS_LEAF)
-                release(x, in);
-        }
-        if (y->last_use == i && !y->keep)
-            release(x, i); /* never read at all */
+        if (edm_op_class_of(n->op) == EDM_CLASS_LEAF && !x->slots[i].set)
+            return edm_fail(st, EDM_ERR_USAGE, n->loc, "%s '%s' has no value", edm_op_name(n->op), n->name);
     }
+    for (int s = 0; s < x->plan->nsteps; s++)
+        if (run_step(x, &x->steps[s], st) != 0)
+            return -1;
     return 0;
 }
 
@@ -771,21 +929,26 @@ void edm_cpu_set_seed(edm_cpu *x, uint64_t seed) { x->opt.seed = seed; }
 
 int64_t edm_cpu_numel(const edm_cpu *x, int node)
 {
-    return node >= 0 && node < x->nslots ? x->slots[node].numel : -1;
+    if (node < 0 || node >= edm_graph_count(x->user_g))
+        return -1;
+    slot s;
+    bind_shape(&s, &edm_graph_node(x->user_g, node)->shape, x->batch);
+    return s.numel;
 }
 
 static const void *value_data(const edm_cpu *x, int node, int64_t n, edm_status *st)
 {
-    if (node < 0 || node >= x->nslots)
+    if (node < 0 || node >= edm_graph_count(x->user_g))
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "no value %%%d", node), NULL;
-    const slot *s = &x->slots[node];
-    if (s->buf < 0)
+    int id = x->map[node];
+    const slot *s = id >= 0 ? &x->slots[id] : NULL;
+    if (!s || !s->data || !x->plan->values[id].keep)
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "value %%%d was not kept", node), NULL;
     if (s->numel != n)
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "value %%%d has %lld elements, not %lld", node,
                         (long long)s->numel, (long long)n),
                NULL;
-    return x->bufs[s->buf].data;
+    return s->data;
 }
 
 int edm_cpu_get_f32(const edm_cpu *x, int node, float *out, int64_t n, edm_status *st)
@@ -806,5 +969,9 @@ int edm_cpu_get_f64(const edm_cpu *x, int node, double *out, int64_t n, edm_stat
     return 0;
 }
 
-size_t edm_cpu_peak_bytes(const edm_cpu *x) { return x->pool_bytes; }
-size_t edm_cpu_total_bytes(const edm_cpu *x) { return x->total_bytes; }
+size_t edm_cpu_peak_bytes(const edm_cpu *x)
+{
+    return (size_t)x->plan->arena_bytes + x->ws_bytes + (x->sx_elems + x->sy_elems) * (size_t)x->threads * x->esize;
+}
+size_t edm_cpu_total_bytes(const edm_cpu *x) { return (size_t)x->plan->stored_bytes; }
+const edm_plan *edm_cpu_plan(const edm_cpu *x) { return x->plan; }

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "compiler/ir.h"
+#include "compiler/passes/fusion.h"
 #include "compiler/status.h"
 
 typedef struct {
@@ -23,6 +24,7 @@ typedef struct {
     int nkeep;
     int training;      /* dropout active (needs a seed); otherwise the identity */
     uint64_t seed;
+    unsigned fuse;     /* fusion rules (fusion.h); 0: one kernel per node */
 } edm_cpu_options;
 
 typedef struct edm_cpu edm_cpu;
@@ -52,5 +54,7 @@ int edm_cpu_get_f64(const edm_cpu *x, int node, double *out, int64_t n, edm_stat
  * have taken with no reuse. */
 size_t edm_cpu_peak_bytes(const edm_cpu *x);
 size_t edm_cpu_total_bytes(const edm_cpu *x);
+/* The plan it runs (over its rewritten graph). */
+const edm_plan *edm_cpu_plan(const edm_cpu *x);
 
 #endif

@@ -90,20 +90,25 @@ def main(argv=None):
     labels[torch.arange(B), torch.randint(0, L, (B,), generator=g)] = 1
 
     if args.mode == 'train':
+        c0 = time.process_time()
         times = train_steps(net, args, g)
+        cpu = (time.process_time() - c0) * args.iters / (args.iters + args.warmup)  # approx.: warm-up steps excluded
     else:
         with torch.no_grad():
             for _ in range(args.warmup):
                 net(x, sigma, labels, return_logvar=True)
             times = []
+            c0 = time.process_time()
             for _ in range(args.iters):
                 t0 = time.perf_counter()
                 D, lv = net(x, sigma, labels, return_logvar=True)
                 times.append(time.perf_counter() - t0)
+            cpu = time.process_time() - c0
         assert torch.isfinite(D).all() and torch.isfinite(lv).all()
     total = sum(times)
     ips = B * len(times) / total
-    print(f'torch_cpu img_per_s={ips:.4f} batch={B} threads={args.threads} preset={args.preset} mode={args.mode}')
+    cpu_ips = B * len(times) / cpu if cpu > 0 else 0
+    print(f'torch_cpu img_per_s={ips:.4f} cpu_img_per_s={cpu_ips:.4f} batch={B} threads={args.threads} preset={args.preset} mode={args.mode}')
     print(f'# EDM2 {args.preset} {args.mode}, torch {torch.__version__} CPU fp32: {ips:.2f} img/s '
           f'(mean {1e3 * total / len(times):.1f} ms/batch, best {1e3 * min(times):.1f} ms, '
           f'{args.iters} iters after {args.warmup} warmup, {args.threads} threads, '

@@ -56,4 +56,19 @@ typedef struct {
 int edm_stats_compute(const edm_graph *g, edm_stats *out, edm_status *st);
 void edm_stats_free(edm_stats *s);
 
+/* The pipeline every command runs, by stage name: "ir" (verify), "train"
+ * (autodiff, then verify: only with training), "rewrite" (the fusion rules'
+ * rewrites and dead-code elimination into *rewritten, then verify), "fused"
+ * (the plan: made by the backend, fusion.h).  Runs the stages up to `until`
+ * (NULL: "train"); the graph stages edit g in place, "rewrite" makes a new
+ * graph (the caller frees it). */
+enum { EDM_STAGE_IR, EDM_STAGE_TRAIN, EDM_STAGE_REWRITE, EDM_STAGE_FUSED };
+typedef struct {
+    int training;  /* the program was compiled with training=true: differentiate it */
+    unsigned fuse; /* fusion rules (fusion.h) */
+} edm_pipeline_options;
+int edm_pipeline_stage(const char *name); /* index or -1 */
+int edm_pipeline_run(edm_graph *g, const edm_pipeline_options *o, const char *until, edm_graph **rewritten,
+                     edm_status *st);
+
 #endif

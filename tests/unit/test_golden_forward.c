@@ -108,7 +108,7 @@ static const char *tap_for(const char *golden_name)
     return golden_name + 4;
 }
 
-static void run_forward(void **state, edm_dtype compute, double tol)
+static void run_forward(void **state, edm_dtype compute, double tol, unsigned fuse)
 {
     fixture *f = *state;
     const edm_graph *g = f->prog.graph;
@@ -130,7 +130,7 @@ static void run_forward(void **state, edm_dtype compute, double tol)
     }
     assert_true(nkeep >= 10);
     edm_backend_options opt = edm_backend_defaults(EDM_DEVICE_CPU);
-    opt.cpu = (edm_cpu_options){.compute = compute, .keep = keep, .nkeep = nkeep};
+    opt.cpu = (edm_cpu_options){.compute = compute, .keep = keep, .nkeep = nkeep, .fuse = fuse};
     edm_backend *x = edm_backend_new(g, 3, &opt, &st);
     assert_non_null(x);
     if (edm_weights_load(x, g, f->weights, &st) != 0)
@@ -180,14 +180,19 @@ static void run_forward(void **state, edm_dtype compute, double tol)
     edm_backend_free(x);
 }
 
-static void test_forward_f32(void **state) { run_forward(state, EDM_F32, 1e-4); }
-static void test_forward_f64(void **state) { run_forward(state, EDM_F64, 1e-4); }
+static void test_forward_f32(void **state) { run_forward(state, EDM_F32, 1e-4, EDM_FUSE_NONE); }
+static void test_forward_f64(void **state) { run_forward(state, EDM_F64, 1e-4, EDM_FUSE_NONE); }
+/* fused: the kept activations are stored, everything else as the plan decides */
+static void test_forward_f32_fused(void **state) { run_forward(state, EDM_F32, 1e-4, EDM_FUSE_ALL); }
+static void test_forward_f64_fused(void **state) { run_forward(state, EDM_F64, 1e-4, EDM_FUSE_ALL); }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forward_f32),
         cmocka_unit_test(test_forward_f64),
+        cmocka_unit_test(test_forward_f32_fused),
+        cmocka_unit_test(test_forward_f64_fused),
     };
     cmocka_set_message_output(CM_OUTPUT_TAP);
     return cmocka_run_group_tests(tests, setup, teardown);

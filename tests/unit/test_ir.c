@@ -700,6 +700,69 @@ static void test_dot(void **state)
     edm_graph_free(g);
 }
 
+/* Rewriting: use lists, replace-all-uses, and a rebuild that drops nodes and
+ * maps ids (with a node replaced by two). */
+static int drop_neg_double_exp(edm_rewriter *rw, int old, const edm_node *n, void *ctx, edm_status *st)
+{
+    (void)ctx;
+    (void)old;
+    if (n->op == EDM_OP_NEG)
+        return EDM_REWRITE_DROP;
+    if (n->op == EDM_OP_EXP) { /* exp(a) → sqrt(exp(a))·sqrt(exp(a)) would not infer differently: emit exp then square(sqrt) */
+        int e = edm_rewriter_emit(rw, n, st);
+        edm_node r = mk(EDM_OP_SQRT, e, 0);
+        int q = edm_rewriter_emit(rw, &r, st);
+        edm_node sq = mk(EDM_OP_SQUARE, q, 0);
+        return q < 0 ? -1 : edm_rewriter_emit(rw, &sq, st);
+    }
+    return edm_rewriter_emit(rw, n, st);
+}
+
+static void test_rewrite(void **state)
+{
+    (void)state;
+    edm_status st;
+    edm_status_init(&st);
+    edm_graph *g = edm_graph_new();
+    assert_non_null(g);
+    int x = add_input(g, "x", SHAPE(N, 4));
+    int e = add(g, mk(EDM_OP_EXP, x, 0));
+    int m = add(g, mk(EDM_OP_MUL, e, x));
+    int dead = add(g, mk(EDM_OP_NEG, x, 0));
+    edm_node out = mk(EDM_OP_OUTPUT, m, 0);
+    out.name = "y";
+    int o = add(g, out);
+    assert_int_equal(edm_graph_add_tap(g, "the product", m, &st), 0);
+    assert_int_equal(edm_graph_add_tap(g, "the dead one", dead, &st), 0);
+
+    edm_uses u;
+    assert_int_equal(edm_uses_build(g, &u, &st), 0);
+    assert_int_equal(edm_uses_count(&u, x), 3); /* exp, mul, neg */
+    assert_int_equal(edm_uses_count(&u, e), 1);
+    assert_int_equal(u.users[u.off[e]], m);
+    assert_int_equal(edm_uses_count(&u, o), 0);
+    edm_uses_free(&u);
+
+    int map[8];
+    edm_graph *r = edm_graph_rewrite(g, drop_neg_double_exp, NULL, map, &st);
+    assert_non_null(r);
+    assert_int_equal(edm_pass_verify(r, &st), 0);
+    assert_int_equal(map[dead], -1);
+    assert_int_equal(edm_graph_count(r), 6); /* x, exp, sqrt, square, mul, output */
+    assert_int_equal(edm_graph_node(r, map[e])->op, EDM_OP_SQUARE);
+    assert_int_equal(edm_graph_node(r, map[m])->input[0], map[e]);
+    assert_int_equal(edm_graph_find_tap(r, "the product"), map[m]);
+    assert_int_equal(edm_graph_find_tap(r, "the dead one"), -1);
+
+    /* replace-all-uses: mul reads x twice after this; a value may not be read before it is made */
+    assert_int_equal(edm_graph_replace_uses(g, e, x, &st), 1);
+    assert_int_equal(edm_graph_node(g, m)->input[0], x);
+    assert_int_equal(edm_graph_replace_uses(g, x, m, &st), -1);
+    assert_non_null(strstr(st.msg, "comes after it"));
+    edm_graph_free(r);
+    edm_graph_free(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -714,6 +777,7 @@ int main(void)
         cmocka_unit_test(test_infer_pass),
         cmocka_unit_test(test_text),
         cmocka_unit_test(test_dot),
+        cmocka_unit_test(test_rewrite),
     };
     cmocka_set_message_output(CM_OUTPUT_TAP);
     return cmocka_run_group_tests(tests, NULL, NULL);

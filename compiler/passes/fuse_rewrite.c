@@ -1,0 +1,223 @@
+/* The graph rewrites of fusion (fusion.h): dead-code elimination and the
+ * weight-norm rule, as rows of a rule table (a predicate that matches a node
+ * and an emitter that writes its replacement). */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "compiler/passes/fusion.h"
+
+/* ------------------------------------------------------------------ DCE */
+
+static int dce_node(edm_rewriter *rw, int old, const edm_node *n, void *ctx, edm_status *st)
+{
+    const unsigned char *live = ctx;
+    if (!live[old])
+        return EDM_REWRITE_DROP;
+    return edm_rewriter_emit(rw, n, st);
+}
+
+edm_graph *edm_pass_dce(const edm_graph *g, const unsigned char *keep, int *map, edm_status *st)
+{
+    int count = edm_graph_count(g);
+    unsigned char *live = calloc((size_t)(count ? count : 1), 1);
+    if (!live) {
+        edm_nomem(st);
+        return NULL;
+    }
+    for (int i = 0; i < count; i++) {
+        const edm_node *n = edm_graph_node(g, i);
+        live[i] = n->op == EDM_OP_OUTPUT || n->op == EDM_OP_INPUT || n->op == EDM_OP_PARAM ||
+                  n->op == EDM_OP_BUFFER || (keep && keep[i]);
+    }
+    for (int t = 0; t < edm_graph_tap_count(g); t++)
+        live[edm_graph_tap_node(g, t)] = 1;
+    for (int i = count - 1; i >= 0; i--) {
+        const edm_node *n = edm_graph_node(g, i);
+        if (live[i])
+            for (int k = 0; k < n->ninputs; k++)
+                live[n->input[k]] = 1;
+    }
+    edm_graph *out = edm_graph_rewrite(g, dce_node, live, map, st);
+    free(live);
+    return out;
+}
+
+/* ------------------------------------------------------------------ rules */
+
+/* A weight-norm match: the contraction reads the parameter `param` through
+ * multiplications and divisions by per-output-channel (or scalar) factors. */
+#define WN_MAX_FACTORS 8
+typedef struct {
+    int param;
+    int nfactors;
+    int factor[WN_MAX_FACTORS];
+    int divide[WN_MAX_FACTORS];
+    int out_rank; /* rank of the per-output-channel scale against the output: 3 (conv) or 1 (matmul) */
+} wn_match;
+
+/* Whether shape f, right-aligned against the weight shape w, is 1 everywhere
+ * but (possibly) the output-channel dim 0. */
+static int per_row(const edm_shape *f, const edm_shape *w)
+{
+    if (f->rank > w->rank)
+        return 0;
+    for (int i = 0; i < f->rank; i++) {
+        int wi = w->rank - f->rank + i;
+        if (f->dim[i] == 1)
+            continue;
+        if (wi != 0 || f->dim[i] != w->dim[0])
+            return 0;
+    }
+    return 1;
+}
+
+static int match_wn(const edm_graph *g, int id, wn_match *m)
+{
+    const edm_node *c = edm_graph_node(g, id);
+    int w;
+    if (c->op == EDM_OP_CONV2D) {
+        w = c->input[1];
+        m->out_rank = 3;
+    } else if (c->op == EDM_OP_MATMUL && c->attr.matmul.trans_b && !c->attr.matmul.trans_a &&
+               edm_graph_node(g, c->input[1])->shape.rank == 2 && !edm_shape_has_batch(&edm_graph_node(g, c->input[1])->shape)) {
+        w = c->input[1];
+        m->out_rank = 1;
+    } else {
+        return 0;
+    }
+    const edm_shape *ws = &edm_graph_node(g, w)->shape;
+    if (edm_shape_has_batch(ws))
+        return 0;
+    m->nfactors = 0;
+    int v = w;
+    for (;;) {
+        const edm_node *n = edm_graph_node(g, v);
+        if (n->op == EDM_OP_PARAM)
+            break;
+        if ((n->op != EDM_OP_MUL && n->op != EDM_OP_DIV) || m->nfactors == WN_MAX_FACTORS)
+            return 0;
+        const edm_node *a = edm_graph_node(g, n->input[0]), *b = edm_graph_node(g, n->input[1]);
+        int chain, factor;
+        if (edm_shape_equal(&a->shape, ws) && per_row(&b->shape, ws) && !edm_shape_equal(&b->shape, ws)) {
+            chain = n->input[0];
+            factor = n->input[1];
+        } else if (n->op == EDM_OP_MUL && edm_shape_equal(&b->shape, ws) && per_row(&a->shape, ws) &&
+                   !edm_shape_equal(&a->shape, ws)) {
+            chain = n->input[1];
+            factor = n->input[0];
+        } else {
+            return 0;
+        }
+        m->factor[m->nfactors] = factor;
+        m->divide[m->nfactors++] = n->op == EDM_OP_DIV;
+        v = chain;
+    }
+    m->param = v;
+    return m->nfactors > 0 && edm_shape_equal(&edm_graph_node(g, v)->shape, ws);
+}
+
+static int emit_binary(edm_rewriter *rw, const edm_node *like, edm_op op, int a, int b, edm_status *st)
+{
+    edm_node n = {.op = op, .ninputs = 2, .input = {a, b}, .loc = like->loc, .scope = like->scope, .origin = "wn"};
+    return edm_rewriter_emit(rw, &n, st);
+}
+
+/* conv(x, f(w)) → conv(x, w) · reshape(s): s the product of the factors. */
+static int emit_wn(edm_rewriter *rw, const edm_node *c, const wn_match *m, edm_status *st)
+{
+    int num = -1, den = -1;
+    for (int i = 0; i < m->nfactors; i++) {
+        int f = edm_rewriter_map(rw, m->factor[i]);
+        int *acc = m->divide[i] ? &den : &num;
+        *acc = *acc < 0 ? f : emit_binary(rw, c, EDM_OP_MUL, *acc, f, st);
+        if (*acc < 0 || f < 0)
+            return -1;
+    }
+    int s = num;
+    if (den >= 0) {
+        if (s < 0) {
+            edm_node one = {.op = EDM_OP_CONST, .shape = {.rank = 0}, .dtype = EDM_F32, .loc = c->loc,
+                            .scope = c->scope, .origin = "wn", .attr.constant.value = 1.0};
+            s = edm_rewriter_emit(rw, &one, st);
+            if (s < 0)
+                return -1;
+        }
+        s = emit_binary(rw, c, EDM_OP_DIV, s, den, st);
+        if (s < 0)
+            return -1;
+    }
+    const edm_graph *ng = edm_rewriter_new(rw);
+    const edm_shape *ss = &edm_graph_node(ng, s)->shape;
+    const edm_shape *ws = &edm_graph_node(edm_rewriter_old(rw), m->param)->shape;
+    if (ss->rank == ws->rank && ss->dim[0] == ws->dim[0]) {
+        edm_node r = {.op = EDM_OP_RESHAPE, .ninputs = 1, .input = {s}, .loc = c->loc, .scope = c->scope,
+                      .origin = "wn", .shape = {.rank = m->out_rank}};
+        r.shape.dim[0] = ws->dim[0];
+        for (int i = 1; i < m->out_rank; i++)
+            r.shape.dim[i] = 1;
+        s = edm_rewriter_emit(rw, &r, st);
+        if (s < 0)
+            return -1;
+    }
+    edm_node raw = *c;
+    raw.input[1] = edm_rewriter_map(rw, m->param);
+    int y = edm_rewriter_emit(rw, &raw, st);
+    if (y < 0)
+        return -1;
+    return emit_binary(rw, c, EDM_OP_MUL, y, s, st);
+}
+
+typedef struct {
+    const char *name;
+    unsigned flag;
+    int (*match)(const edm_graph *g, int id, wn_match *m);
+    int (*emit)(edm_rewriter *rw, const edm_node *n, const wn_match *m, edm_status *st);
+} rewrite_rule;
+
+static const rewrite_rule REWRITE_RULES[] = {
+    {"wn", EDM_FUSE_WN, match_wn, emit_wn},
+};
+
+static int rewrite_node(edm_rewriter *rw, int old, const edm_node *n, void *ctx, edm_status *st)
+{
+    const unsigned *fuse = ctx;
+    for (size_t r = 0; r < sizeof REWRITE_RULES / sizeof REWRITE_RULES[0]; r++) {
+        wn_match m;
+        if ((*fuse & REWRITE_RULES[r].flag) && REWRITE_RULES[r].match(edm_rewriter_old(rw), old, &m))
+            return REWRITE_RULES[r].emit(rw, n, &m, st);
+    }
+    return edm_rewriter_emit(rw, n, st);
+}
+
+edm_graph *edm_pass_fuse_rewrite(const edm_graph *g, unsigned fuse, const unsigned char *keep, int *map,
+                                 edm_status *st)
+{
+    int count = edm_graph_count(g);
+    int *map1 = malloc(sizeof *map1 * (size_t)(count ? count : 1));
+    if (!map1) {
+        edm_nomem(st);
+        return NULL;
+    }
+    edm_graph *g1 = edm_graph_rewrite(g, rewrite_node, &fuse, map1, st);
+    edm_graph *g2 = NULL;
+    int n1 = g1 ? edm_graph_count(g1) : 0;
+    unsigned char *keep1 = g1 ? calloc((size_t)(n1 ? n1 : 1), 1) : NULL;
+    int *map2 = g1 ? malloc(sizeof *map2 * (size_t)(n1 ? n1 : 1)) : NULL;
+    if (g1 && (!keep1 || !map2)) {
+        edm_nomem(st);
+    } else if (g1) {
+        for (int i = 0; keep && i < count; i++)
+            if (keep[i] && map1[i] >= 0)
+                keep1[map1[i]] = 1;
+        g2 = edm_pass_dce(g1, keep1, map2, st);
+        for (int i = 0; g2 && i < count; i++)
+            map[i] = map1[i] >= 0 ? map2[map1[i]] : -1;
+    }
+    free(keep1);
+    free(map2);
+    free(map1);
+    edm_graph_free(g1);
+    return g2;
+}

@@ -1,0 +1,125 @@
+/* Fusion: the rules (each switchable with --fuse=), the graph rewrites they
+ * need, and the execution plan every backend reads.
+ *
+ * The plan groups the graph's nodes into steps.  Every non-leaf value is
+ * either stored (a step's root: written to memory, with a lifetime and an
+ * arena offset) or inlined: recomputed inside each step that reads it, from
+ * the stored values it depends on.  A step stores one root; it may contain
+ * one core (a node that is not elementwise: a contraction, a reduction, a
+ * layout op, softmax, resampling) with
+ *   - a prologue: inlined elementwise nodes on a core operand, evaluated as
+ *     the operand is read (mp_silu before a convolution),
+ *   - an epilogue: inlined elementwise nodes between the core and the root,
+ *     applied before the one store (scales, the embedding modulation,
+ *     mp_silu, dropout, mp_sum with the residual, clip);
+ * without a core it is one elementwise loop.  Steps belong to groups, a group
+ * is one kernel: with the `wn` rule every parameter-only step (the weight
+ * normalisation, once per call) is one group, and so is every step after the
+ * backward pass that works on weight gradients alone. */
+#ifndef EDMC_FUSION_H
+#define EDMC_FUSION_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "compiler/ir.h"
+#include "compiler/status.h"
+
+/* The rules, a bit each. */
+enum {
+    EDM_FUSE_WN = 1u << 0,       /* weight norm: raw weight + per-output-channel scale in the epilogue; weight prep as one step */
+    EDM_FUSE_PROLOGUE = 1u << 1, /* elementwise work on a core operand, applied as it is read */
+    EDM_FUSE_EPILOGUE = 1u << 2, /* elementwise work on a core's output, applied before the store */
+    EDM_FUSE_EW = 1u << 3,       /* elementwise chains in one loop */
+    EDM_FUSE_NONE = 0u,
+    EDM_FUSE_ALL = (1u << 4) - 1,
+};
+
+/* "all", "none" or a comma list of rule names; 0 or -1 (st names the bad word). */
+int edm_fuse_parse(const char *text, unsigned *out, edm_status *st);
+/* "all", "none" or the list, into buf. */
+const char *edm_fuse_str(unsigned fuse, char *buf, size_t size);
+
+/* ------------------------------------------------------------------ rewrites */
+
+/* Drops every node no output, tap or kept node needs (leaves stay: a backend
+ * is given them by name).  keep may be NULL.  map[old] = new id or -1. */
+edm_graph *edm_pass_dce(const edm_graph *g, const unsigned char *keep, int *map, edm_status *st);
+
+/* The graph rewrites of the rules in `fuse` (today: wn), then DCE.  Returns
+ * a new graph (map[old] = new id, -1 where dropped), or NULL with st set. */
+edm_graph *edm_pass_fuse_rewrite(const edm_graph *g, unsigned fuse, const unsigned char *keep, int *map,
+                                 edm_status *st);
+
+/* ------------------------------------------------------------------ the plan */
+
+typedef enum {
+    EDM_ROLE_PROLOGUE, /* evaluated over a core operand's domain */
+    EDM_ROLE_CORE,
+    EDM_ROLE_EPILOGUE, /* evaluated over the root's domain (the root is the last) */
+} edm_member_role;
+
+typedef struct {
+    int node;
+    edm_member_role role;
+    int operand; /* prologue: the core input it feeds */
+} edm_plan_member;
+
+typedef struct {
+    int root;  /* the stored value */
+    int core;  /* the non-elementwise node inside, or -1 */
+    int group; /* the kernel it belongs to */
+    const char *kind; /* "ew", "contract", "reduce", "op" (another core) */
+    edm_plan_member *members; /* in evaluation order: prologues, core, epilogue; root last */
+    int nmembers;
+} edm_plan_step;
+
+typedef struct {
+    int stored;      /* has memory: a leaf, a root, or an alias of a stored value */
+    int base;        /* the value whose memory this is (itself unless an alias) */
+    int step;        /* the step writing it (roots), else -1 */
+    int first, last; /* bases of roots: the step that writes it and the last step reading it */
+    int keep;        /* readable after the run */
+    int64_t offset;  /* bytes into the arena, after edm_plan_bind (bases of roots) */
+    int64_t bytes;
+} edm_plan_value;
+
+typedef struct {
+    const char *name; /* "weights", "wgrad" or the root's op */
+    int first_step, nsteps;
+} edm_plan_group;
+
+typedef struct {
+    unsigned fuse;
+    int training;                 /* dropout draws masks (else it is an alias) */
+    const unsigned char *keep;    /* nodes to keep readable (NULL: outputs only) */
+    int keep_all;
+} edm_plan_options;
+
+typedef struct {
+    const edm_graph *g;
+    edm_plan_options opt;
+    edm_plan_step *steps;
+    int nsteps;
+    edm_plan_group *groups;
+    int ngroups;
+    edm_plan_value *values; /* one per node */
+    int nvalues;
+    int64_t arena_bytes; /* after edm_plan_bind */
+    int64_t stored_bytes; /* every root with no reuse */
+    int64_t act_peak_bytes; /* the most batch-dependent stored bytes live at once (activations, no fragmentation) */
+} edm_plan;
+
+edm_plan *edm_plan_build(const edm_graph *g, const edm_plan_options *opt, edm_status *st);
+void edm_plan_free(edm_plan *p);
+/* Binds the batch and element size: value sizes and arena offsets (first fit
+ * over the steps' lifetimes). */
+int edm_plan_bind(edm_plan *p, int64_t batch, int64_t elem_bytes, edm_status *st);
+/* Whether node is an alias (its value is its first input's memory). */
+int edm_plan_is_alias(const edm_plan_options *opt, const edm_node *n);
+/* The groups (kernels) a plan has. */
+static inline int edm_plan_kernels(const edm_plan *p) { return p->ngroups; }
+/* Text: one line per step with its members (edmc dump --stage=fused). */
+int edm_plan_write_text(FILE *f, const edm_plan *p);
+
+#endif

@@ -1,0 +1,579 @@
+/* The execution plan (fusion.h): which values are stored and which are
+ * inlined, the steps and groups, lifetimes and arena offsets.  One plan, read
+ * by the CPU executor, `edmc info` and `edmc dump --stage=fused`. */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "compiler/passes/fusion.h"
+
+/* An inlined value shared by several steps is recomputed in each; past this
+ * many elementwise ops it is stored instead.  One step holds at most
+ * CHAIN_MAX of them. */
+#define RECOMPUTE_MAX 8
+#define CHAIN_MAX 48
+
+/* ------------------------------------------------------------------ rule names */
+
+typedef struct {
+    const char *name;
+    unsigned flag;
+} rule_name;
+
+static const rule_name RULES[] = {
+    {"wn", EDM_FUSE_WN}, {"prologue", EDM_FUSE_PROLOGUE}, {"epilogue", EDM_FUSE_EPILOGUE}, {"ew", EDM_FUSE_EW},
+};
+#define NRULES (sizeof RULES / sizeof RULES[0])
+
+int edm_fuse_parse(const char *text, unsigned *out, edm_status *st)
+{
+    if (strcmp(text, "all") == 0) {
+        *out = EDM_FUSE_ALL;
+        return 0;
+    }
+    if (strcmp(text, "none") == 0) {
+        *out = EDM_FUSE_NONE;
+        return 0;
+    }
+    unsigned f = 0;
+    const char *p = text;
+    for (;;) {
+        size_t len = strcspn(p, ",");
+        size_t r = 0;
+        while (r < NRULES && (strlen(RULES[r].name) != len || strncmp(RULES[r].name, p, len) != 0))
+            r++;
+        if (r == NRULES)
+            return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
+                            "--fuse: unknown rule '%.*s' (all, none, or a list of wn, prologue, epilogue, ew)",
+                            (int)len, p);
+        f |= RULES[r].flag;
+        if (!p[len])
+            break;
+        p += len + 1;
+    }
+    *out = f;
+    return 0;
+}
+
+const char *edm_fuse_str(unsigned fuse, char *buf, size_t size)
+{
+    if (size == 0)
+        return buf;
+    if ((fuse & EDM_FUSE_ALL) == EDM_FUSE_ALL)
+        snprintf(buf, size, "all");
+    else if ((fuse & EDM_FUSE_ALL) == 0)
+        snprintf(buf, size, "none");
+    else {
+        size_t used = 0;
+        buf[0] = '\0';
+        for (size_t r = 0; r < NRULES; r++)
+            if ((fuse & RULES[r].flag) && used < size)
+                used += (size_t)snprintf(buf + used, size - used, "%s%s", used ? "," : "", RULES[r].name);
+    }
+    return buf;
+}
+
+/* ------------------------------------------------------------------ classes */
+
+enum { K_LEAF, K_ALIAS, K_EW, K_CORE };
+enum { R_MAIN, R_WEIGHTS, R_WGRAD };
+
+int edm_plan_is_alias(const edm_plan_options *opt, const edm_node *n)
+{
+    return n->op == EDM_OP_RESHAPE || n->op == EDM_OP_OUTPUT || (n->op == EDM_OP_DROPOUT && !opt->training);
+}
+
+static int kind_of(const edm_plan_options *opt, const edm_node *n)
+{
+    edm_op_class c = edm_op_class_of(n->op);
+    if (c == EDM_CLASS_LEAF)
+        return K_LEAF;
+    if (edm_plan_is_alias(opt, n))
+        return K_ALIAS;
+    if (c == EDM_CLASS_UNARY || c == EDM_CLASS_BINARY || n->op == EDM_OP_EXPAND || n->op == EDM_OP_DROPOUT)
+        return K_EW;
+    return K_CORE;
+}
+
+/* Same elements in the same order (N symbolic). */
+static int same_domain(const edm_shape *a, const edm_shape *b)
+{
+    return edm_dims_same_order(a->dim, a->rank, b->dim, b->rank);
+}
+
+typedef struct {
+    const edm_graph *g;
+    const edm_plan_options *opt;
+    edm_uses uses;
+    unsigned char *kind, *region, *inl, *hc, *kept;
+    int *cost;
+} planner;
+
+/* Whether user u can evaluate value v inside its own step (v with a core
+ * inside when hc). */
+static int absorbs(const planner *p, int v, int u, int hc)
+{
+    if (p->region[u] != R_MAIN || p->kept[u])
+        return 0;
+    const edm_node *nv = edm_graph_node(p->g, v), *nu = edm_graph_node(p->g, u);
+    unsigned f = p->opt->fuse;
+    switch (p->kind[u]) {
+    case K_EW:
+        return same_domain(&nu->shape, &nv->shape) && (f & (hc ? EDM_FUSE_EPILOGUE : EDM_FUSE_EW));
+    case K_CORE:
+        return !hc && (f & EDM_FUSE_PROLOGUE);
+    case K_ALIAS:
+        if (nu->op == EDM_OP_OUTPUT)
+            return 0;
+        if (hc && edm_uses_count(&p->uses, u) != 1)
+            return 0;
+        for (int k = p->uses.off[u]; k < p->uses.off[u + 1]; k++)
+            if (!absorbs(p, u, p->uses.users[k], hc))
+                return 0;
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static int all_absorb(const planner *p, int v, int hc)
+{
+    int n = edm_uses_count(&p->uses, v);
+    if (n == 0 || (hc && n != 1))
+        return 0;
+    for (int k = p->uses.off[v]; k < p->uses.off[v + 1]; k++)
+        if (!absorbs(p, v, p->uses.users[k], hc))
+            return 0;
+    return 1;
+}
+
+/* Stores v (and the aliases it is seen through) after all. */
+static void demote(planner *p, int v)
+{
+    p->inl[v] = 0;
+    p->hc[v] = 0;
+    p->cost[v] = 0;
+    if (p->kind[v] == K_ALIAS)
+        demote(p, edm_graph_node(p->g, v)->input[0]);
+}
+
+static void decide(planner *p, int i)
+{
+    const edm_node *n = edm_graph_node(p->g, i);
+    switch (p->kind[i]) {
+    case K_ALIAS: {
+        int a = n->input[0];
+        p->inl[i] = n->op != EDM_OP_OUTPUT && p->inl[a];
+        p->hc[i] = p->inl[i] && p->hc[a];
+        p->cost[i] = p->inl[i] ? p->cost[a] : 0;
+        return;
+    }
+    case K_CORE:
+        p->inl[i] = p->region[i] == R_MAIN && !p->kept[i] && (p->opt->fuse & EDM_FUSE_EPILOGUE) && all_absorb(p, i, 1);
+        p->hc[i] = p->inl[i];
+        return;
+    case K_EW: {
+        if (p->region[i] != R_MAIN || p->kept[i])
+            return;
+        int hc = 0, cost = 1;
+        for (int k = 0; k < n->ninputs; k++) {
+            int a = n->input[k];
+            if (!p->inl[a])
+                continue;
+            if (p->hc[a] && hc)
+                demote(p, a); /* one core per step */
+            else
+                hc |= p->hc[a];
+            cost += p->cost[a];
+        }
+        int users = edm_uses_count(&p->uses, i);
+        if (cost > CHAIN_MAX || (users > 1 && cost > RECOMPUTE_MAX))
+            return;
+        p->inl[i] = all_absorb(p, i, hc);
+        p->hc[i] = p->inl[i] && hc;
+        p->cost[i] = p->inl[i] ? cost : 0;
+        return;
+    }
+    default:
+        return;
+    }
+}
+
+static void classify(planner *p)
+{
+    const edm_graph *g = p->g;
+    int count = edm_graph_count(g);
+    for (int i = 0; i < count; i++)
+        p->kind[i] = (unsigned char)kind_of(p->opt, edm_graph_node(g, i));
+    if (!(p->opt->fuse & EDM_FUSE_WN))
+        return;
+    /* weights: work on parameters alone (no batch, every input a batch-free leaf or such work) */
+    for (int i = 0; i < count; i++) {
+        const edm_node *n = edm_graph_node(g, i);
+        if (p->kind[i] == K_LEAF || edm_shape_has_batch(&n->shape) || n->op == EDM_OP_OUTPUT)
+            continue;
+        int ok = 1;
+        for (int k = 0; k < n->ninputs && ok; k++) {
+            int a = n->input[k];
+            ok = p->kind[a] == K_LEAF ? !edm_shape_has_batch(&edm_graph_node(g, a)->shape) : p->region[a] == R_WEIGHTS;
+        }
+        if (ok)
+            p->region[i] = R_WEIGHTS;
+    }
+    /* wgrad: batch-free work on batch-free values (the weight-gradient
+     * contractions themselves stay where they are: they read activations),
+     * every reader of which is such work or an output */
+    for (int i = count - 1; i >= 0; i--) {
+        const edm_node *n = edm_graph_node(g, i);
+        if (p->kind[i] == K_LEAF || p->region[i] == R_WEIGHTS || edm_shape_has_batch(&n->shape) ||
+            n->op == EDM_OP_OUTPUT)
+            continue;
+        int ok = edm_uses_count(&p->uses, i) > 0;
+        for (int k = 0; k < n->ninputs && ok; k++)
+            ok = !edm_shape_has_batch(&edm_graph_node(g, n->input[k])->shape);
+        for (int k = p->uses.off[i]; k < p->uses.off[i + 1] && ok; k++) {
+            int u = p->uses.users[k];
+            ok = p->region[u] == R_WGRAD || edm_graph_node(g, u)->op == EDM_OP_OUTPUT;
+        }
+        if (ok)
+            p->region[i] = R_WGRAD;
+    }
+}
+
+/* ------------------------------------------------------------------ steps */
+
+typedef struct {
+    edm_plan_member *m;
+    int n, cap;
+} member_list;
+
+static int add_member(member_list *l, int node, edm_member_role role, int operand)
+{
+    for (int i = 0; i < l->n; i++)
+        if (l->m[i].node == node && l->m[i].role == role && l->m[i].operand == operand)
+            return 0;
+    if (l->n == l->cap) {
+        int cap = l->cap ? l->cap * 2 : 16;
+        edm_plan_member *nm = realloc(l->m, sizeof *nm * (size_t)cap);
+        if (!nm)
+            return -1;
+        l->m = nm;
+        l->cap = cap;
+    }
+    l->m[l->n++] = (edm_plan_member){.node = node, .role = role, .operand = operand};
+    return 0;
+}
+
+/* Collects the inlined nodes behind input v of a member with `role`. */
+static int collect(const planner *p, int v, edm_member_role role, int operand, member_list *l, int *core)
+{
+    if (p->kind[v] == K_LEAF || !p->inl[v])
+        return 0;
+    const edm_node *n = edm_graph_node(p->g, v);
+    if (p->kind[v] == K_CORE) {
+        *core = v;
+        if (add_member(l, v, EDM_ROLE_CORE, 0) != 0)
+            return -1;
+        for (int k = 0; k < n->ninputs; k++)
+            if (collect(p, n->input[k], EDM_ROLE_PROLOGUE, k, l, core) != 0)
+                return -1;
+        return 0;
+    }
+    if (add_member(l, v, role, operand) != 0)
+        return -1;
+    for (int k = 0; k < n->ninputs; k++)
+        if (collect(p, n->input[k], role, operand, l, core) != 0)
+            return -1;
+    return 0;
+}
+
+static int member_order(const void *pa, const void *pb)
+{
+    const edm_plan_member *a = pa, *b = pb;
+    if (a->role != b->role)
+        return (int)a->role - (int)b->role;
+    if (a->operand != b->operand)
+        return a->operand - b->operand;
+    return a->node - b->node;
+}
+
+static const char *kind_name(const edm_graph *g, int core, int root)
+{
+    int c = core >= 0 ? core : root;
+    switch (edm_op_class_of(edm_graph_node(g, c)->op)) {
+    case EDM_CLASS_CONTRACT: return "contract";
+    case EDM_CLASS_REDUCE: return "reduce";
+    case EDM_CLASS_UNARY: case EDM_CLASS_BINARY: return "ew";
+    default: return edm_graph_node(g, c)->op == EDM_OP_EXPAND || edm_graph_node(g, c)->op == EDM_OP_DROPOUT ? "ew" : "op";
+    }
+}
+
+static int make_step(edm_plan *plan, const planner *p, int r, edm_status *st)
+{
+    member_list l = {0};
+    const edm_node *n = edm_graph_node(p->g, r);
+    int core = -1;
+    int rc = 0;
+    if (p->kind[r] == K_CORE) {
+        core = r;
+        for (int k = 0; k < n->ninputs && rc == 0; k++)
+            rc = collect(p, n->input[k], EDM_ROLE_PROLOGUE, k, &l, &core);
+        core = r;
+    } else {
+        for (int k = 0; k < n->ninputs && rc == 0; k++)
+            rc = collect(p, n->input[k], EDM_ROLE_EPILOGUE, 0, &l, &core);
+    }
+    if (rc == 0)
+        rc = add_member(&l, r, p->kind[r] == K_CORE ? EDM_ROLE_CORE : EDM_ROLE_EPILOGUE, 0);
+    if (rc != 0) {
+        free(l.m);
+        return edm_nomem(st);
+    }
+    qsort(l.m, (size_t)l.n, sizeof *l.m, member_order);
+    edm_plan_step *s = &plan->steps[plan->nsteps++];
+    *s = (edm_plan_step){.root = r, .core = core, .members = l.m, .nmembers = l.n, .kind = kind_name(p->g, core, r)};
+    return 0;
+}
+
+static int add_group(edm_plan *plan, const char *name, int first, int n)
+{
+    plan->groups[plan->ngroups++] = (edm_plan_group){.name = name, .first_step = first, .nsteps = n};
+    for (int s = first; s < first + n; s++)
+        plan->steps[s].group = plan->ngroups - 1;
+    return 0;
+}
+
+static void planner_free(planner *p)
+{
+    edm_uses_free(&p->uses);
+    free(p->kind);
+    free(p->region);
+    free(p->inl);
+    free(p->hc);
+    free(p->kept);
+    free(p->cost);
+}
+
+void edm_plan_free(edm_plan *p)
+{
+    if (!p)
+        return;
+    for (int s = 0; s < p->nsteps; s++)
+        free(p->steps[s].members);
+    free(p->steps);
+    free(p->groups);
+    free(p->values);
+    free(p);
+}
+
+edm_plan *edm_plan_build(const edm_graph *g, const edm_plan_options *opt, edm_status *st)
+{
+    int count = edm_graph_count(g);
+    size_t cnt = (size_t)(count ? count : 1);
+    planner p = {.g = g, .opt = opt};
+    edm_plan *plan = calloc(1, sizeof *plan);
+    if (!plan || edm_uses_build(g, &p.uses, st) != 0) {
+        free(plan);
+        if (plan)
+            return NULL;
+        edm_nomem(st);
+        return NULL;
+    }
+    p.kind = calloc(cnt, 1);
+    p.region = calloc(cnt, 1);
+    p.inl = calloc(cnt, 1);
+    p.hc = calloc(cnt, 1);
+    p.kept = calloc(cnt, 1);
+    p.cost = calloc(cnt, sizeof *p.cost);
+    plan->g = g;
+    plan->opt = *opt;
+    plan->nvalues = count;
+    plan->values = calloc(cnt, sizeof *plan->values);
+    plan->steps = calloc(cnt, sizeof *plan->steps);
+    plan->groups = calloc(cnt, sizeof *plan->groups);
+    if (!p.kind || !p.region || !p.inl || !p.hc || !p.kept || !p.cost || !plan->values || !plan->steps ||
+        !plan->groups) {
+        planner_free(&p);
+        edm_plan_free(plan);
+        edm_nomem(st);
+        return NULL;
+    }
+    for (int i = 0; i < count; i++)
+        p.kept[i] = opt->keep_all || (opt->keep && opt->keep[i]) || edm_graph_node(g, i)->op == EDM_OP_OUTPUT;
+    /* a kept alias keeps what it shows */
+    for (int i = count - 1; i >= 0; i--) {
+        const edm_node *n = edm_graph_node(g, i);
+        if (p.kept[i] && edm_plan_is_alias(opt, n))
+            p.kept[n->input[0]] = 1;
+    }
+    classify(&p);
+    for (int i = 0; i < count; i++)
+        decide(&p, i);
+    /* steps: weight prep first, then the network in order, then the weight gradients */
+    static const int order[] = {R_WEIGHTS, R_MAIN, R_WGRAD};
+    int rc = 0;
+    for (int o = 0; o < 3 && rc == 0; o++) {
+        int first = plan->nsteps;
+        for (int i = 0; i < count && rc == 0; i++)
+            if (p.region[i] == order[o] && (p.kind[i] == K_EW || p.kind[i] == K_CORE) && !p.inl[i])
+                rc = make_step(plan, &p, i, st);
+        if (order[o] == R_MAIN) {
+            for (int s = first; s < plan->nsteps; s++)
+                add_group(plan, plan->steps[s].kind, s, 1);
+        } else if (plan->nsteps > first) {
+            add_group(plan, order[o] == R_WEIGHTS ? "weights" : "wgrad", first, plan->nsteps - first);
+        }
+    }
+    if (rc != 0) {
+        planner_free(&p);
+        edm_plan_free(plan);
+        return NULL;
+    }
+    /* the value table */
+    for (int i = 0; i < count; i++) {
+        edm_plan_value *v = &plan->values[i];
+        const edm_node *n = edm_graph_node(g, i);
+        v->step = -1;
+        v->first = v->last = -1;
+        v->keep = p.kept[i] || p.kind[i] == K_LEAF;
+        if (p.kind[i] == K_ALIAS) {
+            v->base = plan->values[n->input[0]].base;
+            v->stored = plan->values[n->input[0]].stored;
+        } else {
+            v->base = i;
+            v->stored = p.kind[i] == K_LEAF || !p.inl[i];
+        }
+    }
+    for (int s = 0; s < plan->nsteps; s++) {
+        const edm_plan_step *step = &plan->steps[s];
+        plan->values[step->root].step = s;
+        plan->values[step->root].first = s;
+        if (plan->values[step->root].last < s)
+            plan->values[step->root].last = s;
+        for (int m = 0; m < step->nmembers; m++) {
+            const edm_node *n = edm_graph_node(g, step->members[m].node);
+            for (int k = 0; k < n->ninputs; k++) {
+                const edm_plan_value *in = &plan->values[n->input[k]];
+                if (in->stored && plan->values[in->base].last < s)
+                    plan->values[in->base].last = s;
+            }
+        }
+    }
+    for (int i = 0; i < count; i++)
+        if (plan->values[i].keep && plan->values[i].stored)
+            plan->values[plan->values[i].base].last = plan->nsteps; /* read after the run */
+    planner_free(&p);
+    return plan;
+}
+
+/* ------------------------------------------------------------------ memory */
+
+typedef struct {
+    int64_t offset, bytes;
+    int last;
+} live_block;
+
+static int block_order(const void *pa, const void *pb)
+{
+    const live_block *a = pa, *b = pb;
+    return a->offset < b->offset ? -1 : a->offset > b->offset;
+}
+
+int edm_plan_bind(edm_plan *p, int64_t batch, int64_t elem_bytes, edm_status *st)
+{
+    live_block *live = malloc(sizeof *live * (size_t)(p->nsteps ? p->nsteps : 1));
+    if (!live)
+        return edm_nomem(st);
+    int nlive = 0;
+    p->arena_bytes = 0;
+    p->stored_bytes = 0;
+    for (int i = 0; i < p->nvalues; i++) {
+        const edm_shape *s = &edm_graph_node(p->g, i)->shape;
+        int64_t numel = 1;
+        for (int d = 0; d < s->rank; d++)
+            numel *= s->dim[d] == EDM_DIM_BATCH ? batch : s->dim[d];
+        p->values[i].bytes = numel * elem_bytes;
+        p->values[i].offset = -1;
+    }
+    for (int s = 0; s < p->nsteps; s++) {
+        edm_plan_value *v = &p->values[p->steps[s].root];
+        int keep = 0;
+        for (int k = 0; k < nlive; k++)
+            if (live[k].last >= s)
+                live[keep++] = live[k];
+        nlive = keep;
+        qsort(live, (size_t)nlive, sizeof *live, block_order);
+        int64_t need = (v->bytes + 63) & ~(int64_t)63, at = 0;
+        for (int k = 0; k < nlive; k++) {
+            if (live[k].offset - at >= need)
+                break;
+            int64_t end = live[k].offset + live[k].bytes;
+            at = end > at ? end : at;
+        }
+        v->offset = at;
+        p->stored_bytes += need;
+        live[nlive++] = (live_block){.offset = at, .bytes = need, .last = v->last};
+        if (at + need > p->arena_bytes)
+            p->arena_bytes = at + need;
+    }
+    free(live);
+    /* activations: the live sum of batch-dependent roots over the steps */
+    int64_t *delta = calloc((size_t)p->nsteps + 2, sizeof *delta);
+    if (!delta)
+        return edm_nomem(st);
+    for (int s = 0; s < p->nsteps; s++) {
+        const edm_plan_value *v = &p->values[p->steps[s].root];
+        if (!edm_shape_has_batch(&edm_graph_node(p->g, p->steps[s].root)->shape))
+            continue;
+        delta[s] += v->bytes;
+        delta[(v->last < p->nsteps ? v->last : p->nsteps) + 1] -= v->bytes;
+    }
+    int64_t cur = 0;
+    p->act_peak_bytes = 0;
+    for (int s = 0; s <= p->nsteps; s++) {
+        cur += delta[s];
+        p->act_peak_bytes = cur > p->act_peak_bytes ? cur : p->act_peak_bytes;
+    }
+    free(delta);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ text */
+
+static const char *role_name(edm_member_role r)
+{
+    return r == EDM_ROLE_PROLOGUE ? "pro" : r == EDM_ROLE_CORE ? "core" : "epi";
+}
+
+int edm_plan_write_text(FILE *f, const edm_plan *p)
+{
+    char fuse[64], shape[96];
+    int stored = 0;
+    for (int i = 0; i < p->nvalues; i++)
+        stored += p->values[i].stored && p->values[i].base == i && p->values[i].step >= 0;
+    fprintf(f, "plan fuse=%s: %d kernels, %d steps, %d stored values of %d\n", edm_fuse_str(p->opt.fuse, fuse, sizeof fuse),
+            p->ngroups, p->nsteps, stored, p->nvalues);
+    for (int gi = 0; gi < p->ngroups; gi++) {
+        const edm_plan_group *gr = &p->groups[gi];
+        fprintf(f, "kernel %d %s (%d step%s)\n", gi, gr->name, gr->nsteps, gr->nsteps == 1 ? "" : "s");
+        for (int s = gr->first_step; s < gr->first_step + gr->nsteps; s++) {
+            const edm_plan_step *step = &p->steps[s];
+            const edm_node *r = edm_graph_node(p->g, step->root);
+            fprintf(f, "  step %d %s -> %%%d %s %s%s%s\n", s, step->kind, step->root, edm_op_name(r->op),
+                    edm_shape_str(&r->shape, shape, sizeof shape), r->scope[0] ? " in " : "", r->scope);
+            for (int m = 0; m < step->nmembers; m++) {
+                const edm_plan_member *mb = &step->members[m];
+                const edm_node *n = edm_graph_node(p->g, mb->node);
+                fprintf(f, "    %s", role_name(mb->role));
+                if (mb->role == EDM_ROLE_PROLOGUE)
+                    fprintf(f, "%d", mb->operand);
+                fprintf(f, " %%%d %s (%s)", mb->node, edm_op_name(n->op), n->origin);
+                for (int k = 0; k < n->ninputs; k++)
+                    fprintf(f, "%s%%%d", k ? ", " : " <- ", n->input[k]);
+                fputc('\n', f);
+            }
+        }
+    }
+    return ferror(f) ? -1 : 0;
+}

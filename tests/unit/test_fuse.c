@@ -1,0 +1,400 @@
+/* Fusion: the groups each rule makes (kernel counts asserted, the way
+ * tinygrad's schedule tests do, on edm2-tiny, img512-s and the variants),
+ * the plan's invariants, and that every --fuse setting gives the numbers of
+ * --fuse=none: forward and a training step (dropout on), f64 to 1e-10 and
+ * f32 to 1e-5, on the CPU backend. */
+#include "config.h"
+
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "compiler/elaborate.h"
+#include "compiler/passes/fusion.h"
+#include "compiler/passes/passes.h"
+#include "runtime/backend_cpu.h"
+#include "runtime/rng.h"
+
+static const char *env_or(const char *name, const char *def)
+{
+    const char *v = getenv(name);
+    return v && v[0] ? v : def;
+}
+
+/* Compiles models/<file> with the defines; training: differentiated too. */
+static edm_graph *compile(const char *file, const edm_define *defs, int ndefs, int training)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/models/%s", env_or("srcdir", "."), file);
+    edm_sources *src = edm_sources_new();
+    edm_diags *d = malloc(sizeof *d);
+    assert_non_null(src);
+    assert_non_null(d);
+    edm_define all[8];
+    memcpy(all, defs, sizeof *defs * (size_t)ndefs);
+    if (training)
+        all[ndefs++] = (edm_define){"training", "true"};
+    edm_program prog;
+    if (edm_compile_file(src, path, all, ndefs, &prog, d) != 0)
+        edm_diag_print(src, &d->items[0], stderr);
+    assert_non_null(prog.graph);
+    edm_graph *g = prog.graph;
+    prog.graph = NULL;
+    edm_program_free(&prog);
+    edm_sources_free(src);
+    free(d);
+    edm_status st;
+    edm_status_init(&st);
+    edm_pipeline_options po = {.training = training};
+    assert_int_equal(edm_pipeline_run(g, &po, "train", NULL, &st), 0);
+    return g;
+}
+
+/* The plan of g at `fuse`, over the rewritten graph (*rw, freed by the caller). */
+static edm_plan *plan_of(const edm_graph *g, unsigned fuse, int training, edm_graph **rw)
+{
+    edm_status st;
+    edm_status_init(&st);
+    int *map = malloc(sizeof *map * (size_t)edm_graph_count(g));
+    assert_non_null(map);
+    *rw = edm_pass_fuse_rewrite(g, fuse, NULL, map, &st);
+    free(map);
+    if (!*rw)
+        print_error("%s\n", st.msg);
+    assert_non_null(*rw);
+    assert_int_equal(edm_pass_verify(*rw, &st), 0);
+    edm_plan_options o = {.fuse = fuse, .training = training};
+    edm_plan *p = edm_plan_build(*rw, &o, &st);
+    assert_non_null(p);
+    assert_int_equal(edm_plan_bind(p, 2, 4, &st), 0);
+    return p;
+}
+
+static int kernels(const edm_graph *g, unsigned fuse, int training)
+{
+    edm_graph *rw;
+    edm_plan *p = plan_of(g, fuse, training, &rw);
+    int k = edm_plan_kernels(p);
+    edm_plan_free(p);
+    edm_graph_free(rw);
+    return k;
+}
+
+static void test_parse(void **state)
+{
+    (void)state;
+    edm_status st;
+    edm_status_init(&st);
+    unsigned f = 99;
+    assert_int_equal(edm_fuse_parse("all", &f, &st), 0);
+    assert_int_equal(f, EDM_FUSE_ALL);
+    assert_int_equal(edm_fuse_parse("none", &f, &st), 0);
+    assert_int_equal(f, EDM_FUSE_NONE);
+    assert_int_equal(edm_fuse_parse("wn,ew", &f, &st), 0);
+    assert_int_equal(f, EDM_FUSE_WN | EDM_FUSE_EW);
+    assert_int_equal(edm_fuse_parse("wn,bogus", &f, &st), -1);
+    assert_non_null(strstr(st.msg, "'bogus'"));
+    char buf[64];
+    assert_string_equal(edm_fuse_str(EDM_FUSE_PROLOGUE | EDM_FUSE_EPILOGUE, buf, sizeof buf), "prologue,epilogue");
+    assert_string_equal(edm_fuse_str(EDM_FUSE_ALL, buf, sizeof buf), "all");
+}
+
+/* Every plan: each non-leaf value stored or inlined, every step's inputs
+ * stored or its own members, epilogue members on the root's domain,
+ * lifetimes cover their reads, no two live roots overlap in the arena. */
+static void check_invariants(const edm_graph *g, const edm_plan *p)
+{
+    int n = edm_graph_count(g);
+    for (int s = 0; s < p->nsteps; s++) {
+        const edm_plan_step *st = &p->steps[s];
+        assert_int_equal(p->values[st->root].step, s);
+        for (int m = 0; m < st->nmembers; m++) {
+            const edm_node *nd = edm_graph_node(g, st->members[m].node);
+            for (int k = 0; k < nd->ninputs; k++) {
+                int a = nd->input[k], in_step = 0;
+                for (int q = 0; q < st->nmembers; q++)
+                    in_step |= st->members[q].node == a;
+                const edm_plan_value *v = &p->values[a];
+                if (!in_step) {
+                    assert_true(v->stored);
+                    assert_true(p->values[v->base].last >= s || p->values[v->base].step < 0);
+                }
+            }
+        }
+    }
+    /* roots by offset; each against those that start inside it */
+    int *ids = malloc(sizeof *ids * (size_t)(n ? n : 1)), m = 0;
+    assert_non_null(ids);
+    for (int i = 0; i < n; i++)
+        if (p->values[i].step >= 0 && p->values[i].base == i && p->values[i].bytes > 0)
+            ids[m++] = i;
+    for (int i = 1; i < m; i++) /* insertion sort by offset: plans are mostly in order */
+        for (int j = i; j > 0 && p->values[ids[j - 1]].offset > p->values[ids[j]].offset; j--) {
+            int t = ids[j];
+            ids[j] = ids[j - 1];
+            ids[j - 1] = t;
+        }
+    for (int i = 0; i < m; i++) {
+        const edm_plan_value *a = &p->values[ids[i]];
+        for (int j = i + 1; j < m && p->values[ids[j]].offset < a->offset + a->bytes; j++) {
+            const edm_plan_value *b = &p->values[ids[j]];
+            int overlap_time = a->first <= b->last && b->first <= a->last;
+            if (overlap_time)
+                print_error("%%%d [%d,%d] and %%%d [%d,%d] share memory\n", ids[i], a->first, a->last, ids[j],
+                            b->first, b->last);
+            assert_false(overlap_time);
+        }
+    }
+    free(ids);
+}
+
+/* The schedule of edm2-tiny: kernels per rule, asserted exactly. */
+static void test_tiny_kernels(void **state)
+{
+    (void)state;
+    edm_graph *fwd = compile("edm2-tiny.edm", NULL, 0, 0), *train = compile("edm2-tiny.edm", NULL, 0, 1);
+    static const struct {
+        unsigned fuse;
+        int forward, train;
+    } rows[] = {
+        {EDM_FUSE_NONE, 568, 1805},    {EDM_FUSE_WN, 318, 899},        {EDM_FUSE_PROLOGUE, 479, 1585},
+        {EDM_FUSE_EPILOGUE, 307, 1334}, {EDM_FUSE_EW, 314, 899},         {EDM_FUSE_ALL, 94, 260},
+    };
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+        int kf = kernels(fwd, rows[r].fuse, 0), kt = kernels(train, rows[r].fuse, 1);
+        char buf[64];
+        if (kf != rows[r].forward || kt != rows[r].train)
+            print_error("--fuse=%s: %d / %d kernels, expected %d / %d\n", edm_fuse_str(rows[r].fuse, buf, sizeof buf),
+                        kf, kt, rows[r].forward, rows[r].train);
+        assert_int_equal(kf, rows[r].forward);
+        assert_int_equal(kt, rows[r].train);
+    }
+    /* unfused: one kernel per compute node */
+    int compute = 0;
+    for (int i = 0; i < edm_graph_count(fwd); i++) {
+        const edm_node *n = edm_graph_node(fwd, i);
+        edm_plan_options o = {0};
+        compute += edm_op_class_of(n->op) != EDM_CLASS_LEAF && !edm_plan_is_alias(&o, n);
+    }
+    assert_int_equal(kernels(fwd, EDM_FUSE_NONE, 0), compute);
+    edm_graph_free(fwd);
+    edm_graph_free(train);
+}
+
+/* What the groups of --fuse=all hold on edm2-tiny's forward pass. */
+static void test_tiny_groups(void **state)
+{
+    (void)state;
+    edm_graph *fwd = compile("edm2-tiny.edm", NULL, 0, 0), *rw;
+    edm_plan *p = plan_of(fwd, EDM_FUSE_ALL, 0, &rw);
+    check_invariants(rw, p);
+    int convs = 0, conv_steps = 0, silu_stored = 0, prologue_silu = 0, weights_group = 0;
+    for (int i = 0; i < edm_graph_count(rw); i++) {
+        const edm_node *n = edm_graph_node(rw, i);
+        if (n->op == EDM_OP_CONV2D) {
+            convs++;
+            /* wn: every convolution reads its raw parameter */
+            assert_int_equal(edm_graph_node(rw, n->input[1])->op, EDM_OP_PARAM);
+        }
+        if (n->op == EDM_OP_SILU && p->values[i].stored)
+            silu_stored++;
+    }
+    for (int s = 0; s < p->nsteps; s++) {
+        const edm_plan_step *st = &p->steps[s];
+        if (st->core >= 0 && edm_graph_node(rw, st->core)->op == EDM_OP_CONV2D) {
+            conv_steps++;
+            /* the weight-norm scale is applied in the epilogue: the root is not the raw convolution */
+            assert_int_not_equal(st->root, st->core);
+            for (int m = 0; m < st->nmembers; m++)
+                prologue_silu += st->members[m].role == EDM_ROLE_PROLOGUE &&
+                                 edm_graph_node(rw, st->members[m].node)->op == EDM_OP_SILU;
+        }
+    }
+    for (int gi = 0; gi < p->ngroups; gi++)
+        weights_group += strcmp(p->groups[gi].name, "weights") == 0;
+    assert_int_equal(conv_steps, convs); /* one kernel per convolution, with its epilogue */
+    assert_int_equal(silu_stored, 0);    /* every mp_silu is a prologue or an epilogue */
+    assert_true(prologue_silu >= 10);    /* conv_res0 and conv_res1 of each block read silu'd operands */
+    assert_int_equal(weights_group, 1);  /* the weight normalisation: one step per call */
+    edm_plan_free(p);
+    edm_graph_free(rw);
+    edm_graph_free(fwd);
+}
+
+/* img512-s: ≤ 400 kernels per forward (from 1917 unfused); the variants fuse too. */
+static void test_big_models(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *file;
+        int all, none;
+    } models[] = {
+        {"edm2-img512-s.edm", 313, 1917},
+        {"variants/edm2-img512-s-plain.edm", 313, 1810},
+        {"variants/edm2-img512-s-attn32.edm", 313, 1917},
+        {"variants/edm2-img512-s-2blocks.edm", 241, 1485},
+    };
+    for (size_t m = 0; m < sizeof models / sizeof models[0]; m++) {
+        edm_graph *g = compile(models[m].file, NULL, 0, 0), *rw;
+        int ka = kernels(g, EDM_FUSE_ALL, 0), kn = kernels(g, EDM_FUSE_NONE, 0);
+        if (ka != models[m].all || kn != models[m].none)
+            print_error("%s: %d fused, %d unfused kernels\n", models[m].file, ka, kn);
+        assert_int_equal(ka, models[m].all);
+        assert_int_equal(kn, models[m].none);
+        assert_true(ka <= 400);
+        edm_plan *p = plan_of(g, EDM_FUSE_ALL, 0, &rw);
+        check_invariants(rw, p);
+        edm_plan_free(p);
+        edm_graph_free(rw);
+        edm_graph_free(g);
+    }
+}
+
+/* Training memory: the activations the fused step keeps live at its peak,
+ * against --fuse=none (per sample, batch-dependent values). */
+static void test_training_memory(void **state)
+{
+    (void)state;
+    edm_graph *g = compile("edm2-img512-s.edm", NULL, 0, 1), *rw;
+    edm_plan *a = plan_of(g, EDM_FUSE_ALL, 1, &rw);
+    edm_graph *rn;
+    edm_plan *n = plan_of(g, EDM_FUSE_NONE, 1, &rn);
+    double ratio = (double)a->act_peak_bytes / (double)n->act_peak_bytes;
+    print_message("img512-s training activations at the peak: %.1f vs %.1f MiB (batch 2): %.3fx\n",
+                  (double)a->act_peak_bytes / (1 << 20), (double)n->act_peak_bytes / (1 << 20), ratio);
+    assert_true(ratio < 0.55);
+    check_invariants(rw, a);
+    edm_plan_free(a);
+    edm_plan_free(n);
+    edm_graph_free(rw);
+    edm_graph_free(rn);
+    edm_graph_free(g);
+}
+
+/* ------------------------------------------------------------------ numbers */
+
+/* Runs g on the CPU with every leaf filled from seeded streams (σ-like
+ * inputs positive) and returns every output, concatenated, in f64. */
+static double *run_all(const edm_graph *g, unsigned fuse, edm_dtype compute, int training, int64_t batch, int64_t *n)
+{
+    edm_status st;
+    edm_status_init(&st);
+    edm_cpu_options o = {.compute = compute, .fuse = fuse, .training = training, .seed = 7, .threads = 2};
+    edm_cpu *x = edm_cpu_new(g, batch, &o, &st);
+    if (!x)
+        print_error("%s\n", st.msg);
+    assert_non_null(x);
+    int64_t total = 0;
+    for (int i = 0; i < edm_graph_count(g); i++) {
+        const edm_node *nd = edm_graph_node(g, i);
+        if (nd->op == EDM_OP_OUTPUT)
+            total += edm_cpu_numel(x, i);
+        if (nd->op != EDM_OP_INPUT && nd->op != EDM_OP_PARAM && nd->op != EDM_OP_BUFFER)
+            continue;
+        int64_t cnt = edm_cpu_numel(x, i);
+        double *v = malloc(sizeof *v * (size_t)(cnt ? cnt : 1));
+        assert_non_null(v);
+        edm_rng r = edm_rng_make(11, nd->name);
+        edm_rng_normal_f64(&r, 0, v, cnt);
+        if (strcmp(nd->name, "sigma") == 0)
+            for (int64_t k = 0; k < cnt; k++)
+                v[k] = exp(v[k]);
+        assert_int_equal(edm_cpu_set_f64(x, nd->name, v, cnt, &st), 0);
+        free(v);
+    }
+    if (edm_cpu_run(x, &st) != 0)
+        print_error("%s\n", st.msg);
+    double *out = malloc(sizeof *out * (size_t)(total ? total : 1));
+    assert_non_null(out);
+    int64_t at = 0;
+    for (int i = 0; i < edm_graph_count(g); i++)
+        if (edm_graph_node(g, i)->op == EDM_OP_OUTPUT) {
+            int64_t cnt = edm_cpu_numel(x, i);
+            assert_int_equal(edm_cpu_get_f64(x, i, out + at, cnt, &st), 0);
+            at += cnt;
+        }
+    edm_cpu_free(x);
+    *n = total;
+    return out;
+}
+
+static double max_rel(const double *a, const double *b, int64_t n)
+{
+    double num = 0, den = 0, worst = 0;
+    for (int64_t i = 0; i < n; i++) {
+        num += (a[i] - b[i]) * (a[i] - b[i]);
+        den += b[i] * b[i];
+        assert_false(isnan(a[i]));
+    }
+    worst = sqrt(num / (den > 0 ? den : 1));
+    return worst;
+}
+
+static void compare_settings(const edm_graph *g, int training, const char *what)
+{
+    static const unsigned settings[] = {EDM_FUSE_ALL, EDM_FUSE_WN, EDM_FUSE_PROLOGUE, EDM_FUSE_EPILOGUE, EDM_FUSE_EW,
+                                        EDM_FUSE_PROLOGUE | EDM_FUSE_EPILOGUE | EDM_FUSE_EW};
+    for (int prec = 0; prec < 2; prec++) {
+        edm_dtype t = prec ? EDM_F32 : EDM_F64;
+        double tol = prec ? 1e-5 : 1e-10;
+        int64_t nn, na;
+        double *ref = run_all(g, EDM_FUSE_NONE, t, training, 3, &nn);
+        for (size_t s = 0; s < sizeof settings / sizeof settings[0]; s++) {
+            double *got = run_all(g, settings[s], t, training, 3, &na);
+            assert_int_equal(na, nn);
+            double e = max_rel(got, ref, nn);
+            char buf[64];
+            print_message("%s %s --fuse=%s vs none: %.2e\n", what, prec ? "f32" : "f64",
+                          edm_fuse_str(settings[s], buf, sizeof buf), e);
+            assert_true(e < tol);
+            free(got);
+        }
+        free(ref);
+    }
+}
+
+static void test_forward_numbers(void **state)
+{
+    (void)state;
+    edm_graph *g = compile("edm2-tiny.edm", NULL, 0, 0);
+    compare_settings(g, 0, "tiny forward");
+    edm_graph_free(g);
+}
+
+/* A training step's loss and every gradient, with dropout drawing masks. */
+static void test_training_numbers(void **state)
+{
+    (void)state;
+    edm_define d[] = {{"dropout", "0.1"}};
+    edm_graph *g = compile("edm2-tiny.edm", d, 1, 1);
+    compare_settings(g, 1, "tiny training (dropout 0.1)");
+    edm_graph_free(g);
+}
+
+static void test_variant_numbers(void **state)
+{
+    (void)state;
+    edm_define d[] = {{"img_resolution", "16"}, {"model_channels", "32"}, {"channel_mult", "[1,2]"},
+                      {"attn_resolutions", "[8]"}, {"label_dim", "10"}, {"logvar_channels", "16"}};
+    edm_graph *g = compile("variants/edm2-img512-s-plain.edm", d, 6, 0);
+    compare_settings(g, 0, "plain variant forward");
+    edm_graph_free(g);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse),          cmocka_unit_test(test_tiny_kernels),
+        cmocka_unit_test(test_tiny_groups),    cmocka_unit_test(test_big_models),
+        cmocka_unit_test(test_training_memory), cmocka_unit_test(test_forward_numbers),
+        cmocka_unit_test(test_training_numbers), cmocka_unit_test(test_variant_numbers),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
