@@ -94,7 +94,7 @@ def normalize(x, dim=None, eps=1e-4):
     if dim is None:
         dim = list(range(1, x.ndim))
     norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True, dtype=torch.float32)
-    norm = eps + norm * math.sqrt(norm.numel() / x.numel())
+    norm = torch.add(eps, norm, alpha=math.sqrt(norm.numel() / x.numel()))  # one op, as the reference
     return x / norm.to(x.dtype)
 
 
@@ -113,12 +113,16 @@ def mp_cat(a, b, dim=1, t=0.5):
 
 
 def resample(x, mode='keep'):
+    """As the reference writes it: a depthwise [1,1]x[1,1]/4 filter, a strided
+    convolution down, a transposed convolution (filter x4) up."""
     if mode == 'keep':
         return x
+    c = x.shape[1]
+    f = torch.full([c, 1, 2, 2], 0.25, dtype=x.dtype, device=x.device)
     if mode == 'down':
-        return F.avg_pool2d(x, 2)  # 2x2 box filter, stride 2
+        return F.conv2d(x, f, groups=c, stride=2)
     if mode == 'up':
-        return x.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)  # nearest 2x
+        return F.conv_transpose2d(x, f * 4, groups=c, stride=2)
     raise ValueError(mode)
 
 
@@ -213,7 +217,7 @@ class Block(torch.nn.Module):
             x = mp_sum(x, y, t=self.attn_balance)
 
         if self.clip_act is not None:
-            x = x.clamp(-self.clip_act, self.clip_act)
+            x = x.clip_(-self.clip_act, self.clip_act)  # in place, as the reference
         return x
 
 

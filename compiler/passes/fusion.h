@@ -107,7 +107,7 @@ typedef struct {
     int nvalues;
     int64_t arena_bytes; /* after edm_plan_bind */
     int64_t stored_bytes; /* every root with no reuse */
-    int64_t act_peak_bytes; /* the most batch-dependent stored bytes live at once (activations, no fragmentation) */
+    int64_t act_peak_bytes; /* the most batch-dependent stored bytes live at once, inputs included, constants not (no fragmentation) */
 } edm_plan;
 
 edm_plan *edm_plan_build(const edm_graph *g, const edm_plan_options *opt, edm_status *st);

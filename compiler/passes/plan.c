@@ -529,7 +529,14 @@ int edm_plan_bind(edm_plan *p, int64_t batch, int64_t elem_bytes, edm_status *st
         delta[s] += v->bytes;
         delta[(v->last < p->nsteps ? v->last : p->nsteps) + 1] -= v->bytes;
     }
+    /* the inputs are live throughout (constants are not counted: a reader
+     * can take them as one number) */
     int64_t cur = 0;
+    for (int i = 0; i < p->nvalues; i++) {
+        const edm_node *n = edm_graph_node(p->g, i);
+        if (n->op == EDM_OP_INPUT && edm_shape_has_batch(&n->shape))
+            cur += p->values[i].bytes;
+    }
     p->act_peak_bytes = 0;
     for (int s = 0; s <= p->nsteps; s++) {
         cur += delta[s];

@@ -38,7 +38,8 @@ static edm_graph *compile(const char *file, const edm_define *defs, int ndefs, i
     assert_non_null(src);
     assert_non_null(d);
     edm_define all[8];
-    memcpy(all, defs, sizeof *defs * (size_t)ndefs);
+    if (ndefs > 0)
+        memcpy(all, defs, sizeof *defs * (size_t)ndefs);
     if (training)
         all[ndefs++] = (edm_define){"training", "true"};
     edm_program prog;
