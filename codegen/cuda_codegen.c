@@ -1255,3 +1255,452 @@ int edm_cuda_codegen(const edm_graph *g, const edm_cuda_options *opt, edm_cuda_m
     m->len = out.len;
     return 0;
 }
+
+/* ------------------------------------------------------------------ fused plans */
+
+#include "compiler/passes/fusion.h"
+
+typedef struct {
+    const edm_plan *p;
+    const edm_cuda_options *opt;
+    const edm_dtype *dt;
+    const edm_plan_step *s;
+    edm_cuda_step_launch *L;
+    int mix64; /* a dropout inside: the module needs edm_mix64 */
+} step_ctx;
+
+static int is_member(const edm_plan_step *s, int node)
+{
+    for (int m = 0; m < s->nmembers; m++)
+        if (s->members[m].node == node)
+            return 1;
+    return 0;
+}
+
+/* The parameter index of stored value v's base among the step's inputs. */
+static int input_slot(const step_ctx *x, int v)
+{
+    int base = x->p->values[v].base;
+    for (int k = 0; k < x->L->ninputs; k++)
+        if (x->L->inputs[k] == base)
+            return k;
+    return -1;
+}
+
+/* Writes into ref how member `user` reads its operand a at index idx (a
+ * variable of the function being written), emitting any index arithmetic
+ * into b first. */
+static int operand_ref(step_ctx *x, sbuf *b, int user, int k, edm_member_role role, char *ref, size_t size,
+                       edm_status *st)
+{
+    const edm_graph *g = x->p->g;
+    const edm_node *u = edm_graph_node(g, user);
+    int a = u->input[k];
+    const edm_node *na = edm_graph_node(g, a);
+    if (na->op == EDM_OP_CONST) {
+        lit_f32(ref, size, na->attr.constant.value);
+        return 0;
+    }
+    if (a == x->s->core && role == EDM_ROLE_EPILOGUE) {
+        snprintf(ref, size, "c");
+        return 0;
+    }
+    for (int m = 0; m < x->s->nmembers; m++) {
+        const edm_plan_member *pm = &x->s->members[m];
+        if (pm->node == a && pm->role == role && pm->role != EDM_ROLE_CORE) {
+            snprintf(ref, size, "v%d", a);
+            return 0;
+        }
+    }
+    int slot = input_slot(x, a);
+    if (slot < 0)
+        return edm_fail(st, EDM_ERR_INTERNAL, u->loc, "CUDA codegen: step %%%d reads %%%d, which is not stored",
+                        x->s->root, a);
+    bshape bu = bind(&u->shape, x->opt->batch), ba = bind(&na->shape, x->opt->batch);
+    if (bu.numel == ba.numel && edm_dims_same_order(bu.dim, bu.rank, ba.dim, ba.rank)) {
+        snprintf(ref, size, "ld(P.i%d, idx)", slot);
+        return 0;
+    }
+    index_plan ip;
+    plan_broadcast(&bu, &ba, &ba, &ip);
+    char var[32];
+    snprintf(var, sizeof var, "o%d_%d", user, k);
+    const char *vars[] = {var, "unused_"};
+    if (ip.rank == 0) {
+        sb_printf(b, "        const long long %s = 0;\n", var);
+    } else {
+        emit_index(b, &ip, 1, vars, "idx");
+    }
+    snprintf(ref, size, "ld(P.i%d, %s)", slot, var);
+    return 0;
+}
+
+static const char *binary_expr(edm_op op)
+{
+    switch (op) {
+    case EDM_OP_SUB: return "u - v";
+    case EDM_OP_MUL: return "u * v";
+    case EDM_OP_DIV: return "u / v";
+    case EDM_OP_MAXIMUM: return "u > v ? u : v";
+    default: return "u + v";
+    }
+}
+
+/* The members of (role, operand) at index `idx`, each into `vID`; *last gets the last one. */
+static int emit_members(step_ctx *x, sbuf *b, edm_member_role role, int operand, int *last, edm_status *st)
+{
+    const edm_graph *g = x->p->g;
+    *last = -1;
+    for (int m = 0; m < x->s->nmembers; m++) {
+        const edm_plan_member *pm = &x->s->members[m];
+        if (pm->role != role || pm->operand != operand || pm->node == x->s->core)
+            continue;
+        const edm_node *n = edm_graph_node(g, pm->node);
+        char ra[160], rb[160], buf[256];
+        if (operand_ref(x, b, pm->node, 0, role, ra, sizeof ra, st) != 0)
+            return -1;
+        if (n->ninputs > 1 && operand_ref(x, b, pm->node, 1, role, rb, sizeof rb, st) != 0)
+            return -1;
+        edm_plan_options po = {.training = x->opt->training};
+        if (edm_plan_is_alias(&po, n) || n->op == EDM_OP_EXPAND) {
+            sb_printf(b, "        const float v%d = %s;\n", pm->node, ra);
+        } else if (n->op == EDM_OP_DROPOUT) {
+            char thr[64], scale[64];
+            int mask = n->attr.dropout.mask_id > 0 ? n->attr.dropout.mask_id : pm->node;
+            lit_f64(thr, sizeof thr, n->attr.dropout.p * 18446744073709551616.0);
+            lit_f32(scale, sizeof scale, 1 / (1 - n->attr.dropout.p));
+            sb_printf(b,
+                      "        const float v%d = (double)edm_mix64(*P.seed ^ edm_mix64(%lluULL * 0x9e3779b97f4a7c15ULL + "
+                      "(unsigned long long)idx)) >= %s ? %s * %s : 0.0f;\n",
+                      pm->node, (unsigned long long)mask, thr, ra, scale);
+            x->mix64 = 1;
+        } else if (edm_op_class_of(n->op) == EDM_CLASS_UNARY) {
+            sb_printf(b, "        float v%d;\n        {\n            const float x = %s;\n            v%d = %s;\n        }\n",
+                      pm->node, ra, pm->node, unary_expr(n, buf, sizeof buf));
+        } else if (edm_op_class_of(n->op) == EDM_CLASS_BINARY) {
+            sb_printf(b,
+                      "        float v%d;\n        {\n            const float u = %s, v = %s;\n            v%d = %s;\n"
+                      "        }\n",
+                      pm->node, ra, rb, pm->node, binary_expr(n->op));
+        } else {
+            return edm_fail(st, EDM_ERR_INTERNAL, n->loc, "CUDA codegen: %s is not elementwise", edm_op_name(n->op));
+        }
+        *last = pm->node;
+    }
+    return 0;
+}
+
+/* Copies in to out with every `from` replaced by `to`. */
+static void replace_all(sbuf *out, const char *in, const char *from, const char *to)
+{
+    size_t n = strlen(from);
+    for (const char *p = in;;) {
+        const char *q = strstr(p, from);
+        if (!q) {
+            sb_puts(out, p);
+            return;
+        }
+        sb_putn(out, p, (size_t)(q - p));
+        sb_puts(out, to);
+        p = q + n;
+    }
+}
+
+/* Replaces the text from `start` up to and including `end` (searched after
+ * start) by `to`, at every occurrence. */
+static void replace_span(sbuf *out, const char *in, const char *start, const char *end, const char *to)
+{
+    for (const char *p = in;;) {
+        const char *a = strstr(p, start);
+        const char *e = a ? strstr(a, end) : NULL;
+        if (!a || !e) {
+            sb_puts(out, p);
+            return;
+        }
+        sb_putn(out, p, (size_t)(a - p));
+        sb_puts(out, to);
+        p = e + strlen(end);
+    }
+}
+
+/* A node kernel's body made a step's: the operands through KNAME_in0/1, the
+ * store through KNAME_out, the accessors and the kernel taking the step's
+ * arguments P. */
+static int fuse_body(const char *body, const char *head, sbuf *out)
+{
+    static const char *const subs[][2] = {
+        {"KNAME_A(a, b, ", "KNAME_A(P, "}, {"KNAME_B(a, b, ", "KNAME_B(P, "}, {"KNAME_C(y, ", "KNAME_C(P, "},
+        {"ld(a, ", "KNAME_in0(P, "},    {"ld(b, ", "KNAME_in1(P, "},    {"st(y, ", "KNAME_out(P, "},
+    };
+    sbuf t[2] = {{0}, {0}};
+    replace_span(&t[0], body, "float KNAME_A(const ", ", long long z", "float KNAME_A(const KNAME_args &P, long long z");
+    replace_span(&t[1], t[0].p ? t[0].p : "", "float KNAME_B(const ", ", long long z",
+                 "float KNAME_B(const KNAME_args &P, long long z");
+    t[0].len = 0;
+    replace_span(&t[0], t[1].p ? t[1].p : "", "void KNAME_C(", ", long long z", "void KNAME_C(const KNAME_args &P, long long z");
+    t[1].len = 0;
+    replace_span(&t[1], t[0].p ? t[0].p : "", "extern \"C\" __global__", "seed)\n{\n", head);
+    int cur = 1;
+    for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
+        t[!cur].len = 0;
+        if (t[!cur].p)
+            t[!cur].p[0] = '\0';
+        replace_all(&t[!cur], t[cur].p ? t[cur].p : "", subs[i][0], subs[i][1]);
+        cur = !cur;
+    }
+    sb_puts(out, t[cur].p ? t[cur].p : "");
+    int oom = t[0].oom || t[1].oom;
+    free(t[0].p);
+    free(t[1].p);
+    return oom ? -1 : 0;
+}
+
+/* grouped: the step as a device function KNAME_run(bx_, gx_, <its parameters>)
+ * that a group kernel calls with its share of the blocks. */
+static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
+{
+    const edm_graph *g = x->p->g;
+    const edm_plan_step *s = x->s;
+    edm_cuda_step_launch *L = x->L;
+    /* the stored values it reads */
+    for (int m = 0; m < s->nmembers; m++) {
+        const edm_node *n = edm_graph_node(g, s->members[m].node);
+        for (int k = 0; k < n->ninputs; k++) {
+            int a = n->input[k];
+            if (edm_graph_node(g, a)->op == EDM_OP_CONST || is_member(s, a))
+                continue;
+            if (!x->p->values[a].stored)
+                return edm_fail(st, EDM_ERR_INTERNAL, n->loc, "CUDA codegen: step %%%d reads %%%d, not stored", s->root, a);
+            if (input_slot(x, a) >= 0)
+                continue;
+            if (L->ninputs == EDM_CUDA_MAX_STEP_INPUTS)
+                return edm_fail(st, EDM_ERR_LIMIT, n->loc, "CUDA codegen: a step reads more than %d values",
+                                EDM_CUDA_MAX_STEP_INPUTS);
+            L->inputs[L->ninputs++] = x->p->values[a].base;
+        }
+    }
+    sbuf b = {0}, head = {0};
+    sb_printf(&b, "struct KNAME_args {\n    %s *y;\n", ctype(L->dtype));
+    for (int k = 0; k < L->ninputs; k++)
+        sb_printf(&b, "    const %s *i%d;\n", ctype(x->dt[L->inputs[k]]), k);
+    sb_puts(&b, "    const unsigned long long *seed;\n};\n");
+    if (grouped)
+        sb_printf(&head, "static __device__ __noinline__ void KNAME_run(unsigned bx_, unsigned gx_, %s *__restrict__ y",
+                  ctype(L->dtype));
+    else
+        sb_printf(&head, "extern \"C\" __global__ void __launch_bounds__(%d) KNAME(%s *__restrict__ y", BLOCK,
+                  ctype(L->dtype));
+    for (int k = 0; k < L->ninputs; k++)
+        sb_printf(&head, ", const %s *__restrict__ i%d", ctype(x->dt[L->inputs[k]]), k);
+    sb_puts(&head, ", const unsigned long long *__restrict__ seed)\n{\n    const KNAME_args P = {y");
+    for (int k = 0; k < L->ninputs; k++)
+        sb_printf(&head, ", i%d", k);
+    sb_puts(&head, ", seed};\n");
+    int rc = 0, last;
+    const edm_node *core = s->core >= 0 ? edm_graph_node(g, s->core) : NULL;
+    /* operand readers: the prologue, or a load */
+    for (int k = 0; core && k < core->ninputs && rc == 0; k++) {
+        sb_printf(&b, "static __device__ __forceinline__ float KNAME_in%d(const KNAME_args &P, long long idx)\n{\n", k);
+        rc = emit_members(x, &b, EDM_ROLE_PROLOGUE, k, &last, st);
+        const edm_node *in = edm_graph_node(g, core->input[k]);
+        char lit[64];
+        if (rc != 0)
+            break;
+        if (last >= 0) {
+            sb_printf(&b, "    return v%d;\n}\n", last);
+        } else if (in->op == EDM_OP_CONST) {
+            lit_f32(lit, sizeof lit, in->attr.constant.value);
+            sb_printf(&b, "    (void)P;\n    (void)idx;\n    return %s;\n}\n", lit);
+        } else {
+            sb_printf(&b, "    return ld(P.i%d, idx);\n}\n", input_slot(x, core->input[k]));
+        }
+    }
+    /* the store: the epilogue, then the root */
+    sb_puts(&b, "static __device__ __forceinline__ void KNAME_out(const KNAME_args &P, long long idx, float c)\n{\n");
+    if (rc == 0)
+        rc = emit_members(x, &b, EDM_ROLE_EPILOGUE, 0, &last, st);
+    if (rc == 0) {
+        if (last >= 0)
+            sb_printf(&b, "    (void)c;\n    st(P.y, idx, v%d);\n}\n", last);
+        else
+            sb_puts(&b, "    st(P.y, idx, c);\n}\n");
+    }
+    if (rc == 0 && !core) {
+        bshape y = bind(&edm_graph_node(g, s->root)->shape, x->opt->batch);
+        sb_printf(&b, "%s    EDM_LOOP(%lldLL) KNAME_out(P, i, 0.0f);\n}\n", head.p, (long long)y.numel);
+        edm_cuda_launch tmp = {0};
+        launch_1d(&tmp, y.numel);
+        memcpy(L->grid, tmp.grid, sizeof L->grid);
+        memcpy(L->block, tmp.block, sizeof L->block);
+    } else if (rc == 0) {
+        edm_cuda_launch tmp = {0};
+        node_ctx c = {.g = g, .opt = x->opt, .id = s->core, .n = core, .L = &tmp,
+                      .y = bind(&core->shape, x->opt->batch), .ty = L->dtype, .ta = EDM_F32, .tb = EDM_F32};
+        if (core->ninputs > 0)
+            c.a = bind(&edm_graph_node(g, core->input[0])->shape, x->opt->batch);
+        if (core->ninputs > 1)
+            c.b = bind(&edm_graph_node(g, core->input[1])->shape, x->opt->batch);
+        edm_cuda_options nolib = *x->opt;
+        nolib.gemm_library = 0; /* the generated contraction: the prologue and epilogue live in it */
+        c.opt = &nolib;
+        sbuf body = {0};
+        rc = gen_node(&c, &body, st);
+        if (rc == 0 && (body.oom || fuse_body(body.p ? body.p : "", head.p ? head.p : "", &b) != 0))
+            rc = edm_nomem(st);
+        free(body.p);
+        memcpy(L->grid, tmp.grid, sizeof L->grid);
+        memcpy(L->block, tmp.block, sizeof L->block);
+    }
+    if (rc == 0 && (b.oom || head.oom))
+        rc = edm_nomem(st);
+    if (rc == 0 && grouped && (L->grid[1] != 1 || L->grid[2] != 1))
+        rc = edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "CUDA codegen: step %d of a group has a %u×%u×%u grid",
+                      L->step, L->grid[0], L->grid[1], L->grid[2]);
+    if (rc == 0) {
+        const edm_node *r = edm_graph_node(g, core ? s->core : s->root);
+        snprintf(L->kernel, sizeof L->kernel, "s%d_%s", x->L->step, edm_op_name(r->op));
+        sb_printf(out, "\n/* step %d: %s -> %%%d%s%s */\n", x->L->step, s->kind, s->root,
+                  edm_graph_node(g, s->root)->scope[0] ? " in " : "", edm_graph_node(g, s->root)->scope);
+        if (grouped) { /* its blocks are bx_ of gx_ */
+            sbuf t1 = {0}, t2 = {0};
+            replace_all(&t1, b.p, "blockIdx.x", "bx_");
+            replace_all(&t2, t1.p ? t1.p : "", "gridDim.x", "gx_");
+            t1.len = 0;
+            if (t1.p)
+                t1.p[0] = '\0';
+            replace_all(&t1, t2.p ? t2.p : "", "EDM_LOOP(", "EDM_LOOP_IN(");
+            /* the reductions' tree: the group kernel's dynamic shared memory, not a static array each */
+            t2.len = 0;
+            if (t2.p)
+                t2.p[0] = '\0';
+            replace_all(&t2, t1.p ? t1.p : "", "__shared__ double sh[256];", "double *const sh = edm_group_sh;");
+            if (t1.oom || t2.oom)
+                rc = edm_nomem(st);
+            else
+                emit_named(out, t2.p ? t2.p : "", L->kernel);
+            free(t1.p);
+            free(t2.p);
+        } else {
+            emit_named(out, b.p, L->kernel);
+        }
+    }
+    free(b.p);
+    free(head.p);
+    return rc;
+}
+
+/* A group of several steps: one kernel calling each step's function with its blocks. */
+static void gen_group(const edm_plan *p, const edm_plan_group *gr, int gi, const edm_cuda_plan_module *m,
+                      edm_cuda_group_launch *G, sbuf *out)
+{
+    snprintf(G->kernel, sizeof G->kernel, "g%d_%s", gi, gr->name);
+    sb_printf(out, "\nextern \"C\" __global__ void __launch_bounds__(%d) %s(", BLOCK, G->kernel);
+    for (int s = gr->first_step; s < gr->first_step + gr->nsteps; s++) {
+        const edm_cuda_step_launch *L = &m->launch[s];
+        sb_printf(out, "%s%s *__restrict__ y%d", s > gr->first_step ? ",\n    " : "", ctype(L->dtype), s);
+        for (int k = 0; k < L->ninputs; k++)
+            sb_printf(out, ", const %s *__restrict__ i%d_%d", ctype(m->dtype[L->inputs[k]]), s, k);
+    }
+    sb_puts(out, ",\n    const unsigned long long *__restrict__ seed)\n{\n    (void)seed;\n");
+    unsigned at = 0;
+    for (int s = gr->first_step; s < gr->first_step + gr->nsteps; s++) {
+        const edm_cuda_step_launch *L = &m->launch[s];
+        sb_printf(out, "    %sif (blockIdx.x < %uU)\n        %s_run(blockIdx.x - %uU, %uU, y%d", s > gr->first_step ? "else " : "",
+                  at + L->grid[0], L->kernel, at, L->grid[0], s);
+        for (int k = 0; k < L->ninputs; k++)
+            sb_printf(out, ", i%d_%d", s, k);
+        sb_puts(out, ", seed);\n");
+        at += L->grid[0];
+    }
+    sb_puts(out, "}\n");
+    (void)p;
+    *G = (edm_cuda_group_launch){.grid = {at, 1, 1}, .block = {BLOCK, 1, 1}, .smem = BLOCK * sizeof(double),
+                                 .first_step = gr->first_step, .nsteps = gr->nsteps};
+    snprintf(G->kernel, sizeof G->kernel, "g%d_%s", gi, gr->name);
+}
+
+void edm_cuda_plan_module_free(edm_cuda_plan_module *m)
+{
+    if (!m)
+        return;
+    free(m->source);
+    free(m->launch);
+    free(m->group);
+    free(m->dtype);
+    memset(m, 0, sizeof *m);
+}
+
+int edm_cuda_codegen_plan(const edm_plan *p, const edm_cuda_options *opt, edm_cuda_plan_module *m, edm_status *st)
+{
+    memset(m, 0, sizeof *m);
+    if (opt->storage != EDM_F32 && opt->storage != EDM_F16 && opt->storage != EDM_BF16)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "CUDA codegen stores f32, f16 or bf16, not %s",
+                        edm_dtype_name(opt->storage));
+    if (opt->batch < 1)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "CUDA codegen needs a batch size >= 1");
+    int count = edm_graph_count(p->g);
+    size_t cnt = (size_t)(count ? count : 1);
+    edm_cuda_launch *types = calloc(cnt, sizeof *types);
+    m->dtype = calloc(cnt, sizeof *m->dtype);
+    m->launch = calloc((size_t)(p->nsteps ? p->nsteps : 1), sizeof *m->launch);
+    m->group = calloc((size_t)(p->ngroups ? p->ngroups : 1), sizeof *m->group);
+    if (!types || !m->dtype || !m->launch || !m->group) {
+        free(types);
+        edm_cuda_plan_module_free(m);
+        return edm_nomem(st);
+    }
+    for (int id = 0; id < count; id++)
+        m->dtype[id] = types[id].dtype = value_dtype(p->g, opt, types, id);
+    free(types);
+    sbuf kernels = {0}, out = {0};
+    int rc = 0, mix64 = 0;
+    for (int gi = 0; gi < p->ngroups && rc == 0; gi++) {
+        const edm_plan_group *gr = &p->groups[gi];
+        int grouped = gr->nsteps > 1;
+        for (int s = gr->first_step; s < gr->first_step + gr->nsteps && rc == 0; s++) {
+            edm_cuda_step_launch *L = &m->launch[s];
+            L->step = s;
+            L->dtype = m->dtype[p->steps[s].root];
+            step_ctx x = {.p = p, .opt = opt, .dt = m->dtype, .s = &p->steps[s], .L = L};
+            rc = gen_step(&x, &kernels, grouped, st);
+            mix64 |= x.mix64;
+        }
+        if (rc == 0 && grouped) {
+            gen_group(p, gr, gi, m, &m->group[gi], &kernels);
+        } else if (rc == 0) {
+            const edm_cuda_step_launch *L = &m->launch[gr->first_step];
+            m->group[gi] = (edm_cuda_group_launch){.first_step = gr->first_step, .nsteps = 1};
+            memcpy(m->group[gi].kernel, L->kernel, sizeof L->kernel);
+            memcpy(m->group[gi].grid, L->grid, sizeof L->grid);
+            memcpy(m->group[gi].block, L->block, sizeof L->block);
+        }
+    }
+    m->nlaunch = p->nsteps;
+    m->ngroups = p->ngroups;
+    if (rc == 0) {
+        char fuse[64];
+        sb_printf(&out, "/* generated by edmc: the fused plan (--fuse=%s), %d kernels; storage %s, math f32, batch %lld */\n",
+                  edm_fuse_str(p->opt.fuse, fuse, sizeof fuse), p->ngroups, edm_dtype_name(opt->storage),
+                  (long long)opt->batch);
+        sb_puts(&out, PREAMBLE_TYPES);
+        sb_puts(&out, PREAMBLE_COMMON);
+        /* a step inside a group kernel loops over its own share of the blocks */
+        sb_puts(&out, "#define EDM_LOOP_IN(n) for (long long i = (long long)bx_ * blockDim.x + threadIdx.x; i < (n); \\\n"
+                      "                            i += (long long)gx_ * blockDim.x)\n"
+                      "extern __shared__ double edm_group_sh[];\n");
+        if (mix64)
+            sb_puts(&out, PREAMBLE_MIX64);
+        sb_puts(&out, kernels.p ? kernels.p : "");
+        if (out.oom || kernels.oom)
+            rc = edm_nomem(st);
+    }
+    free(kernels.p);
+    if (rc != 0) {
+        free(out.p);
+        edm_cuda_plan_module_free(m);
+        return -1;
+    }
+    m->source = out.p;
+    m->len = out.len;
+    return 0;
+}

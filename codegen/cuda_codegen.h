@@ -141,4 +141,51 @@ void edm_cuda_module_free(edm_cuda_module *m);
  * type gives its edm_dtype_name, which no kernel carries). */
 const char *edm_cuda_dtype_suffix(edm_dtype t);
 
+/* ------------------------------------------------------------------ fused plans
+ * One kernel per step of an execution plan (compiler/passes/fusion.h), over
+ * the graph the plan was made from: the core's body as for a node (the tiled
+ * GEMM, the reduction, the layout op) with each operand read through the
+ * step's prologue and each value stored through its epilogue; a step without
+ * a core is one elementwise loop.  Inlined values live in registers (f32);
+ * stored ones follow the dtype rule above.  Every kernel has the signature
+ *     extern "C" __global__ void sS_OP(TY *y, const T0 *i0, const T1 *i1, ..., const unsigned long long *seed)
+ * with y the root's memory and i0.. the stored values the step reads (their
+ * bases, launch.inputs order; constants are literals, never inputs). */
+#define EDM_CUDA_MAX_STEP_INPUTS 64
+
+typedef struct {
+    int step;
+    char kernel[EDM_CUDA_NAME];
+    unsigned grid[3], block[3];
+    edm_dtype dtype; /* the root's storage */
+    int ninputs;
+    int inputs[EDM_CUDA_MAX_STEP_INPUTS]; /* value ids (bases) */
+} edm_cuda_step_launch;
+
+/* One launch per plan group: its steps' kernels, or (a group of several
+ * independent steps: the weight preparation, the weight gradients) one
+ * kernel whose blocks are shared out among them in order, each step's
+ * parameters one after the other and the seed last. */
+typedef struct {
+    char kernel[EDM_CUDA_NAME];
+    unsigned grid[3], block[3];
+    unsigned smem; /* dynamic shared memory (bytes) */
+    int first_step, nsteps;
+} edm_cuda_group_launch;
+
+typedef struct {
+    char *source;
+    size_t len;
+    edm_cuda_step_launch *launch; /* one per plan step */
+    int nlaunch;
+    edm_cuda_group_launch *group; /* one per plan group: what runs */
+    int ngroups;
+    edm_dtype *dtype; /* storage of every value of the plan's graph */
+} edm_cuda_plan_module;
+
+struct edm_plan;
+int edm_cuda_codegen_plan(const struct edm_plan *plan, const edm_cuda_options *opt, edm_cuda_plan_module *m,
+                          edm_status *st);
+void edm_cuda_plan_module_free(edm_cuda_plan_module *m);
+
 #endif

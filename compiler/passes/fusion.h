@@ -96,7 +96,7 @@ typedef struct {
     int keep_all;
 } edm_plan_options;
 
-typedef struct {
+typedef struct edm_plan {
     const edm_graph *g;
     edm_plan_options opt;
     edm_plan_step *steps;

@@ -114,7 +114,7 @@ typedef struct {
  * inside when hc). */
 static int absorbs(const planner *p, int v, int u, int hc)
 {
-    if (p->region[u] != R_MAIN || p->kept[u])
+    if (p->region[u] != p->region[v] || p->kept[u])
         return 0;
     const edm_node *nv = edm_graph_node(p->g, v), *nu = edm_graph_node(p->g, u);
     unsigned f = p->opt->fuse;
@@ -170,11 +170,11 @@ static void decide(planner *p, int i)
         return;
     }
     case K_CORE:
-        p->inl[i] = p->region[i] == R_MAIN && !p->kept[i] && (p->opt->fuse & EDM_FUSE_EPILOGUE) && all_absorb(p, i, 1);
+        p->inl[i] = !p->kept[i] && (p->opt->fuse & EDM_FUSE_EPILOGUE) && all_absorb(p, i, 1);
         p->hc[i] = p->inl[i];
         return;
     case K_EW: {
-        if (p->region[i] != R_MAIN || p->kept[i])
+        if (p->kept[i])
             return;
         int hc = 0, cost = 1;
         for (int k = 0; k < n->ninputs; k++) {
@@ -344,6 +344,64 @@ static int add_group(edm_plan *plan, const char *name, int first, int n)
     return 0;
 }
 
+/* The steps [first, nsteps) of a parameter-sized region, ordered by their
+ * dependency level (0: reads nothing the region writes; k: reads a level
+ * k-1 root), one group per level: the steps of a level are independent, so
+ * a backend may run them as one kernel. */
+static int level_order(const void *pa, const void *pb)
+{
+    const int *a = pa, *b = pb; /* (level, step) pairs */
+    return a[0] != b[0] ? a[0] - b[0] : a[1] - b[1];
+}
+
+static int group_levels(edm_plan *plan, const planner *p, int first, const char *name, edm_status *st)
+{
+    int n = plan->nsteps - first, count = edm_graph_count(p->g);
+    int *step_of = malloc(sizeof *step_of * (size_t)(count ? count : 1));
+    int *pairs = malloc(sizeof *pairs * 2 * (size_t)n);
+    edm_plan_step *copy = malloc(sizeof *copy * (size_t)n);
+    if (!step_of || !pairs || !copy) {
+        free(step_of);
+        free(pairs);
+        free(copy);
+        return edm_nomem(st);
+    }
+    for (int i = 0; i < count; i++)
+        step_of[i] = -1;
+    for (int k = 0; k < n; k++) {
+        const edm_plan_step *s = &plan->steps[first + k];
+        int level = 0;
+        for (int m = 0; m < s->nmembers; m++) {
+            const edm_node *nd = edm_graph_node(p->g, s->members[m].node);
+            for (int q = 0; q < nd->ninputs; q++) {
+                int a = nd->input[q];
+                while (p->kind[a] == K_ALIAS)
+                    a = edm_graph_node(p->g, a)->input[0];
+                if (step_of[a] >= 0 && pairs[2 * step_of[a]] + 1 > level)
+                    level = pairs[2 * step_of[a]] + 1;
+            }
+        }
+        pairs[2 * k] = level;
+        pairs[2 * k + 1] = k;
+        step_of[s->root] = k;
+    }
+    qsort(pairs, (size_t)n, sizeof *pairs * 2, level_order);
+    memcpy(copy, plan->steps + first, sizeof *copy * (size_t)n);
+    for (int k = 0; k < n; k++)
+        plan->steps[first + k] = copy[pairs[2 * k + 1]];
+    for (int k = 0; k < n;) {
+        int e = k;
+        while (e < n && pairs[2 * e] == pairs[2 * k])
+            e++;
+        add_group(plan, name, first + k, e - k);
+        k = e;
+    }
+    free(step_of);
+    free(pairs);
+    free(copy);
+    return 0;
+}
+
 static void planner_free(planner *p)
 {
     edm_uses_free(&p->uses);
@@ -421,8 +479,8 @@ edm_plan *edm_plan_build(const edm_graph *g, const edm_plan_options *opt, edm_st
         if (order[o] == R_MAIN) {
             for (int s = first; s < plan->nsteps; s++)
                 add_group(plan, plan->steps[s].kind, s, 1);
-        } else if (plan->nsteps > first) {
-            add_group(plan, order[o] == R_WEIGHTS ? "weights" : "wgrad", first, plan->nsteps - first);
+        } else if (plan->nsteps > first && rc == 0) {
+            rc = group_levels(plan, &p, first, order[o] == R_WEIGHTS ? "weights" : "wgrad", st);
         }
     }
     if (rc != 0) {

@@ -165,8 +165,8 @@ static void test_tiny_kernels(void **state)
         unsigned fuse;
         int forward, train;
     } rows[] = {
-        {EDM_FUSE_NONE, 568, 1805},    {EDM_FUSE_WN, 318, 899},        {EDM_FUSE_PROLOGUE, 479, 1585},
-        {EDM_FUSE_EPILOGUE, 307, 1334}, {EDM_FUSE_EW, 314, 899},         {EDM_FUSE_ALL, 94, 260},
+        {EDM_FUSE_NONE, 568, 1805},    {EDM_FUSE_WN, 322, 914},        {EDM_FUSE_PROLOGUE, 479, 1585},
+        {EDM_FUSE_EPILOGUE, 307, 1334}, {EDM_FUSE_EW, 314, 899},         {EDM_FUSE_ALL, 95, 265},
     };
     for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
         int kf = kernels(fwd, rows[r].fuse, 0), kt = kernels(train, rows[r].fuse, 1);
@@ -223,7 +223,8 @@ static void test_tiny_groups(void **state)
     assert_int_equal(conv_steps, convs); /* one kernel per convolution, with its epilogue */
     assert_int_equal(silu_stored, 0);    /* every mp_silu is a prologue or an epilogue */
     assert_true(prologue_silu >= 10);    /* conv_res0 and conv_res1 of each block read silu'd operands */
-    assert_int_equal(weights_group, 1);  /* the weight normalisation: one step per call */
+    /* the weight normalisation: once per call, in as many kernels as it has dependency levels */
+    assert_true(weights_group >= 1 && weights_group <= 2);
     edm_plan_free(p);
     edm_graph_free(rw);
     edm_graph_free(fwd);
@@ -237,10 +238,10 @@ static void test_big_models(void **state)
         const char *file;
         int all, none;
     } models[] = {
-        {"edm2-img512-s.edm", 313, 1917},
-        {"variants/edm2-img512-s-plain.edm", 313, 1810},
-        {"variants/edm2-img512-s-attn32.edm", 313, 1917},
-        {"variants/edm2-img512-s-2blocks.edm", 241, 1485},
+        {"edm2-img512-s.edm", 314, 1917},
+        {"variants/edm2-img512-s-plain.edm", 314, 1810},
+        {"variants/edm2-img512-s-attn32.edm", 314, 1917},
+        {"variants/edm2-img512-s-2blocks.edm", 242, 1485},
     };
     for (size_t m = 0; m < sizeof models / sizeof models[0]; m++) {
         edm_graph *g = compile(models[m].file, NULL, 0, 0), *rw;
