@@ -348,21 +348,25 @@ static int add_group(edm_plan *plan, const char *name, int first, int n)
  * dependency level (0: reads nothing the region writes; k: reads a level
  * k-1 root), one group per level: the steps of a level are independent, so
  * a backend may run them as one kernel. */
+typedef struct {
+    int level, step; /* step: index into the region */
+} level_pair;
+
 static int level_order(const void *pa, const void *pb)
 {
-    const int *a = pa, *b = pb; /* (level, step) pairs */
-    return a[0] != b[0] ? a[0] - b[0] : a[1] - b[1];
+    const level_pair *a = pa, *b = pb;
+    return a->level != b->level ? a->level - b->level : a->step - b->step;
 }
 
 static int group_levels(edm_plan *plan, const planner *p, int first, const char *name, edm_status *st)
 {
     int n = plan->nsteps - first, count = edm_graph_count(p->g);
     int *step_of = malloc(sizeof *step_of * (size_t)(count ? count : 1));
-    int *pairs = malloc(sizeof *pairs * 2 * (size_t)n);
+    level_pair *lv = malloc(sizeof *lv * (size_t)n);
     edm_plan_step *copy = malloc(sizeof *copy * (size_t)n);
-    if (!step_of || !pairs || !copy) {
+    if (!step_of || !lv || !copy) {
         free(step_of);
-        free(pairs);
+        free(lv);
         free(copy);
         return edm_nomem(st);
     }
@@ -377,27 +381,26 @@ static int group_levels(edm_plan *plan, const planner *p, int first, const char 
                 int a = nd->input[q];
                 while (p->kind[a] == K_ALIAS)
                     a = edm_graph_node(p->g, a)->input[0];
-                if (step_of[a] >= 0 && pairs[2 * step_of[a]] + 1 > level)
-                    level = pairs[2 * step_of[a]] + 1;
+                if (step_of[a] >= 0 && lv[step_of[a]].level + 1 > level)
+                    level = lv[step_of[a]].level + 1;
             }
         }
-        pairs[2 * k] = level;
-        pairs[2 * k + 1] = k;
+        lv[k] = (level_pair){.level = level, .step = k};
         step_of[s->root] = k;
     }
-    qsort(pairs, (size_t)n, sizeof *pairs * 2, level_order);
+    qsort(lv, (size_t)n, sizeof *lv, level_order);
     memcpy(copy, plan->steps + first, sizeof *copy * (size_t)n);
     for (int k = 0; k < n; k++)
-        plan->steps[first + k] = copy[pairs[2 * k + 1]];
+        plan->steps[first + k] = copy[lv[k].step];
     for (int k = 0; k < n;) {
         int e = k;
-        while (e < n && pairs[2 * e] == pairs[2 * k])
+        while (e < n && lv[e].level == lv[k].level)
             e++;
         add_group(plan, name, first + k, e - k);
         k = e;
     }
     free(step_of);
-    free(pairs);
+    free(lv);
     free(copy);
     return 0;
 }
