@@ -315,8 +315,8 @@ static int do_dump(const cli_opts *o, const edm_program *prog)
         fprintf(stderr, "edmc dump: unknown format '%s' (text, xml or dot)\n", o->format);
         return 2;
     }
-    if (stage == EDM_STAGE_FUSED && strcmp(o->format, "text") != 0) {
-        fprintf(stderr, "edmc dump: --stage=fused is written as text\n");
+    if (stage == EDM_STAGE_FUSED && strcmp(o->format, "dot") == 0) {
+        fprintf(stderr, "edmc dump: --stage=fused is written as text or xml\n");
         return 2;
     }
     edm_pipeline_options po = {.training = dump_training(o->stage, o->mode), .fuse = EDM_FUSE_ALL};
@@ -356,7 +356,9 @@ static int do_dump(const cli_opts *o, const edm_program *prog)
     edm_status st;
     edm_status_init(&st);
     int rc;
-    if (plan) {
+    if (plan && strcmp(o->format, "xml") == 0) {
+        rc = edm_plan_write_xml(out, plan, &st);
+    } else if (plan) {
         rc = edm_plan_write_text(out, plan) == 0 ? 0 : edm_fail(&st, EDM_ERR_IO, EDM_NO_LOC, "error writing the plan");
     } else if (strcmp(o->format, "text") == 0) {
         rc = edm_ir_write_text(g, out, &st);

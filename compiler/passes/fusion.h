@@ -119,6 +119,13 @@ int edm_plan_bind(edm_plan *p, int64_t batch, int64_t elem_bytes, edm_status *st
 int edm_plan_is_alias(const edm_plan_options *opt, const edm_node *n);
 /* The groups (kernels) a plan has. */
 static inline int edm_plan_kernels(const edm_plan *p) { return p->ngroups; }
+/* The value table of a plan whose steps and groups are set (used by the
+ * builder and the XML reader, which checks the steps with it). */
+int edm_plan_finish(edm_plan *p, const unsigned char *kept, edm_status *st);
+/* XML: the groups, their steps and members, the kept values; the reader
+ * rebuilds the plan over the graph it was made from (checked against it). */
+int edm_plan_write_xml(FILE *out, const edm_plan *p, edm_status *st);
+edm_plan *edm_plan_read_xml(const char *path, const edm_graph *g, edm_status *st);
 /* Text: one line per step with its members (edmc dump --stage=fused). */
 int edm_plan_write_text(FILE *f, const edm_plan *p);
 

@@ -428,6 +428,70 @@ void edm_plan_free(edm_plan *p)
     free(p);
 }
 
+/* The value table from the steps: stored values (leaves, roots, aliases of
+ * stored values), lifetimes; checks that every read is stored or inside its
+ * step, that a stored input is written by an earlier step, that kept values
+ * are stored. */
+int edm_plan_finish(edm_plan *plan, const unsigned char *kept, edm_status *st)
+{
+    const edm_graph *g = plan->g;
+    int count = plan->nvalues;
+    for (int i = 0; i < count; i++)
+        plan->values[i] = (edm_plan_value){.base = i, .step = -1, .first = -1, .last = -1};
+    for (int s = 0; s < plan->nsteps; s++) {
+        int r = plan->steps[s].root;
+        if (plan->values[r].step >= 0)
+            return edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC, "plan: %%%d is the root of two steps", r);
+        plan->values[r].step = s;
+    }
+    for (int i = 0; i < count; i++) {
+        edm_plan_value *v = &plan->values[i];
+        const edm_node *n = edm_graph_node(g, i);
+        int leaf = edm_op_class_of(n->op) == EDM_CLASS_LEAF;
+        v->keep = leaf || (kept && kept[i]);
+        if (!leaf && edm_plan_is_alias(&plan->opt, n)) {
+            if (v->step >= 0)
+                return edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC, "plan: %%%d, an alias, is a step's root", i);
+            v->base = plan->values[n->input[0]].base;
+            v->stored = plan->values[n->input[0]].stored;
+        } else {
+            v->stored = leaf || v->step >= 0;
+        }
+        if (v->keep && !v->stored)
+            return edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC, "plan: %%%d is kept but not stored", i);
+    }
+    for (int s = 0; s < plan->nsteps; s++) {
+        const edm_plan_step *step = &plan->steps[s];
+        plan->values[step->root].first = s;
+        if (plan->values[step->root].last < s)
+            plan->values[step->root].last = s;
+        for (int m = 0; m < step->nmembers; m++) {
+            const edm_node *n = edm_graph_node(g, step->members[m].node);
+            for (int k = 0; k < n->ninputs; k++) {
+                int a = n->input[k], inside = 0;
+                for (int q = 0; q < step->nmembers && !inside; q++)
+                    inside = step->members[q].node == a;
+                const edm_plan_value *in = &plan->values[a];
+                if (inside)
+                    continue;
+                if (!in->stored)
+                    return edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC,
+                                    "plan: step %d reads %%%d, which is neither stored nor in the step", s, a);
+                int ws = plan->values[in->base].step;
+                if (ws >= s)
+                    return edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC,
+                                    "plan: step %d reads %%%d before step %d writes it", s, a, ws);
+                if (plan->values[in->base].last < s)
+                    plan->values[in->base].last = s;
+            }
+        }
+    }
+    for (int i = 0; i < count; i++)
+        if (plan->values[i].keep && plan->values[i].stored)
+            plan->values[plan->values[i].base].last = plan->nsteps; /* read after the run */
+    return 0;
+}
+
 edm_plan *edm_plan_build(const edm_graph *g, const edm_plan_options *opt, edm_status *st)
 {
     int count = edm_graph_count(g);
@@ -491,39 +555,12 @@ edm_plan *edm_plan_build(const edm_graph *g, const edm_plan_options *opt, edm_st
         edm_plan_free(plan);
         return NULL;
     }
-    /* the value table */
-    for (int i = 0; i < count; i++) {
-        edm_plan_value *v = &plan->values[i];
-        const edm_node *n = edm_graph_node(g, i);
-        v->step = -1;
-        v->first = v->last = -1;
-        v->keep = p.kept[i] || p.kind[i] == K_LEAF;
-        if (p.kind[i] == K_ALIAS) {
-            v->base = plan->values[n->input[0]].base;
-            v->stored = plan->values[n->input[0]].stored;
-        } else {
-            v->base = i;
-            v->stored = p.kind[i] == K_LEAF || !p.inl[i];
-        }
+    rc = edm_plan_finish(plan, p.kept, st);
+    if (rc != 0) {
+        planner_free(&p);
+        edm_plan_free(plan);
+        return NULL;
     }
-    for (int s = 0; s < plan->nsteps; s++) {
-        const edm_plan_step *step = &plan->steps[s];
-        plan->values[step->root].step = s;
-        plan->values[step->root].first = s;
-        if (plan->values[step->root].last < s)
-            plan->values[step->root].last = s;
-        for (int m = 0; m < step->nmembers; m++) {
-            const edm_node *n = edm_graph_node(g, step->members[m].node);
-            for (int k = 0; k < n->ninputs; k++) {
-                const edm_plan_value *in = &plan->values[n->input[k]];
-                if (in->stored && plan->values[in->base].last < s)
-                    plan->values[in->base].last = s;
-            }
-        }
-    }
-    for (int i = 0; i < count; i++)
-        if (plan->values[i].keep && plan->values[i].stored)
-            plan->values[plan->values[i].base].last = plan->nsteps; /* read after the run */
     planner_free(&p);
     return plan;
 }

@@ -63,6 +63,12 @@ if grep -q "(wn)" "$tmp/rw.txt"; then tap_ok "the rewrite applies the weight-nor
 tap_expect_error "--fuse=bogus" 2 "unknown rule 'bogus'" "$edmc" forward "$tiny" --fuse=bogus \
     --weights="$golden/weights.safetensors" --input="$golden/forward.safetensors" --output="$tmp/x.safetensors"
 tap_expect_error "info --fuse=wn,nope" 2 "unknown rule 'nope'" "$edmc" info "$tiny" --fuse=wn,nope
-tap_expect_error "dump --stage=fused --format=xml" 2 "written as text" "$edmc" dump "$tiny" --stage=fused --format=xml
+tap_expect_error "dump --stage=fused --format=dot" 2 "written as text or xml" "$edmc" dump "$tiny" --stage=fused --format=dot
+"$edmc" dump "$tiny" --stage=fused --format=xml -o "$tmp/plan.xml" 2>&1
+if grep -q '<edmc-plan version="1" fuse="all"' "$tmp/plan.xml" && [ "$(grep -c '<group ' "$tmp/plan.xml")" -eq 95 ]; then
+    tap_ok "dump --stage=fused --format=xml: the plan, 95 groups"
+else
+    tap_not_ok "dump --stage=fused --format=xml" "$(head -3 "$tmp/plan.xml")"
+fi
 tap_expect_error "dump --stage=nothing" 2 "unknown stage" "$edmc" dump "$tiny" --stage=nothing
 tap_done

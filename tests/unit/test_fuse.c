@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -280,6 +281,78 @@ static void test_training_memory(void **state)
     edm_graph_free(g);
 }
 
+/* The plan's XML reads back into the same plan; damaged files are one error each. */
+static void test_plan_xml(void **state)
+{
+    (void)state;
+    edm_graph *g = compile("edm2-tiny.edm", NULL, 0, 1), *rw;
+    edm_plan *p = plan_of(g, EDM_FUSE_ALL, 1, &rw);
+    char path[] = "/tmp/edmc-plan-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    assert_non_null(f);
+    edm_status st;
+    edm_status_init(&st);
+    assert_int_equal(edm_plan_write_xml(f, p, &st), 0);
+    fclose(f);
+    edm_plan *q = edm_plan_read_xml(path, rw, &st);
+    if (!q)
+        print_error("%s\n", st.msg);
+    assert_non_null(q);
+    assert_int_equal(q->nsteps, p->nsteps);
+    assert_int_equal(q->ngroups, p->ngroups);
+    assert_int_equal(q->opt.fuse, p->opt.fuse);
+    for (int s = 0; s < p->nsteps; s++) {
+        assert_int_equal(q->steps[s].root, p->steps[s].root);
+        assert_int_equal(q->steps[s].core, p->steps[s].core);
+        assert_int_equal(q->steps[s].group, p->steps[s].group);
+        assert_string_equal(q->steps[s].kind, p->steps[s].kind);
+        assert_int_equal(q->steps[s].nmembers, p->steps[s].nmembers);
+        assert_memory_equal(q->steps[s].members, p->steps[s].members, sizeof *p->steps[s].members * (size_t)p->steps[s].nmembers);
+    }
+    assert_int_equal(edm_plan_bind(q, 2, 4, &st), 0);
+    for (int i = 0; i < p->nvalues; i++)
+        assert_memory_equal(&q->values[i], &p->values[i], sizeof p->values[i]);
+    edm_plan_free(q);
+    /* damage: another graph, a step reading a value nobody writes, a made-up kind */
+    static const struct {
+        const char *from, *to, *expect;
+    } damage[] = {
+        {"nodes=\"", "nodes=\"1", "another graph"},
+        {"role=\"prologue\"", "role=\"sideways\"", "without a role"},
+        {"kind=\"contract\"", "kind=\"magic\"", "known kind"},
+        {"<member node=\"", "<member node=\"99999", "expected an integer"},
+        {"role=\"core\"", "role=\"epilogue\"", "lists it once"},
+    };
+    FILE *in = fopen(path, "r");
+    assert_non_null(in);
+    static char text[1 << 22];
+    size_t len = fread(text, 1, sizeof text - 1, in);
+    fclose(in);
+    text[len] = '\0';
+    for (size_t d = 0; d < sizeof damage / sizeof damage[0]; d++) {
+        char *at = strstr(text, damage[d].from);
+        assert_non_null(at);
+        FILE *out = fopen(path, "w");
+        assert_non_null(out);
+        fwrite(text, 1, (size_t)(at - text), out);
+        fputs(damage[d].to, out);
+        fputs(at + strlen(damage[d].from), out);
+        fclose(out);
+        edm_status_init(&st);
+        edm_plan *bad = edm_plan_read_xml(path, rw, &st);
+        if (bad || !strstr(st.msg, damage[d].expect))
+            print_error("damage %zu: %s\n", d, st.msg);
+        assert_null(bad);
+        assert_non_null(strstr(st.msg, damage[d].expect));
+    }
+    unlink(path);
+    edm_plan_free(p);
+    edm_graph_free(rw);
+    edm_graph_free(g);
+}
+
 /* ------------------------------------------------------------------ numbers */
 
 /* Runs g on the CPU with every leaf filled from seeded streams (σ-like
@@ -397,6 +470,7 @@ int main(void)
         cmocka_unit_test(test_tiny_groups),    cmocka_unit_test(test_big_models),
         cmocka_unit_test(test_training_memory), cmocka_unit_test(test_forward_numbers),
         cmocka_unit_test(test_training_numbers), cmocka_unit_test(test_variant_numbers),
+        cmocka_unit_test(test_plan_xml),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
