@@ -4,6 +4,8 @@
 
 #include "codegen/cuda_codegen.h"
 
+#include "compiler/ew_math.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -260,28 +262,54 @@ static void emit_head(const node_ctx *c, sbuf *b, const char *extra)
               BLOCK, ctype(c->ty), ctype(c->ta), ctype(c->tb), extra);
 }
 
-static const char *unary_expr(const edm_node *n, char *buf, size_t size)
+/* The elementwise math of compiler/ew_math.h as CUDA C text (the names
+ * expanded before stringifying), in x (unary; clamp also reads lo and hi,
+ * declared by unary_bounds) or u, v (binary). */
+#define EW_EXP expf
+#define EW_LOG logf
+#define EW_SQRT sqrtf
+#define EW_SIN sinf
+#define EW_COS cosf
+#define EW_ONE 1.0f
+#define EW_ZERO 0.0f
+#define EW_SIGMOID(x) EDM_SIGMOID_MATH(x, expf)
+#define EW_STR(e) #e
+#define EW_XSTR(e) EW_STR(e)
+
+static const char *unary_expr(const edm_node *n)
 {
-    char lo[64], hi[64];
     switch (n->op) {
-    case EDM_OP_NEG: return "-x";
-    case EDM_OP_EXP: return "expf(x)";
-    case EDM_OP_LOG: return "logf(x)";
-    case EDM_OP_SQRT: return "sqrtf(x)";
-    case EDM_OP_RSQRT: return "1.0f / sqrtf(x)";
-    case EDM_OP_SIN: return "sinf(x)";
-    case EDM_OP_COS: return "cosf(x)";
-    case EDM_OP_SQUARE: return "x * x";
-    case EDM_OP_SIGMOID: return "1.0f / (1.0f + expf(-x))";
-    case EDM_OP_SILU: return "x * (1.0f / (1.0f + expf(-x)))";
-    case EDM_OP_STEP: return "x >= 0.0f ? 1.0f : 0.0f";
-    case EDM_OP_CLAMP:
-        lit_f32(lo, sizeof lo, n->attr.clamp.lo);
-        lit_f32(hi, sizeof hi, n->attr.clamp.hi);
-        snprintf(buf, size, "x < %s ? %s : x > %s ? %s : x", lo, lo, hi, hi);
-        return buf;
+#define EW_UNARY_TEXT(op, simd, expr) \
+    case EDM_OP_##op:                 \
+        return EW_XSTR(expr);
+        EDM_UNARY_MATH(EW_UNARY_TEXT)
+#undef EW_UNARY_TEXT
     default: return NULL;
     }
+}
+
+static const char *binary_expr(edm_op op)
+{
+    switch (op) {
+#define EW_BINARY_TEXT(o, simd, expr) \
+    case EDM_OP_##o:                  \
+        return EW_XSTR(expr);
+        EDM_BINARY_MATH(EW_BINARY_TEXT)
+#undef EW_BINARY_TEXT
+    default: return NULL;
+    }
+}
+
+/* "const float lo = …, hi = …; " for clamp, "" otherwise. */
+static const char *unary_bounds(const edm_node *n, char *buf, size_t size)
+{
+    char lo[64], hi[64];
+    if (n->op != EDM_OP_CLAMP)
+        return "";
+    lit_f32(lo, sizeof lo, n->attr.clamp.lo);
+    lit_f32(hi, sizeof hi, n->attr.clamp.hi);
+    snprintf(buf, size, "const float lo = %s, hi = %s; ", lo, hi);
+    return buf;
 }
 
 static void gen_fill(node_ctx *c, sbuf *b)
@@ -295,24 +323,17 @@ static void gen_fill(node_ctx *c, sbuf *b)
 
 static void gen_unary(node_ctx *c, sbuf *b)
 {
-    char buf[512];
+    char buf[160];
     emit_head(c, b, "");
-    sb_printf(b, "    EDM_LOOP(%lldLL) {\n        const float x = ld(a, i);\n        st(y, i, %s);\n    }\n}\n",
-              (long long)c->y.numel, unary_expr(c->n, buf, sizeof buf));
+    sb_printf(b, "    EDM_LOOP(%lldLL) {\n        %sconst float x = ld(a, i);\n        st(y, i, %s);\n    }\n}\n",
+              (long long)c->y.numel, unary_bounds(c->n, buf, sizeof buf), unary_expr(c->n));
     launch_1d(c->L, c->y.numel);
 }
 
 static void gen_binary(node_ctx *c, sbuf *b)
 {
     static const char *const vars[] = {"ia", "ib"};
-    const char *expr = "u + v";
-    switch (c->n->op) {
-    case EDM_OP_SUB: expr = "u - v"; break;
-    case EDM_OP_MUL: expr = "u * v"; break;
-    case EDM_OP_DIV: expr = "u / v"; break;
-    case EDM_OP_MAXIMUM: expr = "u > v ? u : v"; break;
-    default: break;
-    }
+    const char *expr = binary_expr(c->n->op);
     index_plan p;
     plan_broadcast(&c->y, &c->a, &c->b, &p);
     emit_head(c, b, "");
@@ -1335,17 +1356,6 @@ static int operand_ref(step_ctx *x, sbuf *b, int user, int k, edm_member_role ro
     return 0;
 }
 
-static const char *binary_expr(edm_op op)
-{
-    switch (op) {
-    case EDM_OP_SUB: return "u - v";
-    case EDM_OP_MUL: return "u * v";
-    case EDM_OP_DIV: return "u / v";
-    case EDM_OP_MAXIMUM: return "u > v ? u : v";
-    default: return "u + v";
-    }
-}
-
 /* The members of (role, operand) at index `idx`, each into `vID`; *last gets the last one. */
 static int emit_members(step_ctx *x, sbuf *b, edm_member_role role, int operand, int *last, edm_status *st)
 {
@@ -1375,8 +1385,8 @@ static int emit_members(step_ctx *x, sbuf *b, edm_member_role role, int operand,
                       pm->node, (unsigned long long)mask, thr, ra, scale);
             x->mix64 = 1;
         } else if (edm_op_class_of(n->op) == EDM_CLASS_UNARY) {
-            sb_printf(b, "        float v%d;\n        {\n            const float x = %s;\n            v%d = %s;\n        }\n",
-                      pm->node, ra, pm->node, unary_expr(n, buf, sizeof buf));
+            sb_printf(b, "        float v%d;\n        {\n            %sconst float x = %s;\n            v%d = %s;\n        }\n",
+                      pm->node, unary_bounds(n, buf, sizeof buf), ra, pm->node, unary_expr(n));
         } else if (edm_op_class_of(n->op) == EDM_CLASS_BINARY) {
             sb_printf(b,
                       "        float v%d;\n        {\n            const float u = %s, v = %s;\n            v%d = %s;\n"

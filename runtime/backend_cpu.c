@@ -2,6 +2,8 @@
 
 #include "runtime/backend_cpu.h"
 
+#include "compiler/ew_math.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>

@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "compiler/elaborate.h"
+#include "compiler/ew_math.h"
 #include "compiler/passes/fusion.h"
 #include "compiler/passes/passes.h"
 #include "runtime/backend_cpu.h"
@@ -281,6 +282,54 @@ static void test_training_memory(void **state)
     edm_graph_free(g);
 }
 
+/* One table holds each elementwise op's math: the CPU kernels (f64, fused
+ * and unfused) give exactly edm_ew_eval's numbers. */
+static void test_ew_math_table(void **state)
+{
+    (void)state;
+    static const edm_op ops[] = {EDM_OP_NEG,     EDM_OP_EXP,  EDM_OP_LOG,     EDM_OP_SQRT, EDM_OP_RSQRT, EDM_OP_SIN,
+                                 EDM_OP_COS,     EDM_OP_SQUARE, EDM_OP_SIGMOID, EDM_OP_SILU, EDM_OP_CLAMP, EDM_OP_STEP,
+                                 EDM_OP_ADD,     EDM_OP_SUB,  EDM_OP_MUL,     EDM_OP_DIV,  EDM_OP_MAXIMUM};
+    const double xs[] = {0.25, 1.5, 3.0, -2.0, 7.5, 300.0};
+    for (size_t k = 0; k < sizeof ops / sizeof ops[0]; k++) {
+        edm_status st;
+        edm_status_init(&st);
+        edm_graph *g = edm_graph_new();
+        assert_non_null(g);
+        edm_node in = {.op = EDM_OP_INPUT, .shape = {.rank = 2, .dim = {EDM_DIM_BATCH, 6}}, .name = "x"};
+        int x = edm_graph_add(g, &in, &st);
+        in.name = "y";
+        int y = edm_graph_add(g, &in, &st);
+        edm_node n = {.op = ops[k], .ninputs = edm_op_arity(ops[k]), .input = {x, y}};
+        n.attr.clamp.lo = -1;
+        n.attr.clamp.hi = 2;
+        assert_int_equal(edm_infer_node(g, &n, &st), 0);
+        int r = edm_graph_add(g, &n, &st);
+        edm_node out = {.op = EDM_OP_OUTPUT, .ninputs = 1, .input = {r}, .name = "r"};
+        assert_int_equal(edm_infer_node(g, &out, &st), 0);
+        int o = edm_graph_add(g, &out, &st);
+        for (int f = 0; f < 2; f++) {
+            edm_cpu_options opt = {.compute = EDM_F64, .fuse = f ? EDM_FUSE_ALL : EDM_FUSE_NONE};
+            edm_cpu *c = edm_cpu_new(g, 1, &opt, &st);
+            assert_non_null(c);
+            double ys[6] = {0.5, -1.0, 2.0, 4.0, -0.5, 1e-3};
+            assert_int_equal(edm_cpu_set_f64(c, "x", xs, 6, &st), 0);
+            assert_int_equal(edm_cpu_set_f64(c, "y", ys, 6, &st), 0);
+            assert_int_equal(edm_cpu_run(c, &st), 0);
+            double got[6];
+            assert_int_equal(edm_cpu_get_f64(c, o, got, 6, &st), 0);
+            for (int i = 0; i < 6; i++) {
+                double want = edm_ew_eval(&n, xs[i], ys[i]);
+                if (!(got[i] == want || (isnan(got[i]) && isnan(want))))
+                    print_error("%s(%g, %g): CPU %.17g, table %.17g\n", edm_op_name(ops[k]), xs[i], ys[i], got[i], want);
+                assert_true(got[i] == want || (isnan(got[i]) && isnan(want)));
+            }
+            edm_cpu_free(c);
+        }
+        edm_graph_free(g);
+    }
+}
+
 /* The plan's XML reads back into the same plan; damaged files are one error each. */
 static void test_plan_xml(void **state)
 {
@@ -470,7 +519,7 @@ int main(void)
         cmocka_unit_test(test_tiny_groups),    cmocka_unit_test(test_big_models),
         cmocka_unit_test(test_training_memory), cmocka_unit_test(test_forward_numbers),
         cmocka_unit_test(test_training_numbers), cmocka_unit_test(test_variant_numbers),
-        cmocka_unit_test(test_plan_xml),
+        cmocka_unit_test(test_plan_xml), cmocka_unit_test(test_ew_math_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
