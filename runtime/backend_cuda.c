@@ -175,7 +175,8 @@ static edm_dtype value_dtype(const edm_cuda_exec *x, int id) { return x->code.la
 /* ------------------------------------------------------------------ memory plan */
 
 /* First-fit offsets over lifetimes [definition, last use]; leaves and kept
- * values live for the whole run. */
+ * values live for the whole run, and the leaves the host sets are placed
+ * first (they are written before the run, so [0, end)). */
 typedef struct {
     int64_t offset, bytes;
     int end;
@@ -207,28 +208,33 @@ static int plan_memory(edm_cuda_exec *x, int keep_all, edm_status *st)
         return edm_nomem(st);
     int nlive = 0;
     int64_t top = 0;
-    for (int i = 0; i < n; i++) {
-        value_plan *v = &x->vp[i];
-        if (v->base != i)
-            continue;
-        int w = 0; /* drop blocks whose values died before this node */
-        for (int k = 0; k < nlive; k++)
-            if (live[k].end >= i)
-                live[w++] = live[k];
-        nlive = w;
-        int64_t at = 0; /* lowest gap that fits (blocks kept sorted by offset) */
-        int pos = 0;
-        for (; pos < nlive; pos++) {
-            if (live[pos].offset - at >= v->bytes)
-                break;
-            int64_t end = live[pos].offset + live[pos].bytes;
-            at = end > at ? end : at;
+    /* Two passes: first the leaves the host sets (inputs, parameters, buffers),
+     * which hold their values from before the run starts, so no value computed
+     * earlier in the run may share their memory; then everything else. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < n; i++) {
+            value_plan *v = &x->vp[i];
+            if (v->base != i || (x->code.launch[i].kind == EDM_CUDA_NONE) != (pass == 0))
+                continue;
+            int w = 0; /* drop blocks whose values died before this node */
+            for (int k = 0; k < nlive; k++)
+                if (live[k].end >= i)
+                    live[w++] = live[k];
+            nlive = w;
+            int64_t at = 0; /* lowest gap that fits (blocks kept sorted by offset) */
+            int pos = 0;
+            for (; pos < nlive; pos++) {
+                if (live[pos].offset - at >= v->bytes)
+                    break;
+                int64_t end = live[pos].offset + live[pos].bytes;
+                at = end > at ? end : at;
+            }
+            v->offset = at;
+            memmove(live + pos + 1, live + pos, sizeof *live * (size_t)(nlive - pos));
+            live[pos] = (live_block){.offset = at, .bytes = v->bytes, .end = v->keep ? n : v->last_use};
+            nlive++;
+            top = at + v->bytes > top ? at + v->bytes : top;
         }
-        v->offset = at;
-        memmove(live + pos + 1, live + pos, sizeof *live * (size_t)(nlive - pos));
-        live[pos] = (live_block){.offset = at, .bytes = v->bytes, .end = v->keep ? n : v->last_use};
-        nlive++;
-        top = at + v->bytes > top ? at + v->bytes : top;
     }
     free(live);
     x->arena_bytes = (size_t)(top ? top : 256);
