@@ -3,8 +3,9 @@
  * before the source codegen/cuda_codegen.c emits; the emulator appends a
  * table of the module's kernels (EDM_EMU_KERNEL) after it.
  *
- * Execution model: one block at a time; its threads are fibers (ucontext)
- * on their own stacks, switched at __syncthreads: every thread runs up to
+ * Execution model: one block at a time; its threads are fibers on their own
+ * stacks (a six-register switch on x86-64, ucontext elsewhere), switched at
+ * __syncthreads: every thread runs up to
  * the barrier (in thread order on even phases, in reverse order on odd ones,
  * so a missing barrier reads data not yet written in one of the two
  * directions), then the next phase starts.  A kernel whose text has no
@@ -46,6 +47,24 @@ typedef edm_emu_dim3 dim3;
 
 enum { EDM_EMU_MAX_THREADS = 1024, EDM_EMU_STACK = 64 * 1024 };
 
+#if defined(__x86_64__)
+/* Saves the callee-saved registers on this stack, stores the stack pointer
+ * in *save and continues on the stack `to` (no signal mask: no system call). */
+extern "C" void edm_emu_switch(void **save, void *to) __attribute__((visibility("hidden")));
+__asm__(".text\n"
+        ".globl edm_emu_switch\n"
+        ".hidden edm_emu_switch\n"
+        ".type edm_emu_switch,@function\n"
+        "edm_emu_switch:\n"
+        "    pushq %rbp\n    pushq %rbx\n    pushq %r12\n    pushq %r13\n    pushq %r14\n    pushq %r15\n"
+        "    movq %rsp, (%rdi)\n"
+        "    movq %rsi, %rsp\n"
+        "    popq %r15\n    popq %r14\n    popq %r13\n    popq %r12\n    popq %rbx\n    popq %rbp\n"
+        "    ret\n"
+        ".size edm_emu_switch,.-edm_emu_switch\n");
+#define EDM_EMU_FAST_SWITCH 1
+#endif
+
 struct edm_emu_state {
     uint3 thread, block;
     dim3 block_dim, grid_dim;
@@ -54,7 +73,11 @@ struct edm_emu_state {
     int at_barrier[EDM_EMU_MAX_THREADS];
     int done[EDM_EMU_MAX_THREADS];
     int current;
+#ifdef EDM_EMU_FAST_SWITCH
+    void *sched_sp, *sp[EDM_EMU_MAX_THREADS];
+#else
     ucontext_t sched, ctx[EDM_EMU_MAX_THREADS];
+#endif
     unsigned char *stacks;
     void (*tramp)(void **);
     void **args;
@@ -81,7 +104,11 @@ static inline void __syncthreads(void)
         return;
     }
     edm_emu.at_barrier[edm_emu.current] = 1;
+#ifdef EDM_EMU_FAST_SWITCH
+    edm_emu_switch(&edm_emu.sp[edm_emu.current], edm_emu.sched_sp);
+#else
     swapcontext(&edm_emu.ctx[edm_emu.current], &edm_emu.sched);
+#endif
 }
 
 /* ------------------------------------------------------------------ conversions and intrinsics */
@@ -248,7 +275,11 @@ static void edm_emu_fiber(void)
 {
     edm_emu.tramp(edm_emu.args);
     edm_emu.done[edm_emu.current] = 1;
-    /* returning switches to uc_link: the scheduler */
+#ifdef EDM_EMU_FAST_SWITCH
+    edm_emu_switch(&edm_emu.sp[edm_emu.current], edm_emu.sched_sp); /* never resumed */
+    abort();
+#endif
+    /* (ucontext) returning switches to uc_link: the scheduler */
 }
 
 static inline void edm_emu_set_thread(unsigned t)
@@ -263,6 +294,18 @@ static int edm_emu_block_fibers(int nthreads)
 {
     for (int t = 0; t < nthreads; t++) {
         edm_emu.done[t] = edm_emu.at_barrier[t] = 0;
+#ifdef EDM_EMU_FAST_SWITCH
+        /* a fresh stack: six zero registers, then the return address (the entry),
+         * so that the entry starts with the stack aligned as after a call */
+        uintptr_t top = ((uintptr_t)(edm_emu.stacks + (size_t)(t + 1) * EDM_EMU_STACK)) & ~(uintptr_t)15;
+        void **frame = (void **)(top - 8 * sizeof(void *));
+        for (int r = 0; r < 6; r++)
+            frame[r] = nullptr;
+        void (*entry)(void) = edm_emu_fiber;
+        memcpy(&frame[6], &entry, sizeof entry);
+        frame[7] = nullptr;
+        edm_emu.sp[t] = frame;
+#else
         if (getcontext(&edm_emu.ctx[t]) != 0) {
             edm_emu_fail("getcontext failed");
             return -1;
@@ -271,6 +314,7 @@ static int edm_emu_block_fibers(int nthreads)
         edm_emu.ctx[t].uc_stack.ss_size = EDM_EMU_STACK;
         edm_emu.ctx[t].uc_link = &edm_emu.sched;
         makecontext(&edm_emu.ctx[t], edm_emu_fiber, 0);
+#endif
     }
     for (int phase = 0;; phase++) {
         int waiting = 0, finished = 0;
@@ -281,10 +325,14 @@ static int edm_emu_block_fibers(int nthreads)
             edm_emu.at_barrier[t] = 0;
             edm_emu.current = t;
             edm_emu_set_thread((unsigned)t);
+#ifdef EDM_EMU_FAST_SWITCH
+            edm_emu_switch(&edm_emu.sched_sp, edm_emu.sp[t]);
+#else
             if (swapcontext(&edm_emu.sched, &edm_emu.ctx[t]) != 0) {
                 edm_emu_fail("swapcontext failed");
                 return -1;
             }
+#endif
             if (edm_emu.error[0])
                 return -1;
         }
