@@ -210,8 +210,10 @@ static int cache_dir(char *out, size_t size)
     return mkdirs(out);
 }
 
-/* Runs the compiler; 0, or -1 with its first lines in err. */
-static int compile(const char *cpp, const char *so, const char *log, char *err, size_t errsize)
+/* Runs the compiler on cpp (with `-include include` when not NULL; as a
+ * precompiled header when pch); 0, or -1 with its first lines in err. */
+static int compile(const char *cpp, const char *so, const char *log, const char *include, int pch, char *err,
+                   size_t errsize)
 {
     const char *cxx = getenv("EDMC_EMU_CXX");
     if (!cxx || !*cxx)
@@ -222,6 +224,14 @@ static int compile(const char *cpp, const char *so, const char *log, char *err, 
     argv[argc++] = (char *)cxx;
     for (char *s = strtok(flags, " "); s && argc < 24; s = strtok(NULL, " "))
         argv[argc++] = s;
+    if (include) {
+        argv[argc++] = (char *)"-include";
+        argv[argc++] = (char *)include;
+    }
+    if (pch) {
+        argv[argc++] = (char *)"-x";
+        argv[argc++] = (char *)"c++-header";
+    }
     argv[argc++] = (char *)"-o";
     argv[argc++] = (char *)so;
     argv[argc++] = (char *)cpp;
@@ -256,6 +266,40 @@ static int compile(const char *cpp, const char *so, const char *log, char *err, 
              WIFEXITED(status) ? WEXITSTATUS(status) : -1, text ? text : "(no log)");
     free(text);
     return -1;
+}
+
+/* The header beside its precompiled form in dir (built once per header and
+ * flags): path receives the header's path for -include; without a usable
+ * precompiled header g++ reads the header itself, so a failure here only
+ * costs time. */
+static void header_path(const char *dir, const char *header, size_t hlen, char *path, size_t size)
+{
+    uint64_t key = fnv(fnv(0xcbf29ce484222325ULL, header, hlen), EMU_FLAGS, sizeof EMU_FLAGS);
+    snprintf(path, size, "%s/emu-h-%016llx.h", dir, (unsigned long long)key);
+}
+
+static int header_copy(const char *dir, const char *header, size_t hlen, char *path, size_t size)
+{
+    char tmp[8192], gch[8192], log[8192], err[256];
+    header_path(dir, header, hlen, path, size);
+    snprintf(gch, sizeof gch, "%s.gch", path);
+    if (access(path, R_OK) != 0) {
+        snprintf(tmp, sizeof tmp, "%s.%ld", path, (long)getpid());
+        if (write_file(tmp, header, hlen) != 0 || rename(tmp, path) != 0) {
+            unlink(tmp);
+            return -1;
+        }
+    }
+    if (access(gch, R_OK) != 0) {
+        int n1 = snprintf(tmp, sizeof tmp, "%s.%ld", gch, (long)getpid());
+        int n2 = snprintf(log, sizeof log, "%s.%ld.log", gch, (long)getpid());
+        if (n1 < 0 || n2 < 0 || (size_t)n1 >= sizeof tmp || (size_t)n2 >= sizeof log)
+            return 0;
+        if (compile(path, tmp, log, NULL, 1, err, sizeof err) != 0 || rename(tmp, gch) != 0)
+            unlink(tmp);
+        unlink(log);
+    }
+    return 0;
 }
 
 static int open_module(const char *so, emu_module *m, char *err, size_t errsize)
@@ -323,7 +367,10 @@ int emu_module_load(const char *source, emu_module *m, char *err, size_t errsize
     snprintf(cpp, sizeof cpp, "%s/emu-%016llx.%ld.cpp", dir, (unsigned long long)key, (long)getpid());
     snprintf(log, sizeof log, "%s/emu-%016llx.%ld.log", dir, (unsigned long long)key, (long)getpid());
     snprintf(tmp_so, sizeof tmp_so, "%s/emu-%016llx.%ld.so", dir, (unsigned long long)key, (long)getpid());
-    puts_(&text, "#include \"" EDM_EMU_HEADER "\"\n#line 1 \"generated.cu\"\n");
+    char hpath[4400];
+    if (header_copy(dir, header, hlen, hpath, sizeof hpath) != 0)
+        snprintf(hpath, sizeof hpath, "%s", EDM_EMU_HEADER);
+    puts_(&text, "#line 1 \"generated.cu\"\n");
     puts_(&text, source);
     put(&text, table.p, table.len);
     if (text.oom) {
@@ -334,7 +381,7 @@ int emu_module_load(const char *source, emu_module *m, char *err, size_t errsize
         snprintf(err, errsize, "emulator: cannot write %s: %s", cpp, strerror(errno));
         goto done;
     }
-    rc = compile(cpp, tmp_so, log, err, errsize);
+    rc = compile(cpp, tmp_so, log, hpath, 0, err, errsize);
     if (rc == 0 && rename(tmp_so, so) != 0) {
         snprintf(err, errsize, "emulator: rename %s: %s", tmp_so, strerror(errno));
         rc = -1;
@@ -348,6 +395,13 @@ int emu_module_load(const char *source, emu_module *m, char *err, size_t errsize
     }
 done:
     if (tmpdir[0]) { /* EDMC_CACHE_DIR=off: nothing stays (a loaded library stays mapped) */
+        char h[4400];
+        if (header) {
+            header_path(tmpdir, header, hlen, h, sizeof h);
+            unlink(h);
+            strncat(h, ".gch", sizeof h - strlen(h) - 1);
+            unlink(h);
+        }
         unlink(so);
         unlink(cpp);
         unlink(log);

@@ -2974,6 +2974,39 @@ static void gemm_compute(const fc_gemm *g)
 {
     const fc_layout *LA = &g->L[0], *LB = &g->L[1], *LC = &g->L[2], *LD = &g->L[3];
     int ta = g->d.transa != CUBLAS_OP_N, tb = g->d.transb != CUBLAS_OP_N;
+    /* op(A) and op(B)ᵀ of each batch entry widened once into rows of k doubles, then
+     * the same sums in the same order as the element-wise loop below (which stays the
+     * fallback when these buffers cannot be had) */
+    size_t na = (size_t)g->m * g->k, nb = (size_t)g->k * g->n;
+    double *a = na && nb ? malloc(na * sizeof *a) : NULL, *b = a ? malloc(nb * sizeof *b) : NULL;
+    if (a && b) {
+        for (int64_t z = 0; z < LD->batch; z++) {
+            for (uint64_t i = 0; i < g->m; i++)
+                for (uint64_t p = 0; p < g->k; p++)
+                    a[i * g->k + p] = fc_load((int32_t)LA->type, g->p[0], ta ? fc_at(LA, z, p, i) : fc_at(LA, z, i, p));
+            for (uint64_t j = 0; j < g->n; j++)
+                for (uint64_t p = 0; p < g->k; p++)
+                    b[j * g->k + p] = fc_load((int32_t)LB->type, g->p[1], tb ? fc_at(LB, z, j, p) : fc_at(LB, z, p, j));
+            for (uint64_t j = 0; j < g->n; j++)
+                for (uint64_t i = 0; i < g->m; i++) {
+                    double alpha = scalar_at(g, 0, i), beta = scalar_at(g, 1, i), acc = 0;
+                    if (alpha != 0) {
+                        const double *ra = a + i * g->k, *rb = b + j * g->k;
+                        for (uint64_t p = 0; p < g->k; p++)
+                            acc += ra[p] * rb[p];
+                    }
+                    double v = alpha * acc;
+                    if (beta != 0)
+                        v += beta * fc_load((int32_t)LC->type, g->p[2], fc_at(LC, z, i, j));
+                    fc_store((int32_t)LD->type, (void *)(uintptr_t)g->p[3], fc_at(LD, z, i, j), v);
+                }
+        }
+        free(a);
+        free(b);
+        fc.n.matmuls_computed++;
+        return;
+    }
+    free(a);
     for (int64_t z = 0; z < LD->batch; z++)
         for (uint64_t j = 0; j < g->n; j++)
             for (uint64_t i = 0; i < g->m; i++) {
