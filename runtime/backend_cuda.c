@@ -2,8 +2,10 @@
  *
  * UNTESTED ON A GPU in the session that wrote it: `make check` runs the
  * host side against a fake driver (tests/fakecuda: every copy, launch
- * geometry and cuBLASLt layout validated, no kernel executed); the numbers
- * are checked by tests/gpu/run.sh on a lent GPU (docs/cuda.md). */
+ * geometry and cuBLASLt layout validated, no kernel executed) and the
+ * numbers against the emulating driver (tests/emu: the generated kernels
+ * compiled for and run on the CPU); tests/gpu/run.sh checks them on a lent
+ * GPU (docs/cuda.md). */
 #include "config.h"
 
 #include "runtime/backend_cuda.h"

@@ -6,9 +6,11 @@
  * Execution model: one block at a time; its threads are fibers on their own
  * stacks (a six-register switch on x86-64, ucontext elsewhere), switched at
  * __syncthreads: every thread runs up to
- * the barrier (in thread order on even phases, in reverse order on odd ones,
- * so a missing barrier reads data not yet written in one of the two
- * directions), then the next phase starts.  A kernel whose text has no
+ * the barrier, then the next phase starts.  The order in which a phase runs
+ * the threads changes with the phase and the block: thread order, reverse
+ * order, a pseudo-random permutation (fixed seed), so a missing barrier or a
+ * race reads data not yet written in some block, whichever direction the
+ * code happens to tolerate.  A kernel whose text has no
  * __syncthreads runs its threads as plain calls (no fibers); a barrier
  * reached there is an error, not a silent pass.  __shared__ variables are
  * static locals: one copy, reused block after block (shared memory is not
@@ -73,6 +75,7 @@ struct edm_emu_state {
     int at_barrier[EDM_EMU_MAX_THREADS];
     int done[EDM_EMU_MAX_THREADS];
     int current;
+    int order[EDM_EMU_MAX_THREADS]; /* the phase's order of the threads */
 #ifdef EDM_EMU_FAST_SWITCH
     void *sched_sp, *sp[EDM_EMU_MAX_THREADS];
 #else
@@ -316,10 +319,25 @@ static int edm_emu_block_fibers(int nthreads)
         makecontext(&edm_emu.ctx[t], edm_emu_fiber, 0);
 #endif
     }
+    unsigned long long block_index =
+        ((unsigned long long)edm_emu.block.z * edm_emu.grid_dim.y + edm_emu.block.y) * edm_emu.grid_dim.x + edm_emu.block.x;
     for (int phase = 0;; phase++) {
         int waiting = 0, finished = 0;
+        unsigned long long kind = ((unsigned long long)phase + block_index) % 3;
+        for (int k = 0; k < nthreads; k++)
+            edm_emu.order[k] = kind == 1 ? nthreads - 1 - k : k;
+        if (kind == 2) { /* Fisher-Yates with a 64-bit LCG seeded by block and phase */
+            unsigned long long r = 0x9e3779b97f4a7c15ULL ^ (block_index * 1000003ULL + (unsigned long long)phase);
+            for (int k = nthreads - 1; k > 0; k--) {
+                r = r * 6364136223846793005ULL + 1442695040888963407ULL;
+                int j = (int)((r >> 33) % (unsigned long long)(k + 1));
+                int tmp = edm_emu.order[k];
+                edm_emu.order[k] = edm_emu.order[j];
+                edm_emu.order[j] = tmp;
+            }
+        }
         for (int k = 0; k < nthreads; k++) {
-            int t = phase % 2 ? nthreads - 1 - k : k;
+            int t = edm_emu.order[k];
             if (edm_emu.done[t])
                 continue;
             edm_emu.at_barrier[t] = 0;

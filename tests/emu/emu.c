@@ -9,7 +9,6 @@
  * temporary folder, removed after loading) as emu-<key>.so, key = FNV-1a 64
  * of the header, the source and the flags, written under a temporary name
  * and renamed, so concurrent processes never load half a file. */
-#define _GNU_SOURCE
 
 #include "tests/emu/emu.h"
 
