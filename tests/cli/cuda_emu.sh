@@ -5,7 +5,8 @@
 # tests/emu/cuda_emu.h and executed block by block (threads as fibers switched
 # at __syncthreads); cuBLASLt products are computed; CUDA Graphs replay what
 # they captured.  The fake driver's checks stay on: any "fake cuda:" /
-# "fake cublasLt:" line fails the case.
+# "fake cublasLt:" line fails the case.  First, the emulator's f16/bf16
+# conversions against references (tests/emu/cvt_check.cpp).
 #   (a) tests/unit/test_backend_ops with EDMC_TEST_DEVICE=cuda: every op forward
 #       and backward against the CPU in f64; fp32 (cuBLASLt and generated
 #       GEMMs), fp16, and bf16 for the convolutions
@@ -43,6 +44,21 @@ unset FAKE_CUDA_FAIL FAKE_CUDA_NO_DEVICE FAKE_CUDA_COMPUTE
 complained() { grep -q "^fake cuda: \|^fake cublasLt: \|Sanitizer\|runtime error" "$1"; }
 why() { { grep "^fake cu" "$1"; grep -v "^fake cu" "$1"; } | head -n 12 | cut -c 1-400; }
 kernels_run() { sed -n 's/^fake-cuda stats:.* kernels_run=\([0-9]*\).*/\1/p' "$1" | tail -n 1; }
+
+# --- the emulator's f16/bf16 conversions round as cvt.rn does (tests/emu/cvt_check.cpp)
+if "${EDMC_EMU_CXX:-g++}" -std=c++17 -O2 -ffp-contract=off -w -include "$srcdir/tests/emu/cuda_emu.h" \
+    -o "$tmp/cvt_check" "$srcdir/tests/emu/cvt_check.cpp" 2>"$tmp/cvt.err"; then
+    "$tmp/cvt_check" >"$tmp/cvt.out" 2>&1
+    while IFS= read -r line; do
+        case $line in
+        "ok "*) tap_ok "conversions: ${line#ok [0-9]* - }" ;;
+        "not ok "*) tap_not_ok "conversions: ${line#not ok [0-9]* - }" ;;
+        esac
+    done <"$tmp/cvt.out"
+    grep -q "^ok " "$tmp/cvt.out" || tap_not_ok "conversions: cvt_check printed nothing" "$(head -n 5 "$tmp/cvt.out")"
+else
+    tap_not_ok "conversions: cvt_check does not compile" "$(head -n 10 "$tmp/cvt.err")"
+fi
 
 # --- (a) op by op: one line per configuration
 # ops_case DESC PRECISION GEMM FILTER
