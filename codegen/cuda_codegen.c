@@ -534,7 +534,7 @@ static void gen_upsample2(node_ctx *c, sbuf *b)
 static void gen_dropout(node_ctx *c, sbuf *b)
 {
     double p = c->n->attr.dropout.p;
-    int mask = c->n->attr.dropout.mask_id >= 0 ? c->n->attr.dropout.mask_id : c->id;
+    int mask = c->n->attr.dropout.mask_id > 0 ? c->n->attr.dropout.mask_id : c->id;
     char thr[64], scale[64];
     lit_f64(thr, sizeof thr, p * 18446744073709551616.0);
     lit_f32(scale, sizeof scale, 1 / (1 - p));
@@ -916,18 +916,25 @@ static const char PREAMBLE_MIX64[] =
 /* The three storage types, always all of them: values of one program mix
  * them (the dtype rule), and the cast kernels serve each. */
 static const char PREAMBLE_TYPES[] =
-    "struct h16 { unsigned short x; }; /* IEEE half, converted with cvt */\n"
+    "struct h16 { unsigned short x; }; /* IEEE half */\n"
     "struct b16 { unsigned short x; }; /* bfloat16 */\n"
+    "/* the conversions, through named helpers: PTX cvt on the device; on the host\n"
+    " * (the emulating driver, tests/emu) its header defines them */\n"
+    "#ifdef __CUDA_ARCH__\n"
+    "static __device__ __forceinline__ float edm_cvt_f32_f16(unsigned short h)\n"
+    "{\n    float f;\n    asm(\"cvt.f32.f16 %0, %1;\" : \"=f\"(f) : \"h\"(h));\n    return f;\n}\n"
+    "static __device__ __forceinline__ unsigned short edm_cvt_rn_f16_f32(float v)\n"
+    "{\n    unsigned short h;\n    asm(\"cvt.rn.f16.f32 %0, %1;\" : \"=h\"(h) : \"f\"(v));\n    return h;\n}\n"
+    "static __device__ __forceinline__ unsigned short edm_cvt_rn_bf16_f32(float v)\n"
+    "{\n    unsigned short h;\n    asm(\"cvt.rn.bf16.f32 %0, %1;\" : \"=h\"(h) : \"f\"(v));\n    return h;\n}\n"
+    "#endif\n"
     "static __device__ __forceinline__ float ld(const float *p, long long i) { return p[i]; }\n"
     "static __device__ __forceinline__ void st(float *p, long long i, float v) { p[i] = v; }\n"
-    "static __device__ __forceinline__ float ld(const h16 *p, long long i)\n"
-    "{\n    float f;\n    asm(\"cvt.f32.f16 %0, %1;\" : \"=f\"(f) : \"h\"(p[i].x));\n    return f;\n}\n"
-    "static __device__ __forceinline__ void st(h16 *p, long long i, float v)\n"
-    "{\n    unsigned short h;\n    asm(\"cvt.rn.f16.f32 %0, %1;\" : \"=h\"(h) : \"f\"(v));\n    p[i].x = h;\n}\n"
+    "static __device__ __forceinline__ float ld(const h16 *p, long long i) { return edm_cvt_f32_f16(p[i].x); }\n"
+    "static __device__ __forceinline__ void st(h16 *p, long long i, float v) { p[i].x = edm_cvt_rn_f16_f32(v); }\n"
     "static __device__ __forceinline__ float ld(const b16 *p, long long i)\n"
     "{\n    return __uint_as_float((unsigned)p[i].x << 16);\n}\n"
-    "static __device__ __forceinline__ void st(b16 *p, long long i, float v)\n"
-    "{\n    unsigned short h;\n    asm(\"cvt.rn.bf16.f32 %0, %1;\" : \"=h\"(h) : \"f\"(v));\n    p[i].x = h;\n}\n";
+    "static __device__ __forceinline__ void st(b16 *p, long long i, float v) { p[i].x = edm_cvt_rn_bf16_f32(v); }\n";
 
 static const edm_dtype STORAGE_TYPES[] = {EDM_F32, EDM_F16, EDM_BF16};
 

@@ -3,7 +3,10 @@
  * Shapes (with the batch N bound), strides and constants are baked into the
  * text.  All arithmetic is f32 (reductions and the optimizer in f64, like the
  * CPU reference).  The source needs no header: f16/bf16 conversions are
- * inline PTX (cvt), so NVRTC compiles it with no include path.
+ * three named helpers (edm_cvt_f32_f16, edm_cvt_rn_f16_f32,
+ * edm_cvt_rn_bf16_f32), inline PTX (cvt) under #ifdef __CUDA_ARCH__, so NVRTC
+ * compiles it with no include path; on the host, the emulating driver's
+ * header (tests/emu/cuda_emu.h) defines them.
  *
  * Storage types (the dtype rule, EDM2-SPEC's mixed precision: the network in
  * f16, the norms, softmax, preconditioning and loss in f32).  With

@@ -2,12 +2,15 @@
  *
  * UNTESTED ON A GPU in the session that wrote it: `make check` runs the
  * host side against a fake driver (tests/fakecuda: every copy, launch
- * geometry and cuBLASLt layout validated, no kernel executed); the numbers
- * are checked by tests/gpu/run.sh on a lent GPU (docs/cuda.md). */
+ * geometry and cuBLASLt layout validated, no kernel executed) and the
+ * numbers against the emulating driver (tests/emu: the generated kernels
+ * compiled for and run on the CPU); tests/gpu/run.sh checks them on a lent
+ * GPU (docs/cuda.md). */
 #include "config.h"
 
 #include "runtime/backend_cuda.h"
 
+#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +18,7 @@
 
 #include "codegen/cuda_codegen.h"
 #include "codegen/cuda_nvrtc.h"
+#include "runtime/clock.h"
 #include "runtime/cuda_api.h"
 #include "runtime/cuda_gemm.h"
 
@@ -173,7 +177,8 @@ static edm_dtype value_dtype(const edm_cuda_exec *x, int id) { return x->code.la
 /* ------------------------------------------------------------------ memory plan */
 
 /* First-fit offsets over lifetimes [definition, last use]; leaves and kept
- * values live for the whole run. */
+ * values live for the whole run, and the leaves the host sets are placed
+ * first (they are written before the run, so [0, end)). */
 typedef struct {
     int64_t offset, bytes;
     int end;
@@ -205,28 +210,33 @@ static int plan_memory(edm_cuda_exec *x, int keep_all, edm_status *st)
         return edm_nomem(st);
     int nlive = 0;
     int64_t top = 0;
-    for (int i = 0; i < n; i++) {
-        value_plan *v = &x->vp[i];
-        if (v->base != i)
-            continue;
-        int w = 0; /* drop blocks whose values died before this node */
-        for (int k = 0; k < nlive; k++)
-            if (live[k].end >= i)
-                live[w++] = live[k];
-        nlive = w;
-        int64_t at = 0; /* lowest gap that fits (blocks kept sorted by offset) */
-        int pos = 0;
-        for (; pos < nlive; pos++) {
-            if (live[pos].offset - at >= v->bytes)
-                break;
-            int64_t end = live[pos].offset + live[pos].bytes;
-            at = end > at ? end : at;
+    /* Two passes: first the leaves the host sets (inputs, parameters, buffers),
+     * which hold their values from before the run starts, so no value computed
+     * earlier in the run may share their memory; then everything else. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < n; i++) {
+            value_plan *v = &x->vp[i];
+            if (v->base != i || (x->code.launch[i].kind == EDM_CUDA_NONE) != (pass == 0))
+                continue;
+            int w = 0; /* drop blocks whose values died before this node */
+            for (int k = 0; k < nlive; k++)
+                if (live[k].end >= i)
+                    live[w++] = live[k];
+            nlive = w;
+            int64_t at = 0; /* lowest gap that fits (blocks kept sorted by offset) */
+            int pos = 0;
+            for (; pos < nlive; pos++) {
+                if (live[pos].offset - at >= v->bytes)
+                    break;
+                int64_t end = live[pos].offset + live[pos].bytes;
+                at = end > at ? end : at;
+            }
+            v->offset = at;
+            memmove(live + pos + 1, live + pos, sizeof *live * (size_t)(nlive - pos));
+            live[pos] = (live_block){.offset = at, .bytes = v->bytes, .end = v->keep ? n : v->last_use};
+            nlive++;
+            top = at + v->bytes > top ? at + v->bytes : top;
         }
-        v->offset = at;
-        memmove(live + pos + 1, live + pos, sizeof *live * (size_t)(nlive - pos));
-        live[pos] = (live_block){.offset = at, .bytes = v->bytes, .end = v->keep ? n : v->last_use};
-        nlive++;
-        top = at + v->bytes > top ? at + v->bytes : top;
     }
     free(live);
     x->arena_bytes = (size_t)(top ? top : 256);
@@ -289,16 +299,31 @@ static int get_function(edm_cuda_exec *x, const char *name, cu_function *out, ed
     return 0;
 }
 
+/* The emulating driver (tests/emu/cuda_emu.so) runs the kernels on the host
+ * from their CUDA C source: it exports edmEmuLoadSource, which takes the
+ * source where cuModuleLoadData takes a cubin (no NVRTC then). */
+typedef cu_result (*emu_load_source_fn)(cu_module *, const char *);
+
 static int load_kernels(edm_cuda_exec *x, edm_status *st)
 {
-    edm_cubin cubin;
-    if (edm_nvrtc_compile_cached(x->code.source, x->arch, &cubin, st) != 0)
-        return -1;
-    x->compile_seconds = cubin.seconds;
-    int rc = CU(ModuleLoadData(&x->module, cubin.data), "cuModuleLoadData");
-    edm_cubin_free(&cubin);
-    if (rc != 0)
-        return -1;
+    void *sym = dlsym(x->api.lib, "edmEmuLoadSource");
+    if (sym) {
+        emu_load_source_fn load;
+        memcpy(&load, &sym, sizeof load);
+        double t0 = edm_now_seconds();
+        if (cu_check(&x->api, load(&x->module, x->code.source), "edmEmuLoadSource (the emulator)", st) != 0)
+            return -1;
+        x->compile_seconds = edm_now_seconds() - t0;
+    } else {
+        edm_cubin cubin;
+        if (edm_nvrtc_compile_cached(x->code.source, x->arch, &cubin, st) != 0)
+            return -1;
+        x->compile_seconds = cubin.seconds;
+        int rc = CU(ModuleLoadData(&x->module, cubin.data), "cuModuleLoadData");
+        edm_cubin_free(&cubin);
+        if (rc != 0)
+            return -1;
+    }
     static const edm_dtype types[3] = {EDM_F32, EDM_F16, EDM_BF16};
     char name[64];
     for (int t = 0; t < 3; t++) {

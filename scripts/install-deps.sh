@@ -13,6 +13,7 @@ have_cmd libtoolize || need="$need libtool"
 have_cmd pkg-config || need="$need pkg-config"
 have_cmd make       || need="$need make"
 have_cmd gcc        || need="$need gcc"
+have_cmd g++        || need="$need g++"  # tests/emu: the emulated CUDA kernels are compiled as C++
 if have_cmd pkg-config; then
     have_pkg libxml-2.0 || need="$need libxml2-dev"
     have_pkg cmocka     || need="$need libcmocka-dev"

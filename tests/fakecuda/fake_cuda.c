@@ -74,7 +74,19 @@
  *
  * The library is linked -z nodelete: dlclose does not unload it, so its
  * state (and FAKE_CUDA_FAIL's call counts) lasts the whole process, like a
- * real driver's; edmc opens and closes the driver more than once. */
+ * real driver's; edmc opens and closes the driver more than once.
+ *
+ * Built with -DFAKE_CUDA_EMULATE it is the EMULATOR (tests/emu/cuda_emu.so):
+ * the same checks, and kernels really run on the host.  It exports
+ *     CUresult edmEmuLoadSource(CUmodule *module, const char *cuda_source)
+ * which the executor finds with dlsym and calls instead of NVRTC +
+ * cuModuleLoadData: the source is compiled as C++ with tests/emu/cuda_emu.h
+ * (tests/emu/emu.c), cuModuleGetFunction finds kernels in the compiled
+ * module's table (parameter count and sizes from the kernel's own C++ type),
+ * cuLaunchKernel runs the grid block by block (a captured launch keeps a copy
+ * of its parameters and runs at cuGraphLaunch), and FAKE_CUDA_COMPUTE is on
+ * unless set to 0.  FAKE_CUDA_VERBOSE=1's line then also counts
+ * kernels_run and the compile time (emu_compile_s). */
 #define _GNU_SOURCE /* memmem, MAP_ANONYMOUS, MAP_NORESERVE, madvise */
 
 #include <elf.h>
@@ -94,6 +106,11 @@
 #include <cuda.h>
 #include <cublasLt.h>
 #pragma GCC diagnostic pop
+
+#ifdef FAKE_CUDA_EMULATE
+#include "tests/emu/emu.h"
+#define FC_MAX_KPARAMS 16 /* parameters of an emulated kernel (each at most 16 bytes) */
+#endif
 
 /* ------------------------------------------------------------------ limits of the device we pretend to be (an H100) */
 
@@ -161,6 +178,11 @@ typedef struct {
     fc_range range[8]; /* matmul operands */
     int nrange;
     fc_gemm gemm;      /* matmul */
+#ifdef FAKE_CUDA_EMULATE
+    struct CUfunc_st *func; /* kernel: what runs at the replay, with a copy of its parameters */
+    unsigned grid[3], block[3];
+    unsigned char kparam[FC_MAX_KPARAMS][16];
+#endif
 } fc_node;
 
 typedef struct {
@@ -181,6 +203,9 @@ struct CUfunc_st {
     int max_threads;    /* __launch_bounds__ (0: none) */
     int regs;           /* registers per thread (0: unknown) */
     int max_dyn_smem;   /* CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES */
+#ifdef FAKE_CUDA_EMULATE
+    const emu_kernel *emu; /* the compiled kernel */
+#endif
 };
 
 struct CUmod_st {
@@ -188,6 +213,9 @@ struct CUmod_st {
     size_t size;
     struct CUfunc_st **func;
     int nfunc, capfunc;
+#ifdef FAKE_CUDA_EMULATE
+    emu_module emu; /* a module from edmEmuLoadSource (image NULL) */
+#endif
 };
 
 struct CUstream_st {
@@ -268,8 +296,9 @@ static struct {
     int ncapture;
     struct {
         unsigned long launches, launches_captured, graph_launches, kernels_replayed, matmuls, matmuls_captured, matmuls_replayed,
-            matmuls_computed, copies, memsets, allocs, modules, captures;
+            matmuls_computed, copies, memsets, allocs, modules, captures, kernels_run;
         unsigned long long copied;
+        double emu_compile_s;
     } n;
 } fc = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
@@ -318,6 +347,9 @@ static void configure(void)
     fc.no_device = v && atoi(v) > 0;
     v = getenv("FAKE_CUDA_COMPUTE");
     fc.compute = v && atoi(v) > 0;
+#ifdef FAKE_CUDA_EMULATE
+    fc.compute = !v || atoi(v) > 0; /* the emulator computes unless told not to */
+#endif
     v = getenv("FAKE_CUDA_FAIL");
     while (v && *v) {
         size_t len = strcspn(v, ",");
@@ -1189,6 +1221,9 @@ static void destroy_module(struct CUmod_st *m)
     reg_del(m);
     free(m->func);
     free(m->image);
+#ifdef FAKE_CUDA_EMULATE
+    emu_module_unload(&m->emu);
+#endif
     free(m);
 }
 
@@ -1238,6 +1273,38 @@ static CUresult do_module_load(CUmodule *module, const void *image)
 }
 CUresult CUDAAPI cuModuleLoadData(CUmodule *module, const void *image) { LOCKED(CUresult, do_module_load(module, image)); }
 
+#ifdef FAKE_CUDA_EMULATE
+CUresult edmEmuLoadSource(CUmodule *module, const char *source);
+
+/* The emulator's module load: generated CUDA C instead of a cubin. */
+static CUresult do_load_source(CUmodule *module, const char *source)
+{
+    const char *call = "edmEmuLoadSource";
+    ENTER(call, F_CTX);
+    if (!module || !source)
+        return null_arg(call, !module ? "module" : "source");
+    struct CUmod_st *m = calloc(1, sizeof *m);
+    if (!m || reg_add(m, K_MODULE) != 0) {
+        free(m);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    char err[2048];
+    if (emu_module_load(source, &m->emu, err, sizeof err) != 0) {
+        complain("%s: %s", call, err);
+        reg_del(m);
+        free(m);
+        return CUDA_ERROR_INVALID_SOURCE;
+    }
+    fc.n.modules++;
+    fc.n.emu_compile_s += m->emu.seconds;
+    trace("%s: %d kernels, %s in %.1f s -> %p", call, m->emu.n, m->emu.from_cache ? "cached" : "compiled",
+          m->emu.seconds, (void *)m);
+    *module = m;
+    return CUDA_SUCCESS;
+}
+CUresult edmEmuLoadSource(CUmodule *module, const char *source) { LOCKED(CUresult, do_load_source(module, source)); }
+#endif
+
 static CUresult do_module_unload(CUmodule hmod)
 {
     ENTER("cuModuleUnload", F_CTX);
@@ -1276,6 +1343,77 @@ static void some_kernels(const elf_view *e, char *buf, size_t size)
         snprintf(buf + used, size - used, ", ... (%zu kernels)", total);
 }
 
+#ifdef FAKE_CUDA_EMULATE
+/* cuModuleGetFunction on a compiled (emulated) module: the kernel from its
+ * table, its parameters from the kernel's C++ type. */
+static CUresult emu_get_function(CUfunction *hfunc, CUmodule hmod, const char *name)
+{
+    const char *call = "cuModuleGetFunction";
+    const emu_kernel *k = emu_module_find(&hmod->emu, name);
+    if (!k) {
+        complain("%s: no kernel '%s' in the module (%d kernels)", call, name, hmod->emu.n);
+        return CUDA_ERROR_NOT_FOUND;
+    }
+    int np = k->nparams();
+    if (np > FC_MAX_KPARAMS) {
+        complain("%s(%s): %d parameters, the emulator takes at most %d", call, name, np, FC_MAX_KPARAMS);
+        return CUDA_ERROR_NOT_SUPPORTED;
+    }
+    struct CUfunc_st *f = calloc(1, sizeof *f);
+    char *copy = strdup(name);
+    uint32_t *sizes = calloc((size_t)np + 1, sizeof *sizes);
+    struct CUfunc_st **v = hmod->func;
+    if (f && copy && sizes && hmod->nfunc == hmod->capfunc) {
+        int cap = hmod->capfunc ? 2 * hmod->capfunc : 64;
+        v = realloc(hmod->func, (size_t)cap * sizeof *v);
+        if (v) {
+            hmod->func = v;
+            hmod->capfunc = cap;
+        }
+    }
+    if (!f || !copy || !sizes || !v || reg_add(f, K_FUNC) != 0) {
+        free(f);
+        free(copy);
+        free(sizes);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    unsigned us[FC_MAX_KPARAMS + 1] = {0};
+    k->sizes(us);
+    for (int i = 0; i < np; i++) {
+        if (us[i] > 16) {
+            complain("%s(%s): parameter %d has %u bytes, the emulator takes at most 16", call, name, i, us[i]);
+            reg_del(f);
+            free(f);
+            free(copy);
+            free(sizes);
+            return CUDA_ERROR_NOT_SUPPORTED;
+        }
+        sizes[i] = us[i];
+    }
+    f->mod = hmod;
+    f->name = copy;
+    f->nparams = np;
+    f->param_size = sizes;
+    f->max_dyn_smem = FC_SMEM_DEFAULT;
+    f->emu = k;
+    hmod->func[hmod->nfunc++] = f;
+    *hfunc = f;
+    return CUDA_SUCCESS;
+}
+
+/* Runs a kernel over its grid (at the launch, or at the replay of a capture). */
+static CUresult emu_run(struct CUfunc_st *f, const unsigned grid[3], const unsigned block[3], void **params)
+{
+    char err[512];
+    if (f->mod->emu.launch(f->emu, grid, block, params, err, sizeof err) != 0) {
+        complain("cuLaunchKernel: %s", err);
+        return fc.sticky = CUDA_ERROR_LAUNCH_FAILED;
+    }
+    fc.n.kernels_run++;
+    return CUDA_SUCCESS;
+}
+#endif
+
 static CUresult do_get_function(CUfunction *hfunc, CUmodule hmod, const char *name)
 {
     const char *call = "cuModuleGetFunction";
@@ -1289,6 +1427,10 @@ static CUresult do_get_function(CUfunction *hfunc, CUmodule hmod, const char *na
             *hfunc = hmod->func[i];
             return CUDA_SUCCESS;
         }
+#ifdef FAKE_CUDA_EMULATE
+    if (hmod->emu.lib)
+        return emu_get_function(hfunc, hmod, name);
+#endif
     elf_view e = {.p = hmod->image, .n = hmod->size};
     memcpy(&e.eh, hmod->image, sizeof e.eh);
     unsigned sym = 0;
@@ -1458,10 +1600,25 @@ static CUresult do_launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, u
         if (!nd)
             return CUDA_ERROR_OUT_OF_MEMORY;
         nd->kind = N_KERNEL;
+#ifdef FAKE_CUDA_EMULATE
+        if (f->emu) { /* the parameters are copied at capture, as a real capture does */
+            nd->func = f;
+            nd->grid[0] = gx, nd->grid[1] = gy, nd->grid[2] = gz;
+            nd->block[0] = bx, nd->block[1] = by, nd->block[2] = bz;
+            for (int i = 0; i < f->nparams; i++)
+                memcpy(nd->kparam[i], params[i], f->param_size[i]);
+        }
+#endif
         rec->rec.kernels++;
         fc.n.launches_captured++;
     } else {
         fc.n.launches++;
+#ifdef FAKE_CUDA_EMULATE
+        if (f->emu) {
+            const unsigned grid[3] = {gx, gy, gz}, block[3] = {bx, by, bz};
+            return emu_run(f, grid, block, params);
+        }
+#endif
     }
     return CUDA_SUCCESS;
 }
@@ -1855,6 +2012,20 @@ static CUresult replay(const fc_nodes *ns)
         switch (nd->kind) {
         case N_KERNEL:
             fc.n.kernels_replayed++;
+#ifdef FAKE_CUDA_EMULATE
+            if (nd->func) {
+                if (reg_kind(nd->func) != K_FUNC) {
+                    complain("%s: a captured kernel's module was unloaded", call);
+                    return CUDA_ERROR_INVALID_VALUE;
+                }
+                void *params[FC_MAX_KPARAMS];
+                for (int k = 0; k < nd->func->nparams; k++)
+                    params[k] = (void *)nd->kparam[k];
+                CUresult r = emu_run(nd->func, nd->grid, nd->block, params);
+                if (r != CUDA_SUCCESS)
+                    return r;
+            }
+#endif
             break;
         case N_HTOD:
             ok = range_ok("fake cuda: ", call, "captured copy's destination", nd->dst, nd->bytes);
@@ -2803,6 +2974,39 @@ static void gemm_compute(const fc_gemm *g)
 {
     const fc_layout *LA = &g->L[0], *LB = &g->L[1], *LC = &g->L[2], *LD = &g->L[3];
     int ta = g->d.transa != CUBLAS_OP_N, tb = g->d.transb != CUBLAS_OP_N;
+    /* op(A) and op(B)ᵀ of each batch entry widened once into rows of k doubles, then
+     * the same sums in the same order as the element-wise loop below (which stays the
+     * fallback when these buffers cannot be had) */
+    size_t na = (size_t)g->m * g->k, nb = (size_t)g->k * g->n;
+    double *a = na && nb ? malloc(na * sizeof *a) : NULL, *b = a ? malloc(nb * sizeof *b) : NULL;
+    if (a && b) {
+        for (int64_t z = 0; z < LD->batch; z++) {
+            for (uint64_t i = 0; i < g->m; i++)
+                for (uint64_t p = 0; p < g->k; p++)
+                    a[i * g->k + p] = fc_load((int32_t)LA->type, g->p[0], ta ? fc_at(LA, z, p, i) : fc_at(LA, z, i, p));
+            for (uint64_t j = 0; j < g->n; j++)
+                for (uint64_t p = 0; p < g->k; p++)
+                    b[j * g->k + p] = fc_load((int32_t)LB->type, g->p[1], tb ? fc_at(LB, z, j, p) : fc_at(LB, z, p, j));
+            for (uint64_t j = 0; j < g->n; j++)
+                for (uint64_t i = 0; i < g->m; i++) {
+                    double alpha = scalar_at(g, 0, i), beta = scalar_at(g, 1, i), acc = 0;
+                    if (alpha != 0) {
+                        const double *ra = a + i * g->k, *rb = b + j * g->k;
+                        for (uint64_t p = 0; p < g->k; p++)
+                            acc += ra[p] * rb[p];
+                    }
+                    double v = alpha * acc;
+                    if (beta != 0)
+                        v += beta * fc_load((int32_t)LC->type, g->p[2], fc_at(LC, z, i, j));
+                    fc_store((int32_t)LD->type, (void *)(uintptr_t)g->p[3], fc_at(LD, z, i, j), v);
+                }
+        }
+        free(a);
+        free(b);
+        fc.n.matmuls_computed++;
+        return;
+    }
+    free(a);
     for (int64_t z = 0; z < LD->batch; z++)
         for (uint64_t j = 0; j < g->n; j++)
             for (uint64_t i = 0; i < g->m; i++) {
@@ -2996,7 +3200,7 @@ static long long stat_of(const char *name)
         return (long long)fc.n.f;
     FC_STAT(launches) FC_STAT(launches_captured) FC_STAT(graph_launches) FC_STAT(kernels_replayed)
     FC_STAT(matmuls) FC_STAT(matmuls_captured) FC_STAT(matmuls_replayed) FC_STAT(matmuls_computed)
-    FC_STAT(copies) FC_STAT(memsets) FC_STAT(allocs) FC_STAT(modules) FC_STAT(captures)
+    FC_STAT(copies) FC_STAT(memsets) FC_STAT(allocs) FC_STAT(modules) FC_STAT(captures) FC_STAT(kernels_run)
 #undef FC_STAT
     return -1;
 }
@@ -3013,10 +3217,10 @@ __attribute__((destructor)) static void fake_cuda_fini(void)
         fprintf(stderr,
                 "fake-cuda stats: launches=%lu launches_captured=%lu graph_launches=%lu kernels_replayed=%lu "
                 "matmuls=%lu matmuls_captured=%lu matmuls_replayed=%lu captures=%lu modules=%lu allocs=%lu peak_mib=%.1f copies=%lu "
-                "copied_mib=%.1f memsets=%lu matmuls_computed=%lu\n",
+                "copied_mib=%.1f memsets=%lu matmuls_computed=%lu kernels_run=%lu emu_compile_s=%.1f\n",
                 fc.n.launches, fc.n.launches_captured, fc.n.graph_launches, fc.n.kernels_replayed, fc.n.matmuls,
                 fc.n.matmuls_captured, fc.n.matmuls_replayed, fc.n.captures, fc.n.modules, fc.n.allocs, (double)fc.peak / (1 << 20),
-                fc.n.copies, (double)fc.n.copied / (1 << 20), fc.n.memsets, fc.n.matmuls_computed);
+                fc.n.copies, (double)fc.n.copied / (1 << 20), fc.n.memsets, fc.n.matmuls_computed, fc.n.kernels_run, fc.n.emu_compile_s);
     size_t count[K_KINDS] = {0};
     for (size_t i = 0; i < fc.capslot; i++)
         if (fc.slot[i].kind > 0)

@@ -1,0 +1,171 @@
+#!/bin/sh
+# The generated CUDA kernels, run on the CPU: edmc --device=cuda over the
+# emulating driver tests/emu/cuda_emu.so (docs/cuda.md, "Running the kernels
+# without a GPU").  Every kernel is compiled from its CUDA C by g++ with
+# tests/emu/cuda_emu.h and executed block by block (threads as fibers switched
+# at __syncthreads); cuBLASLt products are computed; CUDA Graphs replay what
+# they captured.  The fake driver's checks stay on: any "fake cuda:" /
+# "fake cublasLt:" line fails the case.  First, the emulator's f16/bf16
+# conversions against references (tests/emu/cvt_check.cpp).
+#   (a) tests/unit/test_backend_ops with EDMC_TEST_DEVICE=cuda: every op forward
+#       and backward against the CPU in f64; fp32 (cuBLASLt and generated
+#       GEMMs), fp16, and bf16 for the convolutions
+#   (b) golden vectors (../shared/testdata/edm2-tiny) through the command line:
+#       forward fp32 (1e-4) and fp16 (1e-2), one training step, the 8-step
+#       sampler with and without guidance (1e-3)
+#   (c) a short training run, CPU against CUDA fp32: the loss of every status line
+# The compiled modules are kept in $builddir/tests/emu-cache (keyed by source,
+# header and flags), so only the first run compiles.  Skips (77) when the
+# emulator was not built (configured without the CUDA toolkit) or g++ is missing.
+. "$srcdir/tests/tap.sh"
+edmc="$builddir/edmc"
+emu="$builddir/tests/emu/cuda_emu.so"
+ops="$builddir/tests/unit/test_backend_ops"
+st_diff="$builddir/tests/tools/st_diff"
+tiny="$srcdir/models/edm2-tiny.edm"
+golden="${EDMC_TESTDATA:-$srcdir/../shared/testdata}/edm2-tiny"
+if [ ! -f "$emu" ]; then
+    echo "# SKIP tests/emu/cuda_emu.so was not built (no CUDA toolkit at configure time)"
+    exit 77
+fi
+if ! command -v "${EDMC_EMU_CXX:-g++}" >/dev/null 2>&1; then
+    echo "# SKIP no ${EDMC_EMU_CXX:-g++} to compile the kernels with"
+    exit 77
+fi
+case $emu in /*) ;; *) emu="$PWD/$emu" ;; esac
+cache="$builddir/tests/emu-cache"
+case $cache in /*) ;; *) cache="$PWD/$cache" ;; esac
+mkdir -p "$cache" || exit 1
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+export EDMC_CUDA_DRIVER="$emu" EDMC_CUBLASLT="$emu" EDMC_CACHE_DIR="$cache" FAKE_CUDA_LEAKS=1 FAKE_CUDA_VERBOSE=1
+unset FAKE_CUDA_FAIL FAKE_CUDA_NO_DEVICE FAKE_CUDA_COMPUTE
+
+complained() { grep -q "^fake cuda: \|^fake cublasLt: \|Sanitizer\|runtime error" "$1"; }
+why() { { grep "^fake cu" "$1"; grep -v "^fake cu" "$1"; } | head -n 12 | cut -c 1-400; }
+kernels_run() { sed -n 's/^fake-cuda stats:.* kernels_run=\([0-9]*\).*/\1/p' "$1" | tail -n 1; }
+
+# --- the emulator's f16/bf16 conversions round as cvt.rn does (tests/emu/cvt_check.cpp)
+if "${EDMC_EMU_CXX:-g++}" -std=c++17 -O2 -ffp-contract=off -w -include "$srcdir/tests/emu/cuda_emu.h" \
+    -o "$tmp/cvt_check" "$srcdir/tests/emu/cvt_check.cpp" 2>"$tmp/cvt.err"; then
+    "$tmp/cvt_check" >"$tmp/cvt.out" 2>&1
+    while IFS= read -r line; do
+        case $line in
+        "ok "*) tap_ok "conversions: ${line#ok [0-9]* - }" ;;
+        "not ok "*) tap_not_ok "conversions: ${line#not ok [0-9]* - }" ;;
+        esac
+    done <"$tmp/cvt.out"
+    grep -q "^ok " "$tmp/cvt.out" || tap_not_ok "conversions: cvt_check printed nothing" "$(head -n 5 "$tmp/cvt.out")"
+else
+    tap_not_ok "conversions: cvt_check does not compile" "$(head -n 10 "$tmp/cvt.err")"
+fi
+
+# --- (a) op by op: one line per configuration
+# ops_case DESC PRECISION GEMM FILTER
+ops_case() {
+    env EDMC_TEST_DEVICE=cuda EDMC_TEST_PRECISION="$2" EDMC_TEST_GEMM="$3" ${4:+EDMC_TEST_FILTER="$4"} \
+        "$ops" >"$tmp/ops.out" 2>&1
+    status=$?
+    n=$(grep -c "^ok " "$tmp/ops.out")
+    if [ "$status" -eq 0 ] && [ "$n" -ge 1 ] && ! grep -q "^not ok " "$tmp/ops.out" && ! complained "$tmp/ops.out" &&
+        [ "$(kernels_run "$tmp/ops.out")" -gt 0 ] 2>/dev/null; then
+        tap_ok "$1: $n ops forward and backward within tolerance ($(grep -c '^# op ' "$tmp/ops.out") cases)"
+    else
+        tap_not_ok "$1 (exit $status)" "$(grep "FAILED\|^not ok\|^fake cu\|no CUDA" "$tmp/ops.out" | head -n 12)"
+    fi
+}
+ops_case "ops on the emulator, fp32, cuBLASLt + im2col" fp32 library ""
+ops_case "ops on the emulator, fp32, generated GEMMs" fp32 generated ""
+ops_case "ops on the emulator, fp16" fp16 library ""
+ops_case "ops on the emulator, bf16, convolutions" bf16 library "test_op_conv2d*"
+
+# --- (b) golden vectors through the command line
+# emu_run DESC CMD...: exit 0, kernels ran, no complaint
+emu_run() {
+    desc=$1; shift
+    "$@" >"$tmp/out" 2>"$tmp/err"
+    status=$?
+    if [ "$status" -eq 0 ] && ! complained "$tmp/err" && [ "$(kernels_run "$tmp/err")" -gt 0 ] 2>/dev/null; then
+        return 0
+    fi
+    tap_not_ok "$desc" "exit $status, stderr:" "$(why "$tmp/err")"
+    return 1
+}
+# golden DESC OUT REF TOL [PREFIX]
+golden() {
+    if d=$("$st_diff" "$2" "$3" "$4" ${5:+"$5"} 2>&1); then
+        tap_ok "$1: $(printf '%s' "$d" | head -n 1)"
+    else
+        tap_not_ok "$1" "$d"
+    fi
+}
+o=$tmp/golden
+mkdir -p "$o"
+fwd() { "$edmc" forward "$tiny" --device=cuda --weights="$golden/weights.safetensors" --input="$golden/forward.safetensors" "$@"; }
+emu_run "golden forward fp32" fwd --precision=fp32 --output="$o/fwd32.safetensors" &&
+    golden "golden forward fp32 (1e-4)" "$o/fwd32.safetensors" "$golden/forward.safetensors" 1e-4
+emu_run "golden forward fp16" fwd --precision=fp16 --output="$o/fwd16.safetensors" &&
+    golden "golden forward fp16 (1e-2)" "$o/fwd16.safetensors" "$golden/forward.safetensors" 1e-2
+if emu_run "golden training step fp32" "$edmc" step "$tiny" --device=cuda --precision=fp32 \
+    --weights="$golden/weights.safetensors" --batch="$golden/train_step.safetensors" --lr=0.01 \
+    --output="$o/step.safetensors"; then
+    golden "golden step: loss (1e-4)" "$o/step.safetensors" "$golden/train_step.safetensors" 1e-4 loss
+    golden "golden step: forced weight normalization (1e-4)" "$o/step.safetensors" "$golden/train_step.safetensors" 1e-4 normalized.
+    golden "golden step: gradients (1e-3)" "$o/step.safetensors" "$golden/train_step.safetensors" 1e-3 grad.
+    golden "golden step: Adam step (1e-3)" "$o/step.safetensors" "$golden/train_step.safetensors" 1e-3 step1.
+fi
+# the sampler with generated GEMMs (the cuBLASLt path is covered above; this keeps it quick)
+gen() { "$edmc" generate --device=cuda --precision=fp32 --matmul=generated --conv=implicit \
+    --net="$golden/weights.safetensors" --model="$tiny" --noise="$golden/sample.safetensors" --steps=8 "$@"; }
+emu_run "golden sample, 8 steps" gen --save-raw="$o/sample.safetensors" &&
+    golden "golden sample, 8 steps (1e-3)" "$o/sample.safetensors" "$golden/sample.safetensors" 1e-3
+if command -v python3 >/dev/null 2>&1; then
+    # st_diff compares by name: a copy of the golden file whose sample_guided is called sample
+    python3 -c '
+import json, struct, sys
+src, dst = sys.argv[1:3]
+b = open(src, "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+h["sample_unguided"] = h.pop("sample")
+h["sample"] = h.pop("sample_guided")
+hb = json.dumps(h, separators=(",", ":")).encode()
+hb += b" " * ((8 - len(hb) % 8) % 8)
+open(dst, "wb").write(struct.pack("<Q", len(hb)) + hb + b[8 + n:])
+' "$golden/sample.safetensors" "$o/golden-guided.safetensors" &&
+        emu_run "golden sample with guidance 2" gen --guide="$golden/guide_weights.safetensors" --guide-model="$tiny" \
+            --guidance=2 --save-raw="$o/guided.safetensors" &&
+        golden "golden sample with guidance 2 (1e-3)" "$o/guided.safetensors" "$o/golden-guided.safetensors" 1e-3
+else
+    tap_ok "golden sample with guidance # SKIP no python3 to rename the golden tensor"
+fi
+
+# --- (c) training: CPU against CUDA fp32, 64 images at batch 8, the loss every 16
+train_args="--model=$tiny --data=builtin:shapes16 --batch=8 --duration=64 --status=16 --seed=1 --rampup=0.01 --snapshot=0 --checkpoint=0"
+# shellcheck disable=SC2086
+if "$edmc" train $train_args --device=cpu --threads=1 --outdir="$tmp/train-cpu" >/dev/null 2>"$tmp/cpu.err" &&
+    emu_run "training on the emulator" "$edmc" train $train_args --device=cuda --precision=fp32 --outdir="$tmp/train-emu"; then
+    if note=$(awk -v rtol=1e-4 '
+        function loss(s,   i, r) { i = index(s, "\"loss\":"); if (i == 0) return "x"; r = substr(s, i + 7); sub(/[,}].*/, "", r); return r }
+        NR == FNR { a[FNR] = loss($0); na = FNR; next }
+        { b[FNR] = loss($0); nb = FNR }
+        END {
+            bad = (na != nb || na < 2); worst = 0
+            for (i = 1; i <= na && i <= nb; i++) {
+                if (a[i] !~ /^-?[0-9]/ || b[i] !~ /^-?[0-9]/) { bad = 1; continue }
+                d = a[i] - b[i]; if (d < 0) d = -d
+                m = b[i] < 0 ? -b[i] : b[i]; r = m > 0 ? d / m : d
+                if (r > worst) worst = r
+                if (r > rtol) bad = 1
+            }
+            printf "%d/%d status lines, worst relative difference %.2g (tol %g)", na, nb, worst, rtol
+            exit bad
+        }' "$tmp/train-emu/stats.jsonl" "$tmp/train-cpu/stats.jsonl"); then
+        tap_ok "training loss, CUDA fp32 on the emulator against the CPU: $note"
+    else
+        tap_not_ok "training loss, CUDA fp32 on the emulator against the CPU" "$note"
+    fi
+elif [ ! -s "$tmp/train-cpu/stats.jsonl" ]; then
+    tap_not_ok "training on the CPU (the baseline)" "$(head -n 5 "$tmp/cpu.err")"
+fi
+tap_done
