@@ -30,6 +30,7 @@ enum {
     OPT_PRECISION = 1 << 13,
     OPT_CUDA = 1 << 14, /* --matmul, --conv, --no-graph (the CUDA backend's ablations) */
     /* phema (high bits, clear of the others) */
+    OPT_NONFINITE = 1 << 23, /* --allow-nonfinite */
     OPT_INDIR = 1 << 24,
     OPT_OUTDIR = 1 << 25,
     OPT_OUTSTD = 1 << 26,
@@ -62,6 +63,7 @@ typedef struct {
     const char *indir, *outdir, *outstd, *eval; /* phema */
     int64_t outkimg;                            /* phema: -1 = the latest snapshot */
     int sweep;                                  /* phema */
+    int allow_nonfinite;                        /* forward: write NaN/Inf results instead of failing */
 } cli_opts;
 
 /* Parses argv[1..] (argv[0] is the command name); prints the problem and

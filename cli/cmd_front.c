@@ -10,6 +10,7 @@
 #include "compiler/ir_io.h"
 #include "compiler/passes/passes.h"
 #include "codegen/cuda_codegen.h"
+#include "runtime/files.h"
 
 static int count_op(const edm_graph *g, edm_op op)
 {
@@ -207,6 +208,24 @@ static int dump_cuda(const cli_opts *o, const edm_program *prog)
     return 0;
 }
 
+typedef struct {
+    const edm_graph *g;
+    const char *format;
+    edm_status *st;
+} dump_ctx;
+
+/* Writes the graph in its format (an edm_write_body for -o). */
+static int dump_body(FILE *fp, void *ctx, char *err, size_t errsize)
+{
+    const dump_ctx *d = ctx;
+    int rc = strcmp(d->format, "text") == 0  ? edm_ir_write_text(d->g, fp, d->st)
+             : strcmp(d->format, "xml") == 0 ? edm_ir_write_xml(d->g, fp, d->st)
+                                             : edm_ir_write_dot(d->g, fp, d->st);
+    if (rc != 0 && err)
+        snprintf(err, errsize, "%s", d->st->msg);
+    return rc;
+}
+
 static int do_dump(const cli_opts *o, const edm_program *prog)
 {
     if (strcmp(o->stage, "cuda") == 0)
@@ -229,27 +248,19 @@ static int do_dump(const cli_opts *o, const edm_program *prog)
         fprintf(stderr, "edmc dump: unknown format '%s' (text, xml or dot)\n", o->format);
         return 2;
     }
-    FILE *out = stdout;
-    if (o->output) {
-        out = fopen(o->output, "w");
-        if (!out) {
-            perror(o->output);
-            return 1;
-        }
-    }
     edm_status st;
     edm_status_init(&st);
+    dump_ctx d = {prog->graph, o->format, &st};
     int rc;
-    if (strcmp(o->format, "text") == 0) {
-        rc = edm_ir_write_text(prog->graph, out, &st);
-    } else if (strcmp(o->format, "xml") == 0) {
-        rc = edm_ir_write_xml(prog->graph, out, &st);
-    } else {
-        rc = edm_ir_write_dot(prog->graph, out, &st);
+    /* -o: all or nothing (a full disk leaves the previous file as it was) */
+    if (o->output) {
+        if (edm_write_atomic(o->output, dump_body, &d, &st) == 0)
+            return 0;
+        edm_diag_print(NULL, &st, stderr);
+        return 1;
     }
-    if (out != stdout && fclose(out) != 0 && rc == 0)
-        rc = edm_fail(&st, EDM_ERR_IO, EDM_NO_LOC, "error writing %s", o->output);
-    if (out == stdout && fflush(stdout) != 0 && rc == 0)
+    rc = dump_body(stdout, &d, NULL, 0);
+    if (fflush(stdout) != 0 && rc == 0)
         rc = edm_fail(&st, EDM_ERR_IO, EDM_NO_LOC, "error writing the output");
     if (rc == -1)
         edm_diag_print(NULL, &st, stderr);

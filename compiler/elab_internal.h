@@ -15,7 +15,7 @@
 #define ELAB_ARENA_LIMIT ((size_t)1 << 30)
 /* Expressions, statements and block calls nested at once while elaborating
  * (each level is a few C stack frames). */
-#define ELAB_MAX_NESTING 3000
+#define ELAB_MAX_NESTING 1500
 
 /* A name -> pointer index in the arena (open addressing, FNV-1a), so that
  * name lookups stay O(1) with 100,000 globals, blocks or tensor names. */

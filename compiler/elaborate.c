@@ -603,6 +603,8 @@ static int eval_index(elab *e, const ast *x, value *out)
         *out = base.list->items[i];
         return 0;
     }
+    if ((unsigned char)base.str[i] >= 0x80) /* one byte of a multi-byte character is not a string */
+        return elab_fail(e, x->b->loc, "index %lld falls inside a multi-byte (UTF-8) character", i);
     char *s = edm_arena_strndup(e->arena, base.str + i, 1);
     if (!s)
         return nomem(e, x->loc);
@@ -745,9 +747,10 @@ static int call_block(elab *e, const ast *def, const call_args *ca, const char *
     return 0;
 }
 
+/* The arguments live on the heap, not in this frame: calls nest (f(g(h(x))),
+ * recursion), and each level of the C stack must stay small. */
 static int eval_call(elab *e, const ast *call, const char *label, value *out)
 {
-    call_args ca;
     block_def *b = find_block(e, call->str);
     if (!b && !builtin_exists(call->str)) {
         const char *s = suggest_name(e, call->str, 1);
@@ -755,11 +758,14 @@ static int eval_call(elab *e, const ast *call, const char *label, value *out)
             return elab_fail(e, call->loc, "unknown op '%s' (did you mean '%s'?)", call->str, s);
         return elab_fail(e, call->loc, "unknown op '%s'", call->str);
     }
-    if (eval_args(e, call->a, &ca) != 0)
-        return -1;
-    if (b)
-        return call_block(e, b->def, &ca, label, call->loc, out);
-    return builtin_call(e, call->str, &ca, label, call->loc, out);
+    call_args *ca = malloc(sizeof *ca);
+    if (!ca)
+        return nomem(e, call->loc);
+    int rc = eval_args(e, call->a, ca);
+    if (rc == 0)
+        rc = b ? call_block(e, b->def, ca, label, call->loc, out) : builtin_call(e, call->str, ca, label, call->loc, out);
+    free(ca);
+    return rc;
 }
 
 static int eval_labeled(elab *e, const ast *x, value *out)
@@ -776,26 +782,37 @@ static int eval_labeled(elab *e, const ast *x, value *out)
     return eval_call(e, x->b, s, out);
 }
 
+static int method_on(elab *e, const ast *x, value obj, const call_args *args, value *out);
+
 static int eval_method(elab *e, const ast *x, value *out)
 {
     value obj;
     if (eval(e, x->a, &obj) != 0)
         return -1;
-    call_args ca;
-    if (eval_args(e, x->c, &ca) != 0)
-        return -1;
+    call_args *ca = malloc(sizeof *ca); /* off the C stack, as in eval_call */
+    if (!ca)
+        return nomem(e, x->loc);
+    int rc = eval_args(e, x->c, ca);
+    if (rc == 0)
+        rc = method_on(e, x, obj, ca, out);
+    free(ca);
+    return rc;
+}
+
+static int method_on(elab *e, const ast *x, value obj, const call_args *args, value *out)
+{
     if (obj.kind != VAL_LIST)
         return elab_fail(e, x->loc, "'.%s()' needs a list, got %s", x->str, val_kind_name(obj.kind));
     if (strcmp(x->str, "push") == 0) {
-        if (ca.npos != 1 || ca.nkw)
+        if (args->npos != 1 || args->nkw)
             return elab_fail(e, x->loc, "push takes one argument");
-        if (obj.list->count >= ELAB_MAX_LIST || val_list_push(e->arena, obj.list, ca.pos[0]) != 0)
+        if (obj.list->count >= ELAB_MAX_LIST || val_list_push(e->arena, obj.list, args->pos[0]) != 0)
             return elab_fail(e, x->loc, "list longer than %d", ELAB_MAX_LIST);
         *out = val_none();
         return 0;
     }
     if (strcmp(x->str, "pop") == 0) {
-        if (ca.npos || ca.nkw)
+        if (args->npos || args->nkw)
             return elab_fail(e, x->loc, "pop takes no arguments");
         if (obj.list->count == 0)
             return elab_fail(e, x->loc, "pop from an empty list");
@@ -873,7 +890,8 @@ static int eval_expr(elab *e, const ast *x, value *out)
 
 /* ------------------------------------------------------------------ statements */
 
-static int exec_import(elab *e, const ast *s);
+/* noinline: its path buffers must not swell exec_stmt_inner's frame */
+static int exec_import(elab *e, const ast *s) __attribute__((noinline));
 
 static int shape_from_value(elab *e, const value *v, edm_loc loc, edm_shape *shape)
 {
@@ -953,6 +971,43 @@ static const ast *top_level_only(const ast *s)
             return found;
     }
     return NULL;
+}
+
+static int io_declared(elab *e, char kind, const ast *s);
+
+/* input and output statements, out of exec_stmt_inner (noinline): their graph
+ * nodes are large, and exec_stmt_inner recurses once per nested statement. */
+static __attribute__((noinline)) int exec_input(elab *e, const ast *s)
+{
+    value v;
+    if (e->locals)
+        return elab_fail(e, s->loc, "'input' is allowed at the top level only");
+    if (eval(e, s->a, &v) != 0)
+        return -1;
+    edm_node n = {.op = EDM_OP_INPUT, .dtype = EDM_F32, .name = s->str, .origin = "input"};
+    if (shape_from_value(e, &v, s->a->loc, &n.shape) != 0)
+        return -1;
+    if (io_declared(e, 'i', s) != 0)
+        return -1;
+    int id = elab_add_node(e, &n, s->loc);
+    if (id < 0)
+        return -1;
+    return bind(e, &e->globals, s->str, val_tensor(id), s->loc);
+}
+
+static __attribute__((noinline)) int exec_output(elab *e, const ast *s)
+{
+    value v;
+    if (e->locals)
+        return elab_fail(e, s->loc, "'output' is allowed at the top level only");
+    if (eval(e, s->a, &v) != 0)
+        return -1;
+    if (v.kind != VAL_TENSOR)
+        return elab_fail(e, s->a->loc, "output '%s' must be a tensor, got %s", s->str, val_kind_name(v.kind));
+    if (io_declared(e, 'o', s) != 0)
+        return -1;
+    edm_node n = {.op = EDM_OP_OUTPUT, .ninputs = 1, .input = {v.tensor}, .name = s->str, .origin = "output"};
+    return elab_add_node(e, &n, s->loc) < 0 ? -1 : 0;
 }
 
 static int exec_stmt_inner(elab *e, const ast *s);
@@ -1046,33 +1101,10 @@ static int exec_stmt_inner(elab *e, const ast *s)
         }
         e->returning = 1;
         return 0;
-    case AST_INPUT: {
-        if (e->locals)
-            return elab_fail(e, s->loc, "'input' is allowed at the top level only");
-        if (eval(e, s->a, &v) != 0)
-            return -1;
-        edm_node n = {.op = EDM_OP_INPUT, .dtype = EDM_F32, .name = s->str, .origin = "input"};
-        if (shape_from_value(e, &v, s->a->loc, &n.shape) != 0)
-            return -1;
-        if (io_declared(e, 'i', s) != 0)
-            return -1;
-        int id = elab_add_node(e, &n, s->loc);
-        if (id < 0)
-            return -1;
-        return bind(e, &e->globals, s->str, val_tensor(id), s->loc);
-    }
-    case AST_OUTPUT: {
-        if (e->locals)
-            return elab_fail(e, s->loc, "'output' is allowed at the top level only");
-        if (eval(e, s->a, &v) != 0)
-            return -1;
-        if (v.kind != VAL_TENSOR)
-            return elab_fail(e, s->a->loc, "output '%s' must be a tensor, got %s", s->str, val_kind_name(v.kind));
-        if (io_declared(e, 'o', s) != 0)
-            return -1;
-        edm_node n = {.op = EDM_OP_OUTPUT, .ninputs = 1, .input = {v.tensor}, .name = s->str, .origin = "output"};
-        return elab_add_node(e, &n, s->loc) < 0 ? -1 : 0;
-    }
+    case AST_INPUT:
+        return exec_input(e, s);
+    case AST_OUTPUT:
+        return exec_output(e, s);
     case AST_PARAM:
         return exec_param(e, s);
     case AST_IMPORT:
@@ -1264,9 +1296,18 @@ static int parse_defines(elab *e, const edm_define *defs, int ndefs)
         if (nerr > 0) {
             *e->st = pc->errors[0];
             free(pc);
-            /* the value is shown under the message already: quote only its start */
-            edm_status_prefix(e->st, "-D %s=%.40s%s: not a valid value", id, defs[i].value,
-                              strlen(defs[i].value) > 40 ? "..." : "");
+            /* the value is shown under the message already: quote only its start,
+             * with bytes other than printable ASCII as '?' */
+            char shown[41];
+            size_t k = 0;
+            for (; k < 40 && defs[i].value[k]; k++) {
+                unsigned char c = (unsigned char)defs[i].value[k];
+                shown[k] = '?';
+                if (c >= 0x20 && c < 0x7f)
+                    shown[k] = defs[i].value[k];
+            }
+            shown[k] = '\0';
+            edm_status_prefix(e->st, "-D %s=%s%s: not a valid value", id, shown, defs[i].value[k] ? "..." : "");
             e->st->code = EDM_ERR_USAGE;
             return -1;
         }
