@@ -31,6 +31,7 @@ enum {
     OPT_CUDA = 1 << 14, /* --fuse, and --matmul, --conv, --no-graph (the CUDA backend's ablations) */
     OPT_FUSE = 1 << 15, /* --fuse alone (info, dump) */
     /* phema (high bits, clear of the others) */
+    OPT_NONFINITE = 1 << 23, /* --allow-nonfinite */
     OPT_INDIR = 1 << 24,
     OPT_OUTDIR = 1 << 25,
     OPT_OUTSTD = 1 << 26,
@@ -64,6 +65,7 @@ typedef struct {
     const char *indir, *outdir, *outstd, *eval; /* phema */
     int64_t outkimg;                            /* phema: -1 = the latest snapshot */
     int sweep;                                  /* phema */
+    int allow_nonfinite;                        /* forward: write NaN/Inf results instead of failing */
 } cli_opts;
 
 /* Parses argv[1..] (argv[0] is the command name); prints the problem and

@@ -11,6 +11,7 @@
 #include "compiler/passes/fusion.h"
 #include "compiler/passes/passes.h"
 #include "codegen/cuda_codegen.h"
+#include "runtime/files.h"
 
 static int count_op(const edm_graph *g, edm_op op)
 {
@@ -300,6 +301,31 @@ static int dump_training(const char *stage, const char *mode)
     return s == EDM_STAGE_TRAIN || (s > EDM_STAGE_TRAIN && mode && strcmp(mode, "train") == 0);
 }
 
+typedef struct {
+    const edm_graph *g;
+    const edm_plan *plan; /* --stage=fused */
+    const char *format;
+    edm_status *st;
+} dump_ctx;
+
+/* Writes the graph (or the plan) in its format (an edm_write_body for -o). */
+static int dump_body(FILE *fp, void *ctx, char *err, size_t errsize)
+{
+    const dump_ctx *d = ctx;
+    int rc;
+    if (d->plan && strcmp(d->format, "xml") == 0)
+        rc = edm_plan_write_xml(fp, d->plan, d->st);
+    else if (d->plan)
+        rc = edm_plan_write_text(fp, d->plan) == 0 ? 0 : edm_fail(d->st, EDM_ERR_IO, EDM_NO_LOC, "error writing the plan");
+    else
+        rc = strcmp(d->format, "text") == 0  ? edm_ir_write_text(d->g, fp, d->st)
+             : strcmp(d->format, "xml") == 0 ? edm_ir_write_xml(d->g, fp, d->st)
+                                             : edm_ir_write_dot(d->g, fp, d->st);
+    if (rc != 0 && err)
+        snprintf(err, errsize, "%s", d->st->msg);
+    return rc;
+}
+
 static int do_dump(const cli_opts *o, const edm_program *prog)
 {
     if (strcmp(o->stage, "cuda") == 0)
@@ -320,59 +346,40 @@ static int do_dump(const cli_opts *o, const edm_program *prog)
         return 2;
     }
     edm_pipeline_options po = {.training = dump_training(o->stage, o->mode), .fuse = EDM_FUSE_ALL};
-    edm_status pst;
-    edm_status_init(&pst);
-    if (o->fuse && edm_fuse_parse(o->fuse, &po.fuse, &pst) != 0) {
-        fprintf(stderr, "edmc dump: %s\n", pst.msg);
+    edm_status st;
+    edm_status_init(&st);
+    if (o->fuse && edm_fuse_parse(o->fuse, &po.fuse, &st) != 0) {
+        fprintf(stderr, "edmc dump: %s\n", st.msg);
         return 2;
     }
     /* the program is ours to extend: cmd_dump compiled it with training=true where it differentiates */
     edm_graph *rewritten = NULL;
-    if (edm_pipeline_run(prog->graph, &po, o->stage, &rewritten, &pst) != 0) {
-        edm_diag_print(NULL, &pst, stderr);
+    if (edm_pipeline_run(prog->graph, &po, o->stage, &rewritten, &st) != 0) {
+        edm_diag_print(NULL, &st, stderr);
         return 1;
     }
-    const edm_graph *g = rewritten ? rewritten : prog->graph;
+    dump_ctx d = {rewritten ? rewritten : prog->graph, NULL, o->format, &st};
     edm_plan *plan = NULL;
     if (stage == EDM_STAGE_FUSED) {
         edm_plan_options pl = {.fuse = po.fuse, .training = po.training};
-        plan = edm_plan_build(g, &pl, &pst);
+        d.plan = plan = edm_plan_build(d.g, &pl, &st);
         if (!plan) {
-            edm_diag_print(NULL, &pst, stderr);
+            edm_diag_print(NULL, &st, stderr);
             edm_graph_free(rewritten);
             return 1;
         }
     }
-    FILE *out = stdout;
-    if (o->output) {
-        out = fopen(o->output, "w");
-        if (!out) {
-            perror(o->output);
-            edm_plan_free(plan);
-            edm_graph_free(rewritten);
-            return 1;
-        }
-    }
-    edm_status st;
-    edm_status_init(&st);
     int rc;
-    if (plan && strcmp(o->format, "xml") == 0) {
-        rc = edm_plan_write_xml(out, plan, &st);
-    } else if (plan) {
-        rc = edm_plan_write_text(out, plan) == 0 ? 0 : edm_fail(&st, EDM_ERR_IO, EDM_NO_LOC, "error writing the plan");
-    } else if (strcmp(o->format, "text") == 0) {
-        rc = edm_ir_write_text(g, out, &st);
-    } else if (strcmp(o->format, "xml") == 0) {
-        rc = edm_ir_write_xml(g, out, &st);
+    /* -o: all or nothing (a full disk leaves the previous file as it was) */
+    if (o->output) {
+        rc = edm_write_atomic(o->output, dump_body, &d, &st);
     } else {
-        rc = edm_ir_write_dot(g, out, &st);
+        rc = dump_body(stdout, &d, NULL, 0);
+        if (fflush(stdout) != 0 && rc == 0)
+            rc = edm_fail(&st, EDM_ERR_IO, EDM_NO_LOC, "error writing the output");
     }
     edm_plan_free(plan);
     edm_graph_free(rewritten);
-    if (out != stdout && fclose(out) != 0 && rc == 0)
-        rc = edm_fail(&st, EDM_ERR_IO, EDM_NO_LOC, "error writing %s", o->output);
-    if (out == stdout && fflush(stdout) != 0 && rc == 0)
-        rc = edm_fail(&st, EDM_ERR_IO, EDM_NO_LOC, "error writing the output");
     if (rc == -1)
         edm_diag_print(NULL, &st, stderr);
     return rc == 0 ? 0 : 1;

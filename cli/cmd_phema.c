@@ -20,6 +20,7 @@
 #include "cli/cli.h"
 #include "compiler/passes/passes.h"
 #include "runtime/evaluate.h"
+#include "runtime/files.h"
 #include "runtime/image.h"
 #include "runtime/phema.h"
 #include "runtime/safetensors.h"
@@ -384,7 +385,46 @@ static const char *model_path(const cli_opts *o, const edm_st_file *latest)
     const char *model = o->file ? o->file : edm_st_metadata(latest, "edmc.model");
     if (!o->file && model && access(model, R_OK) != 0)
         model = NULL;
+    if (!o->file && model) { /* one the metadata names outside the model folders is not read */
+        edm_model_dirs md;
+        edm_model_dirs_get(&md);
+        edm_sources *probe = edm_sources_new();
+        edm_status ignored;
+        edm_status_init(&ignored);
+        if (!probe || edm_sources_restrict(probe, md.dir, md.n, &ignored) != 0 || !edm_sources_allows(probe, model))
+            model = NULL;
+        edm_sources_free(probe);
+    }
     return model;
+}
+
+/* Snapshots are data: a model their metadata names is read only inside the
+ * model folders, and with their edmc.config no import may leave those (and
+ * the folder of a FILE.edm the user gave). */
+static int restrict_sources(const cli_opts *o, const char *model, edm_sources *src, edm_status *st)
+{
+    edm_model_dirs md;
+    edm_model_dirs_get(&md);
+    char own[4096];
+    if (o->file) {
+        snprintf(own, sizeof own, "%s", o->file);
+        char *slash = strrchr(own, '/');
+        if (slash == own)
+            own[1] = '\0';
+        else if (slash)
+            *slash = '\0';
+        else
+            snprintf(own, sizeof own, ".");
+        md.dir[md.n++] = own;
+    }
+    if (edm_sources_restrict(src, md.dir, md.n, st) != 0)
+        return -1;
+    if (!o->file && !edm_sources_allows(src, model))
+        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC,
+                        "the snapshots name their model '%s' (metadata 'edmc.model'), which is outside the model "
+                        "folders ($EDMC_MODELS, ./models, models/ beside edmc): give the .edm file if you trust it",
+                        model);
+    return 0;
 }
 
 /* Compiles model with the snapshots' edmc.config, then -D on top; training
@@ -419,6 +459,8 @@ static int compile_model(const cli_opts *o, const edm_st_file *latest, const cha
     int rc = 0;
     if (!d) {
         rc = edm_nomem(st);
+    } else if (restrict_sources(o, model, src, st) != 0) {
+        rc = -1;
     } else if (edm_compile_file(src, model, defs, ndefs, prog, d) != 0) {
         for (int i = 0; i < d->count; i++)
             cli_report(src, &d->items[i]);

@@ -146,7 +146,10 @@ static int load_inputs(const edm_graph *g, const edm_st_file *in, edm_backend **
     return 0;
 }
 
-static int write_outputs(const edm_graph *g, edm_backend *x, const char *path, edm_status *st)
+/* A non-finite output is an error naming its first bad element, unless the
+ * user asked for it (--allow-nonfinite): the inputs and weights were finite,
+ * so the model itself overflowed. */
+static int write_outputs(const edm_graph *g, edm_backend *x, const char *path, int allow_nonfinite, edm_status *st)
 {
     edm_st_writer *w = edm_st_writer_new();
     if (!w)
@@ -166,6 +169,11 @@ static int write_outputs(const edm_graph *g, edm_backend *x, const char *path, e
         for (int k = 0; k < n->shape.rank; k++)
             dim[k] = n->shape.dim[k] == EDM_DIM_BATCH ? count / edm_shape_numel_per_sample(&n->shape) : n->shape.dim[k];
         rc = edm_backend_get_f32(x, i, data, count, st);
+        if (rc == 0 && !allow_nonfinite && edm_check_finite(data, count, "output", n->name, st) != 0) {
+            edm_note_add(st, EDM_NO_LOC, "the inputs and weights are finite: the model overflowed (--allow-nonfinite "
+                                         "writes the result anyway)");
+            rc = -1;
+        }
         if (rc == 0)
             rc = edm_st_writer_add_f32(w, n->name, EDM_F32, n->shape.rank, dim, data, st);
         free(data);
@@ -196,10 +204,12 @@ static int do_forward(const cli_opts *o, const edm_program *prog)
         rc = load_inputs(prog->graph, in, &x, &opt, &st);
     if (rc == 0)
         rc = edm_weights_load(x, prog->graph, w, &st);
+    if (rc == 0 && !o->allow_nonfinite)
+        rc = edm_weights_check_finite(prog->graph, w, &st);
     if (rc == 0)
         rc = edm_backend_run(x, &st);
     if (rc == 0)
-        rc = write_outputs(prog->graph, x, o->output, &st);
+        rc = write_outputs(prog->graph, x, o->output, o->allow_nonfinite, &st);
     if (rc == 0 && opt.device == EDM_DEVICE_CUDA)
         fprintf(stderr, "edmc forward: ran on %s\n", edm_backend_describe(x));
     edm_backend_free(x);
@@ -218,7 +228,8 @@ int cmd_init(int argc, char **argv) { return cli_run(argc, argv, "init", OPT_SEE
 int cmd_forward(int argc, char **argv)
 {
     return cli_run(argc, argv, "forward",
-                   OPT_WEIGHTS | OPT_INPUT | OPT_OUTPUT | OPT_THREADS | OPT_DEVICE | OPT_PRECISION | OPT_CUDA,
+                   OPT_WEIGHTS | OPT_INPUT | OPT_OUTPUT | OPT_THREADS | OPT_DEVICE | OPT_PRECISION | OPT_CUDA |
+                       OPT_NONFINITE,
                    do_forward);
 }
 

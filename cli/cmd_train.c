@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -17,6 +18,7 @@
 #include "runtime/safetensors.h"
 #include "runtime/train.h"
 #include "runtime/train_loop.h"
+#include "runtime/weights.h"
 
 /* Options of train and step, parsed here: they share -D and the model with
  * the other commands but have many of their own. */
@@ -24,6 +26,7 @@ typedef struct {
     cli_opts base; /* file, defines, threads, seed */
     const char *preset, *data, *outdir, *weights, *batch_file, *output;
     int64_t batch, batch_gpu, duration, status, snapshot, checkpoint;
+    long long max_nonfinite; /* train: status intervals with a non-finite loss before stopping */
     double lr, decay, rampup;
     int has_lr, has_decay, has_rampup, has_batch, resume, snapshot_fp32;
     char ema[128];
@@ -56,6 +59,20 @@ static int parse_images(const char *flag, const char *v, int64_t *out)
     return 0;
 }
 
+/* An integer in [lo, hi]: no silent clamping of 99999999999999999999. */
+static int parse_int_in(const char *flag, const char *v, long long lo, long long hi, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > hi) {
+        fprintf(stderr, "edmc: %s=%s: expected an integer from %lld to %lld\n", flag, v, lo, hi);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
 static int parse_double(const char *flag, const char *v, double *out)
 {
     char *end;
@@ -80,6 +97,8 @@ static int parse_train(int argc, char **argv, const char *cmd, int is_step, trai
         char *a = argv[i];
         const char *v = strchr(a, '=') ? strchr(a, '=') + 1 : NULL;
         size_t len = v ? (size_t)(v - 1 - a) : strlen(a);
+        char flag[64]; /* the option without its value, for messages */
+        snprintf(flag, sizeof flag, "%.*s", (int)len, a);
 #define IS(name) (strlen(name) == len && strncmp(a, name, len) == 0)
         int rc = 0;
         if (a[0] == '-' && a[1] == 'D') {
@@ -110,6 +129,10 @@ static int parse_train(int argc, char **argv, const char *cmd, int is_step, trai
             o->snapshot_fp32 = 1;
             continue;
         }
+        if (IS("--allow-nonfinite") && is_step && !v) {
+            o->base.allow_nonfinite = 1;
+            continue;
+        }
         int cuda = cli_cuda_flag(cmd, a, v, &o->base.matmul, &o->base.conv, &o->base.no_graph, &o->base.fuse);
         if (cuda < 0)
             return -1;
@@ -120,21 +143,20 @@ static int parse_train(int argc, char **argv, const char *cmd, int is_step, trai
             return -1;
         }
         long long n;
-        char *end;
         if (IS("--model"))
             o->base.file = v;
         else if (IS("--weights"))
             o->weights = v;
         else if (IS("--threads"))
-            rc = (n = strtoll(v, &end, 10)) < 1 || n > 1024 || *end ? -1 : (o->base.threads = (int)n, 0);
+            rc = parse_int_in(flag, v, 1, 1024, &n) != 0 ? -1 : (o->base.threads = (int)n, 0);
         else if (IS("--seed"))
-            rc = (n = strtoll(v, &end, 10)) < 0 || *end ? -1 : (o->base.seed = (uint64_t)n, 0);
+            rc = parse_int_in(flag, v, 0, (long long)1 << 62, &n) != 0 ? -1 : (o->base.seed = (uint64_t)n, 0);
         else if (IS("--device"))
             o->base.device = v;
         else if (IS("--precision"))
             o->base.precision = v;
         else if (IS("--lr"))
-            rc = parse_double(a, v, &o->lr), o->has_lr = 1;
+            rc = parse_double(flag, v, &o->lr), o->has_lr = 1;
         else if (is_step && IS("--batch"))
             o->batch_file = v;
         else if (is_step && (IS("--output") || IS("-o")))
@@ -146,31 +168,31 @@ static int parse_train(int argc, char **argv, const char *cmd, int is_step, trai
         else if (!is_step && IS("--outdir"))
             o->outdir = v;
         else if (!is_step && IS("--batch"))
-            rc = parse_images(a, v, &o->batch), o->has_batch = 1;
+            rc = parse_images(flag, v, &o->batch), o->has_batch = 1;
         else if (!is_step && IS("--batch-gpu"))
-            rc = parse_images(a, v, &o->batch_gpu);
+            rc = parse_images(flag, v, &o->batch_gpu);
         else if (!is_step && IS("--duration"))
-            rc = parse_images(a, v, &o->duration);
+            rc = parse_images(flag, v, &o->duration);
         else if (!is_step && IS("--status"))
-            rc = parse_images(a, v, &o->status);
+            rc = parse_images(flag, v, &o->status);
         else if (!is_step && IS("--snapshot"))
-            rc = parse_images(a, v, &o->snapshot);
+            rc = parse_images(flag, v, &o->snapshot);
         else if (!is_step && IS("--checkpoint"))
-            rc = parse_images(a, v, &o->checkpoint);
+            rc = parse_images(flag, v, &o->checkpoint);
         else if (!is_step && IS("--decay"))
-            rc = parse_double(a, v, &o->decay), o->has_decay = 1;
+            rc = parse_double(flag, v, &o->decay), o->has_decay = 1;
         else if (!is_step && IS("--rampup"))
-            rc = parse_double(a, v, &o->rampup), o->has_rampup = 1;
+            rc = parse_double(flag, v, &o->rampup), o->has_rampup = 1;
+        else if (!is_step && IS("--max-nonfinite"))
+            rc = parse_int_in(flag, v, 1, 1000000, &o->max_nonfinite);
         else if (!is_step && IS("--ema"))
             snprintf(o->ema, sizeof o->ema, "%s", v);
         else {
             fprintf(stderr, "edmc %s: unknown option '%.*s' (see docs/cli.md)\n", cmd, (int)len, a);
             return -1;
         }
-        if (rc != 0) {
-            fprintf(stderr, "edmc %s: bad value in '%s'\n", cmd, a);
+        if (rc != 0) /* the parser said why */
             return -1;
-        }
 #undef IS
     }
     return 0;
@@ -326,7 +348,7 @@ int cmd_train(int argc, char **argv)
         .rampup_mimg = o.has_rampup ? o.rampup : param_number(&prog, "rampup_Mimg", 10),
         .beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8, .seed = o.base.seed, .snapshot_fp32 = o.snapshot_fp32,
         .threads = o.base.threads, .resume = o.resume, .model = model_abs ? model_abs : o.base.file,
-        .config = config};
+        .config = config, .max_nonfinite = (int)o.max_nonfinite};
     if (rc == 0)
         rc = cli_backend_of("train", &o.base, &t.backend);
     if (rc == 0 && parse_ema(o.ema, &t) != 0)
@@ -341,8 +363,14 @@ int cmd_train(int argc, char **argv)
         memset(&sa, 0, sizeof sa);
         sa.sa_handler = on_signal;
         sigemptyset(&sa.sa_mask);
-        sigaction(SIGINT, &sa, NULL);
-        sigaction(SIGTERM, &sa, NULL);
+        /* a closed terminal (SIGHUP) stops the run like Ctrl-C, with a checkpoint */
+        if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0 ||
+            sigaction(SIGHUP, &sa, NULL) != 0) {
+            fprintf(stderr, "edmc train: cannot install the signal handlers\n");
+            rc = 1;
+        }
+    }
+    if (rc == 0) {
         if (edm_train(prog.graph, &t, init, &stop_requested, stdout, &st) != 0) {
             cli_report(NULL, &st);
             rc = cli_exit_code(&st);
@@ -385,6 +413,11 @@ static int write_step(edm_trainer *t, const char *path, double loss, float **nor
 
 static int run_step(const train_opts *o, const edm_program *prog, const edm_backend_options *bo, edm_status *st)
 {
+    /* writing the step over its own weights would lose them */
+    struct stat sw, so;
+    if (stat(o->weights, &sw) == 0 && stat(o->output, &so) == 0 && sw.st_dev == so.st_dev && sw.st_ino == so.st_ino)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--output=%s is the --weights file: write the step elsewhere",
+                        o->output);
     edm_st_file *w = edm_st_open(o->weights, st);
     edm_st_file *in = w ? edm_st_open(o->batch_file, st) : NULL;
     if (!in) {
@@ -402,6 +435,8 @@ static int run_step(const train_opts *o, const edm_program *prog, const edm_back
         opt.cpu.seed = o->base.seed;
         t = edm_trainer_new(prog->graph, images->dim[0], &opt, st);
         rc = t ? edm_trainer_load(t, w, st) : -1;
+        if (rc == 0 && !o->base.allow_nonfinite)
+            rc = edm_weights_check_finite(prog->graph, w, st);
     }
     const char *names[] = {"images", "class_labels", "rnd_normal", "unit_noise"};
     for (int i = 0; i < 4 && rc == 0; i++) {
@@ -420,6 +455,9 @@ static int run_step(const train_opts *o, const edm_program *prog, const edm_back
                  ? edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: '%s' has %lld elements, the model wants %lld",
                             o->batch_file, names[i], (long long)e->numel, (long long)n)
                  : edm_st_read_f32(in, e, data, n, st);
+        /* a NaN or infinity in the batch only ever gives a NaN loss */
+        if (rc == 0)
+            rc = edm_check_finite(data, n, o->batch_file, names[i], st);
         if (rc == 0)
             rc = edm_backend_set_f32(edm_trainer_backend(t), names[i], data, n, st);
         free(data);
@@ -443,6 +481,21 @@ static int run_step(const train_opts *o, const edm_program *prog, const edm_back
         rc = edm_trainer_pull_grad(t, st);
     else if (rc == 0)
         rc = -1;
+    /* finite batch and weights, yet a non-finite loss or gradient: the step
+     * overflowed (a huge input, say); say where instead of writing NaNs */
+    if (rc == 0 && !o->base.allow_nonfinite) {
+        float l = (float)loss;
+        rc = edm_check_finite(&l, 1, "step", "loss", st);
+        for (int i = 0; i < edm_trainer_nparams(t) && rc == 0; i++) {
+            edm_train_param *p = edm_trainer_param(t, i);
+            char name[600];
+            snprintf(name, sizeof name, "grad.%s", p->name);
+            rc = edm_check_finite(p->grad, p->numel, "step", name, st);
+        }
+        if (rc != 0)
+            edm_note_add(st, EDM_NO_LOC, "the batch and weights are finite: the step overflowed (--allow-nonfinite "
+                                         "writes the result anyway)");
+    }
     double lr = o->lr; /* cmd_step defaults it to the model's ref_lr */
     if (rc == 0) {
         edm_adam adam = {0.9, 0.99, 1e-8};

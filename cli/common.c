@@ -19,6 +19,7 @@ typedef struct {
 } opt_spec;
 
 static const opt_spec specs[] = {
+    {"--allow-nonfinite", OPT_NONFINITE, 0},
     {"--stage", OPT_STAGE, 1},     {"--format", OPT_FORMAT, 1}, {"--output", OPT_OUTPUT, 1},
     {"--json", OPT_JSON, 0},       {"--params", OPT_PARAMS, 0}, {"--seed", OPT_SEED, 1},
     {"--weights", OPT_WEIGHTS, 1}, {"--input", OPT_INPUT, 1},   {"--threads", OPT_THREADS, 1},
@@ -168,6 +169,8 @@ int cli_parse(int argc, char **argv, const char *cmd, unsigned allowed, cli_opts
                     o->no_graph = 1;
                 else if (spec->bit == OPT_SWEEP)
                     o->sweep = 1;
+                else if (spec->bit == OPT_NONFINITE)
+                    o->allow_nonfinite = 1;
                 else
                     o->params = 1;
                 continue;

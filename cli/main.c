@@ -2,6 +2,7 @@
  * place that prints errors and picks exit codes. */
 #include "config.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -17,11 +18,12 @@ static void usage(FILE *out)
             "  info  FILE.edm [--json | --params] [-D ...]  parameters, multiply-adds, per-op table, memory\n"
             "  dump  FILE.edm [--stage=ir] [--format=text|xml|dot] [-o OUT] [-D ...]\n"
             "  init  FILE.edm [--seed=S] -o W.safetensors [-D ...]     freshly initialised weights\n"
-            "  forward FILE.edm --weights=W --input=IN --output=OUT [DEVICE]\n"
+            "  forward FILE.edm --weights=W --input=IN --output=OUT [--allow-nonfinite] [DEVICE]\n"
             "  bench FILE.edm [--mode=forward|train|sample] [--batch=B] [--iters=K] [--json] [DEVICE]\n"
             "  train --model=FILE.edm|--preset=NAME --data=DATASET --outdir=DIR [--batch=B] [--duration=64Ki]\n"
             "        [--batch-gpu=B] [--status=2Ki] [--snapshot=16Ki] [--checkpoint=32Ki] [--lr=..] [--resume]\n"
-            "  step  FILE.edm --weights=W --batch=IN.safetensors --output=OUT.safetensors [--lr=0.01]\n"
+            "        [--max-nonfinite=2]  (status intervals with a non-finite loss before it stops)\n"
+            "  step  FILE.edm --weights=W --batch=IN.safetensors --output=OUT.safetensors [--lr=0.01] [--allow-nonfinite]\n"
             "  phema --indir=DIR --outstd=S1,S2,... --outdir=DIR [--outkimg=K] [--sweep] [FILE.edm]\n"
             "                                               post-hoc EMA reconstruction from snapshots\n"
             "  generate --net=W.safetensors --seeds=0-63 --outdir=DIR [--grid=PNG] [--steps=32] [--batch=B]\n"
@@ -34,7 +36,7 @@ static void usage(FILE *out)
             "See docs/cli.md for every option.\n");
 }
 
-int main(int argc, char **argv)
+static int dispatch(int argc, char **argv)
 {
     if (argc < 2) {
         usage(stderr);
@@ -72,4 +74,19 @@ int main(int argc, char **argv)
     fprintf(stderr, "edmc: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;
+}
+
+/* Whatever a command printed must have reached stdout: `edmc info > /dev/full`
+ * fails instead of exiting 0 with nothing written. */
+int main(int argc, char **argv)
+{
+    int rc = dispatch(argc, argv);
+    int bad = ferror(stdout);
+    errno = 0;
+    if (fflush(stdout) != 0 || bad) {
+        fprintf(stderr, "edmc: error writing to standard output%s%s\n", errno ? ": " : "", errno ? strerror(errno) : "");
+        if (rc == 0)
+            rc = 1;
+    }
+    return rc;
 }

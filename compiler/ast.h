@@ -55,6 +55,8 @@ struct ast {
     const char *str;
     ast *a, *b, *c;
     ast *next;
+    ast *tail;  /* parser only: the last node of the chain this node heads */
+    int depth;  /* parser only: height of the tree under this node */
 };
 
 ast *ast_new(edm_arena *arena, ast_kind kind, edm_loc loc);

@@ -289,14 +289,20 @@ FN(bi_str)
         return -1;
     if (s.v[0].kind == VAL_TENSOR)
         return elab_fail(e, s.loc[0], "str: cannot format a tensor");
-    size_t n = val_format(&s.v[0], NULL, 0, 0);
-    if (n > 65536)
-        return elab_fail(e, loc, "str: result longer than 64 KiB");
-    char *buf = edm_arena_alloc(e->arena, n + 1);
-    if (!buf)
-        return edm_nomem(e->st);
-    val_format(&s.v[0], buf, n + 1, 0);
+    char *buf;
+    if (elab_format_exact(e, &s.v[0], 0, loc, "str", &buf) != 0)
+        return -1;
     *out = val_str(buf);
+    return 0;
+}
+
+/* int, floor, ceil: integers are exact doubles, so at most 2^53 in size. */
+static int to_int(elab *e, const builtin *self, const slots *s, double r, value *out)
+{
+    if (!(fabs(r) <= 9007199254740992.0))
+        return elab_fail(e, s->loc[0], "%s: %g is out of the integer range (magnitude at most 2^53)", self->name,
+                         s->v[0].num);
+    *out = val_int(r);
     return 0;
 }
 
@@ -306,8 +312,7 @@ FN(bi_int)
     double x = 0;
     if (get_num(e, self, &s, 0, loc, NAN, &x) != 0)
         return -1;
-    *out = val_int(trunc(x));
-    return 0;
+    return to_int(e, self, &s, trunc(x), out);
 }
 
 FN(bi_float)
@@ -469,8 +474,7 @@ FN(bi_floor)
     double x = 0;
     if (get_num(e, self, &s, 0, loc, NAN, &x) != 0)
         return -1;
-    *out = val_int(floor(x));
-    return 0;
+    return to_int(e, self, &s, floor(x), out);
 }
 
 FN(bi_ceil)
@@ -479,8 +483,7 @@ FN(bi_ceil)
     double x = 0;
     if (get_num(e, self, &s, 0, loc, NAN, &x) != 0)
         return -1;
-    *out = val_int(ceil(x));
-    return 0;
+    return to_int(e, self, &s, ceil(x), out);
 }
 
 FN(bi_conv2d)

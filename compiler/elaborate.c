@@ -3,6 +3,7 @@
 #include "compiler/elaborate.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,15 +68,48 @@ static const char *suggest_name(elab *e, const char *name, int callable)
     return best;
 }
 
+/* A value for a message: cut at 4096 bytes (marked "..."). */
 static char *fmt_value(elab *e, const value *v, int quote)
 {
     size_t n = val_format(v, NULL, 0, quote);
-    if (n > 4096)
+    if (n == SIZE_MAX)
+        return "[a list nested too deeply to print]";
+    int cut = n > 4096;
+    if (cut)
         n = 4096;
+    char *buf = edm_arena_alloc(e->arena, n + 4);
+    if (!buf)
+        return "?";
+    val_format(v, buf, n + 1, quote);
+    if (cut)
+        strcpy(buf + n, "...");
+    return buf;
+}
+
+int elab_format_exact(elab *e, const value *v, int quote, edm_loc loc, const char *what, char **out)
+{
+    size_t n = val_format(v, NULL, 0, quote);
+    if (n == SIZE_MAX)
+        return elab_fail(e, loc, "%s: a list nested deeper than %d levels", what, VAL_FORMAT_DEPTH);
+    if (n > VAL_FORMAT_MAX)
+        return elab_fail(e, loc, "%s: longer than 64 KiB", what);
     char *buf = edm_arena_alloc(e->arena, n + 1);
-    if (buf)
-        val_format(v, buf, n + 1, quote);
-    return buf ? buf : "?";
+    if (!buf)
+        return nomem(e, loc);
+    val_format(v, buf, n + 1, quote);
+    *out = buf;
+    return 0;
+}
+
+int elab_equal(elab *e, const value *a, const value *b, edm_loc loc, int *eq)
+{
+    int r = val_equal(a, b, &e->steps, ELAB_MAX_STEPS);
+    if (r < 0)
+        return edm_fail(e->st, EDM_ERR_LIMIT, loc,
+                        "elaboration takes more than %ld steps (comparing lists that share or contain sub-lists)",
+                        ELAB_MAX_STEPS);
+    *eq = r;
+    return 0;
 }
 
 /* ------------------------------------------------------------------ graph helpers */
@@ -138,16 +172,64 @@ const char *elab_join_scope(elab *e, const char *label)
     return s;
 }
 
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+void *sym_get(const symtab *t, const char *key)
+{
+    if (!t->cap)
+        return NULL;
+    for (size_t i = (size_t)hash_str(key) & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
+        if (!t->slots[i].key)
+            return NULL;
+        if (strcmp(t->slots[i].key, key) == 0)
+            return t->slots[i].val;
+    }
+}
+
+static void sym_insert(sym_slot *slots, size_t cap, const char *key, void *val)
+{
+    size_t i = (size_t)hash_str(key) & (cap - 1);
+    while (slots[i].key && strcmp(slots[i].key, key) != 0)
+        i = (i + 1) & (cap - 1);
+    slots[i].key = key;
+    slots[i].val = val;
+}
+
+int sym_put(edm_arena *a, symtab *t, const char *key, void *val)
+{
+    if ((t->count + 1) * 2 > t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 16;
+        sym_slot *slots = edm_arena_alloc(a, cap * sizeof *slots);
+        if (!slots)
+            return -1;
+        for (size_t i = 0; i < t->cap; i++)
+            if (t->slots[i].key)
+                sym_insert(slots, cap, t->slots[i].key, t->slots[i].val);
+        t->slots = slots; /* the old array stays in the arena: at most as much again */
+        t->cap = cap;
+    }
+    if (!sym_get(t, key))
+        t->count++;
+    sym_insert(t->slots, t->cap, key, val);
+    return 0;
+}
+
 int elab_register_name(elab *e, const char *name, edm_loc loc)
 {
-    for (name_entry *x = e->names; x; x = x->next)
-        if (strcmp(x->name, name) == 0) {
-            elab_fail(e, loc, "a parameter or buffer named '%s' already exists", name);
-            edm_note_add(e->st, x->loc, "'%s' was first made here", name);
-            return -1;
-        }
+    name_entry *old = sym_get(&e->name_index, name);
+    if (old) {
+        elab_fail(e, loc, "a parameter or buffer named '%s' already exists", name);
+        edm_note_add(e->st, old->loc, "'%s' was first made here", name);
+        return -1;
+    }
     name_entry *x = edm_arena_alloc(e->arena, sizeof *x);
-    if (!x)
+    if (!x || sym_put(e->arena, &e->name_index, name, x) != 0)
         return nomem(e, loc);
     x->name = name;
     x->loc = loc;
@@ -158,20 +240,17 @@ int elab_register_name(elab *e, const char *name, edm_loc loc)
 
 /* ------------------------------------------------------------------ environments */
 
-static binding *find_binding(binding *b, const char *name)
+static binding *find_binding(const env *where, const char *name)
 {
-    for (; b; b = b->next)
-        if (strcmp(b->name, name) == 0)
-            return b;
-    return NULL;
+    return sym_get(&where->index, name);
 }
 
 static int bind(elab *e, env *where, const char *name, value v, edm_loc loc)
 {
-    binding *b = find_binding(where->vars, name);
+    binding *b = find_binding(where, name);
     if (!b) {
         b = edm_arena_alloc(e->arena, sizeof *b);
-        if (!b)
+        if (!b || sym_put(e->arena, &where->index, name, b) != 0)
             return nomem(e, loc);
         b->name = name;
         b->next = where->vars;
@@ -184,25 +263,19 @@ static int bind(elab *e, env *where, const char *name, value v, edm_loc loc)
 
 static param_entry *find_param(elab *e, const char *name)
 {
-    for (param_entry *p = e->params; p; p = p->next)
-        if (strcmp(p->name, name) == 0)
-            return p;
-    return NULL;
+    return sym_get(&e->param_index, name);
 }
 
 static block_def *find_block(elab *e, const char *name)
 {
-    for (block_def *b = e->blocks; b; b = b->next)
-        if (strcmp(b->def->str, name) == 0)
-            return b;
-    return NULL;
+    return sym_get(&e->block_index, name);
 }
 
 static int lookup(elab *e, const char *name, edm_loc loc, value *out)
 {
-    binding *b = e->locals ? find_binding(e->locals->vars, name) : NULL;
+    binding *b = e->locals ? find_binding(e->locals, name) : NULL;
     if (!b)
-        b = find_binding(e->globals.vars, name);
+        b = find_binding(&e->globals, name);
     if (b) {
         *out = b->v;
         return 0;
@@ -270,16 +343,21 @@ static int interpolate(elab *e, const ast *x, value *out)
                 return -1;
             if (v.kind == VAL_TENSOR)
                 return elab_fail(e, x->loc, "cannot put tensor '%s' into a string", name);
-            piece = fmt_value(e, &v, 0);
+            char *text;
+            if (elab_format_exact(e, &v, 0, x->loc, "string interpolation", &text) != 0)
+                return -1;
+            piece = text;
             piece_len = strlen(piece);
             s += n + 2;
         } else {
             s++;
         }
+        if (used + piece_len > 65536)
+            return elab_fail(e, x->loc, "string longer than 64 KiB");
         if (used + piece_len + 1 > cap) {
             size_t ncap = (used + piece_len + 1) * 2;
-            if (ncap > 65536)
-                return elab_fail(e, x->loc, "string longer than 64 KiB");
+            if (ncap > 65537)
+                ncap = 65537;
             char *nb = edm_arena_alloc(e->arena, ncap);
             if (!nb)
                 return nomem(e, x->loc);
@@ -352,7 +430,9 @@ static int compare(elab *e, ast_op op, value a, value b, edm_loc loc, value *out
     if (op == OP_EQ || op == OP_NE) {
         if (a.kind == VAL_TENSOR || b.kind == VAL_TENSOR)
             return elab_fail(e, loc, "cannot compare tensors with '%s' at compile time", ast_op_text(op));
-        int eq = val_equal(&a, &b);
+        int eq = 0;
+        if (elab_equal(e, &a, &b, loc, &eq) != 0)
+            return -1;
         *out = val_bool(op == OP_EQ ? eq : !eq);
         return 0;
     }
@@ -426,7 +506,8 @@ static int eval_binary(elab *e, const ast *x, value *out)
         if (b.kind == VAL_LIST) {
             int found = 0;
             for (int i = 0; i < b.list->count && !found; i++)
-                found = val_equal(&a, &b.list->items[i]);
+                if (elab_equal(e, &a, &b.list->items[i], x->loc, &found) != 0)
+                    return -1;
             *out = val_bool(found);
             return 0;
         }
@@ -512,15 +593,18 @@ static int eval_index(elab *e, const ast *x, value *out)
         n = (long long)strlen(base.str);
     else
         return elab_fail(e, x->a->loc, "cannot index a %s", val_kind_name(base.kind));
+    /* range-check the double before converting it (1e19 does not fit a long long) */
+    if (!(idx.num >= -(double)n && idx.num < (double)n))
+        return elab_fail(e, x->b->loc, "index %s out of range for length %lld", fmt_value(e, &idx, 1), n);
     long long i = (long long)idx.num;
     if (i < 0)
         i += n;
-    if (i < 0 || i >= n)
-        return elab_fail(e, x->b->loc, "index %lld out of range for length %lld", (long long)idx.num, n);
     if (base.kind == VAL_LIST) {
         *out = base.list->items[i];
         return 0;
     }
+    if ((unsigned char)base.str[i] >= 0x80) /* one byte of a multi-byte character is not a string */
+        return elab_fail(e, x->b->loc, "index %lld falls inside a multi-byte (UTF-8) character", i);
     char *s = edm_arena_strndup(e->arena, base.str + i, 1);
     if (!s)
         return nomem(e, x->loc);
@@ -650,15 +734,23 @@ static int call_block(elab *e, const ast *def, const call_args *ca, const char *
     e->returning = 0;
     if (label && out->kind == VAL_TENSOR) {
         const char *tap = elab_join_scope(e, label);
-        if (!tap || edm_graph_add_tap(e->graph, tap, out->tensor, e->st) != 0)
-            return tap ? -1 : nomem(e, loc);
+        if (!tap)
+            return nomem(e, loc);
+        /* the index holds tap index + 1: a label reused re-points its tap */
+        uintptr_t known = (uintptr_t)sym_get(&e->tap_index, tap);
+        int idx = edm_graph_put_tap(e->graph, (int)known - 1, tap, out->tensor, e->st);
+        if (idx < 0)
+            return -1;
+        if (!known && sym_put(e->arena, &e->tap_index, tap, (void *)(uintptr_t)(idx + 1)) != 0)
+            return nomem(e, loc);
     }
     return 0;
 }
 
+/* The arguments live on the heap, not in this frame: calls nest (f(g(h(x))),
+ * recursion), and each level of the C stack must stay small. */
 static int eval_call(elab *e, const ast *call, const char *label, value *out)
 {
-    call_args ca;
     block_def *b = find_block(e, call->str);
     if (!b && !builtin_exists(call->str)) {
         const char *s = suggest_name(e, call->str, 1);
@@ -666,11 +758,14 @@ static int eval_call(elab *e, const ast *call, const char *label, value *out)
             return elab_fail(e, call->loc, "unknown op '%s' (did you mean '%s'?)", call->str, s);
         return elab_fail(e, call->loc, "unknown op '%s'", call->str);
     }
-    if (eval_args(e, call->a, &ca) != 0)
-        return -1;
-    if (b)
-        return call_block(e, b->def, &ca, label, call->loc, out);
-    return builtin_call(e, call->str, &ca, label, call->loc, out);
+    call_args *ca = malloc(sizeof *ca);
+    if (!ca)
+        return nomem(e, call->loc);
+    int rc = eval_args(e, call->a, ca);
+    if (rc == 0)
+        rc = b ? call_block(e, b->def, ca, label, call->loc, out) : builtin_call(e, call->str, ca, label, call->loc, out);
+    free(ca);
+    return rc;
 }
 
 static int eval_labeled(elab *e, const ast *x, value *out)
@@ -687,26 +782,37 @@ static int eval_labeled(elab *e, const ast *x, value *out)
     return eval_call(e, x->b, s, out);
 }
 
+static int method_on(elab *e, const ast *x, value obj, const call_args *args, value *out);
+
 static int eval_method(elab *e, const ast *x, value *out)
 {
     value obj;
     if (eval(e, x->a, &obj) != 0)
         return -1;
-    call_args ca;
-    if (eval_args(e, x->c, &ca) != 0)
-        return -1;
+    call_args *ca = malloc(sizeof *ca); /* off the C stack, as in eval_call */
+    if (!ca)
+        return nomem(e, x->loc);
+    int rc = eval_args(e, x->c, ca);
+    if (rc == 0)
+        rc = method_on(e, x, obj, ca, out);
+    free(ca);
+    return rc;
+}
+
+static int method_on(elab *e, const ast *x, value obj, const call_args *args, value *out)
+{
     if (obj.kind != VAL_LIST)
         return elab_fail(e, x->loc, "'.%s()' needs a list, got %s", x->str, val_kind_name(obj.kind));
     if (strcmp(x->str, "push") == 0) {
-        if (ca.npos != 1 || ca.nkw)
+        if (args->npos != 1 || args->nkw)
             return elab_fail(e, x->loc, "push takes one argument");
-        if (obj.list->count >= ELAB_MAX_LIST || val_list_push(e->arena, obj.list, ca.pos[0]) != 0)
+        if (obj.list->count >= ELAB_MAX_LIST || val_list_push(e->arena, obj.list, args->pos[0]) != 0)
             return elab_fail(e, x->loc, "list longer than %d", ELAB_MAX_LIST);
         *out = val_none();
         return 0;
     }
     if (strcmp(x->str, "pop") == 0) {
-        if (ca.npos || ca.nkw)
+        if (args->npos || args->nkw)
             return elab_fail(e, x->loc, "pop takes no arguments");
         if (obj.list->count == 0)
             return elab_fail(e, x->loc, "pop from an empty list");
@@ -716,7 +822,28 @@ static int eval_method(elab *e, const ast *x, value *out)
     return elab_fail(e, x->loc, "lists have no method '%s' (they have push and pop)", x->str);
 }
 
+static int eval_expr(elab *e, const ast *x, value *out);
+
+/* Every recursion of the interpreter passes here or through exec_stmt: the
+ * nesting counter bounds the C stack whatever the program does (the parser
+ * bounds each file's tree; this bounds trees times block calls). */
+static int too_deep(elab *e, edm_loc loc)
+{
+    return edm_fail(e->st, EDM_ERR_LIMIT, loc,
+                    "expressions and block calls nested deeper than %d levels at elaboration", ELAB_MAX_NESTING);
+}
+
 static int eval(elab *e, const ast *x, value *out)
+{
+    if (e->nesting >= ELAB_MAX_NESTING)
+        return too_deep(e, x->loc);
+    e->nesting++;
+    int rc = eval_expr(e, x, out);
+    e->nesting--;
+    return rc;
+}
+
+static int eval_expr(elab *e, const ast *x, value *out)
 {
     if (++e->steps > ELAB_MAX_STEPS)
         return edm_fail(e->st, EDM_ERR_LIMIT, x->loc, "elaboration takes more than %ld steps (endless loop?)",
@@ -763,7 +890,8 @@ static int eval(elab *e, const ast *x, value *out)
 
 /* ------------------------------------------------------------------ statements */
 
-static int exec_import(elab *e, const ast *s);
+/* noinline: its path buffers must not swell exec_stmt_inner's frame */
+static int exec_import(elab *e, const ast *s) __attribute__((noinline));
 
 static int shape_from_value(elab *e, const value *v, edm_loc loc, edm_shape *shape)
 {
@@ -820,6 +948,8 @@ static int exec_param(elab *e, const ast *s)
         return nomem(e, s->loc);
     p->name = s->str;
     p->v = v;
+    if (sym_put(e->arena, &e->param_index, p->name, p) != 0)
+        return nomem(e, s->loc);
     p->next = e->params;
     e->params = p;
     return 0;
@@ -843,7 +973,76 @@ static const ast *top_level_only(const ast *s)
     return NULL;
 }
 
+static int io_declared(elab *e, char kind, const ast *s);
+
+/* input and output statements, out of exec_stmt_inner (noinline): their graph
+ * nodes are large, and exec_stmt_inner recurses once per nested statement. */
+static __attribute__((noinline)) int exec_input(elab *e, const ast *s)
+{
+    value v;
+    if (e->locals)
+        return elab_fail(e, s->loc, "'input' is allowed at the top level only");
+    if (eval(e, s->a, &v) != 0)
+        return -1;
+    edm_node n = {.op = EDM_OP_INPUT, .dtype = EDM_F32, .name = s->str, .origin = "input"};
+    if (shape_from_value(e, &v, s->a->loc, &n.shape) != 0)
+        return -1;
+    if (io_declared(e, 'i', s) != 0)
+        return -1;
+    int id = elab_add_node(e, &n, s->loc);
+    if (id < 0)
+        return -1;
+    return bind(e, &e->globals, s->str, val_tensor(id), s->loc);
+}
+
+static __attribute__((noinline)) int exec_output(elab *e, const ast *s)
+{
+    value v;
+    if (e->locals)
+        return elab_fail(e, s->loc, "'output' is allowed at the top level only");
+    if (eval(e, s->a, &v) != 0)
+        return -1;
+    if (v.kind != VAL_TENSOR)
+        return elab_fail(e, s->a->loc, "output '%s' must be a tensor, got %s", s->str, val_kind_name(v.kind));
+    if (io_declared(e, 'o', s) != 0)
+        return -1;
+    edm_node n = {.op = EDM_OP_OUTPUT, .ninputs = 1, .input = {v.tensor}, .name = s->str, .origin = "output"};
+    return elab_add_node(e, &n, s->loc) < 0 ? -1 : 0;
+}
+
+static int exec_stmt_inner(elab *e, const ast *s);
+
+/* An input or output named twice is an error; the index remembers the first
+ * statement of each name (hashed: programs may declare many). */
+static int io_declared(elab *e, char kind, const ast *s)
+{
+    size_t n = strlen(s->str) + 3;
+    char *key = edm_arena_alloc(e->arena, n);
+    if (!key)
+        return nomem(e, s->loc);
+    snprintf(key, n, "%c:%s", kind, s->str);
+    const ast *first = sym_get(&e->io_index, key);
+    if (first) {
+        elab_fail(e, s->loc, "%s '%s' declared twice", kind == 'i' ? "input" : "output", s->str);
+        edm_note_add(e->st, first->loc, "first declared here");
+        return -1;
+    }
+    if (sym_put(e->arena, &e->io_index, key, (void *)(uintptr_t)s) != 0)
+        return nomem(e, s->loc);
+    return 0;
+}
+
 static int exec_stmt(elab *e, const ast *s)
+{
+    if (e->nesting >= ELAB_MAX_NESTING)
+        return too_deep(e, s->loc);
+    e->nesting++;
+    int rc = exec_stmt_inner(e, s);
+    e->nesting--;
+    return rc;
+}
+
+static int exec_stmt_inner(elab *e, const ast *s)
 {
     value v;
     if (++e->steps > ELAB_MAX_STEPS)
@@ -902,45 +1101,10 @@ static int exec_stmt(elab *e, const ast *s)
         }
         e->returning = 1;
         return 0;
-    case AST_INPUT: {
-        if (e->locals)
-            return elab_fail(e, s->loc, "'input' is allowed at the top level only");
-        if (eval(e, s->a, &v) != 0)
-            return -1;
-        edm_node n = {.op = EDM_OP_INPUT, .dtype = EDM_F32, .name = s->str, .origin = "input"};
-        if (shape_from_value(e, &v, s->a->loc, &n.shape) != 0)
-            return -1;
-        for (int i = 0; i < edm_graph_count(e->graph); i++) {
-            const edm_node *m = edm_graph_node(e->graph, i);
-            if (m->op == EDM_OP_INPUT && strcmp(m->name, s->str) == 0) {
-                elab_fail(e, s->loc, "input '%s' declared twice", s->str);
-                edm_note_add(e->st, m->loc, "first declared here");
-                return -1;
-            }
-        }
-        int id = elab_add_node(e, &n, s->loc);
-        if (id < 0)
-            return -1;
-        return bind(e, &e->globals, s->str, val_tensor(id), s->loc);
-    }
-    case AST_OUTPUT: {
-        if (e->locals)
-            return elab_fail(e, s->loc, "'output' is allowed at the top level only");
-        if (eval(e, s->a, &v) != 0)
-            return -1;
-        if (v.kind != VAL_TENSOR)
-            return elab_fail(e, s->a->loc, "output '%s' must be a tensor, got %s", s->str, val_kind_name(v.kind));
-        for (int i = 0; i < edm_graph_count(e->graph); i++) {
-            const edm_node *m = edm_graph_node(e->graph, i);
-            if (m->op == EDM_OP_OUTPUT && strcmp(m->name, s->str) == 0) {
-                elab_fail(e, s->loc, "output '%s' declared twice", s->str);
-                edm_note_add(e->st, m->loc, "first declared here");
-                return -1;
-            }
-        }
-        edm_node n = {.op = EDM_OP_OUTPUT, .ninputs = 1, .input = {v.tensor}, .name = s->str, .origin = "output"};
-        return elab_add_node(e, &n, s->loc) < 0 ? -1 : 0;
-    }
+    case AST_INPUT:
+        return exec_input(e, s);
+    case AST_OUTPUT:
+        return exec_output(e, s);
     case AST_PARAM:
         return exec_param(e, s);
     case AST_IMPORT:
@@ -976,6 +1140,8 @@ static int exec_stmt(elab *e, const ast *s)
         if (!b)
             return nomem(e, s->loc);
         b->def = s;
+        if (sym_put(e->arena, &e->block_index, s->str, b) != 0)
+            return nomem(e, s->loc);
         b->next = e->blocks;
         e->blocks = b;
         return 0;
@@ -1130,7 +1296,18 @@ static int parse_defines(elab *e, const edm_define *defs, int ndefs)
         if (nerr > 0) {
             *e->st = pc->errors[0];
             free(pc);
-            edm_status_prefix(e->st, "-D %s=%s: not a valid value", id, defs[i].value);
+            /* the value is shown under the message already: quote only its start,
+             * with bytes other than printable ASCII as '?' */
+            char shown[41];
+            size_t k = 0;
+            for (; k < 40 && defs[i].value[k]; k++) {
+                unsigned char c = (unsigned char)defs[i].value[k];
+                shown[k] = '?';
+                if (c >= 0x20 && c < 0x7f)
+                    shown[k] = defs[i].value[k];
+            }
+            shown[k] = '\0';
+            edm_status_prefix(e->st, "-D %s=%s%s: not a valid value", id, shown, defs[i].value[k] ? "..." : "");
             e->st->code = EDM_ERR_USAGE;
             return -1;
         }

@@ -245,6 +245,17 @@ int edm_graph_add_tap(edm_graph *g, const char *name, int node, edm_status *st)
             g->taps[i].node = node; /* a name tapped again (a label reused) names the newest value */
             return 0;
         }
+    return edm_graph_put_tap(g, -1, name, node, st) < 0 ? -1 : 0;
+}
+
+int edm_graph_put_tap(edm_graph *g, int index, const char *name, int node, edm_status *st)
+{
+    if (node < 0 || node >= g->count || index >= g->ntaps)
+        return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "tap '%s' refers to missing value %%%d", name, node);
+    if (index >= 0) {
+        g->taps[index].node = node;
+        return index;
+    }
     if (g->ntaps == g->taps_cap) {
         int cap = g->taps_cap ? g->taps_cap * 2 : 64;
         void *t = realloc(g->taps, sizeof *g->taps * (size_t)cap);
@@ -257,8 +268,8 @@ int edm_graph_add_tap(edm_graph *g, const char *name, int node, edm_status *st)
     if (!p)
         return edm_nomem(st);
     g->taps[g->ntaps].name = p;
-    g->taps[g->ntaps++].node = node;
-    return 0;
+    g->taps[g->ntaps].node = node;
+    return g->ntaps++;
 }
 
 int edm_graph_tap_count(const edm_graph *g) { return g->ntaps; }

@@ -173,6 +173,10 @@ int edm_graph_file_count(const edm_graph *g);
  * every labelled block call under its scope path ("unet.enc.16x16_block0"),
  * so activations can be dumped and compared with the reference's by name. */
 int edm_graph_add_tap(edm_graph *g, const char *name, int node, edm_status *st);
+/* The same without the search by name, for a caller that indexes its taps:
+ * index -1 appends name (new to the graph), else re-points tap index.
+ * Returns the tap's index, or -1. */
+int edm_graph_put_tap(edm_graph *g, int index, const char *name, int node, edm_status *st);
 int edm_graph_tap_count(const edm_graph *g);
 const char *edm_graph_tap_name(const edm_graph *g, int i);
 int edm_graph_tap_node(const edm_graph *g, int i);

@@ -493,8 +493,9 @@ static int parse_double(const char *s, double *out)
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    /* underflow to a subnormal also sets ERANGE and is fine */
-    if (*end || (errno == ERANGE && isinf(v)))
+    /* underflow to a subnormal also sets ERANGE and is fine; no attribute of
+     * a graph .edm can make is non-finite ("nan", "inf", 1e999) */
+    if (*end || !isfinite(v))
         return -1;
     *out = v;
     return 0;
@@ -644,7 +645,8 @@ static int read_shape(xml_in *r, xmlNodePtr x, int id, const char *text, edm_sha
 {
     int64_t v[EDM_MAX_RANK];
     char why[128];
-    if (parse_int_list(text, ',', 0, INT64_MAX, 1, v, EDM_MAX_RANK, &s->rank, why, sizeof why) != 0)
+    /* as in .edm: every dimension at least 1 (a zero-size tensor is no tensor) */
+    if (parse_int_list(text, ',', 1, (int64_t)1 << 40, 1, v, EDM_MAX_RANK, &s->rank, why, sizeof why) != 0)
         return fail_at(r, x, id, "bad shape '%s': %s", text, why);
     for (int i = 0; i < s->rank; i++)
         s->dim[i] = v[i];

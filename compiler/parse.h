@@ -9,6 +9,8 @@
 #include "compiler/status.h"
 
 #define EDM_MAX_SYNTAX_ERRORS 16
+/* Depth of the syntax tree (operator chains, index chains, nested statements). */
+#define EDM_MAX_TREE_DEPTH 1000
 
 typedef struct {
     edm_arena *arena;

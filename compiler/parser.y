@@ -58,17 +58,62 @@ static void edm_yyerror(EDM_YYLTYPE *l, yyscan_t scanner, edm_parse_ctx *ctx, co
         }                                                          \
     } while (0)
 
-/* Appends b to the chain a (chains are short: walking them is fine). */
+/* Appends b to the chain a.  The head remembers its last node, so building a
+ * chain of n statements, list items or arguments takes O(n), not O(n^2). */
 static ast *chain(ast *a, ast *b)
 {
     if (!a)
         return b;
-    ast *t = a;
+    if (!b)
+        return a;
+    ast *t = a->tail ? a->tail : a;
     while (t->next)
         t = t->next;
     t->next = b;
+    t = b->tail ? b->tail : b;
+    while (t->next)
+        t = t->next;
+    a->tail = t;
     return a;
 }
+
+/* The depth of the tree under a node (its children's chains included), so
+ * that a long operator chain (`1+1+...`), a long index chain or deeply nested
+ * statements are refused here with a position, before any recursive pass
+ * (the elaborator, printers) can exhaust the C stack. */
+static int chain_depth(const ast *c)
+{
+    int m = 0;
+    for (; c; c = c->next)
+        if (c->depth > m)
+            m = c->depth;
+    return m;
+}
+
+static int set_depth(ast *n, edm_parse_ctx *ctx)
+{
+    int d = chain_depth(n->a);
+    int db = chain_depth(n->b), dc = chain_depth(n->c);
+    if (db > d)
+        d = db;
+    if (dc > d)
+        d = dc;
+    n->depth = d + 1;
+    if (n->depth <= EDM_MAX_TREE_DEPTH)
+        return 0;
+    if (ctx->nerrors < EDM_MAX_SYNTAX_ERRORS)
+        edm_fail(&ctx->errors[ctx->nerrors], EDM_ERR_LIMIT, n->loc,
+                 "expression or statements nested deeper than %d levels (split it up, or use a loop)",
+                 EDM_MAX_TREE_DEPTH);
+    ctx->nerrors++;
+    return -1;
+}
+
+#define DEEP(var)                        \
+    do {                                 \
+        if (set_depth((var), ctx) != 0)  \
+            YYABORT;                     \
+    } while (0)
 
 /* Refuse absurd nesting before it can exhaust the C stack in later passes. */
 #define EDM_MAX_NESTING 200
@@ -125,12 +170,12 @@ items
 item
     : stmt                       { $$ = $1; }
     | block_def                  { $$ = $1; }
-    | IMPORT expr ';'            { NEW($$, AST_IMPORT, @2); $$->a = $2; }
+    | IMPORT expr ';'            { NEW($$, AST_IMPORT, @2); $$->a = $2; DEEP($$); }
     ;
 
 block_def
     : BLOCK IDENT '(' param_list ')' '{' stmts '}'
-                                 { NEW($$, AST_BLOCK, @2); $$->str = $2; $$->a = $4; $$->b = $7; }
+                                 { NEW($$, AST_BLOCK, @2); $$->str = $2; $$->a = $4; $$->b = $7; DEEP($$); }
     ;
 
 /* tensor parameters ; compile-time parameters (the ';' is optional) */
@@ -150,8 +195,8 @@ param_decls
     ;
 
 param_decl
-    : IDENT                      { NEW($$, AST_PARAMDECL, @1); $$->str = $1; }
-    | IDENT '=' expr             { NEW($$, AST_PARAMDECL, @1); $$->str = $1; $$->a = $3; }
+    : IDENT                      { NEW($$, AST_PARAMDECL, @1); $$->str = $1; DEEP($$); }
+    | IDENT '=' expr             { NEW($$, AST_PARAMDECL, @1); $$->str = $1; $$->a = $3; DEEP($$); }
     ;
 
 stmts
@@ -160,87 +205,87 @@ stmts
     ;
 
 stmt
-    : IDENT '=' expr ';'         { NEW($$, AST_ASSIGN, @1); $$->str = $1; $$->a = $3; }
-    | expr ';'                   { NEW($$, AST_EXPR, @1); $$->a = $1; }
+    : IDENT '=' expr ';'         { NEW($$, AST_ASSIGN, @1); $$->str = $1; $$->a = $3; DEEP($$); }
+    | expr ';'                   { NEW($$, AST_EXPR, @1); $$->a = $1; DEEP($$); }
     | IF expr '{' stmts '}' else_part
-                                 { NEW($$, AST_IF, @1); $$->a = $2; $$->b = $4; $$->c = $6; }
+                                 { NEW($$, AST_IF, @1); $$->a = $2; $$->b = $4; $$->c = $6; DEEP($$); }
     | FOR IDENT IN expr '{' stmts '}'
-                                 { NEW($$, AST_FOR, @2); $$->str = $2; $$->a = $4; $$->b = $6; }
-    | RETURN expr ';'            { NEW($$, AST_RETURN, @1); $$->a = $2; }
-    | RETURN ';'                 { NEW($$, AST_RETURN, @1); }
-    | PARAM IDENT '=' expr ';'   { NEW($$, AST_PARAM, @2); $$->str = $2; $$->a = $4; }
-    | INPUT IDENT ':' expr ';'   { NEW($$, AST_INPUT, @2); $$->str = $2; $$->a = $4; }
-    | OUTPUT IDENT '=' expr ';'  { NEW($$, AST_OUTPUT, @2); $$->str = $2; $$->a = $4; }
-    | ASSERT expr ';'            { NEW($$, AST_ASSERT, @1); $$->a = $2; }
-    | ASSERT expr ',' expr ';'   { NEW($$, AST_ASSERT, @1); $$->a = $2; $$->b = $4; }
+                                 { NEW($$, AST_FOR, @2); $$->str = $2; $$->a = $4; $$->b = $6; DEEP($$); }
+    | RETURN expr ';'            { NEW($$, AST_RETURN, @1); $$->a = $2; DEEP($$); }
+    | RETURN ';'                 { NEW($$, AST_RETURN, @1); DEEP($$); }
+    | PARAM IDENT '=' expr ';'   { NEW($$, AST_PARAM, @2); $$->str = $2; $$->a = $4; DEEP($$); }
+    | INPUT IDENT ':' expr ';'   { NEW($$, AST_INPUT, @2); $$->str = $2; $$->a = $4; DEEP($$); }
+    | OUTPUT IDENT '=' expr ';'  { NEW($$, AST_OUTPUT, @2); $$->str = $2; $$->a = $4; DEEP($$); }
+    | ASSERT expr ';'            { NEW($$, AST_ASSERT, @1); $$->a = $2; DEEP($$); }
+    | ASSERT expr ',' expr ';'   { NEW($$, AST_ASSERT, @1); $$->a = $2; $$->b = $4; DEEP($$); }
     | error ';'                  { $$ = NULL; yyerrok; }
     | error '}'                  { $$ = NULL; yyerrok; }
     ;
 
 else_part
     : %empty                     { $$ = NULL; }
-    | ELSE '{' stmts '}'         { NEW($$, AST_IF, @1); $$->a = NULL; $$->b = $3; }
+    | ELSE '{' stmts '}'         { NEW($$, AST_IF, @1); $$->a = NULL; $$->b = $3; DEEP($$); }
     | ELSE IF expr '{' stmts '}' else_part
-                                 { NEW($$, AST_IF, @2); $$->a = $3; $$->b = $5; $$->c = $7; }
+                                 { NEW($$, AST_IF, @2); $$->a = $3; $$->b = $5; $$->c = $7; DEEP($$); }
     ;
 
 expr
     : postfix                    { $$ = $1; }
-    | expr '+' expr              { NEW($$, AST_BINARY, @2); $$->op = OP_ADD; $$->a = $1; $$->b = $3; }
-    | expr '-' expr              { NEW($$, AST_BINARY, @2); $$->op = OP_SUB; $$->a = $1; $$->b = $3; }
-    | expr '*' expr              { NEW($$, AST_BINARY, @2); $$->op = OP_MUL; $$->a = $1; $$->b = $3; }
-    | expr '/' expr              { NEW($$, AST_BINARY, @2); $$->op = OP_DIV; $$->a = $1; $$->b = $3; }
-    | expr IDIV expr             { NEW($$, AST_BINARY, @2); $$->op = OP_IDIV; $$->a = $1; $$->b = $3; }
-    | expr '%' expr              { NEW($$, AST_BINARY, @2); $$->op = OP_MOD; $$->a = $1; $$->b = $3; }
-    | expr POW expr              { NEW($$, AST_BINARY, @2); $$->op = OP_POW; $$->a = $1; $$->b = $3; }
-    | expr EQ expr               { NEW($$, AST_BINARY, @2); $$->op = OP_EQ; $$->a = $1; $$->b = $3; }
-    | expr NE expr               { NEW($$, AST_BINARY, @2); $$->op = OP_NE; $$->a = $1; $$->b = $3; }
-    | expr '<' expr              { NEW($$, AST_BINARY, @2); $$->op = OP_LT; $$->a = $1; $$->b = $3; }
-    | expr LE expr               { NEW($$, AST_BINARY, @2); $$->op = OP_LE; $$->a = $1; $$->b = $3; }
-    | expr '>' expr              { NEW($$, AST_BINARY, @2); $$->op = OP_GT; $$->a = $1; $$->b = $3; }
-    | expr GE expr               { NEW($$, AST_BINARY, @2); $$->op = OP_GE; $$->a = $1; $$->b = $3; }
-    | expr IN expr               { NEW($$, AST_BINARY, @2); $$->op = OP_IN; $$->a = $1; $$->b = $3; }
-    | expr AND expr              { NEW($$, AST_BINARY, @2); $$->op = OP_AND; $$->a = $1; $$->b = $3; }
-    | expr OR expr               { NEW($$, AST_BINARY, @2); $$->op = OP_OR; $$->a = $1; $$->b = $3; }
-    | NOT expr                   { NEW($$, AST_UNARY, @1); $$->op = OP_NOT; $$->a = $2; }
-    | '-' expr %prec UMINUS      { NEW($$, AST_UNARY, @1); $$->op = OP_NEG; $$->a = $2; }
+    | expr '+' expr              { NEW($$, AST_BINARY, @2); $$->op = OP_ADD; $$->a = $1; $$->b = $3; DEEP($$); }
+    | expr '-' expr              { NEW($$, AST_BINARY, @2); $$->op = OP_SUB; $$->a = $1; $$->b = $3; DEEP($$); }
+    | expr '*' expr              { NEW($$, AST_BINARY, @2); $$->op = OP_MUL; $$->a = $1; $$->b = $3; DEEP($$); }
+    | expr '/' expr              { NEW($$, AST_BINARY, @2); $$->op = OP_DIV; $$->a = $1; $$->b = $3; DEEP($$); }
+    | expr IDIV expr             { NEW($$, AST_BINARY, @2); $$->op = OP_IDIV; $$->a = $1; $$->b = $3; DEEP($$); }
+    | expr '%' expr              { NEW($$, AST_BINARY, @2); $$->op = OP_MOD; $$->a = $1; $$->b = $3; DEEP($$); }
+    | expr POW expr              { NEW($$, AST_BINARY, @2); $$->op = OP_POW; $$->a = $1; $$->b = $3; DEEP($$); }
+    | expr EQ expr               { NEW($$, AST_BINARY, @2); $$->op = OP_EQ; $$->a = $1; $$->b = $3; DEEP($$); }
+    | expr NE expr               { NEW($$, AST_BINARY, @2); $$->op = OP_NE; $$->a = $1; $$->b = $3; DEEP($$); }
+    | expr '<' expr              { NEW($$, AST_BINARY, @2); $$->op = OP_LT; $$->a = $1; $$->b = $3; DEEP($$); }
+    | expr LE expr               { NEW($$, AST_BINARY, @2); $$->op = OP_LE; $$->a = $1; $$->b = $3; DEEP($$); }
+    | expr '>' expr              { NEW($$, AST_BINARY, @2); $$->op = OP_GT; $$->a = $1; $$->b = $3; DEEP($$); }
+    | expr GE expr               { NEW($$, AST_BINARY, @2); $$->op = OP_GE; $$->a = $1; $$->b = $3; DEEP($$); }
+    | expr IN expr               { NEW($$, AST_BINARY, @2); $$->op = OP_IN; $$->a = $1; $$->b = $3; DEEP($$); }
+    | expr AND expr              { NEW($$, AST_BINARY, @2); $$->op = OP_AND; $$->a = $1; $$->b = $3; DEEP($$); }
+    | expr OR expr               { NEW($$, AST_BINARY, @2); $$->op = OP_OR; $$->a = $1; $$->b = $3; DEEP($$); }
+    | NOT expr                   { NEW($$, AST_UNARY, @1); $$->op = OP_NOT; $$->a = $2; DEEP($$); }
+    | '-' expr %prec UMINUS      { NEW($$, AST_UNARY, @1); $$->op = OP_NEG; $$->a = $2; DEEP($$); }
     | IF expr THEN expr ELSE expr %prec COND
-                                 { NEW($$, AST_COND, @1); $$->b = $2; $$->a = $4; $$->c = $6; }
+                                 { NEW($$, AST_COND, @1); $$->b = $2; $$->a = $4; $$->c = $6; DEEP($$); }
     ;
 
 postfix
     : primary                    { $$ = $1; }
-    | postfix '[' expr ']'       { NEW($$, AST_INDEX, @2); $$->a = $1; $$->b = $3; }
+    | postfix '[' expr ']'       { NEW($$, AST_INDEX, @2); $$->a = $1; $$->b = $3; DEEP($$); }
     | postfix '.' IDENT '(' args ')'
-                                 { NEW($$, AST_METHOD, @3); $$->a = $1; $$->str = $3; $$->c = $5; }
+                                 { NEW($$, AST_METHOD, @3); $$->a = $1; $$->str = $3; $$->c = $5; DEEP($$); }
     ;
 
 primary
-    : NUM                        { NEW($$, AST_NUM, @1); $$->num = $1.value; $$->is_int = $1.is_int; }
-    | STR                        { NEW($$, AST_STR, @1); $$->str = $1; }
-    | TRUE                       { NEW($$, AST_BOOL, @1); $$->num = 1; }
-    | FALSE                      { NEW($$, AST_BOOL, @1); $$->num = 0; }
-    | NONE                       { NEW($$, AST_NONE, @1); }
-    | IDENT                      { NEW($$, AST_IDENT, @1); $$->str = $1; }
+    : NUM                        { NEW($$, AST_NUM, @1); $$->num = $1.value; $$->is_int = $1.is_int; DEEP($$); }
+    | STR                        { NEW($$, AST_STR, @1); $$->str = $1; DEEP($$); }
+    | TRUE                       { NEW($$, AST_BOOL, @1); $$->num = 1; DEEP($$); }
+    | FALSE                      { NEW($$, AST_BOOL, @1); $$->num = 0; DEEP($$); }
+    | NONE                       { NEW($$, AST_NONE, @1); DEEP($$); }
+    | IDENT                      { NEW($$, AST_IDENT, @1); $$->str = $1; DEEP($$); }
     | call                       { $$ = $1; }
-    | label ':' call             { NEW($$, AST_LABELED, @1); $$->a = $1; $$->b = $3; }
+    | label ':' call             { NEW($$, AST_LABELED, @1); $$->a = $1; $$->b = $3; DEEP($$); }
     | list                       { $$ = $1; }
     | '(' { ENTER(@1); } expr ')' { ctx->depth--; $$ = $3; }
     ;
 
 label
-    : IDENT                      { NEW($$, AST_IDENT, @1); $$->str = $1; }
-    | STR                        { NEW($$, AST_STR, @1); $$->str = $1; }
+    : IDENT                      { NEW($$, AST_IDENT, @1); $$->str = $1; DEEP($$); }
+    | STR                        { NEW($$, AST_STR, @1); $$->str = $1; DEEP($$); }
     ;
 
 call
     : IDENT '(' { ENTER(@2); } args ')'
-                                 { ctx->depth--; NEW($$, AST_CALL, @1); $$->str = $1; $$->a = $4; }
+                                 { ctx->depth--; NEW($$, AST_CALL, @1); $$->str = $1; $$->a = $4; DEEP($$); }
     ;
 
 list
     : '[' { ENTER(@1); } expr_list ']'
-                                 { ctx->depth--; NEW($$, AST_LIST, @1); $$->a = $3; }
+                                 { ctx->depth--; NEW($$, AST_LIST, @1); $$->a = $3; DEEP($$); }
     ;
 
 expr_list
@@ -266,8 +311,8 @@ arg_list
     ;
 
 arg
-    : expr                       { NEW($$, AST_ARG, @1); $$->a = $1; }
-    | IDENT '=' expr             { NEW($$, AST_ARG, @1); $$->str = $1; $$->a = $3; }
+    : expr                       { NEW($$, AST_ARG, @1); $$->a = $1; DEEP($$); }
+    | IDENT '=' expr             { NEW($$, AST_ARG, @1); $$->str = $1; $$->a = $3; DEEP($$); }
     ;
 
 %%

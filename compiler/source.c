@@ -1,3 +1,6 @@
+/* realpath() is XSI: declared by glibc for _XOPEN_SOURCE >= 500, not for
+ * _POSIX_C_SOURCE alone */
+#define _XOPEN_SOURCE 700 /* NOLINT(bugprone-reserved-identifier) */
 #include "config.h"
 
 #include "compiler/source.h"
@@ -9,9 +12,13 @@
 /* Source files larger than this are refused: .edm programs are small. */
 #define EDM_MAX_SOURCE_BYTES (16u << 20)
 
+#define EDM_MAX_ROOTS 8
+
 struct edm_sources {
     edm_source *files;
     int count, cap;
+    int nroots; /* > 0: only files under these folders may be loaded */
+    char *roots[EDM_MAX_ROOTS];
 };
 
 edm_sources *edm_sources_new(void) { return calloc(1, sizeof(edm_sources)); }
@@ -26,7 +33,46 @@ void edm_sources_free(edm_sources *s)
         free(s->files[i].line_start);
     }
     free(s->files);
+    for (int i = 0; i < s->nroots; i++)
+        free(s->roots[i]);
     free(s);
+}
+
+int edm_sources_restrict(edm_sources *s, const char *const *roots, int n, edm_status *st)
+{
+    for (int i = 0; i < n; i++) {
+        if (!roots[i])
+            continue;
+        if (s->nroots == EDM_MAX_ROOTS)
+            return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "more than %d source folders", EDM_MAX_ROOTS);
+        char *r = realpath(roots[i], NULL);
+        if (!r)
+            continue; /* a folder that does not exist holds nothing */
+        s->roots[s->nroots++] = r;
+    }
+    if (s->nroots == 0) { /* none exists: nothing may be loaded */
+        s->roots[0] = strdup("/nonexistent/");
+        if (!s->roots[0])
+            return edm_nomem(st);
+        s->nroots = 1;
+    }
+    return 0;
+}
+
+int edm_sources_allows(const edm_sources *s, const char *path)
+{
+    if (s->nroots == 0)
+        return 1;
+    char *r = realpath(path, NULL);
+    if (!r)
+        return 0;
+    int ok = 0;
+    for (int i = 0; i < s->nroots && !ok; i++) {
+        size_t n = strlen(s->roots[i]);
+        ok = strncmp(r, s->roots[i], n) == 0 && (r[n] == '/' || (n > 0 && s->roots[i][n - 1] == '/'));
+    }
+    free(r);
+    return ok;
 }
 
 static int index_lines(edm_source *f)
@@ -91,6 +137,10 @@ int edm_sources_load(edm_sources *s, const char *path, edm_loc from, edm_status 
     for (int i = 0; i < s->count; i++)
         if (strcmp(s->files[i].path, path) == 0)
             return i;
+    if (!edm_sources_allows(s, path))
+        return edm_fail(st, EDM_ERR_FORMAT, from,
+                        "'%s' is outside the model folders this compilation may read (a weights file's "
+                        "configuration cannot name other files)", path);
     FILE *fp = fopen(path, "rb");
     if (!fp)
         return edm_fail(st, EDM_ERR_IO, from, "cannot open '%s': %s", path, strerror(errno));
@@ -167,12 +217,22 @@ static void print_one(const edm_sources *s, edm_loc loc, const char *kind, const
         return;
     const char *line = f->text + f->line_start[loc.line - 1];
     size_t len = strcspn(line, "\r\n");
-    fprintf(out, "%5d | %.*s\n      | ", loc.line, (int)len, line);
+    /* a long line (a generated program, a 100 KB -D value) shows 160 columns
+     * around the caret, cut ends marked "..." */
+    size_t col = loc.col > 0 ? (size_t)loc.col - 1 : 0, from = 0, to = len;
+    if (len > 160) {
+        from = col > 80 ? col - 80 : 0;
+        if (from > len)
+            from = len;
+        to = from + 160 < len ? from + 160 : len;
+    }
+    fprintf(out, "%5d | %s%.*s%s\n      | %s", loc.line, from ? "..." : "", (int)(to - from), line + from,
+            to < len ? "..." : "", from ? "   " : "");
     /* keep tabs so the caret lines up under the same columns */
-    for (int i = 1; i < loc.col && (size_t)(i - 1) < len; i++)
-        fputc(line[i - 1] == '\t' ? '\t' : ' ', out);
+    for (size_t i = from; i < col && i < to; i++)
+        fputc(line[i] == '\t' ? '\t' : ' ', out);
     fputc('^', out);
-    for (int i = 1; i < loc.span && (size_t)loc.col - 1 + (size_t)i < len; i++)
+    for (int i = 1; i < loc.span && col + (size_t)i < to; i++)
         fputc('~', out);
     fputc('\n', out);
 }

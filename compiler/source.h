@@ -24,6 +24,13 @@ void edm_sources_free(edm_sources *s);
 /* Reads a file; returns its index (an already loaded path returns the same
  * index) or -1 with st set. */
 int edm_sources_load(edm_sources *s, const char *path, edm_loc from, edm_status *st);
+/* From now on, only files under these folders (resolved, links followed) may
+ * be loaded; a folder that does not exist is skipped.  For programs whose
+ * parameters come from a file (a weights file's edmc.config): no import it
+ * names may read elsewhere. */
+int edm_sources_restrict(edm_sources *s, const char *const *roots, int n, edm_status *st);
+/* Whether path may be loaded (always, when not restricted). */
+int edm_sources_allows(const edm_sources *s, const char *path);
 /* Adds in-memory text under a display name (e.g. "<-D model_channels>"). */
 int edm_sources_add_text(edm_sources *s, const char *name, const char *text, size_t size, edm_status *st);
 const edm_source *edm_sources_get(const edm_sources *s, int index);

@@ -4,6 +4,8 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 const char *val_kind_name(val_kind k)
@@ -57,87 +59,114 @@ int val_list_push(edm_arena *a, val_list *l, value v)
     return 0;
 }
 
-static size_t put(char *buf, size_t size, size_t used, const char *s)
+/* Formatting writes into buf while counting every byte it wanted.  Lists may
+ * contain themselves (l.push(l)): a list met again inside itself prints as
+ * "[...]", like Python.  It stops early once the text passes VAL_FORMAT_MAX
+ * (the caller sees a length over it), and refuses lists nested deeper than
+ * VAL_FORMAT_DEPTH (SIZE_MAX), so the work and the C stack stay bounded. */
+typedef struct {
+    char *buf;
+    size_t size, used;
+    int depth;
+    const val_list *path[VAL_FORMAT_DEPTH];
+} fmt_ctx;
+
+static void put(fmt_ctx *f, const char *s)
 {
     size_t len = strlen(s);
-    if (used < size) {
-        size_t n = len < size - used ? len : size - used - 1;
-        memcpy(buf + used, s, n);
-        buf[used + n] = '\0';
+    if (f->used < f->size) {
+        size_t room = f->size - f->used - 1;
+        size_t n = len < room ? len : room;
+        memcpy(f->buf + f->used, s, n);
+        f->buf[f->used + n] = '\0';
     }
-    return used + len;
+    f->used += len;
 }
 
-/* Lists may contain themselves (l.push(l)): nesting deeper than this prints as
- * "[...]", and a list stops once its text passes VAL_FORMAT_MAX characters. */
-#define VAL_FORMAT_DEPTH 16
-#define VAL_FORMAT_MAX 65536
-
-static size_t format_rec(const value *v, char *buf, size_t size, int quote, int depth);
-
-size_t val_format(const value *v, char *buf, size_t size, int quote)
-{
-    return format_rec(v, buf, size, quote, 0);
-}
-
-static size_t format_rec(const value *v, char *buf, size_t size, int quote, int depth)
+static int format_rec(fmt_ctx *f, const value *v, int quote)
 {
     char tmp[64];
-    size_t used = 0;
-    if (size)
-        buf[0] = '\0';
     switch (v->kind) {
     case VAL_NONE:
-        return put(buf, size, used, "none");
+        put(f, "none");
+        return 0;
     case VAL_BOOL:
-        return put(buf, size, used, v->num != 0 ? "true" : "false");
+        put(f, v->num != 0 ? "true" : "false");
+        return 0;
     case VAL_NUM:
-        if (v->is_int)
+        if (v->is_int && fabs(v->num) <= 9007199254740992.0)
             snprintf(tmp, sizeof tmp, "%lld", (long long)v->num);
         else
             snprintf(tmp, sizeof tmp, "%.15g", v->num);
         /* keep a float recognisable as one */
         if (!v->is_int && !strpbrk(tmp, ".eEn"))
             strcat(tmp, ".0");
-        return put(buf, size, used, tmp);
+        put(f, tmp);
+        return 0;
     case VAL_STR:
         if (quote)
-            used = put(buf, size, used, "\"");
-        used = put(buf, size, used, v->str);
-        return quote ? put(buf, size, used, "\"") : used;
+            put(f, "\"");
+        put(f, v->str);
+        if (quote)
+            put(f, "\"");
+        return 0;
     case VAL_LIST:
-        if (depth >= VAL_FORMAT_DEPTH)
-            return put(buf, size, used, "[...]");
-        used = put(buf, size, used, "[");
-        for (int i = 0; i < v->list->count; i++) {
-            if (used > VAL_FORMAT_MAX)
-                return put(buf, size, used, "...]");
+        for (int d = 0; d < f->depth; d++)
+            if (f->path[d] == v->list) {
+                put(f, "[...]");
+                return 0;
+            }
+        if (f->depth >= VAL_FORMAT_DEPTH)
+            return -1;
+        f->path[f->depth++] = v->list;
+        put(f, "[");
+        for (int i = 0; i < v->list->count && f->used <= VAL_FORMAT_MAX; i++) {
             if (i)
-                used = put(buf, size, used, ", ");
-            used += format_rec(&v->list->items[i], used < size ? buf + used : NULL, used < size ? size - used : 0, 1,
-                               depth + 1);
+                put(f, ", ");
+            if (format_rec(f, &v->list->items[i], 1) != 0)
+                return -1;
         }
-        return put(buf, size, used, "]");
+        put(f, "]");
+        f->depth--;
+        return 0;
     case VAL_TENSOR:
         snprintf(tmp, sizeof tmp, "tensor %%%d", v->tensor);
-        return put(buf, size, used, tmp);
+        put(f, tmp);
+        return 0;
     case VAL_BATCH:
-        return put(buf, size, used, "N");
+        put(f, "N");
+        return 0;
     }
-    return used;
+    return 0;
 }
 
-/* Deeper than this, lists compare unequal (a list that contains itself). */
-#define VAL_EQUAL_DEPTH 64
-
-static int equal_rec(const value *a, const value *b, int depth);
-
-int val_equal(const value *a, const value *b)
+size_t val_format(const value *v, char *buf, size_t size, int quote)
 {
-    return equal_rec(a, b, 0);
+    fmt_ctx *f = malloc(sizeof *f);
+    if (!f)
+        return SIZE_MAX;
+    f->buf = buf;
+    f->size = size;
+    f->used = 0;
+    f->depth = 0;
+    if (size)
+        buf[0] = '\0';
+    int rc = format_rec(f, v, quote);
+    size_t used = f->used;
+    free(f);
+    return rc != 0 ? SIZE_MAX : used;
 }
 
-static int equal_rec(const value *a, const value *b, int depth)
+/* Deep equality without recursion: an explicit stack of list pairs being
+ * compared.  Shared sub-lists (l = [l, l]) make the walk exponential and a
+ * list holding itself makes it endless, so every item compared counts one
+ * step against the caller's budget. */
+typedef struct {
+    const val_list *a, *b;
+    int i;
+} eq_frame;
+
+static int equal_flat(const value *a, const value *b)
 {
     if (a->kind != b->kind)
         return 0;
@@ -153,14 +182,54 @@ static int equal_rec(const value *a, const value *b, int depth)
     case VAL_TENSOR:
         return a->tensor == b->tensor;
     case VAL_LIST:
-        if (a->list == b->list)
-            return 1;
-        if (a->list->count != b->list->count || depth >= VAL_EQUAL_DEPTH)
-            return 0;
-        for (int i = 0; i < a->list->count; i++)
-            if (!equal_rec(&a->list->items[i], &b->list->items[i], depth + 1))
-                return 0;
-        return 1;
+        return a->list == b->list || a->list->count == b->list->count ? 2 : 0;
     }
     return 0;
+}
+
+int val_equal(const value *a, const value *b, long *steps, long max_steps)
+{
+    int r = equal_flat(a, b);
+    if (r != 2)
+        return r;
+    if (a->list == b->list)
+        return 1;
+    size_t cap = 16, n = 0;
+    eq_frame *st = malloc(cap * sizeof *st);
+    if (!st)
+        return -1;
+    st[n++] = (eq_frame){a->list, b->list, 0};
+    int result = 1;
+    while (n > 0) {
+        eq_frame *f = &st[n - 1];
+        if (f->i == f->a->count) {
+            n--;
+            continue;
+        }
+        if (++*steps > max_steps) {
+            result = -1;
+            break;
+        }
+        const value *x = &f->a->items[f->i], *y = &f->b->items[f->i];
+        f->i++;
+        r = equal_flat(x, y);
+        if (r == 0) {
+            result = 0;
+            break;
+        }
+        if (r == 2 && x->list != y->list) {
+            if (n == cap) {
+                eq_frame *ns = realloc(st, 2 * cap * sizeof *st);
+                if (!ns) {
+                    result = -1;
+                    break;
+                }
+                st = ns;
+                cap *= 2;
+            }
+            st[n++] = (eq_frame){x->list, y->list, 0};
+        }
+    }
+    free(st);
+    return result;
 }

@@ -48,9 +48,16 @@ val_list *val_list_new(edm_arena *a, int cap);
 int val_list_push(edm_arena *a, val_list *l, value v); /* 0 or -1 */
 
 /* Formats for messages and string interpolation: 3, 0.5, "s" (quoted only when
- * quote), [1, 2], tensor, N.  Returns the number of bytes it wanted. */
+ * quote), [1, 2], tensor, N; a list inside itself prints as [...].  Returns the
+ * number of bytes it wanted, which is above VAL_FORMAT_MAX when it stopped
+ * early (the text is then cut), or SIZE_MAX for lists nested deeper than
+ * VAL_FORMAT_DEPTH (or out of memory). */
+#define VAL_FORMAT_MAX 65536
+#define VAL_FORMAT_DEPTH 1000
 size_t val_format(const value *v, char *buf, size_t size, int quote);
-/* Deep equality of compile-time values (tensors compare by id). */
-int val_equal(const value *a, const value *b);
+/* Deep equality of compile-time values (tensors compare by id): 1 or 0, or -1
+ * when comparing took more than max_steps in all (*steps counts each list
+ * item compared) or out of memory. */
+int val_equal(const value *a, const value *b, long *steps, long max_steps);
 
 #endif

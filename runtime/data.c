@@ -814,6 +814,11 @@ static int decode_npy(const edm_dataset *ds, const char *fname, const unsigned c
             }
             float z = mean + sd * out[im];
             out[im] = z * scale + bias;
+            /* a NaN, an infinity or a value that overflows would only make the loss NaN */
+            if (!isfinite(out[im]))
+                return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC,
+                                "%s: latent element %zu of channel %d is not finite (mean %g, std %g)", fname, i, c,
+                                (double)mean, (double)sd);
         }
     }
     return 0;

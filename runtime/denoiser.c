@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/files.h"
 #include "runtime/weights.h"
 
 struct edm_denoiser {
@@ -360,10 +361,54 @@ static int compile_configured(const edm_denoiser_spec *spec, const edm_define_li
         all[n++] = spec->defines[i];
     edm_program_free(&probe);
     int rc = compile(src, model, all, n, prog, st);
+    if (rc != 0 && st->code == EDM_ERR_USAGE) {
+        /* a bad value from the file's metadata is a bad file, not a bad command line */
+        for (int i = 0; i < n - spec->ndefines; i++) {
+            size_t len = strlen(all[i].name);
+            if (strncmp(st->msg, "-D ", 3) == 0 && strncmp(st->msg + 3, all[i].name, len) == 0 &&
+                (st->msg[3 + len] == '=' || st->msg[3 + len] == ':' || st->msg[3 + len] == ' '))
+                st->code = EDM_ERR_FORMAT;
+        }
+    }
     if (rc != 0)
         edm_status_prefix(st, "%s with the configuration in %s (metadata '%s')", model, spec->weights, meta->source);
     free(all);
     return rc;
+}
+
+/* Weights files are data from strangers: the model their metadata names must
+ * lie in the model folders (runtime/files.h), and a compilation that takes
+ * parameters from their metadata may read files only there (and in the
+ * folder of a model the user named), so no imported path from edmc.config can
+ * open, and echo in an error, a file elsewhere. */
+static int trust_boundary(const edm_denoiser_spec *spec, const edm_define_list *meta, const char *model,
+                          edm_sources *src, edm_status *st)
+{
+    int from_meta = !spec->model && meta->model && model == meta->model;
+    if (!from_meta && meta->count == 0)
+        return 0;
+    edm_model_dirs md;
+    edm_model_dirs_get(&md);
+    char own[4096];
+    if (!from_meta) { /* a model the user named: its folder is theirs to read */
+        snprintf(own, sizeof own, "%s", model);
+        char *slash = strrchr(own, '/');
+        if (slash == own)
+            own[1] = '\0'; /* "/model.edm": the root */
+        else if (slash)
+            *slash = '\0';
+        else
+            snprintf(own, sizeof own, ".");
+        md.dir[md.n++] = own;
+    }
+    if (edm_sources_restrict(src, md.dir, md.n, st) != 0)
+        return -1;
+    if (from_meta && !edm_sources_allows(src, model))
+        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC,
+                        "%s names its model '%s' (metadata 'edmc.model'), which is outside the model folders "
+                        "($EDMC_MODELS, ./models, models/ beside edmc): give the .edm file with --model if you trust it",
+                        spec->weights, model);
+    return 0;
 }
 
 edm_denoiser *edm_denoiser_open(const edm_denoiser_spec *spec, edm_sources *src, edm_status *st)
@@ -383,7 +428,8 @@ edm_denoiser *edm_denoiser_open(const edm_denoiser_spec *spec, edm_sources *src,
     if (!model)
         edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
                  "%s does not name its model (no 'edmc.model' metadata): give the .edm file with --model", spec->weights);
-    else if (compile_configured(spec, &meta, model, src, &prog, st) == 0)
+    else if (trust_boundary(spec, &meta, model, src, st) == 0 &&
+             compile_configured(spec, &meta, model, src, &prog, st) == 0)
         d = edm_denoiser_new(prog.graph, f, spec->batch, &spec->backend, st);
     if (d) {
         d->prog = prog;

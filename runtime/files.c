@@ -122,3 +122,24 @@ int edm_write_atomic(const char *path, edm_write_body body, void *ctx, edm_statu
     free(tmp);
     return rc;
 }
+
+void edm_model_dirs_get(edm_model_dirs *d)
+{
+    d->n = 0;
+    const char *env = getenv("EDMC_MODELS");
+    if (env && env[0])
+        snprintf(d->buf[d->n++], sizeof d->buf[0], "%s", env);
+    snprintf(d->buf[d->n++], sizeof d->buf[0], "models");
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0';
+            snprintf(d->buf[d->n++], sizeof d->buf[0], "%.4080s/models", exe);
+        }
+    }
+    for (int i = 0; i < d->n; i++)
+        d->dir[i] = d->buf[i];
+}

@@ -20,4 +20,14 @@ char *edm_absolute_path(const char *path);
 typedef int (*edm_write_body)(FILE *fp, void *ctx, char *errbuf, size_t errsize);
 int edm_write_atomic(const char *path, edm_write_body body, void *ctx, edm_status *st);
 
+/* The model folders: $EDMC_MODELS, ./models and models/ beside the edmc
+ * binary (those that are set; existence is not checked).  A weights file's
+ * metadata may name a model, or imports, only inside them. */
+typedef struct {
+    char buf[3][4096];
+    const char *dir[4]; /* dir[0..n) point into buf; one spare for the caller */
+    int n;
+} edm_model_dirs;
+void edm_model_dirs_get(edm_model_dirs *d);
+
 #endif

@@ -4,12 +4,14 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <json-c/json.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "runtime/data.h"
 #include "runtime/files.h"
@@ -43,6 +45,9 @@ typedef struct {
     float *images, *labels, *sigma_n, *noise;
     int64_t step, nimg;
     FILE *stats;
+    char stats_path[4096];
+    int nonfinite_intervals; /* status intervals in a row with a non-finite loss */
+    int lock_fd;             /* outdir/.lock, held (flock) for the run; -1 when not open */
 } loop;
 
 static void flatten(loop *L)
@@ -188,8 +193,9 @@ static int write_checkpoint(loop *L, edm_status *st)
     return rc;
 }
 
-/* The newest checkpoint in dir, or "" when there is none. */
-static int newest_checkpoint(const char *dir, char *out, size_t size, edm_status *st)
+/* The newest checkpoint in dir older than the file named before (all when
+ * before is ""), or "" when there is none. */
+static int newest_checkpoint(const char *dir, const char *before, char *out, size_t size, edm_status *st)
 {
     DIR *d = opendir(dir);
     out[0] = '\0';
@@ -201,13 +207,116 @@ static int newest_checkpoint(const char *dir, char *out, size_t size, edm_status
         const char *n = ent->d_name;
         size_t len = strlen(n);
         if (strncmp(n, "training-state-", 15) == 0 && len > 12 && strcmp(n + len - 12, ".safetensors") == 0 &&
-            len < sizeof best && strcmp(n, best) > 0)
+            len < sizeof best && strcmp(n, best) > 0 && (!before[0] || strcmp(n, before) < 0))
             snprintf(best, sizeof best, "%s", n);
     }
     closedir(d);
     if (best[0])
         snprintf(out, size, "%s/%s", dir, best);
     return 0;
+}
+
+/* One training per folder: an advisory write lock on dir/.lock, held until
+ * the run ends (the process's exit releases it too, even after kill -9). */
+static int lock_outdir(loop *L, const char *dir, edm_status *st)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/.lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "%s: cannot create the folder's lock: %s", path, strerror(errno));
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    if (fcntl(fd, F_SETLK, &fl) != 0) {
+        int e = errno;
+        close(fd);
+        if (e == EACCES || e == EAGAIN)
+            return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
+                            "'%s' is in use by another training (it holds %s): one run per folder", dir, path);
+        return edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "%s: cannot lock it: %s", path, strerror(e));
+    }
+    L->lock_fd = fd;
+    return 0;
+}
+
+/* Temporary files of an atomic write that a kill interrupted (NAME.tmp.XXXXXX
+ * of our own outputs); only called with the folder locked, so none is live. */
+static void remove_stale_temps(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *ent;
+    char path[4096];
+    while ((ent = readdir(d))) {
+        const char *n = ent->d_name;
+        if (strstr(n, ".tmp.") && (strncmp(n, "training-state-", 15) == 0 || strncmp(n, "network-snapshot-", 17) == 0 ||
+                                   strncmp(n, "stats.jsonl", 11) == 0)) {
+            snprintf(path, sizeof path, "%s/%s", dir, n);
+            (void)unlink(path); /* best effort: a leftover is only clutter */
+        }
+    }
+    closedir(d);
+}
+
+typedef struct {
+    const char *text;
+    size_t len;
+} text_buf;
+
+static int write_text(FILE *fp, void *ctx, char *err, size_t errsize)
+{
+    const text_buf *b = ctx;
+    (void)err;
+    (void)errsize;
+    return b->len && fwrite(b->text, 1, b->len, fp) != b->len ? -1 : 0;
+}
+
+/* On resume, stats.jsonl keeps the records up to the checkpoint's step only:
+ * those written after it (before a kill) are about steps that run again. */
+static int truncate_stats(loop *L, edm_status *st)
+{
+    FILE *f = fopen(L->stats_path, "r");
+    if (!f)
+        return errno == ENOENT ? 0
+                               : edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "%s: cannot read it: %s", L->stats_path,
+                                          strerror(errno));
+    char *line = NULL, *kept = NULL;
+    size_t cap = 0, used = 0, kcap = 0;
+    ssize_t n;
+    int rc = 0, dropped = 0;
+    while (rc == 0 && (n = getline(&line, &cap, f)) > 0) {
+        json_object *j = json_tokener_parse(line);
+        json_object *step = NULL;
+        int keep = j && json_object_object_get_ex(j, "step", &step) && json_object_get_int64(step) <= L->step;
+        json_object_put(j);
+        if (!keep) {
+            dropped = 1;
+            continue;
+        }
+        if (used + (size_t)n + 1 > kcap) {
+            size_t ncap = (used + (size_t)n + 1) * 2;
+            char *nk = realloc(kept, ncap);
+            if (!nk) {
+                rc = edm_nomem(st);
+                break;
+            }
+            kept = nk;
+            kcap = ncap;
+        }
+        memcpy(kept + used, line, (size_t)n);
+        used += (size_t)n;
+        if (kept[used - 1] != '\n')
+            kept[used++] = '\n';
+    }
+    if (rc == 0 && ferror(f))
+        rc = edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "%s: cannot read it: %s", L->stats_path, strerror(errno));
+    fclose(f);
+    free(line);
+    text_buf b = {kept, used};
+    if (rc == 0 && dropped)
+        rc = edm_write_atomic(L->stats_path, write_text, &b, st);
+    free(kept);
+    return rc;
 }
 
 static int read_into(const edm_st_file *f, const char *name, float *out, int64_t n, edm_status *st)
@@ -299,7 +408,11 @@ static int micro_batch(loop *L, edm_loader *ld, int64_t first_image, double *los
     return edm_trainer_accumulate(L->t, L->o->batch, loss, st);
 }
 
-static void status_line(loop *L, FILE *log, double loss, double elapsed, int64_t images, double lr, int64_t bad)
+/* The status line on log and one JSON record in stats.jsonl (a non-finite
+ * loss is written as null: NaN is not JSON).  Fails when the record cannot be
+ * written, or after max_nonfinite intervals in a row with a non-finite loss. */
+static int status_line(loop *L, FILE *log, double loss, double elapsed, int64_t images, double lr, int64_t bad,
+                       edm_status *st)
 {
     double ips = elapsed > 0 ? (double)images / elapsed : 0;
     double remaining = ips > 0 ? (double)(L->o->duration - L->nimg) / ips : 0;
@@ -312,23 +425,38 @@ static void status_line(loop *L, FILE *log, double loss, double elapsed, int64_t
                 (int)(fmod(remaining, 3600) / 60), (int)fmod(remaining, 60), bad ? "  (non-finite gradients zeroed)" : "");
         fflush(log);
     }
+    int finite = isfinite(loss);
+    L->nonfinite_intervals = finite ? 0 : L->nonfinite_intervals + 1;
+    if (!finite && log)
+        fprintf(log, "warning: the loss at kimg %.3f is %g (not finite)\n", (double)L->nimg / 1000, loss);
     if (!L->stats)
-        return;
+        return 0;
     json_object *j = json_object_new_object();
     if (!j)
-        return;
+        return edm_nomem(st);
     json_object_object_add(j, "kimg", json_object_new_double((double)L->nimg / 1000));
     json_object_object_add(j, "step", json_object_new_int64(L->step));
-    json_object_object_add(j, "loss", json_object_new_double(loss));
+    json_object_object_add(j, "loss", finite ? json_object_new_double(loss) : NULL);
     json_object_object_add(j, "img_per_s", json_object_new_double(ips));
     json_object_object_add(j, "sec_per_kimg", json_object_new_double(ips > 0 ? 1000 / ips : 0));
     json_object_object_add(j, "lr", json_object_new_double(lr));
     json_object_object_add(j, "mem_mib", json_object_new_double(mem));
     json_object_object_add(j, "eta_s", json_object_new_double(remaining));
     json_object_object_add(j, "nonfinite_grads", json_object_new_int64(bad));
-    fprintf(L->stats, "%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
-    fflush(L->stats);
+    const char *text = json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN);
+    int rc = 0;
+    errno = 0;
+    if (!text || fprintf(L->stats, "%s\n", text) < 0 || fflush(L->stats) != 0 || ferror(L->stats))
+        rc = edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "%s: cannot write the record of kimg %.3f: %s", L->stats_path,
+                      (double)L->nimg / 1000, errno ? strerror(errno) : "write error");
     json_object_put(j);
+    int limit = L->o->max_nonfinite > 0 ? L->o->max_nonfinite : 2;
+    if (rc == 0 && L->nonfinite_intervals >= limit)
+        rc = edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC,
+                      "the loss was not finite for %d status intervals in a row (at kimg %.3f): stopping; the "
+                      "data, the weights or the learning rate are bad",
+                      L->nonfinite_intervals, (double)L->nimg / 1000);
+    return rc;
 }
 
 /* The EMAs after a step: on the host, or where a device trainer keeps them. */
@@ -349,7 +477,8 @@ static int crossed(int64_t before, int64_t after, int64_t every) { return every 
 
 /* ------------------------------------------------------------------ the loop */
 
-static int setup(loop *L, const edm_graph *g, const edm_train_opts *o, const edm_st_file *init, edm_status *st)
+static int setup(loop *L, const edm_graph *g, const edm_train_opts *o, const edm_st_file *init, FILE *log,
+                 edm_status *st)
 {
     L->g = g;
     L->o = o;
@@ -389,23 +518,42 @@ static int setup(loop *L, const edm_graph *g, const edm_train_opts *o, const edm
         return -1;
     if (edm_trainer_ema_on_device(L->t) && edm_trainer_ema_attach(L->t, L->ema.count, st) != 0)
         return -1;
-    if (edm_make_dirs(o->outdir, st) != 0)
+    if (edm_make_dirs(o->outdir, st) != 0 || lock_outdir(L, o->outdir, st) != 0)
         return -1;
+    remove_stale_temps(o->outdir);
+    snprintf(L->stats_path, sizeof L->stats_path, "%s/stats.jsonl", o->outdir);
     if (o->resume) {
-        char path[4096];
-        if (newest_checkpoint(o->outdir, path, sizeof path, st) != 0)
-            return -1;
-        if (!path[0])
-            return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--resume: no training-state-*.safetensors in '%s'",
-                            o->outdir);
-        if (resume(L, path, st) != 0)
+        /* the newest intact checkpoint: a truncated or damaged one (a kill or
+         * a full disk outside our atomic writes) is skipped, saying so */
+        char path[4096], name[256] = "";
+        for (;;) {
+            if (newest_checkpoint(o->outdir, name, path, sizeof path, st) != 0)
+                return -1;
+            if (!path[0])
+                return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--resume: no %straining-state-*.safetensors in '%s'",
+                                name[0] ? "intact " : "", o->outdir);
+            edm_status why;
+            edm_status_init(&why);
+            if (resume(L, path, &why) == 0)
+                break;
+            if (why.code != EDM_ERR_FORMAT) {
+                *st = why;
+                return -1;
+            }
+            if (log)
+                fprintf(log, "warning: cannot resume from %s (%s); trying the checkpoint before it\n", path, why.msg);
+            snprintf(name, sizeof name, "%s", strrchr(path, '/') ? strrchr(path, '/') + 1 : path);
+        }
+        if (L->nimg >= o->duration)
+            return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
+                            "--duration=%lld: the run in '%s' is at %lld images already (resume with a longer one)",
+                            (long long)o->duration, o->outdir, (long long)L->nimg);
+        if (truncate_stats(L, st) != 0)
             return -1;
     }
-    char path[4096];
-    snprintf(path, sizeof path, "%s/stats.jsonl", o->outdir);
-    L->stats = fopen(path, o->resume ? "a" : "w");
+    L->stats = fopen(L->stats_path, o->resume ? "a" : "w");
     if (!L->stats)
-        return edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "cannot write '%s': %s", path, strerror(errno));
+        return edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "cannot write '%s': %s", L->stats_path, strerror(errno));
     return 0;
 }
 
@@ -419,16 +567,19 @@ static void teardown(loop *L)
     free(L->sigma_n);
     free(L->labels);
     if (L->stats)
-        fclose(L->stats);
+        fclose(L->stats); /* every record was flushed and checked as written */
+    if (L->lock_fd >= 0)
+        close(L->lock_fd);
 }
 
 int edm_train(const edm_graph *g, const edm_train_opts *o, const edm_st_file *init, volatile sig_atomic_t *stop,
               FILE *log, edm_status *st)
 {
     loop L = {0};
+    L.lock_fd = -1;
     edm_dataset *ds = NULL;
     edm_loader *ld = NULL;
-    int rc = setup(&L, g, o, init, st);
+    int rc = setup(&L, g, o, init, log, st);
     if (rc == 0) {
         ds = edm_dataset_open(o->data, (int)L.res, (int)L.c, (int)L.label_dim, st);
         ld = ds ? edm_loader_new(ds, L.micro, o->seed, L.nimg, st) : NULL;
@@ -463,7 +614,8 @@ int edm_train(const edm_graph *g, const edm_train_opts *o, const edm_st_file *in
         steps_since++;
         images_since += o->batch;
         if (rc == 0 && (crossed(before, L.nimg, o->status_every) || L.nimg >= o->duration)) {
-            status_line(&L, log, loss_sum / (double)steps_since, edm_now_seconds() - t0, images_since, lr, bad);
+            rc = status_line(&L, log, loss_sum / (double)steps_since, edm_now_seconds() - t0, images_since, lr, bad,
+                             st);
             t0 = edm_now_seconds();
             loss_sum = 0;
             steps_since = images_since = bad = 0;

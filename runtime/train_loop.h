@@ -36,12 +36,15 @@ typedef struct {
     int resume;                    /* continue from the newest checkpoint in outdir */
     const char *model;             /* metadata: the .edm file */
     const char *config;            /* metadata: the parameters, as JSON */
+    int max_nonfinite;             /* status intervals in a row with a non-finite loss before the run
+                                    * stops with an error (0: the default, 2) */
 } edm_train_opts;
 
 /* Trains the training graph g (compiled with training=true, differentiated).
  * init: starting weights, or NULL for the model's own initialisation with
  * seed.  stop: set (from a signal handler) to end early with a checkpoint.
- * Returns 0 when the run ended (or was stopped cleanly). */
+ * Returns 0 when the run ended (or was stopped cleanly).  outdir is locked
+ * (flock on outdir/.lock) for the run: a second training into it fails. */
 int edm_train(const edm_graph *g, const edm_train_opts *o, const edm_st_file *init, volatile sig_atomic_t *stop,
               FILE *log, edm_status *st);
 

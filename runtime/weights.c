@@ -2,6 +2,7 @@
 
 #include "runtime/weights.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,4 +178,42 @@ int edm_weights_load(edm_backend *x, const edm_graph *g, const edm_st_file *f, e
             return -1;
     }
     return 0;
+}
+
+int edm_check_finite(const float *v, int64_t n, const char *what, const char *name, edm_status *st)
+{
+    for (int64_t k = 0; k < n; k++)
+        if (!isfinite(v[k]))
+            return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: '%s' element %lld is %s (not finite)", what, name,
+                            (long long)k, isnan(v[k]) ? "nan" : v[k] > 0 ? "inf" : "-inf");
+    return 0;
+}
+
+int edm_weights_check_finite(const edm_graph *g, const edm_st_file *f, edm_status *st)
+{
+    float *buf = NULL;
+    int64_t cap = 0;
+    int rc = 0;
+    for (int i = 0; i < edm_graph_count(g) && rc == 0; i++) {
+        const edm_node *n = edm_graph_node(g, i);
+        if ((n->op != EDM_OP_PARAM && n->op != EDM_OP_BUFFER) || !n->name)
+            continue;
+        const edm_st_entry *e = edm_st_find(f, n->name);
+        if (!e || e->numel < 1)
+            continue;
+        if (e->numel > cap) {
+            float *nb = realloc(buf, sizeof(float) * (size_t)e->numel);
+            if (!nb) {
+                rc = edm_nomem(st);
+                break;
+            }
+            buf = nb;
+            cap = e->numel;
+        }
+        rc = edm_st_read_f32(f, e, buf, e->numel, st);
+        if (rc == 0)
+            rc = edm_check_finite(buf, e->numel, edm_st_path(f), n->name, st);
+    }
+    free(buf);
+    return rc;
 }

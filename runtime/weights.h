@@ -21,4 +21,11 @@ int edm_weights_init_backend(const edm_graph *g, uint64_t seed, edm_backend *x, 
  * listed) and copies every tensor into x. */
 int edm_weights_load(edm_backend *x, const edm_graph *g, const edm_st_file *f, edm_status *st);
 
+/* Fails (EDM_ERR_FORMAT), naming the file, tensor and element, at the first
+ * NaN or infinity among the values of f's tensors that g's PARAMs and BUFFERs
+ * name (tensors g does not name, or f lacks, are not looked at). */
+int edm_weights_check_finite(const edm_graph *g, const edm_st_file *f, edm_status *st);
+/* The same for n values of one tensor: "WHAT: 'NAME' element K is nan". */
+int edm_check_finite(const float *v, int64_t n, const char *what, const char *name, edm_status *st);
+
 #endif
