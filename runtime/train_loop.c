@@ -47,6 +47,10 @@ typedef struct {
     FILE *stats;
     char stats_path[4096];
     int nonfinite_intervals; /* status intervals in a row with a non-finite loss */
+    /* the status interval in progress; in checkpoints, so that after a stop and
+     * --resume the first record still averages its whole interval */
+    double loss_sum;
+    int64_t steps_since, bad_since;
     int lock_fd;             /* outdir/.lock, held (flock) for the run; -1 when not open */
 } loop;
 
@@ -181,6 +185,9 @@ static int write_checkpoint(loop *L, edm_status *st)
     snprintf(buf, sizeof buf, "%llu %lld", (unsigned long long)L->o->seed, (long long)L->o->batch);
     if (rc == 0)
         rc = edm_st_writer_meta(w, "edmc.seed_batch", buf, st);
+    snprintf(buf, sizeof buf, "%.17g %lld %lld", L->loss_sum, (long long)L->steps_since, (long long)L->bad_since);
+    if (rc == 0)
+        rc = edm_st_writer_meta(w, "edmc.status_interval", buf, st);
     int used = 0;
     buf[0] = '\0';
     for (int e = 0; e < L->ema.count; e++)
@@ -335,6 +342,16 @@ static int resume(loop *L, const char *path, edm_status *st)
     int rc = 0;
     const char *step = edm_st_metadata(f, "edmc.step"), *nimg = edm_st_metadata(f, "edmc.nimg");
     const char *sb = edm_st_metadata(f, "edmc.seed_batch");
+    const char *interval = edm_st_metadata(f, "edmc.status_interval"); /* absent in older states */
+    long long ns = 0, nb = 0;
+    L->loss_sum = 0;
+    L->steps_since = L->bad_since = 0;
+    if (interval && sscanf(interval, "%lf %lld %lld", &L->loss_sum, &ns, &nb) == 3 && ns >= 0 && nb >= 0) {
+        L->steps_since = ns;
+        L->bad_since = nb;
+    } else {
+        L->loss_sum = 0;
+    }
     char want[128];
     snprintf(want, sizeof want, "%llu %lld", (unsigned long long)L->o->seed, (long long)L->o->batch);
     if (!step || !nimg || !sb)
@@ -589,8 +606,8 @@ int edm_train(const edm_graph *g, const edm_train_opts *o, const edm_st_file *in
         fprintf(log, "training %s: %lld images per step (%lld per pass), from kimg %.3f to %.3f\n",
                 o->model ? o->model : "model", (long long)o->batch, (long long)L.micro, (double)L.nimg / 1000,
                 (double)o->duration / 1000);
-    double t0 = edm_now_seconds(), loss_sum = 0;
-    int64_t steps_since = 0, images_since = 0, bad = 0;
+    double t0 = edm_now_seconds();
+    int64_t images_since = 0; /* since t0, for the rate (not restored on resume) */
     edm_adam adam = {o->beta1, o->beta2, o->eps};
     while (rc == 0 && L.nimg < o->duration && !(stop && *stop)) {
         double lr = edm_train_lr(o, L.nimg);
@@ -605,20 +622,20 @@ int edm_train(const edm_graph *g, const edm_train_opts *o, const edm_st_file *in
             rc = edm_trainer_adam(L.t, &adam, lr, L.step + 1, &nonfinite, st);
         if (rc != 0)
             break;
-        bad += nonfinite;
+        L.bad_since += nonfinite;
         rc = update_emas(&L, st);
         int64_t before = L.nimg;
         L.nimg += o->batch;
         L.step++;
-        loss_sum += loss;
-        steps_since++;
+        L.loss_sum += loss;
+        L.steps_since++;
         images_since += o->batch;
         if (rc == 0 && (crossed(before, L.nimg, o->status_every) || L.nimg >= o->duration)) {
-            rc = status_line(&L, log, loss_sum / (double)steps_since, edm_now_seconds() - t0, images_since, lr, bad,
-                             st);
+            rc = status_line(&L, log, L.loss_sum / (double)L.steps_since, edm_now_seconds() - t0, images_since, lr,
+                             L.bad_since, st);
             t0 = edm_now_seconds();
-            loss_sum = 0;
-            steps_since = images_since = bad = 0;
+            L.loss_sum = 0;
+            L.steps_since = L.bad_since = images_since = 0;
         }
         if (rc == 0 && (crossed(before, L.nimg, o->snapshot_every) || (L.nimg >= o->duration && o->snapshot_every)))
             rc = write_snapshots(&L, st);

@@ -53,6 +53,28 @@ status=$?
 if [ "$status" -eq 0 ] && ls "$tmp/l" | grep -q '^training-state-'; then tap_ok "SIGHUP: stopped with a checkpoint"
 else tap_not_ok "SIGHUP: exit $status, $(ls "$tmp/l" | tr '\n' ' ')"; fi
 
+# --- SIGTERM mid-interval: the first record after --resume averages the whole
+# interval, as in the uninterrupted run
+"$edmc" train --model="$tiny" $small --data=builtin:shapes --batch=8 --rampup=0 --threads=1 \
+    --outdir="$tmp/t" --lr=0.01 --duration=1Mi --status=1Mi --snapshot=0 >/dev/null 2>&1 &
+pid=$!
+sleep 2
+kill -TERM "$pid"
+wait "$pid"
+ckpt=$(ls "$tmp/t" | grep '^training-state-' | tail -n 1)
+n=$(echo "$ckpt" | sed 's/training-state-0*\([0-9][0-9]*\)\.safetensors/\1/')
+if [ -n "$n" ] && [ "$n" -gt 0 ] 2>/dev/null; then
+    d=$((n + 16))
+    run --outdir="$tmp/t" --lr=0.01 --duration="$d" --status=1Mi --snapshot=0 --resume >/dev/null 2>&1
+    run --outdir="$tmp/u" --lr=0.01 --duration="$d" --status=1Mi --snapshot=0 >/dev/null 2>&1
+    a=$(sed 's/.*"loss":\([^,]*\).*/\1/' "$tmp/t/stats.jsonl")
+    b=$(sed 's/.*"loss":\([^,]*\).*/\1/' "$tmp/u/stats.jsonl")
+    if [ -n "$a" ] && [ "$a" = "$b" ]; then tap_ok "after SIGTERM and --resume the record covers its whole interval"
+    else tap_not_ok "record after SIGTERM and resume: '$a' vs uninterrupted '$b'"; fi
+else
+    tap_not_ok "SIGTERM left no checkpoint ($(ls "$tmp/t" | tr '\n' ' '))"
+fi
+
 # --- a loss that is not finite stops the run; stats.jsonl stays JSON
 tap_expect_error "a diverging run stops" 1 "the loss was not finite for 2 status intervals in a row" \
     run --outdir="$tmp/n" --lr=1e30 --duration=1024 --status=32 --snapshot=0
