@@ -154,6 +154,7 @@ static inline float exp_sat_f32(float x)
  * same index or broadcast, or a constant. */
 
 #define RUN 512            /* elements per run of a fused elementwise list */
+#define GEMM_COLUMNS 512   /* a fused convolution puts samples side by side up to this many GEMM columns */
 #define EW_MAX_MEMBERS 128 /* members of one list (the planner's CHAIN_MAX bounds it) */
 
 enum { SRC_MEMBER, SRC_CORE, SRC_MEM, SRC_CONST, SRC_BCAST };
@@ -174,7 +175,9 @@ typedef struct {
 
 typedef struct {
     ew_member *m;
-    int n; /* the last member is the list's value */
+    int n;       /* the last member is the list's value */
+    int64_t row; /* runs never cross a multiple of this (0: no limit), so every broadcast read is a
+                  * constant or a contiguous row: the gcd of their innermost dimensions */
 } ew_list;
 
 #define REAL float
@@ -238,6 +241,7 @@ typedef struct {
     ew_list epi;                 /* n == 0: the core is the root */
     size_t ws_off[EDM_MAX_INPUTS], core_off; /* bytes into the workspace */
     int per_sample;              /* conv2d: prologue, GEMM and epilogue a sample at a time */
+    int64_t group;               /* per_sample: samples whose columns share one GEMM (1: none) */
 } cpu_step;
 
 struct edm_cpu {
@@ -260,6 +264,8 @@ struct edm_cpu {
     size_t scratch_elems;
     void *sx, *sy; /* per thread: one sample's operand and output (per-sample convolutions) */
     size_t sx_elems, sy_elems;
+    void *colg, *yg; /* per thread: a group of samples' columns and their GEMM's result */
+    size_t colg_elems, yg_elems;
     void *col; /* im2col workspace, one per thread */
     size_t col_bytes;
     void *acc; /* per-thread partial weight gradients */
@@ -360,6 +366,21 @@ static int build_list(edm_cpu *x, const edm_plan_step *s, edm_member_role role, 
         }
         ids[l->n++] = pm->node;
     }
+    /* the runs' rows: a gcd under 16 would make runs too short to pay; those lists gather */
+    int64_t row = 0;
+    for (int m = 0; m < l->n; m++)
+        for (int k = 0; k < l->m[m].n->ninputs; k++)
+            if (l->m[m].src[k].kind == SRC_BCAST) {
+                const bcast_plan *bp = &l->m[m].src[k].plan;
+                int64_t a = bp->dim[bp->rank - 1], b = row;
+                while (b) {
+                    int64_t t = a % b;
+                    a = b;
+                    b = t;
+                }
+                row = a;
+            }
+    l->row = row >= 16 ? row : 0;
     return 0;
 }
 
@@ -369,7 +390,7 @@ static int prepare_steps(edm_cpu *x, edm_status *st)
     x->steps = calloc((size_t)(p->nsteps ? p->nsteps : 1), sizeof *x->steps);
     if (!x->steps)
         return edm_nomem(st);
-    size_t ws = 0, sx = 0, sy = 0;
+    size_t ws = 0, sx = 0, sy = 0, colg = 0, ygn = 0;
     int maxm = 0;
     for (int i = 0; i < p->nsteps; i++) {
         cpu_step *cs = &x->steps[i];
@@ -400,6 +421,15 @@ static int prepare_steps(edm_cpu *x, edm_status *st)
             size_t in = (size_t)(cp.c * cp.h * cp.w), out = (size_t)(cp.o * cp.oh * cp.ow);
             sx = in > sx ? in : sx;
             sy = out > sy ? out : sy;
+            /* samples side by side up to GEMM_COLUMNS columns (not for 1x1 convolutions: no im2col to share) */
+            int64_t ohw = cp.oh * cp.ow;
+            cs->group = cp.k == 1 && cp.stride == 1 && cp.pad == 0 ? 1 : (GEMM_COLUMNS + ohw - 1) / ohw;
+            cs->group = cs->group > x->batch ? x->batch : cs->group;
+            if (cs->group > 1) {
+                size_t cg = (size_t)(cp.c * cp.k * cp.k * cs->group * ohw), yg = (size_t)(cp.o * cs->group * ohw);
+                colg = cg > colg ? cg : colg;
+                ygn = yg > ygn ? yg : ygn;
+            }
         }
     }
     size_t t = (size_t)x->threads;
@@ -411,7 +441,11 @@ static int prepare_steps(edm_cpu *x, edm_status *st)
     x->ws = ws ? malloc(ws) : NULL;
     x->sx = sx ? malloc(sx * t * x->esize) : NULL;
     x->sy = sy ? malloc(sy * t * x->esize) : NULL;
-    if (!x->scratch || (ws && !x->ws) || (sx && !x->sx) || (sy && !x->sy))
+    x->colg_elems = colg;
+    x->yg_elems = ygn;
+    x->colg = colg ? malloc(colg * t * x->esize) : NULL;
+    x->yg = ygn ? malloc(ygn * t * x->esize) : NULL;
+    if (!x->scratch || (ws && !x->ws) || (sx && !x->sx) || (sy && !x->sy) || (colg && !x->colg) || (ygn && !x->yg))
         return edm_fail(st, EDM_ERR_NOMEM, EDM_NO_LOC, "out of memory for the fused steps' workspaces");
     return 0;
 }
@@ -562,6 +596,8 @@ void edm_cpu_free(edm_cpu *x)
     free(x->ws);
     free(x->sx);
     free(x->sy);
+    free(x->colg);
+    free(x->yg);
     free(x->col);
     free(x->acc);
     edm_plan_free(x->plan);
@@ -895,9 +931,9 @@ static int run_step(edm_cpu *x, const cpu_step *cs, edm_status *st)
         conv_plan p;
         conv_geometry(x->g, core, x->batch, &p);
         DISPATCH(k_conv2d_fused_f32(&p, &cs->pro[0], &cs->epi, in[0], in[1], root->data, x->col, x->sx, x->sy,
-                                    x->scratch, sc, x->opt.seed, x->threads),
+                                    x->scratch, sc, x->opt.seed, x->threads, x->colg, x->yg, cs->group),
                  k_conv2d_fused_f64(&p, &cs->pro[0], &cs->epi, in[0], in[1], root->data, x->col, x->sx, x->sy,
-                                    x->scratch, sc, x->opt.seed, x->threads));
+                                    x->scratch, sc, x->opt.seed, x->threads, x->colg, x->yg, cs->group));
         return 0;
     }
     void *out = cs->epi.n ? (char *)x->ws + cs->core_off : root->data;
@@ -973,7 +1009,8 @@ int edm_cpu_get_f64(const edm_cpu *x, int node, double *out, int64_t n, edm_stat
 
 size_t edm_cpu_peak_bytes(const edm_cpu *x)
 {
-    return (size_t)x->plan->arena_bytes + x->ws_bytes + (x->sx_elems + x->sy_elems) * (size_t)x->threads * x->esize;
+    return (size_t)x->plan->arena_bytes + x->ws_bytes +
+           (x->sx_elems + x->sy_elems + x->colg_elems + x->yg_elems) * (size_t)x->threads * x->esize;
 }
 size_t edm_cpu_total_bytes(const edm_cpu *x) { return (size_t)x->plan->stored_bytes; }
 const edm_plan *edm_cpu_plan(const edm_cpu *x) { return x->plan; }
