@@ -1173,14 +1173,22 @@ static void free_table(body_entry *t, size_t size)
     free(t);
 }
 
-int edm_cuda_codegen(const edm_graph *g, const edm_cuda_options *opt, edm_cuda_module *m, edm_status *st)
+/* The options both generators take. */
+static int check_options(const edm_cuda_options *opt, edm_status *st)
 {
-    memset(m, 0, sizeof *m);
     if (opt->storage != EDM_F32 && opt->storage != EDM_F16 && opt->storage != EDM_BF16)
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "CUDA codegen stores f32, f16 or bf16, not %s",
                         edm_dtype_name(opt->storage));
     if (opt->batch < 1)
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "CUDA codegen needs a batch size >= 1");
+    return 0;
+}
+
+int edm_cuda_codegen(const edm_graph *g, const edm_cuda_options *opt, edm_cuda_module *m, edm_status *st)
+{
+    memset(m, 0, sizeof *m);
+    if (check_options(opt, st) != 0)
+        return -1;
     int count = edm_graph_count(g);
     m->launch = calloc((size_t)(count ? count : 1), sizeof *m->launch);
     size_t tsize = 64;
@@ -1650,11 +1658,8 @@ void edm_cuda_plan_module_free(edm_cuda_plan_module *m)
 int edm_cuda_codegen_plan(const edm_plan *p, const edm_cuda_options *opt, edm_cuda_plan_module *m, edm_status *st)
 {
     memset(m, 0, sizeof *m);
-    if (opt->storage != EDM_F32 && opt->storage != EDM_F16 && opt->storage != EDM_BF16)
-        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "CUDA codegen stores f32, f16 or bf16, not %s",
-                        edm_dtype_name(opt->storage));
-    if (opt->batch < 1)
-        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "CUDA codegen needs a batch size >= 1");
+    if (check_options(opt, st) != 0)
+        return -1;
     int count = edm_graph_count(p->g);
     size_t cnt = (size_t)(count ? count : 1);
     edm_cuda_launch *types = calloc(cnt, sizeof *types);
