@@ -9,7 +9,7 @@
 # conversions against references (tests/emu/cvt_check.cpp).
 #   (a) tests/unit/test_backend_ops with EDMC_TEST_DEVICE=cuda: every op forward
 #       and backward against the CPU in f64; fp32 (cuBLASLt and generated
-#       GEMMs), fp16, and bf16 for the convolutions
+#       GEMMs), fp16 and bf16
 #   (b) golden vectors (../shared/testdata/edm2-tiny) through the command line:
 #       forward fp32 (1e-4) and fp16 (1e-2), one training step, the 8-step
 #       sampler with and without guidance (1e-3)
@@ -77,7 +77,7 @@ ops_case() {
 ops_case "ops on the emulator, fp32, cuBLASLt + im2col" fp32 library ""
 ops_case "ops on the emulator, fp32, generated GEMMs" fp32 generated ""
 ops_case "ops on the emulator, fp16" fp16 library ""
-ops_case "ops on the emulator, bf16, convolutions" bf16 library "test_op_conv2d*"
+ops_case "ops on the emulator, bf16" bf16 library ""
 
 # --- (b) golden vectors through the command line
 # emu_run DESC CMD...: exit 0, kernels ran, no complaint
