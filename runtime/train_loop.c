@@ -559,7 +559,10 @@ static int setup(loop *L, const edm_graph *g, const edm_train_opts *o, const edm
             }
             if (log)
                 fprintf(log, "warning: cannot resume from %s (%s); trying the checkpoint before it\n", path, why.msg);
-            snprintf(name, sizeof name, "%s", strrchr(path, '/') ? strrchr(path, '/') + 1 : path);
+            const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+            int len = snprintf(name, sizeof name, "%s", base);
+            if (len < 0 || (size_t)len >= sizeof name)
+                return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--resume: checkpoint name too long: %s", base);
         }
         if (L->nimg >= o->duration)
             return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
