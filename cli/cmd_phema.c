@@ -407,14 +407,7 @@ static int restrict_sources(const cli_opts *o, const char *model, edm_sources *s
     edm_model_dirs_get(&md);
     char own[4096];
     if (o->file) {
-        snprintf(own, sizeof own, "%s", o->file);
-        char *slash = strrchr(own, '/');
-        if (slash == own)
-            own[1] = '\0';
-        else if (slash)
-            *slash = '\0';
-        else
-            snprintf(own, sizeof own, ".");
+        edm_folder_of(o->file, own, sizeof own);
         md.dir[md.n++] = own;
     }
     if (edm_sources_restrict(src, md.dir, md.n, st) != 0)

@@ -391,14 +391,7 @@ static int trust_boundary(const edm_denoiser_spec *spec, const edm_define_list *
     edm_model_dirs_get(&md);
     char own[4096];
     if (!from_meta) { /* a model the user named: its folder is theirs to read */
-        snprintf(own, sizeof own, "%s", model);
-        char *slash = strrchr(own, '/');
-        if (slash == own)
-            own[1] = '\0'; /* "/model.edm": the root */
-        else if (slash)
-            *slash = '\0';
-        else
-            snprintf(own, sizeof own, ".");
+        edm_folder_of(model, own, sizeof own);
         md.dir[md.n++] = own;
     }
     if (edm_sources_restrict(src, md.dir, md.n, st) != 0)

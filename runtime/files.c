@@ -143,3 +143,15 @@ void edm_model_dirs_get(edm_model_dirs *d)
     for (int i = 0; i < d->n; i++)
         d->dir[i] = d->buf[i];
 }
+
+void edm_folder_of(const char *path, char *out, size_t size)
+{
+    snprintf(out, size, "%s", path);
+    char *slash = strrchr(out, '/');
+    if (slash == out)
+        out[1] = '\0'; /* "/model.edm": the root */
+    else if (slash)
+        *slash = '\0';
+    else
+        snprintf(out, size, ".");
+}

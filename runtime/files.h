@@ -12,6 +12,8 @@ int edm_make_dirs(const char *path, edm_status *st);
 /* path made absolute against the working folder (malloc'd; NULL when out of
  * memory or the working folder is unknown).  Not resolved further: links stay. */
 char *edm_absolute_path(const char *path);
+/* The folder of path into out: "a/b.edm" → "a", "/b.edm" → "/", "b.edm" → ".". */
+void edm_folder_of(const char *path, char *out, size_t size);
 
 /* Writes path atomically: body(fp, ctx, errbuf) fills a temporary file in the
  * same folder (mkstemp), which is flushed, fsynced and renamed over path; then
