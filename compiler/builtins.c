@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "compiler/elab_internal.h"
+#include "compiler/ew_math.h"
 
 typedef int (*builtin_fn)(elab *e, const call_args *a, const char *label, edm_loc loc, value *out);
 
@@ -414,7 +415,7 @@ FN(bi_rank)
 }
 
 /* Math that folds on numbers and records an op on tensors. */
-static int unary_math(elab *e, const char *name, edm_op op, double (*f)(double), const call_args *a, edm_loc loc,
+static int unary_math(elab *e, const char *name, edm_op op, const call_args *a, edm_loc loc,
                       value *out)
 {
     const builtin *self = find(name);
@@ -422,7 +423,8 @@ static int unary_math(elab *e, const char *name, edm_op op, double (*f)(double),
     if (bind_args(e, self, a, loc, &s) != 0 || req(e, self, &s, 0, loc) != 0)
         return -1;
     if (s.v[0].kind == VAL_NUM) {
-        double r = f(s.v[0].num);
+        edm_node math = {.op = op}; /* the one table of elementwise math (compiler/ew_math.h) */
+        double r = edm_ew_eval(&math, s.v[0].num, 0);
         if (!isfinite(r))
             return elab_fail(e, loc, "%s(%g) is not finite", name, s.v[0].num);
         *out = val_num(r);
@@ -436,26 +438,22 @@ static int unary_math(elab *e, const char *name, edm_op op, double (*f)(double),
     return emit(e, &n, loc, out);
 }
 
-static double f_sigmoid(double x) { return 1 / (1 + exp(-x)); }
-static double f_silu(double x) { return x / (1 + exp(-x)); }
-static double f_square(double x) { return x * x; }
-static double f_rsqrt(double x) { return 1 / sqrt(x); }
 
-#define MATH(fname, op, f)                                         \
+#define MATH(fname, op)                                            \
     FN(bi_##fname)                                                 \
     {                                                              \
         (void)label;                                               \
-        return unary_math(e, #fname, op, f, a, loc, out);          \
+        return unary_math(e, #fname, op, a, loc, out);             \
     }
-MATH(sqrt, EDM_OP_SQRT, sqrt)
-MATH(rsqrt, EDM_OP_RSQRT, f_rsqrt)
-MATH(exp, EDM_OP_EXP, exp)
-MATH(log, EDM_OP_LOG, log)
-MATH(cos, EDM_OP_COS, cos)
-MATH(sin, EDM_OP_SIN, sin)
-MATH(sigmoid, EDM_OP_SIGMOID, f_sigmoid)
-MATH(silu, EDM_OP_SILU, f_silu)
-MATH(square, EDM_OP_SQUARE, f_square)
+MATH(sqrt, EDM_OP_SQRT)
+MATH(rsqrt, EDM_OP_RSQRT)
+MATH(exp, EDM_OP_EXP)
+MATH(log, EDM_OP_LOG)
+MATH(cos, EDM_OP_COS)
+MATH(sin, EDM_OP_SIN)
+MATH(sigmoid, EDM_OP_SIGMOID)
+MATH(silu, EDM_OP_SILU)
+MATH(square, EDM_OP_SQUARE)
 
 FN(bi_abs)
 {
