@@ -522,7 +522,8 @@ edm_cpu *edm_cpu_new(const edm_graph *g, int64_t batch, const edm_cpu_options *o
     x->plan = edm_plan_build(x->g, &po, st);
     int rc = x->plan ? edm_plan_bind(x->plan, batch, (int64_t)x->esize, st) : -1;
     free(keep);
-    x->plan ? (void)(x->plan->opt.keep = NULL) : (void)0;
+    if (x->plan)
+        x->plan->opt.keep = NULL; /* it pointed at keep, freed above */
     x->nslots = count;
     x->slots = rc == 0 ? calloc((size_t)(count ? count : 1), sizeof *x->slots) : NULL;
     if (rc == 0 && !x->slots)

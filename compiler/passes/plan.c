@@ -298,14 +298,15 @@ static int member_order(const void *pa, const void *pb)
     return a->node - b->node;
 }
 
-static const char *kind_name(const edm_graph *g, int core, int root)
+/* The step's kind, from its core (or its root when it has none). */
+static const char *kind_name(const planner *p, int c)
 {
-    int c = core >= 0 ? core : root;
-    switch (edm_op_class_of(edm_graph_node(g, c)->op)) {
+    if (p->kind[c] == K_EW)
+        return "ew";
+    switch (edm_op_class_of(edm_graph_node(p->g, c)->op)) {
     case EDM_CLASS_CONTRACT: return "contract";
     case EDM_CLASS_REDUCE: return "reduce";
-    case EDM_CLASS_UNARY: case EDM_CLASS_BINARY: return "ew";
-    default: return edm_graph_node(g, c)->op == EDM_OP_EXPAND || edm_graph_node(g, c)->op == EDM_OP_DROPOUT ? "ew" : "op";
+    default: return "op";
     }
 }
 
@@ -316,7 +317,7 @@ static int make_step(edm_plan *plan, const planner *p, int r, edm_status *st)
     int core = -1;
     int rc = 0;
     if (p->kind[r] == K_CORE) {
-        core = r;
+        /* its inputs hold no other core: a core is inlined only into an elementwise reader */
         for (int k = 0; k < n->ninputs && rc == 0; k++)
             rc = collect(p, n->input[k], EDM_ROLE_PROLOGUE, k, &l, &core);
         core = r;
@@ -332,16 +333,15 @@ static int make_step(edm_plan *plan, const planner *p, int r, edm_status *st)
     }
     qsort(l.m, (size_t)l.n, sizeof *l.m, member_order);
     edm_plan_step *s = &plan->steps[plan->nsteps++];
-    *s = (edm_plan_step){.root = r, .core = core, .members = l.m, .nmembers = l.n, .kind = kind_name(p->g, core, r)};
+    *s = (edm_plan_step){.root = r, .core = core, .members = l.m, .nmembers = l.n, .kind = kind_name(p, core >= 0 ? core : r)};
     return 0;
 }
 
-static int add_group(edm_plan *plan, const char *name, int first, int n)
+static void add_group(edm_plan *plan, const char *name, int first, int n)
 {
     plan->groups[plan->ngroups++] = (edm_plan_group){.name = name, .first_step = first, .nsteps = n};
     for (int s = first; s < first + n; s++)
         plan->steps[s].group = plan->ngroups - 1;
-    return 0;
 }
 
 /* The steps [first, nsteps) of a parameter-sized region, ordered by their
@@ -498,11 +498,12 @@ edm_plan *edm_plan_build(const edm_graph *g, const edm_plan_options *opt, edm_st
     size_t cnt = (size_t)(count ? count : 1);
     planner p = {.g = g, .opt = opt};
     edm_plan *plan = calloc(1, sizeof *plan);
-    if (!plan || edm_uses_build(g, &p.uses, st) != 0) {
-        free(plan);
-        if (plan)
-            return NULL;
+    if (!plan) {
         edm_nomem(st);
+        return NULL;
+    }
+    if (edm_uses_build(g, &p.uses, st) != 0) {
+        free(plan);
         return NULL;
     }
     p.kind = calloc(cnt, 1);
