@@ -265,14 +265,11 @@ int cli_backend(const char *cmd, const char *device, const char *precision, cons
             return 2;
         }
     }
-    if (dev == EDM_DEVICE_CUDA && out->cpu.fuse != EDM_FUSE_NONE) {
-        /* the CUDA executor renders one kernel per node so far (docs/cuda.md) */
-        if (fuse) {
-            fprintf(stderr, "edmc %s: --fuse=%s: the CUDA executor does not run fused plans yet; use --fuse=none\n",
-                    cmd, fuse);
-            return 2;
-        }
-        out->cpu.fuse = EDM_FUSE_NONE;
+    if (dev == EDM_DEVICE_CUDA && out->cpu.fuse != EDM_FUSE_NONE && (matmul || conv)) {
+        /* a fused plan's contractions are generated kernels with their prologues and epilogues inside */
+        fprintf(stderr, "edmc %s: --matmul and --conv choose the contractions of --fuse=none; with --fuse=%s "
+                        "they are generated kernels\n", cmd, fuse);
+        return 2;
     }
     if (dev == EDM_DEVICE_CPU) {
         if (matmul || conv || no_graph) {

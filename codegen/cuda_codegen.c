@@ -501,6 +501,45 @@ static void gen_softmax(node_ctx *c, sbuf *b)
     launch_1d(c->L, outer * inner);
 }
 
+/* Attention (the attn fusion rule; only inside a fused plan's step, whose
+ * third operand reader replaces ld(c3, ..)): one thread per (block, query),
+ * the query's column in registers, one pass over the keys with the softmax
+ * kept online (running max, rescaled sums), so no score is stored. */
+static void gen_attention(node_ctx *c, sbuf *b)
+{
+    int r = c->y.rank;
+    bshape k = bind(&edm_graph_node(c->g, c->n->input[1])->shape, c->opt->batch);
+    long long outer = (long long)prod(&c->y, 0, r - 2), d = (long long)c->a.dim[r - 2], tq = (long long)c->a.dim[r - 1],
+              tk = (long long)k.dim[r - 1], dv = (long long)c->y.dim[r - 2];
+    emit_head(c, b, "");
+    sb_printf(b,
+              "    EDM_LOOP(%lldLL) {\n"
+              "        const long long o = i / %lldLL, t = i %% %lldLL;\n"
+              "        const long long qb = o * %lldLL + t, kb = o * %lldLL, vb = o * %lldLL;\n"
+              "        float q[%lld], acc[%lld];\n"
+              "        for (long long e = 0; e < %lldLL; e++)\n            q[e] = ld(a, qb + e * %lldLL);\n"
+              "        for (long long e = 0; e < %lldLL; e++)\n            acc[e] = 0.0f;\n"
+              "        float m = -3.402823466e38f, l = 0.0f;\n"
+              "        for (long long j = 0; j < %lldLL; j++) {\n"
+              "            float s = 0.0f;\n"
+              "            for (long long e = 0; e < %lldLL; e++)\n                s += q[e] * ld(b, kb + e * %lldLL + j);\n"
+              "            if (s > m) {\n"
+              "                const float f = expf(m - s);\n"
+              "                l *= f;\n"
+              "                for (long long e = 0; e < %lldLL; e++)\n                    acc[e] *= f;\n"
+              "                m = s;\n"
+              "            }\n"
+              "            const float p = expf(s - m);\n"
+              "            l += p;\n"
+              "            for (long long e = 0; e < %lldLL; e++)\n                acc[e] += p * ld(c3, vb + e * %lldLL + j);\n"
+              "        }\n"
+              "        const float inv = 1.0f / l;\n"
+              "        for (long long e = 0; e < %lldLL; e++)\n            st(y, o * %lldLL + e * %lldLL + t, acc[e] * inv);\n"
+              "    }\n}\n",
+              outer * tq, tq, tq, d * tq, d * tk, dv * tk, d, dv, d, tq, dv, tk, d, tk, dv, dv, tk, dv, dv * tq, tq);
+    launch_1d(c->L, outer * tq);
+}
+
 static void gen_avgpool2(node_ctx *c, sbuf *b)
 {
     long long h = (long long)c->a.dim[2], w = (long long)c->a.dim[3], oh = h / 2, ow = w / 2;
@@ -1088,6 +1127,7 @@ static int gen_node(node_ctx *c, sbuf *b, edm_status *st)
     case EDM_OP_SLICE: gen_slice(c, b); return 0;
     case EDM_OP_EXPAND: gen_expand(c, b); return 0;
     case EDM_OP_SOFTMAX: gen_softmax(c, b); return 0;
+    case EDM_OP_ATTENTION: gen_attention(c, b); return 0;
     case EDM_OP_AVGPOOL2: gen_avgpool2(c, b); return 0;
     case EDM_OP_UPSAMPLE2: gen_upsample2(c, b); return 0;
     case EDM_OP_DROPOUT: gen_dropout(c, b); return 0;
@@ -1240,6 +1280,10 @@ int edm_cuda_codegen(const edm_graph *g, const edm_cuda_options *opt, edm_cuda_m
         if (is_alias(n, opt)) {
             L->kind = EDM_CUDA_ALIAS;
             continue;
+        }
+        if (n->op == EDM_OP_ATTENTION) { /* three operands: node kernels take two */
+            rc = edm_fail(st, EDM_ERR_INTERNAL, n->loc, "CUDA codegen: attention runs only inside a fused plan");
+            break;
         }
         L->kind = EDM_CUDA_KERNEL;
         body.len = 0;
@@ -1455,7 +1499,8 @@ static int fuse_body(const char *body, const char *head, sbuf *out)
 {
     static const char *const subs[][2] = {
         {"KNAME_A(a, b, ", "KNAME_A(P, "}, {"KNAME_B(a, b, ", "KNAME_B(P, "}, {"KNAME_C(y, ", "KNAME_C(P, "},
-        {"ld(a, ", "KNAME_in0(P, "},    {"ld(b, ", "KNAME_in1(P, "},    {"st(y, ", "KNAME_out(P, "},
+        {"ld(a, ", "KNAME_in0(P, "},    {"ld(b, ", "KNAME_in1(P, "},    {"ld(c3, ", "KNAME_in2(P, "},
+        {"st(y, ", "KNAME_out(P, "},
     };
     sbuf t[2] = {{0}, {0}};
     replace_span(&t[0], body, "float KNAME_A(const ", ", long long z", "float KNAME_A(const KNAME_args &P, long long z");
@@ -1583,6 +1628,7 @@ static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
                       L->step, L->grid[0], L->grid[1], L->grid[2]);
     if (rc == 0) {
         const edm_node *r = edm_graph_node(g, core ? s->core : s->root);
+        L->barrier = b.p && strstr(b.p, "__syncthreads") != NULL;
         snprintf(L->kernel, sizeof L->kernel, "s%d_%s", x->L->step, edm_op_name(r->op));
         sb_printf(out, "\n/* step %d: %s -> %%%d%s%s */\n", x->L->step, s->kind, s->root,
                   edm_graph_node(g, s->root)->scope[0] ? " in " : "", edm_graph_node(g, s->root)->scope);
@@ -1619,21 +1665,21 @@ static void gen_group(const edm_plan *p, const edm_plan_group *gr, int gi, const
                       edm_cuda_group_launch *G, sbuf *out)
 {
     snprintf(G->kernel, sizeof G->kernel, "g%d_%s", gi, gr->name);
-    sb_printf(out, "\nextern \"C\" __global__ void __launch_bounds__(%d) %s(", BLOCK, G->kernel);
-    for (int s = gr->first_step; s < gr->first_step + gr->nsteps; s++) {
-        const edm_cuda_step_launch *L = &m->launch[s];
-        sb_printf(out, "%s%s *__restrict__ y%d", s > gr->first_step ? ",\n    " : "", ctype(L->dtype), s);
-        for (int k = 0; k < L->ninputs; k++)
-            sb_printf(out, ", const %s *__restrict__ i%d_%d", ctype(m->dtype[L->inputs[k]]), s, k);
-    }
-    sb_puts(out, ",\n    const unsigned long long *__restrict__ seed)\n{\n    (void)seed;\n");
+    sb_printf(out, "\nextern \"C\" __global__ void __launch_bounds__(%d) %s(void *const *__restrict__ a, "
+                   "const unsigned long long *__restrict__ seed)\n{\n", BLOCK, G->kernel);
+    int barrier = 0;
+    for (int s = gr->first_step; s < gr->first_step + gr->nsteps; s++)
+        barrier |= m->launch[s].barrier;
+    if (barrier) /* the emulator (tests/emu) reads a kernel's text for this word to run its threads as fibers */
+        sb_puts(out, "    /* its steps synchronise the block: __syncthreads */\n");
     unsigned at = 0;
+    int arg = 0;
     for (int s = gr->first_step; s < gr->first_step + gr->nsteps; s++) {
         const edm_cuda_step_launch *L = &m->launch[s];
-        sb_printf(out, "    %sif (blockIdx.x < %uU)\n        %s_run(blockIdx.x - %uU, %uU, y%d", s > gr->first_step ? "else " : "",
-                  at + L->grid[0], L->kernel, at, L->grid[0], s);
+        sb_printf(out, "    %sif (blockIdx.x < %uU)\n        %s_run(blockIdx.x - %uU, %uU, (%s *)a[%d]",
+                  s > gr->first_step ? "else " : "", at + L->grid[0], L->kernel, at, L->grid[0], ctype(L->dtype), arg++);
         for (int k = 0; k < L->ninputs; k++)
-            sb_printf(out, ", i%d_%d", s, k);
+            sb_printf(out, ", (const %s *)a[%d]", ctype(m->dtype[L->inputs[k]]), arg++);
         sb_puts(out, ", seed);\n");
         at += L->grid[0];
     }
@@ -1709,9 +1755,15 @@ int edm_cuda_codegen_plan(const edm_plan *p, const edm_cuda_options *opt, edm_cu
         /* a step inside a group kernel loops over its own share of the blocks */
         sb_puts(&out, "#define EDM_LOOP_IN(n) for (long long i = (long long)bx_ * blockDim.x + threadIdx.x; i < (n); \\\n"
                       "                            i += (long long)gx_ * blockDim.x)\n"
-                      "extern __shared__ double edm_group_sh[];\n");
+                      "#ifndef EDM_DYNAMIC_SHARED\n"
+                      "#define EDM_DYNAMIC_SHARED(T, name) extern __shared__ T name[]\n"
+                      "#endif\n"
+                      "EDM_DYNAMIC_SHARED(double, edm_group_sh);\n");
         if (mix64)
             sb_puts(&out, PREAMBLE_MIX64);
+        emit_cast_kernels(&out);
+        if (opt->optimizer)
+            emit_optimizer_kernels(&out);
         sb_puts(&out, kernels.p ? kernels.p : "");
         if (out.oom || kernels.oom)
             rc = edm_nomem(st);

@@ -153,7 +153,9 @@ const char *edm_cuda_dtype_suffix(edm_dtype t);
  * stored ones follow the dtype rule above.  Every kernel has the signature
  *     extern "C" __global__ void sS_OP(TY *y, const T0 *i0, const T1 *i1, ..., const unsigned long long *seed)
  * with y the root's memory and i0.. the stored values the step reads (their
- * bases, launch.inputs order; constants are literals, never inputs). */
+ * bases, launch.inputs order; constants are literals, never inputs).  The
+ * module also carries the cast kernels and (opt.optimizer) the optimizer's,
+ * as above, so the executor needs no second module. */
 #define EDM_CUDA_MAX_STEP_INPUTS 64
 
 typedef struct {
@@ -163,12 +165,16 @@ typedef struct {
     edm_dtype dtype; /* the root's storage */
     int ninputs;
     int inputs[EDM_CUDA_MAX_STEP_INPUTS]; /* value ids (bases) */
+    int barrier; /* its code calls __syncthreads */
 } edm_cuda_step_launch;
 
 /* One launch per plan group: its steps' kernels, or (a group of several
  * independent steps: the weight preparation, the weight gradients) one
- * kernel whose blocks are shared out among them in order, each step's
- * parameters one after the other and the seed last. */
+ * kernel whose blocks are shared out among them in order:
+ *     extern "C" __global__ void gG_NAME(void *const *a, const unsigned long long *seed)
+ * with a a table in device memory holding each step's parameters (root,
+ * then inputs) one step after the other (a group may have hundreds: more
+ * than a launch's parameter space holds). */
 typedef struct {
     char kernel[EDM_CUDA_NAME];
     unsigned grid[3], block[3];

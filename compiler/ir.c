@@ -803,6 +803,20 @@ int edm_infer_node(const edm_graph *g, edm_node *n, edm_status *st)
             n->shape = a->shape;
             break;
         }
+        case EDM_OP_ATTENTION: { /* softmax over keys of qᵀk, times v: q [.., D, Tq], k [.., D, Tk], v [.., Dv, Tk] */
+            const edm_node *k = edm_graph_node(g, n->input[1]), *v = edm_graph_node(g, n->input[2]);
+            int r = a->shape.rank, ok = r >= 2 && k->shape.rank == r && v->shape.rank == r;
+            for (int d = 0; ok && d < r - 2; d++)
+                ok = a->shape.dim[d] == k->shape.dim[d] && a->shape.dim[d] == v->shape.dim[d];
+            ok = ok && a->shape.dim[r - 2] == k->shape.dim[r - 2] && k->shape.dim[r - 1] == v->shape.dim[r - 1] &&
+                 a->shape.dim[r - 1] != EDM_DIM_BATCH && k->shape.dim[r - 1] != EDM_DIM_BATCH &&
+                 a->shape.dim[r - 2] != EDM_DIM_BATCH && v->shape.dim[r - 2] != EDM_DIM_BATCH;
+            if (!ok)
+                return fail_operand_shapes(g, n, st, "needs q [.., D, Tq], k [.., D, Tk] (and v [.., Dv, Tk]), got");
+            n->shape = a->shape;
+            n->shape.dim[r - 2] = v->shape.dim[r - 2];
+            break;
+        }
         case EDM_OP_AVGPOOL2:
         case EDM_OP_UPSAMPLE2: {
             if (a->shape.rank != 4)

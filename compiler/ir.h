@@ -82,6 +82,7 @@ typedef enum {
     X(SLICE, "slice", 1, EDM_CLASS_LAYOUT, 0)                \
     X(EXPAND, "expand", 1, EDM_CLASS_LAYOUT, 0)              \
     X(SOFTMAX, "softmax", 1, EDM_CLASS_OTHER, 3)             \
+    X(ATTENTION, "attention", 3, EDM_CLASS_OTHER, 0)         \
     X(AVGPOOL2, "avgpool2", 1, EDM_CLASS_OTHER, 1)           \
     X(UPSAMPLE2, "upsample2", 1, EDM_CLASS_OTHER, 0)         \
     X(DROPOUT, "dropout", 1, EDM_CLASS_OTHER, 1)             \

@@ -70,9 +70,14 @@ edm_backend *edm_backend_new(const edm_graph *g, int64_t batch, const edm_backen
                                 .conv_library = o.conv == EDM_CONV_IM2COL,
                                 .no_graph = o.no_graph,
                                 .optimizer = o.optimizer,
-                                .network_scope = o.network_scope};
+                                .network_scope = o.network_scope,
+                                .fuse = o.cpu.fuse,
+                                .keep_all = o.cpu.keep_all,
+                                .keep = o.cpu.keep,
+                                .nkeep = o.cpu.nkeep};
     b->cuda = edm_cuda_exec_new(g, batch, &co, st);
-    if (b->cuda && (o.cpu.keep_all || o.cpu.nkeep > 0) && edm_cuda_exec_keep_all(b->cuda, st) != 0) {
+    /* unfused, a keep list keeps everything (the node planner has no finer rule) */
+    if (b->cuda && !o.cpu.fuse && (o.cpu.keep_all || o.cpu.nkeep > 0) && edm_cuda_exec_keep_all(b->cuda, st) != 0) {
         edm_cuda_exec_free(b->cuda);
         b->cuda = NULL;
     }

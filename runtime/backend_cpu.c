@@ -50,6 +50,15 @@ typedef struct {
     int64_t stride[EDM_MAX_RANK]; /* input stride for each output dim */
 } permute_plan;
 
+/* Attention: `outer` blocks of q [d, tq], k [d, tk], v [dv, tk] → y [dv, tq];
+ * queries qb at a time (the scores' tile: qb × tk per thread). */
+typedef struct {
+    int64_t outer, d, dv, tq, tk, qb;
+} attn_plan;
+
+/* Elements of one thread's score tile at most (a tile is qb rows of tk). */
+#define ATTN_TILE 65536
+
 /* The calling thread's index inside a parallel region (0 outside one). */
 static int omp_thread(void)
 {
@@ -270,6 +279,21 @@ struct edm_cpu {
     size_t col_bytes;
     void *acc; /* per-thread partial weight gradients */
 };
+
+/* An attention node's geometry, batch bound (0 for another op). */
+static int attn_geometry(const edm_graph *g, const edm_node *n, int64_t batch, attn_plan *p)
+{
+    if (n->op != EDM_OP_ATTENTION)
+        return 0;
+    const edm_shape *q = &edm_graph_node(g, n->input[0])->shape, *k = &edm_graph_node(g, n->input[1])->shape;
+    int r = n->shape.rank;
+    *p = (attn_plan){.outer = 1, .d = q->dim[r - 2], .dv = n->shape.dim[r - 2], .tq = q->dim[r - 1], .tk = k->dim[r - 1]};
+    for (int i = 0; i < r - 2; i++)
+        p->outer *= n->shape.dim[i] == EDM_DIM_BATCH ? batch : n->shape.dim[i];
+    p->qb = ATTN_TILE / p->tk;
+    p->qb = p->qb < 1 ? 1 : p->qb > p->tq ? p->tq : p->qb;
+    return 1;
+}
 
 /* The forward convolution a conv-family node belongs to, batch bound. */
 static int conv_geometry(const edm_graph *g, const edm_node *n, int64_t batch, conv_plan *p)
@@ -497,7 +521,7 @@ edm_cpu *edm_cpu_new(const edm_graph *g, int64_t batch, const edm_cpu_options *o
     for (int k = 0; k < x->opt.nkeep; k++)
         if (x->opt.keep[k] >= 0 && x->opt.keep[k] < ucount)
             ukeep[x->opt.keep[k]] = 1;
-    if (x->opt.fuse & EDM_FUSE_WN) {
+    if (x->opt.fuse & (EDM_FUSE_WN | EDM_FUSE_ATTN)) { /* the rules that rewrite the graph */
         x->own_g = edm_pass_fuse_rewrite(g, x->opt.fuse, ukeep, x->map, st);
         if (!x->own_g) {
             free(ukeep);
@@ -555,6 +579,11 @@ edm_cpu *edm_cpu_new(const edm_graph *g, int64_t batch, const edm_cpu_options *o
             s->data = v->base == i ? (char *)x->arena + v->offset : x->slots[v->base].data;
         }
         conv_plan cp;
+        attn_plan ap;
+        if (attn_geometry(x->g, n, batch, &ap)) { /* its score tiles live in the im2col workspace */
+            size_t need = (size_t)(ap.qb * ap.tk) * x->esize;
+            col = need > col ? need : col;
+        }
         if (conv_geometry(x->g, n, batch, &cp)) {
             size_t need = (size_t)(cp.c * cp.k * cp.k) * (size_t)(cp.oh * cp.ow) * x->esize;
             col = need > col ? need : col;
@@ -798,12 +827,13 @@ static int64_t prod(const slot *s, int from, int to)
     } while (0)
 
 /* Node id of g computed from operands pa, pb into py (full tensors). */
-static int run_core(edm_cpu *x, int id, const void *pa, const void *pb, void *py, edm_status *st)
+static int run_core(edm_cpu *x, int id, const void *const *in, void *py, edm_status *st)
 {
     const edm_node *n = edm_graph_node(x->g, id);
     const slot *y = &x->slots[id];
     const slot *a = n->ninputs > 0 ? &x->slots[n->input[0]] : NULL;
     const slot *b = n->ninputs > 1 ? &x->slots[n->input[1]] : NULL;
+    const void *pa = in[0], *pb = in[1];
     int f64 = x->esize == sizeof(double);
 
     switch (n->op) {
@@ -886,6 +916,12 @@ static int run_core(edm_cpu *x, int id, const void *pa, const void *pb, void *py
         DISPATCH(k_softmax_f32(pa, py, outer, len, inner), k_softmax_f64(pa, py, outer, len, inner));
         return 0;
     }
+    case EDM_OP_ATTENTION: {
+        attn_plan p;
+        attn_geometry(x->g, n, x->batch, &p);
+        DISPATCH(k_attention_f32(&p, pa, pb, in[2], py, x->col), k_attention_f64(&p, pa, pb, in[2], py, x->col));
+        return 0;
+    }
     case EDM_OP_AVGPOOL2:
         DISPATCH(k_avgpool2_f32(pa, py, a->dim[0] * a->dim[1], a->dim[2], a->dim[3]),
                  k_avgpool2_f64(pa, py, a->dim[0] * a->dim[1], a->dim[2], a->dim[3]));
@@ -938,7 +974,7 @@ static int run_step(edm_cpu *x, const cpu_step *cs, edm_status *st)
         return 0;
     }
     void *out = cs->epi.n ? (char *)x->ws + cs->core_off : root->data;
-    if (run_core(x, s->core, in[0], in[1], out, st) != 0)
+    if (run_core(x, s->core, in, out, st) != 0)
         return -1;
     if (cs->epi.n)
         DISPATCH(eval_list_f32(&cs->epi, 0, root->numel, root->data, out, 0, x->opt.seed, x->scratch, sc, 1),

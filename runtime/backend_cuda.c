@@ -18,6 +18,7 @@
 
 #include "codegen/cuda_codegen.h"
 #include "codegen/cuda_nvrtc.h"
+#include "compiler/passes/fusion.h"
 #include "runtime/clock.h"
 #include "runtime/cuda_api.h"
 #include "runtime/cuda_gemm.h"
@@ -90,9 +91,24 @@ typedef struct {
 } opt_param;
 
 struct edm_cuda_exec {
-    const edm_graph *g;
+    const edm_graph *g;      /* what runs: the caller's graph, or its fusion rewrite */
+    const edm_graph *user_g; /* the graph the caller names nodes in */
+    edm_graph *own_g;        /* the rewrite (NULL: none) */
+    int *map;                /* user node id → id in g (-1: removed) */
     edm_cuda_exec_options opt;
     int64_t batch;
+    /* --fuse: an execution plan (compiler/passes/fusion.h), one launch per
+     * group; NULL: one kernel (or cuBLASLt call) per node */
+    edm_plan *plan;
+    edm_cuda_plan_module pcode;
+    cu_function *group_fn; /* per plan group */
+    int64_t *numel;        /* per value of g, batch bound */
+    edm_dtype *dtype;      /* per value of g: its storage */
+    int64_t const_offset, const_bytes; /* the constants' block of a fused arena */
+    cu_ptr *garg;          /* every group's kernel arguments, group after group */
+    cu_ptr gtable;         /* the argument tables of the groups of several steps */
+    void **gargp;          /* pointers to them (cuLaunchKernel's form) */
+    int *garg_first;       /* per group: its first argument */
     cu_api api;
     lt_api lt;
     lt_handle lt_handle;
@@ -172,7 +188,15 @@ static cu_ptr value_ptr(const edm_cuda_exec *x, int id)
     return x->arena + (cu_ptr)v->offset;
 }
 
-static edm_dtype value_dtype(const edm_cuda_exec *x, int id) { return x->code.launch[id].dtype; }
+static edm_dtype value_dtype(const edm_cuda_exec *x, int id) { return x->dtype[id]; }
+
+/* The id in g of the caller's node (the rewrite renumbers), or -1. */
+static int own_id(const edm_cuda_exec *x, int user_node)
+{
+    if (user_node < 0 || user_node >= edm_graph_count(x->user_g))
+        return -1;
+    return x->map ? x->map[user_node] : user_node;
+}
 
 /* ------------------------------------------------------------------ memory plan */
 
@@ -243,6 +267,73 @@ static int plan_memory(edm_cuda_exec *x, int keep_all, edm_status *st)
     return 0;
 }
 
+/* --fuse: the plan's stored values at its offsets (memory reused after the
+ * last group reading it), then the leaves the host sets, then the constants
+ * (f32, filled once from the host: the kernels take them as literals, the
+ * host may read one through an output), all 256-aligned. */
+static int plan_values(edm_cuda_exec *x, edm_status *st)
+{
+    edm_plan *p = x->plan;
+    int n = x->nvalues;
+    int64_t *esize = malloc(sizeof *esize * (size_t)(n > 0 ? n : 1));
+    if (!esize)
+        return edm_nomem(st);
+    for (int i = 0; i < n; i++)
+        esize[i] = (int64_t)dtype_size(x->dtype[i]);
+    int rc = edm_plan_bind_sizes(p, x->batch, (int64_t)sizeof(float), esize, st);
+    free(esize);
+    if (rc != 0)
+        return -1;
+    int64_t top = (int64_t)align256((size_t)p->arena_bytes);
+    for (int pass = 0; pass < 2; pass++) { /* the host's leaves, then the constants */
+        if (pass == 1)
+            x->const_offset = top;
+        for (int i = 0; i < n; i++) {
+            const edm_node *nd = edm_graph_node(x->g, i);
+            const edm_plan_value *v = &p->values[i];
+            value_plan *q = &x->vp[i];
+            int leaf = edm_op_class_of(nd->op) == EDM_CLASS_LEAF;
+            if (pass == 0)
+                *q = (value_plan){.base = v->stored ? v->base : i, .offset = v->base == i && v->step >= 0 ? v->offset : -1,
+                                  .last_use = v->last, .keep = v->stored && v->keep,
+                                  .bytes = (int64_t)align256((size_t)x->numel[i] * dtype_size(x->dtype[i]))};
+            if (v->base == i && leaf && (nd->op == EDM_OP_CONST) == (pass == 1)) {
+                q->offset = top;
+                top += q->bytes;
+            }
+        }
+    }
+    for (int i = 0; i < n; i++) /* a kept alias keeps its base */
+        if (x->vp[i].keep)
+            x->vp[x->vp[i].base].keep = 1;
+    x->const_bytes = top - x->const_offset;
+    x->arena_bytes = (size_t)(top > 0 ? top : 256);
+    x->total_bytes = (size_t)(p->stored_bytes + x->const_offset - (int64_t)align256((size_t)p->arena_bytes)) +
+                     (size_t)x->const_bytes;
+    return 0;
+}
+
+/* The constants' block of a fused arena, from the host. */
+static int fill_constants(edm_cuda_exec *x, edm_status *st)
+{
+    if (!x->plan || x->const_bytes == 0)
+        return 0;
+    float *img = calloc((size_t)x->const_bytes / sizeof(float), sizeof(float));
+    if (!img)
+        return edm_nomem(st);
+    for (int i = 0; i < x->nvalues; i++) {
+        const edm_node *nd = edm_graph_node(x->g, i);
+        if (nd->op != EDM_OP_CONST || x->vp[i].offset < x->const_offset)
+            continue;
+        float *at = img + (x->vp[i].offset - x->const_offset) / (int64_t)sizeof(float);
+        for (int64_t k = 0; k < x->numel[i]; k++)
+            at[k] = (float)nd->attr.constant.value;
+    }
+    int rc = copy_in(x, x->arena + (cu_ptr)x->const_offset, img, (size_t)x->const_bytes, st);
+    free(img);
+    return rc;
+}
+
 static void drop_graph(edm_cuda_exec *x)
 {
     if (x->graph_exec)
@@ -265,8 +356,136 @@ static int alloc_arena(edm_cuda_exec *x, edm_status *st)
         edm_status_prefix(st, "%.1f MiB", (double)x->arena_bytes / (1 << 20));
         return -1;
     }
-    /* constants are filled by their kernels every run; zero the rest once */
-    return zero(x, x->arena, x->arena_bytes, st);
+    /* unfused, constants are filled by their kernels every run; zero the rest once */
+    return zero(x, x->arena, x->arena_bytes, st) != 0 ? -1 : fill_constants(x, st);
+}
+
+/* --fuse: every group kernel's arguments (the arena's addresses are fixed).
+ * A one-step group takes its root, the stored values it reads and the seed;
+ * a group of several takes a table of those pointers in device memory and
+ * the seed (codegen/cuda_codegen.h). */
+static int group_args(edm_cuda_exec *x, edm_status *st)
+{
+    const edm_cuda_plan_module *m = &x->pcode;
+    size_t total = 0, table = 0;
+    for (int gi = 0; gi < m->ngroups; gi++) {
+        size_t ptrs = 0;
+        for (int s = m->group[gi].first_step; s < m->group[gi].first_step + m->group[gi].nsteps; s++)
+            ptrs += 1 + (size_t)m->launch[s].ninputs;
+        if (m->group[gi].nsteps > 1) {
+            table += ptrs;
+            total += 2;
+        } else {
+            total += ptrs + 1;
+        }
+    }
+    x->garg = malloc(sizeof *x->garg * (total ? total : 1));
+    x->gargp = malloc(sizeof *x->gargp * (total ? total : 1));
+    x->garg_first = malloc(sizeof *x->garg_first * (m->ngroups > 0 ? (size_t)m->ngroups : 1u));
+    cu_ptr *host = malloc(sizeof *host * (table ? table : 1));
+    if (!x->garg || !x->gargp || !x->garg_first || !host) {
+        free(host);
+        return edm_nomem(st);
+    }
+    int rc = CU(MemAlloc(&x->gtable, sizeof *host * (table ? table : 1)), "cuMemAlloc (group argument tables)");
+    size_t at = 0, tat = 0;
+    for (int gi = 0; rc == 0 && gi < m->ngroups; gi++) {
+        const edm_cuda_group_launch *G = &m->group[gi];
+        x->garg_first[gi] = (int)at;
+        if (G->nsteps > 1)
+            x->garg[at++] = x->gtable + (cu_ptr)(tat * sizeof *host);
+        cu_ptr *out = G->nsteps > 1 ? host : x->garg;
+        size_t *pos = G->nsteps > 1 ? &tat : &at;
+        for (int s = G->first_step; s < G->first_step + G->nsteps; s++) {
+            const edm_cuda_step_launch *L = &m->launch[s];
+            out[(*pos)++] = value_ptr(x, x->plan->steps[s].root);
+            for (int k = 0; k < L->ninputs; k++)
+                out[(*pos)++] = value_ptr(x, L->inputs[k]);
+        }
+        x->garg[at++] = x->seed;
+    }
+    for (size_t k = 0; k < total; k++)
+        x->gargp[k] = &x->garg[k];
+    if (rc == 0 && table > 0)
+        rc = copy_in(x, x->gtable, host, sizeof *host * table, st);
+    free(host);
+    return rc;
+}
+
+/* --fuse: the fusion rewrites (a new graph, the caller's ids mapped), the
+ * plan over it, its kernels' source; the storage and size of every value. */
+static int build_plan(edm_cuda_exec *x, const edm_cuda_options *co, edm_status *st)
+{
+    int ucount = edm_graph_count(x->user_g);
+    size_t ucnt = (size_t)(ucount > 0 ? ucount : 1);
+    unsigned char *ukeep = calloc(ucnt, 1);
+    x->map = malloc(sizeof *x->map * ucnt);
+    if (!ukeep || !x->map) {
+        free(ukeep);
+        return edm_nomem(st);
+    }
+    for (int i = 0; i < ucount; i++) {
+        ukeep[i] = (unsigned char)x->opt.keep_all;
+        x->map[i] = i;
+    }
+    for (int k = 0; k < x->opt.nkeep; k++)
+        if (x->opt.keep[k] >= 0 && x->opt.keep[k] < ucount)
+            ukeep[x->opt.keep[k]] = 1;
+    if (x->opt.fuse & (EDM_FUSE_WN | EDM_FUSE_ATTN)) { /* the rules that rewrite the graph */
+        x->own_g = edm_pass_fuse_rewrite(x->user_g, x->opt.fuse, ukeep, x->map, st);
+        if (!x->own_g) {
+            free(ukeep);
+            return -1;
+        }
+        x->g = x->own_g;
+    }
+    x->nvalues = edm_graph_count(x->g);
+    unsigned char *keep = calloc((size_t)(x->nvalues > 0 ? x->nvalues : 1), 1);
+    if (!keep) {
+        free(ukeep);
+        return edm_nomem(st);
+    }
+    for (int i = 0; i < ucount; i++)
+        if (ukeep[i] && x->map[i] >= 0)
+            keep[x->map[i]] = 1;
+    free(ukeep);
+    edm_plan_options po = {.fuse = x->opt.fuse, .training = x->opt.training, .keep = keep, .keep_all = x->opt.keep_all};
+    x->plan = edm_plan_build(x->g, &po, st);
+    free(keep);
+    if (!x->plan)
+        return -1;
+    x->plan->opt.keep = NULL; /* it pointed at keep, freed above */
+    if (edm_cuda_codegen_plan(x->plan, co, &x->pcode, st) != 0)
+        return -1;
+    size_t n = (size_t)(x->nvalues > 0 ? x->nvalues : 1);
+    x->numel = malloc(sizeof *x->numel * n);
+    x->dtype = malloc(sizeof *x->dtype * n);
+    x->group_fn = calloc((size_t)(x->pcode.ngroups > 0 ? x->pcode.ngroups : 1), sizeof *x->group_fn);
+    if (!x->numel || !x->dtype || !x->group_fn)
+        return edm_nomem(st);
+    for (int i = 0; i < x->nvalues; i++) {
+        const edm_shape *sh = &edm_graph_node(x->g, i)->shape;
+        x->numel[i] = 1;
+        for (int d = 0; d < sh->rank; d++)
+            x->numel[i] *= sh->dim[d] == EDM_DIM_BATCH ? x->batch : sh->dim[d];
+        x->dtype[i] = x->pcode.dtype[i];
+    }
+    return 0;
+}
+
+/* Unfused: the node module's sizes and storage types. */
+static int node_values(edm_cuda_exec *x, edm_status *st)
+{
+    size_t n = (size_t)(x->nvalues > 0 ? x->nvalues : 1);
+    x->numel = malloc(sizeof *x->numel * n);
+    x->dtype = malloc(sizeof *x->dtype * n);
+    if (!x->numel || !x->dtype)
+        return edm_nomem(st);
+    for (int i = 0; i < x->nvalues; i++) {
+        x->numel[i] = x->code.launch[i].numel;
+        x->dtype[i] = x->code.launch[i].dtype;
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------------ setup */
@@ -306,17 +525,18 @@ typedef cu_result (*emu_load_source_fn)(cu_module *, const char *);
 
 static int load_kernels(edm_cuda_exec *x, edm_status *st)
 {
+    const char *source = x->plan ? x->pcode.source : x->code.source;
     void *sym = dlsym(x->api.lib, "edmEmuLoadSource");
     if (sym) {
         emu_load_source_fn load;
         memcpy(&load, &sym, sizeof load);
         double t0 = edm_now_seconds();
-        if (cu_check(&x->api, load(&x->module, x->code.source), "edmEmuLoadSource (the emulator)", st) != 0)
+        if (cu_check(&x->api, load(&x->module, source), "edmEmuLoadSource (the emulator)", st) != 0)
             return -1;
         x->compile_seconds = edm_now_seconds() - t0;
     } else {
         edm_cubin cubin;
-        if (edm_nvrtc_compile_cached(x->code.source, x->arch, &cubin, st) != 0)
+        if (edm_nvrtc_compile_cached(source, x->arch, &cubin, st) != 0)
             return -1;
         x->compile_seconds = cubin.seconds;
         int rc = CU(ModuleLoadData(&x->module, cubin.data), "cuModuleLoadData");
@@ -344,7 +564,10 @@ static int load_kernels(edm_cuda_exec *x, edm_status *st)
         (get_function(x, "edm_force_wn", &x->force_wn, st) != 0 || get_function(x, "edm_adam", &x->adam, st) != 0 ||
          get_function(x, "edm_ema", &x->ema, st) != 0))
         return -1;
-    for (int i = 0; i < x->code.nlaunch; i++) {
+    for (int gi = 0; x->plan && gi < x->pcode.ngroups; gi++)
+        if (get_function(x, x->pcode.group[gi].kernel, &x->group_fn[gi], st) != 0)
+            return -1;
+    for (int i = 0; !x->plan && i < x->code.nlaunch; i++) {
         const edm_cuda_launch *L = &x->code.launch[i];
         if (L->kind == EDM_CUDA_KERNEL && get_function(x, L->kernel, &x->fn[i], st) != 0)
             return -1;
@@ -500,6 +723,13 @@ static int plan_gemms(edm_cuda_exec *x, edm_status *st)
 
 static void describe(edm_cuda_exec *x)
 {
+    if (x->plan) {
+        char fuse[64];
+        snprintf(x->describe, sizeof x->describe, "%s (%s), %s, fused plan (--fuse=%s, %d kernels, generated GEMMs), %s",
+                 x->device_name, x->arch, edm_dtype_name(x->opt.storage), edm_fuse_str(x->opt.fuse, fuse, sizeof fuse),
+                 x->pcode.ngroups, x->opt.no_graph ? "launch by launch" : "CUDA Graph");
+        return;
+    }
     int mm = x->opt.matmul_library, cv = x->opt.conv_library;
     snprintf(x->describe, sizeof x->describe, "%s (%s), %s, matmul %s, conv %s, %s%s", x->device_name, x->arch,
              edm_dtype_name(x->opt.storage), mm ? "cuBLASLt" : "generated", cv ? "im2col+cuBLASLt" : "implicit GEMM",
@@ -515,7 +745,7 @@ edm_cuda_exec *edm_cuda_exec_new(const edm_graph *g, int64_t batch, const edm_cu
         edm_nomem(st);
         return NULL;
     }
-    x->g = g;
+    x->g = x->user_g = g;
     x->batch = batch;
     if (opt)
         x->opt = *opt;
@@ -526,7 +756,9 @@ edm_cuda_exec *edm_cuda_exec_new(const edm_graph *g, int64_t batch, const edm_cu
                            .gemm_library = x->opt.matmul_library || x->opt.conv_library,
                            .optimizer = x->opt.optimizer,
                            .network_scope = x->opt.network_scope};
-    int rc = edm_cuda_codegen(g, &co, &x->code, st);
+    int rc = x->opt.fuse ? build_plan(x, &co, st) : edm_cuda_codegen(g, &co, &x->code, st);
+    if (rc == 0 && !x->opt.fuse)
+        rc = node_values(x, st);
     if (rc == 0 && !edm_nvrtc_available())
         rc = edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
                       "this edmc was built without the CUDA toolkit: it cannot compile kernels for --device=cuda");
@@ -543,10 +775,10 @@ edm_cuda_exec *edm_cuda_exec_new(const edm_graph *g, int64_t batch, const edm_cu
         rc = open_device(x, st);
     if (rc == 0)
         rc = load_kernels(x, st);
-    if (rc == 0)
+    if (rc == 0 && !x->plan)
         rc = plan_gemms(x, st);
     if (rc == 0)
-        rc = plan_memory(x, 0, st);
+        rc = x->plan ? plan_values(x, st) : plan_memory(x, 0, st);
     if (rc == 0)
         rc = alloc_arena(x, st);
     if (rc == 0)
@@ -555,6 +787,8 @@ edm_cuda_exec *edm_cuda_exec_new(const edm_graph *g, int64_t batch, const edm_cu
         rc = CU(MemAlloc(&x->seed, 256), "cuMemAlloc (seed)");
     if (rc == 0)
         rc = zero(x, x->seed, 256, st);
+    if (rc == 0 && x->plan)
+        rc = group_args(x, st);
     if (rc != 0) {
         edm_cuda_exec_free(x);
         return NULL;
@@ -578,7 +812,7 @@ void edm_cuda_exec_free(edm_cuda_exec *x)
             x->api.StreamSynchronize(x->stream);
         drop_graph(x);
         cu_ptr mem[] = {x->staging, x->arena,     x->seed,      x->col,    x->lt_ws,
-                        x->opt_mem,  x->nonfinite, x->ema_mem, x->partial, x->ones};
+                        x->opt_mem,  x->nonfinite, x->ema_mem, x->partial, x->ones, x->gtable};
         for (size_t i = 0; i < sizeof mem / sizeof mem[0]; i++)
             if (mem[i])
                 x->api.MemFree(mem[i]);
@@ -591,6 +825,16 @@ void edm_cuda_exec_free(edm_cuda_exec *x)
     }
     cu_api_close(&x->api);
     edm_cuda_module_free(&x->code);
+    edm_cuda_plan_module_free(&x->pcode);
+    edm_plan_free(x->plan);
+    edm_graph_free(x->own_g);
+    free(x->map);
+    free(x->group_fn);
+    free(x->numel);
+    free(x->dtype);
+    free(x->garg);
+    free(x->gargp);
+    free(x->garg_first);
     free(x->fn);
     free(x->vp);
     free(x->set);
@@ -601,6 +845,10 @@ void edm_cuda_exec_free(edm_cuda_exec *x)
 
 int edm_cuda_exec_keep_all(edm_cuda_exec *x, edm_status *st)
 {
+    if (x->plan) /* the plan decides what is stored: it was made knowing */
+        return x->opt.keep_all ? 0
+                               : edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC,
+                                          "a fused executor keeps what its options said when it was made");
     if (plan_memory(x, 1, st) != 0 || alloc_arena(x, st) != 0)
         return -1;
     memset(x->set, 0, sizeof *x->set * (size_t)x->nvalues); /* the arena was replaced */
@@ -612,7 +860,8 @@ void edm_cuda_exec_set_seed(edm_cuda_exec *x, uint64_t seed) { x->opt.seed = see
 
 int64_t edm_cuda_exec_numel(const edm_cuda_exec *x, int node)
 {
-    return node >= 0 && node < x->nvalues ? x->code.launch[node].numel : -1;
+    int id = own_id(x, node);
+    return id >= 0 ? x->numel[id] : -1;
 }
 
 size_t edm_cuda_exec_arena_bytes(const edm_cuda_exec *x) { return x->arena_bytes; }
@@ -628,7 +877,10 @@ size_t edm_cuda_exec_device_bytes(const edm_cuda_exec *x)
            (x->lt_ws ? LT_WORKSPACE_BYTES : 0) + x->opt_bytes + (size_t)x->nema * x->ema_stride;
 }
 
-int edm_cuda_exec_find(const edm_cuda_exec *x, edm_op op, const char *name) { return edm_graph_find(x->g, op, name); }
+int edm_cuda_exec_find(const edm_cuda_exec *x, edm_op op, const char *name)
+{
+    return edm_graph_find(x->user_g, op, name);
+}
 
 /* ------------------------------------------------------------------ transfers */
 
@@ -679,9 +931,9 @@ int edm_cuda_exec_set_f32(edm_cuda_exec *x, const char *name, const float *data,
     int id = edm_graph_find_leaf(x->g, name);
     if (id < 0)
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "the model has no input, parameter or buffer '%s'", name);
-    if (x->code.launch[id].numel != n)
+    if (x->numel[id] != n)
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "'%s' has %lld elements, %lld given", name,
-                        (long long)x->code.launch[id].numel, (long long)n);
+                        (long long)x->numel[id], (long long)n);
     if (upload(x, value_ptr(x, id), value_dtype(x, id), data, n, st) != 0)
         return -1;
     x->set[id] = 1;
@@ -690,14 +942,16 @@ int edm_cuda_exec_set_f32(edm_cuda_exec *x, const char *name, const float *data,
 
 int edm_cuda_exec_get_f32(edm_cuda_exec *x, int node, float *out, int64_t n, edm_status *st)
 {
-    if (node < 0 || node >= x->nvalues)
-        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "no value %%%d", node);
-    if (!x->vp[x->vp[node].base].keep)
+    int id = own_id(x, node);
+    if (id < 0)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "no value %%%d%s", node,
+                        node >= 0 && x->map ? " (removed by the fusion rewrites)" : "");
+    if (!x->vp[x->vp[id].base].keep || x->vp[x->vp[id].base].offset < 0)
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "value %%%d was not kept (edm_cuda_exec_keep_all)", node);
-    if (x->code.launch[node].numel != n)
+    if (x->numel[id] != n)
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "value %%%d has %lld elements, not %lld", node,
-                        (long long)x->code.launch[node].numel, (long long)n);
-    return download(x, out, value_ptr(x, node), value_dtype(x, node), n, st);
+                        (long long)x->numel[id], (long long)n);
+    return download(x, out, value_ptr(x, id), value_dtype(x, id), n, st);
 }
 
 /* ------------------------------------------------------------------ running */
@@ -798,9 +1052,28 @@ static int run_gemm(edm_cuda_exec *x, int i, edm_status *st)
 #undef GEMM
 }
 
+/* --fuse: the plan's groups in order, one launch each. */
+static int launch_groups(edm_cuda_exec *x, edm_status *st)
+{
+    for (int gi = 0; gi < x->pcode.ngroups; gi++) {
+        const edm_cuda_group_launch *G = &x->pcode.group[gi];
+        cu_result r = x->api.LaunchKernel(x->group_fn[gi], G->grid[0], G->grid[1], G->grid[2], G->block[0],
+                                          G->block[1], G->block[2], G->smem, x->stream,
+                                          x->gargp + x->garg_first[gi], NULL);
+        if (r != CU_SUCCESS) {
+            cu_check(&x->api, r, "cuLaunchKernel", st);
+            edm_status_prefix(st, "group %d (kernel %s, %d step%s)", gi, G->kernel, G->nsteps, G->nsteps == 1 ? "" : "s");
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Every node's work, in node order, on the stream (also what a capture records). */
 static int launch_all(edm_cuda_exec *x, edm_status *st)
 {
+    if (x->plan)
+        return launch_groups(x, st);
     for (int i = 0; i < x->nvalues; i++) {
         if (x->code.launch[i].kind != EDM_CUDA_KERNEL)
             continue;
@@ -836,7 +1109,7 @@ int edm_cuda_exec_run(edm_cuda_exec *x, edm_status *st)
 {
     for (int i = 0; i < x->nvalues; i++) {
         const edm_node *n = edm_graph_node(x->g, i);
-        if (x->code.launch[i].kind == EDM_CUDA_NONE && !x->set[i])
+        if (edm_op_class_of(n->op) == EDM_CLASS_LEAF && n->op != EDM_OP_CONST && !x->set[i])
             return edm_fail(st, EDM_ERR_USAGE, n->loc, "%s '%s' has no value", edm_op_name(n->op), n->name);
     }
     unsigned long long seed = x->opt.seed;
@@ -865,16 +1138,20 @@ int edm_cuda_opt_attach(edm_cuda_exec *x, const edm_cuda_opt_param *p, int n, ed
         return edm_nomem(st);
     size_t total = 0;
     for (int i = 0; i < n; i++) {
-        const edm_node *pn = edm_graph_node(x->g, p[i].node);
-        if (pn->op != EDM_OP_PARAM || value_dtype(x, p[i].node) != EDM_F32 || !x->vp[x->vp[p[i].grad_node].base].keep)
+        int node = own_id(x, p[i].node), grad = own_id(x, p[i].grad_node);
+        if (node < 0 || grad < 0)
+            return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "optimizer parameter %d: no node %%%d or %%%d", i,
+                            p[i].node, p[i].grad_node);
+        const edm_node *pn = edm_graph_node(x->g, node);
+        if (pn->op != EDM_OP_PARAM || value_dtype(x, node) != EDM_F32 || !x->vp[x->vp[grad].base].keep)
             return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "'%s' is not an f32 parameter with a kept gradient",
                             pn->name);
         opt_param *q = &x->params[i];
-        q->node = p[i].node;
-        q->grad_node = p[i].grad_node;
+        q->node = node;
+        q->grad_node = grad;
         q->forced_wn = p[i].forced_wn;
         q->rows = p[i].rows > 0 ? p[i].rows : 1;
-        q->numel = x->code.launch[p[i].node].numel;
+        q->numel = x->numel[node];
         total += 3 * align256(sizeof(float) * (size_t)q->numel);
     }
     x->nparams = n;

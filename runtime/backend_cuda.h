@@ -35,6 +35,15 @@ typedef struct {
     int no_graph;       /* launch node by node (else capture one CUDA Graph at the first run, replay it) */
     int optimizer;      /* compile the optimizer kernels (edm_cuda_opt_*) */
     const char *network_scope; /* see edm_cuda_options (NULL: "unet"; "": every node) */
+    /* fusion rules (compiler/passes/fusion.h); 0: one kernel per node.  Not 0:
+     * the graph is rewritten and planned, one generated kernel per plan group
+     * runs (contractions as generated implicit GEMMs with their prologues and
+     * epilogues inside; matmul_library / conv_library do not apply), and what
+     * stays readable after a run is decided here: */
+    unsigned fuse;
+    int keep_all;       /* every value stays readable */
+    const int *keep;    /* these nodes too (ids of g) */
+    int nkeep;
 } edm_cuda_exec_options;
 
 typedef struct edm_cuda_exec edm_cuda_exec;

@@ -1,6 +1,6 @@
 /* The graph rewrites of fusion (fusion.h): dead-code elimination and the
- * weight-norm rule, as rows of a rule table (a predicate that matches a node
- * and an emitter that writes its replacement). */
+ * rules that rewrite (weight norm, attention), as rows of a rule table (a
+ * predicate that matches a node and an emitter that writes its replacement). */
 #include "config.h"
 
 #include <stdlib.h>
@@ -73,8 +73,26 @@ static int per_row(const edm_shape *f, const edm_shape *w)
     return 1;
 }
 
-static int match_wn(const edm_graph *g, int id, wn_match *m)
+/* What a rule's predicate found, for its emitter. */
+typedef struct {
+    const edm_graph *g;
+    const edm_uses *uses;
+    const unsigned char *keep; /* values that must stay (NULL: none) */
+} match_ctx;
+
+typedef struct {
+    int q, k, v;
+} attn_match;
+
+typedef union {
+    wn_match wn;
+    attn_match attn;
+} rule_match;
+
+static int match_wn(const match_ctx *x, int id, rule_match *rm)
 {
+    const edm_graph *g = x->g;
+    wn_match *m = &rm->wn;
     const edm_node *c = edm_graph_node(g, id);
     int w;
     if (c->op == EDM_OP_CONV2D) {
@@ -125,8 +143,9 @@ static int emit_binary(edm_rewriter *rw, const edm_node *like, edm_op op, int a,
 }
 
 /* conv(x, f(w)) → conv(x, w) · reshape(s): s the product of the factors. */
-static int emit_wn(edm_rewriter *rw, const edm_node *c, const wn_match *m, edm_status *st)
+static int emit_wn(edm_rewriter *rw, const edm_node *c, const rule_match *rm, edm_status *st)
 {
+    const wn_match *m = &rm->wn;
     int num = -1, den = -1;
     for (int i = 0; i < m->nfactors; i++) {
         int f = edm_rewriter_map(rw, m->factor[i]);
@@ -169,23 +188,66 @@ static int emit_wn(edm_rewriter *rw, const edm_node *c, const wn_match *m, edm_s
     return emit_binary(rw, c, EDM_OP_MUL, y, s, st);
 }
 
+/* A value only `user` reads, and nobody asked to keep. */
+static int private_to(const match_ctx *x, int v, int user)
+{
+    return edm_uses_count(x->uses, v) == 1 && x->uses->users[x->uses->off[v]] == user && !(x->keep && x->keep[v]);
+}
+
+/* matmul(v, softmax(matmul(q, k, trans_a), last axis), trans_b), the scores
+ * and weights read by nothing else (in training the backward pass reads the
+ * weights: no match, the unfused ops stay). */
+static int match_attn(const match_ctx *x, int id, rule_match *rm)
+{
+    const edm_node *m2 = edm_graph_node(x->g, id);
+    if (m2->op != EDM_OP_MATMUL || m2->attr.matmul.trans_a || !m2->attr.matmul.trans_b)
+        return 0;
+    int w = m2->input[1];
+    const edm_node *sm = edm_graph_node(x->g, w);
+    if (sm->op != EDM_OP_SOFTMAX || sm->attr.softmax.axis != sm->shape.rank - 1 || !private_to(x, w, id))
+        return 0;
+    int s = sm->input[0];
+    const edm_node *m1 = edm_graph_node(x->g, s);
+    if (m1->op != EDM_OP_MATMUL || !m1->attr.matmul.trans_a || m1->attr.matmul.trans_b || !private_to(x, s, w))
+        return 0;
+    const edm_shape *q = &edm_graph_node(x->g, m1->input[0])->shape, *v = &edm_graph_node(x->g, m2->input[0])->shape;
+    if (q->rank != v->rank || !edm_dims_same_order(q->dim, q->rank - 2, v->dim, v->rank - 2))
+        return 0; /* broadcast heads: not the pattern */
+    rm->attn = (attn_match){.q = m1->input[0], .k = m1->input[1], .v = m2->input[0]};
+    return 1;
+}
+
+static int emit_attn(edm_rewriter *rw, const edm_node *m2, const rule_match *rm, edm_status *st)
+{
+    edm_node n = {.op = EDM_OP_ATTENTION, .ninputs = 3, .loc = m2->loc, .scope = m2->scope, .origin = "attn",
+                  .input = {edm_rewriter_map(rw, rm->attn.q), edm_rewriter_map(rw, rm->attn.k),
+                            edm_rewriter_map(rw, rm->attn.v)}};
+    return edm_rewriter_emit(rw, &n, st);
+}
+
 typedef struct {
     const char *name;
     unsigned flag;
-    int (*match)(const edm_graph *g, int id, wn_match *m);
-    int (*emit)(edm_rewriter *rw, const edm_node *n, const wn_match *m, edm_status *st);
+    int (*match)(const match_ctx *x, int id, rule_match *m);
+    int (*emit)(edm_rewriter *rw, const edm_node *n, const rule_match *m, edm_status *st);
 } rewrite_rule;
 
 static const rewrite_rule REWRITE_RULES[] = {
     {"wn", EDM_FUSE_WN, match_wn, emit_wn},
+    {"attn", EDM_FUSE_ATTN, match_attn, emit_attn},
 };
+
+typedef struct {
+    unsigned fuse;
+    match_ctx m;
+} rewrite_ctx;
 
 static int rewrite_node(edm_rewriter *rw, int old, const edm_node *n, void *ctx, edm_status *st)
 {
-    const unsigned *fuse = ctx;
+    const rewrite_ctx *x = ctx;
     for (size_t r = 0; r < sizeof REWRITE_RULES / sizeof REWRITE_RULES[0]; r++) {
-        wn_match m;
-        if ((*fuse & REWRITE_RULES[r].flag) && REWRITE_RULES[r].match(edm_rewriter_old(rw), old, &m))
+        rule_match m;
+        if ((x->fuse & REWRITE_RULES[r].flag) && REWRITE_RULES[r].match(&x->m, old, &m))
             return REWRITE_RULES[r].emit(rw, n, &m, st);
     }
     return edm_rewriter_emit(rw, n, st);
@@ -200,7 +262,14 @@ edm_graph *edm_pass_fuse_rewrite(const edm_graph *g, unsigned fuse, const unsign
         edm_nomem(st);
         return NULL;
     }
-    edm_graph *g1 = edm_graph_rewrite(g, rewrite_node, &fuse, map1, st);
+    edm_uses uses;
+    if (edm_uses_build(g, &uses, st) != 0) {
+        free(map1);
+        return NULL;
+    }
+    rewrite_ctx ctx = {.fuse = fuse, .m = {.g = g, .uses = &uses, .keep = keep}};
+    edm_graph *g1 = edm_graph_rewrite(g, rewrite_node, &ctx, map1, st);
+    edm_uses_free(&uses);
     edm_graph *g2 = NULL;
     int n1 = g1 ? edm_graph_count(g1) : 0;
     unsigned char *keep1 = g1 ? calloc((size_t)(n1 ? n1 : 1), 1) : NULL;

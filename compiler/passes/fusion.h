@@ -31,8 +31,9 @@ enum {
     EDM_FUSE_PROLOGUE = 1u << 1, /* elementwise work on a core operand, applied as it is read */
     EDM_FUSE_EPILOGUE = 1u << 2, /* elementwise work on a core's output, applied before the store */
     EDM_FUSE_EW = 1u << 3,       /* elementwise chains in one loop */
+    EDM_FUSE_ATTN = 1u << 4,     /* q·kᵀ, softmax and ·v as one attention op (no scores stored) */
     EDM_FUSE_NONE = 0u,
-    EDM_FUSE_ALL = (1u << 4) - 1,
+    EDM_FUSE_ALL = (1u << 5) - 1,
 };
 
 /* "all", "none" or a comma list of rule names; 0 or -1 (st names the bad word). */
@@ -46,7 +47,7 @@ const char *edm_fuse_str(unsigned fuse, char *buf, size_t size);
  * is given them by name).  keep may be NULL.  map[old] = new id or -1. */
 edm_graph *edm_pass_dce(const edm_graph *g, const unsigned char *keep, int *map, edm_status *st);
 
-/* The graph rewrites of the rules in `fuse` (today: wn), then DCE.  Returns
+/* The graph rewrites of the rules in `fuse` (wn, attn), then DCE.  Returns
  * a new graph (map[old] = new id, -1 where dropped), or NULL with st set. */
 edm_graph *edm_pass_fuse_rewrite(const edm_graph *g, unsigned fuse, const unsigned char *keep, int *map,
                                  edm_status *st);
@@ -115,6 +116,12 @@ void edm_plan_free(edm_plan *p);
 /* Binds the batch and element size: value sizes and arena offsets (first fit
  * over the steps' lifetimes). */
 int edm_plan_bind(edm_plan *p, int64_t batch, int64_t elem_bytes, edm_status *st);
+/* The same with each value's element size (value_elem_bytes[id], one per
+ * node; NULL: elem_bytes for all): the CUDA executor stores some values f16.
+ * A value's memory is reused only after the group of its last reader (the
+ * steps of one group kernel run at the same time); offsets are 256-aligned. */
+int edm_plan_bind_sizes(edm_plan *p, int64_t batch, int64_t elem_bytes, const int64_t *value_elem_bytes,
+                        edm_status *st);
 /* Whether node is an alias (its value is its first input's memory). */
 int edm_plan_is_alias(const edm_plan_options *opt, const edm_node *n);
 /* The groups (kernels) a plan has. */

@@ -23,6 +23,7 @@ typedef struct {
 
 static const rule_name RULES[] = {
     {"wn", EDM_FUSE_WN}, {"prologue", EDM_FUSE_PROLOGUE}, {"epilogue", EDM_FUSE_EPILOGUE}, {"ew", EDM_FUSE_EW},
+    {"attn", EDM_FUSE_ATTN},
 };
 #define NRULES (sizeof RULES / sizeof RULES[0])
 
@@ -45,7 +46,7 @@ int edm_fuse_parse(const char *text, unsigned *out, edm_status *st)
             r++;
         if (r == NRULES)
             return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
-                            "--fuse: unknown rule '%.*s' (all, none, or a list of wn, prologue, epilogue, ew)",
+                            "--fuse: unknown rule '%.*s' (all, none, or a list of wn, prologue, epilogue, ew, attn)",
                             (int)len, p);
         f |= RULES[r].flag;
         if (!p[len])
@@ -581,6 +582,22 @@ static int block_order(const void *pa, const void *pb)
 
 int edm_plan_bind(edm_plan *p, int64_t batch, int64_t elem_bytes, edm_status *st)
 {
+    return edm_plan_bind_sizes(p, batch, elem_bytes, NULL, st);
+}
+
+/* The last step of the group holding step s (steps of one group may run at
+ * once: memory a step reads is free only after its whole group). */
+static int group_end(const edm_plan *p, int s)
+{
+    if (s < 0 || s >= p->nsteps)
+        return s;
+    const edm_plan_group *gr = &p->groups[p->steps[s].group];
+    return gr->first_step + gr->nsteps - 1;
+}
+
+int edm_plan_bind_sizes(edm_plan *p, int64_t batch, int64_t elem_bytes, const int64_t *value_elem_bytes,
+                        edm_status *st)
+{
     live_block *live = malloc(sizeof *live * (size_t)(p->nsteps ? p->nsteps : 1));
     if (!live)
         return edm_nomem(st);
@@ -592,7 +609,7 @@ int edm_plan_bind(edm_plan *p, int64_t batch, int64_t elem_bytes, edm_status *st
         int64_t numel = 1;
         for (int d = 0; d < s->rank; d++)
             numel *= s->dim[d] == EDM_DIM_BATCH ? batch : s->dim[d];
-        p->values[i].bytes = numel * elem_bytes;
+        p->values[i].bytes = numel * (value_elem_bytes ? value_elem_bytes[i] : elem_bytes);
         p->values[i].offset = -1;
     }
     for (int s = 0; s < p->nsteps; s++) {
@@ -603,7 +620,7 @@ int edm_plan_bind(edm_plan *p, int64_t batch, int64_t elem_bytes, edm_status *st
                 live[keep++] = live[k];
         nlive = keep;
         qsort(live, (size_t)nlive, sizeof *live, block_order);
-        int64_t need = (v->bytes + 63) & ~(int64_t)63, at = 0;
+        int64_t need = (v->bytes + 255) & ~(int64_t)255, at = 0;
         for (int k = 0; k < nlive; k++) {
             if (live[k].offset - at >= need)
                 break;
@@ -612,7 +629,7 @@ int edm_plan_bind(edm_plan *p, int64_t batch, int64_t elem_bytes, edm_status *st
         }
         v->offset = at;
         p->stored_bytes += need;
-        live[nlive++] = (live_block){.offset = at, .bytes = need, .last = v->last};
+        live[nlive++] = (live_block){.offset = at, .bytes = need, .last = group_end(p, v->last)};
         if (at + need > p->arena_bytes)
             p->arena_bytes = at + need;
     }

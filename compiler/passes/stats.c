@@ -80,6 +80,14 @@ static int node_macs(const edm_graph *g, const edm_node *n, int id, double *macs
         case EDM_OP_DROPOUT:
             *macs = (double)edm_op_macs_per_element(n->op) * out_el;
             return 0;
+        case EDM_OP_ATTENTION: { /* qᵀk, the softmax (3 a score), ·v */
+            const edm_node *q = edm_graph_node(g, n->input[0]);
+            int r = q->shape.rank;
+            double tq = (double)q->shape.dim[r - 1], d = (double)q->shape.dim[r - 2],
+                   dv = (double)n->shape.dim[r - 2], tk = (double)edm_graph_node(g, n->input[1])->shape.dim[r - 1];
+            *macs = out_el / (dv * tq) * tq * tk * (d + 3 + dv);
+            return 0;
+        }
         default: /* upsample2, output */
             return 0;
         }

@@ -13,7 +13,9 @@
 #   (b) golden vectors (../shared/testdata/edm2-tiny) through the command line:
 #       forward fp32 (1e-4) and fp16 (1e-2), one training step, the 8-step
 #       sampler with and without guidance (1e-3)
-#   (c) a short training run, CPU against CUDA fp32: the loss of every status line
+#   (c) a short training run, CPU against CUDA fp32 (unfused and --fuse=all): the
+#       loss of every status line
+# Fused plans (--fuse=all) are checked in (a), (b) and (c) too.
 # The compiled modules are kept in $builddir/tests/emu-cache (keyed by source,
 # header and flags), so only the first run compiles.  Skips (77) when the
 # emulator was not built (configured without the CUDA toolkit) or g++ is missing.
@@ -78,6 +80,8 @@ ops_case "ops on the emulator, fp32, cuBLASLt + im2col" fp32 library ""
 ops_case "ops on the emulator, fp32, generated GEMMs" fp32 generated ""
 ops_case "ops on the emulator, fp16" fp16 library ""
 ops_case "ops on the emulator, bf16" bf16 library ""
+ops_case "ops on the emulator, fp32, fused plans" fp32 fused ""
+ops_case "ops on the emulator, fp16, fused plans" fp16 fused ""
 
 # --- (b) golden vectors through the command line
 # emu_run DESC CMD...: exit 0, kernels ran, no complaint
@@ -106,6 +110,28 @@ emu_run "golden forward fp32" fwd --precision=fp32 --output="$o/fwd32.safetensor
     golden "golden forward fp32 (1e-4)" "$o/fwd32.safetensors" "$golden/forward.safetensors" 1e-4
 emu_run "golden forward fp16" fwd --precision=fp16 --output="$o/fwd16.safetensors" &&
     golden "golden forward fp16 (1e-2)" "$o/fwd16.safetensors" "$golden/forward.safetensors" 1e-2
+# the fused plan: one generated kernel per group, prologues and epilogues inside the contractions
+fused_kernels() { sed -n 's/.*fused plan (--fuse=all, \([0-9]*\) kernels.*/\1/p' "$tmp/err" | head -n 1; }
+if emu_run "golden forward fp32, --fuse=all" fwd --precision=fp32 --fuse=all --output="$o/fwdf32.safetensors"; then
+    k=$(fused_kernels)
+    if [ "$(kernels_run "$tmp/err")" = "$k" ] 2>/dev/null; then
+        tap_ok "fused forward: $k kernels launched, one per plan group"
+    else
+        tap_not_ok "fused forward: kernels launched" "launched $(kernels_run "$tmp/err"), the plan has ${k:-?} groups"
+    fi
+    golden "golden forward fp32, --fuse=all (1e-4)" "$o/fwdf32.safetensors" "$golden/forward.safetensors" 1e-4
+fi
+emu_run "golden forward fp16, --fuse=all" fwd --precision=fp16 --fuse=all --output="$o/fwdf16.safetensors" &&
+    golden "golden forward fp16, --fuse=all (1e-2)" "$o/fwdf16.safetensors" "$golden/forward.safetensors" 1e-2
+emu_run "golden forward bf16, --fuse=all" fwd --precision=bf16 --fuse=all --output="$o/fwdfb16.safetensors" &&
+    golden "golden forward bf16, --fuse=all (5e-2)" "$o/fwdfb16.safetensors" "$golden/forward.safetensors" 5e-2
+if emu_run "golden training step fp32, --fuse=all" "$edmc" step "$tiny" --device=cuda --precision=fp32 --fuse=all \
+    --weights="$golden/weights.safetensors" --batch="$golden/train_step.safetensors" --lr=0.01 \
+    --output="$o/stepf.safetensors"; then
+    golden "golden step, --fuse=all: loss (1e-4)" "$o/stepf.safetensors" "$golden/train_step.safetensors" 1e-4 loss
+    golden "golden step, --fuse=all: gradients (1e-3)" "$o/stepf.safetensors" "$golden/train_step.safetensors" 1e-3 grad.
+    golden "golden step, --fuse=all: Adam step (1e-3)" "$o/stepf.safetensors" "$golden/train_step.safetensors" 1e-3 step1.
+fi
 if emu_run "golden training step fp32" "$edmc" step "$tiny" --device=cuda --precision=fp32 \
     --weights="$golden/weights.safetensors" --batch="$golden/train_step.safetensors" --lr=0.01 \
     --output="$o/step.safetensors"; then
@@ -119,6 +145,10 @@ gen() { "$edmc" generate --device=cuda --precision=fp32 --matmul=generated --con
     --net="$golden/weights.safetensors" --model="$tiny" --noise="$golden/sample.safetensors" --steps=8 "$@"; }
 emu_run "golden sample, 8 steps" gen --save-raw="$o/sample.safetensors" &&
     golden "golden sample, 8 steps (1e-3)" "$o/sample.safetensors" "$golden/sample.safetensors" 1e-3
+emu_run "golden sample, 8 steps, --fuse=all" "$edmc" generate --device=cuda --precision=fp32 --fuse=all \
+    --net="$golden/weights.safetensors" --model="$tiny" --noise="$golden/sample.safetensors" --steps=8 \
+    --save-raw="$o/samplef.safetensors" &&
+    golden "golden sample, 8 steps, --fuse=all (1e-3)" "$o/samplef.safetensors" "$golden/sample.safetensors" 1e-3
 if command -v python3 >/dev/null 2>&1; then
     # st_diff compares by name: a copy of the golden file whose sample_guided is called sample
     python3 -c '
@@ -142,10 +172,9 @@ fi
 
 # --- (c) training: CPU against CUDA fp32, 64 images at batch 8, the loss every 16
 train_args="--model=$tiny --data=builtin:shapes16 --batch=8 --duration=64 --status=16 --seed=1 --rampup=0.01 --snapshot=0 --checkpoint=0"
-# shellcheck disable=SC2086
-if "$edmc" train $train_args --device=cpu --threads=1 --outdir="$tmp/train-cpu" >/dev/null 2>"$tmp/cpu.err" &&
-    emu_run "training on the emulator" "$edmc" train $train_args --device=cuda --precision=fp32 --outdir="$tmp/train-emu"; then
-    if note=$(awk -v rtol=1e-4 '
+# loss_note EMU CPU: the status lines' losses within 1e-4 (relative)
+loss_note() {
+    awk -v rtol=1e-4 '
         function loss(s,   i, r) { i = index(s, "\"loss\":"); if (i == 0) return "x"; r = substr(s, i + 7); sub(/[,}].*/, "", r); return r }
         NR == FNR { a[FNR] = loss($0); na = FNR; next }
         { b[FNR] = loss($0); nb = FNR }
@@ -160,12 +189,22 @@ if "$edmc" train $train_args --device=cpu --threads=1 --outdir="$tmp/train-cpu" 
             }
             printf "%d/%d status lines, worst relative difference %.2g (tol %g)", na, nb, worst, rtol
             exit bad
-        }' "$tmp/train-emu/stats.jsonl" "$tmp/train-cpu/stats.jsonl"); then
-        tap_ok "training loss, CUDA fp32 on the emulator against the CPU: $note"
-    else
-        tap_not_ok "training loss, CUDA fp32 on the emulator against the CPU" "$note"
-    fi
-elif [ ! -s "$tmp/train-cpu/stats.jsonl" ]; then
+        }' "$1" "$2"
+}
+# shellcheck disable=SC2086
+if "$edmc" train $train_args --device=cpu --threads=1 --outdir="$tmp/train-cpu" >/dev/null 2>"$tmp/cpu.err"; then
+    for fuse in none all; do
+        # shellcheck disable=SC2086
+        if emu_run "training on the emulator, --fuse=$fuse" "$edmc" train $train_args --device=cuda --precision=fp32 \
+            --fuse=$fuse --outdir="$tmp/train-emu-$fuse"; then
+            if note=$(loss_note "$tmp/train-emu-$fuse/stats.jsonl" "$tmp/train-cpu/stats.jsonl"); then
+                tap_ok "training loss, CUDA fp32 --fuse=$fuse on the emulator against the CPU: $note"
+            else
+                tap_not_ok "training loss, CUDA fp32 --fuse=$fuse on the emulator against the CPU" "$note"
+            fi
+        fi
+    done
+else
     tap_not_ok "training on the CPU (the baseline)" "$(head -n 5 "$tmp/cpu.err")"
 fi
 tap_done

@@ -38,6 +38,10 @@ using std::isnan;
 #define __forceinline__ inline
 #define __launch_bounds__(n)
 #define __shared__ static
+#define __noinline__ __attribute__((noinline))
+/* dynamic shared memory (the fused plan's group kernels): one static block,
+ * as __shared__ above; 48 KiB, the default limit of a launch */
+#define EDM_DYNAMIC_SHARED(T, name) static T name[48 * 1024 / sizeof(T)]
 
 struct edm_emu_dim3 {
     unsigned x, y, z;

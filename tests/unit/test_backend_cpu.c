@@ -196,23 +196,25 @@ typedef struct {
 typedef struct {
     const char *name;
     edm_node op; /* the op under test with its attributes (CONST: itself the case) */
-    operand in[2];
+    operand in[3];
 } op_case;
 
 static void build_single(ctx *c, const op_case *k)
 {
-    static const char *names[2] = {"a", "b"};
+    static const char *names[3] = {"a", "b", "c"};
     if (k->op.op == EDM_OP_CONST) {
         output(c, "y", add(c, k->op));
         return;
     }
-    int ids[2] = {-1, -1};
+    int ids[3] = {-1, -1, -1};
     int ar = edm_op_arity(k->op.op);
     for (int i = 0; i < ar; i++) {
         const operand *o = &k->in[i];
         ids[i] = o->kind == EDM_OP_CONST ? cnst(c, o->shape, o->v) : leaf(c, o->kind, names[i], o->shape, o->d);
     }
-    output(c, "y", ar == 1 ? op1(c, k->op, ids[0]) : op2(c, k->op, ids[0], ids[1]));
+    edm_node t = k->op;
+    memcpy(t.input, ids, sizeof ids);
+    output(c, "y", add(c, t));
 }
 
 /* ------------------------------------------------------------------ the reference */
@@ -341,6 +343,7 @@ static int ref_node(const edm_graph *g, int id, int64_t batch, rt *v, double *co
     const edm_node *n = edm_graph_node(g, id);
     const rt *a = n->ninputs > 0 ? &v[n->input[0]] : NULL;
     const rt *b = n->ninputs > 1 ? &v[n->input[1]] : NULL;
+    const rt *c3 = n->ninputs > 2 ? &v[n->input[2]] : NULL;
     rt *y = &v[id];
     int64_t idx[EDM_MAX_RANK], j2[EDM_MAX_RANK];
     edm_shape s = {.rank = 0};
@@ -561,6 +564,38 @@ static int ref_node(const edm_graph *g, int id, int64_t batch, rt *v, double *co
             idx[ax] += n->attr.slice.start;
             y->d[i] = a->d[ravel(&a->s, idx)];
         }
+        break;
+    }
+    case EDM_OP_ATTENTION: {
+        /* by its definition: S = qᵀk, softmax over keys, y = v·Sᵀ, per leading index */
+        int r = a->s.rank;
+        int64_t d = a->s.dim[r - 2], tq = a->s.dim[r - 1], tk = b->s.dim[r - 1], dv = c3->s.dim[r - 2];
+        s = a->s;
+        s.dim[r - 2] = dv;
+        if (rt_alloc(y, s))
+            return -1;
+        double *sc = malloc(sizeof *sc * (size_t)tk);
+        if (!sc)
+            return -1;
+        for (int64_t o = 0; o < a->n / (d * tq); o++)
+            for (int64_t i = 0; i < tq; i++) {
+                double m = -INFINITY, sum = 0;
+                for (int64_t j = 0; j < tk; j++) {
+                    sc[j] = 0;
+                    for (int64_t e = 0; e < d; e++)
+                        sc[j] += a->d[(o * d + e) * tq + i] * b->d[(o * d + e) * tk + j];
+                    m = fmax(m, sc[j]);
+                }
+                for (int64_t j = 0; j < tk; j++)
+                    sum += sc[j] = exp(sc[j] - m);
+                for (int64_t e = 0; e < dv; e++) {
+                    double acc = 0;
+                    for (int64_t j = 0; j < tk; j++)
+                        acc += c3->d[(o * dv + e) * tk + j] * sc[j] / sum;
+                    y->d[(o * dv + e) * tq + i] = acc;
+                }
+            }
+        free(sc);
         break;
     }
     case EDM_OP_SOFTMAX: {
@@ -1038,6 +1073,21 @@ static void test_softmax(void **state)
         {"param rank 1", SOFTMAX(0), {PAR(D_NORMAL, 6)}},
     };
     RUN_TABLE("softmax", cases);
+}
+
+/* The attn rule's op: [N, heads, d, tokens] operands as the U-Net's attention
+ * has them, keys unlike queries in number, values unlike queries in width. */
+static void test_attention(void **state)
+{
+    (void)state;
+    const edm_node attn = {.op = EDM_OP_ATTENTION};
+    const op_case cases[] = {
+        {"[N,2,4,6] q, k, v", attn, {IN(D_NORMAL, 2, 4, 6), IN(D_NORMAL, 2, 4, 6), IN(D_NORMAL, 2, 4, 6)}},
+        {"5 keys for 3 queries, v 7 wide", attn, {IN(D_NORMAL, 3, 4, 3), IN(D_NORMAL, 3, 4, 5), IN(D_NORMAL, 3, 7, 5)}},
+        {"large logits", attn, {IN(D_WIDE, 1, 8, 9), IN(D_WIDE, 1, 8, 9), IN(D_NORMAL, 1, 8, 9)}},
+        {"260 queries over 300 keys: two score tiles", attn, {IN(D_NORMAL, 1, 4, 260), IN(D_NORMAL, 1, 4, 300), IN(D_NORMAL, 1, 2, 300)}},
+    };
+    RUN_TABLE("attention", cases);
 }
 
 static void test_resample(void **state)
@@ -1590,6 +1640,7 @@ int main(void)
         cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_layout),
         cmocka_unit_test(test_softmax),
+        cmocka_unit_test(test_attention),
         cmocka_unit_test(test_resample),
         cmocka_unit_test(test_const),
         cmocka_unit_test(test_chains),

@@ -54,6 +54,7 @@
 #include <cmocka.h>
 
 #include "compiler/ir.h"
+#include "compiler/passes/fusion.h"
 #include "compiler/passes/passes.h"
 #include "runtime/backend.h"
 #include "runtime/backend_cuda.h"
@@ -73,6 +74,7 @@ typedef struct {
     edm_dtype dtype; /* cpu: compute; cuda: storage */
     edm_matmul_mode matmul;
     edm_conv_mode conv;
+    unsigned fuse; /* cuda: the fused plan's kernels (EDMC_TEST_GEMM=fused) */
     double tol;
     char label[64];
 } config;
@@ -125,8 +127,10 @@ static int config_from_env(config *c, char *err, size_t errsz)
         c->matmul = EDM_MATMUL_CUBLASLT, c->conv = EDM_CONV_IM2COL;
     else if (strcmp(gemm, "generated") == 0)
         c->matmul = EDM_MATMUL_GENERATED, c->conv = EDM_CONV_IMPLICIT;
+    else if (strcmp(gemm, "fused") == 0)
+        c->matmul = EDM_MATMUL_GENERATED, c->conv = EDM_CONV_IMPLICIT, c->fuse = EDM_FUSE_ALL;
     else {
-        snprintf(err, errsz, "EDMC_TEST_GEMM=%s: expected library or generated", gemm);
+        snprintf(err, errsz, "EDMC_TEST_GEMM=%s: expected library, generated or fused", gemm);
         return -1;
     }
     snprintf(c->label, sizeof c->label, "%s %s%s%s", dev, prec, c->device == EDM_DEVICE_CUDA ? " gemm " : "",
@@ -147,6 +151,7 @@ static edm_backend_options test_options(const config *c, int training)
         o.storage = c->dtype;
         o.matmul = c->matmul;
         o.conv = c->conv;
+        o.cpu.fuse = c->fuse;
         o.network_scope = ""; /* every non-leaf value in the storage type */
     }
     return o;
@@ -182,7 +187,7 @@ typedef struct {
 /* One node of the case; src: an operand index, or RES(k) for step k's result. */
 typedef struct {
     edm_node t; /* op and attributes (shape for reshape / expand) */
-    int src[2];
+    int src[3];
 } step_def;
 
 #define RES(k) (MAX_OPERANDS + (k))
@@ -238,6 +243,10 @@ typedef struct {
 #define C2X(OP, LABEL, TPL, A, B, FLAGS, SCALE)                                                                    \
     {.op = EDM_OP_##OP, .label = (LABEL), .nin = 2, .in = {A, B}, .nstep = 1, .step = {{.t = TPL, .src = {0, 1}}}, \
      .flags = (FLAGS), .tol_scale = (SCALE)}
+/* the attn rule's op (no gradient rule: the rule matches forward passes only) */
+#define C3_ATTN(LABEL, A, B, C)                                                                              \
+    {.op = EDM_OP_ATTENTION, .label = (LABEL), .nin = 3, .in = {A, B, C}, .nstep = 1,                       \
+     .step = {{.t = {.op = EDM_OP_ATTENTION}, .src = {0, 1, 2}}}, .flags = F_NO_BWD, .tol_scale = 2}
 /* NOLINTEND(bugprone-macro-parentheses) */
 
 #define UNARY(OP, D)                                   \
@@ -357,6 +366,9 @@ static const op_case cases[] = {
     C1(SOFTMAX, "logits near +1000", T_SOFTMAX(-1), IN(D_HIGH, 3, 16)),
     C1(SOFTMAX, "logits near -1000", T_SOFTMAX(-1), IN(D_LOW, 3, 16)),
     C1X(SOFTMAX, "long axis (300)", T_SOFTMAX(-1), IN(D_NORMAL, 2, 300), 0, 2),
+    C3_ATTN("[N,2,8,16] heads", IN(D_NORMAL, 2, 8, 16), IN(D_NORMAL, 2, 8, 16), IN(D_NORMAL, 2, 8, 16)),
+    C3_ATTN("5 queries, 9 keys, v 3 wide", IN(D_NORMAL, 1, 4, 5), IN(D_WIDE, 1, 4, 9), IN(D_NORMAL, 1, 3, 9)),
+    C3_ATTN("300 keys", IN(D_NORMAL, 1, 4, 260), IN(D_NORMAL, 1, 4, 300), IN(D_NORMAL, 1, 2, 300)),
     C1(AVGPOOL2, "[N,2,4,6]", T(AVGPOOL2), IN(D_NORMAL, 2, 4, 6)),
     C1(AVGPOOL2, "[N,3,8,8]", T(AVGPOOL2), IN(D_NORMAL, 3, 8, 8)),
     C1(AVGPOOL2, "param [2,3,4,4]", T(AVGPOOL2), PAR(D_NORMAL, 2, 3, 4, 4)),
@@ -376,7 +388,7 @@ static const op_case cases[] = {
     X(DIV, div) X(MAXIMUM, maximum) X(SUM, sum) X(SUMSQ, sumsq) X(CONV2D, conv2d) X(MATMUL, matmul)             \
     X(CONV2D_BWD_DATA, conv2d_bwd_data) X(CONV2D_BWD_WEIGHT, conv2d_bwd_weight) X(RESHAPE, reshape)             \
     X(PERMUTE, permute) X(CONCAT, concat) X(SLICE, slice) X(EXPAND, expand) X(SOFTMAX, softmax)                 \
-    X(AVGPOOL2, avgpool2) X(UPSAMPLE2, upsample2) X(DROPOUT, dropout)
+    X(AVGPOOL2, avgpool2) X(UPSAMPLE2, upsample2) X(DROPOUT, dropout) X(ATTENTION, attention)
 
 typedef struct {
     edm_op op;
@@ -732,6 +744,10 @@ static int run_case(const config *cfg, const op_case *k)
 static void run_op_cases(void **state, edm_op op)
 {
     const config *cfg = *state;
+    if (op == EDM_OP_ATTENTION && cfg->device == EDM_DEVICE_CUDA && !cfg->fuse) {
+        print_message("# attention not run: on CUDA it runs only in fused plans (EDMC_TEST_GEMM=fused)\n");
+        return;
+    }
     int ran = 0, failed = 0;
     for (size_t i = 0; i < NCASES; i++)
         if (cases[i].op == op) {

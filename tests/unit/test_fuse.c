@@ -102,6 +102,8 @@ static void test_parse(void **state)
     assert_int_equal(f, EDM_FUSE_NONE);
     assert_int_equal(edm_fuse_parse("wn,ew", &f, &st), 0);
     assert_int_equal(f, EDM_FUSE_WN | EDM_FUSE_EW);
+    assert_int_equal(edm_fuse_parse("attn", &f, &st), 0);
+    assert_int_equal(f, EDM_FUSE_ATTN);
     assert_int_equal(edm_fuse_parse("wn,bogus", &f, &st), -1);
     assert_non_null(strstr(st.msg, "'bogus'"));
     char buf[64];
@@ -168,7 +170,8 @@ static void test_tiny_kernels(void **state)
         int forward, train;
     } rows[] = {
         {EDM_FUSE_NONE, 568, 1805},    {EDM_FUSE_WN, 322, 914},        {EDM_FUSE_PROLOGUE, 479, 1585},
-        {EDM_FUSE_EPILOGUE, 307, 1334}, {EDM_FUSE_EW, 314, 899},         {EDM_FUSE_ALL, 95, 265},
+        {EDM_FUSE_EPILOGUE, 307, 1334}, {EDM_FUSE_EW, 314, 899},         {EDM_FUSE_ATTN, 560, 1805},
+        {EDM_FUSE_ALL, 87, 265},
     };
     for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
         int kf = kernels(fwd, rows[r].fuse, 0), kt = kernels(train, rows[r].fuse, 1);
@@ -232,6 +235,45 @@ static void test_tiny_groups(void **state)
     edm_graph_free(fwd);
 }
 
+/* attn: every q·kᵀ → softmax → ·v of the forward pass is one attention
+ * step (no scores stored); in training the backward pass reads the softmax's
+ * weights, so the pattern does not match and the unfused ops stay. */
+static void test_attn_rule(void **state)
+{
+    (void)state;
+    edm_graph *fwd = compile("edm2-tiny.edm", NULL, 0, 0), *train = compile("edm2-tiny.edm", NULL, 0, 1), *rw;
+    int softmax = 0;
+    for (int i = 0; i < edm_graph_count(fwd); i++)
+        softmax += edm_graph_node(fwd, i)->op == EDM_OP_SOFTMAX;
+    assert_true(softmax >= 2);
+    edm_plan *p = plan_of(fwd, EDM_FUSE_ATTN, 0, &rw);
+    check_invariants(rw, p);
+    int attention = 0, left = 0, steps = 0;
+    for (int i = 0; i < edm_graph_count(rw); i++) {
+        const edm_node *n = edm_graph_node(rw, i);
+        attention += n->op == EDM_OP_ATTENTION;
+        left += n->op == EDM_OP_SOFTMAX;
+    }
+    for (int s = 0; s < p->nsteps; s++)
+        steps += p->steps[s].core >= 0 && edm_graph_node(rw, p->steps[s].core)->op == EDM_OP_ATTENTION;
+    assert_int_equal(attention, softmax);
+    assert_int_equal(left, 0);
+    assert_int_equal(steps, softmax); /* each its own kernel */
+    /* each replaced three kernels (two matmuls and the softmax) */
+    assert_int_equal(kernels(fwd, EDM_FUSE_NONE, 0) - kernels(fwd, EDM_FUSE_ATTN, 0), 2 * softmax);
+    edm_plan_free(p);
+    edm_graph_free(rw);
+    p = plan_of(train, EDM_FUSE_ALL, 1, &rw);
+    attention = 0;
+    for (int i = 0; i < edm_graph_count(rw); i++)
+        attention += edm_graph_node(rw, i)->op == EDM_OP_ATTENTION;
+    assert_int_equal(attention, 0);
+    edm_plan_free(p);
+    edm_graph_free(rw);
+    edm_graph_free(fwd);
+    edm_graph_free(train);
+}
+
 /* img512-s: ≤ 400 kernels per forward (from 1917 unfused); the variants fuse too. */
 static void test_big_models(void **state)
 {
@@ -240,10 +282,10 @@ static void test_big_models(void **state)
         const char *file;
         int all, none;
     } models[] = {
-        {"edm2-img512-s.edm", 314, 1917},
-        {"variants/edm2-img512-s-plain.edm", 314, 1810},
-        {"variants/edm2-img512-s-attn32.edm", 314, 1917},
-        {"variants/edm2-img512-s-2blocks.edm", 242, 1485},
+        {"edm2-img512-s.edm", 284, 1917},
+        {"variants/edm2-img512-s-plain.edm", 284, 1810},
+        {"variants/edm2-img512-s-attn32.edm", 284, 1917},
+        {"variants/edm2-img512-s-2blocks.edm", 220, 1485},
     };
     for (size_t m = 0; m < sizeof models / sizeof models[0]; m++) {
         edm_graph *g = compile(models[m].file, NULL, 0, 0), *rw;
@@ -463,7 +505,7 @@ static double max_rel(const double *a, const double *b, int64_t n)
 
 static void compare_settings(const edm_graph *g, int training, const char *what)
 {
-    static const unsigned settings[] = {EDM_FUSE_ALL, EDM_FUSE_WN, EDM_FUSE_PROLOGUE, EDM_FUSE_EPILOGUE, EDM_FUSE_EW,
+    static const unsigned settings[] = {EDM_FUSE_ALL, EDM_FUSE_WN, EDM_FUSE_PROLOGUE, EDM_FUSE_EPILOGUE, EDM_FUSE_EW, EDM_FUSE_ATTN,
                                         EDM_FUSE_PROLOGUE | EDM_FUSE_EPILOGUE | EDM_FUSE_EW};
     for (int prec = 0; prec < 2; prec++) {
         edm_dtype t = prec ? EDM_F32 : EDM_F64;
@@ -489,6 +531,11 @@ static void test_forward_numbers(void **state)
     (void)state;
     edm_graph *g = compile("edm2-tiny.edm", NULL, 0, 0);
     compare_settings(g, 0, "tiny forward");
+    edm_graph_free(g);
+    /* attention at 32×32: 1024 keys, so the CPU's score tiles hold 64 queries (several tiles) */
+    static const edm_define d[] = {{"img_resolution", "32"}, {"attn_resolutions", "[32]"}, {"channel_mult", "[1]"}};
+    g = compile("edm2-tiny.edm", d, 3, 0);
+    compare_settings(g, 0, "tiny 32x32 attention forward");
     edm_graph_free(g);
 }
 
@@ -516,7 +563,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse),          cmocka_unit_test(test_tiny_kernels),
-        cmocka_unit_test(test_tiny_groups),    cmocka_unit_test(test_big_models),
+        cmocka_unit_test(test_tiny_groups),    cmocka_unit_test(test_attn_rule),    cmocka_unit_test(test_big_models),
         cmocka_unit_test(test_training_memory), cmocka_unit_test(test_forward_numbers),
         cmocka_unit_test(test_training_numbers), cmocka_unit_test(test_variant_numbers),
         cmocka_unit_test(test_plan_xml), cmocka_unit_test(test_ew_math_table),
