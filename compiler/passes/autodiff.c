@@ -298,6 +298,9 @@ static int rule(ad *c, int id, int dy, int contrib[EDM_MAX_INPUTS])
     case EDM_OP_CONV2D_BWD_WEIGHT:
         return edm_fail(c->st, EDM_ERR_SEMANTIC, n->loc, "autodiff: %s has no gradient rule (no second derivatives)",
                         edm_op_name(n->op));
+    case EDM_OP_ATTENTION: /* made by the attn rewrite, which runs after autodiff */
+        return edm_fail(c->st, EDM_ERR_SEMANTIC, n->loc, "autodiff: attention has no gradient rule (differentiate "
+                                                         "before the fusion rewrites)");
     default:
         break;
     }
