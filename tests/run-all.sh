@@ -44,6 +44,7 @@ for t in tests/unit/test_ir tests/unit/test_stats tests/unit/test_frontend tests
 done
 run_one tests/fuzz/corpus "$builddir/tests/fuzz/fuzz_parser_replay" "$srcdir/tests/fuzz/corpus"
 run_one tests/fuzz/st_corpus "$builddir/tests/fuzz/fuzz_safetensors_replay" "$srcdir/tests/fuzz/st_corpus"
+run_one tests/fuzz/data_corpus "$builddir/tests/fuzz/fuzz_dataset_replay" "$srcdir/tests/fuzz/data_corpus"
 for s in "$srcdir"/tests/cli/*.sh; do
     run_one "tests/cli/$(basename "$s")" sh "$s"
 done
