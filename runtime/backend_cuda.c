@@ -66,9 +66,8 @@ int edm_cuda_probe(char *desc, size_t size, edm_status *st)
 
 typedef struct {
     int base;       /* the value whose memory this one uses (itself unless an alias) */
-    int64_t offset; /* bytes into the arena (bases only) */
+    int64_t offset; /* bytes into the arena (bases only; -1: none, an inlined value) */
     int64_t bytes;
-    int last_use;   /* last node reading the base (through any alias) */
     int keep;
 } value_plan;
 
@@ -100,6 +99,7 @@ struct edm_cuda_exec {
     /* --fuse: an execution plan (compiler/passes/fusion.h), one launch per
      * group; NULL: one kernel (or cuBLASLt call) per node */
     edm_plan *plan;
+    edm_plan *node_plan;   /* unfused: the --fuse=none plan that places the values */
     edm_cuda_plan_module pcode;
     cu_function *group_fn; /* per plan group */
     int64_t *numel;        /* per value of g, batch bound */
@@ -200,80 +200,17 @@ static int own_id(const edm_cuda_exec *x, int user_node)
 
 /* ------------------------------------------------------------------ memory plan */
 
-/* First-fit offsets over lifetimes [definition, last use]; leaves and kept
- * values live for the whole run, and the leaves the host sets are placed
- * first (they are written before the run, so [0, end)). */
-typedef struct {
-    int64_t offset, bytes;
-    int end;
-} live_block;
-
-static int plan_memory(edm_cuda_exec *x, int keep_all, edm_status *st)
+/* One memory planner for both paths: the execution plan's
+ * (compiler/passes/fusion.h).  Unfused, it is the plan of --fuse=none over
+ * the caller's graph (a step per compute node, in node order); fused, the
+ * plan the kernels were rendered from. */
+/* The plan's stored values at its offsets (memory reused after the last
+ * group reading it), then the leaves the host sets, then the constants (f32,
+ * filled once from the host: fused kernels take them as literals, unfused
+ * ones fill them again each run; the host may read one through an output),
+ * all 256-aligned. */
+static int plan_values(edm_cuda_exec *x, edm_plan *p, edm_status *st)
 {
-    const edm_graph *g = x->g;
-    int n = x->nvalues;
-    x->total_bytes = 0;
-    for (int i = 0; i < n; i++) {
-        const edm_node *nd = edm_graph_node(g, i);
-        value_plan *v = &x->vp[i];
-        v->base = x->code.launch[i].kind == EDM_CUDA_ALIAS ? x->vp[nd->input[0]].base : i;
-        v->bytes = (int64_t)align256((size_t)x->code.launch[i].numel * dtype_size(value_dtype(x, i)));
-        v->last_use = i;
-        v->keep = keep_all || nd->op == EDM_OP_OUTPUT || edm_op_class_of(nd->op) == EDM_CLASS_LEAF;
-        for (int k = 0; k < nd->ninputs; k++) {
-            value_plan *src = &x->vp[x->vp[nd->input[k]].base];
-            src->last_use = i > src->last_use ? i : src->last_use;
-        }
-        if (v->keep && v->base != i)
-            x->vp[v->base].keep = 1;
-        if (v->base == i)
-            x->total_bytes += (size_t)v->bytes;
-    }
-    live_block *live = malloc(sizeof *live * (n > 0 ? (size_t)n : 1u));
-    if (!live)
-        return edm_nomem(st);
-    int nlive = 0;
-    int64_t top = 0;
-    /* Two passes: first the leaves the host sets (inputs, parameters, buffers),
-     * which hold their values from before the run starts, so no value computed
-     * earlier in the run may share their memory; then everything else. */
-    for (int pass = 0; pass < 2; pass++) {
-        for (int i = 0; i < n; i++) {
-            value_plan *v = &x->vp[i];
-            if (v->base != i || (x->code.launch[i].kind == EDM_CUDA_NONE) != (pass == 0))
-                continue;
-            int w = 0; /* drop blocks whose values died before this node */
-            for (int k = 0; k < nlive; k++)
-                if (live[k].end >= i)
-                    live[w++] = live[k];
-            nlive = w;
-            int64_t at = 0; /* lowest gap that fits (blocks kept sorted by offset) */
-            int pos = 0;
-            for (; pos < nlive; pos++) {
-                if (live[pos].offset - at >= v->bytes)
-                    break;
-                int64_t end = live[pos].offset + live[pos].bytes;
-                at = end > at ? end : at;
-            }
-            v->offset = at;
-            memmove(live + pos + 1, live + pos, sizeof *live * (size_t)(nlive - pos));
-            live[pos] = (live_block){.offset = at, .bytes = v->bytes, .end = v->keep ? n : v->last_use};
-            nlive++;
-            top = at + v->bytes > top ? at + v->bytes : top;
-        }
-    }
-    free(live);
-    x->arena_bytes = (size_t)(top ? top : 256);
-    return 0;
-}
-
-/* --fuse: the plan's stored values at its offsets (memory reused after the
- * last group reading it), then the leaves the host sets, then the constants
- * (f32, filled once from the host: the kernels take them as literals, the
- * host may read one through an output), all 256-aligned. */
-static int plan_values(edm_cuda_exec *x, edm_status *st)
-{
-    edm_plan *p = x->plan;
     int n = x->nvalues;
     int64_t *esize = malloc(sizeof *esize * (size_t)(n > 0 ? n : 1));
     if (!esize)
@@ -295,7 +232,7 @@ static int plan_values(edm_cuda_exec *x, edm_status *st)
             int leaf = edm_op_class_of(nd->op) == EDM_CLASS_LEAF;
             if (pass == 0)
                 *q = (value_plan){.base = v->stored ? v->base : i, .offset = v->base == i && v->step >= 0 ? v->offset : -1,
-                                  .last_use = v->last, .keep = v->stored && v->keep,
+                                  .keep = v->stored && v->keep,
                                   .bytes = (int64_t)align256((size_t)x->numel[i] * dtype_size(x->dtype[i]))};
             if (v->base == i && leaf && (nd->op == EDM_OP_CONST) == (pass == 1)) {
                 q->offset = top;
@@ -332,6 +269,22 @@ static int fill_constants(edm_cuda_exec *x, edm_status *st)
     int rc = copy_in(x, x->arena + (cu_ptr)x->const_offset, img, (size_t)x->const_bytes, st);
     free(img);
     return rc;
+}
+
+/* Unfused: the --fuse=none plan of the graph, keeping everything or the
+ * outputs, and the values placed by it. */
+static int plan_nodes(edm_cuda_exec *x, int keep_all, edm_status *st)
+{
+    edm_plan_free(x->node_plan);
+    edm_plan_options po = {.fuse = EDM_FUSE_NONE, .training = x->opt.training, .keep_all = keep_all};
+    x->node_plan = edm_plan_build(x->g, &po, st);
+    if (!x->node_plan)
+        return -1;
+    /* the kernels launch in node order: lifetimes in step order must be the same */
+    for (int s = 1; s < x->node_plan->nsteps; s++)
+        if (x->node_plan->steps[s].root <= x->node_plan->steps[s - 1].root)
+            return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "the unfused plan is not in node order (step %d)", s);
+    return plan_values(x, x->node_plan, st);
 }
 
 static void drop_graph(edm_cuda_exec *x)
@@ -778,7 +731,7 @@ edm_cuda_exec *edm_cuda_exec_new(const edm_graph *g, int64_t batch, const edm_cu
     if (rc == 0 && !x->plan)
         rc = plan_gemms(x, st);
     if (rc == 0)
-        rc = x->plan ? plan_values(x, st) : plan_memory(x, 0, st);
+        rc = x->plan ? plan_values(x, x->plan, st) : plan_nodes(x, 0, st);
     if (rc == 0)
         rc = alloc_arena(x, st);
     if (rc == 0)
@@ -827,6 +780,7 @@ void edm_cuda_exec_free(edm_cuda_exec *x)
     edm_cuda_module_free(&x->code);
     edm_cuda_plan_module_free(&x->pcode);
     edm_plan_free(x->plan);
+    edm_plan_free(x->node_plan);
     edm_graph_free(x->own_g);
     free(x->map);
     free(x->group_fn);
@@ -849,7 +803,7 @@ int edm_cuda_exec_keep_all(edm_cuda_exec *x, edm_status *st)
         return x->opt.keep_all ? 0
                                : edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC,
                                           "a fused executor keeps what its options said when it was made");
-    if (plan_memory(x, 1, st) != 0 || alloc_arena(x, st) != 0)
+    if (plan_nodes(x, 1, st) != 0 || alloc_arena(x, st) != 0)
         return -1;
     memset(x->set, 0, sizeof *x->set * (size_t)x->nvalues); /* the arena was replaced */
     x->planned_keep_all = 1;
@@ -1075,7 +1029,8 @@ static int launch_all(edm_cuda_exec *x, edm_status *st)
     if (x->plan)
         return launch_groups(x, st);
     for (int i = 0; i < x->nvalues; i++) {
-        if (x->code.launch[i].kind != EDM_CUDA_KERNEL)
+        /* a value the plan gave no memory is read by nothing: dead code, not run */
+        if (x->code.launch[i].kind != EDM_CUDA_KERNEL || x->vp[i].offset < 0)
             continue;
         int rc = x->gemm[i].use ? run_gemm(x, i, st) : launch_node_kernel(x, i, st);
         if (rc != 0) {
