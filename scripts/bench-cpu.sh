@@ -52,6 +52,14 @@ edmc_train() { # batch threads
         awk '/^kimg/ { for (i = 1; i < NF; i++) if ($i == "img/s") v = $(i + 1); n++; if (n > 1 && v > b) b = v }
              END { if (b) print b }'
 }
+# PyTorch at 1 thread sends the batch-8 1x1 convolutions through its native
+# (THNN) kernel, not oneDNN (its heuristic wants more threads, a larger batch or
+# a larger kernel), which costs it about a third of the tiny forward; 2 threads
+# pinned to 1 core take oneDNN.  The yardstick at 1 core is the better of the two.
+torch_forward_1core() { # preset batch iters
+    "$PYTHON" "$here/bench_torch_cpu.py" --preset "$1" --batch "$2" --iters "$3" --warmup 1 --threads 2 --cores 1 \
+        --omp-wait passive | ips
+}
 torch_train() { # batch iters threads
     "$PYTHON" "$here/bench_torch_cpu.py" --preset tiny --mode train --batch "$1" --iters "$2" --warmup 2 \
         --threads "$3" | ips
@@ -81,6 +89,7 @@ for t in $THREADS; do
     echo "# threads $t" >&2
     measure "edmc.tiny.fwd.$t" edmc_forward models/edm2-tiny.edm 8 "$TINY_ITERS" "$t"
     measure "torch.tiny.fwd.$t" torch_forward tiny 8 "$TINY_ITERS" "$t"
+    if [ "$t" = 1 ]; then measure "torch.tiny.fwd.1c2t" torch_forward_1core tiny 8 "$TINY_ITERS"; fi
     measure "edmc.xs.fwd.$t" edmc_forward models/edm2-img512-xs.edm 1 "$XS_ITERS" "$t"
     measure "torch.xs.fwd.$t" torch_forward xs 1 "$XS_ITERS" "$t"
     measure "edmc.tiny.train.$t" edmc_train 8 "$t"
@@ -100,4 +109,10 @@ for row in "tiny fwd forward 8" "xs fwd forward 1" "tiny train train 8"; do
         printf '| %s | %s | %s | %s | %s (%s) | %s (%s) | %s |\n' "$name" "$3" "$4" "$t" "$eb" "$ew" "$tb" "$tw" "$ratio"
     done
 done
+if [ -f "$tmp/torch.tiny.fwd.1c2t" ]; then
+    read -r pb pw < "$tmp/torch.tiny.fwd.1c2t"
+    read -r eb ew < "$tmp/edmc.tiny.fwd.1"
+    printf '| edm2-tiny | forward, torch 2 threads pinned to 1 core | 8 | 1 core | %s (%s) | %s (%s) | %s |\n' "$eb" "$ew" "$pb" "$pw" \
+        "$(awk -v a="$eb" -v b="$pb" 'BEGIN { if (b + 0 > 0 && a + 0 > 0) printf "%.2f", a / b; else print "-" }')"
+fi
 echo "# $((end - start)) s; load average $(cut -d' ' -f1-3 /proc/loadavg) at the end" >&2

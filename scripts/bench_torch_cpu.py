@@ -67,7 +67,13 @@ def main(argv=None):
     ap.add_argument('--omp-wait', choices=['default', 'passive', 'active'], default='default',
                     help='set OMP_WAIT_POLICY before torch loads (on this 2-vCPU VM, passive avoids '
                          'a large slowdown of big OpenMP ops at 2 threads but slows small models)')
+    ap.add_argument('--cores', type=int, default=0,
+                    help='run on the first CORES of the CPUs this process may use (0: all); with --threads 2 '
+                         '--cores 1 PyTorch takes its multi-thread paths (oneDNN for 1x1 convolutions, which '
+                         'at one thread it sends through its slower native kernel) on one core')
     args = ap.parse_args(argv)
+    if args.cores > 0:
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.cores])
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # quiet exit when piped into `head`
     if args.omp_wait != 'default':
         os.environ['OMP_WAIT_POLICY'] = args.omp_wait.upper()
@@ -108,7 +114,8 @@ def main(argv=None):
     total = sum(times)
     ips = B * len(times) / total
     cpu_ips = B * len(times) / cpu if cpu > 0 else 0
-    print(f'torch_cpu img_per_s={ips:.4f} cpu_img_per_s={cpu_ips:.4f} batch={B} threads={args.threads} preset={args.preset} mode={args.mode}')
+    print(f'torch_cpu img_per_s={ips:.4f} cpu_img_per_s={cpu_ips:.4f} batch={B} threads={args.threads} '
+          f'cores={args.cores or len(os.sched_getaffinity(0))} preset={args.preset} mode={args.mode}')
     print(f'# EDM2 {args.preset} {args.mode}, torch {torch.__version__} CPU fp32: {ips:.2f} img/s '
           f'(mean {1e3 * total / len(times):.1f} ms/batch, best {1e3 * min(times):.1f} ms, '
           f'{args.iters} iters after {args.warmup} warmup, {args.threads} threads, '
