@@ -113,7 +113,8 @@ static void test_parse(void **state)
 
 /* Every plan: each non-leaf value stored or inlined, every step's inputs
  * stored or its own members, epilogue members on the root's domain,
- * lifetimes cover their reads, no two live roots overlap in the arena. */
+ * lifetimes cover their reads, no two roots live in the same group (whose
+ * steps may run at once) overlap in the arena. */
 static void check_invariants(const edm_graph *g, const edm_plan *p)
 {
     int n = edm_graph_count(g);
@@ -150,10 +151,13 @@ static void check_invariants(const edm_graph *g, const edm_plan *p)
         const edm_plan_value *a = &p->values[ids[i]];
         for (int j = i + 1; j < m && p->values[ids[j]].offset < a->offset + a->bytes; j++) {
             const edm_plan_value *b = &p->values[ids[j]];
-            int overlap_time = a->first <= b->last && b->first <= a->last;
+            /* in groups: the steps of one group kernel run at the same time */
+            int fa = p->steps[a->first].group, la = a->last < p->nsteps ? p->steps[a->last].group : p->ngroups;
+            int fb = p->steps[b->first].group, lb = b->last < p->nsteps ? p->steps[b->last].group : p->ngroups;
+            int overlap_time = fa <= lb && fb <= la;
             if (overlap_time)
-                print_error("%%%d [%d,%d] and %%%d [%d,%d] share memory\n", ids[i], a->first, a->last, ids[j],
-                            b->first, b->last);
+                print_error("%%%d [groups %d,%d] and %%%d [groups %d,%d] share memory\n", ids[i], fa, la, ids[j], fb,
+                            lb);
             assert_false(overlap_time);
         }
     }
