@@ -596,7 +596,7 @@ static int open_sources(source_list *l, edm_status *st)
         rc = scan_zip(l, st);
     else
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--source=%s: neither a folder nor a .zip file", l->root);
-    if (rc == 0)
+    if (rc == 0 && l->n > 0)
         qsort(l->f, (size_t)l->n, sizeof *l->f, cmp_source);
     if (rc == 0 && l->n == 0)
         rc = edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "--source=%s: no image files (PNG, JPEG) in it", l->root);

@@ -94,6 +94,7 @@ static void test_png_round_trip(void **state)
     assert_int_equal(back.width, 13);
     assert_int_equal(back.height, 7);
     assert_memory_equal(back.px, im.px, 13 * 7 * 3);
+    edm_rgb8_free(&back);
     /* cut short, and not an image at all */
     assert_int_equal(edm_decode_image(png, len / 2, "cut.png", &back, &st), -1);
     assert_non_null(strstr(st.msg, "cut.png"));
