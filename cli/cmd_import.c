@@ -41,7 +41,7 @@ int cmd_import(int argc, char **argv)
     edm_status_init(&st);
     if (rc == 0 && !w)
         rc = cli_exit_code((edm_nomem(&st), &st));
-    if (rc == 0 && (edm_ref_import_file(o.file, w, &st) != 0 || edm_st_writer_write(w, o.output, &st) != 0 ||
+    if (rc == 0 && (edm_ref_import_any(o.file, w, &st) != 0 || edm_st_writer_write(w, o.output, &st) != 0 ||
                     summarize(o.file, o.output, &st) != 0)) {
         cli_report(NULL, &st);
         rc = cli_exit_code(&st);

@@ -17,6 +17,7 @@
 
 #include "runtime/files.h"
 #include "runtime/resample.h"
+#include "runtime/zip_read.h"
 #include "runtime/zip_write.h"
 
 #define SCAN_MAX_DEPTH 64
@@ -236,25 +237,8 @@ static int read_source(const source_list *l, const char *rel, zip_uint64_t zidx,
 {
     *out = NULL;
     *len = 0;
-    if (in_zip) {
-        zip_stat_t zs;
-        zip_stat_init(&zs);
-        if (zip_stat_index(l->zip, zidx, 0, &zs) != 0 || !(zs.valid & ZIP_STAT_SIZE) || zs.size > SOURCE_MAX_BYTES)
-            return edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "%s: %s: cannot read its size, or larger than 1 GiB", l->root, rel);
-        unsigned char *b = malloc(zs.size ? zs.size : 1);
-        zip_file_t *zf = b ? zip_fopen_index(l->zip, zidx, 0) : NULL;
-        zip_int64_t got = zf ? zip_fread(zf, b, zs.size) : -1;
-        if (zf)
-            zip_fclose(zf);
-        if (got < 0 || (zip_uint64_t)got != zs.size) {
-            free(b);
-            return edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "%s: %s: cannot read it from the zip: %s", l->root, rel,
-                            zip_strerror(l->zip));
-        }
-        *out = b;
-        *len = (size_t)zs.size;
-        return 0;
-    }
+    if (in_zip)
+        return edm_zip_read_entry(l->zip, zidx, SOURCE_MAX_BYTES, l->root, out, len, st);
     char path[8200];
     snprintf(path, sizeof path, "%s/%s", l->root, rel);
     FILE *fp = fopen(path, "rb");

@@ -14,10 +14,12 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zip.h>
 
 #include "compiler/arena.h"
 #include "runtime/files.h"
 #include "runtime/pickle.h"
+#include "runtime/zip_read.h"
 
 /* The tree of values of one network pickle is small next to its tensors
  * (which stay in the file's bytes): this bounds what a hostile file can make
@@ -64,6 +66,15 @@ static const struct {
 static const char *const storage_globals[] = {"torch.HalfStorage", "torch.FloatStorage", "torch.BFloat16Storage",
                                               "torch.DoubleStorage"};
 
+/* What a torch.save zip file holds besides its data.pkl: the storages, one
+ * entry each ("<prefix>/data/<key>"), read as the tensors name them. */
+typedef struct {
+    zip_t *zip;
+    char prefix[256];
+    void **bufs; /* the storages read so far, freed with the importer */
+    int nbufs, cap;
+} zip_storages;
+
 typedef struct {
     const char *what; /* the file, for errors */
     const unsigned char *data; /* the whole pickle (offsets in errors are into it) */
@@ -71,6 +82,7 @@ typedef struct {
     edm_st_writer *w;
     edm_status *st;
     int tensors;
+    zip_storages *zs; /* NULL: storages are inside the pickle (the reference's network pickles) */
 } importer;
 
 static int bad(importer *im, const edm_pk *v, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -194,6 +206,39 @@ static int int_tuple(const edm_pk *t, int64_t *out, int *n)
     return 0;
 }
 
+/* A storage of a torch.save zip file: its persistent id names the entry. */
+static int zip_storage(importer *im, const edm_pk *id, const char *name, storage *out)
+{
+    const edm_pk *key;
+    out->dtype = (edm_dtype)-1;
+    if (storage_id(im, id, &out->dtype, &out->numel, &key) != 0)
+        return -1;
+    char entry[600];
+    snprintf(entry, sizeof entry, "%sdata/%.*s", im->zs->prefix, (int)(key->len < 200 ? key->len : 200), key->s);
+    zip_int64_t idx = zip_name_locate(im->zs->zip, entry, 0);
+    if (idx < 0)
+        return bad(im, id, "'%s': its storage %s is not in the archive", name, entry);
+    if (im->zs->nbufs == im->zs->cap) {
+        int cap = im->zs->cap ? 2 * im->zs->cap : 64;
+        void **b = realloc(im->zs->bufs, sizeof *b * (size_t)cap);
+        if (!b)
+            return edm_nomem(im->st);
+        im->zs->bufs = b;
+        im->zs->cap = cap;
+    }
+    unsigned char *buf;
+    size_t len;
+    if (edm_zip_read_entry(im->zs->zip, (zip_uint64_t)idx, (uint64_t)1 << 36, im->what, &buf, &len, im->st) != 0)
+        return -1;
+    im->zs->bufs[im->zs->nbufs++] = buf;
+    size_t esize = edm_dtype_size(out->dtype);
+    if ((uint64_t)out->numel > len / esize)
+        return bad(im, id, "'%s': its storage %s holds %zu bytes, fewer than %lld elements", name, entry, len,
+                   (long long)out->numel);
+    out->data = buf;
+    return 0;
+}
+
 /* torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks[, metadata]) */
 static int read_tensor(importer *im, const edm_pk *v, const char *name, tensor *out)
 {
@@ -209,13 +254,17 @@ static int read_tensor(importer *im, const edm_pk *v, const char *name, tensor *
         return bad(im, v, "'%s': the tensor's offset, size and stride are not integers of one rank (at most %d)", name,
                    EDM_MAX_RANK);
     const edm_pk *s = args->items[0];
-    if (!edm_pk_global_is(s, "torch.storage._load_from_bytes") || s->args->n != 1 ||
-        s->args->items[0]->kind != EDM_PK_BYTES)
+    storage sto = {0};
+    if (s->kind == EDM_PK_PERSID && im->zs) {
+        if (zip_storage(im, s->args, name, &sto) != 0)
+            return -1;
+    } else if (!edm_pk_global_is(s, "torch.storage._load_from_bytes") || s->args->n != 1 ||
+               s->args->items[0]->kind != EDM_PK_BYTES) {
         return bad(im, s, "'%s': the tensor's storage is %s, not torch's storage bytes", name,
                    edm_pk_describe(s, kind, sizeof kind));
-    storage sto = {0};
-    if (read_storage_image(im, s->args->items[0], name, &sto) != 0)
+    } else if (read_storage_image(im, s->args->items[0], name, &sto) != 0) {
         return -1;
+    }
     int64_t numel = 1, expect = 1;
     for (int k = out->rank - 1; k >= 0; k--) {
         if (out->dim[k] != 1 && stride[k] != expect)
@@ -501,8 +550,8 @@ static int add_metadata(importer *im, const edm_pk *root, const edm_pk *net, con
     const char *text = rc == 0 ? json_object_to_json_string_ext(cfg, JSON_C_TO_STRING_PLAIN) : NULL;
     if (rc == 0 && !text)
         rc = edm_nomem(im->st);
-    char origin[600];
-    snprintf(origin, sizeof origin, "%s (the reference's %s, %d tensors)", im->what, cls, im->tensors);
+    char origin[800];
+    snprintf(origin, sizeof origin, "%.600s (the reference's %.80s, %d tensors)", im->what, cls, im->tensors);
     if (rc == 0 && (edm_st_writer_meta(im->w, "edmc.model", model, im->st) != 0 ||
                     edm_st_writer_meta(im->w, "edmc.config", text, im->st) != 0 ||
                     edm_st_writer_meta(im->w, "edmc.import", origin, im->st) != 0))
@@ -598,28 +647,135 @@ int edm_ref_import_file(const char *path, edm_st_writer *w, edm_status *st)
     return rc;
 }
 
-/* Whether the file starts like a pickle (unreadable files go to the
- * safetensors reader, whose error names the cause). */
-static int sniff_pickle(const char *path)
+/* ------------------------------------------------------------ torch.save zip files */
+
+/* What data.pkl of a torch.save archive may name: a state dict's containers and
+ * tensors, and the storage types of its persistent ids. */
+static const char *const zip_globals[] = {
+    "collections.OrderedDict",         "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter",
+    "torch._utils._rebuild_parameter_with_state", "torch.HalfStorage", "torch.FloatStorage",
+    "torch.BFloat16Storage",           "torch.DoubleStorage",
+};
+
+/* The archive's one "<folder>/data.pkl", read into a malloc'd buffer. */
+static int read_data_pkl(const char *path, zip_storages *zs, unsigned char **out, size_t *len, edm_status *st)
+{
+    zip_int64_t n = zip_get_num_entries(zs->zip, 0), found = -1;
+    for (zip_int64_t i = 0; i < n; i++) {
+        const char *name = zip_get_name(zs->zip, (zip_uint64_t)i, 0);
+        const char *slash = name ? strchr(name, '/') : NULL;
+        if (slash && strcmp(slash, "/data.pkl") == 0 && (size_t)(slash - name) + 2 < sizeof zs->prefix) {
+            found = i;
+            snprintf(zs->prefix, sizeof zs->prefix, "%.*s/", (int)(slash - name), name);
+            break;
+        }
+    }
+    if (found < 0)
+        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: a zip without a <folder>/data.pkl: not a file torch.save wrote",
+                        path);
+    return edm_zip_read_entry(zs->zip, (zip_uint64_t)found, (uint64_t)1 << 30, path, out, len, st);
+}
+
+/* Every tensor of a state dict (name -> tensor). */
+static int import_state_dict(importer *im, const edm_pk *root)
+{
+    char kind[160];
+    int64_t n = edm_pk_dict_size(root);
+    if (n < 0)
+        return bad(im, root, "the file holds %s, not a state dict (names to tensors)",
+                   edm_pk_describe(root, kind, sizeof kind));
+    char name[512];
+    for (int64_t i = 0; i < n; i++) {
+        const edm_pk *val = edm_pk_dict_value(root, i);
+        if (join_name(im, edm_pk_dict_key(root, i), "", name, sizeof name) != 0)
+            return -1;
+        if (edm_pk_dict_size(val) >= 0 && val->kind != EDM_PK_OBJECT)
+            return bad(im, val, "'%s' is a dict: edmc imports a state dict (names to tensors), not a dict of them",
+                       name);
+        if (emit(im, name, val) != 0)
+            return -1;
+    }
+    char origin[800];
+    snprintf(origin, sizeof origin, "%.600s (a torch.save state dict, %d tensors)", im->what, im->tensors);
+    return edm_st_writer_meta(im->w, "edmc.import", origin, im->st);
+}
+
+static int import_torch_zip(const char *path, edm_st_writer *w, edm_status *st)
+{
+    int err = 0;
+    zip_storages zs = {.zip = zip_open(path, ZIP_RDONLY, &err)};
+    if (!zs.zip) {
+        zip_error_t ze;
+        zip_error_init_with_code(&ze, err);
+        edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: cannot open the zip: %s", path, zip_error_strerror(&ze));
+        zip_error_fini(&ze);
+        return -1;
+    }
+    unsigned char *pkl = NULL;
+    size_t len = 0;
+    int rc = read_data_pkl(path, &zs, &pkl, &len, st);
+    char what[600];
+    snprintf(what, sizeof what, "%s:%sdata.pkl", path, zs.prefix);
+    importer im = {.what = what, .data = pkl, .w = w, .st = st, .zs = &zs};
+    if (rc == 0 && !(im.a = edm_arena_new(IMPORT_ARENA_LIMIT)))
+        rc = edm_nomem(st);
+    if (rc == 0) {
+        edm_pk_rules rules = {.globals = zip_globals,
+                              .nglobals = (int)(sizeof zip_globals / sizeof zip_globals[0]),
+                              .allow_persid = 1,
+                              .what = what};
+        size_t at = 0;
+        const edm_pk *root = edm_pk_read(im.a, pkl, len, &at, &rules, st);
+        rc = root ? import_state_dict(&im, root) : -1;
+    }
+    edm_arena_free(im.a);
+    for (int i = 0; i < zs.nbufs; i++)
+        free(zs.bufs[i]);
+    free(zs.bufs);
+    free(pkl);
+    zip_discard(zs.zip);
+    return rc;
+}
+
+/* ------------------------------------------------------------ any of them */
+
+typedef enum { FILE_OTHER, FILE_PICKLE, FILE_ZIP } file_kind;
+
+/* What the file starts like (unreadable files count as other: the
+ * safetensors reader's error then names the cause).  A safetensors file's
+ * 8-byte header length may start with the pickle marker 0x80, so its JSON
+ * header's '{' at byte 8 is checked first. */
+static file_kind sniff(const char *path)
 {
     FILE *fp = fopen(path, "rb");
-    unsigned char head[2] = {0, 0};
-    size_t n = fp ? fread(head, 1, 2, fp) : 0;
+    unsigned char head[9] = {0};
+    size_t n = fp ? fread(head, 1, sizeof head, fp) : 0;
     if (fp)
         fclose(fp);
-    return edm_ref_is_pickle(head, n);
+    if (n == sizeof head && head[8] == '{')
+        return FILE_OTHER;
+    if (edm_ref_is_pickle(head, n))
+        return FILE_PICKLE;
+    return n >= 4 && memcmp(head, "PK\x03\x04", 4) == 0 ? FILE_ZIP : FILE_OTHER;
+}
+
+int edm_ref_import_any(const char *path, edm_st_writer *w, edm_status *st)
+{
+    if (sniff(path) == FILE_ZIP)
+        return import_torch_zip(path, w, st);
+    return edm_ref_import_file(path, w, st);
 }
 
 edm_st_file *edm_weights_open(const char *path, edm_status *st)
 {
-    if (!sniff_pickle(path))
+    if (sniff(path) == FILE_OTHER)
         return edm_st_open(path, st);
     edm_st_writer *w = edm_st_writer_new();
     if (!w)
         return edm_nomem(st), NULL;
     void *image = NULL;
     size_t len = 0;
-    int rc = edm_ref_import_file(path, w, st);
+    int rc = edm_ref_import_any(path, w, st);
     if (rc == 0)
         rc = edm_st_writer_to_memory(w, &image, &len, st);
     edm_st_writer_free(w);

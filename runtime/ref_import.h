@@ -10,7 +10,10 @@
  * torch.save image inside the pickle).  The restricted reader
  * (runtime/pickle.h) decodes it; this file walks the module tree into
  * tensors under the reference's state-dict names and turns the constructor
- * arguments into the model configuration. */
+ * arguments into the model configuration.
+ *
+ * torch.save's zip format, for state dicts, is read here too: the same
+ * reader over its data.pkl, the storages from the archive's entries. */
 #ifndef EDMC_REF_IMPORT_H
 #define EDMC_REF_IMPORT_H
 
@@ -32,8 +35,14 @@ int edm_ref_import(const unsigned char *data, size_t len, const char *what, edm_
 /* The same from a file. */
 int edm_ref_import_file(const char *path, edm_st_writer *w, edm_status *st);
 
-/* Opens a weights file: safetensors as it is, or a reference pickle
- * imported into memory (recognised by its first byte, so the name does not
+/* A reference pickle (as above), or a state dict written by torch.save in its
+ * zip format (`torch.save(net.state_dict(), "x.pt")`): its tensors under
+ * their names, with no configuration (a state dict carries none: the model
+ * is then given with --model and -D).  Told apart by their first bytes. */
+int edm_ref_import_any(const char *path, edm_st_writer *w, edm_status *st);
+
+/* Opens a weights file: safetensors as it is, or either of the above
+ * imported into memory (recognised by its first bytes, so the name does not
  * matter). */
 edm_st_file *edm_weights_open(const char *path, edm_status *st);
 

@@ -47,6 +47,21 @@ tap_check "forward --weights=X.pkl" "$edmc" forward "$srcdir/models/edm2.edm" $c
     --output="$tmp/fw-st.safetensors" >/dev/null 2>&1
 tap_check "forward: the pickle and its import give the same D_x" "$diff" "$tmp/fw-pkl.safetensors" "$tmp/fw-st.safetensors" 0
 
+# --- a state dict written by torch.save (its zip format): the tensors, no configuration
+tap_check "import state-dict-fp32.pt (torch.save)" "$edmc" import "$ref/state-dict-fp32.pt" -o "$tmp/sd.safetensors"
+tap_check "the state dict's tensors" "$diff" "$tmp/sd.safetensors" "$ref/released-fp32.expect.safetensors" 0
+tap_check "and no others" "$diff" "$ref/released-fp32.expect.safetensors" "$tmp/sd.safetensors" 0
+# shellcheck disable=SC2086
+tap_check "forward --weights=X.pt" "$edmc" forward "$srcdir/models/edm2.edm" $cfg --weights="$ref/state-dict-fp32.pt" \
+    --input="$tmp/in.safetensors" --output="$tmp/fw-pt.safetensors"
+# shellcheck disable=SC2086
+"$edmc" forward "$srcdir/models/edm2.edm" $cfg --weights="$ref/released-fp32.pkl" --input="$tmp/in.safetensors" \
+    --output="$tmp/fw-rel.safetensors" >/dev/null 2>&1
+tap_check "forward: the state dict and the pickle of the same network agree" "$diff" "$tmp/fw-pt.safetensors" \
+    "$tmp/fw-rel.safetensors" 0
+tap_expect_error "generate with a state dict names no model" 2 "give the .edm file with --model" \
+    "$edmc" generate --net="$ref/state-dict-fp32.pt" --seeds=0 --outdir="$tmp/gsd"
+
 # shellcheck disable=SC2086
 tap_check "train --weights=X.pkl (8 images)" "$edmc" train --model="$srcdir/models/edm2.edm" $cfg --data=builtin:shapes \
     --weights="$ref/snapshot-fp16.pkl" --outdir="$tmp/train" --batch=4 --duration=8 --status=8
@@ -57,7 +72,7 @@ for f in "$ref"/run/*.pkl; do
     "$edmc" import "$f" -o "$tmp/run/$(basename "$f" .pkl).safetensors" >/dev/null 2>&1
 done
 tap_check "phema --indir=<folder of .pkl>" "$edmc" phema --indir="$ref/run" --outstd=0.07,0.12 --outdir="$tmp/ph-pkl"
-"$edmc" phema --indir="$tmp/run" --outstd=0.07,0.12 --outdir="$tmp/ph-st" >/dev/null 2>&1
+"$edmc" phema --indir="$tmp/run" --outstd=0.07,0.12 --outdir="$tmp/ph-st" >/dev/null 2>"$tmp/ph-st.err" || cat "$tmp/ph-st.err"
 for std in 0.070 0.120; do
     tap_check "phema $std: the pickles give their imports' reconstruction" "$diff" \
         "$tmp/ph-pkl/phema-0000032-$std.safetensors" "$tmp/ph-st/phema-0000032-$std.safetensors" 0
@@ -92,6 +107,12 @@ tap_expect_error "generate names the bad pickle" 1 "os.pkl: byte" "$edmc" genera
 cp "$tmp/cut.pkl" "$tmp/run/network-snapshot-0000048-0.050.pkl"
 tap_expect_error "phema names the bad snapshot" 1 "network-snapshot-0000048-0.050.pkl: byte" \
     "$edmc" phema --indir="$tmp/run" --outstd=0.1 --outdir="$tmp/ph-bad"
+printf 'PK\003\004junk' >"$tmp/junk.pt"
+tap_expect_error "a zip that is not a torch.save file" 1 "junk.pt: cannot open the zip" "$edmc" import "$tmp/junk.pt" \
+    -o "$tmp/x.safetensors"
+"$edmc" dataset convert --source="$srcdir/tests/dataset/src" --dest="$tmp/ds.zip" --resolution=16x16 >/dev/null 2>&1
+tap_expect_error "a zip without data.pkl (a dataset)" 1 "without a <folder>/data.pkl" "$edmc" import "$tmp/ds.zip" \
+    -o "$tmp/x.safetensors"
 tap_expect_error "import of a safetensors file" 1 "not a pickle" "$edmc" import "$ref/snapshot-fp16.expect.safetensors" \
     -o "$tmp/x.safetensors"
 tap_expect_error "import without -o" 2 "give the output file with -o" "$edmc" import "$snap"

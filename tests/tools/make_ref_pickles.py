@@ -14,7 +14,9 @@ _init_kwargs), enc/dec as torch ModuleDicts, tensors pickled by torch's own
 reducers.  The reference's classes are stood in for by stubs of the same
 module and class names, which only decide how objects pickle; nothing here
 loads the pickles back.  Beside each pickle goes the same tensors as a
-safetensors file (the expected result of `edmc import`)."""
+safetensors file (the expected result of `edmc import`); and one network's
+state dict as torch.save writes it (state-dict-fp32.pt, the tensors of
+released-fp32)."""
 
 import collections
 import json
@@ -186,6 +188,8 @@ def main():
     with open(os.path.join(outdir, 'released-fp32.pkl'), 'wb') as f:
         pickle.dump(dict(ema=net), f, protocol=5)
     write_safetensors(os.path.join(outdir, 'released-fp32.expect.safetensors'), values)
+    # the same network's state dict, as torch.save writes it (its zip format)
+    torch.save(net.state_dict(), os.path.join(outdir, 'state-dict-fp32.pt'))
 
     # a run folder for phema: two times, two EMA lengths
     for seed, kimg, std in ((3, 16, 0.050), (4, 16, 0.100), (5, 32, 0.050), (6, 32, 0.100)):

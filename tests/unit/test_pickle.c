@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -176,8 +177,9 @@ static edm_st_file *import_bytes(const unsigned char *data, size_t len, edm_stat
     return rc == 0 ? edm_st_open_memory("fixture.pkl", image, ilen, st) : NULL;
 }
 
-/* The import holds exactly the expected tensors: names, dtypes, shapes, bytes. */
-static void check_fixture(const char *pkl, const char *expect, edm_dtype dtype)
+/* The import holds exactly the expected tensors: names, dtypes, shapes,
+ * bytes; and, from a network pickle, the configuration. */
+static void check_fixture(const char *pkl, const char *expect, edm_dtype dtype, int has_config)
 {
     edm_status st;
     edm_status_init(&st);
@@ -204,6 +206,13 @@ static void check_fixture(const char *pkl, const char *expect, edm_dtype dtype)
     }
     assert_int_equal(scalars, 11); /* emb_gain of 10 blocks and out_gain, shape [] as the reference has them */
     assert_null(edm_st_find(got, "scratch")); /* a non-persistent buffer */
+    assert_non_null(edm_st_metadata(got, "edmc.import"));
+    if (!has_config) {
+        assert_null(edm_st_metadata(got, "edmc.config"));
+        edm_st_close(got);
+        edm_st_close(want);
+        return;
+    }
     const char *cfg = edm_st_metadata(got, "edmc.config");
     assert_non_null(cfg);
     assert_non_null(strstr(cfg, "\"model_channels\":\"8\""));
@@ -217,7 +226,7 @@ static void check_fixture(const char *pkl, const char *expect, edm_dtype dtype)
 static void test_snapshot_fp16(void **state)
 {
     (void)state;
-    check_fixture("snapshot-fp16.pkl", "snapshot-fp16.expect.safetensors", EDM_F16);
+    check_fixture("snapshot-fp16.pkl", "snapshot-fp16.expect.safetensors", EDM_F16, 1);
     /* the loss function's arguments join the configuration */
     edm_status st;
     edm_st_file *f = edm_weights_open(fixture("snapshot-fp16.pkl"), &st);
@@ -229,7 +238,14 @@ static void test_snapshot_fp16(void **state)
 static void test_released_fp32_protocol5(void **state)
 {
     (void)state;
-    check_fixture("released-fp32.pkl", "released-fp32.expect.safetensors", EDM_F32);
+    check_fixture("released-fp32.pkl", "released-fp32.expect.safetensors", EDM_F32, 1);
+}
+
+/* torch.save's zip format: a state dict, its storages as archive entries */
+static void test_torch_save_state_dict(void **state)
+{
+    (void)state;
+    check_fixture("state-dict-fp32.pt", "released-fp32.expect.safetensors", EDM_F32, 0);
 }
 
 /* Every cut of the snapshot is refused with a message; so is a sample of
@@ -276,6 +292,36 @@ static void test_not_a_network(void **state)
     assert_non_null(strstr(st.msg, "not a pickle"));
 }
 
+/* A safetensors file whose header length starts with the pickle marker
+ * (640 = 0x0280: bytes 80 02) is still read as safetensors. */
+static void test_safetensors_that_looks_like_a_pickle(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/edmc-sniff-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *fp = fdopen(fd, "wb");
+    assert_non_null(fp);
+    char header[640];
+    memset(header, ' ', sizeof header);
+    const char *json = "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}";
+    memcpy(header, json, strlen(json));
+    const unsigned char len[8] = {0x80, 0x02, 0, 0, 0, 0, 0, 0};
+    const float one = 1.0f;
+    assert_int_equal(fwrite(len, 1, 8, fp), 8);
+    assert_int_equal(fwrite(header, 1, sizeof header, fp), sizeof header);
+    assert_int_equal(fwrite(&one, 4, 1, fp), 1);
+    assert_int_equal(fclose(fp), 0);
+    edm_status st;
+    edm_status_init(&st);
+    edm_st_file *f = edm_weights_open(path, &st);
+    if (!f)
+        fail_msg("%s", st.msg);
+    assert_non_null(edm_st_find(f, "a"));
+    edm_st_close(f);
+    unlink(path);
+}
+
 static void test_scalar_shapes(void **state)
 {
     (void)state;
@@ -300,8 +346,10 @@ int main(void)
         cmocka_unit_test(test_cycle),
         cmocka_unit_test(test_snapshot_fp16),
         cmocka_unit_test(test_released_fp32_protocol5),
+        cmocka_unit_test(test_torch_save_state_dict),
         cmocka_unit_test(test_damaged_snapshots),
         cmocka_unit_test(test_not_a_network),
+        cmocka_unit_test(test_safetensors_that_looks_like_a_pickle),
         cmocka_unit_test(test_scalar_shapes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
