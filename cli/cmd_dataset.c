@@ -138,8 +138,10 @@ static int convert(int argc, char **argv)
 
 int cmd_dataset(int argc, char **argv)
 {
-    if (argc < 2)
-        return usage("which one? (convert)");
+    if (argc < 2) {
+        fprintf(stderr, "edmc dataset: give a subcommand: edmc dataset convert --source=... --dest=...\n");
+        return 2;
+    }
     if (strcmp(argv[1], "convert") == 0)
         return convert(argc - 1, argv + 1);
     fprintf(stderr, "edmc dataset: unknown subcommand '%s' (convert)\n", argv[1]);
