@@ -109,6 +109,8 @@ int cmd_forward(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_phema(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
+int cmd_import(int argc, char **argv);
+int cmd_dataset(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_step(int argc, char **argv);
 

@@ -21,9 +21,11 @@
 #include "compiler/passes/passes.h"
 #include "runtime/evaluate.h"
 #include "runtime/files.h"
+#include "runtime/ref_import.h"
 #include "runtime/image.h"
 #include "runtime/phema.h"
 #include "runtime/safetensors.h"
+#include "runtime/weights.h"
 
 #define MAX_OUT 1000
 
@@ -141,12 +143,14 @@ static int parse_outstd(job *j, const char *list, edm_status *st)
 
 /* ------------------------------------------------------------ snapshots */
 
-/* network-snapshot-<digits>-<digits>.<digits>.safetensors */
+/* network-snapshot-<digits>-<digits>.<digits>.safetensors, or .pkl (the
+ * reference's snapshots, imported as they are read) */
 static int parse_name(const char *name, int64_t *kimg, double *std)
 {
-    static const char prefix[] = "network-snapshot-", suffix[] = ".safetensors";
-    size_t n = strlen(name), lp = sizeof prefix - 1, ls = sizeof suffix - 1;
-    if (n <= lp + ls || strncmp(name, prefix, lp) != 0 || strcmp(name + n - ls, suffix) != 0)
+    static const char prefix[] = "network-snapshot-";
+    size_t n = strlen(name), lp = sizeof prefix - 1;
+    size_t ls = n > 4 && strcmp(name + n - 4, ".pkl") == 0 ? 4 : strlen(".safetensors");
+    if (n <= lp + ls || strncmp(name, prefix, lp) != 0 || (ls != 4 && strcmp(name + n - ls, ".safetensors") != 0))
         return -1;
     const char *p = name + lp, *end = name + n - ls;
     const char *q = p;
@@ -232,7 +236,7 @@ static int list_snapshots(job *j, const char *dir, edm_status *st)
     closedir(d);
     if (rc == 0 && j->n == 0)
         rc = edm_fail(st, EDM_ERR_IO, EDM_NO_LOC,
-                      "no snapshots in %s (expected network-snapshot-<kimg>-<sigma_rel>.safetensors files)", dir);
+                      "no snapshots in %s (expected network-snapshot-<kimg>-<sigma_rel>.safetensors or .pkl files)", dir);
     return rc;
 }
 
@@ -242,7 +246,7 @@ static int open_snapshots(job *j, edm_status *st)
 {
     for (int i = 0; i < j->n; i++) {
         snapshot *s = &j->s[i];
-        s->f = edm_st_open(s->path, st);
+        s->f = edm_weights_open(s->path, st);
         if (!s->f)
             return -1;
         const char *k = edm_st_metadata(s->f, "edmc.phema.kimg"), *v = edm_st_metadata(s->f, "edmc.phema.std");
@@ -501,7 +505,7 @@ static int find_buffers(job *j, const cli_opts *o, const edm_st_file *latest, ed
         }
         edm_shape_str(&n->shape, want, sizeof want);
         shape_str(e, got, sizeof got);
-        if (strcmp(want, got) != 0)
+        if (!edm_weights_shape_fits(e->rank, e->dim, &n->shape))
             rc = edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: '%s' is %s, %s wants %s", edm_st_path(latest), n->name,
                           got, model, want);
         else if (n->op == EDM_OP_BUFFER)

@@ -11,6 +11,7 @@
 #include "cli/cli.h"
 #include "runtime/backend.h"
 #include "runtime/files.h"
+#include "runtime/ref_import.h"
 #include "runtime/safetensors.h"
 #include "runtime/weights.h"
 
@@ -197,7 +198,7 @@ static int do_forward(const cli_opts *o, const edm_program *prog)
     edm_status st;
     edm_status_init(&st);
     edm_backend *x = NULL;
-    edm_st_file *w = edm_st_open(o->weights, &st);
+    edm_st_file *w = edm_weights_open(o->weights, &st);
     edm_st_file *in = w ? edm_st_open(o->input, &st) : NULL;
     rc = in ? 0 : -1;
     if (rc == 0)

@@ -15,6 +15,7 @@
 #include "cli/cli.h"
 #include "compiler/passes/passes.h"
 #include "runtime/files.h"
+#include "runtime/ref_import.h"
 #include "runtime/safetensors.h"
 #include "runtime/train.h"
 #include "runtime/train_loop.h"
@@ -332,7 +333,7 @@ int cmd_train(int argc, char **argv)
     edm_status st;
     edm_status_init(&st);
     if (rc == 0 && o.weights) {
-        init = edm_st_open(o.weights, &st);
+        init = edm_weights_open(o.weights, &st);
         if (!init) {
             cli_report(NULL, &st);
             rc = 1;

@@ -26,8 +26,11 @@ static void usage(FILE *out)
             "  step  FILE.edm --weights=W --batch=IN.safetensors --output=OUT.safetensors [--lr=0.01] [--allow-nonfinite]\n"
             "  phema --indir=DIR --outstd=S1,S2,... --outdir=DIR [--outkimg=K] [--sweep] [FILE.edm]\n"
             "                                               post-hoc EMA reconstruction from snapshots\n"
-            "  generate --net=W.safetensors --seeds=0-63 --outdir=DIR [--grid=PNG] [--steps=32] [--batch=B]\n"
+            "  generate --net=W.safetensors|NET.pkl --seeds=0-63 --outdir=DIR [--grid=PNG] [--steps=32] [--batch=B]\n"
             "           [--class=C] [--guide=G --guidance=W] [--model=FILE.edm -D ...]   sample images (EDM Heun)\n"
+            "  import NET.pkl -o W.safetensors              the reference's network pickle as weights + configuration\n"
+            "  dataset convert --source=DIR|ZIP --dest=DIR|ZIP [--resolution=WxH] [--transform=T] [--max-images=N]\n"
+            "                                               PNG/JPEG images to a training dataset (the reference's layout)\n"
             "\n"
             "DEVICE: [--device=cpu|cuda] [--precision=f32|f64 (cpu), fp16|bf16|fp32 (cuda)] [--threads=N]\n"
             "        [--matmul=cublaslt|generated] [--conv=im2col|implicit] [--no-graph]   (forward, bench, step,\n"
@@ -63,6 +66,10 @@ static int dispatch(int argc, char **argv)
         return cmd_phema(argc - 1, argv + 1);
     if (strcmp(cmd, "generate") == 0)
         return cmd_generate(argc - 1, argv + 1);
+    if (strcmp(cmd, "import") == 0)
+        return cmd_import(argc - 1, argv + 1);
+    if (strcmp(cmd, "dataset") == 0)
+        return cmd_dataset(argc - 1, argv + 1);
     if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
         usage(stdout);
         return 0;

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "runtime/files.h"
+#include "runtime/ref_import.h"
 #include "runtime/weights.h"
 
 struct edm_denoiser {
@@ -406,7 +407,7 @@ static int trust_boundary(const edm_denoiser_spec *spec, const edm_define_list *
 
 edm_denoiser *edm_denoiser_open(const edm_denoiser_spec *spec, edm_sources *src, edm_status *st)
 {
-    edm_st_file *f = edm_st_open(spec->weights, st);
+    edm_st_file *f = edm_weights_open(spec->weights, st);
     if (!f)
         return NULL;
     edm_define_list meta;

@@ -155,3 +155,22 @@ void edm_folder_of(const char *path, char *out, size_t size)
     else
         snprintf(out, size, ".");
 }
+
+typedef struct {
+    const void *p;
+    size_t n;
+} bytes_ctx;
+
+static int write_bytes_body(FILE *fp, void *ctx, char *err, size_t errsize)
+{
+    const bytes_ctx *b = ctx;
+    (void)err;
+    (void)errsize; /* errno tells */
+    return b->n && fwrite(b->p, 1, b->n, fp) != b->n ? -1 : 0;
+}
+
+int edm_write_bytes_atomic(const char *path, const void *data, size_t len, edm_status *st)
+{
+    bytes_ctx b = {data, len};
+    return edm_write_atomic(path, write_bytes_body, &b, st);
+}

@@ -21,6 +21,8 @@ void edm_folder_of(const char *path, char *out, size_t size);
  * is removed and st names path and the cause (body's errbuf, or errno). */
 typedef int (*edm_write_body)(FILE *fp, void *ctx, char *errbuf, size_t errsize);
 int edm_write_atomic(const char *path, edm_write_body body, void *ctx, edm_status *st);
+/* The same for len bytes already in memory. */
+int edm_write_bytes_atomic(const char *path, const void *data, size_t len, edm_status *st);
 
 /* The model folders: $EDMC_MODELS, ./models and models/ beside the edmc
  * binary (those that are set; existence is not checked).  A weights file's

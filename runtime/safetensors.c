@@ -252,6 +252,7 @@ struct edm_st_file {
     char *path;
     void *map;
     size_t map_len;
+    int heap; /* map is a malloc'd image (edm_st_open_memory), not a mapping */
     int n;
     edm_st_entry *entries;        /* sorted by data offset */
     st_name_ix *by_name;          /* sorted by name */
@@ -281,7 +282,9 @@ void edm_st_close(edm_st_file *f)
 {
     if (!f)
         return;
-    if (f->map)
+    if (f->map && f->heap)
+        free(f->map);
+    else if (f->map)
         munmap(f->map, f->map_len);
     for (int i = 0; i < f->n; i++)
         free((char *)f->entries[i].name);
@@ -625,6 +628,35 @@ edm_st_file *edm_st_open(const char *path, edm_status *st)
     return f;
 }
 
+edm_st_file *edm_st_open_memory(const char *path, void *image, size_t len, edm_status *st)
+{
+    edm_st_file *f = calloc(1, sizeof *f);
+    if (!f) {
+        free(image);
+        return edm_nomem(st), NULL;
+    }
+    f->map = image;
+    f->map_len = len;
+    f->heap = 1;
+    f->path = dup_str(path);
+    if (!f->path) {
+        edm_nomem(st);
+        edm_st_close(f);
+        return NULL;
+    }
+    if (len < 8) {
+        edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: truncated: %zu bytes, too short for the 8-byte header length",
+                 path, len);
+        edm_st_close(f);
+        return NULL;
+    }
+    if (parse_file(f, st) != 0) {
+        edm_st_close(f);
+        return NULL;
+    }
+    return f;
+}
+
 const char *edm_st_path(const edm_st_file *f) { return f->path; }
 
 int edm_st_count(const edm_st_file *f) { return f->n; }
@@ -791,6 +823,17 @@ int edm_st_writer_add_f32(edm_st_writer *w, const char *name, edm_dtype stored, 
     int64_t n = (int64_t)(t->nbytes / edm_dtype_size(stored));
     for (int64_t i = 0; i < n; i++)
         store_f32(t->data, stored, i, data[i]);
+    return 0;
+}
+
+int edm_st_writer_add_raw(edm_st_writer *w, const char *name, edm_dtype stored, int rank, const int64_t *dim,
+                          const void *data, edm_status *st)
+{
+    st_wtensor *t = writer_slot(w, name, stored, rank, dim, data, st);
+    if (!t)
+        return -1;
+    if (t->nbytes)
+        memcpy(t->data, data, t->nbytes);
     return 0;
 }
 
@@ -966,4 +1009,34 @@ int edm_st_writer_write(edm_st_writer *w, const char *path, edm_status *st)
     int rc = edm_write_atomic(path, write_file_body, &ctx, st);
     free(header);
     return rc;
+}
+
+int edm_st_writer_to_memory(edm_st_writer *w, void **image, size_t *len, edm_status *st)
+{
+    *image = NULL;
+    *len = 0;
+    size_t hlen = 0;
+    char *header = build_header(w, &hlen);
+    if (!header)
+        return edm_nomem(st);
+    size_t total = 8 + hlen;
+    for (int i = 0; i < w->n; i++)
+        total += w->t[i].nbytes;
+    unsigned char *buf = malloc(total);
+    if (!buf) {
+        free(header);
+        return edm_nomem(st);
+    }
+    store_le(buf, (uint64_t)hlen, 8);
+    memcpy(buf + 8, header, hlen);
+    size_t at = 8 + hlen;
+    for (int i = 0; i < w->n; i++) {
+        if (w->t[i].nbytes)
+            memcpy(buf + at, w->t[i].data, w->t[i].nbytes);
+        at += w->t[i].nbytes;
+    }
+    free(header);
+    *image = buf;
+    *len = total;
+    return 0;
 }

@@ -30,6 +30,9 @@ typedef struct {
 typedef struct edm_st_file edm_st_file;
 
 edm_st_file *edm_st_open(const char *path, edm_status *st);
+/* The same over a file image in memory (a malloc'd buffer the file then owns
+ * and frees, also on failure); path names it in errors. */
+edm_st_file *edm_st_open_memory(const char *path, void *image, size_t len, edm_status *st);
 void edm_st_close(edm_st_file *f);
 const char *edm_st_path(const edm_st_file *f);
 int edm_st_count(const edm_st_file *f);
@@ -58,8 +61,13 @@ int edm_st_writer_add_f32(edm_st_writer *w, const char *name, edm_dtype stored, 
                           const float *data, edm_status *st);
 int edm_st_writer_add_f64(edm_st_writer *w, const char *name, edm_dtype stored, int rank, const int64_t *dim,
                           const double *data, edm_status *st);
+/* Adds a tensor from its little-endian bytes in the stored dtype, as they are. */
+int edm_st_writer_add_raw(edm_st_writer *w, const char *name, edm_dtype stored, int rank, const int64_t *dim,
+                          const void *data, edm_status *st);
 int edm_st_writer_meta(edm_st_writer *w, const char *key, const char *value, edm_status *st);
 int edm_st_writer_write(edm_st_writer *w, const char *path, edm_status *st);
+/* The file's bytes in a malloc'd buffer instead (for edm_st_open_memory). */
+int edm_st_writer_to_memory(edm_st_writer *w, void **image, size_t *len, edm_status *st);
 
 /* Half-precision conversions (round to nearest even), exposed for tests and
  * for the backends. */

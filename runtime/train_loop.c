@@ -265,19 +265,6 @@ static void remove_stale_temps(const char *dir)
     closedir(d);
 }
 
-typedef struct {
-    const char *text;
-    size_t len;
-} text_buf;
-
-static int write_text(FILE *fp, void *ctx, char *err, size_t errsize)
-{
-    const text_buf *b = ctx;
-    (void)err;
-    (void)errsize;
-    return b->len && fwrite(b->text, 1, b->len, fp) != b->len ? -1 : 0;
-}
-
 /* On resume, stats.jsonl keeps the records up to the checkpoint's step only:
  * those written after it (before a kill) are about steps that run again. */
 static int truncate_stats(loop *L, edm_status *st)
@@ -319,9 +306,8 @@ static int truncate_stats(loop *L, edm_status *st)
         rc = edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "%s: cannot read it: %s", L->stats_path, strerror(errno));
     fclose(f);
     free(line);
-    text_buf b = {kept, used};
     if (rc == 0 && dropped)
-        rc = edm_write_atomic(L->stats_path, write_text, &b, st);
+        rc = edm_write_bytes_atomic(L->stats_path, kept, used, st);
     free(kept);
     return rc;
 }

@@ -113,6 +113,20 @@ static void add_problem(char *msg, size_t size, int *shown, int *hidden, const c
     }
 }
 
+int edm_weights_shape_fits(int rank, const int64_t *dim, const edm_shape *want)
+{
+    /* a learned scalar: the reference's modules hold shape [], its state
+     * dicts and edmc's models [1]; one element either way */
+    if (rank <= 1 && want->rank <= 1 && (rank == 0 || dim[0] == 1) && (want->rank == 0 || want->dim[0] == 1))
+        return 1;
+    if (rank != want->rank)
+        return 0;
+    for (int k = 0; k < rank; k++)
+        if (dim[k] != want->dim[k])
+            return 0;
+    return 1;
+}
+
 int edm_weights_load(edm_backend *x, const edm_graph *g, const edm_st_file *f, edm_status *st)
 {
     char msg[EDM_STATUS_MSG];
@@ -131,10 +145,7 @@ int edm_weights_load(edm_backend *x, const edm_graph *g, const edm_st_file *f, e
             problems++;
             continue;
         }
-        int same = e->rank == n->shape.rank;
-        for (int k = 0; same && k < e->rank; k++)
-            same = e->dim[k] == n->shape.dim[k];
-        if (!same) {
+        if (!edm_weights_shape_fits(e->rank, e->dim, &n->shape)) {
             shape_text(e->rank, e->dim, got, sizeof got);
             snprintf(line, sizeof line, "%s: expected %s, found %s", n->name, want, got);
             add_problem(msg, sizeof msg, &shown, &hidden, line);

@@ -17,6 +17,10 @@ int edm_weights_init(const edm_graph *g, uint64_t seed, edm_st_writer *w, edm_st
 /* The same values, set directly on a backend. */
 int edm_weights_init_backend(const edm_graph *g, uint64_t seed, edm_backend *x, edm_status *st);
 
+/* Whether a stored tensor of shape rank/dim fits a parameter of shape want:
+ * the same shape, or a scalar stored as [] or [1] for either. */
+int edm_weights_shape_fits(int rank, const int64_t *dim, const edm_shape *want);
+
 /* Checks f against g (missing, unexpected and wrongly shaped tensors, all
  * listed) and copies every tensor into x. */
 int edm_weights_load(edm_backend *x, const edm_graph *g, const edm_st_file *f, edm_status *st);

@@ -21,8 +21,10 @@ if have_cmd pkg-config; then
     have_pkg openblas   || need="$need libopenblas-dev"
     have_pkg libpng     || need="$need libpng-dev"
     have_pkg libzip     || need="$need libzip-dev"
+    have_pkg libjpeg    || need="$need libjpeg-dev"
+    have_pkg zlib       || need="$need zlib1g-dev"
 else
-    need="$need libxml2-dev libcmocka-dev libjson-c-dev libopenblas-dev libpng-dev libzip-dev"
+    need="$need libxml2-dev libcmocka-dev libjson-c-dev libopenblas-dev libpng-dev libzip-dev libjpeg-dev zlib1g-dev"
 fi
 [ -n "$need" ] || exit 0
 echo "install-deps: installing$need"
