@@ -1415,6 +1415,38 @@ static int operand_ref(step_ctx *x, sbuf *b, int user, int k, edm_member_role ro
     return 0;
 }
 
+/* A concatenation inside a step (the ew rule): element idx read from the
+ * input whose part of the concatenated axis holds it; the inputs are stored
+ * values or constants. */
+static int gather_member(step_ctx *x, sbuf *b, int id, edm_status *st)
+{
+    const edm_graph *g = x->p->g;
+    const edm_node *n = edm_graph_node(g, id);
+    bshape y = bind(&n->shape, x->opt->batch);
+    int ax = n->attr.concat.axis;
+    long long inner = (long long)prod(&y, ax + 1, y.rank), len[2];
+    char ref[2][96];
+    for (int k = 0; k < 2; k++) {
+        const edm_node *in = edm_graph_node(g, n->input[k]);
+        len[k] = (long long)in->shape.dim[ax] * inner;
+        if (in->op == EDM_OP_CONST) {
+            lit_f32(ref[k], sizeof ref[k], in->attr.constant.value);
+            continue;
+        }
+        int slot = input_slot(x, n->input[k]);
+        if (slot < 0)
+            return edm_fail(st, EDM_ERR_INTERNAL, n->loc, "CUDA codegen: the concatenation %%%d reads %%%d, not stored",
+                            id, n->input[k]);
+        snprintf(ref[k], sizeof ref[k], k == 0 ? "ld(P.i%d, o_ * %lldLL + r_)" : "ld(P.i%d, o_ * %lldLL + r_ - %lldLL)",
+                 slot, len[k], len[0]);
+    }
+    sb_printf(b,
+              "        float v%d;\n        {\n            const long long o_ = idx / %lldLL, r_ = idx %% %lldLL;\n"
+              "            v%d = r_ < %lldLL ? %s : %s;\n        }\n",
+              id, len[0] + len[1], len[0] + len[1], id, len[0], ref[0], ref[1]);
+    return 0;
+}
+
 /* The members of (role, operand) at index `idx`, each into `vID`; *last gets the last one. */
 static int emit_members(step_ctx *x, sbuf *b, edm_member_role role, int operand, int *last, edm_status *st)
 {
@@ -1426,6 +1458,12 @@ static int emit_members(step_ctx *x, sbuf *b, edm_member_role role, int operand,
             continue;
         const edm_node *n = edm_graph_node(g, pm->node);
         char ra[160], rb[160], buf[256];
+        if (n->op == EDM_OP_CONCAT) { /* a gather from its stored inputs */
+            if (gather_member(x, b, pm->node, st) != 0)
+                return -1;
+            *last = pm->node;
+            continue;
+        }
         if (operand_ref(x, b, pm->node, 0, role, ra, sizeof ra, st) != 0)
             return -1;
         if (n->ninputs > 1 && operand_ref(x, b, pm->node, 1, role, rb, sizeof rb, st) != 0)

@@ -178,6 +178,11 @@ typedef struct {
 typedef struct {
     const edm_node *n;
     int passthrough; /* reshape, or dropout outside training: the value of src[0] */
+    /* a concatenation (a gather): element i of block o = i / (la + lb) comes from
+     * cat[0] (offset o·la + r) or cat[1] (o·lb + r − la), r = i mod (la + lb) */
+    int gather;
+    int64_t la, lb;
+    const void *cat[2];
     int64_t mask;    /* dropout: the mask id */
     ew_src src[EDM_MAX_INPUTS];
 } ew_member;
@@ -359,6 +364,24 @@ static int build_list(edm_cpu *x, const edm_plan_step *s, edm_member_role role, 
         ew_member *e = &l->m[l->n];
         e->n = nd;
         e->passthrough = edm_plan_is_alias(&x->plan->opt, nd);
+        if (nd->op == EDM_OP_CONCAT) {
+            int ax = nd->attr.concat.axis;
+            const slot *y = &x->slots[pm->node];
+            int64_t inner = 1;
+            for (int d = ax + 1; d < y->rank; d++)
+                inner *= y->dim[d];
+            e->gather = 1;
+            e->la = x->slots[nd->input[0]].dim[ax] * inner;
+            e->lb = x->slots[nd->input[1]].dim[ax] * inner;
+            for (int k = 0; k < 2; k++) {
+                e->cat[k] = x->slots[nd->input[k]].data;
+                if (!e->cat[k])
+                    return edm_fail(st, EDM_ERR_INTERNAL, nd->loc, "fused step %%%d: the concatenation %%%d reads %%%d, "
+                                    "which is not stored", s->root, pm->node, nd->input[k]);
+            }
+            ids[l->n++] = pm->node;
+            continue;
+        }
         e->mask = nd->attr.dropout.mask_id > 0 ? nd->attr.dropout.mask_id : pm->node;
         for (int k = 0; k < nd->ninputs; k++) {
             int a = nd->input[k];
@@ -521,7 +544,7 @@ edm_cpu *edm_cpu_new(const edm_graph *g, int64_t batch, const edm_cpu_options *o
     for (int k = 0; k < x->opt.nkeep; k++)
         if (x->opt.keep[k] >= 0 && x->opt.keep[k] < ucount)
             ukeep[x->opt.keep[k]] = 1;
-    if (x->opt.fuse & (EDM_FUSE_WN | EDM_FUSE_ATTN)) { /* the rules that rewrite the graph */
+    if (x->opt.fuse & (EDM_FUSE_WN | EDM_FUSE_ATTN | EDM_FUSE_EW)) { /* the rules that rewrite the graph */
         x->own_g = edm_pass_fuse_rewrite(g, x->opt.fuse, ukeep, x->map, st);
         if (!x->own_g) {
             free(ukeep);

@@ -384,7 +384,7 @@ static int build_plan(edm_cuda_exec *x, const edm_cuda_options *co, edm_status *
     for (int k = 0; k < x->opt.nkeep; k++)
         if (x->opt.keep[k] >= 0 && x->opt.keep[k] < ucount)
             ukeep[x->opt.keep[k]] = 1;
-    if (x->opt.fuse & (EDM_FUSE_WN | EDM_FUSE_ATTN)) { /* the rules that rewrite the graph */
+    if (x->opt.fuse & (EDM_FUSE_WN | EDM_FUSE_ATTN | EDM_FUSE_EW)) { /* the rules that rewrite the graph */
         x->own_g = edm_pass_fuse_rewrite(x->user_g, x->opt.fuse, ukeep, x->map, st);
         if (!x->own_g) {
             free(ukeep);

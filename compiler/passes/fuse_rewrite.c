@@ -84,9 +84,15 @@ typedef struct {
     int q, k, v;
 } attn_match;
 
+typedef struct {
+    int x[2];        /* the concatenated values, unscaled */
+    double scale[2]; /* their scalar factors (1: none) */
+} cat_match;
+
 typedef union {
     wn_match wn;
     attn_match attn;
+    cat_match cat;
 } rule_match;
 
 static int match_wn(const match_ctx *x, int id, rule_match *rm)
@@ -136,9 +142,10 @@ static int match_wn(const match_ctx *x, int id, rule_match *rm)
     return m->nfactors > 0 && edm_shape_equal(&edm_graph_node(g, v)->shape, ws);
 }
 
-static int emit_binary(edm_rewriter *rw, const edm_node *like, edm_op op, int a, int b, edm_status *st)
+static int emit_binary(edm_rewriter *rw, const edm_node *like, edm_op op, int a, int b, const char *origin,
+                       edm_status *st)
 {
-    edm_node n = {.op = op, .ninputs = 2, .input = {a, b}, .loc = like->loc, .scope = like->scope, .origin = "wn"};
+    edm_node n = {.op = op, .ninputs = 2, .input = {a, b}, .loc = like->loc, .scope = like->scope, .origin = origin};
     return edm_rewriter_emit(rw, &n, st);
 }
 
@@ -150,7 +157,7 @@ static int emit_wn(edm_rewriter *rw, const edm_node *c, const rule_match *rm, ed
     for (int i = 0; i < m->nfactors; i++) {
         int f = edm_rewriter_map(rw, m->factor[i]);
         int *acc = m->divide[i] ? &den : &num;
-        *acc = *acc < 0 ? f : emit_binary(rw, c, EDM_OP_MUL, *acc, f, st);
+        *acc = *acc < 0 ? f : emit_binary(rw, c, EDM_OP_MUL, *acc, f, "wn", st);
         if (*acc < 0 || f < 0)
             return -1;
     }
@@ -163,7 +170,7 @@ static int emit_wn(edm_rewriter *rw, const edm_node *c, const rule_match *rm, ed
             if (s < 0)
                 return -1;
         }
-        s = emit_binary(rw, c, EDM_OP_DIV, s, den, st);
+        s = emit_binary(rw, c, EDM_OP_DIV, s, den, "wn", st);
         if (s < 0)
             return -1;
     }
@@ -185,7 +192,7 @@ static int emit_wn(edm_rewriter *rw, const edm_node *c, const rule_match *rm, ed
     int y = edm_rewriter_emit(rw, &raw, st);
     if (y < 0)
         return -1;
-    return emit_binary(rw, c, EDM_OP_MUL, y, s, st);
+    return emit_binary(rw, c, EDM_OP_MUL, y, s, "wn", st);
 }
 
 /* A value only `user` reads, and nobody asked to keep. */
@@ -225,6 +232,70 @@ static int emit_attn(edm_rewriter *rw, const edm_node *m2, const rule_match *rm,
     return edm_rewriter_emit(rw, &n, st);
 }
 
+/* A constant of one element: its value into *v. */
+static int scalar_const(const edm_node *n, double *v)
+{
+    if (n->op != EDM_OP_CONST)
+        return 0;
+    for (int d = 0; d < n->shape.rank; d++)
+        if (n->shape.dim[d] != 1)
+            return 0;
+    *v = n->attr.constant.value;
+    return 1;
+}
+
+/* concat(a·s, b·t) with constant scalars s, t (mp_cat): the scales move past
+ * the concatenation, concat(a, b)·[s…s, t…t], so the concatenation reads
+ * stored values only and can be a gather recomputed where it is read. */
+static int match_catscale(const match_ctx *x, int id, rule_match *rm)
+{
+    const edm_node *c = edm_graph_node(x->g, id);
+    if (c->op != EDM_OP_CONCAT || c->ninputs != 2)
+        return 0;
+    int scaled = 0;
+    for (int k = 0; k < 2; k++) {
+        int in = c->input[k];
+        const edm_node *m = edm_graph_node(x->g, in);
+        rm->cat.x[k] = in;
+        rm->cat.scale[k] = 1;
+        if (m->op != EDM_OP_MUL)
+            continue;
+        for (int j = 0; j < 2; j++) {
+            const edm_node *f = edm_graph_node(x->g, m->input[j]), *v = edm_graph_node(x->g, m->input[1 - j]);
+            double s;
+            if (scalar_const(f, &s) && edm_shape_equal(&v->shape, &m->shape)) {
+                rm->cat.x[k] = m->input[1 - j];
+                rm->cat.scale[k] = s;
+                scaled = 1;
+                break;
+            }
+        }
+    }
+    return scaled;
+}
+
+static int emit_catscale(edm_rewriter *rw, const edm_node *c, const rule_match *rm, edm_status *st)
+{
+    const edm_graph *og = edm_rewriter_old(rw);
+    int ax = c->attr.concat.axis, part[2];
+    for (int k = 0; k < 2; k++) { /* [1, …, C_k, …, 1] filled with the scale */
+        edm_node f = {.op = EDM_OP_CONST, .dtype = c->dtype, .loc = c->loc, .scope = c->scope, .origin = "catscale",
+                      .shape = {.rank = c->shape.rank}, .attr.constant.value = rm->cat.scale[k]};
+        for (int d = 0; d < c->shape.rank; d++)
+            f.shape.dim[d] = d == ax ? edm_graph_node(og, rm->cat.x[k])->shape.dim[d] : 1;
+        if ((part[k] = edm_rewriter_emit(rw, &f, st)) < 0)
+            return -1;
+    }
+    edm_node cat = *c, scales = *c;
+    cat.input[0] = edm_rewriter_map(rw, rm->cat.x[0]);
+    cat.input[1] = edm_rewriter_map(rw, rm->cat.x[1]);
+    scales.input[0] = part[0];
+    scales.input[1] = part[1];
+    scales.origin = "catscale";
+    int y = edm_rewriter_emit(rw, &cat, st), s = y < 0 ? -1 : edm_rewriter_emit(rw, &scales, st);
+    return s < 0 ? -1 : emit_binary(rw, c, EDM_OP_MUL, y, s, "catscale", st);
+}
+
 typedef struct {
     const char *name;
     unsigned flag;
@@ -235,6 +306,7 @@ typedef struct {
 static const rewrite_rule REWRITE_RULES[] = {
     {"wn", EDM_FUSE_WN, match_wn, emit_wn},
     {"attn", EDM_FUSE_ATTN, match_attn, emit_attn},
+    {"catscale", EDM_FUSE_EW, match_catscale, emit_catscale},
 };
 
 typedef struct {

@@ -12,6 +12,8 @@
  *   - an epilogue: inlined elementwise nodes between the core and the root,
  *     applied before the one store (scales, the embedding modulation,
  *     mp_silu, dropout, mp_sum with the residual, clip);
+ * with the ew rule a concatenation counts as elementwise: a gather whose
+ * every element is read from one of its inputs, which are stored;
  * without a core it is one elementwise loop.  Steps belong to groups, a group
  * is one kernel: with the `wn` rule every parameter-only step (the weight
  * normalisation, once per call) is one group, and so is every step after the
