@@ -24,6 +24,7 @@
 #include "runtime/image.h"
 #include "runtime/phema.h"
 #include "runtime/safetensors.h"
+#include "runtime/train_run.h"
 
 #define MAX_OUT 1000
 
@@ -279,43 +280,6 @@ static void shape_str(const edm_st_entry *e, char *buf, size_t size)
     edm_shape_str(&s, buf, size);
 }
 
-/* Names the first setting in which two edmc.config values differ. */
-static void config_diff(const char *ca, const char *cb, char *why, size_t size)
-{
-    json_object *ja = ca ? json_tokener_parse(ca) : NULL, *jb = cb ? json_tokener_parse(cb) : NULL;
-    snprintf(why, size, "edmc.config %.200s vs %.200s", ca ? ca : "(none)", cb ? cb : "(none)");
-    if (ja && jb && json_object_is_type(ja, json_type_object) && json_object_is_type(jb, json_type_object)) {
-        int found = 0;
-        json_object_object_foreach(ja, key, va)
-        {
-            json_object *vb = NULL;
-            if (found)
-                break;
-            if (!json_object_object_get_ex(jb, key, &vb)) {
-                snprintf(why, size, "edmc.config: %.100s is set only in the first", key);
-                found = 1;
-            } else if (strcmp(json_object_get_string(va), json_object_get_string(vb)) != 0) {
-                snprintf(why, size, "edmc.config: %.100s = %.100s vs %.100s", key, json_object_get_string(va),
-                         json_object_get_string(vb));
-                found = 1;
-            }
-        }
-        json_object_object_foreach(jb, key2, vb2)
-        {
-            json_object *va2 = NULL;
-            (void)vb2;
-            if (found)
-                break;
-            if (!json_object_object_get_ex(ja, key2, &va2)) {
-                snprintf(why, size, "edmc.config: %.100s is set only in the second", key2);
-                found = 1;
-            }
-        }
-    }
-    json_object_put(ja);
-    json_object_put(jb);
-}
-
 /* Every snapshot has the tensors of the first, of the same dtype and shape,
  * and the same edmc.config. */
 static int check_same_config(const job *j, edm_status *st)
@@ -326,8 +290,11 @@ static int check_same_config(const job *j, edm_status *st)
         const snapshot *b = &j->s[i];
         const char *cb = edm_st_metadata(b->f, "edmc.config");
         char why[600] = "";
-        if ((ca == NULL) != (cb == NULL) || (ca && strcmp(ca, cb) != 0))
-            config_diff(ca, cb, why, sizeof why);
+        if ((ca == NULL) != (cb == NULL) || (ca && strcmp(ca, cb) != 0)) {
+            char diff[500];
+            edm_config_diff(ca, cb, diff, sizeof diff);
+            snprintf(why, sizeof why, "edmc.config: %s", diff);
+        }
         for (int k = 0; !why[0] && k < edm_st_count(a->f); k++) {
             const edm_st_entry *ea = edm_st_entry_at(a->f, k), *eb = edm_st_find(b->f, ea->name);
             char sa[128], sb[128];

@@ -18,6 +18,7 @@
 #include "runtime/safetensors.h"
 #include "runtime/train.h"
 #include "runtime/train_loop.h"
+#include "runtime/train_run.h"
 #include "runtime/weights.h"
 
 /* Options of train and step, parsed here: they share -D and the model with
@@ -28,8 +29,12 @@ typedef struct {
     int64_t batch, batch_gpu, duration, status, snapshot, checkpoint;
     long long max_nonfinite; /* train: status intervals with a non-finite loss before stopping */
     double lr, decay, rampup;
-    int has_lr, has_decay, has_rampup, has_batch, resume, snapshot_fp32;
+    int has_lr, has_decay, has_rampup, has_batch, has_seed, has_ema, resume, snapshot_fp32;
     char ema[128];
+    json_object *run;    /* --resume: the checkpoint's edmc.run record (NULL: none, or an older edmc's) */
+    char *run_config;    /* --resume: the checkpoint's edmc.config */
+    json_object *run_cfg; /* --resume: the same parsed, when the model comes from it */
+    char data_abs[4096]; /* --data as recorded: absolute unless builtin: */
 } train_opts;
 
 /* "64Ki", "8Mi", "10k", "2M", "4096": a count of images. */
@@ -150,7 +155,7 @@ static int parse_train(int argc, char **argv, const char *cmd, int is_step, trai
         else if (IS("--threads"))
             rc = parse_int_in(flag, v, 1, 1024, &n) != 0 ? -1 : (o->base.threads = (int)n, 0);
         else if (IS("--seed"))
-            rc = parse_int_in(flag, v, 0, (long long)1 << 62, &n) != 0 ? -1 : (o->base.seed = (uint64_t)n, 0);
+            rc = parse_int_in(flag, v, 0, (long long)1 << 62, &n) != 0 ? -1 : (o->base.seed = (uint64_t)n, o->has_seed = 1, 0);
         else if (IS("--device"))
             o->base.device = v;
         else if (IS("--precision"))
@@ -186,7 +191,7 @@ static int parse_train(int argc, char **argv, const char *cmd, int is_step, trai
         else if (!is_step && IS("--max-nonfinite"))
             rc = parse_int_in(flag, v, 1, 1000000, &o->max_nonfinite);
         else if (!is_step && IS("--ema"))
-            snprintf(o->ema, sizeof o->ema, "%s", v);
+            snprintf(o->ema, sizeof o->ema, "%s", v), o->has_ema = 1;
         else {
             fprintf(stderr, "edmc %s: unknown option '%.*s' (see docs/cli.md)\n", cmd, (int)len, a);
             return -1;
@@ -257,20 +262,62 @@ static double param_number(const edm_program *prog, const char *name, double def
     return v ? strtod(v, NULL) : def;
 }
 
-/* The evaluation configuration for snapshots: every parameter, training off. */
-static char *config_json(const edm_program *prog)
+/* A number as short as it reads back exactly ("0.01", not 0.01000000000000000021). */
+static void format_number(double x, char *buf, size_t size)
+{
+    snprintf(buf, size, "%.15g", x);
+    if (strtod(buf, NULL) != x)
+        snprintf(buf, size, "%.17g", x);
+}
+
+/* The evaluation configuration for snapshots: every parameter, training off,
+ * and the training hyperparameters as this run uses them (a run with --batch=16
+ * records batch_size 16, not the .edm's default). */
+static char *config_json(const edm_program *prog, const edm_train_opts *t)
 {
     json_object *cfg = json_object_new_object();
     if (!cfg)
         return NULL;
+    const struct {
+        const char *name;
+        double value;
+    } used[] = {{"batch_size", (double)t->batch},
+                {"ref_lr", t->ref_lr},
+                {"ref_batches", t->ref_batches},
+                {"rampup_Mimg", t->rampup_mimg}};
     for (int i = 0; i < prog->nparams; i++) {
-        int training = strcmp(prog->params[i].name, "training") == 0;
-        json_object_object_add(cfg, prog->params[i].name,
-                               json_object_new_string(training ? "false" : prog->params[i].value));
+        const char *name = prog->params[i].name, *value = prog->params[i].value;
+        char buf[64];
+        if (strcmp(name, "training") == 0)
+            value = "false";
+        for (size_t k = 0; k < sizeof used / sizeof used[0]; k++)
+            if (strcmp(name, used[k].name) == 0) {
+                format_number(used[k].value, buf, sizeof buf);
+                value = buf;
+            }
+        json_object_object_add(cfg, name, json_object_new_string(value));
     }
     char *s = strdup(json_object_to_json_string_ext(cfg, JSON_C_TO_STRING_PLAIN));
     json_object_put(cfg);
     return s;
+}
+
+/* --data as a run records it: folders and archives by absolute path (a resumed
+ * run may start from another working folder), builtin:NAME as it is. */
+static int absolute_data(const char *data, char *out, size_t size)
+{
+    if (strncmp(data, "builtin:", 8) == 0 || data[0] == '/') {
+        snprintf(out, size, "%s", data);
+        return 0;
+    }
+    char *abs = edm_absolute_path(data);
+    if (!abs) {
+        fprintf(stderr, "edmc train: --data=%s: cannot make the path absolute\n", data);
+        return 1;
+    }
+    snprintf(out, size, "%s", abs);
+    free(abs);
+    return 0;
 }
 
 /* Ctrl-C: the one piece of global state — a signal handler can only reach
@@ -301,33 +348,230 @@ static int parse_ema(const char *list, edm_train_opts *t)
     return t->nstd > 0 ? 0 : -1;
 }
 
+/* ------------------------------------------------------------------ resume */
+
+static int differs(const train_opts *o, const char *opt, const char *given, const char *recorded)
+{
+    fprintf(stderr,
+            "edmc train: --resume: %s=%s differs from the run in '%s', which used %s: a resumed run keeps its "
+            "settings (leave %s out, or start a new run in another --outdir)\n",
+            opt, given, o->outdir, recorded, opt);
+    return 2;
+}
+
+/* A numeric setting (into num, or into an integer: seeds exceed a double's
+ * precision): the run's value, unless given again (then it must agree). */
+static int agree(const train_opts *o, const char *opt, const char *key, int *given, double *num, int64_t *integer)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(o->run, key, &v))
+        return 0;
+    double rec = json_object_get_double(v);
+    int64_t rec_int = json_object_get_int64(v);
+    if (*given && (num ? rec != *num : rec_int != *integer)) {
+        char a[64], b[64];
+        if (num) {
+            format_number(*num, a, sizeof a);
+            format_number(rec, b, sizeof b);
+        } else {
+            snprintf(a, sizeof a, "%lld", (long long)*integer);
+            snprintf(b, sizeof b, "%lld", (long long)rec_int);
+        }
+        return differs(o, opt, a, b);
+    }
+    if (num)
+        *num = rec;
+    else
+        *integer = rec_int;
+    *given = 1;
+    return 0;
+}
+
+/* The EMA lengths: a snapshot named -0.200 must come from an EMA that tracked 0.200. */
+static int agree_ema(train_opts *o)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(o->run, "ema", &v) || !json_object_is_type(v, json_type_array))
+        return 0;
+    char rec[128] = "";
+    size_t used = 0, n = json_object_array_length(v);
+    for (size_t i = 0; i < n; i++) {
+        char num[64];
+        format_number(json_object_get_double(json_object_array_get_idx(v, i)), num, sizeof num);
+        used += (size_t)snprintf(rec + used, sizeof rec - used, "%s%s", i ? "," : "", num);
+        if (used >= sizeof rec)
+            return differs(o, "--ema", o->ema, "(too many EMA lengths)");
+    }
+    if (o->has_ema) {
+        edm_train_opts given = {0};
+        if (parse_ema(o->ema, &given) != 0)
+            return 2;
+        int same = (size_t)given.nstd == n;
+        for (int i = 0; same && i < given.nstd; i++)
+            same = given.std[i] == json_object_get_double(json_object_array_get_idx(v, (size_t)i));
+        if (!same)
+            return differs(o, "--ema", o->ema, rec);
+    }
+    snprintf(o->ema, sizeof o->ema, "%s", rec);
+    return 0;
+}
+
+/* The model: the run's .edm with the run's parameters, unless one is given
+ * (then compare_config checks that it is configured the same).  The values
+ * point into o->run_cfg, which lives as long as o. */
+static int take_model(train_opts *o)
+{
+    json_object *m;
+    if (o->base.file || !json_object_object_get_ex(o->run, "model", &m))
+        return 0;
+    o->base.file = json_object_get_string(m);
+    o->run_cfg = o->run_config ? json_tokener_parse(o->run_config) : NULL;
+    if (!o->run_cfg || !json_object_is_type(o->run_cfg, json_type_object))
+        return 0;
+    json_object_object_foreach(o->run_cfg, key, val)
+    {
+        int given = strcmp(key, "training") == 0;
+        for (int i = 0; i < o->base.ndefines; i++)
+            given |= strcmp(o->base.defines[i].name, key) == 0;
+        if (given)
+            continue;
+        if (o->base.ndefines == CLI_MAX_DEFINES) {
+            fprintf(stderr, "edmc train: --resume: the run has more than %d parameters\n", CLI_MAX_DEFINES);
+            return 2;
+        }
+        char *name = strdup(key);
+        if (!name) {
+            fprintf(stderr, "edmc: out of memory\n");
+            return 1;
+        }
+        o->base.defines[o->base.ndefines].name = name;
+        o->base.defines[o->base.ndefines++].value = json_object_get_string(val);
+    }
+    return 0;
+}
+
+/* Reads the newest readable checkpoint's record into o and resolves every
+ * setting from it.  Returns 0 or the exit status. */
+static int resume_settings(train_opts *o)
+{
+    edm_status st;
+    edm_status_init(&st);
+    char path[4096], name[256] = "";
+    edm_st_file *f = NULL;
+    for (;;) {
+        if (edm_train_newest_checkpoint(o->outdir, name, path, sizeof path, &st) != 0) {
+            cli_report(NULL, &st);
+            return 1;
+        }
+        if (!path[0]) {
+            fprintf(stderr, "edmc train: --resume: no checkpoint (training-state-*.safetensors) in '%s' to continue "
+                            "from\n", o->outdir);
+            return 2;
+        }
+        f = edm_st_open(path, &st);
+        if (f)
+            break;
+        /* damaged: the training loop skips it too, saying so */
+        snprintf(name, sizeof name, "%s", strrchr(path, '/') + 1);
+        edm_status_init(&st);
+    }
+    const char *run = edm_st_metadata(f, "edmc.run"), *cfg = edm_st_metadata(f, "edmc.config");
+    int rc = 0;
+    if (run) {
+        o->run = json_tokener_parse(run);
+        if (!o->run || !json_object_is_type(o->run, json_type_object)) {
+            fprintf(stderr, "edmc train: --resume: %s: its edmc.run metadata is not a JSON object\n", path);
+            rc = 1;
+        }
+    }
+    if (rc == 0 && cfg && !(o->run_config = strdup(cfg))) {
+        fprintf(stderr, "edmc: out of memory\n");
+        rc = 1;
+    }
+    edm_st_close(f);
+    if (rc != 0 || !o->run)
+        return rc; /* an older edmc's checkpoint: the command line says everything */
+    json_object *v;
+    if (json_object_object_get_ex(o->run, "data", &v)) {
+        const char *rec = json_object_get_string(v);
+        if (!o->data) {
+            o->data = rec;
+        } else {
+            char given[4096];
+            if (absolute_data(o->data, given, sizeof given) != 0)
+                return 1;
+            if (strcmp(given, rec) != 0)
+                return differs(o, "--data", o->data, rec);
+        }
+    }
+    int64_t seed = (int64_t)o->base.seed;
+    if ((rc = agree(o, "--seed", "seed", &o->has_seed, NULL, &seed)) != 0 ||
+        (rc = agree(o, "--batch", "batch", &o->has_batch, NULL, &o->batch)) != 0 ||
+        (rc = agree(o, "--lr", "ref_lr", &o->has_lr, &o->lr, NULL)) != 0 ||
+        (rc = agree(o, "--decay", "ref_batches", &o->has_decay, &o->decay, NULL)) != 0 ||
+        (rc = agree(o, "--rampup", "rampup_Mimg", &o->has_rampup, &o->rampup, NULL)) != 0 ||
+        (rc = agree_ema(o)) != 0)
+        return rc;
+    o->base.seed = (uint64_t)seed;
+    if (json_object_object_get_ex(o->run, "snapshot_fp32", &v)) {
+        int rec = json_object_get_boolean(v);
+        if (o->snapshot_fp32 && !rec)
+            return differs(o, "--snapshot-fp32", "(given)", "fp16 snapshots");
+        o->snapshot_fp32 = rec;
+    }
+    return take_model(o);
+}
+
+/* A model given on resume must be configured as the run's was. */
+static int compare_config(const train_opts *o, const char *config)
+{
+    if (!o->run || !o->run_config || !config || strcmp(o->run_config, config) == 0)
+        return 0;
+    char why[600];
+    edm_config_diff(o->run_config, config, why, sizeof why);
+    fprintf(stderr, "edmc train: --resume: the model is configured otherwise than the run in '%s': %s (the run's "
+                    "vs this command's); leave --model, --preset and -D out to continue it as it was\n",
+            o->outdir, why);
+    return 2;
+}
+
 int cmd_train(int argc, char **argv)
 {
     train_opts o;
     char preset[4096];
-    if (parse_train(argc, argv, "train", 0, &o) != 0) {
-        cli_opts_free(&o.base);
-        return 2;
-    }
-    if (o.preset && !o.base.file) {
-        if (preset_path(o.preset, preset, sizeof preset) != 0) {
-            cli_opts_free(&o.base);
-            return 2;
-        }
+    int rc = parse_train(argc, argv, "train", 0, &o) != 0 ? 2 : 0;
+    if (rc == 0 && o.preset && !o.base.file) {
+        if (preset_path(o.preset, preset, sizeof preset) != 0)
+            rc = 2;
         o.base.file = preset;
     }
-    if (!o.base.file || !o.outdir || (!o.data && !o.resume)) {
-        fprintf(stderr, "edmc train: needs --model=FILE.edm (or --preset=NAME), --data=DATASET and --outdir=DIR\n");
-        cli_opts_free(&o.base);
-        return 2;
+    if (rc == 0 && !o.outdir) {
+        fprintf(stderr, "edmc train: needs --outdir=DIR\n");
+        rc = 2;
     }
-    edm_sources *src = edm_sources_new();
+    if (rc == 0 && o.resume)
+        rc = resume_settings(&o);
+    if (rc == 0 && !o.resume) { /* said early; the training loop checks again with the folder locked */
+        edm_status st;
+        edm_status_init(&st);
+        if (edm_train_check_fresh(o.outdir, &st) != 0) {
+            cli_report(NULL, &st);
+            rc = cli_exit_code(&st);
+        }
+    }
+    if (rc == 0 && (!o.base.file || !o.data)) {
+        fprintf(stderr, "edmc train: needs --model=FILE.edm (or --preset=NAME), --data=DATASET and --outdir=DIR\n");
+        rc = 2;
+    }
+    if (rc == 0)
+        rc = absolute_data(o.data, o.data_abs, sizeof o.data_abs);
+    edm_sources *src = rc == 0 ? edm_sources_new() : NULL;
     edm_program prog;
     memset(&prog, 0, sizeof prog);
-    int rc = src ? load_training(&o, src, &prog) : 1;
-    char *config = rc == 0 ? config_json(&prog) : NULL;
+    if (rc == 0)
+        rc = src ? load_training(&o, src, &prog) : 1;
     /* snapshots name the model by absolute path: generate and phema may run elsewhere */
-    char *model_abs = o.base.file ? edm_absolute_path(o.base.file) : NULL;
+    char *model_abs = rc == 0 ? edm_absolute_path(o.base.file) : NULL;
     edm_st_file *init = NULL;
     edm_status st;
     edm_status_init(&st);
@@ -339,7 +583,7 @@ int cmd_train(int argc, char **argv)
         }
     }
     edm_train_opts t = {
-        .outdir = o.outdir, .data = o.data ? o.data : "builtin:shapes",
+        .outdir = o.outdir, .data = o.data_abs,
         .batch = o.has_batch ? o.batch : (int64_t)param_number(&prog, "batch_size", 2048),
         .batch_gpu = o.batch_gpu, .duration = o.duration, .status_every = o.status,
         .snapshot_every = o.snapshot, .checkpoint_every = o.checkpoint,
@@ -348,7 +592,11 @@ int cmd_train(int argc, char **argv)
         .rampup_mimg = o.has_rampup ? o.rampup : param_number(&prog, "rampup_Mimg", 10),
         .beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8, .seed = o.base.seed, .snapshot_fp32 = o.snapshot_fp32,
         .threads = o.base.threads, .resume = o.resume, .model = model_abs ? model_abs : o.base.file,
-        .config = config, .max_nonfinite = (int)o.max_nonfinite};
+        .max_nonfinite = (int)o.max_nonfinite};
+    char *config = rc == 0 ? config_json(&prog, &t) : NULL;
+    t.config = config;
+    if (rc == 0)
+        rc = compare_config(&o, config);
     if (rc == 0)
         rc = cli_backend_of("train", &o.base, &t.backend);
     if (rc == 0 && parse_ema(o.ema, &t) != 0)
@@ -382,6 +630,9 @@ int cmd_train(int argc, char **argv)
     edm_program_free(&prog);
     edm_sources_free(src);
     cli_opts_free(&o.base);
+    json_object_put(o.run);
+    json_object_put(o.run_cfg);
+    free(o.run_config);
     return rc;
 }
 
