@@ -21,212 +21,125 @@
 #include "runtime/train_run.h"
 #include "runtime/weights.h"
 
-/* Options of train and step, parsed here: they share -D and the model with
- * the other commands but have many of their own. */
+/* Options of train and step: the shared device options and -D (into base),
+ * and their own. */
 typedef struct {
-    cli_opts base; /* file, defines, threads, seed */
-    const char *preset, *data, *outdir, *weights, *batch_file, *output;
+    cli_opts base; /* file, defines, threads, seed, device */
+    const char *preset, *data, *outdir, *batch_file, *ema;
     int64_t batch, batch_gpu, duration, status, snapshot, checkpoint;
-    long long max_nonfinite; /* train: status intervals with a non-finite loss before stopping */
+    int64_t max_nonfinite; /* train: status intervals with a non-finite loss before stopping */
     double lr, decay, rampup;
-    int has_lr, has_decay, has_rampup, has_batch, has_seed, has_ema, resume, snapshot_fp32;
-    char ema[128];
+    int has_lr, has_decay, has_rampup, has_batch, has_seed, has_ema, resume, snapshot_fp32, dry_run;
+    char ema_buf[128];   /* --resume: the run's EMA lengths */
     json_object *run;    /* --resume: the checkpoint's edmc.run record (NULL: none, or an older edmc's) */
     char *run_config;    /* --resume: the checkpoint's edmc.config */
     json_object *run_cfg; /* --resume: the same parsed, when the model comes from it */
     char data_abs[4096]; /* --data as recorded: absolute unless builtin: */
+    char resume_from[4096]; /* --resume: the checkpoint the settings came from */
+    int64_t resume_nimg;    /* and the images it had seen */
 } train_opts;
 
-/* "64Ki", "8Mi", "10k", "2M", "4096": a count of images. */
-static int parse_images(const char *flag, const char *v, int64_t *out)
+/* The reference's options that set a model parameter: --channels=192 is -D model_channels=192. */
+static int store_param(void *opts, const char *cmd, const char *name, const char *v)
 {
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    double unit = 1;
-    if (strcmp(end, "Ki") == 0)
-        unit = 1024;
-    else if (strcmp(end, "Mi") == 0)
-        unit = 1024.0 * 1024;
-    else if (strcmp(end, "Gi") == 0)
-        unit = 1024.0 * 1024 * 1024;
-    else if (strcmp(end, "k") == 0)
-        unit = 1e3;
-    else if (strcmp(end, "M") == 0)
-        unit = 1e6;
-    else if (*end)
-        unit = -1;
-    if (errno || end == v || unit < 0 || !(x >= 0) || x * unit > 9e15) {
-        fprintf(stderr, "edmc: %s=%s: expected a number of images like 4096, 64Ki, 8Mi or 10M\n", flag, v);
-        return -1;
-    }
-    *out = (int64_t)(x * unit + 0.5);
-    return 0;
+    static const char *const map[][2] = {
+        {"--channels", "model_channels"}, {"--dropout", "dropout"}, {"--P_mean", "P_mean"}, {"--P_std", "P_std"}};
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (strcmp(name, map[i][0]) == 0)
+            return cli_define_set(cmd, opts, map[i][1], v);
+    return -1;
 }
 
-/* An integer in [lo, hi]: no silent clamping of 99999999999999999999. */
-static int parse_int_in(const char *flag, const char *v, long long lo, long long hi, long long *out)
+/* --cond=false (the reference's switch) trains an unconditional model. */
+static int store_cond(void *opts, const char *cmd, const char *name, const char *v)
 {
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (errno || end == v || *end || x < lo || x > hi) {
-        fprintf(stderr, "edmc: %s=%s: expected an integer from %lld to %lld\n", flag, v, lo, hi);
-        return -1;
-    }
-    *out = x;
-    return 0;
+    if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0)
+        return cli_define_set(cmd, opts, "label_dim", "0");
+    if (strcmp(v, "true") == 0 || strcmp(v, "1") == 0)
+        return 0;
+    fprintf(stderr, "edmc %s: %s=%s: expected true or false\n", cmd, name, v);
+    return -1;
 }
 
-static int parse_double(const char *flag, const char *v, double *out)
-{
-    char *end;
-    errno = 0;
-    *out = strtod(v, &end);
-    if (errno || end == v || *end || !isfinite(*out) || *out < 0) {
-        fprintf(stderr, "edmc: %s=%s: expected a non-negative number\n", flag, v);
-        return -1;
-    }
-    return 0;
-}
+#define AT(field) .at = offsetof(train_opts, field)
+#define GIVEN(field) .given = CLI_GIVEN(train_opts, field)
+#define IMAGES(name, field, def_, help_) \
+    {.names = (name), .kind = CLI_IMAGES, AT(field), .arg = "N", .def = (def_), .help = (help_)}
+#define STR(name, field, arg_, help_) \
+    {.names = (name), .kind = CLI_STRING, AT(field), .arg = (arg_), .help = (help_)}
+
+static const cli_option train_table[] = {
+    {.names = "--model", .kind = CLI_STRING, AT(base.file), .arg = "FILE.edm", .help = "the model"},
+    STR("--preset", preset, "NAME", "models/NAME.edm (edm2-img512-xs ... edm2-img64-xl, edm2-tiny)"),
+    STR("--data", data, "DATASET",
+        "a folder or .zip of images/latents, or builtin:shapes|shapes16|stripes|blobs (on resume: the run's)"),
+    STR("--outdir", outdir, "DIR", "the run's folder: snapshots, checkpoints, stats.jsonl"),
+    {.names = "--resume", .kind = CLI_FLAG, AT(resume), .help = "continue the run in --outdir with its settings"},
+    {.names = "--dry-run -n", .kind = CLI_FLAG, AT(dry_run),
+     .help = "print the resolved configuration and the plan, run nothing"},
+    {.names = "--batch", .kind = CLI_IMAGES, AT(batch), GIVEN(has_batch), .arg = "B", .def = "the model's batch_size",
+     .help = "images per optimizer step"},
+    {.names = "--batch-gpu", .kind = CLI_IMAGES, AT(batch_gpu), .arg = "B", .def = "--batch",
+     .help = "images per forward/backward pass (gradients accumulate)"},
+    IMAGES("--duration", duration, "2Gi", "images in all"),
+    IMAGES("--status", status, "128Ki", "a status line and a stats.jsonl record every N images"),
+    IMAGES("--snapshot", snapshot, "8Mi", "PH-EMA snapshots every N images (0: none)"),
+    IMAGES("--checkpoint", checkpoint, "128Mi", "a training state every N images (and at the end)"),
+    {.names = "--lr", .kind = CLI_REAL, AT(lr), GIVEN(has_lr), .hi = HUGE_VAL, .arg = "LR",
+     .def = "the model's ref_lr", .help = "the reference learning rate"},
+    {.names = "--decay", .kind = CLI_REAL, AT(decay), GIVEN(has_decay), .hi = HUGE_VAL, .arg = "BATCHES",
+     .def = "the model's ref_batches", .help = "t_ref of the inverse-sqrt decay"},
+    {.names = "--rampup", .kind = CLI_REAL, AT(rampup), GIVEN(has_rampup), .hi = HUGE_VAL, .arg = "MIMG",
+     .def = "the model's rampup_Mimg", .help = "learning-rate warm-up, in millions of images"},
+    {.names = "--ema", .kind = CLI_STRING, AT(ema), GIVEN(has_ema), .arg = "S1,S2,...", .def = "0.050,0.100",
+     .help = "sigma_rel of the tracked EMAs"},
+    {.names = "--snapshot-fp32", .kind = CLI_FLAG, AT(snapshot_fp32), .help = "snapshots in float32 (else fp16)"},
+    {.names = "--seed", .kind = CLI_INT, AT(base.seed), GIVEN(has_seed), .hi = 4611686018427387904.0, .arg = "S",
+     .def = "0", .help = "weights, data order, sigma and noise draws, dropout"},
+    STR("--weights", base.weights, "W.safetensors", "start from these weights"),
+    {.names = "--max-nonfinite", .kind = CLI_INT, AT(max_nonfinite), .lo = 1, .hi = 1000000, .arg = "K", .def = "2",
+     .help = "stop after K status intervals in a row with a non-finite loss"},
+    {.names = "--channels", .kind = CLI_CALL, .arg = "C", .help = "-D model_channels=C", .call = store_param},
+    {.names = "--dropout", .kind = CLI_CALL, .arg = "P", .help = "-D dropout=P", .call = store_param},
+    {.names = "--P_mean --P-mean", .kind = CLI_CALL, .arg = "X", .help = "-D P_mean=X", .call = store_param},
+    {.names = "--P_std --P-std", .kind = CLI_CALL, .arg = "X", .help = "-D P_std=X", .call = store_param},
+    {.names = "--cond", .kind = CLI_CALL, .arg = "true|false", .def = "true",
+     .help = "class-conditional (false: -D label_dim=0)", .call = store_cond},
+};
+
+static const cli_option step_table[] = {
+    STR("--weights", base.weights, "W.safetensors", "the weights before the step"),
+    STR("--batch", batch_file, "IN.safetensors", "images, class_labels, rnd_normal, unit_noise"),
+    STR("--output -o", base.output, "OUT.safetensors", "loss, normalized, grad and step1 tensors"),
+    {.names = "--lr", .kind = CLI_REAL, AT(lr), GIVEN(has_lr), .hi = HUGE_VAL, .arg = "LR",
+     .def = "the model's ref_lr", .help = "Adam's learning rate"},
+    {.names = "--seed", .kind = CLI_INT, AT(base.seed), .hi = 4611686018427387904.0, .arg = "S", .def = "0",
+     .help = "dropout's seed"},
+    {.names = "--allow-nonfinite", .kind = CLI_FLAG, AT(base.allow_nonfinite),
+     .help = "write non-finite results instead of failing"},
+};
 
 static int parse_train(int argc, char **argv, const char *cmd, int is_step, train_opts *o)
 {
     memset(o, 0, sizeof *o);
+    cli_opts_defaults(&o->base);
     o->status = 128 << 10;
     o->snapshot = 8 << 20;
     o->checkpoint = 128 << 20;
     o->duration = (int64_t)2048 << 20;
-    snprintf(o->ema, sizeof o->ema, "0.050,0.100");
-    for (int i = 1; i < argc; i++) {
-        char *a = argv[i];
-        const char *v = strchr(a, '=') ? strchr(a, '=') + 1 : NULL;
-        size_t len = v ? (size_t)(v - 1 - a) : strlen(a);
-        char flag[64]; /* the option without its value, for messages */
-        snprintf(flag, sizeof flag, "%.*s", (int)len, a);
-#define IS(name) (strlen(name) == len && strncmp(a, name, len) == 0)
-        int rc = 0;
-        if (a[0] == '-' && a[1] == 'D') {
-            const char *def = a[2] ? a + 2 : (i + 1 < argc ? argv[++i] : NULL);
-            if (!def) {
-                fprintf(stderr, "edmc %s: -D needs name=value\n", cmd);
-                return -1;
-            }
-            if (cli_add_define(cmd, &o->base, def) != 0)
-                return -1;
-            continue;
-        }
-        if (a[0] != '-') {
-            if (o->base.file) {
-                fprintf(stderr, "edmc %s: more than one model ('%s' and '%s')\n", cmd, o->base.file, a);
-                return -1;
-            }
-            o->base.file = a;
-            continue;
-        }
-        if (IS("--resume") && !is_step) {
-            o->resume = 1;
-            if (v)
-                o->outdir = v;
-            continue;
-        }
-        if (IS("--snapshot-fp32") && !is_step && !v) {
-            o->snapshot_fp32 = 1;
-            continue;
-        }
-        if (IS("--allow-nonfinite") && is_step && !v) {
-            o->base.allow_nonfinite = 1;
-            continue;
-        }
-        int cuda = cli_cuda_flag(cmd, a, v, &o->base.matmul, &o->base.conv, &o->base.no_graph, &o->base.fuse);
-        if (cuda < 0)
-            return -1;
-        if (cuda > 0)
-            continue;
-        if (!v) {
-            fprintf(stderr, "edmc %s: %s needs a value (%s=...)\n", cmd, a, a);
+    o->ema = "0.050,0.100";
+    const char *file = NULL;
+    int rc = cli_parse_own(argc, argv, cmd, is_step ? step_table : train_table,
+                           is_step ? CLI_COUNT(step_table) : CLI_COUNT(train_table),
+                           OPT_DEVICE | OPT_PRECISION | OPT_THREADS | OPT_CUDA, o, &file);
+    if (rc == 0 && file) {
+        if (o->base.file) {
+            fprintf(stderr, "edmc %s: the model given twice ('%s' and '%s')\n", cmd, o->base.file, file);
             return -1;
         }
-        long long n;
-        if (IS("--model"))
-            o->base.file = v;
-        else if (IS("--weights"))
-            o->weights = v;
-        else if (IS("--threads"))
-            rc = parse_int_in(flag, v, 1, 1024, &n) != 0 ? -1 : (o->base.threads = (int)n, 0);
-        else if (IS("--seed"))
-            rc = parse_int_in(flag, v, 0, (long long)1 << 62, &n) != 0 ? -1 : (o->base.seed = (uint64_t)n, o->has_seed = 1, 0);
-        else if (IS("--device"))
-            o->base.device = v;
-        else if (IS("--precision"))
-            o->base.precision = v;
-        else if (IS("--lr"))
-            rc = parse_double(flag, v, &o->lr), o->has_lr = 1;
-        else if (is_step && IS("--batch"))
-            o->batch_file = v;
-        else if (is_step && (IS("--output") || IS("-o")))
-            o->output = v;
-        else if (!is_step && IS("--preset"))
-            o->preset = v;
-        else if (!is_step && IS("--data"))
-            o->data = v;
-        else if (!is_step && IS("--outdir"))
-            o->outdir = v;
-        else if (!is_step && IS("--batch"))
-            rc = parse_images(flag, v, &o->batch), o->has_batch = 1;
-        else if (!is_step && IS("--batch-gpu"))
-            rc = parse_images(flag, v, &o->batch_gpu);
-        else if (!is_step && IS("--duration"))
-            rc = parse_images(flag, v, &o->duration);
-        else if (!is_step && IS("--status"))
-            rc = parse_images(flag, v, &o->status);
-        else if (!is_step && IS("--snapshot"))
-            rc = parse_images(flag, v, &o->snapshot);
-        else if (!is_step && IS("--checkpoint"))
-            rc = parse_images(flag, v, &o->checkpoint);
-        else if (!is_step && IS("--decay"))
-            rc = parse_double(flag, v, &o->decay), o->has_decay = 1;
-        else if (!is_step && IS("--rampup"))
-            rc = parse_double(flag, v, &o->rampup), o->has_rampup = 1;
-        else if (!is_step && IS("--max-nonfinite"))
-            rc = parse_int_in(flag, v, 1, 1000000, &o->max_nonfinite);
-        else if (!is_step && IS("--ema"))
-            snprintf(o->ema, sizeof o->ema, "%s", v), o->has_ema = 1;
-        else {
-            fprintf(stderr, "edmc %s: unknown option '%.*s' (see docs/cli.md)\n", cmd, (int)len, a);
-            return -1;
-        }
-        if (rc != 0) /* the parser said why */
-            return -1;
-#undef IS
+        o->base.file = file;
     }
-    return 0;
-}
-
-/* models/<preset>.edm, looked up beside the working directory and beside the binary. */
-static int preset_path(const char *preset, char *out, size_t size)
-{
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    const char *dirs[3] = {getenv("EDMC_MODELS"), "models", NULL};
-    if (n > 0) {
-        exe[n] = '\0';
-        char *slash = strrchr(exe, '/');
-        if (slash) {
-            snprintf(slash, sizeof exe - (size_t)(slash - exe), "/models");
-            dirs[2] = exe;
-        }
-    }
-    for (int i = 0; i < 3; i++) {
-        if (!dirs[i])
-            continue;
-        snprintf(out, size, "%s/%s.edm", dirs[i], preset);
-        if (access(out, R_OK) == 0)
-            return 0;
-    }
-    fprintf(stderr, "edmc train: --preset=%s: no models/%s.edm (presets: edm2-img512-xs ... edm2-img64-xl, edm2-tiny)\n",
-            preset, preset);
-    return -1;
+    return rc;
 }
 
 /* Compiles the training program: the model with training=true, differentiated. */
@@ -332,20 +245,7 @@ static void on_signal(int sig)
 
 static int parse_ema(const char *list, edm_train_opts *t)
 {
-    char buf[128];
-    snprintf(buf, sizeof buf, "%s", list);
-    t->nstd = 0;
-    for (char *p = strtok(buf, ","); p; p = strtok(NULL, ",")) {
-        char *end;
-        double v = strtod(p, &end);
-        if (*end || !(v > 0) || t->nstd == EDM_TRAIN_MAX_EMA) {
-            fprintf(stderr, "edmc train: --ema=%s: expected up to %d σ_rel values like 0.050,0.100\n", list,
-                    EDM_TRAIN_MAX_EMA);
-            return -1;
-        }
-        t->std[t->nstd++] = v;
-    }
-    return t->nstd > 0 ? 0 : -1;
+    return cli_parse_real_list("train", "--ema", list, 1e-6, 1.0, t->std, EDM_TRAIN_MAX_EMA, &t->nstd);
 }
 
 /* ------------------------------------------------------------------ resume */
@@ -412,7 +312,8 @@ static int agree_ema(train_opts *o)
         if (!same)
             return differs(o, "--ema", o->ema, rec);
     }
-    snprintf(o->ema, sizeof o->ema, "%s", rec);
+    snprintf(o->ema_buf, sizeof o->ema_buf, "%s", rec);
+    o->ema = o->ema_buf;
     return 0;
 }
 
@@ -476,6 +377,9 @@ static int resume_settings(train_opts *o)
         edm_status_init(&st);
     }
     const char *run = edm_st_metadata(f, "edmc.run"), *cfg = edm_st_metadata(f, "edmc.config");
+    const char *nimg = edm_st_metadata(f, "edmc.nimg");
+    snprintf(o->resume_from, sizeof o->resume_from, "%s", path);
+    o->resume_nimg = nimg ? atoll(nimg) : 0;
     int rc = 0;
     if (run) {
         o->run = json_tokener_parse(run);
@@ -535,13 +439,60 @@ static int compare_config(const train_opts *o, const char *config)
     return 2;
 }
 
+/* --dry-run: what the run would be, resolved, and its plan. */
+static void print_plan(const train_opts *o, const edm_train_opts *t, const edm_program *prog)
+{
+    int64_t micro = t->batch_gpu > 0 ? t->batch_gpu : t->batch, start = o->resume ? o->resume_nimg : 0;
+    int64_t left = t->duration > start ? t->duration - start : 0;
+    printf("edmc train --dry-run: nothing is run or written\n");
+    printf("  model        %s\n  parameters  ", t->model);
+    for (int i = 0; i < prog->nparams; i++)
+    {
+        /* the training hyperparameters are on their own lines, as the run uses them */
+        static const char *const own_line[] = {"training", "ops_library", "batch_size", "ref_lr", "ref_batches",
+                                               "rampup_Mimg"};
+        int skip = 0;
+        for (size_t k = 0; k < sizeof own_line / sizeof own_line[0]; k++)
+            skip |= strcmp(prog->params[i].name, own_line[k]) == 0;
+        if (!skip)
+            printf(" %s=%s", prog->params[i].name, prog->params[i].value);
+    }
+    printf("\n  data         %s\n", t->data);
+    if (o->resume)
+        printf("  outdir       %s: resumes from %s (kimg %.3f)\n", t->outdir, o->resume_from, (double)start / 1000);
+    else
+        printf("  outdir       %s: a new run\n", t->outdir);
+    printf("  seed         %llu\n", (unsigned long long)t->seed);
+    printf("  batch        %lld images per step, %lld per pass (%lld passes)\n", (long long)t->batch,
+           (long long)micro, (long long)(t->batch / (micro > 0 ? micro : 1)));
+    printf("  duration     %lld images (kimg %.3f), %lld steps to go\n", (long long)t->duration,
+           (double)t->duration / 1000, (long long)((left + t->batch - 1) / t->batch));
+    printf("  lr           %g, times 1/sqrt(t / %g) past step t = %g; warm-up over %g Mimg\n", t->ref_lr,
+           t->ref_batches, t->ref_batches, t->rampup_mimg);
+    printf("  ema          sigma_rel %s\n", o->ema);
+    printf("  status       every %lld images\n", (long long)t->status_every);
+    if (t->snapshot_every > 0)
+        printf("  snapshots    every %lld images: %lld x %d files (%s)\n", (long long)t->snapshot_every,
+               (long long)(t->duration / t->snapshot_every - start / t->snapshot_every), t->nstd,
+               t->snapshot_fp32 ? "fp32" : "fp16");
+    else
+        printf("  snapshots    none\n");
+    printf("  checkpoints  every %lld images, and at the end\n", (long long)t->checkpoint_every);
+    printf("  device       %s\n", o->base.device ? o->base.device : "cpu");
+}
+
 int cmd_train(int argc, char **argv)
 {
     train_opts o;
     char preset[4096];
-    int rc = parse_train(argc, argv, "train", 0, &o) != 0 ? 2 : 0;
+    int parsed = parse_train(argc, argv, "train", 0, &o);
+    if (parsed > 0) { /* --help */
+        cli_opts_free(&o.base);
+        return 0;
+    }
+    int rc = parsed != 0 ? 2 : 0;
     if (rc == 0 && o.preset && !o.base.file) {
-        if (preset_path(o.preset, preset, sizeof preset) != 0)
+        if (cli_preset_path("train", o.preset, preset, sizeof preset) != 0)
             rc = 2;
         o.base.file = preset;
     }
@@ -575,8 +526,8 @@ int cmd_train(int argc, char **argv)
     edm_st_file *init = NULL;
     edm_status st;
     edm_status_init(&st);
-    if (rc == 0 && o.weights) {
-        init = edm_st_open(o.weights, &st);
+    if (rc == 0 && o.base.weights) {
+        init = edm_st_open(o.base.weights, &st);
         if (!init) {
             cli_report(NULL, &st);
             rc = 1;
@@ -606,7 +557,9 @@ int cmd_train(int argc, char **argv)
                         "images apart\n", (long long)t.snapshot_every);
         rc = 2;
     }
-    if (rc == 0) {
+    if (rc == 0 && o.dry_run) {
+        print_plan(&o, &t, &prog);
+    } else if (rc == 0) {
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
         sa.sa_handler = on_signal;
@@ -618,7 +571,7 @@ int cmd_train(int argc, char **argv)
             rc = 1;
         }
     }
-    if (rc == 0) {
+    if (rc == 0 && !o.dry_run) {
         if (edm_train(prog.graph, &t, init, &stop_requested, stdout, &st) != 0) {
             cli_report(NULL, &st);
             rc = cli_exit_code(&st);
@@ -666,10 +619,10 @@ static int run_step(const train_opts *o, const edm_program *prog, const edm_back
 {
     /* writing the step over its own weights would lose them */
     struct stat sw, so;
-    if (stat(o->weights, &sw) == 0 && stat(o->output, &so) == 0 && sw.st_dev == so.st_dev && sw.st_ino == so.st_ino)
+    if (stat(o->base.weights, &sw) == 0 && stat(o->base.output, &so) == 0 && sw.st_dev == so.st_dev && sw.st_ino == so.st_ino)
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--output=%s is the --weights file: write the step elsewhere",
-                        o->output);
-    edm_st_file *w = edm_st_open(o->weights, st);
+                        o->base.output);
+    edm_st_file *w = edm_st_open(o->base.weights, st);
     edm_st_file *in = w ? edm_st_open(o->batch_file, st) : NULL;
     if (!in) {
         edm_st_close(w);
@@ -756,8 +709,8 @@ static int run_step(const train_opts *o, const edm_program *prog, const edm_back
     if (rc == 0)
         rc = edm_trainer_pull(t, 0, st);
     if (rc == 0) {
-        rc = write_step(t, o->output, loss, normalized, st);
-        printf("loss %.9g (lr %g): %s\n", loss, lr, o->output);
+        rc = write_step(t, o->base.output, loss, normalized, st);
+        printf("loss %.9g (lr %g): %s\n", loss, lr, o->base.output);
     }
     for (int i = 0; normalized && i < edm_trainer_nparams(t); i++)
         free(normalized[i]);
@@ -771,11 +724,12 @@ static int run_step(const train_opts *o, const edm_program *prog, const edm_back
 int cmd_step(int argc, char **argv)
 {
     train_opts o;
-    if (parse_train(argc, argv, "step", 1, &o) != 0) {
+    int parsed = parse_train(argc, argv, "step", 1, &o);
+    if (parsed != 0) {
         cli_opts_free(&o.base);
-        return 2;
+        return parsed > 0 ? 0 : 2;
     }
-    if (!o.base.file || !o.weights || !o.batch_file || !o.output) {
+    if (!o.base.file || !o.base.weights || !o.batch_file || !o.base.output) {
         fprintf(stderr, "edmc step: needs FILE.edm --weights=W.safetensors --batch=IN.safetensors "
                         "--output=OUT.safetensors [--lr=0.01]\n");
         cli_opts_free(&o.base);
