@@ -14,6 +14,7 @@
 
 #include "cli/cli.h"
 #include "compiler/passes/passes.h"
+#include "runtime/data.h"
 #include "runtime/files.h"
 #include "runtime/safetensors.h"
 #include "runtime/train.h"
@@ -35,6 +36,8 @@ typedef struct {
     char *run_config;    /* --resume: the checkpoint's edmc.config */
     json_object *run_cfg; /* --resume: the same parsed, when the model comes from it */
     char data_abs[4096]; /* --data as recorded: absolute unless builtin: */
+    edm_dataset_geometry geo; /* what --data fixes of the model's shape */
+    char geo_text[3][16];     /* the -D values taken from it */
     char resume_from[4096]; /* --resume: the checkpoint the settings came from */
     int64_t resume_nimg;    /* and the images it had seen */
 } train_opts;
@@ -248,6 +251,59 @@ static int parse_ema(const char *list, edm_train_opts *t)
     return cli_parse_real_list("train", "--ema", list, 1e-6, 1.0, t->std, EDM_TRAIN_MAX_EMA, &t->nstd);
 }
 
+/* ------------------------------------------------------------------ shape */
+
+static int has_define(const cli_opts *o, const char *name)
+{
+    for (int i = 0; i < o->ndefines; i++)
+        if (strcmp(o->defines[i].name, name) == 0)
+            return 1;
+    return 0;
+}
+
+/* The dataset decides what the model does not: label_dim always (unless -D
+ * label_dim or --cond=false sets it), resolution and channels for a --model
+ * file (a --preset fixes them; check_preset_shape compares). */
+static int shape_from_data(train_opts *o)
+{
+    edm_status st;
+    edm_status_init(&st);
+    if (edm_dataset_probe(o->data, &o->geo, &st) != 0) {
+        cli_report(NULL, &st);
+        return cli_exit_code(&st);
+    }
+    const struct {
+        const char *name;
+        int value, applies;
+    } from_data[] = {{"label_dim", o->geo.classes, 1},
+                     {"img_resolution", o->geo.resolution, o->geo.resolution > 0 && !o->preset},
+                     {"img_channels", o->geo.channels, o->geo.channels > 0 && !o->preset}};
+    for (int k = 0; k < 3; k++) {
+        if (!from_data[k].applies || has_define(&o->base, from_data[k].name))
+            continue;
+        snprintf(o->geo_text[k], sizeof o->geo_text[k], "%d", from_data[k].value);
+        if (cli_define_set("train", &o->base, from_data[k].name, o->geo_text[k]) != 0)
+            return 2;
+    }
+    return 0;
+}
+
+/* A preset made for other images than the dataset's: one error naming both. */
+static int check_preset_shape(const train_opts *o, const edm_program *prog)
+{
+    int res = (int)param_number(prog, "img_resolution", 0), ch = (int)param_number(prog, "img_channels", 0);
+    if (!o->preset || ((!o->geo.resolution || o->geo.resolution == res) && (!o->geo.channels || o->geo.channels == ch)))
+        return 0;
+    fprintf(stderr,
+            "edmc train: --preset=%s is made for %dx%d images with %d channels, but %s holds %dx%d images with %d "
+            "channels: give -D img_resolution=%d -D img_channels=%d to train its architecture on them, or choose "
+            "another preset\n",
+            o->preset, res, res, ch, o->data, o->geo.resolution ? o->geo.resolution : res,
+            o->geo.resolution ? o->geo.resolution : res, o->geo.channels ? o->geo.channels : ch,
+            o->geo.resolution ? o->geo.resolution : res, o->geo.channels ? o->geo.channels : ch);
+    return 2;
+}
+
 /* ------------------------------------------------------------------ resume */
 
 static int differs(const train_opts *o, const char *opt, const char *given, const char *recorded)
@@ -457,7 +513,11 @@ static void print_plan(const train_opts *o, const edm_train_opts *t, const edm_p
         if (!skip)
             printf(" %s=%s", prog->params[i].name, prog->params[i].value);
     }
-    printf("\n  data         %s\n", t->data);
+    printf("\n  data         %s (", t->data);
+    if (o->geo.resolution)
+        printf("%dx%d, %d channels%s, ", o->geo.resolution, o->geo.resolution, o->geo.channels,
+               o->geo.latent ? " of latents" : "");
+    printf("%d classes)\n", o->geo.classes);
     if (o->resume)
         printf("  outdir       %s: resumes from %s (kimg %.3f)\n", t->outdir, o->resume_from, (double)start / 1000);
     else
@@ -516,6 +576,8 @@ int cmd_train(int argc, char **argv)
     }
     if (rc == 0)
         rc = absolute_data(o.data, o.data_abs, sizeof o.data_abs);
+    if (rc == 0)
+        rc = shape_from_data(&o);
     edm_sources *src = rc == 0 ? edm_sources_new() : NULL;
     edm_program prog;
     memset(&prog, 0, sizeof prog);
@@ -544,6 +606,8 @@ int cmd_train(int argc, char **argv)
         .beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8, .seed = o.base.seed, .snapshot_fp32 = o.snapshot_fp32,
         .threads = o.base.threads, .resume = o.resume, .model = model_abs ? model_abs : o.base.file,
         .max_nonfinite = (int)o.max_nonfinite};
+    if (rc == 0)
+        rc = check_preset_shape(&o, &prog);
     char *config = rc == 0 ? config_json(&prog, &t) : NULL;
     t.config = config;
     if (rc == 0)
