@@ -76,8 +76,9 @@ typedef struct {
  * usage error, 1 when --help was given (and printed). */
 int cli_parse(int argc, char **argv, const char *cmd, unsigned allowed, cli_opts *o);
 /* The same for a command with options of its own (own[0..nown), into opts,
- * whose first member is the cli_opts the shared ones go into); the positional
- * argument goes into *file. */
+ * whose first member is the cli_opts the shared ones go into; shared 0: none,
+ * not even -D); the positional argument goes into *file (file NULL: the
+ * command takes none). */
 int cli_parse_own(int argc, char **argv, const char *cmd, const cli_option *own, int nown, unsigned shared,
                   void *opts, const char **file);
 /* o with every default (what cli_parse starts from). */
@@ -139,5 +140,6 @@ int cmd_phema(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_step(int argc, char **argv);
+int cmd_plot(int argc, char **argv);
 
 #endif

@@ -32,6 +32,7 @@ typedef struct {
     int nguide_defs;
     int guide_opts; /* --guide-model or --guide-D given */
     int subdirs;    /* one folder per thousand seeds, as the reference writes them */
+    int grid_scale; /* each pixel of --grid as a block of this many */
     edm_sample_params sp;
     int64_t cls;    /* -1: a random class per seed */
     char preset_path[4096];
@@ -105,6 +106,8 @@ static const cli_option gen_table[] = {
     {.names = "--seeds", .kind = CLI_STRING, AT(seeds), .arg = "LIST", .def = "0-63",
      .help = "one image per seed: 0-63, 1,5,7, 0-3,10"},
     STR("--grid", grid, "PNG", "also every image in one grid picture"),
+    {.names = "--grid-scale", .kind = CLI_SMALL, AT(grid_scale), .lo = 1, .hi = 64, .arg = "K", .def = "1",
+     .help = "enlarge the grid: each pixel a K x K block"},
     {.names = "--names", .kind = CLI_CHOICE, AT(names), .arg = "edmc|reference", .def = "edmc",
      .help = "file names: seedNNNNNN.png, or the reference's NNNNNN.png"},
     {.names = "--subdirs", .kind = CLI_FLAG, AT(subdirs),
@@ -401,10 +404,13 @@ static int add_settings(const gen_run *r, edm_st_writer *w, edm_status *st)
     char v[64];
     snprintf(v, sizeof v, "%d", p->steps);
     int rc = edm_st_writer_meta(w, "num_steps", v, st);
-    const char *keys[] = {"sigma_min", "sigma_max", "rho", "guidance", "S_churn", "S_min", "S_max", "S_noise"};
-    const double vals[] = {p->sigma_min, p->sigma_max, p->rho, p->guidance, p->S_churn, p->S_min, p->S_max,
-                           p->S_noise};
-    for (int k = 0; rc == 0 && k < 8; k++) {
+    if (rc == 0)
+        rc = edm_st_writer_meta(w, "sampler", edm_sampler_name(p->sampler), st);
+    const char *keys[] = {"sigma_min", "sigma_max", "rho", "guidance", "S_churn", "S_min", "S_max", "S_noise",
+                          "guidance_lo", "guidance_hi"};
+    const double vals[] = {p->sigma_min, p->sigma_max, p->rho,     p->guidance,    p->S_churn,
+                           p->S_min,     p->S_max,     p->S_noise, p->guidance_lo, p->guidance_hi};
+    for (int k = 0; rc == 0 && k < 10; k++) {
         snprintf(v, sizeof v, "%.17g", vals[k]);
         rc = edm_st_writer_meta(w, keys[k], v, st);
     }
@@ -544,7 +550,7 @@ static int generate(gen_run *r, edm_status *st)
     if (prepare(r, st) != 0 || sample_all(r, st) != 0)
         return -1;
     if (r->g->grid && edm_image_write_grid(r->g->grid, r->all, r->n, r->shape.channels, r->shape.height,
-                                           r->shape.width, st) != 0)
+                                           r->shape.width, r->g->grid_scale, st) != 0)
         return -1;
     if (r->g->save_raw && write_raw_all(r, st) != 0)
         return -1;
@@ -605,6 +611,7 @@ int cmd_generate(int argc, char **argv)
     cli_opts_defaults(&g.base);
     edm_sample_params_default(&g.sp);
     g.cls = -1;
+    g.grid_scale = 1;
     int rc = parse_generate(argc, argv, &g);
     if (rc > 0) { /* --help */
         rc = 0;

@@ -30,7 +30,7 @@ typedef struct {
     int64_t batch, batch_gpu, duration, status, snapshot, checkpoint;
     int64_t max_nonfinite; /* train: status intervals with a non-finite loss before stopping */
     double lr, decay, rampup;
-    int has_lr, has_decay, has_rampup, has_batch, has_seed, has_ema, resume, snapshot_fp32, dry_run;
+    int has_lr, has_decay, has_rampup, has_batch, has_seed, has_ema, has_duration, resume, snapshot_fp32, dry_run;
     char ema_buf[128];   /* --resume: the run's EMA lengths */
     json_object *run;    /* --resume: the checkpoint's edmc.run record (NULL: none, or an older edmc's) */
     char *run_config;    /* --resume: the checkpoint's edmc.config */
@@ -84,7 +84,8 @@ static const cli_option train_table[] = {
      .help = "images per optimizer step"},
     {.names = "--batch-gpu", .kind = CLI_IMAGES, AT(batch_gpu), .arg = "B", .def = "--batch",
      .help = "images per forward/backward pass (gradients accumulate)"},
-    IMAGES("--duration", duration, "2Gi", "images in all"),
+    {.names = "--duration", .kind = CLI_IMAGES, AT(duration), GIVEN(has_duration), .arg = "N",
+     .def = "the model's duration_Mi, 2Gi", .help = "images in all"},
     IMAGES("--status", status, "128Ki", "a status line and a stats.jsonl record every N images"),
     IMAGES("--snapshot", snapshot, "8Mi", "PH-EMA snapshots every N images (0: none)"),
     IMAGES("--checkpoint", checkpoint, "128Mi", "a training state every N images (and at the end)"),
@@ -129,7 +130,6 @@ static int parse_train(int argc, char **argv, const char *cmd, int is_step, trai
     o->status = 128 << 10;
     o->snapshot = 8 << 20;
     o->checkpoint = 128 << 20;
-    o->duration = (int64_t)2048 << 20;
     o->ema = "0.050,0.100";
     const char *file = NULL;
     int rc = cli_parse_own(argc, argv, cmd, is_step ? step_table : train_table,
@@ -598,7 +598,9 @@ int cmd_train(int argc, char **argv)
     edm_train_opts t = {
         .outdir = o.outdir, .data = o.data_abs,
         .batch = o.has_batch ? o.batch : (int64_t)param_number(&prog, "batch_size", 2048),
-        .batch_gpu = o.batch_gpu, .duration = o.duration, .status_every = o.status,
+        .batch_gpu = o.batch_gpu,
+        .duration = o.has_duration ? o.duration : (int64_t)(param_number(&prog, "duration_Mi", 2048) * 1048576.0),
+        .status_every = o.status,
         .snapshot_every = o.snapshot, .checkpoint_every = o.checkpoint,
         .ref_lr = o.has_lr ? o.lr : param_number(&prog, "ref_lr", 0.01),
         .ref_batches = o.has_decay ? o.decay : param_number(&prog, "ref_batches", 70000),

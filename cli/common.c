@@ -143,8 +143,9 @@ int cli_parse_own(int argc, char **argv, const char *cmd, const cli_option *own,
     cli_option table[64];
     const cli_usage *u = cli_usage_of(cmd);
     cli_command c = {.name = cmd, .synopsis = u ? u->synopsis : "", .summary = u ? u->summary : "",
-                     .notes = u ? u->notes : NULL, .file = "FILE.edm", .tables = {own ? own : table, table},
-                     .ntables = {own ? nown : 0, cli_select_options(shared, table, 64)}};
+                     .notes = u ? u->notes : NULL, .file = file ? "FILE.edm" : NULL,
+                     .tables = {own ? own : table, table},
+                     .ntables = {own ? nown : 0, shared ? cli_select_options(shared, table, 64) : 0}};
     return cli_parse_command(&c, argc, argv, opts, file);
 }
 

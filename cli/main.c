@@ -16,6 +16,7 @@ static const struct {
 } commands[] = {
     {"check", cmd_check}, {"info", cmd_info},   {"dump", cmd_dump},   {"train", cmd_train},       {"step", cmd_step},
     {"init", cmd_init},   {"forward", cmd_forward}, {"bench", cmd_bench}, {"phema", cmd_phema}, {"generate", cmd_generate},
+    {"plot", cmd_plot},
 };
 
 static command_fn command_named(const char *name)

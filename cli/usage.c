@@ -26,6 +26,8 @@ static const cli_usage commands[] = {
      "Post-hoc EMA: reconstructs EMAs of other lengths from a run's snapshots.", NULL},
     {"generate", "--net=W.safetensors --seeds=0-63 --outdir=DIR [options]",
      "Samples images (or latents) with the EDM samplers.", NULL},
+    {"plot", "--stats=RUN/stats.jsonl -o LOSS.png | --data=DATASET [--count=16] [--scale=K] -o REAL.png",
+     "Pictures of a run: its loss curve, or a grid of a dataset's images.", NULL},
 };
 
 const cli_usage *cli_usage_of(const char *name)

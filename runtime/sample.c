@@ -209,7 +209,7 @@ static int dpmpp_step(sampler *s, float *x, double t, double t_next, edm_status 
     int second = s->hprev > 0 && t_next > 0;
     float c0 = second ? (float)(h / (2 * s->hprev)) : 0.0f, c1 = 1 + c0; /* 1/2r = h / 2h_prev */
     for (int64_t k = 0; k < total; k++) {
-        float dhat = c1 * s->d[k] - c0 * s->dprev[k];
+        float dhat = second ? c1 * s->d[k] - c0 * s->dprev[k] : s->d[k]; /* dprev is unset before the 2nd step */
         x[k] = a * x[k] + b * dhat;
     }
     memcpy(s->dprev, s->d, sizeof(float) * (size_t)total);

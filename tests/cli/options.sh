@@ -17,7 +17,7 @@ for c in check info dump init forward bench step train phema generate; do
 done
 "$edmc" help train >"$tmp/h1" 2>&1
 "$edmc" train --help >"$tmp/h2" 2>&1
-if cmp -s "$tmp/h1" "$tmp/h2" && grep -q -- "--duration=N *images in all (default: 2Gi)" "$tmp/h1"; then
+if cmp -s "$tmp/h1" "$tmp/h2" && grep -q -- "--duration=N *images in all (default: the model.s duration_Mi, 2Gi)" "$tmp/h1"; then
     tap_ok "edmc help train is train's help, with the defaults"
 else
     tap_not_ok "edmc help train" "$(head -n 5 "$tmp/h1")"
