@@ -1,7 +1,7 @@
 #!/bin/sh
 # The main job on its built-in default: build, check every model, then train
-# a small EDM2 (edm2-tiny with 16 channels; 3 colour channels and 3 classes,
-# both taken from the data) on the built-in shapes dataset on the CPU,
+# a small EDM2 (edm2-tiny with 16 channels and 3 colour channels; its 3
+# classes taken from the data) on the built-in shapes dataset on the CPU,
 # reconstruct a post-hoc EMA from its snapshots, sample a grid of images from
 # it, and draw beside them a grid of real dataset images and the loss curve.
 # Output: runs/main/ (stats.jsonl, snapshots, checkpoints, phema/,
@@ -16,7 +16,7 @@ out=${EDMC_MAIN_OUT:-runs/main}
 duration=${EDMC_MAIN_DURATION:-20Ki}
 rm -rf "$out"   # a folder holds one run: the main job starts a new one
 # batch 8: at a fixed number of images, more (smaller) steps learn faster here
-./edmc train --model=models/edm2-tiny.edm -D model_channels=16 -D channels_per_head=16 --data=builtin:shapes \
+./edmc train --model=models/edm2-tiny.edm -D model_channels=16 -D channels_per_head=16 -D img_channels=3 --data=builtin:shapes \
     --outdir="$out" --batch=8 --duration="$duration" --status=1Ki --snapshot=4Ki --checkpoint=8Ki --rampup=0 --lr=0.01
 last=$(ls "$out"/network-snapshot-*-0.100.safetensors | sed -n 's/.*network-snapshot-\([0-9]*\)-0.100.safetensors/\1/p' | tail -n 1)
 ./edmc phema --indir="$out" --outstd=0.05 --outdir="$out/phema"
