@@ -33,6 +33,7 @@ enum {
     OPT_PRECISION = 1 << 13,
     OPT_CUDA = 1 << 14, /* --fuse, and --matmul, --conv, --no-graph (the CUDA backend's ablations) */
     OPT_FUSE = 1 << 15, /* --fuse alone (info, dump) */
+    OPT_DEFINE = 1 << 22, /* -D (cli_parse adds it for every command) */
     /* phema (high bits, clear of the others) */
     OPT_NONFINITE = 1 << 23, /* --allow-nonfinite */
     OPT_INDIR = 1 << 24,
@@ -76,14 +77,14 @@ typedef struct {
  * usage error, 1 when --help was given (and printed). */
 int cli_parse(int argc, char **argv, const char *cmd, unsigned allowed, cli_opts *o);
 /* The same for a command with options of its own (own[0..nown), into opts,
- * whose first member is the cli_opts the shared ones go into; shared 0: none,
- * not even -D); the positional argument goes into *file (file NULL: the
+ * whose first member is the cli_opts the shared ones go into; -D only with
+ * OPT_DEFINE); the positional argument goes into *file (file NULL: the
  * command takes none). */
 int cli_parse_own(int argc, char **argv, const char *cmd, const cli_option *own, int nown, unsigned shared,
                   void *opts, const char **file);
 /* o with every default (what cli_parse starts from). */
 void cli_opts_defaults(cli_opts *o);
-/* The shared options `allowed` selects, and -D, into out (at most max);
+/* The shared options `allowed` selects into out (at most max);
  * their values go into a cli_opts at the start of the command's options. */
 int cli_select_options(unsigned allowed, cli_option *out, int max);
 

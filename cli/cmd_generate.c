@@ -140,7 +140,8 @@ static const cli_option gen_table[] = {
 static int parse_generate(int argc, char **argv, gen_opts *g)
 {
     return cli_parse_own(argc, argv, "generate", gen_table, CLI_COUNT(gen_table),
-                         OPT_THREADS | OPT_BATCH | OPT_DEVICE | OPT_PRECISION | OPT_CUDA | OPT_OUTDIR, g, &g->base.file);
+                         OPT_THREADS | OPT_BATCH | OPT_DEVICE | OPT_PRECISION | OPT_CUDA | OPT_OUTDIR | OPT_DEFINE,
+                         g, &g->base.file);
 }
 
 static void gen_opts_free(gen_opts *g)

@@ -862,8 +862,9 @@ static int parse_phema(int argc, char **argv, phema_opts *po)
     po->inprefix = "network-snapshot";
     po->outprefix = "phema";
     int rc = cli_parse_own(argc, argv, "phema", phema_table, CLI_COUNT(phema_table),
-                           OPT_INDIR | OPT_OUTDIR | OPT_OUTSTD | OPT_OUTKIMG | OPT_SWEEP | OPT_EVAL | OPT_THREADS, po,
-                           &po->base.file);
+                           OPT_INDIR | OPT_OUTDIR | OPT_OUTSTD | OPT_OUTKIMG | OPT_SWEEP | OPT_EVAL | OPT_THREADS |
+                               OPT_DEFINE,
+                           po, &po->base.file);
     if (rc == 0 && (!po->inprefix[0] || strchr(po->inprefix, '/') || !po->outprefix[0] || strchr(po->outprefix, '/'))) {
         fprintf(stderr, "edmc phema: --inprefix and --outprefix are file-name prefixes (not empty, no '/')\n");
         rc = -1;

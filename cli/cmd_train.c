@@ -134,7 +134,7 @@ static int parse_train(int argc, char **argv, const char *cmd, int is_step, trai
     const char *file = NULL;
     int rc = cli_parse_own(argc, argv, cmd, is_step ? step_table : train_table,
                            is_step ? CLI_COUNT(step_table) : CLI_COUNT(train_table),
-                           OPT_DEVICE | OPT_PRECISION | OPT_THREADS | OPT_CUDA, o, &file);
+                           OPT_DEVICE | OPT_PRECISION | OPT_THREADS | OPT_CUDA | OPT_DEFINE, o, &file);
     if (rc == 0 && file) {
         if (o->base.file) {
             fprintf(stderr, "edmc %s: the model given twice ('%s' and '%s')\n", cmd, o->base.file, file);

@@ -72,14 +72,14 @@ static const struct {
     {OPT_CUDA, CALL("--matmul", store_cuda, "cublaslt|generated", "cublaslt", "cuda: the matrix products")},
     {OPT_CUDA, CALL("--conv", store_cuda, "im2col|implicit", "im2col", "cuda: the convolutions")},
     {OPT_CUDA, FLAG("--no-graph", no_graph, "cuda: launch kernel by kernel")},
-    {0, CALL("-D", store_define, "name=value", NULL, "set a model parameter (any number of times)")},
+    {OPT_DEFINE, CALL("-D", store_define, "name=value", NULL, "set a model parameter (any number of times)")},
 };
 
 int cli_select_options(unsigned allowed, cli_option *out, int max)
 {
     int n = 0;
     for (size_t k = 0; k < sizeof common_options / sizeof common_options[0] && n < max; k++)
-        if (!common_options[k].bit || (allowed & common_options[k].bit))
+        if (allowed & common_options[k].bit)
             out[n++] = common_options[k].o;
     return n;
 }
@@ -145,14 +145,14 @@ int cli_parse_own(int argc, char **argv, const char *cmd, const cli_option *own,
     cli_command c = {.name = cmd, .synopsis = u ? u->synopsis : "", .summary = u ? u->summary : "",
                      .notes = u ? u->notes : NULL, .file = file ? "FILE.edm" : NULL,
                      .tables = {own ? own : table, table},
-                     .ntables = {own ? nown : 0, shared ? cli_select_options(shared, table, 64) : 0}};
+                     .ntables = {own ? nown : 0, cli_select_options(shared, table, 64)}};
     return cli_parse_command(&c, argc, argv, opts, file);
 }
 
 int cli_parse(int argc, char **argv, const char *cmd, unsigned allowed, cli_opts *o)
 {
     cli_opts_defaults(o);
-    int rc = cli_parse_own(argc, argv, cmd, NULL, 0, allowed, o, &o->file);
+    int rc = cli_parse_own(argc, argv, cmd, NULL, 0, allowed | OPT_DEFINE, o, &o->file);
     if (rc != 0)
         return rc;
     if (!o->file && !(allowed & OPT_NOFILE)) {
