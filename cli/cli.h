@@ -6,6 +6,9 @@
 
 #include <stdint.h>
 
+#include <stdio.h>
+
+#include "cli/options.h"
 #include "compiler/elaborate.h"
 #include "compiler/source.h"
 #include "runtime/backend.h"
@@ -30,6 +33,7 @@ enum {
     OPT_PRECISION = 1 << 13,
     OPT_CUDA = 1 << 14, /* --fuse, and --matmul, --conv, --no-graph (the CUDA backend's ablations) */
     OPT_FUSE = 1 << 15, /* --fuse alone (info, dump) */
+    OPT_DEFINE = 1 << 22, /* -D (cli_parse adds it for every command) */
     /* phema (high bits, clear of the others) */
     OPT_NONFINITE = 1 << 23, /* --allow-nonfinite */
     OPT_INDIR = 1 << 24,
@@ -68,13 +72,35 @@ typedef struct {
     int allow_nonfinite;                        /* forward: write NaN/Inf results instead of failing */
 } cli_opts;
 
-/* Parses argv[1..] (argv[0] is the command name); prints the problem and
- * returns -1 on a usage error. */
+/* Parses argv[1..] (argv[0] is the command name) with the shared options
+ * `allowed` selects (cli/options.h); prints the problem and returns -1 on a
+ * usage error, 1 when --help was given (and printed). */
 int cli_parse(int argc, char **argv, const char *cmd, unsigned allowed, cli_opts *o);
+/* The same for a command with options of its own (own[0..nown), into opts,
+ * whose first member is the cli_opts the shared ones go into; -D only with
+ * OPT_DEFINE); the positional argument goes into *file (file NULL: the
+ * command takes none). */
+int cli_parse_own(int argc, char **argv, const char *cmd, const cli_option *own, int nown, unsigned shared,
+                  void *opts, const char **file);
+/* o with every default (what cli_parse starts from). */
+void cli_opts_defaults(cli_opts *o);
+/* The shared options `allowed` selects into out (at most max);
+ * their values go into a cli_opts at the start of the command's options. */
+int cli_select_options(unsigned allowed, cli_option *out, int max);
+
+/* What `edmc --help` and each command's --help say about a command. */
+typedef struct {
+    const char *name, *synopsis, *summary;
+    const char *notes; /* after the options, or NULL */
+} cli_usage;
+const cli_usage *cli_usage_of(const char *name);
+void cli_print_usage(FILE *out);
 void cli_opts_free(cli_opts *o);
 /* Appends "name=value" (given with option flag) to defs[*n]; prints the
  * problem and returns -1 when it is malformed or there are too many. */
 int cli_define_append(const char *cmd, const char *flag, edm_define *defs, int *n, const char *def);
+/* Sets parameter name to value (which must outlive o) in o's defines. */
+int cli_define_set(const char *cmd, cli_opts *o, const char *name, const char *value);
 /* The same for -D into o (commands with parsers of their own use it too). */
 int cli_add_define(const char *cmd, cli_opts *o, const char *def);
 
@@ -90,6 +116,10 @@ int cli_backend_of(const char *cmd, const cli_opts *o, edm_backend_options *out)
  * its value v, which may be NULL) was one of them, 0 if not, -1 malformed. */
 int cli_cuda_flag(const char *cmd, const char *a, const char *v, const char **matmul, const char **conv,
                   int *no_graph, const char **fuse);
+
+/* models/<preset>.edm in the model folders ($EDMC_MODELS, ./models, beside
+ * the binary) into out; prints the problem and returns -1 when there is none. */
+int cli_preset_path(const char *cmd, const char *preset, char *out, size_t size);
 
 /* Compiles o->file (or reads an IR .xml), printing every diagnostic.
  * Returns 0, or the exit status (1 input error, 2 usage error). */
@@ -113,5 +143,6 @@ int cmd_import(int argc, char **argv);
 int cmd_dataset(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_step(int argc, char **argv);
+int cmd_plot(int argc, char **argv);
 
 #endif

@@ -268,9 +268,10 @@ int cmd_bench(int argc, char **argv)
     const unsigned allowed =
         OPT_BATCH | OPT_THREADS | OPT_DEVICE | OPT_MODE | OPT_ITERS | OPT_PRECISION | OPT_CUDA | OPT_JSON;
     cli_opts o;
-    if (cli_parse(argc, argv, "bench", allowed, &o) != 0) {
+    int parsed = cli_parse(argc, argv, "bench", allowed, &o);
+    if (parsed != 0) {
         cli_opts_free(&o);
-        return 2;
+        return parsed > 0 ? 0 : 2;
     }
     int rc = 0;
     if (strcmp(o.mode, "forward") != 0 && strcmp(o.mode, "train") != 0 && strcmp(o.mode, "sample") != 0) {

@@ -218,7 +218,7 @@ static int do_info(const cli_opts *o, const edm_program *prog)
         printf("%s\n", o->file);
         printf("  parameters      %s learned (%lld tensors), %lld buffer elements\n", p,
                (long long)s.param_tensors, (long long)s.buffers);
-        printf("  multiply-adds   %.3f G per forward at batch 1 (EDM2-SPEC §3 convention):\n"
+        printf("  multiply-adds   %.3f G per forward at batch 1 (docs/edm2.md §2 convention):\n"
                "                  %.3f G per sample + %.3f G of weight normalization per call\n",
                (s.macs_per_sample + s.macs_per_step) / 1e9, s.macs_per_sample / 1e9, s.macs_per_step / 1e9);
         printf("  activations     %.2f MiB per sample in all, %.2f MiB per sample live at the peak (fp32)\n",

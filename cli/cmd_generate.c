@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,31 +25,17 @@
 
 #define MAX_IMAGES (1 << 24)
 
-enum {
-    G_NET, G_MODEL, G_GUIDE, G_GUIDE_MODEL, G_GUIDE_D, G_GUIDANCE, G_SEEDS, G_GRID, G_CLASS, G_STEPS,
-    G_SIGMA_MIN, G_SIGMA_MAX, G_RHO, G_S_CHURN, G_S_MIN, G_S_MAX, G_S_NOISE, G_NOISE, G_SAVE_RAW,
-};
-
-static const struct {
-    const char *name;
-    int id;
-} gen_specs[] = {
-    {"--net", G_NET},           {"--model", G_MODEL},         {"--guide", G_GUIDE},
-    {"--guide-model", G_GUIDE_MODEL}, {"--guide-D", G_GUIDE_D}, {"--guidance", G_GUIDANCE},
-    {"--seeds", G_SEEDS},       {"--grid", G_GRID},           {"--class", G_CLASS},
-    {"--steps", G_STEPS},       {"--sigma-min", G_SIGMA_MIN}, {"--sigma-max", G_SIGMA_MAX},
-    {"--rho", G_RHO},           {"--S-churn", G_S_CHURN},     {"--S-min", G_S_MIN},
-    {"--S-max", G_S_MAX},       {"--S-noise", G_S_NOISE},     {"--noise", G_NOISE},
-    {"--save-raw", G_SAVE_RAW},
-};
-
 typedef struct {
-    const char *net, *model, *guide, *guide_model, *grid, *noise, *save_raw, *seeds;
+    cli_opts base; /* -D, the model file, --threads, --batch, --outdir, the device options */
+    const char *net, *model, *preset, *guide, *guide_model, *grid, *noise, *save_raw, *seeds, *names;
     edm_define guide_defs[CLI_MAX_DEFINES];
     int nguide_defs;
     int guide_opts; /* --guide-model or --guide-D given */
+    int subdirs;    /* one folder per thousand seeds, as the reference writes them */
+    int grid_scale; /* each pixel of --grid as a block of this many */
     edm_sample_params sp;
-    long long cls; /* -1: a random class per seed */
+    int64_t cls;    /* -1: a random class per seed */
+    char preset_path[4096];
 } gen_opts;
 
 /* Everything one run holds. */
@@ -71,110 +58,90 @@ typedef struct {
 
 /* ------------------------------------------------------------ options */
 
-static int parse_real(const char *opt, const char *v, double *out)
+static int store_guide_define(void *opts, const char *cmd, const char *name, const char *v)
 {
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (errno || end == v || *end || isnan(x)) {
-        fprintf(stderr, "edmc generate: %s=%s: expected a number\n", opt, v);
+    gen_opts *g = opts;
+    g->guide_opts = 1;
+    return cli_define_append(cmd, name, g->guide_defs, &g->nguide_defs, v);
+}
+
+static int store_sampler(void *opts, const char *cmd, const char *name, const char *v)
+{
+    int s = edm_sampler_from_name(v);
+    if (s < 0) {
+        fprintf(stderr, "edmc %s: %s=%s: expected heun, euler or dpmpp-2m\n", cmd, name, v);
         return -1;
     }
-    *out = x;
+    ((gen_opts *)opts)->sp.sampler = (edm_sampler)s;
     return 0;
 }
 
-static int parse_ll(const char *opt, const char *v, long long lo, long long hi, long long *out)
+static int store_interval(void *opts, const char *cmd, const char *name, const char *v)
 {
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (errno || end == v || *end || x < lo || x > hi) {
-        fprintf(stderr, "edmc generate: %s=%s: expected an integer from %lld to %lld\n", opt, v, lo, hi);
+    double lohi[2];
+    int n;
+    if (cli_parse_real_list(cmd, name, v, 0, HUGE_VAL, lohi, 2, &n) != 0)
+        return -1;
+    if (n != 2 || lohi[0] > lohi[1]) {
+        fprintf(stderr, "edmc %s: %s=%s: expected LO,HI with 0 <= LO <= HI (σ values)\n", cmd, name, v);
         return -1;
     }
-    *out = x;
+    edm_sample_params *p = &((gen_opts *)opts)->sp;
+    p->guidance_lo = lohi[0];
+    p->guidance_hi = lohi[1];
     return 0;
 }
 
-static int add_guide_define(gen_opts *g, const char *def)
-{
-    return cli_define_append("generate", "--guide-D", g->guide_defs, &g->nguide_defs, def);
-}
+#define AT(field) .at = offsetof(gen_opts, field)
+#define STR(name, field, arg_, help_) \
+    {.names = (name), .kind = CLI_STRING, AT(field), .arg = (arg_), .help = (help_)}
+#define REAL(name, field, def_, help_) \
+    {.names = (name), .kind = CLI_REAL, AT(field), .lo = -HUGE_VAL, .hi = HUGE_VAL, .arg = "X", .def = (def_), \
+     .help = (help_)}
 
-static int set_real_option(gen_opts *g, int id, const char *opt, const char *v)
-{
-    double *dst = id == G_GUIDANCE    ? &g->sp.guidance
-                  : id == G_SIGMA_MIN ? &g->sp.sigma_min
-                  : id == G_SIGMA_MAX ? &g->sp.sigma_max
-                  : id == G_RHO       ? &g->sp.rho
-                  : id == G_S_CHURN   ? &g->sp.S_churn
-                  : id == G_S_MIN     ? &g->sp.S_min
-                  : id == G_S_MAX     ? &g->sp.S_max
-                                      : &g->sp.S_noise;
-    return parse_real(opt, v, dst);
-}
+static const cli_option gen_table[] = {
+    STR("--net", net, "W.safetensors", "the network's weights (a snapshot, a PH-EMA result, init's output)"),
+    STR("--model", model, "FILE.edm", "the model, when the weights do not name theirs"),
+    STR("--preset", preset, "NAME", "the model models/NAME.edm"),
+    {.names = "--seeds", .kind = CLI_STRING, AT(seeds), .arg = "LIST", .def = "0-63",
+     .help = "one image per seed: 0-63, 1,5,7, 0-3,10"},
+    STR("--grid", grid, "PNG", "also every image in one grid picture"),
+    {.names = "--grid-scale", .kind = CLI_SMALL, AT(grid_scale), .lo = 1, .hi = 64, .arg = "K", .def = "1",
+     .help = "enlarge the grid: each pixel a K x K block"},
+    {.names = "--names", .kind = CLI_CHOICE, AT(names), .arg = "edmc|reference", .def = "edmc",
+     .help = "file names: seedNNNNNN.png, or the reference's NNNNNN.png"},
+    {.names = "--subdirs", .kind = CLI_FLAG, AT(subdirs),
+     .help = "a folder per thousand seeds (000000/, 001000/, ...), as the reference's --subdirs"},
+    {.names = "--class", .kind = CLI_INT, AT(cls), .hi = 1 << 30, .arg = "C", .def = "a random class per seed",
+     .help = "the class label"},
+    {.names = "--sampler", .kind = CLI_CALL, .arg = "heun|euler|dpmpp-2m", .def = "heun",
+     .help = "the ODE solver", .call = store_sampler},
+    {.names = "--steps", .kind = CLI_SMALL, AT(sp.steps), .lo = 2, .hi = 100000, .arg = "N",
+     .def = "32", .help = "noise levels (Heun: 2N-1 evaluations, the others N)"},
+    STR("--guide --gnet", guide, "G.safetensors", "the guiding network (autoguidance or CFG)"),
+    STR("--guide-model", guide_model, "FILE.edm", "the guide's model"),
+    {.names = "--guide-D", .kind = CLI_CALL, .arg = "name=value", .help = "a guide model parameter",
+     .call = store_guide_define},
+    REAL("--guidance", sp.guidance, "1", "guidance weight w: D = D_g + w (D - D_g)"),
+    {.names = "--guidance-interval", .kind = CLI_CALL, .arg = "LO,HI", .def = "every σ",
+     .help = "guide only at noise levels σ in [LO, HI]", .call = store_interval},
+    REAL("--sigma-min --sigma_min", sp.sigma_min, "0.002", "the lowest noise level"),
+    REAL("--sigma-max --sigma_max", sp.sigma_max, "80", "the highest noise level"),
+    REAL("--rho", sp.rho, "7", "the schedule's exponent"),
+    REAL("--S-churn --S_churn", sp.S_churn, "0", "stochastic churn (heun, euler)"),
+    REAL("--S-min --S_min", sp.S_min, "0", "churn only at σ >= S_min"),
+    REAL("--S-max --S_max", sp.S_max, "inf", "churn only at σ <= S_max"),
+    REAL("--S-noise --S_noise", sp.S_noise, "1", "the churn noise's scale"),
+    STR("--noise", noise, "N.safetensors", "the initial noise (tensor 'noise' [N, C, H, W]) instead of seeds"),
+    STR("--save-raw", save_raw, "FILE.safetensors", "every sample as floats, with the settings"),
+};
 
-static int set_option(gen_opts *g, int id, const char *opt, const char *v)
+/* generate's table, and the shared options it takes (the device's, --batch, --outdir, -D). */
+static int parse_generate(int argc, char **argv, gen_opts *g)
 {
-    long long x;
-    switch (id) {
-    case G_NET: g->net = v; return 0;
-    case G_MODEL: g->model = v; return 0;
-    case G_GUIDE: g->guide = v; return 0;
-    case G_GUIDE_MODEL: g->guide_model = v; g->guide_opts = 1; return 0;
-    case G_GUIDE_D: g->guide_opts = 1; return add_guide_define(g, v);
-    case G_SEEDS: g->seeds = v; return 0;
-    case G_GRID: g->grid = v; return 0;
-    case G_NOISE: g->noise = v; return 0;
-    case G_SAVE_RAW: g->save_raw = v; return 0;
-    case G_CLASS:
-        if (parse_ll(opt, v, 0, 1 << 30, &x) != 0)
-            return -1;
-        g->cls = x;
-        return 0;
-    case G_STEPS:
-        if (parse_ll(opt, v, 2, 100000, &x) != 0)
-            return -1;
-        g->sp.steps = (int)x;
-        return 0;
-    default: return set_real_option(g, id, opt, v);
-    }
-}
-
-static int find_spec(const char *a, size_t len)
-{
-    for (size_t k = 0; k < sizeof gen_specs / sizeof gen_specs[0]; k++)
-        if (strlen(gen_specs[k].name) == len && strncmp(gen_specs[k].name, a, len) == 0)
-            return (int)k;
-    return -1;
-}
-
-/* Takes generate's own options out of argv; the rest go to rest (rest[0] is
- * the command name). */
-static int split_args(int argc, char **argv, gen_opts *g, char **rest, int *nrest)
-{
-    *nrest = 0;
-    rest[(*nrest)++] = argv[0];
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        size_t len = strcspn(a, "=");
-        int k = strncmp(a, "--", 2) == 0 ? find_spec(a, len) : -1;
-        if (k < 0) {
-            rest[(*nrest)++] = argv[i];
-            if ((strcmp(a, "-D") == 0 || strcmp(a, "-o") == 0) && i + 1 < argc)
-                rest[(*nrest)++] = argv[++i];
-            continue;
-        }
-        const char *v = a[len] == '=' ? a + len + 1 : (i + 1 < argc ? argv[++i] : NULL);
-        if (!v) {
-            fprintf(stderr, "edmc generate: %.*s needs a value\n", (int)len, a);
-            return -1;
-        }
-        if (set_option(g, gen_specs[k].id, gen_specs[k].name, v) != 0)
-            return -1;
-    }
-    return 0;
+    return cli_parse_own(argc, argv, "generate", gen_table, CLI_COUNT(gen_table),
+                         OPT_THREADS | OPT_BATCH | OPT_DEVICE | OPT_PRECISION | OPT_CUDA | OPT_OUTDIR | OPT_DEFINE,
+                         g, &g->base.file);
 }
 
 static void gen_opts_free(gen_opts *g)
@@ -190,8 +157,8 @@ static int check_usage(const cli_opts *o, const gen_opts *g)
     const char *why = NULL;
     if (!g->net)
         why = "give the network's weights with --net=W.safetensors";
-    else if (o->file && g->model)
-        why = "give the model either as a file or with --model, not both";
+    else if (!!o->file + !!g->model + !!g->preset > 1)
+        why = "give the model once: as a file, with --model or with --preset";
     else if (!g->guide && g->sp.guidance != 1)
         why = "--guidance needs a guide network (--guide=G.safetensors)";
     else if (!g->guide && g->guide_opts)
@@ -368,9 +335,9 @@ static int make_labels(gen_run *r, edm_status *st)
     int L = r->shape.label_dim;
     if (r->g->cls >= 0 && !L)
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--class=%lld: the model is unconditional (label_dim = 0)",
-                        r->g->cls);
+                        (long long)r->g->cls);
     if (r->g->cls >= L)
-        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--class=%lld: the model has classes 0 to %d", r->g->cls,
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--class=%lld: the model has classes 0 to %d", (long long)r->g->cls,
                         L - 1);
     if (!L || (r->labels && r->g->cls < 0))
         return 0;
@@ -406,15 +373,26 @@ static int write_raw_one(const gen_run *r, const char *path, int64_t i, const fl
     return rc;
 }
 
-/* Image i (its values x) as outdir/seedNNNNNN.png or .safetensors. */
+/* Image i (its values x) as outdir/seedNNNNNN.png or .safetensors (NNNNNN.png
+ * with --names=reference; in outdir/KKK000/ with --subdirs). */
 static int write_one(const gen_run *r, int64_t i, const float *x, edm_status *st)
 {
-    size_t len = strlen(r->o->outdir) + 48;
+    size_t len = strlen(r->o->outdir) + 64;
     char *path = malloc(len);
     if (!path)
         return edm_nomem(st);
-    snprintf(path, len, "%s/seed%06llu.%s", r->o->outdir, (unsigned long long)r->seeds[i],
-             r->png ? "png" : "safetensors");
+    unsigned long long seed = r->seeds[i];
+    int plain = r->g->names && strcmp(r->g->names, "reference") == 0;
+    int n = snprintf(path, len, "%s/", r->o->outdir);
+    if (r->g->subdirs) { /* the reference's layout: 000000/, 001000/, ... */
+        n += snprintf(path + n, len - (size_t)n, "%06llu", seed / 1000 * 1000);
+        if (edm_make_dirs(path, st) != 0) {
+            free(path);
+            return -1;
+        }
+        n += snprintf(path + n, len - (size_t)n, "/");
+    }
+    snprintf(path + n, len - (size_t)n, "%s%06llu.%s", plain ? "" : "seed", seed, r->png ? "png" : "safetensors");
     int rc = r->png ? edm_image_write_png(path, x, r->shape.channels, r->shape.height, r->shape.width, st)
                     : write_raw_one(r, path, i, x, st);
     free(path);
@@ -427,10 +405,13 @@ static int add_settings(const gen_run *r, edm_st_writer *w, edm_status *st)
     char v[64];
     snprintf(v, sizeof v, "%d", p->steps);
     int rc = edm_st_writer_meta(w, "num_steps", v, st);
-    const char *keys[] = {"sigma_min", "sigma_max", "rho", "guidance", "S_churn", "S_min", "S_max", "S_noise"};
-    const double vals[] = {p->sigma_min, p->sigma_max, p->rho, p->guidance, p->S_churn, p->S_min, p->S_max,
-                           p->S_noise};
-    for (int k = 0; rc == 0 && k < 8; k++) {
+    if (rc == 0)
+        rc = edm_st_writer_meta(w, "sampler", edm_sampler_name(p->sampler), st);
+    const char *keys[] = {"sigma_min", "sigma_max", "rho", "guidance", "S_churn", "S_min", "S_max", "S_noise",
+                          "guidance_lo", "guidance_hi"};
+    const double vals[] = {p->sigma_min, p->sigma_max, p->rho,     p->guidance,    p->S_churn,
+                           p->S_min,     p->S_max,     p->S_noise, p->guidance_lo, p->guidance_hi};
+    for (int k = 0; rc == 0 && k < 10; k++) {
         snprintf(v, sizeof v, "%.17g", vals[k]);
         rc = edm_st_writer_meta(w, keys[k], v, st);
     }
@@ -508,9 +489,11 @@ static int sample_all(gen_run *r, edm_status *st)
         rc = run_batch(r, first, count, x, st);
         double dt = edm_now_seconds() - t0;
         long long done = first + count;
+        double rate = (double)done / (dt > 0 ? dt : 1e-9), eta = (double)(r->n - done) / rate;
         if (rc == 0)
-            fprintf(stderr, "%sgenerate: %lld/%lld images, %.1f s, %.3g images/s%s", tty ? "\r" : "", done,
-                    (long long)r->n, dt, (double)done / (dt > 0 ? dt : 1e-9), tty ? "" : "\n");
+            fprintf(stderr, "%sgenerate: %lld/%lld images, %.1f s, %.3g images/s, ETA %02d:%02d:%02d%s",
+                    tty ? "\r" : "", done, (long long)r->n, dt, rate, (int)(eta / 3600), (int)fmod(eta / 60, 60),
+                    (int)fmod(eta, 60), tty ? "" : "\n");
     }
     if (tty)
         fprintf(stderr, "\n");
@@ -568,7 +551,7 @@ static int generate(gen_run *r, edm_status *st)
     if (prepare(r, st) != 0 || sample_all(r, st) != 0)
         return -1;
     if (r->g->grid && edm_image_write_grid(r->g->grid, r->all, r->n, r->shape.channels, r->shape.height,
-                                           r->shape.width, st) != 0)
+                                           r->shape.width, r->g->grid_scale, st) != 0)
         return -1;
     if (r->g->save_raw && write_raw_all(r, st) != 0)
         return -1;
@@ -626,23 +609,22 @@ int cmd_generate(int argc, char **argv)
 {
     gen_opts g;
     memset(&g, 0, sizeof g);
+    cli_opts_defaults(&g.base);
     edm_sample_params_default(&g.sp);
     g.cls = -1;
-    char **rest = malloc(sizeof *rest * (size_t)(argc + 1));
-    if (!rest) {
-        fprintf(stderr, "edmc: out of memory\n");
-        return 1;
+    g.grid_scale = 1;
+    int rc = parse_generate(argc, argv, &g);
+    if (rc > 0) { /* --help */
+        rc = 0;
+    } else if (rc < 0 || check_usage(&g.base, &g) != 0 ||
+               (g.preset && cli_preset_path("generate", g.preset, g.preset_path, sizeof g.preset_path) != 0)) {
+        rc = 2;
+    } else {
+        if (g.preset)
+            g.model = g.preset_path;
+        rc = run_generate(&g.base, &g);
     }
-    int nrest = 0, rc = 2;
-    cli_opts o;
-    memset(&o, 0, sizeof o);
-    if (split_args(argc, argv, &g, rest, &nrest) == 0 &&
-        cli_parse(nrest, rest, "generate",
-                  OPT_THREADS | OPT_BATCH | OPT_DEVICE | OPT_PRECISION | OPT_CUDA | OPT_OUTDIR | OPT_NOFILE, &o) == 0 &&
-        check_usage(&o, &g) == 0)
-        rc = run_generate(&o, &g);
-    cli_opts_free(&o);
+    cli_opts_free(&g.base);
     gen_opts_free(&g);
-    free(rest);
     return rc;
 }

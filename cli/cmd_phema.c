@@ -25,6 +25,7 @@
 #include "runtime/image.h"
 #include "runtime/phema.h"
 #include "runtime/safetensors.h"
+#include "runtime/train_run.h"
 #include "runtime/weights.h"
 
 #define MAX_OUT 1000
@@ -48,12 +49,20 @@ typedef struct {
     const char *buffers_from;
 } job;
 
-/* The options of --eval=loss, taken out of argv before the shared parser. */
+/* The options of --eval=loss. */
 typedef struct {
     const char *data, *plot;
     int64_t images;
     int has_data, has_images;
 } eval_args;
+
+/* Every option: the shared ones (base) first, for the shared option table. */
+typedef struct {
+    cli_opts base;
+    eval_args ea;
+    const char *inprefix, *outprefix; /* network-snapshot, phema */
+    int skip;                         /* keep results that exist already */
+} phema_opts;
 
 /* ------------------------------------------------------------ --outstd */
 
@@ -93,7 +102,22 @@ static int parse_outstd(job *j, const char *list, edm_status *st)
         char item[64];
         snprintf(item, sizeof item, "%.*s", (int)(len < 63 ? len : 63), p);
         const char *c1 = memchr(p, ':', len);
-        if (!c1) {
+        if (len == 3 && strncmp(p, "...", 3) == 0) {
+            /* a,b,...,z: the series a, b, b + (b - a), ... up to z */
+            double z, a = j->m >= 2 ? j->out_std[j->m - 2] : 0, step = j->m >= 2 ? j->out_std[j->m - 1] - a : 0;
+            p += len + (p[len] ? 1 : 0);
+            len = strcspn(p, ",");
+            if (j->m < 2 || parse_number(p, len, &z) != 0 || !(step > 0) || z < j->out_std[j->m - 1])
+                return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
+                                "--outstd: '...' needs two rising values before it and the last after it, as in "
+                                "0.010,0.015,...,0.250");
+            for (int k = 2; a + k * step <= z + step * 1e-6; k++) {
+                char one[32];
+                snprintf(one, sizeof one, "%g", a + k * step);
+                if (add_std(j, a + k * step, one, st) != 0)
+                    return -1;
+            }
+        } else if (!c1) {
             double v;
             if (parse_number(p, len, &v) != 0)
                 return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--outstd: '%s' is not a number", item);
@@ -143,15 +167,16 @@ static int parse_outstd(job *j, const char *list, edm_status *st)
 
 /* ------------------------------------------------------------ snapshots */
 
-/* network-snapshot-<digits>-<digits>.<digits>.safetensors, or .pkl (the
- * reference's snapshots, imported as they are read) */
-static int parse_name(const char *name, int64_t *kimg, double *std)
+/* <prefix>-<digits>-<digits>.<digits>.safetensors (prefix: network-snapshot), or
+ * .pkl (the reference's snapshots, imported as they are read) */
+static int parse_name(const char *name, const char *prefix, int64_t *kimg, double *std)
 {
-    static const char prefix[] = "network-snapshot-";
-    size_t n = strlen(name), lp = sizeof prefix - 1;
+    size_t n = strlen(name), lp = strlen(prefix);
     size_t ls = n > 4 && strcmp(name + n - 4, ".pkl") == 0 ? 4 : strlen(".safetensors");
-    if (n <= lp + ls || strncmp(name, prefix, lp) != 0 || (ls != 4 && strcmp(name + n - ls, ".safetensors") != 0))
+    if (n <= lp + 1 + ls || strncmp(name, prefix, lp) != 0 || name[lp] != '-' ||
+        (ls != 4 && strcmp(name + n - ls, ".safetensors") != 0))
         return -1;
+    lp++;
     const char *p = name + lp, *end = name + n - ls;
     const char *q = p;
     int64_t k = 0;
@@ -197,7 +222,7 @@ static char *join_path(const char *dir, const char *name)
     return p;
 }
 
-static int list_snapshots(job *j, const char *dir, edm_status *st)
+static int list_snapshots(job *j, const char *dir, const char *prefix, edm_status *st)
 {
     DIR *d = opendir(dir);
     if (!d)
@@ -207,7 +232,7 @@ static int list_snapshots(job *j, const char *dir, edm_status *st)
     while (rc == 0 && (e = readdir(d)) != NULL) {
         int64_t kimg;
         double std;
-        if (parse_name(e->d_name, &kimg, &std) != 0)
+        if (parse_name(e->d_name, prefix, &kimg, &std) != 0)
             continue;
         if (j->n == j->cap) {
             int cap = j->cap ? 2 * j->cap : 16;
@@ -236,7 +261,7 @@ static int list_snapshots(job *j, const char *dir, edm_status *st)
     closedir(d);
     if (rc == 0 && j->n == 0)
         rc = edm_fail(st, EDM_ERR_IO, EDM_NO_LOC,
-                      "no snapshots in %s (expected network-snapshot-<kimg>-<sigma_rel>.safetensors or .pkl files)", dir);
+                      "no snapshots in %s (expected %s-<kimg>-<sigma_rel>.safetensors or .pkl files)", dir, prefix);
     return rc;
 }
 
@@ -283,43 +308,6 @@ static void shape_str(const edm_st_entry *e, char *buf, size_t size)
     edm_shape_str(&s, buf, size);
 }
 
-/* Names the first setting in which two edmc.config values differ. */
-static void config_diff(const char *ca, const char *cb, char *why, size_t size)
-{
-    json_object *ja = ca ? json_tokener_parse(ca) : NULL, *jb = cb ? json_tokener_parse(cb) : NULL;
-    snprintf(why, size, "edmc.config %.200s vs %.200s", ca ? ca : "(none)", cb ? cb : "(none)");
-    if (ja && jb && json_object_is_type(ja, json_type_object) && json_object_is_type(jb, json_type_object)) {
-        int found = 0;
-        json_object_object_foreach(ja, key, va)
-        {
-            json_object *vb = NULL;
-            if (found)
-                break;
-            if (!json_object_object_get_ex(jb, key, &vb)) {
-                snprintf(why, size, "edmc.config: %.100s is set only in the first", key);
-                found = 1;
-            } else if (strcmp(json_object_get_string(va), json_object_get_string(vb)) != 0) {
-                snprintf(why, size, "edmc.config: %.100s = %.100s vs %.100s", key, json_object_get_string(va),
-                         json_object_get_string(vb));
-                found = 1;
-            }
-        }
-        json_object_object_foreach(jb, key2, vb2)
-        {
-            json_object *va2 = NULL;
-            (void)vb2;
-            if (found)
-                break;
-            if (!json_object_object_get_ex(ja, key2, &va2)) {
-                snprintf(why, size, "edmc.config: %.100s is set only in the second", key2);
-                found = 1;
-            }
-        }
-    }
-    json_object_put(ja);
-    json_object_put(jb);
-}
-
 /* Every snapshot has the tensors of the first, of the same dtype and shape,
  * and the same edmc.config. */
 static int check_same_config(const job *j, edm_status *st)
@@ -330,8 +318,11 @@ static int check_same_config(const job *j, edm_status *st)
         const snapshot *b = &j->s[i];
         const char *cb = edm_st_metadata(b->f, "edmc.config");
         char why[600] = "";
-        if ((ca == NULL) != (cb == NULL) || (ca && strcmp(ca, cb) != 0))
-            config_diff(ca, cb, why, sizeof why);
+        if ((ca == NULL) != (cb == NULL) || (ca && strcmp(ca, cb) != 0)) {
+            char diff[500];
+            edm_config_diff(ca, cb, diff, sizeof diff);
+            snprintf(why, sizeof why, "edmc.config: %s", diff);
+        }
         for (int k = 0; !why[0] && k < edm_st_count(a->f); k++) {
             const edm_st_entry *ea = edm_st_entry_at(a->f, k), *eb = edm_st_find(b->f, ea->name);
             char sa[128], sb[128];
@@ -760,11 +751,13 @@ static int make_dir(const char *dir, edm_status *st)
     return 0;
 }
 
-static int run_phema(const cli_opts *o, const eval_args *ea, job *j, edm_status *st)
+static int run_phema(const phema_opts *po, job *j, edm_status *st)
 {
+    const cli_opts *o = &po->base;
+    const eval_args *ea = &po->ea;
     if (parse_outstd(j, o->outstd ? o->outstd : "0.025:0.200:0.025", st) != 0)
         return -1;
-    if (list_snapshots(j, o->indir, st) != 0)
+    if (list_snapshots(j, o->indir, po->inprefix, st) != 0)
         return -1;
     /* parse names, sort, keep those up to --outkimg, then open */
     for (int i = 0; i < j->n; i++)
@@ -826,16 +819,20 @@ static int run_phema(const cli_opts *o, const eval_args *ea, job *j, edm_status 
             rc = make_dir(o->outdir, st);
     }
     for (int c = 0; rc == 0 && o->outdir && c < j->m; c++) {
-        char name[96];
-        snprintf(name, sizeof name, "phema-%07lld-%.3f.safetensors", (long long)out_kimg, j->out_std[c]);
+        char name[4200];
+        snprintf(name, sizeof name, "%s-%07lld-%.3f.safetensors", po->outprefix, (long long)out_kimg, j->out_std[c]);
         char *path = join_path(o->outdir, name);
         if (!path) {
             rc = edm_nomem(st);
             break;
         }
-        rc = write_one(j, x, c, out_kimg, out_nimg, path, st);
-        if (rc == 0)
-            printf("wrote %s\n", path);
+        if (po->skip && access(path, F_OK) == 0) {
+            printf("kept %s (--skip)\n", path);
+        } else {
+            rc = write_one(j, x, c, out_kimg, out_nimg, path, st);
+            if (rc == 0)
+                printf("wrote %s\n", path);
+        }
         free(path);
     }
     if (rc == 0 && o->eval)
@@ -846,92 +843,63 @@ static int run_phema(const cli_opts *o, const eval_args *ea, job *j, edm_status 
     return rc;
 }
 
-/* Takes --data, --eval-images and --plot (=VALUE or VALUE as the next
- * argument) out of argv into ea; the rest goes to rest (argc entries, rest[0]
- * the command).  Returns the count left, or -1 after printing a usage error. */
-static int take_eval_args(int argc, char **argv, char **rest, eval_args *ea)
+#define AT(field) .at = offsetof(phema_opts, field)
+
+static const cli_option phema_table[] = {
+    {.names = "--data", .kind = CLI_STRING, AT(ea.data), .given = CLI_GIVEN(phema_opts, ea.has_data),
+     .arg = "DATASET", .def = "the run's", .help = "--eval=loss: the images to evaluate on"},
+    {.names = "--eval-images", .kind = CLI_INT, AT(ea.images), .given = CLI_GIVEN(phema_opts, ea.has_images),
+     .lo = 1, .hi = 1000000, .arg = "N", .def = "256", .help = "--eval=loss: images per reconstruction"},
+    {.names = "--plot", .kind = CLI_STRING, AT(ea.plot), .arg = "CURVE.png",
+     .help = "--eval=loss: the loss against sigma_rel as a picture"},
+    {.names = "--inprefix", .kind = CLI_STRING, AT(inprefix), .arg = "NAME", .def = "network-snapshot",
+     .help = "the snapshots are NAME-<kimg>-<sigma_rel>.safetensors"},
+    {.names = "--outprefix", .kind = CLI_STRING, AT(outprefix), .arg = "NAME", .def = "phema",
+     .help = "write NAME-<kimg>-<sigma_rel>.safetensors"},
+    {.names = "--skip", .kind = CLI_FLAG, AT(skip), .help = "keep results that exist already"},
+};
+
+static int parse_phema(int argc, char **argv, phema_opts *po)
 {
-    static const char *const names[] = {"--data", "--eval-images", "--plot"};
-    int nrest = 0;
-    memset(ea, 0, sizeof *ea);
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (i > 0 && strcmp(a, "-D") == 0 && i + 1 < argc) { /* -D NAME=VALUE: not ours */
-            rest[nrest++] = argv[i++];
-            rest[nrest++] = argv[i];
-            continue;
-        }
-        int which = -1;
-        size_t len = strcspn(a, "=");
-        for (int k = 0; i > 0 && k < 3; k++)
-            if (strlen(names[k]) == len && strncmp(a, names[k], len) == 0)
-                which = k;
-        if (which < 0) {
-            rest[nrest++] = argv[i];
-            continue;
-        }
-        const char *v = a[len] == '=' ? a + len + 1 : (i + 1 < argc ? argv[++i] : NULL);
-        if (!v || !*v) {
-            fprintf(stderr, "edmc phema: %s needs a value\n", names[which]);
-            return -1;
-        }
-        if (which == 0) {
-            ea->data = v;
-            ea->has_data = 1;
-        } else if (which == 2) {
-            ea->plot = v;
-        } else {
-            char *end;
-            errno = 0;
-            long long n = strtoll(v, &end, 10);
-            if (errno || end == v || *end || n < 1 || n > 1000000) {
-                fprintf(stderr, "edmc phema: --eval-images=%s: expected an integer from 1 to 1000000\n", v);
-                return -1;
-            }
-            ea->images = n;
-            ea->has_images = 1;
-        }
+    memset(po, 0, sizeof *po);
+    cli_opts_defaults(&po->base);
+    po->inprefix = "network-snapshot";
+    po->outprefix = "phema";
+    int rc = cli_parse_own(argc, argv, "phema", phema_table, CLI_COUNT(phema_table),
+                           OPT_INDIR | OPT_OUTDIR | OPT_OUTSTD | OPT_OUTKIMG | OPT_SWEEP | OPT_EVAL | OPT_THREADS |
+                               OPT_DEFINE,
+                           po, &po->base.file);
+    if (rc == 0 && (!po->inprefix[0] || strchr(po->inprefix, '/') || !po->outprefix[0] || strchr(po->outprefix, '/'))) {
+        fprintf(stderr, "edmc phema: --inprefix and --outprefix are file-name prefixes (not empty, no '/')\n");
+        rc = -1;
     }
-    return nrest;
+    return rc;
 }
 
 int cmd_phema(int argc, char **argv)
 {
-    cli_opts o;
-    eval_args ea;
-    char **rest = malloc(sizeof *rest * (size_t)(argc + 1));
-    if (!rest) {
-        fprintf(stderr, "edmc: out of memory\n");
-        return 1;
+    phema_opts po;
+    int parsed = parse_phema(argc, argv, &po);
+    if (parsed != 0) {
+        cli_opts_free(&po.base);
+        return parsed > 0 ? 0 : 2;
     }
-    int nrest = take_eval_args(argc, argv, rest, &ea);
-    if (nrest < 0) {
-        free(rest);
-        return 2;
-    }
-    rest[nrest] = NULL;
-    if (cli_parse(nrest, rest,
-                  "phema", OPT_INDIR | OPT_OUTDIR | OPT_OUTSTD | OPT_OUTKIMG | OPT_SWEEP | OPT_EVAL | OPT_THREADS | OPT_NOFILE,
-                  &o) != 0) {
-        cli_opts_free(&o);
-        free(rest);
-        return 2;
-    }
+    const cli_opts *o = &po.base;
+    const eval_args *ea = &po.ea;
     int rc = 0;
-    if (o.eval && strcmp(o.eval, "loss") != 0) {
-        fprintf(stderr, "edmc phema: --eval=%s: the only evaluation is --eval=loss\n", o.eval);
+    if (o->eval && strcmp(o->eval, "loss") != 0) {
+        fprintf(stderr, "edmc phema: --eval=%s: the only evaluation is --eval=loss\n", o->eval);
         rc = 2;
-    } else if (!o.eval && (ea.has_data || ea.has_images || ea.plot)) {
+    } else if (!o->eval && (ea->has_data || ea->has_images || ea->plot)) {
         fprintf(stderr, "edmc phema: --data, --eval-images and --plot go with --eval=loss\n");
         rc = 2;
-    } else if (!o.indir || (!o.outdir && !o.eval) || (!o.outstd && !o.sweep)) {
+    } else if (!o->indir || (!o->outdir && !o->eval) || (!o->outstd && !o->sweep)) {
         fprintf(stderr, "edmc phema: needs --indir=DIR --outstd=S1,S2,... --outdir=DIR (or --sweep for a range; "
                         "--eval=loss in place of --outdir)\n");
         rc = 2;
     }
     if (rc != 0) {
-        cli_opts_free(&o);
-        free(rest);
+        cli_opts_free(&po.base);
         return rc;
     }
     job *j = calloc(1, sizeof *j);
@@ -939,11 +907,10 @@ int cmd_phema(int argc, char **argv)
     edm_status_init(&st);
     if (!j) {
         fprintf(stderr, "edmc: out of memory\n");
-        cli_opts_free(&o);
-        free(rest);
+        cli_opts_free(&po.base);
         return 1;
     }
-    if (run_phema(&o, &ea, j, &st) != 0) {
+    if (run_phema(&po, j, &st) != 0) {
         cli_report(NULL, &st);
         rc = cli_exit_code(&st);
     }
@@ -957,7 +924,6 @@ int cmd_phema(int argc, char **argv)
         free(j->buffers[i]);
     free(j->buffers);
     free(j);
-    cli_opts_free(&o);
-    free(rest);
+    cli_opts_free(&po.base);
     return rc;
 }

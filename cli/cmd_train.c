@@ -14,215 +14,136 @@
 
 #include "cli/cli.h"
 #include "compiler/passes/passes.h"
+#include "runtime/data.h"
 #include "runtime/files.h"
 #include "runtime/ref_import.h"
 #include "runtime/safetensors.h"
 #include "runtime/train.h"
 #include "runtime/train_loop.h"
+#include "runtime/train_run.h"
 #include "runtime/weights.h"
 
-/* Options of train and step, parsed here: they share -D and the model with
- * the other commands but have many of their own. */
+/* Options of train and step: the shared device options and -D (into base),
+ * and their own. */
 typedef struct {
-    cli_opts base; /* file, defines, threads, seed */
-    const char *preset, *data, *outdir, *weights, *batch_file, *output;
+    cli_opts base; /* file, defines, threads, seed, device */
+    const char *preset, *data, *outdir, *batch_file, *ema;
     int64_t batch, batch_gpu, duration, status, snapshot, checkpoint;
-    long long max_nonfinite; /* train: status intervals with a non-finite loss before stopping */
+    int64_t max_nonfinite; /* train: status intervals with a non-finite loss before stopping */
     double lr, decay, rampup;
-    int has_lr, has_decay, has_rampup, has_batch, resume, snapshot_fp32;
-    char ema[128];
+    int has_lr, has_decay, has_rampup, has_batch, has_seed, has_ema, has_duration, resume, snapshot_fp32, dry_run;
+    char ema_buf[128];   /* --resume: the run's EMA lengths */
+    json_object *run;    /* --resume: the checkpoint's edmc.run record (NULL: none, or an older edmc's) */
+    char *run_config;    /* --resume: the checkpoint's edmc.config */
+    json_object *run_cfg; /* --resume: the same parsed, when the model comes from it */
+    char data_abs[4096]; /* --data as recorded: absolute unless builtin: */
+    edm_dataset_geometry geo; /* what --data fixes of the model's shape */
+    char geo_text[3][16];     /* the -D values taken from it */
+    char resume_from[4096]; /* --resume: the checkpoint the settings came from */
+    int64_t resume_nimg;    /* and the images it had seen */
 } train_opts;
 
-/* "64Ki", "8Mi", "10k", "2M", "4096": a count of images. */
-static int parse_images(const char *flag, const char *v, int64_t *out)
+/* The reference's options that set a model parameter: --channels=192 is -D model_channels=192. */
+static int store_param(void *opts, const char *cmd, const char *name, const char *v)
 {
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    double unit = 1;
-    if (strcmp(end, "Ki") == 0)
-        unit = 1024;
-    else if (strcmp(end, "Mi") == 0)
-        unit = 1024.0 * 1024;
-    else if (strcmp(end, "Gi") == 0)
-        unit = 1024.0 * 1024 * 1024;
-    else if (strcmp(end, "k") == 0)
-        unit = 1e3;
-    else if (strcmp(end, "M") == 0)
-        unit = 1e6;
-    else if (*end)
-        unit = -1;
-    if (errno || end == v || unit < 0 || !(x >= 0) || x * unit > 9e15) {
-        fprintf(stderr, "edmc: %s=%s: expected a number of images like 4096, 64Ki, 8Mi or 10M\n", flag, v);
-        return -1;
-    }
-    *out = (int64_t)(x * unit + 0.5);
-    return 0;
+    static const char *const map[][2] = {
+        {"--channels", "model_channels"}, {"--dropout", "dropout"}, {"--P_mean", "P_mean"}, {"--P_std", "P_std"}};
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (strcmp(name, map[i][0]) == 0)
+            return cli_define_set(cmd, opts, map[i][1], v);
+    return -1;
 }
 
-/* An integer in [lo, hi]: no silent clamping of 99999999999999999999. */
-static int parse_int_in(const char *flag, const char *v, long long lo, long long hi, long long *out)
+/* --cond=false (the reference's switch) trains an unconditional model. */
+static int store_cond(void *opts, const char *cmd, const char *name, const char *v)
 {
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (errno || end == v || *end || x < lo || x > hi) {
-        fprintf(stderr, "edmc: %s=%s: expected an integer from %lld to %lld\n", flag, v, lo, hi);
-        return -1;
-    }
-    *out = x;
-    return 0;
+    if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0)
+        return cli_define_set(cmd, opts, "label_dim", "0");
+    if (strcmp(v, "true") == 0 || strcmp(v, "1") == 0)
+        return 0;
+    fprintf(stderr, "edmc %s: %s=%s: expected true or false\n", cmd, name, v);
+    return -1;
 }
 
-static int parse_double(const char *flag, const char *v, double *out)
-{
-    char *end;
-    errno = 0;
-    *out = strtod(v, &end);
-    if (errno || end == v || *end || !isfinite(*out) || *out < 0) {
-        fprintf(stderr, "edmc: %s=%s: expected a non-negative number\n", flag, v);
-        return -1;
-    }
-    return 0;
-}
+#define AT(field) .at = offsetof(train_opts, field)
+#define GIVEN(field) .given = CLI_GIVEN(train_opts, field)
+#define IMAGES(name, field, def_, help_) \
+    {.names = (name), .kind = CLI_IMAGES, AT(field), .arg = "N", .def = (def_), .help = (help_)}
+#define STR(name, field, arg_, help_) \
+    {.names = (name), .kind = CLI_STRING, AT(field), .arg = (arg_), .help = (help_)}
+
+static const cli_option train_table[] = {
+    {.names = "--model", .kind = CLI_STRING, AT(base.file), .arg = "FILE.edm", .help = "the model"},
+    STR("--preset", preset, "NAME", "models/NAME.edm (edm2-img512-xs ... edm2-img64-xl, edm2-tiny)"),
+    STR("--data", data, "DATASET",
+        "a folder or .zip of images/latents, or builtin:shapes|shapes16|stripes|blobs (on resume: the run's)"),
+    STR("--outdir", outdir, "DIR", "the run's folder: snapshots, checkpoints, stats.jsonl"),
+    {.names = "--resume", .kind = CLI_FLAG, AT(resume), .help = "continue the run in --outdir with its settings"},
+    {.names = "--dry-run -n", .kind = CLI_FLAG, AT(dry_run),
+     .help = "print the resolved configuration and the plan, run nothing"},
+    {.names = "--batch", .kind = CLI_IMAGES, AT(batch), GIVEN(has_batch), .arg = "B", .def = "the model's batch_size",
+     .help = "images per optimizer step"},
+    {.names = "--batch-gpu", .kind = CLI_IMAGES, AT(batch_gpu), .arg = "B", .def = "--batch",
+     .help = "images per forward/backward pass (gradients accumulate)"},
+    {.names = "--duration", .kind = CLI_IMAGES, AT(duration), GIVEN(has_duration), .arg = "N",
+     .def = "the model's duration_Mi, 2Gi", .help = "images in all"},
+    IMAGES("--status", status, "128Ki", "a status line and a stats.jsonl record every N images"),
+    IMAGES("--snapshot", snapshot, "8Mi", "PH-EMA snapshots every N images (0: none)"),
+    IMAGES("--checkpoint", checkpoint, "128Mi", "a training state every N images (and at the end)"),
+    {.names = "--lr", .kind = CLI_REAL, AT(lr), GIVEN(has_lr), .hi = HUGE_VAL, .arg = "LR",
+     .def = "the model's ref_lr", .help = "the reference learning rate"},
+    {.names = "--decay", .kind = CLI_REAL, AT(decay), GIVEN(has_decay), .hi = HUGE_VAL, .arg = "BATCHES",
+     .def = "the model's ref_batches", .help = "t_ref of the inverse-sqrt decay"},
+    {.names = "--rampup", .kind = CLI_REAL, AT(rampup), GIVEN(has_rampup), .hi = HUGE_VAL, .arg = "MIMG",
+     .def = "the model's rampup_Mimg", .help = "learning-rate warm-up, in millions of images"},
+    {.names = "--ema", .kind = CLI_STRING, AT(ema), GIVEN(has_ema), .arg = "S1,S2,...", .def = "0.050,0.100",
+     .help = "sigma_rel of the tracked EMAs"},
+    {.names = "--snapshot-fp32", .kind = CLI_FLAG, AT(snapshot_fp32), .help = "snapshots in float32 (else fp16)"},
+    {.names = "--seed", .kind = CLI_INT, AT(base.seed), GIVEN(has_seed), .hi = 4611686018427387904.0, .arg = "S",
+     .def = "0", .help = "weights, data order, sigma and noise draws, dropout"},
+    STR("--weights", base.weights, "W.safetensors", "start from these weights"),
+    {.names = "--max-nonfinite", .kind = CLI_INT, AT(max_nonfinite), .lo = 1, .hi = 1000000, .arg = "K", .def = "2",
+     .help = "stop after K status intervals in a row with a non-finite loss"},
+    {.names = "--channels", .kind = CLI_CALL, .arg = "C", .help = "-D model_channels=C", .call = store_param},
+    {.names = "--dropout", .kind = CLI_CALL, .arg = "P", .help = "-D dropout=P", .call = store_param},
+    {.names = "--P_mean --P-mean", .kind = CLI_CALL, .arg = "X", .help = "-D P_mean=X", .call = store_param},
+    {.names = "--P_std --P-std", .kind = CLI_CALL, .arg = "X", .help = "-D P_std=X", .call = store_param},
+    {.names = "--cond", .kind = CLI_CALL, .arg = "true|false", .def = "true",
+     .help = "class-conditional (false: -D label_dim=0)", .call = store_cond},
+};
+
+static const cli_option step_table[] = {
+    STR("--weights", base.weights, "W.safetensors", "the weights before the step"),
+    STR("--batch", batch_file, "IN.safetensors", "images, class_labels, rnd_normal, unit_noise"),
+    STR("--output -o", base.output, "OUT.safetensors", "loss, normalized, grad and step1 tensors"),
+    {.names = "--lr", .kind = CLI_REAL, AT(lr), GIVEN(has_lr), .hi = HUGE_VAL, .arg = "LR",
+     .def = "the model's ref_lr", .help = "Adam's learning rate"},
+    {.names = "--seed", .kind = CLI_INT, AT(base.seed), .hi = 4611686018427387904.0, .arg = "S", .def = "0",
+     .help = "dropout's seed"},
+    {.names = "--allow-nonfinite", .kind = CLI_FLAG, AT(base.allow_nonfinite),
+     .help = "write non-finite results instead of failing"},
+};
 
 static int parse_train(int argc, char **argv, const char *cmd, int is_step, train_opts *o)
 {
     memset(o, 0, sizeof *o);
+    cli_opts_defaults(&o->base);
     o->status = 128 << 10;
     o->snapshot = 8 << 20;
     o->checkpoint = 128 << 20;
-    o->duration = (int64_t)2048 << 20;
-    snprintf(o->ema, sizeof o->ema, "0.050,0.100");
-    for (int i = 1; i < argc; i++) {
-        char *a = argv[i];
-        const char *v = strchr(a, '=') ? strchr(a, '=') + 1 : NULL;
-        size_t len = v ? (size_t)(v - 1 - a) : strlen(a);
-        char flag[64]; /* the option without its value, for messages */
-        snprintf(flag, sizeof flag, "%.*s", (int)len, a);
-#define IS(name) (strlen(name) == len && strncmp(a, name, len) == 0)
-        int rc = 0;
-        if (a[0] == '-' && a[1] == 'D') {
-            const char *def = a[2] ? a + 2 : (i + 1 < argc ? argv[++i] : NULL);
-            if (!def) {
-                fprintf(stderr, "edmc %s: -D needs name=value\n", cmd);
-                return -1;
-            }
-            if (cli_add_define(cmd, &o->base, def) != 0)
-                return -1;
-            continue;
-        }
-        if (a[0] != '-') {
-            if (o->base.file) {
-                fprintf(stderr, "edmc %s: more than one model ('%s' and '%s')\n", cmd, o->base.file, a);
-                return -1;
-            }
-            o->base.file = a;
-            continue;
-        }
-        if (IS("--resume") && !is_step) {
-            o->resume = 1;
-            if (v)
-                o->outdir = v;
-            continue;
-        }
-        if (IS("--snapshot-fp32") && !is_step && !v) {
-            o->snapshot_fp32 = 1;
-            continue;
-        }
-        if (IS("--allow-nonfinite") && is_step && !v) {
-            o->base.allow_nonfinite = 1;
-            continue;
-        }
-        int cuda = cli_cuda_flag(cmd, a, v, &o->base.matmul, &o->base.conv, &o->base.no_graph, &o->base.fuse);
-        if (cuda < 0)
-            return -1;
-        if (cuda > 0)
-            continue;
-        if (!v) {
-            fprintf(stderr, "edmc %s: %s needs a value (%s=...)\n", cmd, a, a);
+    o->ema = "0.050,0.100";
+    const char *file = NULL;
+    int rc = cli_parse_own(argc, argv, cmd, is_step ? step_table : train_table,
+                           is_step ? CLI_COUNT(step_table) : CLI_COUNT(train_table),
+                           OPT_DEVICE | OPT_PRECISION | OPT_THREADS | OPT_CUDA | OPT_DEFINE, o, &file);
+    if (rc == 0 && file) {
+        if (o->base.file) {
+            fprintf(stderr, "edmc %s: the model given twice ('%s' and '%s')\n", cmd, o->base.file, file);
             return -1;
         }
-        long long n;
-        if (IS("--model"))
-            o->base.file = v;
-        else if (IS("--weights"))
-            o->weights = v;
-        else if (IS("--threads"))
-            rc = parse_int_in(flag, v, 1, 1024, &n) != 0 ? -1 : (o->base.threads = (int)n, 0);
-        else if (IS("--seed"))
-            rc = parse_int_in(flag, v, 0, (long long)1 << 62, &n) != 0 ? -1 : (o->base.seed = (uint64_t)n, 0);
-        else if (IS("--device"))
-            o->base.device = v;
-        else if (IS("--precision"))
-            o->base.precision = v;
-        else if (IS("--lr"))
-            rc = parse_double(flag, v, &o->lr), o->has_lr = 1;
-        else if (is_step && IS("--batch"))
-            o->batch_file = v;
-        else if (is_step && (IS("--output") || IS("-o")))
-            o->output = v;
-        else if (!is_step && IS("--preset"))
-            o->preset = v;
-        else if (!is_step && IS("--data"))
-            o->data = v;
-        else if (!is_step && IS("--outdir"))
-            o->outdir = v;
-        else if (!is_step && IS("--batch"))
-            rc = parse_images(flag, v, &o->batch), o->has_batch = 1;
-        else if (!is_step && IS("--batch-gpu"))
-            rc = parse_images(flag, v, &o->batch_gpu);
-        else if (!is_step && IS("--duration"))
-            rc = parse_images(flag, v, &o->duration);
-        else if (!is_step && IS("--status"))
-            rc = parse_images(flag, v, &o->status);
-        else if (!is_step && IS("--snapshot"))
-            rc = parse_images(flag, v, &o->snapshot);
-        else if (!is_step && IS("--checkpoint"))
-            rc = parse_images(flag, v, &o->checkpoint);
-        else if (!is_step && IS("--decay"))
-            rc = parse_double(flag, v, &o->decay), o->has_decay = 1;
-        else if (!is_step && IS("--rampup"))
-            rc = parse_double(flag, v, &o->rampup), o->has_rampup = 1;
-        else if (!is_step && IS("--max-nonfinite"))
-            rc = parse_int_in(flag, v, 1, 1000000, &o->max_nonfinite);
-        else if (!is_step && IS("--ema"))
-            snprintf(o->ema, sizeof o->ema, "%s", v);
-        else {
-            fprintf(stderr, "edmc %s: unknown option '%.*s' (see docs/cli.md)\n", cmd, (int)len, a);
-            return -1;
-        }
-        if (rc != 0) /* the parser said why */
-            return -1;
-#undef IS
+        o->base.file = file;
     }
-    return 0;
-}
-
-/* models/<preset>.edm, looked up beside the working directory and beside the binary. */
-static int preset_path(const char *preset, char *out, size_t size)
-{
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    const char *dirs[3] = {getenv("EDMC_MODELS"), "models", NULL};
-    if (n > 0) {
-        exe[n] = '\0';
-        char *slash = strrchr(exe, '/');
-        if (slash) {
-            snprintf(slash, sizeof exe - (size_t)(slash - exe), "/models");
-            dirs[2] = exe;
-        }
-    }
-    for (int i = 0; i < 3; i++) {
-        if (!dirs[i])
-            continue;
-        snprintf(out, size, "%s/%s.edm", dirs[i], preset);
-        if (access(out, R_OK) == 0)
-            return 0;
-    }
-    fprintf(stderr, "edmc train: --preset=%s: no models/%s.edm (presets: edm2-img512-xs ... edm2-img64-xl, edm2-tiny)\n",
-            preset, preset);
-    return -1;
+    return rc;
 }
 
 /* Compiles the training program: the model with training=true, differentiated. */
@@ -258,20 +179,62 @@ static double param_number(const edm_program *prog, const char *name, double def
     return v ? strtod(v, NULL) : def;
 }
 
-/* The evaluation configuration for snapshots: every parameter, training off. */
-static char *config_json(const edm_program *prog)
+/* A number as short as it reads back exactly ("0.01", not 0.01000000000000000021). */
+static void format_number(double x, char *buf, size_t size)
+{
+    snprintf(buf, size, "%.15g", x);
+    if (strtod(buf, NULL) != x)
+        snprintf(buf, size, "%.17g", x);
+}
+
+/* The evaluation configuration for snapshots: every parameter, training off,
+ * and the training hyperparameters as this run uses them (a run with --batch=16
+ * records batch_size 16, not the .edm's default). */
+static char *config_json(const edm_program *prog, const edm_train_opts *t)
 {
     json_object *cfg = json_object_new_object();
     if (!cfg)
         return NULL;
+    const struct {
+        const char *name;
+        double value;
+    } used[] = {{"batch_size", (double)t->batch},
+                {"ref_lr", t->ref_lr},
+                {"ref_batches", t->ref_batches},
+                {"rampup_Mimg", t->rampup_mimg}};
     for (int i = 0; i < prog->nparams; i++) {
-        int training = strcmp(prog->params[i].name, "training") == 0;
-        json_object_object_add(cfg, prog->params[i].name,
-                               json_object_new_string(training ? "false" : prog->params[i].value));
+        const char *name = prog->params[i].name, *value = prog->params[i].value;
+        char buf[64];
+        if (strcmp(name, "training") == 0)
+            value = "false";
+        for (size_t k = 0; k < sizeof used / sizeof used[0]; k++)
+            if (strcmp(name, used[k].name) == 0) {
+                format_number(used[k].value, buf, sizeof buf);
+                value = buf;
+            }
+        json_object_object_add(cfg, name, json_object_new_string(value));
     }
     char *s = strdup(json_object_to_json_string_ext(cfg, JSON_C_TO_STRING_PLAIN));
     json_object_put(cfg);
     return s;
+}
+
+/* --data as a run records it: folders and archives by absolute path (a resumed
+ * run may start from another working folder), builtin:NAME as it is. */
+static int absolute_data(const char *data, char *out, size_t size)
+{
+    if (strncmp(data, "builtin:", 8) == 0 || data[0] == '/') {
+        snprintf(out, size, "%s", data);
+        return 0;
+    }
+    char *abs = edm_absolute_path(data);
+    if (!abs) {
+        fprintf(stderr, "edmc train: --data=%s: cannot make the path absolute\n", data);
+        return 1;
+    }
+    snprintf(out, size, "%s", abs);
+    free(abs);
+    return 0;
 }
 
 /* Ctrl-C: the one piece of global state — a signal handler can only reach
@@ -286,70 +249,372 @@ static void on_signal(int sig)
 
 static int parse_ema(const char *list, edm_train_opts *t)
 {
-    char buf[128];
-    snprintf(buf, sizeof buf, "%s", list);
-    t->nstd = 0;
-    for (char *p = strtok(buf, ","); p; p = strtok(NULL, ",")) {
-        char *end;
-        double v = strtod(p, &end);
-        if (*end || !(v > 0) || t->nstd == EDM_TRAIN_MAX_EMA) {
-            fprintf(stderr, "edmc train: --ema=%s: expected up to %d σ_rel values like 0.050,0.100\n", list,
-                    EDM_TRAIN_MAX_EMA);
-            return -1;
-        }
-        t->std[t->nstd++] = v;
+    return cli_parse_real_list("train", "--ema", list, 1e-6, 1.0, t->std, EDM_TRAIN_MAX_EMA, &t->nstd);
+}
+
+/* ------------------------------------------------------------------ shape */
+
+static int has_define(const cli_opts *o, const char *name)
+{
+    for (int i = 0; i < o->ndefines; i++)
+        if (strcmp(o->defines[i].name, name) == 0)
+            return 1;
+    return 0;
+}
+
+/* The dataset decides what the model does not: label_dim always (unless -D
+ * label_dim or --cond=false sets it), resolution and channels for a --model
+ * file (a --preset fixes them; check_preset_shape compares). */
+static int shape_from_data(train_opts *o)
+{
+    edm_status st;
+    edm_status_init(&st);
+    if (edm_dataset_probe(o->data, &o->geo, &st) != 0) {
+        cli_report(NULL, &st);
+        return cli_exit_code(&st);
     }
-    return t->nstd > 0 ? 0 : -1;
+    const struct {
+        const char *name;
+        int value, applies;
+    } from_data[] = {{"label_dim", o->geo.classes, 1},
+                     {"img_resolution", o->geo.resolution, o->geo.resolution > 0 && !o->preset},
+                     {"img_channels", o->geo.channels, o->geo.channels > 0 && !o->preset}};
+    for (int k = 0; k < 3; k++) {
+        if (!from_data[k].applies || has_define(&o->base, from_data[k].name))
+            continue;
+        snprintf(o->geo_text[k], sizeof o->geo_text[k], "%d", from_data[k].value);
+        if (cli_define_set("train", &o->base, from_data[k].name, o->geo_text[k]) != 0)
+            return 2;
+    }
+    return 0;
+}
+
+/* A preset made for other images than the dataset's: one error naming both. */
+static int check_preset_shape(const train_opts *o, const edm_program *prog)
+{
+    int res = (int)param_number(prog, "img_resolution", 0), ch = (int)param_number(prog, "img_channels", 0);
+    if (!o->preset || ((!o->geo.resolution || o->geo.resolution == res) && (!o->geo.channels || o->geo.channels == ch)))
+        return 0;
+    fprintf(stderr,
+            "edmc train: --preset=%s is made for %dx%d images with %d channels, but %s holds %dx%d images with %d "
+            "channels: give -D img_resolution=%d -D img_channels=%d to train its architecture on them, or choose "
+            "another preset\n",
+            o->preset, res, res, ch, o->data, o->geo.resolution ? o->geo.resolution : res,
+            o->geo.resolution ? o->geo.resolution : res, o->geo.channels ? o->geo.channels : ch,
+            o->geo.resolution ? o->geo.resolution : res, o->geo.channels ? o->geo.channels : ch);
+    return 2;
+}
+
+/* ------------------------------------------------------------------ resume */
+
+static int differs(const train_opts *o, const char *opt, const char *given, const char *recorded)
+{
+    fprintf(stderr,
+            "edmc train: --resume: %s=%s differs from the run in '%s', which used %s: a resumed run keeps its "
+            "settings (leave %s out, or start a new run in another --outdir)\n",
+            opt, given, o->outdir, recorded, opt);
+    return 2;
+}
+
+/* A numeric setting (into num, or into an integer: seeds exceed a double's
+ * precision): the run's value, unless given again (then it must agree). */
+static int agree(const train_opts *o, const char *opt, const char *key, int *given, double *num, int64_t *integer)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(o->run, key, &v))
+        return 0;
+    double rec = json_object_get_double(v);
+    int64_t rec_int = json_object_get_int64(v);
+    if (*given && (num ? rec != *num : rec_int != *integer)) {
+        char a[64], b[64];
+        if (num) {
+            format_number(*num, a, sizeof a);
+            format_number(rec, b, sizeof b);
+        } else {
+            snprintf(a, sizeof a, "%lld", (long long)*integer);
+            snprintf(b, sizeof b, "%lld", (long long)rec_int);
+        }
+        return differs(o, opt, a, b);
+    }
+    if (num)
+        *num = rec;
+    else
+        *integer = rec_int;
+    *given = 1;
+    return 0;
+}
+
+/* The EMA lengths: a snapshot named -0.200 must come from an EMA that tracked 0.200. */
+static int agree_ema(train_opts *o)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(o->run, "ema", &v) || !json_object_is_type(v, json_type_array))
+        return 0;
+    char rec[128] = "";
+    size_t used = 0, n = json_object_array_length(v);
+    for (size_t i = 0; i < n; i++) {
+        char num[64];
+        format_number(json_object_get_double(json_object_array_get_idx(v, i)), num, sizeof num);
+        used += (size_t)snprintf(rec + used, sizeof rec - used, "%s%s", i ? "," : "", num);
+        if (used >= sizeof rec)
+            return differs(o, "--ema", o->ema, "(too many EMA lengths)");
+    }
+    if (o->has_ema) {
+        edm_train_opts given = {0};
+        if (parse_ema(o->ema, &given) != 0)
+            return 2;
+        int same = (size_t)given.nstd == n;
+        for (int i = 0; same && i < given.nstd; i++)
+            same = given.std[i] == json_object_get_double(json_object_array_get_idx(v, (size_t)i));
+        if (!same)
+            return differs(o, "--ema", o->ema, rec);
+    }
+    snprintf(o->ema_buf, sizeof o->ema_buf, "%s", rec);
+    o->ema = o->ema_buf;
+    return 0;
+}
+
+/* The model: the run's .edm with the run's parameters, unless one is given
+ * (then compare_config checks that it is configured the same).  The values
+ * point into o->run_cfg, which lives as long as o. */
+static int take_model(train_opts *o)
+{
+    json_object *m;
+    if (o->base.file || !json_object_object_get_ex(o->run, "model", &m))
+        return 0;
+    o->base.file = json_object_get_string(m);
+    o->run_cfg = o->run_config ? json_tokener_parse(o->run_config) : NULL;
+    if (!o->run_cfg || !json_object_is_type(o->run_cfg, json_type_object))
+        return 0;
+    json_object_object_foreach(o->run_cfg, key, val)
+    {
+        int given = strcmp(key, "training") == 0;
+        for (int i = 0; i < o->base.ndefines; i++)
+            given |= strcmp(o->base.defines[i].name, key) == 0;
+        if (given)
+            continue;
+        if (o->base.ndefines == CLI_MAX_DEFINES) {
+            fprintf(stderr, "edmc train: --resume: the run has more than %d parameters\n", CLI_MAX_DEFINES);
+            return 2;
+        }
+        char *name = strdup(key);
+        if (!name) {
+            fprintf(stderr, "edmc: out of memory\n");
+            return 1;
+        }
+        o->base.defines[o->base.ndefines].name = name;
+        o->base.defines[o->base.ndefines++].value = json_object_get_string(val);
+    }
+    return 0;
+}
+
+/* Reads the newest readable checkpoint's record into o and resolves every
+ * setting from it.  Returns 0 or the exit status. */
+static int resume_settings(train_opts *o)
+{
+    edm_status st;
+    edm_status_init(&st);
+    char path[4096], name[256] = "";
+    edm_st_file *f = NULL;
+    for (;;) {
+        if (edm_train_newest_checkpoint(o->outdir, name, path, sizeof path, &st) != 0) {
+            cli_report(NULL, &st);
+            return 1;
+        }
+        if (!path[0]) {
+            fprintf(stderr, "edmc train: --resume: no checkpoint (training-state-*.safetensors) in '%s' to continue "
+                            "from\n", o->outdir);
+            return 2;
+        }
+        f = edm_st_open(path, &st);
+        if (f)
+            break;
+        /* damaged: the training loop skips it too, saying so */
+        snprintf(name, sizeof name, "%s", strrchr(path, '/') + 1);
+        edm_status_init(&st);
+    }
+    const char *run = edm_st_metadata(f, "edmc.run"), *cfg = edm_st_metadata(f, "edmc.config");
+    const char *nimg = edm_st_metadata(f, "edmc.nimg");
+    snprintf(o->resume_from, sizeof o->resume_from, "%s", path);
+    o->resume_nimg = nimg ? atoll(nimg) : 0;
+    int rc = 0;
+    if (run) {
+        o->run = json_tokener_parse(run);
+        if (!o->run || !json_object_is_type(o->run, json_type_object)) {
+            fprintf(stderr, "edmc train: --resume: %s: its edmc.run metadata is not a JSON object\n", path);
+            rc = 1;
+        }
+    }
+    if (rc == 0 && cfg && !(o->run_config = strdup(cfg))) {
+        fprintf(stderr, "edmc: out of memory\n");
+        rc = 1;
+    }
+    edm_st_close(f);
+    if (rc != 0 || !o->run)
+        return rc; /* an older edmc's checkpoint: the command line says everything */
+    json_object *v;
+    if (json_object_object_get_ex(o->run, "data", &v)) {
+        const char *rec = json_object_get_string(v);
+        if (!o->data) {
+            o->data = rec;
+        } else {
+            char given[4096];
+            if (absolute_data(o->data, given, sizeof given) != 0)
+                return 1;
+            if (strcmp(given, rec) != 0)
+                return differs(o, "--data", o->data, rec);
+        }
+    }
+    int64_t seed = (int64_t)o->base.seed;
+    if ((rc = agree(o, "--seed", "seed", &o->has_seed, NULL, &seed)) != 0 ||
+        (rc = agree(o, "--batch", "batch", &o->has_batch, NULL, &o->batch)) != 0 ||
+        (rc = agree(o, "--lr", "ref_lr", &o->has_lr, &o->lr, NULL)) != 0 ||
+        (rc = agree(o, "--decay", "ref_batches", &o->has_decay, &o->decay, NULL)) != 0 ||
+        (rc = agree(o, "--rampup", "rampup_Mimg", &o->has_rampup, &o->rampup, NULL)) != 0 ||
+        (rc = agree_ema(o)) != 0)
+        return rc;
+    o->base.seed = (uint64_t)seed;
+    if (json_object_object_get_ex(o->run, "snapshot_fp32", &v)) {
+        int rec = json_object_get_boolean(v);
+        if (o->snapshot_fp32 && !rec)
+            return differs(o, "--snapshot-fp32", "(given)", "fp16 snapshots");
+        o->snapshot_fp32 = rec;
+    }
+    return take_model(o);
+}
+
+/* A model given on resume must be configured as the run's was. */
+static int compare_config(const train_opts *o, const char *config)
+{
+    if (!o->run || !o->run_config || !config || strcmp(o->run_config, config) == 0)
+        return 0;
+    char why[600];
+    edm_config_diff(o->run_config, config, why, sizeof why);
+    fprintf(stderr, "edmc train: --resume: the model is configured otherwise than the run in '%s': %s (the run's "
+                    "vs this command's); leave --model, --preset and -D out to continue it as it was\n",
+            o->outdir, why);
+    return 2;
+}
+
+/* --dry-run: what the run would be, resolved, and its plan. */
+static void print_plan(const train_opts *o, const edm_train_opts *t, const edm_program *prog)
+{
+    int64_t micro = t->batch_gpu > 0 ? t->batch_gpu : t->batch, start = o->resume ? o->resume_nimg : 0;
+    int64_t left = t->duration > start ? t->duration - start : 0;
+    printf("edmc train --dry-run: nothing is run or written\n");
+    printf("  model        %s\n  parameters  ", t->model);
+    for (int i = 0; i < prog->nparams; i++)
+    {
+        /* the training hyperparameters are on their own lines, as the run uses them */
+        static const char *const own_line[] = {"training", "ops_library", "batch_size", "ref_lr", "ref_batches",
+                                               "rampup_Mimg"};
+        int skip = 0;
+        for (size_t k = 0; k < sizeof own_line / sizeof own_line[0]; k++)
+            skip |= strcmp(prog->params[i].name, own_line[k]) == 0;
+        if (!skip)
+            printf(" %s=%s", prog->params[i].name, prog->params[i].value);
+    }
+    printf("\n  data         %s (", t->data);
+    if (o->geo.resolution)
+        printf("%dx%d, %d channels%s, ", o->geo.resolution, o->geo.resolution, o->geo.channels,
+               o->geo.latent ? " of latents" : "");
+    printf("%d classes)\n", o->geo.classes);
+    if (o->resume)
+        printf("  outdir       %s: resumes from %s (kimg %.3f)\n", t->outdir, o->resume_from, (double)start / 1000);
+    else
+        printf("  outdir       %s: a new run\n", t->outdir);
+    printf("  seed         %llu\n", (unsigned long long)t->seed);
+    printf("  batch        %lld images per step, %lld per pass (%lld passes)\n", (long long)t->batch,
+           (long long)micro, (long long)(t->batch / (micro > 0 ? micro : 1)));
+    printf("  duration     %lld images (kimg %.3f), %lld steps to go\n", (long long)t->duration,
+           (double)t->duration / 1000, (long long)((left + t->batch - 1) / t->batch));
+    printf("  lr           %g, times 1/sqrt(t / %g) past step t = %g; warm-up over %g Mimg\n", t->ref_lr,
+           t->ref_batches, t->ref_batches, t->rampup_mimg);
+    printf("  ema          sigma_rel %s\n", o->ema);
+    printf("  status       every %lld images\n", (long long)t->status_every);
+    if (t->snapshot_every > 0)
+        printf("  snapshots    every %lld images: %lld x %d files (%s)\n", (long long)t->snapshot_every,
+               (long long)(t->duration / t->snapshot_every - start / t->snapshot_every), t->nstd,
+               t->snapshot_fp32 ? "fp32" : "fp16");
+    else
+        printf("  snapshots    none\n");
+    printf("  checkpoints  every %lld images, and at the end\n", (long long)t->checkpoint_every);
+    printf("  device       %s\n", o->base.device ? o->base.device : "cpu");
 }
 
 int cmd_train(int argc, char **argv)
 {
     train_opts o;
     char preset[4096];
-    if (parse_train(argc, argv, "train", 0, &o) != 0) {
+    int parsed = parse_train(argc, argv, "train", 0, &o);
+    if (parsed > 0) { /* --help */
         cli_opts_free(&o.base);
-        return 2;
+        return 0;
     }
-    if (o.preset && !o.base.file) {
-        if (preset_path(o.preset, preset, sizeof preset) != 0) {
-            cli_opts_free(&o.base);
-            return 2;
-        }
+    int rc = parsed != 0 ? 2 : 0;
+    if (rc == 0 && o.preset && !o.base.file) {
+        if (cli_preset_path("train", o.preset, preset, sizeof preset) != 0)
+            rc = 2;
         o.base.file = preset;
     }
-    if (!o.base.file || !o.outdir || (!o.data && !o.resume)) {
-        fprintf(stderr, "edmc train: needs --model=FILE.edm (or --preset=NAME), --data=DATASET and --outdir=DIR\n");
-        cli_opts_free(&o.base);
-        return 2;
+    if (rc == 0 && !o.outdir) {
+        fprintf(stderr, "edmc train: needs --outdir=DIR\n");
+        rc = 2;
     }
-    edm_sources *src = edm_sources_new();
+    if (rc == 0 && o.resume)
+        rc = resume_settings(&o);
+    if (rc == 0 && !o.resume) { /* said early; the training loop checks again with the folder locked */
+        edm_status st;
+        edm_status_init(&st);
+        if (edm_train_check_fresh(o.outdir, &st) != 0) {
+            cli_report(NULL, &st);
+            rc = cli_exit_code(&st);
+        }
+    }
+    if (rc == 0 && (!o.base.file || !o.data)) {
+        fprintf(stderr, "edmc train: needs --model=FILE.edm (or --preset=NAME), --data=DATASET and --outdir=DIR\n");
+        rc = 2;
+    }
+    if (rc == 0)
+        rc = absolute_data(o.data, o.data_abs, sizeof o.data_abs);
+    if (rc == 0)
+        rc = shape_from_data(&o);
+    edm_sources *src = rc == 0 ? edm_sources_new() : NULL;
     edm_program prog;
     memset(&prog, 0, sizeof prog);
-    int rc = src ? load_training(&o, src, &prog) : 1;
-    char *config = rc == 0 ? config_json(&prog) : NULL;
+    if (rc == 0)
+        rc = src ? load_training(&o, src, &prog) : 1;
     /* snapshots name the model by absolute path: generate and phema may run elsewhere */
-    char *model_abs = o.base.file ? edm_absolute_path(o.base.file) : NULL;
+    char *model_abs = rc == 0 ? edm_absolute_path(o.base.file) : NULL;
     edm_st_file *init = NULL;
     edm_status st;
     edm_status_init(&st);
-    if (rc == 0 && o.weights) {
-        init = edm_weights_open(o.weights, &st);
+    if (rc == 0 && o.base.weights) {
+        init = edm_weights_open(o.base.weights, &st);
         if (!init) {
             cli_report(NULL, &st);
             rc = 1;
         }
     }
     edm_train_opts t = {
-        .outdir = o.outdir, .data = o.data ? o.data : "builtin:shapes",
+        .outdir = o.outdir, .data = o.data_abs,
         .batch = o.has_batch ? o.batch : (int64_t)param_number(&prog, "batch_size", 2048),
-        .batch_gpu = o.batch_gpu, .duration = o.duration, .status_every = o.status,
+        .batch_gpu = o.batch_gpu,
+        .duration = o.has_duration ? o.duration : (int64_t)(param_number(&prog, "duration_Mi", 2048) * 1048576.0),
+        .status_every = o.status,
         .snapshot_every = o.snapshot, .checkpoint_every = o.checkpoint,
         .ref_lr = o.has_lr ? o.lr : param_number(&prog, "ref_lr", 0.01),
         .ref_batches = o.has_decay ? o.decay : param_number(&prog, "ref_batches", 70000),
         .rampup_mimg = o.has_rampup ? o.rampup : param_number(&prog, "rampup_Mimg", 10),
         .beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8, .seed = o.base.seed, .snapshot_fp32 = o.snapshot_fp32,
         .threads = o.base.threads, .resume = o.resume, .model = model_abs ? model_abs : o.base.file,
-        .config = config, .max_nonfinite = (int)o.max_nonfinite};
+        .max_nonfinite = (int)o.max_nonfinite};
+    if (rc == 0)
+        rc = check_preset_shape(&o, &prog);
+    char *config = rc == 0 ? config_json(&prog, &t) : NULL;
+    t.config = config;
+    if (rc == 0)
+        rc = compare_config(&o, config);
     if (rc == 0)
         rc = cli_backend_of("train", &o.base, &t.backend);
     if (rc == 0 && parse_ema(o.ema, &t) != 0)
@@ -359,7 +624,9 @@ int cmd_train(int argc, char **argv)
                         "images apart\n", (long long)t.snapshot_every);
         rc = 2;
     }
-    if (rc == 0) {
+    if (rc == 0 && o.dry_run) {
+        print_plan(&o, &t, &prog);
+    } else if (rc == 0) {
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
         sa.sa_handler = on_signal;
@@ -371,7 +638,7 @@ int cmd_train(int argc, char **argv)
             rc = 1;
         }
     }
-    if (rc == 0) {
+    if (rc == 0 && !o.dry_run) {
         if (edm_train(prog.graph, &t, init, &stop_requested, stdout, &st) != 0) {
             cli_report(NULL, &st);
             rc = cli_exit_code(&st);
@@ -383,6 +650,9 @@ int cmd_train(int argc, char **argv)
     edm_program_free(&prog);
     edm_sources_free(src);
     cli_opts_free(&o.base);
+    json_object_put(o.run);
+    json_object_put(o.run_cfg);
+    free(o.run_config);
     return rc;
 }
 
@@ -416,10 +686,10 @@ static int run_step(const train_opts *o, const edm_program *prog, const edm_back
 {
     /* writing the step over its own weights would lose them */
     struct stat sw, so;
-    if (stat(o->weights, &sw) == 0 && stat(o->output, &so) == 0 && sw.st_dev == so.st_dev && sw.st_ino == so.st_ino)
+    if (stat(o->base.weights, &sw) == 0 && stat(o->base.output, &so) == 0 && sw.st_dev == so.st_dev && sw.st_ino == so.st_ino)
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--output=%s is the --weights file: write the step elsewhere",
-                        o->output);
-    edm_st_file *w = edm_st_open(o->weights, st);
+                        o->base.output);
+    edm_st_file *w = edm_st_open(o->base.weights, st);
     edm_st_file *in = w ? edm_st_open(o->batch_file, st) : NULL;
     if (!in) {
         edm_st_close(w);
@@ -506,8 +776,8 @@ static int run_step(const train_opts *o, const edm_program *prog, const edm_back
     if (rc == 0)
         rc = edm_trainer_pull(t, 0, st);
     if (rc == 0) {
-        rc = write_step(t, o->output, loss, normalized, st);
-        printf("loss %.9g (lr %g): %s\n", loss, lr, o->output);
+        rc = write_step(t, o->base.output, loss, normalized, st);
+        printf("loss %.9g (lr %g): %s\n", loss, lr, o->base.output);
     }
     for (int i = 0; normalized && i < edm_trainer_nparams(t); i++)
         free(normalized[i]);
@@ -521,11 +791,12 @@ static int run_step(const train_opts *o, const edm_program *prog, const edm_back
 int cmd_step(int argc, char **argv)
 {
     train_opts o;
-    if (parse_train(argc, argv, "step", 1, &o) != 0) {
+    int parsed = parse_train(argc, argv, "step", 1, &o);
+    if (parsed != 0) {
         cli_opts_free(&o.base);
-        return 2;
+        return parsed > 0 ? 0 : 2;
     }
-    if (!o.base.file || !o.weights || !o.batch_file || !o.output) {
+    if (!o.base.file || !o.base.weights || !o.batch_file || !o.base.output) {
         fprintf(stderr, "edmc step: needs FILE.edm --weights=W.safetensors --batch=IN.safetensors "
                         "--output=OUT.safetensors [--lr=0.01]\n");
         cli_opts_free(&o.base);

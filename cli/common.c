@@ -2,94 +2,86 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/options.h"
 #include "compiler/ir_io.h"
 #include "compiler/passes/fusion.h"
 #include "compiler/passes/passes.h"
 #include "runtime/backend_cuda.h"
+#include "runtime/files.h"
 
-typedef struct {
-    const char *name; /* "--seed" */
-    unsigned bit;
-    int has_value;
-} opt_spec;
-
-static const opt_spec specs[] = {
-    {"--allow-nonfinite", OPT_NONFINITE, 0},
-    {"--stage", OPT_STAGE, 1},     {"--format", OPT_FORMAT, 1}, {"--output", OPT_OUTPUT, 1},
-    {"--json", OPT_JSON, 0},       {"--params", OPT_PARAMS, 0}, {"--seed", OPT_SEED, 1},
-    {"--weights", OPT_WEIGHTS, 1}, {"--input", OPT_INPUT, 1},   {"--threads", OPT_THREADS, 1},
-    {"--device", OPT_DEVICE, 1},   {"--batch", OPT_BATCH, 1},   {"--mode", OPT_MODE, 1},
-    {"--iters", OPT_ITERS, 1},     {"--precision", OPT_PRECISION, 1},
-    {"--indir", OPT_INDIR, 1},     {"--outdir", OPT_OUTDIR, 1}, {"--outstd", OPT_OUTSTD, 1},
-    {"--outkimg", OPT_OUTKIMG, 1}, {"--sweep", OPT_SWEEP, 0},   {"--eval", OPT_EVAL, 1},
-    {"--matmul", OPT_CUDA, 1},     {"--conv", OPT_CUDA, 1},     {"--no-graph", OPT_CUDA, 0},
-    {"--fuse", OPT_CUDA | OPT_FUSE, 1},
-};
-
-static int parse_int(const char *cmd, const char *opt, const char *v, long long lo, long long hi, long long *out)
+static int store_define(void *opts, const char *cmd, const char *name, const char *v)
 {
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (errno || end == v || *end || x < lo || x > hi) {
-        fprintf(stderr, "edmc %s: %s=%s: expected an integer from %lld to %lld\n", cmd, opt, v, lo, hi);
-        return -1;
-    }
-    *out = x;
-    return 0;
+    (void)name;
+    return cli_add_define(cmd, opts, v);
 }
 
-static int set_value(const char *cmd, cli_opts *o, unsigned bit, const char *opt, const char *v)
+static int store_cuda(void *opts, const char *cmd, const char *name, const char *v)
 {
-    long long x;
-    switch (bit) {
-    case OPT_STAGE: o->stage = v; return 0;
-    case OPT_FORMAT: o->format = v; return 0;
-    case OPT_OUTPUT: o->output = v; return 0;
-    case OPT_WEIGHTS: o->weights = v; return 0;
-    case OPT_INPUT: o->input = v; return 0;
-    case OPT_DEVICE: o->device = v; return 0;
-    case OPT_MODE: o->mode = v; return 0;
-    case OPT_PRECISION: o->precision = v; return 0;
-    case OPT_CUDA | OPT_FUSE:
-    case OPT_CUDA: return cli_cuda_flag(cmd, opt, v, &o->matmul, &o->conv, &o->no_graph, &o->fuse) == 1 ? 0 : -1;
-    case OPT_INDIR: o->indir = v; return 0;
-    case OPT_OUTDIR: o->outdir = v; return 0;
-    case OPT_OUTSTD: o->outstd = v; return 0;
-    case OPT_EVAL: o->eval = v; return 0;
-    case OPT_OUTKIMG:
-        if (parse_int(cmd, opt, v, 0, 1000000000, &x) != 0)
-            return -1;
-        o->outkimg = x;
-        return 0;
-    case OPT_SEED:
-        if (parse_int(cmd, opt, v, 0, (long long)1 << 62, &x) != 0)
-            return -1;
-        o->seed = (uint64_t)x;
-        return 0;
-    case OPT_THREADS:
-        if (parse_int(cmd, opt, v, 1, 1024, &x) != 0)
-            return -1;
-        o->threads = (int)x;
-        return 0;
-    case OPT_BATCH:
-        if (parse_int(cmd, opt, v, 1, 1 << 20, &x) != 0)
-            return -1;
-        o->batch = x;
-        return 0;
-    case OPT_ITERS:
-        if (parse_int(cmd, opt, v, 1, 1000000, &x) != 0)
-            return -1;
-        o->iters = (int)x;
-        return 0;
-    default:
-        return -1;
-    }
+    cli_opts *o = opts;
+    return cli_cuda_flag(cmd, name, v, &o->matmul, &o->conv, &o->no_graph, &o->fuse) == 1 ? 0 : -1;
+}
+
+#define AT(field) .at = offsetof(cli_opts, field)
+#define STR(name, field, arg_, def_, help_) \
+    {.names = (name), .kind = CLI_STRING, AT(field), .arg = (arg_), .def = (def_), .help = (help_)}
+#define INT(name, field, lo_, hi_, arg_, def_, help_) \
+    {.names = (name), .kind = CLI_INT, AT(field), .lo = (lo_), .hi = (hi_), .arg = (arg_), .def = (def_), .help = (help_)}
+#define SMALL(name, field, lo_, hi_, arg_, def_, help_) \
+    {.names = (name), .kind = CLI_SMALL, AT(field), .lo = (lo_), .hi = (hi_), .arg = (arg_), .def = (def_), \
+     .help = (help_)}
+#define FLAG(name, field, help_) {.names = (name), .kind = CLI_FLAG, AT(field), .help = (help_)}
+#define CALL(name, fn, arg_, def_, help_) \
+    {.names = (name), .kind = CLI_CALL, .arg = (arg_), .def = (def_), .help = (help_), .call = (fn)}
+
+/* The options of the commands that take a model file, each with the bit a
+ * command's `allowed` selects it by. */
+static const struct {
+    unsigned bit;
+    cli_option o;
+} common_options[] = {
+    {OPT_STAGE, STR("--stage", stage, "ir|fused|train", "ir", "what to print")},
+    {OPT_FORMAT, STR("--format", format, "text|xml|dot", "text", "how to print it")},
+    {OPT_OUTPUT, STR("--output -o", output, "FILE", NULL, "write to FILE")},
+    {OPT_JSON, FLAG("--json", json, "print one JSON object")},
+    {OPT_PARAMS, FLAG("--params", params, "print the parameters and buffers only")},
+    {OPT_SEED, INT("--seed", seed, 0, 4611686018427387904.0, "S", "0", "the random seed")},
+    {OPT_WEIGHTS, STR("--weights", weights, "W.safetensors", NULL, "the weights")},
+    {OPT_INPUT, STR("--input", input, "IN.safetensors", NULL, "the inputs")},
+    {OPT_BATCH, INT("--batch", batch, 1, 1 << 20, "B", "8", "images per batch")},
+    {OPT_MODE, STR("--mode", mode, "forward|train|sample", "forward", "what to run")},
+    {OPT_ITERS, SMALL("--iters", iters, 1, 1000000, "K", "as many as fit in a few seconds", "timed iterations")},
+    {OPT_INDIR, STR("--indir", indir, "DIR", NULL, "the run folder with the snapshots")},
+    {OPT_OUTDIR, STR("--outdir", outdir, "DIR", NULL, "where the results go")},
+    {OPT_OUTSTD, STR("--outstd", outstd, "S1,S2,...", NULL,
+                     "sigma_rel of the EMAs to reconstruct (also 0.010,0.015,...,0.250)")},
+    {OPT_OUTKIMG, INT("--outkimg", outkimg, 0, 1000000000, "K", "the latest snapshot", "the time to reconstruct at")},
+    {OPT_SWEEP, FLAG("--sweep", sweep, "a range of sigma_rel (--outstd=LO:HI:STEP)")},
+    {OPT_EVAL, STR("--eval", eval, "loss", NULL, "evaluate each reconstruction")},
+    {OPT_NONFINITE, FLAG("--allow-nonfinite", allow_nonfinite, "write NaN and infinite results instead of failing")},
+    {OPT_DEVICE, STR("--device", device, "cpu|cuda", "cpu", "the backend")},
+    {OPT_PRECISION, STR("--precision", precision, "P", "f32 on cpu, fp16 on cuda", "cpu: f32|f64; cuda: fp16|bf16|fp32")},
+    {OPT_THREADS, SMALL("--threads", threads, 1, 1024, "N", "every core", "CPU threads")},
+    {OPT_CUDA | OPT_FUSE, CALL("--fuse", store_cuda, "all|none|LIST", "all on cpu", "the fusion rules")},
+    {OPT_CUDA, CALL("--matmul", store_cuda, "cublaslt|generated", "cublaslt", "cuda: the matrix products")},
+    {OPT_CUDA, CALL("--conv", store_cuda, "im2col|implicit", "im2col", "cuda: the convolutions")},
+    {OPT_CUDA, FLAG("--no-graph", no_graph, "cuda: launch kernel by kernel")},
+    {OPT_DEFINE, CALL("-D", store_define, "name=value", NULL, "set a model parameter (any number of times)")},
+};
+
+int cli_select_options(unsigned allowed, cli_option *out, int max)
+{
+    int n = 0;
+    for (size_t k = 0; k < sizeof common_options / sizeof common_options[0] && n < max; k++)
+        if (allowed & common_options[k].bit)
+            out[n++] = common_options[k].o;
+    return n;
 }
 
 int cli_define_append(const char *cmd, const char *flag, edm_define *defs, int *n, const char *def)
@@ -113,12 +105,28 @@ int cli_define_append(const char *cmd, const char *flag, edm_define *defs, int *
     return 0;
 }
 
+int cli_define_set(const char *cmd, cli_opts *o, const char *name, const char *value)
+{
+    if (o->ndefines == CLI_MAX_DEFINES) {
+        fprintf(stderr, "edmc %s: more than %d model parameters\n", cmd, CLI_MAX_DEFINES);
+        return -1;
+    }
+    char *copy = strdup(name);
+    if (!copy) {
+        fprintf(stderr, "edmc: out of memory\n");
+        return -1;
+    }
+    o->defines[o->ndefines].name = copy;
+    o->defines[o->ndefines++].value = value;
+    return 0;
+}
+
 int cli_add_define(const char *cmd, cli_opts *o, const char *def)
 {
     return cli_define_append(cmd, "-D", o->defines, &o->ndefines, def);
 }
 
-int cli_parse(int argc, char **argv, const char *cmd, unsigned allowed, cli_opts *o)
+void cli_opts_defaults(cli_opts *o)
 {
     memset(o, 0, sizeof *o);
     o->stage = "ir";
@@ -126,72 +134,29 @@ int cli_parse(int argc, char **argv, const char *cmd, unsigned allowed, cli_opts
     o->device = "cpu";
     o->mode = "forward";
     o->batch = 8;
-    o->iters = 0;
     o->outkimg = -1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "-D") == 0 || strncmp(a, "-D", 2) == 0) {
-            const char *def = a[2] ? a + 2 : (i + 1 < argc ? argv[++i] : NULL);
-            if (!def) {
-                fprintf(stderr, "edmc %s: -D needs name=value\n", cmd);
-                return -1;
-            }
-            if (cli_add_define(cmd, o, def) != 0)
-                return -1;
-            continue;
-        }
-        if (strcmp(a, "-o") == 0 && (allowed & OPT_OUTPUT)) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "edmc %s: -o needs a file name\n", cmd);
-                return -1;
-            }
-            o->output = argv[++i];
-            continue;
-        }
-        if (a[0] == '-' && a[1]) {
-            const opt_spec *spec = NULL;
-            size_t len = strcspn(a, "=");
-            for (size_t k = 0; k < sizeof specs / sizeof specs[0]; k++)
-                if (strlen(specs[k].name) == len && strncmp(specs[k].name, a, len) == 0)
-                    spec = &specs[k];
-            if (!spec || !(allowed & spec->bit)) {
-                fprintf(stderr, "edmc %s: unknown option '%.*s' (see edmc --help)\n", cmd, (int)len, a);
-                return -1;
-            }
-            if (!spec->has_value) {
-                if (a[len]) {
-                    fprintf(stderr, "edmc %s: %s takes no value\n", cmd, spec->name);
-                    return -1;
-                }
-                if (spec->bit == OPT_JSON)
-                    o->json = 1;
-                else if (spec->bit == OPT_CUDA)
-                    o->no_graph = 1;
-                else if (spec->bit == OPT_SWEEP)
-                    o->sweep = 1;
-                else if (spec->bit == OPT_NONFINITE)
-                    o->allow_nonfinite = 1;
-                else
-                    o->params = 1;
-                continue;
-            }
-            const char *v = a[len] == '=' ? a + len + 1 : (i + 1 < argc ? argv[++i] : NULL);
-            if (!v) {
-                fprintf(stderr, "edmc %s: %s needs a value\n", cmd, spec->name);
-                return -1;
-            }
-            if (set_value(cmd, o, spec->bit, spec->name, v) != 0)
-                return -1;
-            continue;
-        }
-        if (o->file) {
-            fprintf(stderr, "edmc %s: more than one model file ('%s' and '%s')\n", cmd, o->file, a);
-            return -1;
-        }
-        o->file = a;
-    }
+}
+
+int cli_parse_own(int argc, char **argv, const char *cmd, const cli_option *own, int nown, unsigned shared,
+                  void *opts, const char **file)
+{
+    cli_option table[64];
+    const cli_usage *u = cli_usage_of(cmd);
+    cli_command c = {.name = cmd, .synopsis = u ? u->synopsis : "", .summary = u ? u->summary : "",
+                     .notes = u ? u->notes : NULL, .file = file ? "FILE.edm" : NULL,
+                     .tables = {own ? own : table, table},
+                     .ntables = {own ? nown : 0, cli_select_options(shared, table, 64)}};
+    return cli_parse_command(&c, argc, argv, opts, file);
+}
+
+int cli_parse(int argc, char **argv, const char *cmd, unsigned allowed, cli_opts *o)
+{
+    cli_opts_defaults(o);
+    int rc = cli_parse_own(argc, argv, cmd, NULL, 0, allowed | OPT_DEFINE, o, &o->file);
+    if (rc != 0)
+        return rc;
     if (!o->file && !(allowed & OPT_NOFILE)) {
-        fprintf(stderr, "edmc %s: no model file\n", cmd);
+        fprintf(stderr, "edmc %s: no model file (see edmc %s --help)\n", cmd, cmd);
         return -1;
     }
     return 0;
@@ -315,6 +280,20 @@ int cli_backend_of(const char *cmd, const cli_opts *o, edm_backend_options *out)
     return cli_backend(cmd, o->device, o->precision, o->matmul, o->conv, o->no_graph, o->fuse, o->threads, out);
 }
 
+int cli_preset_path(const char *cmd, const char *preset, char *out, size_t size)
+{
+    edm_model_dirs md;
+    edm_model_dirs_get(&md);
+    for (int i = 0; i < md.n; i++) {
+        snprintf(out, size, "%s/%s.edm", md.dir[i], preset);
+        if (strchr(preset, '/') == NULL && access(out, R_OK) == 0)
+            return 0;
+    }
+    fprintf(stderr, "edmc %s: --preset=%s: no models/%s.edm (presets: edm2-img512-xxs, edm2-img512-xs ... "
+                    "edm2-img512-xxl, edm2-img64-xs ... edm2-img64-xl, edm2-tiny)\n", cmd, preset, preset);
+    return -1;
+}
+
 int cli_exit_code(const edm_status *st) { return st->code == EDM_ERR_USAGE ? 2 : 1; }
 
 void cli_report(const edm_sources *src, const edm_status *st) { edm_diag_print(src, st, stderr); }
@@ -362,9 +341,10 @@ int cli_load(const cli_opts *o, edm_sources *src, edm_program *prog)
 int cli_run(int argc, char **argv, const char *cmd, unsigned allowed, cli_fn fn)
 {
     cli_opts o;
-    if (cli_parse(argc, argv, cmd, allowed, &o) != 0) {
+    int parsed = cli_parse(argc, argv, cmd, allowed, &o);
+    if (parsed != 0) {
         cli_opts_free(&o);
-        return 2;
+        return parsed > 0 ? 0 : 2;
     }
     edm_sources *src = edm_sources_new();
     if (!src) {

@@ -751,8 +751,9 @@ static float load_f32le(const unsigned char *p)
 }
 
 /* Decodes a latent (2C, R, R) .npy and encodes a sample into out [C, R, R]. */
-static int decode_npy(const edm_dataset *ds, const char *fname, const unsigned char *b, size_t len, uint64_t seed,
-                      uint64_t pos, float *out, edm_status *st)
+/* The header of a .npy file: its dict into info, where the data starts into *data. */
+static int npy_header(const char *fname, const unsigned char *b, size_t len, npy_info *info, size_t *data,
+                      edm_status *st)
 {
     static const unsigned char magic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
     if (len < 10 || memcmp(b, magic, 6) != 0)
@@ -772,10 +773,20 @@ static int decode_npy(const edm_dataset *ds, const char *fname, const unsigned c
     }
     if (hlen > len - hstart)
         return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: corrupt .npy (truncated header)", fname);
-    npy_info info = {0, 0, {0}};
-    const char *why = parse_npy_dict((const char *)b + hstart, hlen, &info);
+    const char *why = parse_npy_dict((const char *)b + hstart, hlen, info);
     if (why)
         return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: corrupt .npy (%s)", fname, why);
+    *data = hstart + hlen;
+    return 0;
+}
+
+static int decode_npy(const edm_dataset *ds, const char *fname, const unsigned char *b, size_t len, uint64_t seed,
+                      uint64_t pos, float *out, edm_status *st)
+{
+    npy_info info = {0, 0, {0}};
+    size_t data = 0;
+    if (npy_header(fname, b, len, &info, &data, st) != 0)
+        return -1;
     int C = ds->ch, R = ds->res;
     if (info.ndim != 3 || info.shape[0] != 2 * (int64_t)C || info.shape[1] != R || info.shape[2] != R) {
         char shp[128];
@@ -792,7 +803,6 @@ static int decode_npy(const edm_dataset *ds, const char *fname, const unsigned c
                         shp, 2 * C, R, R, C);
     }
     size_t plane = (size_t)R * (size_t)R, count = 2 * (size_t)C * plane;
-    size_t data = hstart + hlen;
     if (len - data != count * (size_t)info.itemsize)
         return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: corrupt .npy (%zu data bytes, expected %zu)", fname,
                         len - data, count * (size_t)info.itemsize);
@@ -1122,6 +1132,137 @@ edm_dataset *edm_dataset_open(const char *spec, int resolution, int channels, in
         return NULL;
     }
     return ds;
+}
+
+/* ================================================================ probe */
+
+/* A PNG's size and colour from its header (libpng reads the IHDR chunk). */
+static int png_geometry(const char *fname, const unsigned char *bytes, size_t len, int *res, int *ch,
+                        edm_status *st)
+{
+    if (len < 8 || png_sig_cmp(bytes, 0, 8) != 0)
+        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: not a PNG file", fname);
+    png_source src = {bytes, len, 0, "unknown error"};
+    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &src, png_on_error, png_on_warning);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    if (!info) {
+        png_destroy_read_struct(&png, NULL, NULL);
+        return edm_nomem(st);
+    }
+    png_uint_32 w = 0, h = 0;
+    int depth = 0, ctype = 0;
+    if (setjmp(png_jmpbuf(png))) {
+        png_destroy_read_struct(&png, &info, NULL);
+        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: corrupt PNG (%s)", fname, src.msg);
+    }
+    png_set_read_fn(png, &src, png_read_mem);
+    png_read_info(png, info);
+    png_get_IHDR(png, info, &w, &h, &depth, &ctype, NULL, NULL, NULL);
+    png_destroy_read_struct(&png, &info, NULL);
+    if (w != h || w == 0 || w > 16384)
+        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s is %lux%lu pixels; images must be square", fname,
+                        (unsigned long)w, (unsigned long)h);
+    *res = (int)w;
+    *ch = ctype & PNG_COLOR_MASK_COLOR ? 3 : 1;
+    return 0;
+}
+
+/* The number of classes dataset.json names (the largest label + 1), 0 without one. */
+static int probe_classes(edm_dataset *ds, int *classes, edm_status *st)
+{
+    *classes = 0;
+    uint64_t zidx = 0;
+    if (ds->zip) {
+        zip_int64_t idx = zip_name_locate(ds->zip, "dataset.json", 0);
+        if (idx < 0)
+            return 0;
+        zidx = (uint64_t)idx;
+    } else {
+        char jname[MAX_PATH];
+        struct stat sb;
+        snprintf(jname, sizeof jname, "%s/dataset.json", ds->spec);
+        if (stat(jname, &sb) != 0)
+            return 0;
+    }
+    unsigned char *bytes = NULL;
+    size_t len = 0;
+    if (read_bytes(ds, "dataset.json", zidx, &bytes, &len, st))
+        return -1;
+    json_tokener *tok = json_tokener_new();
+    json_object *root = tok && len < (size_t)INT32_MAX ? json_tokener_parse_ex(tok, (const char *)bytes, (int)len) : NULL;
+    json_object *arr = NULL;
+    if (root && json_object_is_type(root, json_type_object) && json_object_object_get_ex(root, "labels", &arr) &&
+        json_object_is_type(arr, json_type_array))
+        for (size_t i = 0; i < json_object_array_length(arr); i++) {
+            json_object *c = json_object_array_get_idx(json_object_array_get_idx(arr, i), 1);
+            int64_t k = c && json_object_is_type(c, json_type_int) ? json_object_get_int64(c) : -1;
+            if (k >= *classes && k < 1000000)
+                *classes = (int)k + 1;
+        }
+    /* a malformed file is reported, with its position, when the dataset is opened */
+    json_object_put(root);
+    json_tokener_free(tok);
+    free(bytes);
+    return 0;
+}
+
+int edm_dataset_probe(const char *spec, edm_dataset_geometry *g, edm_status *st)
+{
+    memset(g, 0, sizeof *g);
+    if (strncmp(spec, "builtin:", 8) == 0) {
+        static const struct {
+            const char *name;
+            int classes;
+        } kinds[] = {{"shapes", 3}, {"stripes", 4}, {"blobs", 4}};
+        const char *what = spec + 8;
+        size_t nlen = strcspn(what, "0123456789");
+        for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
+            if (strlen(kinds[k].name) == nlen && strncmp(kinds[k].name, what, nlen) == 0)
+                g->classes = kinds[k].classes;
+        if (!g->classes)
+            return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
+                            "unknown built-in dataset '%s' (builtin:shapes, builtin:stripes, builtin:blobs)", spec);
+        g->resolution = what[nlen] ? atoi(what + nlen) : 0; /* a bad suffix is reported at open */
+        return 0;
+    }
+    edm_dataset *ds = calloc(1, sizeof *ds);
+    if (!ds)
+        return edm_nomem(st);
+    ds->spec = dup_str(spec);
+    int rc = ds->spec ? 0 : edm_nomem(st);
+    size_t l = ds->spec ? strlen(ds->spec) : 0;
+    while (l > 1 && ds->spec[l - 1] == '/')
+        ds->spec[--l] = 0;
+    if (rc == 0)
+        rc = open_files(ds, st);
+    unsigned char *bytes = NULL;
+    size_t len = 0;
+    char fname[MAX_PATH];
+    if (rc == 0) {
+        file_label(ds, 0, fname, sizeof fname);
+        rc = read_bytes(ds, ds->entries[0].name, ds->entries[0].zidx, &bytes, &len, st);
+    }
+    if (rc == 0 && ds->kind == DS_PNG) {
+        rc = png_geometry(fname, bytes, len, &g->resolution, &g->channels, st);
+    } else if (rc == 0) {
+        npy_info info = {0, 0, {0}};
+        size_t data = 0;
+        rc = npy_header(fname, bytes, len, &info, &data, st);
+        if (rc == 0 && (info.ndim != 3 || info.shape[0] % 2 || info.shape[1] != info.shape[2] ||
+                        info.shape[1] < 1 || info.shape[1] > 16384 || info.shape[0] > 2 * (int64_t)MAX_CHANNELS))
+            rc = edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC,
+                          "%s: a latent must have shape (2C, R, R) (the mean and std of C channels)", fname);
+        if (rc == 0) {
+            g->channels = (int)(info.shape[0] / 2);
+            g->resolution = (int)info.shape[1];
+            g->latent = 1;
+        }
+    }
+    if (rc == 0)
+        rc = probe_classes(ds, &g->classes, st);
+    free(bytes);
+    edm_dataset_close(ds);
+    return rc;
 }
 
 int64_t edm_dataset_size(const edm_dataset *ds) { return ds->n; }

@@ -61,6 +61,16 @@ typedef struct edm_loader edm_loader;
 edm_dataset *edm_dataset_open(const char *spec, int resolution, int channels, int label_dim, edm_status *st);
 void edm_dataset_close(edm_dataset *ds);
 
+/* What a dataset fixes of a model's shape, read from its first file and its
+ * dataset.json without a model: resolution and channels (0 where any fits:
+ * the built-ins, unless named with a resolution), latent (1 for .npy), and
+ * the number of classes (the largest label + 1; 0 without labels; 3 or 4
+ * for the built-ins). */
+typedef struct {
+    int resolution, channels, classes, latent;
+} edm_dataset_geometry;
+int edm_dataset_probe(const char *spec, edm_dataset_geometry *g, edm_status *st);
+
 int64_t edm_dataset_size(const edm_dataset *ds);
 int edm_dataset_resolution(const edm_dataset *ds);
 int edm_dataset_channels(const edm_dataset *ds);

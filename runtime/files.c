@@ -96,12 +96,19 @@ static int fill_temp(int fd, edm_write_body body, void *ctx, char *err, size_t e
 
 int edm_write_atomic(const char *path, edm_write_body body, void *ctx, edm_status *st)
 {
-    size_t len = strlen(path) + 16;
+    size_t len = strlen(path) + 48;
     char *tmp = malloc(len);
     if (!tmp)
         return edm_nomem(st);
-    snprintf(tmp, len, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
+    /* not mkstemp: its 0600 would survive the rename, and a run's snapshots
+     * must follow the umask like any other tool's output (0644 by default) */
+    int fd = -1;
+    for (unsigned attempt = 0; fd < 0 && attempt < 100; attempt++) {
+        snprintf(tmp, len, "%s.tmp.%ld.%u", path, (long)getpid(), attempt);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd < 0 && errno != EEXIST)
+            break;
+    }
     if (fd < 0) {
         int err = errno;
         free(tmp);

@@ -16,7 +16,7 @@ char *edm_absolute_path(const char *path);
 void edm_folder_of(const char *path, char *out, size_t size);
 
 /* Writes path atomically: body(fp, ctx, errbuf) fills a temporary file in the
- * same folder (mkstemp), which is flushed, fsynced and renamed over path; then
+ * same folder (created like any file, so the result follows the umask), which is flushed, fsynced and renamed over path; then
  * the folder is fsynced so the rename lasts.  On any failure the temporary file
  * is removed and st names path and the cause (body's errbuf, or errno). */
 typedef int (*edm_write_body)(FILE *fp, void *ctx, char *errbuf, size_t errsize);

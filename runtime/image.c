@@ -110,16 +110,17 @@ static int check_dims(const char *path, int channels, int64_t height, int64_t wi
     return 0;
 }
 
-/* Copies image chw into the HWC byte canvas at pixel (x0, y0). */
+/* Copies image chw into the HWC byte canvas at pixel (x0, y0), each pixel
+ * as a scale × scale block. */
 static void paint(unsigned char *canvas, int64_t canvas_w, const float *chw, int channels, int height, int width,
-                  int64_t x0, int64_t y0)
+                  int scale, int64_t x0, int64_t y0)
 {
     int64_t plane = (int64_t)height * width;
-    for (int64_t y = 0; y < height; y++)
-        for (int64_t x = 0; x < width; x++) {
+    for (int64_t y = 0; y < (int64_t)height * scale; y++)
+        for (int64_t x = 0; x < (int64_t)width * scale; x++) {
             unsigned char *px = canvas + ((y0 + y) * canvas_w + x0 + x) * channels;
             for (int c = 0; c < channels; c++)
-                px[c] = edm_image_to_u8(chw[c * plane + y * width + x]);
+                px[c] = edm_image_to_u8(chw[c * plane + y / scale * width + x / scale]);
         }
 }
 
@@ -143,22 +144,24 @@ int edm_image_write_png(const char *path, const float *chw, int channels, int he
     unsigned char *canvas = malloc((size_t)height * (size_t)width * (size_t)channels);
     if (!canvas)
         return edm_nomem(st);
-    paint(canvas, width, chw, channels, height, width, 0, 0);
+    paint(canvas, width, chw, channels, height, width, 1, 0, 0);
     int rc = write_canvas(path, canvas, channels, height, width, st);
     free(canvas);
     return rc;
 }
 
 int edm_image_write_grid(const char *path, const float *images, int64_t n, int channels, int height, int width,
-                         edm_status *st)
+                         int scale, edm_status *st)
 {
     if (n < 1)
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "%s: a grid of no images", path);
+    if (scale < 1 || scale > 64)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "%s: scale %d: expected 1 to 64", path, scale);
     int64_t cols = (int64_t)ceil(sqrt((double)n));
     while (cols * cols < n) /* guard against rounding */
         cols++;
     int64_t rows = (n + cols - 1) / cols;
-    int64_t gw = cols * width, gh = rows * height;
+    int64_t gw = cols * width * scale, gh = rows * height * scale;
     if (check_dims(path, channels, gh, gw, st) != 0)
         return -1;
     unsigned char *canvas = calloc((size_t)(gh * gw), (size_t)channels);
@@ -166,7 +169,8 @@ int edm_image_write_grid(const char *path, const float *images, int64_t n, int c
         return edm_nomem(st);
     int64_t size = (int64_t)channels * height * width;
     for (int64_t i = 0; i < n; i++)
-        paint(canvas, gw, images + i * size, channels, height, width, (i % cols) * width, (i / cols) * height);
+        paint(canvas, gw, images + i * size, channels, height, width, scale, (i % cols) * width * scale,
+              (i / cols) * height * scale);
     int rc = write_canvas(path, canvas, channels, (int)gh, (int)gw, st);
     free(canvas);
     return rc;

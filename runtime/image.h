@@ -16,9 +16,10 @@ unsigned char edm_image_to_u8(float x);
 int edm_image_write_png(const char *path, const float *chw, int channels, int height, int width, edm_status *st);
 
 /* n images (n × channels × height × width) tiled row by row into a grid of
- * ceil(sqrt(n)) columns; unused cells are black. */
+ * ceil(sqrt(n)) columns, each pixel a scale × scale block (1..64); unused
+ * cells are black. */
 int edm_image_write_grid(const char *path, const float *images, int64_t n, int channels, int height, int width,
-                         edm_status *st);
+                         int scale, edm_status *st);
 
 /* A line plot, 640 × 420 RGB on white: the n points (x[i], y[i]) joined in
  * order of x, axes framing the data with "nice" ticks (1, 2 or 5 × 10^k),

@@ -1,4 +1,4 @@
-/* The EDM Heun sampler with churn and guidance. */
+/* The EDM samplers (Heun with churn, Euler, DPM-Solver++(2M)) and guidance. */
 #include "config.h"
 
 #include "runtime/sample.h"
@@ -9,8 +9,25 @@
 
 #include "runtime/rng.h"
 
+static const char *const sampler_names[] = {"heun", "euler", "dpmpp-2m"};
+
+int edm_sampler_from_name(const char *name)
+{
+    for (int i = 0; i < (int)(sizeof sampler_names / sizeof sampler_names[0]); i++)
+        if (strcmp(name, sampler_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+const char *edm_sampler_name(edm_sampler s) { return sampler_names[s]; }
+
+int edm_sample_nfe(const edm_sample_params *p) { return p->sampler == EDM_SAMPLER_HEUN ? 2 * p->steps - 1 : p->steps; }
+
 void edm_sample_params_default(edm_sample_params *p)
 {
+    p->sampler = EDM_SAMPLER_HEUN;
+    p->guidance_lo = 0;
+    p->guidance_hi = INFINITY;
     p->steps = 32;
     p->sigma_min = 0.002;
     p->sigma_max = 80;
@@ -42,6 +59,14 @@ int edm_sample_params_check(const edm_sample_params *p, edm_status *st)
                         p->S_max);
     if (!isfinite(p->guidance))
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "guidance = %g: must be finite", p->guidance);
+    if (isnan(p->guidance_lo) || isnan(p->guidance_hi) || p->guidance_lo < 0 || p->guidance_lo > p->guidance_hi)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "guidance interval [%g, %g]: need 0 <= lo <= hi",
+                        p->guidance_lo, p->guidance_hi);
+    if (p->sampler == EDM_SAMPLER_DPMPP_2M && p->S_churn > 0)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "S_churn = %g: dpmpp-2m is deterministic; churn goes with heun "
+                        "or euler", p->S_churn);
+    if ((unsigned)p->sampler > EDM_SAMPLER_DPMPP_2M)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "unknown sampler %d", (int)p->sampler);
     return 0;
 }
 
@@ -102,6 +127,8 @@ typedef struct {
     int64_t n, numel; /* images, elements per image */
     float *sigma;     /* n */
     float *xh, *xn, *d, *dg, *dcur; /* n · numel each */
+    float *dprev;                    /* dpmpp-2m: the previous step's D (n · numel) */
+    double hprev;                    /* dpmpp-2m: the previous step's h; 0 before the first */
 } sampler;
 
 /* The guided denoiser at noise level t (every image alike) into s->d. */
@@ -111,8 +138,8 @@ static int denoise(sampler *s, const float *x, double t, edm_status *st)
         s->sigma[i] = (float)t;
     if (edm_denoiser_eval(s->net, x, s->sigma, s->labels, s->n, s->d, NULL, st) != 0)
         return -1;
-    if (s->p->guidance == 1)
-        return 0;
+    if (s->p->guidance == 1 || t < s->p->guidance_lo || t > s->p->guidance_hi)
+        return 0; /* outside the interval the net alone: the guide is not evaluated */
     if (edm_denoiser_eval(s->guide, x, s->sigma, s->guide_labels, s->n, s->dg, NULL, st) != 0) {
         edm_status_prefix(st, "guide");
         return -1;
@@ -156,7 +183,7 @@ static int heun_step(sampler *s, float *x, int step, double t, double t_next, ed
         s->dcur[k] = (s->xh[k] - s->d[k]) / th;
         s->xn[k] = s->xh[k] + (tn - th) * s->dcur[k];
     }
-    if (step < s->p->steps - 1) {
+    if (step < s->p->steps - 1 && s->p->sampler == EDM_SAMPLER_HEUN) {
         if (denoise(s, s->xn, tn, st) != 0)
             return -1;
         for (int64_t k = 0; k < total; k++) {
@@ -165,6 +192,28 @@ static int heun_step(sampler *s, float *x, int step, double t, double t_next, ed
         }
     }
     memcpy(x, s->xn, sizeof(float) * (size_t)total);
+    return 0;
+}
+
+/* DPM-Solver++(2M) from t to t_next in the EDM parametrisation (x = y + σn):
+ * with λ = −log σ and h = λ_next − λ, x_next = (t_next/t)·x + (1 − e^{−h})·D̂,
+ * D̂ = D on the first step, else (1 + 1/2r)·D − 1/2r·D_prev with r = h_prev/h;
+ * the last step (t_next = 0) lands on D̂ (first order there, as is usual). */
+static int dpmpp_step(sampler *s, float *x, double t, double t_next, edm_status *st)
+{
+    int64_t total = s->n * s->numel;
+    if (denoise(s, x, t, st) != 0)
+        return -1;
+    double h = t_next > 0 ? log(t / t_next) : INFINITY;
+    float a = (float)(t_next / t), b = (float)(1 - t_next / t);
+    int second = s->hprev > 0 && t_next > 0;
+    float c0 = second ? (float)(h / (2 * s->hprev)) : 0.0f, c1 = 1 + c0; /* 1/2r = h / 2h_prev */
+    for (int64_t k = 0; k < total; k++) {
+        float dhat = second ? c1 * s->d[k] - c0 * s->dprev[k] : s->d[k]; /* dprev is unset before the 2nd step */
+        x[k] = a * x[k] + b * dhat;
+    }
+    memcpy(s->dprev, s->d, sizeof(float) * (size_t)total);
+    s->hprev = h;
     return 0;
 }
 
@@ -194,6 +243,7 @@ static void free_buffers(sampler *s)
     free(s->d);
     free(s->dg);
     free(s->dcur);
+    free(s->dprev);
 }
 
 int edm_sample_run(const edm_sample_params *p, edm_denoiser *net, edm_denoiser *guide, const uint64_t *seeds,
@@ -211,8 +261,9 @@ int edm_sample_run(const edm_sample_params *p, edm_denoiser *net, edm_denoiser *
     s.d = malloc(bytes);
     s.dg = malloc(bytes);
     s.dcur = malloc(bytes);
+    s.dprev = malloc(bytes);
     double *t = malloc(sizeof(double) * (size_t)(p->steps + 1));
-    int rc = s.sigma && s.xh && s.xn && s.d && s.dg && s.dcur && t ? 0 : edm_nomem(st);
+    int rc = s.sigma && s.xh && s.xn && s.d && s.dg && s.dcur && s.dprev && t ? 0 : edm_nomem(st);
     if (rc == 0) {
         edm_sample_schedule(p, t);
         float t0 = (float)t[0];
@@ -220,7 +271,8 @@ int edm_sample_run(const edm_sample_params *p, edm_denoiser *net, edm_denoiser *
             x[k] *= t0;
     }
     for (int i = 0; rc == 0 && i < p->steps; i++)
-        rc = heun_step(&s, x, i, t[i], t[i + 1], st);
+        rc = p->sampler == EDM_SAMPLER_DPMPP_2M ? dpmpp_step(&s, x, t[i], t[i + 1], st)
+                                                 : heun_step(&s, x, i, t[i], t[i + 1], st);
     free(t);
     free_buffers(&s);
     return rc;

@@ -1,7 +1,8 @@
-/* The EDM sampler (EDM2-SPEC.md §6): Heun's 2nd-order method on the noise
- * levels t_i = (σmax^{1/ρ} + i/(N−1)·(σmin^{1/ρ} − σmax^{1/ρ}))^ρ, t_N = 0,
- * with the stochastic "churn" of the EDM paper's Algorithm 2 and guidance by
- * a second network, D = D_g + w·(D − D_g).
+/* The EDM samplers (docs/sampling.md): on the noise levels
+ * t_i = (σmax^{1/ρ} + i/(N−1)·(σmin^{1/ρ} − σmax^{1/ρ}))^ρ, t_N = 0, Heun's
+ * 2nd-order method with the stochastic "churn" of the EDM paper's Algorithm 2
+ * (the default), Euler's method, or DPM-Solver++(2M); guidance by a second
+ * network, D = D_g + w·(D − D_g), optionally only inside a σ interval.
  *
  * Every random draw belongs to one seed (a counter-based stream keyed by the
  * seed), so image k is the same whatever batch it is drawn in. */
@@ -13,12 +14,26 @@
 #include "compiler/status.h"
 #include "runtime/denoiser.h"
 
+typedef enum {
+    EDM_SAMPLER_HEUN,     /* 2nd order, 2N − 1 evaluations (the EDM default) */
+    EDM_SAMPLER_EULER,    /* 1st order, N evaluations */
+    EDM_SAMPLER_DPMPP_2M, /* DPM-Solver++(2M): 2nd-order multistep on log σ, N evaluations, no churn */
+} edm_sampler;
+
 typedef struct {
-    int steps;                        /* N >= 2 (2N − 1 evaluations) */
+    edm_sampler sampler;
+    int steps;                        /* N >= 2 */
     double sigma_min, sigma_max, rho; /* 0.002, 80, 7 */
     double S_churn, S_min, S_max, S_noise; /* 0, 0, inf, 1: no churn */
     double guidance;                  /* w; 1: the guide is not evaluated */
+    double guidance_lo, guidance_hi;  /* guidance only at σ in [lo, hi] (0, inf: everywhere) */
 } edm_sample_params;
+
+/* "heun", "euler", "dpmpp-2m" (-1 for another name), and back. */
+int edm_sampler_from_name(const char *name);
+const char *edm_sampler_name(edm_sampler s);
+/* Denoiser evaluations per image: 2N − 1 for Heun, N for the others. */
+int edm_sample_nfe(const edm_sample_params *p);
 
 void edm_sample_params_default(edm_sample_params *p);
 /* Refuses steps < 2, σmin <= 0, σmax <= σmin, ρ <= 0, negative or

@@ -18,6 +18,7 @@
 #include "runtime/phema.h"
 #include "runtime/rng.h"
 #include "runtime/train.h"
+#include "runtime/train_run.h"
 #include "runtime/clock.h"
 
 double edm_train_lr(const edm_train_opts *o, int64_t cur_nimg)
@@ -52,6 +53,8 @@ typedef struct {
     double loss_sum;
     int64_t steps_since, bad_since;
     int lock_fd;             /* outdir/.lock, held (flock) for the run; -1 when not open */
+    edm_dataset *ds;
+    char *run_json;          /* the run's settings (edmc.run metadata) */
 } loop;
 
 static void flatten(loop *L)
@@ -96,6 +99,8 @@ static int add_meta_common(loop *L, edm_st_writer *w, edm_status *st)
     if (edm_st_writer_meta(w, "edmc.nimg", buf, st) != 0)
         return -1;
     if (L->o->model && edm_st_writer_meta(w, "edmc.model", L->o->model, st) != 0)
+        return -1;
+    if (edm_st_writer_meta(w, "edmc.run", L->run_json, st) != 0)
         return -1;
     return L->o->config ? edm_st_writer_meta(w, "edmc.config", L->o->config, st) : 0;
 }
@@ -200,29 +205,6 @@ static int write_checkpoint(loop *L, edm_status *st)
     return rc;
 }
 
-/* The newest checkpoint in dir older than the file named before (all when
- * before is ""), or "" when there is none. */
-static int newest_checkpoint(const char *dir, const char *before, char *out, size_t size, edm_status *st)
-{
-    DIR *d = opendir(dir);
-    out[0] = '\0';
-    if (!d)
-        return edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "--resume: cannot open '%s': %s", dir, strerror(errno));
-    char best[256] = "";
-    struct dirent *ent;
-    while ((ent = readdir(d))) {
-        const char *n = ent->d_name;
-        size_t len = strlen(n);
-        if (strncmp(n, "training-state-", 15) == 0 && len > 12 && strcmp(n + len - 12, ".safetensors") == 0 &&
-            len < sizeof best && strcmp(n, best) > 0 && (!before[0] || strcmp(n, before) < 0))
-            snprintf(best, sizeof best, "%s", n);
-    }
-    closedir(d);
-    if (best[0])
-        snprintf(out, size, "%s/%s", dir, best);
-    return 0;
-}
-
 /* One training per folder: an advisory write lock on dir/.lock, held until
  * the run ends (the process's exit releases it too, even after kill -9). */
 static int lock_outdir(loop *L, const char *dir, edm_status *st)
@@ -317,6 +299,11 @@ static int read_into(const edm_st_file *f, const char *name, float *out, int64_t
     const edm_st_entry *e = edm_st_find(f, name);
     if (!e)
         return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: checkpoint lacks '%s'", edm_st_path(f), name);
+    if (e->numel != n) /* usage, not a damaged file: no older checkpoint would fit either */
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
+                        "%s: '%s' has %lld values, this model's has %lld: the model is configured otherwise than the "
+                        "run (its settings are in the checkpoint's edmc.config metadata)",
+                        edm_st_path(f), name, (long long)e->numel, (long long)n);
     return edm_st_read_f32(f, e, out, n, st);
 }
 
@@ -497,6 +484,13 @@ static int setup(loop *L, const edm_graph *g, const edm_train_opts *o, const edm
     L->c = in->shape.dim[1];
     L->res = in->shape.dim[2];
     L->label_dim = lab >= 0 ? edm_graph_node(g, lab)->shape.dim[1] : 0;
+    /* a missing or unfitting dataset fails before anything is written */
+    L->ds = edm_dataset_open(o->data, (int)L->res, (int)L->c, (int)L->label_dim, st);
+    if (!L->ds)
+        return -1;
+    L->run_json = edm_train_run_json(o);
+    if (!L->run_json)
+        return edm_nomem(st);
     edm_backend_options opt = o->backend; /* device, precision (f32 or f64 on the CPU), CUDA options */
     opt.cpu.threads = o->threads;
     opt.cpu.seed = o->seed;
@@ -524,16 +518,20 @@ static int setup(loop *L, const edm_graph *g, const edm_train_opts *o, const edm
     if (edm_make_dirs(o->outdir, st) != 0 || lock_outdir(L, o->outdir, st) != 0)
         return -1;
     remove_stale_temps(o->outdir);
+    if (!o->resume && edm_train_check_fresh(o->outdir, st) != 0)
+        return -1;
     snprintf(L->stats_path, sizeof L->stats_path, "%s/stats.jsonl", o->outdir);
     if (o->resume) {
         /* the newest intact checkpoint: a truncated or damaged one (a kill or
          * a full disk outside our atomic writes) is skipped, saying so */
         char path[4096], name[256] = "";
         for (;;) {
-            if (newest_checkpoint(o->outdir, name, path, sizeof path, st) != 0)
+            if (edm_train_newest_checkpoint(o->outdir, name, path, sizeof path, st) != 0)
                 return -1;
             if (!path[0])
-                return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--resume: no %straining-state-*.safetensors in '%s'",
+                return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
+                                "--resume: no %straining-state-*.safetensors in '%s' (a run stopped before its first "
+                                "checkpoint cannot be continued: remove the folder or give another --outdir)",
                                 name[0] ? "intact " : "", o->outdir);
             edm_status why;
             edm_status_init(&why);
@@ -572,6 +570,8 @@ static void teardown(loop *L)
     free(L->noise);
     free(L->sigma_n);
     free(L->labels);
+    free(L->run_json);
+    edm_dataset_close(L->ds);
     if (L->stats)
         fclose(L->stats); /* every record was flushed and checked as written */
     if (L->lock_fd >= 0)
@@ -583,12 +583,10 @@ int edm_train(const edm_graph *g, const edm_train_opts *o, const edm_st_file *in
 {
     loop L = {0};
     L.lock_fd = -1;
-    edm_dataset *ds = NULL;
     edm_loader *ld = NULL;
     int rc = setup(&L, g, o, init, log, st);
     if (rc == 0) {
-        ds = edm_dataset_open(o->data, (int)L.res, (int)L.c, (int)L.label_dim, st);
-        ld = ds ? edm_loader_new(ds, L.micro, o->seed, L.nimg, st) : NULL;
+        ld = edm_loader_new(L.ds, L.micro, o->seed, L.nimg, st);
         rc = ld ? 0 : -1;
     }
     if (rc == 0 && log)
@@ -637,7 +635,6 @@ int edm_train(const edm_graph *g, const edm_train_opts *o, const edm_st_file *in
     if (rc == 0 && stop && *stop && log)
         fprintf(log, "stopped at kimg %.3f; resume with --resume\n", (double)L.nimg / 1000);
     edm_loader_free(ld);
-    edm_dataset_close(ds);
     teardown(&L);
     return rc;
 }

@@ -105,7 +105,7 @@ tap_expect_error "a NaN latent in the dataset" 1 "img00000002.npy: latent elemen
 # --- options out of range are errors, each named once
 tap_expect_error "--seed past 2^62" 2 "--seed=99999999999999999999: expected an integer from 0 to" \
     run --outdir="$tmp/s" --seed=99999999999999999999
-tap_expect_error "--batch=-4 names the value once" 2 "edmc: --batch=-4: expected a number of images" \
+tap_expect_error "--batch=-4 names the value once" 2 "edmc train: --batch=-4: expected a number of images" \
     run --outdir="$tmp/s" --batch=-4
 
 # --- a malformed edmc.config in a weights file is a bad file (exit 1), not a usage error

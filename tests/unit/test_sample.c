@@ -211,7 +211,8 @@ static void test_params_check(void **state)
 }
 
 /* Samples with the given seeds (their own noise and churn) at batch n. */
-static float *sample_seeds(fixture *f, edm_denoiser *net, const edm_sample_params *p, const uint64_t *seeds, int n)
+static float *sample_with(edm_denoiser *net, edm_denoiser *guide, const edm_sample_params *p, const uint64_t *seeds,
+                          int n)
 {
     edm_status st;
     edm_status_init(&st);
@@ -222,12 +223,23 @@ static float *sample_seeds(fixture *f, edm_denoiser *net, const edm_sample_param
         edm_sample_noise(seeds[i], x + i * NUMEL, NUMEL);
         labels[i * 10 + edm_sample_class(seeds[i], 10)] = 1;
     }
-    if (edm_sample_run(p, net, NULL, seeds, labels, n, x, &st) != 0)
+    if (edm_sample_run(p, net, guide, seeds, labels, n, x, &st) != 0)
         print_error("%s\n", st.msg);
     assert_int_equal(st.code, EDM_OK);
     free(labels);
-    (void)f;
     return x;
+}
+
+static float *sample_seeds(fixture *f, edm_denoiser *net, const edm_sample_params *p, const uint64_t *seeds, int n)
+{
+    (void)f;
+    return sample_with(net, NULL, p, seeds, n);
+}
+
+/* NIMG images guided by the golden guide. */
+static float *sample_seeds2(fixture *f, const edm_sample_params *p, const uint64_t *seeds)
+{
+    return sample_with(f->net, f->guide, p, seeds, NIMG);
 }
 
 static void test_churn_off_is_deterministic(void **state)
@@ -287,6 +299,92 @@ static void test_seed_not_batch(void **state)
     free(x2);
     free(x3);
     edm_denoiser_free(single);
+}
+
+/* The three samplers on the golden net, against Heun with 64 steps: each
+ * approaches it as the steps grow, Euler (first order) slowest, and at equal
+ * evaluations DPM-Solver++(2M) is closer than Euler. */
+static void test_samplers_converge(void **state)
+{
+    fixture *f = *state;
+    static const uint64_t seeds[NIMG] = {0, 1, 2};
+    edm_sample_params p = golden_params();
+    p.steps = 64;
+    float *ref = sample_seeds(f, f->net, &p, seeds, NIMG);
+    double err[3][3];
+    static const int steps[3] = {4, 8, 16};
+    for (int s = 0; s < 3; s++)
+        for (int k = 0; k < 3; k++) {
+            p.sampler = (edm_sampler)s;
+            p.steps = steps[k];
+            float *x = sample_seeds(f, f->net, &p, seeds, NIMG);
+            err[s][k] = rel_err(x, ref, NIMG * NUMEL);
+            print_message("# %-8s %2d steps (%2d evaluations): %.4g from heun-64\n", edm_sampler_name(p.sampler),
+                          steps[k], edm_sample_nfe(&p), err[s][k]);
+            free(x);
+        }
+    for (int s = 0; s < 3; s++)
+        assert_true(err[s][2] < err[s][1] && err[s][1] < err[s][0]);
+    /* second order: doubling the steps cuts the error by more than first order does */
+    assert_true(err[EDM_SAMPLER_DPMPP_2M][2] < err[EDM_SAMPLER_EULER][2]);
+    assert_true(err[EDM_SAMPLER_HEUN][2] < err[EDM_SAMPLER_EULER][2]);
+    free(ref);
+}
+
+static void test_sampler_names(void **state)
+{
+    (void)state;
+    for (int s = 0; s < 3; s++)
+        assert_int_equal(edm_sampler_from_name(edm_sampler_name((edm_sampler)s)), s);
+    assert_int_equal(edm_sampler_from_name("dpm"), -1);
+    edm_sample_params p;
+    edm_sample_params_default(&p);
+    assert_int_equal(p.sampler, EDM_SAMPLER_HEUN);
+    p.steps = 10;
+    assert_int_equal(edm_sample_nfe(&p), 19);
+    p.sampler = EDM_SAMPLER_DPMPP_2M;
+    assert_int_equal(edm_sample_nfe(&p), 10);
+    edm_status st;
+    edm_status_init(&st);
+    p.S_churn = 1;
+    assert_int_equal(edm_sample_params_check(&p, &st), -1);
+    assert_non_null(strstr(st.msg, "dpmpp-2m is deterministic"));
+    p.S_churn = 0;
+    p.guidance_lo = 2;
+    p.guidance_hi = 1;
+    edm_status_init(&st);
+    assert_int_equal(edm_sample_params_check(&p, &st), -1);
+    assert_non_null(strstr(st.msg, "guidance interval"));
+}
+
+/* Guidance inside a σ interval: an interval holding no step's σ is the net
+ * alone; one holding every σ is guidance everywhere; one in between neither. */
+static void test_guidance_interval(void **state)
+{
+    fixture *f = *state;
+    static const uint64_t seeds[NIMG] = {0, 1, 2};
+    edm_sample_params p = golden_params();
+    float *plain = sample_seeds(f, f->net, &p, seeds, NIMG);
+    p.guidance = 2;
+    float *guided = sample_seeds2(f, &p, seeds);
+    p.guidance_lo = 1000;
+    p.guidance_hi = 2000;
+    float *none = sample_seeds2(f, &p, seeds);
+    p.guidance_lo = 0;
+    p.guidance_hi = 100;
+    float *all = sample_seeds2(f, &p, seeds);
+    p.guidance_lo = 0.5;
+    p.guidance_hi = 5;
+    float *part = sample_seeds2(f, &p, seeds);
+    assert_memory_equal(none, plain, sizeof(float) * NIMG * NUMEL);
+    assert_memory_equal(all, guided, sizeof(float) * NIMG * NUMEL);
+    assert_true(rel_err(part, plain, NIMG * NUMEL) > 1e-4);
+    assert_true(rel_err(part, guided, NIMG * NUMEL) > 1e-4);
+    free(plain);
+    free(guided);
+    free(none);
+    free(all);
+    free(part);
 }
 
 static void test_denoiser_errors(void **state)
@@ -365,7 +463,7 @@ static void test_png(void **state)
     assert_true(is_png(path));
     assert_int_equal(remove(path), 0);
     snprintf(path, sizeof path, "%s/grid.png", dir);
-    assert_int_equal(edm_image_write_grid(path, img, 5, 3, 4, 6, &st), 0);
+    assert_int_equal(edm_image_write_grid(path, img, 5, 3, 4, 6, 1, &st), 0);
     assert_true(is_png(path));
     assert_int_equal(remove(path), 0);
     assert_int_equal(edm_image_write_png(path, img, 4, 4, 6, &st), -1); /* 4 channels */
@@ -386,6 +484,9 @@ int main(void)
         cmocka_unit_test(test_params_check),
         cmocka_unit_test(test_churn_off_is_deterministic),
         cmocka_unit_test(test_seed_not_batch),
+        cmocka_unit_test(test_samplers_converge),
+        cmocka_unit_test(test_sampler_names),
+        cmocka_unit_test(test_guidance_interval),
         cmocka_unit_test(test_denoiser_errors),
         cmocka_unit_test(test_config_metadata),
         cmocka_unit_test(test_png),
