@@ -528,49 +528,16 @@ edm_cpu *edm_cpu_new(const edm_graph *g, int64_t batch, const edm_cpu_options *o
 #endif
     x->threads = max_threads();
     int ucount = edm_graph_count(g);
-    size_t ucnt = (size_t)(ucount ? ucount : 1);
-    unsigned char *ukeep = calloc(ucnt, 1);
-    x->map = malloc(sizeof *x->map * ucnt);
-    if (!ukeep || !x->map) {
-        free(ukeep);
+    x->map = malloc(sizeof *x->map * (size_t)(ucount > 0 ? ucount : 1));
+    if (!x->map) {
         edm_nomem(st);
         edm_cpu_free(x);
         return NULL;
     }
-    for (int i = 0; i < ucount; i++) {
-        ukeep[i] = (unsigned char)x->opt.keep_all;
-        x->map[i] = i;
-    }
-    for (int k = 0; k < x->opt.nkeep; k++)
-        if (x->opt.keep[k] >= 0 && x->opt.keep[k] < ucount)
-            ukeep[x->opt.keep[k]] = 1;
-    if (x->opt.fuse & (EDM_FUSE_WN | EDM_FUSE_ATTN | EDM_FUSE_EW)) { /* the rules that rewrite the graph */
-        x->own_g = edm_pass_fuse_rewrite(g, x->opt.fuse, ukeep, x->map, st);
-        if (!x->own_g) {
-            free(ukeep);
-            edm_cpu_free(x);
-            return NULL;
-        }
-        x->g = x->own_g;
-    }
-    int count = edm_graph_count(x->g);
-    unsigned char *keep = calloc((size_t)(count ? count : 1), 1);
-    if (!keep) {
-        free(ukeep);
-        edm_nomem(st);
-        edm_cpu_free(x);
-        return NULL;
-    }
-    for (int i = 0; i < ucount; i++)
-        if (ukeep[i] && x->map[i] >= 0)
-            keep[x->map[i]] = 1;
-    free(ukeep);
-    edm_plan_options po = {.fuse = x->opt.fuse, .training = x->opt.training, .keep = keep, .keep_all = x->opt.keep_all};
-    x->plan = edm_plan_build(x->g, &po, st);
+    edm_plan_options po = {.fuse = x->opt.fuse, .training = x->opt.training, .keep_all = x->opt.keep_all};
+    x->plan = edm_plan_for_run(g, &po, x->opt.keep, x->opt.nkeep, &x->own_g, &x->g, x->map, st);
     int rc = x->plan ? edm_plan_bind(x->plan, batch, (int64_t)x->esize, st) : -1;
-    free(keep);
-    if (x->plan)
-        x->plan->opt.keep = NULL; /* it pointed at keep, freed above */
+    int count = edm_graph_count(x->g);
     x->nslots = count;
     x->slots = rc == 0 ? calloc((size_t)(count ? count : 1), sizeof *x->slots) : NULL;
     if (rc == 0 && !x->slots)

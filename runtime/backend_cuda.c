@@ -370,44 +370,14 @@ static int group_args(edm_cuda_exec *x, edm_status *st)
 static int build_plan(edm_cuda_exec *x, const edm_cuda_options *co, edm_status *st)
 {
     int ucount = edm_graph_count(x->user_g);
-    size_t ucnt = (size_t)(ucount > 0 ? ucount : 1);
-    unsigned char *ukeep = calloc(ucnt, 1);
-    x->map = malloc(sizeof *x->map * ucnt);
-    if (!ukeep || !x->map) {
-        free(ukeep);
+    x->map = malloc(sizeof *x->map * (size_t)(ucount > 0 ? ucount : 1));
+    if (!x->map)
         return edm_nomem(st);
-    }
-    for (int i = 0; i < ucount; i++) {
-        ukeep[i] = (unsigned char)x->opt.keep_all;
-        x->map[i] = i;
-    }
-    for (int k = 0; k < x->opt.nkeep; k++)
-        if (x->opt.keep[k] >= 0 && x->opt.keep[k] < ucount)
-            ukeep[x->opt.keep[k]] = 1;
-    if (x->opt.fuse & (EDM_FUSE_WN | EDM_FUSE_ATTN | EDM_FUSE_EW)) { /* the rules that rewrite the graph */
-        x->own_g = edm_pass_fuse_rewrite(x->user_g, x->opt.fuse, ukeep, x->map, st);
-        if (!x->own_g) {
-            free(ukeep);
-            return -1;
-        }
-        x->g = x->own_g;
-    }
-    x->nvalues = edm_graph_count(x->g);
-    unsigned char *keep = calloc((size_t)(x->nvalues > 0 ? x->nvalues : 1), 1);
-    if (!keep) {
-        free(ukeep);
-        return edm_nomem(st);
-    }
-    for (int i = 0; i < ucount; i++)
-        if (ukeep[i] && x->map[i] >= 0)
-            keep[x->map[i]] = 1;
-    free(ukeep);
-    edm_plan_options po = {.fuse = x->opt.fuse, .training = x->opt.training, .keep = keep, .keep_all = x->opt.keep_all};
-    x->plan = edm_plan_build(x->g, &po, st);
-    free(keep);
+    edm_plan_options po = {.fuse = x->opt.fuse, .training = x->opt.training, .keep_all = x->opt.keep_all};
+    x->plan = edm_plan_for_run(x->user_g, &po, x->opt.keep, x->opt.nkeep, &x->own_g, &x->g, x->map, st);
     if (!x->plan)
         return -1;
-    x->plan->opt.keep = NULL; /* it pointed at keep, freed above */
+    x->nvalues = edm_graph_count(x->g);
     if (edm_cuda_codegen_plan(x->plan, co, &x->pcode, st) != 0)
         return -1;
     size_t n = (size_t)(x->nvalues > 0 ? x->nvalues : 1);

@@ -126,6 +126,14 @@ int edm_plan_bind_sizes(edm_plan *p, int64_t batch, int64_t elem_bytes, const in
                         edm_status *st);
 /* Whether node is an alias (its value is its first input's memory). */
 int edm_plan_is_alias(const edm_plan_options *opt, const edm_node *n);
+/* What a backend runs: the graph g rewritten by the rules of opt->fuse that
+ * rewrite (wn, attn, ew's catscale; then dead code removed), and its plan.
+ * keep holds nkeep node ids of g (opt->keep is ignored); *run is the graph
+ * planned (*own_g, to free, when a rewrite made one, else g); map[i] is node
+ * i of g's id in *run (-1: removed), n = edm_graph_count(g) entries, filled
+ * here.  NULL with st set on failure. */
+edm_plan *edm_plan_for_run(const edm_graph *g, const edm_plan_options *opt, const int *keep, int nkeep,
+                           edm_graph **own_g, const edm_graph **run, int *map, edm_status *st);
 /* The groups (kernels) a plan has. */
 static inline int edm_plan_kernels(const edm_plan *p) { return p->ngroups; }
 /* The value table of a plan whose steps and groups are set (used by the

@@ -573,6 +573,52 @@ edm_plan *edm_plan_build(const edm_graph *g, const edm_plan_options *opt, edm_st
     return plan;
 }
 
+edm_plan *edm_plan_for_run(const edm_graph *g, const edm_plan_options *opt, const int *keep, int nkeep,
+                           edm_graph **own_g, const edm_graph **run, int *map, edm_status *st)
+{
+    *own_g = NULL;
+    *run = g;
+    int ucount = edm_graph_count(g);
+    unsigned char *ukeep = calloc((size_t)(ucount > 0 ? ucount : 1), 1);
+    if (!ukeep) {
+        edm_nomem(st);
+        return NULL;
+    }
+    for (int i = 0; i < ucount; i++) {
+        ukeep[i] = (unsigned char)opt->keep_all;
+        map[i] = i;
+    }
+    for (int k = 0; k < nkeep; k++)
+        if (keep[k] >= 0 && keep[k] < ucount)
+            ukeep[keep[k]] = 1;
+    if (opt->fuse & (EDM_FUSE_WN | EDM_FUSE_ATTN | EDM_FUSE_EW)) { /* the rules that rewrite the graph */
+        *own_g = edm_pass_fuse_rewrite(g, opt->fuse, ukeep, map, st);
+        if (!*own_g) {
+            free(ukeep);
+            return NULL;
+        }
+        *run = *own_g;
+    }
+    int count = edm_graph_count(*run);
+    unsigned char *kept = calloc((size_t)(count > 0 ? count : 1), 1);
+    if (!kept) {
+        free(ukeep);
+        edm_nomem(st);
+        return NULL;
+    }
+    for (int i = 0; i < ucount; i++)
+        if (ukeep[i] && map[i] >= 0)
+            kept[map[i]] = 1;
+    free(ukeep);
+    edm_plan_options po = *opt;
+    po.keep = kept;
+    edm_plan *p = edm_plan_build(*run, &po, st);
+    free(kept);
+    if (p)
+        p->opt.keep = NULL; /* it pointed at kept, freed above */
+    return p;
+}
+
 /* ------------------------------------------------------------------ memory */
 
 typedef struct {
