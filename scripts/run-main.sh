@@ -6,14 +6,14 @@
 # it, and draw beside them a grid of real dataset images and the loss curve.
 # Output: runs/main/ (stats.jsonl, snapshots, checkpoints, phema/,
 # samples/grid.png, real.png, loss.png).  About ten minutes on two idle cores
-# (EDMC_MAIN_DURATION images; 20Ki by default).
+# (EDMC_MAIN_DURATION images; 128Ki by default: 7 min 52 s measured).
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/build.sh
 for m in models/*.edm models/variants/*.edm; do ./edmc check "$m"; done
 ./edmc info models/edm2-img512-s.edm | head -n 6
 out=${EDMC_MAIN_OUT:-runs/main}
-duration=${EDMC_MAIN_DURATION:-20Ki}
+duration=${EDMC_MAIN_DURATION:-128Ki}
 rm -rf "$out"   # a folder holds one run: the main job starts a new one
 # batch 8: at a fixed number of images, more (smaller) steps learn faster here
 ./edmc train --model=models/edm2-tiny.edm -D model_channels=16 -D channels_per_head=16 -D img_channels=3 --data=builtin:shapes \
