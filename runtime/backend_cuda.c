@@ -138,7 +138,6 @@ struct edm_cuda_exec {
     int64_t nones;
     cu_ptr lt_ws;   /* cuBLASLt workspace */
     int *set;       /* leaves given a value */
-    int planned_keep_all;
     cu_graph graph;
     cu_graph_exec graph_exec;
     opt_param *params;
@@ -776,7 +775,6 @@ int edm_cuda_exec_keep_all(edm_cuda_exec *x, edm_status *st)
     if (plan_nodes(x, 1, st) != 0 || alloc_arena(x, st) != 0)
         return -1;
     memset(x->set, 0, sizeof *x->set * (size_t)x->nvalues); /* the arena was replaced */
-    x->planned_keep_all = 1;
     return 0;
 }
 
