@@ -72,6 +72,8 @@ static const struct {
     {OPT_CUDA, CALL("--matmul", store_cuda, "cublaslt|generated", "cublaslt", "cuda: the matrix products")},
     {OPT_CUDA, CALL("--conv", store_cuda, "im2col|implicit", "im2col", "cuda: the convolutions")},
     {OPT_CUDA, FLAG("--no-graph", no_graph, "cuda: launch kernel by kernel")},
+    {OPT_CUDA, FLAG("--no-tensor-cores", no_tensor_cores,
+                    "cuda: generated contractions on CUDA cores, not tensor cores (an ablation)")},
     {OPT_DEFINE, CALL("-D", store_define, "name=value", NULL, "set a model parameter (any number of times)")},
 };
 
@@ -277,7 +279,13 @@ int cli_backend(const char *cmd, const char *device, const char *precision, cons
 
 int cli_backend_of(const char *cmd, const cli_opts *o, edm_backend_options *out)
 {
-    return cli_backend(cmd, o->device, o->precision, o->matmul, o->conv, o->no_graph, o->fuse, o->threads, out);
+    int rc = cli_backend(cmd, o->device, o->precision, o->matmul, o->conv, o->no_graph, o->fuse, o->threads, out);
+    if (rc == 0 && o->no_tensor_cores && out->device != EDM_DEVICE_CUDA) {
+        fprintf(stderr, "edmc %s: --no-tensor-cores applies to --device=cuda\n", cmd);
+        return 2;
+    }
+    out->no_tensor_cores = o->no_tensor_cores;
+    return rc;
 }
 
 int cli_preset_path(const char *cmd, const char *preset, char *out, size_t size)

@@ -69,6 +69,7 @@ edm_backend *edm_backend_new(const edm_graph *g, int64_t batch, const edm_backen
                                 .matmul_library = o.matmul == EDM_MATMUL_CUBLASLT,
                                 .conv_library = o.conv == EDM_CONV_IM2COL,
                                 .no_graph = o.no_graph,
+                                .no_tensor_cores = o.no_tensor_cores,
                                 .optimizer = o.optimizer,
                                 .network_scope = o.network_scope,
                                 .fuse = o.cpu.fuse,

@@ -41,6 +41,7 @@ typedef struct {
     edm_matmul_mode matmul;
     edm_conv_mode conv;
     int no_graph;     /* CUDA: launch node by node instead of replaying a captured CUDA Graph */
+    int no_tensor_cores; /* CUDA: generated contractions on CUDA cores, not tensor cores (an ablation) */
     int optimizer;    /* CUDA: also compile Adam / forced WN / accumulation kernels (the trainer) */
     int cuda_device;  /* ordinal */
     const char *network_scope; /* CUDA: the instance stored as `storage` (NULL: "unet"; "": all) */

@@ -34,6 +34,7 @@ typedef struct {
     int conv_library;   /* convolutions as im2col + cuBLASLt (else generated implicit GEMM) */
     int no_graph;       /* launch node by node (else capture one CUDA Graph at the first run, replay it) */
     int optimizer;      /* compile the optimizer kernels (edm_cuda_opt_*) */
+    int no_tensor_cores; /* generated contractions on CUDA cores even where tensor cores could run them */
     const char *network_scope; /* see edm_cuda_options (NULL: "unet"; "": every node) */
     /* fusion rules (compiler/passes/fusion.h); 0: one kernel per node.  Not 0:
      * the graph is rewritten and planned, one generated kernel per plan group
