@@ -1409,35 +1409,37 @@ static int operand_ref(step_ctx *x, sbuf *b, int user, int k, edm_member_role ro
     return 0;
 }
 
-/* A concatenation inside a step (the ew rule): element idx read from the
- * input whose part of the concatenated axis holds it; the inputs are stored
- * values or constants. */
+/* A concatenation or a slice inside a step (the ew rule): element idx read
+ * from the input whose part of the axis holds it (a slice: its one input,
+ * shifted by the start); the inputs are stored values or constants. */
 static int gather_member(step_ctx *x, sbuf *b, int id, edm_status *st)
 {
     const edm_graph *g = x->p->g;
     const edm_node *n = edm_graph_node(g, id);
     bshape y = bind(&n->shape, x->opt->batch);
-    int ax = n->attr.concat.axis;
-    long long inner = (long long)prod(&y, ax + 1, y.rank), len[2];
-    char ref[2][96];
-    for (int k = 0; k < 2; k++) {
+    int cat = n->op == EDM_OP_CONCAT, ax = cat ? n->attr.concat.axis : n->attr.slice.axis;
+    long long inner = (long long)prod(&y, ax + 1, y.rank), ly = (long long)y.dim[ax] * inner, blk[2] = {0, 0};
+    char ref[2][128];
+    for (int k = 0; k < n->ninputs && k < 2; k++) {
         const edm_node *in = edm_graph_node(g, n->input[k]);
-        len[k] = (long long)in->shape.dim[ax] * inner;
+        blk[k] = (long long)in->shape.dim[ax] * inner;
         if (in->op == EDM_OP_CONST) {
             lit_f32(ref[k], sizeof ref[k], in->attr.constant.value);
             continue;
         }
         int slot = input_slot(x, n->input[k]);
         if (slot < 0)
-            return edm_fail(st, EDM_ERR_INTERNAL, n->loc, "CUDA codegen: the concatenation %%%d reads %%%d, not stored",
-                            id, n->input[k]);
-        snprintf(ref[k], sizeof ref[k], k == 0 ? "ld(P.i%d, o_ * %lldLL + r_)" : "ld(P.i%d, o_ * %lldLL + r_ - %lldLL)",
-                 slot, len[k], len[0]);
+            return edm_fail(st, EDM_ERR_INTERNAL, n->loc, "CUDA codegen: the %s %%%d reads %%%d, not stored",
+                            edm_op_name(n->op), id, n->input[k]);
+        long long off = cat ? (k == 0 ? 0 : -blk[0]) : (long long)n->attr.slice.start * inner;
+        snprintf(ref[k], sizeof ref[k], "ld(P.i%d, o_ * %lldLL + r_ + %lldLL)", slot, blk[k], off);
     }
-    sb_printf(b,
-              "        float v%d;\n        {\n            const long long o_ = idx / %lldLL, r_ = idx %% %lldLL;\n"
-              "            v%d = r_ < %lldLL ? %s : %s;\n        }\n",
-              id, len[0] + len[1], len[0] + len[1], id, len[0], ref[0], ref[1]);
+    sb_printf(b, "        float v%d;\n        {\n            const long long o_ = idx / %lldLL, r_ = idx %% %lldLL;\n",
+              id, ly, ly);
+    if (cat)
+        sb_printf(b, "            v%d = r_ < %lldLL ? %s : %s;\n        }\n", id, blk[0], ref[0], ref[1]);
+    else
+        sb_printf(b, "            v%d = %s;\n        }\n", id, ref[0]);
     return 0;
 }
 
@@ -1452,7 +1454,7 @@ static int emit_members(step_ctx *x, sbuf *b, edm_member_role role, int operand,
             continue;
         const edm_node *n = edm_graph_node(g, pm->node);
         char ra[160], rb[160], buf[256];
-        if (n->op == EDM_OP_CONCAT) { /* a gather from its stored inputs */
+        if (n->op == EDM_OP_CONCAT || n->op == EDM_OP_SLICE) { /* a gather from its stored inputs */
             if (gather_member(x, b, pm->node, st) != 0)
                 return -1;
             *last = pm->node;
