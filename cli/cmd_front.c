@@ -278,20 +278,17 @@ static int dump_cuda(const cli_opts *o, const edm_program *prog)
         edm_diag_print(NULL, &st, stderr);
         return 1;
     }
-    FILE *out = o->output ? fopen(o->output, "w") : stdout;
-    if (!out) {
-        perror(o->output);
-        edm_cuda_module_free(&m);
-        return 1;
+    int rc = 0;
+    if (o->output) { /* atomically, as every file edmc writes */
+        if (edm_write_bytes_atomic(o->output, m.source, m.len, &st) != 0) {
+            edm_diag_print(NULL, &st, stderr);
+            rc = 1;
+        }
+    } else if (fwrite(m.source, 1, m.len, stdout) != m.len) {
+        rc = 1; /* main's check of stdout at exit says so, once */
     }
-    int bad = fwrite(m.source, 1, m.len, out) != m.len;
-    bad |= out != stdout ? fclose(out) != 0 : fflush(out) != 0;
     edm_cuda_module_free(&m);
-    if (bad) {
-        fprintf(stderr, "edmc dump: error writing %s\n", o->output ? o->output : "the output");
-        return 1;
-    }
-    return 0;
+    return rc;
 }
 
 /* Whether the dump wants the training program: --stage=train, or a later

@@ -77,7 +77,11 @@ if [ -w /dev/full ]; then
         sh -c "'$edmc' info --json '$tiny' >/dev/full"
     tap_expect_error "check > /dev/full" 1 "error writing to standard output" sh -c "'$edmc' check '$tiny' >/dev/full"
     tap_expect_error "dump > /dev/full" 1 "" sh -c "'$edmc' dump '$tiny' >/dev/full"
+    tap_expect_error "dump --stage=cuda > /dev/full" 1 "error writing to standard output" \
+        sh -c "'$edmc' dump '$tiny' --stage=cuda >/dev/full"
 fi
+tap_expect_error "dump --stage=cuda -o into a missing folder names the file" 1 \
+    "$tmp/nodir/k.cu: cannot create a temporary file" "$edmc" dump "$tiny" --stage=cuda -o "$tmp/nodir/k.cu"
 tap_expect_error "dump -o into a missing folder names the file" 1 "$tmp/nodir/g.xml: cannot create a temporary file" \
     "$edmc" dump "$tiny" --format=xml -o "$tmp/nodir/g.xml"
 echo previous >"$tmp/g.txt"
