@@ -568,6 +568,10 @@ static void emit_gemm(const node_ctx *c, sbuf *b, int64_t gm, int64_t gn, int64_
     edm_cuda_launch *L = c->L;
     if (c->mma != EDM_F32) { /* tensor cores (cuda_gemm_mma.h) */
         edm_mma_tile t = edm_mma_choose_tile(gm, gn, gk, gb);
+        if (c->opt->mma_tile.bm) { /* forced (valid: checked by check_options) */
+            t = c->opt->mma_tile;
+            (void)edm_mma_fit_tile(&t, gk, gb);
+        }
         int64_t floats, counts;
         edm_mma_workspace(t, gm, gn, &floats, &counts);
         if (c->ws->floats < floats)
@@ -1209,6 +1213,10 @@ static int check_options(const edm_cuda_options *opt, edm_status *st)
                         edm_dtype_name(opt->storage));
     if (opt->batch < 1)
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "CUDA codegen needs a batch size >= 1");
+    edm_mma_tile t = opt->mma_tile;
+    if (t.bm && edm_mma_fit_tile(&t, 1 << 20, 1) != 0)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "tensor-core tile %dx%d/%d: expected 64 or 128 each, 1 to 1024 splits",
+                        t.bm, t.bn, t.splits);
     return 0;
 }
 

@@ -53,6 +53,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "codegen/cuda_gemm_mma.h"
 #include "compiler/ir.h"
 #include "compiler/status.h"
 
@@ -64,6 +65,8 @@ typedef struct {
     int optimizer;     /* also emit Adam, forced WN, gradient accumulation, EMA */
     int tensor_cores;  /* the network's generated contractions on tensor cores (storage f16/bf16, sm_80+):
                         * codegen/cuda_gemm_mma.h */
+    edm_mma_tile mma_tile; /* tests and tuning: this tile (and splits, where a GEMM may split) for every
+                            * tensor-core contraction; bm 0: the cost model's choice */
     const char *network_scope; /* the instance stored as `storage` (NULL: "unet"; "": all) */
 } edm_cuda_options;
 

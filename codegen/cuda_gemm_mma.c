@@ -3,6 +3,8 @@
 
 #include "codegen/cuda_gemm_mma.h"
 
+#include <stdio.h>
+
 /* d += a·b for one m16n8k16 product, f32 accumulators; a: the four 32-bit
  * registers of A's fragment, b: B's two (PTX ISA, "Matrix Fragments for
  * mma.m16n8k16 with floating point type"); and the packing of two operands
@@ -79,6 +81,36 @@ edm_mma_tile edm_mma_choose_tile(int64_t gm, int64_t gn, int64_t gk, int64_t gb)
                 }
             }
     return best;
+}
+
+int edm_mma_fit_tile(edm_mma_tile *t, int64_t gk, int64_t gb)
+{
+    if ((t->bm != 64 && t->bm != 128) || (t->bn != 64 && t->bn != 128) || t->splits < 1 || t->splits > 1024)
+        return -1;
+    int64_t nkt = (gk + EDM_MMA_BK - 1) / EDM_MMA_BK;
+    if (gb != 1 || nkt < 2)
+        t->splits = 1;
+    else if (t->splits > nkt)
+        t->splits = (int)nkt;
+    t->splits = used_splits(nkt, t->splits);
+    return 0;
+}
+
+int edm_mma_parse_tile(const char *s, edm_mma_tile *t)
+{
+    int bm = 0, bn = 0, splits = 1, used = 0;
+    if (sscanf(s, "%dx%d%n", &bm, &bn, &used) != 2)
+        return -1;
+    if (s[used] == '/') {
+        int more = 0;
+        if (sscanf(s + used + 1, "%d%n", &splits, &more) != 1)
+            return -1;
+        used += 1 + more;
+    }
+    if (s[used] != '\0')
+        return -1;
+    *t = (edm_mma_tile){bm, bn, splits};
+    return edm_mma_fit_tile(t, 1 << 20, 1);
 }
 
 void edm_mma_workspace(edm_mma_tile t, int64_t gm, int64_t gn, int64_t *floats, int64_t *counts)

@@ -53,6 +53,13 @@ enum { EDM_MMA_THREADS = 256, EDM_MMA_BK = 32 };
  * sizes edm_mma_workspace reported. */
 edm_mma_tile edm_mma_choose_tile(int64_t gm, int64_t gn, int64_t gk, int64_t gb);
 
+/* Tile t made valid for a GEMM (a forced tile: EDMC_MMA_TILE): bm and bn 64
+ * or 128, splits only for gb = 1 and at most one a k tile; 0 or -1. */
+int edm_mma_fit_tile(edm_mma_tile *t, int64_t gk, int64_t gb);
+
+/* Parses "BMxBN" or "BMxBN/SPLITS" (EDMC_MMA_TILE); 0 or -1. */
+int edm_mma_parse_tile(const char *s, edm_mma_tile *t);
+
 /* What a tile's kernel needs of the split-K workspace: floats and counts (0 without splits). */
 void edm_mma_workspace(edm_mma_tile t, int64_t gm, int64_t gn, int64_t *floats, int64_t *counts);
 

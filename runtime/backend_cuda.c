@@ -689,6 +689,11 @@ edm_cuda_exec *edm_cuda_exec_new(const edm_graph *g, int64_t batch, const edm_cu
     if (rc == 0)
         rc = open_device(x, st);
     co.tensor_cores = !x->opt.no_tensor_cores && x->cc_major >= 8; /* mma.sync m16n8k16: sm_80 */
+    /* a tile forced on every tensor-core contraction (tests, tuning): "BMxBN" or "BMxBN/SPLITS" */
+    const char *tile = getenv("EDMC_MMA_TILE");
+    if (rc == 0 && tile && tile[0] && edm_mma_parse_tile(tile, &co.mma_tile) != 0)
+        rc = edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "EDMC_MMA_TILE=%s: expected BMxBN or BMxBN/SPLITS, BM and BN 64 or 128",
+                      tile);
     x->tensor_cores = co.tensor_cores && co.storage != EDM_F32;
     if (rc == 0)
         rc = x->opt.fuse ? build_plan(x, &co, st) : edm_cuda_codegen(g, &co, &x->code, st);

@@ -97,6 +97,30 @@ ops_case "ops on the emulator, fp32, fused plans" fp32 fused ""
 ops_case "ops on the emulator, fp16, fused plans (tensor-core contractions)" fp16 fused ""
 ops_case "ops on the emulator, bf16, fused plans (tensor-core contractions)" bf16 fused ""
 
+# every tensor-core tile shape, split-K with uneven ranges, edge tiles (the op cases are far
+# smaller than a tile): the contractions' cases with the tile forced (EDMC_MMA_TILE)
+tile_case() { # TILE PRECISION
+    all=0 n=0 bad=""
+    for f in "test_op_conv2d*" "test_op_matmul"; do
+        env EDMC_MMA_TILE="$1" EDMC_TEST_DEVICE=cuda EDMC_TEST_PRECISION="$2" EDMC_TEST_GEMM=fused \
+            EDMC_TEST_FILTER="$f" "$ops" >"$tmp/tile.out" 2>&1
+        st=$?
+        n=$((n + $(grep -c "^ok " "$tmp/tile.out")))
+        all=$((all + $(grep -c '^# op ' "$tmp/tile.out")))
+        if [ "$st" -ne 0 ] || grep -q "^not ok " "$tmp/tile.out" || complained "$tmp/tile.out"; then
+            bad="$bad$(grep "FAILED\|^not ok\|^fake cu\|error" "$tmp/tile.out" | head -n 6)"
+        fi
+    done
+    if [ -z "$bad" ] && [ "$n" -ge 4 ]; then
+        tap_ok "tensor-core tile $1, $2: $n contraction ops forward and backward within tolerance ($all cases)"
+    else
+        tap_not_ok "tensor-core tile $1, $2" "$bad"
+    fi
+}
+tile_case 128x128/3 fp16
+tile_case 64x128/2 bf16
+tile_case 128x64 fp16
+
 # --- (b) golden vectors through the command line
 # emu_run DESC CMD...: exit 0, kernels ran, no complaint
 emu_run() {
