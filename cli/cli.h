@@ -33,6 +33,7 @@ enum {
     OPT_PRECISION = 1 << 13,
     OPT_CUDA = 1 << 14, /* --fuse, and --matmul, --conv, --no-graph (the CUDA backend's ablations) */
     OPT_FUSE = 1 << 15, /* --fuse alone (info, dump) */
+    OPT_PROFILE = 1 << 16, /* bench --profile */
     OPT_DEFINE = 1 << 22, /* -D (cli_parse adds it for every command) */
     /* phema (high bits, clear of the others) */
     OPT_NONFINITE = 1 << 23, /* --allow-nonfinite */
@@ -66,6 +67,7 @@ typedef struct {
     const char *conv;      /* cuda: im2col, implicit */
     int no_graph;          /* cuda: launch node by node */
     int no_tensor_cores;   /* cuda: generated contractions on CUDA cores */
+    int profile;           /* bench: time each kernel of one run */
     const char *fuse;      /* fusion rules (NULL: the device's default) */
     const char *indir, *outdir, *outstd, *eval; /* phema */
     int64_t outkimg;                            /* phema: -1 = the latest snapshot */

@@ -143,6 +143,31 @@ typedef struct {
     char describe[320];
 } bench_result;
 
+static int by_time(const void *a, const void *b)
+{
+    double x = ((const edm_cuda_profile_row *)a)->ms, y = ((const edm_cuda_profile_row *)b)->ms;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* --profile: one more run with each kernel timed; the slowest to stderr (stdout keeps --json's one object). */
+static int print_profile(edm_backend *x, edm_status *st)
+{
+    edm_cuda_profile_row *rows;
+    int n;
+    if (edm_backend_profile(x, &rows, &n, st) != 0)
+        return -1;
+    double total = 0;
+    for (int i = 0; i < n; i++)
+        total += rows[i].ms;
+    qsort(rows, (size_t)n, sizeof *rows, by_time);
+    fprintf(stderr, "profile: %d kernels, %.3f ms in all (one run, launch by launch, CUDA events)\n", n, total);
+    for (int i = 0; i < n && i < 15; i++)
+        fprintf(stderr, "  %9.3f ms %5.1f%%  %s (%d step%s)\n", rows[i].ms, total > 0 ? 100 * rows[i].ms / total : 0.0,
+                rows[i].kernel, rows[i].steps, rows[i].steps == 1 ? "" : "s");
+    free(rows);
+    return 0;
+}
+
 static int bench_forward(const cli_opts *o, const edm_graph *g, const edm_backend_options *bo, bench_result *r,
                          edm_status *st)
 {
@@ -160,6 +185,8 @@ static int bench_forward(const cli_opts *o, const edm_graph *g, const edm_backen
         r->mem = edm_backend_peak_bytes(x);
         snprintf(r->describe, sizeof r->describe, "%s", edm_backend_describe(x));
     }
+    if (rc == 0 && o->profile)
+        rc = print_profile(x, st);
     edm_backend_free(x);
     return rc;
 }
@@ -188,6 +215,8 @@ static int bench_train(const cli_opts *o, edm_graph *g, const edm_backend_option
         r->mem = edm_backend_peak_bytes(edm_trainer_backend(c.t));
         snprintf(r->describe, sizeof r->describe, "%s", edm_backend_describe(edm_trainer_backend(c.t)));
     }
+    if (rc == 0 && o->profile) /* the forward and backward pass (the optimizer's kernels are not in it) */
+        rc = print_profile(edm_trainer_backend(c.t), st);
     edm_trainer_free(c.t);
     return rc;
 }
@@ -266,7 +295,7 @@ static int do_bench(const cli_opts *o, const edm_program *prog, const edm_backen
 int cmd_bench(int argc, char **argv)
 {
     const unsigned allowed =
-        OPT_BATCH | OPT_THREADS | OPT_DEVICE | OPT_MODE | OPT_ITERS | OPT_PRECISION | OPT_CUDA | OPT_JSON;
+        OPT_BATCH | OPT_THREADS | OPT_DEVICE | OPT_MODE | OPT_ITERS | OPT_PRECISION | OPT_CUDA | OPT_JSON | OPT_PROFILE;
     cli_opts o;
     int parsed = cli_parse(argc, argv, "bench", allowed, &o);
     if (parsed != 0) {

@@ -72,6 +72,7 @@ static const struct {
     {OPT_CUDA, CALL("--matmul", store_cuda, "cublaslt|generated", "cublaslt", "cuda: the matrix products")},
     {OPT_CUDA, CALL("--conv", store_cuda, "im2col|implicit", "im2col", "cuda: the convolutions")},
     {OPT_CUDA, FLAG("--no-graph", no_graph, "cuda: launch kernel by kernel")},
+    {OPT_PROFILE, FLAG("--profile", profile, "cuda: time each kernel of one more run, print the slowest (fused plans)")},
     {OPT_CUDA, FLAG("--no-tensor-cores", no_tensor_cores,
                     "cuda: generated contractions on CUDA cores, not tensor cores (an ablation)")},
     {OPT_DEFINE, CALL("-D", store_define, "name=value", NULL, "set a model parameter (any number of times)")},

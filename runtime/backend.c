@@ -160,6 +160,13 @@ int edm_backend_run(edm_backend *b, edm_status *st)
     return b->cpu ? edm_cpu_run(b->cpu, st) : edm_cuda_exec_run(b->cuda, st);
 }
 
+int edm_backend_profile(edm_backend *b, edm_cuda_profile_row **rows, int *nrows, edm_status *st)
+{
+    if (b->cpu)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--profile times CUDA kernels (--device=cuda)");
+    return edm_cuda_exec_profile(b->cuda, rows, nrows, st);
+}
+
 int edm_backend_get_f32(edm_backend *b, int node, float *out, int64_t n, edm_status *st)
 {
     return b->cpu ? edm_cpu_get_f32(b->cpu, node, out, n, st) : edm_cuda_exec_get_f32(b->cuda, node, out, n, st);

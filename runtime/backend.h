@@ -14,6 +14,7 @@
 #include "compiler/ir.h"
 #include "compiler/status.h"
 #include "runtime/backend_cpu.h"
+#include "runtime/backend_cuda.h"
 
 typedef enum {
     EDM_DEVICE_CPU,
@@ -73,6 +74,8 @@ int edm_backend_set_f32(edm_backend *b, const char *name, const float *data, int
 int edm_backend_set_f64(edm_backend *b, const char *name, const double *data, int64_t n, edm_status *st);
 /* The dropout seed of the next runs. */
 void edm_backend_set_seed(edm_backend *b, uint64_t seed);
+/* CUDA: one run of a fused plan with each kernel timed (edm_cuda_exec_profile). */
+int edm_backend_profile(edm_backend *b, edm_cuda_profile_row **rows, int *nrows, edm_status *st);
 /* Runs the graph; returns when the results can be read. */
 int edm_backend_run(edm_backend *b, edm_status *st);
 /* Reads a value kept after the run (outputs, leaves, keep list / keep_all). */

@@ -1041,7 +1041,8 @@ static int capture(edm_cuda_exec *x, edm_status *st)
     return CU(GraphInstantiate(&x->graph_exec, x->graph, 0), "cuGraphInstantiateWithFlags");
 }
 
-int edm_cuda_exec_run(edm_cuda_exec *x, edm_status *st)
+/* Before a run: every leaf set, the dropout seed on the device. */
+static int prepare_run(edm_cuda_exec *x, edm_status *st)
 {
     for (int i = 0; i < x->nvalues; i++) {
         const edm_node *n = edm_graph_node(x->g, i);
@@ -1049,7 +1050,63 @@ int edm_cuda_exec_run(edm_cuda_exec *x, edm_status *st)
             return edm_fail(st, EDM_ERR_USAGE, n->loc, "%s '%s' has no value", edm_op_name(n->op), n->name);
     }
     unsigned long long seed = x->opt.seed;
-    if (copy_in(x, x->seed, &seed, sizeof seed, st) != 0)
+    return copy_in(x, x->seed, &seed, sizeof seed, st);
+}
+
+int edm_cuda_exec_profile(edm_cuda_exec *x, edm_cuda_profile_row **rows, int *nrows, edm_status *st)
+{
+    *rows = NULL;
+    *nrows = 0;
+    if (!x->plan)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--profile times the kernels of a fused plan (--fuse=all or a list)");
+    if (prepare_run(x, st) != 0)
+        return -1;
+    int n = x->pcode.ngroups;
+    cu_event *ev = calloc((size_t)n + 1, sizeof *ev);
+    edm_cuda_profile_row *r = calloc((size_t)(n > 0 ? n : 1), sizeof *r);
+    int rc = ev && r ? 0 : edm_nomem(st);
+    int made = 0;
+    for (; rc == 0 && made <= n; made++)
+        rc = CU(EventCreate(&ev[made], 0), "cuEventCreate");
+    if (rc == 0)
+        rc = CU(EventRecord(ev[0], x->stream), "cuEventRecord");
+    for (int gi = 0; gi < n && rc == 0; gi++) {
+        const edm_cuda_group_launch *G = &x->pcode.group[gi];
+        cu_result cr = x->api.LaunchKernel(x->group_fn[gi], G->grid[0], G->grid[1], G->grid[2], G->block[0],
+                                           G->block[1], G->block[2], G->smem, x->stream,
+                                           x->gargp + x->garg_first[gi], NULL);
+        if (cr != CU_SUCCESS) {
+            rc = cu_check(&x->api, cr, "cuLaunchKernel", st);
+            edm_status_prefix(st, "group %d (kernel %s)", gi, G->kernel);
+        }
+        if (rc == 0)
+            rc = CU(EventRecord(ev[gi + 1], x->stream), "cuEventRecord");
+    }
+    if (rc == 0)
+        rc = CU(EventSynchronize(ev[n]), "cuEventSynchronize");
+    for (int gi = 0; gi < n && rc == 0; gi++) {
+        float ms = 0;
+        rc = CU(EventElapsedTime(&ms, ev[gi], ev[gi + 1]), "cuEventElapsedTime");
+        snprintf(r[gi].kernel, sizeof r[gi].kernel, "%s", x->pcode.group[gi].kernel);
+        r[gi].ms = ms;
+        r[gi].steps = x->pcode.group[gi].nsteps;
+    }
+    for (int i = 0; ev && i < made; i++)
+        if (ev[i])
+            x->api.EventDestroy(ev[i]);
+    free(ev);
+    if (rc != 0) {
+        free(r);
+        return -1;
+    }
+    *rows = r;
+    *nrows = n;
+    return 0;
+}
+
+int edm_cuda_exec_run(edm_cuda_exec *x, edm_status *st)
+{
+    if (prepare_run(x, st) != 0)
         return -1;
     if (x->opt.no_graph) {
         if (launch_all(x, st) != 0)

@@ -56,6 +56,18 @@ edm_cuda_exec *edm_cuda_exec_new(const edm_graph *g, int64_t batch, const edm_cu
                                  edm_status *st);
 void edm_cuda_exec_free(edm_cuda_exec *x);
 
+/* One kernel's time in a profiled run. */
+typedef struct {
+    char kernel[48];
+    double ms;
+    int steps; /* plan steps it runs */
+} edm_cuda_profile_row;
+
+/* Runs a fused plan once, launch by launch, with a CUDA event before and
+ * after each kernel: *rows (malloc'd, one per kernel in launch order).  Not
+ * for the unfused path (its GEMMs are library calls between kernels). */
+int edm_cuda_exec_profile(edm_cuda_exec *x, edm_cuda_profile_row **rows, int *nrows, edm_status *st);
+
 /* Sets a leaf (input, param, buffer) from f32 host data (converted to the storage type on the device). */
 int edm_cuda_exec_set_f32(edm_cuda_exec *x, const char *name, const float *data, int64_t n, edm_status *st);
 void edm_cuda_exec_set_seed(edm_cuda_exec *x, uint64_t seed);

@@ -85,6 +85,11 @@ int cu_api_open(cu_api *api, edm_status *st)
     rc |= CU_RESOLVE(GraphDestroy, "cuGraphDestroy");
     rc |= CU_RESOLVE(GetErrorName, "cuGetErrorName");
     rc |= CU_RESOLVE(GetErrorString, "cuGetErrorString");
+    rc |= CU_RESOLVE(EventCreate, "cuEventCreate");
+    rc |= CU_RESOLVE(EventRecord, "cuEventRecord");
+    rc |= CU_RESOLVE(EventSynchronize, "cuEventSynchronize");
+    rc |= CU_RESOLVE(EventElapsedTime, "cuEventElapsedTime");
+    rc |= CU_RESOLVE(EventDestroy, "cuEventDestroy_v2");
     if (rc != 0) {
         cu_api_close(api);
         return -1;

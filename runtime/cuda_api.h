@@ -22,6 +22,7 @@ typedef void *cu_function;
 typedef void *cu_stream;
 typedef void *cu_graph;
 typedef void *cu_graph_exec;
+typedef void *cu_event;
 typedef unsigned long long cu_ptr; /* CUdeviceptr */
 
 #define CU_SUCCESS 0
@@ -68,6 +69,11 @@ typedef struct {
     cu_result (*GraphDestroy)(cu_graph);
     cu_result (*GetErrorName)(cu_result, const char **);
     cu_result (*GetErrorString)(cu_result, const char **);
+    cu_result (*EventCreate)(cu_event *, unsigned);
+    cu_result (*EventRecord)(cu_event, cu_stream);
+    cu_result (*EventSynchronize)(cu_event);
+    cu_result (*EventElapsedTime)(float *, cu_event, cu_event);
+    cu_result (*EventDestroy)(cu_event);
 } cu_api;
 
 /* Opens the driver ($EDMC_CUDA_DRIVER or libcuda.so.1) and resolves every

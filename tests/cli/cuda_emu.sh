@@ -121,6 +121,16 @@ tile_case 128x128/3 fp16
 tile_case 64x128/2 bf16
 tile_case 128x64 fp16
 
+# bench --profile: every kernel of the fused plan timed by events, the slowest listed, the JSON intact
+"$edmc" bench "$tiny" --device=cuda --precision=fp16 --fuse=all --batch=2 --iters=1 --profile --json >"$tmp/prof.out" 2>"$tmp/prof.err"
+pk=$(sed -n 's/^profile: \([0-9]*\) kernels.*/\1/p' "$tmp/prof.err")
+if [ "$pk" -gt 0 ] 2>/dev/null && [ "$(grep -c '^ *[0-9.]* ms .*%  [sg][0-9]*_' "$tmp/prof.err")" -ge 10 ] &&
+    grep -q '"img_per_s"' "$tmp/prof.out" && ! complained "$tmp/prof.err"; then
+    tap_ok "bench --profile: $pk kernels timed, the slowest listed"
+else
+    tap_not_ok "bench --profile" "$(why "$tmp/prof.err")"
+fi
+
 # --- (b) golden vectors through the command line
 # emu_run DESC CMD...: exit 0, kernels ran, no complaint
 emu_run() {

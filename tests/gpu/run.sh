@@ -18,8 +18,9 @@
 #   6. a short training run (edm2-tiny, 2 Ki images) on the CPU and on CUDA
 #      (fp32 and fp16): the loss columns of stats.jsonl must agree
 #   7. benchmarks, fp16, batch 128: edmc bench --fuse=all (tensor-core
-#      contractions) beside scripts/bench_torch_gpu.py (xs and s, forward and
-#      train), and xs forward ablations (unfused, CUDA cores, ...)
+#      contractions; --profile: the slowest kernels of one more run) beside
+#      scripts/bench_torch_gpu.py (xs and s, forward and train), and xs
+#      forward ablations (unfused, CUDA cores, ...)
 #
 # Steps 3-6 (correctness) run side by side (parallel processes; the GPU is
 # shared, nothing there is timed) while the benchmarks' programs are compiled
@@ -550,7 +551,8 @@ add_bench() { # MODEL LABEL EDMC-STEP TORCH-STEP [ablation]
 for cfg in "xs forward" "xs train" "s forward" "s train"; do
     # shellcheck disable=SC2086
     set -- $cfg
-    echo "-- edm2-img512-$1 $2: $(edmc_bench "$1-$2" "$1" "$2" 128 --fuse=all)"
+    echo "-- edm2-img512-$1 $2: $(edmc_bench "$1-$2" "$1" "$2" 128 --fuse=all --profile)"
+    grep -A8 '^profile:' "$logs/b-$1-$2.log" | sed 's/^/   /'   # the slowest kernels (bench --profile)
     echo "   pytorch: $(torch_bench "$1-$2" "$1" "$2" 128)"
     add_bench "edm2-img512-$1" "$2" "b-$1-$2" "t-$1-$2"
     # a fallback row at batch 32, both sides, when edmc failed or either side ran
