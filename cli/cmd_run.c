@@ -11,6 +11,7 @@
 #include "cli/cli.h"
 #include "runtime/backend.h"
 #include "runtime/files.h"
+#include "runtime/package.h"
 #include "runtime/ref_import.h"
 #include "runtime/safetensors.h"
 #include "runtime/weights.h"
@@ -201,6 +202,8 @@ static int do_forward(const cli_opts *o, const edm_program *prog)
     edm_st_file *w = edm_weights_open(o->weights, &st);
     edm_st_file *in = w ? edm_st_open(o->input, &st) : NULL;
     rc = in ? 0 : -1;
+    if (rc == 0 && o->pkg)
+        rc = edm_package_check_weights(o->pkg, w, &st);
     if (rc == 0)
         rc = load_inputs(prog->graph, in, &x, &opt, &st);
     if (rc == 0)
@@ -230,7 +233,7 @@ int cmd_forward(int argc, char **argv)
 {
     return cli_run(argc, argv, "forward",
                    OPT_WEIGHTS | OPT_INPUT | OPT_OUTPUT | OPT_THREADS | OPT_DEVICE | OPT_PRECISION | OPT_CUDA |
-                       OPT_NONFINITE,
+                       OPT_NONFINITE | OPT_PACKAGE,
                    do_forward);
 }
 
