@@ -499,8 +499,11 @@ edm_package *edm_package_open(const char *path, edm_status *st)
     if (!z) {
         zip_error_t ze;
         zip_error_init_with_code(&ze, err);
-        rc = edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: not an edmc package (%s)", path,
-                      err == ZIP_ER_NOZIP ? "not a zip archive" : zip_error_strerror(&ze));
+        if (err == ZIP_ER_NOENT || err == ZIP_ER_OPEN || err == ZIP_ER_READ)
+            rc = edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "%s: cannot read it (%s)", path, zip_error_strerror(&ze));
+        else
+            rc = edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: not an edmc package (%s)", path,
+                          err == ZIP_ER_NOZIP ? "not a zip archive" : zip_error_strerror(&ze));
         zip_error_fini(&ze);
     }
     if (rc == 0)
