@@ -14,9 +14,9 @@ void edm_sha256_hex(const void *data, size_t size, char out[EDM_SHA256_HEX])
     sha256_update(&ctx, size, data);
     sha256_digest(&ctx, sizeof digest, digest);
     static const char hex[] = "0123456789abcdef";
-    for (int i = 0; i < SHA256_DIGEST_SIZE; i++) {
+    for (size_t i = 0; i < SHA256_DIGEST_SIZE; i++) {
         out[2 * i] = hex[digest[i] >> 4];
         out[2 * i + 1] = hex[digest[i] & 15];
     }
-    out[2 * SHA256_DIGEST_SIZE] = '\0';
+    out[(size_t)2 * SHA256_DIGEST_SIZE] = '\0';
 }

@@ -324,6 +324,7 @@ int edm_package_write(const char *path, const edm_package_spec *sp, edm_status *
 
 struct edm_package {
     char *path;
+    char *plan_name; /* "PATH:plan.xml", for errors */
     entry_list entries;
     json_object *manifest;
     json_object *ptable; /* params.json */
@@ -485,6 +486,16 @@ static int read_settings(edm_package *p, edm_status *st)
     return edm_package_backend(p, &probe, st);
 }
 
+/* "PATH:entry" (malloc'd), how errors name an entry. */
+static char *entry_label(const edm_package *p, const char *entry_name)
+{
+    size_t n = strlen(p->path) + strlen(entry_name) + 2;
+    char *s = malloc(n);
+    if (s)
+        snprintf(s, n, "%s:%s", p->path, entry_name);
+    return s;
+}
+
 edm_package *edm_package_open(const char *path, edm_status *st)
 {
     edm_package *p = calloc(1, sizeof *p);
@@ -515,8 +526,13 @@ edm_package *edm_package_open(const char *path, edm_status *st)
     const entry *plan = g ? need(p, "plan.xml", st) : NULL;
     const entry *params = plan ? need(p, "params.json", st) : NULL;
     rc = params ? rc : -1;
-    if (rc == 0 && !(p->graph = edm_ir_read_xml_memory((const char *)g->data, g->size, "graph.xml", st)))
+    char *graph_name = rc == 0 ? entry_label(p, "graph.xml") : NULL;
+    p->plan_name = rc == 0 ? entry_label(p, "plan.xml") : NULL;
+    if (rc == 0 && (!graph_name || !p->plan_name))
+        rc = edm_nomem(st);
+    if (rc == 0 && !(p->graph = edm_ir_read_xml_memory((const char *)g->data, g->size, graph_name, st)))
         rc = -1;
+    free(graph_name);
     rc = rc ? rc : check_param_table(p, params, st);
     rc = rc ? rc : read_kernels(p, st);
     rc = rc ? rc : read_settings(p, st);
@@ -524,7 +540,7 @@ edm_package *edm_package_open(const char *path, edm_status *st)
         edm_package_close(p);
         return NULL;
     }
-    p->plan = (edm_plan_text){.xml = (const char *)plan->data, .size = plan->size, .name = "plan.xml"};
+    p->plan = (edm_plan_text){.xml = (const char *)plan->data, .size = plan->size, .name = p->plan_name};
     return p;
 }
 
@@ -537,6 +553,7 @@ void edm_package_close(edm_package *p)
     json_object_put(p->manifest);
     entries_free(&p->entries);
     free(p->kernels);
+    free(p->plan_name);
     free(p->path);
     free(p);
 }
@@ -561,8 +578,10 @@ int edm_package_backend(const edm_package *p, edm_backend_options *opt, edm_stat
     if (edm_device_from_name(p->device, &dev) != 0 || edm_dtype_from_name(p->precision, &precision) != 0)
         return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: manifest.json: device '%s', precision '%s'", p->path,
                         p->device, p->precision);
-    if (edm_fuse_parse(p->fuse, &fuse, st) != 0)
+    if (edm_fuse_parse(p->fuse, &fuse, st) != 0) {
+        edm_status_prefix(st, "%s: manifest.json", p->path);
         return -1;
+    }
     int threads = opt->cpu.threads;
     *opt = edm_backend_defaults(dev);
     opt->cpu.threads = threads;

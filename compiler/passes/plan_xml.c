@@ -291,7 +291,8 @@ static edm_plan *read_doc(xmlDocPtr doc, const char *name, const edm_graph *g, e
 
 edm_plan *edm_plan_read_xml(const char *path, const edm_graph *g, edm_status *st)
 {
-    return read_doc(xmlReadFile(path, NULL, XML_PARSE_NONET | XML_PARSE_NOBLANKS), path, g, st);
+    return read_doc(xmlReadFile(path, NULL, XML_PARSE_NONET | XML_PARSE_NOBLANKS | XML_PARSE_NOERROR | XML_PARSE_NOWARNING), path, g,
+                    st);
 }
 
 edm_plan *edm_plan_read_xml_memory(const char *data, size_t size, const char *name, const edm_graph *g,
@@ -301,5 +302,7 @@ edm_plan *edm_plan_read_xml_memory(const char *data, size_t size, const char *na
         edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: a plan of %zu bytes is too large", name, size);
         return NULL;
     }
-    return read_doc(xmlReadMemory(data, (int)size, name, NULL, XML_PARSE_NONET | XML_PARSE_NOBLANKS), name, g, st);
+    return read_doc(xmlReadMemory(data, (int)size, name, NULL,
+                                  XML_PARSE_NONET | XML_PARSE_NOBLANKS | XML_PARSE_NOERROR | XML_PARSE_NOWARNING),
+                    name, g, st);
 }
