@@ -21,6 +21,7 @@
 #include "compiler/passes/passes.h"
 #include "runtime/evaluate.h"
 #include "runtime/files.h"
+#include "runtime/model_source.h"
 #include "runtime/ref_import.h"
 #include "runtime/image.h"
 #include "runtime/phema.h"
@@ -378,6 +379,8 @@ static int is_buffer(const job *j, const char *name)
 static const char *model_path(const cli_opts *o, const edm_st_file *latest)
 {
     const char *model = o->file ? o->file : edm_st_metadata(latest, "edmc.model");
+    if (!o->file && model && edm_st_metadata(latest, EDM_MODEL_SOURCE_KEY))
+        return model; /* they carry its source: compile_model reads that */
     if (!o->file && model && access(model, R_OK) != 0)
         model = NULL;
     if (!o->file && model) { /* one the metadata names outside the model folders is not read */
@@ -444,10 +447,14 @@ static int compile_model(const cli_opts *o, const edm_st_file *latest, const cha
         defs[ndefs++].value = "true";
     }
     edm_diags *d = malloc(sizeof *d);
+    const char *embedded = o->file ? NULL : edm_st_metadata(latest, EDM_MODEL_SOURCE_KEY);
+    int at = embedded ? edm_model_source_add(src, embedded, edm_st_path(latest), st) : 0;
+    if (embedded && at >= 0)
+        model = edm_sources_get(src, at)->path;
     int rc = 0;
     if (!d) {
         rc = edm_nomem(st);
-    } else if (restrict_sources(o, model, src, st) != 0) {
+    } else if (at < 0 || (!embedded && restrict_sources(o, model, src, st) != 0)) {
         rc = -1;
     } else if (edm_compile_file(src, model, defs, ndefs, prog, d) != 0) {
         for (int i = 0; i < d->count; i++)

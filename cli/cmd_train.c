@@ -16,6 +16,7 @@
 #include "compiler/passes/passes.h"
 #include "runtime/data.h"
 #include "runtime/files.h"
+#include "runtime/model_source.h"
 #include "runtime/ref_import.h"
 #include "runtime/safetensors.h"
 #include "runtime/train.h"
@@ -613,6 +614,13 @@ int cmd_train(int argc, char **argv)
         rc = check_preset_shape(&o, &prog);
     char *config = rc == 0 ? config_json(&prog, &t) : NULL;
     t.config = config;
+    /* and carry the model itself, so a moved run folder still generates */
+    char *source = rc == 0 ? edm_model_source_json(src, &st) : NULL;
+    if (rc == 0 && !source) {
+        cli_report(NULL, &st);
+        rc = 1;
+    }
+    t.source = source;
     if (rc == 0)
         rc = compare_config(&o, config);
     if (rc == 0)
@@ -645,6 +653,7 @@ int cmd_train(int argc, char **argv)
         }
     }
     free(config);
+    free(source);
     free(model_abs);
     edm_st_close(init);
     edm_program_free(&prog);

@@ -2,6 +2,8 @@
 
 #include "runtime/train_loop.h"
 
+#include "runtime/model_source.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -102,7 +104,10 @@ static int add_meta_common(loop *L, edm_st_writer *w, edm_status *st)
         return -1;
     if (edm_st_writer_meta(w, "edmc.run", L->run_json, st) != 0)
         return -1;
-    return L->o->config ? edm_st_writer_meta(w, "edmc.config", L->o->config, st) : 0;
+    if (L->o->config && edm_st_writer_meta(w, "edmc.config", L->o->config, st) != 0)
+        return -1;
+    /* last: the longest (a reader of the header's start sees the settings first) */
+    return L->o->source ? edm_st_writer_meta(w, EDM_MODEL_SOURCE_KEY, L->o->source, st) : 0;
 }
 
 /* A device trainer's EMAs into the host copies (snapshots, checkpoints). */
