@@ -15,6 +15,7 @@
 #include "runtime/ref_import.h"
 #include "runtime/safetensors.h"
 #include "runtime/weights.h"
+#include "runtime/meta_keys.h"
 
 /* The model's configuration as safetensors metadata: the .edm file and every
  * parameter's final value, so a later command can rebuild the same graph. */
@@ -30,10 +31,10 @@ static int add_config_metadata(edm_st_writer *w, const cli_opts *o, const edm_pr
         }
     /* an absolute path, so generate and phema find the model from any folder */
     char *abs = edm_absolute_path(o->file);
-    int rc = edm_st_writer_meta(w, "edmc.model", abs ? abs : o->file, st);
+    int rc = edm_st_writer_meta(w, EDM_META_MODEL, abs ? abs : o->file, st);
     free(abs);
     if (rc == 0)
-        rc = edm_st_writer_meta(w, "edmc.config", json_object_to_json_string_ext(cfg, JSON_C_TO_STRING_PLAIN), st);
+        rc = edm_st_writer_meta(w, EDM_META_CONFIG, json_object_to_json_string_ext(cfg, JSON_C_TO_STRING_PLAIN), st);
     json_object_put(cfg);
     return rc;
 }

@@ -23,6 +23,7 @@
 #include "runtime/train_loop.h"
 #include "runtime/train_run.h"
 #include "runtime/weights.h"
+#include "runtime/meta_keys.h"
 
 /* Options of train and step: the shared device options and -D (into base),
  * and their own. */
@@ -434,8 +435,8 @@ static int resume_settings(train_opts *o)
         snprintf(name, sizeof name, "%s", strrchr(path, '/') + 1);
         edm_status_init(&st);
     }
-    const char *run = edm_st_metadata(f, "edmc.run"), *cfg = edm_st_metadata(f, "edmc.config");
-    const char *nimg = edm_st_metadata(f, "edmc.nimg");
+    const char *run = edm_st_metadata(f, EDM_META_RUN), *cfg = edm_st_metadata(f, EDM_META_CONFIG);
+    const char *nimg = edm_st_metadata(f, EDM_META_NIMG);
     snprintf(o->resume_from, sizeof o->resume_from, "%s", path);
     o->resume_nimg = nimg ? atoll(nimg) : 0;
     int rc = 0;

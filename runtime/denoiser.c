@@ -13,6 +13,7 @@
 #include "runtime/model_source.h"
 #include "runtime/ref_import.h"
 #include "runtime/weights.h"
+#include "runtime/meta_keys.h"
 
 struct edm_denoiser {
     const edm_graph *g;
@@ -280,10 +281,10 @@ static int add_json_config(const edm_st_file *f, const char *key, const char *te
 int edm_define_list_from_weights(const edm_st_file *f, edm_define_list *out, edm_status *st)
 {
     memset(out, 0, sizeof *out);
-    const char *model = edm_st_metadata(f, "edmc.model");
+    const char *model = edm_st_metadata(f, EDM_META_MODEL);
     if (model && !(out->model = strdup(model)))
         return edm_nomem(st);
-    const char *keys[] = {"edmc.config", "config"};
+    const char *keys[] = {EDM_META_CONFIG, "config"};
     for (int k = 0; k < 2; k++) {
         const char *text = edm_st_metadata(f, keys[k]);
         if (!text)
@@ -423,7 +424,7 @@ edm_denoiser *edm_denoiser_open(const edm_denoiser_spec *spec, edm_sources *src,
     const char *model = spec->model ? spec->model : meta.model ? meta.model : spec->fallback_model;
     /* weights that carry their model's source (a training run's) compile it,
      * not a file that may have moved or changed since */
-    const char *embedded = spec->model ? NULL : edm_st_metadata(f, EDM_MODEL_SOURCE_KEY);
+    const char *embedded = spec->model ? NULL : edm_st_metadata(f, EDM_META_SOURCE);
     edm_program prog;
     memset(&prog, 0, sizeof prog);
     edm_denoiser *d = NULL;

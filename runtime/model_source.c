@@ -44,7 +44,7 @@ int edm_model_source_add(edm_sources *src, const char *json, const char *what, e
         json_object_array_length(files) == 0) {
         json_object_put(root);
         return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: metadata '%s' is not a list of source files", what,
-                        EDM_MODEL_SOURCE_KEY);
+                        EDM_META_SOURCE);
     }
     int rc = edm_sources_restrict(src, NULL, 0, st); /* the disk holds nothing for it */
     for (size_t i = 0; rc == 0 && i < json_object_array_length(files); i++) {
@@ -52,7 +52,7 @@ int edm_model_source_add(edm_sources *src, const char *json, const char *what, e
         if (!json_object_object_get_ex(f, "path", &path) || !json_object_is_type(path, json_type_string) ||
             !json_object_object_get_ex(f, "text", &text) || !json_object_is_type(text, json_type_string)) {
             rc = edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: metadata '%s': file %zu has no path or text", what,
-                          EDM_MODEL_SOURCE_KEY, i);
+                          EDM_META_SOURCE, i);
             break;
         }
         int before = edm_sources_count(src);

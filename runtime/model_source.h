@@ -10,8 +10,8 @@
 
 #include "compiler/source.h"
 #include "compiler/status.h"
+#include "runtime/meta_keys.h"
 
-#define EDM_MODEL_SOURCE_KEY "edmc.source"
 
 /* Every file src holds (not the -D snippets), as the JSON text above
  * (malloc'd), or NULL (st set). */
