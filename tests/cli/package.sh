@@ -179,4 +179,9 @@ export EDMC_CUDA_DRIVER="$fake" EDMC_CUBLASLT="$fake" EDMC_CACHE_DIR="$tmp/nocac
 export EDMC_CUDA_DRIVER="$emu" EDMC_CUBLASLT="$emu" EDMC_CACHE_DIR="$cache"
 tap_check "forward --package on the emulator" cfwd "$C"
 diff_ok "emulated package forward vs the golden D_x (1e-4)" "$tmp/c.safetensors" "$IN" 1e-4
+# the fused plan: the CUDA executor reads the package's plan.xml too
+tap_check "compile for cuda with --fuse=all" "$edmc" compile "$tiny" --device=cuda --arch=sm_90 --batch=3 \
+    --precision=fp32 --fuse=all -o "$tmp/fused.edmpkg"
+tap_check "forward --package (fused plan) on the emulator" cfwd "$tmp/fused.edmpkg"
+diff_ok "emulated fused package forward vs the golden D_x (1e-4)" "$tmp/c.safetensors" "$IN" 1e-4
 tap_done
