@@ -23,6 +23,11 @@ if head -c 65536 "$tmp/moved/training-state-000000002048.safetensors" | grep -q 
 else
     tap_not_ok "no edmc.source in the checkpoint"
 fi
+if head -c 65536 "$snap" | tr -d '\\' | grep -q '"device":"cpu","precision":"f32"'; then
+    tap_ok "edmc.run records the device and precision"
+else
+    tap_not_ok "edmc.run lacks the device and precision"
+fi
 tap_check "generate from the moved folder, the models gone" "$edmc" generate --net="$snap" --seeds=0-2 --steps=4 \
     --save-raw="$tmp/moved.safetensors"
 "$edmc" generate --net="$snap" --model="$srcdir/models/edm2-tiny.edm" --seeds=0-2 --steps=4 \
