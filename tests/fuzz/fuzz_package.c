@@ -20,27 +20,31 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* The package's plan read over its graph by a CPU executor (a cuda
+ * package's kernels need a device; its plan is read on the CPU all the same). */
+static void run_plan(edm_package *p, edm_status *st)
+{
+    edm_backend_options o = edm_backend_defaults(EDM_DEVICE_CPU);
+    edm_graph *g = edm_package_take_graph(p);
+    if (edm_package_backend(p, &o, st) == 0) {
+        o.device = EDM_DEVICE_CPU;
+        o.cpu.compute = EDM_F32;
+        o.cpu.threads = 1;
+        edm_backend_free(edm_backend_new(g, 1, &o, st));
+    }
+    edm_graph_free(g);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char path[] = "/tmp/edmc-fuzz-pkg-XXXXXX";
-    if (!fuzz_temp_file(data, size, path))
-        return 0;
     edm_status st;
     edm_status_init(&st);
-    edm_package *p = edm_package_open(path, &st);
-    unlink(path);
-    if (!p)
-        return 0;
-    edm_backend_options o = edm_backend_defaults(EDM_DEVICE_CPU);
-    o.cpu.threads = 1;
-    edm_graph *g = edm_package_take_graph(p);
-    /* a cuda package's kernels need a device: its plan is read on the CPU all the same */
-    if (edm_package_backend(p, &o, &st) == 0) {
-        o.device = EDM_DEVICE_CPU;
-        o.cpu.compute = EDM_F32;
-        edm_backend_free(edm_backend_new(g, 1, &o, &st));
+    edm_package *p = fuzz_temp_file(data, size, path) ? edm_package_open(path, &st) : NULL;
+    if (p) {
+        run_plan(p, &st);
+        edm_package_close(p);
     }
-    edm_graph_free(g);
-    edm_package_close(p);
+    unlink(path);
     return 0;
 }
