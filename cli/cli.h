@@ -66,6 +66,7 @@ typedef struct {
     const char *matmul;    /* cuda: cublaslt, generated */
     const char *conv;      /* cuda: im2col, implicit */
     int no_graph;          /* cuda: launch node by node */
+    int no_tensor_cores;   /* cuda: generated contractions on CUDA cores */
     const char *fuse;      /* fusion rules (NULL: the device's default) */
     const char *indir, *outdir, *outstd, *eval; /* phema */
     int64_t outkimg;                            /* phema: -1 = the latest snapshot */

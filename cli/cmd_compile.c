@@ -36,7 +36,7 @@ typedef struct {
     char archs[MAX_ARCHS][16];
     int narchs;
     edm_cuda_kernel_image kernels[MAX_ARCHS * EDM_PACKAGE_MAX_BATCHES];
-    char sha[EDM_PACKAGE_MAX_BATCHES][EDM_SHA256_HEX];
+    char sha[MAX_ARCHS * EDM_PACKAGE_MAX_BATCHES][EDM_SHA256_HEX];
     edm_cubin cubins[MAX_ARCHS * EDM_PACKAGE_MAX_BATCHES];
     int nkernels;
     char *plan_xml;
@@ -114,29 +114,30 @@ static int make_plan(const edm_graph *g, const edm_backend_options *bo, compile_
     return rc;
 }
 
-/* One cubin per (architecture, batch): NVRTC, through its cache. */
+/* One cubin per (architecture, batch): NVRTC, through its cache.  The
+ * source depends on both (the batch is baked in; tensor cores from sm_80). */
 static int make_kernels(const edm_graph *g, const edm_backend_options *bo, compile_work *w, edm_status *st)
 {
-    for (int b = 0; b < w->nbatches; b++) {
-        char *source = NULL;
-        if (edm_backend_kernel_source(g, w->batches[b], bo, &source, st) != 0)
-            return -1;
-        edm_sha256_hex(source, strlen(source), w->sha[b]);
+    for (int b = 0; b < w->nbatches; b++)
         for (int a = 0; a < w->narchs; a++) {
+            char *source = NULL;
             edm_cubin *c = &w->cubins[w->nkernels];
-            if (edm_nvrtc_compile_cached(source, w->archs[a], c, st) != 0) {
+            char *sha = w->sha[w->nkernels];
+            if (edm_backend_kernel_source(g, w->batches[b], bo, w->archs[a], &source, st) != 0)
+                return -1;
+            edm_sha256_hex(source, strlen(source), sha);
+            int rc = edm_nvrtc_compile_cached(source, w->archs[a], c, st);
+            free(source);
+            if (rc != 0) {
                 edm_status_prefix(st, "%s, batch %lld", w->archs[a], (long long)w->batches[b]);
-                free(source);
                 return -1;
             }
             w->kernels[w->nkernels++] = (edm_cuda_kernel_image){.arch = w->archs[a], .batch = w->batches[b],
-                                                                 .source_sha256 = w->sha[b], .cubin = c->data,
+                                                                 .source_sha256 = sha, .cubin = c->data,
                                                                  .size = c->size};
             fprintf(stderr, "edmc compile: %s, batch %lld: %zu bytes of kernels (%.1f s%s)\n", w->archs[a],
                     (long long)w->batches[b], c->size, c->seconds, c->from_cache ? ", from the cache" : "");
         }
-        free(source);
-    }
     return 0;
 }
 

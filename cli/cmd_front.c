@@ -251,7 +251,8 @@ int cmd_info(int argc, char **argv) { return cli_run(argc, argv, "info", OPT_JSO
  * the backward pass (autodiff), active dropout and the optimizer kernels. */
 static int dump_cuda(const cli_opts *o, const edm_program *prog)
 {
-    edm_cuda_options co = {.batch = o->batch, .storage = EDM_F16, .gemm_library = 1};
+    /* as on an sm_80+ device: the generated contractions on tensor cores */
+    edm_cuda_options co = {.batch = o->batch, .storage = EDM_F16, .gemm_library = 1, .tensor_cores = 1};
     const char *p = o->precision ? o->precision : "fp16";
     char name[16];
     snprintf(name, sizeof name, "%s%s", strncmp(p, "fp", 2) == 0 ? "f" : "", strncmp(p, "fp", 2) == 0 ? p + 2 : p);

@@ -74,6 +74,8 @@ static const struct {
     {OPT_CUDA, CALL("--matmul", store_cuda, "cublaslt|generated", "cublaslt", "cuda: the matrix products")},
     {OPT_CUDA, CALL("--conv", store_cuda, "im2col|implicit", "im2col", "cuda: the convolutions")},
     {OPT_CUDA, FLAG("--no-graph", no_graph, "cuda: launch kernel by kernel")},
+    {OPT_CUDA, FLAG("--no-tensor-cores", no_tensor_cores,
+                    "cuda: generated contractions on CUDA cores, not tensor cores (an ablation)")},
     {OPT_DEFINE, CALL("-D", store_define, "name=value", NULL, "set a model parameter (any number of times)")},
 };
 
@@ -294,8 +296,9 @@ static edm_dtype precision_of(const edm_backend_options *b)
 static int package_backend(const char *cmd, const cli_opts *o, edm_backend_options *out)
 {
     const edm_package *p = o->pkg;
-    if (o->matmul || o->conv) {
-        fprintf(stderr, "edmc %s: --matmul and --conv do not apply to a package (its kernels are made)\n", cmd);
+    if (o->matmul || o->conv || o->no_tensor_cores) {
+        fprintf(stderr, "edmc %s: --matmul, --conv and --no-tensor-cores do not apply to a package (its kernels are "
+                        "made)\n", cmd);
         return 2;
     }
     edm_backend_options want;
@@ -329,6 +332,11 @@ int cli_backend_of(const char *cmd, const cli_opts *o, edm_backend_options *out)
     if (o->pkg)
         return package_backend(cmd, o, out);
     int rc = cli_backend(cmd, o->device, o->precision, o->matmul, o->conv, o->no_graph, o->fuse, o->threads, out);
+    if (rc == 0 && o->no_tensor_cores && out->device != EDM_DEVICE_CUDA) {
+        fprintf(stderr, "edmc %s: --no-tensor-cores applies to --device=cuda\n", cmd);
+        return 2;
+    }
+    out->no_tensor_cores = o->no_tensor_cores;
     return rc == 0 && out->device == EDM_DEVICE_CUDA ? probe_cuda(cmd) : rc;
 }
 

@@ -3,6 +3,8 @@
 #include "config.h"
 
 #include "codegen/cuda_codegen.h"
+#include "codegen/cuda_gemm_mma.h"
+#include "codegen/text.h"
 
 #include "compiler/ew_math.h"
 
@@ -11,65 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* ------------------------------------------------------------------ text */
-
-typedef struct {
-    char *p;
-    size_t len, cap;
-    int oom;
-} sbuf;
-
-static void sb_putn(sbuf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (b->len + n + 1 > cap)
-            cap *= 2;
-        char *np = realloc(b->p, cap);
-        if (!np) {
-            b->oom = 1;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_puts(sbuf *b, const char *s) { sb_putn(b, s, strlen(s)); }
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...)
-{
-    char small[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(small, sizeof small, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        b->oom = 1;
-        return;
-    }
-    if ((size_t)n < sizeof small) {
-        sb_putn(b, small, (size_t)n);
-        return;
-    }
-    char *big = malloc((size_t)n + 1);
-    if (!big) {
-        b->oom = 1;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    sb_putn(b, big, (size_t)n);
-    free(big);
-}
 
 /* A float constant as CUDA C: exact (9 significant digits round-trip), with
  * the non-finite values as bit patterns. */
@@ -220,6 +163,11 @@ static void emit_index(sbuf *b, const index_plan *p, int nops, const char *const
 
 /* ------------------------------------------------------------------ kernels */
 
+/* The largest split-K workspace any kernel of a module needs (cuda_gemm_mma.h). */
+typedef struct {
+    int64_t floats, counts;
+} mma_need;
+
 typedef struct {
     const edm_graph *g;
     const edm_cuda_options *opt;
@@ -227,6 +175,8 @@ typedef struct {
     const edm_node *n;
     bshape y, a, b;       /* bound shapes of the value and its inputs */
     edm_dtype ty, ta, tb; /* their storage types (f32 for absent inputs) */
+    edm_dtype mma;        /* a contraction's tensor-core operand type (f16, bf16), or f32: CUDA cores */
+    mma_need *ws;     /* the module's split-K workspace, grown to what its kernels need */
     edm_cuda_launch *L;
 } node_ctx;
 
@@ -616,6 +566,27 @@ static int conv_direct(const conv_geom *p) { return p->k == 1 && p->stride == 1 
 static void emit_gemm(const node_ctx *c, sbuf *b, int64_t gm, int64_t gn, int64_t gk, int64_t gb)
 {
     edm_cuda_launch *L = c->L;
+    if (c->mma != EDM_F32) { /* tensor cores (cuda_gemm_mma.h) */
+        edm_mma_tile t = edm_mma_choose_tile(gm, gn, gk, gb);
+        int64_t floats, counts;
+        edm_mma_workspace(t, gm, gn, &floats, &counts);
+        if (c->ws->floats < floats)
+            c->ws->floats = floats;
+        if (c->ws->counts < counts)
+            c->ws->counts = counts;
+        sbuf shared = {0};
+        edm_mma_emit_shared(&shared, t);
+        emit_head(c, b, shared.p ? shared.p : "");
+        b->oom |= shared.oom;
+        free(shared.p);
+        edm_mma_emit_body(b, t, c->mma, gm, gn, gk, gb);
+        L->grid[0] = (unsigned)((gn + t.bn - 1) / t.bn);
+        L->grid[1] = (unsigned)((gm + t.bm - 1) / t.bm);
+        L->grid[2] = t.splits > 1 ? (unsigned)t.splits : gb > 65535 ? 65535u : (unsigned)gb;
+        L->block[0] = EDM_MMA_THREADS;
+        L->block[1] = L->block[2] = 1;
+        return;
+    }
     emit_head(c, b, "    __shared__ float As[16][64 + 1];\n    __shared__ float Bs[16][64 + 1];\n");
     sb_printf(b,
               "    const long long m0 = (long long)blockIdx.y * 64, n0 = (long long)blockIdx.x * 64;\n"
@@ -1163,6 +1134,23 @@ static int in_network(const char *scope, const char *net)
     return strncmp(scope, net, k) == 0 && (scope[k] == '\0' || scope[k] == '.');
 }
 
+/* The tensor-core operand type of a contraction: the network's storage
+ * type (f16 or bf16) for a contraction of the network when the options ask
+ * for tensor cores; else f32, the CUDA-core body. */
+static edm_dtype contraction_mma(const edm_cuda_options *opt, const edm_node *n)
+{
+    switch (n->op) {
+    case EDM_OP_CONV2D: case EDM_OP_CONV2D_BWD_DATA: case EDM_OP_CONV2D_BWD_WEIGHT: case EDM_OP_MATMUL: break;
+    default: return EDM_F32;
+    }
+    if (!opt->tensor_cores || opt->storage == EDM_F32 || !in_network(n->scope, opt->network_scope))
+        return EDM_F32;
+    return opt->storage;
+}
+
+/* Whether contractions may run on tensor cores: the preamble then carries the mma helpers. */
+static int uses_mma(const edm_cuda_options *opt) { return opt->tensor_cores && opt->storage != EDM_F32; }
+
 /* The storage of node id's value (cuda_codegen.h); the types of the nodes
  * before it are already in launch[]. */
 static edm_dtype value_dtype(const edm_graph *g, const edm_cuda_options *opt, const edm_cuda_launch *launch, int id)
@@ -1242,10 +1230,13 @@ int edm_cuda_codegen(const edm_graph *g, const edm_cuda_options *opt, edm_cuda_m
     }
     m->nlaunch = count;
     sbuf out = {0}, body = {0};
+    mma_need ws = {0, 0};
     sb_printf(&out,
               "/* generated by edmc: CUDA C for NVRTC; storage %s (network scope \"%s\"), math f32, batch %lld */\n",
               edm_dtype_name(opt->storage), opt->network_scope ? opt->network_scope : "unet", (long long)opt->batch);
     sb_puts(&out, PREAMBLE_TYPES);
+    if (uses_mma(opt))
+        sb_puts(&out, edm_mma_preamble);
     sb_puts(&out, PREAMBLE_COMMON);
     int dropout = 0;
     for (int id = 0; id < count; id++)
@@ -1263,7 +1254,7 @@ int edm_cuda_codegen(const edm_graph *g, const edm_cuda_options *opt, edm_cuda_m
         edm_cuda_launch *L = &m->launch[id];
         L->node = id;
         node_ctx c = {.g = g, .opt = opt, .id = id, .n = n, .L = L, .y = bind(&n->shape, opt->batch),
-                      .ty = L->dtype, .ta = EDM_F32, .tb = EDM_F32};
+                      .ty = L->dtype, .ta = EDM_F32, .tb = EDM_F32, .mma = contraction_mma(opt, n), .ws = &ws};
         if (n->ninputs > 0) {
             c.a = bind(&edm_graph_node(g, n->input[0])->shape, opt->batch);
             c.ta = m->launch[n->input[0]].dtype;
@@ -1322,6 +1313,8 @@ int edm_cuda_codegen(const edm_graph *g, const edm_cuda_options *opt, edm_cuda_m
                                   n->op == EDM_OP_CONV2D_BWD_WEIGHT))
             emit_conv_helper(&c, &out, m);
     }
+    if (rc == 0 && uses_mma(opt))
+        edm_mma_emit_workspace(&out, ws.floats, ws.counts);
     if (rc == 0 && out.oom)
         rc = edm_nomem(st);
     free(body.p);
@@ -1346,7 +1339,8 @@ typedef struct {
     const edm_dtype *dt;
     const edm_plan_step *s;
     edm_cuda_step_launch *L;
-    int mix64; /* a dropout inside: the module needs edm_mix64 */
+    int mix64;        /* a dropout inside: the module needs edm_mix64 */
+    mma_need *ws; /* the module's split-K workspace */
 } step_ctx;
 
 static int is_member(const edm_plan_step *s, int node)
@@ -1415,35 +1409,37 @@ static int operand_ref(step_ctx *x, sbuf *b, int user, int k, edm_member_role ro
     return 0;
 }
 
-/* A concatenation inside a step (the ew rule): element idx read from the
- * input whose part of the concatenated axis holds it; the inputs are stored
- * values or constants. */
+/* A concatenation or a slice inside a step (the ew rule): element idx read
+ * from the input whose part of the axis holds it (a slice: its one input,
+ * shifted by the start); the inputs are stored values or constants. */
 static int gather_member(step_ctx *x, sbuf *b, int id, edm_status *st)
 {
     const edm_graph *g = x->p->g;
     const edm_node *n = edm_graph_node(g, id);
     bshape y = bind(&n->shape, x->opt->batch);
-    int ax = n->attr.concat.axis;
-    long long inner = (long long)prod(&y, ax + 1, y.rank), len[2];
-    char ref[2][96];
-    for (int k = 0; k < 2; k++) {
+    int cat = n->op == EDM_OP_CONCAT, ax = cat ? n->attr.concat.axis : n->attr.slice.axis;
+    long long inner = (long long)prod(&y, ax + 1, y.rank), ly = (long long)y.dim[ax] * inner, blk[2] = {0, 0};
+    char ref[2][128];
+    for (int k = 0; k < n->ninputs && k < 2; k++) {
         const edm_node *in = edm_graph_node(g, n->input[k]);
-        len[k] = (long long)in->shape.dim[ax] * inner;
+        blk[k] = (long long)in->shape.dim[ax] * inner;
         if (in->op == EDM_OP_CONST) {
             lit_f32(ref[k], sizeof ref[k], in->attr.constant.value);
             continue;
         }
         int slot = input_slot(x, n->input[k]);
         if (slot < 0)
-            return edm_fail(st, EDM_ERR_INTERNAL, n->loc, "CUDA codegen: the concatenation %%%d reads %%%d, not stored",
-                            id, n->input[k]);
-        snprintf(ref[k], sizeof ref[k], k == 0 ? "ld(P.i%d, o_ * %lldLL + r_)" : "ld(P.i%d, o_ * %lldLL + r_ - %lldLL)",
-                 slot, len[k], len[0]);
+            return edm_fail(st, EDM_ERR_INTERNAL, n->loc, "CUDA codegen: the %s %%%d reads %%%d, not stored",
+                            edm_op_name(n->op), id, n->input[k]);
+        long long off = cat ? (k == 0 ? 0 : -blk[0]) : (long long)n->attr.slice.start * inner;
+        snprintf(ref[k], sizeof ref[k], "ld(P.i%d, o_ * %lldLL + r_ + %lldLL)", slot, blk[k], off);
     }
-    sb_printf(b,
-              "        float v%d;\n        {\n            const long long o_ = idx / %lldLL, r_ = idx %% %lldLL;\n"
-              "            v%d = r_ < %lldLL ? %s : %s;\n        }\n",
-              id, len[0] + len[1], len[0] + len[1], id, len[0], ref[0], ref[1]);
+    sb_printf(b, "        float v%d;\n        {\n            const long long o_ = idx / %lldLL, r_ = idx %% %lldLL;\n",
+              id, ly, ly);
+    if (cat)
+        sb_printf(b, "            v%d = r_ < %lldLL ? %s : %s;\n        }\n", id, blk[0], ref[0], ref[1]);
+    else
+        sb_printf(b, "            v%d = %s;\n        }\n", id, ref[0]);
     return 0;
 }
 
@@ -1458,7 +1454,7 @@ static int emit_members(step_ctx *x, sbuf *b, edm_member_role role, int operand,
             continue;
         const edm_node *n = edm_graph_node(g, pm->node);
         char ra[160], rb[160], buf[256];
-        if (n->op == EDM_OP_CONCAT) { /* a gather from its stored inputs */
+        if (n->op == EDM_OP_CONCAT || n->op == EDM_OP_SLICE) { /* a gather from its stored inputs */
             if (gather_member(x, b, pm->node, st) != 0)
                 return -1;
             *last = pm->node;
@@ -1643,7 +1639,8 @@ static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
     } else if (rc == 0) {
         edm_cuda_launch tmp = {0};
         node_ctx c = {.g = g, .opt = x->opt, .id = s->core, .n = core, .L = &tmp,
-                      .y = bind(&core->shape, x->opt->batch), .ty = L->dtype, .ta = EDM_F32, .tb = EDM_F32};
+                      .y = bind(&core->shape, x->opt->batch), .ty = L->dtype, .ta = EDM_F32, .tb = EDM_F32,
+                      .mma = contraction_mma(x->opt, core), .ws = x->ws};
         if (core->ninputs > 0)
             c.a = bind(&edm_graph_node(g, core->input[0])->shape, x->opt->batch);
         if (core->ninputs > 1)
@@ -1760,6 +1757,7 @@ int edm_cuda_codegen_plan(const edm_plan *p, const edm_cuda_options *opt, edm_cu
     free(types);
     sbuf kernels = {0}, out = {0};
     int rc = 0, mix64 = 0;
+    mma_need ws = {0, 0};
     for (int gi = 0; gi < p->ngroups && rc == 0; gi++) {
         const edm_plan_group *gr = &p->groups[gi];
         int grouped = gr->nsteps > 1;
@@ -1767,7 +1765,7 @@ int edm_cuda_codegen_plan(const edm_plan *p, const edm_cuda_options *opt, edm_cu
             edm_cuda_step_launch *L = &m->launch[s];
             L->step = s;
             L->dtype = m->dtype[p->steps[s].root];
-            step_ctx x = {.p = p, .opt = opt, .dt = m->dtype, .s = &p->steps[s], .L = L};
+            step_ctx x = {.p = p, .opt = opt, .dt = m->dtype, .s = &p->steps[s], .L = L, .ws = &ws};
             rc = gen_step(&x, &kernels, grouped, st);
             mix64 |= x.mix64;
         }
@@ -1789,6 +1787,8 @@ int edm_cuda_codegen_plan(const edm_plan *p, const edm_cuda_options *opt, edm_cu
                   edm_fuse_str(p->opt.fuse, fuse, sizeof fuse), p->ngroups, edm_dtype_name(opt->storage),
                   (long long)opt->batch);
         sb_puts(&out, PREAMBLE_TYPES);
+        if (uses_mma(opt))
+            sb_puts(&out, edm_mma_preamble);
         sb_puts(&out, PREAMBLE_COMMON);
         /* a step inside a group kernel loops over its own share of the blocks */
         sb_puts(&out, "#define EDM_LOOP_IN(n) for (long long i = (long long)bx_ * blockDim.x + threadIdx.x; i < (n); \\\n"
@@ -1803,6 +1803,8 @@ int edm_cuda_codegen_plan(const edm_plan *p, const edm_cuda_options *opt, edm_cu
         if (opt->optimizer)
             emit_optimizer_kernels(&out);
         sb_puts(&out, kernels.p ? kernels.p : "");
+        if (uses_mma(opt))
+            edm_mma_emit_workspace(&out, ws.floats, ws.counts);
         if (out.oom || kernels.oom)
             rc = edm_nomem(st);
     }

@@ -33,7 +33,8 @@
  *
  * Contractions (conv2d, conv2d_bwd_data, conv2d_bwd_weight, matmul) are
  * generated as tiled implicit-GEMM kernels (64×64 tiles, f32 accumulation),
- * correct for every shape.  With gemm_library set, each also gets a GEMM
+ * correct for every shape; with tensor_cores, those of the network (stored
+ * f16/bf16) as mma.sync kernels instead (codegen/cuda_gemm_mma.h).  With gemm_library set, each also gets a GEMM
  * descriptor for cuBLASLt (strided batched, row-major terms), and
  * convolutions that need one get im2col / col2im kernels:
  *   conv2d (x, w) → y:             C = y, A = w, B = col(x)
@@ -61,6 +62,8 @@ typedef struct {
     int training;      /* dropout draws its mask (else it is an alias) */
     int gemm_library;  /* also emit the cuBLASLt path's helpers and descriptors */
     int optimizer;     /* also emit Adam, forced WN, gradient accumulation, EMA */
+    int tensor_cores;  /* the network's generated contractions on tensor cores (storage f16/bf16, sm_80+):
+                        * codegen/cuda_gemm_mma.h */
     const char *network_scope; /* the instance stored as `storage` (NULL: "unet"; "": all) */
 } edm_cuda_options;
 

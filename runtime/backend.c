@@ -48,6 +48,7 @@ static edm_cuda_exec_options cuda_options(const edm_backend_options *o)
                                    .matmul_library = o->matmul == EDM_MATMUL_CUBLASLT,
                                    .conv_library = o->conv == EDM_CONV_IM2COL,
                                    .no_graph = o->no_graph,
+                                   .no_tensor_cores = o->no_tensor_cores,
                                    .optimizer = o->optimizer,
                                    .network_scope = o->network_scope,
                                    .fuse = o->cpu.fuse,
@@ -59,11 +60,11 @@ static edm_cuda_exec_options cuda_options(const edm_backend_options *o)
                                    .nkernels = o->nkernels};
 }
 
-int edm_backend_kernel_source(const edm_graph *g, int64_t batch, const edm_backend_options *opt, char **source,
-                              edm_status *st)
+int edm_backend_kernel_source(const edm_graph *g, int64_t batch, const edm_backend_options *opt, const char *arch,
+                              char **source, edm_status *st)
 {
     edm_cuda_exec_options co = cuda_options(opt);
-    return edm_cuda_exec_source(g, batch, &co, source, st);
+    return edm_cuda_exec_source(g, batch, &co, arch, source, st);
 }
 
 edm_backend *edm_backend_new(const edm_graph *g, int64_t batch, const edm_backend_options *opt, edm_status *st)

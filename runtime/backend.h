@@ -41,6 +41,7 @@ typedef struct {
     edm_matmul_mode matmul;
     edm_conv_mode conv;
     int no_graph;     /* CUDA: launch node by node instead of replaying a captured CUDA Graph */
+    int no_tensor_cores; /* CUDA: generated contractions on CUDA cores, not tensor cores (an ablation) */
     int optimizer;    /* CUDA: also compile Adam / forced WN / accumulation kernels (the trainer) */
     int cuda_device;  /* ordinal */
     const char *network_scope; /* CUDA: the instance stored as `storage` (NULL: "unet"; "": all) */
@@ -61,10 +62,10 @@ typedef struct edm_backend edm_backend;
  * compiles the kernels (through the disk cache). */
 edm_backend *edm_backend_new(const edm_graph *g, int64_t batch, const edm_backend_options *opt, edm_status *st);
 void edm_backend_free(edm_backend *b);
-/* CUDA: the kernel source edm_backend_new would compile for g at batch
- * (malloc'd), made without a device. */
-int edm_backend_kernel_source(const edm_graph *g, int64_t batch, const edm_backend_options *opt, char **source,
-                              edm_status *st);
+/* CUDA: the kernel source edm_backend_new would compile for g at batch on a
+ * GPU of architecture arch ("sm_90") (malloc'd), made without a device. */
+int edm_backend_kernel_source(const edm_graph *g, int64_t batch, const edm_backend_options *opt, const char *arch,
+                              char **source, edm_status *st);
 
 edm_device edm_backend_device(const edm_backend *b);
 /* One line: "cpu f32, 2 threads" or "cuda NVIDIA H100 80GB HBM3 (sm_90), f16, cuBLASLt, graph". */

@@ -178,10 +178,13 @@ typedef struct {
 typedef struct {
     const edm_node *n;
     int passthrough; /* reshape, or dropout outside training: the value of src[0] */
-    /* a concatenation (a gather): element i of block o = i / (la + lb) comes from
-     * cat[0] (offset o·la + r) or cat[1] (o·lb + r − la), r = i mod (la + lb) */
+    /* a concatenation or a slice (a gather): element i of output block
+     * o = i / ly, r = i mod ly, comes from src[0] at o·blk[0] + off[0] + r when
+     * r < la, else from src[1] at o·blk[1] + off[1] + r (a concatenation:
+     * blocks la and lb, offsets 0 and −la; a slice: la = ly, the input's
+     * block, the start as offset) */
     int gather;
-    int64_t la, lb;
+    int64_t ly, la, blk[2], off[2];
     const void *cat[2];
     int64_t mask;    /* dropout: the mask id */
     ew_src src[EDM_MAX_INPUTS];
@@ -364,20 +367,29 @@ static int build_list(edm_cpu *x, const edm_plan_step *s, edm_member_role role, 
         ew_member *e = &l->m[l->n];
         e->n = nd;
         e->passthrough = edm_plan_is_alias(&x->plan->opt, nd);
-        if (nd->op == EDM_OP_CONCAT) {
-            int ax = nd->attr.concat.axis;
+        if (nd->op == EDM_OP_CONCAT || nd->op == EDM_OP_SLICE) {
+            int cat = nd->op == EDM_OP_CONCAT, ax = cat ? nd->attr.concat.axis : nd->attr.slice.axis;
             const slot *y = &x->slots[pm->node];
             int64_t inner = 1;
             for (int d = ax + 1; d < y->rank; d++)
                 inner *= y->dim[d];
             e->gather = 1;
-            e->la = x->slots[nd->input[0]].dim[ax] * inner;
-            e->lb = x->slots[nd->input[1]].dim[ax] * inner;
-            for (int k = 0; k < 2; k++) {
+            e->ly = y->dim[ax] * inner;
+            if (cat) {
+                e->la = e->blk[0] = x->slots[nd->input[0]].dim[ax] * inner;
+                e->blk[1] = x->slots[nd->input[1]].dim[ax] * inner;
+                e->off[0] = 0;
+                e->off[1] = -e->la;
+            } else {
+                e->la = e->ly;
+                e->blk[0] = x->slots[nd->input[0]].dim[ax] * inner;
+                e->off[0] = nd->attr.slice.start * inner;
+            }
+            for (int k = 0; k < nd->ninputs; k++) {
                 e->cat[k] = x->slots[nd->input[k]].data;
                 if (!e->cat[k])
-                    return edm_fail(st, EDM_ERR_INTERNAL, nd->loc, "fused step %%%d: the concatenation %%%d reads %%%d, "
-                                    "which is not stored", s->root, pm->node, nd->input[k]);
+                    return edm_fail(st, EDM_ERR_INTERNAL, nd->loc, "fused step %%%d: the %s %%%d reads %%%d, "
+                                    "which is not stored", s->root, edm_op_name(nd->op), pm->node, nd->input[k]);
             }
             ids[l->n++] = pm->node;
             continue;

@@ -119,6 +119,8 @@ struct edm_cuda_exec {
     cu_stream stream;
     cu_module module;
     char device_name[256], arch[16], describe[400];
+    int cc_major;     /* the device's compute capability, major */
+    int tensor_cores; /* the generated contractions of the network run on tensor cores */
     edm_cuda_module code;
     cu_function *fn; /* per node (KERNEL nodes) */
     cu_function cast_in[3], cast_out[3]; /* by dtype: f32, f16, bf16 */
@@ -426,6 +428,7 @@ static int open_device(edm_cuda_exec *x, edm_status *st)
         CU(DevicePrimaryCtxRetain(&x->ctx, x->dev), "cuDevicePrimaryCtxRetain") != 0)
         return -1;
     snprintf(x->arch, sizeof x->arch, "sm_%d%d", major, minor);
+    x->cc_major = major;
     x->ctx_retained = 1;
     if (CU(CtxSetCurrent(x->ctx), "cuCtxSetCurrent") != 0 ||
         CU(StreamCreate(&x->stream, CU_STREAM_NON_BLOCKING), "cuStreamCreate") != 0)
@@ -695,9 +698,10 @@ static void describe(edm_cuda_exec *x)
 {
     if (x->plan) {
         char fuse[64];
-        snprintf(x->describe, sizeof x->describe, "%s (%s), %s, fused plan (--fuse=%s, %d kernels, generated GEMMs), %s",
+        snprintf(x->describe, sizeof x->describe, "%s (%s), %s, fused plan (--fuse=%s, %d kernels, %s GEMMs), %s",
                  x->device_name, x->arch, edm_dtype_name(x->opt.storage), edm_fuse_str(x->opt.fuse, fuse, sizeof fuse),
-                 x->pcode.ngroups, x->opt.no_graph ? "launch by launch" : "CUDA Graph");
+                 x->pcode.ngroups, x->tensor_cores ? "tensor-core" : "CUDA-core",
+                 x->opt.no_graph ? "launch by launch" : "CUDA Graph");
         return;
     }
     int mm = x->opt.matmul_library, cv = x->opt.conv_library;
@@ -707,7 +711,8 @@ static void describe(edm_cuda_exec *x)
              x->ngemm_fallback ? " (some contractions on generated kernels)" : "");
 }
 
-/* The kernels' source (and for --fuse, the plan they run). */
+/* The kernels' source (and for --fuse, the plan they run), for a device of
+ * compute capability x->cc_major. */
 static int generate(edm_cuda_exec *x, edm_status *st)
 {
     x->nvalues = edm_graph_count(x->user_g);
@@ -717,22 +722,28 @@ static int generate(edm_cuda_exec *x, edm_status *st)
                            .gemm_library = x->opt.matmul_library || x->opt.conv_library,
                            .optimizer = x->opt.optimizer,
                            .network_scope = x->opt.network_scope};
+    co.tensor_cores = !x->opt.no_tensor_cores && x->cc_major >= 8; /* mma.sync m16n8k16: sm_80 */
+    x->tensor_cores = co.tensor_cores && co.storage != EDM_F32;
     int rc = x->opt.fuse ? build_plan(x, &co, st) : edm_cuda_codegen(x->user_g, &co, &x->code, st);
     if (rc == 0 && !x->opt.fuse)
         rc = node_values(x, st);
     return rc;
 }
 
-int edm_cuda_exec_source(const edm_graph *g, int64_t batch, const edm_cuda_exec_options *opt, char **source,
-                         edm_status *st)
+int edm_cuda_exec_source(const edm_graph *g, int64_t batch, const edm_cuda_exec_options *opt, const char *arch,
+                         char **source, edm_status *st)
 {
     *source = NULL;
+    int sm = 0;
+    if (sscanf(arch, "sm_%d", &sm) != 1 || sm < 10)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "'%s' is not an architecture like sm_90", arch);
     edm_cuda_exec *x = calloc(1, sizeof *x);
     if (!x)
         return edm_nomem(st);
     x->g = x->user_g = g;
     x->batch = batch;
     x->opt = *opt;
+    x->cc_major = sm / 10;
     int rc = generate(x, st);
     if (rc == 0 && !(*source = strdup(x->plan ? x->pcode.source : x->code.source)))
         rc = edm_nomem(st);
@@ -752,10 +763,14 @@ edm_cuda_exec *edm_cuda_exec_new(const edm_graph *g, int64_t batch, const edm_cu
     x->batch = batch;
     if (opt)
         x->opt = *opt;
-    int rc = generate(x, st);
-    if (rc == 0 && !x->opt.nkernels && !edm_nvrtc_available())
+    int rc = 0;
+    if (!x->opt.nkernels && !edm_nvrtc_available())
         rc = edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
                       "this edmc was built without the CUDA toolkit: it cannot compile kernels for --device=cuda");
+    if (rc == 0)
+        rc = open_device(x, st);
+    if (rc == 0)
+        rc = generate(x, st);
     if (rc == 0) {
         size_t n = (size_t)(x->nvalues ? x->nvalues : 1);
         x->fn = calloc(n, sizeof *x->fn);
@@ -765,8 +780,6 @@ edm_cuda_exec *edm_cuda_exec_new(const edm_graph *g, int64_t batch, const edm_cu
         if (!x->fn || !x->vp || !x->set || !x->gemm)
             rc = edm_nomem(st);
     }
-    if (rc == 0)
-        rc = open_device(x, st);
     if (rc == 0)
         rc = load_kernels(x, st);
     if (rc == 0 && !x->plan)

@@ -34,6 +34,7 @@ typedef struct {
     int conv_library;   /* convolutions as im2col + cuBLASLt (else generated implicit GEMM) */
     int no_graph;       /* launch node by node (else capture one CUDA Graph at the first run, replay it) */
     int optimizer;      /* compile the optimizer kernels (edm_cuda_opt_*) */
+    int no_tensor_cores; /* generated contractions on CUDA cores even where tensor cores could run them */
     const char *network_scope; /* see edm_cuda_options (NULL: "unet"; "": every node) */
     /* fusion rules (compiler/passes/fusion.h); 0: one kernel per node.  Not 0:
      * the graph is rewritten and planned, one generated kernel per plan group
@@ -71,10 +72,11 @@ edm_cuda_exec *edm_cuda_exec_new(const edm_graph *g, int64_t batch, const edm_cu
                                  edm_status *st);
 void edm_cuda_exec_free(edm_cuda_exec *x);
 /* The CUDA C an executor with these options would compile for g at batch
+ * on a device of architecture arch ("sm_90"; tensor cores from sm_80)
  * (malloc'd into *source), without a device: what `edmc compile` hands to
  * NVRTC ahead of time. */
-int edm_cuda_exec_source(const edm_graph *g, int64_t batch, const edm_cuda_exec_options *opt, char **source,
-                         edm_status *st);
+int edm_cuda_exec_source(const edm_graph *g, int64_t batch, const edm_cuda_exec_options *opt, const char *arch,
+                         char **source, edm_status *st);
 
 /* Sets a leaf (input, param, buffer) from f32 host data (converted to the storage type on the device). */
 int edm_cuda_exec_set_f32(edm_cuda_exec *x, const char *name, const float *data, int64_t n, edm_status *st);

@@ -94,11 +94,12 @@ static int kind_of(const edm_plan_options *opt, const edm_node *n)
         return K_ALIAS;
     if (c == EDM_CLASS_UNARY || c == EDM_CLASS_BINARY || n->op == EDM_OP_EXPAND || n->op == EDM_OP_DROPOUT)
         return K_EW;
-    /* with the ew rule a concatenation is a gather: each element read from one
-     * of its (stored) inputs, so it is recomputed where it is read like any
-     * elementwise value (its inputs, over other elements, are never inlined
-     * into it) */
-    if (n->op == EDM_OP_CONCAT && (opt->fuse & EDM_FUSE_EW))
+    /* with the ew rule a concatenation or a slice is a gather: each element
+     * read from one of its (stored) inputs, so it is recomputed where it is
+     * read like any elementwise value (its inputs, over other elements, are
+     * never inlined into it): slices of q/k/v are then read from the stored
+     * qkv, not stored again */
+    if ((n->op == EDM_OP_CONCAT || n->op == EDM_OP_SLICE) && (opt->fuse & EDM_FUSE_EW))
         return K_EW;
     return K_CORE;
 }

@@ -6,10 +6,13 @@
 # at __syncthreads); cuBLASLt products are computed; CUDA Graphs replay what
 # they captured.  The fake driver's checks stay on: any "fake cuda:" /
 # "fake cublasLt:" line fails the case.  First, the emulator's f16/bf16
-# conversions against references (tests/emu/cvt_check.cpp).
+# conversions against references (tests/emu/cvt_check.cpp) and its
+# tensor-core product against the PTX ISA's fragment layout
+# (tests/emu/mma_check.cpp).
 #   (a) tests/unit/test_backend_ops with EDMC_TEST_DEVICE=cuda: every op forward
 #       and backward against the CPU in f64; fp32 (cuBLASLt and generated
-#       GEMMs), fp16 and bf16
+#       GEMMs), fp16 and bf16 (cuBLASLt; fp16 also the generated tensor-core
+#       GEMMs), fused plans in fp32, fp16 and bf16 (tensor-core contractions)
 #   (b) golden vectors (../shared/testdata/edm2-tiny) through the command line:
 #       forward fp32 (1e-4) and fp16 (1e-2), one training step, the 8-step
 #       sampler with and without guidance (1e-3)
@@ -47,20 +50,29 @@ complained() { grep -q "^fake cuda: \|^fake cublasLt: \|Sanitizer\|runtime error
 why() { { grep "^fake cu" "$1"; grep -v "^fake cu" "$1"; } | head -n 12 | cut -c 1-400; }
 kernels_run() { sed -n 's/^fake-cuda stats:.* kernels_run=\([0-9]*\).*/\1/p' "$1" | tail -n 1; }
 
-# --- the emulator's f16/bf16 conversions round as cvt.rn does (tests/emu/cvt_check.cpp)
-if "${EDMC_EMU_CXX:-g++}" -std=c++17 -O2 -ffp-contract=off -w -include "$srcdir/tests/emu/cuda_emu.h" \
-    -o "$tmp/cvt_check" "$srcdir/tests/emu/cvt_check.cpp" 2>"$tmp/cvt.err"; then
-    "$tmp/cvt_check" >"$tmp/cvt.out" 2>&1
-    while IFS= read -r line; do
-        case $line in
-        "ok "*) tap_ok "conversions: ${line#ok [0-9]* - }" ;;
-        "not ok "*) tap_not_ok "conversions: ${line#not ok [0-9]* - }" ;;
-        esac
-    done <"$tmp/cvt.out"
-    grep -q "^ok " "$tmp/cvt.out" || tap_not_ok "conversions: cvt_check printed nothing" "$(head -n 5 "$tmp/cvt.out")"
-else
-    tap_not_ok "conversions: cvt_check does not compile" "$(head -n 10 "$tmp/cvt.err")"
-fi
+# host_check NAME LABEL WANT: compiles tests/emu/NAME.cpp with the emulator's header
+# and runs it; each "ok N - ..." / "not ok N - ..." line of its becomes a case
+# (LABEL: ...), and it must print WANT "ok" lines
+host_check() {
+    if "${EDMC_EMU_CXX:-g++}" -std=c++17 -O2 -ffp-contract=off -w -include "$srcdir/tests/emu/cuda_emu.h" \
+        -o "$tmp/$1" "$srcdir/tests/emu/$1.cpp" 2>"$tmp/$1.err"; then
+        "$tmp/$1" >"$tmp/$1.out" 2>&1
+        while IFS= read -r line; do
+            case $line in
+            "ok "*) tap_ok "$2: ${line#ok [0-9]* - }" ;;
+            "not ok "*) tap_not_ok "$2: ${line#not ok [0-9]* - }" ;;
+            esac
+        done <"$tmp/$1.out"
+        [ "$(grep -c "^ok " "$tmp/$1.out")" -eq "$3" ] || tap_not_ok "$2: $1 printed fewer than $3 ok lines" \
+            "$(head -n 5 "$tmp/$1.out")"
+    else
+        tap_not_ok "$2: $1 does not compile" "$(head -n 10 "$tmp/$1.err")"
+    fi
+}
+# the emulator's f16/bf16 conversions round as cvt.rn does
+host_check cvt_check conversions 3
+# the emulator's tensor-core product against the PTX ISA's fragment layout
+host_check mma_check "tensor cores" 2
 
 # --- (a) op by op: one line per configuration
 # ops_case DESC PRECISION GEMM FILTER
@@ -80,8 +92,10 @@ ops_case "ops on the emulator, fp32, cuBLASLt + im2col" fp32 library ""
 ops_case "ops on the emulator, fp32, generated GEMMs" fp32 generated ""
 ops_case "ops on the emulator, fp16" fp16 library ""
 ops_case "ops on the emulator, bf16" bf16 library ""
+ops_case "ops on the emulator, fp16, generated GEMMs (tensor-core)" fp16 generated ""
 ops_case "ops on the emulator, fp32, fused plans" fp32 fused ""
-ops_case "ops on the emulator, fp16, fused plans" fp16 fused ""
+ops_case "ops on the emulator, fp16, fused plans (tensor-core contractions)" fp16 fused ""
+ops_case "ops on the emulator, bf16, fused plans (tensor-core contractions)" bf16 fused ""
 
 # --- (b) golden vectors through the command line
 # emu_run DESC CMD...: exit 0, kernels ran, no complaint
@@ -131,6 +145,14 @@ if emu_run "golden training step fp32, --fuse=all" "$edmc" step "$tiny" --device
     golden "golden step, --fuse=all: loss (1e-4)" "$o/stepf.safetensors" "$golden/train_step.safetensors" 1e-4 loss
     golden "golden step, --fuse=all: gradients (1e-3)" "$o/stepf.safetensors" "$golden/train_step.safetensors" 1e-3 grad.
     golden "golden step, --fuse=all: Adam step (1e-3)" "$o/stepf.safetensors" "$golden/train_step.safetensors" 1e-3 step1.
+fi
+# fp16 on tensor cores: the training step's contractions as mma.sync kernels, its weight gradients split-K
+if emu_run "golden training step fp16, --fuse=all (tensor cores)" "$edmc" step "$tiny" --device=cuda --precision=fp16 \
+    --fuse=all --weights="$golden/weights.safetensors" --batch="$golden/train_step.safetensors" --lr=0.01 \
+    --output="$o/stepf16.safetensors"; then
+    golden "golden step fp16, --fuse=all: loss (1e-2)" "$o/stepf16.safetensors" "$golden/train_step.safetensors" 1e-2 loss
+    golden "golden step fp16, --fuse=all: gradients (5e-2)" "$o/stepf16.safetensors" "$golden/train_step.safetensors" 5e-2 grad.
+    golden "golden step fp16, --fuse=all: Adam step (1e-2)" "$o/stepf16.safetensors" "$golden/train_step.safetensors" 1e-2 step1.
 fi
 if emu_run "golden training step fp32" "$edmc" step "$tiny" --device=cuda --precision=fp32 \
     --weights="$golden/weights.safetensors" --batch="$golden/train_step.safetensors" --lr=0.01 \

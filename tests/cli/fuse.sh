@@ -32,7 +32,7 @@ tap_check "bench --fuse=ew --mode=train" "$edmc" bench "$tiny" --fuse=ew --mode=
 
 # --- info and dump
 "$edmc" info --json "$tiny" >"$tmp/info.json" 2>&1
-if grep -q '"kernels_forward": *83' "$tmp/info.json" && grep -q '"kernels_train": *256' "$tmp/info.json"; then
+if grep -q '"kernels_forward": *75' "$tmp/info.json" && grep -q '"kernels_train": *245' "$tmp/info.json"; then
     tap_ok "info --json: kernels_forward and kernels_train at --fuse=all"
 else
     tap_not_ok "info --json: kernels" "$(grep kernels "$tmp/info.json")"
@@ -44,14 +44,14 @@ else
     tap_not_ok "info --fuse=none" "$(grep -E 'kernels|fuse' "$tmp/none.json")"
 fi
 "$edmc" dump "$tiny" --stage=fused >"$tmp/plan.txt" 2>&1
-if head -1 "$tmp/plan.txt" | grep -q "^plan fuse=all: 83 kernels" && grep -q "kernel 0 weights" "$tmp/plan.txt" &&
+if head -1 "$tmp/plan.txt" | grep -q "^plan fuse=all: 75 kernels" && grep -q "kernel 0 weights" "$tmp/plan.txt" &&
     grep -q "pro0 %[0-9]* silu" "$tmp/plan.txt"; then
     tap_ok "dump --stage=fused: the kernels, the weight prep group, silu prologues"
 else
     tap_not_ok "dump --stage=fused" "$(head -3 "$tmp/plan.txt")"
 fi
 "$edmc" dump "$tiny" --stage=fused --mode=train >"$tmp/plan-train.txt" 2>&1
-if head -1 "$tmp/plan-train.txt" | grep -q "^plan fuse=all: 256 kernels" && grep -q "wgrad" "$tmp/plan-train.txt"; then
+if head -1 "$tmp/plan-train.txt" | grep -q "^plan fuse=all: 245 kernels" && grep -q "wgrad" "$tmp/plan-train.txt"; then
     tap_ok "dump --stage=fused --mode=train"
 else
     tap_not_ok "dump --stage=fused --mode=train" "$(head -3 "$tmp/plan-train.txt")"
@@ -65,8 +65,8 @@ tap_expect_error "--fuse=bogus" 2 "unknown rule 'bogus'" "$edmc" forward "$tiny"
 tap_expect_error "info --fuse=wn,nope" 2 "unknown rule 'nope'" "$edmc" info "$tiny" --fuse=wn,nope
 tap_expect_error "dump --stage=fused --format=dot" 2 "written as text or xml" "$edmc" dump "$tiny" --stage=fused --format=dot
 "$edmc" dump "$tiny" --stage=fused --format=xml -o "$tmp/plan.xml" 2>&1
-if grep -q '<edmc-plan version="1" fuse="all"' "$tmp/plan.xml" && [ "$(grep -c '<group ' "$tmp/plan.xml")" -eq 83 ]; then
-    tap_ok "dump --stage=fused --format=xml: the plan, 83 groups"
+if grep -q '<edmc-plan version="1" fuse="all"' "$tmp/plan.xml" && [ "$(grep -c '<group ' "$tmp/plan.xml")" -eq 75 ]; then
+    tap_ok "dump --stage=fused --format=xml: the plan, 75 groups"
 else
     tap_not_ok "dump --stage=fused --format=xml" "$(head -3 "$tmp/plan.xml")"
 fi

@@ -248,6 +248,70 @@ static inline unsigned atomicAdd(unsigned *p, unsigned v)
 }
 
 static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+/* a launch runs on one host thread: memory is ordered already */
+static inline void __threadfence(void) {}
+
+/* ------------------------------------------------------------------ tensor cores */
+
+/* mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}: D = A·B + C for the
+ * 16×16 A, 16×8 B and 16×8 f32 C held by the 32 lanes of a warp, in the
+ * fragment layout of the PTX ISA ("Matrix Fragments for mma.m16n8k16 with
+ * floating point type"), with groupID g = lane / 4 and t = lane % 4:
+ *   A: register r holds row g + 8·(r & 1), columns 2t + 8·(r >> 1) and the next
+ *      (the lower-indexed element in the low 16 bits);
+ *   B: register r holds rows 2t + 8·r and the next, column g;
+ *   C: d[i] is row g + 8·(i >> 1), column 2t + (i & 1).
+ * Warp-collective: each lane leaves its registers in a staging area, waits
+ * at a barrier for the others, then computes its own part of D from all of
+ * them.  The barrier is the block's (the emulator has no smaller one), so
+ * every thread of the block must execute the same sequence of mma calls, as
+ * the generated GEMM's threads do; the staging area alternates between two
+ * copies from call to call, so one barrier a call suffices. */
+struct edm_emu_mma_state {
+    unsigned stage[2][EDM_EMU_MAX_THREADS][6];
+    unsigned char parity[EDM_EMU_MAX_THREADS];
+};
+static edm_emu_mma_state edm_emu_mma_regs;
+
+static inline float edm_emu_mma_operand(unsigned reg, int high, int bf16)
+{
+    unsigned short h = (unsigned short)(high ? reg >> 16 : reg & 0xffffu);
+    return bf16 ? __uint_as_float((unsigned)h << 16) : edm_cvt_f32_f16(h);
+}
+
+static inline void edm_emu_mma(float *d, const unsigned *a, const unsigned *b, int bf16)
+{
+    if (!edm_emu.fibers) {
+        edm_emu_fail("mma.sync in a kernel the emulator classified as barrier-free");
+        return;
+    }
+    const int me = edm_emu.current, p = edm_emu_mma_regs.parity[me];
+    edm_emu_mma_regs.parity[me] = (unsigned char)(p ^ 1);
+    unsigned *mine = edm_emu_mma_regs.stage[p][me];
+    for (int r = 0; r < 4; r++)
+        mine[r] = a[r];
+    mine[4] = b[0];
+    mine[5] = b[1];
+    __syncthreads();
+    const int warp0 = me & ~31, lane = me & 31, g = lane / 4, t = lane % 4;
+    for (int i = 0; i < 4; i++) {
+        const int row = g + 8 * (i >> 1), col = 2 * t + (i & 1);
+        double sum = 0.0; /* the products of f16/bf16 operands are exact in double */
+        for (int k = 0; k < 16; k++) {
+            /* A[row][k]: lane 4·(row % 8) + (k % 8) / 2, register (row / 8) + 2·(k / 8), half k % 2 */
+            const unsigned *la = edm_emu_mma_regs.stage[p][warp0 + 4 * (row % 8) + (k % 8) / 2];
+            float av = edm_emu_mma_operand(la[(row / 8) + 2 * (k / 8)], k % 2, bf16);
+            /* B[k][col]: lane 4·col + (k % 8) / 2, register k / 8, half k % 2 */
+            const unsigned *lb = edm_emu_mma_regs.stage[p][warp0 + 4 * col + (k % 8) / 2];
+            float bv = edm_emu_mma_operand(lb[4 + k / 8], k % 2, bf16);
+            sum += (double)av * (double)bv;
+        }
+        d[i] = (float)((double)d[i] + sum);
+    }
+}
+
+static inline void edm_mma_f16(float *d, const unsigned *a, const unsigned *b) { edm_emu_mma(d, a, b, 0); }
+static inline void edm_mma_bf16(float *d, const unsigned *a, const unsigned *b) { edm_emu_mma(d, a, b, 1); }
 
 /* ------------------------------------------------------------------ launching */
 
@@ -301,6 +365,7 @@ static int edm_emu_block_fibers(int nthreads)
 {
     for (int t = 0; t < nthreads; t++) {
         edm_emu.done[t] = edm_emu.at_barrier[t] = 0;
+        edm_emu_mma_regs.parity[t] = 0;
 #ifdef EDM_EMU_FAST_SWITCH
         /* a fresh stack: six zero registers, then the return address (the entry),
          * so that the entry starts with the stack aligned as after a call */

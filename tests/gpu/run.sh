@@ -8,16 +8,18 @@
 #   1. ldd: libcuda must NOT be linked (it is dlopen'ed), nothing "not found"
 #   2. nvidia-smi: name, driver, memory, compute capability
 #   3. tests/unit/test_backend_ops, every op forward and backward against the
-#      CPU in f64, with CUDA storage fp32, fp16 and bf16
+#      CPU in f64, with CUDA storage fp32, fp16 and bf16, and the fused plans'
+#      kernels in fp16 and bf16 (their contractions on tensor cores: mma.sync)
 #   4. tests/unit/test_cuda_codegen: NVRTC compiles of whole programs, then
 #      CUDA vs CPU on every value
 #   5. golden parity through the command line (../shared/testdata/edm2-tiny):
-#      forward fp32 and fp16, one training step (fp32), the 8-step sampler
-#      with and without guidance
+#      forward fp32 and fp16 (unfused, and fp16 fused on tensor cores), one
+#      training step (fp32), the 8-step sampler with and without guidance
 #   6. a short training run (edm2-tiny, 2 Ki images) on the CPU and on CUDA
 #      (fp32 and fp16): the loss columns of stats.jsonl must agree
-#   7. benchmarks, fp16, batch 128: edmc bench beside scripts/bench_torch_gpu.py
-#      (xs and s, forward and train), and xs forward ablations
+#   7. benchmarks, fp16, batch 128: edmc bench --fuse=all (tensor-core
+#      contractions) beside scripts/bench_torch_gpu.py (xs and s, forward and
+#      train), and xs forward ablations (unfused, CUDA cores, ...)
 #
 # Steps 3-6 (correctness) run side by side (parallel processes; the GPU is
 # shared, nothing there is timed) while the benchmarks' programs are compiled
@@ -270,11 +272,14 @@ deadline=$((T0 + phase1))
 echo "== 3-6. op tests, codegen, golden parity, training (parallel=$parallel; cut at $phase1 s)"
 
 ops_job() { # the op-by-op test at one precision
-    run_step "ops-$1" 150 env EDMC_TEST_DEVICE=cuda EDMC_TEST_PRECISION="$1" ./tests/unit/test_backend_ops
+    run_step "ops-$1" 150 env EDMC_TEST_DEVICE=cuda EDMC_TEST_PRECISION="${1%-fused}" \
+        ${2:+EDMC_TEST_GEMM="$2"} ./tests/unit/test_backend_ops
 }
 ops_fp32() { ops_job fp32; }
 ops_fp16() { ops_job fp16; }
 ops_bf16() { ops_job bf16; }
+ops_fp16_fused() { ops_job fp16-fused fused; }
+ops_bf16_fused() { ops_job bf16-fused fused; }
 # test_cuda_codegen in two halves side by side: whole-program NVRTC compiles, CUDA vs CPU
 codegen_nvrtc() { run_step codegen-nvrtc 200 env EDMC_TEST_FILTER='test_nvrtc*' ./tests/unit/test_cuda_codegen; }
 codegen_vs() { run_step codegen-vs 240 env EDMC_TEST_FILTER='test_cuda_vs_cpu*' ./tests/unit/test_cuda_codegen; }
@@ -290,6 +295,9 @@ golden_chain() {
     run_step g-fwd16 90 ./edmc forward "$tiny" --device=cuda --precision=fp16 --weights="$g/weights.safetensors" \
         --input="$g/forward.safetensors" --output="$o/fwd16.safetensors" &&
         run_step g-fwd16-diff 30 ./tests/tools/st_diff "$o/fwd16.safetensors" "$g/forward.safetensors" 1e-2
+    run_step g-fwd16f 90 ./edmc forward "$tiny" --device=cuda --precision=fp16 --fuse=all \
+        --weights="$g/weights.safetensors" --input="$g/forward.safetensors" --output="$o/fwd16f.safetensors" &&
+        run_step g-fwd16f-diff 30 ./tests/tools/st_diff "$o/fwd16f.safetensors" "$g/forward.safetensors" 1e-2
     if run_step g-step 120 ./edmc step "$tiny" --device=cuda --precision=fp32 --weights="$g/weights.safetensors" \
         --batch="$g/train_step.safetensors" --lr=0.01 --output="$o/step.safetensors"; then
         run_step g-step-loss 30 ./tests/tools/st_diff "$o/step.safetensors" "$g/train_step.safetensors" 1e-4 loss
@@ -337,16 +345,18 @@ train_fp16() { rm -rf "$work/train-fp16"; run_step train-fp16 150 ./edmc train $
 # a program), one at a time: the training programs at batch 128 hold about 30 GiB (xs)
 # and 47 GiB (s) of device memory (the fake driver says), room left for the jobs above.
 prewarm_chain() {
-    for cfg in "xs train" "s train" "xs forward" "s forward" "xs forward --conv=implicit" \
-        "xs forward --matmul=generated"; do
+    for cfg in "xs train --fuse=all" "s train --fuse=all" "xs forward --fuse=all" "s forward --fuse=all" \
+        "xs forward --fuse=none" "xs forward --fuse=all --no-tensor-cores"; do
         # shellcheck disable=SC2086
         set -- $cfg
-        run_step "prewarm-$1-$2${3:+-${3#--}}" 150 ./edmc bench "models/edm2-img512-$1.edm" --device=cuda \
-            --precision=fp16 --batch=128 --mode="$2" --iters=1 --json ${3:+"$3"}
+        _m=$1 _mode=$2
+        shift 2
+        run_step "prewarm-$_m-$_mode$(echo "$*" | tr -d ' =')" 150 ./edmc bench "models/edm2-img512-$_m.edm" \
+            --device=cuda --precision=fp16 --batch=128 --mode="$_mode" --iters=1 --json "$@"
     done
 }
 
-have ./tests/unit/test_backend_ops && { spawn ops_fp32; spawn ops_fp16; spawn ops_bf16; }
+have ./tests/unit/test_backend_ops && { spawn ops_fp32; spawn ops_fp16; spawn ops_bf16; spawn ops_fp16_fused; spawn ops_bf16_fused; }
 have ./tests/unit/test_cuda_codegen && { spawn codegen_nvrtc; spawn codegen_vs; }
 if have ./edmc; then
     have ./tests/tools/st_diff && [ -n "$td" ] && spawn golden_chain
@@ -360,7 +370,7 @@ fi
 echo "   done after $(($(date +%s) - T0)) s"
 
 # ---- 3. op by op
-for p in fp32 fp16 bf16; do
+for p in fp32 fp16 bf16 fp16-fused bf16-fused; do
     n="ops-$p"
     if ! have ./tests/unit/test_backend_ops; then row "test_backend_ops $p" FAIL "not built"; continue; fi
     grep '^# op' "$logs/$n.log" >"$logs/$n.rows" 2>/dev/null
@@ -414,12 +424,13 @@ golden_row() { # label run-step diff-step tolerance
         row "$1" FAIL "${_e:-$(why "$3")}"
     else row "$1" ok "$(diffnote "$3") (tol $4)"; fi
 }
-grep -h 'ran on' "$logs/g-fwd32.log" "$logs/g-fwd16.log" 2>/dev/null | sed 's/^/-- golden: /'
-for n in g-fwd32-diff g-fwd16-diff g-step-loss g-step-norm g-step-grad g-step-adam g-sample-diff g-guided-diff; do
+grep -h 'ran on' "$logs/g-fwd32.log" "$logs/g-fwd16.log" "$logs/g-fwd16f.log" 2>/dev/null | sed 's/^/-- golden: /'
+for n in g-fwd32-diff g-fwd16-diff g-fwd16f-diff g-step-loss g-step-norm g-step-grad g-step-adam g-sample-diff g-guided-diff; do
     [ -f "$logs/$n.log" ] && echo "-- $n: $(grep -v '^\$ ' "$logs/$n.log" | tr '\n' ' ')"
 done
 golden_row "golden forward fp32" g-fwd32 g-fwd32-diff 1e-4
 golden_row "golden forward fp16" g-fwd16 g-fwd16-diff 1e-2
+golden_row "golden forward fp16 fused (mma)" g-fwd16f g-fwd16f-diff 1e-2
 if [ -n "$td" ] && [ "$(st g-step)" = 0 ]; then
     s=ok
     note=""
@@ -539,7 +550,7 @@ add_bench() { # MODEL LABEL EDMC-STEP TORCH-STEP [ablation]
 for cfg in "xs forward" "xs train" "s forward" "s train"; do
     # shellcheck disable=SC2086
     set -- $cfg
-    echo "-- edm2-img512-$1 $2: $(edmc_bench "$1-$2" "$1" "$2" 128)"
+    echo "-- edm2-img512-$1 $2: $(edmc_bench "$1-$2" "$1" "$2" 128 --fuse=all)"
     echo "   pytorch: $(torch_bench "$1-$2" "$1" "$2" 128)"
     add_bench "edm2-img512-$1" "$2" "b-$1-$2" "t-$1-$2"
     # a fallback row at batch 32, both sides, when edmc failed or either side ran
@@ -548,16 +559,18 @@ for cfg in "xs forward" "xs train" "s forward" "s train"; do
     "not run"* | */"not run" | [0-9]*/[0-9]* | [0-9]*/FAIL) ;;
     *)
         [ "$card" = "no GPU" ] && continue
-        echo "   batch 32: $(edmc_bench "$1-$2-b32" "$1" "$2" 32)"
+        echo "   batch 32: $(edmc_bench "$1-$2-b32" "$1" "$2" 32 --fuse=all)"
         echo "   pytorch batch 32: $(torch_bench "$1-$2-b32" "$1" "$2" 32)"
         add_bench "edm2-img512-$1" "$2 (batch 32)" "b-$1-$2-b32" "t-$1-$2-b32"
         ;;
     esac
 done
-for flag in --conv=implicit --matmul=generated --no-graph; do
-    k="xs-forward${flag#-}"
-    echo "-- edm2-img512-xs forward $flag: $(edmc_bench "$k" xs forward 128 "$flag")"
-    add_bench "edm2-img512-xs" "forward $flag" "b-$k" "t-xs-forward" ablation
+# ablations of xs forward: the unfused path (cuBLASLt + im2col), the fused plan on CUDA cores, no CUDA Graph
+for flags in "--fuse=none" "--fuse=all --no-tensor-cores" "--fuse=all --no-graph"; do
+    k="xs-forward$(echo "$flags" | tr -d ' =')"
+    # shellcheck disable=SC2086
+    echo "-- edm2-img512-xs forward $flags: $(edmc_bench "$k" xs forward 128 $flags)"
+    add_bench "edm2-img512-xs" "forward $flags" "b-$k" "t-xs-forward" ablation
 done
 # the PyTorch networks must be edmc's: the same parameter count
 for m in xs s; do

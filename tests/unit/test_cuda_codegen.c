@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "codegen/cuda_codegen.h"
+#include "codegen/cuda_gemm_mma.h"
 #include "codegen/cuda_nvrtc.h"
 #include "compiler/elaborate.h"
 #include "compiler/passes/passes.h"
@@ -524,6 +525,64 @@ static void check_descriptors(const edm_graph *g, const edm_cuda_options *opt, g
     edm_cuda_module_free(&m);
 }
 
+/* The tensor-core tiles: the cost model's choices on EDM2-S shapes, and a
+ * training module of edm2-tiny on tensor cores (mma.sync kernels, split-K
+ * weight gradients, one workspace after the last kernel). */
+static void test_mma_tiles(void **state)
+{
+    (void)state;
+    /* S's 3×3 convolution at 64×64, batch 128: a large GEMM, no splits */
+    edm_mma_tile t = edm_mma_choose_tile(192, 128 * 4096, 192 * 9, 1);
+    assert_int_equal(t.splits, 1);
+    assert_int_equal(t.bn, 128);
+    /* its weight gradient: 192 × 1728 over 524288 — few tiles, so split-K fills the GPU */
+    t = edm_mma_choose_tile(192, 1728, 128 * 4096, 1);
+    int64_t tiles = ((192 + t.bm - 1) / t.bm) * ((1728 + t.bn - 1) / t.bn);
+    print_message("# S weight gradient 192x1728x524288: %dx%d tiles, %d splits (%lld blocks)\n", t.bm, t.bn, t.splits,
+                  (long long)(tiles * t.splits));
+    assert_true(t.splits > 1);
+    assert_true(tiles * t.splits >= 132);
+    int64_t floats, counts;
+    edm_mma_workspace(t, 192, 1728, &floats, &counts);
+    assert_int_equal(floats, tiles * t.splits * t.bm * t.bn);
+    assert_int_equal(counts, tiles);
+    /* batched GEMMs never split; 16 rows take the small tile */
+    assert_int_equal(edm_mma_choose_tile(192, 1728, 128 * 4096, 2).splits, 1);
+    assert_int_equal(edm_mma_choose_tile(16, 4096, 144, 1).bm, 64);
+    edm_mma_workspace(edm_mma_choose_tile(16, 4096, 144, 1), 16, 4096, &floats, &counts);
+    assert_int_equal(floats, 0);
+
+    edm_program prog = load("edm2-tiny.edm", 1);
+    edm_cuda_options opt = {.storage = EDM_BF16, .batch = 64, .training = 1, .tensor_cores = 1};
+    edm_cuda_module m;
+    edm_status st;
+    edm_status_init(&st);
+    assert_int_equal(edm_cuda_codegen(prog.graph, &opt, &m, &st), 0);
+    int splitk = 0, mma = 0;
+    for (const char *p = m.source; (p = strstr(p, "edm_mma_bf16(acc")); p++)
+        mma++;
+    for (const char *p = m.source; (p = strstr(p, "atomicAdd(&edm_splitk_count[tile_]")); p++)
+        splitk++;
+    const char *ws = strstr(m.source, "\n__device__ float edm_splitk_ws[");
+    print_message("# edm2-tiny training, bf16, batch 64: %d mma kernels, %d split-K\n", mma, splitk);
+    assert_true(mma > 0 && splitk > 0);
+    assert_non_null(ws);
+    assert_null(strstr(ws, "__global__")); /* after the last kernel */
+    assert_null(strstr(ws + 2, "__device__ float edm_splitk_ws["));
+    edm_cuda_module_free(&m);
+    /* f32 storage, or tensor cores off: no mma anywhere */
+    opt.tensor_cores = 0;
+    assert_int_equal(edm_cuda_codegen(prog.graph, &opt, &m, &st), 0);
+    assert_null(strstr(m.source, "mma.sync"));
+    edm_cuda_module_free(&m);
+    opt.tensor_cores = 1;
+    opt.storage = EDM_F32;
+    assert_int_equal(edm_cuda_codegen(prog.graph, &opt, &m, &st), 0);
+    assert_null(strstr(m.source, "mma.sync"));
+    edm_cuda_module_free(&m);
+    edm_program_free(&prog);
+}
+
 static void test_gemm_descriptors(void **state)
 {
     (void)state;
@@ -932,6 +991,7 @@ int main(void)
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_kernel_signatures);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_fixed_kernels);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_gemm_descriptors);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_mma_tiles);
     int nvrtc = edm_nvrtc_available();
     if (nvrtc) {
         tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_nvrtc_errors_and_cache);

@@ -75,7 +75,7 @@ static void compile_plan(const char *model, int training, edm_dtype storage, uns
     edm_plan_options po = {.fuse = fuse, .training = training != 0};
     edm_plan *p = edm_plan_build(g, &po, &st);
     assert_non_null(p);
-    edm_cuda_options opt = {.storage = storage, .batch = 8, .training = training != 0};
+    edm_cuda_options opt = {.storage = storage, .batch = 8, .training = training != 0, .tensor_cores = 1};
     edm_cuda_plan_module m;
     if (edm_cuda_codegen_plan(p, &opt, &m, &st) != 0)
         print_error("%s\n", st.msg);
@@ -113,10 +113,22 @@ static void compile_plan(const char *model, int training, edm_dtype storage, uns
         assert_true(prologues > 0 && epilogues > 0);
     if (training == 2)
         assert_non_null(strstr(m.source, "edm_mix64(*P.seed"));
-    print_message("# %s %s %s: %d steps (%d kernels in the plan), %d prologue and %d epilogue members, %zu KiB source, "
-                  "%zu KiB cubin, NVRTC %.1f s\n",
+    /* the contractions on tensor cores (f16/bf16), split-K for the weight gradients of training */
+    int mma = 0, splitk = 0;
+    for (const char *q = m.source; (q = strstr(q, "edm_mma_" )) != NULL; q++)
+        mma += strncmp(q, "edm_mma_f16(acc", 15) == 0 || strncmp(q, "edm_mma_bf16(acc", 16) == 0;
+    for (const char *q = m.source; (q = strstr(q, "atomicAdd(&edm_splitk_count[tile_]")) != NULL; q++)
+        splitk++;
+    if (storage != EDM_F32)
+        assert_true(mma > 0);
+    else
+        assert_int_equal(mma, 0);
+    if (storage != EDM_F32 && training && fuse != EDM_FUSE_NONE)
+        assert_true(splitk > 0);
+    print_message("# %s %s %s: %d steps (%d kernels in the plan), %d prologue and %d epilogue members, "
+                  "%d tensor-core contractions (%d split-K), %zu KiB source, %zu KiB cubin, NVRTC %.1f s\n",
                   model, training ? "train" : "forward", edm_dtype_name(storage), p->nsteps, edm_plan_kernels(p),
-                  prologues, epilogues, m.len / 1024, cubin.size / 1024, cubin.seconds);
+                  prologues, epilogues, mma, splitk, m.len / 1024, cubin.size / 1024, cubin.seconds);
     edm_cubin_free(&cubin);
     edm_cuda_plan_module_free(&m);
     edm_plan_free(p);

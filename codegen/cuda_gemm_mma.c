@@ -1,0 +1,260 @@
+/* The tensor-core GEMM body (cuda_gemm_mma.h). */
+#include "config.h"
+
+#include "codegen/cuda_gemm_mma.h"
+
+/* d += a·b for one m16n8k16 product, f32 accumulators; a: the four 32-bit
+ * registers of A's fragment, b: B's two (PTX ISA, "Matrix Fragments for
+ * mma.m16n8k16 with floating point type"); and the packing of two operands
+ * into one register, the lower-indexed one in the low half. */
+const char edm_mma_preamble[] =
+    "#ifdef __CUDA_ARCH__\n"
+    "static __device__ __forceinline__ void edm_mma_f16(float *d, const unsigned *a, const unsigned *b)\n"
+    "{\n"
+    "    asm volatile(\"mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, \"\n"
+    "                 \"{%8, %9}, {%0, %1, %2, %3};\"\n"
+    "                 : \"+f\"(d[0]), \"+f\"(d[1]), \"+f\"(d[2]), \"+f\"(d[3])\n"
+    "                 : \"r\"(a[0]), \"r\"(a[1]), \"r\"(a[2]), \"r\"(a[3]), \"r\"(b[0]), \"r\"(b[1]));\n"
+    "}\n"
+    "static __device__ __forceinline__ void edm_mma_bf16(float *d, const unsigned *a, const unsigned *b)\n"
+    "{\n"
+    "    asm volatile(\"mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, \"\n"
+    "                 \"{%8, %9}, {%0, %1, %2, %3};\"\n"
+    "                 : \"+f\"(d[0]), \"+f\"(d[1]), \"+f\"(d[2]), \"+f\"(d[3])\n"
+    "                 : \"r\"(a[0]), \"r\"(a[1]), \"r\"(a[2]), \"r\"(a[3]), \"r\"(b[0]), \"r\"(b[1]));\n"
+    "}\n"
+    "#endif\n"
+    "/* split-K's partial tiles and arrival counts (defined after the kernels) */\n"
+    "extern __device__ float edm_splitk_ws[];\n"
+    "extern __device__ unsigned edm_splitk_count[];\n"
+    "static __device__ __forceinline__ unsigned edm_mma_pack_f16(float lo, float hi)\n"
+    "{\n    return (unsigned)edm_cvt_rn_f16_f32(lo) | (unsigned)edm_cvt_rn_f16_f32(hi) << 16;\n}\n"
+    "static __device__ __forceinline__ unsigned edm_mma_pack_bf16(float lo, float hi)\n"
+    "{\n    return (unsigned)edm_cvt_rn_bf16_f32(lo) | (unsigned)edm_cvt_rn_bf16_f32(hi) << 16;\n}\n";
+
+/* Shared-memory words a row of a stage: 16 pairs of k, padded to 20 so that
+ * rows g = 0..7 of a fragment read start 20·g words apart (banks 0, 20, 8,
+ * 28, ...: with the 4 words of a group, 32 distinct banks). */
+enum { PITCH = 20 };
+
+static double ceil_div(double a, double b) { return (double)(int64_t)((a + b - 1) / b); }
+
+/* The k tiles of each split, and the number of splits that have any. */
+static int64_t tiles_per_split(int64_t nkt, int splits) { return (nkt + splits - 1) / splits; }
+static int used_splits(int64_t nkt, int splits)
+{
+    int64_t per = tiles_per_split(nkt, splits);
+    return (int)((nkt + per - 1) / per);
+}
+
+edm_mma_tile edm_mma_choose_tile(int64_t gm, int64_t gn, int64_t gk, int64_t gb)
+{
+    /* per SM and clock: 1024 f16 multiply-adds of the tensor cores (H100
+     * dense), and about 32 operands through the accessors into shared
+     * memory (scalar loads, conversions, stores) or partial sums through L2 */
+    const double sms = 132, blocks_per_sm = 2, macs_per_clock = 1024, loads_per_clock = 32;
+    static const int sizes[] = {128, 64};
+    edm_mma_tile best = {64, 64, 1};
+    double best_cost = -1;
+    int64_t nkt = (gk + EDM_MMA_BK - 1) / EDM_MMA_BK;
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++)
+            for (int want = 1; want <= 32; want *= 2) {
+                if (want > 1 && (gb != 1 || nkt / want < 8))
+                    break;
+                int splits = used_splits(nkt, want);
+                double bm = sizes[i], bn = sizes[j], kk = (double)tiles_per_split(nkt, splits) * EDM_MMA_BK;
+                double tiles = ceil_div((double)gm, bm) * ceil_div((double)gn, bn), slots = sms * blocks_per_sm;
+                if (splits > 1 && tiles >= slots) /* the tiles fill the GPU already */
+                    break;
+                double waves = ceil_div(tiles * (double)gb * splits, slots);
+                double t_mma = bm * bn * kk / macs_per_clock, t_load = (bm + bn) * kk / loads_per_clock;
+                /* split-K: every block writes its partial tile, the last of each tile reads them all */
+                double t_part = splits > 1 ? bm * bn / loads_per_clock : 0;
+                double t_reduce = splits > 1 ? ceil_div(tiles, slots) * splits * bm * bn / loads_per_clock : 0;
+                double cost = waves * ((t_mma > t_load ? t_mma : t_load) + t_part) + t_reduce;
+                if (best_cost < 0 || cost < best_cost) { /* ties keep the larger tile, fewer splits */
+                    best_cost = cost;
+                    best = (edm_mma_tile){sizes[i], sizes[j], splits};
+                }
+            }
+    return best;
+}
+
+void edm_mma_workspace(edm_mma_tile t, int64_t gm, int64_t gn, int64_t *floats, int64_t *counts)
+{
+    int64_t tiles = ((gm + t.bm - 1) / t.bm) * ((gn + t.bn - 1) / t.bn);
+    *floats = t.splits > 1 ? tiles * t.splits * t.bm * t.bn : 0;
+    *counts = t.splits > 1 ? tiles : 0;
+}
+
+void edm_mma_emit_workspace(sbuf *b, int64_t floats, int64_t counts)
+{
+    sb_printf(b, "\n/* split-K's workspace, shared by the kernels above (one at a time) */\n"
+                 "__device__ float edm_splitk_ws[%lld];\n__device__ unsigned edm_splitk_count[%lld];\n",
+              (long long)(floats > 0 ? floats : 1), (long long)(counts > 0 ? counts : 1));
+}
+
+void edm_mma_emit_shared(sbuf *b, edm_mma_tile t)
+{
+    sb_printf(b, "    __shared__ unsigned As_[2][%d][%d];\n    __shared__ unsigned Bs_[2][%d][%d];\n", t.bm, PITCH,
+              t.bn, PITCH);
+    if (t.splits > 1)
+        sb_puts(b, "    __shared__ int last_;\n");
+}
+
+void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int64_t gn, int64_t gk, int64_t gb)
+{
+    const char *ty = type == EDM_BF16 ? "bf16" : "f16";
+    const int mt = t.bm / 32, nt = t.bn / 32, wtm = t.bm / 2, wtn = t.bn / 4, area = t.bm * t.bn;
+    const long long nkt = (gk + EDM_MMA_BK - 1) / EDM_MMA_BK;
+    const int split = t.splits > 1 && gb == 1;
+    sb_printf(b,
+              "    const int lane_ = threadIdx.x %% 32, warp_ = threadIdx.x / 32;\n"
+              "    const int wm_ = warp_ / 4, wn_ = warp_ %% 4, g_ = lane_ / 4, t4_ = lane_ %% 4;\n"
+              "    const long long m0 = (long long)blockIdx.y * %d, n0 = (long long)blockIdx.x * %d;\n",
+              t.bm, t.bn);
+    if (split) { /* this block's k tiles: [kt0_, kt0_ + nk_) */
+        long long per = (long long)tiles_per_split(nkt, t.splits);
+        sb_printf(b,
+                  "    const long long kt0_ = (long long)blockIdx.z * %lldLL;\n"
+                  "    const long long nk_ = %lldLL - kt0_ < %lldLL ? %lldLL - kt0_ : %lldLL;\n"
+                  "    {\n        const long long z = 0;\n",
+                  per, nkt, per, nkt, per);
+    } else {
+        sb_printf(b, "    const long long kt0_ = 0, nk_ = %lldLL;\n"
+                     "    for (long long z = blockIdx.z; z < %lldLL; z += gridDim.z) {\n",
+                  nkt, (long long)gb);
+    }
+    sb_printf(b,
+              "        float acc[%d][%d][4];\n"
+              "        for (int i = 0; i < %d; i++)\n"
+              "            for (int j = 0; j < %d; j++)\n"
+              "                for (int r = 0; r < 4; r++)\n"
+              "                    acc[i][j][r] = 0.0f;\n"
+              "        unsigned ra[%d], rb[%d];\n"
+              /* step it reads k tile kt0_ + it into registers, multiplies the
+               * previous one from its stage, then stores the new one into the other */
+              "        for (long long it = 0; it <= nk_; it++) {\n"
+              "            if (it < nk_) {\n"
+              "                const long long k0 = (kt0_ + it) * 32;\n",
+              mt, nt, mt, nt, t.bm / 16, t.bn / 16);
+    sb_printf(b,
+              "                for (int e = 0; e < %d; e++) {\n"
+              "                    const int q = threadIdx.x + 256 * e, mm = q / 16, kp = q %% 16;\n"
+              "                    const long long m = m0 + mm, k = k0 + 2 * kp;\n"
+              "                    float lo = 0.0f, hi = 0.0f;\n"
+              "                    if (m < %lldLL) {\n"
+              "                        if (k < %lldLL)\n                            lo = KNAME_A(a, b, z, m, k);\n"
+              "                        if (k + 1 < %lldLL)\n                            hi = KNAME_A(a, b, z, m, k + 1);\n"
+              "                    }\n"
+              "                    ra[e] = edm_mma_pack_%s(lo, hi);\n"
+              "                }\n",
+              t.bm / 16, (long long)gm, (long long)gk, (long long)gk, ty);
+    sb_printf(b,
+              "                for (int e = 0; e < %d; e++) {\n"
+              "                    const int q = threadIdx.x + 256 * e, nn = q %% %d, kp = q / %d;\n"
+              "                    const long long n = n0 + nn, k = k0 + 2 * kp;\n"
+              "                    float lo = 0.0f, hi = 0.0f;\n"
+              "                    if (n < %lldLL) {\n"
+              "                        if (k < %lldLL)\n                            lo = KNAME_B(a, b, z, k, n);\n"
+              "                        if (k + 1 < %lldLL)\n                            hi = KNAME_B(a, b, z, k + 1, n);\n"
+              "                    }\n"
+              "                    rb[e] = edm_mma_pack_%s(lo, hi);\n"
+              "                }\n"
+              "            }\n",
+              t.bn / 16, t.bn, t.bn, (long long)gn, (long long)gk, (long long)gk, ty);
+    sb_printf(b,
+              "            if (it > 0) {\n"
+              "                const int s = (int)((it - 1) & 1);\n"
+              "                for (int ks = 0; ks < 2; ks++) {\n"
+              "                    unsigned fa[%d][4], fb[%d][2];\n"
+              "                    for (int i = 0; i < %d; i++) {\n"
+              "                        const int r = wm_ * %d + i * 16 + g_;\n"
+              "                        fa[i][0] = As_[s][r][ks * 8 + t4_];\n"
+              "                        fa[i][1] = As_[s][r + 8][ks * 8 + t4_];\n"
+              "                        fa[i][2] = As_[s][r][ks * 8 + 4 + t4_];\n"
+              "                        fa[i][3] = As_[s][r + 8][ks * 8 + 4 + t4_];\n"
+              "                    }\n"
+              "                    for (int j = 0; j < %d; j++) {\n"
+              "                        const int c = wn_ * %d + j * 8 + g_;\n"
+              "                        fb[j][0] = Bs_[s][c][ks * 8 + t4_];\n"
+              "                        fb[j][1] = Bs_[s][c][ks * 8 + 4 + t4_];\n"
+              "                    }\n"
+              "                    for (int i = 0; i < %d; i++)\n"
+              "                        for (int j = 0; j < %d; j++)\n"
+              "                            edm_mma_%s(acc[i][j], fa[i], fb[j]);\n"
+              "                }\n"
+              "            }\n",
+              mt, nt, mt, wtm, nt, wtn, mt, nt, ty);
+    sb_printf(b,
+              "            if (it < nk_) {\n"
+              "                const int s = (int)(it & 1);\n"
+              "                for (int e = 0; e < %d; e++) {\n"
+              "                    const int q = threadIdx.x + 256 * e;\n"
+              "                    As_[s][q / 16][q %% 16] = ra[e];\n"
+              "                }\n"
+              "                for (int e = 0; e < %d; e++) {\n"
+              "                    const int q = threadIdx.x + 256 * e;\n"
+              "                    Bs_[s][q %% %d][q / %d] = rb[e];\n"
+              "                }\n"
+              "            }\n"
+              "            __syncthreads();\n"
+              "        }\n",
+              t.bm / 16, t.bn / 16, t.bn, t.bn);
+    if (!split) {
+        sb_printf(b,
+                  "        for (int i = 0; i < %d; i++)\n"
+                  "            for (int j = 0; j < %d; j++) {\n"
+                  "                const long long m = m0 + wm_ * %d + i * 16 + g_, n = n0 + wn_ * %d + j * 8 + 2 * t4_;\n"
+                  "                if (m < %lldLL) {\n"
+                  "                    if (n < %lldLL)\n                        KNAME_C(y, z, m, n, acc[i][j][0]);\n"
+                  "                    if (n + 1 < %lldLL)\n                        KNAME_C(y, z, m, n + 1, acc[i][j][1]);\n"
+                  "                }\n"
+                  "                if (m + 8 < %lldLL) {\n"
+                  "                    if (n < %lldLL)\n                        KNAME_C(y, z, m + 8, n, acc[i][j][2]);\n"
+                  "                    if (n + 1 < %lldLL)\n                        KNAME_C(y, z, m + 8, n + 1, acc[i][j][3]);\n"
+                  "                }\n"
+                  "            }\n"
+                  "    }\n}\n",
+                  mt, nt, wtm, wtn, (long long)gm, (long long)gn, (long long)gn, (long long)gm, (long long)gn,
+                  (long long)gn);
+        return;
+    }
+    /* split-K: the partial tile out, the last block of the tile sums them in split order */
+    sb_printf(b,
+              "        const long long tile_ = (long long)blockIdx.y * gridDim.x + blockIdx.x;\n"
+              "        float *part_ = edm_splitk_ws + (tile_ * %d + blockIdx.z) * %dLL;\n"
+              "        for (int i = 0; i < %d; i++)\n"
+              "            for (int j = 0; j < %d; j++) {\n"
+              "                const int r = wm_ * %d + i * 16 + g_, c = wn_ * %d + j * 8 + 2 * t4_;\n"
+              "                part_[r * %d + c] = acc[i][j][0];\n"
+              "                part_[r * %d + c + 1] = acc[i][j][1];\n"
+              "                part_[(r + 8) * %d + c] = acc[i][j][2];\n"
+              "                part_[(r + 8) * %d + c + 1] = acc[i][j][3];\n"
+              "            }\n"
+              "        __threadfence();\n"
+              "        __syncthreads();\n"
+              "        if (threadIdx.x == 0)\n"
+              "            last_ = atomicAdd(&edm_splitk_count[tile_], 1u) == %du;\n"
+              "        __syncthreads();\n",
+              t.splits, area, mt, nt, wtm, wtn, t.bn, t.bn, t.bn, t.bn, t.splits - 1);
+    sb_printf(b,
+              "        if (last_) {\n"
+              "            __threadfence();\n"
+              "            const volatile float *all_ = edm_splitk_ws + tile_ * %lldLL;\n"
+              "            for (int e = threadIdx.x; e < %d; e += 256) {\n"
+              "                const long long m = m0 + e / %d, n = n0 + e %% %d;\n"
+              "                if (m < %lldLL && n < %lldLL) {\n"
+              "                    float v = 0.0f;\n"
+              "                    for (int s = 0; s < %d; s++)\n"
+              "                        v += all_[s * %d + e];\n"
+              "                    KNAME_C(y, z, m, n, v);\n"
+              "                }\n"
+              "            }\n"
+              "            if (threadIdx.x == 0)\n"
+              "                edm_splitk_count[tile_] = 0u; /* for the next launch */\n"
+              "        }\n"
+              "    }\n}\n",
+              (long long)t.splits * area, area, t.bn, t.bn, (long long)gm, (long long)gn, t.splits, area);
+}

@@ -1,0 +1,74 @@
+/* The tensor-core GEMM body of the generated contractions: the same
+ * accessor interface as the CUDA-core body in cuda_codegen.c (the operands
+ * read through KNAME_A(a, b, z, m, k) and KNAME_B(a, b, z, k, n), which
+ * hold the implicit-GEMM indexing and any fused prologue; each result
+ * stored through KNAME_C(y, z, m, n, v), which holds the fused epilogue),
+ * computed with mma.sync.m16n8k16 on f16 or bf16 operands with f32
+ * accumulation.
+ *
+ * A block of 256 threads (8 warps, 2 × 4) computes a BM × BN tile of C[z],
+ * BM, BN ∈ {64, 128}, over k tiles of 32: each k tile is read through the
+ * accessors into registers (two k values a thread, packed as one 32-bit
+ * pair) while the tensor cores work on the previous one, then stored into
+ * the other of two shared-memory stages, so one barrier a k tile suffices.
+ * The fragments are read from shared memory in the register layout of the
+ * PTX ISA's m16n8k16 (.row.col) fragments, with a row pitch of 20 words so
+ * the reads of a warp touch 32 distinct banks.
+ *
+ * The instruction is reached through two helpers, edm_mma_f16 and
+ * edm_mma_bf16 (d += a·b for one 16×8×16 product), defined as inline PTX
+ * under __CUDA_ARCH__ (sm_80 and later); the emulating driver's header
+ * (tests/emu/cuda_emu.h) defines them on the host with the same fragment
+ * layout, as a warp-collective operation. */
+#ifndef EDMC_CUDA_GEMM_MMA_H
+#define EDMC_CUDA_GEMM_MMA_H
+
+#include <stdint.h>
+
+#include "codegen/text.h"
+#include "compiler/ir.h"
+
+typedef struct {
+    int bm, bn; /* the block's tile of C: 64 or 128 each */
+    int splits; /* split-K: the k tiles in `splits` ranges, one block each (1: none) */
+} edm_mma_tile;
+
+enum { EDM_MMA_THREADS = 256, EDM_MMA_BK = 32 };
+
+/* The tile for gb GEMMs of gm × gn × gk, by a cost model of an H100-class
+ * GPU (132 SMs, two blocks each): the waves of blocks times the time of a
+ * block, the larger of its tensor-core time and its operand-load time, plus
+ * the reduction of split-K's partial tiles.  Splits only for gb = 1 (the
+ * weight gradient: few output tiles over a reduction of N·OH·OW) and with
+ * at least 8 k tiles a split.
+ *
+ * Split-K stays deterministic and one kernel: each block of a tile writes its
+ * partial tile into the module's workspace edm_splitk_ws, counts itself in
+ * edm_splitk_count[tile] (an atomic add after a fence), and the block that
+ * counts last sums the partials in split order, applies KNAME_C (the
+ * epilogue) and resets the count for the next launch.  The workspace and
+ * counts are __device__ arrays of the module, shared by its kernels (they
+ * run one after another on one stream): the source declares them extern in
+ * the preamble; the caller defines them after the kernels with the largest
+ * sizes edm_mma_workspace reported. */
+edm_mma_tile edm_mma_choose_tile(int64_t gm, int64_t gn, int64_t gk, int64_t gb);
+
+/* What a tile's kernel needs of the split-K workspace: floats and counts (0 without splits). */
+void edm_mma_workspace(edm_mma_tile t, int64_t gm, int64_t gn, int64_t *floats, int64_t *counts);
+
+/* The definitions of the workspace arrays, after every kernel that uses them. */
+void edm_mma_emit_workspace(sbuf *b, int64_t floats, int64_t counts);
+
+/* The kernel's shared-memory declarations (emitted first in its body). */
+void edm_mma_emit_shared(sbuf *b, edm_mma_tile t);
+
+/* The rest of the body after the shared declarations, closing the kernel:
+ * C[z] (gm × gn) = Σ_k A(z, m, k)·B(z, k, n) for z < gb, operands rounded
+ * to `type` (EDM_F16 or EDM_BF16).  The launch: grid (⌈gn/bn⌉, ⌈gm/bm⌉,
+ * min(gb, 65535), or the splits), 256 threads. */
+void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int64_t gn, int64_t gk, int64_t gb);
+
+/* The helpers edm_mma_f16 / edm_mma_bf16 for the source's preamble. */
+extern const char edm_mma_preamble[];
+
+#endif
