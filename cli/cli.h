@@ -33,7 +33,8 @@ enum {
     OPT_PRECISION = 1 << 13,
     OPT_CUDA = 1 << 14, /* --fuse, and --matmul, --conv, --no-graph (the CUDA backend's ablations) */
     OPT_FUSE = 1 << 15, /* --fuse alone (info, dump) */
-    OPT_PROFILE = 1 << 16, /* bench --profile */
+    OPT_PACKAGE = 1 << 16, /* --package: an ahead-of-time package instead of the model file */
+    OPT_PROFILE = 1 << 17, /* bench --profile */
     OPT_DEFINE = 1 << 22, /* -D (cli_parse adds it for every command) */
     /* phema (high bits, clear of the others) */
     OPT_NONFINITE = 1 << 23, /* --allow-nonfinite */
@@ -73,6 +74,8 @@ typedef struct {
     int64_t outkimg;                            /* phema: -1 = the latest snapshot */
     int sweep;                                  /* phema */
     int allow_nonfinite;                        /* forward: write NaN/Inf results instead of failing */
+    const char *package;                        /* --package=X.edmpkg */
+    struct edm_package *pkg;                    /* it, opened (cli_open_package); closed by cli_opts_free */
 } cli_opts;
 
 /* Parses argv[1..] (argv[0] is the command name) with the shared options
@@ -108,12 +111,13 @@ int cli_define_set(const char *cmd, cli_opts *o, const char *name, const char *v
 int cli_add_define(const char *cmd, cli_opts *o, const char *def);
 
 /* The backend options from --device, --precision, --threads and the CUDA
- * ablations (NULL: defaults).  For cuda the driver and device are probed
- * first, so a machine without them gets one plain line.  Prints the problem
- * and returns the exit status (2 usage, 1 no device), or 0. */
+ * ablations (NULL: defaults), without looking for a device.  Prints the
+ * problem and returns the exit status (2 usage), or 0. */
 int cli_backend(const char *cmd, const char *device, const char *precision, const char *matmul, const char *conv,
                 int no_graph, const char *fuse, int threads, edm_backend_options *out);
-/* The same from parsed options. */
+/* The same from parsed options (or from the package opened), and for cuda
+ * the driver and device are probed, so a machine without them gets one
+ * plain line (exit status 1). */
 int cli_backend_of(const char *cmd, const cli_opts *o, edm_backend_options *out);
 /* The CUDA ablation options any command parser can accept: 1 if `a` (with
  * its value v, which may be NULL) was one of them, 0 if not, -1 malformed. */
@@ -124,9 +128,13 @@ int cli_cuda_flag(const char *cmd, const char *a, const char *v, const char **ma
  * the binary) into out; prints the problem and returns -1 when there is none. */
 int cli_preset_path(const char *cmd, const char *preset, char *out, size_t size);
 
-/* Compiles o->file (or reads an IR .xml), printing every diagnostic.
- * Returns 0, or the exit status (1 input error, 2 usage error). */
-int cli_load(const cli_opts *o, edm_sources *src, edm_program *prog);
+/* Compiles o->file (or reads an IR .xml, or takes the graph of the package
+ * o->package, opening it), printing every diagnostic.  Returns 0, or the
+ * exit status (1 input error, 2 usage error). */
+int cli_load(cli_opts *o, edm_sources *src, edm_program *prog);
+/* Opens o->package into o->pkg (nothing when there is none); a model file
+ * or -D beside it is a usage error.  0 or the exit status. */
+int cli_open_package(const char *cmd, cli_opts *o);
 /* The usual shape of a command: parse, load the model, call fn, clean up. */
 typedef int (*cli_fn)(const cli_opts *o, const edm_program *prog);
 int cli_run(int argc, char **argv, const char *cmd, unsigned allowed, cli_fn fn);
@@ -147,5 +155,6 @@ int cmd_dataset(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_step(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
+int cmd_compile(int argc, char **argv);
 
 #endif

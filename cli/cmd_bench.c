@@ -284,9 +284,9 @@ static int do_bench(const cli_opts *o, const edm_program *prog, const edm_backen
         printf("{\"model\": \"%s\", \"mode\": \"%s\", \"device\": \"%s\", \"precision\": \"%s\", \"batch\": %lld, "
                "\"iters\": %d, \"img_per_s\": %.4f, \"cpu_img_per_s\": %.4f, \"ms_per_iter\": %.4f, \"memory_bytes\": %zu, "
                "\"backend\": \"%s\"}\n",
-               o->file, o->mode, device, precision, (long long)o->batch, r.iters, r.ips, r.cpu_ips, r.ms, r.mem, r.describe);
+               o->file ? o->file : o->package, o->mode, device, precision, (long long)o->batch, r.iters, r.ips, r.cpu_ips, r.ms, r.mem, r.describe);
     else
-        printf("%s: %s, %s %s, batch %lld, %d runs: %.2f images/s, %.1f ms/run; memory %.1f MiB (%s)\n", o->file,
+        printf("%s: %s, %s %s, batch %lld, %d runs: %.2f images/s, %.1f ms/run; memory %.1f MiB (%s)\n", o->file ? o->file : o->package,
                o->mode, device, precision, (long long)o->batch, r.iters, r.ips, r.ms, (double)r.mem / (1 << 20),
                r.describe);
     return 0;
@@ -295,7 +295,8 @@ static int do_bench(const cli_opts *o, const edm_program *prog, const edm_backen
 int cmd_bench(int argc, char **argv)
 {
     const unsigned allowed =
-        OPT_BATCH | OPT_THREADS | OPT_DEVICE | OPT_MODE | OPT_ITERS | OPT_PRECISION | OPT_CUDA | OPT_JSON | OPT_PROFILE;
+        OPT_BATCH | OPT_THREADS | OPT_DEVICE | OPT_MODE | OPT_ITERS | OPT_PRECISION | OPT_CUDA | OPT_JSON | OPT_PACKAGE |
+        OPT_PROFILE;
     cli_opts o;
     int parsed = cli_parse(argc, argv, "bench", allowed, &o);
     if (parsed != 0) {
@@ -308,8 +309,14 @@ int cmd_bench(int argc, char **argv)
         rc = 2;
     }
     /* the training program is the same .edm file with training=true */
-    if (rc == 0 && strcmp(o.mode, "train") == 0 && cli_add_define("bench", &o, "training=true") != 0)
+    if (rc == 0 && strcmp(o.mode, "train") == 0 && !o.package && cli_add_define("bench", &o, "training=true") != 0)
         rc = 2;
+    if (rc == 0 && o.package && strcmp(o.mode, "train") == 0) {
+        fprintf(stderr, "edmc bench: --mode=train: a package holds a forward or sample run\n");
+        rc = 2;
+    }
+    if (rc == 0)
+        rc = cli_open_package("bench", &o);
     edm_backend_options bo;
     if (rc == 0)
         rc = cli_backend_of("bench", &o, &bo);

@@ -19,6 +19,8 @@
 #include "runtime/denoiser.h"
 #include "runtime/files.h"
 #include "runtime/image.h"
+#include "runtime/package.h"
+#include "runtime/ref_import.h"
 #include "runtime/safetensors.h"
 #include "runtime/sample.h"
 #include "runtime/clock.h"
@@ -45,6 +47,8 @@ typedef struct {
     edm_sources *src, *gsrc; /* one per compiled model (a manager loads each file once) */
     int guide_failed;        /* the error is about the guide: print it from gsrc */
     edm_denoiser *net, *guide;
+    edm_graph *pkg_graph;                /* --package: its graph, */
+    edm_st_file *pkg_net, *pkg_guide;    /* and the weights the denoisers run it with */
     edm_backend_options backend; /* --device, --precision, --threads, CUDA ablations */
     edm_denoiser_shape shape;
     int64_t numel, batch;
@@ -140,7 +144,8 @@ static const cli_option gen_table[] = {
 static int parse_generate(int argc, char **argv, gen_opts *g)
 {
     return cli_parse_own(argc, argv, "generate", gen_table, CLI_COUNT(gen_table),
-                         OPT_THREADS | OPT_BATCH | OPT_DEVICE | OPT_PRECISION | OPT_CUDA | OPT_OUTDIR | OPT_DEFINE,
+                         OPT_THREADS | OPT_BATCH | OPT_DEVICE | OPT_PRECISION | OPT_CUDA | OPT_OUTDIR | OPT_DEFINE |
+                             OPT_PACKAGE,
                          g, &g->base.file);
 }
 
@@ -157,8 +162,8 @@ static int check_usage(const cli_opts *o, const gen_opts *g)
     const char *why = NULL;
     if (!g->net)
         why = "give the network's weights with --net=W.safetensors";
-    else if (!!o->file + !!g->model + !!g->preset > 1)
-        why = "give the model once: as a file, with --model or with --preset";
+    else if (!!o->file + !!g->model + !!g->preset + !!o->package > 1)
+        why = "give the model once: as a file, with --model, with --preset or with --package";
     else if (!g->guide && g->sp.guidance != 1)
         why = "--guidance needs a guide network (--guide=G.safetensors)";
     else if (!g->guide && g->guide_opts)
@@ -244,13 +249,43 @@ static int report(const gen_run *r, edm_status *st)
     return cli_exit_code(st);
 }
 
+/* A denoiser on the package's graph with the weights of path, checked
+ * against its parameter table. */
+static edm_denoiser *open_packaged(gen_run *r, const char *path, edm_st_file **weights, edm_status *st)
+{
+    if (!r->pkg_graph)
+        r->pkg_graph = edm_package_take_graph(r->o->pkg);
+    *weights = edm_weights_open(path, st);
+    if (!*weights || edm_package_check_weights(r->o->pkg, *weights, st) != 0)
+        return NULL;
+    return edm_denoiser_new(r->pkg_graph, *weights, r->batch, &r->backend, st);
+}
+
+/* --package: the net, and a guide without a model of its own, on its graph. */
+static int open_packaged_nets(gen_run *r, edm_status *st)
+{
+    if (!(r->net = open_packaged(r, r->g->net, &r->pkg_net, st)))
+        return -1;
+    if (!r->g->guide || r->g->guide_model)
+        return 1;
+    if (!(r->guide = open_packaged(r, r->g->guide, &r->pkg_guide, st))) {
+        edm_status_prefix(st, "guide %s", r->g->guide);
+        return -1;
+    }
+    return 0;
+}
+
 static int open_nets(gen_run *r, edm_status *st)
 {
+    if (r->o->pkg) {
+        int rc = open_packaged_nets(r, st);
+        if (rc <= 0)
+            return rc;
+    }
     edm_denoiser_spec spec = {.weights = r->g->net, .model = r->g->model ? r->g->model : r->o->file,
                               .defines = r->o->defines, .ndefines = r->o->ndefines, .batch = r->batch,
                               .backend = r->backend};
-    r->net = edm_denoiser_open(&spec, r->src, st);
-    if (!r->net)
+    if (!r->net && !(r->net = edm_denoiser_open(&spec, r->src, st)))
         return -1;
     if (!r->g->guide)
         return 0;
@@ -573,6 +608,9 @@ static void gen_run_free(gen_run *r)
 {
     edm_denoiser_free(r->net);
     edm_denoiser_free(r->guide);
+    edm_st_close(r->pkg_net);
+    edm_st_close(r->pkg_guide);
+    edm_graph_free(r->pkg_graph);
     free(r->seeds);
     free(r->labels);
     free(r->noise);
@@ -581,10 +619,12 @@ static void gen_run_free(gen_run *r)
     edm_sources_free(r->gsrc);
 }
 
-static int run_generate(const cli_opts *o, const gen_opts *g)
+static int run_generate(cli_opts *o, const gen_opts *g)
 {
     gen_run r = {.o = o, .g = g};
-    int brc = cli_backend_of("generate", o, &r.backend);
+    int brc = cli_open_package("generate", o);
+    if (brc == 0)
+        brc = cli_backend_of("generate", o, &r.backend);
     if (brc != 0)
         return brc;
     if (!g->noise && parse_seeds(g->seeds ? g->seeds : "0-63", &r.seeds, &r.n) != 0)

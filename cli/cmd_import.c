@@ -9,6 +9,7 @@
 #include "cli/cli.h"
 #include "runtime/ref_import.h"
 #include "runtime/safetensors.h"
+#include "runtime/meta_keys.h"
 
 /* The written file, read back: its tensor count and configuration. */
 static int summarize(const char *in, const char *out, edm_status *st)
@@ -16,7 +17,7 @@ static int summarize(const char *in, const char *out, edm_status *st)
     edm_st_file *f = edm_st_open(out, st);
     if (!f)
         return -1;
-    const char *cfg = edm_st_metadata(f, "edmc.config"), *model = edm_st_metadata(f, "edmc.model");
+    const char *cfg = edm_st_metadata(f, EDM_META_CONFIG), *model = edm_st_metadata(f, EDM_META_MODEL);
     printf("%s: %d tensors -> %s\n  model %s\n  configuration %s\n", in, edm_st_count(f), out, model ? model : "?",
            cfg ? cfg : "{}");
     edm_st_close(f);

@@ -21,12 +21,14 @@
 #include "compiler/passes/passes.h"
 #include "runtime/evaluate.h"
 #include "runtime/files.h"
+#include "runtime/model_source.h"
 #include "runtime/ref_import.h"
 #include "runtime/image.h"
 #include "runtime/phema.h"
 #include "runtime/safetensors.h"
 #include "runtime/train_run.h"
 #include "runtime/weights.h"
+#include "runtime/meta_keys.h"
 
 #define MAX_OUT 1000
 
@@ -313,10 +315,10 @@ static void shape_str(const edm_st_entry *e, char *buf, size_t size)
 static int check_same_config(const job *j, edm_status *st)
 {
     const snapshot *a = &j->s[0];
-    const char *ca = edm_st_metadata(a->f, "edmc.config");
+    const char *ca = edm_st_metadata(a->f, EDM_META_CONFIG);
     for (int i = 1; i < j->n; i++) {
         const snapshot *b = &j->s[i];
-        const char *cb = edm_st_metadata(b->f, "edmc.config");
+        const char *cb = edm_st_metadata(b->f, EDM_META_CONFIG);
         char why[600] = "";
         if ((ca == NULL) != (cb == NULL) || (ca && strcmp(ca, cb) != 0)) {
             char diff[500];
@@ -377,7 +379,9 @@ static int is_buffer(const job *j, const char *name)
  * edmc.model when it can be read; NULL when neither. */
 static const char *model_path(const cli_opts *o, const edm_st_file *latest)
 {
-    const char *model = o->file ? o->file : edm_st_metadata(latest, "edmc.model");
+    const char *model = o->file ? o->file : edm_st_metadata(latest, EDM_META_MODEL);
+    if (!o->file && model && edm_st_metadata(latest, EDM_META_SOURCE))
+        return model; /* they carry its source: compile_model reads that */
     if (!o->file && model && access(model, R_OK) != 0)
         model = NULL;
     if (!o->file && model) { /* one the metadata names outside the model folders is not read */
@@ -422,7 +426,7 @@ static int compile_model(const cli_opts *o, const edm_st_file *latest, const cha
 {
     edm_define defs[CLI_MAX_DEFINES * 2 + 1];
     int ndefs = 0;
-    const char *cfg = edm_st_metadata(latest, "edmc.config");
+    const char *cfg = edm_st_metadata(latest, EDM_META_CONFIG);
     json_object *jc = cfg ? json_tokener_parse(cfg) : NULL;
     if (jc && json_object_is_type(jc, json_type_object)) {
         json_object_object_foreach(jc, key, val)
@@ -444,10 +448,14 @@ static int compile_model(const cli_opts *o, const edm_st_file *latest, const cha
         defs[ndefs++].value = "true";
     }
     edm_diags *d = malloc(sizeof *d);
+    const char *embedded = o->file ? NULL : edm_st_metadata(latest, EDM_META_SOURCE);
+    int at = embedded ? edm_model_source_add(src, embedded, edm_st_path(latest), st) : 0;
+    if (embedded && at >= 0)
+        model = edm_sources_get(src, at)->path;
     int rc = 0;
     if (!d) {
         rc = edm_nomem(st);
-    } else if (restrict_sources(o, model, src, st) != 0) {
+    } else if (at < 0 || (!embedded && restrict_sources(o, model, src, st) != 0)) {
         rc = -1;
     } else if (edm_compile_file(src, model, defs, ndefs, prog, d) != 0) {
         for (int i = 0; i < d->count; i++)
@@ -672,7 +680,7 @@ static int eval_loss(const cli_opts *o, const eval_args *ea, const job *j, const
     if (!model)
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
                         "--eval=loss needs the model: give FILE.edm (the snapshots name %s)",
-                        edm_st_metadata(latest->f, "edmc.model") ? edm_st_metadata(latest->f, "edmc.model")
+                        edm_st_metadata(latest->f, EDM_META_MODEL) ? edm_st_metadata(latest->f, EDM_META_MODEL)
                                                                   : "none in edmc.model");
     if (ea->plot) { /* fail before the evaluation, not after */
         const char *slash = strrchr(ea->plot, '/');

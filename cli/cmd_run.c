@@ -11,9 +11,11 @@
 #include "cli/cli.h"
 #include "runtime/backend.h"
 #include "runtime/files.h"
+#include "runtime/package.h"
 #include "runtime/ref_import.h"
 #include "runtime/safetensors.h"
 #include "runtime/weights.h"
+#include "runtime/meta_keys.h"
 
 /* The model's configuration as safetensors metadata: the .edm file and every
  * parameter's final value, so a later command can rebuild the same graph. */
@@ -29,10 +31,10 @@ static int add_config_metadata(edm_st_writer *w, const cli_opts *o, const edm_pr
         }
     /* an absolute path, so generate and phema find the model from any folder */
     char *abs = edm_absolute_path(o->file);
-    int rc = edm_st_writer_meta(w, "edmc.model", abs ? abs : o->file, st);
+    int rc = edm_st_writer_meta(w, EDM_META_MODEL, abs ? abs : o->file, st);
     free(abs);
     if (rc == 0)
-        rc = edm_st_writer_meta(w, "edmc.config", json_object_to_json_string_ext(cfg, JSON_C_TO_STRING_PLAIN), st);
+        rc = edm_st_writer_meta(w, EDM_META_CONFIG, json_object_to_json_string_ext(cfg, JSON_C_TO_STRING_PLAIN), st);
     json_object_put(cfg);
     return rc;
 }
@@ -201,6 +203,8 @@ static int do_forward(const cli_opts *o, const edm_program *prog)
     edm_st_file *w = edm_weights_open(o->weights, &st);
     edm_st_file *in = w ? edm_st_open(o->input, &st) : NULL;
     rc = in ? 0 : -1;
+    if (rc == 0 && o->pkg)
+        rc = edm_package_check_weights(o->pkg, w, &st);
     if (rc == 0)
         rc = load_inputs(prog->graph, in, &x, &opt, &st);
     if (rc == 0)
@@ -230,7 +234,7 @@ int cmd_forward(int argc, char **argv)
 {
     return cli_run(argc, argv, "forward",
                    OPT_WEIGHTS | OPT_INPUT | OPT_OUTPUT | OPT_THREADS | OPT_DEVICE | OPT_PRECISION | OPT_CUDA |
-                       OPT_NONFINITE,
+                       OPT_NONFINITE | OPT_PACKAGE,
                    do_forward);
 }
 

@@ -16,12 +16,14 @@
 #include "compiler/passes/passes.h"
 #include "runtime/data.h"
 #include "runtime/files.h"
+#include "runtime/model_source.h"
 #include "runtime/ref_import.h"
 #include "runtime/safetensors.h"
 #include "runtime/train.h"
 #include "runtime/train_loop.h"
 #include "runtime/train_run.h"
 #include "runtime/weights.h"
+#include "runtime/meta_keys.h"
 
 /* Options of train and step: the shared device options and -D (into base),
  * and their own. */
@@ -433,8 +435,8 @@ static int resume_settings(train_opts *o)
         snprintf(name, sizeof name, "%s", strrchr(path, '/') + 1);
         edm_status_init(&st);
     }
-    const char *run = edm_st_metadata(f, "edmc.run"), *cfg = edm_st_metadata(f, "edmc.config");
-    const char *nimg = edm_st_metadata(f, "edmc.nimg");
+    const char *run = edm_st_metadata(f, EDM_META_RUN), *cfg = edm_st_metadata(f, EDM_META_CONFIG);
+    const char *nimg = edm_st_metadata(f, EDM_META_NIMG);
     snprintf(o->resume_from, sizeof o->resume_from, "%s", path);
     o->resume_nimg = nimg ? atoll(nimg) : 0;
     int rc = 0;
@@ -613,6 +615,13 @@ int cmd_train(int argc, char **argv)
         rc = check_preset_shape(&o, &prog);
     char *config = rc == 0 ? config_json(&prog, &t) : NULL;
     t.config = config;
+    /* and carry the model itself, so a moved run folder still generates */
+    char *source = rc == 0 ? edm_model_source_json(src, &st) : NULL;
+    if (rc == 0 && !source) {
+        cli_report(NULL, &st);
+        rc = 1;
+    }
+    t.source = source;
     if (rc == 0)
         rc = compare_config(&o, config);
     if (rc == 0)
@@ -645,6 +654,7 @@ int cmd_train(int argc, char **argv)
         }
     }
     free(config);
+    free(source);
     free(model_abs);
     edm_st_close(init);
     edm_program_free(&prog);

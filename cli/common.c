@@ -15,6 +15,7 @@
 #include "compiler/passes/passes.h"
 #include "runtime/backend_cuda.h"
 #include "runtime/files.h"
+#include "runtime/package.h"
 
 static int store_define(void *opts, const char *cmd, const char *name, const char *v)
 {
@@ -65,6 +66,7 @@ static const struct {
     {OPT_SWEEP, FLAG("--sweep", sweep, "a range of sigma_rel (--outstd=LO:HI:STEP)")},
     {OPT_EVAL, STR("--eval", eval, "loss", NULL, "evaluate each reconstruction")},
     {OPT_NONFINITE, FLAG("--allow-nonfinite", allow_nonfinite, "write NaN and infinite results instead of failing")},
+    {OPT_PACKAGE, STR("--package", package, "X.edmpkg", NULL, "run an ahead-of-time package (edmc compile), not a model file")},
     {OPT_DEVICE, STR("--device", device, "cpu|cuda", "cpu", "the backend")},
     {OPT_PRECISION, STR("--precision", precision, "P", "f32 on cpu, fp16 on cuda", "cpu: f32|f64; cuda: fp16|bf16|fp32")},
     {OPT_THREADS, SMALL("--threads", threads, 1, 1024, "N", "every core", "CPU threads")},
@@ -134,7 +136,6 @@ void cli_opts_defaults(cli_opts *o)
     memset(o, 0, sizeof *o);
     o->stage = "ir";
     o->format = "text";
-    o->device = "cpu";
     o->mode = "forward";
     o->batch = 8;
     o->outkimg = -1;
@@ -158,8 +159,9 @@ int cli_parse(int argc, char **argv, const char *cmd, unsigned allowed, cli_opts
     int rc = cli_parse_own(argc, argv, cmd, NULL, 0, allowed | OPT_DEFINE, o, &o->file);
     if (rc != 0)
         return rc;
-    if (!o->file && !(allowed & OPT_NOFILE)) {
-        fprintf(stderr, "edmc %s: no model file (see edmc %s --help)\n", cmd, cmd);
+    if (!o->file && !(allowed & OPT_NOFILE) && !o->package) {
+        fprintf(stderr, "edmc %s: no model file%s (see edmc %s --help)\n", cmd,
+                allowed & OPT_PACKAGE ? " or --package" : "", cmd);
         return -1;
     }
     return 0;
@@ -167,6 +169,8 @@ int cli_parse(int argc, char **argv, const char *cmd, unsigned allowed, cli_opts
 
 void cli_opts_free(cli_opts *o)
 {
+    edm_package_close(o->pkg);
+    o->pkg = NULL;
     for (int i = 0; i < o->ndefines; i++)
         free((char *)o->defines[i].name);
     o->ndefines = 0;
@@ -267,7 +271,12 @@ int cli_backend(const char *cmd, const char *device, const char *precision, cons
     out->matmul = matmul && strcmp(matmul, "generated") == 0 ? EDM_MATMUL_GENERATED : EDM_MATMUL_CUBLASLT;
     out->conv = conv && strcmp(conv, "implicit") == 0 ? EDM_CONV_IMPLICIT : EDM_CONV_IM2COL;
     out->no_graph = no_graph;
-    /* the driver is opened at run time: say plainly what is missing */
+    return 0;
+}
+
+/* The driver is opened at run time: say plainly what is missing. */
+static int probe_cuda(const char *cmd)
+{
     edm_status st;
     edm_status_init(&st);
     char desc[512];
@@ -278,15 +287,80 @@ int cli_backend(const char *cmd, const char *device, const char *precision, cons
     return 0;
 }
 
+static edm_dtype precision_of(const edm_backend_options *b)
+{
+    return b->device == EDM_DEVICE_CPU ? b->cpu.compute : b->storage;
+}
+
+/* A package decides the device, precision and fusion rules: an option that
+ * asks for others is a mistake worth naming. */
+static int package_backend(const char *cmd, const cli_opts *o, edm_backend_options *out)
+{
+    const edm_package *p = o->pkg;
+    if (o->matmul || o->conv || o->no_tensor_cores) {
+        fprintf(stderr, "edmc %s: --matmul, --conv and --no-tensor-cores do not apply to a package (its kernels are "
+                        "made)\n", cmd);
+        return 2;
+    }
+    edm_backend_options want;
+    int rc = cli_backend(cmd, o->device ? o->device : edm_package_device(p), o->precision, NULL, NULL, 0, o->fuse,
+                         o->threads, &want);
+    if (rc != 0)
+        return rc;
+    *out = want;
+    edm_status st;
+    edm_status_init(&st);
+    if (edm_package_backend(p, out, &st) != 0) {
+        cli_report(NULL, &st);
+        return 1;
+    }
+    const char *what = o->device && want.device != out->device                         ? "--device"
+                       : o->precision && precision_of(&want) != precision_of(out) ? "--precision"
+                       : o->fuse && want.cpu.fuse != out->cpu.fuse                 ? "--fuse"
+                                                                                   : NULL;
+    if (what) {
+        fprintf(stderr, "edmc %s: %s: the package %s was compiled for --device=%s --precision=%s --fuse=%s "
+                        "(edmc compile it again for others)\n",
+                cmd, what, edm_package_path(p), edm_package_device(p), edm_package_precision(p), edm_package_fuse(p));
+        return 2;
+    }
+    out->no_graph = o->no_graph;
+    return out->device == EDM_DEVICE_CUDA ? probe_cuda(cmd) : 0;
+}
+
 int cli_backend_of(const char *cmd, const cli_opts *o, edm_backend_options *out)
 {
+    if (o->pkg)
+        return package_backend(cmd, o, out);
     int rc = cli_backend(cmd, o->device, o->precision, o->matmul, o->conv, o->no_graph, o->fuse, o->threads, out);
     if (rc == 0 && o->no_tensor_cores && out->device != EDM_DEVICE_CUDA) {
         fprintf(stderr, "edmc %s: --no-tensor-cores applies to --device=cuda\n", cmd);
         return 2;
     }
     out->no_tensor_cores = o->no_tensor_cores;
-    return rc;
+    return rc == 0 && out->device == EDM_DEVICE_CUDA ? probe_cuda(cmd) : rc;
+}
+
+int cli_open_package(const char *cmd, cli_opts *o)
+{
+    if (!o->package || o->pkg)
+        return 0;
+    if (o->file) {
+        fprintf(stderr, "edmc %s: give a model file or --package, not both\n", cmd);
+        return 2;
+    }
+    if (o->ndefines) {
+        fprintf(stderr, "edmc %s: -D does not apply to a package (its model was compiled with its defines)\n", cmd);
+        return 2;
+    }
+    edm_status st;
+    edm_status_init(&st);
+    o->pkg = edm_package_open(o->package, &st);
+    if (!o->pkg) {
+        cli_report(NULL, &st);
+        return cli_exit_code(&st);
+    }
+    return 0;
 }
 
 int cli_preset_path(const char *cmd, const char *preset, char *out, size_t size)
@@ -313,11 +387,17 @@ static int ends_with(const char *s, const char *suffix)
     return n >= m && strcmp(s + n - m, suffix) == 0;
 }
 
-int cli_load(const cli_opts *o, edm_sources *src, edm_program *prog)
+int cli_load(cli_opts *o, edm_sources *src, edm_program *prog)
 {
     memset(prog, 0, sizeof *prog);
     edm_status st;
     edm_status_init(&st);
+    if (o->package) {
+        int rc = cli_open_package("run", o);
+        if (rc == 0)
+            prog->graph = edm_package_take_graph(o->pkg);
+        return rc;
+    }
     if (ends_with(o->file, ".xml")) {
         if (o->ndefines) {
             fprintf(stderr, "edmc: -D does not apply to an IR file (%s)\n", o->file);
@@ -361,8 +441,10 @@ int cli_run(int argc, char **argv, const char *cmd, unsigned allowed, cli_fn fn)
         cli_opts_free(&o);
         return 1;
     }
-    edm_program prog;
-    int rc = cli_load(&o, src, &prog);
+    edm_program prog = {0};
+    int rc = cli_open_package(cmd, &o);
+    if (rc == 0)
+        rc = cli_load(&o, src, &prog);
     if (rc == 0)
         rc = fn(&o, &prog);
     edm_program_free(&prog);

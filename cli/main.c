@@ -17,6 +17,7 @@ static const struct {
     {"check", cmd_check}, {"info", cmd_info},   {"dump", cmd_dump},   {"train", cmd_train},       {"step", cmd_step},
     {"init", cmd_init},   {"forward", cmd_forward}, {"bench", cmd_bench}, {"phema", cmd_phema}, {"generate", cmd_generate},
     {"plot", cmd_plot},   {"import", cmd_import}, {"dataset", cmd_dataset},
+    {"compile", cmd_compile},
 };
 
 static command_fn command_named(const char *name)

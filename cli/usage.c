@@ -12,10 +12,15 @@ static const cli_usage commands[] = {
      "Parameters, multiply-adds, the per-op table and memory of a model.", NULL},
     {"dump", "FILE.edm [--stage=ir|fused|train] [--format=text|xml|dot] [-o OUT] [-D ...]",
      "Prints a model's IR graph or its fused execution plan.", NULL},
+    {"compile", "FILE.edm [--device=cpu|cuda] [--arch=sm_80,sm_90] [--batch=B,...] [--precision=P] [--fuse=...] "
+                "[--mode=forward|sample] [-D ...] -o X.edmpkg",
+     "Compiles a model ahead of time into one package that forward, bench and generate run (--package=).",
+     "A package holds the graph, the execution plan, the parameter table, the model's source and, for cuda, "
+     "one cubin per architecture and batch; every entry has a SHA-256 in its manifest (docs/packages.md)."},
     {"init", "FILE.edm [--seed=S] -o W.safetensors [-D ...]", "Writes freshly initialised weights.", NULL},
-    {"forward", "FILE.edm --weights=W --input=IN --output=OUT [DEVICE OPTIONS] [-D ...]",
+    {"forward", "FILE.edm|--package=X.edmpkg --weights=W --input=IN --output=OUT [DEVICE OPTIONS] [-D ...]",
      "Runs the model on the inputs of a safetensors file.", NULL},
-    {"bench", "FILE.edm [--mode=forward|train|sample] [--batch=B] [--iters=K] [--json] [DEVICE OPTIONS]",
+    {"bench", "FILE.edm|--package=X.edmpkg [--mode=forward|train|sample] [--batch=B] [--iters=K] [--json] [DEVICE OPTIONS]",
      "Times a forward pass, a training step or a sampling step.", NULL},
     {"step", "FILE.edm --weights=W --batch=IN.safetensors --output=OUT [--lr=0.01] [DEVICE OPTIONS]",
      "One training step on a given batch (for comparisons with PyTorch).", NULL},

@@ -19,6 +19,9 @@
 
 /* A name -> pointer index in the arena (open addressing, FNV-1a), so that
  * name lookups stay O(1) with 100,000 globals, blocks or tensor names. */
+/* Files one compilation may run (the model and everything it imports). */
+#define ELAB_MAX_FILES 256
+
 typedef struct {
     const char *key;
     void *val;
@@ -94,6 +97,8 @@ typedef struct {
     value retval;
     int importing[64]; /* files being imported, for cycles */
     int nimporting;
+    int ran[ELAB_MAX_FILES]; /* files this compilation ran (the main one and its imports): each runs once */
+    int nran;
 } elab;
 
 /* Builtins: name lookup and call.  args: evaluated positional values,

@@ -1228,7 +1228,6 @@ static int exec_import(elab *e, const ast *s)
     else
         snprintf(path, sizeof path, "%.*s/%s", (int)(slash - from->path), from->path, name.str);
     normalize_path(path);
-    int before = edm_sources_count(e->src);
     int file = edm_sources_load(e->src, path, s->loc, e->st);
     if (file < 0)
         return -1;
@@ -1237,8 +1236,9 @@ static int exec_import(elab *e, const ast *s)
             return elab_fail(e, s->loc, file == s->loc.file ? "import cycle: '%s' imports itself"
                                                             : "import cycle: '%s' is imported while it is being imported",
                              path);
-    if (file < before)
-        return 0; /* imported already */
+    for (int i = 0; i < e->nran; i++)
+        if (e->ran[i] == file)
+            return 0; /* imported already (a file may be in the source manager before: not run yet) */
     if (e->nimporting == 64)
         return elab_fail(e, s->loc, "imports nested deeper than 64");
     if (run_file(e, file, NULL) != 0) {
@@ -1270,6 +1270,9 @@ static int run_file(elab *e, int file, edm_diags *diags)
         return -1;
     }
     free(pc);
+    if (e->nran == ELAB_MAX_FILES)
+        return elab_fail(e, EDM_NO_LOC, "more than %d files imported", ELAB_MAX_FILES);
+    e->ran[e->nran++] = file;
     e->importing[e->nimporting++] = file;
     int rc = exec_stmts(e, prog);
     e->nimporting--;

@@ -39,6 +39,34 @@ int edm_device_from_name(const char *name, edm_device *out)
     return 0;
 }
 
+static edm_cuda_exec_options cuda_options(const edm_backend_options *o)
+{
+    return (edm_cuda_exec_options){.storage = o->storage,
+                                   .training = o->cpu.training,
+                                   .seed = o->cpu.seed,
+                                   .device = o->cuda_device,
+                                   .matmul_library = o->matmul == EDM_MATMUL_CUBLASLT,
+                                   .conv_library = o->conv == EDM_CONV_IM2COL,
+                                   .no_graph = o->no_graph,
+                                   .no_tensor_cores = o->no_tensor_cores,
+                                   .optimizer = o->optimizer,
+                                   .network_scope = o->network_scope,
+                                   .fuse = o->cpu.fuse,
+                                   .keep_all = o->cpu.keep_all,
+                                   .keep = o->cpu.keep,
+                                   .nkeep = o->cpu.nkeep,
+                                   .plan = o->cpu.plan,
+                                   .kernels = o->kernels,
+                                   .nkernels = o->nkernels};
+}
+
+int edm_backend_kernel_source(const edm_graph *g, int64_t batch, const edm_backend_options *opt, const char *arch,
+                              char **source, edm_status *st)
+{
+    edm_cuda_exec_options co = cuda_options(opt);
+    return edm_cuda_exec_source(g, batch, &co, arch, source, st);
+}
+
 edm_backend *edm_backend_new(const edm_graph *g, int64_t batch, const edm_backend_options *opt, edm_status *st)
 {
     edm_backend_options o = opt ? *opt : edm_backend_defaults(EDM_DEVICE_CPU);
@@ -62,20 +90,7 @@ edm_backend *edm_backend_new(const edm_graph *g, int64_t batch, const edm_backen
             snprintf(b->describe, sizeof b->describe, "cpu %s", edm_dtype_name(o.cpu.compute));
         return b;
     }
-    edm_cuda_exec_options co = {.storage = o.storage,
-                                .training = o.cpu.training,
-                                .seed = o.cpu.seed,
-                                .device = o.cuda_device,
-                                .matmul_library = o.matmul == EDM_MATMUL_CUBLASLT,
-                                .conv_library = o.conv == EDM_CONV_IM2COL,
-                                .no_graph = o.no_graph,
-                                .no_tensor_cores = o.no_tensor_cores,
-                                .optimizer = o.optimizer,
-                                .network_scope = o.network_scope,
-                                .fuse = o.cpu.fuse,
-                                .keep_all = o.cpu.keep_all,
-                                .keep = o.cpu.keep,
-                                .nkeep = o.cpu.nkeep};
+    edm_cuda_exec_options co = cuda_options(&o);
     b->cuda = edm_cuda_exec_new(g, batch, &co, st);
     /* unfused, a keep list keeps everything (the node planner has no finer rule) */
     if (b->cuda && !o.cpu.fuse && (o.cpu.keep_all || o.cpu.nkeep > 0) && edm_cuda_exec_keep_all(b->cuda, st) != 0) {

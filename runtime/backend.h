@@ -46,6 +46,9 @@ typedef struct {
     int optimizer;    /* CUDA: also compile Adam / forced WN / accumulation kernels (the trainer) */
     int cuda_device;  /* ordinal */
     const char *network_scope; /* CUDA: the instance stored as `storage` (NULL: "unet"; "": all) */
+    /* CUDA: cubins compiled ahead of time (a package's; runtime/backend_cuda.h), or none */
+    const struct edm_cuda_kernel_image *kernels;
+    int nkernels;
 } edm_backend_options;
 
 /* The options of a CPU run with `threads` threads in f32. */
@@ -60,6 +63,10 @@ typedef struct edm_backend edm_backend;
  * compiles the kernels (through the disk cache). */
 edm_backend *edm_backend_new(const edm_graph *g, int64_t batch, const edm_backend_options *opt, edm_status *st);
 void edm_backend_free(edm_backend *b);
+/* CUDA: the kernel source edm_backend_new would compile for g at batch on a
+ * GPU of architecture arch ("sm_90") (malloc'd), made without a device. */
+int edm_backend_kernel_source(const edm_graph *g, int64_t batch, const edm_backend_options *opt, const char *arch,
+                              char **source, edm_status *st);
 
 edm_device edm_backend_device(const edm_backend *b);
 /* One line: "cpu f32, 2 threads" or "cuda NVIDIA H100 80GB HBM3 (sm_90), f16, cuBLASLt, graph". */

@@ -546,7 +546,8 @@ edm_cpu *edm_cpu_new(const edm_graph *g, int64_t batch, const edm_cpu_options *o
         edm_cpu_free(x);
         return NULL;
     }
-    edm_plan_options po = {.fuse = x->opt.fuse, .training = x->opt.training, .keep_all = x->opt.keep_all};
+    edm_plan_options po = {.fuse = x->opt.fuse, .training = x->opt.training, .keep_all = x->opt.keep_all,
+                           .written = x->opt.plan};
     x->plan = edm_plan_for_run(g, &po, x->opt.keep, x->opt.nkeep, &x->own_g, &x->g, x->map, st);
     int rc = x->plan ? edm_plan_bind(x->plan, batch, (int64_t)x->esize, st) : -1;
     int count = edm_graph_count(x->g);

@@ -25,6 +25,7 @@ typedef struct {
     int training;      /* dropout active (needs a seed); otherwise the identity */
     uint64_t seed;
     unsigned fuse;     /* fusion rules (fusion.h); 0: one kernel per node */
+    const struct edm_plan_text *plan; /* a plan written ahead of time (a package's), or NULL: plan anew */
 } edm_cpu_options;
 
 typedef struct edm_cpu edm_cpu;

@@ -18,6 +18,7 @@
 
 #include "codegen/cuda_codegen.h"
 #include "codegen/cuda_nvrtc.h"
+#include "runtime/checksum.h"
 #include "compiler/passes/fusion.h"
 #include "runtime/clock.h"
 #include "runtime/cuda_api.h"
@@ -374,7 +375,8 @@ static int build_plan(edm_cuda_exec *x, const edm_cuda_options *co, edm_status *
     x->map = malloc(sizeof *x->map * (size_t)(ucount > 0 ? ucount : 1));
     if (!x->map)
         return edm_nomem(st);
-    edm_plan_options po = {.fuse = x->opt.fuse, .training = x->opt.training, .keep_all = x->opt.keep_all};
+    edm_plan_options po = {.fuse = x->opt.fuse, .training = x->opt.training, .keep_all = x->opt.keep_all,
+                           .written = x->opt.plan};
     x->plan = edm_plan_for_run(x->user_g, &po, x->opt.keep, x->opt.nkeep, &x->own_g, &x->g, x->map, st);
     if (!x->plan)
         return -1;
@@ -448,17 +450,63 @@ static int get_function(edm_cuda_exec *x, const char *name, cu_function *out, ed
  * source where cuModuleLoadData takes a cubin (no NVRTC then). */
 typedef cu_result (*emu_load_source_fn)(cu_module *, const char *);
 
+/* The ahead-of-time cubin for this device and batch, made from this source;
+ * NULL with st naming what the package holds when there is none. */
+static const edm_cuda_kernel_image *packaged_kernels(const edm_cuda_exec *x, const char *source, edm_status *st)
+{
+    char archs[256] = "", batches[256] = "";
+    size_t na = 0, nb = 0;
+    const edm_cuda_kernel_image *found = NULL;
+    for (int i = 0; i < x->opt.nkernels; i++) {
+        const edm_cuda_kernel_image *k = &x->opt.kernels[i];
+        if (strcmp(k->arch, x->arch) != 0) {
+            if (!strstr(archs, k->arch) && na < sizeof archs)
+                na += (size_t)snprintf(archs + na, sizeof archs - na, "%s%s", na ? ", " : "", k->arch);
+            continue;
+        }
+        if (nb < sizeof batches)
+            nb += (size_t)snprintf(batches + nb, sizeof batches - nb, "%s%lld", nb ? ", " : "", (long long)k->batch);
+        if (k->batch == x->batch)
+            found = k;
+    }
+    if (!found && nb == 0) {
+        edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "the package holds kernels for %s; this GPU (%s) is %s", archs,
+                 x->device_name, x->arch);
+        return NULL;
+    }
+    if (!found) {
+        edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "the package holds kernels for batch %s on %s, not batch %lld", batches,
+                 x->arch, (long long)x->batch);
+        return NULL;
+    }
+    char sha[EDM_SHA256_HEX];
+    edm_sha256_hex(source, strlen(source), sha);
+    if (strcmp(sha, found->source_sha256) != 0) {
+        edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
+                 "the package's kernels for %s, batch %lld, were generated from another source than this run's "
+                 "(other --precision, --fuse or mode, or another edmc)", x->arch, (long long)x->batch);
+        return NULL;
+    }
+    return found;
+}
+
 static int load_kernels(edm_cuda_exec *x, edm_status *st)
 {
     const char *source = x->plan ? x->pcode.source : x->code.source;
+    const edm_cuda_kernel_image *packaged = NULL;
+    if (x->opt.nkernels > 0 && !(packaged = packaged_kernels(x, source, st)))
+        return -1;
     void *sym = dlsym(x->api.lib, "edmEmuLoadSource");
-    if (sym) {
+    if (sym) { /* the emulator runs the source the package's cubin was checked to come from */
         emu_load_source_fn load;
         memcpy(&load, &sym, sizeof load);
         double t0 = edm_now_seconds();
         if (cu_check(&x->api, load(&x->module, source), "edmEmuLoadSource (the emulator)", st) != 0)
             return -1;
         x->compile_seconds = edm_now_seconds() - t0;
+    } else if (packaged) {
+        if (CU(ModuleLoadData(&x->module, packaged->cubin), "cuModuleLoadData (the package's cubin)") != 0)
+            return -1;
     } else {
         edm_cubin cubin;
         if (edm_nvrtc_compile_cached(source, x->arch, &cubin, st) != 0)
@@ -663,6 +711,51 @@ static void describe(edm_cuda_exec *x)
              x->ngemm_fallback ? " (some contractions on generated kernels)" : "");
 }
 
+/* The kernels' source (and for --fuse, the plan they run), for a device of
+ * compute capability x->cc_major. */
+static int generate(edm_cuda_exec *x, edm_status *st)
+{
+    x->nvalues = edm_graph_count(x->user_g);
+    edm_cuda_options co = {.storage = x->opt.storage,
+                           .batch = x->batch,
+                           .training = x->opt.training,
+                           .gemm_library = x->opt.matmul_library || x->opt.conv_library,
+                           .optimizer = x->opt.optimizer,
+                           .network_scope = x->opt.network_scope};
+    co.tensor_cores = !x->opt.no_tensor_cores && x->cc_major >= 8; /* mma.sync m16n8k16: sm_80 */
+    x->tensor_cores = co.tensor_cores && co.storage != EDM_F32;
+    /* a tile forced on every tensor-core contraction (tests, tuning): "BMxBN" or "BMxBN/SPLITS" */
+    const char *tile = getenv("EDMC_MMA_TILE");
+    if (tile && tile[0] && edm_mma_parse_tile(tile, &co.mma_tile) != 0)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
+                        "EDMC_MMA_TILE=%s: expected BMxBN or BMxBN/SPLITS, BM and BN 64 or 128", tile);
+    int rc = x->opt.fuse ? build_plan(x, &co, st) : edm_cuda_codegen(x->user_g, &co, &x->code, st);
+    if (rc == 0 && !x->opt.fuse)
+        rc = node_values(x, st);
+    return rc;
+}
+
+int edm_cuda_exec_source(const edm_graph *g, int64_t batch, const edm_cuda_exec_options *opt, const char *arch,
+                         char **source, edm_status *st)
+{
+    *source = NULL;
+    int sm = 0;
+    if (sscanf(arch, "sm_%d", &sm) != 1 || sm < 10)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "'%s' is not an architecture like sm_90", arch);
+    edm_cuda_exec *x = calloc(1, sizeof *x);
+    if (!x)
+        return edm_nomem(st);
+    x->g = x->user_g = g;
+    x->batch = batch;
+    x->opt = *opt;
+    x->cc_major = sm / 10;
+    int rc = generate(x, st);
+    if (rc == 0 && !(*source = strdup(x->plan ? x->pcode.source : x->code.source)))
+        rc = edm_nomem(st);
+    edm_cuda_exec_free(x);
+    return rc;
+}
+
 edm_cuda_exec *edm_cuda_exec_new(const edm_graph *g, int64_t batch, const edm_cuda_exec_options *opt,
                                  edm_status *st)
 {
@@ -675,30 +768,14 @@ edm_cuda_exec *edm_cuda_exec_new(const edm_graph *g, int64_t batch, const edm_cu
     x->batch = batch;
     if (opt)
         x->opt = *opt;
-    x->nvalues = edm_graph_count(g);
-    edm_cuda_options co = {.storage = x->opt.storage,
-                           .batch = batch,
-                           .training = x->opt.training,
-                           .gemm_library = x->opt.matmul_library || x->opt.conv_library,
-                           .optimizer = x->opt.optimizer,
-                           .network_scope = x->opt.network_scope};
     int rc = 0;
-    if (!edm_nvrtc_available())
+    if (!x->opt.nkernels && !edm_nvrtc_available())
         rc = edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
                       "this edmc was built without the CUDA toolkit: it cannot compile kernels for --device=cuda");
     if (rc == 0)
         rc = open_device(x, st);
-    co.tensor_cores = !x->opt.no_tensor_cores && x->cc_major >= 8; /* mma.sync m16n8k16: sm_80 */
-    /* a tile forced on every tensor-core contraction (tests, tuning): "BMxBN" or "BMxBN/SPLITS" */
-    const char *tile = getenv("EDMC_MMA_TILE");
-    if (rc == 0 && tile && tile[0] && edm_mma_parse_tile(tile, &co.mma_tile) != 0)
-        rc = edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "EDMC_MMA_TILE=%s: expected BMxBN or BMxBN/SPLITS, BM and BN 64 or 128",
-                      tile);
-    x->tensor_cores = co.tensor_cores && co.storage != EDM_F32;
     if (rc == 0)
-        rc = x->opt.fuse ? build_plan(x, &co, st) : edm_cuda_codegen(g, &co, &x->code, st);
-    if (rc == 0 && !x->opt.fuse)
-        rc = node_values(x, st);
+        rc = generate(x, st);
     if (rc == 0) {
         size_t n = (size_t)(x->nvalues ? x->nvalues : 1);
         x->fn = calloc(n, sizeof *x->fn);

@@ -45,7 +45,23 @@ typedef struct {
     int keep_all;       /* every value stays readable */
     const int *keep;    /* these nodes too (ids of g) */
     int nkeep;
+    const struct edm_plan_text *plan; /* the fused plan written ahead of time (a package's), or NULL */
+    /* ahead-of-time cubins (a package's): the one for the device's
+     * architecture and the batch is loaded, and NVRTC is not called; none
+     * given (nkernels 0): compiled through NVRTC's cache */
+    const struct edm_cuda_kernel_image *kernels;
+    int nkernels;
 } edm_cuda_exec_options;
+
+/* One cubin compiled ahead of time: for arch ("sm_90") and batch, from the
+ * kernel source whose SHA-256 (hex) is source_sha256. */
+typedef struct edm_cuda_kernel_image {
+    const char *arch;
+    int64_t batch;
+    const char *source_sha256;
+    const void *cubin;
+    size_t size;
+} edm_cuda_kernel_image;
 
 typedef struct edm_cuda_exec edm_cuda_exec;
 
@@ -55,6 +71,12 @@ typedef struct edm_cuda_exec edm_cuda_exec;
 edm_cuda_exec *edm_cuda_exec_new(const edm_graph *g, int64_t batch, const edm_cuda_exec_options *opt,
                                  edm_status *st);
 void edm_cuda_exec_free(edm_cuda_exec *x);
+/* The CUDA C an executor with these options would compile for g at batch
+ * on a device of architecture arch ("sm_90"; tensor cores from sm_80)
+ * (malloc'd into *source), without a device: what `edmc compile` hands to
+ * NVRTC ahead of time. */
+int edm_cuda_exec_source(const edm_graph *g, int64_t batch, const edm_cuda_exec_options *opt, const char *arch,
+                         char **source, edm_status *st);
 
 /* One kernel's time in a profiled run. */
 typedef struct {

@@ -10,8 +10,10 @@
 #include <string.h>
 
 #include "runtime/files.h"
+#include "runtime/model_source.h"
 #include "runtime/ref_import.h"
 #include "runtime/weights.h"
+#include "runtime/meta_keys.h"
 
 struct edm_denoiser {
     const edm_graph *g;
@@ -279,10 +281,10 @@ static int add_json_config(const edm_st_file *f, const char *key, const char *te
 int edm_define_list_from_weights(const edm_st_file *f, edm_define_list *out, edm_status *st)
 {
     memset(out, 0, sizeof *out);
-    const char *model = edm_st_metadata(f, "edmc.model");
+    const char *model = edm_st_metadata(f, EDM_META_MODEL);
     if (model && !(out->model = strdup(model)))
         return edm_nomem(st);
-    const char *keys[] = {"edmc.config", "config"};
+    const char *keys[] = {EDM_META_CONFIG, "config"};
     for (int k = 0; k < 2; k++) {
         const char *text = edm_st_metadata(f, keys[k]);
         if (!text)
@@ -330,12 +332,16 @@ static int given(const edm_define *defs, int n, const char *name)
 
 /* The parameters model has (with the -D defines): compiled on its own source
  * manager, since one manager loads each file once. */
-static int probe_params(const edm_denoiser_spec *spec, const char *model, edm_program *prog)
+static int probe_params(const edm_denoiser_spec *spec, const char *model, const char *embedded, edm_program *prog)
 {
     edm_sources *tmp = edm_sources_new();
     edm_status ignored;
     edm_status_init(&ignored);
-    int rc = tmp ? compile(tmp, model, spec->defines, spec->ndefines, prog, &ignored) : -1;
+    int rc = tmp ? 0 : -1;
+    if (rc == 0 && embedded)
+        rc = edm_model_source_add(tmp, embedded, spec->weights, &ignored) < 0 ? -1 : 0;
+    if (rc == 0)
+        rc = compile(tmp, model, spec->defines, spec->ndefines, prog, &ignored);
     edm_sources_free(tmp);
     return rc;
 }
@@ -343,11 +349,11 @@ static int probe_params(const edm_denoiser_spec *spec, const char *model, edm_pr
 /* The weights' configuration (for parameters the model has, and that no -D
  * overrides) followed by the -D defines; then the program compiled with them. */
 static int compile_configured(const edm_denoiser_spec *spec, const edm_define_list *meta, const char *model,
-                              edm_sources *src, edm_program *prog, edm_status *st)
+                              const char *embedded, edm_sources *src, edm_program *prog, edm_status *st)
 {
     edm_program probe;
     memset(&probe, 0, sizeof probe);
-    if (meta->count == 0 || probe_params(spec, model, &probe) != 0) /* errors are reported from src */
+    if (meta->count == 0 || probe_params(spec, model, embedded, &probe) != 0) /* errors are reported from src */
         return compile(src, model, spec->defines, spec->ndefines, prog, st);
     edm_define *all = malloc(sizeof *all * (size_t)(meta->count + spec->ndefines));
     if (!all) {
@@ -416,14 +422,20 @@ edm_denoiser *edm_denoiser_open(const edm_denoiser_spec *spec, edm_sources *src,
         return NULL;
     }
     const char *model = spec->model ? spec->model : meta.model ? meta.model : spec->fallback_model;
+    /* weights that carry their model's source (a training run's) compile it,
+     * not a file that may have moved or changed since */
+    const char *embedded = spec->model ? NULL : edm_st_metadata(f, EDM_META_SOURCE);
     edm_program prog;
     memset(&prog, 0, sizeof prog);
     edm_denoiser *d = NULL;
-    if (!model)
+    int at = embedded ? edm_model_source_add(src, embedded, spec->weights, st) : 0;
+    if (embedded && at >= 0)
+        model = edm_sources_get(src, at)->path;
+    if (at >= 0 && !model)
         edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
                  "%s does not name its model (no 'edmc.model' metadata): give the .edm file with --model", spec->weights);
-    else if (trust_boundary(spec, &meta, model, src, st) == 0 &&
-             compile_configured(spec, &meta, model, src, &prog, st) == 0)
+    else if (at >= 0 && (embedded || trust_boundary(spec, &meta, model, src, st) == 0) &&
+             compile_configured(spec, &meta, model, embedded, src, &prog, st) == 0)
         d = edm_denoiser_new(prog.graph, f, spec->batch, &spec->backend, st);
     if (d) {
         d->prog = prog;

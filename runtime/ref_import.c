@@ -20,6 +20,7 @@
 #include "runtime/files.h"
 #include "runtime/pickle.h"
 #include "runtime/zip_read.h"
+#include "runtime/meta_keys.h"
 
 /* The tree of values of one network pickle is small next to its tensors
  * (which stay in the file's bytes): this bounds what a hostile file can make
@@ -552,9 +553,9 @@ static int add_metadata(importer *im, const edm_pk *root, const edm_pk *net, con
         rc = edm_nomem(im->st);
     char origin[800];
     snprintf(origin, sizeof origin, "%.600s (the reference's %.80s, %d tensors)", im->what, cls, im->tensors);
-    if (rc == 0 && (edm_st_writer_meta(im->w, "edmc.model", model, im->st) != 0 ||
-                    edm_st_writer_meta(im->w, "edmc.config", text, im->st) != 0 ||
-                    edm_st_writer_meta(im->w, "edmc.import", origin, im->st) != 0))
+    if (rc == 0 && (edm_st_writer_meta(im->w, EDM_META_MODEL, model, im->st) != 0 ||
+                    edm_st_writer_meta(im->w, EDM_META_CONFIG, text, im->st) != 0 ||
+                    edm_st_writer_meta(im->w, EDM_META_IMPORT, origin, im->st) != 0))
         rc = -1;
     json_object_put(cfg);
     return rc;
@@ -697,7 +698,7 @@ static int import_state_dict(importer *im, const edm_pk *root)
     }
     char origin[800];
     snprintf(origin, sizeof origin, "%.600s (a torch.save state dict, %d tensors)", im->what, im->tensors);
-    return edm_st_writer_meta(im->w, "edmc.import", origin, im->st);
+    return edm_st_writer_meta(im->w, EDM_META_IMPORT, origin, im->st);
 }
 
 static int import_torch_zip(const char *path, edm_st_writer *w, edm_status *st)

@@ -2,6 +2,8 @@
 
 #include "runtime/train_loop.h"
 
+#include "runtime/model_source.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -20,6 +22,7 @@
 #include "runtime/train.h"
 #include "runtime/train_run.h"
 #include "runtime/clock.h"
+#include "runtime/meta_keys.h"
 
 double edm_train_lr(const edm_train_opts *o, int64_t cur_nimg)
 {
@@ -96,13 +99,16 @@ static int add_meta_common(loop *L, edm_st_writer *w, edm_status *st)
 {
     char buf[64];
     snprintf(buf, sizeof buf, "%lld", (long long)L->nimg);
-    if (edm_st_writer_meta(w, "edmc.nimg", buf, st) != 0)
+    if (edm_st_writer_meta(w, EDM_META_NIMG, buf, st) != 0)
         return -1;
-    if (L->o->model && edm_st_writer_meta(w, "edmc.model", L->o->model, st) != 0)
+    if (L->o->model && edm_st_writer_meta(w, EDM_META_MODEL, L->o->model, st) != 0)
         return -1;
-    if (edm_st_writer_meta(w, "edmc.run", L->run_json, st) != 0)
+    if (edm_st_writer_meta(w, EDM_META_RUN, L->run_json, st) != 0)
         return -1;
-    return L->o->config ? edm_st_writer_meta(w, "edmc.config", L->o->config, st) : 0;
+    if (L->o->config && edm_st_writer_meta(w, EDM_META_CONFIG, L->o->config, st) != 0)
+        return -1;
+    /* last: the longest (a reader of the header's start sees the settings first) */
+    return L->o->source ? edm_st_writer_meta(w, EDM_META_SOURCE, L->o->source, st) : 0;
 }
 
 /* A device trainer's EMAs into the host copies (snapshots, checkpoints). */
@@ -186,19 +192,19 @@ static int write_checkpoint(loop *L, edm_status *st)
     char buf[256];
     snprintf(buf, sizeof buf, "%lld", (long long)L->step);
     if (rc == 0)
-        rc = edm_st_writer_meta(w, "edmc.step", buf, st);
+        rc = edm_st_writer_meta(w, EDM_META_STEP, buf, st);
     snprintf(buf, sizeof buf, "%llu %lld", (unsigned long long)L->o->seed, (long long)L->o->batch);
     if (rc == 0)
-        rc = edm_st_writer_meta(w, "edmc.seed_batch", buf, st);
+        rc = edm_st_writer_meta(w, EDM_META_SEED_BATCH, buf, st);
     snprintf(buf, sizeof buf, "%.17g %lld %lld", L->loss_sum, (long long)L->steps_since, (long long)L->bad_since);
     if (rc == 0)
-        rc = edm_st_writer_meta(w, "edmc.status_interval", buf, st);
+        rc = edm_st_writer_meta(w, EDM_META_STATUS_INTERVAL, buf, st);
     int used = 0;
     buf[0] = '\0';
     for (int e = 0; e < L->ema.count; e++)
         used += snprintf(buf + used, sizeof buf - (size_t)used, "%s%.17g", e ? "," : "", L->ema.std[e]);
     if (rc == 0)
-        rc = edm_st_writer_meta(w, "edmc.ema_std", buf, st);
+        rc = edm_st_writer_meta(w, EDM_META_EMA_STD, buf, st);
     if (rc == 0)
         rc = edm_st_writer_write(w, path, st);
     edm_st_writer_free(w);
@@ -313,9 +319,9 @@ static int resume(loop *L, const char *path, edm_status *st)
     if (!f)
         return -1;
     int rc = 0;
-    const char *step = edm_st_metadata(f, "edmc.step"), *nimg = edm_st_metadata(f, "edmc.nimg");
-    const char *sb = edm_st_metadata(f, "edmc.seed_batch");
-    const char *interval = edm_st_metadata(f, "edmc.status_interval"); /* absent in older states */
+    const char *step = edm_st_metadata(f, EDM_META_STEP), *nimg = edm_st_metadata(f, EDM_META_NIMG);
+    const char *sb = edm_st_metadata(f, EDM_META_SEED_BATCH);
+    const char *interval = edm_st_metadata(f, EDM_META_STATUS_INTERVAL); /* absent in older states */
     long long ns = 0, nb = 0;
     L->loss_sum = 0;
     L->steps_since = L->bad_since = 0;

@@ -36,6 +36,7 @@ typedef struct {
     int resume;                    /* continue from the newest checkpoint in outdir */
     const char *model;             /* metadata: the .edm file */
     const char *config;            /* metadata: the parameters, as JSON */
+    const char *source;            /* metadata: the model's source files (runtime/model_source.h), or NULL */
     int max_nonfinite;             /* status intervals in a row with a non-finite loss before the run
                                     * stops with an error (0: the default, 2) */
 } edm_train_opts;

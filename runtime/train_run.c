@@ -32,6 +32,11 @@ char *edm_train_run_json(const edm_train_opts *o)
     json_object_object_add(j, "rampup_Mimg", json_object_new_double(o->rampup_mimg));
     json_object_object_add(j, "ema", ema);
     json_object_object_add(j, "snapshot_fp32", json_object_new_boolean(o->snapshot_fp32));
+    /* recorded, not enforced: a resumed run may move to another device */
+    int cuda = o->backend.device == EDM_DEVICE_CUDA;
+    json_object_object_add(j, "device", json_object_new_string(cuda ? "cuda" : "cpu"));
+    json_object_object_add(j, "precision",
+                           json_object_new_string(edm_dtype_name(cuda ? o->backend.storage : o->backend.cpu.compute)));
     const char *text = json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN);
     char *s = text ? strdup(text) : NULL;
     json_object_put(j);

@@ -12,7 +12,8 @@
 
 /* The settings that make a run what it is, as one JSON object (malloc'd;
  * NULL when out of memory): model, data, seed, batch, batch_gpu, ref_lr,
- * ref_batches, rampup_Mimg, ema, snapshot_fp32. */
+ * ref_batches, rampup_Mimg, ema, snapshot_fp32, and (recorded only) device and
+ * precision. */
 char *edm_train_run_json(const edm_train_opts *o);
 
 /* The newest dir/training-state-*.safetensors whose name sorts before

@@ -21,10 +21,11 @@ if have_cmd pkg-config; then
     have_pkg openblas   || need="$need libopenblas-dev"
     have_pkg libpng     || need="$need libpng-dev"
     have_pkg libzip     || need="$need libzip-dev"
+    have_pkg nettle     || need="$need nettle-dev"
     have_pkg libjpeg    || need="$need libjpeg-dev"
     have_pkg zlib       || need="$need zlib1g-dev"
 else
-    need="$need libxml2-dev libcmocka-dev libjson-c-dev libopenblas-dev libpng-dev libzip-dev libjpeg-dev zlib1g-dev"
+    need="$need libxml2-dev libcmocka-dev libjson-c-dev libopenblas-dev libpng-dev libzip-dev libjpeg-dev zlib1g-dev nettle-dev"
 fi
 [ -n "$need" ] || exit 0
 echo "install-deps: installing$need"

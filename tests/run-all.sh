@@ -46,6 +46,7 @@ run_one tests/fuzz/corpus "$builddir/tests/fuzz/fuzz_parser_replay" "$srcdir/tes
 run_one tests/fuzz/st_corpus "$builddir/tests/fuzz/fuzz_safetensors_replay" "$srcdir/tests/fuzz/st_corpus"
 run_one tests/fuzz/data_corpus "$builddir/tests/fuzz/fuzz_dataset_replay" "$srcdir/tests/fuzz/data_corpus"
 run_one tests/fuzz/pkl_corpus "$builddir/tests/fuzz/fuzz_pickle_replay" "$srcdir/tests/fuzz/pkl_corpus"
+run_one tests/fuzz/pkg_corpus "$builddir/tests/fuzz/fuzz_package_replay" "$srcdir/tests/fuzz/pkg_corpus"
 for s in "$srcdir"/tests/cli/*.sh; do
     run_one "tests/cli/$(basename "$s")" sh "$s"
 done

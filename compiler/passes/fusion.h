@@ -97,7 +97,18 @@ typedef struct {
     int training;                 /* dropout draws masks (else it is an alias) */
     const unsigned char *keep;    /* nodes to keep readable (NULL: outputs only) */
     int keep_all;
+    /* edm_plan_for_run: a plan written before (an ahead-of-time package's
+     * plan.xml) instead of planning anew; it must be for the same rules and
+     * mode and keep every value asked for.  NULL: plan anew. */
+    const struct edm_plan_text *written;
 } edm_plan_options;
+
+/* A plan's XML text, and its name in errors. */
+typedef struct edm_plan_text {
+    const char *xml;
+    size_t size;
+    const char *name;
+} edm_plan_text;
 
 typedef struct edm_plan {
     const edm_graph *g;
@@ -143,6 +154,8 @@ int edm_plan_finish(edm_plan *p, const unsigned char *kept, edm_status *st);
  * rebuilds the plan over the graph it was made from (checked against it). */
 int edm_plan_write_xml(FILE *out, const edm_plan *p, edm_status *st);
 edm_plan *edm_plan_read_xml(const char *path, const edm_graph *g, edm_status *st);
+edm_plan *edm_plan_read_xml_memory(const char *data, size_t size, const char *name, const edm_graph *g,
+                                   edm_status *st);
 /* Text: one line per step with its members (edmc dump --stage=fused). */
 int edm_plan_write_text(FILE *f, const edm_plan *p);
 

@@ -574,6 +574,34 @@ edm_plan *edm_plan_build(const edm_graph *g, const edm_plan_options *opt, edm_st
     return plan;
 }
 
+/* A plan written before, over g, if it is one opt would make: the same
+ * rules and mode, every value opt keeps kept. */
+static edm_plan *plan_from_xml(const edm_graph *g, const edm_plan_options *opt, edm_status *st)
+{
+    const char *name = opt->written->name ? opt->written->name : "plan.xml";
+    edm_plan *p = edm_plan_read_xml_memory(opt->written->xml, opt->written->size, name, g, st);
+    if (!p)
+        return NULL;
+    char want[64], got[64];
+    int rc = 0;
+    if (p->opt.fuse != opt->fuse || p->opt.training != opt->training)
+        rc = edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "%s: the plan is for --fuse=%s%s, this run wants --fuse=%s%s",
+                      name, edm_fuse_str(p->opt.fuse, got, sizeof got), p->opt.training ? " (training)" : "",
+                      edm_fuse_str(opt->fuse, want, sizeof want), opt->training ? " (training)" : "");
+    for (int i = 0; rc == 0 && i < p->nvalues; i++)
+        if (opt->keep && opt->keep[i] && !p->values[i].keep &&
+            edm_op_class_of(edm_graph_node(g, i)->op) != EDM_CLASS_LEAF)
+            rc = edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
+                          "%s: the plan does not keep node %d, which this run reads (made for another use)", name,
+                          i);
+    if (rc != 0) {
+        edm_plan_free(p);
+        return NULL;
+    }
+    p->opt.keep_all = opt->keep_all;
+    return p;
+}
+
 edm_plan *edm_plan_for_run(const edm_graph *g, const edm_plan_options *opt, const int *keep, int nkeep,
                            edm_graph **own_g, const edm_graph **run, int *map, edm_status *st)
 {
@@ -613,7 +641,7 @@ edm_plan *edm_plan_for_run(const edm_graph *g, const edm_plan_options *opt, cons
     free(ukeep);
     edm_plan_options po = *opt;
     po.keep = kept;
-    edm_plan *p = edm_plan_build(*run, &po, st);
+    edm_plan *p = opt->written ? plan_from_xml(*run, &po, st) : edm_plan_build(*run, &po, st);
     free(kept);
     if (p)
         p->opt.keep = NULL; /* it pointed at kept, freed above */

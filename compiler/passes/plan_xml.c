@@ -195,12 +195,12 @@ static int read_step(const plan_in *r, xmlNodePtr x, edm_plan *p, int n)
     return 0;
 }
 
-edm_plan *edm_plan_read_xml(const char *path, const edm_graph *g, edm_status *st)
+/* The plan in doc (freed here), read over g. */
+static edm_plan *read_doc(xmlDocPtr doc, const char *name, const edm_graph *g, edm_status *st)
 {
-    plan_in r = {.name = path, .g = g, .st = st};
-    xmlDocPtr doc = xmlReadFile(path, NULL, XML_PARSE_NONET | XML_PARSE_NOBLANKS);
+    plan_in r = {.name = name, .g = g, .st = st};
     if (!doc) {
-        edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "%s: not a readable XML document", path);
+        edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "%s: not a readable XML document", name);
         return NULL;
     }
     int n = edm_graph_count(g);
@@ -255,9 +255,9 @@ edm_plan *edm_plan_read_xml(const char *path, const edm_graph *g, edm_status *st
             break;
         }
         edm_plan_group *gr = &p->groups[p->ngroups];
-        xmlChar *name = xmlGetProp(c, BAD_CAST "name");
-        gr->name = name ? group_name_of(g, (const char *)name) : NULL;
-        xmlFree(name);
+        xmlChar *gname = xmlGetProp(c, BAD_CAST "name");
+        gr->name = gname ? group_name_of(g, (const char *)gname) : NULL;
+        xmlFree(gname);
         if (!gr->name) {
             rc = bad(&r, c, "<group> without a known name");
             break;
@@ -287,4 +287,22 @@ edm_plan *edm_plan_read_xml(const char *path, const edm_graph *g, edm_status *st
         return NULL;
     }
     return p;
+}
+
+edm_plan *edm_plan_read_xml(const char *path, const edm_graph *g, edm_status *st)
+{
+    return read_doc(xmlReadFile(path, NULL, XML_PARSE_NONET | XML_PARSE_NOBLANKS | XML_PARSE_NOERROR | XML_PARSE_NOWARNING), path, g,
+                    st);
+}
+
+edm_plan *edm_plan_read_xml_memory(const char *data, size_t size, const char *name, const edm_graph *g,
+                                   edm_status *st)
+{
+    if (size > INT_MAX) {
+        edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: a plan of %zu bytes is too large", name, size);
+        return NULL;
+    }
+    return read_doc(xmlReadMemory(data, (int)size, name, NULL,
+                                  XML_PARSE_NONET | XML_PARSE_NOBLANKS | XML_PARSE_NOERROR | XML_PARSE_NOWARNING),
+                    name, g, st);
 }

@@ -7,6 +7,8 @@
  * target alone.) */
 #include "config.h"
 
+#include "tests/fuzz/fuzz_temp.h"
+
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -21,20 +23,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char path[] = "/tmp/edmc-fuzz-st-XXXXXX";
-    int fd = mkstemp(path);
-    if (fd < 0)
+    if (!fuzz_temp_file(data, size, path))
         return 0;
-    FILE *fp = fdopen(fd, "wb");
-    if (!fp) {
-        close(fd);
-        unlink(path);
-        return 0;
-    }
-    int ok = fwrite(data, 1, size, fp) == size;
-    ok = fclose(fp) == 0 && ok;
     edm_status st;
     edm_status_init(&st);
-    edm_st_file *f = ok ? edm_st_open(path, &st) : NULL;
+    edm_st_file *f = edm_st_open(path, &st);
     if (f) {
         for (int i = 0; i < edm_st_count(f); i++) {
             const edm_st_entry *e = edm_st_entry_at(f, i);
