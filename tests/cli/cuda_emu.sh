@@ -19,8 +19,9 @@
 #   (c) a short training run, CPU against CUDA fp32 (unfused and --fuse=all): the
 #       loss of every status line
 # Fused plans (--fuse=all) are checked in (a), (b) and (c) too.
-# The compiled modules are kept in $builddir/tests/emu-cache (keyed by source,
-# header and flags), so only the first run compiles.  Skips (77) when the
+# The compiled modules are kept in $builddir/tests/emu-cache, or
+# $EDMC_TEST_KERNEL_CACHE (.ci/run: one folder for both of its runs), keyed by
+# source, header and flags, so only the first run compiles.  Skips (77) when the
 # emulator was not built (configured without the CUDA toolkit) or g++ is missing.
 . "$srcdir/tests/tap.sh"
 edmc="$builddir/edmc"
@@ -38,7 +39,7 @@ if ! command -v "${EDMC_EMU_CXX:-g++}" >/dev/null 2>&1; then
     exit 77
 fi
 case $emu in /*) ;; *) emu="$PWD/$emu" ;; esac
-cache="$builddir/tests/emu-cache"
+cache="${EDMC_TEST_KERNEL_CACHE:-$builddir/tests/emu-cache}"
 case $cache in /*) ;; *) cache="$PWD/$cache" ;; esac
 mkdir -p "$cache" || exit 1
 tmp=$(mktemp -d)

@@ -16,7 +16,7 @@ case $edmc in /*) ;; *) edmc="$PWD/$edmc" ;; esac
 case $st_diff in /*) ;; *) st_diff="$PWD/$st_diff" ;; esac
 case $golden in /*) ;; *) golden="$PWD/$golden" ;; esac
 # NVRTC's cache for the compilations (kept between runs, like cuda_emu.sh's)
-cache="$builddir/tests/emu-cache"
+cache="${EDMC_TEST_KERNEL_CACHE:-$builddir/tests/emu-cache}"
 case $cache in /*) ;; *) cache="$PWD/$cache" ;; esac
 mkdir -p "$cache" || exit 1
 W="$golden/weights.safetensors"
