@@ -1065,19 +1065,25 @@ static int run_gemm(edm_cuda_exec *x, int i, edm_status *st)
 }
 
 /* --fuse: the plan's groups in order, one launch each. */
+/* One kernel of the fused plan: group gi. */
+static int launch_group(edm_cuda_exec *x, int gi, edm_status *st)
+{
+    const edm_cuda_group_launch *G = &x->pcode.group[gi];
+    cu_result r = x->api.LaunchKernel(x->group_fn[gi], G->grid[0], G->grid[1], G->grid[2], G->block[0], G->block[1],
+                                      G->block[2], G->smem, x->stream, x->gargp + x->garg_first[gi], NULL);
+    if (r != CU_SUCCESS) {
+        cu_check(&x->api, r, "cuLaunchKernel", st);
+        edm_status_prefix(st, "group %d (kernel %s, %d step%s)", gi, G->kernel, G->nsteps, G->nsteps == 1 ? "" : "s");
+        return -1;
+    }
+    return 0;
+}
+
 static int launch_groups(edm_cuda_exec *x, edm_status *st)
 {
-    for (int gi = 0; gi < x->pcode.ngroups; gi++) {
-        const edm_cuda_group_launch *G = &x->pcode.group[gi];
-        cu_result r = x->api.LaunchKernel(x->group_fn[gi], G->grid[0], G->grid[1], G->grid[2], G->block[0],
-                                          G->block[1], G->block[2], G->smem, x->stream,
-                                          x->gargp + x->garg_first[gi], NULL);
-        if (r != CU_SUCCESS) {
-            cu_check(&x->api, r, "cuLaunchKernel", st);
-            edm_status_prefix(st, "group %d (kernel %s, %d step%s)", gi, G->kernel, G->nsteps, G->nsteps == 1 ? "" : "s");
+    for (int gi = 0; gi < x->pcode.ngroups; gi++)
+        if (launch_group(x, gi, st) != 0)
             return -1;
-        }
-    }
     return 0;
 }
 
@@ -1148,14 +1154,7 @@ int edm_cuda_exec_profile(edm_cuda_exec *x, edm_cuda_profile_row **rows, int *nr
     if (rc == 0)
         rc = CU(EventRecord(ev[0], x->stream), "cuEventRecord");
     for (int gi = 0; gi < n && rc == 0; gi++) {
-        const edm_cuda_group_launch *G = &x->pcode.group[gi];
-        cu_result cr = x->api.LaunchKernel(x->group_fn[gi], G->grid[0], G->grid[1], G->grid[2], G->block[0],
-                                           G->block[1], G->block[2], G->smem, x->stream,
-                                           x->gargp + x->garg_first[gi], NULL);
-        if (cr != CU_SUCCESS) {
-            rc = cu_check(&x->api, cr, "cuLaunchKernel", st);
-            edm_status_prefix(st, "group %d (kernel %s)", gi, G->kernel);
-        }
+        rc = launch_group(x, gi, st);
         if (rc == 0)
             rc = CU(EventRecord(ev[gi + 1], x->stream), "cuEventRecord");
     }
