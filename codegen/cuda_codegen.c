@@ -1177,6 +1177,18 @@ static edm_dtype value_dtype(const edm_graph *g, const edm_cuda_options *opt, co
     return in_network(n->scope, opt->network_scope) ? opt->storage : EDM_F32;
 }
 
+int edm_cuda_value_types(const edm_graph *g, const edm_cuda_options *opt, edm_dtype *out, edm_status *st)
+{
+    int count = edm_graph_count(g);
+    edm_cuda_launch *types = calloc((size_t)(count ? count : 1), sizeof *types);
+    if (!types)
+        return edm_nomem(st);
+    for (int id = 0; id < count; id++)
+        out[id] = types[id].dtype = value_dtype(g, opt, types, id);
+    free(types);
+    return 0;
+}
+
 /* With gemm_library: a convolution's im2col (conv2d, conv2d_bwd_weight) or
  * col2im (conv2d_bwd_data) kernel, unless the GEMM reads x or writes dx directly. */
 static void emit_conv_helper(const node_ctx *c, sbuf *out, edm_cuda_module *m)
@@ -1808,19 +1820,17 @@ int edm_cuda_codegen_plan(const edm_plan *p, const edm_cuda_options *opt, edm_cu
     if (check_options(opt, st) != 0)
         return -1;
     int count = edm_graph_count(p->g);
-    size_t cnt = (size_t)(count ? count : 1);
-    edm_cuda_launch *types = calloc(cnt, sizeof *types);
-    m->dtype = calloc(cnt, sizeof *m->dtype);
+    m->dtype = calloc((size_t)(count ? count : 1), sizeof *m->dtype);
     m->launch = calloc((size_t)(p->nsteps ? p->nsteps : 1), sizeof *m->launch);
     m->group = calloc((size_t)(p->ngroups ? p->ngroups : 1), sizeof *m->group);
-    if (!types || !m->dtype || !m->launch || !m->group) {
-        free(types);
+    if (!m->dtype || !m->launch || !m->group) {
         edm_cuda_plan_module_free(m);
         return edm_nomem(st);
     }
-    for (int id = 0; id < count; id++)
-        m->dtype[id] = types[id].dtype = value_dtype(p->g, opt, types, id);
-    free(types);
+    if (edm_cuda_value_types(p->g, opt, m->dtype, st) != 0) {
+        edm_cuda_plan_module_free(m);
+        return -1;
+    }
     sbuf kernels = {0}, out = {0};
     int rc = 0, mix64 = 0;
     mma_need ws = {0, 0};

@@ -125,6 +125,9 @@ int edm_cuda_op_supported(edm_op op);
 /* Generates the module for g.  The text is deterministic: the same graph and
  * options give the same bytes. */
 int edm_cuda_codegen(const edm_graph *g, const edm_cuda_options *opt, edm_cuda_module *m, edm_status *st);
+/* The storage type of every value of g under opt (the dtype rule above):
+ * out has one entry per node. */
+int edm_cuda_value_types(const edm_graph *g, const edm_cuda_options *opt, edm_dtype *out, edm_status *st);
 void edm_cuda_module_free(edm_cuda_module *m);
 
 /* Kernels emitted besides the node kernels (f32 = float; T = float, h16 or b16):

@@ -323,26 +323,21 @@ static int match_slicepush(const match_ctx *x, int id, rule_match *rm)
     for (int k = x->uses->off[v]; k < x->uses->off[v + 1]; k++) {
         const edm_node *u = edm_graph_node(x->g, x->uses->users[k]);
         edm_op_class uc = edm_op_class_of(u->op);
-        if (u->op != EDM_OP_SLICE && !((uc == EDM_CLASS_UNARY || uc == EDM_CLASS_BINARY) && edm_shape_equal(&u->shape, &f->shape)))
+        int elementwise = (uc == EDM_CLASS_UNARY || uc == EDM_CLASS_BINARY) && edm_shape_equal(&u->shape, &f->shape);
+        if (u->op != EDM_OP_SLICE && !elementwise)
             return 0;
     }
     rm->push.op = v;
     for (int k = 0; k < f->ninputs; k++) {
         const edm_shape *a = &edm_graph_node(x->g, f->input[k])->shape;
-        if (a->rank == 0) {
-            rm->push.sliced[k] = 0;
-        } else if (a->rank != f->shape.rank) {
-            return 0; /* broadcast across ranks: not rewritten */
-        } else if (a->dim[ax] == f->shape.dim[ax]) {
-            /* an operand only f reads would be stored for the slices instead of f: no gain */
-            if (edm_uses_count(x->uses, f->input[k]) < 2)
-                return 0;
-            rm->push.sliced[k] = 1;
-        } else if (a->dim[ax] == 1) {
-            rm->push.sliced[k] = 0;
-        } else {
+        int same_rank = a->rank == f->shape.rank;
+        int whole = a->rank == 0 || (same_rank && a->dim[ax] == 1); /* broadcast along the axis */
+        int part = !whole && same_rank && a->dim[ax] == f->shape.dim[ax];
+        /* (other ranks: broadcast across ranks, not rewritten); an operand
+         * only f reads would be stored for the slices instead of f: no gain */
+        if ((!whole && !part) || (part && edm_uses_count(x->uses, f->input[k]) < 2))
             return 0;
-        }
+        rm->push.sliced[k] = part;
     }
     return 1;
 }

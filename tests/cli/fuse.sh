@@ -73,6 +73,32 @@ done
 if [ -z "${missing:-}" ]; then tap_ok "every shared kernel is defined in the module"; else tap_not_ok "a shared kernel is not defined"; fi
 "$edmc" dump "$tiny" --stage=cuda --batch=4 -o "$tmp/unfused.cu" 2>&1
 if grep -q "CUDA C for NVRTC" "$tmp/unfused.cu"; then tap_ok "dump --stage=cuda without --fuse: the unfused module (the executor's default)"; else tap_not_ok "dump --stage=cuda unfused"; fi
+# the CUDA executor's memory at a batch and precision: fused smaller than unfused
+"$edmc" info "$tiny" --device=cuda --batch=64 --precision=bf16 --json >"$tmp/cu-all.json" 2>&1
+"$edmc" info "$tiny" --device=cuda --batch=64 --precision=bf16 --fuse=none --json >"$tmp/cu-none.json" 2>&1
+if ! command -v python3 >/dev/null 2>&1; then
+    tap_ok "info --device=cuda --json # SKIP no python3 to read the JSON"
+elif python3 - "$tmp/cu-all.json" "$tmp/cu-none.json" <<'PY'
+import json, sys
+a, n = (json.load(open(f))["cuda_memory"] for f in sys.argv[1:3])
+assert a["batch"] == 64 and a["storage"] == "bf16", a
+assert 0 < a["arena_bytes_forward"] <= n["arena_bytes_forward"], (a, n)
+assert 0 < a["arena_bytes_train"] < 0.6 * n["arena_bytes_train"], (a, n)
+assert a["optimizer_bytes"] == 3 * a["ema_bytes_each"] > 0, a
+PY
+then
+    tap_ok "info --device=cuda --json: the executor's arenas at batch 64, bf16 (fused training < 0.6x unfused)"
+else
+    tap_not_ok "info --device=cuda --json" "$(head -c 300 "$tmp/cu-all.json")"
+fi
+"$edmc" info "$tiny" --device=cuda --batch=16 >"$tmp/cu.txt" 2>&1
+if grep -q "CUDA memory     batch 16, f16 storage: forward .* GiB arena" "$tmp/cu.txt" && grep -q "per EMA" "$tmp/cu.txt"; then
+    tap_ok "info --device=cuda: the memory line"
+else
+    tap_not_ok "info --device=cuda" "$(grep -A1 CUDA "$tmp/cu.txt")"
+fi
+tap_expect_error "info --device=cuda --precision=f64" 2 "CUDA kernels store fp16, bf16 or fp32" "$edmc" info "$tiny" --device=cuda --precision=f64
+tap_expect_error "info --device=tpu" 2 "expected cpu or cuda" "$edmc" info "$tiny" --device=tpu
 
 # --- errors
 tap_expect_error "--fuse=bogus" 2 "unknown rule 'bogus'" "$edmc" forward "$tiny" --fuse=bogus \
