@@ -43,6 +43,23 @@ if [ -n "$py" ]; then
         --batch=1 --legacy-names --seed=1 >/dev/null
     compare "$tmp/b" -D 'block_out_channels=[32,32,64]' -D layers_per_block=1 -D norm_groups=16 -D resolution=24 \
         -D 'attention_names="query"'
+    # generate --vae: the PNGs are the reference's decoding of the samples
+    tiny="$srcdir/models/edm2-tiny.edm"
+    "$edmc" init "$tiny" --seed=1 -o "$tmp/net.safetensors" >/dev/null
+    if "$edmc" generate --net="$tmp/net.safetensors" --vae="$tmp/a/vae.safetensors" --seeds=0-2 --steps=4 --batch=2 \
+        --outdir="$tmp/gen" --grid="$tmp/grid.png" --save-raw="$tmp/raw.safetensors" >"$tmp/log" 2>&1 &&
+        "$py" "$srcdir/tests/tools/vae_torch.py" decode-check "$tmp/a/vae.safetensors" "$tmp/raw.safetensors" \
+            "$tmp/gen/seed000000.png" "$tmp/gen/seed000001.png" "$tmp/gen/seed000002.png" >>"$tmp/log" 2>&1; then
+        tap_ok "generate --vae writes the reference's decoding of its latents: $(tail -n 1 "$tmp/log")"
+    else
+        tap_not_ok "generate --vae writes the reference's decoding of its latents" "$(cat "$tmp/log")"
+    fi
+    # three 32x32 pictures in two columns: the PNG's IHDR says 64 x 64
+    if [ "$(od -An -tu1 -j16 -N8 "$tmp/grid.png" 2>/dev/null | tr -s ' ')" = " 0 0 0 64 0 0 0 64" ]; then
+        tap_ok "generate --vae --grid writes the grid of the pictures"
+    else
+        tap_not_ok "generate --vae --grid writes the grid of the pictures"
+    fi
 else
     echo "# no python3 with torch: the comparisons are skipped"
 fi
@@ -72,4 +89,22 @@ tap_expect_error "a VAE file with a tensor of the wrong shape" 1 \
 tap_expect_error "norm groups that do not divide the channels" 1 "positive multiples of norm_groups" \
     "$edmc" info "$vae" -D 'block_out_channels=[32,48]' -D norm_groups=32
 tap_expect_error "an unknown part" 1 "part must be" "$edmc" info "$vae" -D 'part="both"'
+
+# --- generate --vae: what it refuses
+"$edmc" init "$srcdir/models/edm2-tiny.edm" --seed=1 -o "$tmp/net4.safetensors" >/dev/null
+"$edmc" init "$srcdir/models/edm2-tiny.edm" -D img_channels=3 --seed=1 -o "$tmp/net3.safetensors" >/dev/null
+gen() { "$edmc" generate --net="$1" --vae="$2" --seeds=0 --steps=2 --outdir="$tmp/g"; }
+tap_check "generate --vae with edmc init's VAE (its configuration from the file)" gen "$tmp/net4.safetensors" "$tmp/dec.safetensors"
+if [ -f "$tmp/g/seed000000.png" ]; then tap_ok "... writes seed000000.png"; else tap_not_ok "... writes seed000000.png"; fi
+tap_expect_error "--vae for a pixel model" 2 "--vae: the model makes 3-channel pixel images, not latents" \
+    gen "$tmp/net3.safetensors" "$tmp/dec.safetensors"
+tap_expect_error "--vae file that is not there" 1 "nothere.safetensors" gen "$tmp/net4.safetensors" "$tmp/nothere.safetensors"
+# a file without edmc.config is taken for sd-vae-ft-mse
+"$builddir/tests/tools/st_make" "$tmp/bare.safetensors" decoder.conv_in.weight:F32:96,4,3,3:normal
+tap_expect_error "--vae file with a tensor of the wrong shape" 1 \
+    "decoder.conv_in.weight: expected [512, 4, 3, 3], found [96, 4, 3, 3]" gen "$tmp/net4.safetensors" "$tmp/bare.safetensors"
+tap_expect_error "--vae file that is a network, not a VAE" 1 "missing decoder.conv_in.weight" \
+    gen "$tmp/net4.safetensors" "$tmp/net4.safetensors"
+tap_expect_error "--grid of latents without --vae" 2 "give --vae=VAE.safetensors" \
+    "$edmc" generate --net="$tmp/net4.safetensors" --seeds=0 --steps=2 --outdir="$tmp/g2" --grid="$tmp/g2.png"
 tap_done

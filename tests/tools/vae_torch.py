@@ -17,6 +17,13 @@ latent, and writes into OUTDIR:
 
 usage: vae_torch.py OUTDIR [--channels=32,64] [--layers=2] [--groups=8]
        [--resolution=16] [--batch=2] [--legacy-names] [--seed=0]
+
+       vae_torch.py decode-check VAE.safetensors RAW.safetensors PNG...
+decodes the samples of RAW (edmc generate --save-raw) as the EDM2
+reference does (its StabilityVAEEncoder.decode: undo the latent
+normalisation, the VAE's decoder, clamp(0, 1)·255 to uint8) and compares
+the bytes with the PNGs (one per sample, in order); exits 1 when a byte
+differs by more than 1 or more than 1% differ at all.
 """
 
 import json
@@ -199,7 +206,63 @@ def write_safetensors(path, tensors, metadata=None):
         f.write(struct.pack('<Q', len(h)) + h + b''.join(blobs))
 
 
+def read_safetensors(path):
+    import numpy as np
+    with open(path, 'rb') as f:
+        data = f.read()
+    n = struct.unpack('<Q', data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    meta = header.pop('__metadata__', {})
+    out = {}
+    for name, e in header.items():
+        a, b = e['data_offsets']
+        dtype = {'F32': np.float32, 'F16': np.float16}[e['dtype']]
+        arr = np.frombuffer(data[8 + n + a:8 + n + b], dtype=dtype).reshape(e['shape'])
+        out[name] = torch.from_numpy(arr.astype(np.float32))
+    return out, meta
+
+
+# the reference's latent normalisation (float32, as numpy computes it there)
+RAW_MEAN = [5.81, 3.25, 0.12, -2.15]
+RAW_STD = [4.17, 4.62, 3.71, 3.28]
+
+
+def decode_check(vae_path, raw_path, pngs):
+    import numpy as np
+    from PIL import Image
+    sd, meta = read_safetensors(vae_path)
+    cfg = json.loads(meta['edmc.config'])
+    chans = json.loads(cfg['block_out_channels'])
+    legacy = any('.query.' in k for k in sd)
+    vae = AutoencoderKL(chans, int(cfg['layers_per_block']), int(cfg['norm_groups']), legacy).eval()
+    vae.load_state_dict(sd, strict=True)
+    scale = np.float32(0.5) / np.array(RAW_STD, dtype=np.float32)
+    bias = np.float32(0) - np.array(RAW_MEAN, dtype=np.float32) * scale
+    x = read_safetensors(raw_path)[0]['sample']
+    with torch.no_grad():
+        x = x - torch.from_numpy(bias).reshape(1, -1, 1, 1)
+        x = x / torch.from_numpy(scale).reshape(1, -1, 1, 1)
+        x = vae.decode(x).clamp(0, 1).mul(255).to(torch.uint8).numpy()
+    if len(pngs) != x.shape[0]:
+        sys.exit(f'{len(pngs)} PNGs for {x.shape[0]} samples')
+    worst, differ, total, inside = 0, 0, 0, 0
+    for i, path in enumerate(pngs):
+        got = np.asarray(Image.open(path).convert('RGB')).transpose(2, 0, 1).astype(int)
+        want = x[i].astype(int)
+        if got.shape != want.shape:
+            sys.exit(f'{path}: {got.shape}, expected {want.shape}')
+        d = np.abs(got - want)
+        worst, differ, total = max(worst, int(d.max())), differ + int((d > 0).sum()), total + d.size
+        inside += int(((want > 0) & (want < 255)).sum())
+    print(f'{total} bytes ({inside} strictly inside 0..255): {differ} differ, by at most {worst}')
+    if worst > 1 or differ > total // 100:
+        sys.exit(1)
+
+
 def main():
+    if sys.argv[1] == 'decode-check':
+        decode_check(sys.argv[2], sys.argv[3], sys.argv[4:])
+        return
     args = dict(a[2:].split('=', 1) if '=' in a else (a[2:], '1') for a in sys.argv[2:])
     outdir = sys.argv[1]
     chans = [int(c) for c in args.get('channels', '32,64').split(',')]
