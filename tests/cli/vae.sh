@@ -60,6 +60,16 @@ if [ -n "$py" ]; then
     else
         tap_not_ok "generate --vae --grid writes the grid of the pictures"
     fi
+    # dataset encode: the .npy entries are the reference's encoding of the images
+    "$edmc" dataset convert --source="$srcdir/tests/dataset/src" --dest="$tmp/img32" --resolution=32x32 \
+        --transform=center-crop --max-images=4 >/dev/null 2>&1
+    if "$edmc" dataset encode --source="$tmp/img32" --dest="$tmp/lat.zip" --vae="$tmp/a/vae.safetensors" >"$tmp/log" 2>&1 &&
+        "$py" "$srcdir/tests/tools/vae_torch.py" encode-check "$tmp/a/vae.safetensors" "$tmp/lat.zip" \
+            "$tmp"/img32/00000/img*.png >>"$tmp/log" 2>&1; then
+        tap_ok "dataset encode writes the reference's latents: $(tail -n 1 "$tmp/log")"
+    else
+        tap_not_ok "dataset encode writes the reference's latents" "$(cat "$tmp/log")"
+    fi
 else
     echo "# no python3 with torch: the comparisons are skipped"
 fi
@@ -107,4 +117,34 @@ tap_expect_error "--vae file that is a network, not a VAE" 1 "missing decoder.co
     gen "$tmp/net4.safetensors" "$tmp/net4.safetensors"
 tap_expect_error "--grid of latents without --vae" 2 "give --vae=VAE.safetensors" \
     "$edmc" generate --net="$tmp/net4.safetensors" --seeds=0 --steps=2 --outdir="$tmp/g2" --grid="$tmp/g2.png"
+
+# --- dataset encode: the reference's layout, read by edmc train; what it refuses
+"$edmc" init "$vae" -D 'block_out_channels=[32,64]' -D norm_groups=8 -D 'part="encoder"' -o "$tmp/enc.safetensors" >/dev/null
+"$edmc" dataset convert --source="$srcdir/tests/dataset/src" --dest="$tmp/src32.zip" --resolution=32x32 \
+    --transform=center-crop --max-images=3 >/dev/null 2>&1
+tap_check "dataset encode into a folder" "$edmc" dataset encode --source="$tmp/src32.zip" --dest="$tmp/latdir" \
+    --vae="$tmp/enc.safetensors"
+if [ -f "$tmp/latdir/00000/img-mean-std-00000002.npy" ] &&
+    grep -q '"00000/img-mean-std-00000000.npy", [0-9]' "$tmp/latdir/dataset.json"; then
+    tap_ok "... NNNNN/img-mean-std-NNNNNNNN.npy and dataset.json with the labels"
+else
+    tap_not_ok "... NNNNN/img-mean-std-NNNNNNNN.npy and dataset.json with the labels" "$(ls -R "$tmp/latdir")"
+fi
+# an .npy as numpy writes it: format 1.0, a header of 118 bytes padded to 128
+if [ "$(od -An -c -j1 -N5 "$tmp/latdir/00000/img-mean-std-00000000.npy" | tr -d ' ')" = "NUMPY" ] &&
+    head -c 128 "$tmp/latdir/00000/img-mean-std-00000000.npy" | grep -q "{'descr': '<f4', 'fortran_order': False, 'shape': (8, 16, 16), }"; then
+    tap_ok "... each a float32 (8, 16, 16) .npy"
+else
+    tap_not_ok "... each a float32 (8, 16, 16) .npy"
+fi
+tap_check "edmc train reads the latent dataset" "$edmc" train --model="$srcdir/models/edm2-tiny.edm" \
+    -D model_channels=16 -D channels_per_head=16 --data="$tmp/latdir" --batch=3 --rampup=0 --lr=0.01 --threads=1 \
+    --outdir="$tmp/run" --duration=6 --status=3 --snapshot=0
+tap_expect_error "dataset encode without --vae" 2 "give the VAE's weights with --vae" \
+    "$edmc" dataset encode --source="$tmp/src32.zip" --dest="$tmp/x.zip"
+tap_expect_error "dataset encode takes no --transform" 2 "unknown option '--transform'" \
+    "$edmc" dataset encode --source="$tmp/src32.zip" --dest="$tmp/x.zip" --vae="$tmp/enc.safetensors" --transform=none
+tap_expect_error "dataset encode with a decoder's file" 1 "missing encoder.conv_in.weight" \
+    "$edmc" dataset encode --source="$tmp/src32.zip" --dest="$tmp/x.zip" --vae="$tmp/dec.safetensors"
+if [ -e "$tmp/x.zip" ]; then tap_not_ok "... leaves no zip behind"; else tap_ok "... leaves no zip behind"; fi
 tap_done

@@ -24,6 +24,12 @@ reference does (its StabilityVAEEncoder.decode: undo the latent
 normalisation, the VAE's decoder, clamp(0, 1)·255 to uint8) and compares
 the bytes with the PNGs (one per sample, in order); exits 1 when a byte
 differs by more than 1 or more than 1% differ at all.
+
+       vae_torch.py encode-check VAE.safetensors LATENTS.zip PNG...
+encodes the PNGs as the reference's `dataset_tool.py encode` does (pixels /
+255, the encoder, the posterior's mean and std) and compares them with the
+.npy entries of LATENTS.zip (in name order; edmc dataset encode's output);
+exits 1 beyond 1e-4 relative (largest |a - b| / max |b| per entry).
 """
 
 import json
@@ -227,15 +233,44 @@ RAW_MEAN = [5.81, 3.25, 0.12, -2.15]
 RAW_STD = [4.17, 4.62, 3.71, 3.28]
 
 
-def decode_check(vae_path, raw_path, pngs):
-    import numpy as np
-    from PIL import Image
+def load_vae(vae_path):
     sd, meta = read_safetensors(vae_path)
     cfg = json.loads(meta['edmc.config'])
     chans = json.loads(cfg['block_out_channels'])
     legacy = any('.query.' in k for k in sd)
     vae = AutoencoderKL(chans, int(cfg['layers_per_block']), int(cfg['norm_groups']), legacy).eval()
     vae.load_state_dict(sd, strict=True)
+    return vae
+
+
+def encode_check(vae_path, zip_path, pngs):
+    import io
+    import zipfile
+    import numpy as np
+    from PIL import Image
+    vae = load_vae(vae_path)
+    z = zipfile.ZipFile(zip_path)
+    names = sorted(n for n in z.namelist() if n.endswith('.npy'))
+    if len(names) != len(pngs):
+        sys.exit(f'{len(names)} latents for {len(pngs)} images')
+    worst = 0.0
+    for name, path in zip(names, pngs):
+        got = np.load(io.BytesIO(z.read(name)))
+        img = torch.from_numpy(np.asarray(Image.open(path).convert('RGB')).copy()).permute(2, 0, 1).unsqueeze(0)
+        with torch.no_grad():
+            want = vae.encode(img.to(torch.float32) / 255)[0].numpy()
+        if got.dtype != np.float32 or got.shape != want.shape:
+            sys.exit(f'{name}: {got.dtype} {got.shape}, expected float32 {want.shape}')
+        worst = max(worst, float(np.abs(got - want).max() / np.abs(want).max()))
+    print(f'{len(names)} latents {list(want.shape)}: largest relative difference {worst:.3g}')
+    if worst > 1e-4:
+        sys.exit(1)
+
+
+def decode_check(vae_path, raw_path, pngs):
+    import numpy as np
+    from PIL import Image
+    vae = load_vae(vae_path)
     scale = np.float32(0.5) / np.array(RAW_STD, dtype=np.float32)
     bias = np.float32(0) - np.array(RAW_MEAN, dtype=np.float32) * scale
     x = read_safetensors(raw_path)[0]['sample']
@@ -262,6 +297,9 @@ def decode_check(vae_path, raw_path, pngs):
 def main():
     if sys.argv[1] == 'decode-check':
         decode_check(sys.argv[2], sys.argv[3], sys.argv[4:])
+        return
+    if sys.argv[1] == 'encode-check':
+        encode_check(sys.argv[2], sys.argv[3], sys.argv[4:])
         return
     args = dict(a[2:].split('=', 1) if '=' in a else (a[2:], '1') for a in sys.argv[2:])
     outdir = sys.argv[1]
