@@ -43,6 +43,19 @@ if [ -n "$py" ]; then
         --batch=1 --legacy-names --seed=1 >/dev/null
     compare "$tmp/b" -D 'block_out_channels=[32,32,64]' -D layers_per_block=1 -D norm_groups=16 -D resolution=24 \
         -D 'attention_names="query"'
+    # the same on the CUDA backend, its kernels run by the emulator (docs/cuda.md), fused and not
+    emu="$builddir/tests/emu/cuda_emu.so"
+    if [ -f "$emu" ] && command -v "${EDMC_EMU_CXX:-g++}" >/dev/null 2>&1; then
+        case $emu in /*) ;; *) emu="$PWD/$emu" ;; esac
+        cache="${EDMC_TEST_KERNEL_CACHE:-$builddir/tests/emu-cache}"
+        case $cache in /*) ;; *) cache="$PWD/$cache" ;; esac
+        mkdir -p "$cache"
+        EDMC_CUDA_DRIVER="$emu" EDMC_CUBLASLT="$emu" EDMC_CACHE_DIR="$cache" \
+            compare "$tmp/a" -D 'block_out_channels=[32,64]' -D norm_groups=8 -D resolution=16 --device=cuda \
+            --precision=f32
+    else
+        echo "# the CUDA emulator was not built: the CUDA comparisons are skipped"
+    fi
     # generate --vae: the PNGs are the reference's decoding of the samples
     tiny="$srcdir/models/edm2-tiny.edm"
     "$edmc" init "$tiny" --seed=1 -o "$tmp/net.safetensors" >/dev/null
