@@ -128,6 +128,17 @@ tap_expect_error "--vae file with a tensor of the wrong shape" 1 \
     "decoder.conv_in.weight: expected [512, 4, 3, 3], found [96, 4, 3, 3]" gen "$tmp/net4.safetensors" "$tmp/bare.safetensors"
 tap_expect_error "--vae file that is a network, not a VAE" 1 "missing decoder.conv_in.weight" \
     gen "$tmp/net4.safetensors" "$tmp/net4.safetensors"
+# malformed VAE files
+head -c 100000 "$tmp/dec.safetensors" >"$tmp/cut.safetensors"
+tap_expect_error "--vae file cut short" 1 "file truncated?" gen "$tmp/net4.safetensors" "$tmp/cut.safetensors"
+cp "$tmp/dec.safetensors" "$tmp/nan.safetensors"
+hlen=$(od -An -tu8 -N8 "$tmp/dec.safetensors" | tr -d ' ')
+printf '\000\000\300\177' | dd of="$tmp/nan.safetensors" bs=1 seek=$((8 + hlen)) conv=notrunc 2>/dev/null
+tap_expect_error "--vae file with a NaN weight" 1 "element 0 is nan (not finite)" \
+    gen "$tmp/net4.safetensors" "$tmp/nan.safetensors"
+printf 'garbage' >"$tmp/garbage.safetensors"
+tap_expect_error "--vae file that is not safetensors" 1 "too short for the 8-byte header length" \
+    gen "$tmp/net4.safetensors" "$tmp/garbage.safetensors"
 tap_expect_error "--grid of latents without --vae" 2 "give --vae=VAE.safetensors" \
     "$edmc" generate --net="$tmp/net4.safetensors" --seeds=0 --steps=2 --outdir="$tmp/g2" --grid="$tmp/g2.png"
 
