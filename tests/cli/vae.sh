@@ -103,6 +103,7 @@ small="-D block_out_channels=[32,64] -D norm_groups=8 -D resolution=16"
 # shellcheck disable=SC2086
 "$edmc" init "$vae" -D 'block_out_channels=[32,96]' -D norm_groups=8 -D resolution=16 -o "$tmp/wide.safetensors" >/dev/null
 "$builddir/tests/tools/st_make" "$tmp/lat.safetensors" latent:F32:1,4,8,8:normal
+# shellcheck disable=SC2086
 run() { "$edmc" forward "$vae" $small --weights="$1" --input="$tmp/lat.safetensors" --output="$tmp/o.safetensors"; }
 tap_check "decoder of edmc init's weights runs" run "$tmp/dec.safetensors"
 tap_expect_error "a VAE file without the attention's to_q" 1 "missing decoder.mid_block.attentions.0.to_q.weight [64, 64]" \
