@@ -141,7 +141,19 @@ static int open_part(edm_vae *v, const edm_vae_spec *spec, edm_sources *src, edm
     edm_define_list_free(&meta);
     if (rc == 0)
         rc = bind_shapes(v, st);
-    if (rc == 0 && !(v->x = edm_backend_new(v->prog.graph, v->batch, &spec->backend, st)))
+    /* float32 storage, as the reference runs its VAE; never a package's
+     * plan or cubins (they are the net's); no training, nothing kept */
+    edm_backend_options opt = spec->backend;
+    opt.storage = EDM_F32;
+    opt.kernels = NULL;
+    opt.nkernels = 0;
+    opt.optimizer = 0;
+    opt.cpu.training = 0;
+    opt.cpu.keep_all = 0;
+    opt.cpu.keep = NULL;
+    opt.cpu.nkeep = 0;
+    opt.cpu.plan = NULL;
+    if (rc == 0 && !(v->x = edm_backend_new(v->prog.graph, v->batch, &opt, st)))
         rc = -1;
     if (rc == 0)
         v->out_node = edm_backend_find(v->x, EDM_OP_OUTPUT, v->decoder ? "image" : "mean_std");

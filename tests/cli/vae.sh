@@ -53,6 +53,15 @@ if [ -n "$py" ]; then
         EDMC_CUDA_DRIVER="$emu" EDMC_CUBLASLT="$emu" EDMC_CACHE_DIR="$cache" \
             compare "$tmp/a" -D 'block_out_channels=[32,64]' -D norm_groups=8 -D resolution=16 --device=cuda \
             --precision=f32
+        # generate --vae on the device, net and VAE in f32: the CPU's pictures (a byte may round the other way)
+        "$edmc" init "$srcdir/models/edm2-tiny.edm" --seed=1 -o "$tmp/netc.safetensors" >/dev/null
+        for d in cpu cuda; do
+            EDMC_CUDA_DRIVER="$emu" EDMC_CUBLASLT="$emu" EDMC_CACHE_DIR="$cache" "$edmc" generate --device=$d \
+                --precision=f32 --net="$tmp/netc.safetensors" --vae="$tmp/a/vae.safetensors" --seeds=5 --steps=3 \
+                --outdir="$tmp/g_$d" >"$tmp/log_$d" 2>&1
+        done
+        tap_check "generate --vae --device=cuda gives the CPU's picture" "$builddir/tests/tools/img_diff" \
+            "$tmp/g_cuda/seed000005.png" "$tmp/g_cpu/seed000005.png" 1
     else
         echo "# the CUDA emulator was not built: the CUDA comparisons are skipped"
     fi
@@ -120,6 +129,12 @@ tap_expect_error "an unknown part" 1 "part must be" "$edmc" info "$vae" -D 'part
 gen() { "$edmc" generate --net="$1" --vae="$2" --seeds=0 --steps=2 --outdir="$tmp/g"; }
 tap_check "generate --vae with edmc init's VAE (its configuration from the file)" gen "$tmp/net4.safetensors" "$tmp/dec.safetensors"
 if [ -f "$tmp/g/seed000000.png" ]; then tap_ok "... writes seed000000.png"; else tap_not_ok "... writes seed000000.png"; fi
+# with the net from a package: the VAE is planned anew, not with the package's plan
+"$edmc" compile "$srcdir/models/edm2-tiny.edm" -o "$tmp/tiny.edmpkg" >/dev/null 2>&1
+tap_check "generate --package --vae" "$edmc" generate --package="$tmp/tiny.edmpkg" --net="$tmp/net4.safetensors" \
+    --vae="$tmp/dec.safetensors" --seeds=0 --steps=2 --outdir="$tmp/gp"
+tap_check "... the same picture as without the package" "$builddir/tests/tools/img_diff" "$tmp/gp/seed000000.png" \
+    "$tmp/g/seed000000.png" 0
 tap_expect_error "--vae for a pixel model" 2 "--vae: the model makes 3-channel pixel images, not latents" \
     gen "$tmp/net3.safetensors" "$tmp/dec.safetensors"
 tap_expect_error "--vae file that is not there" 1 "nothere.safetensors" gen "$tmp/net4.safetensors" "$tmp/nothere.safetensors"
