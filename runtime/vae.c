@@ -138,6 +138,9 @@ static int open_part(edm_vae *v, const edm_vae_spec *spec, edm_sources *src, edm
     int rc = make_defines(spec, v->f, &meta, &d, st);
     if (rc == 0)
         rc = edm_compile_model(src, spec->model, d.defs, d.n, &v->prog, st);
+    /* every define comes from the file or from here: a bad one is a bad file */
+    if (rc != 0 && st->code == EDM_ERR_USAGE)
+        st->code = EDM_ERR_FORMAT;
     edm_define_list_free(&meta);
     if (rc == 0)
         rc = bind_shapes(v, st);

@@ -155,6 +155,22 @@ tap_expect_error "--vae file with a NaN weight" 1 "element 0 is nan (not finite)
 printf 'garbage' >"$tmp/garbage.safetensors"
 tap_expect_error "--vae file that is not safetensors" 1 "too short for the 8-byte header length" \
     gen "$tmp/net4.safetensors" "$tmp/garbage.safetensors"
+if command -v python3 >/dev/null 2>&1; then
+    # a configuration in the file's metadata that the model refuses: a bad file (exit 1), named
+    python3 - "$tmp/dec.safetensors" "$tmp/badcfg.safetensors" <<'PY'
+import json, struct, sys
+d = open(sys.argv[1], 'rb').read()
+n = struct.unpack('<Q', d[:8])[0]
+h = json.loads(d[8:8 + n])
+h['__metadata__'] = {'edmc.config': json.dumps({'block_out_channels': '[32, 64]', 'norm_groups': '7'})}
+b = json.dumps(h).encode()
+b += b' ' * (-len(b) % 8)
+open(sys.argv[2], 'wb').write(struct.pack('<Q', len(b)) + b + d[8 + n:])
+PY
+    tap_expect_error "--vae file whose edmc.config the model refuses" 1 \
+        "badcfg.safetensors (decoder): block_out_channels must be positive multiples of norm_groups (7)" \
+        gen "$tmp/net4.safetensors" "$tmp/badcfg.safetensors"
+fi
 tap_expect_error "--grid of latents without --vae" 2 "give --vae=VAE.safetensors" \
     "$edmc" generate --net="$tmp/net4.safetensors" --seeds=0 --steps=2 --outdir="$tmp/g2" --grid="$tmp/g2.png"
 
