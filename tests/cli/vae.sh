@@ -2,10 +2,14 @@
 # The Stable Diffusion VAE (models/sd-vae.edm) against an AutoencoderKL
 # written in PyTorch from the architecture description
 # (tests/tools/vae_torch.py), random weights under diffusers' names: both
-# parts, fused and not, both attention naming schemes; and one clear error
-# for VAE files that miss a tensor or hold one of the wrong shape.
-# The comparisons need python3 with torch (Debian's python3-torch) and are
-# skipped without it; the bad-input cases always run.
+# halves, fused and not, both attention namings, on the CPU and (when the
+# emulator is built) the CUDA backend; generate --vae's PNGs and dataset
+# encode's .npy files against the reference's decoding and encoding in
+# PyTorch. Then, always: generate --vae and dataset encode with edmc init's
+# VAE files (edmc train reads the latents), and one clear error for each
+# malformed or mismatched VAE file.
+# The comparisons need python3 with torch, numpy and PIL (Debian:
+# python3-torch, python3-pil) and are skipped without them.
 . "$srcdir/tests/tap.sh"
 edmc="$builddir/edmc"
 diff="$builddir/tests/tools/st_diff"
@@ -14,7 +18,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 py=""
 for p in /usr/bin/python3 python3; do
-    if "$p" -c 'import torch' >/dev/null 2>&1; then py=$p; break; fi
+    if "$p" -c 'import torch, numpy, PIL' >/dev/null 2>&1; then py=$p; break; fi
 done
 
 # compare DIR DEFINES...: both parts, --fuse=none and all, against torch
