@@ -151,7 +151,7 @@ static int summarize(edm_graph *g, int training, plan_summary *ps, edm_status *s
 
 /* The forward from the program as compiled; the training step from the model
  * compiled again with training=true and differentiated (-1: not available,
- * e.g. for an IR file). */
+ * e.g. for an IR file or a program without the parameter). */
 static int plan_summaries(const cli_opts *o, const edm_program *prog, plan_summary *ps, edm_status *st)
 {
     ps->fuse = EDM_FUSE_ALL;
@@ -165,7 +165,9 @@ static int plan_summaries(const cli_opts *o, const edm_program *prog, plan_summa
     int has_training = 0;
     for (int i = 0; i < o->ndefines; i++)
         has_training |= strcmp(o->defines[i].name, "training") == 0;
-    if ((n > 4 && strcmp(o->file + n - 4, ".xml") == 0) || has_training || o->ndefines >= CLI_MAX_DEFINES)
+    /* a program without `param training` (the VAE) has no training step */
+    if ((n > 4 && strcmp(o->file + n - 4, ".xml") == 0) || has_training || o->ndefines >= CLI_MAX_DEFINES ||
+        !edm_program_param(prog, "training"))
         return 0;
     cli_opts t = *o;
     t.defines[t.ndefines].name = "training";

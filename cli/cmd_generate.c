@@ -23,13 +23,14 @@
 #include "runtime/ref_import.h"
 #include "runtime/safetensors.h"
 #include "runtime/sample.h"
+#include "runtime/vae.h"
 #include "runtime/clock.h"
 
 #define MAX_IMAGES (1 << 24)
 
 typedef struct {
     cli_opts base; /* -D, the model file, --threads, --batch, --outdir, the device options */
-    const char *net, *model, *preset, *guide, *guide_model, *grid, *noise, *save_raw, *seeds, *names;
+    const char *net, *model, *preset, *guide, *guide_model, *grid, *noise, *save_raw, *seeds, *names, *vae;
     edm_define guide_defs[CLI_MAX_DEFINES];
     int nguide_defs;
     int guide_opts; /* --guide-model or --guide-D given */
@@ -38,15 +39,18 @@ typedef struct {
     edm_sample_params sp;
     int64_t cls;    /* -1: a random class per seed */
     char preset_path[4096];
+    char vae_model[4096]; /* models/sd-vae.edm, for --vae */
 } gen_opts;
 
 /* Everything one run holds. */
 typedef struct {
     const cli_opts *o;
     const gen_opts *g;
-    edm_sources *src, *gsrc; /* one per compiled model (a manager loads each file once) */
+    edm_sources *src, *gsrc, *vsrc; /* one per compiled model (a manager loads each file once) */
     int guide_failed;        /* the error is about the guide: print it from gsrc */
+    int vae_failed;          /* or about the VAE: from vsrc */
     edm_denoiser *net, *guide;
+    edm_vae *vae;            /* --vae: the decoder the samples go through */
     edm_graph *pkg_graph;                /* --package: its graph, */
     edm_st_file *pkg_net, *pkg_guide;    /* and the weights the denoisers run it with */
     edm_backend_options backend; /* --device, --precision, --threads, CUDA ablations */
@@ -56,8 +60,12 @@ typedef struct {
     uint64_t *seeds;   /* n */
     float *labels;     /* n × label_dim, or NULL */
     float *noise;      /* n × numel from --noise, or NULL */
-    float *all;        /* n × numel results, kept for --grid and --save-raw */
-    int png;           /* 1 or 3 channels: PNG files; otherwise raw tensors */
+    float *all;        /* n × numel results, kept for --save-raw (and --grid without --vae) */
+    int png;           /* 1 or 3 channels (or decoded by --vae): PNG files; otherwise raw tensors */
+    int out_ch, out_h, out_w; /* the images written: the samples, or --vae's pictures of them */
+    int64_t out_numel;
+    float *decoded;    /* --vae: the batch's pictures */
+    float *shown;      /* n × out_numel images for --grid (r->all without --vae) */
 } gen_run;
 
 /* ------------------------------------------------------------ options */
@@ -138,6 +146,8 @@ static const cli_option gen_table[] = {
     REAL("--S-noise --S_noise", sp.S_noise, "1", "the churn noise's scale"),
     STR("--noise", noise, "N.safetensors", "the initial noise (tensor 'noise' [N, C, H, W]) instead of seeds"),
     STR("--save-raw", save_raw, "FILE.safetensors", "every sample as floats, with the settings"),
+    STR("--vae", vae, "VAE.safetensors",
+        "latent models: decode the samples to PNGs with this Stable Diffusion VAE (diffusers' sd-vae-ft-mse file)"),
 };
 
 /* generate's table, and the shared options it takes (the device's, --batch, --outdir, -D). */
@@ -245,7 +255,7 @@ bad:
 
 static int report(const gen_run *r, edm_status *st)
 {
-    cli_report(r->guide_failed ? r->gsrc : r->src, st);
+    cli_report(r->guide_failed ? r->gsrc : r->vae_failed ? r->vsrc : r->src, st);
     return cli_exit_code(st);
 }
 
@@ -428,7 +438,7 @@ static int write_one(const gen_run *r, int64_t i, const float *x, edm_status *st
         n += snprintf(path + n, len - (size_t)n, "/");
     }
     snprintf(path + n, len - (size_t)n, "%s%06llu.%s", plain ? "" : "seed", seed, r->png ? "png" : "safetensors");
-    int rc = r->png ? edm_image_write_png(path, x, r->shape.channels, r->shape.height, r->shape.width, st)
+    int rc = r->png ? edm_image_write_png(path, x, r->out_ch, r->out_h, r->out_w, st)
                     : write_raw_one(r, path, i, x, st);
     free(path);
     return rc;
@@ -503,11 +513,24 @@ static int run_batch(gen_run *r, int64_t first, int64_t count, float *x, edm_sta
         return -1;
     if (check_finite(r, x, first, count, st) != 0)
         return -1;
+    const float *img = x;
+    if (r->vae) {
+        int64_t vb = edm_vae_batch(r->vae);
+        for (int64_t k = 0; k < count; k += vb)
+            if (edm_vae_decode(r->vae, x + k * r->numel, count - k < vb ? count - k : vb,
+                               r->decoded + k * r->out_numel, st) != 0) {
+                edm_status_prefix(st, "seed %llu", (unsigned long long)r->seeds[first + k]);
+                return -1;
+            }
+        img = r->decoded;
+    }
     for (int64_t i = 0; r->o->outdir && i < count; i++)
-        if (write_one(r, first + i, x + i * r->numel, st) != 0)
+        if (write_one(r, first + i, img + i * r->out_numel, st) != 0)
             return -1;
     if (r->all)
         memcpy(r->all + first * r->numel, x, sizeof(float) * (size_t)(count * r->numel));
+    if (r->shown && r->shown != r->all)
+        memcpy(r->shown + first * r->out_numel, img, sizeof(float) * (size_t)(count * r->out_numel));
     return 0;
 }
 
@@ -553,6 +576,36 @@ static int noise_count(gen_run *r, edm_status *st)
     return rc;
 }
 
+/* --vae: the decoder for the net's latents, and the pictures' shape. */
+static int open_vae(gen_run *r, edm_status *st)
+{
+    if (r->png)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--vae: the model makes %d-channel pixel images, not latents",
+                        r->shape.channels);
+    if (r->shape.height != r->shape.width)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--vae: the model's latents are %dx%d, not square",
+                        r->shape.height, r->shape.width);
+    /* the reference runs its VAE 8 images at a time */
+    edm_vae_spec spec = {.weights = r->g->vae, .model = r->g->vae_model, .decoder = 1,
+                         .resolution = r->shape.height, .batch = r->batch < 8 ? r->batch : 8, .backend = r->backend};
+    r->vae = edm_vae_open(&spec, r->vsrc, st);
+    if (!r->vae) {
+        r->vae_failed = 1;
+        return -1;
+    }
+    if (edm_vae_latent_channels(r->vae) != r->shape.channels || edm_vae_latent_resolution(r->vae) != r->shape.height)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
+                        "--vae=%s decodes %d-channel %dx%d latents; the model makes %d-channel %dx%d ones", r->g->vae,
+                        edm_vae_latent_channels(r->vae), edm_vae_latent_resolution(r->vae),
+                        edm_vae_latent_resolution(r->vae), r->shape.channels, r->shape.height, r->shape.width);
+    r->png = 1;
+    r->out_ch = edm_vae_image_channels(r->vae);
+    r->out_h = r->out_w = edm_vae_image_resolution(r->vae);
+    r->out_numel = (int64_t)r->out_ch * r->out_h * r->out_w;
+    r->decoded = malloc(sizeof(float) * (size_t)(r->batch * r->out_numel));
+    return r->decoded ? 0 : edm_nomem(st);
+}
+
 static int prepare(gen_run *r, edm_status *st)
 {
     if (r->g->noise && noise_count(r, st) != 0)
@@ -564,20 +617,30 @@ static int prepare(gen_run *r, edm_status *st)
         return -1;
     r->shape = edm_denoiser_get_shape(r->net);
     r->numel = edm_denoiser_sample_numel(r->net);
+    r->out_ch = r->shape.channels;
+    r->out_h = r->shape.height;
+    r->out_w = r->shape.width;
+    r->out_numel = r->numel;
     r->png = r->shape.channels == 1 || r->shape.channels == 3;
+    if (r->g->vae && open_vae(r, st) != 0)
+        return -1;
     if (r->g->grid && !r->png)
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
-                        "--grid: the model makes %d-channel images (latents), not 1- or 3-channel pixels",
+                        "--grid: the model makes %d-channel images (latents), not 1- or 3-channel pixels: give "
+                        "--vae=VAE.safetensors to decode them",
                         r->shape.channels);
     if (r->g->noise && load_noise(r, st) != 0)
         return -1;
     if (make_labels(r, st) != 0)
         return -1;
-    if (r->g->grid || r->g->save_raw) {
+    if ((r->g->grid && !r->vae) || r->g->save_raw) {
         r->all = malloc(sizeof(float) * (size_t)(r->n * r->numel));
         if (!r->all)
             return edm_nomem(st);
     }
+    r->shown = r->g->grid && r->vae ? malloc(sizeof(float) * (size_t)(r->n * r->out_numel)) : r->all;
+    if (r->g->grid && !r->shown)
+        return edm_nomem(st);
     return 0;
 }
 
@@ -585,8 +648,8 @@ static int generate(gen_run *r, edm_status *st)
 {
     if (prepare(r, st) != 0 || sample_all(r, st) != 0)
         return -1;
-    if (r->g->grid && edm_image_write_grid(r->g->grid, r->all, r->n, r->shape.channels, r->shape.height,
-                                           r->shape.width, r->g->grid_scale, st) != 0)
+    if (r->g->grid &&
+        edm_image_write_grid(r->g->grid, r->shown, r->n, r->out_ch, r->out_h, r->out_w, r->g->grid_scale, st) != 0)
         return -1;
     if (r->g->save_raw && write_raw_all(r, st) != 0)
         return -1;
@@ -598,8 +661,8 @@ static int generate(gen_run *r, edm_status *st)
     if (r->g->save_raw)
         printf("%s: %lld raw samples\n", r->g->save_raw, (long long)r->n);
     if (!r->png)
-        fprintf(stderr, "note: the model makes %d-channel latents; decoding them to pixels needs the Stable "
-                        "Diffusion VAE (sd-vae-ft-mse), which is outside edmc\n",
+        fprintf(stderr, "note: the model makes %d-channel latents; --vae=VAE.safetensors (the Stable Diffusion VAE, "
+                        "sd-vae-ft-mse) decodes them to PNGs\n",
                 r->shape.channels);
     return 0;
 }
@@ -608,15 +671,20 @@ static void gen_run_free(gen_run *r)
 {
     edm_denoiser_free(r->net);
     edm_denoiser_free(r->guide);
+    edm_vae_free(r->vae);
     edm_st_close(r->pkg_net);
     edm_st_close(r->pkg_guide);
     edm_graph_free(r->pkg_graph);
     free(r->seeds);
     free(r->labels);
     free(r->noise);
+    if (r->shown != r->all)
+        free(r->shown);
     free(r->all);
+    free(r->decoded);
     edm_sources_free(r->src);
     edm_sources_free(r->gsrc);
+    edm_sources_free(r->vsrc);
 }
 
 static int run_generate(cli_opts *o, const gen_opts *g)
@@ -633,8 +701,9 @@ static int run_generate(cli_opts *o, const gen_opts *g)
     edm_status_init(&st);
     r.src = edm_sources_new();
     r.gsrc = edm_sources_new();
+    r.vsrc = edm_sources_new();
     int rc = 0;
-    if (!r.src || !r.gsrc) {
+    if (!r.src || !r.gsrc || !r.vsrc) {
         fprintf(stderr, "edmc: out of memory\n");
         rc = 1;
     } else {
@@ -657,7 +726,8 @@ int cmd_generate(int argc, char **argv)
     if (rc > 0) { /* --help */
         rc = 0;
     } else if (rc < 0 || check_usage(&g.base, &g) != 0 ||
-               (g.preset && cli_preset_path("generate", g.preset, g.preset_path, sizeof g.preset_path) != 0)) {
+               (g.preset && cli_preset_path("generate", g.preset, g.preset_path, sizeof g.preset_path) != 0) ||
+               (g.vae && cli_preset_path("generate", "sd-vae", g.vae_model, sizeof g.vae_model) != 0)) {
         rc = 2;
     } else {
         if (g.preset)

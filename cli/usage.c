@@ -31,12 +31,16 @@ static const cli_usage commands[] = {
     {"phema", "--indir=DIR --outstd=S1,S2,... --outdir=DIR [--outkimg=K] [FILE.edm]",
      "Post-hoc EMA: reconstructs EMAs of other lengths from a run's snapshots.", NULL},
     {"generate", "--net=W.safetensors|NET.pkl --seeds=0-63 --outdir=DIR [options]",
-     "Samples images (or latents) with the EDM samplers.", NULL},
+     "Samples images (or latents; --vae=VAE.safetensors decodes them to PNGs) with the EDM samplers.", NULL},
     {"plot", "--stats=RUN/stats.jsonl -o LOSS.png | --data=DATASET [--count=16] [--scale=K] -o REAL.png",
      "Pictures of a run: its loss curve, or a grid of a dataset's images.", NULL},
     {"import", "NET.pkl -o W.safetensors", "The reference's network pickle as weights and their configuration.", NULL},
-    {"dataset", "convert --source=DIR|ZIP --dest=DIR|ZIP [--resolution=WxH] [--transform=T] [--max-images=N]",
-     "Prepares a training dataset in the reference's layout from PNG/JPEG images.", NULL},
+    {"dataset",
+     "convert --source=DIR|ZIP --dest=DIR|ZIP [--resolution=WxH] [--transform=T] [--max-images=N]\n"
+     "       edmc dataset encode --source=DIR|ZIP --dest=DIR|ZIP --vae=VAE.safetensors [--max-images=N]",
+     "Prepares a training dataset in the reference's layout from PNG/JPEG images, or its latents (the Stable "
+     "Diffusion VAE) for the img512 models.",
+     NULL},
 };
 
 const cli_usage *cli_usage_of(const char *name)

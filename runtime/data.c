@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <zip.h>
 
+#include "runtime/latent.h"
 #include "runtime/rng.h"
 
 #define MAX_FILE_BYTES ((size_t)1 << 30) /* larger dataset files are refused */
@@ -25,9 +26,6 @@
 #define NAME_LATENT_NOISE "edm.data.latent_noise"
 #define NAME_SHUFFLE "edm.data.shuffle"
 
-/* spec §4: VAE latent statistics */
-static const float k_latent_mean[4] = {5.81f, 3.25f, 0.12f, -2.15f};
-static const float k_latent_std[4] = {4.17f, 4.62f, 3.71f, 3.28f};
 
 typedef enum { DS_PNG, DS_NPY, DS_BUILTIN } ds_kind;
 typedef enum { BI_SHAPES, BI_STRIPES, BI_BLOBS } builtin_kind;
@@ -811,7 +809,7 @@ static int decode_npy(const edm_dataset *ds, const char *fname, const unsigned c
     /* ε straight into out, then the formula in place */
     edm_rng_normal(&rng, pos * (uint64_t)((size_t)C * plane), out, (int64_t)((size_t)C * plane));
     for (int c = 0; c < C; c++) {
-        float scale = 0.5f / k_latent_std[c], bias = -k_latent_mean[c] * scale;
+        float scale = edm_latent_scale(c), bias = edm_latent_bias(c);
         for (size_t i = 0; i < plane; i++) {
             size_t im = (size_t)c * plane + i, is = ((size_t)C + (size_t)c) * plane + i;
             float mean, sd;

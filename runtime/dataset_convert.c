@@ -437,7 +437,9 @@ static int convert_one(job *j, sink *s, int64_t idx, char *labels_json, size_t *
         return 0;
     }
     char arch[64];
-    snprintf(arch, sizeof arch, "%05lld/img%08lld.png", (long long)(idx / 1000), (long long)idx);
+    const edm_convert_opts *o = j->o;
+    snprintf(arch, sizeof arch, "%05lld/%.16s%08lld.%.8s", (long long)(idx / 1000), o->encode ? o->entry_stem : "img",
+             (long long)idx, o->encode ? o->entry_ext : "png");
     if (j->r->resolution == 0) {
         if (out.width != out.height || !is_pow2(out.width)) {
             edm_rgb8_free(&out);
@@ -456,7 +458,7 @@ static int convert_one(job *j, sink *s, int64_t idx, char *labels_json, size_t *
     }
     unsigned char *png = NULL;
     size_t plen = 0;
-    rc = edm_encode_png_rgb8(&out, &png, &plen, j->st);
+    rc = o->encode ? o->encode(o->encode_ctx, &out, &png, &plen, j->st) : edm_encode_png_rgb8(&out, &png, &plen, j->st);
     edm_rgb8_free(&out);
     if (rc == 0)
         rc = sink_put(s, arch, png, plen, j->st);

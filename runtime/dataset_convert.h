@@ -50,6 +50,12 @@ typedef struct {
     void (*on_unreadable)(void *ctx, const edm_status *why);
     void (*on_progress)(void *ctx, int64_t done, int64_t total);
     void *ctx;
+    /* `dataset encode`: each image (after the transform) becomes the entry
+     * NNNNN/<stem>NNNNNNNN.<ext> this function makes (malloc'd into *data)
+     * instead of a PNG; NULL: NNNNN/imgNNNNNNNN.png. */
+    int (*encode)(void *encode_ctx, const edm_rgb8 *img, unsigned char **data, size_t *len, edm_status *st);
+    void *encode_ctx;
+    const char *entry_stem, *entry_ext;
 } edm_convert_opts;
 
 typedef struct {

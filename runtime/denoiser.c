@@ -301,8 +301,8 @@ int edm_define_list_from_weights(const edm_st_file *f, edm_define_list *out, edm
 
 /* ------------------------------------------------------------ compiling */
 
-static int compile(edm_sources *src, const char *path, const edm_define *defs, int ndefs, edm_program *prog,
-                   edm_status *st)
+int edm_compile_model(edm_sources *src, const char *path, const edm_define *defs, int ndefs, edm_program *prog,
+                      edm_status *st)
 {
     edm_diags *diags = malloc(sizeof *diags);
     if (!diags)
@@ -341,7 +341,7 @@ static int probe_params(const edm_denoiser_spec *spec, const char *model, const 
     if (rc == 0 && embedded)
         rc = edm_model_source_add(tmp, embedded, spec->weights, &ignored) < 0 ? -1 : 0;
     if (rc == 0)
-        rc = compile(tmp, model, spec->defines, spec->ndefines, prog, &ignored);
+        rc = edm_compile_model(tmp, model, spec->defines, spec->ndefines, prog, &ignored);
     edm_sources_free(tmp);
     return rc;
 }
@@ -354,7 +354,7 @@ static int compile_configured(const edm_denoiser_spec *spec, const edm_define_li
     edm_program probe;
     memset(&probe, 0, sizeof probe);
     if (meta->count == 0 || probe_params(spec, model, embedded, &probe) != 0) /* errors are reported from src */
-        return compile(src, model, spec->defines, spec->ndefines, prog, st);
+        return edm_compile_model(src, model, spec->defines, spec->ndefines, prog, st);
     edm_define *all = malloc(sizeof *all * (size_t)(meta->count + spec->ndefines));
     if (!all) {
         edm_program_free(&probe);
@@ -367,7 +367,7 @@ static int compile_configured(const edm_denoiser_spec *spec, const edm_define_li
     for (int i = 0; i < spec->ndefines; i++)
         all[n++] = spec->defines[i];
     edm_program_free(&probe);
-    int rc = compile(src, model, all, n, prog, st);
+    int rc = edm_compile_model(src, model, all, n, prog, st);
     if (rc != 0 && st->code == EDM_ERR_USAGE) {
         /* a bad value from the file's metadata is a bad file, not a bad command line */
         for (int i = 0; i < n - spec->ndefines; i++) {

@@ -73,4 +73,9 @@ typedef struct {
 int edm_define_list_from_weights(const edm_st_file *f, edm_define_list *out, edm_status *st);
 void edm_define_list_free(edm_define_list *l);
 
+/* Compiles path with defs into prog; the first error into st (with a note
+ * counting the others), its position in src. */
+int edm_compile_model(edm_sources *src, const char *path, const edm_define *defs, int ndefs, edm_program *prog,
+                      edm_status *st);
+
 #endif

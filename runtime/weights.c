@@ -142,6 +142,12 @@ int edm_weights_shape_fits(int rank, const int64_t *dim, const edm_shape *want)
 
 int edm_weights_load(edm_backend *x, const edm_graph *g, const edm_st_file *f, edm_status *st)
 {
+    return edm_weights_load_part(x, g, f, 0, st);
+}
+
+int edm_weights_load_part(edm_backend *x, const edm_graph *g, const edm_st_file *f, int ignore_others,
+                          edm_status *st)
+{
     char msg[EDM_STATUS_MSG];
     snprintf(msg, sizeof msg, "%s does not fit the model:", edm_st_path(f));
     int shown = 0, hidden = 0, problems = 0;
@@ -165,7 +171,7 @@ int edm_weights_load(edm_backend *x, const edm_graph *g, const edm_st_file *f, e
             problems++;
         }
     }
-    for (int k = 0; k < edm_st_count(f); k++) {
+    for (int k = 0; k < edm_st_count(f) && !ignore_others; k++) {
         const edm_st_entry *e = edm_st_entry_at(f, k);
         int known = 0;
         for (int i = 0; i < edm_graph_count(g) && !known; i++) {

@@ -24,6 +24,11 @@ int edm_weights_shape_fits(int rank, const int64_t *dim, const edm_shape *want);
 /* Checks f against g (missing, unexpected and wrongly shaped tensors, all
  * listed) and copies every tensor into x. */
 int edm_weights_load(edm_backend *x, const edm_graph *g, const edm_st_file *f, edm_status *st);
+/* The same, with ignore_others: tensors of f that g does not name are left
+ * alone (a file holding more than one network, as a VAE's encoder and
+ * decoder). */
+int edm_weights_load_part(edm_backend *x, const edm_graph *g, const edm_st_file *f, int ignore_others,
+                          edm_status *st);
 
 /* Fails (EDM_ERR_FORMAT), naming the file, tensor and element, at the first
  * NaN or infinity among the values of f's tensors that g's PARAMs and BUFFERs

@@ -122,7 +122,7 @@ tap_expect_error "images that are not square" 1 "must be square and a power of t
     "$edmc" dataset convert --source="$data/src" --dest="$tmp/o9" --resolution=16x8
 tap_expect_error "no --dest" 2 "give --source and --dest" "$edmc" dataset convert --source="$data/src"
 tap_expect_error "an unknown option" 2 "unknown option '--size'" "$edmc" dataset convert --size=3
-tap_expect_error "an unknown subcommand" 2 "unknown subcommand 'encode'" "$edmc" dataset encode
+tap_expect_error "an unknown subcommand" 2 "unknown subcommand 'decode'" "$edmc" dataset decode
 tap_expect_error "no subcommand" 2 "give a subcommand" "$edmc" dataset
 "$edmc" dataset convert --source="$tmp/sizes" --dest="$tmp/o10.zip" >/dev/null 2>&1
 if [ ! -e "$tmp/o10.zip" ] && [ -z "$(find "$tmp" -maxdepth 1 -name 'o10.zip.*')" ]; then
