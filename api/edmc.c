@@ -128,7 +128,8 @@ edmc_code edmc_set_weights(edmc_model *m, const char *safetensors, edmc_error *e
     return ok(err);
 }
 
-/* A denoiser that takes n images at a time. */
+/* A denoiser that takes n images at a time (on cuda, bound to a batch the
+ * package holds kernels for; fewer images are padded). */
 static int ready(edmc_model *m, int64_t n, edm_status *st)
 {
     if (!m->weights)
@@ -136,7 +137,7 @@ static int ready(edmc_model *m, int64_t n, edm_status *st)
     if (m->d && edm_denoiser_batch(m->d) >= n)
         return 0;
     edm_denoiser_free(m->d);
-    m->d = edm_denoiser_new(m->graph, m->weights, n, &m->backend, st);
+    m->d = edm_denoiser_new(m->graph, m->weights, edm_package_fit_batch(m->pkg, n), &m->backend, st);
     return m->d ? 0 : -1;
 }
 

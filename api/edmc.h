@@ -54,6 +54,9 @@ edmc_code edmc_set_weights(edmc_model *m, const char *safetensors, edmc_error *e
 edmc_code edmc_image_shape(const edmc_model *m, int *channels, int *height, int *width, int *label_dim,
                            edmc_error *err);
 
+/* On cuda the kernels are compiled for fixed batches (`edmc compile
+ * --batch=`): n up to the largest runs, padded to the next batch held. */
+
 /* D(x; sigma, labels) for n images: x is n × C × H × W, sigma n values > 0,
  * labels n × label_dim (NULL for an unconditional model); writes D
  * (n × C × H × W). */

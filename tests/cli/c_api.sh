@@ -180,5 +180,20 @@ else
     tap_not_ok "the example on the emulator" "$(head -c 600 "$tmp/err")"
 fi
 cmp_ok "C API cuda forward vs the golden D_x (1e-4)" "$IN" D_x "$tmp/c-cuda.txt" 1e-4
-tap_expect_error "a batch the cuda package does not hold" 1 "not batch 2" "$tmp/sample" "$C" "$W" 2 4
+# two images on the batch-3 kernels (padded) give the batch-3 run's first two
+python3 - "$tmp/in.f32" "$tmp/in2.f32" <<'EOF'
+import sys
+b = open(sys.argv[1], "rb").read()
+img, n = 4 * 16 * 16 * 4, 3  # bytes of one image of x; images in the file
+x, sigma, labels = b[:n * img], b[n * img:n * img + n * 4], b[n * img + n * 4:]
+open(sys.argv[2], "wb").write(x[:2 * img] + sigma[:8] + labels[:len(labels) // n * 2])
+EOF
+sed '1d' "$tmp/c-cuda.txt" | head -n 2048 >"$tmp/first2.txt"
+if "$tmp/sample" "$C" "$W" 2 forward "$tmp/in2.f32" >"$tmp/c-cuda2.txt" 2>"$tmp/err" &&
+    [ "$(head -n 1 "$tmp/c-cuda2.txt")" = "shape 2 4 16 16" ] && sed '1d' "$tmp/c-cuda2.txt" | cmp -s - "$tmp/first2.txt"; then
+    tap_ok "2 images on the package's batch-3 kernels (padded): the batch-3 run's first two, bit for bit"
+else
+    tap_not_ok "2 images on the batch-3 cuda package" "$(head -c 600 "$tmp/err")" "$(head -n 2 "$tmp/c-cuda2.txt")"
+fi
+tap_expect_error "more images than the cuda package's batch" 1 "not batch 4" "$tmp/sample" "$C" "$W" 4 4
 tap_done
