@@ -247,6 +247,18 @@ static int do_info(const cli_opts *o, const edm_program *prog)
 
 int cmd_info(int argc, char **argv) { return cli_run(argc, argv, "info", OPT_JSON | OPT_PARAMS | OPT_FUSE, do_info); }
 
+/* --fuse: the kernels of the plan over the rewritten graph, as the CUDA
+ * executor makes them. */
+static int fused_cuda_source(const edm_graph *g, const edm_cuda_options *co, unsigned fuse, edm_cuda_plan_module *pm,
+                             edm_status *st)
+{
+    edm_plan_options pl = {.fuse = fuse, .training = co->training};
+    edm_plan *plan = edm_plan_build(g, &pl, st);
+    int rc = plan ? edm_cuda_codegen_plan(plan, co, pm, st) : -1;
+    edm_plan_free(plan);
+    return rc;
+}
+
 /* --stage=cuda: the generated CUDA C (needs no toolkit); --mode=train adds
  * the backward pass (autodiff), active dropout and the optimizer kernels. */
 static int dump_cuda(const cli_opts *o, const edm_program *prog)
@@ -262,32 +274,51 @@ static int dump_cuda(const cli_opts *o, const edm_program *prog)
     }
     edm_status st;
     edm_status_init(&st);
-    if (strcmp(o->mode, "train") == 0) {
-        co.training = co.optimizer = 1;
-        edm_pipeline_options po = {.training = 1};
-        if (edm_pipeline_run(prog->graph, &po, "train", NULL, &st) != 0) {
-            edm_diag_print(NULL, &st, stderr);
-            return 1;
-        }
-    } else if (strcmp(o->mode, "forward") != 0) {
+    unsigned fuse = EDM_FUSE_NONE; /* as the CUDA executor's default */
+    if (o->fuse && edm_fuse_parse(o->fuse, &fuse, &st) != 0) {
+        fprintf(stderr, "edmc dump: %s\n", st.msg);
+        return 2;
+    }
+    if (strcmp(o->mode, "train") != 0 && strcmp(o->mode, "forward") != 0) {
         fprintf(stderr, "edmc dump: --mode=%s: forward or train\n", o->mode);
         return 2;
     }
-    edm_cuda_module m;
-    if (edm_cuda_codegen(prog->graph, &co, &m, &st) != 0) {
+    co.training = co.optimizer = strcmp(o->mode, "train") == 0;
+    /* training: differentiated (the rewrites of --fuse, too) */
+    edm_pipeline_options po = {.training = co.training, .fuse = fuse};
+    edm_graph *rewritten = NULL;
+    if (edm_pipeline_run(prog->graph, &po, fuse == EDM_FUSE_NONE ? "train" : "rewrite", &rewritten, &st) != 0) {
         edm_diag_print(NULL, &st, stderr);
         return 1;
     }
+    edm_cuda_module m = {0};
+    edm_cuda_plan_module pm = {0};
+    const char *source = NULL;
+    size_t len = 0;
+    if (fuse == EDM_FUSE_NONE) {
+        if (edm_cuda_codegen(prog->graph, &co, &m, &st) == 0) {
+            source = m.source;
+            len = m.len;
+        }
+    } else if (fused_cuda_source(rewritten ? rewritten : prog->graph, &co, fuse, &pm, &st) == 0) {
+        source = pm.source;
+        len = pm.len;
+    }
     int rc = 0;
-    if (o->output) { /* atomically, as every file edmc writes */
-        if (edm_write_bytes_atomic(o->output, m.source, m.len, &st) != 0) {
+    if (!source) {
+        edm_diag_print(NULL, &st, stderr);
+        rc = 1;
+    } else if (o->output) { /* atomically, as every file edmc writes */
+        if (edm_write_bytes_atomic(o->output, source, len, &st) != 0) {
             edm_diag_print(NULL, &st, stderr);
             rc = 1;
         }
-    } else if (fwrite(m.source, 1, m.len, stdout) != m.len) {
+    } else if (fwrite(source, 1, len, stdout) != len) {
         rc = 1; /* main's check of stdout at exit says so, once */
     }
     edm_cuda_module_free(&m);
+    edm_cuda_plan_module_free(&pm);
+    edm_graph_free(rewritten);
     return rc;
 }
 

@@ -8,7 +8,7 @@
  * compiles it with no include path; on the host, the emulating driver's
  * header (tests/emu/cuda_emu.h) defines them.
  *
- * Storage types (the dtype rule, EDM2-SPEC's mixed precision: the network in
+ * Storage types (the dtype rule, the reference's mixed precision: the network in
  * f16, the norms, softmax, preconditioning and loss in f32).  With
  * opt.storage = f32 every value is f32.  Otherwise a value is stored f32 when
  *   - it is a leaf (input, param, buffer, const): parameters are the f32 master weights;
