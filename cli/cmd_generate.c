@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "runtime/denoiser.h"
+#include "runtime/denoiser_open.h"
 #include "runtime/files.h"
 #include "runtime/image.h"
 #include "runtime/package.h"

@@ -10,6 +10,7 @@
 
 #include "cli/cli.h"
 #include "cli/options.h"
+#include "codegen/cuda_nvrtc.h"
 #include "compiler/ir_io.h"
 #include "compiler/passes/fusion.h"
 #include "compiler/passes/passes.h"
@@ -228,6 +229,8 @@ int cli_backend(const char *cmd, const char *device, const char *precision, cons
         return 2;
     }
     *out = edm_backend_defaults(dev);
+    /* edmc compiles kernels itself (a package's runs get its cubins instead) */
+    out->compile_kernels = edm_nvrtc_available() ? edm_nvrtc_compile_kernels : NULL;
     out->cpu.threads = threads;
     if (fuse) {
         edm_status st;

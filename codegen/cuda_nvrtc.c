@@ -193,6 +193,18 @@ int edm_nvrtc_compile(const char *source, const char *arch, edm_cubin *out, char
 
 #endif
 
+int edm_nvrtc_compile_kernels(const char *source, const char *arch, void **cubin, size_t *size, double *seconds,
+                              edm_status *st)
+{
+    edm_cubin c;
+    if (edm_nvrtc_compile_cached(source, arch, &c, st) != 0)
+        return -1;
+    *cubin = c.data; /* handed over: the caller frees it */
+    *size = c.size;
+    *seconds = c.seconds;
+    return 0;
+}
+
 /* header: magic, version, key, size (little-endian host) */
 typedef struct {
     char magic[8];

@@ -35,6 +35,12 @@ int edm_nvrtc_compile(const char *source, const char *arch, edm_cubin *out, char
 /* The same through the disk cache. */
 int edm_nvrtc_compile_cached(const char *source, const char *arch, edm_cubin *out, edm_status *st);
 void edm_cubin_free(edm_cubin *c);
+/* edm_nvrtc_compile_cached as the CUDA executor's kernel compiler
+ * (edm_cuda_compile_fn, runtime/backend_cuda.h): *cubin malloc'd, the
+ * caller's to free.  Programs that compile kernels install it; the runtime
+ * library does not link NVRTC. */
+int edm_nvrtc_compile_kernels(const char *source, const char *arch, void **cubin, size_t *size, double *seconds,
+                              edm_status *st);
 
 /* The cache folder ("" when disabled); 0 or -1 (no place for it). */
 int edm_cuda_cache_dir(char *buf, size_t size, edm_status *st);

@@ -49,6 +49,8 @@ typedef struct {
     /* CUDA: cubins compiled ahead of time (a package's; runtime/backend_cuda.h), or none */
     const struct edm_cuda_kernel_image *kernels;
     int nkernels;
+    /* CUDA: the kernel compiler for runs without cubins (runtime/backend_cuda.h; NULL: none) */
+    edm_cuda_compile_fn compile_kernels;
 } edm_backend_options;
 
 /* The options of a CPU run with `threads` threads in f32. */

@@ -17,7 +17,6 @@
 #include <string.h>
 
 #include "codegen/cuda_codegen.h"
-#include "codegen/cuda_nvrtc.h"
 #include "runtime/checksum.h"
 #include "compiler/passes/fusion.h"
 #include "runtime/clock.h"
@@ -508,12 +507,12 @@ static int load_kernels(edm_cuda_exec *x, edm_status *st)
         if (CU(ModuleLoadData(&x->module, packaged->cubin), "cuModuleLoadData (the package's cubin)") != 0)
             return -1;
     } else {
-        edm_cubin cubin;
-        if (edm_nvrtc_compile_cached(source, x->arch, &cubin, st) != 0)
+        void *cubin = NULL;
+        size_t size = 0;
+        if (x->opt.compile(source, x->arch, &cubin, &size, &x->compile_seconds, st) != 0)
             return -1;
-        x->compile_seconds = cubin.seconds;
-        int rc = CU(ModuleLoadData(&x->module, cubin.data), "cuModuleLoadData");
-        edm_cubin_free(&cubin);
+        int rc = CU(ModuleLoadData(&x->module, cubin), "cuModuleLoadData");
+        free(cubin);
         if (rc != 0)
             return -1;
     }
@@ -769,9 +768,10 @@ edm_cuda_exec *edm_cuda_exec_new(const edm_graph *g, int64_t batch, const edm_cu
     if (opt)
         x->opt = *opt;
     int rc = 0;
-    if (!x->opt.nkernels && !edm_nvrtc_available())
+    if (!x->opt.nkernels && !x->opt.compile)
         rc = edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
-                      "this edmc was built without the CUDA toolkit: it cannot compile kernels for --device=cuda");
+                      "no kernel compiler: this program was built without the CUDA toolkit (NVRTC), so it runs "
+                      "--device=cuda only from a package's kernels (edmc compile)");
     if (rc == 0)
         rc = open_device(x, st);
     if (rc == 0)

@@ -3,9 +3,10 @@
  *
  * libcuda.so.1 is dlopen'ed, never linked, so one edmc binary runs on
  * machines with and without a GPU; without one, edm_cuda_probe says plainly
- * that no driver or no device was found.  Kernels are compiled by NVRTC for
- * the device's own architecture (sm_XY from its compute capability) through
- * the disk cache.
+ * that no driver or no device was found.  Kernels are a package's cubins, or
+ * compiled for the device's own architecture (sm_XY from its compute
+ * capability) by the compiler the caller installs (NVRTC through the disk
+ * cache, for edmc).
  *
  * UNTESTED ON A GPU: this file was written on a machine without a CUDA
  * driver; everything up to dlopen's failure is exercised by `make check`,
@@ -23,6 +24,15 @@
  * ("NVIDIA H100 80GB HBM3, sm_90, 79.1 GiB, driver 13.0"), or -1 with
  * "no CUDA driver (libcuda.so.1 not found)" / "no CUDA device ..." in st. */
 int edm_cuda_probe(char *desc, size_t size, edm_status *st);
+
+/* A kernel compiler: CUDA C for arch ("sm_90") into a cubin (*cubin
+ * malloc'd, the caller's to free; *seconds the time it took).  The runtime
+ * library holds none, so it links neither NVRTC nor the code generator's
+ * compiler: a program that compiles kernels installs one (edmc installs
+ * edm_nvrtc_compile_kernels, codegen/cuda_nvrtc.h); without one only a
+ * package's cubins run. */
+typedef int (*edm_cuda_compile_fn)(const char *source, const char *arch, void **cubin, size_t *size,
+                                   double *seconds, edm_status *st);
 
 typedef struct {
     edm_dtype storage;  /* the network's activations: EDM_F32 (default), EDM_F16 or EDM_BF16 (the
@@ -51,6 +61,7 @@ typedef struct {
      * given (nkernels 0): compiled through NVRTC's cache */
     const struct edm_cuda_kernel_image *kernels;
     int nkernels;
+    edm_cuda_compile_fn compile; /* compiles the kernels when there are no cubins (NULL: none can) */
 } edm_cuda_exec_options;
 
 /* One cubin compiled ahead of time: for arch ("sm_90") and batch, from the

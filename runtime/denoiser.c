@@ -9,18 +9,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/files.h"
-#include "runtime/model_source.h"
-#include "runtime/ref_import.h"
 #include "runtime/weights.h"
 #include "runtime/meta_keys.h"
 
 struct edm_denoiser {
     const edm_graph *g;
     const edm_st_file *f;
-    edm_program prog;   /* owned when opened from a file */
-    edm_st_file *owned; /* likewise */
+    /* what edm_denoiser_adopt handed over: the weights, the model's name and
+     * the compiled program (freed by release) */
+    edm_st_file *owned;
     char *model;
+    void *owned_program;
+    void (*release)(void *);
     edm_backend_options opt;
     int64_t capacity; /* the most samples per evaluation */
     int64_t bound;    /* the batch the executor was built for (0: none yet) */
@@ -43,15 +43,14 @@ static const edm_node *find_node(const edm_graph *g, edm_op op, const char *name
 
 static int batched(const edm_node *n, int rank) { return n && n->shape.rank == rank && n->shape.dim[0] == EDM_DIM_BATCH; }
 
-/* The model's interface: x [N, C, H, W], sigma [N], optional class_labels
- * [N, L]; outputs D_x like x, optional logvar with one value per sample. */
-static int read_interface(edm_denoiser *d, edm_status *st)
+int edm_denoiser_interface(const edm_graph *g, edm_denoiser_shape *shape, int *out_d, int *out_logvar,
+                           edm_status *st)
 {
-    const edm_node *x = find_node(d->g, EDM_OP_INPUT, "x", NULL);
-    const edm_node *sigma = find_node(d->g, EDM_OP_INPUT, "sigma", NULL);
-    const edm_node *labels = find_node(d->g, EDM_OP_INPUT, "class_labels", NULL);
-    const edm_node *out = find_node(d->g, EDM_OP_OUTPUT, "D_x", &d->out_d);
-    const edm_node *logvar = find_node(d->g, EDM_OP_OUTPUT, "logvar", &d->out_logvar);
+    const edm_node *x = find_node(g, EDM_OP_INPUT, "x", NULL);
+    const edm_node *sigma = find_node(g, EDM_OP_INPUT, "sigma", NULL);
+    const edm_node *labels = find_node(g, EDM_OP_INPUT, "class_labels", NULL);
+    const edm_node *out = find_node(g, EDM_OP_OUTPUT, "D_x", out_d);
+    const edm_node *logvar = find_node(g, EDM_OP_OUTPUT, "logvar", out_logvar);
     if (!batched(x, 4))
         return edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC, "the model has no input 'x' of shape [N, C, H, W]");
     if (!batched(sigma, 1))
@@ -63,11 +62,11 @@ static int read_interface(edm_denoiser *d, edm_status *st)
     if (logvar && edm_shape_numel_per_sample(&logvar->shape) != 1)
         return edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC, "the model's 'logvar' is not one value per sample");
     if (!logvar)
-        d->out_logvar = -1;
-    d->shape.channels = (int)x->shape.dim[1];
-    d->shape.height = (int)x->shape.dim[2];
-    d->shape.width = (int)x->shape.dim[3];
-    d->shape.label_dim = labels ? (int)labels->shape.dim[1] : 0;
+        *out_logvar = -1;
+    shape->channels = (int)x->shape.dim[1];
+    shape->height = (int)x->shape.dim[2];
+    shape->width = (int)x->shape.dim[3];
+    shape->label_dim = labels ? (int)labels->shape.dim[1] : 0;
     return 0;
 }
 
@@ -109,11 +108,24 @@ edm_denoiser *edm_denoiser_new(const edm_graph *g, const edm_st_file *f, int64_t
     d->opt.cpu.training = 0;
     d->opt.cpu.keep_all = 0;
     /* build the executor now, so a weights mismatch shows before sampling */
-    if (read_interface(d, st) != 0 || bind(d, batch, st) != 0) {
+    if (edm_denoiser_interface(d->g, &d->shape, &d->out_d, &d->out_logvar, st) != 0 || bind(d, batch, st) != 0) {
         edm_denoiser_free(d);
         return NULL;
     }
     return d;
+}
+
+int edm_denoiser_adopt(edm_denoiser *d, edm_st_file *weights, const char *model, void *program,
+                       void (*release)(void *), edm_status *st)
+{
+    char *name = strdup(model);
+    if (!name)
+        return edm_nomem(st);
+    d->owned = weights;
+    d->model = name;
+    d->owned_program = program;
+    d->release = release;
+    return 0;
 }
 
 void edm_denoiser_free(edm_denoiser *d)
@@ -126,7 +138,8 @@ void edm_denoiser_free(edm_denoiser *d)
     free(d->pad_labels);
     free(d->pad_d);
     free(d->pad_logvar);
-    edm_program_free(&d->prog);
+    if (d->release)
+        d->release(d->owned_program);
     edm_st_close(d->owned);
     free(d->model);
     free(d);
@@ -297,159 +310,4 @@ int edm_define_list_from_weights(const edm_st_file *f, edm_define_list *out, edm
         return 0;
     }
     return 0;
-}
-
-/* ------------------------------------------------------------ compiling */
-
-int edm_compile_model(edm_sources *src, const char *path, const edm_define *defs, int ndefs, edm_program *prog,
-                      edm_status *st)
-{
-    edm_diags *diags = malloc(sizeof *diags);
-    if (!diags)
-        return edm_nomem(st);
-    int rc = edm_compile_file(src, path, defs, ndefs, prog, diags);
-    if (rc != 0) {
-        if (diags->count > 0)
-            *st = diags->items[0];
-        else
-            edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "%s: compilation failed", path);
-        if (diags->count > 1)
-            edm_note_add(st, EDM_NO_LOC, "and %d more errors", diags->count - 1);
-    }
-    free(diags);
-    return rc;
-}
-
-static int is_param(const edm_program *p, const char *name) { return edm_program_param(p, name) != NULL; }
-
-static int given(const edm_define *defs, int n, const char *name)
-{
-    for (int i = 0; i < n; i++)
-        if (strcmp(defs[i].name, name) == 0)
-            return 1;
-    return 0;
-}
-
-/* The parameters model has (with the -D defines): compiled on its own source
- * manager, since one manager loads each file once. */
-static int probe_params(const edm_denoiser_spec *spec, const char *model, const char *embedded, edm_program *prog)
-{
-    edm_sources *tmp = edm_sources_new();
-    edm_status ignored;
-    edm_status_init(&ignored);
-    int rc = tmp ? 0 : -1;
-    if (rc == 0 && embedded)
-        rc = edm_model_source_add(tmp, embedded, spec->weights, &ignored) < 0 ? -1 : 0;
-    if (rc == 0)
-        rc = edm_compile_model(tmp, model, spec->defines, spec->ndefines, prog, &ignored);
-    edm_sources_free(tmp);
-    return rc;
-}
-
-/* The weights' configuration (for parameters the model has, and that no -D
- * overrides) followed by the -D defines; then the program compiled with them. */
-static int compile_configured(const edm_denoiser_spec *spec, const edm_define_list *meta, const char *model,
-                              const char *embedded, edm_sources *src, edm_program *prog, edm_status *st)
-{
-    edm_program probe;
-    memset(&probe, 0, sizeof probe);
-    if (meta->count == 0 || probe_params(spec, model, embedded, &probe) != 0) /* errors are reported from src */
-        return edm_compile_model(src, model, spec->defines, spec->ndefines, prog, st);
-    edm_define *all = malloc(sizeof *all * (size_t)(meta->count + spec->ndefines));
-    if (!all) {
-        edm_program_free(&probe);
-        return edm_nomem(st);
-    }
-    int n = 0;
-    for (int i = 0; i < meta->count; i++)
-        if (is_param(&probe, meta->items[i].name) && !given(spec->defines, spec->ndefines, meta->items[i].name))
-            all[n++] = meta->items[i];
-    for (int i = 0; i < spec->ndefines; i++)
-        all[n++] = spec->defines[i];
-    edm_program_free(&probe);
-    int rc = edm_compile_model(src, model, all, n, prog, st);
-    if (rc != 0 && st->code == EDM_ERR_USAGE) {
-        /* a bad value from the file's metadata is a bad file, not a bad command line */
-        for (int i = 0; i < n - spec->ndefines; i++) {
-            size_t len = strlen(all[i].name);
-            if (strncmp(st->msg, "-D ", 3) == 0 && strncmp(st->msg + 3, all[i].name, len) == 0 &&
-                (st->msg[3 + len] == '=' || st->msg[3 + len] == ':' || st->msg[3 + len] == ' '))
-                st->code = EDM_ERR_FORMAT;
-        }
-    }
-    if (rc != 0)
-        edm_status_prefix(st, "%s with the configuration in %s (metadata '%s')", model, spec->weights, meta->source);
-    free(all);
-    return rc;
-}
-
-/* Weights files are data from strangers: the model their metadata names must
- * lie in the model folders (runtime/files.h), and a compilation that takes
- * parameters from their metadata may read files only there (and in the
- * folder of a model the user named), so no imported path from edmc.config can
- * open, and echo in an error, a file elsewhere. */
-static int trust_boundary(const edm_denoiser_spec *spec, const edm_define_list *meta, const char *model,
-                          edm_sources *src, edm_status *st)
-{
-    int from_meta = !spec->model && meta->model && model == meta->model;
-    if (!from_meta && meta->count == 0)
-        return 0;
-    edm_model_dirs md;
-    edm_model_dirs_get(&md);
-    char own[4096];
-    if (!from_meta) { /* a model the user named: its folder is theirs to read */
-        edm_folder_of(model, own, sizeof own);
-        md.dir[md.n++] = own;
-    }
-    if (edm_sources_restrict(src, md.dir, md.n, st) != 0)
-        return -1;
-    if (from_meta && !edm_sources_allows(src, model))
-        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC,
-                        "%s names its model '%s' (metadata 'edmc.model'), which is outside the model folders "
-                        "($EDMC_MODELS, ./models, models/ beside edmc): give the .edm file with --model if you trust it",
-                        spec->weights, model);
-    return 0;
-}
-
-edm_denoiser *edm_denoiser_open(const edm_denoiser_spec *spec, edm_sources *src, edm_status *st)
-{
-    edm_st_file *f = edm_weights_open(spec->weights, st);
-    if (!f)
-        return NULL;
-    edm_define_list meta;
-    if (edm_define_list_from_weights(f, &meta, st) != 0) {
-        edm_st_close(f);
-        return NULL;
-    }
-    const char *model = spec->model ? spec->model : meta.model ? meta.model : spec->fallback_model;
-    /* weights that carry their model's source (a training run's) compile it,
-     * not a file that may have moved or changed since */
-    const char *embedded = spec->model ? NULL : edm_st_metadata(f, EDM_META_SOURCE);
-    edm_program prog;
-    memset(&prog, 0, sizeof prog);
-    edm_denoiser *d = NULL;
-    int at = embedded ? edm_model_source_add(src, embedded, spec->weights, st) : 0;
-    if (embedded && at >= 0)
-        model = edm_sources_get(src, at)->path;
-    if (at >= 0 && !model)
-        edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
-                 "%s does not name its model (no 'edmc.model' metadata): give the .edm file with --model", spec->weights);
-    else if (at >= 0 && (embedded || trust_boundary(spec, &meta, model, src, st) == 0) &&
-             compile_configured(spec, &meta, model, embedded, src, &prog, st) == 0)
-        d = edm_denoiser_new(prog.graph, f, spec->batch, &spec->backend, st);
-    if (d) {
-        d->prog = prog;
-        d->owned = f;
-        d->model = strdup(model);
-        if (!d->model) {
-            edm_nomem(st);
-            edm_denoiser_free(d);
-            d = NULL;
-        }
-    } else {
-        edm_program_free(&prog);
-        edm_st_close(f);
-    }
-    edm_define_list_free(&meta);
-    return d;
 }

@@ -3,18 +3,15 @@
  * up to `batch` samples at a time.  The sampler holds one for the main net
  * and one for the guide.
  *
- * A denoiser is either built from a graph the caller compiled (tests), or
- * opened from a weights file: the model configuration then comes from the
- * file's metadata (edmc.model + edmc.config written by `edmc init`, or the
- * reference's `config` JSON), overridden or supplied by a .edm file and -D
- * defines. */
+ * A denoiser is built on a graph: one the caller compiled (tests), a
+ * package's, or the model a weights file names, compiled by
+ * edm_denoiser_open (runtime/denoiser_open.h, which needs the front end). */
 #ifndef EDMC_DENOISER_H
 #define EDMC_DENOISER_H
 
 #include <stdint.h>
 
 #include "compiler/elaborate.h"
-#include "compiler/source.h"
 #include "runtime/backend.h"
 #include "runtime/safetensors.h"
 
@@ -26,25 +23,25 @@ typedef struct {
     int label_dim; /* 0: unconditional (no class_labels input) */
 } edm_denoiser_shape;
 
+/* The interface a denoiser needs of g: inputs x [N, C, H, W], sigma [N],
+ * optional class_labels [N, L]; outputs D_x like x (its node id into
+ * *out_d), optional logvar with one value per sample (*out_logvar, -1 when
+ * absent).  0 with the image shape, or -1 naming what is missing. */
+int edm_denoiser_interface(const edm_graph *g, edm_denoiser_shape *shape, int *out_d, int *out_logvar,
+                           edm_status *st);
+
 /* Builds a denoiser on g (borrowed, must outlive it) with the weights of f
  * (borrowed too; read again whenever the batch size changes). */
 edm_denoiser *edm_denoiser_new(const edm_graph *g, const edm_st_file *f, int64_t batch,
                                const edm_backend_options *opt, edm_status *st);
 
-typedef struct {
-    const char *weights; /* W.safetensors */
-    const char *model;   /* a .edm file, or NULL: the one named by the weights' edmc.model, */
-    const char *fallback_model; /* or else this one (may be NULL) */
-    const edm_define *defines; /* override the configuration the weights carry */
-    int ndefines;
-    int64_t batch; /* the most samples one evaluation takes */
-    edm_backend_options backend;
-} edm_denoiser_spec;
-
-/* Opens the weights, works out the model and its defines, compiles it and
- * builds the denoiser (which then owns the program and the file).  A compile
- * error is returned in st with its position in src. */
-edm_denoiser *edm_denoiser_open(const edm_denoiser_spec *spec, edm_sources *src, edm_status *st);
+/* Hands over what d keeps and frees with it: the weights file d reads
+ * (weights, the f given to edm_denoiser_new), the name of the model it was
+ * compiled from, and program, freed by release (the front end's compiled
+ * program: the runtime does not know its type).  On failure (no memory)
+ * nothing is taken. */
+int edm_denoiser_adopt(edm_denoiser *d, edm_st_file *weights, const char *model, void *program,
+                       void (*release)(void *), edm_status *st);
 void edm_denoiser_free(edm_denoiser *d);
 
 edm_denoiser_shape edm_denoiser_get_shape(const edm_denoiser *d);
@@ -72,10 +69,5 @@ typedef struct {
 
 int edm_define_list_from_weights(const edm_st_file *f, edm_define_list *out, edm_status *st);
 void edm_define_list_free(edm_define_list *l);
-
-/* Compiles path with defs into prog; the first error into st (with a note
- * counting the others), its position in src. */
-int edm_compile_model(edm_sources *src, const char *path, const edm_define *defs, int ndefs, edm_program *prog,
-                      edm_status *st);
 
 #endif

@@ -597,6 +597,15 @@ int edm_package_backend(const edm_package *p, edm_backend_options *opt, edm_stat
     return 0;
 }
 
+int64_t edm_package_fit_batch(const edm_package *p, int64_t n)
+{
+    int64_t best = 0;
+    for (int k = 0; k < p->nkernels; k++)
+        if (p->kernels[k].batch >= n && (best == 0 || p->kernels[k].batch < best))
+            best = p->kernels[k].batch;
+    return best ? best : n;
+}
+
 /* One row of the parameter table as a shape (checked when the package was
  * opened: it equals the graph's). */
 static edm_shape table_shape(json_object *row)

@@ -65,6 +65,10 @@ int edm_package_backend(const edm_package *p, edm_backend_options *opt, edm_stat
 const char *edm_package_device(const edm_package *p);
 const char *edm_package_precision(const edm_package *p);
 const char *edm_package_fuse(const edm_package *p);
+/* The batch a run of n samples binds: for a cuda package the smallest batch
+ * of its kernels that is at least n (the denoiser pads the rest), else n
+ * (a cpu package runs any batch; a cuda one then names what it holds). */
+int64_t edm_package_fit_batch(const edm_package *p, int64_t n);
 /* Weights that fit the parameter table (every parameter and buffer present,
  * with its shape); otherwise -1 naming the first that does not. */
 int edm_package_check_weights(const edm_package *p, const edm_st_file *w, edm_status *st);

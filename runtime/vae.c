@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "runtime/denoiser.h"
+#include "runtime/denoiser_open.h"
 #include "runtime/latent.h"
 #include "runtime/ref_import.h"
 #include "runtime/safetensors.h"

@@ -9,7 +9,8 @@
  * its own tensors). Its configuration is the .edm's defaults
  * (sd-vae-ft-mse) unless the file carries edmc.config metadata; the names
  * of the attention's layers (to_q... or the older query...) are read from
- * the file. */
+ * the file.  It compiles its .edm model, so it is built into the front-end
+ * library with denoiser_open.c, not the runtime one. */
 #ifndef EDMC_VAE_H
 #define EDMC_VAE_H
 

@@ -53,6 +53,7 @@
 
 #include <cmocka.h>
 
+#include "codegen/cuda_nvrtc.h"
 #include "compiler/ir.h"
 #include "compiler/passes/fusion.h"
 #include "compiler/passes/passes.h"
@@ -142,6 +143,7 @@ static int config_from_env(config *c, char *err, size_t errsz)
 static edm_backend_options test_options(const config *c, int training)
 {
     edm_backend_options o = edm_backend_defaults(c->device);
+    o.compile_kernels = edm_nvrtc_available() ? edm_nvrtc_compile_kernels : NULL;
     o.cpu.training = training;
     o.cpu.seed = DROPOUT_SEED;
     if (c->device == EDM_DEVICE_CPU) {

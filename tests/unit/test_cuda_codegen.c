@@ -803,7 +803,8 @@ static void vs_cpu_path(const char *model, int training, edm_dtype storage, doub
     edm_cpu *cpu = edm_cpu_new(g, batch, &copt, &st);
     assert_non_null(cpu);
     edm_cuda_exec_options gopt = {.storage = storage, .training = training, .seed = seed,
-                                  .matmul_library = library, .conv_library = library};
+                                  .matmul_library = library, .conv_library = library,
+                                  .compile = edm_nvrtc_available() ? edm_nvrtc_compile_kernels : NULL};
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     edm_cuda_exec *gpu = edm_cuda_exec_new(g, batch, &gopt, &st);

@@ -50,6 +50,7 @@
 
 #include <cmocka.h>
 
+#include "codegen/cuda_nvrtc.h"
 #include "compiler/ir.h"
 #include "compiler/passes/passes.h"
 #include "runtime/backend_cpu.h"
@@ -203,6 +204,7 @@ static int run_cuda(const edm_graph *g, const gemm_case *k, case_run *r, edm_sta
 {
     edm_cuda_exec_options o = {
         .storage = EDM_F32, .matmul_library = 1, .conv_library = 1, .no_graph = !k->graph, .network_scope = ""};
+    o.compile = edm_nvrtc_available() ? edm_nvrtc_compile_kernels : NULL;
     edm_cuda_exec *x = edm_cuda_exec_new(g, k->batch, &o, st);
     if (!x)
         return -1;
