@@ -37,6 +37,8 @@ typedef struct {
     char ema_buf[128];   /* --resume: the run's EMA lengths */
     json_object *run;    /* --resume: the checkpoint's edmc.run record (NULL: none, or an older edmc's) */
     char *run_config;    /* --resume: the checkpoint's edmc.config */
+    char *run_source;    /* --resume: the checkpoint's edmc.source (the model's files) */
+    int model_from_run;  /* --resume without --model: the run's model, compiled from run_source when it has it */
     json_object *run_cfg; /* --resume: the same parsed, when the model comes from it */
     char data_abs[4096]; /* --data as recorded: absolute unless builtin: */
     edm_dataset_geometry geo; /* what --data fixes of the model's shape */
@@ -385,6 +387,7 @@ static int take_model(train_opts *o)
     if (o->base.file || !json_object_object_get_ex(o->run, "model", &m))
         return 0;
     o->base.file = json_object_get_string(m);
+    o->model_from_run = 1;
     o->run_cfg = o->run_config ? json_tokener_parse(o->run_config) : NULL;
     if (!o->run_cfg || !json_object_is_type(o->run_cfg, json_type_object))
         return 0;
@@ -436,6 +439,7 @@ static int resume_settings(train_opts *o)
         edm_status_init(&st);
     }
     const char *run = edm_st_metadata(f, EDM_META_RUN), *cfg = edm_st_metadata(f, EDM_META_CONFIG);
+    const char *source = edm_st_metadata(f, EDM_META_SOURCE);
     const char *nimg = edm_st_metadata(f, EDM_META_NIMG);
     snprintf(o->resume_from, sizeof o->resume_from, "%s", path);
     o->resume_nimg = nimg ? atoll(nimg) : 0;
@@ -447,7 +451,7 @@ static int resume_settings(train_opts *o)
             rc = 1;
         }
     }
-    if (rc == 0 && cfg && !(o->run_config = strdup(cfg))) {
+    if (rc == 0 && ((cfg && !(o->run_config = strdup(cfg))) || (source && !(o->run_source = strdup(source))))) {
         fprintf(stderr, "edmc: out of memory\n");
         rc = 1;
     }
@@ -586,6 +590,18 @@ int cmd_train(int argc, char **argv)
     edm_sources *src = rc == 0 ? edm_sources_new() : NULL;
     edm_program prog;
     memset(&prog, 0, sizeof prog);
+    if (rc == 0 && src && o.model_from_run && o.run_source) {
+        /* the run carries its model: a moved folder resumes without the .edm files */
+        edm_status mst;
+        edm_status_init(&mst);
+        int at = edm_model_source_add(src, o.run_source, o.resume_from, &mst);
+        if (at < 0) {
+            cli_report(NULL, &mst);
+            rc = 1;
+        } else {
+            o.base.file = edm_sources_get(src, at)->path;
+        }
+    }
     if (rc == 0)
         rc = src ? load_training(&o, src, &prog) : 1;
     /* snapshots name the model by absolute path: generate and phema may run elsewhere */
@@ -665,6 +681,7 @@ int cmd_train(int argc, char **argv)
     json_object_put(o.run);
     json_object_put(o.run_cfg);
     free(o.run_config);
+    free(o.run_source);
     return rc;
 }
 

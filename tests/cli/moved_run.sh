@@ -40,6 +40,13 @@ fi
 tap_check "phema on the moved folder" "$edmc" phema --indir="$tmp/moved" --outstd=0.07 --outdir="$tmp/ph"
 tap_check "phema --eval=loss compiles the carried model" "$edmc" phema --indir="$tmp/moved" --sweep \
     --outstd=0.05:0.10:0.05 --eval=loss
+tap_check "train --resume in the moved folder, the models gone" "$edmc" train --resume --outdir="$tmp/moved" \
+    --duration=3072 --threads=1
+if [ -s "$tmp/moved/training-state-000000003072.safetensors" ]; then
+    tap_ok "the resumed run went on to 3072 images"
+else
+    tap_not_ok "no checkpoint at 3072 images after the resume" "$(ls "$tmp/moved")"
+fi
 # a carried source that does not compile is an error naming the file, not a crash
 if command -v python3 >/dev/null 2>&1; then
     python3 - "$snap" "$tmp/bad.safetensors" <<'PY'
