@@ -349,26 +349,34 @@ int edm_trainer_adam(edm_trainer *t, const edm_adam *adam, double lr, int64_t st
     return 0;
 }
 
+/* The device's accumulators reduced in place (NCCL), one buffer per parameter. */
+static int allreduce_on_device(edm_trainer *t, edm_collective *c, const char *what, edm_status *st)
+{
+    if (!t->cuda || !c->allreduce_many_f32)
+        return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "%s: the device collective %s needs a CUDA trainer", what,
+                        c->name);
+    void **bufs = malloc(sizeof(void *) * (size_t)(t->nparams ? t->nparams : 1));
+    int64_t *n = malloc(sizeof(int64_t) * (size_t)(t->nparams ? t->nparams : 1));
+    int rc = bufs && n ? 0 : edm_nomem(st);
+    for (int i = 0; rc == 0 && i < t->nparams; i++) {
+        bufs[i] = (void *)(uintptr_t)edm_cuda_opt_grad_ptr(t->cuda, i);
+        n[i] = t->params[i].numel;
+    }
+    if (rc == 0)
+        rc = c->allreduce_many_f32(c, bufs, n, t->nparams, what, st);
+    free(bufs);
+    free(n);
+    return rc;
+}
+
+/* Parameter i's gradient as the host reduces it: the CPU's double sums, or
+ * a device's f32 accumulator (already downloaded into grad). */
+static void *host_grad(edm_trainer *t, int i) { return t->cuda ? (void *)t->params[i].grad : (void *)t->acc[i]; }
+
 int edm_trainer_allreduce_grad(edm_trainer *t, edm_collective *c, const char *what, edm_status *st)
 {
-    if (c->device) {
-        /* the accumulators reduced in place on the device (NCCL), one group */
-        if (!t->cuda || !c->allreduce_many_f32)
-            return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "%s: the device collective %s needs a CUDA trainer",
-                            what, c->name);
-        void **bufs = malloc(sizeof(void *) * (size_t)(t->nparams ? t->nparams : 1));
-        int64_t *n = malloc(sizeof(int64_t) * (size_t)(t->nparams ? t->nparams : 1));
-        int rc = bufs && n ? 0 : edm_nomem(st);
-        for (int i = 0; rc == 0 && i < t->nparams; i++) {
-            bufs[i] = (void *)(uintptr_t)edm_cuda_opt_grad_ptr(t->cuda, i);
-            n[i] = t->params[i].numel;
-        }
-        if (rc == 0)
-            rc = c->allreduce_many_f32(c, bufs, n, t->nparams, what, st);
-        free(bufs);
-        free(n);
-        return rc;
-    }
+    if (c->device)
+        return allreduce_on_device(t, c, what, st);
     if (!t->flat_grad) {
         for (int i = 0; i < t->nparams; i++)
             t->nflat += t->params[i].numel;
@@ -376,42 +384,26 @@ int edm_trainer_allreduce_grad(edm_trainer *t, edm_collective *c, const char *wh
         if (!t->flat_grad)
             return edm_nomem(st);
     }
-    if (t->cuda) {
-        /* a device's f32 accumulators, staged through the host */
-        if (edm_trainer_pull_grad(t, st) != 0)
-            return -1;
-        float *at = t->flat_grad;
-        for (int i = 0; i < t->nparams; i++) {
-            memcpy(at, t->params[i].grad, sizeof(float) * (size_t)t->params[i].numel);
-            at += t->params[i].numel;
-        }
-        if (c->allreduce_sum_f32(c, t->flat_grad, t->nflat, what, st) != 0)
-            return -1;
-        at = t->flat_grad;
-        for (int i = 0; i < t->nparams; i++) {
-            edm_train_param *p = &t->params[i];
-            memcpy(p->grad, at, sizeof(float) * (size_t)p->numel);
-            at += p->numel;
-            if (edm_cuda_opt_upload_grad(t->cuda, i, p->grad, p->numel, st) != 0)
-                return -1;
-        }
-        return 0;
-    }
-    double *at = t->flat_grad;
+    /* a device's accumulators are staged through the host in f32 */
+    size_t es = t->cuda ? sizeof(float) : sizeof(double);
+    if (t->cuda && edm_trainer_pull_grad(t, st) != 0)
+        return -1;
+    char *at = t->flat_grad;
     for (int i = 0; i < t->nparams; i++) {
-        memcpy(at, t->acc[i], sizeof(double) * (size_t)t->params[i].numel);
-        at += t->params[i].numel;
+        memcpy(at, host_grad(t, i), es * (size_t)t->params[i].numel);
+        at += es * (size_t)t->params[i].numel;
     }
-    if (c->allreduce_sum_f64(c, t->flat_grad, t->nflat, what, st) != 0)
+    if ((t->cuda ? c->allreduce_sum_f32 : c->allreduce_sum_f64)(c, t->flat_grad, t->nflat, what, st) != 0)
         return -1;
     at = t->flat_grad;
     for (int i = 0; i < t->nparams; i++) {
         edm_train_param *p = &t->params[i];
-        for (int64_t k = 0; k < p->numel; k++) {
-            t->acc[i][k] = at[k];
-            p->grad[k] = (float)at[k];
-        }
-        at += p->numel;
+        memcpy(host_grad(t, i), at, es * (size_t)p->numel);
+        at += es * (size_t)p->numel;
+        if (t->cuda && edm_cuda_opt_upload_grad(t->cuda, i, p->grad, p->numel, st) != 0)
+            return -1;
+        for (int64_t k = 0; !t->cuda && k < p->numel; k++)
+            p->grad[k] = (float)t->acc[i][k];
     }
     return 0;
 }
