@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <json-c/json.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +12,9 @@
 #include "compiler/passes/fusion.h"
 #include "compiler/passes/passes.h"
 #include "codegen/cuda_codegen.h"
+#include "runtime/backend.h"
 #include "runtime/files.h"
+#include "runtime/safetensors.h"
 
 static int count_op(const edm_graph *g, edm_op op)
 {
@@ -69,20 +72,77 @@ typedef struct {
     unsigned fuse;
     int kernels_forward, kernels_train;
     double bytes_forward, bytes_train;
+    /* --device=cuda: the CUDA executor's memory at --batch and --precision
+     * (co): its activation arena, and the leaves (parameters f32, inputs) */
+    int cuda;
+    edm_cuda_options co;
+    double arena_forward, arena_train, leaf_forward, leaf_train, param_bytes;
 } plan_summary;
 
-static int summarize(edm_graph *g, int training, unsigned fuse, int *kernels, double *bytes, edm_status *st)
+/* --precision for CUDA storage: fp16 (the default), bf16 or fp32 (also f16, …). */
+static int cuda_storage(const char *cmd, const char *precision, edm_dtype *out)
 {
-    edm_pipeline_options po = {.training = training, .fuse = fuse};
+    const char *p = precision ? precision : "fp16";
+    char name[16];
+    snprintf(name, sizeof name, "%s%s", strncmp(p, "fp", 2) == 0 ? "f" : "", strncmp(p, "fp", 2) == 0 ? p + 2 : p);
+    if (edm_dtype_from_name(name, out) != 0 || *out == EDM_F64) {
+        fprintf(stderr, "edmc %s: --precision=%s: CUDA kernels store fp16, bf16 or fp32\n", cmd, p);
+        return -1;
+    }
+    return 0;
+}
+
+static double aligned(double bytes) { return 256 * ceil(bytes / 256); }
+
+/* The arena of plan p with the CUDA storage types at co's batch (the
+ * executor's edm_plan_bind_sizes), and its leaves' bytes. */
+static int cuda_memory(edm_plan *p, const edm_cuda_options *co, double *arena, double *leaves, double *params,
+                       edm_status *st)
+{
+    int n = edm_graph_count(p->g);
+    edm_dtype *types = malloc(sizeof *types * (size_t)(n ? n : 1));
+    int64_t *esize = malloc(sizeof *esize * (size_t)(n ? n : 1));
+    int rc = types && esize ? edm_cuda_value_types(p->g, co, types, st) : edm_nomem(st);
+    *leaves = *params = 0;
+    for (int i = 0; rc == 0 && i < n; i++) {
+        const edm_node *nd = edm_graph_node(p->g, i);
+        esize[i] = (int64_t)edm_dtype_size(types[i]);
+        if (edm_op_class_of(nd->op) != EDM_CLASS_LEAF || nd->op == EDM_OP_CONST)
+            continue;
+        double numel = 1;
+        for (int d = 0; d < nd->shape.rank; d++)
+            numel *= nd->shape.dim[d] == EDM_DIM_BATCH ? (double)co->batch : (double)nd->shape.dim[d];
+        *leaves += aligned(numel * (double)esize[i]);
+        if (nd->op == EDM_OP_PARAM)
+            *params += numel * (double)esize[i];
+    }
+    if (rc == 0)
+        rc = edm_plan_bind_sizes(p, co->batch, (int64_t)sizeof(float), esize, st);
+    if (rc == 0)
+        *arena = (double)p->arena_bytes;
+    free(types);
+    free(esize);
+    return rc;
+}
+
+static int summarize(edm_graph *g, int training, plan_summary *ps, edm_status *st)
+{
+    edm_pipeline_options po = {.training = training, .fuse = ps->fuse};
     edm_graph *r = NULL;
     if (edm_pipeline_run(g, &po, "rewrite", &r, st) != 0)
         return -1;
-    edm_plan_options pl = {.fuse = fuse, .training = training};
+    edm_plan_options pl = {.fuse = ps->fuse, .training = training};
     edm_plan *p = edm_plan_build(r, &pl, st);
     int rc = p ? edm_plan_bind(p, 1, 4, st) : -1;
     if (rc == 0) {
-        *kernels = edm_plan_kernels(p);
-        *bytes = (double)p->act_peak_bytes;
+        *(training ? &ps->kernels_train : &ps->kernels_forward) = edm_plan_kernels(p);
+        *(training ? &ps->bytes_train : &ps->bytes_forward) = (double)p->act_peak_bytes;
+    }
+    if (rc == 0 && ps->cuda) {
+        edm_cuda_options co = ps->co;
+        co.training = co.optimizer = training;
+        rc = cuda_memory(p, &co, training ? &ps->arena_train : &ps->arena_forward,
+                         training ? &ps->leaf_train : &ps->leaf_forward, &ps->param_bytes, st);
     }
     edm_plan_free(p);
     edm_graph_free(r);
@@ -98,8 +158,8 @@ static int plan_summaries(const cli_opts *o, const edm_program *prog, plan_summa
     if (o->fuse && edm_fuse_parse(o->fuse, &ps->fuse, st) != 0)
         return -1;
     ps->kernels_train = -1;
-    ps->bytes_train = -1;
-    if (summarize(prog->graph, 0, ps->fuse, &ps->kernels_forward, &ps->bytes_forward, st) != 0)
+    ps->bytes_train = ps->arena_train = ps->leaf_train = -1;
+    if (summarize(prog->graph, 0, ps, st) != 0)
         return -1;
     size_t n = strlen(o->file);
     int has_training = 0;
@@ -116,7 +176,7 @@ static int plan_summaries(const cli_opts *o, const edm_program *prog, plan_summa
     if (rc > 0)
         rc = edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC, "%s does not compile with training=true", o->file);
     if (rc == 0)
-        rc = summarize(train.graph, 1, ps->fuse, &ps->kernels_train, &ps->bytes_train, st);
+        rc = summarize(train.graph, 1, ps, st);
     if (src) {
         edm_program_free(&train);
         edm_sources_free(src);
@@ -156,6 +216,19 @@ static int print_json(const cli_opts *o, const edm_program *prog, const edm_stat
     bad |= json_object_object_add(root, "kernels_train", json_object_new_int(ps->kernels_train));
     bad |= json_object_object_add(root, "planned_act_bytes_per_sample_forward", json_object_new_double(ps->bytes_forward));
     bad |= json_object_object_add(root, "planned_act_bytes_per_sample_train", json_object_new_double(ps->bytes_train));
+    if (ps->cuda) { /* the CUDA executor's memory at --batch and --precision */
+        json_object *cu = json_object_new_object();
+        bad |= !cu;
+        bad |= json_object_object_add(cu, "batch", json_object_new_int64(ps->co.batch));
+        bad |= json_object_object_add(cu, "storage", json_object_new_string(edm_dtype_name(ps->co.storage)));
+        bad |= json_object_object_add(cu, "arena_bytes_forward", json_object_new_double(ps->arena_forward));
+        bad |= json_object_object_add(cu, "arena_bytes_train", json_object_new_double(ps->arena_train));
+        bad |= json_object_object_add(cu, "leaf_bytes_forward", json_object_new_double(ps->leaf_forward));
+        bad |= json_object_object_add(cu, "leaf_bytes_train", json_object_new_double(ps->leaf_train));
+        bad |= json_object_object_add(cu, "optimizer_bytes", json_object_new_double(3 * ps->param_bytes));
+        bad |= json_object_object_add(cu, "ema_bytes_each", json_object_new_double(ps->param_bytes));
+        bad |= json_object_object_add(root, "cuda_memory", cu);
+    }
     for (int i = 0; i < s->nrows; i++) {
         json_object *row = json_object_new_object();
         if (!row) {
@@ -178,6 +251,19 @@ static int print_json(const cli_opts *o, const edm_program *prog, const edm_stat
     printf("%s\n", json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(root);
     return 0;
+}
+
+/* --device=cuda: what the executor allocates (GiB). */
+static void print_cuda_memory(const plan_summary *ps)
+{
+    const double gib = 1024.0 * 1024 * 1024;
+    printf("  CUDA memory     batch %lld, %s storage: forward %.2f GiB arena + %.2f GiB parameters and inputs",
+           (long long)ps->co.batch, edm_dtype_name(ps->co.storage), ps->arena_forward / gib, ps->leaf_forward / gib);
+    if (ps->arena_train >= 0)
+        printf(";\n                  training step %.2f GiB arena + %.2f GiB parameters and inputs + %.2f GiB "
+               "optimizer state + %.2f GiB per EMA",
+               ps->arena_train / gib, ps->leaf_train / gib, 3 * ps->param_bytes / gib, ps->param_bytes / gib);
+    printf("\n");
 }
 
 static void print_table(const char *title, const edm_stat_row *rows, int n, double total)
@@ -203,7 +289,21 @@ static int do_info(const cli_opts *o, const edm_program *prog)
         edm_diag_print(NULL, &st, stderr);
         return 1;
     }
-    plan_summary ps;
+    plan_summary ps = {0};
+    edm_device dev = EDM_DEVICE_CPU;
+    if (o->device && edm_device_from_name(o->device, &dev) != 0) {
+        fprintf(stderr, "edmc info: --device=%s: expected cpu or cuda\n", o->device);
+        edm_stats_free(&s);
+        return 2;
+    }
+    if (dev == EDM_DEVICE_CUDA) { /* as on an sm_80+ device */
+        ps.cuda = 1;
+        ps.co = (edm_cuda_options){.batch = o->batch, .storage = EDM_F16, .tensor_cores = 1};
+        if (cuda_storage("info", o->precision, &ps.co.storage) != 0) {
+            edm_stats_free(&s);
+            return 2;
+        }
+    }
     if (plan_summaries(o, prog, &ps, &st) != 0) {
         edm_diag_print(NULL, &st, stderr);
         edm_stats_free(&s);
@@ -233,6 +333,8 @@ static int do_info(const cli_opts *o, const edm_program *prog)
         if (ps.bytes_train >= 0)
             printf(", %.2f MiB training", ps.bytes_train / (1 << 20));
         printf(" (activations live at the peak, fp32)\n");
+        if (ps.cuda)
+            print_cuda_memory(&ps);
         if (prog->nparams) {
             printf("\n  configuration\n");
             for (int i = 0; i < prog->nparams; i++)
@@ -245,7 +347,23 @@ static int do_info(const cli_opts *o, const edm_program *prog)
     return rc;
 }
 
-int cmd_info(int argc, char **argv) { return cli_run(argc, argv, "info", OPT_JSON | OPT_PARAMS | OPT_FUSE, do_info); }
+int cmd_info(int argc, char **argv)
+{
+    return cli_run(argc, argv, "info", OPT_JSON | OPT_PARAMS | OPT_FUSE | OPT_DEVICE | OPT_BATCH | OPT_PRECISION,
+                   do_info);
+}
+
+/* --fuse: the kernels of the plan over the rewritten graph, as the CUDA
+ * executor makes them. */
+static int fused_cuda_source(const edm_graph *g, const edm_cuda_options *co, unsigned fuse, edm_cuda_plan_module *pm,
+                             edm_status *st)
+{
+    edm_plan_options pl = {.fuse = fuse, .training = co->training};
+    edm_plan *plan = edm_plan_build(g, &pl, st);
+    int rc = plan ? edm_cuda_codegen_plan(plan, co, pm, st) : -1;
+    edm_plan_free(plan);
+    return rc;
+}
 
 /* --stage=cuda: the generated CUDA C (needs no toolkit); --mode=train adds
  * the backward pass (autodiff), active dropout and the optimizer kernels. */
@@ -253,41 +371,55 @@ static int dump_cuda(const cli_opts *o, const edm_program *prog)
 {
     /* as on an sm_80+ device: the generated contractions on tensor cores */
     edm_cuda_options co = {.batch = o->batch, .storage = EDM_F16, .gemm_library = 1, .tensor_cores = 1};
-    const char *p = o->precision ? o->precision : "fp16";
-    char name[16];
-    snprintf(name, sizeof name, "%s%s", strncmp(p, "fp", 2) == 0 ? "f" : "", strncmp(p, "fp", 2) == 0 ? p + 2 : p);
-    if (edm_dtype_from_name(name, &co.storage) != 0 || co.storage == EDM_F64) { /* fp16 → f16, fp32 → f32 */
-        fprintf(stderr, "edmc dump: --precision=%s: CUDA kernels store fp16, bf16 or fp32\n", p);
+    if (cuda_storage("dump", o->precision, &co.storage) != 0)
         return 2;
-    }
     edm_status st;
     edm_status_init(&st);
-    if (strcmp(o->mode, "train") == 0) {
-        co.training = co.optimizer = 1;
-        edm_pipeline_options po = {.training = 1};
-        if (edm_pipeline_run(prog->graph, &po, "train", NULL, &st) != 0) {
-            edm_diag_print(NULL, &st, stderr);
-            return 1;
-        }
-    } else if (strcmp(o->mode, "forward") != 0) {
+    unsigned fuse = EDM_FUSE_NONE; /* as the CUDA executor's default */
+    if (o->fuse && edm_fuse_parse(o->fuse, &fuse, &st) != 0) {
+        fprintf(stderr, "edmc dump: %s\n", st.msg);
+        return 2;
+    }
+    if (strcmp(o->mode, "train") != 0 && strcmp(o->mode, "forward") != 0) {
         fprintf(stderr, "edmc dump: --mode=%s: forward or train\n", o->mode);
         return 2;
     }
-    edm_cuda_module m;
-    if (edm_cuda_codegen(prog->graph, &co, &m, &st) != 0) {
+    co.training = co.optimizer = strcmp(o->mode, "train") == 0;
+    /* training: differentiated (the rewrites of --fuse, too) */
+    edm_pipeline_options po = {.training = co.training, .fuse = fuse};
+    edm_graph *rewritten = NULL;
+    if (edm_pipeline_run(prog->graph, &po, fuse == EDM_FUSE_NONE ? "train" : "rewrite", &rewritten, &st) != 0) {
         edm_diag_print(NULL, &st, stderr);
         return 1;
     }
+    edm_cuda_module m = {0};
+    edm_cuda_plan_module pm = {0};
+    const char *source = NULL;
+    size_t len = 0;
+    if (fuse == EDM_FUSE_NONE) {
+        if (edm_cuda_codegen(prog->graph, &co, &m, &st) == 0) {
+            source = m.source;
+            len = m.len;
+        }
+    } else if (fused_cuda_source(rewritten ? rewritten : prog->graph, &co, fuse, &pm, &st) == 0) {
+        source = pm.source;
+        len = pm.len;
+    }
     int rc = 0;
-    if (o->output) { /* atomically, as every file edmc writes */
-        if (edm_write_bytes_atomic(o->output, m.source, m.len, &st) != 0) {
+    if (!source) {
+        edm_diag_print(NULL, &st, stderr);
+        rc = 1;
+    } else if (o->output) { /* atomically, as every file edmc writes */
+        if (edm_write_bytes_atomic(o->output, source, len, &st) != 0) {
             edm_diag_print(NULL, &st, stderr);
             rc = 1;
         }
-    } else if (fwrite(m.source, 1, m.len, stdout) != m.len) {
+    } else if (fwrite(source, 1, len, stdout) != len) {
         rc = 1; /* main's check of stdout at exit says so, once */
     }
     edm_cuda_module_free(&m);
+    edm_cuda_plan_module_free(&pm);
+    edm_graph_free(rewritten);
     return rc;
 }
 

@@ -1,4 +1,4 @@
-/* edmc phema: post-hoc EMA reconstruction (EDM2-SPEC.md §5).  Reads the
+/* edmc phema: post-hoc EMA reconstruction (docs/edm2.md).  Reads the
  * power-function EMA snapshots network-snapshot-<kimg>-<σ_rel>.safetensors of
  * a training run, solves for the coefficients that best give each wanted
  * σ_rel, and writes phema-<kimg>-<σ_rel>.safetensors = Σ_i X[i,j]·snapshot_i
@@ -7,7 +7,6 @@
  * fixed evaluation set (runtime/evaluate.h) and can plot the curve. */
 #include "config.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <json-c/json.h>
 #include <math.h>
@@ -25,6 +24,7 @@
 #include "runtime/ref_import.h"
 #include "runtime/image.h"
 #include "runtime/phema.h"
+#include "runtime/phema_snapshots.h"
 #include "runtime/safetensors.h"
 #include "runtime/train_run.h"
 #include "runtime/weights.h"
@@ -33,17 +33,7 @@
 #define MAX_OUT 1000
 
 typedef struct {
-    char *name; /* file name inside --indir */
-    char *path;
-    int64_t kimg;
-    double std;
-    double nimg;
-    edm_st_file *f;
-} snapshot;
-
-typedef struct {
-    snapshot *s;
-    int n, cap;
+    edm_phema_snapshots set;
     double out_std[MAX_OUT];
     int m;
     char **buffers; /* names of the tensors copied, not averaged */
@@ -81,19 +71,6 @@ static int add_std(job *j, double v, const char *item, edm_status *st)
     return 0;
 }
 
-static int parse_number(const char *s, size_t len, double *out)
-{
-    char buf[64];
-    if (len == 0 || len >= sizeof buf)
-        return -1;
-    memcpy(buf, s, len);
-    buf[len] = 0;
-    char *end;
-    errno = 0;
-    *out = strtod(buf, &end);
-    return errno || *end || !isfinite(*out) ? -1 : 0;
-}
-
 /* A comma-separated list of σ_rel values and ranges lo:hi:step (hi included
  * when the steps land on it). */
 static int parse_outstd(job *j, const char *list, edm_status *st)
@@ -109,7 +86,7 @@ static int parse_outstd(job *j, const char *list, edm_status *st)
             double z, a = j->m >= 2 ? j->out_std[j->m - 2] : 0, step = j->m >= 2 ? j->out_std[j->m - 1] - a : 0;
             p += len + (p[len] ? 1 : 0);
             len = strcspn(p, ",");
-            if (j->m < 2 || parse_number(p, len, &z) != 0 || !(step > 0) || z < j->out_std[j->m - 1])
+            if (j->m < 2 || edm_phema_parse_number(p, len, &z) != 0 || !(step > 0) || z < j->out_std[j->m - 1])
                 return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
                                 "--outstd: '...' needs two rising values before it and the last after it, as in "
                                 "0.010,0.015,...,0.250");
@@ -121,16 +98,16 @@ static int parse_outstd(job *j, const char *list, edm_status *st)
             }
         } else if (!c1) {
             double v;
-            if (parse_number(p, len, &v) != 0)
+            if (edm_phema_parse_number(p, len, &v) != 0)
                 return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--outstd: '%s' is not a number", item);
             if (add_std(j, v, item, st) != 0)
                 return -1;
         } else {
             const char *c2 = memchr(c1 + 1, ':', len - (size_t)(c1 + 1 - p));
             double lo, hi, step;
-            if (!c2 || parse_number(p, (size_t)(c1 - p), &lo) != 0 ||
-                parse_number(c1 + 1, (size_t)(c2 - c1 - 1), &hi) != 0 ||
-                parse_number(c2 + 1, len - (size_t)(c2 + 1 - p), &step) != 0)
+            if (!c2 || edm_phema_parse_number(p, (size_t)(c1 - p), &lo) != 0 ||
+                edm_phema_parse_number(c1 + 1, (size_t)(c2 - c1 - 1), &hi) != 0 ||
+                edm_phema_parse_number(c2 + 1, len - (size_t)(c2 + 1 - p), &step) != 0)
                 return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--outstd: '%s' is not a range lo:hi:step", item);
             if (!(step > 0) || !(hi >= lo))
                 return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
@@ -167,191 +144,6 @@ static int parse_outstd(job *j, const char *list, edm_status *st)
     return 0;
 }
 
-/* ------------------------------------------------------------ snapshots */
-
-/* <prefix>-<digits>-<digits>.<digits>.safetensors (prefix: network-snapshot), or
- * .pkl (the reference's snapshots, imported as they are read) */
-static int parse_name(const char *name, const char *prefix, int64_t *kimg, double *std)
-{
-    size_t n = strlen(name), lp = strlen(prefix);
-    size_t ls = n > 4 && strcmp(name + n - 4, ".pkl") == 0 ? 4 : strlen(".safetensors");
-    if (n <= lp + 1 + ls || strncmp(name, prefix, lp) != 0 || name[lp] != '-' ||
-        (ls != 4 && strcmp(name + n - ls, ".safetensors") != 0))
-        return -1;
-    lp++;
-    const char *p = name + lp, *end = name + n - ls;
-    const char *q = p;
-    int64_t k = 0;
-    while (q < end && *q >= '0' && *q <= '9') {
-        if (k > 100000000000LL)
-            return -1;
-        k = k * 10 + (*q++ - '0');
-    }
-    if (q == p || q >= end || *q != '-')
-        return -1;
-    const char *s = ++q;
-    int digits = 0, dots = 0;
-    for (; q < end; q++) {
-        if (*q == '.' && digits > 0)
-            dots++;
-        else if (*q >= '0' && *q <= '9')
-            digits++;
-        else
-            return -1;
-    }
-    if (dots != 1 || end[-1] == '.' || parse_number(s, (size_t)(end - s), std) != 0)
-        return -1;
-    *kimg = k;
-    return 0;
-}
-
-static int snapshot_cmp(const void *pa, const void *pb)
-{
-    const snapshot *a = pa, *b = pb;
-    if (a->nimg != b->nimg)
-        return a->nimg < b->nimg ? -1 : 1;
-    if (a->std != b->std)
-        return a->std < b->std ? -1 : 1;
-    return strcmp(a->name, b->name);
-}
-
-static char *join_path(const char *dir, const char *name)
-{
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    if (p)
-        snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
-static int list_snapshots(job *j, const char *dir, const char *prefix, edm_status *st)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "cannot open --indir=%s: %s", dir, strerror(errno));
-    int rc = 0;
-    struct dirent *e;
-    while (rc == 0 && (e = readdir(d)) != NULL) {
-        int64_t kimg;
-        double std;
-        if (parse_name(e->d_name, prefix, &kimg, &std) != 0)
-            continue;
-        if (j->n == j->cap) {
-            int cap = j->cap ? 2 * j->cap : 16;
-            snapshot *s = realloc(j->s, sizeof *s * (size_t)cap);
-            if (!s) {
-                rc = edm_nomem(st);
-                break;
-            }
-            j->s = s;
-            j->cap = cap;
-        }
-        snapshot *s = &j->s[j->n];
-        memset(s, 0, sizeof *s);
-        s->name = strdup(e->d_name);
-        s->path = join_path(dir, e->d_name);
-        if (!s->name || !s->path) {
-            free(s->name);
-            free(s->path);
-            rc = edm_nomem(st);
-            break;
-        }
-        s->kimg = kimg;
-        s->std = std;
-        j->n++;
-    }
-    closedir(d);
-    if (rc == 0 && j->n == 0)
-        rc = edm_fail(st, EDM_ERR_IO, EDM_NO_LOC,
-                      "no snapshots in %s (expected %s-<kimg>-<sigma_rel>.safetensors or .pkl files)", dir, prefix);
-    return rc;
-}
-
-/* Opens each snapshot, takes kimg and σ_rel from its metadata when given
- * there, and recovers nimg. */
-static int open_snapshots(job *j, edm_status *st)
-{
-    for (int i = 0; i < j->n; i++) {
-        snapshot *s = &j->s[i];
-        s->f = edm_weights_open(s->path, st);
-        if (!s->f)
-            return -1;
-        const char *k = edm_st_metadata(s->f, "edmc.phema.kimg"), *v = edm_st_metadata(s->f, "edmc.phema.std");
-        if (k) {
-            char *end;
-            errno = 0;
-            long long x = strtoll(k, &end, 10);
-            if (errno || end == k || *end || x < 0 || x > 100000000000LL)
-                return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: metadata edmc.phema.kimg = '%s' is not a kimg",
-                                s->path, k);
-            s->kimg = x;
-        }
-        if (v && parse_number(v, strlen(v), &s->std) != 0)
-            return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: metadata edmc.phema.std = '%s' is not a number",
-                            s->path, v);
-        double g;
-        if (edm_phema_std_to_exp(s->std, &g, st) != 0) {
-            edm_status_prefix(st, "%s", s->path);
-            return -1;
-        }
-        s->nimg = (double)edm_phema_kimg_to_nimg(s->kimg);
-        if (!(s->nimg > 0))
-            return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: a snapshot at kimg %lld has seen no images", s->path,
-                            (long long)s->kimg);
-    }
-    return 0;
-}
-
-static void shape_str(const edm_st_entry *e, char *buf, size_t size)
-{
-    edm_shape s = {.rank = e->rank};
-    for (int k = 0; k < e->rank; k++)
-        s.dim[k] = e->dim[k];
-    edm_shape_str(&s, buf, size);
-}
-
-/* Every snapshot has the tensors of the first, of the same dtype and shape,
- * and the same edmc.config. */
-static int check_same_config(const job *j, edm_status *st)
-{
-    const snapshot *a = &j->s[0];
-    const char *ca = edm_st_metadata(a->f, EDM_META_CONFIG);
-    for (int i = 1; i < j->n; i++) {
-        const snapshot *b = &j->s[i];
-        const char *cb = edm_st_metadata(b->f, EDM_META_CONFIG);
-        char why[600] = "";
-        if ((ca == NULL) != (cb == NULL) || (ca && strcmp(ca, cb) != 0)) {
-            char diff[500];
-            edm_config_diff(ca, cb, diff, sizeof diff);
-            snprintf(why, sizeof why, "edmc.config: %s", diff);
-        }
-        for (int k = 0; !why[0] && k < edm_st_count(a->f); k++) {
-            const edm_st_entry *ea = edm_st_entry_at(a->f, k), *eb = edm_st_find(b->f, ea->name);
-            char sa[128], sb[128];
-            if (!eb) {
-                snprintf(why, sizeof why, "tensor '%s' is missing from the second", ea->name);
-                break;
-            }
-            shape_str(ea, sa, sizeof sa);
-            shape_str(eb, sb, sizeof sb);
-            if (ea->dtype != eb->dtype || strcmp(sa, sb) != 0)
-                snprintf(why, sizeof why, "tensor '%s' is %s %s vs %s %s", ea->name, edm_dtype_name(ea->dtype), sa,
-                         edm_dtype_name(eb->dtype), sb);
-        }
-        if (!why[0] && edm_st_count(a->f) != edm_st_count(b->f)) {
-            for (int k = 0; k < edm_st_count(b->f); k++)
-                if (!edm_st_find(a->f, edm_st_entry_at(b->f, k)->name)) {
-                    snprintf(why, sizeof why, "tensor '%s' is only in the second", edm_st_entry_at(b->f, k)->name);
-                    break;
-                }
-        }
-        if (why[0])
-            return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "snapshots of mixed configurations: %s and %s (%s)",
-                            a->name, b->name, why);
-    }
-    return 0;
-}
-
 /* ------------------------------------------------------------ buffers */
 
 static int add_buffer(job *j, const char *name, edm_status *st)
@@ -364,14 +156,6 @@ static int add_buffer(job *j, const char *name, edm_status *st)
     if (!b[j->nbuffers])
         return edm_nomem(st);
     j->nbuffers++;
-    return 0;
-}
-
-static int is_buffer(const job *j, const char *name)
-{
-    for (int i = 0; i < j->nbuffers; i++)
-        if (strcmp(j->buffers[i], name) == 0)
-            return 1;
     return 0;
 }
 
@@ -503,7 +287,7 @@ static int find_buffers(job *j, const cli_opts *o, const edm_st_file *latest, ed
             break;
         }
         edm_shape_str(&n->shape, want, sizeof want);
-        shape_str(e, got, sizeof got);
+        edm_st_entry_shape_str(e, got, sizeof got);
         if (!edm_weights_shape_fits(e->rank, e->dim, &n->shape))
             rc = edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: '%s' is %s, %s wants %s", edm_st_path(latest), n->name,
                           got, model, want);
@@ -517,98 +301,24 @@ static int find_buffers(job *j, const cli_opts *o, const edm_st_file *latest, ed
 
 /* ------------------------------------------------------------ output */
 
-/* Tensor e (an entry of the latest snapshot) of profile col into acc
- * (e->numel values; tmp as large): a buffer is the latest snapshot's,
- * a parameter Σ_i X[i,col]·snapshot_i. */
-static int reconstruct(const job *j, const double *x, int col, const edm_st_entry *e, double *acc, double *tmp,
-                       edm_status *st)
+/* Profile col of the solution x (n×m) as a reconstruction; coef: n doubles. */
+static edm_phema_output profile(const job *j, const double *x, int col, int64_t kimg, double nimg, double *coef)
 {
-    const snapshot *latest = &j->s[j->n - 1];
-    if (is_buffer(j, e->name))
-        return edm_st_read_f64(latest->f, e, acc, e->numel, st);
-    memset(acc, 0, sizeof(double) * (size_t)e->numel);
-    for (int i = 0; i < j->n; i++) {
-        const edm_st_entry *ei = edm_st_find(j->s[i].f, e->name);
-        if (edm_st_read_f64(j->s[i].f, ei, tmp, e->numel, st) != 0)
-            return -1;
-        double c = x[i * j->m + col];
-        for (int64_t q = 0; q < e->numel; q++)
-            acc[q] += c * tmp[q];
-    }
-    return 0;
-}
-
-static int write_one(const job *j, const double *x, int col, int64_t kimg, double out_nimg, const char *path,
-                     edm_status *st)
-{
-    const snapshot *latest = &j->s[j->n - 1];
-    edm_st_writer *w = edm_st_writer_new();
-    if (!w)
-        return edm_nomem(st);
-    int rc = 0;
-    double *acc = NULL, *tmp = NULL;
-    for (int k = 0; rc == 0 && k < edm_st_count(latest->f); k++) {
-        const edm_st_entry *e = edm_st_entry_at(latest->f, k);
-        size_t count = (size_t)(e->numel ? e->numel : 1);
-        acc = calloc(count, sizeof(double));
-        tmp = malloc(sizeof(double) * count);
-        if (!acc || !tmp) {
-            rc = edm_nomem(st);
-            break;
-        }
-        rc = reconstruct(j, x, col, e, acc, tmp, st);
-        if (rc == 0)
-            rc = edm_st_writer_add_f64(w, e->name, e->dtype, e->rank, e->dim, acc, st);
-        free(acc);
-        free(tmp);
-        acc = tmp = NULL;
-    }
-    free(acc);
-    free(tmp);
-    /* metadata: the latest snapshot's, then what this file is */
-    for (int k = 0; rc == 0 && k < edm_st_metadata_count(latest->f); k++) {
-        const char *key = edm_st_metadata_key(latest->f, k);
-        if (strncmp(key, "edmc.phema.", 11) != 0)
-            rc = edm_st_writer_meta(w, key, edm_st_metadata(latest->f, key), st);
-    }
-    json_object *coefs = rc == 0 ? json_object_new_object() : NULL;
-    if (rc == 0 && !coefs)
-        rc = edm_nomem(st);
-    for (int i = 0; rc == 0 && i < j->n; i++)
-        if (json_object_object_add(coefs, j->s[i].name, json_object_new_double(x[i * j->m + col])) != 0)
-            rc = edm_nomem(st);
-    char buf[64];
-    if (rc == 0) {
-        snprintf(buf, sizeof buf, "%lld", (long long)kimg);
-        rc = edm_st_writer_meta(w, "edmc.phema.kimg", buf, st);
-    }
-    if (rc == 0) {
-        snprintf(buf, sizeof buf, "%.17g", j->out_std[col]);
-        rc = edm_st_writer_meta(w, "edmc.phema.std", buf, st);
-    }
-    if (rc == 0) {
-        snprintf(buf, sizeof buf, "%.0f", out_nimg);
-        rc = edm_st_writer_meta(w, "edmc.phema.nimg", buf, st);
-    }
-    if (rc == 0)
-        rc = edm_st_writer_meta(w, "edmc.phema.coefs", json_object_to_json_string_ext(coefs, JSON_C_TO_STRING_PLAIN),
-                                st);
-    json_object_put(coefs);
-    if (rc == 0)
-        rc = edm_st_writer_write(w, path, st);
-    edm_st_writer_free(w);
-    return rc;
+    for (int i = 0; i < j->set.n; i++)
+        coef[i] = x[i * j->m + col];
+    return (edm_phema_output){.coef = coef, .buffers = (const char *const *)j->buffers, .nbuffers = j->nbuffers,
+                              .kimg = kimg, .std = j->out_std[col], .nimg = nimg};
 }
 
 static void print_table(const job *j, const double *x, double out_nimg)
 {
-    printf("%d snapshots -> %d profiles at nimg %.0f\n", j->n, j->m, out_nimg);
+    printf("%d snapshots -> %d profiles at nimg %.0f\n", j->set.n, j->m, out_nimg);
     printf("%-44s %8s %10s", "snapshot", "kimg", "sigma_rel");
     for (int c = 0; c < j->m; c++)
         printf(" %15.3f", j->out_std[c]);
     printf("\n");
-    for (int i = 0; i < j->n; i++) {
-        printf("%-44s %8lld %10.5f", j->s[i].name, (long long)j->s[i].kimg, j->s[i].std);
+    for (int i = 0; i < j->set.n; i++) {
+        printf("%-44s %8lld %10.5f", j->set.s[i].name, (long long)j->set.s[i].kimg, j->set.s[i].std);
         for (int c = 0; c < j->m; c++)
             printf(" %15.8g", x[i * j->m + c]);
         printf("\n");
@@ -619,7 +329,7 @@ static void print_table(const job *j, const double *x, double out_nimg)
  * cancellation (Σ|X| is 1 for a plain average). */
 static void print_sweep(const job *j, const double *x, double out_nimg)
 {
-    printf("%d snapshots -> %d profiles at nimg %.0f\n", j->n, j->m, out_nimg);
+    printf("%d snapshots -> %d profiles at nimg %.0f\n", j->set.n, j->m, out_nimg);
     printf("%10s %12s %12s  %s\n", "sigma_rel", "gamma", "sum|coef|", "largest coefficient");
     for (int c = 0; c < j->m; c++) {
         double g = 0, l1 = 0;
@@ -627,12 +337,12 @@ static void print_sweep(const job *j, const double *x, double out_nimg)
         edm_status ignored;
         edm_status_init(&ignored);
         (void)edm_phema_std_to_exp(j->out_std[c], &g, &ignored);
-        for (int i = 0; i < j->n; i++) {
+        for (int i = 0; i < j->set.n; i++) {
             l1 += fabs(x[i * j->m + c]);
             if (fabs(x[i * j->m + c]) > fabs(x[best * j->m + c]))
                 best = i;
         }
-        printf("%10.4f %12.4f %12.4f  %.6f on %s\n", j->out_std[c], g, l1, x[best * j->m + c], j->s[best].name);
+        printf("%10.4f %12.4f %12.4f  %.6f on %s\n", j->out_std[c], g, l1, x[best * j->m + c], j->set.s[best].name);
     }
 }
 
@@ -642,8 +352,9 @@ static void print_sweep(const job *j, const double *x, double out_nimg)
 static int set_profile(const job *j, const double *x, int col, const edm_graph *g, edm_loss_eval *ev,
                        edm_status *st)
 {
-    const snapshot *latest = &j->s[j->n - 1];
-    int rc = 0;
+    const edm_phema_snapshot *latest = &j->set.s[j->set.n - 1];
+    double *coef = malloc(sizeof(double) * (size_t)j->set.n);
+    int rc = coef ? 0 : edm_nomem(st);
     for (int i = 0; rc == 0 && i < edm_graph_count(g); i++) {
         const edm_node *n = edm_graph_node(g, i);
         if (n->op != EDM_OP_PARAM && n->op != EDM_OP_BUFFER)
@@ -652,21 +363,25 @@ static int set_profile(const job *j, const double *x, int col, const edm_graph *
         char want[128], got[128] = "";
         edm_shape_str(&n->shape, want, sizeof want);
         if (e)
-            shape_str(e, got, sizeof got);
-        if (!e || strcmp(want, got) != 0)
-            return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: no tensor '%s' %s (of the training program)",
-                            latest->path, n->name, want);
+            edm_st_entry_shape_str(e, got, sizeof got);
+        if (!e || strcmp(want, got) != 0) {
+            rc = edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: no tensor '%s' %s (of the training program)",
+                          latest->path, n->name, want);
+            break;
+        }
         double *acc = malloc(sizeof(double) * (size_t)(e->numel ? e->numel : 1));
         double *tmp = malloc(sizeof(double) * (size_t)(e->numel ? e->numel : 1));
         if (!acc || !tmp)
             rc = edm_nomem(st);
+        edm_phema_output out = profile(j, x, col, 0, 0, coef);
         if (rc == 0)
-            rc = reconstruct(j, x, col, e, acc, tmp, st);
+            rc = edm_phema_tensor(&j->set, &out, e, acc, tmp, st);
         if (rc == 0)
             rc = edm_loss_eval_set_f64(ev, n->name, acc, e->numel, st);
         free(acc);
         free(tmp);
     }
+    free(coef);
     return rc;
 }
 
@@ -675,7 +390,7 @@ static int set_profile(const job *j, const double *x, int col, const edm_graph *
  * the plot. */
 static int eval_loss(const cli_opts *o, const eval_args *ea, const job *j, const double *x, edm_status *st)
 {
-    const snapshot *latest = &j->s[j->n - 1];
+    const edm_phema_snapshot *latest = &j->set.s[j->set.n - 1];
     const char *model = model_path(o, latest->f);
     if (!model)
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
@@ -765,37 +480,9 @@ static int run_phema(const phema_opts *po, job *j, edm_status *st)
     const eval_args *ea = &po->ea;
     if (parse_outstd(j, o->outstd ? o->outstd : "0.025:0.200:0.025", st) != 0)
         return -1;
-    if (list_snapshots(j, o->indir, po->inprefix, st) != 0)
+    if (edm_phema_snapshots_find(&j->set, o->indir, po->inprefix, o->outkimg, st) != 0)
         return -1;
-    /* parse names, sort, keep those up to --outkimg, then open */
-    for (int i = 0; i < j->n; i++)
-        j->s[i].nimg = (double)edm_phema_kimg_to_nimg(j->s[i].kimg);
-    if (open_snapshots(j, st) != 0)
-        return -1;
-    qsort(j->s, (size_t)j->n, sizeof *j->s, snapshot_cmp);
-    int keep = 0;
-    for (int i = 0; i < j->n; i++) {
-        if (o->outkimg >= 0 && j->s[i].kimg > o->outkimg) {
-            edm_st_close(j->s[i].f);
-            free(j->s[i].name);
-            free(j->s[i].path);
-            continue;
-        }
-        j->s[keep++] = j->s[i];
-    }
-    int total = j->n;
-    j->n = keep;
-    if (keep == 0)
-        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--outkimg=%lld: none of the %d snapshots in %s is that early",
-                        (long long)o->outkimg, total, o->indir);
-    for (int i = 1; i < j->n; i++)
-        if (j->s[i].nimg == j->s[i - 1].nimg && j->s[i].std == j->s[i - 1].std)
-            return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC,
-                            "%s and %s are snapshots of the same time and sigma_rel (kimg %lld, %g)", j->s[i - 1].name,
-                            j->s[i].name, (long long)j->s[i].kimg, j->s[i].std);
-    if (check_same_config(j, st) != 0)
-        return -1;
-    const snapshot *latest = &j->s[j->n - 1];
+    const edm_phema_snapshot *latest = &j->set.s[j->set.n - 1];
     if (find_buffers(j, o, latest->f, st) != 0)
         return -1;
     int64_t out_kimg = o->outkimg >= 0 ? o->outkimg : latest->kimg;
@@ -803,17 +490,18 @@ static int run_phema(const phema_opts *po, job *j, edm_status *st)
     if (!(out_nimg > 0))
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--outkimg=%lld: a profile must cover some images",
                         (long long)out_kimg);
-    double *in_t = malloc(sizeof(double) * (size_t)j->n), *in_std = malloc(sizeof(double) * (size_t)j->n);
-    double *x = malloc(sizeof(double) * (size_t)j->n * (size_t)j->m);
+    double *in_t = malloc(sizeof(double) * (size_t)j->set.n), *in_std = malloc(sizeof(double) * (size_t)j->set.n);
+    double *x = malloc(sizeof(double) * (size_t)j->set.n * (size_t)j->m);
+    double *coef = malloc(sizeof(double) * (size_t)j->set.n);
     int rc = 0;
-    if (!in_t || !in_std || !x)
+    if (!in_t || !in_std || !x || !coef)
         rc = edm_nomem(st);
-    for (int i = 0; rc == 0 && i < j->n; i++) {
-        in_t[i] = j->s[i].nimg;
-        in_std[i] = j->s[i].std;
+    for (int i = 0; rc == 0 && i < j->set.n; i++) {
+        in_t[i] = j->set.s[i].nimg;
+        in_std[i] = j->set.s[i].std;
     }
     if (rc == 0)
-        rc = edm_phema_solve(j->n, in_t, in_std, j->m, out_nimg, j->out_std, x, st);
+        rc = edm_phema_solve(j->set.n, in_t, in_std, j->m, out_nimg, j->out_std, x, st);
     if (rc == 0) {
         if (o->sweep)
             print_sweep(j, x, out_nimg);
@@ -829,15 +517,18 @@ static int run_phema(const phema_opts *po, job *j, edm_status *st)
     for (int c = 0; rc == 0 && o->outdir && c < j->m; c++) {
         char name[4200];
         snprintf(name, sizeof name, "%s-%07lld-%.3f.safetensors", po->outprefix, (long long)out_kimg, j->out_std[c]);
-        char *path = join_path(o->outdir, name);
+        size_t len = strlen(o->outdir) + strlen(name) + 2;
+        char *path = malloc(len);
         if (!path) {
             rc = edm_nomem(st);
             break;
         }
+        snprintf(path, len, "%s/%s", o->outdir, name);
         if (po->skip && access(path, F_OK) == 0) {
             printf("kept %s (--skip)\n", path);
         } else {
-            rc = write_one(j, x, c, out_kimg, out_nimg, path, st);
+            edm_phema_output out = profile(j, x, c, out_kimg, out_nimg, coef);
+            rc = edm_phema_write(&j->set, &out, path, st);
             if (rc == 0)
                 printf("wrote %s\n", path);
         }
@@ -848,6 +539,7 @@ static int run_phema(const phema_opts *po, job *j, edm_status *st)
     free(in_t);
     free(in_std);
     free(x);
+    free(coef);
     return rc;
 }
 
@@ -922,12 +614,7 @@ int cmd_phema(int argc, char **argv)
         cli_report(NULL, &st);
         rc = cli_exit_code(&st);
     }
-    for (int i = 0; i < j->n; i++) {
-        edm_st_close(j->s[i].f);
-        free(j->s[i].name);
-        free(j->s[i].path);
-    }
-    free(j->s);
+    edm_phema_snapshots_free(&j->set);
     for (int i = 0; i < j->nbuffers; i++)
         free(j->buffers[i]);
     free(j->buffers);

@@ -526,9 +526,11 @@ static void print_plan(const train_opts *o, const edm_train_opts *t, const edm_p
             printf(" %s=%s", prog->params[i].name, prog->params[i].value);
     }
     printf("\n  data         %s (", t->data);
-    if (o->geo.resolution)
+    if (o->geo.resolution && o->geo.channels > 0)
         printf("%dx%d, %d channels%s, ", o->geo.resolution, o->geo.resolution, o->geo.channels,
                o->geo.latent ? " of latents" : "");
+    else if (o->geo.resolution) /* a built-in set draws the channels the model has */
+        printf("%dx%d, the model's channels, ", o->geo.resolution, o->geo.resolution);
     printf("%d classes)\n", o->geo.classes);
     if (o->resume)
         printf("  outdir       %s: resumes from %s (kimg %.3f)\n", t->outdir, o->resume_from, (double)start / 1000);

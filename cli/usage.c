@@ -8,8 +8,9 @@
 
 static const cli_usage commands[] = {
     {"check", "FILE.edm [-D name=value ...]", "Parses, elaborates and verifies a model.", NULL},
-    {"info", "FILE.edm [--json | --params] [-D ...]",
-     "Parameters, multiply-adds, the per-op table and memory of a model.", NULL},
+    {"info", "FILE.edm [--json | --params] [--fuse=...] [--device=cuda --batch=B --precision=P] [-D ...]",
+     "Parameters, multiply-adds, the per-op table and memory of a model (--device=cuda: the CUDA executor's "
+     "memory at that batch and precision).", NULL},
     {"dump", "FILE.edm [--stage=ir|fused|train] [--format=text|xml|dot] [-o OUT] [-D ...]",
      "Prints a model's IR graph or its fused execution plan.", NULL},
     {"compile", "FILE.edm [--device=cpu|cuda] [--arch=sm_80,sm_90] [--batch=B,...] [--precision=P] [--fuse=...] "

@@ -1047,12 +1047,18 @@ static void emit_optimizer_kernels(sbuf *b)
     sb_puts(b, OPTIMIZER_KERNELS);
 }
 
-/* Identical kernel bodies are emitted once: a table of (hash, body, name). */
+/* Identical kernel bodies are emitted once: a table of (hash, body, name),
+ * open addressing in a power-of-two size. */
 typedef struct {
     uint64_t hash;
     char *body;
     char name[EDM_CUDA_NAME];
 } body_entry;
+
+typedef struct {
+    body_entry *e;
+    size_t size;
+} body_table;
 
 static uint64_t fnv1a(const char *s, size_t n)
 {
@@ -1171,6 +1177,18 @@ static edm_dtype value_dtype(const edm_graph *g, const edm_cuda_options *opt, co
     return in_network(n->scope, opt->network_scope) ? opt->storage : EDM_F32;
 }
 
+int edm_cuda_value_types(const edm_graph *g, const edm_cuda_options *opt, edm_dtype *out, edm_status *st)
+{
+    int count = edm_graph_count(g);
+    edm_cuda_launch *types = calloc((size_t)(count ? count : 1), sizeof *types);
+    if (!types)
+        return edm_nomem(st);
+    for (int id = 0; id < count; id++)
+        out[id] = types[id].dtype = value_dtype(g, opt, types, id);
+    free(types);
+    return 0;
+}
+
 /* With gemm_library: a convolution's im2col (conv2d, conv2d_bwd_weight) or
  * col2im (conv2d_bwd_data) kernel, unless the GEMM reads x or writes dx directly. */
 static void emit_conv_helper(const node_ctx *c, sbuf *out, edm_cuda_module *m)
@@ -1198,11 +1216,41 @@ void edm_cuda_module_free(edm_cuda_module *m)
     memset(m, 0, sizeof *m);
 }
 
-static void free_table(body_entry *t, size_t size)
+/* A table for up to n bodies (NULL entries: out of memory). */
+static body_table table_new(int n)
 {
-    for (size_t i = 0; t && i < size; i++)
-        free(t[i].body);
-    free(t);
+    body_table t = {NULL, 64};
+    while (t.size < (size_t)n * 2)
+        t.size *= 2;
+    t.e = calloc(t.size, sizeof *t.e);
+    return t;
+}
+
+static void table_free(body_table *t)
+{
+    for (size_t i = 0; t->e && i < t->size; i++)
+        free(t->e[i].body);
+    free(t->e);
+    t->e = NULL;
+}
+
+/* The name of an earlier kernel with this body, or NULL after recording the
+ * body under `name` (*oom set where it could not be kept). */
+static const char *table_name(body_table *t, const char *body, const char *name, int *oom)
+{
+    uint64_t h = fnv1a(body, strlen(body));
+    size_t slot = (size_t)h & (t->size - 1);
+    while (t->e[slot].body && (t->e[slot].hash != h || strcmp(t->e[slot].body, body) != 0))
+        slot = (slot + 1) & (t->size - 1);
+    if (t->e[slot].body)
+        return t->e[slot].name;
+    if (!(t->e[slot].body = strdup(body))) {
+        *oom = 1;
+        return NULL;
+    }
+    t->e[slot].hash = h;
+    snprintf(t->e[slot].name, sizeof t->e[slot].name, "%s", name);
+    return NULL;
 }
 
 /* The options both generators take. */
@@ -1227,12 +1275,9 @@ int edm_cuda_codegen(const edm_graph *g, const edm_cuda_options *opt, edm_cuda_m
         return -1;
     int count = edm_graph_count(g);
     m->launch = calloc((size_t)(count ? count : 1), sizeof *m->launch);
-    size_t tsize = 64;
-    while (tsize < (size_t)count * 2)
-        tsize *= 2;
-    body_entry *table = calloc(tsize, sizeof *table);
-    if (!m->launch || !table) {
-        free(table);
+    body_table table = table_new(count);
+    if (!m->launch || !table.e) {
+        table_free(&table);
         edm_cuda_module_free(m);
         return edm_nomem(st);
     }
@@ -1295,22 +1340,19 @@ int edm_cuda_codegen(const edm_graph *g, const edm_cuda_options *opt, edm_cuda_m
             rc = edm_nomem(st);
             break;
         }
-        uint64_t h = fnv1a(body.p, body.len);
-        size_t slot = (size_t)h & (tsize - 1);
-        while (table[slot].body && (table[slot].hash != h || strcmp(table[slot].body, body.p) != 0))
-            slot = (slot + 1) & (tsize - 1);
-        if (table[slot].body) {
-            snprintf(L->kernel, sizeof L->kernel, "%s", table[slot].name);
+        char name[EDM_CUDA_NAME];
+        snprintf(name, sizeof name, "k%d_%s", id, edm_op_name(n->op));
+        int oom = 0;
+        const char *earlier = table_name(&table, body.p, name, &oom);
+        if (oom) {
+            rc = edm_nomem(st);
+            break;
+        }
+        if (earlier) {
+            snprintf(L->kernel, sizeof L->kernel, "%s", earlier);
             m->nshared++;
         } else {
-            table[slot].hash = h;
-            table[slot].body = strdup(body.p);
-            if (!table[slot].body) {
-                rc = edm_nomem(st);
-                break;
-            }
-            snprintf(table[slot].name, sizeof table[slot].name, "k%d_%s", id, edm_op_name(n->op));
-            snprintf(L->kernel, sizeof L->kernel, "%s", table[slot].name);
+            snprintf(L->kernel, sizeof L->kernel, "%s", name);
             sb_printf(&out, "\n/* %%%d %s%s%s */\n", id, edm_op_name(n->op), n->scope && n->scope[0] ? " in " : "",
                       n->scope ? n->scope : "");
             emit_named(&out, body.p, L->kernel);
@@ -1326,7 +1368,7 @@ int edm_cuda_codegen(const edm_graph *g, const edm_cuda_options *opt, edm_cuda_m
     if (rc == 0 && out.oom)
         rc = edm_nomem(st);
     free(body.p);
-    free_table(table, tsize);
+    table_free(&table);
     if (rc != 0) {
         free(out.p);
         edm_cuda_module_free(m);
@@ -1349,6 +1391,7 @@ typedef struct {
     edm_cuda_step_launch *L;
     int mix64;        /* a dropout inside: the module needs edm_mix64 */
     mma_need *ws; /* the module's split-K workspace */
+    body_table *kernels; /* the steps' kernels so far, by text and launch shape */
 } step_ctx;
 
 static int is_member(const edm_plan_step *s, int node)
@@ -1369,13 +1412,16 @@ static int input_slot(const step_ctx *x, int v)
     return -1;
 }
 
-/* Writes into ref how member `user` reads its operand a at index idx (a
- * variable of the function being written), emitting any index arithmetic
- * into b first. */
-static int operand_ref(step_ctx *x, sbuf *b, int user, int k, edm_member_role role, char *ref, size_t size,
+/* Writes into ref how member `um` (of the step's list) reads its operand k
+ * at index idx (a variable of the function being written), emitting any
+ * index arithmetic into b first.  Its variables are named by member index,
+ * not node id, so that two steps of the same structure get the same text
+ * (one kernel for both: dedupe_kernel). */
+static int operand_ref(step_ctx *x, sbuf *b, int um, int k, edm_member_role role, char *ref, size_t size,
                        edm_status *st)
 {
     const edm_graph *g = x->p->g;
+    int user = x->s->members[um].node;
     const edm_node *u = edm_graph_node(g, user);
     int a = u->input[k];
     const edm_node *na = edm_graph_node(g, a);
@@ -1390,7 +1436,7 @@ static int operand_ref(step_ctx *x, sbuf *b, int user, int k, edm_member_role ro
     for (int m = 0; m < x->s->nmembers; m++) {
         const edm_plan_member *pm = &x->s->members[m];
         if (pm->node == a && pm->role == role && pm->role != EDM_ROLE_CORE) {
-            snprintf(ref, size, "v%d", a);
+            snprintf(ref, size, "v%d", m);
             return 0;
         }
     }
@@ -1406,7 +1452,7 @@ static int operand_ref(step_ctx *x, sbuf *b, int user, int k, edm_member_role ro
     index_plan ip;
     plan_broadcast(&bu, &ba, &ba, &ip);
     char var[32];
-    snprintf(var, sizeof var, "o%d_%d", user, k);
+    snprintf(var, sizeof var, "o%d_%d", um, k);
     const char *vars[] = {var, "unused_"};
     if (ip.rank == 0) {
         sb_printf(b, "        const long long %s = 0;\n", var);
@@ -1417,12 +1463,13 @@ static int operand_ref(step_ctx *x, sbuf *b, int user, int k, edm_member_role ro
     return 0;
 }
 
-/* A concatenation or a slice inside a step (the ew rule): element idx read
- * from the input whose part of the axis holds it (a slice: its one input,
- * shifted by the start); the inputs are stored values or constants. */
-static int gather_member(step_ctx *x, sbuf *b, int id, edm_status *st)
+/* A concatenation or a slice inside a step (the ew rule), member m: element
+ * idx read from the input whose part of the axis holds it (a slice: its one
+ * input, shifted by the start); the inputs are stored values or constants. */
+static int gather_member(step_ctx *x, sbuf *b, int m, edm_status *st)
 {
     const edm_graph *g = x->p->g;
+    int id = x->s->members[m].node;
     const edm_node *n = edm_graph_node(g, id);
     bshape y = bind(&n->shape, x->opt->batch);
     int cat = n->op == EDM_OP_CONCAT, ax = cat ? n->attr.concat.axis : n->attr.slice.axis;
@@ -1443,15 +1490,16 @@ static int gather_member(step_ctx *x, sbuf *b, int id, edm_status *st)
         snprintf(ref[k], sizeof ref[k], "ld(P.i%d, o_ * %lldLL + r_ + %lldLL)", slot, blk[k], off);
     }
     sb_printf(b, "        float v%d;\n        {\n            const long long o_ = idx / %lldLL, r_ = idx %% %lldLL;\n",
-              id, ly, ly);
+              m, ly, ly);
     if (cat)
-        sb_printf(b, "            v%d = r_ < %lldLL ? %s : %s;\n        }\n", id, blk[0], ref[0], ref[1]);
+        sb_printf(b, "            v%d = r_ < %lldLL ? %s : %s;\n        }\n", m, blk[0], ref[0], ref[1]);
     else
-        sb_printf(b, "            v%d = %s;\n        }\n", id, ref[0]);
+        sb_printf(b, "            v%d = %s;\n        }\n", m, ref[0]);
     return 0;
 }
 
-/* The members of (role, operand) at index `idx`, each into `vID`; *last gets the last one. */
+/* The members of (role, operand) at index `idx`, each into `vM` (M its index
+ * in the step's list); *last gets the last one's index. */
 static int emit_members(step_ctx *x, sbuf *b, edm_member_role role, int operand, int *last, edm_status *st)
 {
     const edm_graph *g = x->p->g;
@@ -1463,18 +1511,18 @@ static int emit_members(step_ctx *x, sbuf *b, edm_member_role role, int operand,
         const edm_node *n = edm_graph_node(g, pm->node);
         char ra[160], rb[160], buf[256];
         if (n->op == EDM_OP_CONCAT || n->op == EDM_OP_SLICE) { /* a gather from its stored inputs */
-            if (gather_member(x, b, pm->node, st) != 0)
+            if (gather_member(x, b, m, st) != 0)
                 return -1;
-            *last = pm->node;
+            *last = m;
             continue;
         }
-        if (operand_ref(x, b, pm->node, 0, role, ra, sizeof ra, st) != 0)
+        if (operand_ref(x, b, m, 0, role, ra, sizeof ra, st) != 0)
             return -1;
-        if (n->ninputs > 1 && operand_ref(x, b, pm->node, 1, role, rb, sizeof rb, st) != 0)
+        if (n->ninputs > 1 && operand_ref(x, b, m, 1, role, rb, sizeof rb, st) != 0)
             return -1;
         edm_plan_options po = {.training = x->opt->training};
         if (edm_plan_is_alias(&po, n) || n->op == EDM_OP_EXPAND) {
-            sb_printf(b, "        const float v%d = %s;\n", pm->node, ra);
+            sb_printf(b, "        const float v%d = %s;\n", m, ra);
         } else if (n->op == EDM_OP_DROPOUT) {
             char thr[64], scale[64];
             int mask = n->attr.dropout.mask_id > 0 ? n->attr.dropout.mask_id : pm->node;
@@ -1483,20 +1531,20 @@ static int emit_members(step_ctx *x, sbuf *b, edm_member_role role, int operand,
             sb_printf(b,
                       "        const float v%d = (double)edm_mix64(*P.seed ^ edm_mix64(%lluULL * 0x9e3779b97f4a7c15ULL + "
                       "(unsigned long long)idx)) >= %s ? %s * %s : 0.0f;\n",
-                      pm->node, (unsigned long long)mask, thr, ra, scale);
+                      m, (unsigned long long)mask, thr, ra, scale);
             x->mix64 = 1;
         } else if (edm_op_class_of(n->op) == EDM_CLASS_UNARY) {
             sb_printf(b, "        float v%d;\n        {\n            %sconst float x = %s;\n            v%d = %s;\n        }\n",
-                      pm->node, unary_bounds(n, buf, sizeof buf), ra, pm->node, unary_expr(n));
+                      m, unary_bounds(n, buf, sizeof buf), ra, m, unary_expr(n));
         } else if (edm_op_class_of(n->op) == EDM_CLASS_BINARY) {
             sb_printf(b,
                       "        float v%d;\n        {\n            const float u = %s, v = %s;\n            v%d = %s;\n"
                       "        }\n",
-                      pm->node, ra, rb, pm->node, binary_expr(n->op));
+                      m, ra, rb, m, binary_expr(n->op));
         } else {
             return edm_fail(st, EDM_ERR_INTERNAL, n->loc, "CUDA codegen: %s is not elementwise", edm_op_name(n->op));
         }
-        *last = pm->node;
+        *last = m;
     }
     return 0;
 }
@@ -1565,6 +1613,31 @@ static int fuse_body(const char *body, const char *head, sbuf *out)
     free(t[0].p);
     free(t[1].p);
     return oom ? -1 : 0;
+}
+
+/* Emits a step's kernel text (KNAME for its name) unless an earlier step
+ * has the same text and launch shape: then L names that one's function, so
+ * the repeated blocks of a network compile once (NVRTC's time). */
+static int emit_step_kernel(step_ctx *x, const char *text, int grouped, sbuf *out, edm_status *st)
+{
+    edm_cuda_step_launch *L = x->L;
+    sbuf key = {0};
+    sb_printf(&key, "%d %u %u %u %u %u %u\n%s", grouped, L->grid[0], L->grid[1], L->grid[2], L->block[0], L->block[1],
+              L->block[2], text);
+    int oom = key.oom;
+    const char *earlier = oom ? NULL : table_name(x->kernels, key.p, L->kernel, &oom);
+    free(key.p);
+    if (oom)
+        return edm_nomem(st);
+    const edm_graph *g = x->p->g;
+    const edm_node *root = edm_graph_node(g, x->s->root);
+    sb_printf(out, "\n/* step %d: %s -> %%%d%s%s%s%s */\n", L->step, x->s->kind, x->s->root, root->scope[0] ? " in " : "",
+              root->scope, earlier ? ": the kernel of " : "", earlier ? earlier : "");
+    if (earlier)
+        snprintf(L->kernel, sizeof L->kernel, "%s", earlier);
+    else
+        emit_named(out, text, L->kernel);
+    return 0;
 }
 
 /* grouped: the step as a device function KNAME_run(bx_, gx_, <its parameters>)
@@ -1669,35 +1742,32 @@ static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
     if (rc == 0 && grouped && (L->grid[1] != 1 || L->grid[2] != 1))
         rc = edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "CUDA codegen: step %d of a group has a %u×%u×%u grid",
                       L->step, L->grid[0], L->grid[1], L->grid[2]);
+    sbuf t1 = {0}, t2 = {0};
+    const char *text = b.p ? b.p : "";
+    if (rc == 0 && grouped) { /* its blocks are bx_ of gx_ */
+        replace_all(&t1, text, "blockIdx.x", "bx_");
+        replace_all(&t2, t1.p ? t1.p : "", "gridDim.x", "gx_");
+        t1.len = 0;
+        if (t1.p)
+            t1.p[0] = '\0';
+        replace_all(&t1, t2.p ? t2.p : "", "EDM_LOOP(", "EDM_LOOP_IN(");
+        /* the reductions' tree: the group kernel's dynamic shared memory, not a static array each */
+        t2.len = 0;
+        if (t2.p)
+            t2.p[0] = '\0';
+        replace_all(&t2, t1.p ? t1.p : "", "__shared__ double sh[256];", "double *const sh = edm_group_sh;");
+        text = t2.p ? t2.p : "";
+        if (t1.oom || t2.oom)
+            rc = edm_nomem(st);
+    }
     if (rc == 0) {
         const edm_node *r = edm_graph_node(g, core ? s->core : s->root);
-        L->barrier = b.p && strstr(b.p, "__syncthreads") != NULL;
+        L->barrier = strstr(text, "__syncthreads") != NULL;
         snprintf(L->kernel, sizeof L->kernel, "s%d_%s", x->L->step, edm_op_name(r->op));
-        sb_printf(out, "\n/* step %d: %s -> %%%d%s%s */\n", x->L->step, s->kind, s->root,
-                  edm_graph_node(g, s->root)->scope[0] ? " in " : "", edm_graph_node(g, s->root)->scope);
-        if (grouped) { /* its blocks are bx_ of gx_ */
-            sbuf t1 = {0}, t2 = {0};
-            replace_all(&t1, b.p, "blockIdx.x", "bx_");
-            replace_all(&t2, t1.p ? t1.p : "", "gridDim.x", "gx_");
-            t1.len = 0;
-            if (t1.p)
-                t1.p[0] = '\0';
-            replace_all(&t1, t2.p ? t2.p : "", "EDM_LOOP(", "EDM_LOOP_IN(");
-            /* the reductions' tree: the group kernel's dynamic shared memory, not a static array each */
-            t2.len = 0;
-            if (t2.p)
-                t2.p[0] = '\0';
-            replace_all(&t2, t1.p ? t1.p : "", "__shared__ double sh[256];", "double *const sh = edm_group_sh;");
-            if (t1.oom || t2.oom)
-                rc = edm_nomem(st);
-            else
-                emit_named(out, t2.p ? t2.p : "", L->kernel);
-            free(t1.p);
-            free(t2.p);
-        } else {
-            emit_named(out, b.p, L->kernel);
-        }
+        rc = emit_step_kernel(x, text, grouped, out, st);
     }
+    free(t1.p);
+    free(t2.p);
     free(b.p);
     free(head.p);
     return rc;
@@ -1750,22 +1820,23 @@ int edm_cuda_codegen_plan(const edm_plan *p, const edm_cuda_options *opt, edm_cu
     if (check_options(opt, st) != 0)
         return -1;
     int count = edm_graph_count(p->g);
-    size_t cnt = (size_t)(count ? count : 1);
-    edm_cuda_launch *types = calloc(cnt, sizeof *types);
-    m->dtype = calloc(cnt, sizeof *m->dtype);
+    m->dtype = calloc((size_t)(count ? count : 1), sizeof *m->dtype);
     m->launch = calloc((size_t)(p->nsteps ? p->nsteps : 1), sizeof *m->launch);
     m->group = calloc((size_t)(p->ngroups ? p->ngroups : 1), sizeof *m->group);
-    if (!types || !m->dtype || !m->launch || !m->group) {
-        free(types);
+    if (!m->dtype || !m->launch || !m->group) {
         edm_cuda_plan_module_free(m);
         return edm_nomem(st);
     }
-    for (int id = 0; id < count; id++)
-        m->dtype[id] = types[id].dtype = value_dtype(p->g, opt, types, id);
-    free(types);
+    if (edm_cuda_value_types(p->g, opt, m->dtype, st) != 0) {
+        edm_cuda_plan_module_free(m);
+        return -1;
+    }
     sbuf kernels = {0}, out = {0};
     int rc = 0, mix64 = 0;
     mma_need ws = {0, 0};
+    body_table table = table_new(p->nsteps);
+    if (!table.e)
+        rc = edm_nomem(st);
     for (int gi = 0; gi < p->ngroups && rc == 0; gi++) {
         const edm_plan_group *gr = &p->groups[gi];
         int grouped = gr->nsteps > 1;
@@ -1773,7 +1844,7 @@ int edm_cuda_codegen_plan(const edm_plan *p, const edm_cuda_options *opt, edm_cu
             edm_cuda_step_launch *L = &m->launch[s];
             L->step = s;
             L->dtype = m->dtype[p->steps[s].root];
-            step_ctx x = {.p = p, .opt = opt, .dt = m->dtype, .s = &p->steps[s], .L = L, .ws = &ws};
+            step_ctx x = {.p = p, .opt = opt, .dt = m->dtype, .s = &p->steps[s], .L = L, .ws = &ws, .kernels = &table};
             rc = gen_step(&x, &kernels, grouped, st);
             mix64 |= x.mix64;
         }
@@ -1817,6 +1888,7 @@ int edm_cuda_codegen_plan(const edm_plan *p, const edm_cuda_options *opt, edm_cu
             rc = edm_nomem(st);
     }
     free(kernels.p);
+    table_free(&table);
     if (rc != 0) {
         free(out.p);
         edm_cuda_plan_module_free(m);

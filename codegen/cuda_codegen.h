@@ -8,7 +8,7 @@
  * compiles it with no include path; on the host, the emulating driver's
  * header (tests/emu/cuda_emu.h) defines them.
  *
- * Storage types (the dtype rule, EDM2-SPEC's mixed precision: the network in
+ * Storage types (the dtype rule, the reference's mixed precision: the network in
  * f16, the norms, softmax, preconditioning and loss in f32).  With
  * opt.storage = f32 every value is f32.  Otherwise a value is stored f32 when
  *   - it is a leaf (input, param, buffer, const): parameters are the f32 master weights;
@@ -125,6 +125,9 @@ int edm_cuda_op_supported(edm_op op);
 /* Generates the module for g.  The text is deterministic: the same graph and
  * options give the same bytes. */
 int edm_cuda_codegen(const edm_graph *g, const edm_cuda_options *opt, edm_cuda_module *m, edm_status *st);
+/* The storage type of every value of g under opt (the dtype rule above):
+ * out has one entry per node. */
+int edm_cuda_value_types(const edm_graph *g, const edm_cuda_options *opt, edm_dtype *out, edm_status *st);
 void edm_cuda_module_free(edm_cuda_module *m);
 
 /* Kernels emitted besides the node kernels (f32 = float; T = float, h16 or b16):

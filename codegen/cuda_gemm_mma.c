@@ -69,6 +69,8 @@ edm_mma_tile edm_mma_choose_tile(int64_t gm, int64_t gn, int64_t gk, int64_t gb)
                 double tiles = ceil_div((double)gm, bm) * ceil_div((double)gn, bn), slots = sms * blocks_per_sm;
                 if (splits > 1 && tiles >= slots) /* the tiles fill the GPU already */
                     break;
+                if (splits > 1 && tiles * splits * bm * bn * (double)sizeof(float) > EDM_MMA_SPLITK_BYTES)
+                    break; /* the partial tiles would take more memory than they save time */
                 double waves = ceil_div(tiles * (double)gb * splits, slots);
                 double t_mma = bm * bn * kk / macs_per_clock, t_load = (bm + bn) * kk / loads_per_clock;
                 /* split-K: every block writes its partial tile, the last of each tile reads them all */

@@ -35,6 +35,11 @@ typedef struct {
 
 enum { EDM_MMA_THREADS = 256, EDM_MMA_BK = 32 };
 
+/* The most one split-K contraction's partial tiles may take (the module's
+ * workspace is its largest user's): S's largest weight gradient at batch
+ * 128, 384 × 8640, would otherwise take 32 splits of 128×128 tiles, 408 MiB. */
+#define EDM_MMA_SPLITK_BYTES (64.0 * 1024 * 1024)
+
 /* The tile for gb GEMMs of gm × gn × gk, by a cost model of an H100-class
  * GPU (132 SMs, two blocks each): the waves of blocks times the time of a
  * block, the larger of its tensor-core time and its operand-load time, plus

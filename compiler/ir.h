@@ -127,7 +127,7 @@ typedef struct {
     union {
         struct { double value; } constant;                        /* CONST: every element = value; shape [] for a scalar */
         /* PARAM, BUFFER; forced_wn: training replaces the stored weight by its
-         * weight-normalized self before every step (EDM2-SPEC §1) */
+         * weight-normalized self before every step (docs/edm2.md §3) */
         struct { edm_init_kind kind; double value, scale; uint64_t seed; int forced_wn; } init;
         struct { double lo, hi; } clamp;                           /* CLAMP; STEP is x >= 0 ? 1 : 0 */
         struct { uint32_t axes; int keepdim; } reduce;             /* SUM, SUMSQ: bit i = axis i (N may be reduced away) */

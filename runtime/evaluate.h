@@ -1,4 +1,4 @@
-/* Validation loss (EDM2-SPEC §4's training objective, measured, not
+/* Validation loss (docs/edm2.md §3's training objective, measured, not
  * minimised): the training graph (a model compiled with training=true; no
  * autodiff needed) run forward on a fixed evaluation set, so that several
  * sets of weights — e.g. the post-hoc EMA reconstructions of edmc phema — are

@@ -14,5 +14,10 @@
 #define EDM_META_STATUS_INTERVAL "edmc.status_interval" /* checkpoints: the status interval */
 #define EDM_META_EMA_STD "edmc.ema_std" /* checkpoints: the EMAs' sigma_rel */
 #define EDM_META_IMPORT "edmc.import"   /* imports: the file the weights came from */
+#define EDM_META_PHEMA_PREFIX "edmc.phema."            /* the keys below */
+#define EDM_META_PHEMA_KIMG "edmc.phema.kimg"          /* snapshots, reconstructions: the profile's end, kimg */
+#define EDM_META_PHEMA_STD "edmc.phema.std"            /* the profile's sigma_rel */
+#define EDM_META_PHEMA_NIMG "edmc.phema.nimg"          /* reconstructions: the profile's end, images */
+#define EDM_META_PHEMA_COEFS "edmc.phema.coefs"        /* reconstructions: each snapshot's coefficient, JSON */
 
 #endif

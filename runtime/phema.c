@@ -1,4 +1,4 @@
-/* Power-function EMA and post-hoc reconstruction (EDM2-SPEC.md §5). */
+/* Power-function EMA and post-hoc reconstruction (docs/edm2.md §4). */
 #include "config.h"
 
 #include "runtime/phema.h"

@@ -1,4 +1,4 @@
-/* Power-function EMA (EDM2-SPEC.md §5): the σ_rel ↔ γ conversions, the
+/* Power-function EMA (docs/edm2.md §4): the σ_rel ↔ γ conversions, the
  * per-step decay β, inner products of power-function profiles, the post-hoc
  * reconstruction coefficients, and the EMA tracker the trainer keeps.
  *

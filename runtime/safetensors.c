@@ -25,6 +25,14 @@
 
 static const char *const st_dtype_names[] = {"F32", "F16", "BF16", "F64"};
 
+char *edm_st_entry_shape_str(const edm_st_entry *e, char *buf, size_t size)
+{
+    edm_shape s = {.rank = e->rank};
+    for (int k = 0; k < e->rank; k++)
+        s.dim[k] = e->dim[k];
+    return edm_shape_str(&s, buf, size);
+}
+
 size_t edm_dtype_size(edm_dtype t)
 {
     switch (t) {

@@ -27,6 +27,9 @@ typedef struct {
     size_t nbytes;
 } edm_st_entry;
 
+/* An entry's shape as edm_shape_str writes one ("[3, 64]"). */
+char *edm_st_entry_shape_str(const edm_st_entry *e, char *buf, size_t size);
+
 typedef struct edm_st_file edm_st_file;
 
 edm_st_file *edm_st_open(const char *path, edm_status *st);

@@ -1,4 +1,4 @@
-/* One training step of EDM2 (EDM2-SPEC §4) on a backend (CPU or CUDA): forced weight
+/* One training step of EDM2 (docs/edm2.md §3) on a backend (CPU or CUDA): forced weight
  * normalization, forward + backward of the training graph (a .edm program
  * compiled with training=true, differentiated by edm_pass_autodiff), NaN/Inf
  * gradients zeroed, Adam with bias correction.  Parameters and the optimizer

@@ -153,10 +153,10 @@ static int write_snapshots(loop *L, edm_status *st)
             rc = add_meta_common(L, w, st);
         snprintf(buf, sizeof buf, "%lld", kimg);
         if (rc == 0)
-            rc = edm_st_writer_meta(w, "edmc.phema.kimg", buf, st);
+            rc = edm_st_writer_meta(w, EDM_META_PHEMA_KIMG, buf, st);
         snprintf(buf, sizeof buf, "%.3f", L->ema.std[e]);
         if (rc == 0)
-            rc = edm_st_writer_meta(w, "edmc.phema.std", buf, st);
+            rc = edm_st_writer_meta(w, EDM_META_PHEMA_STD, buf, st);
         if (rc == 0)
             rc = edm_st_writer_write(w, path, st);
         edm_st_writer_free(w);

@@ -1,4 +1,4 @@
-/* The EDM2 training loop (EDM2-SPEC §4-5) on a backend (CPU or CUDA): batches from a
+/* The EDM2 training loop (docs/edm2.md §3-4) on a backend (CPU or CUDA): batches from a
  * dataset, σ and noise from counter-based streams, gradient accumulation,
  * the inverse-sqrt learning-rate schedule with warm-up, power-function EMAs
  * and their snapshots, atomic checkpoints that resume bit for bit, a status

@@ -89,10 +89,16 @@ typedef struct {
     double scale[2]; /* their scalar factors (1: none) */
 } cat_match;
 
+typedef struct {
+    int op;           /* the elementwise value sliced */
+    int sliced[2];    /* per operand: slice it (1), or read it whole (0: broadcast along the axis) */
+} push_match;
+
 typedef union {
     wn_match wn;
     attn_match attn;
     cat_match cat;
+    push_match push;
 } rule_match;
 
 static int match_wn(const match_ctx *x, int id, rule_match *rm)
@@ -296,6 +302,66 @@ static int emit_catscale(edm_rewriter *rw, const edm_node *c, const rule_match *
     return s < 0 ? -1 : emit_binary(rw, c, EDM_OP_MUL, y, s, "catscale", st);
 }
 
+/* slice(f(a, b)) with f elementwise and every reader of f(a, b) a slice or
+ * elementwise work over its elements: the slice moves inside, f(slice(a),
+ * slice(b)) (an operand broadcast along the axis is read whole).  The
+ * slices then read stored values and are gathers, and f(a, b) is
+ * recomputed where it is read instead of stored beside a (the normalized
+ * q/k/v of attention: the stored values are the qkv convolution's output
+ * and the small norms, not a second copy of qkv).  Only where every operand
+ * sliced has other readers, so is stored anyway. */
+static int match_slicepush(const match_ctx *x, int id, rule_match *rm)
+{
+    const edm_node *sl = edm_graph_node(x->g, id);
+    if (sl->op != EDM_OP_SLICE)
+        return 0;
+    int v = sl->input[0], ax = sl->attr.slice.axis;
+    const edm_node *f = edm_graph_node(x->g, v);
+    edm_op_class c = edm_op_class_of(f->op);
+    if ((c != EDM_CLASS_UNARY && c != EDM_CLASS_BINARY) || (x->keep && x->keep[v]))
+        return 0;
+    for (int k = x->uses->off[v]; k < x->uses->off[v + 1]; k++) {
+        const edm_node *u = edm_graph_node(x->g, x->uses->users[k]);
+        edm_op_class uc = edm_op_class_of(u->op);
+        int elementwise = (uc == EDM_CLASS_UNARY || uc == EDM_CLASS_BINARY) && edm_shape_equal(&u->shape, &f->shape);
+        if (u->op != EDM_OP_SLICE && !elementwise)
+            return 0;
+    }
+    rm->push.op = v;
+    for (int k = 0; k < f->ninputs; k++) {
+        const edm_shape *a = &edm_graph_node(x->g, f->input[k])->shape;
+        int same_rank = a->rank == f->shape.rank;
+        int whole = a->rank == 0 || (same_rank && a->dim[ax] == 1); /* broadcast along the axis */
+        int part = !whole && same_rank && a->dim[ax] == f->shape.dim[ax];
+        /* (other ranks: broadcast across ranks, not rewritten); an operand
+         * only f reads would be stored for the slices instead of f: no gain */
+        if ((!whole && !part) || (part && edm_uses_count(x->uses, f->input[k]) < 2))
+            return 0;
+        rm->push.sliced[k] = part;
+    }
+    return 1;
+}
+
+static int emit_slicepush(edm_rewriter *rw, const edm_node *sl, const rule_match *rm, edm_status *st)
+{
+    const edm_graph *og = edm_rewriter_old(rw);
+    edm_node f = *edm_graph_node(og, rm->push.op);
+    f.origin = "slicepush";
+    for (int k = 0; k < f.ninputs; k++) {
+        int a = edm_rewriter_map(rw, f.input[k]);
+        if (rm->push.sliced[k]) {
+            edm_node part = *sl;
+            part.input[0] = a;
+            part.origin = "slicepush";
+            a = edm_rewriter_emit(rw, &part, st);
+        }
+        if (a < 0)
+            return -1;
+        f.input[k] = a;
+    }
+    return edm_rewriter_emit(rw, &f, st);
+}
+
 typedef struct {
     const char *name;
     unsigned flag;
@@ -307,6 +373,7 @@ static const rewrite_rule REWRITE_RULES[] = {
     {"wn", EDM_FUSE_WN, match_wn, emit_wn},
     {"attn", EDM_FUSE_ATTN, match_attn, emit_attn},
     {"catscale", EDM_FUSE_EW, match_catscale, emit_catscale},
+    {"slicepush", EDM_FUSE_EW, match_slicepush, emit_slicepush},
 };
 
 typedef struct {

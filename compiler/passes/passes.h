@@ -22,7 +22,7 @@ int edm_pass_infer(edm_graph *g, edm_status *st);
  * wrt_inputs, gets an OUTPUT "grad.<name>".  One rule per primitive. */
 int edm_pass_autodiff(edm_graph *g, const char *const *wrt_inputs, int nwrt, edm_status *st);
 
-/* Counting, with the convention of EDM2-SPEC §3:
+/* Counting, with the convention of docs/edm2.md §2:
  *  - conv2d / matmul: output elements × contraction length (multiply-adds);
  *  - elementwise ops: edm_op_macs_per_element() per output element;
  *  - reductions (sum, sumsq): one per input element; softmax 3 per element;

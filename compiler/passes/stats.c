@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Counting of parameters, multiply-adds and activation memory (EDM2-SPEC §3).
+/* Counting of parameters, multiply-adds and activation memory (docs/edm2.md §2).
  *
  * Every count is "per sample": the batch dimension counts as 1.  A node whose
  * value carries the batch dimension adds to the per-sample totals; one without

@@ -546,8 +546,16 @@ static void test_mma_tiles(void **state)
     edm_mma_workspace(t, 192, 1728, &floats, &counts);
     assert_int_equal(floats, tiles * t.splits * t.bm * t.bn);
     assert_int_equal(counts, tiles);
+    /* S's largest weight gradient at batch 128: the splits stop where the workspace would pass its bound */
+    t = edm_mma_choose_tile(384, 8640, 128 * 4096, 1);
+    edm_mma_workspace(t, 384, 8640, &floats, &counts);
+    print_message("# S weight gradient 384x8640x524288: %dx%d tiles, %d splits, workspace %.1f MiB\n", t.bm, t.bn,
+                  t.splits, (double)floats * 4 / (1 << 20));
+    /* (without the bound: 32 splits of 128×128 tiles, 408 MiB, to fill one
+     * wave's tail — 204 tiles in 264 slots) */
+    assert_true((double)floats * sizeof(float) <= EDM_MMA_SPLITK_BYTES);
     /* batched GEMMs never split; 16 rows take the small tile */
-    assert_int_equal(edm_mma_choose_tile(192, 1728, 128 * 4096, 2).splits, 1);
+    assert_int_equal(edm_mma_choose_tile(192, 1728, (int64_t)128 * 4096, 2).splits, 1);
     assert_int_equal(edm_mma_choose_tile(16, 4096, 144, 1).bm, 64);
     edm_mma_workspace(edm_mma_choose_tile(16, 4096, 144, 1), 16, 4096, &floats, &counts);
     assert_int_equal(floats, 0);
