@@ -1631,4 +1631,8 @@ int edm_loader_next(edm_loader *ld, float *images, float *labels, edm_status *st
     return 0;
 }
 
-int64_t edm_loader_position(const edm_loader *ld) { return ld->start + ld->consumed * ld->batch; }
+int64_t edm_loader_position(const edm_loader *ld)
+{
+    int64_t q = ld->consumed * ld->batch; /* the loader's own count */
+    return ld->period ? ld->start + q / ld->take * ld->period + ld->offset + q % ld->take : ld->start + q;
+}

@@ -677,9 +677,10 @@ static void check_shards(edm_dataset *ds, int64_t B, int R, int64_t micro, uint6
             fail_msg("%s", st.msg);
         for (int step = 0; step < steps; step++)
             for (int64_t m = 0; m < share / micro; m++) {
+                size_t at = (size_t)(step * B + r * share + m * micro); /* in the single stream */
+                assert_int_equal(edm_loader_position(ld), start + (int64_t)at);
                 if (edm_loader_next(ld, part, nl ? pl : NULL, &st))
                     fail_msg("%s", st.msg);
-                size_t at = (size_t)(step * B + r * share + m * micro); /* in the single stream */
                 assert_memory_equal(part, full + at * img, (size_t)micro * img * sizeof(float));
                 if (nl)
                     assert_memory_equal(pl, fl + at * nl, (size_t)micro * nl * sizeof(float));
