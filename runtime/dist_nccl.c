@@ -124,35 +124,55 @@ static void *watchdog(void *arg)
     return NULL;
 }
 
-/* The trainer's stream, waited for at most the timeout. */
-static int bounded_sync(nccl_ctx *n, const char *what, edm_status *st)
+/* One collective under the watchdog, from ncclGroupStart to the end of the
+ * stream's work (ncclGroupEnd may block too, as a blocking communicator's
+ * does), at most the timeout. */
+static int start_watchdog(nccl_ctx *n, pthread_t *t, const char *what)
 {
-    pthread_t t;
     n->done = n->aborted = 0;
     /* without a watchdog thread the wait is the driver's, unbounded: say so rather than hang silently */
-    int have_dog = pthread_create(&t, NULL, watchdog, n) == 0;
+    int have_dog = pthread_create(t, NULL, watchdog, n) == 0;
     if (!have_dog)
         fprintf(stderr, "warning: NCCL: no watchdog thread for %s (the wait is not bounded)\n", what);
-    edm_status sync_st;
-    edm_status_init(&sync_st);
-    int rc = n->sync(n->sync_ctx, &sync_st);
+    return have_dog;
+}
+
+/* Stops the watchdog; -1 when it had aborted the communicator. */
+static int stop_watchdog(nccl_ctx *n, pthread_t t, int have_dog, const char *what, edm_status *st)
+{
     (void)pthread_mutex_lock(&n->mu);
     n->done = 1;
     (void)pthread_cond_signal(&n->cv);
     (void)pthread_mutex_unlock(&n->mu);
     if (have_dog)
         (void)pthread_join(t, NULL);
-    if (n->aborted) {
-        n->comm = NULL; /* aborted: destroyed */
-        return edm_fail(st, EDM_ERR_IO, EDM_NO_LOC,
-                        "%s: no answer from the other ranks for %.0f s (NCCL): a rank died, hangs or is far behind "
-                        "(--rank-timeout); every rank stops",
-                        what, n->timeout);
-    }
-    if (rc != 0) {
-        *st = sync_st;
+    if (!n->aborted)
+        return 0;
+    n->comm = NULL; /* aborted: destroyed */
+    return edm_fail(st, EDM_ERR_IO, EDM_NO_LOC,
+                    "%s: no answer from the other ranks for %.0f s (NCCL): a rank died, hangs or is far behind "
+                    "(--rank-timeout); every rank stops",
+                    what, n->timeout);
+}
+
+static int enqueue_and_wait(nccl_ctx *n, void *const *bufs, const int64_t *count, int nbufs, const char *what,
+                            edm_status *st)
+{
+    if (nccl_check(&n->api, n->api.GroupStart(), "ncclGroupStart", what, st) != 0)
         return -1;
-    }
+    int rc = 0;
+    for (int i = 0; i < nbufs && rc == 0; i++)
+        if (count[i] > 0)
+            rc = nccl_check(&n->api,
+                            n->api.AllReduce(bufs[i], bufs[i], (size_t)count[i], NCCL_FLOAT32, NCCL_SUM, n->comm,
+                                             n->stream),
+                            "ncclAllReduce", what, st);
+    /* the group ends even after a failed call: NCCL needs the pairs matched */
+    nccl_result end = n->api.GroupEnd();
+    if (rc != 0 || nccl_check(&n->api, end, "ncclGroupEnd", what, st) != 0)
+        return -1;
+    if (n->sync(n->sync_ctx, st) != 0)
+        return -1;
     nccl_result async = 0;
     if (n->api.CommGetAsyncError(n->comm, &async) == 0 && async != 0)
         return nccl_check(&n->api, async, "the collective", what, st);
@@ -165,22 +185,17 @@ static int nccl_allreduce_many(edm_collective *c, void *const *bufs, const int64
     nccl_ctx *n = c->ctx;
     if (!n->comm)
         return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "%s: the NCCL communicator was aborted", what);
-    if (nccl_check(&n->api, n->api.GroupStart(), "ncclGroupStart", what, st) != 0)
+    pthread_t t;
+    int have_dog = start_watchdog(n, &t, what);
+    edm_status why;
+    edm_status_init(&why);
+    int rc = enqueue_and_wait(n, bufs, count, nbufs, what, &why);
+    /* an abort explains the failure it caused: its message wins */
+    if (stop_watchdog(n, t, have_dog, what, st) != 0)
         return -1;
-    int rc = 0;
-    for (int i = 0; i < nbufs && rc == 0; i++)
-        if (count[i] > 0)
-            rc = nccl_check(&n->api,
-                            n->api.AllReduce(bufs[i], bufs[i], (size_t)count[i], NCCL_FLOAT32, NCCL_SUM, n->comm,
-                                             n->stream),
-                            "ncclAllReduce", what, st);
-    /* the group ends even after a failed call: NCCL needs the pairs matched */
-    nccl_result end = n->api.GroupEnd();
     if (rc != 0)
-        return -1;
-    if (nccl_check(&n->api, end, "ncclGroupEnd", what, st) != 0)
-        return -1;
-    return bounded_sync(n, what, st);
+        *st = why;
+    return rc;
 }
 
 static int nccl_allreduce_one(edm_collective *c, void *buf, int64_t n, const char *what, edm_status *st)

@@ -163,6 +163,21 @@ if [ -f "$emu" ] && [ -f "$fake_nccl" ] && command -v "${EDMC_EMU_CXX:-g++}" >/d
     else
         tap_not_ok "NCCL's calls" "$(grep "fake-nccl" "$tmp/cuda-nccl.out")" "$(ls -A "$tmp/ncclfiles")"
     fi
+    # a rank stuck inside NCCL: the watchdog aborts the communicator after --rank-timeout, every rank stops
+    t0=$(date +%s)
+    # shellcheck disable=SC2086
+    CUDA_VISIBLE_DEVICES=0 EDMC_NCCL="$fake_nccl" TMPDIR="$tmp/ncclfiles" FAKE_NCCL_HANG_RANK=1 \
+        mpi 2 -x EDMC_CUDA_DRIVER -x EDMC_CUBLASLT -x EDMC_CACHE_DIR -x CUDA_VISIBLE_DEVICES -x EDMC_NCCL -x TMPDIR \
+        -x FAKE_NCCL_HANG_RANK "$edmc" train $cuda_args --duration=8 --collective=nccl --rank-timeout=3 \
+        --outdir="$tmp/cuda-hang" >"$tmp/cuda-hang.out" 2>&1
+    st=$?
+    secs=$(($(date +%s) - t0))
+    if [ "$st" -ne 0 ] && [ "$secs" -lt 120 ] && grep -q "^rank 0: edmc: error: the gradient all-reduce of step 1: no \
+answer from the other ranks for 3 s (NCCL)" "$tmp/cuda-hang.out"; then
+        tap_ok "a rank stuck in NCCL: the watchdog aborts, every rank ends ($secs s in all, --rank-timeout=3)"
+    else
+        tap_not_ok "a rank stuck in NCCL (exit $st after $secs s)" "$(grep -v 'fake-cuda stats' "$tmp/cuda-hang.out" | head -c 800)"
+    fi
     unset EDMC_CUDA_DRIVER EDMC_CUBLASLT EDMC_CACHE_DIR
 else
     echo "# no emulating CUDA driver or fake NCCL (configured without the CUDA toolkit): the CUDA ranks are not checked"

@@ -17,11 +17,16 @@
  * Sums run in rank order, (b_0 + b_1) + …, as edmc's MPI path sums.
  * Any violation prints "fake nccl: ..." on stderr and returns an error code.
  *   FAKE_NCCL_VERBOSE=1   at exit: "fake-nccl stats: rank=R groups=G allreduces=A floats=F"
- *   FAKE_NCCL_TIMEOUT=S   how long a call waits for the other ranks' files (60). */
+ *   FAKE_NCCL_TIMEOUT=S   how long a call waits for the other ranks' files (60).
+ *   FAKE_NCCL_HANG_RANK=R rank R never sends its first buffer, as a rank stuck in
+ *                         NCCL would: the others wait until ncclCommAbort (from
+ *                         another thread, as edmc's watchdog calls it) or the timeout.
+ * A communicator aborted while a call waits makes that call return an error. */
 #define _GNU_SOURCE 1 /* NOLINT(bugprone-reserved-identifier): mkdtemp, nftw */
 #include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,7 +43,7 @@ typedef struct fake_comm {
     char dir[128];
     int nranks, rank;
     long seq;
-    int alive;
+    atomic_int alive; /* ncclCommAbort may come from another thread (edmc's watchdog) */
 } fake_comm;
 
 enum { SUCCESS = 0, UNHANDLED_CUDA = 1, SYSTEM_ERROR = 2, INTERNAL_ERROR = 3, INVALID_ARGUMENT = 4, INVALID_USAGE = 5 };
@@ -86,7 +91,7 @@ __attribute__((format(printf, 2, 3))) static int complain(int code, const char *
 static void at_exit(void)
 {
     for (int i = 0; i < fn.ncomms; i++)
-        if (fn.comms[i]->alive)
+        if (atomic_load(&fn.comms[i]->alive))
             fprintf(stderr, "fake nccl: leak: the communicator of rank %d was neither destroyed nor aborted\n",
                     fn.comms[i]->rank);
     const char *v = getenv("FAKE_NCCL_VERBOSE");
@@ -154,7 +159,7 @@ int ncclCommInitRank(fake_comm **comm, int nranks, ncclUniqueId id, int rank)
     snprintf(c->dir, sizeof c->dir, "%s", id.internal + strlen(MAGIC));
     c->nranks = nranks;
     c->rank = rank;
-    c->alive = 1;
+    atomic_init(&c->alive, 1);
     /* every rank says how many ranks it was told */
     char path[200];
     snprintf(path, sizeof path, "%s/init.r%d", c->dir, rank);
@@ -178,6 +183,15 @@ static int reduce(pending *p)
 {
     fake_comm *c = p->comm;
     long seq = ++c->seq;
+    const char *hang = getenv("FAKE_NCCL_HANG_RANK");
+    if (hang && *hang && atoi(hang) == c->rank) {
+        while (atomic_load(&c->alive)) {
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+        return complain(SYSTEM_ERROR, "call %ld: rank %d hung (FAKE_NCCL_HANG_RANK) until its communicator was aborted",
+                        seq, c->rank);
+    }
     char path[200], tmp[220];
     snprintf(path, sizeof path, "%s/s%ld.r%d", c->dir, seq, c->rank);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -199,6 +213,11 @@ static int reduce(pending *p)
         snprintf(path, sizeof path, "%s/s%ld.r%d", c->dir, seq, r);
         FILE *g;
         while (!(g = fopen(path, "rb"))) {
+            if (!atomic_load(&c->alive)) {
+                rc = complain(SYSTEM_ERROR, "call %ld: the communicator was aborted while rank %d waited for rank %d",
+                              seq, c->rank, r);
+                break;
+            }
             if (now() - t0 > limit) {
                 rc = complain(SYSTEM_ERROR, "call %ld: no buffer from rank %d (a rank died or hangs)", seq, r);
                 break;
@@ -261,7 +280,7 @@ int ncclAllReduce(const void *send, void *recv, size_t count, int dtype, int op,
 {
     int known = 0;
     for (int i = 0; i < fn.ncomms; i++)
-        known |= fn.comms[i] == comm && comm->alive;
+        known |= fn.comms[i] == comm && atomic_load(&comm->alive);
     if (!known)
         return complain(INVALID_USAGE, "ncclAllReduce on a communicator ncclCommInitRank did not make (or destroyed)");
     if (dtype != 7 || op != 0)
@@ -311,9 +330,8 @@ static int unlink_all(const char *dir)
 
 static int end_comm(fake_comm *comm)
 {
-    if (!comm || !comm->alive)
+    if (!comm || !atomic_exchange(&comm->alive, 0))
         return complain(INVALID_USAGE, "a communicator destroyed twice, or never made");
-    comm->alive = 0;
     char path[200];
     snprintf(path, sizeof path, "%s/done.r%d", comm->dir, comm->rank);
     FILE *f = fopen(path, "w");
