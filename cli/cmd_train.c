@@ -590,16 +590,10 @@ static int join_ranks(const train_opts *o, edm_backend_options *be, edm_dist **o
     return 0;
 }
 
-int cmd_train(int argc, char **argv)
+static int train_command(int argc, char **argv)
 {
     train_opts o;
     char preset[4096];
-    edm_dist_env env0;
-    edm_status st0;
-    edm_status_init(&st0);
-    /* every line a rank writes on stderr says whose it is */
-    if (edm_dist_env_read(&env0, &st0) == 0 && env0.size > 1)
-        (void)edm_dist_prefix_stderr(env0.rank);
     int parsed = parse_train(argc, argv, "train", 0, &o);
     if (parsed > 0) { /* --help */
         cli_opts_free(&o.base);
@@ -738,6 +732,19 @@ int cmd_train(int argc, char **argv)
     json_object_put(o.run);
     json_object_put(o.run_cfg);
     free(o.run_config);
+    return rc;
+}
+
+int cmd_train(int argc, char **argv)
+{
+    /* every line a rank writes on stderr says whose it is (an inconsistent
+     * environment is said again, prefixed, where the ranks are joined) */
+    edm_dist_env env;
+    edm_status st;
+    edm_status_init(&st);
+    FILE *saved = edm_dist_env_read(&env, &st) == 0 && env.size > 1 ? edm_dist_prefix_stderr(env.rank) : NULL;
+    int rc = train_command(argc, argv);
+    edm_dist_unprefix_stderr(saved);
     return rc;
 }
 

@@ -121,12 +121,13 @@ static int prefix_close(void *cookie)
 }
 
 /* The one process-wide change: stderr becomes a stream over fd 2 that
- * prefixes lines (the cookie lives as long as the stream). */
-int edm_dist_prefix_stderr(int rank)
+ * prefixes lines (the cookie lives as long as the stream; closing the stream
+ * frees it). */
+FILE *edm_dist_prefix_stderr(int rank)
 {
     prefix_cookie *c = calloc(1, sizeof *c);
     if (!c)
-        return -1;
+        return NULL;
     c->fd = STDERR_FILENO;
     c->at_line_start = 1;
     snprintf(c->prefix, sizeof c->prefix, "rank %d: ", rank);
@@ -134,14 +135,24 @@ int edm_dist_prefix_stderr(int rank)
     FILE *f = fopencookie(c, "w", io);
     if (!f) {
         free(c);
-        return -1;
+        return NULL;
     }
     if (fflush(stderr) != 0 || setvbuf(f, NULL, _IOLBF, 0) != 0) {
         fclose(f);
-        return -1;
+        return NULL;
     }
+    FILE *saved = stderr;
     stderr = f;
-    return 0;
+    return saved;
+}
+
+void edm_dist_unprefix_stderr(FILE *saved)
+{
+    if (!saved)
+        return;
+    FILE *f = stderr;
+    stderr = saved;
+    fclose(f); /* line-buffered: nothing is left in it */
 }
 
 /* ------------------------------------------------------------------ MPI */

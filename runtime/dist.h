@@ -111,8 +111,11 @@ void edm_nccl_close(edm_collective *c);
 double edm_dist_timeout(const edm_dist *d);
 
 /* Makes stderr prefix every line with "rank R: " (errors and warnings of a
- * run with several ranks say whose they are).  Returns 0, -1 when the stream
- * cannot be made. */
-int edm_dist_prefix_stderr(int rank);
+ * run with several ranks say whose they are).  Returns the stderr it
+ * replaced, for edm_dist_unprefix_stderr; NULL when nothing changed (the
+ * stream could not be made). */
+FILE *edm_dist_prefix_stderr(int rank);
+/* Closes the prefixing stream and puts saved back (NULL: nothing to do). */
+void edm_dist_unprefix_stderr(FILE *saved);
 
 #endif
