@@ -769,6 +769,22 @@ int edm_train(const edm_graph *g, const edm_train_opts *o, const edm_st_file *in
             else if (log)
                 fprintf(log, "NCCL not used (%s): the gradients go through the host, by MPI\n", why.msg);
         }
+        if (!edm_dist_broken(L.dist))
+            rc = agree(&L, rc, 0, NULL, "the choice of the collective", st);
+        /* every rank must sum with the same library: one that could not open NCCL where the others did
+         * (auto) would wait in another collective than theirs */
+        int mine = nccl != NULL, *all = rc == 0 ? calloc((size_t)L.ranks, sizeof *all) : NULL;
+        if (rc == 0 && !all)
+            rc = edm_nomem(st);
+        if (rc == 0)
+            rc = edm_dist_allgather(L.dist, &mine, sizeof mine, all, "the choice of the collective", st);
+        for (int r = 1; rc == 0 && r < L.ranks; r++)
+            if (all[r] != all[0])
+                rc = edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
+                              "rank %d %s NCCL and rank 0 %s: every rank must find the same libraries "
+                              "(or give --collective=mpi)",
+                              r, all[r] ? "opened" : "could not open", all[0] ? "did" : "did not");
+        free(all);
         if (rc == 0 && log)
             fprintf(log, "gradients summed over the ranks by %s\n", coll->name);
     }
