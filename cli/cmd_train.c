@@ -15,6 +15,7 @@
 #include "cli/cli.h"
 #include "compiler/passes/passes.h"
 #include "runtime/data.h"
+#include "runtime/dist.h"
 #include "runtime/files.h"
 #include "runtime/model_source.h"
 #include "runtime/ref_import.h"
@@ -32,6 +33,8 @@ typedef struct {
     const char *preset, *data, *outdir, *batch_file, *ema;
     int64_t batch, batch_gpu, duration, status, snapshot, checkpoint;
     int64_t max_nonfinite; /* train: status intervals with a non-finite loss before stopping */
+    double rank_timeout;   /* train: seconds a rank waits for the others (data parallel) */
+    const char *collective; /* train: ranks on CUDA: auto, nccl or mpi */
     double lr, decay, rampup;
     int has_lr, has_decay, has_rampup, has_batch, has_seed, has_ema, has_duration, resume, snapshot_fp32, dry_run;
     char ema_buf[128];   /* --resume: the run's EMA lengths */
@@ -106,6 +109,12 @@ static const cli_option train_table[] = {
     {.names = "--seed", .kind = CLI_INT, AT(base.seed), GIVEN(has_seed), .hi = 4611686018427387904.0, .arg = "S",
      .def = "0", .help = "weights, data order, sigma and noise draws, dropout"},
     STR("--weights", base.weights, "W.safetensors", "start from these weights"),
+    {.names = "--rank-timeout", .kind = CLI_REAL, AT(rank_timeout), .lo = 1, .hi = 1e7, .arg = "SECONDS",
+     .def = "600", .help = "several ranks (mpirun, srun): how long a rank waits for the others before every rank "
+                           "stops with an error"},
+    STR("--collective", collective, "auto|nccl|mpi",
+        "several CUDA ranks: the gradients' all-reduce by NCCL on the devices, or by MPI through the host (auto: "
+        "NCCL when it opens)"),
     {.names = "--max-nonfinite", .kind = CLI_INT, AT(max_nonfinite), .lo = 1, .hi = 1000000, .arg = "K", .def = "2",
      .help = "stop after K status intervals in a row with a non-finite loss"},
     {.names = "--channels", .kind = CLI_CALL, .arg = "C", .help = "-D model_channels=C", .call = store_param},
@@ -550,7 +559,42 @@ static void print_plan(const train_opts *o, const edm_train_opts *t, const edm_p
     printf("  device       %s\n", o->base.device ? o->base.device : "cpu");
 }
 
-int cmd_train(int argc, char **argv)
+/* One rank per GPU: the node's GPU of this rank's local index (or the only
+ * one Slurm's --gpus-per-task / CUDA_VISIBLE_DEVICES leaves it). */
+static int rank_device(int local_rank)
+{
+    const char *vis = getenv("CUDA_VISIBLE_DEVICES");
+    if (vis && *vis && !strchr(vis, ','))
+        return 0;
+    return local_rank;
+}
+
+/* Several ranks (mpirun, srun): join them.  0 when alone or joined; the
+ * exit status otherwise. */
+static int join_ranks(const train_opts *o, edm_backend_options *be, edm_dist **out)
+{
+    edm_dist_env env;
+    edm_status st;
+    edm_status_init(&st);
+    *out = NULL;
+    if (edm_dist_env_read(&env, &st) != 0) {
+        cli_report(NULL, &st);
+        return 2;
+    }
+    if (env.size <= 1)
+        return 0;
+    edm_dist *d = edm_dist_open(&env, o->rank_timeout, &st);
+    if (!d) {
+        cli_report(NULL, &st);
+        return cli_exit_code(&st);
+    }
+    *out = d;
+    if (be->device == EDM_DEVICE_CUDA)
+        be->cuda_device = rank_device(edm_dist_local_rank(d));
+    return 0;
+}
+
+static int train_command(int argc, char **argv)
 {
     train_opts o;
     char preset[4096];
@@ -628,7 +672,7 @@ int cmd_train(int argc, char **argv)
         .rampup_mimg = o.has_rampup ? o.rampup : param_number(&prog, "rampup_Mimg", 10),
         .beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8, .seed = o.base.seed, .snapshot_fp32 = o.snapshot_fp32,
         .threads = o.base.threads, .resume = o.resume, .model = model_abs ? model_abs : o.base.file,
-        .max_nonfinite = (int)o.max_nonfinite};
+        .max_nonfinite = (int)o.max_nonfinite, .collective = o.collective};
     if (rc == 0)
         rc = check_preset_shape(&o, &prog);
     char *config = rc == 0 ? config_json(&prog, &t) : NULL;
@@ -644,6 +688,13 @@ int cmd_train(int argc, char **argv)
         rc = compare_config(&o, config);
     if (rc == 0)
         rc = cli_backend_of("train", &o.base, &t.backend);
+    edm_dist *dist = NULL;
+    int rank = 0;
+    if (rc == 0 && o.collective && strcmp(o.collective, "auto") != 0 && strcmp(o.collective, "nccl") != 0 &&
+        strcmp(o.collective, "mpi") != 0) {
+        fprintf(stderr, "edmc train: --collective=%s: expected auto, nccl or mpi\n", o.collective);
+        rc = 2;
+    }
     if (rc == 0 && parse_ema(o.ema, &t) != 0)
         rc = 2;
     if (rc == 0 && t.snapshot_every > 0 && t.snapshot_every < 1000) {
@@ -666,11 +717,27 @@ int cmd_train(int argc, char **argv)
         }
     }
     if (rc == 0 && !o.dry_run) {
-        if (edm_train(prog.graph, &t, init, &stop_requested, stdout, &st) != 0) {
-            cli_report(NULL, &st);
+        rc = join_ranks(&o, &t.backend, &dist);
+        t.dist = dist;
+        rank = dist ? edm_dist_rank(dist) : 0;
+        if (dist && o.base.threads == 0) { /* the node's cores shared among its ranks */
+            long cores = sysconf(_SC_NPROCESSORS_ONLN);
+            int per = (int)(cores / edm_dist_local_size(dist));
+            t.threads = per > 0 ? per : 1;
+            t.backend.cpu.threads = t.threads;
+        }
+    }
+    if (rc == 0 && !o.dry_run) {
+        if (edm_train(prog.graph, &t, init, &stop_requested, rank == 0 ? stdout : NULL, &st) != 0) {
+            /* a rank that stops because another failed leaves the saying to rank 0 */
+            if (!dist || rank == 0 || edm_dist_peer_failed(dist) < 0)
+                cli_report(NULL, &st);
             rc = cli_exit_code(&st);
         }
     }
+    /* ranks out of step (a timeout, or a failure only this rank saw) end every rank */
+    if (dist)
+        edm_dist_close(dist, rc == 0 || !edm_dist_broken(dist), rc);
     free(config);
     free(source);
     free(model_abs);
@@ -682,6 +749,19 @@ int cmd_train(int argc, char **argv)
     json_object_put(o.run_cfg);
     free(o.run_config);
     free(o.run_source);
+    return rc;
+}
+
+int cmd_train(int argc, char **argv)
+{
+    /* every line a rank writes on stderr says whose it is (an inconsistent
+     * environment is said again, prefixed, where the ranks are joined) */
+    edm_dist_env env;
+    edm_status st;
+    edm_status_init(&st);
+    FILE *saved = edm_dist_env_read(&env, &st) == 0 && env.size > 1 ? edm_dist_prefix_stderr(env.rank) : NULL;
+    int rc = train_command(argc, argv);
+    edm_dist_unprefix_stderr(saved);
     return rc;
 }
 

@@ -1343,6 +1343,22 @@ int edm_cuda_opt_download_grad(edm_cuda_exec *x, int i, float *grad, int64_t n, 
     return download(x, grad, x->params[i].acc, EDM_F32, n, st);
 }
 
+unsigned long long edm_cuda_opt_grad_ptr(const edm_cuda_exec *x, int i)
+{
+    return i >= 0 && i < x->nparams ? (unsigned long long)x->params[i].acc : 0;
+}
+
+void *edm_cuda_exec_stream(const edm_cuda_exec *x) { return x->stream; }
+
+int edm_cuda_exec_sync(edm_cuda_exec *x, edm_status *st) { return CU(StreamSynchronize(x->stream), "cuStreamSynchronize"); }
+
+int edm_cuda_opt_upload_grad(edm_cuda_exec *x, int i, const float *grad, int64_t n, edm_status *st)
+{
+    if (check_param(x, i, n, st) != 0)
+        return -1;
+    return upload(x, x->params[i].acc, EDM_F32, grad, n, st);
+}
+
 /* ------------------------------------------------------------------ EMAs */
 
 /* Where EMA k of parameter i starts. */

@@ -150,6 +150,14 @@ int edm_cuda_opt_upload(edm_cuda_exec *x, int i, const float *value, const float
                         edm_status *st);
 /* The accumulated gradient of parameter i (tests). */
 int edm_cuda_opt_download_grad(edm_cuda_exec *x, int i, float *grad, int64_t n, edm_status *st);
+/* Data parallel with a device collective (NCCL): the device address of
+ * parameter i's f32 accumulator (0 when i is out of range), the stream the
+ * step's work is queued on (a CUstream), and a wait for that stream. */
+unsigned long long edm_cuda_opt_grad_ptr(const edm_cuda_exec *x, int i);
+void *edm_cuda_exec_stream(const edm_cuda_exec *x);
+int edm_cuda_exec_sync(edm_cuda_exec *x, edm_status *st);
+/* The accumulator of parameter i from the host (a data-parallel run's reduced gradient). */
+int edm_cuda_opt_upload_grad(edm_cuda_exec *x, int i, const float *grad, int64_t n, edm_status *st);
 
 /* Power-function EMAs of the parameters on the device (runtime/phema.c's
  * arithmetic): `count` f32 copies, each initialised to the current weights. */

@@ -1365,6 +1365,7 @@ typedef struct {
 struct edm_loader {
     edm_dataset *ds;
     int64_t batch, start;
+    int64_t period, offset, take; /* a rank's share: take of every period positions from offset; 0: all */
     uint64_t seed;
     size_t img_elems, lab_elems; /* per image */
     int depth, nworkers;
@@ -1393,7 +1394,9 @@ static int fill_batch(loader_worker *w, int64_t bno, edm_status *st)
     for (int64_t b = 0; b < ld->batch; b++) {
         if (atomic_load(&ld->stop))
             return 1;
-        uint64_t pos = (uint64_t)(ld->start + bno * ld->batch + b);
+        int64_t q = bno * ld->batch + b; /* the loader's own count */
+        uint64_t pos = (uint64_t)(ld->period ? ld->start + q / ld->take * ld->period + ld->offset + q % ld->take
+                                             : ld->start + q);
         uint64_t epoch = pos / (uint64_t)n;
         if (!w->have_perm || w->perm_epoch != epoch) {
             edm_dataset_permutation(ld->ds, ld->seed, epoch, w->perm);
@@ -1483,8 +1486,8 @@ void edm_loader_free(edm_loader *ld)
     free(ld);
 }
 
-edm_loader *edm_loader_new_threads(edm_dataset *ds, int64_t batch, uint64_t seed, int64_t start_index, int nthreads,
-                                   edm_status *st)
+static edm_loader *loader_create(edm_dataset *ds, int64_t batch, uint64_t seed, int64_t start_index, int nthreads,
+                                 int64_t period, int64_t offset, int64_t take, edm_status *st)
 {
     if (!ds || batch <= 0 || start_index < 0 || nthreads < 0 || nthreads > EDM_LOADER_MAX_THREADS) {
         edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "loader: bad batch size %lld, start index %lld or thread count %d",
@@ -1507,6 +1510,11 @@ edm_loader *edm_loader_new_threads(edm_dataset *ds, int64_t batch, uint64_t seed
     ld->ds = ds;
     ld->batch = batch;
     ld->start = start_index;
+    if (take < period) { /* else the whole stream */
+        ld->period = period;
+        ld->offset = offset;
+        ld->take = take;
+    }
     ld->seed = seed;
     ld->img_elems = img;
     ld->lab_elems = (size_t)ds->label_dim;
@@ -1564,6 +1572,23 @@ fail_sync:
     return NULL;
 }
 
+edm_loader *edm_loader_new_shard(edm_dataset *ds, int64_t batch, uint64_t seed, int64_t start_index, int64_t period,
+                                 int64_t offset, int64_t take, edm_status *st)
+{
+    if (period <= 0 || take <= 0 || offset < 0 || offset + take > period || start_index % period != 0) {
+        edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "loader: bad share %lld+%lld of %lld from %lld", (long long)offset,
+                 (long long)take, (long long)period, (long long)start_index);
+        return NULL;
+    }
+    return loader_create(ds, batch, seed, start_index, 0, period, offset, take, st);
+}
+
+edm_loader *edm_loader_new_threads(edm_dataset *ds, int64_t batch, uint64_t seed, int64_t start_index, int nthreads,
+                                   edm_status *st)
+{
+    return loader_create(ds, batch, seed, start_index, nthreads, 1, 0, 1, st);
+}
+
 edm_loader *edm_loader_new(edm_dataset *ds, int64_t batch, uint64_t seed, int64_t start_index, edm_status *st)
 {
     return edm_loader_new_threads(ds, batch, seed, start_index, 0, st);
@@ -1604,4 +1629,8 @@ int edm_loader_next(edm_loader *ld, float *images, float *labels, edm_status *st
     return 0;
 }
 
-int64_t edm_loader_position(const edm_loader *ld) { return ld->start + ld->consumed * ld->batch; }
+int64_t edm_loader_position(const edm_loader *ld)
+{
+    int64_t q = ld->consumed * ld->batch; /* the loader's own count */
+    return ld->period ? ld->start + q / ld->take * ld->period + ld->offset + q % ld->take : ld->start + q;
+}

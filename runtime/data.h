@@ -104,6 +104,12 @@ edm_loader *edm_loader_new(edm_dataset *ds, int64_t batch, uint64_t seed, int64_
 /* The same with nthreads decoding threads (0: EDM_LOADER_DEFAULT_THREADS). */
 edm_loader *edm_loader_new_threads(edm_dataset *ds, int64_t batch, uint64_t seed, int64_t start_index, int nthreads,
                                    edm_status *st);
+/* A rank's share of the stream (data-parallel training): of every `period`
+ * positions from start_index on (a multiple of period), the `take` from
+ * `offset` on.  Rank r of N with global batch B: period B, offset r·B/N, take
+ * B/N; the union of the ranks' batches is the single-process stream. */
+edm_loader *edm_loader_new_shard(edm_dataset *ds, int64_t batch, uint64_t seed, int64_t start_index, int64_t period,
+                                 int64_t offset, int64_t take, edm_status *st);
 /* The next batch: images [batch, C, R, R], labels [batch, label_dim] one-hot
  * (may be NULL; ignored when label_dim = 0).  A read error of a thread is
  * returned here, naming the file, at the batch it concerns, and on every call

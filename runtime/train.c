@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "runtime/backend_cuda.h"
+#include "runtime/dist.h"
 #include "runtime/weights.h"
 
 struct edm_trainer {
@@ -20,10 +21,19 @@ struct edm_trainer {
     int loss_node;
     float *scratch; /* the largest gradient, read back */
     float *seed;    /* grad.loss: 1 / total batch for each sample */
+    /* CPU: the passes' gradients summed in double (grad is their float
+     * value), so that the sum does not depend on how the passes are grouped:
+     * one process or several ranks give the same bits */
+    double **acc;
+    void *flat_grad; /* every gradient in one buffer for the all-reduce (allocated on first use) */
+    int64_t nflat;
 };
 
 static void free_params(edm_trainer *t)
 {
+    for (int i = 0; t->acc && i < t->nparams; i++)
+        free(t->acc[i]);
+    free(t->acc);
     for (int i = 0; i < t->nparams; i++) {
         free(t->params[i].value);
         free(t->params[i].m);
@@ -41,6 +51,7 @@ void edm_trainer_free(edm_trainer *t)
     edm_backend_free(t->be);
     free(t->scratch);
     free(t->seed);
+    free(t->flat_grad);
     free(t);
 }
 
@@ -95,6 +106,14 @@ edm_trainer *edm_trainer_new(const edm_graph *g, int64_t batch, const edm_backen
             goto fail;
         }
         largest = p->numel > largest ? p->numel : largest;
+    }
+    t->acc = calloc((size_t)(t->nparams ? t->nparams : 1), sizeof *t->acc);
+    for (int i = 0; t->acc && i < t->nparams; i++)
+        if (!(t->acc[i] = calloc((size_t)(t->params[i].numel ? t->params[i].numel : 1), sizeof(double))))
+            break;
+    if (!t->acc || (t->nparams && !t->acc[t->nparams - 1])) {
+        edm_nomem(st);
+        goto fail;
     }
     t->scratch = malloc(sizeof(float) * (size_t)largest);
     t->seed = malloc(sizeof(float) * (size_t)batch);
@@ -267,8 +286,10 @@ int edm_trainer_zero_grad(edm_trainer *t, edm_status *st)
 {
     if (t->cuda)
         return edm_cuda_opt_zero_grad(t->cuda, st);
-    for (int i = 0; i < t->nparams; i++)
+    for (int i = 0; i < t->nparams; i++) {
         memset(t->params[i].grad, 0, sizeof(float) * (size_t)t->params[i].numel);
+        memset(t->acc[i], 0, sizeof(double) * (size_t)t->params[i].numel);
+    }
     return 0;
 }
 
@@ -294,8 +315,11 @@ int edm_trainer_accumulate(edm_trainer *t, int64_t total_batch, double *loss, ed
         edm_train_param *p = &t->params[i];
         if (edm_backend_get_f32(t->be, p->grad_node, t->scratch, p->numel, st) != 0)
             return -1;
-        for (int64_t k = 0; k < p->numel; k++)
-            p->grad[k] += t->scratch[k];
+        double *acc = t->acc[i];
+        for (int64_t k = 0; k < p->numel; k++) {
+            acc[k] += t->scratch[k];
+            p->grad[k] = (float)acc[k];
+        }
     }
     return 0;
 }
@@ -323,4 +347,74 @@ int edm_trainer_adam(edm_trainer *t, const edm_adam *adam, double lr, int64_t st
     }
     *nonfinite = bad;
     return 0;
+}
+
+/* The device's accumulators reduced in place (NCCL), one buffer per parameter. */
+static int allreduce_on_device(edm_trainer *t, edm_collective *c, const char *what, edm_status *st)
+{
+    if (!t->cuda || !c->allreduce_many_f32)
+        return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "%s: the device collective %s needs a CUDA trainer", what,
+                        c->name);
+    void **bufs = malloc(sizeof(void *) * (size_t)(t->nparams ? t->nparams : 1));
+    int64_t *n = malloc(sizeof(int64_t) * (size_t)(t->nparams ? t->nparams : 1));
+    int rc = bufs && n ? 0 : edm_nomem(st);
+    for (int i = 0; rc == 0 && i < t->nparams; i++) {
+        bufs[i] = (void *)(uintptr_t)edm_cuda_opt_grad_ptr(t->cuda, i);
+        n[i] = t->params[i].numel;
+    }
+    if (rc == 0)
+        rc = c->allreduce_many_f32(c, bufs, n, t->nparams, what, st);
+    free(bufs);
+    free(n);
+    return rc;
+}
+
+/* Parameter i's gradient as the host reduces it: the CPU's double sums, or
+ * a device's f32 accumulator (already downloaded into grad). */
+static void *host_grad(edm_trainer *t, int i) { return t->cuda ? (void *)t->params[i].grad : (void *)t->acc[i]; }
+
+int edm_trainer_allreduce_grad(edm_trainer *t, edm_collective *c, const char *what, edm_status *st)
+{
+    if (c->device)
+        return allreduce_on_device(t, c, what, st);
+    if (!t->flat_grad) {
+        for (int i = 0; i < t->nparams; i++)
+            t->nflat += t->params[i].numel;
+        t->flat_grad = malloc(sizeof(double) * (size_t)(t->nflat ? t->nflat : 1));
+        if (!t->flat_grad)
+            return edm_nomem(st);
+    }
+    /* a device's accumulators are staged through the host in f32 */
+    size_t es = t->cuda ? sizeof(float) : sizeof(double);
+    if (t->cuda && edm_trainer_pull_grad(t, st) != 0)
+        return -1;
+    char *at = t->flat_grad;
+    for (int i = 0; i < t->nparams; i++) {
+        memcpy(at, host_grad(t, i), es * (size_t)t->params[i].numel);
+        at += es * (size_t)t->params[i].numel;
+    }
+    if ((t->cuda ? c->allreduce_sum_f32 : c->allreduce_sum_f64)(c, t->flat_grad, t->nflat, what, st) != 0)
+        return -1;
+    at = t->flat_grad;
+    for (int i = 0; i < t->nparams; i++) {
+        edm_train_param *p = &t->params[i];
+        memcpy(host_grad(t, i), at, es * (size_t)p->numel);
+        at += es * (size_t)p->numel;
+        if (t->cuda && edm_cuda_opt_upload_grad(t->cuda, i, p->grad, p->numel, st) != 0)
+            return -1;
+        for (int64_t k = 0; !t->cuda && k < p->numel; k++)
+            p->grad[k] = (float)t->acc[i][k];
+    }
+    return 0;
+}
+
+static int sync_cuda(void *ctx, edm_status *st) { return edm_cuda_exec_sync(ctx, st); }
+
+edm_collective *edm_trainer_nccl(edm_trainer *t, edm_dist *d, edm_status *st)
+{
+    if (!t->cuda) {
+        edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "NCCL reduces device memory: it needs --device=cuda");
+        return NULL;
+    }
+    return edm_nccl_open(d, edm_cuda_exec_stream(t->cuda), sync_cuda, t->cuda, edm_dist_timeout(d), st);
 }

@@ -69,6 +69,16 @@ int edm_trainer_zero_grad(edm_trainer *t, edm_status *st);
  * rnd_normal, unit_noise); accumulates gradients of Σ_n loss_n / total_batch
  * and adds Σ_n loss_n / total_batch to *loss. */
 int edm_trainer_accumulate(edm_trainer *t, int64_t total_batch, double *loss, edm_status *st);
+/* Data parallel: the accumulated gradients ← their sum over the ranks, by c
+ * (runtime/dist.h), the same bits on every rank; between the last
+ * edm_trainer_accumulate and edm_trainer_adam.  A CUDA trainer with a host
+ * collective stages the gradients through the host. */
+struct edm_collective;
+struct edm_dist;
+int edm_trainer_allreduce_grad(edm_trainer *t, struct edm_collective *c, const char *what, edm_status *st);
+/* NCCL over this CUDA trainer's accumulators and stream (every rank calls it
+ * together); NULL with st filled when NCCL is absent or the trainer is not on CUDA. */
+struct edm_collective *edm_trainer_nccl(edm_trainer *t, struct edm_dist *d, edm_status *st);
 /* Zeroes non-finite gradients (their number in *nonfinite) and applies one
  * Adam step with learning rate lr; step counts from 1. */
 int edm_trainer_adam(edm_trainer *t, const edm_adam *adam, double lr, int64_t step, int64_t *nonfinite,

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "runtime/data.h"
+#include "runtime/dist.h"
 #include "runtime/files.h"
 #include "runtime/phema.h"
 #include "runtime/rng.h"
@@ -58,6 +59,12 @@ typedef struct {
     int lock_fd;             /* outdir/.lock, held (flock) for the run; -1 when not open */
     edm_dataset *ds;
     char *run_json;          /* the run's settings (edmc.run metadata) */
+    /* data parallel (o->dist): this rank's share of every batch */
+    edm_dist *dist;
+    int rank, ranks;
+    int64_t share;           /* images per rank and step: batch / ranks */
+    double *micro_loss;      /* this step's loss terms, one per pass of every rank, in the stream's order */
+    char resumed_from[4096]; /* the checkpoint rank 0 resumed from ("" when none) */
 } loop;
 
 static void flatten(loop *L)
@@ -478,10 +485,27 @@ static int setup(loop *L, const edm_graph *g, const edm_train_opts *o, const edm
 {
     L->g = g;
     L->o = o;
-    L->micro = o->batch_gpu > 0 ? o->batch_gpu : o->batch;
-    if (o->batch < 1 || L->micro < 1 || o->batch % L->micro != 0)
+    L->dist = o->dist;
+    L->rank = L->dist ? edm_dist_rank(L->dist) : 0;
+    L->ranks = L->dist ? edm_dist_size(L->dist) : 1;
+    if (o->batch < 1 || o->batch % L->ranks != 0)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
+                        "--batch=%lld over %d ranks: the batch must be a multiple of the number of ranks",
+                        (long long)o->batch, L->ranks);
+    L->share = o->batch / L->ranks;
+    L->micro = o->batch_gpu > 0 ? o->batch_gpu : L->share;
+    if (L->micro < 1 || L->share % L->micro != 0) {
+        if (L->ranks > 1)
+            return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
+                            "--batch=%lld over %d ranks is %lld images per rank: it must be a multiple of "
+                            "--batch-gpu=%lld",
+                            (long long)o->batch, L->ranks, (long long)L->share, (long long)L->micro);
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--batch=%lld must be a multiple of --batch-gpu=%lld",
                         (long long)o->batch, (long long)L->micro);
+    }
+    L->micro_loss = calloc((size_t)(o->batch / L->micro), sizeof *L->micro_loss);
+    if (!L->micro_loss)
+        return edm_nomem(st);
     int img = edm_graph_find(g, EDM_OP_INPUT, "images"), lab = edm_graph_find(g, EDM_OP_INPUT, "class_labels");
     if (img < 0 || edm_graph_find(g, EDM_OP_INPUT, "rnd_normal") < 0 || edm_graph_find(g, EDM_OP_INPUT, "unit_noise") < 0)
         return edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC,
@@ -521,6 +545,8 @@ static int setup(loop *L, const edm_graph *g, const edm_train_opts *o, const edm
         return -1;
     if (edm_trainer_ema_on_device(L->t) && edm_trainer_ema_attach(L->t, L->ema.count, st) != 0)
         return -1;
+    if (L->rank != 0) /* rank 0 alone has the folder: the others resume from what it chose */
+        return 0;
     if (edm_make_dirs(o->outdir, st) != 0 || lock_outdir(L, o->outdir, st) != 0)
         return -1;
     remove_stale_temps(o->outdir);
@@ -541,8 +567,10 @@ static int setup(loop *L, const edm_graph *g, const edm_train_opts *o, const edm
                                 name[0] ? "intact " : "", o->outdir);
             edm_status why;
             edm_status_init(&why);
-            if (resume(L, path, &why) == 0)
+            if (resume(L, path, &why) == 0) {
+                snprintf(L->resumed_from, sizeof L->resumed_from, "%s", path);
                 break;
+            }
             if (why.code != EDM_ERR_FORMAT) {
                 *st = why;
                 return -1;
@@ -577,11 +605,132 @@ static void teardown(loop *L)
     free(L->sigma_n);
     free(L->labels);
     free(L->run_json);
+    free(L->micro_loss);
     edm_dataset_close(L->ds);
     if (L->stats)
         fclose(L->stats); /* every record was flushed and checked as written */
     if (L->lock_fd >= 0)
         close(L->lock_fd);
+}
+
+/* ------------------------------------------------------------------ data parallel */
+
+static uint64_t fnv1a(uint64_t h, const void *data, size_t n)
+{
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* A fingerprint of everything the ranks must hold alike: the step, the
+ * weights, Adam's moments and the EMAs. */
+static int state_hash(loop *L, uint64_t *out, edm_status *st)
+{
+    if (edm_trainer_pull(L->t, 1, st) != 0 || fetch_emas(L, st) != 0)
+        return -1;
+    uint64_t h = 0xcbf29ce484222325ull;
+    h = fnv1a(h, &L->step, sizeof L->step);
+    h = fnv1a(h, &L->nimg, sizeof L->nimg);
+    for (int i = 0; i < edm_trainer_nparams(L->t); i++) {
+        edm_train_param *p = edm_trainer_param(L->t, i);
+        h = fnv1a(h, p->value, sizeof(float) * (size_t)p->numel);
+        h = fnv1a(h, p->m, sizeof(float) * (size_t)p->numel);
+        h = fnv1a(h, p->v, sizeof(float) * (size_t)p->numel);
+    }
+    for (int e = 0; e < L->ema.count; e++)
+        h = fnv1a(h, L->ema.ema[e], sizeof(float) * (size_t)L->nflat);
+    *out = h;
+    return 0;
+}
+
+/* The ranks agree on the outcome of what each did on its own: when one
+ * failed, every rank fails (the one that failed has its own error in st; the
+ * others a note naming it, which edm_train_peer_failed tells apart). */
+static int agree(loop *L, int rc, int stop, int *any_stop, const char *what, edm_status *st)
+{
+    int first = -1, anystop = 0;
+    edm_status mine;
+    edm_status_init(&mine);
+    if (edm_dist_agree(L->dist, rc != 0, stop, &first, &anystop, what, rc != 0 ? &mine : st) != 0)
+        return -1;
+    if (any_stop)
+        *any_stop = anystop;
+    if (rc != 0)
+        return rc; /* our own error, already in st */
+    if (first >= 0)
+        edm_dist_set_peer_failed(L->dist, first);
+    if (first >= 0)
+        return edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "rank %d failed (%s; its error is in its output): every "
+                        "rank stops", first, what);
+    return 0;
+}
+
+static int check_same_state(loop *L, const char *when, edm_status *st)
+{
+    uint64_t h = 0;
+    int rc = state_hash(L, &h, st);
+    rc = agree(L, rc, 0, NULL, "the state check", st);
+    if (rc != 0)
+        return rc;
+    uint64_t *all = malloc(sizeof(uint64_t) * (size_t)L->ranks);
+    if (!all)
+        return edm_nomem(st);
+    rc = edm_dist_allgather(L->dist, &h, sizeof h, all, "the state check", st);
+    for (int r = 1; rc == 0 && r < L->ranks; r++)
+        if (all[r] != all[0])
+            rc = edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC,
+                          "%s, rank %d's weights, moments or EMAs differ from rank 0's (fingerprint %016llx vs "
+                          "%016llx): the ranks would train different models",
+                          when, r, (unsigned long long)all[r], (unsigned long long)all[0]);
+    free(all);
+    return rc;
+}
+
+/* After set-up: the ranks resume from the checkpoint rank 0 chose, and hold
+ * the same state (a rank that read another file, or drew other initial
+ * weights, would train another model). */
+static int join_ranks(loop *L, int rc, edm_status *st)
+{
+    rc = agree(L, rc, 0, NULL, "the set-up", st);
+    if (rc == 0 && L->o->resume) {
+        rc = edm_dist_bcast(L->dist, L->resumed_from, sizeof L->resumed_from, 0, "the checkpoint's name", st);
+        if (rc == 0 && L->rank != 0) {
+            edm_status why;
+            edm_status_init(&why);
+            rc = resume(L, L->resumed_from, &why);
+            if (rc != 0) {
+                *st = why;
+                edm_note_add(st, EDM_NO_LOC, "rank 0 resumed from it: every rank must see the run's folder");
+            }
+        }
+        if (!edm_dist_broken(L->dist))
+            rc = agree(L, rc, 0, NULL, "the resume", st);
+    }
+    if (rc == 0)
+        rc = check_same_state(L, "at the start", st);
+    return rc;
+}
+
+/* The step's loss from every rank's terms, summed in the stream's order (as
+ * one process sums them). */
+static int gather_loss(loop *L, int64_t passes, double *loss, edm_status *st)
+{
+    double *all = L->micro_loss;
+    if (L->dist) {
+        double *mine = malloc(sizeof(double) * (size_t)passes);
+        if (!mine)
+            return edm_nomem(st);
+        memcpy(mine, L->micro_loss + (size_t)L->rank * (size_t)passes, sizeof(double) * (size_t)passes);
+        int rc = edm_dist_allgather(L->dist, mine, sizeof(double) * (size_t)passes, all, "the losses", st);
+        free(mine);
+        if (rc != 0)
+            return -1;
+    }
+    *loss = 0;
+    for (int64_t k = 0; k < passes * L->ranks; k++)
+        *loss += all[k];
+    return 0;
 }
 
 int edm_train(const edm_graph *g, const edm_train_opts *o, const edm_st_file *init, volatile sig_atomic_t *stop,
@@ -591,30 +740,111 @@ int edm_train(const edm_graph *g, const edm_train_opts *o, const edm_st_file *in
     L.lock_fd = -1;
     edm_loader *ld = NULL;
     int rc = setup(&L, g, o, init, log, st);
+    if (L.dist)
+        rc = join_ranks(&L, rc, st);
     if (rc == 0) {
-        ld = edm_loader_new(L.ds, L.micro, o->seed, L.nimg, st);
+        ld = L.ranks > 1 ? edm_loader_new_shard(L.ds, L.micro, o->seed, L.nimg, o->batch, L.rank * L.share, L.share, st)
+                         : edm_loader_new(L.ds, L.micro, o->seed, L.nimg, st);
         rc = ld ? 0 : -1;
+        if (L.dist)
+            rc = agree(&L, rc, 0, NULL, "the data loader", st);
     }
-    if (rc == 0 && log)
+    /* the gradient all-reduce: MPI over host memory, or NCCL over the device's */
+    edm_collective host = {0}, *coll = NULL, *nccl = NULL;
+    if (rc == 0 && L.dist) {
+        host = edm_dist_host_collective(L.dist);
+        coll = &host;
+        const char *want = o->collective ? o->collective : "auto";
+        int cuda = o->backend.device == EDM_DEVICE_CUDA;
+        if (strcmp(want, "nccl") == 0 && !cuda) {
+            rc = edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--collective=nccl reduces device memory: it needs --device=cuda");
+        } else if (cuda && strcmp(want, "mpi") != 0) {
+            edm_status why;
+            edm_status_init(&why);
+            nccl = edm_trainer_nccl(L.t, L.dist, strcmp(want, "nccl") == 0 ? st : &why);
+            if (nccl)
+                coll = nccl;
+            else if (strcmp(want, "nccl") == 0 || edm_dist_broken(L.dist))
+                rc = -1;
+            else if (log)
+                fprintf(log, "NCCL not used (%s): the gradients go through the host, by MPI\n", why.msg);
+        }
+        if (!edm_dist_broken(L.dist))
+            rc = agree(&L, rc, 0, NULL, "the choice of the collective", st);
+        /* every rank must sum with the same library: one that could not open NCCL where the others did
+         * (auto) would wait in another collective than theirs */
+        int mine = nccl != NULL, *all = rc == 0 ? calloc((size_t)L.ranks, sizeof *all) : NULL;
+        if (rc == 0 && !all)
+            rc = edm_nomem(st);
+        if (rc == 0)
+            rc = edm_dist_allgather(L.dist, &mine, sizeof mine, all, "the choice of the collective", st);
+        for (int r = 1; rc == 0 && r < L.ranks; r++)
+            if (all[r] != all[0])
+                rc = edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
+                              "rank %d %s NCCL and rank 0 %s: every rank must find the same libraries "
+                              "(or give --collective=mpi)",
+                              r, all[r] ? "opened" : "could not open", all[0] ? "did" : "did not");
+        free(all);
+        if (rc == 0 && log)
+            fprintf(log, "gradients summed over the ranks by %s\n", coll->name);
+    }
+    /* from here on every rank takes the same path: each failure reaches the
+     * agreement at the top of the loop, where every rank learns of it */
+    int joined = rc == 0;
+    if (rc == 0 && log && L.ranks > 1)
+        fprintf(log, "training %s: %lld images per step over %d ranks (%lld per rank, %lld per pass), from kimg %.3f "
+                     "to %.3f\n",
+                o->model ? o->model : "model", (long long)o->batch, L.ranks, (long long)L.share, (long long)L.micro,
+                (double)L.nimg / 1000, (double)o->duration / 1000);
+    else if (rc == 0 && log)
         fprintf(log, "training %s: %lld images per step (%lld per pass), from kimg %.3f to %.3f\n",
                 o->model ? o->model : "model", (long long)o->batch, (long long)L.micro, (double)L.nimg / 1000,
                 (double)o->duration / 1000);
     double t0 = edm_now_seconds();
     int64_t images_since = 0; /* since t0, for the rate (not restored on resume) */
     edm_adam adam = {o->beta1, o->beta2, o->eps};
-    while (rc == 0 && L.nimg < o->duration && !(stop && *stop)) {
+    int64_t passes = L.share / (L.micro ? L.micro : 1); /* per rank and step */
+    int stopped = 0;
+    while (joined) {
+        char what[96];
+        if (L.dist && !edm_dist_broken(L.dist)) {
+            /* a rank that failed after the last step (rank 0's files), or a signal on any rank */
+            snprintf(what, sizeof what, "the agreement before step %lld", (long long)L.step + 1);
+            int any_stop = 0;
+            rc = agree(&L, rc, stop && *stop, &any_stop, what, st);
+            stopped |= any_stop;
+        } else {
+            stopped |= stop && *stop;
+        }
+        if (rc != 0 || L.nimg >= o->duration || stopped)
+            break;
         double lr = edm_train_lr(o, L.nimg);
         rc = edm_trainer_force_wn(L.t, st);
         if (rc == 0)
             rc = edm_trainer_zero_grad(L.t, st);
+        /* this rank's passes: images nimg + rank·share + m·micro of the stream */
+        for (int64_t m = 0; m < passes && rc == 0; m++) {
+            double *term = &L.micro_loss[L.rank * passes + m];
+            *term = 0;
+            rc = micro_batch(&L, ld, L.nimg + L.rank * L.share + m * L.micro, term, st);
+        }
+        if (L.dist) {
+            snprintf(what, sizeof what, "the passes of step %lld", (long long)L.step + 1);
+            rc = agree(&L, rc, 0, NULL, what, st);
+        }
         double loss = 0;
-        for (int64_t m = 0; m < o->batch / L.micro && rc == 0; m++)
-            rc = micro_batch(&L, ld, L.nimg + m * L.micro, &loss, st);
+        if (rc == 0)
+            rc = gather_loss(&L, passes, &loss, st);
+        if (rc == 0 && L.dist) {
+            /* the one collective of the step: gradients summed over the ranks, in rank order */
+            snprintf(what, sizeof what, "the gradient all-reduce of step %lld", (long long)L.step + 1);
+            rc = edm_trainer_allreduce_grad(L.t, coll, what, st);
+        }
         int64_t nonfinite = 0;
         if (rc == 0)
             rc = edm_trainer_adam(L.t, &adam, lr, L.step + 1, &nonfinite, st);
         if (rc != 0)
-            break;
+            continue; /* to the agreement */
         L.bad_since += nonfinite;
         rc = update_emas(&L, st);
         int64_t before = L.nimg;
@@ -623,6 +853,8 @@ int edm_train(const edm_graph *g, const edm_train_opts *o, const edm_st_file *in
         L.loss_sum += loss;
         L.steps_since++;
         images_since += o->batch;
+        if (L.rank != 0) /* rank 0 writes; the others keep the interval's sums alike for a resume */
+            continue;
         if (rc == 0 && (crossed(before, L.nimg, o->status_every) || L.nimg >= o->duration)) {
             rc = status_line(&L, log, L.loss_sum / (double)L.steps_since, edm_now_seconds() - t0, images_since, lr,
                              L.bad_since, st);
@@ -635,11 +867,17 @@ int edm_train(const edm_graph *g, const edm_train_opts *o, const edm_st_file *in
         if (rc == 0 && crossed(before, L.nimg, o->checkpoint_every))
             rc = write_checkpoint(&L, st);
     }
+    /* the ranks end the same: every one holds what rank 0 writes */
+    if (rc == 0 && L.dist)
+        rc = check_same_state(&L, "at the end", st);
     /* the end of a run, or a stop: always leave a checkpoint to resume from */
-    if (rc == 0 && L.t)
+    if (rc == 0 && joined && L.rank == 0)
         rc = write_checkpoint(&L, st);
-    if (rc == 0 && stop && *stop && log)
+    if (L.dist && joined && !edm_dist_broken(L.dist))
+        rc = agree(&L, rc, 0, NULL, "the last checkpoint", st);
+    if (rc == 0 && stopped && log)
         fprintf(log, "stopped at kimg %.3f; resume with --resume\n", (double)L.nimg / 1000);
+    edm_nccl_close(nccl);
     edm_loader_free(ld);
     teardown(&L);
     return rc;

@@ -39,6 +39,13 @@ typedef struct {
     const char *source;            /* metadata: the model's source files (runtime/model_source.h), or NULL */
     int max_nonfinite;             /* status intervals in a row with a non-finite loss before the run
                                     * stops with an error (0: the default, 2) */
+    const char *collective;        /* ranks on CUDA: "nccl", "mpi" (through the host) or NULL/"auto"
+                                    * (NCCL when it opens, else MPI) */
+    struct edm_dist *dist;         /* data parallel over the ranks of runtime/dist.h; NULL: one process.
+                                    * Each rank trains on its share of every batch (batch / ranks images,
+                                    * in passes of batch_gpu), the gradients are summed over the ranks in
+                                    * rank order, and every rank keeps the same weights, moments and EMAs;
+                                    * rank 0 alone writes the folder (log: pass NULL on the others). */
 } edm_train_opts;
 
 /* Trains the training graph g (compiled with training=true, differentiated).

@@ -14,6 +14,7 @@ have_cmd pkg-config || need="$need pkg-config"
 have_cmd make       || need="$need make"
 have_cmd gcc        || need="$need gcc"
 have_cmd g++        || need="$need g++"  # tests/emu: the emulated CUDA kernels are compiled as C++
+have_cmd mpirun     || need="$need openmpi-bin"  # data-parallel training and its test (tests/cli/train_mpi.sh)
 if have_cmd pkg-config; then
     have_pkg libxml-2.0 || need="$need libxml2-dev"
     have_pkg cmocka     || need="$need libcmocka-dev"
@@ -24,8 +25,9 @@ if have_cmd pkg-config; then
     have_pkg nettle     || need="$need nettle-dev"
     have_pkg libjpeg    || need="$need libjpeg-dev"
     have_pkg zlib       || need="$need zlib1g-dev"
+    have_pkg ompi-c     || need="$need libopenmpi-dev"
 else
-    need="$need libxml2-dev libcmocka-dev libjson-c-dev libopenblas-dev libpng-dev libzip-dev libjpeg-dev zlib1g-dev nettle-dev"
+    need="$need libxml2-dev libcmocka-dev libjson-c-dev libopenblas-dev libpng-dev libzip-dev libjpeg-dev zlib1g-dev nettle-dev libopenmpi-dev"
 fi
 [ -n "$need" ] || exit 0
 echo "install-deps: installing$need"

@@ -651,6 +651,65 @@ static void test_resume(void **state)
     edm_dataset_close(ds);
 }
 
+/* Data parallel: rank r of R takes B/R of every B positions; the ranks'
+ * batches together are the single stream's (images, labels, latent noise),
+ * from the start and from a resume at a multiple of B. */
+static void check_shards(edm_dataset *ds, int64_t B, int R, int64_t micro, uint64_t seed, int64_t start)
+{
+    const int steps = 5;
+    size_t img = (size_t)edm_dataset_channels(ds) * (size_t)edm_dataset_resolution(ds) *
+                 (size_t)edm_dataset_resolution(ds);
+    size_t nl = (size_t)edm_dataset_label_dim(ds);
+    size_t total = (size_t)(B * steps);
+    float *full = malloc(total * img * sizeof(float)), *fl = malloc((total * nl + 1) * sizeof(float));
+    float *part = malloc(img * sizeof(float) * (size_t)micro), *pl = malloc((nl + 1) * sizeof(float) * (size_t)micro);
+    assert_non_null(full);
+    assert_non_null(fl);
+    assert_non_null(part);
+    assert_non_null(pl);
+    stream(ds, B, seed, start, steps, full, nl ? fl : NULL);
+    int64_t share = B / R;
+    for (int r = 0; r < R; r++) {
+        edm_status st;
+        edm_status_init(&st);
+        edm_loader *ld = edm_loader_new_shard(ds, micro, seed, start, B, r * share, share, &st);
+        if (!ld)
+            fail_msg("%s", st.msg);
+        for (int step = 0; step < steps; step++)
+            for (int64_t m = 0; m < share / micro; m++) {
+                size_t at = (size_t)(step * B + r * share + m * micro); /* in the single stream */
+                assert_int_equal(edm_loader_position(ld), start + (int64_t)at);
+                if (edm_loader_next(ld, part, nl ? pl : NULL, &st))
+                    fail_msg("%s", st.msg);
+                assert_memory_equal(part, full + at * img, (size_t)micro * img * sizeof(float));
+                if (nl)
+                    assert_memory_equal(pl, fl + at * nl, (size_t)micro * nl * sizeof(float));
+            }
+        edm_loader_free(ld);
+    }
+    free(full);
+    free(fl);
+    free(part);
+    free(pl);
+}
+
+static void test_shards(void **state)
+{
+    fixture *fx = *state;
+    make_latent_set(fx, "shards");
+    edm_dataset *ds = open_ok(fx->dir, LR, LC, 10);
+    check_shards(ds, 4, 2, 2, 42, 0);
+    check_shards(ds, 6, 3, 1, 42, 12); /* resumed at step 2 */
+    check_shards(ds, 8, 2, 4, 7, 8);
+    edm_dataset_close(ds);
+    ds = open_ok("builtin:shapes", 16, 3, 3);
+    check_shards(ds, 8, 4, 1, 3, 0);
+    edm_status st;
+    edm_status_init(&st);
+    assert_null(edm_loader_new_shard(ds, 1, 0, 3, 8, 0, 4, &st)); /* not at a step's start */
+    edm_dataset_close(ds);
+}
+
 static void test_builtin(void **state)
 {
     (void)state;
@@ -936,6 +995,7 @@ int main(void)
         cmocka_unit_test(test_gray_model),        cmocka_unit_test(test_latents),
         cmocka_unit_test(test_permutation),       cmocka_unit_test(test_loader_order),
         cmocka_unit_test(test_resume),            cmocka_unit_test(test_builtin),
+        cmocka_unit_test(test_shards),
         cmocka_unit_test(test_error_label_count), cmocka_unit_test(test_error_label_range),
         cmocka_unit_test(test_error_no_json),     cmocka_unit_test(test_error_missing),
         cmocka_unit_test(test_error_corrupt_png), cmocka_unit_test(test_error_wrong_size),

@@ -1,0 +1,270 @@
+/* NCCL for CUDA ranks (runtime/dist.h): opened at run time with dlopen like
+ * the CUDA driver (runtime/cuda_api.c), so one edmc binary runs with and
+ * without it; $EDMC_NCCL names another library (the tests' fake,
+ * tests/fakecuda/fake_nccl.c).  The ranks meet through MPI: rank 0's
+ * ncclUniqueId is broadcast, then ncclCommInitRank.  The gradient buffers
+ * are reduced in place on the trainer's stream, in one ncclGroupStart/End;
+ * the wait for them is bounded: past the timeout a watchdog thread calls
+ * ncclCommAbort (NCCL's way out of a collective whose peer is gone) and the
+ * rank fails naming the collective. */
+#include "config.h"
+
+#include "runtime/dist.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* NCCL's ABI (nccl.h of NCCL 2.x): the few types and values used here */
+typedef int nccl_result; /* ncclResult_t: 0 = ncclSuccess */
+typedef void *nccl_comm;
+typedef struct {
+    char internal[128];
+} nccl_unique_id;
+#define NCCL_FLOAT32 7 /* ncclFloat32 */
+#define NCCL_SUM 0     /* ncclSum */
+
+typedef struct {
+    void *lib;
+    nccl_result (*GetVersion)(int *);
+    nccl_result (*GetUniqueId)(nccl_unique_id *);
+    nccl_result (*CommInitRank)(nccl_comm *, int, nccl_unique_id, int);
+    nccl_result (*AllReduce)(const void *, void *, size_t, int, int, nccl_comm, void *);
+    nccl_result (*GroupStart)(void);
+    nccl_result (*GroupEnd)(void);
+    nccl_result (*CommGetAsyncError)(nccl_comm, nccl_result *);
+    nccl_result (*CommAbort)(nccl_comm);
+    nccl_result (*CommDestroy)(nccl_comm);
+    const char *(*GetErrorString)(nccl_result);
+} nccl_api;
+
+typedef struct {
+    edm_collective c;
+    nccl_api api;
+    nccl_comm comm;
+    edm_dist *dist;
+    void *stream;
+    int (*sync)(void *ctx, edm_status *st);
+    void *sync_ctx;
+    double timeout;
+    /* the watchdog of one wait */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int sync_ok; /* mu and cv made */
+    int done, aborted;
+} nccl_ctx;
+
+static int resolve(void *lib, const char *name, void *fnptr, size_t size, edm_status *st)
+{
+    void *sym = dlsym(lib, name);
+    if (!sym)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "NCCL lacks %s (too old?)", name);
+    memcpy(fnptr, &sym, size);
+    return 0;
+}
+
+#define NCCL_RESOLVE(field, name) resolve(a->lib, name, &a->field, sizeof a->field, st)
+
+static int nccl_open_api(nccl_api *a, edm_status *st)
+{
+    memset(a, 0, sizeof *a);
+    const char *name = getenv("EDMC_NCCL");
+    if (!name || !*name)
+        name = "libnccl.so.2";
+    a->lib = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+    if (!a->lib) {
+        const char *why = dlerror();
+        return edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "no NCCL (%s not found%s%s)", name, why ? ": " : "",
+                        why ? why : "");
+    }
+    int rc = 0;
+    rc |= NCCL_RESOLVE(GetVersion, "ncclGetVersion");
+    rc |= NCCL_RESOLVE(GetUniqueId, "ncclGetUniqueId");
+    rc |= NCCL_RESOLVE(CommInitRank, "ncclCommInitRank");
+    rc |= NCCL_RESOLVE(AllReduce, "ncclAllReduce");
+    rc |= NCCL_RESOLVE(GroupStart, "ncclGroupStart");
+    rc |= NCCL_RESOLVE(GroupEnd, "ncclGroupEnd");
+    rc |= NCCL_RESOLVE(CommGetAsyncError, "ncclCommGetAsyncError");
+    rc |= NCCL_RESOLVE(CommAbort, "ncclCommAbort");
+    rc |= NCCL_RESOLVE(CommDestroy, "ncclCommDestroy");
+    rc |= NCCL_RESOLVE(GetErrorString, "ncclGetErrorString");
+    if (rc != 0) {
+        dlclose(a->lib);
+        a->lib = NULL;
+    }
+    return rc;
+}
+
+static int nccl_check(const nccl_api *a, nccl_result r, const char *call, const char *what, edm_status *st)
+{
+    if (r == 0)
+        return 0;
+    const char *text = a->GetErrorString ? a->GetErrorString(r) : NULL;
+    return edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "%s: %s failed: %s (%d)", what, call, text ? text : "NCCL error", r);
+}
+
+static void *watchdog(void *arg)
+{
+    nccl_ctx *n = arg;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)n->timeout;
+    (void)pthread_mutex_lock(&n->mu);
+    int e = 0;
+    while (!n->done && e != ETIMEDOUT)
+        e = pthread_cond_timedwait(&n->cv, &n->mu, &until);
+    if (!n->done) {
+        n->aborted = 1;
+        (void)n->api.CommAbort(n->comm); /* the collective's kernels return; the stream drains */
+    }
+    (void)pthread_mutex_unlock(&n->mu);
+    return NULL;
+}
+
+/* One collective under the watchdog, from ncclGroupStart to the end of the
+ * stream's work (ncclGroupEnd may block too, as a blocking communicator's
+ * does), at most the timeout. */
+static int start_watchdog(nccl_ctx *n, pthread_t *t, const char *what)
+{
+    n->done = n->aborted = 0;
+    /* without a watchdog thread the wait is the driver's, unbounded: say so rather than hang silently */
+    int have_dog = pthread_create(t, NULL, watchdog, n) == 0;
+    if (!have_dog)
+        fprintf(stderr, "warning: NCCL: no watchdog thread for %s (the wait is not bounded)\n", what);
+    return have_dog;
+}
+
+/* Stops the watchdog; -1 when it had aborted the communicator. */
+static int stop_watchdog(nccl_ctx *n, pthread_t t, int have_dog, const char *what, edm_status *st)
+{
+    (void)pthread_mutex_lock(&n->mu);
+    n->done = 1;
+    (void)pthread_cond_signal(&n->cv);
+    (void)pthread_mutex_unlock(&n->mu);
+    if (have_dog)
+        (void)pthread_join(t, NULL);
+    if (!n->aborted)
+        return 0;
+    n->comm = NULL; /* aborted: destroyed */
+    return edm_fail(st, EDM_ERR_IO, EDM_NO_LOC,
+                    "%s: no answer from the other ranks for %.0f s (NCCL): a rank died, hangs or is far behind "
+                    "(--rank-timeout); every rank stops",
+                    what, n->timeout);
+}
+
+static int enqueue_and_wait(nccl_ctx *n, void *const *bufs, const int64_t *count, int nbufs, const char *what,
+                            edm_status *st)
+{
+    if (nccl_check(&n->api, n->api.GroupStart(), "ncclGroupStart", what, st) != 0)
+        return -1;
+    int rc = 0;
+    for (int i = 0; i < nbufs && rc == 0; i++)
+        if (count[i] > 0)
+            rc = nccl_check(&n->api,
+                            n->api.AllReduce(bufs[i], bufs[i], (size_t)count[i], NCCL_FLOAT32, NCCL_SUM, n->comm,
+                                             n->stream),
+                            "ncclAllReduce", what, st);
+    /* the group ends even after a failed call: NCCL needs the pairs matched */
+    nccl_result end = n->api.GroupEnd();
+    if (rc != 0 || nccl_check(&n->api, end, "ncclGroupEnd", what, st) != 0)
+        return -1;
+    if (n->sync(n->sync_ctx, st) != 0)
+        return -1;
+    nccl_result async = 0;
+    if (n->api.CommGetAsyncError(n->comm, &async) == 0 && async != 0)
+        return nccl_check(&n->api, async, "the collective", what, st);
+    return 0;
+}
+
+static int nccl_allreduce_many(edm_collective *c, void *const *bufs, const int64_t *count, int nbufs,
+                               const char *what, edm_status *st)
+{
+    nccl_ctx *n = c->ctx;
+    if (!n->comm)
+        return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "%s: the NCCL communicator was aborted", what);
+    pthread_t t;
+    int have_dog = start_watchdog(n, &t, what);
+    edm_status why;
+    edm_status_init(&why);
+    int rc = enqueue_and_wait(n, bufs, count, nbufs, what, &why);
+    /* an abort explains the failure it caused: its message wins */
+    if (stop_watchdog(n, t, have_dog, what, st) != 0)
+        return -1;
+    if (rc != 0)
+        *st = why;
+    return rc;
+}
+
+static int nccl_allreduce_one(edm_collective *c, void *buf, int64_t n, const char *what, edm_status *st)
+{
+    return nccl_allreduce_many(c, &buf, &n, 1, what, st);
+}
+
+edm_collective *edm_nccl_open(edm_dist *d, void *stream, int (*sync)(void *ctx, edm_status *st), void *sync_ctx,
+                              double timeout_s, edm_status *st)
+{
+    nccl_ctx *n = calloc(1, sizeof *n);
+    if (!n) {
+        edm_nomem(st);
+        return NULL;
+    }
+    n->dist = d;
+    n->stream = stream;
+    n->sync = sync;
+    n->sync_ctx = sync_ctx;
+    n->timeout = timeout_s > 0 ? timeout_s : 600;
+    n->sync_ok = pthread_mutex_init(&n->mu, NULL) == 0;
+    if (n->sync_ok && pthread_cond_init(&n->cv, NULL) != 0) {
+        (void)pthread_mutex_destroy(&n->mu);
+        n->sync_ok = 0;
+    }
+    nccl_unique_id id;
+    memset(&id, 0, sizeof id);
+    /* a rank without the library, or rank 0 without an id: every rank learns it and gives up alike */
+    int rc = n->sync_ok ? nccl_open_api(&n->api, st)
+                        : edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "NCCL: cannot make a mutex for its watchdog");
+    if (rc == 0 && edm_dist_rank(d) == 0)
+        rc = nccl_check(&n->api, n->api.GetUniqueId(&id), "ncclGetUniqueId", "NCCL", st);
+    int first = -1, any = 0;
+    edm_status other;
+    edm_status_init(&other);
+    if (edm_dist_agree(d, rc != 0, 0, &first, &any, "NCCL's set-up", rc != 0 ? &other : st) != 0)
+        rc = -1;
+    else if (rc == 0 && first >= 0)
+        rc = edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "rank %d could not set NCCL up", first);
+    if (rc == 0)
+        rc = edm_dist_bcast(d, &id, sizeof id, 0, "NCCL's unique id", st);
+    if (rc == 0)
+        rc = nccl_check(&n->api, n->api.CommInitRank(&n->comm, edm_dist_size(d), id, edm_dist_rank(d)),
+                        "ncclCommInitRank", "NCCL", st);
+    if (rc != 0) {
+        edm_nccl_close(&n->c);
+        return NULL;
+    }
+    n->c = (edm_collective){.name = "nccl",
+                            .device = 1,
+                            .allreduce_sum_f32 = nccl_allreduce_one,
+                            .allreduce_sum_f64 = NULL,
+                            .allreduce_many_f32 = nccl_allreduce_many,
+                            .ctx = n};
+    return &n->c;
+}
+
+void edm_nccl_close(edm_collective *c)
+{
+    if (!c)
+        return;
+    nccl_ctx *n = c->ctx ? c->ctx : (nccl_ctx *)c; /* c is the first member */
+    if (n->comm)
+        (void)n->api.CommDestroy(n->comm);
+    if (n->api.lib)
+        dlclose(n->api.lib);
+    if (n->sync_ok) {
+        (void)pthread_mutex_destroy(&n->mu);
+        (void)pthread_cond_destroy(&n->cv);
+    }
+    free(n);
+}

@@ -1,0 +1,241 @@
+#!/bin/sh
+# edmc train over several processes (issue 14, docs/distributed.md): 2 CPU
+# ranks under mpirun against 1 process for the same global batch (the same
+# bits: weights, Adam's moments, EMAs, snapshots, losses), a resume with
+# another number of ranks, a failure of one rank said once by that rank, and
+# a rank that hangs or dies ending every rank within a bounded time, leaving
+# only whole checkpoints.  Skipped (77) without mpirun or an edmc built with MPI.
+. "$srcdir/tests/tap.sh"
+edmc="$builddir/edmc"
+st_diff="$builddir/tests/tools/st_diff"
+tiny="$srcdir/models/edm2-tiny.edm"
+command -v mpirun >/dev/null 2>&1 || { echo "# no mpirun (scripts/install-deps.sh installs openmpi-bin)"; exit 77; }
+grep -q '^#define EDMC_HAVE_MPI 1' "$builddir/config.h" 2>/dev/null || { echo "# edmc built without MPI"; exit 77; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+# root in containers and CI; 2 ranks on however few cores
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+# under LeakSanitizer (the ASan run of CI) what Open MPI and OpenBLAS keep at
+# exit is not ours to report: full stacks (their libraries have no frame
+# pointers) and components kept loaded, so that the suppressions can name them
+export OMPI_MCA_mca_base_component_disable_dlclose=1
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
+printf 'leak:%s\n' libmpi libopen-pal libopen-rte libpmix libhwloc libevent mca_ libucp libucs libfabric libopenblas \
+    >"$tmp/lsan.supp"
+export LSAN_OPTIONS="${LSAN_OPTIONS:+$LSAN_OPTIONS:}suppressions=$tmp/lsan.supp:print_suppressions=0"
+mpi() { mpirun -n "$@"; }
+small="-D model_channels=16 -D channels_per_head=16"
+args="--model=$tiny $small --data=builtin:shapes --batch=8 --batch-gpu=2 --rampup=0 --lr=0.01 --threads=1 --status=32 --snapshot=1000"
+# same tensors, to the bit (st_diff's tolerance 0 over every tensor)
+same_tensors() { "$st_diff" "$1" "$2" 0 >/dev/null 2>&1; }
+
+# ---------------------------------------------------------------- 2 ranks = 1 process
+# 2 passes of 2 images per rank and step, 4 passes in the single process
+# shellcheck disable=SC2086
+"$edmc" train $args --outdir="$tmp/one" --duration=64 >"$tmp/one.out" 2>&1
+# shellcheck disable=SC2086
+if mpi 2 "$edmc" train $args --outdir="$tmp/two" --duration=64 >"$tmp/two.out" 2>"$tmp/two.err"; then
+    tap_ok "2 ranks under mpirun train"
+else
+    tap_not_ok "2 ranks under mpirun" "$(head -c 800 "$tmp/two.err")"
+fi
+if grep -q "over 2 ranks (4 per rank, 2 per pass)" "$tmp/two.out" && [ "$(grep -c '^kimg' "$tmp/two.out")" -eq 2 ]; then
+    tap_ok "rank 0 alone prints the status, which names the ranks"
+else
+    tap_not_ok "the status of 2 ranks" "$(cat "$tmp/two.out")"
+fi
+state=training-state-000000000064.safetensors
+if same_tensors "$tmp/one/$state" "$tmp/two/$state"; then
+    tap_ok "the checkpoint of 2 ranks holds the single process's weights, moments and EMAs, bit for bit"
+else
+    tap_not_ok "2 ranks vs 1 process" "$("$st_diff" "$tmp/one/$state" "$tmp/two/$state" 0 2>&1 | tail -n 3)"
+fi
+snap=network-snapshot-0000000-0.100.safetensors
+if same_tensors "$tmp/one/$snap" "$tmp/two/$snap"; then
+    tap_ok "and so does its EMA snapshot"
+else
+    tap_not_ok "snapshots of 2 ranks vs 1 process" "$("$st_diff" "$tmp/one/$snap" "$tmp/two/$snap" 0 2>&1 | tail -n 3)"
+fi
+loss() { sed 's/.*"loss":\([^,]*\),.*/\1/' "$1/stats.jsonl" | tr '\n' ' '; }
+if [ "$(loss "$tmp/one")" = "$(loss "$tmp/two")" ] && [ -n "$(loss "$tmp/one")" ]; then
+    tap_ok "the losses in stats.jsonl are the same numbers ($(loss "$tmp/two"))"
+else
+    tap_not_ok "losses differ" "1 process: $(loss "$tmp/one")" "2 ranks: $(loss "$tmp/two")"
+fi
+if [ "$(find "$tmp/two" -name '*.tmp.*' | wc -l)" -eq 0 ] && [ "$(find "$tmp/two" -type f ! -name .lock | wc -l)" -eq 4 ]; then
+    tap_ok "rank 0 alone wrote the folder (stats, checkpoint, 2 snapshots)"
+else
+    tap_not_ok "the folder of 2 ranks" "$(ls -a "$tmp/two")"
+fi
+
+# ---------------------------------------------------------------- resume with other numbers of ranks
+# 2 ranks to 64 images, 1 process to 96, 2 ranks to 128 = 1 process to 128
+# shellcheck disable=SC2086
+"$edmc" train $args --outdir="$tmp/one" --resume --duration=128 >/dev/null 2>&1
+"$edmc" train --resume --outdir="$tmp/two" --batch-gpu=2 --threads=1 --duration=96 >/dev/null 2>&1
+if mpi 2 "$edmc" train --resume --outdir="$tmp/two" --batch-gpu=2 --threads=1 --duration=128 >"$tmp/r.out" 2>"$tmp/r.err" &&
+    same_tensors "$tmp/one/training-state-000000000128.safetensors" "$tmp/two/training-state-000000000128.safetensors"; then
+    tap_ok "2 ranks, then 1 process, then 2 ranks again: the single run's state at 128 images"
+else
+    tap_not_ok "resume with another number of ranks" "$(cat "$tmp/r.out" "$tmp/r.err" | head -c 800)" \
+        "$("$st_diff" "$tmp/one/training-state-000000000128.safetensors" "$tmp/two/training-state-000000000128.safetensors" 0 2>&1 | tail -n 2)"
+fi
+if [ "$(loss "$tmp/one")" = "$(loss "$tmp/two")" ]; then
+    tap_ok "and the same stats.jsonl losses"
+else
+    tap_not_ok "losses after resuming" "1 process: $(loss "$tmp/one")" "ranks: $(loss "$tmp/two")"
+fi
+
+# ---------------------------------------------------------------- errors
+# shellcheck disable=SC2086
+mpi 2 "$edmc" train $args --batch=6 --outdir="$tmp/odd" --duration=64 >/dev/null 2>"$tmp/odd.err"
+st=$?
+if [ "$st" -ne 0 ] && grep -q "^rank 0: edmc: error: --batch=6 over 2 ranks is 3 images per rank" "$tmp/odd.err" &&
+    grep -q "^rank 1: edmc: error: --batch=6 over 2 ranks" "$tmp/odd.err"; then
+    tap_ok "an error of every rank: each rank says it once, prefixed with its rank"
+else
+    tap_not_ok "a usage error over 2 ranks (exit $st)" "$(head -c 800 "$tmp/odd.err")"
+fi
+# shellcheck disable=SC2086
+if ! mpi 2 "$edmc" train $args --collective=nccl --outdir="$tmp/nccl-cpu" --duration=8 >/dev/null 2>"$tmp/nccl-cpu.err" &&
+    [ "$(grep -c "edmc: error: --collective=nccl reduces device memory" "$tmp/nccl-cpu.err")" -eq 2 ]; then
+    tap_ok "--collective=nccl on CPU ranks: a usage error"
+else
+    tap_not_ok "--collective=nccl on the CPU" "$(head -c 600 "$tmp/nccl-cpu.err")"
+fi
+: >"$tmp/afile"
+# shellcheck disable=SC2086
+mpi 2 "$edmc" train $args --outdir="$tmp/afile/run" --duration=64 >/dev/null 2>"$tmp/r0.err"
+st=$?
+if [ "$st" -ne 0 ] && [ "$(grep -c 'error' "$tmp/r0.err")" -eq 1 ] && grep -q "^rank 0: edmc: error: .*afile/run" "$tmp/r0.err"; then
+    tap_ok "a failure of rank 0 alone (its folder) ends both ranks, said once by rank 0"
+else
+    tap_not_ok "rank 0's failure (exit $st)" "$(head -c 800 "$tmp/r0.err")"
+fi
+# shellcheck disable=SC2086
+if ! SLURM_PROCID=1 SLURM_STEP_NUM_TASKS=2 SLURM_LOCALID=1 "$edmc" train $args --outdir="$tmp/slurm" --duration=8 \
+    >/dev/null 2>"$tmp/slurm.err" && grep -q "^rank 1: edmc: error: Slurm says rank 1 of 2" "$tmp/slurm.err"; then
+    tap_ok "Slurm's variables give the rank (and a process alone is told it is not rank 1 of 2)"
+else
+    tap_not_ok "Slurm's rank" "$(head -c 600 "$tmp/slurm.err")"
+fi
+
+# ---------------------------------------------------------------- CUDA ranks (emulated)
+# --device=cuda over the emulating driver (tests/cli/cuda_emu.sh): 2 ranks on
+# "GPU 0" (CUDA_VISIBLE_DEVICES=0: one GPU each) against 1 CUDA process, one
+# step of one pass per rank, so the same bits: the gradients through the host
+# by MPI (--collective=mpi), then on the "devices" by the fake NCCL
+# (tests/fakecuda/fake_nccl.c: its checks of the calls, buffers and order)
+emu="$builddir/tests/emu/cuda_emu.so"
+fake_nccl="$builddir/tests/fakecuda/fake_nccl.so"
+if [ -f "$emu" ] && [ -f "$fake_nccl" ] && command -v "${EDMC_EMU_CXX:-g++}" >/dev/null 2>&1; then
+    case $emu in /*) ;; *) emu="$PWD/$emu" ;; esac
+    case $fake_nccl in /*) ;; *) fake_nccl="$PWD/$fake_nccl" ;; esac
+    cache="${EDMC_TEST_KERNEL_CACHE:-$builddir/tests/emu-cache}"
+    case $cache in /*) ;; *) cache="$PWD/$cache" ;; esac
+    mkdir -p "$cache"
+    mkdir -p "$tmp/ncclfiles"
+    export EDMC_CUDA_DRIVER="$emu" EDMC_CUBLASLT="$emu" EDMC_CACHE_DIR="$cache"
+    cuda_args="--model=$tiny --data=builtin:shapes16 --batch=4 --batch-gpu=2 --duration=4 --status=4 --seed=1
+        --rampup=0.01 --snapshot=0 --device=cuda --precision=fp32"
+    state=training-state-000000000004.safetensors
+    # shellcheck disable=SC2086
+    "$edmc" train $cuda_args --outdir="$tmp/cuda1" >"$tmp/cuda1.out" 2>&1
+    for coll in mpi nccl; do
+        # shellcheck disable=SC2086
+        CUDA_VISIBLE_DEVICES=0 FAKE_CUDA_VERBOSE=1 FAKE_NCCL_VERBOSE=1 EDMC_NCCL="$fake_nccl" TMPDIR="$tmp/ncclfiles" \
+            mpi 2 -x EDMC_CUDA_DRIVER -x EDMC_CUBLASLT -x EDMC_CACHE_DIR -x CUDA_VISIBLE_DEVICES -x FAKE_CUDA_VERBOSE \
+            -x FAKE_NCCL_VERBOSE -x EDMC_NCCL -x TMPDIR \
+            "$edmc" train $cuda_args --collective=$coll --outdir="$tmp/cuda-$coll" >"$tmp/cuda-$coll.out" 2>&1
+        if same_tensors "$tmp/cuda1/$state" "$tmp/cuda-$coll/$state" && grep -q "summed over the ranks by $coll" \
+            "$tmp/cuda-$coll.out" && ! grep -q "fake cuda: \|fake cublasLt: \|fake nccl: " "$tmp/cuda-$coll.out"; then
+            tap_ok "2 CUDA ranks (emulated), --collective=$coll: the single CUDA process's state, bit for bit"
+        else
+            tap_not_ok "2 CUDA ranks vs 1, --collective=$coll" \
+                "$(grep -v 'fake-cuda stats' "$tmp/cuda-$coll.out" | head -c 800)" \
+                "$("$st_diff" "$tmp/cuda1/$state" "$tmp/cuda-$coll/$state" 0 2>&1 | tail -n 2)"
+        fi
+    done
+    # one group of one all-reduce per parameter, the same calls on both ranks; the fake's files gone
+    calls=$(grep -c "fake-nccl stats: rank=[01] groups=1 allreduces=59 " "$tmp/cuda-nccl.out")
+    if [ "$calls" -eq 2 ] && [ -z "$(ls -A "$tmp/ncclfiles")" ]; then
+        tap_ok "NCCL: each rank made one group of 59 in-place float32 sums on its stream, in the same order"
+    else
+        tap_not_ok "NCCL's calls" "$(grep "fake-nccl" "$tmp/cuda-nccl.out")" "$(ls -A "$tmp/ncclfiles")"
+    fi
+    # a rank stuck inside NCCL: the watchdog aborts the communicator after --rank-timeout, every rank stops
+    t0=$(date +%s)
+    # shellcheck disable=SC2086
+    CUDA_VISIBLE_DEVICES=0 EDMC_NCCL="$fake_nccl" TMPDIR="$tmp/ncclfiles" FAKE_NCCL_HANG_RANK=1 \
+        mpi 2 -x EDMC_CUDA_DRIVER -x EDMC_CUBLASLT -x EDMC_CACHE_DIR -x CUDA_VISIBLE_DEVICES -x EDMC_NCCL -x TMPDIR \
+        -x FAKE_NCCL_HANG_RANK "$edmc" train $cuda_args --duration=8 --collective=nccl --rank-timeout=3 \
+        --outdir="$tmp/cuda-hang" >"$tmp/cuda-hang.out" 2>&1
+    st=$?
+    secs=$(($(date +%s) - t0))
+    if [ "$st" -ne 0 ] && [ "$secs" -lt 120 ] && grep -q "^rank 0: edmc: error: the gradient all-reduce of step 1: no \
+answer from the other ranks for 3 s (NCCL)" "$tmp/cuda-hang.out"; then
+        tap_ok "a rank stuck in NCCL: the watchdog aborts, every rank ends ($secs s in all, --rank-timeout=3)"
+    else
+        tap_not_ok "a rank stuck in NCCL (exit $st after $secs s)" "$(grep -v 'fake-cuda stats' "$tmp/cuda-hang.out" | head -c 800)"
+    fi
+    unset EDMC_CUDA_DRIVER EDMC_CUBLASLT EDMC_CACHE_DIR
+else
+    echo "# no emulating CUDA driver or fake NCCL (configured without the CUDA toolkit): the CUDA ranks are not checked"
+fi
+
+# ---------------------------------------------------------------- a rank that hangs or dies
+# rank_pid DIR R: the pid of rank R of the run writing DIR
+rank_pid() {
+    for p in $(pgrep -f "outdir=$1 "); do
+        if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2"; then echo "$p"; return; fi
+    done
+}
+long() { # DIR TIMEOUT: a long run in the background; $run_pid is mpirun's
+    # shellcheck disable=SC2086
+    mpi 2 "$edmc" train $args --snapshot=0 --checkpoint=16 --outdir="$1" --duration=1000000 --rank-timeout="$2" \
+        >"$1.out" 2>"$1.err" &
+    run_pid=$!
+    i=0
+    while [ $i -lt 300 ] && ! grep -q '"step":8' "$1/stats.jsonl" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
+}
+# waits at most $2 seconds for pid $1; 0 when it ended (its status in $ended)
+wait_bounded() {
+    i=0
+    while kill -0 "$1" 2>/dev/null && [ $i -lt $(($2 * 10)) ]; do sleep 0.1; i=$((i + 1)); done
+    if kill -0 "$1" 2>/dev/null; then kill -9 "$1"; wait "$1"; return 1; fi
+    wait "$1"
+    ended=$?
+    return 0
+}
+
+long "$tmp/hang" 3
+p=$(rank_pid "$tmp/hang" 1)
+t0=$(date +%s)
+[ -n "$p" ] && kill -STOP "$p"
+if [ -n "$p" ] && wait_bounded "$run_pid" 60 && [ "$ended" -ne 0 ] &&
+    grep -q "rank 0: edmc: error: .*no answer from the other ranks for [0-9]* s" "$tmp/hang.err"; then
+    tap_ok "a rank that hangs (SIGSTOP): rank 0 says so and every rank ends, in $(($(date +%s) - t0)) s (--rank-timeout=3)"
+else
+    tap_not_ok "a hanging rank (pid '$p', exit ${ended:-none})" "$(head -c 800 "$tmp/hang.err")"
+fi
+[ -n "$p" ] && kill -9 "$p" 2>/dev/null
+
+long "$tmp/dead" 600
+p=$(rank_pid "$tmp/dead" 1)
+t0=$(date +%s)
+[ -n "$p" ] && kill -9 "$p"
+if [ -n "$p" ] && wait_bounded "$run_pid" 60 && [ "$ended" -ne 0 ]; then
+    tap_ok "a rank that dies (SIGKILL): every rank ends, in $(($(date +%s) - t0)) s, not at --rank-timeout=600"
+else
+    tap_not_ok "a dead rank (pid '$p', exit ${ended:-none})" "$(head -c 800 "$tmp/dead.err")"
+fi
+# the checkpoints left are whole: the newest resumes, with no warning
+newest=$(find "$tmp/dead" -name 'training-state-*.safetensors' | sort | tail -n 1)
+n=$(basename "${newest:-x}" .safetensors | sed 's/^training-state-0*//')
+if [ -n "$newest" ] && "$edmc" train --resume --outdir="$tmp/dead" --threads=1 --batch-gpu=2 --duration=$((${n:-0} + 8)) \
+    >/dev/null 2>"$tmp/dead2.err" && [ ! -s "$tmp/dead2.err" ] && [ "$(find "$tmp/dead" -name '*.tmp.*' | wc -l)" -eq 0 ]; then
+    tap_ok "the newest checkpoint the dead run left is whole: one process resumes from it (at $n images)"
+else
+    tap_not_ok "resuming after a dead rank ($newest)" "$(head -c 600 "$tmp/dead2.err")" "$(ls -a "$tmp/dead")"
+fi
+tap_done
