@@ -9,7 +9,6 @@
 #include <math.h>
 #include <png.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +16,8 @@
 #include <zip.h>
 
 #include "runtime/latent.h"
+#include "runtime/data_builtin.h"
+#include "runtime/npy_read.h"
 #include "runtime/rng.h"
 
 #define MAX_FILE_BYTES ((size_t)1 << 30) /* larger dataset files are refused */
@@ -28,7 +29,6 @@
 
 
 typedef enum { DS_PNG, DS_NPY, DS_BUILTIN } ds_kind;
-typedef enum { BI_SHAPES, BI_STRIPES, BI_BLOBS } builtin_kind;
 
 typedef struct {
     const char *name; /* relative path, '/'-separated; into names */
@@ -38,7 +38,7 @@ typedef struct {
 struct edm_dataset {
     char *spec; /* as given, for messages; folders without trailing '/' */
     ds_kind kind;
-    builtin_kind builtin;
+    edm_builtin_kind builtin;
     int res, ch, label_dim;
     int64_t n;
     ds_entry *entries; /* n, sorted by name (files only) */
@@ -600,190 +600,14 @@ static int decode_png(const edm_dataset *ds, const char *fname, const unsigned c
 
 /* ================================================================ NPY */
 
-typedef struct {
-    const char *p, *end;
-} hdr_cursor;
-
-static void hdr_ws(hdr_cursor *c)
-{
-    while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r'))
-        c->p++;
-}
-
-static int hdr_eat(hdr_cursor *c, char ch)
-{
-    hdr_ws(c);
-    if (c->p < c->end && *c->p == ch) {
-        c->p++;
-        return 1;
-    }
-    return 0;
-}
-
-static int hdr_string(hdr_cursor *c, char *out, size_t size)
-{
-    hdr_ws(c);
-    if (c->p >= c->end || (*c->p != '\'' && *c->p != '"'))
-        return 0;
-    char q = *c->p++;
-    size_t n = 0;
-    while (c->p < c->end && *c->p != q) {
-        if (n + 1 >= size)
-            return 0;
-        out[n++] = *c->p++;
-    }
-    if (c->p >= c->end)
-        return 0;
-    c->p++;
-    out[n] = 0;
-    return 1;
-}
-
-static int hdr_word(hdr_cursor *c, const char *w)
-{
-    hdr_ws(c);
-    size_t l = strlen(w);
-    if ((size_t)(c->end - c->p) >= l && memcmp(c->p, w, l) == 0) {
-        c->p += l;
-        return 1;
-    }
-    return 0;
-}
-
-typedef struct {
-    int itemsize; /* 2 or 4 */
-    int ndim;
-    int64_t shape[8];
-} npy_info;
-
-/* The header dict: {'descr': '<f4', 'fortran_order': False, 'shape': (8, 64, 64), } */
-static const char *parse_npy_dict(const char *h, size_t len, npy_info *info)
-{
-    hdr_cursor c = {h, h + len};
-    int have_descr = 0, have_order = 0, have_shape = 0;
-    if (!hdr_eat(&c, '{'))
-        return "the header is not a dict";
-    for (;;) {
-        if (hdr_eat(&c, '}'))
-            break;
-        char key[32], val[32];
-        if (!hdr_string(&c, key, sizeof key) || !hdr_eat(&c, ':'))
-            return "malformed header";
-        if (strcmp(key, "descr") == 0) {
-            if (!hdr_string(&c, val, sizeof val))
-                return "malformed 'descr'";
-            if (strcmp(val, "<f4") == 0)
-                info->itemsize = 4;
-            else if (strcmp(val, "<f2") == 0)
-                info->itemsize = 2;
-            else
-                return "unsupported dtype (only '<f4' and '<f2')";
-            have_descr = 1;
-        } else if (strcmp(key, "fortran_order") == 0) {
-            if (hdr_word(&c, "True"))
-                return "Fortran-ordered arrays are not supported";
-            if (!hdr_word(&c, "False"))
-                return "malformed 'fortran_order'";
-            have_order = 1;
-        } else if (strcmp(key, "shape") == 0) {
-            if (!hdr_eat(&c, '('))
-                return "malformed 'shape'";
-            info->ndim = 0;
-            for (;;) {
-                if (hdr_eat(&c, ')'))
-                    break;
-                hdr_ws(&c);
-                int64_t v = 0;
-                int digits = 0;
-                while (c.p < c.end && *c.p >= '0' && *c.p <= '9') {
-                    if (v > (INT64_MAX - 9) / 10)
-                        return "'shape' out of range";
-                    v = v * 10 + (*c.p++ - '0');
-                    digits++;
-                }
-                if (c.p < c.end && *c.p == 'L') /* Python 2 longs */
-                    c.p++;
-                if (!digits || info->ndim >= 8)
-                    return "malformed 'shape'";
-                info->shape[info->ndim++] = v;
-                if (!hdr_eat(&c, ',')) {
-                    if (!hdr_eat(&c, ')'))
-                        return "malformed 'shape'";
-                    break;
-                }
-            }
-            have_shape = 1;
-        } else {
-            return "unknown key in the header";
-        }
-        if (!hdr_eat(&c, ',')) {
-            if (!hdr_eat(&c, '}'))
-                return "malformed header";
-            break;
-        }
-    }
-    if (!have_descr || !have_order || !have_shape)
-        return "the header lacks 'descr', 'fortran_order' or 'shape'";
-    return NULL;
-}
-
-static float half_to_float(uint16_t h)
-{
-    int sign = h >> 15, e = (h >> 10) & 0x1f, m = h & 0x3ff;
-    float v;
-    if (e == 0)
-        v = ldexpf((float)m, -24);
-    else if (e == 31)
-        v = m ? NAN : INFINITY;
-    else
-        v = ldexpf((float)(m | 0x400), e - 25);
-    return sign ? -v : v;
-}
-
-static float load_f32le(const unsigned char *p)
-{
-    uint32_t u = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-/* Decodes a latent (2C, R, R) .npy and encodes a sample into out [C, R, R]. */
-/* The header of a .npy file: its dict into info, where the data starts into *data. */
-static int npy_header(const char *fname, const unsigned char *b, size_t len, npy_info *info, size_t *data,
-                      edm_status *st)
-{
-    static const unsigned char magic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
-    if (len < 10 || memcmp(b, magic, 6) != 0)
-        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: not a .npy file", fname);
-    int major = b[6];
-    size_t hlen, hstart;
-    if (major == 1) {
-        hlen = (size_t)b[8] | (size_t)b[9] << 8;
-        hstart = 10;
-    } else if (major == 2 || major == 3) {
-        if (len < 12)
-            return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: corrupt .npy (truncated header)", fname);
-        hlen = (size_t)b[8] | (size_t)b[9] << 8 | (size_t)b[10] << 16 | (size_t)b[11] << 24;
-        hstart = 12;
-    } else {
-        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: unsupported .npy version %d", fname, major);
-    }
-    if (hlen > len - hstart)
-        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: corrupt .npy (truncated header)", fname);
-    const char *why = parse_npy_dict((const char *)b + hstart, hlen, info);
-    if (why)
-        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: corrupt .npy (%s)", fname, why);
-    *data = hstart + hlen;
-    return 0;
-}
-
+/* Decodes a latent (2C, R, R) .npy (mean and std) and draws a sample into
+ * out [C, R, R], normalised (runtime/latent.h). */
 static int decode_npy(const edm_dataset *ds, const char *fname, const unsigned char *b, size_t len, uint64_t seed,
                       uint64_t pos, float *out, edm_status *st)
 {
-    npy_info info = {0, 0, {0}};
+    edm_npy_info info = {0, 0, {0}};
     size_t data = 0;
-    if (npy_header(fname, b, len, &info, &data, st) != 0)
+    if (edm_npy_header(fname, b, len, &info, &data, st) != 0)
         return -1;
     int C = ds->ch, R = ds->res;
     if (info.ndim != 3 || info.shape[0] != 2 * (int64_t)C || info.shape[1] != R || info.shape[2] != R) {
@@ -812,14 +636,7 @@ static int decode_npy(const edm_dataset *ds, const char *fname, const unsigned c
         float scale = edm_latent_scale(c), bias = edm_latent_bias(c);
         for (size_t i = 0; i < plane; i++) {
             size_t im = (size_t)c * plane + i, is = ((size_t)C + (size_t)c) * plane + i;
-            float mean, sd;
-            if (info.itemsize == 4) {
-                mean = load_f32le(d + 4 * im);
-                sd = load_f32le(d + 4 * is);
-            } else {
-                mean = half_to_float((uint16_t)(d[2 * im] | d[2 * im + 1] << 8));
-                sd = half_to_float((uint16_t)(d[2 * is] | d[2 * is + 1] << 8));
-            }
+            float mean = edm_npy_element(&info, d, im), sd = edm_npy_element(&info, d, is);
             float z = mean + sd * out[im];
             out[im] = z * scale + bias;
             /* a NaN, an infinity or a value that overflows would only make the loss NaN */
@@ -830,131 +647,6 @@ static int decode_npy(const edm_dataset *ds, const char *fname, const unsigned c
         }
     }
     return 0;
-}
-
-/* =========================================================== built-ins */
-
-typedef struct {
-    edm_rng r;
-    uint64_t next;
-} draw;
-
-static float draw_u(draw *d)
-{
-    float v;
-    edm_rng_uniform(&d->r, d->next++, &v, 1);
-    return v;
-}
-
-static int builtin_class(builtin_kind k, int64_t i)
-{
-    static const char *const names[] = {"edm.data.builtin.shapes", "edm.data.builtin.stripes",
-                                        "edm.data.builtin.blobs"};
-    draw d = {edm_rng_make((uint64_t)i, names[k]), 0};
-    float u = draw_u(&d);
-    int n = k == BI_STRIPES || k == BI_BLOBS ? 4 : 3;
-    int c = (int)(u * (float)n);
-    return c < n ? c : n - 1;
-}
-
-/* Background and a contrasting foreground colour per channel. */
-static void two_colours(draw *d, int ch, float *bg, float *fg)
-{
-    for (int c = 0; c < ch; c++) {
-        bg[c] = draw_u(d) * 2.0f - 1.0f;
-        float delta = 0.6f + 0.4f * draw_u(d);
-        fg[c] = bg[c] > 0 ? bg[c] - delta : bg[c] + delta;
-    }
-}
-
-static int inside_shape(int kind, float x, float y)
-{
-    /* x, y in the shape's frame, unit size */
-    if (kind == 0)
-        return x * x + y * y <= 1.0f;
-    if (kind == 1)
-        return fabsf(x) <= 0.85f && fabsf(y) <= 0.85f;
-    /* equilateral triangle of circumradius 1, apex up (y grows downwards) */
-    const float s3 = 1.7320508f;
-    return y <= 0.5f && (s3 * x - y) <= 1.0f && (-s3 * x - y) <= 1.0f;
-}
-
-
-static void render_builtin(const edm_dataset *ds, int64_t i, float *out)
-{
-    static const char *const names[] = {"edm.data.builtin.shapes", "edm.data.builtin.stripes",
-                                        "edm.data.builtin.blobs"};
-    int C = ds->ch, R = ds->res;
-    size_t plane = (size_t)R * (size_t)R;
-    draw d = {edm_rng_make((uint64_t)i, names[ds->builtin]), 1}; /* element 0 chose the class */
-    int cls = builtin_class(ds->builtin, i);
-    draw dc = {d.r, 1000}; /* colours, apart from the geometry */
-    float fr = (float)R;
-    float bg[MAX_CHANNELS], fg[MAX_CHANNELS];
-    if (ds->builtin == BI_SHAPES) {
-        float size = fr * (0.18f + 0.17f * draw_u(&d));
-        float cx = size + (fr - 2 * size) * draw_u(&d), cy = size + (fr - 2 * size) * draw_u(&d);
-        float ang = 6.2831853f * draw_u(&d), ca = cosf(ang), sa = sinf(ang);
-        two_colours(&dc, C, bg, fg);
-        for (int y = 0; y < R; y++)
-            for (int x = 0; x < R; x++) {
-                int hits = 0; /* 4×4 samples per pixel */
-                for (int sy = 0; sy < 4; sy++)
-                    for (int sx = 0; sx < 4; sx++) {
-                        float px = ((float)x + ((float)sx + 0.5f) / 4 - cx) / size;
-                        float py = ((float)y + ((float)sy + 0.5f) / 4 - cy) / size;
-                        float rx = ca * px + sa * py, ry = -sa * px + ca * py;
-                        hits += inside_shape(cls, cls == 0 ? px : rx, cls == 0 ? py : ry);
-                    }
-                float cov = (float)hits / 16.0f;
-                size_t at = (size_t)y * (size_t)R + (size_t)x;
-                for (int c = 0; c < C; c++)
-                    out[(size_t)c * plane + at] = bg[c] * (1 - cov) + fg[c] * cov;
-            }
-    } else if (ds->builtin == BI_STRIPES) {
-        static const float dirs[4][2] = {{0, 1}, {1, 0}, {0.70710678f, 0.70710678f}, {0.70710678f, -0.70710678f}};
-        float period = fmaxf(3.0f, fr * (0.2f + 0.3f * draw_u(&d)));
-        float phase = 6.2831853f * draw_u(&d);
-        two_colours(&dc, C, bg, fg);
-        for (int y = 0; y < R; y++)
-            for (int x = 0; x < R; x++) {
-                float p = dirs[cls][0] * ((float)x + 0.5f) + dirs[cls][1] * ((float)y + 0.5f);
-                float t = 0.5f + 0.5f * sinf(6.2831853f * p / period + phase);
-                size_t at = (size_t)y * (size_t)R + (size_t)x;
-                for (int c = 0; c < C; c++)
-                    out[(size_t)c * plane + at] = bg[c] * (1 - t) + fg[c] * t;
-            }
-    } else {
-        int nb = cls + 1;
-        float bx[4], by[4], bs[4], col[4][MAX_CHANNELS];
-        for (int b = 0; b < nb; b++) {
-            bs[b] = fr * (0.07f + 0.08f * draw_u(&d));
-            bx[b] = fr * (0.15f + 0.7f * draw_u(&d));
-            by[b] = fr * (0.15f + 0.7f * draw_u(&d));
-        }
-        for (int c = 0; c < C; c++) {
-            bg[c] = draw_u(&dc) * 2.0f - 1.0f;
-            for (int b = 0; b < nb; b++) {
-                float delta = 0.6f + 0.4f * draw_u(&dc);
-                col[b][c] = bg[c] > 0 ? bg[c] - delta : bg[c] + delta;
-            }
-        }
-        for (int y = 0; y < R; y++)
-            for (int x = 0; x < R; x++) {
-                float cov[4];
-                for (int b = 0; b < nb; b++) {
-                    float dx = (float)x + 0.5f - bx[b], dy = (float)y + 0.5f - by[b];
-                    cov[b] = expf(-(dx * dx + dy * dy) / (2 * bs[b] * bs[b]));
-                }
-                size_t at = (size_t)y * (size_t)R + (size_t)x;
-                for (int c = 0; c < C; c++) {
-                    float v = bg[c];
-                    for (int b = 0; b < nb; b++)
-                        v = v * (1 - cov[b]) + col[b][c] * cov[b];
-                    out[(size_t)c * plane + at] = v;
-                }
-            }
-    }
 }
 
 /* ============================================================== dataset */
@@ -978,8 +670,8 @@ static int open_builtin(edm_dataset *ds, const char *what, edm_status *st)
 {
     static const struct {
         const char *name;
-        builtin_kind kind;
-    } kinds[] = {{"shapes", BI_SHAPES}, {"stripes", BI_STRIPES}, {"blobs", BI_BLOBS}};
+        edm_builtin_kind kind;
+    } kinds[] = {{"shapes", EDM_BUILTIN_SHAPES}, {"stripes", EDM_BUILTIN_STRIPES}, {"blobs", EDM_BUILTIN_BLOBS}};
     size_t nlen = 0;
     while (what[nlen] && !(what[nlen] >= '0' && what[nlen] <= '9'))
         nlen++;
@@ -1243,9 +935,9 @@ int edm_dataset_probe(const char *spec, edm_dataset_geometry *g, edm_status *st)
     if (rc == 0 && ds->kind == DS_PNG) {
         rc = png_geometry(fname, bytes, len, &g->resolution, &g->channels, st);
     } else if (rc == 0) {
-        npy_info info = {0, 0, {0}};
+        edm_npy_info info = {0, 0, {0}};
         size_t data = 0;
-        rc = npy_header(fname, bytes, len, &info, &data, st);
+        rc = edm_npy_header(fname, bytes, len, &info, &data, st);
         if (rc == 0 && (info.ndim != 3 || info.shape[0] % 2 || info.shape[1] != info.shape[2] ||
                         info.shape[1] < 1 || info.shape[1] > 16384 || info.shape[0] > 2 * (int64_t)MAX_CHANNELS))
             rc = edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC,
@@ -1288,7 +980,7 @@ int edm_dataset_label(const edm_dataset *ds, int64_t i)
     if (ds->label_dim <= 0 || i < 0 || i >= ds->n)
         return -1;
     if (ds->kind == DS_BUILTIN)
-        return builtin_class(ds->builtin, i) % ds->label_dim;
+        return edm_builtin_class(ds->builtin, i) % ds->label_dim;
     return ds->labels[i];
 }
 
@@ -1303,7 +995,7 @@ int edm_dataset_read(edm_dataset *ds, int64_t i, uint64_t seed, uint64_t stream_
         labels[edm_dataset_label(ds, i)] = 1.0f;
     }
     if (ds->kind == DS_BUILTIN) {
-        render_builtin(ds, i, image);
+        edm_builtin_render(ds->builtin, ds->res, ds->ch, i, image);
         return 0;
     }
     char fname[MAX_PATH + 64];
@@ -1343,294 +1035,4 @@ void edm_dataset_permutation(const edm_dataset *ds, uint64_t seed, uint64_t epoc
         perm[i] = perm[j];
         perm[j] = t;
     }
-}
-
-/* =============================================================== loader */
-
-/* Batch b (counted from the loader's start) covers stream positions
- * start + b·batch … and lives in slot b mod depth.  Workers claim batch
- * numbers in order, at most depth ahead of the consumer, and fill their slots
- * in parallel; the consumer takes batch after batch in order, so the result
- * does not depend on the number of workers or their timing. */
-
-typedef struct {
-    struct edm_loader *ld;
-    int64_t *perm; /* this worker's cached epoch order */
-    uint64_t perm_epoch;
-    int have_perm;
-    pthread_t thread;
-    int started;
-} loader_worker;
-
-struct edm_loader {
-    edm_dataset *ds;
-    int64_t batch, start;
-    int64_t period, offset, take; /* a rank's share: take of every period positions from offset; 0: all */
-    uint64_t seed;
-    size_t img_elems, lab_elems; /* per image */
-    int depth, nworkers;
-    float **images, **labels; /* depth slots */
-    loader_worker *workers;
-    /* shared, under mu */
-    pthread_mutex_t mu;
-    pthread_cond_t not_empty, not_full;
-    int64_t next_claim, consumed;
-    unsigned char *ready; /* per slot */
-    int failed;
-    int64_t failed_batch; /* the earliest batch that failed */
-    edm_status err;
-    atomic_int stop;
-    /* consumer-only */
-    int broken; /* an error was returned: keep returning it */
-    edm_status last;
-    int mu_ok, ne_ok, nf_ok;
-};
-
-static int fill_batch(loader_worker *w, int64_t bno, edm_status *st)
-{
-    edm_loader *ld = w->ld;
-    int64_t n = ld->ds->n;
-    int slot = (int)(bno % ld->depth);
-    for (int64_t b = 0; b < ld->batch; b++) {
-        if (atomic_load(&ld->stop))
-            return 1;
-        int64_t q = bno * ld->batch + b; /* the loader's own count */
-        uint64_t pos = (uint64_t)(ld->period ? ld->start + q / ld->take * ld->period + ld->offset + q % ld->take
-                                             : ld->start + q);
-        uint64_t epoch = pos / (uint64_t)n;
-        if (!w->have_perm || w->perm_epoch != epoch) {
-            edm_dataset_permutation(ld->ds, ld->seed, epoch, w->perm);
-            w->perm_epoch = epoch;
-            w->have_perm = 1;
-        }
-        int64_t img = w->perm[pos % (uint64_t)n];
-        float *lab = ld->labels[slot] ? ld->labels[slot] + (size_t)b * ld->lab_elems : NULL;
-        if (edm_dataset_read(ld->ds, img, ld->seed, pos, ld->images[slot] + (size_t)b * ld->img_elems, lab, st)) {
-            edm_note_add(st, EDM_NO_LOC, "at image %llu of the stream (seed %llu)", (unsigned long long)pos,
-                         (unsigned long long)ld->seed);
-            return -1;
-        }
-    }
-    return 0;
-}
-
-static void *loader_main(void *arg)
-{
-    loader_worker *w = arg;
-    edm_loader *ld = w->ld;
-    for (;;) {
-        if (pthread_mutex_lock(&ld->mu) != 0)
-            return NULL;
-        int wait_ok = 1;
-        while (wait_ok && !atomic_load(&ld->stop) && !ld->failed && ld->next_claim >= ld->consumed + ld->depth)
-            wait_ok = pthread_cond_wait(&ld->not_full, &ld->mu) == 0;
-        int quit = !wait_ok || atomic_load(&ld->stop) || ld->failed;
-        int64_t bno = ld->next_claim;
-        if (!quit)
-            ld->next_claim++;
-        (void)pthread_mutex_unlock(&ld->mu);
-        if (quit)
-            return NULL;
-        edm_status st;
-        edm_status_init(&st);
-        int rc = fill_batch(w, bno, &st);
-        if (pthread_mutex_lock(&ld->mu) != 0)
-            return NULL;
-        if (rc < 0) {
-            if (!ld->failed || bno < ld->failed_batch) {
-                ld->failed_batch = bno;
-                ld->err = st;
-            }
-            ld->failed = 1;
-        } else if (rc == 0) {
-            ld->ready[bno % ld->depth] = 1;
-        }
-        (void)pthread_cond_broadcast(&ld->not_empty);
-        (void)pthread_cond_broadcast(&ld->not_full); /* other workers: stop on failure */
-        (void)pthread_mutex_unlock(&ld->mu);
-        if (rc)
-            return NULL;
-    }
-}
-
-void edm_loader_free(edm_loader *ld)
-{
-    if (!ld)
-        return;
-    atomic_store(&ld->stop, 1);
-    if (ld->mu_ok && ld->nf_ok && pthread_mutex_lock(&ld->mu) == 0) {
-        (void)pthread_cond_broadcast(&ld->not_full);
-        (void)pthread_mutex_unlock(&ld->mu);
-    }
-    for (int k = 0; ld->workers && k < ld->nworkers; k++) {
-        if (ld->workers[k].started)
-            (void)pthread_join(ld->workers[k].thread, NULL);
-        free(ld->workers[k].perm);
-    }
-    if (ld->nf_ok)
-        pthread_cond_destroy(&ld->not_full);
-    if (ld->ne_ok)
-        pthread_cond_destroy(&ld->not_empty);
-    if (ld->mu_ok)
-        pthread_mutex_destroy(&ld->mu);
-    for (int q = 0; q < ld->depth; q++) {
-        if (ld->images)
-            free(ld->images[q]);
-        if (ld->labels)
-            free(ld->labels[q]);
-    }
-    free(ld->images);
-    free(ld->labels);
-    free(ld->ready);
-    free(ld->workers);
-    free(ld);
-}
-
-static edm_loader *loader_create(edm_dataset *ds, int64_t batch, uint64_t seed, int64_t start_index, int nthreads,
-                                 int64_t period, int64_t offset, int64_t take, edm_status *st)
-{
-    if (!ds || batch <= 0 || start_index < 0 || nthreads < 0 || nthreads > EDM_LOADER_MAX_THREADS) {
-        edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "loader: bad batch size %lld, start index %lld or thread count %d",
-                 (long long)batch, (long long)start_index, nthreads);
-        return NULL;
-    }
-    if (nthreads == 0)
-        nthreads = EDM_LOADER_DEFAULT_THREADS;
-    size_t img = (size_t)ds->ch * (size_t)ds->res * (size_t)ds->res;
-    int depth = nthreads + 2;
-    if ((uint64_t)batch > SIZE_MAX / sizeof(float) / img / (size_t)depth) {
-        edm_fail(st, EDM_ERR_LIMIT, EDM_NO_LOC, "loader: batch %lld is too large", (long long)batch);
-        return NULL;
-    }
-    edm_loader *ld = calloc(1, sizeof *ld);
-    if (!ld) {
-        edm_nomem(st);
-        return NULL;
-    }
-    ld->ds = ds;
-    ld->batch = batch;
-    ld->start = start_index;
-    if (take < period) { /* else the whole stream */
-        ld->period = period;
-        ld->offset = offset;
-        ld->take = take;
-    }
-    ld->seed = seed;
-    ld->img_elems = img;
-    ld->lab_elems = (size_t)ds->label_dim;
-    ld->depth = depth;
-    atomic_init(&ld->stop, 0);
-    ld->images = calloc((size_t)depth, sizeof *ld->images);
-    ld->labels = calloc((size_t)depth, sizeof *ld->labels);
-    ld->ready = calloc((size_t)depth, 1);
-    ld->workers = calloc((size_t)nthreads, sizeof *ld->workers);
-    if (!ld->images || !ld->labels || !ld->ready || !ld->workers)
-        goto nomem;
-    ld->nworkers = nthreads;
-    for (int q = 0; q < depth; q++) {
-        ld->images[q] = malloc((size_t)batch * img * sizeof(float));
-        if (!ld->images[q])
-            goto nomem;
-        if (ds->label_dim > 0) {
-            ld->labels[q] = malloc((size_t)batch * ld->lab_elems * sizeof(float));
-            if (!ld->labels[q])
-                goto nomem;
-        }
-    }
-    for (int k = 0; k < nthreads; k++) {
-        ld->workers[k].ld = ld;
-        ld->workers[k].perm = malloc((size_t)ds->n * sizeof *ld->workers[k].perm);
-        if (!ld->workers[k].perm)
-            goto nomem;
-    }
-    if (pthread_mutex_init(&ld->mu, NULL) != 0)
-        goto fail_sync;
-    ld->mu_ok = 1;
-    if (pthread_cond_init(&ld->not_empty, NULL) != 0)
-        goto fail_sync;
-    ld->ne_ok = 1;
-    if (pthread_cond_init(&ld->not_full, NULL) != 0)
-        goto fail_sync;
-    ld->nf_ok = 1;
-    for (int k = 0; k < nthreads; k++) {
-        int e = pthread_create(&ld->workers[k].thread, NULL, loader_main, &ld->workers[k]);
-        if (e != 0) {
-            edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "loader: cannot start a thread: %s", strerror(e));
-            edm_loader_free(ld);
-            return NULL;
-        }
-        ld->workers[k].started = 1;
-    }
-    return ld;
-nomem:
-    edm_nomem(st);
-    edm_loader_free(ld);
-    return NULL;
-fail_sync:
-    edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "loader: cannot create a mutex or condition variable");
-    edm_loader_free(ld);
-    return NULL;
-}
-
-edm_loader *edm_loader_new_shard(edm_dataset *ds, int64_t batch, uint64_t seed, int64_t start_index, int64_t period,
-                                 int64_t offset, int64_t take, edm_status *st)
-{
-    if (period <= 0 || take <= 0 || offset < 0 || offset + take > period || start_index % period != 0) {
-        edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "loader: bad share %lld+%lld of %lld from %lld", (long long)offset,
-                 (long long)take, (long long)period, (long long)start_index);
-        return NULL;
-    }
-    return loader_create(ds, batch, seed, start_index, 0, period, offset, take, st);
-}
-
-edm_loader *edm_loader_new_threads(edm_dataset *ds, int64_t batch, uint64_t seed, int64_t start_index, int nthreads,
-                                   edm_status *st)
-{
-    return loader_create(ds, batch, seed, start_index, nthreads, 1, 0, 1, st);
-}
-
-edm_loader *edm_loader_new(edm_dataset *ds, int64_t batch, uint64_t seed, int64_t start_index, edm_status *st)
-{
-    return edm_loader_new_threads(ds, batch, seed, start_index, 0, st);
-}
-
-int edm_loader_next(edm_loader *ld, float *images, float *labels, edm_status *st)
-{
-    if (ld->broken) {
-        *st = ld->last;
-        return -1;
-    }
-    if (pthread_mutex_lock(&ld->mu) != 0)
-        return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "loader: cannot lock");
-    int slot = (int)(ld->consumed % ld->depth);
-    while (!ld->ready[slot] && !(ld->failed && ld->failed_batch == ld->consumed))
-        if (pthread_cond_wait(&ld->not_empty, &ld->mu) != 0) {
-            (void)pthread_mutex_unlock(&ld->mu);
-            return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "loader: cannot wait");
-        }
-    if (!ld->ready[slot]) {
-        ld->last = ld->err;
-        ld->broken = 1;
-        (void)pthread_mutex_unlock(&ld->mu);
-        *st = ld->last;
-        return -1;
-    }
-    (void)pthread_mutex_unlock(&ld->mu);
-    /* the slot is ours until it is marked free: copy without the lock */
-    memcpy(images, ld->images[slot], (size_t)ld->batch * ld->img_elems * sizeof(float));
-    if (labels && ld->labels[slot])
-        memcpy(labels, ld->labels[slot], (size_t)ld->batch * ld->lab_elems * sizeof(float));
-    if (pthread_mutex_lock(&ld->mu) != 0)
-        return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "loader: cannot lock");
-    ld->ready[slot] = 0;
-    ld->consumed++;
-    (void)pthread_cond_broadcast(&ld->not_full);
-    (void)pthread_mutex_unlock(&ld->mu);
-    return 0;
-}
-
-int64_t edm_loader_position(const edm_loader *ld)
-{
-    int64_t q = ld->consumed * ld->batch; /* the loader's own count */
-    return ld->period ? ld->start + q / ld->take * ld->period + ld->offset + q % ld->take : ld->start + q;
 }
