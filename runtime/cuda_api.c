@@ -2,40 +2,15 @@
 #include "config.h"
 
 #include "runtime/cuda_api.h"
+#include "runtime/dynlib.h"
 
 #include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Resolves one symbol into a function pointer (memcpy: ISO C has no cast
- * from void * to a function pointer). */
-static int resolve(void *lib, const char *what, const char *name, void *fnptr, size_t fnsize, edm_status *st)
-{
-    void *sym = dlsym(lib, name);
-    if (!sym)
-        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "%s lacks %s (too old?)", what, name);
-    memcpy(fnptr, &sym, fnsize);
-    return 0;
-}
-
-/* dlopen of $env or the default name; NULL with the reason in st. */
-static void *open_library(const char *env, const char *fallback, const char *what, edm_status *st)
-{
-    const char *name = getenv(env);
-    if (!name || !*name)
-        name = fallback;
-    void *lib = dlopen(name, RTLD_NOW | RTLD_LOCAL);
-    if (!lib) {
-        const char *why = dlerror();
-        edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "no %s (%s not found%s%s)", what, name, why ? ": " : "",
-                 why ? why : "");
-    }
-    return lib;
-}
-
 /* ------------------------------------------------------------------ the driver */
 
-#define CU_RESOLVE(field, name) resolve(api->lib, "the CUDA driver", name, &api->field, sizeof api->field, st)
+#define CU_RESOLVE(field, name) edm_dynlib_resolve(api->lib, "the CUDA driver", name, &api->field, sizeof api->field, st)
 
 void cu_api_close(cu_api *api)
 {
@@ -47,7 +22,7 @@ void cu_api_close(cu_api *api)
 int cu_api_open(cu_api *api, edm_status *st)
 {
     memset(api, 0, sizeof *api);
-    api->lib = open_library("EDMC_CUDA_DRIVER", "libcuda.so.1", "CUDA driver", st);
+    api->lib = edm_dynlib_open("EDMC_CUDA_DRIVER", "libcuda.so.1", "CUDA driver", st);
     if (!api->lib)
         return -1;
     int rc = 0;
@@ -130,7 +105,7 @@ int cu_api_init(const cu_api *api, edm_status *st)
 
 /* ------------------------------------------------------------------ cuBLASLt */
 
-#define LT_RESOLVE(field, name) resolve(api->lib, "cuBLASLt", name, &api->field, sizeof api->field, st)
+#define LT_RESOLVE(field, name) edm_dynlib_resolve(api->lib, "cuBLASLt", name, &api->field, sizeof api->field, st)
 
 void lt_api_close(lt_api *api)
 {
@@ -142,7 +117,7 @@ void lt_api_close(lt_api *api)
 int lt_api_open(lt_api *api, edm_status *st)
 {
     memset(api, 0, sizeof *api);
-    api->lib = open_library("EDMC_CUBLASLT", "libcublasLt.so.13", "cuBLASLt", st);
+    api->lib = edm_dynlib_open("EDMC_CUBLASLT", "libcublasLt.so.13", "cuBLASLt", st);
     if (!api->lib) {
         edm_status_prefix(st, "--matmul=cublaslt / --conv=im2col need cuBLASLt (or use --matmul=generated "
                               "--conv=implicit)");

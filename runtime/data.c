@@ -23,7 +23,7 @@
 #define MAX_FILE_BYTES ((size_t)1 << 30) /* larger dataset files are refused */
 #define MAX_DEPTH 32                     /* folder nesting */
 #define MAX_PATH 4096
-#define MAX_CHANNELS 64 /* per image */
+#define MAX_CHANNELS EDM_BUILTIN_MAX_CHANNELS /* per image (the built-in sets draw up to this many) */
 #define NAME_LATENT_NOISE "edm.data.latent_noise"
 #define NAME_SHUFFLE "edm.data.shuffle"
 

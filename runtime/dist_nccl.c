@@ -10,6 +10,7 @@
 #include "config.h"
 
 #include "runtime/dist.h"
+#include "runtime/dynlib.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -57,29 +58,14 @@ typedef struct {
     int done, aborted;
 } nccl_ctx;
 
-static int resolve(void *lib, const char *name, void *fnptr, size_t size, edm_status *st)
-{
-    void *sym = dlsym(lib, name);
-    if (!sym)
-        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "NCCL lacks %s (too old?)", name);
-    memcpy(fnptr, &sym, size);
-    return 0;
-}
-
-#define NCCL_RESOLVE(field, name) resolve(a->lib, name, &a->field, sizeof a->field, st)
+#define NCCL_RESOLVE(field, name) edm_dynlib_resolve(a->lib, "NCCL", name, &a->field, sizeof a->field, st)
 
 static int nccl_open_api(nccl_api *a, edm_status *st)
 {
     memset(a, 0, sizeof *a);
-    const char *name = getenv("EDMC_NCCL");
-    if (!name || !*name)
-        name = "libnccl.so.2";
-    a->lib = dlopen(name, RTLD_NOW | RTLD_LOCAL);
-    if (!a->lib) {
-        const char *why = dlerror();
-        return edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "no NCCL (%s not found%s%s)", name, why ? ": " : "",
-                        why ? why : "");
-    }
+    a->lib = edm_dynlib_open("EDMC_NCCL", "libnccl.so.2", "NCCL", st);
+    if (!a->lib)
+        return -1;
     int rc = 0;
     rc |= NCCL_RESOLVE(GetVersion, "ncclGetVersion");
     rc |= NCCL_RESOLVE(GetUniqueId, "ncclGetUniqueId");
