@@ -48,20 +48,27 @@ static int given(const edm_define *defs, int n, const char *name)
     return 0;
 }
 
-/* The parameters model has (with the -D defines): compiled on its own source
- * manager, since one manager loads each file once. */
-static int probe_params(const edm_denoiser_spec *spec, const char *model, const char *embedded, edm_program *prog)
+int edm_compile_probe(const char *model, const char *embedded, const char *from, const edm_define *defs, int ndefs,
+                      edm_program *prog, edm_status *st)
 {
     edm_sources *tmp = edm_sources_new();
-    edm_status ignored;
-    edm_status_init(&ignored);
-    int rc = tmp ? 0 : -1;
+    memset(prog, 0, sizeof *prog);
+    int rc = tmp ? 0 : edm_nomem(st);
     if (rc == 0 && embedded)
-        rc = edm_model_source_add(tmp, embedded, spec->weights, &ignored) < 0 ? -1 : 0;
+        rc = edm_model_source_add(tmp, embedded, from, st) < 0 ? -1 : 0;
     if (rc == 0)
-        rc = edm_compile_model(tmp, model, spec->defines, spec->ndefines, prog, &ignored);
+        rc = edm_compile_model(tmp, model, defs, ndefs, prog, st);
     edm_sources_free(tmp);
     return rc;
+}
+
+/* The parameters model has (with the -D defines); its errors are reported
+ * later, from the real compilation. */
+static int probe_params(const edm_denoiser_spec *spec, const char *model, const char *embedded, edm_program *prog)
+{
+    edm_status ignored;
+    edm_status_init(&ignored);
+    return edm_compile_probe(model, embedded, spec->weights, spec->defines, spec->ndefines, prog, &ignored);
 }
 
 /* The weights' configuration (for parameters the model has, and that no -D

@@ -34,5 +34,11 @@ edm_denoiser *edm_denoiser_open(const edm_denoiser_spec *spec, edm_sources *src,
  * counting the others), its position in src. */
 int edm_compile_model(edm_sources *src, const char *path, const edm_define *defs, int ndefs, edm_program *prog,
                       edm_status *st);
+/* The same on a source manager of its own (one manager loads each file once,
+ * so a probe for the parameters a model has cannot share the real one); with
+ * embedded (edmc.source JSON, read from `from`) its files instead of the
+ * disk's. */
+int edm_compile_probe(const char *model, const char *embedded, const char *from, const edm_define *defs, int ndefs,
+                      edm_program *prog, edm_status *st);
 
 #endif

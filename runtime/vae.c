@@ -61,11 +61,7 @@ static int is_ours(const char *name)
 /* Compiles the model with d on a source manager of its own into *p. */
 static int probe(const edm_vae_spec *spec, const vae_defines *d, edm_program *p, edm_status *st)
 {
-    edm_sources *tmp = edm_sources_new();
-    memset(p, 0, sizeof *p);
-    int rc = tmp ? edm_compile_model(tmp, spec->model, d->defs, d->n, p, st) : edm_nomem(st);
-    edm_sources_free(tmp);
-    return rc;
+    return edm_compile_probe(spec->model, NULL, NULL, d->defs, d->n, p, st);
 }
 
 static int make_defines(const edm_vae_spec *spec, const edm_st_file *f, const edm_define_list *meta, vae_defines *d,
