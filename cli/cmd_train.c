@@ -35,6 +35,8 @@ typedef struct {
     int64_t max_nonfinite; /* train: status intervals with a non-finite loss before stopping */
     double rank_timeout;   /* train: seconds a rank waits for the others (data parallel) */
     const char *collective; /* train: ranks on CUDA: auto, nccl or mpi */
+    const char *overlap;    /* train: NCCL's buckets during the backward pass: on (default) or off */
+    double bucket_mib;      /* train: their bound */
     double lr, decay, rampup;
     int has_lr, has_decay, has_rampup, has_batch, has_seed, has_ema, has_duration, resume, snapshot_fp32, dry_run;
     char ema_buf[128];   /* --resume: the run's EMA lengths */
@@ -115,6 +117,11 @@ static const cli_option train_table[] = {
     STR("--collective", collective, "auto|nccl|mpi",
         "several CUDA ranks: the gradients' all-reduce by NCCL on the devices, or by MPI through the host (auto: "
         "NCCL when it opens)"),
+    STR("--overlap", overlap, "on|off",
+        "NCCL: sum each bucket of gradients as the last pass's backward pass finishes it (on, the default), or all "
+        "of them after it (off)"),
+    {.names = "--bucket-mib", .kind = CLI_REAL, AT(bucket_mib), .lo = 1.0 / 1024, .hi = 1048576, .arg = "MIB",
+     .def = "25", .help = "NCCL overlapped: the most gradient bytes of one bucket, in MiB"},
     {.names = "--max-nonfinite", .kind = CLI_INT, AT(max_nonfinite), .lo = 1, .hi = 1000000, .arg = "K", .def = "2",
      .help = "stop after K status intervals in a row with a non-finite loss"},
     {.names = "--channels", .kind = CLI_CALL, .arg = "C", .help = "-D model_channels=C", .call = store_param},
@@ -672,7 +679,9 @@ static int train_command(int argc, char **argv)
         .rampup_mimg = o.has_rampup ? o.rampup : param_number(&prog, "rampup_Mimg", 10),
         .beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8, .seed = o.base.seed, .snapshot_fp32 = o.snapshot_fp32,
         .threads = o.base.threads, .resume = o.resume, .model = model_abs ? model_abs : o.base.file,
-        .max_nonfinite = (int)o.max_nonfinite, .collective = o.collective};
+        .max_nonfinite = (int)o.max_nonfinite, .collective = o.collective,
+        .no_overlap = o.overlap && strcmp(o.overlap, "off") == 0,
+        .bucket_bytes = o.bucket_mib > 0 ? (int64_t)(o.bucket_mib * 1048576.0) : 0};
     if (rc == 0)
         rc = check_preset_shape(&o, &prog);
     char *config = rc == 0 ? config_json(&prog, &t) : NULL;
@@ -693,6 +702,10 @@ static int train_command(int argc, char **argv)
     if (rc == 0 && o.collective && strcmp(o.collective, "auto") != 0 && strcmp(o.collective, "nccl") != 0 &&
         strcmp(o.collective, "mpi") != 0) {
         fprintf(stderr, "edmc train: --collective=%s: expected auto, nccl or mpi\n", o.collective);
+        rc = 2;
+    }
+    if (rc == 0 && o.overlap && strcmp(o.overlap, "on") != 0 && strcmp(o.overlap, "off") != 0) {
+        fprintf(stderr, "edmc train: --overlap=%s: expected on or off\n", o.overlap);
         rc = 2;
     }
     if (rc == 0 && parse_ema(o.ema, &t) != 0)

@@ -142,6 +142,15 @@ struct edm_cuda_exec {
     int *set;       /* leaves given a value */
     cu_graph graph;
     cu_graph_exec graph_exec;
+    /* a run cut at given launches (edm_cuda_exec_run_cut): one graph per
+     * segment, for the cuts they were captured with */
+    cu_graph *seg_graph;
+    cu_graph_exec *seg_exec;
+    int *seg_cut, nseg_cut;
+    /* a collective overlapping the run: its own stream, and the events that
+     * order the two streams (made on first use) */
+    cu_stream comm;
+    cu_event fork, join;
     opt_param *params;
     int nparams;
     cu_ptr opt_mem;    /* m, v, accumulators of every parameter */
@@ -288,14 +297,33 @@ static int plan_nodes(edm_cuda_exec *x, int keep_all, edm_status *st)
     return plan_values(x, x->node_plan, st);
 }
 
+static void drop_one_graph(edm_cuda_exec *x, cu_graph *graph, cu_graph_exec *exec)
+{
+    if (*exec)
+        x->api.GraphExecDestroy(*exec);
+    if (*graph)
+        x->api.GraphDestroy(*graph);
+    *exec = NULL;
+    *graph = NULL;
+}
+
+static void drop_segments(edm_cuda_exec *x)
+{
+    for (int k = 0; x->seg_graph && k <= x->nseg_cut; k++)
+        drop_one_graph(x, &x->seg_graph[k], &x->seg_exec[k]);
+    free(x->seg_graph);
+    free(x->seg_exec);
+    free(x->seg_cut);
+    x->seg_graph = NULL;
+    x->seg_exec = NULL;
+    x->seg_cut = NULL;
+    x->nseg_cut = 0;
+}
+
 static void drop_graph(edm_cuda_exec *x)
 {
-    if (x->graph_exec)
-        x->api.GraphExecDestroy(x->graph_exec);
-    if (x->graph)
-        x->api.GraphDestroy(x->graph);
-    x->graph_exec = NULL;
-    x->graph = NULL;
+    drop_one_graph(x, &x->graph, &x->graph_exec);
+    drop_segments(x);
 }
 
 static int alloc_arena(edm_cuda_exec *x, edm_status *st)
@@ -822,7 +850,15 @@ void edm_cuda_exec_free(edm_cuda_exec *x)
         /* teardown: errors here have nowhere better to go */
         if (x->stream)
             x->api.StreamSynchronize(x->stream);
+        if (x->comm)
+            x->api.StreamSynchronize(x->comm);
         drop_graph(x);
+        if (x->fork)
+            x->api.EventDestroy(x->fork);
+        if (x->join)
+            x->api.EventDestroy(x->join);
+        if (x->comm)
+            x->api.StreamDestroy(x->comm);
         cu_ptr mem[] = {x->staging, x->arena,     x->seed,      x->col,    x->lt_ws,
                         x->opt_mem,  x->nonfinite, x->ema_mem, x->partial, x->ones, x->gtable};
         for (size_t i = 0; i < sizeof mem / sizeof mem[0]; i++)
@@ -1079,20 +1115,19 @@ static int launch_group(edm_cuda_exec *x, int gi, edm_status *st)
     return 0;
 }
 
-static int launch_groups(edm_cuda_exec *x, edm_status *st)
-{
-    for (int gi = 0; gi < x->pcode.ngroups; gi++)
-        if (launch_group(x, gi, st) != 0)
-            return -1;
-    return 0;
-}
+/* The run's launch positions: the plan's groups (fused), else the nodes. */
+static int launch_count(const edm_cuda_exec *x) { return x->plan ? x->pcode.ngroups : x->nvalues; }
 
-/* Every node's work, in node order, on the stream (also what a capture records). */
-static int launch_all(edm_cuda_exec *x, edm_status *st)
+/* The work of launch positions [from, to) on the stream. */
+static int launch_range(edm_cuda_exec *x, int from, int to, edm_status *st)
 {
-    if (x->plan)
-        return launch_groups(x, st);
-    for (int i = 0; i < x->nvalues; i++) {
+    if (x->plan) {
+        for (int gi = from; gi < to; gi++)
+            if (launch_group(x, gi, st) != 0)
+                return -1;
+        return 0;
+    }
+    for (int i = from; i < to; i++) {
         /* a value the plan gave no memory is read by nothing: dead code, not run */
         if (x->code.launch[i].kind != EDM_CUDA_KERNEL || x->vp[i].offset < 0)
             continue;
@@ -1106,11 +1141,15 @@ static int launch_all(edm_cuda_exec *x, edm_status *st)
     return 0;
 }
 
-static int capture(edm_cuda_exec *x, edm_status *st)
+/* Every node's work, in node order, on the stream (also what a capture records). */
+static int launch_all(edm_cuda_exec *x, edm_status *st) { return launch_range(x, 0, launch_count(x), st); }
+
+/* Launch positions [from, to) captured into one instantiated graph. */
+static int capture_range(edm_cuda_exec *x, int from, int to, cu_graph *out, cu_graph_exec *exec, edm_status *st)
 {
     if (CU(StreamBeginCapture(x->stream, CU_STREAM_CAPTURE_THREAD_LOCAL), "cuStreamBeginCapture") != 0)
         return -1;
-    int rc = launch_all(x, st);
+    int rc = launch_range(x, from, to, st);
     cu_graph graph = NULL;
     cu_result r = x->api.StreamEndCapture(x->stream, &graph);
     if (rc != 0) {
@@ -1120,8 +1159,13 @@ static int capture(edm_cuda_exec *x, edm_status *st)
     }
     if (cu_check(&x->api, r, "cuStreamEndCapture", st) != 0)
         return -1;
-    x->graph = graph;
-    return CU(GraphInstantiate(&x->graph_exec, x->graph, 0), "cuGraphInstantiateWithFlags");
+    *out = graph;
+    return CU(GraphInstantiate(exec, graph, 0), "cuGraphInstantiateWithFlags");
+}
+
+static int capture(edm_cuda_exec *x, edm_status *st)
+{
+    return capture_range(x, 0, launch_count(x), &x->graph, &x->graph_exec, st);
 }
 
 /* Before a run: every leaf set, the dropout seed on the device. */
@@ -1191,6 +1235,59 @@ int edm_cuda_exec_run(edm_cuda_exec *x, edm_status *st)
         if (!x->graph_exec && capture(x, st) != 0)
             return -1;
         if (CU(GraphLaunch(x->graph_exec, x->stream), "cuGraphLaunch") != 0)
+            return -1;
+    }
+    return CU(StreamSynchronize(x->stream), "cuStreamSynchronize (after the run)");
+}
+
+int edm_cuda_exec_launches(const edm_cuda_exec *x) { return launch_count(x); }
+
+/* The segments' graphs for these cuts (captured again when the cuts change). */
+static int capture_segments(edm_cuda_exec *x, const int *cut, int ncut, edm_status *st)
+{
+    if (x->seg_cut && x->nseg_cut == ncut && memcmp(x->seg_cut, cut, sizeof *cut * (size_t)ncut) == 0)
+        return 0;
+    drop_segments(x);
+    x->seg_graph = calloc((size_t)ncut + 1, sizeof *x->seg_graph);
+    x->seg_exec = calloc((size_t)ncut + 1, sizeof *x->seg_exec);
+    x->seg_cut = malloc(sizeof *cut * (size_t)(ncut ? ncut : 1));
+    if (!x->seg_graph || !x->seg_exec || !x->seg_cut) {
+        drop_segments(x);
+        return edm_nomem(st);
+    }
+    memcpy(x->seg_cut, cut, sizeof *cut * (size_t)ncut);
+    x->nseg_cut = ncut;
+    for (int k = 0, from = 0; k <= ncut; k++) {
+        int to = k < ncut ? cut[k] + 1 : launch_count(x);
+        if (to > from && capture_range(x, from, to, &x->seg_graph[k], &x->seg_exec[k], st) != 0) {
+            drop_segments(x);
+            return -1;
+        }
+        from = to > from ? to : from;
+    }
+    return 0;
+}
+
+int edm_cuda_exec_run_cut(edm_cuda_exec *x, const int *cut, int ncut, int (*at)(void *ctx, int k, edm_status *st),
+                          void *ctx, edm_status *st)
+{
+    int n = launch_count(x);
+    for (int k = 0; k < ncut; k++)
+        if (cut[k] < -1 || cut[k] >= n || (k > 0 && cut[k] < cut[k - 1]))
+            return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "cut %d of a run at launch %d (of %d, in order)", k,
+                            cut[k], n);
+    if (prepare_run(x, st) != 0 || (!x->opt.no_graph && capture_segments(x, cut, ncut, st) != 0))
+        return -1;
+    for (int k = 0, from = 0; k <= ncut; k++) {
+        int to = k < ncut ? cut[k] + 1 : n;
+        if (to > from) {
+            int rc = x->opt.no_graph ? launch_range(x, from, to, st)
+                                     : CU(GraphLaunch(x->seg_exec[k], x->stream), "cuGraphLaunch");
+            if (rc != 0)
+                return -1;
+            from = to;
+        }
+        if (k < ncut && at(ctx, k, st) != 0)
             return -1;
     }
     return CU(StreamSynchronize(x->stream), "cuStreamSynchronize (after the run)");
@@ -1266,18 +1363,44 @@ int edm_cuda_opt_zero_grad(edm_cuda_exec *x, edm_status *st)
     return CU(StreamSynchronize(x->stream), "cuStreamSynchronize");
 }
 
+static int accumulate_one(edm_cuda_exec *x, int i, edm_status *st)
+{
+    opt_param *q = &x->params[i];
+    cu_ptr acc = q->acc, g = value_ptr(x, q->grad_node);
+    long long n = (long long)q->numel;
+    void *args[] = {&acc, &g, &n};
+    return launch_1d(x, x->grad_acc[dtype_index(value_dtype(x, q->grad_node))], args, q->numel,
+                     "cuLaunchKernel(edm_grad_acc)", st);
+}
+
 int edm_cuda_opt_accumulate(edm_cuda_exec *x, edm_status *st)
 {
-    for (int i = 0; i < x->nparams; i++) {
-        opt_param *q = &x->params[i];
-        cu_ptr acc = q->acc, g = value_ptr(x, q->grad_node);
-        long long n = (long long)q->numel;
-        void *args[] = {&acc, &g, &n};
-        if (launch_1d(x, x->grad_acc[dtype_index(value_dtype(x, q->grad_node))], args, q->numel,
-                      "cuLaunchKernel(edm_grad_acc)", st) != 0)
+    for (int i = 0; i < x->nparams; i++)
+        if (accumulate_one(x, i, st) != 0)
+            return -1;
+    return CU(StreamSynchronize(x->stream), "cuStreamSynchronize");
+}
+
+int edm_cuda_opt_accumulate_some(edm_cuda_exec *x, const int *which, int n, edm_status *st)
+{
+    for (int k = 0; k < n; k++) {
+        if (which[k] < 0 || which[k] >= x->nparams)
+            return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "no optimizer parameter %d", which[k]);
+        if (accumulate_one(x, which[k], st) != 0)
             return -1;
     }
-    return CU(StreamSynchronize(x->stream), "cuStreamSynchronize");
+    return 0;
+}
+
+int edm_cuda_opt_grad_ready(const edm_cuda_exec *x, int i)
+{
+    if (i < 0 || i >= x->nparams)
+        return -1;
+    int base = x->vp[x->params[i].grad_node].base;
+    if (!x->plan) /* unfused: launch position i is node i */
+        return base;
+    int step = x->plan->values[base].step;
+    return step >= 0 ? x->plan->steps[step].group : -1;
 }
 
 int edm_cuda_opt_adam(edm_cuda_exec *x, double lr, double beta1, double beta2, double eps, int64_t step,
@@ -1351,6 +1474,39 @@ unsigned long long edm_cuda_opt_grad_ptr(const edm_cuda_exec *x, int i)
 void *edm_cuda_exec_stream(const edm_cuda_exec *x) { return x->stream; }
 
 int edm_cuda_exec_sync(edm_cuda_exec *x, edm_status *st) { return CU(StreamSynchronize(x->stream), "cuStreamSynchronize"); }
+
+int edm_cuda_exec_sync_stream(edm_cuda_exec *x, void *stream, edm_status *st)
+{
+    return CU(StreamSynchronize((cu_stream)stream), "cuStreamSynchronize");
+}
+
+void *edm_cuda_exec_comm_stream(edm_cuda_exec *x, edm_status *st)
+{
+    if (!x->comm) {
+        /* no timing: the events only order the streams */
+        if (CU(StreamCreate(&x->comm, CU_STREAM_NON_BLOCKING), "cuStreamCreate (the collective's stream)") != 0 ||
+            CU(EventCreate(&x->fork, CU_EVENT_DISABLE_TIMING), "cuEventCreate") != 0 ||
+            CU(EventCreate(&x->join, CU_EVENT_DISABLE_TIMING), "cuEventCreate") != 0)
+            return NULL;
+    }
+    return x->comm;
+}
+
+/* waiter's later work waits for the work queued so far on done (through ev). */
+static int stream_waits(edm_cuda_exec *x, cu_stream waiter, cu_event ev, cu_stream done, edm_status *st)
+{
+    if (!x->comm)
+        return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "the collective's stream was not made");
+    return CU(EventRecord(ev, done), "cuEventRecord") != 0 ? -1
+                                                           : CU(StreamWaitEvent(waiter, ev, 0), "cuStreamWaitEvent");
+}
+
+int edm_cuda_exec_comm_waits(edm_cuda_exec *x, edm_status *st) { return stream_waits(x, x->comm, x->fork, x->stream, st); }
+
+int edm_cuda_exec_compute_waits(edm_cuda_exec *x, edm_status *st)
+{
+    return stream_waits(x, x->stream, x->join, x->comm, st);
+}
 
 int edm_cuda_opt_upload_grad(edm_cuda_exec *x, int i, const float *grad, int64_t n, edm_status *st)
 {

@@ -159,6 +159,32 @@ int edm_cuda_exec_sync(edm_cuda_exec *x, edm_status *st);
 /* The accumulator of parameter i from the host (a data-parallel run's reduced gradient). */
 int edm_cuda_opt_upload_grad(edm_cuda_exec *x, int i, const float *grad, int64_t n, edm_status *st);
 
+/* Overlapping a device collective with the backward pass (runtime/grad_buckets.h).
+ *
+ * A run has edm_cuda_exec_launches positions (the fused plan's groups, or the
+ * nodes); edm_cuda_opt_grad_ready says after which one parameter i's
+ * gradient is final (-1: before the run).  edm_cuda_exec_run_cut runs like
+ * edm_cuda_exec_run but calls at(ctx, k) right after queueing launch cut[k]
+ * (cuts in ascending order, -1 allowed), with one CUDA Graph per segment
+ * between cuts; at may queue more work: edm_cuda_opt_accumulate_some (the
+ * accumulators of those parameters += their gradients, queued, not waited
+ * for), then edm_cuda_exec_comm_waits (the collective's stream waits, through
+ * an event, for everything queued so far on the executor's stream) and the
+ * collective on edm_cuda_exec_comm_stream.  Before the accumulators are read
+ * again, edm_cuda_exec_compute_waits makes the executor's stream wait for
+ * the collective's. */
+int edm_cuda_exec_launches(const edm_cuda_exec *x);
+int edm_cuda_opt_grad_ready(const edm_cuda_exec *x, int i);
+int edm_cuda_exec_run_cut(edm_cuda_exec *x, const int *cut, int ncut, int (*at)(void *ctx, int k, edm_status *st),
+                          void *ctx, edm_status *st);
+int edm_cuda_opt_accumulate_some(edm_cuda_exec *x, const int *which, int n, edm_status *st);
+/* The collective's stream (a CUstream, made on first use; NULL with st filled on error). */
+void *edm_cuda_exec_comm_stream(edm_cuda_exec *x, edm_status *st);
+int edm_cuda_exec_comm_waits(edm_cuda_exec *x, edm_status *st);
+int edm_cuda_exec_compute_waits(edm_cuda_exec *x, edm_status *st);
+/* Waits for the work queued on a stream of this executor. */
+int edm_cuda_exec_sync_stream(edm_cuda_exec *x, void *stream, edm_status *st);
+
 /* Power-function EMAs of the parameters on the device (runtime/phema.c's
  * arithmetic): `count` f32 copies, each initialised to the current weights. */
 int edm_cuda_opt_ema_attach(edm_cuda_exec *x, int count, edm_status *st);

@@ -65,6 +65,7 @@ int cu_api_open(cu_api *api, edm_status *st)
     rc |= CU_RESOLVE(EventSynchronize, "cuEventSynchronize");
     rc |= CU_RESOLVE(EventElapsedTime, "cuEventElapsedTime");
     rc |= CU_RESOLVE(EventDestroy, "cuEventDestroy_v2");
+    rc |= CU_RESOLVE(StreamWaitEvent, "cuStreamWaitEvent");
     if (rc != 0) {
         cu_api_close(api);
         return -1;

@@ -30,6 +30,7 @@ typedef unsigned long long cu_ptr; /* CUdeviceptr */
 #define CU_ATTR_CC_MAJOR 75
 #define CU_ATTR_CC_MINOR 76
 #define CU_STREAM_NON_BLOCKING 1u       /* never synchronizes with the legacy stream (capturable) */
+#define CU_EVENT_DISABLE_TIMING 2u      /* an event that only orders streams */
 #define CU_STREAM_CAPTURE_THREAD_LOCAL 1 /* CU_STREAM_CAPTURE_MODE_THREAD_LOCAL */
 
 typedef struct {
@@ -74,6 +75,7 @@ typedef struct {
     cu_result (*EventSynchronize)(cu_event);
     cu_result (*EventElapsedTime)(float *, cu_event, cu_event);
     cu_result (*EventDestroy)(cu_event);
+    cu_result (*StreamWaitEvent)(cu_stream, cu_event, unsigned);
 } cu_api;
 
 /* Opens the driver ($EDMC_CUDA_DRIVER or libcuda.so.1) and resolves every

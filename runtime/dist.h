@@ -94,6 +94,16 @@ typedef struct edm_collective {
     /* several buffers in one go (NCCL: one group), each summed as above; NULL for MPI */
     int (*allreduce_many_f32)(struct edm_collective *c, void *const *bufs, const int64_t *n, int nbufs,
                               const char *what, edm_status *st);
+    /* Overlapped with the backward pass (NCCL; NULL for MPI): after
+     * bucket_begin, each bucket_f32 queues one group of sums (as above) on
+     * stream, not waited for; bucket_end waits for the stream, all of it
+     * (from the first bucket queued) bounded by the timeout together.  bucket_end must follow a
+     * bucket_begin that succeeded, whatever failed in between. */
+    int (*bucket_begin)(struct edm_collective *c, const char *what, edm_status *st);
+    int (*bucket_f32)(struct edm_collective *c, void *const *bufs, const int64_t *n, int nbufs, void *stream,
+                      const char *what, edm_status *st);
+    int (*bucket_end)(struct edm_collective *c, void *stream, const char *what, edm_status *st);
+    int aborted; /* a wait timed out and the communicator was aborted: that explains the failures it caused */
     void *ctx;
 } edm_collective;
 
@@ -103,10 +113,11 @@ edm_collective edm_dist_host_collective(edm_dist *d);
 /* NCCL over device buffers (runtime/dist_nccl.c): libnccl.so.2 (or
  * $EDMC_NCCL) opened with dlopen, the communicator set up over d (every rank
  * calls this together).  stream: the CUstream the gradients are made on;
- * sync(sync_ctx) waits for it, and a wait longer than timeout_s aborts the
- * communicator.  NULL with st filled when NCCL is absent or fails. */
-edm_collective *edm_nccl_open(edm_dist *d, void *stream, int (*sync)(void *ctx, edm_status *st), void *sync_ctx,
-                              double timeout_s, edm_status *st);
+ * sync(sync_ctx, stream) waits for a stream, and a wait longer than
+ * timeout_s aborts the communicator.  NULL with st filled when NCCL is
+ * absent or fails. */
+edm_collective *edm_nccl_open(edm_dist *d, void *stream, int (*sync)(void *ctx, void *stream, edm_status *st),
+                              void *sync_ctx, double timeout_s, edm_status *st);
 void edm_nccl_close(edm_collective *c);
 double edm_dist_timeout(const edm_dist *d);
 

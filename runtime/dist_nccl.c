@@ -3,8 +3,10 @@
  * without it; $EDMC_NCCL names another library (the tests' fake,
  * tests/fakecuda/fake_nccl.c).  The ranks meet through MPI: rank 0's
  * ncclUniqueId is broadcast, then ncclCommInitRank.  The gradient buffers
- * are reduced in place on the trainer's stream, in one ncclGroupStart/End;
- * the wait for them is bounded: past the timeout a watchdog thread calls
+ * are reduced in place on the trainer's stream, in one ncclGroupStart/End,
+ * or (overlapped with the backward pass) bucket by bucket on a stream of
+ * their own, one group per bucket, as the trainer finds them ready; either
+ * way the wait for them is bounded: past the timeout a watchdog thread calls
  * ncclCommAbort (NCCL's way out of a collective whose peer is gone) and the
  * rank fails naming the collective. */
 #include "config.h"
@@ -48,7 +50,7 @@ typedef struct {
     nccl_comm comm;
     edm_dist *dist;
     void *stream;
-    int (*sync)(void *ctx, edm_status *st);
+    int (*sync)(void *ctx, void *stream, edm_status *st);
     void *sync_ctx;
     double timeout;
     /* the watchdog of one wait */
@@ -56,6 +58,9 @@ typedef struct {
     pthread_cond_t cv;
     int sync_ok; /* mu and cv made */
     int done, aborted;
+    /* the watchdog of a step's buckets, from the first bucket to bucket_end */
+    pthread_t bucket_dog;
+    int bucket_dog_made, bucket_dog_on, in_buckets;
 } nccl_ctx;
 
 #define NCCL_RESOLVE(field, name) edm_dynlib_resolve(a->lib, "NCCL", name, &a->field, sizeof a->field, st)
@@ -135,14 +140,16 @@ static int stop_watchdog(nccl_ctx *n, pthread_t t, int have_dog, const char *wha
     if (!n->aborted)
         return 0;
     n->comm = NULL; /* aborted: destroyed */
+    n->c.aborted = 1;
     return edm_fail(st, EDM_ERR_IO, EDM_NO_LOC,
                     "%s: no answer from the other ranks for %.0f s (NCCL): a rank died, hangs or is far behind "
                     "(--rank-timeout); every rank stops",
                     what, n->timeout);
 }
 
-static int enqueue_and_wait(nccl_ctx *n, void *const *bufs, const int64_t *count, int nbufs, const char *what,
-                            edm_status *st)
+/* One group of in-place sums, queued on stream. */
+static int enqueue(nccl_ctx *n, void *const *bufs, const int64_t *count, int nbufs, void *stream, const char *what,
+                   edm_status *st)
 {
     if (nccl_check(&n->api, n->api.GroupStart(), "ncclGroupStart", what, st) != 0)
         return -1;
@@ -151,18 +158,30 @@ static int enqueue_and_wait(nccl_ctx *n, void *const *bufs, const int64_t *count
         if (count[i] > 0)
             rc = nccl_check(&n->api,
                             n->api.AllReduce(bufs[i], bufs[i], (size_t)count[i], NCCL_FLOAT32, NCCL_SUM, n->comm,
-                                             n->stream),
+                                             stream),
                             "ncclAllReduce", what, st);
     /* the group ends even after a failed call: NCCL needs the pairs matched */
     nccl_result end = n->api.GroupEnd();
     if (rc != 0 || nccl_check(&n->api, end, "ncclGroupEnd", what, st) != 0)
         return -1;
-    if (n->sync(n->sync_ctx, st) != 0)
+    return 0;
+}
+
+/* The end of the work queued on stream, and NCCL's verdict on it. */
+static int wait_stream(nccl_ctx *n, void *stream, const char *what, edm_status *st)
+{
+    if (n->sync(n->sync_ctx, stream, st) != 0)
         return -1;
     nccl_result async = 0;
     if (n->api.CommGetAsyncError(n->comm, &async) == 0 && async != 0)
         return nccl_check(&n->api, async, "the collective", what, st);
     return 0;
+}
+
+static int enqueue_and_wait(nccl_ctx *n, void *const *bufs, const int64_t *count, int nbufs, const char *what,
+                            edm_status *st)
+{
+    return enqueue(n, bufs, count, nbufs, n->stream, what, st) != 0 ? -1 : wait_stream(n, n->stream, what, st);
 }
 
 static int nccl_allreduce_many(edm_collective *c, void *const *bufs, const int64_t *count, int nbufs,
@@ -189,7 +208,65 @@ static int nccl_allreduce_one(edm_collective *c, void *buf, int64_t n, const cha
     return nccl_allreduce_many(c, &buf, &n, 1, what, st);
 }
 
-edm_collective *edm_nccl_open(edm_dist *d, void *stream, int (*sync)(void *ctx, edm_status *st), void *sync_ctx,
+/* A step's buckets: the watchdog runs from the first one queued (not from
+ * here: the pass that makes them may take long) to the end of the last. */
+static int nccl_bucket_begin(edm_collective *c, const char *what, edm_status *st)
+{
+    nccl_ctx *n = c->ctx;
+    if (!n->comm)
+        return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "%s: the NCCL communicator was aborted", what);
+    if (n->in_buckets)
+        return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "%s: the buckets of the last step were not ended", what);
+    n->in_buckets = 1;
+    n->bucket_dog_on = 0;
+    return 0;
+}
+
+static int watchdog_fired(nccl_ctx *n)
+{
+    (void)pthread_mutex_lock(&n->mu);
+    int fired = n->aborted;
+    (void)pthread_mutex_unlock(&n->mu);
+    return fired;
+}
+
+static int nccl_bucket(edm_collective *c, void *const *bufs, const int64_t *count, int nbufs, void *stream,
+                       const char *what, edm_status *st)
+{
+    nccl_ctx *n = c->ctx;
+    if (!n->in_buckets)
+        return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "%s: a bucket outside bucket_begin/end", what);
+    if (!n->bucket_dog_on) {
+        n->bucket_dog_made = start_watchdog(n, &n->bucket_dog, what);
+        n->bucket_dog_on = 1;
+    }
+    if (watchdog_fired(n)) /* the communicator is gone; bucket_end says why */
+        return edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "%s: the NCCL communicator was aborted", what);
+    return enqueue(n, bufs, count, nbufs, stream, what, st);
+}
+
+static int nccl_bucket_end(edm_collective *c, void *stream, const char *what, edm_status *st)
+{
+    nccl_ctx *n = c->ctx;
+    if (!n->in_buckets)
+        return 0;
+    n->in_buckets = 0;
+    if (!n->bucket_dog_on) /* nothing was queued */
+        return 0;
+    n->bucket_dog_on = 0;
+    edm_status why;
+    edm_status_init(&why);
+    int rc = watchdog_fired(n) ? -1 : wait_stream(n, stream, what, &why);
+    /* an abort explains the failure it caused: its message wins */
+    if (stop_watchdog(n, n->bucket_dog, n->bucket_dog_made, what, st) != 0)
+        return -1;
+    if (rc != 0)
+        *st = why;
+    return rc;
+}
+
+edm_collective *edm_nccl_open(edm_dist *d, void *stream, int (*sync)(void *ctx, void *stream, edm_status *st),
+                              void *sync_ctx,
                               double timeout_s, edm_status *st)
 {
     nccl_ctx *n = calloc(1, sizeof *n);
@@ -235,6 +312,9 @@ edm_collective *edm_nccl_open(edm_dist *d, void *stream, int (*sync)(void *ctx, 
                             .allreduce_sum_f32 = nccl_allreduce_one,
                             .allreduce_sum_f64 = NULL,
                             .allreduce_many_f32 = nccl_allreduce_many,
+                            .bucket_begin = nccl_bucket_begin,
+                            .bucket_f32 = nccl_bucket,
+                            .bucket_end = nccl_bucket_end,
                             .ctx = n};
     return &n->c;
 }

@@ -35,6 +35,7 @@ void edm_trainer_free(edm_trainer *t)
     free(t->scratch);
     free(t->seed);
     free(t->flat_grad);
+    edm_grad_buckets_free(&t->buckets);
     free(t);
 }
 
@@ -173,7 +174,10 @@ int edm_trainer_accumulate(edm_trainer *t, int64_t total_batch, double *loss, ed
         return -1;
     for (int64_t n = 0; n < t->batch; n++)
         t->seed[n] = (float)(1.0 / (double)total_batch);
-    if (edm_backend_set_f32(t->be, "grad.loss", t->seed, t->batch, st) != 0 || edm_backend_run(t->be, st) != 0)
+    if (edm_backend_set_f32(t->be, "grad.loss", t->seed, t->batch, st) != 0)
+        return -1;
+    /* overlapped: the buckets' accumulation is part of the run */
+    if ((t->ov ? t->state->run_overlapped(t, st) : edm_backend_run(t->be, st)) != 0)
         return -1;
     if (edm_backend_get_f32(t->be, t->loss_node, t->scratch, t->batch, st) != 0)
         return -1;
@@ -181,7 +185,66 @@ int edm_trainer_accumulate(edm_trainer *t, int64_t total_batch, double *loss, ed
     for (int64_t n = 0; n < t->batch; n++)
         sum += t->scratch[n];
     *loss += sum / (double)total_batch;
-    return t->state->accumulate(t, st);
+    return t->ov ? 0 : t->state->accumulate(t, st);
+}
+
+static int form_buckets(edm_trainer *t, int64_t bucket_bytes, edm_status *st)
+{
+    if (!t->state->form_buckets)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
+                        "the all-reduce overlaps the backward pass on a device collective only (the %s state)",
+                        t->state->name);
+    if (bucket_bytes <= 0)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "gradient buckets of %lld bytes", (long long)bucket_bytes);
+    if (t->bucket_cap == bucket_bytes)
+        return 0;
+    edm_grad_buckets_free(&t->buckets);
+    t->bucket_cap = bucket_bytes;
+    if (t->state->form_buckets(t, st) != 0) {
+        t->bucket_cap = 0;
+        return -1;
+    }
+    return 0;
+}
+
+int edm_trainer_buckets(edm_trainer *t, int64_t bucket_bytes, int64_t *bytes, int cap, int *n, edm_status *st)
+{
+    if (form_buckets(t, bucket_bytes, st) != 0)
+        return -1;
+    *n = t->buckets.n;
+    for (int k = 0; k < t->buckets.n && k < cap; k++)
+        bytes[k] = t->buckets.bucket[k].bytes;
+    return 0;
+}
+
+int edm_trainer_overlap_begin(edm_trainer *t, edm_collective *c, int64_t bucket_bytes, const char *what,
+                              edm_status *st)
+{
+    if (t->ov)
+        return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "%s: the last step's overlap was not ended", what);
+    if (!c->bucket_begin || !c->device)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "%s: the collective %s cannot overlap the backward pass",
+                        what, c->name);
+    if (form_buckets(t, bucket_bytes, st) != 0 || c->bucket_begin(c, what, st) != 0)
+        return -1;
+    t->ov = c;
+    t->ov_what = what;
+    t->ov_sent = 0;
+    return 0;
+}
+
+int edm_trainer_overlap_end(edm_trainer *t, int failed, edm_status *st)
+{
+    edm_status mine;
+    edm_status_init(&mine);
+    int rc = t->ov ? t->state->overlap_end(t, failed, &mine)
+                   : edm_fail(&mine, EDM_ERR_INTERNAL, EDM_NO_LOC, "the overlapped all-reduce was not begun");
+    /* a collective that timed out explains the failure it caused (a bucket that could not be sent) */
+    int aborted = t->ov && t->ov->aborted;
+    t->ov = NULL;
+    if (rc != 0 && (!failed || aborted))
+        *st = mine;
+    return failed ? -1 : rc;
 }
 
 int edm_trainer_adam(edm_trainer *t, const edm_adam *adam, double lr, int64_t step, int64_t *nonfinite,

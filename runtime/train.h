@@ -79,6 +79,24 @@ int edm_trainer_allreduce_grad(edm_trainer *t, struct edm_collective *c, const c
 /* NCCL over this CUDA trainer's accumulators and stream (every rank calls it
  * together); NULL with st filled when NCCL is absent or the trainer is not on CUDA. */
 struct edm_collective *edm_trainer_nccl(edm_trainer *t, struct edm_dist *d, edm_status *st);
+/* Data parallel over a device collective (NCCL), overlapped with the
+ * backward pass (docs/distributed.md, "Overlap"): called before the step's
+ * last edm_trainer_accumulate, which then accumulates each bucket of
+ * gradients (runtime/grad_buckets.h, at most bucket_bytes each) as soon as
+ * its last writer is queued and queues its sum over the ranks on the
+ * collective's own stream; edm_trainer_overlap_end, in place of
+ * edm_trainer_allreduce_grad, waits for the sums and orders Adam after
+ * them.  After a failure (failed, or a failed begin) overlap_end still
+ * queues the buckets not yet sent, so that the other ranks' collectives
+ * end, and returns -1; its own error goes in st only when !failed.  Not on
+ * the host (an error). */
+int edm_trainer_overlap_begin(edm_trainer *t, struct edm_collective *c, int64_t bucket_bytes, const char *what,
+                              edm_status *st);
+int edm_trainer_overlap_end(edm_trainer *t, int failed, edm_status *st);
+/* The buckets for bucket_bytes (the number, and each one's bytes in
+ * bytes[0..*n), at most cap of them); -1 on the host. */
+int edm_trainer_buckets(edm_trainer *t, int64_t bucket_bytes, int64_t *bytes, int cap, int *n, edm_status *st);
+
 /* Zeroes non-finite gradients (their number in *nonfinite) and applies one
  * Adam step with learning rate lr; step counts from 1. */
 int edm_trainer_adam(edm_trainer *t, const edm_adam *adam, double lr, int64_t step, int64_t *nonfinite,

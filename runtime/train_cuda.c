@@ -107,7 +107,112 @@ static int cuda_allreduce(edm_trainer *t, edm_collective *c, const char *what, e
     return 0;
 }
 
-static int sync_cuda(void *ctx, edm_status *st) { return edm_cuda_exec_sync(ctx, st); }
+static int sync_cuda(void *ctx, void *stream, edm_status *st) { return edm_cuda_exec_sync_stream(ctx, stream, st); }
+
+/* ---------------------------------------------------------------- the all-reduce overlapped with the last pass */
+
+static int cuda_form_buckets(edm_trainer *t, edm_status *st)
+{
+    size_t n = (size_t)(t->nparams ? t->nparams : 1);
+    int *ready = malloc(n * sizeof *ready);
+    int64_t *bytes = malloc(n * sizeof *bytes);
+    int rc = ready && bytes ? 0 : edm_nomem(st);
+    for (int i = 0; rc == 0 && i < t->nparams; i++) {
+        ready[i] = edm_cuda_opt_grad_ready(t->cuda, i);
+        bytes[i] = (int64_t)sizeof(float) * t->params[i].numel; /* the f32 accumulators */
+    }
+    if (rc == 0)
+        rc = edm_grad_buckets_make(ready, bytes, t->nparams, t->bucket_cap, &t->buckets, st);
+    free(ready);
+    free(bytes);
+    return rc;
+}
+
+/* Bucket k's sum over the ranks queued on the collective's stream, after
+ * everything queued so far on the executor's (its members' accumulation
+ * among it). */
+static int send_bucket(edm_trainer *t, int k, edm_status *st)
+{
+    const edm_grad_bucket *b = &t->buckets.bucket[k];
+    const int *member = t->buckets.order + b->first;
+    void *comm = edm_cuda_exec_comm_stream(t->cuda, st);
+    if (!comm || edm_cuda_exec_comm_waits(t->cuda, st) != 0) {
+        edm_status_prefix(st, "%s, bucket %d", t->ov_what, k);
+        return -1;
+    }
+    void **bufs = malloc(sizeof(void *) * (size_t)b->count);
+    int64_t *n = malloc(sizeof(int64_t) * (size_t)b->count);
+    int rc = bufs && n ? 0 : edm_nomem(st);
+    for (int j = 0; rc == 0 && j < b->count; j++) {
+        bufs[j] = (void *)(uintptr_t)edm_cuda_opt_grad_ptr(t->cuda, member[j]);
+        n[j] = t->params[member[j]].numel;
+    }
+    if (rc == 0)
+        rc = t->ov->bucket_f32(t->ov, bufs, n, b->count, comm, t->ov_what, st);
+    free(bufs);
+    free(n);
+    if (rc == 0)
+        t->ov_sent = k + 1;
+    return rc;
+}
+
+/* At bucket k's ready point of the run: its members' gradients into their accumulators, then its sum. */
+static int bucket_ready(void *ctx, int k, edm_status *st)
+{
+    edm_trainer *t = ctx;
+    const edm_grad_bucket *b = &t->buckets.bucket[k];
+    if (k != t->ov_sent)
+        return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "%s: bucket %d ready before bucket %d was sent", t->ov_what,
+                        k, t->ov_sent);
+    if (edm_cuda_opt_accumulate_some(t->cuda, t->buckets.order + b->first, b->count, st) != 0) {
+        edm_status_prefix(st, "%s, bucket %d", t->ov_what, k);
+        return -1;
+    }
+    return send_bucket(t, k, st);
+}
+
+static int cuda_run_overlapped(edm_trainer *t, edm_status *st)
+{
+    if (t->ov_sent != 0)
+        return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "%s: a second overlapped pass in one step", t->ov_what);
+    int *cut = malloc(sizeof(int) * (size_t)(t->buckets.n ? t->buckets.n : 1));
+    if (!cut)
+        return edm_nomem(st);
+    for (int k = 0; k < t->buckets.n; k++)
+        cut[k] = t->buckets.bucket[k].ready;
+    int rc = edm_cuda_exec_run_cut(t->cuda, cut, t->buckets.n, bucket_ready, t, st);
+    free(cut);
+    return rc;
+}
+
+static int cuda_overlap_end(edm_trainer *t, int failed, edm_status *st)
+{
+    int rc = 0;
+    if (!failed && t->ov_sent != t->buckets.n)
+        rc = edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "%s: %d of %d buckets sent", t->ov_what, t->ov_sent,
+                      t->buckets.n);
+    /* every bucket goes out, also after a failure (then with whatever the accumulators hold: the step is
+     * lost), so that the other ranks' collectives end; a failure of NCCL itself stops it */
+    edm_status drain;
+    edm_status_init(&drain);
+    for (int k = t->ov_sent; k < t->buckets.n; k++)
+        if (send_bucket(t, k, &drain) != 0)
+            break;
+    void *comm = edm_cuda_exec_comm_stream(t->cuda, &drain);
+    if (!comm) /* not even made: nothing was queued on it */
+        comm = edm_cuda_exec_stream(t->cuda);
+    edm_status ended;
+    edm_status_init(&ended);
+    if (t->ov->bucket_end(t->ov, comm, t->ov_what, &ended) != 0) {
+        if (rc == 0 || t->ov->aborted) /* a timeout explains the rest */
+            *st = ended;
+        rc = -1;
+    }
+    /* Adam reads the sums: the executor's stream waits for the collective's */
+    if (rc == 0 && edm_cuda_exec_compute_waits(t->cuda, st) != 0)
+        rc = -1;
+    return rc;
+}
 
 static edm_collective *cuda_nccl(edm_trainer *t, edm_dist *d, edm_status *st)
 {
@@ -158,6 +263,9 @@ const edm_trainer_state edm_trainer_cuda_state = {
     .adam = cuda_adam,
     .allreduce = cuda_allreduce,
     .nccl = cuda_nccl,
+    .form_buckets = cuda_form_buckets,
+    .run_overlapped = cuda_run_overlapped,
+    .overlap_end = cuda_overlap_end,
     .ema_attach = cuda_ema_attach,
     .ema_update = cuda_ema_update,
     .ema_get = cuda_ema_get,

@@ -712,6 +712,24 @@ static int join_ranks(loop *L, int rc, edm_status *st)
     return rc;
 }
 
+/* The buckets of the overlapped all-reduce, on rank 0's log: their number and sizes. */
+static int log_buckets(loop *L, int64_t bucket_bytes, FILE *log, edm_status *st)
+{
+    int64_t bytes[8];
+    int n = 0, shown = (int)(sizeof bytes / sizeof bytes[0]);
+    if (edm_trainer_buckets(L->t, bucket_bytes, bytes, shown, &n, st) != 0)
+        return -1;
+    if (!log)
+        return 0;
+    fprintf(log, "gradients summed over the ranks by nccl, in %d bucket%s of at most %.3g MiB, each as the backward "
+                 "pass finishes it (MiB:",
+            n, n == 1 ? "" : "s", (double)bucket_bytes / 1048576.0);
+    for (int k = 0; k < n && k < shown; k++)
+        fprintf(log, " %.3g", (double)bytes[k] / 1048576.0);
+    fprintf(log, "%s)\n", n > shown ? " ..." : "");
+    return 0;
+}
+
 /* The step's loss from every rank's terms, summed in the stream's order (as
  * one process sums them). */
 static int gather_loss(loop *L, int64_t passes, double *loss, edm_status *st)
@@ -751,6 +769,8 @@ int edm_train(const edm_graph *g, const edm_train_opts *o, const edm_st_file *in
     }
     /* the gradient all-reduce: MPI over host memory, or NCCL over the device's */
     edm_collective host = {0}, *coll = NULL, *nccl = NULL;
+    int overlap = 0; /* NCCL's buckets during the last pass's backward pass */
+    int64_t bucket_bytes = o->bucket_bytes > 0 ? o->bucket_bytes : EDM_TRAIN_BUCKET_BYTES;
     if (rc == 0 && L.dist) {
         host = edm_dist_host_collective(L.dist);
         coll = &host;
@@ -769,6 +789,9 @@ int edm_train(const edm_graph *g, const edm_train_opts *o, const edm_st_file *in
             else if (log)
                 fprintf(log, "NCCL not used (%s): the gradients go through the host, by MPI\n", why.msg);
         }
+        overlap = nccl && !o->no_overlap;
+        if (rc == 0 && overlap) /* formed before the agreement: a failure here is one every rank hears of */
+            rc = edm_trainer_buckets(L.t, bucket_bytes, NULL, 0, &(int){0}, st);
         if (!edm_dist_broken(L.dist))
             rc = agree(&L, rc, 0, NULL, "the choice of the collective", st);
         /* every rank must sum with the same library: one that could not open NCCL where the others did
@@ -785,8 +808,11 @@ int edm_train(const edm_graph *g, const edm_train_opts *o, const edm_st_file *in
                               "(or give --collective=mpi)",
                               r, all[r] ? "opened" : "could not open", all[0] ? "did" : "did not");
         free(all);
-        if (rc == 0 && log)
-            fprintf(log, "gradients summed over the ranks by %s\n", coll->name);
+        if (rc == 0 && overlap)
+            rc = log_buckets(&L, bucket_bytes, log, st);
+        if (rc == 0 && log && !overlap)
+            fprintf(log, "gradients summed over the ranks by %s%s\n", coll->name,
+                    nccl ? ", after the backward pass (--overlap=off)" : "");
     }
     /* from here on every rank takes the same path: each failure reaches the
      * agreement at the top of the loop, where every rank learns of it */
@@ -823,10 +849,24 @@ int edm_train(const edm_graph *g, const edm_train_opts *o, const edm_st_file *in
         if (rc == 0)
             rc = edm_trainer_zero_grad(L.t, st);
         /* this rank's passes: images nimg + rank·share + m·micro of the stream */
+        snprintf(what, sizeof what, "the gradient all-reduce of step %lld", (long long)L.step + 1);
+        int began = 0; /* the overlapped all-reduce: its buckets go during the last pass */
         for (int64_t m = 0; m < passes && rc == 0; m++) {
             double *term = &L.micro_loss[L.rank * passes + m];
             *term = 0;
-            rc = micro_batch(&L, ld, L.nimg + L.rank * L.share + m * L.micro, term, st);
+            if (overlap && m == passes - 1)
+                began = (rc = edm_trainer_overlap_begin(L.t, coll, bucket_bytes, what, st)) == 0;
+            if (rc == 0)
+                rc = micro_batch(&L, ld, L.nimg + L.rank * L.share + m * L.micro, term, st);
+        }
+        if (overlap) {
+            /* after a failure the buckets still go out, so that the other ranks' collectives end */
+            edm_status unused;
+            edm_status_init(&unused);
+            if (!began && rc != 0)
+                began = edm_trainer_overlap_begin(L.t, coll, bucket_bytes, what, &unused) == 0;
+            if (began)
+                rc = edm_trainer_overlap_end(L.t, rc != 0, st);
         }
         if (L.dist) {
             snprintf(what, sizeof what, "the passes of step %lld", (long long)L.step + 1);
@@ -835,7 +875,7 @@ int edm_train(const edm_graph *g, const edm_train_opts *o, const edm_st_file *in
         double loss = 0;
         if (rc == 0)
             rc = gather_loss(&L, passes, &loss, st);
-        if (rc == 0 && L.dist) {
+        if (rc == 0 && L.dist && !overlap) {
             /* the one collective of the step: gradients summed over the ranks, in rank order */
             snprintf(what, sizeof what, "the gradient all-reduce of step %lld", (long long)L.step + 1);
             rc = edm_trainer_allreduce_grad(L.t, coll, what, st);

@@ -15,6 +15,8 @@
 #include "runtime/safetensors.h"
 
 #define EDM_TRAIN_MAX_EMA 8
+/* The default bound of NCCL's gradient buckets (as PyTorch DDP's bucket_cap_mb). */
+#define EDM_TRAIN_BUCKET_BYTES ((int64_t)25 << 20)
 
 typedef struct {
     const char *outdir;
@@ -41,6 +43,9 @@ typedef struct {
                                     * stops with an error (0: the default, 2) */
     const char *collective;        /* ranks on CUDA: "nccl", "mpi" (through the host) or NULL/"auto"
                                     * (NCCL when it opens, else MPI) */
+    int no_overlap;                /* NCCL: one all-reduce after the backward pass (else bucket by bucket
+                                    * during the last pass's backward pass) */
+    int64_t bucket_bytes;          /* NCCL overlapped: the buckets' bound (0: 25 MiB) */
     struct edm_dist *dist;         /* data parallel over the ranks of runtime/dist.h; NULL: one process.
                                     * Each rank trains on its share of every batch (batch / ranks images,
                                     * in passes of batch_gpu), the gradients are summed over the ranks in

@@ -11,6 +11,7 @@
 
 #include "runtime/backend_cuda.h"
 #include "runtime/dist.h"
+#include "runtime/grad_buckets.h"
 #include "runtime/train.h"
 
 typedef struct edm_trainer_state edm_trainer_state;
@@ -32,6 +33,12 @@ struct edm_trainer {
     double **acc;
     void *flat_grad; /* every gradient in one buffer for a host all-reduce (allocated on first use) */
     int64_t nflat;
+    /* the all-reduce overlapped with the last pass (edm_trainer_overlap_begin) */
+    edm_grad_buckets buckets; /* for bucket_cap bytes (0: not formed yet) */
+    int64_t bucket_cap;
+    edm_collective *ov;       /* the collective, from overlap_begin to overlap_end (else NULL) */
+    const char *ov_what;
+    int ov_sent;              /* buckets queued this step */
 };
 
 struct edm_trainer_state {
@@ -52,6 +59,13 @@ struct edm_trainer_state {
     int (*adam)(edm_trainer *t, const edm_adam *adam, double lr, int64_t step, int64_t *nonfinite, edm_status *st);
     int (*allreduce)(edm_trainer *t, edm_collective *c, const char *what, edm_status *st);
     edm_collective *(*nccl)(edm_trainer *t, edm_dist *d, edm_status *st);
+    /* the overlapped all-reduce (NULL where the state is on the host): the
+     * buckets formed for t->bucket_cap, the last pass's forward and backward
+     * run with each bucket queued at its ready point, the end of the step's
+     * sums (failed: see edm_trainer_overlap_end) */
+    int (*form_buckets)(edm_trainer *t, edm_status *st);
+    int (*run_overlapped)(edm_trainer *t, edm_status *st);
+    int (*overlap_end)(edm_trainer *t, int failed, edm_status *st);
     int (*ema_attach)(edm_trainer *t, int count, edm_status *st);
     int (*ema_update)(edm_trainer *t, const double *beta, edm_status *st);
     int (*ema_get)(edm_trainer *t, int k, float *flat, edm_status *st);

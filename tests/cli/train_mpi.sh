@@ -141,27 +141,84 @@ if [ -f "$emu" ] && [ -f "$fake_nccl" ] && command -v "${EDMC_EMU_CXX:-g++}" >/d
     state=training-state-000000000004.safetensors
     # shellcheck disable=SC2086
     "$edmc" train $cuda_args --outdir="$tmp/cuda1" >"$tmp/cuda1.out" 2>&1
-    for coll in mpi nccl; do
+    # cuda_ranks NAME ARGS...: 2 emulated CUDA ranks into $tmp/NAME (output in $tmp/NAME.out)
+    cuda_ranks() {
+        name=$1
+        shift
         # shellcheck disable=SC2086
         CUDA_VISIBLE_DEVICES=0 FAKE_CUDA_VERBOSE=1 FAKE_NCCL_VERBOSE=1 EDMC_NCCL="$fake_nccl" TMPDIR="$tmp/ncclfiles" \
-            mpi 2 -x EDMC_CUDA_DRIVER -x EDMC_CUBLASLT -x EDMC_CACHE_DIR -x CUDA_VISIBLE_DEVICES -x FAKE_CUDA_VERBOSE \
-            -x FAKE_NCCL_VERBOSE -x EDMC_NCCL -x TMPDIR \
-            "$edmc" train $cuda_args --collective=$coll --outdir="$tmp/cuda-$coll" >"$tmp/cuda-$coll.out" 2>&1
-        if same_tensors "$tmp/cuda1/$state" "$tmp/cuda-$coll/$state" && grep -q "summed over the ranks by $coll" \
-            "$tmp/cuda-$coll.out" && ! grep -q "fake cuda: \|fake cublasLt: \|fake nccl: " "$tmp/cuda-$coll.out"; then
-            tap_ok "2 CUDA ranks (emulated), --collective=$coll: the single CUDA process's state, bit for bit"
+            FAKE_CUDA_DROP_WAITS="${FAKE_CUDA_DROP_WAITS:-0}" mpi 2 -x EDMC_CUDA_DRIVER -x EDMC_CUBLASLT -x EDMC_CACHE_DIR -x CUDA_VISIBLE_DEVICES -x FAKE_CUDA_VERBOSE \
+            -x FAKE_NCCL_VERBOSE -x EDMC_NCCL -x TMPDIR -x FAKE_CUDA_DROP_WAITS \
+            "$edmc" train $cuda_args "$@" --outdir="$tmp/$name" >"$tmp/$name.out" 2>&1
+    }
+    clean() { ! grep -q "fake cuda: \|fake cublasLt: \|fake nccl: " "$1"; }
+    # mpi: through the host; nccl: overlapped, one bucket of at most 25 MiB (the tiny model's 2.8 MiB); nccl-small:
+    # buckets of at most 0.25 MiB, each reduced as the backward pass finishes it; nccl-off: after the backward pass
+    for run in mpi:--collective=mpi nccl:--collective=nccl nccl-small:--collective=nccl:--bucket-mib=0.25 \
+        nccl-off:--collective=nccl:--overlap=off; do
+        name=${run%%:*}
+        # shellcheck disable=SC2046
+        cuda_ranks "$name" $(echo "${run#*:}" | tr ':' ' ')
+        coll=${name%%-*}
+        if same_tensors "$tmp/cuda1/$state" "$tmp/$name/$state" && grep -q "summed over the ranks by $coll" \
+            "$tmp/$name.out" && clean "$tmp/$name.out"; then
+            tap_ok "2 CUDA ranks (emulated), $(echo "${run#*:}" | tr ':' ' '): the single CUDA process's state, bit for bit"
         else
-            tap_not_ok "2 CUDA ranks vs 1, --collective=$coll" \
-                "$(grep -v 'fake-cuda stats' "$tmp/cuda-$coll.out" | head -c 800)" \
-                "$("$st_diff" "$tmp/cuda1/$state" "$tmp/cuda-$coll/$state" 0 2>&1 | tail -n 2)"
+            tap_not_ok "2 CUDA ranks vs 1, $name" \
+                "$(grep -v 'fake-cuda stats' "$tmp/$name.out" | head -c 800)" \
+                "$("$st_diff" "$tmp/cuda1/$state" "$tmp/$name/$state" 0 2>&1 | tail -n 2)"
         fi
     done
-    # one group of one all-reduce per parameter, the same calls on both ranks; the fake's files gone
-    calls=$(grep -c "fake-nccl stats: rank=[01] groups=1 allreduces=59 " "$tmp/cuda-nccl.out")
-    if [ "$calls" -eq 2 ] && [ -z "$(ls -A "$tmp/ncclfiles")" ]; then
-        tap_ok "NCCL: each rank made one group of 59 in-place float32 sums on its stream, in the same order"
+    # not overlapped: one group of one all-reduce per parameter; overlapped: one group per bucket, as many as
+    # edmc formed (and more than one), the same calls on both ranks (the fake compares call k's floats and group);
+    # the fake's files gone
+    calls=$(grep -c "fake-nccl stats: rank=[01] groups=1 allreduces=59 " "$tmp/nccl-off.out")
+    buckets=$(sed -n 's/.*by nccl, in \([0-9]*\) buckets of at most 0.25 MiB.*/\1/p' "$tmp/nccl-small.out")
+    grouped=$(grep -c "fake-nccl stats: rank=[01] groups=${buckets:-x} allreduces=59 " "$tmp/nccl-small.out")
+    if [ "$calls" -eq 2 ] && [ "${buckets:-0}" -gt 1 ] && [ "$grouped" -eq 2 ] && [ -z "$(ls -A "$tmp/ncclfiles")" ]; then
+        tap_ok "NCCL: 59 in-place float32 sums on each rank, in one group (--overlap=off) or one per bucket ($buckets)"
     else
-        tap_not_ok "NCCL's calls" "$(grep "fake-nccl" "$tmp/cuda-nccl.out")" "$(ls -A "$tmp/ncclfiles")"
+        tap_not_ok "NCCL's calls (buckets '$buckets')" "$(grep "fake-nccl\|bucket" "$tmp/nccl-off.out" "$tmp/nccl-small.out")" \
+            "$(ls -A "$tmp/ncclfiles")"
+    fi
+    # accumulation over 2 passes per rank: the last pass's buckets are reduced as its backward pass goes, the
+    # first pass only accumulates: the same bits as reducing after the backward pass
+    cuda_ranks acc-on --collective=nccl --bucket-mib=0.25 --batch-gpu=1
+    cuda_ranks acc-off --collective=nccl --overlap=off --batch-gpu=1
+    if same_tensors "$tmp/acc-on/$state" "$tmp/acc-off/$state" && clean "$tmp/acc-on.out" && clean "$tmp/acc-off.out"; then
+        tap_ok "2 passes per rank: overlapped buckets give the bits of the all-reduce after the backward pass"
+    else
+        tap_not_ok "overlap with accumulation" "$(grep -v 'fake-cuda stats' "$tmp/acc-on.out" | head -c 600)" \
+            "$("$st_diff" "$tmp/acc-on/$state" "$tmp/acc-off/$state" 0 2>&1 | tail -n 2)"
+    fi
+    # the check can fail: with the driver's cuStreamWaitEvent made a no-op (as if edmc forgot it), the first
+    # bucket's all-reduce is not ordered after the kernel that accumulated its last gradient: a race, every rank stops
+    FAKE_CUDA_DROP_WAITS=1 cuda_ranks race --collective=nccl --bucket-mib=0.25 --rank-timeout=10
+    st=$?
+    if [ "$st" -ne 0 ] && grep -q "fake cuda: ncclAllReduce (call 1): a race: .* which edm_grad_acc_f32 (stream 1) touched" \
+        "$tmp/race.out" && grep -q "^rank 0: edmc: error: the gradient all-reduce of step 1" "$tmp/race.out"; then
+        tap_ok "an all-reduce not ordered after its bucket's last writer is caught (a race, every rank stops)"
+    else
+        tap_not_ok "the race check (exit $st)" "$(grep -v 'fake-cuda stats' "$tmp/race.out" | head -c 800)"
+    fi
+    # a rank that fails during its last pass (rank 1's first cuStreamWaitEvent) still sends every bucket, so
+    # rank 0's all-reduce ends and both learn of it at the agreement after the passes, not after --rank-timeout
+    t0=$(date +%s)
+    # shellcheck disable=SC2016,SC2086
+    CUDA_VISIBLE_DEVICES=0 FAKE_NCCL_VERBOSE=1 EDMC_NCCL="$fake_nccl" TMPDIR="$tmp/ncclfiles" \
+        mpi 2 -x EDMC_CUDA_DRIVER -x EDMC_CUBLASLT -x EDMC_CACHE_DIR -x CUDA_VISIBLE_DEVICES -x FAKE_NCCL_VERBOSE \
+        -x EDMC_NCCL -x TMPDIR sh -c 'if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then export FAKE_CUDA_FAIL=cuStreamWaitEvent; fi
+            exec "$@"' sh "$edmc" train $cuda_args --collective=nccl --bucket-mib=0.25 --rank-timeout=100 \
+        --outdir="$tmp/fail1" >"$tmp/fail1.out" 2>&1
+    st=$?
+    secs=$(($(date +%s) - t0))
+    if [ "$st" -ne 0 ] && [ "$secs" -lt 100 ] && grep -q "^rank 1: edmc: error: the gradient all-reduce of step 1, bucket 0: \
+cuStreamWaitEvent failed" "$tmp/fail1.out" && grep -q "^rank 0: edmc: error: rank 1 failed" "$tmp/fail1.out" &&
+        [ "$(grep -c "fake-nccl stats: rank=[01] groups=${buckets:-x} " "$tmp/fail1.out")" -eq 2 ]; then
+        tap_ok "a rank failing in its last pass still sends its $buckets buckets: both stop in $secs s, not --rank-timeout"
+    else
+        tap_not_ok "a rank failing during the overlap (exit $st after $secs s)" \
+            "$(grep -v 'fake-cuda stats' "$tmp/fail1.out" | head -c 800)"
     fi
     # a rank stuck inside NCCL: the watchdog aborts the communicator after --rank-timeout, every rank stops
     t0=$(date +%s)

@@ -26,7 +26,14 @@
  *     and strides, alignment promised to the heuristic, overlaps, workspace;
  *   - the primary context is current per thread (cuCtxSetCurrent), as in the
  *     real driver: a thread that never made it current gets
- *     CUDA_ERROR_INVALID_CONTEXT.
+ *     CUDA_ERROR_INVALID_CONTEXT;
+ *   - races between streams (tests/fakecuda/stream_order.h): work that
+ *     touches a device address (a kernel's pointer arguments, a copy's or
+ *     memset's start, a fake NCCL collective's buffer through the one other
+ *     export, fake_cuda_collective) must be ordered after the last work that
+ *     touched it on another stream — by an event recorded after that work and
+ *     waited for (cuStreamWaitEvent), or a synchronization of the host —
+ *     else the call fails with CUDA_ERROR_ILLEGAL_STATE ("a race: ...").
  * Every refusal prints one line "fake cuda: <call>: ..." or "fake cublasLt:
  * <call>: ..." on stderr (tests treat such a line as a failure); a call that
  * succeeds prints nothing.
@@ -41,6 +48,8 @@
  *       (cuStreamEndCapture, which ends the capture all the same), CUDA_ERROR_INVALID_VALUE
  *       otherwise.  Injected failures print nothing (the caller must say it).
  *   FAKE_CUDA_NO_DEVICE=1   cuInit returns CUDA_ERROR_NO_DEVICE.
+ *   FAKE_CUDA_DROP_WAITS=1  cuStreamWaitEvent succeeds but orders nothing, as if the caller had
+ *       forgotten it: the tests' proof that the race check below fails a missing dependency.
  *   FAKE_CUDA_VERBOSE=1     at exit, one line of counts: "fake-cuda stats: launches=..."
  *                   =2      also a line per allocation, module, capture and graph.
  *       A test in the same process reads the same counts at any time through
@@ -106,6 +115,8 @@
 #include <cuda.h>
 #include <cublasLt.h>
 #pragma GCC diagnostic pop
+
+#include "tests/fakecuda/stream_order.h"
 
 #ifdef FAKE_CUDA_EMULATE
 #include "tests/emu/emu.h"
@@ -220,6 +231,7 @@ struct CUmod_st {
 
 struct CUstream_st {
     unsigned flags;
+    int order;          /* its id in fc.order (-1: not followed) */
     int capturing, invalidated;
     CUstreamCaptureMode mode;
     pthread_t thread;
@@ -230,6 +242,7 @@ struct CUevent_st {
     unsigned flags;
     int recorded;
     double t;
+    so_clock clock; /* what was ordered before it when it was recorded */
 };
 
 struct CUgraph_st {
@@ -276,6 +289,7 @@ typedef struct {
 static struct {
     pthread_mutex_t mu;
     int configured, verbose, leaks, no_device, compute, initialized;
+    int drop_waits; /* FAKE_CUDA_DROP_WAITS: cuStreamWaitEvent orders nothing */
     fc_fail fail[FC_MAX_FAIL];
     int nfail;
     /* the primary context of device 0 */
@@ -291,6 +305,8 @@ static struct {
     /* every live handle, by address */
     fc_slot *slot;
     size_t capslot, nslot, usedslot;
+    /* which work is ordered before which, across streams (stream_order.h) */
+    so_state order;
     /* streams now capturing */
     struct CUstream_st *capture[16];
     int ncapture;
@@ -345,6 +361,8 @@ static void configure(void)
     fc.leaks = v && atoi(v) > 0;
     v = getenv("FAKE_CUDA_NO_DEVICE");
     fc.no_device = v && atoi(v) > 0;
+    v = getenv("FAKE_CUDA_DROP_WAITS");
+    fc.drop_waits = v && atoi(v) > 0;
     v = getenv("FAKE_CUDA_COMPUTE");
     fc.compute = v && atoi(v) > 0;
 #ifdef FAKE_CUDA_EMULATE
@@ -646,6 +664,41 @@ static int stream_ok(const char *call, CUstream s)
 static struct CUstream_st *recording(CUstream s)
 {
     return is_legacy(s) || s == CU_STREAM_PER_THREAD || !s->capturing ? NULL : s;
+}
+
+/* The stream's id in the ordering model: 0 for the legacy and per-thread streams. */
+static int order_id(CUstream s) { return is_legacy(s) || s == CU_STREAM_PER_THREAD ? 0 : s->order; }
+
+/* A new operation on stream s (not recorded by a capture): its sequence number. */
+static unsigned long long order_op(CUstream s) { return so_op(&fc.order, order_id(s)); }
+
+/* Operation seq on s touches device address p: refused when it races with
+ * the last operation that touched p on another stream. */
+static CUresult order_touch(const char *call, CUstream s, unsigned long long seq, uintptr_t p, const char *what)
+{
+    if (p == 0 || alloc_at(p) < 0) /* not device memory (a scalar that is no pointer) */
+        return CUDA_SUCCESS;
+    char why[400];
+    if (so_touch(&fc.order, order_id(s), seq, p, what, why, sizeof why) == 0)
+        return CUDA_SUCCESS;
+    complain("%s: a race: %s", call, why);
+    return CUDA_ERROR_ILLEGAL_STATE;
+}
+
+/* A kernel's parameters that are device pointers (8 bytes, inside an allocation) as touches. */
+static CUresult order_kernel(const char *call, CUstream s, unsigned long long seq, const struct CUfunc_st *f,
+                             void *const *params)
+{
+    for (int i = 0; i < f->nparams; i++) {
+        if (f->param_size[i] != sizeof(uintptr_t))
+            continue;
+        uintptr_t p;
+        memcpy(&p, params[i], sizeof p);
+        CUresult r = order_touch(call, s, seq, p, f->name);
+        if (r != CUDA_SUCCESS)
+            return r;
+    }
+    return CUDA_SUCCESS;
 }
 
 static fc_node *nodes_push(fc_nodes *ns)
@@ -1137,6 +1190,7 @@ static void destroy_context(void)
     /* after a launch failure nothing can be freed but by releasing the context: no leaks then */
     const char *when = fc.sticky ? NULL : "when the primary context was released";
     leak("device allocation", fc.nalloc, when);
+    so_host_waits_all(&fc.order);
     while (fc.nalloc)
         free_alloc_at(fc.nalloc - 1);
     size_t count[K_KINDS] = {0};
@@ -1204,6 +1258,7 @@ CUresult CUDAAPI cuCtxSetCurrent(CUcontext ctx) { LOCKED(CUresult, do_ctx_set_cu
 static CUresult do_ctx_synchronize(void)
 {
     ENTER("cuCtxSynchronize", F_CTX | F_UNSAFE);
+    so_host_waits_all(&fc.order);
     return CUDA_SUCCESS;
 }
 CUresult CUDAAPI cuCtxSynchronize(void) { LOCKED(CUresult, do_ctx_synchronize()); }
@@ -1613,6 +1668,9 @@ static CUresult do_launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, u
         fc.n.launches_captured++;
     } else {
         fc.n.launches++;
+        r = order_kernel(call, stream, order_op(stream), f, params);
+        if (r != CUDA_SUCCESS)
+            return r;
 #ifdef FAKE_CUDA_EMULATE
         if (f->emu) {
             const unsigned grid[3] = {gx, gy, gz}, block[3] = {bx, by, bz};
@@ -1694,6 +1752,7 @@ static CUresult do_mem_free(CUdeviceptr dptr)
         return CUDA_ERROR_INVALID_VALUE;
     }
     trace("%s: %zu bytes at 0x%llx", call, fc.alloc[i].size, (unsigned long long)dptr);
+    so_host_waits_all(&fc.order); /* cuMemFree waits for the work using it */
     free_alloc_at((size_t)i);
     return CUDA_SUCCESS;
 }
@@ -1768,6 +1827,15 @@ static CUresult transfer(const char *call, fc_node_kind kind, uintptr_t dst, uin
         *nd = (fc_node){.kind = kind, .dst = dst, .src = src, .bytes = n, .value = value};
         return CUDA_SUCCESS;
     }
+    CUstream on = async ? stream : NULL;
+    unsigned long long seq = order_op(on);
+    r = order_touch(call, on, seq, kind == N_DTOH ? src : dst, call);
+    if (r == CUDA_SUCCESS && kind == N_DTOD)
+        r = order_touch(call, on, seq, src, call);
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (!async) /* a synchronous call returns when it is done */
+        so_host_waits(&fc.order, 0);
     if (kind == N_SET8 || kind == N_SET32) {
         fc.n.memsets++;
         if (kind == N_SET8 || value == 0) {
@@ -1829,6 +1897,7 @@ CUresult CUDAAPI cuMemsetD32Async(CUdeviceptr dstDevice, unsigned int ui, size_t
 
 static void destroy_stream(struct CUstream_st *s)
 {
+    so_stream_free(&fc.order, s->order);
     for (int i = 0; i < fc.ncapture; i++)
         if (fc.capture[i] == s)
             fc.capture[i--] = fc.capture[--fc.ncapture];
@@ -1852,6 +1921,7 @@ static CUresult do_stream_create(CUstream *ph, unsigned flags)
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
     s->flags = flags;
+    s->order = so_stream_new(&fc.order, !(flags & CU_STREAM_NON_BLOCKING));
     *ph = s;
     return CUDA_SUCCESS;
 }
@@ -1886,7 +1956,10 @@ static CUresult do_stream_synchronize(CUstream s)
         invalidate(rec);
         return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
     }
-    return capture_implicit(call, s);
+    CUresult r = capture_implicit(call, s);
+    if (r == CUDA_SUCCESS)
+        so_host_waits(&fc.order, order_id(s));
+    return r;
 }
 CUresult CUDAAPI cuStreamSynchronize(CUstream hStream) { LOCKED(CUresult, do_stream_synchronize(hStream)); }
 
@@ -2003,12 +2076,43 @@ static void gemm_compute(const fc_gemm *g);
 /* Replays what a capture recorded: copies and memsets happen (and products
  * with FAKE_CUDA_COMPUTE), every recorded device range is checked again (it
  * may have been freed since). */
-static CUresult replay(const fc_nodes *ns)
+static CUresult replay(const fc_nodes *ns, CUstream s)
 {
     const char *call = "cuGraphLaunch";
     for (size_t i = 0; i < ns->n; i++) {
         const fc_node *nd = &ns->v[i];
         int ok = 1;
+        unsigned long long seq = order_op(s);
+        CUresult touched = CUDA_SUCCESS;
+        switch (nd->kind) {
+        case N_HTOD: case N_SET8: case N_SET32:
+            touched = order_touch(call, s, seq, nd->dst, "a captured copy or memset");
+            break;
+        case N_DTOH:
+            touched = order_touch(call, s, seq, nd->src, "a captured copy");
+            break;
+        case N_DTOD:
+            touched = order_touch(call, s, seq, nd->src, "a captured copy");
+            if (touched == CUDA_SUCCESS)
+                touched = order_touch(call, s, seq, nd->dst, "a captured copy");
+            break;
+        case N_MATMUL:
+            for (int k = 0; k < nd->nrange && touched == CUDA_SUCCESS; k++)
+                touched = order_touch(call, s, seq, nd->range[k].ptr, "a captured cublasLtMatmul");
+            break;
+        default: /* kernels below; events order nothing */
+            break;
+        }
+#ifdef FAKE_CUDA_EMULATE
+        if (nd->kind == N_KERNEL && nd->func) {
+            void *kp[FC_MAX_KPARAMS];
+            for (int k = 0; k < nd->func->nparams; k++)
+                kp[k] = (void *)nd->kparam[k];
+            touched = order_kernel(call, s, seq, nd->func, kp);
+        }
+#endif
+        if (touched != CUDA_SUCCESS)
+            return touched;
         switch (nd->kind) {
         case N_KERNEL:
             fc.n.kernels_replayed++;
@@ -2064,6 +2168,7 @@ static CUresult replay(const fc_nodes *ns)
             if (reg_kind(nd->event) == K_EVENT) {
                 nd->event->recorded = 1;
                 nd->event->t = now_seconds();
+                so_record(&fc.order, order_id(s), &nd->event->clock);
             }
             break;
         }
@@ -2088,7 +2193,7 @@ static CUresult do_graph_launch(CUgraphExec x, CUstream s)
     if (rec) /* a graph launched into a capture becomes part of it */
         return nodes_append(&rec->rec, &x->nodes) == 0 ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
     fc.n.graph_launches++;
-    return replay(&x->nodes);
+    return replay(&x->nodes, s);
 }
 CUresult CUDAAPI cuGraphLaunch(CUgraphExec hGraphExec, CUstream hStream) { LOCKED(CUresult, do_graph_launch(hGraphExec, hStream)); }
 
@@ -2162,6 +2267,7 @@ static CUresult do_event_record(CUevent e, CUstream s)
     }
     e->recorded = 1;
     e->t = now_seconds();
+    so_record(&fc.order, order_id(s), &e->clock);
     return CUDA_SUCCESS;
 }
 CUresult CUDAAPI cuEventRecord(CUevent hEvent, CUstream hStream) { LOCKED(CUresult, do_event_record(hEvent, hStream)); }
@@ -2169,9 +2275,62 @@ CUresult CUDAAPI cuEventRecord(CUevent hEvent, CUstream hStream) { LOCKED(CUresu
 static CUresult do_event_synchronize(CUevent e)
 {
     ENTER("cuEventSynchronize", F_CTX);
-    return live("cuEventSynchronize", "event", e, K_EVENT) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
+    if (!live("cuEventSynchronize", "event", e, K_EVENT))
+        return CUDA_ERROR_INVALID_HANDLE;
+    so_host_waits_event(&fc.order, &e->clock);
+    return CUDA_SUCCESS;
 }
 CUresult CUDAAPI cuEventSynchronize(CUevent hEvent) { LOCKED(CUresult, do_event_synchronize(hEvent)); }
+
+/* The stream's later work waits for what the event recorded (never recorded: nothing, as the real driver). */
+static CUresult do_stream_wait_event(CUstream s, CUevent e, unsigned flags)
+{
+    const char *call = "cuStreamWaitEvent";
+    ENTER(call, F_CTX);
+    if (!stream_ok(call, s) || !live(call, "event", e, K_EVENT))
+        return CUDA_ERROR_INVALID_HANDLE;
+    if (flags != 0) {
+        complain("%s: flags 0x%x (0: CU_EVENT_WAIT_DEFAULT)", call, flags);
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    if (recording(s)) { /* a capture across streams is not modelled by the fake */
+        complain("%s: stream %p is capturing (the fake records no cross-stream dependency)", call, (void *)s);
+        invalidate(recording(s));
+        return CUDA_ERROR_NOT_SUPPORTED;
+    }
+    CUresult r = capture_implicit(call, s);
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (!fc.drop_waits)
+        so_wait(&fc.order, order_id(s), &e->clock);
+    return CUDA_SUCCESS;
+}
+CUresult CUDAAPI cuStreamWaitEvent(CUstream hStream, CUevent hEvent, unsigned int Flags)
+{
+    LOCKED(CUresult, do_stream_wait_event(hStream, hEvent, Flags));
+}
+
+/* The fake's one export for the fake NCCL (tests/fakecuda/fake_nccl.c): a
+ * collective queued on stream that reads and writes [p, p + bytes): the
+ * range must lie in one allocation, and the stream must be ordered after
+ * every operation that touched p before (an event recorded after the last
+ * one, waited for by this stream); later work touching p must be ordered
+ * after the collective in turn.  CUDA_SUCCESS, or an error after one
+ * "fake cuda: " line. */
+CUresult fake_cuda_collective(CUstream stream, CUdeviceptr p, size_t bytes, const char *what);
+static CUresult do_collective(CUstream s, CUdeviceptr p, size_t bytes, const char *what)
+{
+    const char *call = "fake_cuda_collective";
+    ENTER(call, F_CTX);
+    if (!stream_ok(call, s))
+        return CUDA_ERROR_INVALID_HANDLE;
+    CUresult r = check_device(what, "buffer", p, bytes);
+    return r != CUDA_SUCCESS ? r : order_touch(what, s, order_op(s), (uintptr_t)p, what);
+}
+CUresult fake_cuda_collective(CUstream stream, CUdeviceptr p, size_t bytes, const char *what)
+{
+    LOCKED(CUresult, do_collective(stream, p, bytes, what));
+}
 
 static CUresult do_event_elapsed(float *ms, CUevent a, CUevent b)
 {

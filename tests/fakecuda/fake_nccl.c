@@ -12,7 +12,19 @@
  *     where they are), a count > 0, a non-NULL stream (edmc's own, never the
  *     legacy stream), inside ncclGroupStart/End pairs that match;
  *   - the order: call k of every rank must reduce the same number of floats
- *     (a rank whose calls are out of step is an error naming both counts);
+ *     in the same group (ncclGroupStart/End: a bucket of edmc's overlapped
+ *     all-reduce), so every rank sends the same buckets in the same order (a
+ *     rank whose calls are out of step is an error naming both);
+ *   - the stream: each buffer is checked by the fake CUDA driver
+ *     (fake_cuda_collective, found in $EDMC_CUDA_DRIVER, which must be the
+ *     fake or the emulator): it lies inside one device allocation, and the
+ *     stream the all-reduce is queued on is ordered after the last work that
+ *     touched the buffer on any other stream (for edmc's overlap: an event
+ *     recorded on its compute stream after the kernel that accumulated the
+ *     bucket's last gradient, waited for by the collective's stream); the
+ *     driver then refuses later work on the buffer that is not ordered after
+ *     the all-reduce (Adam's kernel before the compute stream waited for the
+ *     collective's) — a race on a real GPU;
  *   - ncclCommDestroy (or Abort) of every communicator before exit.
  * Sums run in rank order, (b_0 + b_1) + …, as edmc's MPI path sums.
  * Any violation prints "fake nccl: ..." on stderr and returns an error code.
@@ -24,6 +36,7 @@
  * A communicator aborted while a call waits makes that call return an error. */
 #define _GNU_SOURCE 1 /* NOLINT(bugprone-reserved-identifier): mkdtemp, nftw */
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -53,7 +66,11 @@ typedef struct {
     void *buf;
     size_t count;
     fake_comm *comm;
+    long group; /* the ncclGroupStart/End it was queued in (0: none) */
 } pending;
+
+/* the fake CUDA driver's check of a collective's buffer and stream (fake_cuda.c) */
+typedef int (*collective_check_fn)(void *stream, unsigned long long p, size_t bytes, const char *what);
 
 static struct {
     int group_depth;
@@ -63,6 +80,7 @@ static struct {
     fake_comm *comms[16];
     int ncomms;
     int stats_registered;
+    collective_check_fn check; /* resolved on the first all-reduce */
 } fn;
 
 /* the entry points, as nccl.h declares them (with the fake's own comm type) */
@@ -196,9 +214,11 @@ static int reduce(pending *p)
     snprintf(path, sizeof path, "%s/s%ld.r%d", c->dir, seq, c->rank);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "wb");
-    uint64_t count = p->count;
-    if (!f || fwrite(&count, sizeof count, 1, f) != 1 || fwrite(p->buf, sizeof(float), p->count, f) != p->count ||
-        fclose(f) != 0 || rename(tmp, path) != 0)
+    uint64_t head[2] = {p->count, (uint64_t)p->group};
+    int wrote = f && fwrite(head, sizeof head, 1, f) == 1 && fwrite(p->buf, sizeof(float), p->count, f) == p->count;
+    if (f && fclose(f) != 0)
+        wrote = 0;
+    if (!wrote || rename(tmp, path) != 0)
         return complain(SYSTEM_ERROR, "cannot write %s ", path);
     float *sum = malloc(sizeof(float) * p->count), *in = malloc(sizeof(float) * p->count);
     if (!sum || !in) {
@@ -227,12 +247,14 @@ static int reduce(pending *p)
         }
         if (!g)
             break;
-        uint64_t n = 0;
-        if (fread(&n, sizeof n, 1, g) != 1)
+        uint64_t other[2] = {0, 0};
+        if (fread(other, sizeof other, 1, g) != 1)
             rc = complain(SYSTEM_ERROR, "%s: cannot read it", path);
-        else if (n != count) {
-            fprintf(stderr, "fake nccl: call %ld: rank %d reduces %llu floats, rank %d %llu: the ranks' calls are out "
-                            "of step\n", seq, c->rank, (unsigned long long)count, r, (unsigned long long)n);
+        else if (other[0] != head[0] || other[1] != head[1]) {
+            fprintf(stderr, "fake nccl: call %ld: rank %d reduces %llu floats in its group %llu, rank %d %llu in its "
+                            "group %llu: the ranks' calls are out of step\n", seq, c->rank,
+                    (unsigned long long)head[0], (unsigned long long)head[1], r, (unsigned long long)other[0],
+                    (unsigned long long)other[1]);
             rc = INVALID_USAGE;
         } else if (fread(r == 0 ? sum : in, sizeof(float), p->count, g) != p->count) {
             rc = complain(SYSTEM_ERROR, "%s: short", path);
@@ -292,6 +314,21 @@ int ncclAllReduce(const void *send, void *recv, size_t count, int dtype, int op,
         return complain(INVALID_ARGUMENT, "ncclAllReduce: count 0");
     if (!stream)
         return complain(INVALID_ARGUMENT, "ncclAllReduce on the legacy stream (edmc queues on its own)");
+    if (!fn.check) {
+        const char *driver = getenv("EDMC_CUDA_DRIVER");
+        void *lib = driver && *driver ? dlopen(driver, RTLD_NOW | RTLD_NOLOAD) : NULL;
+        fn.check = lib ? (collective_check_fn)dlsym(lib, "fake_cuda_collective") : NULL;
+        if (lib)
+            dlclose(lib); /* RTLD_NOLOAD took a reference to the loaded driver */
+        if (!fn.check)
+            return complain(INVALID_USAGE, "ncclAllReduce: $EDMC_CUDA_DRIVER (%s) is not a loaded fake CUDA driver "
+                                           "with fake_cuda_collective: the buffers and streams cannot be checked",
+                            driver ? driver : "unset");
+    }
+    char what[64];
+    snprintf(what, sizeof what, "ncclAllReduce (call %ld)", fn.allreduces + fn.nqueue + 1);
+    if (fn.check(stream, (unsigned long long)(uintptr_t)recv, count * sizeof(float), what) != 0)
+        return complain(INVALID_ARGUMENT, "%s: the fake CUDA driver refused the buffer or its stream (above)", what);
     if (fn.nqueue == fn.cap) {
         int ncap = fn.cap ? 2 * fn.cap : 64;
         pending *q = realloc(fn.queue, sizeof *q * (size_t)ncap);
@@ -300,7 +337,7 @@ int ncclAllReduce(const void *send, void *recv, size_t count, int dtype, int op,
         fn.queue = q;
         fn.cap = ncap;
     }
-    fn.queue[fn.nqueue++] = (pending){.buf = recv, .count = count, .comm = comm};
+    fn.queue[fn.nqueue++] = (pending){.buf = recv, .count = count, .comm = comm, .group = fn.group_depth > 0 ? fn.groups + 1 : 0};
     return fn.group_depth > 0 ? SUCCESS : flush_queue();
 }
 

@@ -65,6 +65,8 @@ typedef struct {
     CUresult (*EventDestroy)(CUevent);
     CUresult (*GetErrorName)(CUresult, const char **);
     CUresult (*GetErrorString)(CUresult, const char **);
+    CUresult (*StreamWaitEvent)(CUstream, CUevent, unsigned);
+    CUresult (*Collective)(CUstream, CUdeviceptr, size_t, const char *); /* the fake's fake_cuda_collective */
     cublasStatus_t (*LtCreate)(cublasLtHandle_t *);
     cublasStatus_t (*LtDestroy)(cublasLtHandle_t);
     cublasStatus_t (*DescCreate)(cublasLtMatmulDesc_t *, cublasComputeType_t, cudaDataType_t);
@@ -128,6 +130,8 @@ static int load(const char *path)
     R(MemsetD8, "cuMemsetD8_v2");
     R(MemsetD32, "cuMemsetD32_v2");
     R(StreamCreate, "cuStreamCreate");
+    R(StreamWaitEvent, "cuStreamWaitEvent");
+    R(Collective, "fake_cuda_collective");
     R(StreamDestroy, "cuStreamDestroy_v2");
     R(StreamSynchronize, "cuStreamSynchronize");
     R(BeginCapture, "cuStreamBeginCapture_v2");
@@ -606,6 +610,54 @@ static const char *error_name(CUresult r)
     return s ? s : "(null)";
 }
 
+/* Races between streams (stream_order.h): a collective (as the fake NCCL
+ * queues one) on one stream after a kernel on another must wait for an event
+ * recorded after the kernel; and the reverse. */
+static void check_order(CUfunction f)
+{
+    CUstream a = NULL, b = NULL;
+    CUevent e = NULL;
+    cu.StreamCreate(&a, CU_STREAM_NON_BLOCKING);
+    cu.StreamCreate(&b, CU_STREAM_NON_BLOCKING);
+    cu.EventCreate(&e, CU_EVENT_DISABLE_TIMING);
+    CUdeviceptr y = 0;
+    cu.MemAlloc(&y, 4096);
+    void *args[] = {&y, &y, &y, &y};
+
+    cu.LaunchKernel(f, 1, 1, 1, 32, 1, 1, 0, a, args, NULL);
+    EXPECT("a collective on another stream than the kernel that wrote its buffer, with no event between: a race",
+           cu.Collective(b, y, 64, "collective 1"), CUDA_ERROR_ILLEGAL_STATE, "a race: collective 1 (stream");
+    cu.StreamSynchronize(b); /* the host waited for it: what follows is after it */
+    cu.LaunchKernel(f, 1, 1, 1, 32, 1, 1, 0, a, args, NULL);
+    cu.EventRecord(e, a);
+    EXPECT("cuStreamWaitEvent", cu.StreamWaitEvent(b, e, 0), CUDA_SUCCESS, NULL);
+    EXPECT("the same after an event recorded after the kernel, waited for", cu.Collective(b, y, 64, "collective 2"),
+           CUDA_SUCCESS, NULL);
+    cu.EventRecord(e, a); /* before the writer: orders nothing of it */
+    cu.StreamWaitEvent(a, e, 0);
+    EXPECT("a kernel after the collective, its stream not waiting for the collective's: a race",
+           cu.LaunchKernel(f, 1, 1, 1, 32, 1, 1, 0, a, args, NULL), CUDA_ERROR_ILLEGAL_STATE, "which collective 2");
+    cu.EventRecord(e, a);
+    cu.LaunchKernel(f, 1, 1, 1, 32, 1, 1, 0, a, args, NULL);
+    cu.StreamWaitEvent(b, e, 0);
+    EXPECT("an event recorded before the kernel orders nothing of it: a race", cu.Collective(b, y, 64, "collective 3"),
+           CUDA_ERROR_ILLEGAL_STATE, "a race");
+    cu.EventRecord(e, b);
+    cu.StreamWaitEvent(a, e, 0);
+    EXPECT("a kernel after an event recorded after the collective", cu.LaunchKernel(f, 1, 1, 1, 32, 1, 1, 0, a, args, NULL),
+           CUDA_SUCCESS, NULL);
+    cu.StreamSynchronize(a);
+    EXPECT("the host's synchronization with the stream orders it too", cu.Collective(b, y, 64, "collective 4"),
+           CUDA_SUCCESS, NULL);
+    EXPECT("a collective's buffer must lie in one allocation", cu.Collective(b, y + 4000, 400, "collective 5"),
+           CUDA_ERROR_INVALID_VALUE, "collective 5");
+    cu.StreamSynchronize(b);
+    cu.MemFree(y);
+    cu.EventDestroy(e);
+    cu.StreamDestroy(a);
+    cu.StreamDestroy(b);
+}
+
 static int run_checks(void)
 {
     int count = 0;
@@ -626,8 +678,10 @@ static int run_checks(void)
     CUfunction f = NULL;
     CUmodule mod = NULL;
     check_module(&f, &mod);
-    if (f)
+    if (f) {
         check_capture(f);
+        check_order(f);
+    }
     check_cublaslt();
     if (mod) {
         EXPECT("cuModuleUnload", cu.ModuleUnload(mod), CUDA_SUCCESS, NULL);
