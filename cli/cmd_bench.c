@@ -191,12 +191,12 @@ static int bench_forward(const cli_opts *o, const edm_graph *g, const edm_backen
     return rc;
 }
 
-/* g: the training program, differentiated here */
+/* g: the training program, differentiated here (a training package's is already) */
 static int bench_train(const cli_opts *o, edm_graph *g, const edm_backend_options *bo, bench_result *r,
                        edm_status *st)
 {
     edm_pipeline_options po = {.training = 1};
-    if (edm_pipeline_run(g, &po, "train", NULL, st) != 0)
+    if (!o->pkg && edm_pipeline_run(g, &po, "train", NULL, st) != 0)
         return -1;
     train_ctx c = {.batch = o->batch};
     c.t = edm_trainer_new(g, o->batch, bo, st);
@@ -311,10 +311,6 @@ int cmd_bench(int argc, char **argv)
     /* the training program is the same .edm file with training=true */
     if (rc == 0 && strcmp(o.mode, "train") == 0 && !o.package && cli_add_define("bench", &o, "training=true") != 0)
         rc = 2;
-    if (rc == 0 && o.package && strcmp(o.mode, "train") == 0) {
-        fprintf(stderr, "edmc bench: --mode=train: a package holds a forward or sample run\n");
-        rc = 2;
-    }
     if (rc == 0)
         rc = cli_open_package("bench", &o);
     edm_backend_options bo;
