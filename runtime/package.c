@@ -666,6 +666,18 @@ static json_object *model_object(const edm_package *p)
     return json_object_object_get_ex(p->manifest, "model", &m) && json_object_is_type(m, json_type_object) ? m : NULL;
 }
 
+/* What edm_package_program filled so far, freed (edm_program_free belongs to
+ * the front end, which the C API's library leaves out). */
+static void program_drop(edm_program *prog)
+{
+    for (int i = 0; i < prog->nparams; i++) {
+        free((char *)prog->params[i].name);
+        free((char *)prog->params[i].value);
+    }
+    free(prog->params);
+    memset(prog, 0, sizeof *prog);
+}
+
 int edm_package_program(edm_package *p, edm_program *prog, edm_status *st)
 {
     memset(prog, 0, sizeof *prog);
@@ -680,7 +692,7 @@ int edm_package_program(edm_package *p, edm_program *prog, edm_status *st)
     json_object_object_foreach(params, name, val)
     {
         if (!json_object_is_type(val, json_type_string)) {
-            edm_program_free(prog);
+            program_drop(prog);
             return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: manifest.json: model parameter '%s' is not a string",
                             p->path, name);
         }
@@ -689,13 +701,13 @@ int edm_package_program(edm_package *p, edm_program *prog, edm_status *st)
         v->value = strdup(json_object_get_string(val));
         prog->nparams++;
         if (!v->name || !v->value) {
-            edm_program_free(prog);
+            program_drop(prog);
             return edm_nomem(st);
         }
     }
     prog->graph = edm_package_take_graph(p);
     if (!prog->graph) {
-        edm_program_free(prog);
+        program_drop(prog);
         return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "%s: the package's graph was taken already", p->path);
     }
     return 0;
