@@ -546,8 +546,8 @@ static int compare_config(const train_opts *o, const char *config)
     char why[600];
     edm_config_diff(o->run_config, config, why, sizeof why);
     fprintf(stderr, "edmc train: --resume: the model is configured otherwise than the run in '%s': %s (the run's "
-                    "vs this command's); leave --model, --preset and -D out to continue it as it was\n",
-            o->outdir, why);
+                    "vs this command's); leave %s out to continue it as it was\n",
+            o->outdir, why, o->base.package ? "--package" : "--model, --preset and -D");
     return 2;
 }
 
