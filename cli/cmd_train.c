@@ -327,8 +327,8 @@ static int check_package_batch(const train_opts *o, const edm_train_opts *t, int
         return 0;
     fprintf(stderr,
             "edmc train: %s holds kernels for passes of batch %s, but this run's passes are of %lld images "
-            "(--batch-gpu, or --batch over the ranks): train with --batch-gpu=one of those, or compile the package "
-            "with --batch=%lld\n",
+            "(--batch-gpu, or --batch over the ranks): give --batch-gpu one of its batches, or compile the "
+            "package with --batch=%lld\n",
             o->base.package, held, (long long)micro, (long long)micro);
     return 2;
 }
