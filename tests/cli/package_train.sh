@@ -1,12 +1,12 @@
 #!/bin/sh
 # edmc compile --mode=train and train --package: a training package of the
-# tiny model trains as the model file does, bit for bit (checkpoints and the
-# status lines' losses), without opening an .edm file; its checkpoints carry
-# the model's source and resume, with the package or without it; every
-# mistake is one clear error and a non-zero exit.  The cuda half runs on the
-# fake driver (no NVRTC call, the batch and architecture checks) and on the
-# emulator (the same bits as a run from the model file), and is skipped
-# without them (tests/fakecuda, tests/emu).
+# tiny model trains as the model file does, bit for bit (checkpoints,
+# snapshots, the status lines' losses), without opening an .edm file; its
+# checkpoints carry the model's source and resume, with the package or
+# without it; every mistake is one clear error and a non-zero exit.  The cuda
+# half runs on the fake driver (no NVRTC call, the batch and architecture
+# checks) and on the emulator (the same bits as a run from the model file),
+# and is skipped without them (tests/fakecuda, tests/emu).
 . "$srcdir/tests/tap.sh"
 edmc=$(abspath "$builddir/edmc")
 tiny=$(abspath "$srcdir/models/edm2-tiny.edm")
@@ -57,6 +57,21 @@ tap_check "--resume --package to 64" "$edmc" train --package="$P" --outdir="$tmp
 same "resumed with the package = the whole run, bit for bit" "$tmp/r1/$state64" "$tmp/file/$state64"
 tap_check "--resume without the package" "$edmc" train --outdir="$tmp/r2" --resume --duration=64 --threads=1
 same "resumed from the checkpoint's source = the whole run, bit for bit" "$tmp/r2/$state64" "$tmp/file/$state64"
+
+# --- snapshots (at least 1Ki images apart): a narrower model keeps it short
+small="-D model_channels=16 -D channels_per_head=16"
+sargs="--data=builtin:shapes --batch=32 --duration=1Ki --rampup=0 --threads=1 --status=512 --snapshot=1Ki"
+tap_check "compile a narrower model --mode=train" "$edmc" compile "$tiny" -D label_dim=3 $small --mode=train \
+    -o "$tmp/small.edmpkg"
+tap_check "train the narrower model from its file, with snapshots" "$edmc" train --model="$tiny" $small $sargs \
+    --outdir="$tmp/sfile"
+tap_check "train it from the package, with snapshots" "$edmc" train --package="$tmp/small.edmpkg" $sargs \
+    --outdir="$tmp/spkg"
+for std in 0.050 0.100; do
+    snap=network-snapshot-0000001-$std.safetensors
+    same "snapshot $std from the package = the model file's, bit for bit (the source it carries included)" \
+        "$tmp/spkg/$snap" "$tmp/sfile/$snap"
+done
 
 tap_check "bench --mode=train --package" "$edmc" bench --package="$P" --mode=train --batch=2 --iters=1
 if "$edmc" train --package="$P" --data=builtin:shapes --outdir="$tmp/dry" -n 2>&1 | grep -q "label_dim=3"; then
