@@ -152,4 +152,12 @@ export EDMC_CUDA_DRIVER="$emu" EDMC_CUBLASLT="$emu" EDMC_CACHE_DIR="$cache"
 tap_check "train from the model file on the emulator" "$edmc" train --model="$tiny" $cargs --outdir="$tmp/efile"
 tap_check "train --package on the emulator" "$edmc" train --package="$C" $cargs --outdir="$tmp/epkg"
 same "emulated: the package's checkpoint = the model file's, bit for bit" "$tmp/epkg/$state8" "$tmp/efile/$state8"
+# the fused plan: the executor runs the package's training plan.xml too
+tap_check "compile --mode=train for cuda with --fuse=all" "$edmc" compile "$tiny" -D label_dim=3 --mode=train \
+    --device=cuda --arch=sm_90 --batch=8 --precision=fp32 --fuse=all -o "$tmp/fused.edmpkg"
+tap_check "train from the model file on the emulator, --fuse=all" "$edmc" train --model="$tiny" $cargs --fuse=all \
+    --outdir="$tmp/ffile"
+tap_check "train --package (fused plan) on the emulator" "$edmc" train --package="$tmp/fused.edmpkg" $cargs \
+    --outdir="$tmp/fpkg"
+same "emulated, fused: the package's checkpoint = the model file's, bit for bit" "$tmp/fpkg/$state8" "$tmp/ffile/$state8"
 tap_done
