@@ -82,6 +82,10 @@ edmc_code edmc_open(const char *package, int threads, edmc_model **out, edmc_err
     m->backend.cpu.threads = threads;
     m->pkg = edm_package_open(package, &st);
     int rc = m->pkg ? edm_package_backend(m->pkg, &m->backend, &st) : -1;
+    if (rc == 0 && strcmp(edm_package_mode(m->pkg), "train") == 0) /* the training program: no denoiser */
+        rc = edm_fail(&st, EDM_ERR_USAGE, EDM_NO_LOC,
+                      "%s holds a training run (edmc train --package): compile the model with --mode=forward or "
+                      "--mode=sample for the C API", package);
     if (rc == 0 && !(m->graph = edm_package_take_graph(m->pkg)))
         rc = edm_fail(&st, EDM_ERR_INTERNAL, EDM_NO_LOC, "%s: the package's graph is missing", package);
     int out_d, out_logvar;

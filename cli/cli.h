@@ -107,6 +107,8 @@ void cli_opts_free(cli_opts *o);
 int cli_define_append(const char *cmd, const char *flag, edm_define *defs, int *n, const char *def);
 /* Sets parameter name to value (which must outlive o) in o's defines. */
 int cli_define_set(const char *cmd, cli_opts *o, const char *name, const char *value);
+/* Whether -D name=... was given (or set). */
+int cli_has_define(const cli_opts *o, const char *name);
 /* The same for -D into o (commands with parsers of their own use it too). */
 int cli_add_define(const char *cmd, cli_opts *o, const char *def);
 
@@ -132,8 +134,13 @@ int cli_preset_path(const char *cmd, const char *preset, char *out, size_t size)
  * o->package, opening it), printing every diagnostic.  Returns 0, or the
  * exit status (1 input error, 2 usage error). */
 int cli_load(cli_opts *o, edm_sources *src, edm_program *prog);
+/* The training program: o->file compiled with training=true (unless -D
+ * training is given) and differentiated.  0 or the exit status. */
+int cli_load_training(const char *cmd, cli_opts *o, edm_sources *src, edm_program *prog);
 /* Opens o->package into o->pkg (nothing when there is none); a model file
- * or -D beside it is a usage error.  0 or the exit status. */
+ * or -D beside it is a usage error, and so is a training package for a
+ * command other than train and bench --mode=train, or another package for
+ * those.  0 or the exit status. */
 int cli_open_package(const char *cmd, cli_opts *o);
 /* The usual shape of a command: parse, load the model, call fn, clean up. */
 typedef int (*cli_fn)(const cli_opts *o, const edm_program *prog);

@@ -141,6 +141,10 @@ typedef struct {
     int iters;
     size_t mem;
     char describe[320];
+    /* seconds from the command's start to a backend ready for weights: the
+     * model compiled or the package opened, the backend made (not the
+     * random weights); and the CPU seconds of the process till then */
+    double start, setup_s, setup_cpu_s;
 } bench_result;
 
 static int by_time(const void *a, const void *b)
@@ -172,6 +176,8 @@ static int bench_forward(const cli_opts *o, const edm_graph *g, const edm_backen
                          edm_status *st)
 {
     edm_backend *x = edm_backend_new(g, o->batch, bo, st);
+    r->setup_s = edm_now_seconds() - r->start;
+    r->setup_cpu_s = edm_cpu_seconds();
     int rc = x ? fill_random(g, x, 1, st) : -1;
     double elapsed = 0, cpu = 0;
     if (rc == 0) {
@@ -191,15 +197,17 @@ static int bench_forward(const cli_opts *o, const edm_graph *g, const edm_backen
     return rc;
 }
 
-/* g: the training program, differentiated here */
+/* g: the training program, differentiated here (a training package's is already) */
 static int bench_train(const cli_opts *o, edm_graph *g, const edm_backend_options *bo, bench_result *r,
                        edm_status *st)
 {
     edm_pipeline_options po = {.training = 1};
-    if (edm_pipeline_run(g, &po, "train", NULL, st) != 0)
+    if (!o->pkg && edm_pipeline_run(g, &po, "train", NULL, st) != 0)
         return -1;
     train_ctx c = {.batch = o->batch};
     c.t = edm_trainer_new(g, o->batch, bo, st);
+    r->setup_s = edm_now_seconds() - r->start;
+    r->setup_cpu_s = edm_cpu_seconds();
     int rc = c.t ? edm_trainer_init(c.t, 1, st) : -1;
     if (rc == 0)
         rc = fill_random(g, edm_trainer_backend(c.t), 0, st);
@@ -226,8 +234,13 @@ static int bench_sample(const cli_opts *o, const edm_graph *g, const edm_backend
 {
     sample_ctx c = {.batch = o->batch};
     edm_sample_params_default(&c.p);
+    double drawn = edm_now_seconds(), drawn_cpu = edm_cpu_seconds();
     edm_st_file *f = random_weights(g, st);
+    drawn = edm_now_seconds() - drawn;
+    drawn_cpu = edm_cpu_seconds() - drawn_cpu;
     c.d = f ? edm_denoiser_new(g, f, o->batch, bo, st) : NULL;
+    r->setup_s = edm_now_seconds() - r->start - drawn;
+    r->setup_cpu_s = edm_cpu_seconds() - drawn_cpu;
     int rc = c.d ? 0 : -1;
     if (rc == 0) {
         edm_denoiser_shape sh = edm_denoiser_get_shape(c.d);
@@ -262,11 +275,11 @@ static int bench_sample(const cli_opts *o, const edm_graph *g, const edm_backend
     return rc;
 }
 
-static int do_bench(const cli_opts *o, const edm_program *prog, const edm_backend_options *bo)
+static int do_bench(const cli_opts *o, const edm_program *prog, const edm_backend_options *bo, double start)
 {
     edm_status st;
     edm_status_init(&st);
-    bench_result r = {0};
+    bench_result r = {.start = start};
     int rc;
     if (strcmp(o->mode, "train") == 0)
         rc = bench_train(o, prog->graph, bo, &r, &st);
@@ -283,12 +296,13 @@ static int do_bench(const cli_opts *o, const edm_program *prog, const edm_backen
     if (o->json)
         printf("{\"model\": \"%s\", \"mode\": \"%s\", \"device\": \"%s\", \"precision\": \"%s\", \"batch\": %lld, "
                "\"iters\": %d, \"img_per_s\": %.4f, \"cpu_img_per_s\": %.4f, \"ms_per_iter\": %.4f, \"memory_bytes\": %zu, "
-               "\"backend\": \"%s\"}\n",
-               o->file ? o->file : o->package, o->mode, device, precision, (long long)o->batch, r.iters, r.ips, r.cpu_ips, r.ms, r.mem, r.describe);
+               "\"setup_s\": %.4f, \"setup_cpu_s\": %.4f, \"backend\": \"%s\"}\n",
+               o->file ? o->file : o->package, o->mode, device, precision, (long long)o->batch, r.iters, r.ips, r.cpu_ips, r.ms, r.mem,
+               r.setup_s, r.setup_cpu_s, r.describe);
     else
-        printf("%s: %s, %s %s, batch %lld, %d runs: %.2f images/s, %.1f ms/run; memory %.1f MiB (%s)\n", o->file ? o->file : o->package,
-               o->mode, device, precision, (long long)o->batch, r.iters, r.ips, r.ms, (double)r.mem / (1 << 20),
-               r.describe);
+        printf("%s: %s, %s %s, batch %lld, %d runs: %.2f images/s, %.1f ms/run; memory %.1f MiB (%s); setup %.3f s (%.3f s CPU)\n",
+               o->file ? o->file : o->package, o->mode, device, precision, (long long)o->batch, r.iters, r.ips, r.ms,
+               (double)r.mem / (1 << 20), r.describe, r.setup_s, r.setup_cpu_s);
     return 0;
 }
 
@@ -297,6 +311,7 @@ int cmd_bench(int argc, char **argv)
     const unsigned allowed =
         OPT_BATCH | OPT_THREADS | OPT_DEVICE | OPT_MODE | OPT_ITERS | OPT_PRECISION | OPT_CUDA | OPT_JSON | OPT_PACKAGE |
         OPT_PROFILE;
+    double start = edm_now_seconds();
     cli_opts o;
     int parsed = cli_parse(argc, argv, "bench", allowed, &o);
     if (parsed != 0) {
@@ -311,10 +326,6 @@ int cmd_bench(int argc, char **argv)
     /* the training program is the same .edm file with training=true */
     if (rc == 0 && strcmp(o.mode, "train") == 0 && !o.package && cli_add_define("bench", &o, "training=true") != 0)
         rc = 2;
-    if (rc == 0 && o.package && strcmp(o.mode, "train") == 0) {
-        fprintf(stderr, "edmc bench: --mode=train: a package holds a forward or sample run\n");
-        rc = 2;
-    }
     if (rc == 0)
         rc = cli_open_package("bench", &o);
     edm_backend_options bo;
@@ -329,7 +340,7 @@ int cmd_bench(int argc, char **argv)
     if (rc == 0)
         rc = cli_load(&o, src, &prog);
     if (rc == 0)
-        rc = do_bench(&o, &prog, &bo);
+        rc = do_bench(&o, &prog, &bo, start);
     edm_program_free(&prog);
     edm_sources_free(src);
     cli_opts_free(&o);

@@ -1,6 +1,8 @@
 /* edmc compile: a model ahead of time into one package (runtime/package.h):
  * its graph, the plan the backend runs, the parameter table, the source, and
- * for cuda the kernels compiled by NVRTC for each architecture and batch. */
+ * for cuda the kernels compiled by NVRTC for each architecture and batch.
+ * --mode=train packages the training program (training=true, differentiated)
+ * with the plan and kernels of the trainer's backend (training, optimizer). */
 #include "config.h"
 
 #include <stddef.h>
@@ -95,7 +97,7 @@ static int make_plan(const edm_graph *g, const edm_backend_options *bo, compile_
     int *map = malloc(sizeof *map * (size_t)(n > 0 ? n : 1));
     if (!map)
         return edm_nomem(st);
-    edm_plan_options po = {.fuse = bo->cpu.fuse};
+    edm_plan_options po = {.fuse = bo->cpu.fuse, .training = bo->cpu.training};
     edm_graph *own = NULL;
     const edm_graph *run = NULL;
     edm_plan *p = edm_plan_for_run(g, &po, NULL, 0, &own, &run, map, st);
@@ -187,14 +189,18 @@ int cmd_compile(int argc, char **argv)
     if (!c.base.file || !c.base.output) {
         fprintf(stderr, "edmc compile: needs a model file and -o X.edmpkg (see edmc compile --help)\n");
         rc = 2;
-    } else if (strcmp(c.base.mode, "forward") != 0 && strcmp(c.base.mode, "sample") != 0) {
-        fprintf(stderr, "edmc compile: --mode=%s: packages hold forward or sample runs (train is not done yet)\n",
-                c.base.mode);
+    } else if (strcmp(c.base.mode, "forward") != 0 && strcmp(c.base.mode, "sample") != 0 &&
+               strcmp(c.base.mode, "train") != 0) {
+        fprintf(stderr, "edmc compile: --mode=%s: expected forward, sample or train\n", c.base.mode);
         rc = 2;
     }
+    int train = rc == 0 && strcmp(c.base.mode, "train") == 0;
     edm_backend_options bo;
     if (rc == 0)
         rc = cli_backend("compile", c.base.device, c.base.precision, NULL, NULL, 0, c.base.fuse, 0, &bo);
+    /* what the trainer's backend is made with (runtime/train.c): its plan and kernels depend on them */
+    if (rc == 0)
+        bo.cpu.training = bo.optimizer = train;
     compile_work *w = calloc(1, sizeof *w);
     edm_sources *src = edm_sources_new();
     if (rc == 0 && (!w || !src)) {
@@ -203,7 +209,7 @@ int cmd_compile(int argc, char **argv)
     }
     rc = rc ? rc : parse_lists(&c, bo.device == EDM_DEVICE_CUDA, w);
     edm_program prog = {0};
-    rc = rc ? rc : cli_load(&c.base, src, &prog);
+    rc = rc ? rc : train ? cli_load_training("compile", &c.base, src, &prog) : cli_load(&c.base, src, &prog);
     if (rc == 0)
         rc = compile_package(&c, &prog, src, &bo, w);
     for (int k = 0; w && k < w->nkernels; k++)

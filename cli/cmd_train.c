@@ -18,6 +18,7 @@
 #include "runtime/dist.h"
 #include "runtime/files.h"
 #include "runtime/model_source.h"
+#include "runtime/package.h"
 #include "runtime/ref_import.h"
 #include "runtime/safetensors.h"
 #include "runtime/train.h"
@@ -155,7 +156,8 @@ static int parse_train(int argc, char **argv, const char *cmd, int is_step, trai
     const char *file = NULL;
     int rc = cli_parse_own(argc, argv, cmd, is_step ? step_table : train_table,
                            is_step ? CLI_COUNT(step_table) : CLI_COUNT(train_table),
-                           OPT_DEVICE | OPT_PRECISION | OPT_THREADS | OPT_CUDA | OPT_DEFINE, o, &file);
+                           OPT_DEVICE | OPT_PRECISION | OPT_THREADS | OPT_CUDA | OPT_DEFINE | (is_step ? 0 : OPT_PACKAGE),
+                           o, &file);
     if (rc == 0 && file) {
         if (o->base.file) {
             fprintf(stderr, "edmc %s: the model given twice ('%s' and '%s')\n", cmd, o->base.file, file);
@@ -164,32 +166,6 @@ static int parse_train(int argc, char **argv, const char *cmd, int is_step, trai
         o->base.file = file;
     }
     return rc;
-}
-
-/* Compiles the training program: the model with training=true, differentiated. */
-static int load_training(train_opts *o, edm_sources *src, edm_program *prog)
-{
-    int has = 0;
-    for (int i = 0; i < o->base.ndefines; i++)
-        has |= strcmp(o->base.defines[i].name, "training") == 0;
-    if (!has && o->base.ndefines < CLI_MAX_DEFINES) {
-        char *name = strdup("training");
-        if (!name)
-            return 1;
-        o->base.defines[o->base.ndefines].name = name;
-        o->base.defines[o->base.ndefines++].value = "true";
-    }
-    int rc = cli_load(&o->base, src, prog);
-    if (rc != 0)
-        return rc;
-    edm_status st;
-    edm_status_init(&st);
-    edm_pipeline_options po = {.training = 1};
-    if (edm_pipeline_run(prog->graph, &po, "train", NULL, &st) != 0) {
-        cli_report(src, &st);
-        return cli_exit_code(&st);
-    }
-    return 0;
 }
 
 /* A .edm parameter as a number (presets carry the training hyperparameters). */
@@ -274,14 +250,6 @@ static int parse_ema(const char *list, edm_train_opts *t)
 
 /* ------------------------------------------------------------------ shape */
 
-static int has_define(const cli_opts *o, const char *name)
-{
-    for (int i = 0; i < o->ndefines; i++)
-        if (strcmp(o->defines[i].name, name) == 0)
-            return 1;
-    return 0;
-}
-
 /* The dataset decides what the model does not: label_dim always (unless -D
  * label_dim or --cond=false sets it), resolution and channels for a --model
  * file (a --preset fixes them; check_preset_shape compares). */
@@ -293,6 +261,8 @@ static int shape_from_data(train_opts *o)
         cli_report(NULL, &st);
         return cli_exit_code(&st);
     }
+    if (o->base.package) /* its model's shape was fixed when it was compiled: check_package_shape */
+        return 0;
     const struct {
         const char *name;
         int value, applies;
@@ -300,7 +270,7 @@ static int shape_from_data(train_opts *o)
                      {"img_resolution", o->geo.resolution, o->geo.resolution > 0 && !o->preset},
                      {"img_channels", o->geo.channels, o->geo.channels > 0 && !o->preset}};
     for (int k = 0; k < 3; k++) {
-        if (!from_data[k].applies || has_define(&o->base, from_data[k].name))
+        if (!from_data[k].applies || cli_has_define(&o->base, from_data[k].name))
             continue;
         snprintf(o->geo_text[k], sizeof o->geo_text[k], "%d", from_data[k].value);
         if (cli_define_set("train", &o->base, from_data[k].name, o->geo_text[k]) != 0)
@@ -323,6 +293,76 @@ static int check_preset_shape(const train_opts *o, const edm_program *prog)
             o->geo.resolution ? o->geo.resolution : res, o->geo.channels ? o->geo.channels : ch,
             o->geo.resolution ? o->geo.resolution : res, o->geo.channels ? o->geo.channels : ch);
     return 2;
+}
+
+/* A package compiled for other images than the dataset's: one error naming
+ * the -D that compiles one for them. */
+static int check_package_shape(const train_opts *o, const edm_graph *g)
+{
+    int img = edm_graph_find(g, EDM_OP_INPUT, "images"), lab = edm_graph_find(g, EDM_OP_INPUT, "class_labels");
+    if (img < 0 || edm_graph_node(g, img)->shape.rank != 4) {
+        fprintf(stderr, "edmc train: %s: the training program has no input images [N, C, H, W]\n", o->base.package);
+        return 1;
+    }
+    const edm_shape *s = &edm_graph_node(g, img)->shape;
+    int res = (int)s->dim[2], ch = (int)s->dim[1], classes = lab >= 0 ? (int)edm_graph_node(g, lab)->shape.dim[1] : 0;
+    const struct {
+        const char *name;
+        int data, model;
+    } fixed[] = {{"label_dim", o->geo.classes, classes},
+                 {"img_resolution", o->geo.resolution, res},
+                 {"img_channels", o->geo.channels, ch}};
+    for (int k = 0; k < 3; k++)
+        if ((k == 0 || fixed[k].data > 0) && fixed[k].data != fixed[k].model) {
+            fprintf(stderr,
+                    "edmc train: %s holds a model for %dx%d images with %d channels and %d classes, but %s has %s "
+                    "%d: compile the package with -D %s=%d\n",
+                    o->base.package, res, res, ch, classes, o->data, fixed[k].name, fixed[k].data, fixed[k].name,
+                    fixed[k].data);
+            return 2;
+        }
+    return 0;
+}
+
+/* A cuda package runs the passes of the batch its kernels were made for:
+ * --batch-gpu (or the batch over the ranks) must be one of them. */
+static int check_package_batch(const train_opts *o, const edm_train_opts *t, int ranks)
+{
+    int64_t micro = t->batch_gpu > 0 ? t->batch_gpu : t->batch / (ranks > 0 ? ranks : 1);
+    char held[256];
+    if (edm_package_holds_batch(o->base.pkg, micro, held, sizeof held))
+        return 0;
+    fprintf(stderr,
+            "edmc train: %s holds kernels for passes of batch %s, but this run's passes are of %lld images "
+            "(--batch-gpu, or --batch over the ranks): give --batch-gpu one of its batches, or compile the "
+            "package with --batch=%lld\n",
+            o->base.package, held, (long long)micro, (long long)micro);
+    return 2;
+}
+
+/* --package: the training program, its parameters and its source files
+ * from the package (nothing read from .edm files), checked against --data. */
+static int load_package(train_opts *o, edm_sources *src, edm_program *prog)
+{
+    if (o->base.ndefines) {
+        fprintf(stderr, "edmc train: -D, --channels, --dropout, --P_mean, --P_std and --cond do not apply to a "
+                        "package: its model was compiled with its parameters (edmc compile it again to change them)\n");
+        return 2;
+    }
+    int rc = cli_open_package("train", &o->base);
+    if (rc != 0)
+        return rc;
+    edm_status st;
+    edm_status_init(&st);
+    if (edm_package_program(o->base.pkg, prog, &st) != 0 || edm_package_sources(o->base.pkg, src, &st) != 0) {
+        cli_report(NULL, &st);
+        return cli_exit_code(&st);
+    }
+    if (!edm_package_model_path(o->base.pkg)) {
+        fprintf(stderr, "edmc train: %s: manifest.json names no model file\n", o->base.package);
+        return 1;
+    }
+    return check_package_shape(o, prog->graph);
 }
 
 /* ------------------------------------------------------------------ resume */
@@ -400,7 +440,7 @@ static int agree_ema(train_opts *o)
 static int take_model(train_opts *o)
 {
     json_object *m;
-    if (o->base.file || !json_object_object_get_ex(o->run, "model", &m))
+    if (o->base.file || o->base.package || !json_object_object_get_ex(o->run, "model", &m))
         return 0;
     o->base.file = json_object_get_string(m);
     o->model_from_run = 1;
@@ -513,8 +553,8 @@ static int compare_config(const train_opts *o, const char *config)
     char why[600];
     edm_config_diff(o->run_config, config, why, sizeof why);
     fprintf(stderr, "edmc train: --resume: the model is configured otherwise than the run in '%s': %s (the run's "
-                    "vs this command's); leave --model, --preset and -D out to continue it as it was\n",
-            o->outdir, why);
+                    "vs this command's); leave %s out to continue it as it was\n",
+            o->outdir, why, o->base.package ? "--package" : "--model, --preset and -D");
     return 2;
 }
 
@@ -611,6 +651,10 @@ static int train_command(int argc, char **argv)
         return 0;
     }
     int rc = parsed != 0 ? 2 : 0;
+    if (rc == 0 && o.base.package && (o.base.file || o.preset)) {
+        fprintf(stderr, "edmc train: give the model once: --model (or --preset) or --package, not both\n");
+        rc = 2;
+    }
     if (rc == 0 && o.preset && !o.base.file) {
         if (cli_preset_path("train", o.preset, preset, sizeof preset) != 0)
             rc = 2;
@@ -630,8 +674,9 @@ static int train_command(int argc, char **argv)
             rc = cli_exit_code(&st);
         }
     }
-    if (rc == 0 && (!o.base.file || !o.data)) {
-        fprintf(stderr, "edmc train: needs --model=FILE.edm (or --preset=NAME), --data=DATASET and --outdir=DIR\n");
+    if (rc == 0 && ((!o.base.file && !o.base.package) || !o.data)) {
+        fprintf(stderr, "edmc train: needs --model=FILE.edm (or --preset=NAME, or --package=X.edmpkg), "
+                        "--data=DATASET and --outdir=DIR\n");
         rc = 2;
     }
     if (rc == 0)
@@ -653,10 +698,14 @@ static int train_command(int argc, char **argv)
             o.base.file = edm_sources_get(src, at)->path;
         }
     }
-    if (rc == 0)
-        rc = src ? load_training(&o, src, &prog) : 1;
+    if (rc == 0 && o.base.package)
+        rc = src ? load_package(&o, src, &prog) : 1;
+    else if (rc == 0)
+        rc = src ? cli_load_training("train", &o.base, src, &prog) : 1;
     /* snapshots name the model by absolute path: generate and phema may run elsewhere */
-    char *model_abs = rc == 0 ? edm_absolute_path(o.base.file) : NULL;
+    char *model_abs = rc == 0 ? edm_absolute_path(o.base.package ? edm_package_model_path(o.base.pkg)
+                                                                 : o.base.file)
+                              : NULL;
     edm_st_file *init = NULL;
     edm_status st;
     edm_status_init(&st);
@@ -733,6 +782,8 @@ static int train_command(int argc, char **argv)
         rc = join_ranks(&o, &t.backend, &dist);
         t.dist = dist;
         rank = dist ? edm_dist_rank(dist) : 0;
+        if (rc == 0 && o.base.pkg)
+            rc = check_package_batch(&o, &t, dist ? edm_dist_size(dist) : 1);
         if (dist && o.base.threads == 0) { /* the node's cores shared among its ranks */
             long cores = sysconf(_SC_NPROCESSORS_ONLN);
             int per = (int)(cores / edm_dist_local_size(dist));
@@ -927,7 +978,7 @@ int cmd_step(int argc, char **argv)
     edm_sources *src = edm_sources_new();
     edm_program prog;
     memset(&prog, 0, sizeof prog);
-    int rc = src ? load_training(&o, src, &prog) : 1;
+    int rc = src ? cli_load_training("step", &o.base, src, &prog) : 1;
     if (rc == 0) {
         if (!o.has_lr) {
             o.lr = param_number(&prog, "ref_lr", 0.01);

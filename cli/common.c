@@ -127,6 +127,14 @@ int cli_define_set(const char *cmd, cli_opts *o, const char *name, const char *v
     return 0;
 }
 
+int cli_has_define(const cli_opts *o, const char *name)
+{
+    for (int i = 0; i < o->ndefines; i++)
+        if (strcmp(o->defines[i].name, name) == 0)
+            return 1;
+    return 0;
+}
+
 int cli_add_define(const char *cmd, cli_opts *o, const char *def)
 {
     return cli_define_append(cmd, "-D", o->defines, &o->ndefines, def);
@@ -361,6 +369,36 @@ int cli_open_package(const char *cmd, cli_opts *o)
     o->pkg = edm_package_open(o->package, &st);
     if (!o->pkg) {
         cli_report(NULL, &st);
+        return cli_exit_code(&st);
+    }
+    /* a training package holds the differentiated training program only */
+    int want_train = strcmp(cmd, "train") == 0 || (o->mode && strcmp(o->mode, "train") == 0);
+    const char *mode = edm_package_mode(o->pkg);
+    if (want_train && strcmp(mode, "train") != 0) {
+        fprintf(stderr, "edmc %s: %s holds a %s run: training needs a package compiled with --mode=train\n", cmd,
+                o->package, mode);
+        return 2;
+    }
+    if (!want_train && strcmp(mode, "train") == 0) {
+        fprintf(stderr, "edmc %s: %s holds a training run (edmc train, bench --mode=train): compile the model with "
+                        "--mode=forward or --mode=sample for this\n", cmd, o->package);
+        return 2;
+    }
+    return 0;
+}
+
+int cli_load_training(const char *cmd, cli_opts *o, edm_sources *src, edm_program *prog)
+{
+    if (!cli_has_define(o, "training") && cli_define_set(cmd, o, "training", "true") != 0)
+        return 2;
+    int rc = cli_load(o, src, prog);
+    if (rc != 0)
+        return rc;
+    edm_status st;
+    edm_status_init(&st);
+    edm_pipeline_options po = {.training = 1};
+    if (edm_pipeline_run(prog->graph, &po, "train", NULL, &st) != 0) {
+        cli_report(src, &st);
         return cli_exit_code(&st);
     }
     return 0;

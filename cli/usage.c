@@ -14,8 +14,9 @@ static const cli_usage commands[] = {
     {"dump", "FILE.edm [--stage=ir|fused|train] [--format=text|xml|dot] [-o OUT] [-D ...]",
      "Prints a model's IR graph or its fused execution plan.", NULL},
     {"compile", "FILE.edm [--device=cpu|cuda] [--arch=sm_80,sm_90] [--batch=B,...] [--precision=P] [--fuse=...] "
-                "[--mode=forward|sample] [-D ...] -o X.edmpkg",
-     "Compiles a model ahead of time into one package that forward, bench and generate run (--package=).",
+                "[--mode=forward|sample|train] [-D ...] -o X.edmpkg",
+     "Compiles a model ahead of time into one package that forward, bench and generate run (--package=); "
+     "--mode=train packages the training program for train --package= and bench --mode=train.",
      "A package holds the graph, the execution plan, the parameter table, the model's source and, for cuda, "
      "one cubin per architecture and batch; every entry has a SHA-256 in its manifest (docs/packages.md)."},
     {"init", "FILE.edm [--seed=S] -o W.safetensors [-D ...]", "Writes freshly initialised weights.", NULL},
@@ -25,7 +26,7 @@ static const cli_usage commands[] = {
      "Times a forward pass, a training step or a sampling step.", NULL},
     {"step", "FILE.edm --weights=W --batch=IN.safetensors --output=OUT [--lr=0.01] [DEVICE OPTIONS]",
      "One training step on a given batch (for comparisons with PyTorch).", NULL},
-    {"train", "--model=FILE.edm|--preset=NAME --data=DATASET --outdir=DIR [options]",
+    {"train", "--model=FILE.edm|--preset=NAME|--package=X.edmpkg --data=DATASET --outdir=DIR [options]",
      "Trains with the EDM2 recipe. A folder holds one run: --resume continues it with its own settings.",
      "Counts of images take the suffixes Ki, Mi, Gi, k and M (64Ki = 65536)."},
     {"phema", "--indir=DIR --outstd=S1,S2,... --outdir=DIR [--outkimg=K] [FILE.edm]",

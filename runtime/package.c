@@ -224,9 +224,17 @@ static int add_model(json_object *m, const edm_package_spec *sp, edm_status *st)
     char *dot = strrchr(name, '.');
     if (dot && strcmp(dot, ".edm") == 0)
         *dot = '\0';
-    if (j_add(m, "model", model, st) != 0 || j_add(model, "defines", defs, st) != 0 ||
-        j_add(model, "params", params, st) != 0 || j_str(model, "name", name, st) != 0 ||
-        j_str(model, "path", sp->model_path, st) != 0)
+    /* a training run from the package records the model as a run from the file does */
+    char *abs = edm_absolute_path(sp->model_path);
+    if (!abs)
+        return edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "%s: cannot make the path absolute", sp->model_path);
+    int rc = j_add(m, "model", model, st) != 0 || j_add(model, "defines", defs, st) != 0 ||
+                     j_add(model, "params", params, st) != 0 || j_str(model, "name", name, st) != 0 ||
+                     j_str(model, "path", sp->model_path, st) != 0 || j_str(model, "absolute_path", abs, st) != 0
+                 ? -1
+                 : 0;
+    free(abs);
+    if (rc != 0)
         return -1;
     for (int i = 0; i < sp->ndefines; i++)
         if (j_str(defs, sp->defines[i].name, sp->defines[i].value, st) != 0)
@@ -482,6 +490,9 @@ static int read_settings(edm_package *p, edm_status *st)
     if (!p->device || !p->precision || !p->fuse || !p->mode)
         return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: manifest.json lacks device, precision, fuse or mode",
                         p->path);
+    if (strcmp(p->mode, "forward") != 0 && strcmp(p->mode, "sample") != 0 && strcmp(p->mode, "train") != 0)
+        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: manifest.json: mode '%s' (expected forward, sample or train)",
+                        p->path, p->mode);
     edm_backend_options probe = edm_backend_defaults(EDM_DEVICE_CPU);
     return edm_package_backend(p, &probe, st);
 }
@@ -644,4 +655,105 @@ int edm_package_check_weights(const edm_package *p, const edm_st_file *w, edm_st
         }
     }
     return 0;
+}
+
+/* ------------------------------------------------------------------ training runs */
+
+/* manifest.json's "model" object, or NULL. */
+static json_object *model_object(const edm_package *p)
+{
+    json_object *m;
+    return json_object_object_get_ex(p->manifest, "model", &m) && json_object_is_type(m, json_type_object) ? m : NULL;
+}
+
+/* What edm_package_program filled so far, freed (edm_program_free belongs to
+ * the front end, which the C API's library leaves out). */
+static void program_drop(edm_program *prog)
+{
+    for (int i = 0; i < prog->nparams; i++) {
+        free((char *)prog->params[i].name);
+        free((char *)prog->params[i].value);
+    }
+    free(prog->params);
+    memset(prog, 0, sizeof *prog);
+}
+
+int edm_package_program(edm_package *p, edm_program *prog, edm_status *st)
+{
+    memset(prog, 0, sizeof *prog);
+    json_object *m = model_object(p), *params;
+    if (!m || !json_object_object_get_ex(m, "params", &params) || !json_object_is_type(params, json_type_object))
+        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: manifest.json has no model parameters", p->path);
+    int n = json_object_object_length(params);
+    prog->params = calloc((size_t)(n > 0 ? n : 1), sizeof *prog->params);
+    if (!prog->params)
+        return edm_nomem(st);
+    /* json-c keeps the members in the order written: the compilation's */
+    json_object_object_foreach(params, name, val)
+    {
+        if (!json_object_is_type(val, json_type_string)) {
+            program_drop(prog);
+            return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: manifest.json: model parameter '%s' is not a string",
+                            p->path, name);
+        }
+        edm_param_value *v = &prog->params[prog->nparams];
+        v->name = strdup(name);
+        v->value = strdup(json_object_get_string(val));
+        prog->nparams++;
+        if (!v->name || !v->value) {
+            program_drop(prog);
+            return edm_nomem(st);
+        }
+    }
+    prog->graph = edm_package_take_graph(p);
+    if (!prog->graph) {
+        program_drop(prog);
+        return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "%s: the package's graph was taken already", p->path);
+    }
+    return 0;
+}
+
+int edm_package_sources(const edm_package *p, edm_sources *src, edm_status *st)
+{
+    json_object *list;
+    if (!json_object_object_get_ex(p->manifest, "sources", &list) || !json_object_is_type(list, json_type_array))
+        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: manifest.json has no sources list", p->path);
+    if (edm_sources_restrict(src, NULL, 0, st) != 0) /* the disk holds nothing for it */
+        return -1;
+    for (size_t i = 0; i < json_object_array_length(list); i++) {
+        json_object *o = json_object_array_get_idx(list, i);
+        const char *name = j_get_str(o, "entry"), *path = j_get_str(o, "path");
+        if (!name || !path)
+            return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: manifest.json: sources[%zu] lacks entry or path",
+                            p->path, i);
+        const entry *e = need(p, name, st);
+        if (!e || edm_sources_add_text(src, path, (const char *)e->data, e->size, st) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+const char *edm_package_model_path(const edm_package *p)
+{
+    json_object *m = model_object(p);
+    const char *abs = m ? j_get_str(m, "absolute_path") : NULL;
+    return abs ? abs : m ? j_get_str(m, "path") : NULL;
+}
+
+int edm_package_holds_batch(const edm_package *p, int64_t n, char *held, size_t size)
+{
+    int found = p->nkernels == 0; /* a CPU package runs any batch */
+    size_t used = 0;
+    if (size)
+        held[0] = '\0';
+    for (int k = 0; k < p->nkernels; k++) {
+        found |= p->kernels[k].batch == n;
+        int seen = 0; /* each batch once, though every architecture has it */
+        for (int j = 0; j < k; j++)
+            seen |= p->kernels[j].batch == p->kernels[k].batch;
+        if (!seen && used < size)
+            used += (size_t)snprintf(held + used, size - used, "%s%lld", used ? ", " : "",
+                                     (long long)p->kernels[k].batch);
+    }
+    return found;
 }

@@ -32,7 +32,8 @@ typedef struct {
     const edm_program *prog;         /* the compiled model: its graph and final parameter values */
     const edm_sources *src;          /* every file it read (the model and its imports) */
     const edm_backend_options *backend; /* device, precision, fuse */
-    const char *mode;                /* "forward" or "sample" */
+    const char *mode;                /* "forward", "sample" or "train" (prog is then the differentiated
+                                      * training program) */
     const int64_t *batches;          /* CUDA: the batches of the cubins (CPU: any batch runs) */
     int nbatches;
     const char *plan_xml;            /* the plan the backend makes for the graph */
@@ -55,7 +56,7 @@ void edm_package_close(edm_package *p);
 const char *edm_package_path(const edm_package *p);
 /* The graph, handed to the caller (who frees it); NULL once taken. */
 edm_graph *edm_package_take_graph(edm_package *p);
-/* "forward" or "sample". */
+/* "forward", "sample" or "train". */
 const char *edm_package_mode(const edm_package *p);
 /* The device, precision, fusion rules, plan and kernels into opt (threads
  * and the other options stay as they are). */
@@ -72,5 +73,19 @@ int64_t edm_package_fit_batch(const edm_package *p, int64_t n);
 /* Weights that fit the parameter table (every parameter and buffer present,
  * with its shape); otherwise -1 naming the first that does not. */
 int edm_package_check_weights(const edm_package *p, const edm_st_file *w, edm_status *st);
+
+/* A training run from a package (its mode "train"): the program, its graph
+ * taken and its compile-time parameters (in the compilation's order) copied
+ * from the manifest, as edm_compile_file would have made it. */
+int edm_package_program(edm_package *p, edm_program *prog, edm_status *st);
+/* Every source file the compilation read, into src under the paths it named
+ * them (the main file first); src then reads nothing from the disk. */
+int edm_package_sources(const edm_package *p, edm_sources *src, edm_status *st);
+/* The model file it was compiled from, as an absolute path (what a run from
+ * the file records), or NULL. */
+const char *edm_package_model_path(const edm_package *p);
+/* Whether a run of batch n has kernels (always, for a cpu package); held
+ * gets the batches it has, "8, 32". */
+int edm_package_holds_batch(const edm_package *p, int64_t n, char *held, size_t size);
 
 #endif

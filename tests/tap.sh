@@ -28,3 +28,11 @@ tap_expect_error() {
     fi
     rm -f "$err_file"
 }
+# abspath PATH: PATH, made absolute against the working folder
+abspath() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+# kernel_cache: the folder (created) that keeps NVRTC's and the emulator's
+# compilations between runs, shared by the scripts that compile kernels
+kernel_cache() {
+    c=$(abspath "${EDMC_TEST_KERNEL_CACHE:-$builddir/tests/emu-cache}")
+    mkdir -p "$c" && echo "$c"
+}

@@ -141,6 +141,9 @@ tap_expect_error "no such package" 1 "absent.edmpkg: cannot read it (No such fil
     "$tmp/sample" "$tmp/absent.edmpkg" "$W" 1 2
 printf 'not a package at all\n' >"$tmp/text.edmpkg"
 tap_expect_error "not a package" 1 "not a zip archive) (edmc error 3)" "$tmp/sample" "$tmp/text.edmpkg" "$W" 1 2
+"$edmc" compile "$srcdir/models/edm2-tiny.edm" --mode=train -o "$tmp/train.edmpkg" >/dev/null 2>&1
+tap_expect_error "a training package" 1 "holds a training run (edmc train --package)" \
+    "$tmp/sample" "$tmp/train.edmpkg" "$W" 1 2
 "$edmc" init "$srcdir/models/edm2-tiny.edm" -D model_channels=16 -D channels_per_head=16 \
     -o "$tmp/w16.safetensors" >/dev/null 2>&1
 tap_expect_error "weights of another size" 1 "does not match the parameter table of" \

@@ -90,14 +90,14 @@ tap_expect_error "--precision other than the package's" 2 "was compiled for --de
     "$edmc" forward --package="$P" --precision=f64 --weights="$W" --input="$IN" --output="$tmp/o.safetensors"
 tap_expect_error "--fuse other than the package's" 2 "--fuse: the package" \
     "$edmc" bench --package="$P" --fuse=none --batch=2 --iters=1
-tap_expect_error "bench --mode=train on a package" 2 "holds a forward or sample run" \
+tap_expect_error "bench --mode=train on a forward package" 2 "holds a forward run: training needs a package compiled with --mode=train" \
     "$edmc" bench --package="$P" --mode=train --batch=2 --iters=1
 tap_expect_error "compile --batch for the CPU" 2 "apply to --device=cuda" \
     "$edmc" compile "$srcdir/models/edm2-tiny.edm" --batch=4 -o "$tmp/x.edmpkg"
 tap_expect_error "compile --arch=90" 2 "expected up to 8 architectures like sm_80,sm_90" \
     "$edmc" compile "$srcdir/models/edm2-tiny.edm" --device=cuda --arch=90 -o "$tmp/x.edmpkg"
-tap_expect_error "compile --mode=train" 2 "train is not done yet" \
-    "$edmc" compile "$srcdir/models/edm2-tiny.edm" --mode=train -o "$tmp/x.edmpkg"
+tap_expect_error "compile --mode=denoise" 2 "--mode=denoise: expected forward, sample or train" \
+    "$edmc" compile "$srcdir/models/edm2-tiny.edm" --mode=denoise -o "$tmp/x.edmpkg"
 tap_expect_error "compile without -o" 2 "needs a model file and -o" "$edmc" compile "$srcdir/models/edm2-tiny.edm"
 
 # --- bad packages: one clear error each, exit 1
