@@ -16,7 +16,11 @@
 #      forward fp32 and fp16 (unfused, and fp16 fused on tensor cores), one
 #      training step (fp32), the 8-step sampler with and without guidance
 #   6. a short training run (edm2-tiny, 2 Ki images) on the CPU and on CUDA
-#      (fp32 and fp16): the loss columns of stats.jsonl must agree
+#      (fp32 and fp16): the loss columns of stats.jsonl must agree; with
+#      two GPUs or more, mpirun and libnccl.so.2 on the machine, the fp32 run
+#      again as one rank per GPU over NCCL (overlapped buckets): its losses
+#      must follow the single process's (the fp32 tolerance: NCCL sums the
+#      ranks' parts in its own order); one GPU: skipped, and said so
 #   7. benchmarks, fp16, batch 128: edmc bench --fuse=all (tensor-core
 #      contractions; --profile: the slowest kernels of one more run) beside
 #      scripts/bench_torch_gpu.py (xs and s, forward and train), and xs
@@ -339,6 +343,19 @@ cpu_threads=$((ncpu / 4))
 train_cpu() { rm -rf "$work/train-cpu"; run_step train-cpu 180 ./edmc train $train_args --device=cpu --threads="$cpu_threads" --outdir="$work/train-cpu"; }
 # shellcheck disable=SC2086
 train_fp32() { rm -rf "$work/train-fp32"; run_step train-fp32 150 ./edmc train $train_args --device=cuda --precision=fp32 --outdir="$work/train-fp32"; }
+# NCCL: as many ranks as GPUs (one per GPU), the global batch unchanged, so the
+# losses follow the single process's.  mpirun and NCCL (a system library, or
+# PyTorch's nvidia-nccl wheel) are looked for; without either the row says so.
+nccl_lib=$(find_lib libnccl.so.2 || true)
+ngpu=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ')
+[ "${ngpu:-0}" -ge 1 ] || ngpu=1
+# shellcheck disable=SC2086
+train_nccl() {
+    rm -rf "$work/train-nccl"
+    run_step train-nccl 180 env EDMC_NCCL="$nccl_lib" mpirun --allow-run-as-root --oversubscribe -n "$ngpu" \
+        -x EDMC_NCCL -x LD_LIBRARY_PATH -x EDMC_CACHE_DIR -x EDMC_CUDA_DRIVER -x EDMC_CUBLASLT \
+        ./edmc train $train_args --device=cuda --precision=fp32 --collective=nccl --outdir="$work/train-nccl"
+}
 # shellcheck disable=SC2086
 train_fp16() { rm -rf "$work/train-fp16"; run_step train-fp16 150 ./edmc train $train_args --device=cuda --precision=fp16 --outdir="$work/train-fp16"; }
 
@@ -364,6 +381,7 @@ if have ./edmc; then
     spawn train_cpu
     spawn train_fp32
     spawn train_fp16
+    [ "$ngpu" -ge 2 ] && command -v mpirun >/dev/null 2>&1 && [ -n "$nccl_lib" ] && spawn train_nccl
     spawn prewarm_chain
 fi
 # shellcheck disable=SC2086
@@ -502,6 +520,23 @@ for p in fp32:0.02:1 fp16:0.10:10; do
     [ -s "$s" ] && cp "$s" "$logs/train-$prec.stats.jsonl"
 done
 [ -s "$cpu_stats" ] && cp "$cpu_stats" "$logs/train-cpu.stats.jsonl"
+s=$work/train-nccl/stats.jsonl
+if [ "$ngpu" -lt 2 ]; then
+    # one rank alone sums nothing (edmc makes no collective), and NCCL takes one GPU per rank
+    row "train nccl $ngpu rank(s) = 1 process" skip "one GPU: NCCL needs a GPU per rank and 2 ranks"
+elif ! command -v mpirun >/dev/null 2>&1; then
+    row "train nccl $ngpu rank(s) = 1 process" skip "no mpirun on this machine"
+elif [ -z "$nccl_lib" ]; then
+    row "train nccl $ngpu rank(s) = 1 process" skip "no libnccl.so.2 (system or PyTorch's nvidia-nccl)"
+elif [ "$(st train-nccl)" != 0 ] || [ ! -s "$s" ]; then
+    row "train nccl $ngpu rank(s) = 1 process" FAIL "$(why train-nccl)"
+elif ! grep -q 'summed over the ranks by nccl' "$logs/train-nccl.log"; then
+    row "train nccl $ngpu rank(s) = 1 process" FAIL "the run did not sum by NCCL: $(grep -m1 -i 'nccl\|collective' "$logs/train-nccl.log" | cut -c1-80)"
+elif note=$(cmp_loss "$s" "$work/train-fp32/stats.jsonl" 0.02 1); then
+    row "train nccl $ngpu rank(s) = 1 process" ok "$note (tol 0.02 rel or 1 abs), $(secs train-nccl) s"
+else
+    row "train nccl $ngpu rank(s) = 1 process" FAIL "$note (tol 0.02 rel or 1 abs)"
+fi
 
 # ------------------------------------------------------------------ 7. benchmarks, one at a time
 deadline=$((T0 + budget))
