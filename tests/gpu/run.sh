@@ -349,6 +349,16 @@ train_fp32() { rm -rf "$work/train-fp32"; run_step train-fp32 150 ./edmc train $
 nccl_lib=$(find_lib libnccl.so.2 || true)
 ngpu=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ')
 [ "${ngpu:-0}" -ge 1 ] || ngpu=1
+nccl_row="train nccl $ngpu rank(s) = 1 process"
+nccl_skip=""   # why the step does not run, when it does not
+if [ "$ngpu" -lt 2 ]; then
+    # one rank alone sums nothing (edmc makes no collective), and NCCL takes one GPU per rank
+    nccl_skip="one GPU: NCCL needs a GPU per rank and 2 ranks"
+elif ! command -v mpirun >/dev/null 2>&1; then
+    nccl_skip="no mpirun on this machine"
+elif [ -z "$nccl_lib" ]; then
+    nccl_skip="no libnccl.so.2 (system or PyTorch's nvidia-nccl)"
+fi
 # shellcheck disable=SC2086
 train_nccl() {
     rm -rf "$work/train-nccl"
@@ -381,7 +391,7 @@ if have ./edmc; then
     spawn train_cpu
     spawn train_fp32
     spawn train_fp16
-    [ "$ngpu" -ge 2 ] && command -v mpirun >/dev/null 2>&1 && [ -n "$nccl_lib" ] && spawn train_nccl
+    [ -z "$nccl_skip" ] && spawn train_nccl
     spawn prewarm_chain
 fi
 # shellcheck disable=SC2086
@@ -521,21 +531,16 @@ for p in fp32:0.02:1 fp16:0.10:10; do
 done
 [ -s "$cpu_stats" ] && cp "$cpu_stats" "$logs/train-cpu.stats.jsonl"
 s=$work/train-nccl/stats.jsonl
-if [ "$ngpu" -lt 2 ]; then
-    # one rank alone sums nothing (edmc makes no collective), and NCCL takes one GPU per rank
-    row "train nccl $ngpu rank(s) = 1 process" skip "one GPU: NCCL needs a GPU per rank and 2 ranks"
-elif ! command -v mpirun >/dev/null 2>&1; then
-    row "train nccl $ngpu rank(s) = 1 process" skip "no mpirun on this machine"
-elif [ -z "$nccl_lib" ]; then
-    row "train nccl $ngpu rank(s) = 1 process" skip "no libnccl.so.2 (system or PyTorch's nvidia-nccl)"
+if [ -n "$nccl_skip" ]; then
+    row "$nccl_row" skip "$nccl_skip"
 elif [ "$(st train-nccl)" != 0 ] || [ ! -s "$s" ]; then
-    row "train nccl $ngpu rank(s) = 1 process" FAIL "$(why train-nccl)"
+    row "$nccl_row" FAIL "$(why train-nccl)"
 elif ! grep -q 'summed over the ranks by nccl' "$logs/train-nccl.log"; then
-    row "train nccl $ngpu rank(s) = 1 process" FAIL "the run did not sum by NCCL: $(grep -m1 -i 'nccl\|collective' "$logs/train-nccl.log" | cut -c1-80)"
+    row "$nccl_row" FAIL "the run did not sum by NCCL: $(grep -m1 -i 'nccl\|collective' "$logs/train-nccl.log" | cut -c1-80)"
 elif note=$(cmp_loss "$s" "$work/train-fp32/stats.jsonl" 0.02 1); then
-    row "train nccl $ngpu rank(s) = 1 process" ok "$note (tol 0.02 rel or 1 abs), $(secs train-nccl) s"
+    row "$nccl_row" ok "$note (tol 0.02 rel or 1 abs), $(secs train-nccl) s"
 else
-    row "train nccl $ngpu rank(s) = 1 process" FAIL "$note (tol 0.02 rel or 1 abs)"
+    row "$nccl_row" FAIL "$note (tol 0.02 rel or 1 abs)"
 fi
 
 # ------------------------------------------------------------------ 7. benchmarks, one at a time
