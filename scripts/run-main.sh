@@ -19,9 +19,12 @@ rm -rf "$out"   # a folder holds one run: the main job starts a new one
 # Pixels, not latents: noise levels drawn lower and wider than the latent
 # models' default (P_mean -0.8, P_std 1.6, as EDM2's pixel-space ImageNet-64
 # setups), and the learning rate decayed as 1/sqrt(t / 2000 steps) — both
-# gave smoother backgrounds and firmer outlines here at equal cost.
+# gave smoother backgrounds and firmer outlines here at equal cost.  A
+# learning rate of 0.02 rather than 0.01 denoises 5-8% better (mean squared
+# error at sigma 0.5 to 2) after the same images; 0.03 or 0.04, or a later
+# decay, did not do better.
 ./edmc train --model=models/edm2-tiny.edm -D model_channels=16 -D channels_per_head=16 -D img_channels=3 --data=builtin:shapes \
-    --outdir="$out" --batch=8 --duration="$duration" --status=1Ki --snapshot=4Ki --checkpoint=8Ki --rampup=0 --lr=0.01 \
+    --outdir="$out" --batch=8 --duration="$duration" --status=1Ki --snapshot=4Ki --checkpoint=8Ki --rampup=0 --lr=0.02 \
     --decay=2000 --P_mean=-0.8 --P_std=1.6
 snapshots=$(ls "$out"/network-snapshot-*-0.100.safetensors)
 last=$(echo "$snapshots" | sed -n 's/.*network-snapshot-\([0-9]*\)-0.100.safetensors/\1/p' | tail -n 1)
