@@ -208,7 +208,10 @@ static int bench_train(const cli_opts *o, edm_graph *g, const edm_backend_option
     c.t = edm_trainer_new(g, o->batch, bo, st);
     r->setup_s = edm_now_seconds() - r->start;
     r->setup_cpu_s = edm_cpu_seconds();
-    int rc = c.t ? edm_trainer_init(c.t, 1, st) : -1;
+    /* a step is one pass, as a run without --batch-gpu's */
+    int rc = c.t ? edm_trainer_direct_grads(c.t, 1, st) : -1;
+    if (rc == 0)
+        rc = edm_trainer_init(c.t, 1, st);
     if (rc == 0)
         rc = fill_random(g, edm_trainer_backend(c.t), 0, st);
     double elapsed = 0, cpu = 0;

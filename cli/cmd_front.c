@@ -227,7 +227,9 @@ static int print_json(const cli_opts *o, const edm_program *prog, const edm_stat
         bad |= json_object_object_add(cu, "arena_bytes_train", json_object_new_double(ps->arena_train));
         bad |= json_object_object_add(cu, "leaf_bytes_forward", json_object_new_double(ps->leaf_forward));
         bad |= json_object_object_add(cu, "leaf_bytes_train", json_object_new_double(ps->leaf_train));
-        bad |= json_object_object_add(cu, "optimizer_bytes", json_object_new_double(3 * ps->param_bytes));
+        /* Adam's m and v; the f32 accumulators only for --batch-gpu passes or several ranks */
+        bad |= json_object_object_add(cu, "optimizer_bytes", json_object_new_double(2 * ps->param_bytes));
+        bad |= json_object_object_add(cu, "accumulator_bytes", json_object_new_double(ps->param_bytes));
         bad |= json_object_object_add(cu, "ema_bytes_each", json_object_new_double(ps->param_bytes));
         bad |= json_object_object_add(root, "cuda_memory", cu);
     }
@@ -263,8 +265,10 @@ static void print_cuda_memory(const plan_summary *ps)
            (long long)ps->co.batch, edm_dtype_name(ps->co.storage), ps->arena_forward / gib, ps->leaf_forward / gib);
     if (ps->arena_train >= 0)
         printf(";\n                  training step %.2f GiB arena + %.2f GiB parameters and inputs + %.2f GiB "
-               "optimizer state + %.2f GiB per EMA",
-               ps->arena_train / gib, ps->leaf_train / gib, 3 * ps->param_bytes / gib, ps->param_bytes / gib);
+               "optimizer state + %.2f GiB per EMA\n                  (+ %.2f GiB of gradient accumulators with "
+               "--batch-gpu passes or several ranks)",
+               ps->arena_train / gib, ps->leaf_train / gib, 2 * ps->param_bytes / gib, ps->param_bytes / gib,
+               ps->param_bytes / gib);
     printf("\n");
 }
 

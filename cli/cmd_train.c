@@ -878,7 +878,9 @@ static int run_step(const train_opts *o, const edm_program *prog, const edm_back
         edm_backend_options opt = *bo;
         opt.cpu.seed = o->base.seed;
         t = edm_trainer_new(prog->graph, images->dim[0], &opt, st);
-        rc = t ? edm_trainer_load(t, w, st) : -1;
+        rc = t ? edm_trainer_direct_grads(t, 1, st) : -1; /* one step of one pass */
+        if (rc == 0)
+            rc = edm_trainer_load(t, w, st);
         if (rc == 0 && !o->base.allow_nonfinite)
             rc = edm_weights_check_finite(prog->graph, w, st);
     }

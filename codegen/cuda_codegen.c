@@ -1004,12 +1004,28 @@ static const char OPTIMIZER_KERNELS[] =
     "            p[k] = p[k] / norm;\n"
     "    }\n"
     "}\n"
-    "extern \"C\" __global__ void __launch_bounds__(256) edm_adam(float *__restrict__ w, float *__restrict__ m,\n"
-    "    float *__restrict__ v, const float *__restrict__ g, long long n, double lr, double beta1, double beta2,\n"
+    "extern \"C\" __global__ void __launch_bounds__(256) edm_ema(float *__restrict__ ema,\n"
+    "    const float *__restrict__ w, long long n, double beta)\n"
+    "{\n"
+    "    const float t = (float)(1.0 - beta);\n"
+    "    if (fabsf(t) < 0.5f) {\n"
+    "        EDM_LOOP(n) ema[i] = __fadd_rn(ema[i], __fmul_rn(t, __fsub_rn(w[i], ema[i])));\n"
+    "    } else {\n"
+    "        const float u = 1.0f - t;\n"
+    "        EDM_LOOP(n) ema[i] = __fsub_rn(w[i], __fmul_rn(__fsub_rn(w[i], ema[i]), u));\n"
+    "    }\n"
+    "}\n";
+
+/* Adam from the gradient in each storage type: the f32 accumulator, or (a
+ * step of one pass on one rank) the kept gradient itself.  "+ 0.0f" is the
+ * accumulator's 0 + g, so that both give the same bits (−0 becomes +0). */
+static const char ADAM_KERNEL[] =
+    "extern \"C\" __global__ void __launch_bounds__(256) edm_adam_%s(float *__restrict__ w, float *__restrict__ m,\n"
+    "    float *__restrict__ v, const %s *__restrict__ g, long long n, double lr, double beta1, double beta2,\n"
     "    double eps, double c1, double c2, unsigned long long *nonfinite)\n"
     "{\n"
     "    EDM_LOOP(n) {\n"
-    "        float gi = g[i];\n"
+    "        float gi = __fadd_rn(ld(g, i), 0.0f);\n"
     "        if ((__float_as_uint(gi) & 0x7f800000U) == 0x7f800000U) {\n"
     "            gi = 0.0f;\n"
     "            atomicAdd(nonfinite, 1ULL);\n"
@@ -1023,17 +1039,6 @@ static const char OPTIMIZER_KERNELS[] =
     "        const double mhat = (double)mi / c1, vhat = (double)vi / c2;\n"
     "        w[i] = (float)__dsub_rn((double)w[i], __dmul_rn(lr, mhat) / __dadd_rn(sqrt(vhat), eps));\n"
     "    }\n"
-    "}\n"
-    "extern \"C\" __global__ void __launch_bounds__(256) edm_ema(float *__restrict__ ema,\n"
-    "    const float *__restrict__ w, long long n, double beta)\n"
-    "{\n"
-    "    const float t = (float)(1.0 - beta);\n"
-    "    if (fabsf(t) < 0.5f) {\n"
-    "        EDM_LOOP(n) ema[i] = __fadd_rn(ema[i], __fmul_rn(t, __fsub_rn(w[i], ema[i])));\n"
-    "    } else {\n"
-    "        const float u = 1.0f - t;\n"
-    "        EDM_LOOP(n) ema[i] = __fsub_rn(w[i], __fmul_rn(__fsub_rn(w[i], ema[i]), u));\n"
-    "    }\n"
     "}\n";
 
 /* Gradient accumulation into the f32 accumulators, from each storage type. */
@@ -1044,6 +1049,8 @@ static void emit_optimizer_kernels(sbuf *b)
                   "extern \"C\" __global__ void __launch_bounds__(%d) edm_grad_acc_%s(float *__restrict__ acc, "
                   "const %s *__restrict__ g, long long n)\n{\n    EDM_LOOP(n) acc[i] += ld(g, i);\n}\n",
                   BLOCK, edm_cuda_dtype_suffix(STORAGE_TYPES[i]), ctype(STORAGE_TYPES[i]));
+    for (size_t i = 0; i < sizeof STORAGE_TYPES / sizeof STORAGE_TYPES[0]; i++)
+        sb_printf(b, ADAM_KERNEL, edm_cuda_dtype_suffix(STORAGE_TYPES[i]), ctype(STORAGE_TYPES[i]));
     sb_puts(b, OPTIMIZER_KERNELS);
 }
 

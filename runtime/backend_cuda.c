@@ -123,7 +123,7 @@ struct edm_cuda_exec {
     edm_cuda_module code;
     cu_function *fn; /* per node (KERNEL nodes) */
     cu_function cast_in[3], cast_out[3]; /* by dtype: f32, f16, bf16 */
-    cu_function grad_acc[3], force_wn, adam, ema;
+    cu_function grad_acc[3], force_wn, adam[3], ema; /* grad_acc, adam: by the gradient's dtype */
     gemm_plan *gemm; /* per node */
     int ngemm_library, ngemm_fallback;
     value_plan *vp;
@@ -153,8 +153,11 @@ struct edm_cuda_exec {
     cu_event fork, join;
     opt_param *params;
     int nparams;
-    cu_ptr opt_mem;    /* m, v, accumulators of every parameter */
+    cu_ptr opt_mem;    /* m, v of every parameter */
     size_t opt_bytes;
+    cu_ptr acc_mem;    /* the f32 gradient accumulators, made on first use */
+    size_t acc_bytes;
+    int direct_grads;  /* Adam reads the kept gradients: no accumulators (edm_cuda_opt_direct_grads) */
     cu_ptr nonfinite;  /* unsigned long long counter */
     cu_ptr ema_mem;    /* nema copies of every parameter, parameter by parameter */
     int nema;
@@ -558,11 +561,13 @@ static int load_kernels(edm_cuda_exec *x, edm_status *st)
             snprintf(name, sizeof name, "edm_grad_acc_%s", sfx);
             if (get_function(x, name, &x->grad_acc[t], st) != 0)
                 return -1;
+            snprintf(name, sizeof name, "edm_adam_%s", sfx);
+            if (get_function(x, name, &x->adam[t], st) != 0)
+                return -1;
         }
     }
     if (x->opt.optimizer &&
-        (get_function(x, "edm_force_wn", &x->force_wn, st) != 0 || get_function(x, "edm_adam", &x->adam, st) != 0 ||
-         get_function(x, "edm_ema", &x->ema, st) != 0))
+        (get_function(x, "edm_force_wn", &x->force_wn, st) != 0 || get_function(x, "edm_ema", &x->ema, st) != 0))
         return -1;
     for (int gi = 0; x->plan && gi < x->pcode.ngroups; gi++)
         if (get_function(x, x->pcode.group[gi].kernel, &x->group_fn[gi], st) != 0)
@@ -860,7 +865,7 @@ void edm_cuda_exec_free(edm_cuda_exec *x)
         if (x->comm)
             x->api.StreamDestroy(x->comm);
         cu_ptr mem[] = {x->staging, x->arena,     x->seed,      x->col,    x->lt_ws,
-                        x->opt_mem,  x->nonfinite, x->ema_mem, x->partial, x->ones, x->gtable};
+                        x->opt_mem,  x->nonfinite, x->ema_mem, x->partial, x->ones, x->gtable, x->acc_mem};
         for (size_t i = 0; i < sizeof mem / sizeof mem[0]; i++)
             if (mem[i])
                 x->api.MemFree(mem[i]);
@@ -922,7 +927,7 @@ size_t edm_cuda_exec_device_bytes(const edm_cuda_exec *x)
 {
     return x->arena_bytes + sizeof(float) * (size_t)STAGING_ELEMS + 256 + x->col_bytes + x->partial_bytes +
            sizeof(float) * (size_t)x->nones +
-           (x->lt_ws ? LT_WORKSPACE_BYTES : 0) + x->opt_bytes + (size_t)x->nema * x->ema_stride;
+           (x->lt_ws ? LT_WORKSPACE_BYTES : 0) + x->opt_bytes + x->acc_bytes + (size_t)x->nema * x->ema_stride;
 }
 
 int edm_cuda_exec_find(const edm_cuda_exec *x, edm_op op, const char *name)
@@ -1318,7 +1323,7 @@ int edm_cuda_opt_attach(edm_cuda_exec *x, const edm_cuda_opt_param *p, int n, ed
         q->forced_wn = p[i].forced_wn;
         q->rows = p[i].rows > 0 ? p[i].rows : 1;
         q->numel = x->numel[node];
-        total += 3 * align256(sizeof(float) * (size_t)q->numel);
+        total += 2 * align256(sizeof(float) * (size_t)q->numel);
     }
     x->nparams = n;
     x->opt_bytes = total + 256;
@@ -1331,9 +1336,48 @@ int edm_cuda_opt_attach(edm_cuda_exec *x, const edm_cuda_opt_param *p, int n, ed
         size_t bytes = align256(sizeof(float) * (size_t)q->numel);
         q->m = at;
         q->v = at + bytes;
-        q->acc = at + 2 * bytes;
-        at += 3 * bytes;
+        at += 2 * bytes;
     }
+    return 0;
+}
+
+/* The accumulators, zeroed, on first use: a step of one pass on one rank
+ * never needs them (edm_cuda_opt_direct_grads). */
+static int ensure_acc(edm_cuda_exec *x, edm_status *st)
+{
+    if (x->direct_grads)
+        return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC,
+                        "the gradient accumulators were asked for with direct gradients (one pass, one rank)");
+    if (x->acc_mem || x->nparams == 0)
+        return 0;
+    size_t total = 0;
+    for (int i = 0; i < x->nparams; i++)
+        total += align256(sizeof(float) * (size_t)x->params[i].numel);
+    if (CU(MemAlloc(&x->acc_mem, total), "cuMemAlloc (the gradient accumulators)") != 0)
+        return -1;
+    x->acc_bytes = total;
+    if (zero(x, x->acc_mem, total, st) != 0)
+        return -1;
+    cu_ptr at = x->acc_mem;
+    for (int i = 0; i < x->nparams; i++) {
+        x->params[i].acc = at;
+        at += align256(sizeof(float) * (size_t)x->params[i].numel);
+    }
+    return 0;
+}
+
+int edm_cuda_opt_direct_grads(edm_cuda_exec *x, int on, edm_status *st)
+{
+    if (on && x->acc_mem) {
+        if (CU(StreamSynchronize(x->stream), "cuStreamSynchronize") != 0 ||
+            CU(MemFree(x->acc_mem), "cuMemFree (the gradient accumulators)") != 0)
+            return -1;
+        x->acc_mem = 0;
+        x->acc_bytes = 0;
+        for (int i = 0; i < x->nparams; i++)
+            x->params[i].acc = 0;
+    }
+    x->direct_grads = on != 0;
     return 0;
 }
 
@@ -1356,6 +1400,10 @@ int edm_cuda_opt_force_wn(edm_cuda_exec *x, edm_status *st)
 
 int edm_cuda_opt_zero_grad(edm_cuda_exec *x, edm_status *st)
 {
+    if (x->direct_grads) /* each run writes the kept gradients whole */
+        return 0;
+    if (ensure_acc(x, st) != 0)
+        return -1;
     for (int i = 0; i < x->nparams; i++)
         if (CU(MemsetD8Async(x->params[i].acc, 0, sizeof(float) * (size_t)x->params[i].numel, x->stream),
                "cuMemsetD8Async") != 0)
@@ -1365,6 +1413,10 @@ int edm_cuda_opt_zero_grad(edm_cuda_exec *x, edm_status *st)
 
 static int accumulate_one(edm_cuda_exec *x, int i, edm_status *st)
 {
+    if (x->direct_grads)
+        return 0;
+    if (ensure_acc(x, st) != 0)
+        return -1;
     opt_param *q = &x->params[i];
     cu_ptr acc = q->acc, g = value_ptr(x, q->grad_node);
     long long n = (long long)q->numel;
@@ -1407,14 +1459,16 @@ int edm_cuda_opt_adam(edm_cuda_exec *x, double lr, double beta1, double beta2, d
                       int64_t *nonfinite, edm_status *st)
 {
     double c1 = 1 - pow(beta1, (double)step), c2 = 1 - pow(beta2, (double)step);
-    if (zero(x, x->nonfinite, 8, st) != 0)
+    if (zero(x, x->nonfinite, 8, st) != 0 || (!x->direct_grads && ensure_acc(x, st) != 0))
         return -1;
     for (int i = 0; i < x->nparams; i++) {
         opt_param *q = &x->params[i];
-        cu_ptr w = value_ptr(x, q->node), m = q->m, v = q->v, g = q->acc, counter = x->nonfinite;
+        int dt = x->direct_grads ? dtype_index(value_dtype(x, q->grad_node)) : 0;
+        cu_ptr w = value_ptr(x, q->node), m = q->m, v = q->v, counter = x->nonfinite;
+        cu_ptr g = x->direct_grads ? value_ptr(x, q->grad_node) : q->acc;
         long long n = (long long)q->numel;
         void *args[] = {&w, &m, &v, &g, &n, &lr, &beta1, &beta2, &eps, &c1, &c2, &counter};
-        if (launch_1d(x, x->adam, args, q->numel, "cuLaunchKernel(edm_adam)", st) != 0)
+        if (launch_1d(x, x->adam[dt], args, q->numel, "cuLaunchKernel(edm_adam)", st) != 0)
             return -1;
     }
     unsigned long long bad = 0;
@@ -1463,7 +1517,11 @@ int edm_cuda_opt_download_grad(edm_cuda_exec *x, int i, float *grad, int64_t n, 
 {
     if (check_param(x, i, n, st) != 0)
         return -1;
-    return download(x, grad, x->params[i].acc, EDM_F32, n, st);
+    if (x->direct_grads) {
+        int g = x->params[i].grad_node;
+        return download(x, grad, value_ptr(x, g), value_dtype(x, g), n, st);
+    }
+    return ensure_acc(x, st) != 0 ? -1 : download(x, grad, x->params[i].acc, EDM_F32, n, st);
 }
 
 unsigned long long edm_cuda_opt_grad_ptr(const edm_cuda_exec *x, int i)
@@ -1510,7 +1568,7 @@ int edm_cuda_exec_compute_waits(edm_cuda_exec *x, edm_status *st)
 
 int edm_cuda_opt_upload_grad(edm_cuda_exec *x, int i, const float *grad, int64_t n, edm_status *st)
 {
-    if (check_param(x, i, n, st) != 0)
+    if (check_param(x, i, n, st) != 0 || ensure_acc(x, st) != 0)
         return -1;
     return upload(x, x->params[i].acc, EDM_F32, grad, n, st);
 }

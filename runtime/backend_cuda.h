@@ -122,10 +122,15 @@ double edm_cuda_exec_compile_seconds(const edm_cuda_exec *x);
 /* ------------------------------------------------------------------ the trainer's state on the device
  *
  * Parameters are leaves stored f32 in the arena: they are the master
- * weights.  edm_cuda_opt_attach gives each an f32 gradient accumulator and
- * Adam's m and v on the device; the step then never leaves the GPU:
+ * weights.  edm_cuda_opt_attach gives each Adam's m and v on the device,
+ * and an f32 gradient accumulator on first use; the step then never leaves
+ * the GPU:
  *     force_wn → zero_grad → (set inputs, run, accumulate)× → adam
- * and the host reads the state back only for EMA, snapshots and checkpoints. */
+ * and the host reads the state back only for EMA, snapshots and checkpoints.
+ * A step of one pass on one rank needs no accumulator: after
+ * edm_cuda_opt_direct_grads(x, 1) zero_grad and accumulate do nothing, Adam
+ * reads the run's kept gradients (the same bits), and the accumulators'
+ * memory (4 bytes per parameter) is never taken, or given back. */
 
 typedef struct {
     int node;      /* PARAM */
@@ -135,6 +140,7 @@ typedef struct {
 } edm_cuda_opt_param;
 
 int edm_cuda_opt_attach(edm_cuda_exec *x, const edm_cuda_opt_param *p, int n, edm_status *st);
+int edm_cuda_opt_direct_grads(edm_cuda_exec *x, int on, edm_status *st);
 /* w ← w / (1e-4 + rms(row)) for the forced-WN parameters. */
 int edm_cuda_opt_force_wn(edm_cuda_exec *x, edm_status *st);
 int edm_cuda_opt_zero_grad(edm_cuda_exec *x, edm_status *st);
@@ -151,7 +157,8 @@ int edm_cuda_opt_upload(edm_cuda_exec *x, int i, const float *value, const float
 /* The accumulated gradient of parameter i (tests). */
 int edm_cuda_opt_download_grad(edm_cuda_exec *x, int i, float *grad, int64_t n, edm_status *st);
 /* Data parallel with a device collective (NCCL): the device address of
- * parameter i's f32 accumulator (0 when i is out of range), the stream the
+ * parameter i's f32 accumulator (0 when i is out of range, before the first
+ * accumulation or with direct gradients), the stream the
  * step's work is queued on (a CUstream), and a wait for that stream. */
 unsigned long long edm_cuda_opt_grad_ptr(const edm_cuda_exec *x, int i);
 void *edm_cuda_exec_stream(const edm_cuda_exec *x);

@@ -167,6 +167,10 @@ int edm_trainer_load(edm_trainer *t, const edm_st_file *f, edm_status *st)
 
 int edm_trainer_force_wn(edm_trainer *t, edm_status *st) { return t->state->force_wn(t, st); }
 int edm_trainer_zero_grad(edm_trainer *t, edm_status *st) { return t->state->zero_grad(t, st); }
+int edm_trainer_direct_grads(edm_trainer *t, int on, edm_status *st)
+{
+    return t->state->direct_grads ? t->state->direct_grads(t, on, st) : 0;
+}
 
 int edm_trainer_accumulate(edm_trainer *t, int64_t total_batch, double *loss, edm_status *st)
 {

@@ -65,6 +65,12 @@ int edm_trainer_pull_grad(edm_trainer *t, edm_status *st);
 int edm_trainer_force_wn(edm_trainer *t, edm_status *st);
 /* Clears the accumulated gradients. */
 int edm_trainer_zero_grad(edm_trainer *t, edm_status *st);
+/* on: every step is one edm_trainer_accumulate on one process (no
+ * --batch-gpu passes, no ranks), so a device trainer lets Adam read that
+ * pass's gradients and holds no accumulators (4 bytes per parameter less);
+ * the results are the same bits.  Off (the default) before a step of
+ * several passes or an all-reduce. */
+int edm_trainer_direct_grads(edm_trainer *t, int on, edm_status *st);
 /* One micro-batch: the inputs must be set on the backend (images, labels,
  * rnd_normal, unit_noise); accumulates gradients of Σ_n loss_n / total_batch
  * and adds Σ_n loss_n / total_batch to *loss. */

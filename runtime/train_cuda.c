@@ -1,6 +1,7 @@
 /* The trainer's state on a CUDA device (train_state.h): the parameters are
- * the executor's f32 leaves, and the accumulators, Adam's moments and the
- * EMAs live beside them (runtime/backend_cuda.h's edm_cuda_opt_*); the
+ * the executor's f32 leaves, and Adam's moments, the EMAs and (for steps of
+ * several passes or ranks) the gradient accumulators live beside them
+ * (runtime/backend_cuda.h's edm_cuda_opt_*); the
  * trainer's value, m, v and grad arrays are host copies, refreshed on
  * request (snapshots, checkpoints, `edmc step`). */
 #include "config.h"
@@ -56,6 +57,10 @@ static int cuda_pull_grad(edm_trainer *t, edm_status *st)
 
 static int cuda_force_wn(edm_trainer *t, edm_status *st) { return edm_cuda_opt_force_wn(t->cuda, st); }
 static int cuda_zero_grad(edm_trainer *t, edm_status *st) { return edm_cuda_opt_zero_grad(t->cuda, st); }
+static int cuda_direct_grads(edm_trainer *t, int on, edm_status *st)
+{
+    return edm_cuda_opt_direct_grads(t->cuda, on, st);
+}
 static int cuda_accumulate(edm_trainer *t, edm_status *st) { return edm_cuda_opt_accumulate(t->cuda, st); }
 
 /* The leaves are the masters: nothing to set before a pass. */
@@ -260,6 +265,7 @@ const edm_trainer_state edm_trainer_cuda_state = {
     .zero_grad = cuda_zero_grad,
     .set_masters = cuda_set_masters,
     .accumulate = cuda_accumulate,
+    .direct_grads = cuda_direct_grads,
     .adam = cuda_adam,
     .allreduce = cuda_allreduce,
     .nccl = cuda_nccl,

@@ -527,6 +527,9 @@ static int setup(loop *L, const edm_graph *g, const edm_train_opts *o, const edm
     L->t = edm_trainer_new(g, L->micro, &opt, st);
     if (!L->t)
         return -1;
+    /* one pass a step, no collective: the pass's gradients are the step's */
+    if (!L->dist && L->micro == o->batch && edm_trainer_direct_grads(L->t, 1, st) != 0)
+        return -1;
     L->cpu = edm_trainer_backend(L->t);
     if ((init ? edm_trainer_load(L->t, init, st) : edm_trainer_init(L->t, o->seed, st)) != 0)
         return -1;

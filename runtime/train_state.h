@@ -53,6 +53,9 @@ struct edm_trainer_state {
     int (*pull_grad)(edm_trainer *t, edm_status *st);
     int (*force_wn)(edm_trainer *t, edm_status *st);
     int (*zero_grad)(edm_trainer *t, edm_status *st);
+    /* on: a step is one pass on one rank, so Adam may read the pass's gradients
+     * without accumulators (NULL: the state keeps its accumulators) */
+    int (*direct_grads)(edm_trainer *t, int on, edm_status *st);
     /* before a pass: the masters onto the backend; after it: its gradients into the accumulators */
     int (*set_masters)(edm_trainer *t, edm_status *st);
     int (*accumulate)(edm_trainer *t, edm_status *st);

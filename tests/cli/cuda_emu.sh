@@ -264,4 +264,21 @@ if "$edmc" train $train_args --device=cpu --threads=1 --outdir="$tmp/train-cpu" 
 else
     tap_not_ok "training on the CPU (the baseline)" "$(head -n 5 "$tmp/cpu.err")"
 fi
+# two passes a step (--batch-gpu): the device's f32 accumulators, which a
+# step of one pass (above) does without
+# shellcheck disable=SC2086
+if "$edmc" train $train_args --batch-gpu=4 --device=cpu --threads=1 --outdir="$tmp/train-cpu-acc" >/dev/null \
+    2>"$tmp/cpu-acc.err"; then
+    # shellcheck disable=SC2086
+    if emu_run "training on the emulator, --batch-gpu=4 --fuse=all" "$edmc" train $train_args --batch-gpu=4 \
+        --device=cuda --precision=fp32 --fuse=all --outdir="$tmp/train-emu-acc"; then
+        if note=$(loss_note "$tmp/train-emu-acc/stats.jsonl" "$tmp/train-cpu-acc/stats.jsonl"); then
+            tap_ok "training loss, CUDA fp32 in two passes a step on the emulator against the CPU: $note"
+        else
+            tap_not_ok "training loss, CUDA fp32 in two passes a step on the emulator against the CPU" "$note"
+        fi
+    fi
+else
+    tap_not_ok "training on the CPU in two passes a step (the baseline)" "$(head -n 5 "$tmp/cpu-acc.err")"
+fi
 tap_done

@@ -84,7 +84,8 @@ a, n = (json.load(open(f))["cuda_memory"] for f in sys.argv[1:3])
 assert a["batch"] == 64 and a["storage"] == "bf16", a
 assert 0 < a["arena_bytes_forward"] <= n["arena_bytes_forward"], (a, n)
 assert 0 < a["arena_bytes_train"] < 0.6 * n["arena_bytes_train"], (a, n)
-assert a["optimizer_bytes"] == 3 * a["ema_bytes_each"] > 0, a
+assert a["optimizer_bytes"] == 2 * a["ema_bytes_each"] > 0, a  # Adam's m and v
+assert a["accumulator_bytes"] == a["ema_bytes_each"], a  # only for --batch-gpu passes or ranks
 PY
 then
     tap_ok "info --device=cuda --json: the executor's arenas at batch 64, bf16 (fused training < 0.6x unfused)"

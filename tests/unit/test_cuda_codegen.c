@@ -419,7 +419,9 @@ static void test_fixed_kernels(void **state)
         "edm_grad_acc_f16(float *__restrict__ acc, const h16 *__restrict__ g, long long n)",
         "edm_grad_acc_bf16(float *__restrict__ acc, const b16 *__restrict__ g, long long n)",
         "edm_force_wn(float *__restrict__ w, long long rows, long long fan_in)",
-        "edm_adam(float *__restrict__ w, float *__restrict__ m,",
+        "edm_adam_f32(float *__restrict__ w, float *__restrict__ m,\n    float *__restrict__ v, const float *__restrict__ g,",
+        "edm_adam_f16(float *__restrict__ w, float *__restrict__ m,\n    float *__restrict__ v, const h16 *__restrict__ g,",
+        "edm_adam_bf16(float *__restrict__ w, float *__restrict__ m,\n    float *__restrict__ v, const b16 *__restrict__ g,",
         "edm_ema(float *__restrict__ ema,\n    const float *__restrict__ w, long long n, double beta)",
     };
     for (int with = 0; with < 2; with++) {
@@ -432,13 +434,17 @@ static void test_fixed_kernels(void **state)
         assert_null(strstr(m.source, "edm_cast_from_f32("));
         assert_null(strstr(m.source, "edm_cast_to_f32("));
         assert_null(strstr(m.source, "edm_grad_acc("));
-        if (with) {
+        assert_null(strstr(m.source, "edm_adam("));
+        for (int t = 0; with && t < 3; t++) {
+            static const char *const adam[] = {"edm_adam_f32", "edm_adam_f16", "edm_adam_bf16"};
             size_t len;
-            const char *f = function_text(m.source, "edm_adam", &len);
+            const char *f = function_text(m.source, adam[t], &len);
             assert_non_null(f);
             assert_true(contains(f, len, "double c1, double c2,"));
             assert_true(contains(f, len, "unsigned long long *nonfinite)"));
             assert_true(contains(f, len, "atomicAdd(nonfinite, 1ULL)"));
+            /* the accumulator's 0 + g, so that reading the gradient directly gives the same bits */
+            assert_true(contains(f, len, "__fadd_rn(ld(g, i), 0.0f)"));
             assert_false(contains(f, len, "w_store"));
         }
         edm_cuda_module_free(&m);
@@ -656,8 +662,9 @@ static void compile_case(const char *model, int training, edm_dtype storage, int
     static const char *const fixed[] = {"edm_cast_from_f32_f32", "edm_cast_from_f32_f16", "edm_cast_from_f32_bf16",
                                         "edm_cast_to_f32_f32",   "edm_cast_to_f32_f16",   "edm_cast_to_f32_bf16",
                                         "edm_grad_acc_f32",      "edm_grad_acc_f16",      "edm_grad_acc_bf16",
-                                        "edm_force_wn",          "edm_adam",              "edm_ema"};
-    for (size_t k = 0; k < (opt.optimizer ? 12u : 6u); k++) {
+                                        "edm_adam_f32",          "edm_adam_f16",          "edm_adam_bf16",
+                                        "edm_force_wn",          "edm_ema"};
+    for (size_t k = 0; k < (opt.optimizer ? 14u : 6u); k++) {
         if (!contains(cubin.data, cubin.size, fixed[k]))
             print_error("%s not in the cubin\n", fixed[k]);
         assert_true(contains(cubin.data, cubin.size, fixed[k]));
