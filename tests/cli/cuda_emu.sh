@@ -281,4 +281,26 @@ if "$edmc" train $train_args --batch-gpu=4 --device=cpu --threads=1 --outdir="$t
 else
     tap_not_ok "training on the CPU in two passes a step (the baseline)" "$(head -n 5 "$tmp/cpu-acc.err")"
 fi
+# ... and their memory: one pass of 4 a step binds the same arena as those two
+# passes of 4, without the accumulators (4 bytes per parameter, each 256-aligned)
+one_args="--model=$tiny --data=builtin:shapes16 --batch=4 --duration=16 --status=16 --seed=1 --rampup=0.01 --snapshot=0 --checkpoint=0"
+# shellcheck disable=SC2086
+if [ -f "$tmp/train-emu-acc/stats.jsonl" ] &&
+    emu_run "training on the emulator, one pass of 4 a step" "$edmc" train $one_args --device=cuda --precision=fp32 \
+        --fuse=all --outdir="$tmp/train-emu-one"; then
+    params=$("$edmc" info "$tiny" -D label_dim=3 --json 2>/dev/null | sed -n 's/^ *"params": *\([0-9]*\),*$/\1/p')
+    if note=$(awk -v p="$params" '
+        function mem(s,   i, r) { i = index(s, "\"mem_mib\":"); if (i == 0) return -1; r = substr(s, i + 10); sub(/[,}].*/, "", r); return r + 0 }
+        NR == FNR { if (FNR == 1) acc = mem($0); next }
+        FNR == 1 { one = mem($0) }
+        END {
+            want = 4 * p / 1048576; d = acc - one
+            printf "%.3f MiB more with them, %d parameters: %.3f MiB", d, p, want
+            exit !(p > 0 && acc > 0 && one > 0 && d >= want && d <= want + 59 * 256 / 1048576)
+        }' "$tmp/train-emu-acc/stats.jsonl" "$tmp/train-emu-one/stats.jsonl"); then
+        tap_ok "a step of one pass holds no gradient accumulators: $note"
+    else
+        tap_not_ok "a step of one pass holds no gradient accumulators" "$note"
+    fi
+fi
 tap_done
