@@ -6,7 +6,7 @@
 # it, and draw beside them a grid of real dataset images and the loss curve.
 # Output: runs/main/ (stats.jsonl, snapshots, checkpoints, phema/,
 # samples/grid.png, real.png, loss.png).  About ten minutes on two idle cores
-# (EDMC_MAIN_DURATION images; 128Ki by default: 9 min 21 s to 10 min 8 s measured on a 2-core Xeon VM).
+# (EDMC_MAIN_DURATION images; 128Ki by default: 7 min 45 s to 10 min 8 s measured on a 2-core Xeon VM).
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/build.sh
