@@ -1368,15 +1368,8 @@ static int ensure_acc(edm_cuda_exec *x, edm_status *st)
 
 int edm_cuda_opt_direct_grads(edm_cuda_exec *x, int on, edm_status *st)
 {
-    if (on && x->acc_mem) {
-        if (CU(StreamSynchronize(x->stream), "cuStreamSynchronize") != 0 ||
-            CU(MemFree(x->acc_mem), "cuMemFree (the gradient accumulators)") != 0)
-            return -1;
-        x->acc_mem = 0;
-        x->acc_bytes = 0;
-        for (int i = 0; i < x->nparams; i++)
-            x->params[i].acc = 0;
-    }
+    if (on && x->acc_mem) /* chosen before the first step, never with accumulated gradients */
+        return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "direct gradients after the accumulators were made");
     x->direct_grads = on != 0;
     return 0;
 }

@@ -130,7 +130,8 @@ double edm_cuda_exec_compile_seconds(const edm_cuda_exec *x);
  * A step of one pass on one rank needs no accumulator: after
  * edm_cuda_opt_direct_grads(x, 1) zero_grad and accumulate do nothing, Adam
  * reads the run's kept gradients (the same bits), and the accumulators'
- * memory (4 bytes per parameter) is never taken, or given back. */
+ * memory (4 bytes per parameter) is never taken; it is chosen before the
+ * first step (an error once the accumulators exist). */
 
 typedef struct {
     int node;      /* PARAM */

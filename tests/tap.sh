@@ -36,3 +36,12 @@ kernel_cache() {
     c=$(abspath "${EDMC_TEST_KERNEL_CACHE:-$builddir/tests/emu-cache}")
     mkdir -p "$c" && echo "$c"
 }
+# strace_usable: strace is installed and may trace here (containers can forbid ptrace)
+strace_usable() { command -v strace >/dev/null 2>&1 && strace -f -o /dev/null true 2>/dev/null; }
+# traced_opens LOG COMMAND...: COMMAND under strace, its open/openat calls in
+# LOG; without LeakSanitizer, which cannot run under ptrace (CI's sanitizer
+# pass): every other run of the binary still checks leaks
+traced_opens() {
+    trace_log=$1; shift
+    ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" strace -f -e trace=open,openat -o "$trace_log" "$@"
+}

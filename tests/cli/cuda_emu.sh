@@ -229,10 +229,12 @@ fi
 
 # --- (c) training: CPU against CUDA fp32, 64 images at batch 8, the loss every 16
 train_args="--model=$tiny --data=builtin:shapes16 --batch=8 --duration=64 --status=16 --seed=1 --rampup=0.01 --snapshot=0 --checkpoint=0"
+# field(s, key): the text of key's value in one stats.jsonl line ("x" without it), for awk
+awk_field='function field(s, key,   i, r) { i = index(s, "\"" key "\":"); if (i == 0) return "x"; r = substr(s, i + length(key) + 3); sub(/[,}].*/, "", r); return r }'
 # loss_note EMU CPU: the status lines' losses within 1e-4 (relative)
 loss_note() {
-    awk -v rtol=1e-4 '
-        function loss(s,   i, r) { i = index(s, "\"loss\":"); if (i == 0) return "x"; r = substr(s, i + 7); sub(/[,}].*/, "", r); return r }
+    awk -v rtol=1e-4 "$awk_field"'
+        function loss(s) { return field(s, "loss") }
         NR == FNR { a[FNR] = loss($0); na = FNR; next }
         { b[FNR] = loss($0); nb = FNR }
         END {
@@ -289,8 +291,8 @@ if [ -f "$tmp/train-emu-acc/stats.jsonl" ] &&
     emu_run "training on the emulator, one pass of 4 a step" "$edmc" train $one_args --device=cuda --precision=fp32 \
         --fuse=all --outdir="$tmp/train-emu-one"; then
     params=$("$edmc" info "$tiny" -D label_dim=3 --json 2>/dev/null | sed -n 's/^ *"params": *\([0-9]*\),*$/\1/p')
-    if note=$(awk -v p="$params" '
-        function mem(s,   i, r) { i = index(s, "\"mem_mib\":"); if (i == 0) return -1; r = substr(s, i + 10); sub(/[,}].*/, "", r); return r + 0 }
+    if note=$(awk -v p="$params" "$awk_field"'
+        function mem(s,   r) { r = field(s, "mem_mib"); return r == "x" ? -1 : r + 0 }
         NR == FNR { if (FNR == 1) acc = mem($0); next }
         FNR == 1 { one = mem($0) }
         END {

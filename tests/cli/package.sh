@@ -58,12 +58,10 @@ diff_ok "package forward vs the golden D_x (1e-4)" "$tmp/pkg.safetensors" "$IN" 
 "$edmc" forward "$srcdir/models/edm2-tiny.edm" --weights="$W" --input="$IN" --output="$tmp/file.safetensors" 2>/dev/null
 if cmp -s "$tmp/pkg.safetensors" "$tmp/file.safetensors"; then tap_ok "package forward = model file forward, bit for bit"
 else tap_not_ok "package forward differs from the model file's"; fi
-if command -v strace >/dev/null 2>&1 && strace -f -e trace=open,openat -o "$tmp/trace" true 2>/dev/null; then
-    # LeakSanitizer cannot run under ptrace (the CI's sanitizer pass)
-    nolsan="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
-    ASAN_OPTIONS="$nolsan" strace -f -e trace=open,openat -o "$tmp/trace" "$edmc" forward --package="$tmp/tiny.edmpkg" --weights="$W" \
+if strace_usable; then
+    traced_opens "$tmp/trace" "$edmc" forward --package="$tmp/tiny.edmpkg" --weights="$W" \
         --input="$IN" --output="$tmp/pkg2.safetensors" >/dev/null 2>&1
-    ASAN_OPTIONS="$nolsan" strace -f -e trace=open,openat -o "$tmp/trace-file" "$edmc" forward "$srcdir/models/edm2-tiny.edm" --weights="$W" \
+    traced_opens "$tmp/trace-file" "$edmc" forward "$srcdir/models/edm2-tiny.edm" --weights="$W" \
         --input="$IN" --output="$tmp/file2.safetensors" >/dev/null 2>&1
     if grep -q '\.edm"' "$tmp/trace-file" && ! grep -q '\.edm"' "$tmp/trace"; then
         tap_ok "a run from the package opens no .edm file (a run from the model file opens $(grep -c '\.edm"' "$tmp/trace-file"))"

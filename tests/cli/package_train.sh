@@ -30,10 +30,8 @@ else tap_not_ok "the manifest lacks mode train"; fi
 
 # --- the same run from the model file and from the package
 tap_check "train from the model file" "$edmc" train --model="$tiny" $args --duration=64 --outdir="$tmp/file"
-if command -v strace >/dev/null 2>&1 && strace -f -e trace=open,openat -o "$tmp/trace" true 2>/dev/null; then
-    # LeakSanitizer cannot run under ptrace (the CI's sanitizer pass): leaks are
-    # checked by every other run of this binary, so not under strace
-    tap_check "train --package (under strace)" env ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" strace -f -e trace=open,openat -o "$tmp/trace" \
+if strace_usable; then
+    tap_check "train --package (under strace)" traced_opens "$tmp/trace" \
         "$edmc" train --package="$P" $args --duration=64 --outdir="$tmp/pkg"
     if grep -q 'edmpkg"' "$tmp/trace" && ! grep -q '\.edm"' "$tmp/trace"; then
         tap_ok "training from the package opens no .edm file"
