@@ -16,6 +16,7 @@
 #include "compiler/passes/passes.h"
 #include "runtime/backend.h"
 #include "runtime/denoiser.h"
+#include "runtime/interface_names.h"
 #include "runtime/rng.h"
 #include "runtime/sample.h"
 #include "runtime/train.h"
@@ -36,7 +37,7 @@ static int fill_random(const edm_graph *g, edm_backend *x, int params, edm_statu
             return edm_nomem(st);
         edm_rng r = edm_rng_make(1, n->name);
         edm_rng_normal(&r, 0, data, count);
-        if (n->op == EDM_OP_INPUT && strcmp(n->name, "sigma") == 0)
+        if (n->op == EDM_OP_INPUT && strcmp(n->name, EDM_IN_SIGMA) == 0)
             for (int64_t k = 0; k < count; k++)
                 data[k] = expf(-0.4f + data[k]);
         int rc = edm_backend_set_f32(x, n->name, data, count, st);

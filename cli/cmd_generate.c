@@ -19,6 +19,7 @@
 #include "runtime/denoiser_open.h"
 #include "runtime/files.h"
 #include "runtime/image.h"
+#include "runtime/interface_names.h"
 #include "runtime/package.h"
 #include "runtime/ref_import.h"
 #include "runtime/safetensors.h"
@@ -144,7 +145,8 @@ static const cli_option gen_table[] = {
     REAL("--S-min --S_min", sp.S_min, "0", "churn only at σ >= S_min"),
     REAL("--S-max --S_max", sp.S_max, "inf", "churn only at σ <= S_max"),
     REAL("--S-noise --S_noise", sp.S_noise, "1", "the churn noise's scale"),
-    STR("--noise", noise, "N.safetensors", "the initial noise (tensor 'noise' [N, C, H, W]) instead of seeds"),
+    STR("--noise", noise, "N.safetensors",
+        "the initial noise (tensor '" EDM_NOISE_TENSOR "' [N, C, H, W]) instead of seeds"),
     STR("--save-raw", save_raw, "FILE.safetensors", "every sample as floats, with the settings"),
     STR("--vae", vae, "VAE.safetensors",
         "latent models: decode the samples to PNGs with this Stable Diffusion VAE (diffusers' sd-vae-ft-mse file)"),
@@ -337,17 +339,21 @@ static int check_noise_shapes(const gen_run *r, const edm_st_file *f, const edm_
 {
     const edm_denoiser_shape *s = &r->shape;
     if (!e)
-        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: no tensor 'noise' [N, %d, %d, %d]", edm_st_path(f),
+        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: no tensor '" EDM_NOISE_TENSOR "' [N, %d, %d, %d]",
+                        edm_st_path(f),
                         s->channels, s->height, s->width);
     if (e->rank != 4 || e->dim[0] < 1 || e->dim[0] > MAX_IMAGES || e->dim[1] != s->channels ||
         e->dim[2] != s->height || e->dim[3] != s->width)
-        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: 'noise' is not [N, %d, %d, %d] (the model's images)",
+        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC,
+                        "%s: '" EDM_NOISE_TENSOR "' is not [N, %d, %d, %d] (the model's images)",
                         edm_st_path(f), s->channels, s->height, s->width);
     if (l && !s->label_dim)
         return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC,
-                        "%s: has class_labels, but the model is unconditional (label_dim = 0)", edm_st_path(f));
+                        "%s: has " EDM_IN_CLASS_LABELS ", but the model is unconditional (label_dim = 0)",
+                        edm_st_path(f));
     if (l && (l->rank != 2 || l->dim[0] != e->dim[0] || l->dim[1] != s->label_dim))
-        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: 'class_labels' is not [%lld, %d]", edm_st_path(f),
+        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: '" EDM_IN_CLASS_LABELS "' is not [%lld, %d]",
+                        edm_st_path(f),
                         (long long)e->dim[0], s->label_dim);
     return 0;
 }
@@ -357,7 +363,7 @@ static int load_noise(gen_run *r, edm_status *st)
     edm_st_file *f = edm_st_open(r->g->noise, st);
     if (!f)
         return -1;
-    const edm_st_entry *e = edm_st_find(f, "noise"), *l = edm_st_find(f, "class_labels");
+    const edm_st_entry *e = edm_st_find(f, EDM_NOISE_TENSOR), *l = edm_st_find(f, EDM_IN_CLASS_LABELS);
     int rc = check_noise_shapes(r, f, e, l, st);
     if (rc == 0)
         rc = read_tensor(f, e, &r->noise, st);
@@ -409,7 +415,7 @@ static int write_raw_one(const gen_run *r, const char *path, int64_t i, const fl
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)r->seeds[i]);
     int rc = edm_st_writer_add_f32(w, "sample", EDM_F32, 4, dim, x, st);
     if (rc == 0 && r->labels)
-        rc = edm_st_writer_add_f32(w, "class_labels", EDM_F32, 2, ldim, r->labels + i * r->shape.label_dim, st);
+        rc = edm_st_writer_add_f32(w, EDM_IN_CLASS_LABELS, EDM_F32, 2, ldim, r->labels + i * r->shape.label_dim, st);
     if (rc == 0)
         rc = edm_st_writer_meta(w, "seed", seed, st);
     if (rc == 0)
@@ -476,7 +482,7 @@ static int write_raw_all(const gen_run *r, edm_status *st)
     int64_t dim[4] = {r->n, r->shape.channels, r->shape.height, r->shape.width}, ldim[2] = {r->n, r->shape.label_dim};
     int rc = edm_st_writer_add_f32(w, "sample", EDM_F32, 4, dim, r->all, st);
     if (rc == 0 && r->labels)
-        rc = edm_st_writer_add_f32(w, "class_labels", EDM_F32, 2, ldim, r->labels, st);
+        rc = edm_st_writer_add_f32(w, EDM_IN_CLASS_LABELS, EDM_F32, 2, ldim, r->labels, st);
     if (rc == 0)
         rc = add_settings(r, w, st);
     if (rc == 0)
@@ -566,10 +572,11 @@ static int noise_count(gen_run *r, edm_status *st)
     edm_st_file *f = edm_st_open(r->g->noise, st);
     if (!f)
         return -1;
-    const edm_st_entry *e = edm_st_find(f, "noise");
+    const edm_st_entry *e = edm_st_find(f, EDM_NOISE_TENSOR);
     int rc = 0;
     if (!e || e->rank != 4 || e->dim[0] < 1 || e->dim[0] > MAX_IMAGES)
-        rc = edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: no tensor 'noise' of shape [N, C, H, W]", edm_st_path(f));
+        rc = edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: no tensor '" EDM_NOISE_TENSOR "' of shape [N, C, H, W]",
+                      edm_st_path(f));
     else
         r->n = e->dim[0];
     edm_st_close(f);

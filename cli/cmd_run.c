@@ -11,6 +11,7 @@
 #include "cli/cli.h"
 #include "runtime/backend.h"
 #include "runtime/files.h"
+#include "runtime/interface_names.h"
 #include "runtime/package.h"
 #include "runtime/ref_import.h"
 #include "runtime/safetensors.h"
@@ -108,15 +109,16 @@ static int load_inputs(const edm_graph *g, const edm_st_file *in, edm_backend **
     }
     /* other tensors (outputs of an earlier run, say) are ignored, but labels
      * given to an unconditional model are a mistake worth naming */
-    if (edm_st_find(in, "class_labels")) {
+    if (edm_st_find(in, EDM_IN_CLASS_LABELS)) {
         int conditional = 0;
         for (int i = 0; i < edm_graph_count(g); i++) {
             const edm_node *n = edm_graph_node(g, i);
-            conditional |= n->op == EDM_OP_INPUT && strcmp(n->name, "class_labels") == 0;
+            conditional |= n->op == EDM_OP_INPUT && strcmp(n->name, EDM_IN_CLASS_LABELS) == 0;
         }
         if (!conditional)
             return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC,
-                            "%s: has class_labels, but the model is unconditional (label_dim = 0)", edm_st_path(in));
+                            "%s: has " EDM_IN_CLASS_LABELS ", but the model is unconditional (label_dim = 0)",
+                            edm_st_path(in));
     }
     if (batch < 1)
         return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: the inputs hold no samples", edm_st_path(in));
@@ -136,7 +138,7 @@ static int load_inputs(const edm_graph *g, const edm_st_file *in, edm_backend **
             if (!isfinite(data[k]))
                 rc = edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: '%s' element %lld is %g (not finite)",
                               edm_st_path(in), n->name, (long long)k, (double)data[k]);
-            else if (strcmp(n->name, "sigma") == 0 && !(data[k] > 0))
+            else if (strcmp(n->name, EDM_IN_SIGMA) == 0 && !(data[k] > 0))
                 rc = edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: sigma[%lld] = %g: noise levels must be > 0",
                               edm_st_path(in), (long long)k, (double)data[k]);
         }

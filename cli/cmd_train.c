@@ -17,6 +17,7 @@
 #include "runtime/data.h"
 #include "runtime/dist.h"
 #include "runtime/files.h"
+#include "runtime/interface_names.h"
 #include "runtime/model_source.h"
 #include "runtime/package.h"
 #include "runtime/ref_import.h"
@@ -135,7 +136,8 @@ static const cli_option train_table[] = {
 
 static const cli_option step_table[] = {
     STR("--weights", base.weights, "W.safetensors", "the weights before the step"),
-    STR("--batch", batch_file, "IN.safetensors", "images, class_labels, rnd_normal, unit_noise"),
+    STR("--batch", batch_file, "IN.safetensors",
+        EDM_IN_IMAGES ", " EDM_IN_CLASS_LABELS ", " EDM_IN_RND_NORMAL ", " EDM_IN_UNIT_NOISE),
     STR("--output -o", base.output, "OUT.safetensors", "loss, normalized, grad and step1 tensors"),
     {.names = "--lr", .kind = CLI_REAL, AT(lr), GIVEN(has_lr), .hi = HUGE_VAL, .arg = "LR",
      .def = "the model's ref_lr", .help = "Adam's learning rate"},
@@ -299,7 +301,8 @@ static int check_preset_shape(const train_opts *o, const edm_program *prog)
  * the -D that compiles one for them. */
 static int check_package_shape(const train_opts *o, const edm_graph *g)
 {
-    int img = edm_graph_find(g, EDM_OP_INPUT, "images"), lab = edm_graph_find(g, EDM_OP_INPUT, "class_labels");
+    int img = edm_graph_find(g, EDM_OP_INPUT, EDM_IN_IMAGES);
+    int lab = edm_graph_find(g, EDM_OP_INPUT, EDM_IN_CLASS_LABELS);
     if (img < 0 || edm_graph_node(g, img)->shape.rank != 4) {
         fprintf(stderr, "edmc train: %s: the training program has no input images [N, C, H, W]\n", o->base.package);
         return 1;
@@ -838,7 +841,7 @@ static int write_step(edm_trainer *t, const char *path, double loss, float **nor
         return edm_nomem(st);
     int64_t one = 1;
     float l = (float)loss;
-    int rc = edm_st_writer_add_f32(w, "loss", EDM_F32, 1, &one, &l, st);
+    int rc = edm_st_writer_add_f32(w, EDM_OUT_LOSS, EDM_F32, 1, &one, &l, st);
     char name[600];
     for (int i = 0; i < edm_trainer_nparams(t) && rc == 0; i++) {
         edm_train_param *p = edm_trainer_param(t, i);
@@ -868,10 +871,11 @@ static int run_step(const train_opts *o, const edm_program *prog, const edm_back
         edm_st_close(w);
         return -1;
     }
-    const edm_st_entry *images = edm_st_find(in, "images");
+    const edm_st_entry *images = edm_st_find(in, EDM_IN_IMAGES);
     int rc = images && images->rank == 4
                  ? 0
-                 : edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: needs 'images' [N, C, H, W]", o->batch_file);
+                 : edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: needs '" EDM_IN_IMAGES "' [N, C, H, W]",
+                            o->batch_file);
     edm_trainer *t = NULL;
     float **normalized = NULL;
     if (rc == 0) {
@@ -884,7 +888,7 @@ static int run_step(const train_opts *o, const edm_program *prog, const edm_back
         if (rc == 0 && !o->base.allow_nonfinite)
             rc = edm_weights_check_finite(prog->graph, w, st);
     }
-    const char *names[] = {"images", "class_labels", "rnd_normal", "unit_noise"};
+    const char *names[] = {EDM_IN_IMAGES, EDM_IN_CLASS_LABELS, EDM_IN_RND_NORMAL, EDM_IN_UNIT_NOISE};
     for (int i = 0; i < 4 && rc == 0; i++) {
         const edm_st_entry *e = edm_st_find(in, names[i]);
         int node = edm_backend_find(edm_trainer_backend(t), EDM_OP_INPUT, names[i]);
@@ -931,7 +935,7 @@ static int run_step(const train_opts *o, const edm_program *prog, const edm_back
      * overflowed (a huge input, say); say where instead of writing NaNs */
     if (rc == 0 && !o->base.allow_nonfinite) {
         float l = (float)loss;
-        rc = edm_check_finite(&l, 1, "step", "loss", st);
+        rc = edm_check_finite(&l, 1, "step", EDM_OUT_LOSS, st);
         for (int i = 0; i < edm_trainer_nparams(t) && rc == 0; i++) {
             edm_train_param *p = edm_trainer_param(t, i);
             char name[600];

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/interface_names.h"
 #include "runtime/weights.h"
 #include "runtime/meta_keys.h"
 
@@ -46,21 +47,24 @@ static int batched(const edm_node *n, int rank) { return n && n->shape.rank == r
 int edm_denoiser_interface(const edm_graph *g, edm_denoiser_shape *shape, int *out_d, int *out_logvar,
                            edm_status *st)
 {
-    const edm_node *x = find_node(g, EDM_OP_INPUT, "x", NULL);
-    const edm_node *sigma = find_node(g, EDM_OP_INPUT, "sigma", NULL);
-    const edm_node *labels = find_node(g, EDM_OP_INPUT, "class_labels", NULL);
-    const edm_node *out = find_node(g, EDM_OP_OUTPUT, "D_x", out_d);
-    const edm_node *logvar = find_node(g, EDM_OP_OUTPUT, "logvar", out_logvar);
+    const edm_node *x = find_node(g, EDM_OP_INPUT, EDM_IN_X, NULL);
+    const edm_node *sigma = find_node(g, EDM_OP_INPUT, EDM_IN_SIGMA, NULL);
+    const edm_node *labels = find_node(g, EDM_OP_INPUT, EDM_IN_CLASS_LABELS, NULL);
+    const edm_node *out = find_node(g, EDM_OP_OUTPUT, EDM_OUT_D_X, out_d);
+    const edm_node *logvar = find_node(g, EDM_OP_OUTPUT, EDM_OUT_LOGVAR, out_logvar);
     if (!batched(x, 4))
-        return edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC, "the model has no input 'x' of shape [N, C, H, W]");
+        return edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC,
+                        "the model has no input '" EDM_IN_X "' of shape [N, C, H, W]");
     if (!batched(sigma, 1))
-        return edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC, "the model has no input 'sigma' of shape [N]");
+        return edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC, "the model has no input '" EDM_IN_SIGMA "' of shape [N]");
     if (labels && !batched(labels, 2))
-        return edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC, "the model's 'class_labels' is not of shape [N, L]");
+        return edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC,
+                        "the model's '" EDM_IN_CLASS_LABELS "' is not of shape [N, L]");
     if (!out || !edm_shape_equal(&out->shape, &x->shape))
-        return edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC, "the model has no output 'D_x' shaped like its input x");
+        return edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC,
+                        "the model has no output '" EDM_OUT_D_X "' shaped like its input " EDM_IN_X);
     if (logvar && edm_shape_numel_per_sample(&logvar->shape) != 1)
-        return edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC, "the model's 'logvar' is not one value per sample");
+        return edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC, "the model's '" EDM_OUT_LOGVAR "' is not one value per sample");
     if (!logvar)
         *out_logvar = -1;
     shape->channels = (int)x->shape.dim[1];
@@ -174,9 +178,10 @@ static int run_bound(edm_denoiser *d, const float *x, const float *sigma, const 
                      float *logvar, edm_status *st)
 {
     int64_t n = d->bound, numel = n * edm_denoiser_sample_numel(d);
-    if (edm_backend_set_f32(d->x, "x", x, numel, st) != 0 || edm_backend_set_f32(d->x, "sigma", sigma, n, st) != 0)
+    if (edm_backend_set_f32(d->x, EDM_IN_X, x, numel, st) != 0 ||
+        edm_backend_set_f32(d->x, EDM_IN_SIGMA, sigma, n, st) != 0)
         return -1;
-    if (labels && edm_backend_set_f32(d->x, "class_labels", labels, n * d->shape.label_dim, st) != 0)
+    if (labels && edm_backend_set_f32(d->x, EDM_IN_CLASS_LABELS, labels, n * d->shape.label_dim, st) != 0)
         return -1;
     if (edm_backend_run(d->x, st) != 0)
         return -1;
@@ -224,7 +229,7 @@ int edm_denoiser_eval(edm_denoiser *d, const float *x, const float *sigma, const
     if (check_eval_args(d, sigma, labels, n, st) != 0)
         return -1;
     if (logvar && d->out_logvar < 0)
-        return edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC, "the model has no output 'logvar'");
+        return edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC, "the model has no output '" EDM_OUT_LOGVAR "'");
     if (d->opt.device == EDM_DEVICE_CUDA && n < d->capacity)
         return bind(d, d->capacity, st) == 0 ? eval_padded(d, x, sigma, labels, n, D, logvar, st) : -1;
     if (bind(d, n, st) != 0)

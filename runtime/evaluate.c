@@ -9,6 +9,7 @@
 
 #include "runtime/backend_cpu.h"
 #include "runtime/data.h"
+#include "runtime/interface_names.h"
 #include "runtime/rng.h"
 
 struct edm_loss_eval {
@@ -59,12 +60,14 @@ edm_loss_eval *edm_loss_eval_new(const edm_graph *g, const edm_eval_opts *o, edm
         edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "evaluation needs at least one image");
         return NULL;
     }
-    int img = edm_graph_find(g, EDM_OP_INPUT, "images"), lab = edm_graph_find(g, EDM_OP_INPUT, "class_labels");
-    int loss = edm_graph_find(g, EDM_OP_OUTPUT, "loss");
-    if (img < 0 || loss < 0 || edm_graph_find(g, EDM_OP_INPUT, "rnd_normal") < 0 ||
-        edm_graph_find(g, EDM_OP_INPUT, "unit_noise") < 0) {
+    int img = edm_graph_find(g, EDM_OP_INPUT, EDM_IN_IMAGES);
+    int lab = edm_graph_find(g, EDM_OP_INPUT, EDM_IN_CLASS_LABELS);
+    int loss = edm_graph_find(g, EDM_OP_OUTPUT, EDM_OUT_LOSS);
+    if (img < 0 || loss < 0 || edm_graph_find(g, EDM_OP_INPUT, EDM_IN_RND_NORMAL) < 0 ||
+        edm_graph_find(g, EDM_OP_INPUT, EDM_IN_UNIT_NOISE) < 0) {
         edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC,
-                 "the evaluation needs the training program (inputs images, rnd_normal, unit_noise; output loss)");
+                 "the evaluation needs the training program (inputs " EDM_IN_IMAGES ", " EDM_IN_RND_NORMAL
+                 ", " EDM_IN_UNIT_NOISE "; output " EDM_OUT_LOSS ")");
         return NULL;
     }
     const edm_node *in = edm_graph_node(g, img);
@@ -111,7 +114,7 @@ edm_loss_eval *edm_loss_eval_new(const edm_graph *g, const edm_eval_opts *o, edm
         edm_loss_eval_free(e);
         return NULL;
     }
-    e->loss_node = edm_backend_find(e->cpu, EDM_OP_OUTPUT, "loss");
+    e->loss_node = edm_backend_find(e->cpu, EDM_OP_OUTPUT, EDM_OUT_LOSS);
     if (e->loss_node < 0 || edm_backend_numel(e->cpu, e->loss_node) != e->batch) {
         edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC, "the training program's output loss is not one value per image");
         edm_loss_eval_free(e);
@@ -169,11 +172,11 @@ int edm_loss_eval_run(edm_loss_eval *e, double *loss, edm_status *st)
     double sum = 0;
     for (int64_t first = 0; first < e->images; first += e->batch) {
         int64_t count = fill_batch(e, first);
-        if (edm_backend_set_f32(e->cpu, "images", e->images_b, e->batch * e->per, st) != 0 ||
-            edm_backend_set_f32(e->cpu, "rnd_normal", e->rnd_b, e->batch, st) != 0 ||
-            edm_backend_set_f32(e->cpu, "unit_noise", e->noise_b, e->batch * e->per, st) != 0 ||
+        if (edm_backend_set_f32(e->cpu, EDM_IN_IMAGES, e->images_b, e->batch * e->per, st) != 0 ||
+            edm_backend_set_f32(e->cpu, EDM_IN_RND_NORMAL, e->rnd_b, e->batch, st) != 0 ||
+            edm_backend_set_f32(e->cpu, EDM_IN_UNIT_NOISE, e->noise_b, e->batch * e->per, st) != 0 ||
             (e->label_dim &&
-             edm_backend_set_f32(e->cpu, "class_labels", e->labels_b, e->batch * e->label_dim, st) != 0) ||
+             edm_backend_set_f32(e->cpu, EDM_IN_CLASS_LABELS, e->labels_b, e->batch * e->label_dim, st) != 0) ||
             edm_backend_run(e->cpu, st) != 0 || edm_backend_get_f32(e->cpu, e->loss_node, e->loss_b, e->batch, st) != 0)
             return -1;
         for (int64_t i = 0; i < count; i++)

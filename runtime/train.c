@@ -3,6 +3,7 @@
  * and on a device is the backend's table (train_state.h). */
 #include "config.h"
 
+#include "runtime/interface_names.h"
 #include "runtime/train.h"
 
 #include <stdio.h>
@@ -48,9 +49,10 @@ edm_trainer *edm_trainer_new(const edm_graph *g, int64_t batch, const edm_backen
     }
     t->g = g;
     t->batch = batch;
-    t->loss_node = edm_graph_find(g, EDM_OP_OUTPUT, "loss");
+    t->loss_node = edm_graph_find(g, EDM_OP_OUTPUT, EDM_OUT_LOSS);
     if (t->loss_node < 0) {
-        edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC, "the training program has no output 'loss' (compile with training=true)");
+        edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC,
+                 "the training program has no output '" EDM_OUT_LOSS "' (compile with training=true)");
         goto fail;
     }
     int count = 0;
