@@ -41,6 +41,27 @@ with zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as z:
 EOF
 }
 
+# st_drop IN OUT NAME: a copy of safetensors file IN without tensor NAME
+st_drop() {
+    python3 - "$1" "$2" "$3" <<'EOF'
+import json, struct, sys
+src, dst, drop = sys.argv[1:4]
+b = open(src, "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+head, data = json.loads(b[8:8 + n]), b[8 + n:]
+out, body = {}, b""
+for k, v in head.items():
+    if k == "__metadata__":
+        out[k] = v
+    elif k != drop:
+        lo, hi = v["data_offsets"]
+        out[k] = dict(v, data_offsets=[len(body), len(body) + hi - lo])
+        body += data[lo:hi]
+h = json.dumps(out).encode()
+h += b" " * (-len(h) % 8)
+open(dst, "wb").write(struct.pack("<Q", len(h)) + h + body)
+EOF
+}
 # --- a CPU package of a model copied aside, which is then removed
 mkdir -p "$tmp/m"
 cp -R "$srcdir/models/." "$tmp/m/"
@@ -129,6 +150,13 @@ if command -v python3 >/dev/null 2>&1; then
     tap_expect_error "an entry missing" 1 "lists 'params.json', which the package lacks" fwd "$tmp/lack.edmpkg"
     rewrite "$P" "$tmp/nomanifest.edmpkg" 'del e["manifest.json"]'
     tap_expect_error "no manifest" 1 "no manifest.json" fwd "$tmp/nomanifest.edmpkg"
+    st_drop "$W" "$tmp/lacking.safetensors" unet.emb_noise.weight
+    tap_expect_error "weights missing a tensor" 1 \
+        "lacking.safetensors does not match the parameter table of $P: no tensor 'unet.emb_noise.weight' [64, 32]" \
+        fwd "$P" "$tmp/lacking.safetensors"
+    tap_expect_error "generate: weights missing a tensor" 1 "no tensor 'unet.emb_noise.weight'" \
+        "$edmc" generate --package="$P" --net="$tmp/lacking.safetensors" --seeds=0 --steps=2 \
+        --save-raw="$tmp/o.safetensors"
 else
     echo "# python3 unavailable: the rewritten-package cases are skipped"
 fi
@@ -174,6 +202,16 @@ export EDMC_CUDA_DRIVER="$fake" EDMC_CUBLASLT="$fake" EDMC_CACHE_DIR="$tmp/nocac
         cfwd "$tmp/sm80.edmpkg"
     tap_expect_error "--device=cpu for a cuda package" 2 "was compiled for --device=cuda" \
         "$edmc" forward --package="$C" --device=cpu --weights="$W" --input="$IN" --output="$tmp/o.safetensors"
+    if command -v python3 >/dev/null 2>&1; then
+        # the manifest names the CUDA C each cubin was compiled from by its
+        # SHA-256; a cubin of another source is refused before it is loaded
+        rewrite "$C" "$tmp/othersrc.edmpkg" 'import re
+e["manifest.json"] = re.sub(rb"\"source_sha256\": *\"[0-9a-f]{64}\"", b"\"source_sha256\":\"" + b"0" * 64 + b"\"",
+                            e["manifest.json"])'
+        tap_expect_error "a cubin of another source (source_sha256)" 2 \
+            "the package's kernels for sm_90, batch 3, were generated from another source than this run's" \
+            cfwd "$tmp/othersrc.edmpkg"
+    fi
 # the emulator runs kernels from their CUDA C: the executor hands it the
 # source whose SHA-256 the package's cubin records (checked), not the cubin
 export EDMC_CUDA_DRIVER="$emu" EDMC_CUBLASLT="$emu" EDMC_CACHE_DIR="$cache"
