@@ -2,19 +2,22 @@
 """Writes the seed packages of tests/fuzz/pkg_corpus (tests/fuzz/fuzz_package.c).
 
 usage: make_pkg_corpus.py EDMC SRCDIR OUTDIR
-A good package of the tiny model and of a small one, and the small one with
+A good package of the tiny model and of a small one, a training package of
+a smaller tiny model (the differentiated program), and the small one with
 an entry changed: checksums stale, or recomputed (so the readers behind the
 checksums meet a plan, a parameter table or a manifest that do not fit),
 another format version, a cubin the manifest names but the zip lacks, and
-cut files."""
+cut files; the training package also named a forward one (its graph is
+still the training program)."""
 import hashlib, json, os, subprocess, sys, zipfile
 
 edmc, srcdir, out = sys.argv[1:4]
 os.makedirs(out, exist_ok=True)
 
 
-def compile_(model, dst):
-    subprocess.run([edmc, "compile", os.path.join(srcdir, model), "-o", dst], check=True, stdout=subprocess.DEVNULL)
+def compile_(model, dst, *args):
+    subprocess.run([edmc, "compile", os.path.join(srcdir, model), *args, "-o", dst], check=True,
+                   stdout=subprocess.DEVNULL)
 
 
 def entries(path):
@@ -66,6 +69,12 @@ variant("kernel_missing.edmpkg", manifest(lambda m: m.update(
 variant("kernel_bad_batch.edmpkg", manifest(lambda m: m.update(
     {"kernels": [{"arch": "sm_90", "batch": -3, "entry": "graph.xml", "source_sha256": "0" * 64}]})))
 variant("manifest_array.edmpkg", lambda e: e.update({"manifest.json": b"[1, 2, 3]"}), False)
+train = os.path.join(out, "train.edmpkg")
+compile_("models/edm2-tiny.edm", train, "--mode=train", "-D", "model_channels=8", "-D", "channels_per_head=8",
+         "-D", "channel_mult=[1]", "-D", "attn_resolutions=[]", "-D", "img_resolution=8", "-D", "logvar_channels=4")
+t = entries(train)
+t["manifest.json"] = json.dumps(dict(json.loads(t["manifest.json"]), mode="forward")).encode()
+write("train_as_forward.edmpkg", t)
 data = open(small, "rb").read()
 open(os.path.join(out, "cut_half.edmpkg"), "wb").write(data[: len(data) // 2])
 open(os.path.join(out, "cut_tail.edmpkg"), "wb").write(data[:-10])
