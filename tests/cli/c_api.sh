@@ -53,6 +53,16 @@ else
 fi
 if ldd "$so" >"$tmp/ldd" 2>&1 && ! grep -qi nvrtc "$tmp/ldd"; then tap_ok "libedmc.so does not link NVRTC"
 else tap_not_ok "libedmc.so links NVRTC (or ldd failed)" "$(head -n 5 "$tmp/ldd")"; fi
+# nor training, ranks or images: their libraries are not the runtime's
+# (edmc.pc's Libs.private names the runtime's alone)
+needed=$(readelf -d "$so" 2>/dev/null | grep NEEDED)
+extra=$(printf '%s\n' "$needed" | grep -E 'libmpi|libpng|libjpeg')
+training=$(printf '%s\n' "$nm_a" | grep -E ' T (edm_trainer_|edm_dist_|edm_image_|edm_dataset_)' | head -n 3)
+if printf '%s\n' "$needed" | grep -q libxml2 && [ -z "$extra" ] && [ -z "$training" ]; then
+    tap_ok "libedmc needs no MPI, libpng or libjpeg and holds no training code"
+else
+    tap_not_ok "libedmc links MPI or an image library, or holds training code" "$extra" "$training"
+fi
 
 # --- the example, built from the installed files alone
 export PKG_CONFIG_PATH="${pc%/edmc.pc}${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
