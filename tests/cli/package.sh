@@ -99,6 +99,15 @@ diff_ok "package sample vs the golden sample (1e-3)" "$tmp/sample.safetensors" "
 tap_check "generate --package with a guide (same architecture)" "$edmc" generate --package="$tmp/tiny.edmpkg" \
     --net="$W" --guide="$golden/guide_weights.safetensors" --guidance=2 --seeds=0-1 --steps=4 \
     --save-raw="$tmp/guided.safetensors"
+# --mode=sample: the same program as forward, recorded as a sampling package
+tap_check "compile --mode=sample" "$edmc" compile "$srcdir/models/edm2-tiny.edm" --mode=sample -o "$tmp/smp.edmpkg"
+if tr -d ' \n' <"$tmp/smp.edmpkg" | grep -qF '"mode":"sample"'; then tap_ok "its manifest says mode sample"
+else tap_not_ok "the sample package's manifest does not say mode sample"; fi
+tap_check "generate from the sample package" "$edmc" generate --package="$tmp/smp.edmpkg" --net="$W" \
+    --noise="$golden/sample.safetensors" --steps=8 --save-raw="$tmp/sample2.safetensors"
+diff_ok "sample package = forward package's sample (0)" "$tmp/sample2.safetensors" "$tmp/sample.safetensors" 0
+tap_expect_error "train from a sample package" 2 "holds a sample run: training needs a package compiled with --mode=train" \
+    "$edmc" train --package="$tmp/smp.edmpkg" --data=builtin:shapes --outdir="$tmp/smp-run" --duration=8 --batch=8
 
 # --- usage mistakes
 P="$tmp/tiny.edmpkg"
