@@ -40,7 +40,8 @@ typedef struct {
     edm_cuda_kernel_image kernels[MAX_ARCHS * EDM_PACKAGE_MAX_BATCHES];
     char sha[MAX_ARCHS * EDM_PACKAGE_MAX_BATCHES][EDM_SHA256_HEX];
     edm_cubin cubins[MAX_ARCHS * EDM_PACKAGE_MAX_BATCHES];
-    int nkernels;
+    edm_plan_layout layouts[MAX_ARCHS * EDM_PACKAGE_MAX_BATCHES]; /* the fused plan's memory per cubin */
+    int nkernels, nlayouts;
     char *plan_xml;
     size_t plan_size;
 } compile_work;
@@ -90,7 +91,9 @@ static int parse_lists(const compile_opts *c, int cuda, compile_work *w)
 }
 
 /* The plan the backend makes for the graph (what a run from the package
- * reads instead of planning). */
+ * reads instead of planning), with the memory tables of a fused cuda plan
+ * (one per architecture and batch, made by make_kernels: lent to the plan
+ * while it is written). */
 static int make_plan(const edm_graph *g, const edm_backend_options *bo, compile_work *w, edm_status *st)
 {
     int n = edm_graph_count(g);
@@ -106,7 +109,11 @@ static int make_plan(const edm_graph *g, const edm_backend_options *bo, compile_
     if (rc == 0 && !f)
         rc = edm_nomem(st);
     if (f) {
+        p->layouts = w->layouts;
+        p->nlayouts = w->nlayouts;
         rc = edm_plan_write_xml(f, p, st);
+        p->layouts = NULL;
+        p->nlayouts = 0;
         if (fclose(f) != 0 && rc == 0)
             rc = edm_nomem(st);
     }
@@ -125,8 +132,11 @@ static int make_kernels(const edm_graph *g, const edm_backend_options *bo, compi
             char *source = NULL;
             edm_cubin *c = &w->cubins[w->nkernels];
             char *sha = w->sha[w->nkernels];
-            if (edm_backend_kernel_source(g, w->batches[b], bo, w->archs[a], &source, st) != 0)
+            edm_plan_layout *layout = &w->layouts[w->nlayouts];
+            if (edm_backend_kernel_source(g, w->batches[b], bo, w->archs[a], &source, layout, st) != 0)
                 return -1;
+            if (layout->nvalues > 0)
+                w->nlayouts++;
             edm_sha256_hex(source, strlen(source), sha);
             int rc = edm_nvrtc_compile_cached(source, w->archs[a], c, st);
             free(source);
@@ -149,9 +159,9 @@ static int compile_package(compile_opts *c, const edm_program *prog, const edm_s
     edm_status st;
     edm_status_init(&st);
     const char *mode = c->base.mode;
-    int rc = make_plan(prog->graph, bo, w, &st);
-    if (rc == 0 && bo->device == EDM_DEVICE_CUDA)
-        rc = make_kernels(prog->graph, bo, w, &st);
+    int rc = bo->device == EDM_DEVICE_CUDA ? make_kernels(prog->graph, bo, w, &st) : 0;
+    if (rc == 0)
+        rc = make_plan(prog->graph, bo, w, &st);
     if (rc == 0) {
         edm_package_spec sp = {.model_path = c->base.file, .defines = c->base.defines, .ndefines = c->base.ndefines,
                                .prog = prog, .src = src, .backend = bo, .mode = mode, .batches = w->batches,
@@ -214,6 +224,8 @@ int cmd_compile(int argc, char **argv)
         rc = compile_package(&c, &prog, src, &bo, w);
     for (int k = 0; w && k < w->nkernels; k++)
         edm_cubin_free(&w->cubins[k]);
+    for (int k = 0; w && k < w->nlayouts; k++)
+        edm_plan_layout_free(&w->layouts[k]);
     if (w)
         free(w->plan_xml);
     free(w);

@@ -62,10 +62,10 @@ static edm_cuda_exec_options cuda_options(const edm_backend_options *o)
 }
 
 int edm_backend_kernel_source(const edm_graph *g, int64_t batch, const edm_backend_options *opt, const char *arch,
-                              char **source, edm_status *st)
+                              char **source, edm_plan_layout *layout, edm_status *st)
 {
     edm_cuda_exec_options co = cuda_options(opt);
-    return edm_cuda_exec_source(g, batch, &co, arch, source, st);
+    return edm_cuda_exec_source(g, batch, &co, arch, source, layout, st);
 }
 
 edm_backend *edm_backend_new(const edm_graph *g, int64_t batch, const edm_backend_options *opt, edm_status *st)

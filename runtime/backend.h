@@ -66,9 +66,10 @@ typedef struct edm_backend edm_backend;
 edm_backend *edm_backend_new(const edm_graph *g, int64_t batch, const edm_backend_options *opt, edm_status *st);
 void edm_backend_free(edm_backend *b);
 /* CUDA: the kernel source edm_backend_new would compile for g at batch on a
- * GPU of architecture arch ("sm_90") (malloc'd), made without a device. */
+ * GPU of architecture arch ("sm_90") (malloc'd), made without a device, and
+ * (layout not NULL) the fused plan's memory as it binds it. */
 int edm_backend_kernel_source(const edm_graph *g, int64_t batch, const edm_backend_options *opt, const char *arch,
-                              char **source, edm_status *st);
+                              char **source, edm_plan_layout *layout, edm_status *st);
 
 edm_device edm_backend_device(const edm_backend *b);
 /* One line: "cpu f32, 2 threads" or "cuda NVIDIA H100 80GB HBM3 (sm_90), f16, cuBLASLt, graph". */

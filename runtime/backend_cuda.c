@@ -222,7 +222,8 @@ static int own_id(const edm_cuda_exec *x, int user_node)
  * filled once from the host: fused kernels take them as literals, unfused
  * ones fill them again each run; the host may read one through an output),
  * all 256-aligned. */
-static int plan_values(edm_cuda_exec *x, edm_plan *p, edm_status *st)
+/* The plan's roots bound at the values' storage sizes. */
+static int bind_plan(const edm_cuda_exec *x, edm_plan *p, edm_status *st)
 {
     int n = x->nvalues;
     int64_t *esize = malloc(sizeof *esize * (size_t)(n > 0 ? n : 1));
@@ -232,7 +233,18 @@ static int plan_values(edm_cuda_exec *x, edm_plan *p, edm_status *st)
         esize[i] = (int64_t)dtype_size(x->dtype[i]);
     int rc = edm_plan_bind_sizes(p, x->batch, (int64_t)sizeof(float), esize, st);
     free(esize);
-    if (rc != 0)
+    return rc;
+}
+
+static int plan_values(edm_cuda_exec *x, edm_plan *p, edm_status *st)
+{
+    int n = x->nvalues;
+    if (bind_plan(x, p, st) != 0)
+        return -1;
+    /* a package's plan: its memory table for this device and batch is what
+     * binding made here (or the run stops, naming the value) */
+    if (p == x->plan &&
+        edm_plan_layout_check(p, x->arch, x->batch, x->dtype, (int64_t)LT_WORKSPACE_BYTES, st) != 0)
         return -1;
     int64_t top = (int64_t)align256((size_t)p->arena_bytes);
     for (int pass = 0; pass < 2; pass++) { /* the host's leaves, then the constants */
@@ -768,9 +780,11 @@ static int generate(edm_cuda_exec *x, edm_status *st)
 }
 
 int edm_cuda_exec_source(const edm_graph *g, int64_t batch, const edm_cuda_exec_options *opt, const char *arch,
-                         char **source, edm_status *st)
+                         char **source, edm_plan_layout *layout, edm_status *st)
 {
     *source = NULL;
+    if (layout)
+        memset(layout, 0, sizeof *layout);
     int sm = 0;
     if (sscanf(arch, "sm_%d", &sm) != 1 || sm < 10)
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "'%s' is not an architecture like sm_90", arch);
@@ -781,9 +795,18 @@ int edm_cuda_exec_source(const edm_graph *g, int64_t batch, const edm_cuda_exec_
     x->batch = batch;
     x->opt = *opt;
     x->cc_major = sm / 10;
+    snprintf(x->arch, sizeof x->arch, "%s", arch);
     int rc = generate(x, st);
     if (rc == 0 && !(*source = strdup(x->plan ? x->pcode.source : x->code.source)))
         rc = edm_nomem(st);
+    /* the fused plan's memory as a run binds it (the unfused path plans anew) */
+    if (rc == 0 && layout && x->plan)
+        rc = bind_plan(x, x->plan, st) != 0 ? -1
+             : edm_plan_layout_make(x->plan, arch, batch, x->dtype, (int64_t)LT_WORKSPACE_BYTES, layout, st);
+    if (rc != 0) {
+        free(*source);
+        *source = NULL;
+    }
     edm_cuda_exec_free(x);
     return rc;
 }

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "compiler/ir.h"
+#include "compiler/passes/fusion.h"
 #include "compiler/status.h"
 
 /* Looks for a driver and a device.  0 and a one-line description in desc
@@ -85,9 +86,10 @@ void edm_cuda_exec_free(edm_cuda_exec *x);
 /* The CUDA C an executor with these options would compile for g at batch
  * on a device of architecture arch ("sm_90"; tensor cores from sm_80)
  * (malloc'd into *source), without a device: what `edmc compile` hands to
- * NVRTC ahead of time. */
+ * NVRTC ahead of time.  layout (may be NULL): the fused plan's memory as
+ * such an executor binds it (edm_plan_layout_free; no values unfused). */
 int edm_cuda_exec_source(const edm_graph *g, int64_t batch, const edm_cuda_exec_options *opt, const char *arch,
-                         char **source, edm_status *st);
+                         char **source, edm_plan_layout *layout, edm_status *st);
 
 /* One kernel's time in a profiled run. */
 typedef struct {

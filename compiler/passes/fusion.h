@@ -110,6 +110,29 @@ typedef struct edm_plan_text {
     const char *name;
 } edm_plan_text;
 
+/* One stored value of a bound plan (edm_plan_bind_sizes), as a package
+ * records it: the value whose memory it is, the steps that write it and last
+ * read it (bases of roots; -1 else), its arena offset (-1: a leaf or an
+ * alias, placed by the executor or its base), its bytes and storage type. */
+typedef struct {
+    int node, base, first, last;
+    int64_t offset, bytes;
+    edm_dtype dtype;
+} edm_plan_layout_value;
+
+/* A plan's memory bound for one architecture and batch (a CUDA package's
+ * kernels are per architecture and batch, the batch baked in): the arena the
+ * plan's roots take, the executor's other workspace (cuBLASLt's), and every
+ * stored value in node order.  Written into plan.xml by edmc compile and
+ * checked against the binding of a run from the package. */
+typedef struct {
+    char arch[16];
+    int64_t batch;
+    int64_t arena_bytes, workspace_bytes;
+    edm_plan_layout_value *values;
+    int nvalues;
+} edm_plan_layout;
+
 typedef struct edm_plan {
     const edm_graph *g;
     edm_plan_options opt;
@@ -122,6 +145,9 @@ typedef struct edm_plan {
     int64_t arena_bytes; /* after edm_plan_bind */
     int64_t stored_bytes; /* every root with no reuse */
     int64_t act_peak_bytes; /* the most batch-dependent stored bytes live at once, inputs included, constants not (no fragmentation) */
+    edm_plan_layout *layouts; /* the memory tables written with it (plan.xml), freed with it; none on the CPU */
+    int nlayouts;
+    char source[160];         /* the XML it was read from, for errors ("" when planned here) */
 } edm_plan;
 
 edm_plan *edm_plan_build(const edm_graph *g, const edm_plan_options *opt, edm_status *st);
@@ -135,6 +161,18 @@ int edm_plan_bind(edm_plan *p, int64_t batch, int64_t elem_bytes, edm_status *st
  * steps of one group kernel run at the same time); offsets are 256-aligned. */
 int edm_plan_bind_sizes(edm_plan *p, int64_t batch, int64_t elem_bytes, const int64_t *value_elem_bytes,
                         edm_status *st);
+/* The memory table of p as bound now (edm_plan_bind_sizes), for arch and
+ * batch: dtype[id] is each value's storage type, workspace the executor's
+ * other device memory.  out is freed with edm_plan_layout_free. */
+int edm_plan_layout_make(const edm_plan *p, const char *arch, int64_t batch, const edm_dtype *dtype,
+                         int64_t workspace, edm_plan_layout *out, edm_status *st);
+void edm_plan_layout_free(edm_plan_layout *l);
+/* A plan read with memory tables (a package's): the table for arch and batch
+ * must equal the binding made now (the same arguments as above), else one
+ * error naming the first value that differs, or that no table is for this
+ * architecture and batch.  0 when the plan has no tables. */
+int edm_plan_layout_check(const edm_plan *p, const char *arch, int64_t batch, const edm_dtype *dtype,
+                          int64_t workspace, edm_status *st);
 /* Whether node is an alias (its value is its first input's memory). */
 int edm_plan_is_alias(const edm_plan_options *opt, const edm_node *n);
 /* What a backend runs: the graph g rewritten by the rules of opt->fuse that
@@ -150,8 +188,10 @@ static inline int edm_plan_kernels(const edm_plan *p) { return p->ngroups; }
 /* The value table of a plan whose steps and groups are set (used by the
  * builder and the XML reader, which checks the steps with it). */
 int edm_plan_finish(edm_plan *p, const unsigned char *kept, edm_status *st);
-/* XML: the groups, their steps and members, the kept values; the reader
- * rebuilds the plan over the graph it was made from (checked against it). */
+/* XML: the groups, their steps and members, the kept values, and the
+ * memory tables p->layouts (a CUDA package's, one per architecture and
+ * batch); the reader rebuilds the plan over the graph it was made from
+ * (checked against it) and keeps the tables for edm_plan_layout_check. */
 int edm_plan_write_xml(FILE *out, const edm_plan *p, edm_status *st);
 edm_plan *edm_plan_read_xml(const char *path, const edm_graph *g, edm_status *st);
 edm_plan *edm_plan_read_xml_memory(const char *data, size_t size, const char *name, const edm_graph *g,

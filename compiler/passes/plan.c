@@ -433,6 +433,9 @@ void edm_plan_free(edm_plan *p)
     free(p->steps);
     free(p->groups);
     free(p->values);
+    for (int i = 0; i < p->nlayouts; i++)
+        edm_plan_layout_free(&p->layouts[i]);
+    free(p->layouts);
     free(p);
 }
 
@@ -741,6 +744,123 @@ int edm_plan_bind_sizes(edm_plan *p, int64_t batch, int64_t elem_bytes, const in
     }
     free(delta);
     return 0;
+}
+
+void edm_plan_layout_free(edm_plan_layout *l)
+{
+    if (!l)
+        return;
+    free(l->values);
+    l->values = NULL;
+    l->nvalues = 0;
+}
+
+int edm_plan_layout_make(const edm_plan *p, const char *arch, int64_t batch, const edm_dtype *dtype,
+                         int64_t workspace, edm_plan_layout *out, edm_status *st)
+{
+    memset(out, 0, sizeof *out);
+    if (snprintf(out->arch, sizeof out->arch, "%s", arch) >= (int)sizeof out->arch)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "'%s' is too long for an architecture", arch);
+    out->batch = batch;
+    out->arena_bytes = p->arena_bytes;
+    out->workspace_bytes = workspace;
+    int count = 0;
+    for (int i = 0; i < p->nvalues; i++)
+        count += p->values[i].stored != 0;
+    out->values = calloc((size_t)(count ? count : 1), sizeof *out->values);
+    if (!out->values)
+        return edm_nomem(st);
+    for (int i = 0; i < p->nvalues; i++) {
+        const edm_plan_value *v = &p->values[i];
+        if (!v->stored)
+            continue;
+        int root = v->base == i && v->step >= 0;
+        out->values[out->nvalues++] = (edm_plan_layout_value){
+            .node = i, .base = v->base, .first = root ? v->first : -1, .last = root ? v->last : -1,
+            .offset = root ? v->offset : -1, .bytes = v->bytes, .dtype = dtype ? dtype[i] : EDM_F32};
+    }
+    return 0;
+}
+
+/* Whether a (the package's) and b (this run's) differ; what says how. */
+static int value_differs(const edm_plan_layout_value *a, const edm_plan_layout_value *b, char *what, size_t size)
+{
+    static const char *const fields[] = {"alias base", "first step", "last step", "arena offset", "bytes"};
+    const long long va[] = {a->base, a->first, a->last, (long long)a->offset, (long long)a->bytes};
+    const long long vb[] = {b->base, b->first, b->last, (long long)b->offset, (long long)b->bytes};
+    for (size_t k = 0; k < sizeof fields / sizeof fields[0]; k++)
+        if (va[k] != vb[k]) {
+            snprintf(what, size, "has %s %lld in the package, %lld as this run binds it", fields[k], va[k], vb[k]);
+            return 1;
+        }
+    if (a->dtype != b->dtype) {
+        snprintf(what, size, "has storage type %s in the package, %s as this run binds it", edm_dtype_name(a->dtype),
+                 edm_dtype_name(b->dtype));
+        return 1;
+    }
+    return 0;
+}
+
+/* The error for value id of the table `want` (the package's) against `got`
+ * (this run's binding). */
+static int layout_mismatch(const edm_plan *p, const edm_plan_layout *want, int id, const char *what, edm_status *st)
+{
+    const edm_node *n = edm_graph_node(p->g, id);
+    return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC,
+                    "%s: the memory table for %s, batch %lld, does not fit this run: value %d (%s%s%s) %s",
+                    p->source[0] ? p->source : "the plan", want->arch, (long long)want->batch, id,
+                    edm_op_name(n->op), n->name && n->name[0] ? " " : "", n->name ? n->name : "", what);
+}
+
+int edm_plan_layout_check(const edm_plan *p, const char *arch, int64_t batch, const edm_dtype *dtype,
+                          int64_t workspace, edm_status *st)
+{
+    if (p->nlayouts == 0)
+        return 0;
+    const edm_plan_layout *want = NULL;
+    char held[256] = "";
+    size_t nh = 0;
+    for (int i = 0; i < p->nlayouts; i++) {
+        const edm_plan_layout *l = &p->layouts[i];
+        if (strcmp(l->arch, arch) == 0 && l->batch == batch)
+            want = l;
+        if (nh < sizeof held)
+            nh += (size_t)snprintf(held + nh, sizeof held - nh, "%s%s batch %lld", nh ? ", " : "", l->arch,
+                                   (long long)l->batch);
+    }
+    const char *src = p->source[0] ? p->source : "the plan";
+    if (!want)
+        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s has no memory table for %s, batch %lld (it has %s)", src,
+                        arch, (long long)batch, held);
+    edm_plan_layout got;
+    if (edm_plan_layout_make(p, arch, batch, dtype, workspace, &got, st) != 0)
+        return -1;
+    char what[200];
+    int rc = 0;
+    int i = 0, k = 0;
+    while (rc == 0 && (i < want->nvalues || k < got.nvalues)) {
+        const edm_plan_layout_value *a = i < want->nvalues ? &want->values[i] : NULL;
+        const edm_plan_layout_value *b = k < got.nvalues ? &got.values[k] : NULL;
+        if (a && (!b || a->node < b->node)) {
+            rc = layout_mismatch(p, want, a->node, "is stored in the package's table, not in this run's binding", st);
+        } else if (b && (!a || b->node < a->node)) {
+            rc = layout_mismatch(p, want, b->node, "is stored in this run's binding but missing from the package's table",
+                                 st);
+        } else {
+            if (value_differs(a, b, what, sizeof what))
+                rc = layout_mismatch(p, want, a->node, what, st);
+            i++;
+            k++;
+        }
+    }
+    if (rc == 0 && (want->arena_bytes != got.arena_bytes || want->workspace_bytes != got.workspace_bytes))
+        rc = edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC,
+                      "%s: the memory table for %s, batch %lld, does not fit this run: an arena of %lld bytes and a "
+                      "workspace of %lld in the package, %lld and %lld as this run binds them",
+                      src, arch, (long long)batch, (long long)want->arena_bytes, (long long)want->workspace_bytes,
+                      (long long)got.arena_bytes, (long long)got.workspace_bytes);
+    edm_plan_layout_free(&got);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ text */

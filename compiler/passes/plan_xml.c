@@ -1,10 +1,14 @@
-/* The execution plan as XML (fusion.h): what an ahead-of-time package will
- * carry beside the graph's own XML (compiler/ir_xml.c).  The reader rebuilds
+/* The execution plan as XML (fusion.h): what an ahead-of-time package
+ * carries beside the graph's own XML (compiler/ir_xml.c).  The reader rebuilds
  * a plan over the graph it was made from and checks it against that graph:
  * node ids in range, roots and cores that are what the graph says, members
- * that exist, groups that cover the steps in order. */
+ * that exist, groups that cover the steps in order.  A CUDA package's plan
+ * also holds its memory tables (<memory>, one per architecture and batch:
+ * each stored value's alias base, lifetime, arena offset, bytes and storage
+ * type), read back for edm_plan_layout_check. */
 #include "config.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +29,33 @@ static int w_ok(int rc, edm_status *st)
 static int w_int(xmlTextWriterPtr w, const char *key, long long v, edm_status *st)
 {
     return w_ok(xmlTextWriterWriteFormatAttribute(w, BAD_CAST key, "%lld", v), st);
+}
+
+static int w_str(xmlTextWriterPtr w, const char *key, const char *v, edm_status *st)
+{
+    return w_ok(xmlTextWriterWriteAttribute(w, BAD_CAST key, BAD_CAST v), st);
+}
+
+/* <memory arch batch arena workspace> with a <value> per stored value. */
+static int write_layout(xmlTextWriterPtr w, const edm_plan_layout *l, edm_status *st)
+{
+    int rc = w_ok(xmlTextWriterStartElement(w, BAD_CAST "memory"), st);
+    rc = rc ? rc : w_str(w, "arch", l->arch, st);
+    rc = rc ? rc : w_int(w, "batch", l->batch, st);
+    rc = rc ? rc : w_int(w, "arena", l->arena_bytes, st);
+    rc = rc ? rc : w_int(w, "workspace", l->workspace_bytes, st);
+    static const char *const keys[] = {"base", "first", "last", "offset", "bytes"};
+    for (int i = 0; i < l->nvalues && rc == 0; i++) {
+        const edm_plan_layout_value *v = &l->values[i];
+        const long long vals[] = {v->base, v->first, v->last, (long long)v->offset, (long long)v->bytes};
+        rc = w_ok(xmlTextWriterStartElement(w, BAD_CAST "value"), st);
+        rc = rc ? rc : w_int(w, "node", v->node, st);
+        rc = rc ? rc : w_str(w, "dtype", edm_dtype_name(v->dtype), st);
+        for (size_t k = 0; k < sizeof keys / sizeof keys[0] && rc == 0; k++)
+            rc = w_int(w, keys[k], vals[k], st);
+        rc = rc ? rc : w_ok(xmlTextWriterEndElement(w), st);
+    }
+    return rc ? rc : w_ok(xmlTextWriterEndElement(w), st);
 }
 
 int edm_plan_write_xml(FILE *out, const edm_plan *p, edm_status *st)
@@ -74,6 +105,8 @@ int edm_plan_write_xml(FILE *out, const edm_plan *p, edm_status *st)
             rc = rc ? rc : w_int(w, "node", i, st);
             rc = rc ? rc : w_ok(xmlTextWriterEndElement(w), st);
         }
+    for (int i = 0; i < p->nlayouts && rc == 0; i++)
+        rc = write_layout(w, &p->layouts[i], st);
     rc = rc ? rc : w_ok(xmlTextWriterEndDocument(w), st);
     xmlFreeTextWriter(w);
     if (rc == 0) {
@@ -98,8 +131,8 @@ static int bad(const plan_in *r, xmlNodePtr x, const char *what)
     return edm_fail(r->st, EDM_ERR_SEMANTIC, EDM_NO_LOC, "%s:%d: %s", r->name, x ? (int)xmlGetLineNo(x) : 0, what);
 }
 
-/* An integer attribute in [lo, hi]; 0 or -1. */
-static int get_int(const plan_in *r, xmlNodePtr x, const char *key, long long lo, long long hi, int *out)
+/* A 64-bit integer attribute in [lo, hi]; 0 or -1. */
+static int get_i64(const plan_in *r, xmlNodePtr x, const char *key, long long lo, long long hi, int64_t *out)
 {
     xmlChar *v = xmlGetProp(x, BAD_CAST key);
     char msg[160];
@@ -108,20 +141,40 @@ static int get_int(const plan_in *r, xmlNodePtr x, const char *key, long long lo
         return bad(r, x, msg);
     }
     char *end;
+    errno = 0;
     long long n = strtoll((const char *)v, &end, 10);
-    int ok = end != (char *)v && *end == '\0' && n >= lo && n <= hi;
+    int ok = end != (char *)v && *end == '\0' && errno == 0 && n >= lo && n <= hi;
     xmlFree(v);
     if (!ok) {
         snprintf(msg, sizeof msg, "<%s %s>: expected an integer from %lld to %lld", (const char *)x->name, key, lo, hi);
         return bad(r, x, msg);
     }
-    *out = (int)n;
+    *out = (int64_t)n;
+    return 0;
+}
+
+/* An integer attribute in [lo, hi]; 0 or -1. */
+static int get_int(const plan_in *r, xmlNodePtr x, const char *key, long long lo, long long hi, int *out)
+{
+    int64_t v;
+    if (get_i64(r, x, key, lo, hi, &v) != 0)
+        return -1;
+    *out = (int)v;
     return 0;
 }
 
 static int is_element(xmlNodePtr x, const char *name)
 {
     return x->type == XML_ELEMENT_NODE && xmlStrcmp(x->name, BAD_CAST name) == 0;
+}
+
+/* How many children of x are <name> elements. */
+static int count_elements(xmlNodePtr x, const char *name)
+{
+    int count = 0;
+    for (xmlNodePtr c = x->children; c; c = c->next)
+        count += is_element(c, name);
+    return count;
 }
 
 static const char *kind_name_of(const char *s)
@@ -153,9 +206,7 @@ static int read_step(const plan_in *r, xmlNodePtr x, edm_plan *p, int n)
         return bad(r, x, "<step> without a known kind (ew, contract, reduce, op)");
     if (get_int(r, x, "root", 0, n - 1, &s->root) != 0 || get_int(r, x, "core", -1, n - 1, &s->core) != 0)
         return -1;
-    int count = 0;
-    for (xmlNodePtr c = x->children; c; c = c->next)
-        count += is_element(c, "member");
+    int count = count_elements(x, "member");
     s->members = calloc((size_t)(count ? count : 1), sizeof *s->members);
     if (!s->members)
         return edm_nomem(r->st);
@@ -195,6 +246,50 @@ static int read_step(const plan_in *r, xmlNodePtr x, edm_plan *p, int n)
     return 0;
 }
 
+/* A <memory> element into p->layouts[p->nlayouts] (counted once read). */
+static int read_layout(const plan_in *r, xmlNodePtr x, edm_plan *p, int n)
+{
+    edm_plan_layout *l = &p->layouts[p->nlayouts];
+    xmlChar *arch = xmlGetProp(x, BAD_CAST "arch");
+    int fits = arch && snprintf(l->arch, sizeof l->arch, "%s", (const char *)arch) < (int)sizeof l->arch;
+    xmlFree(arch);
+    if (!fits)
+        return bad(r, x, "<memory> without an architecture (like sm_90)");
+    if (get_i64(r, x, "batch", 1, INT64_MAX, &l->batch) != 0 ||
+        get_i64(r, x, "arena", 0, INT64_MAX, &l->arena_bytes) != 0 ||
+        get_i64(r, x, "workspace", 0, INT64_MAX, &l->workspace_bytes) != 0)
+        return -1;
+    for (int i = 0; i < p->nlayouts; i++)
+        if (strcmp(p->layouts[i].arch, l->arch) == 0 && p->layouts[i].batch == l->batch)
+            return bad(r, x, "a second <memory> for the same architecture and batch");
+    int count = count_elements(x, "value");
+    l->values = calloc((size_t)(count ? count : 1), sizeof *l->values);
+    if (!l->values)
+        return edm_nomem(r->st);
+    p->nlayouts++; /* owns its values from here on */
+    for (xmlNodePtr c = x->children; c; c = c->next) {
+        if (c->type != XML_ELEMENT_NODE)
+            continue;
+        if (!is_element(c, "value"))
+            return bad(r, c, "a <memory> holds <value> elements only");
+        edm_plan_layout_value *v = &l->values[l->nvalues];
+        if (get_int(r, c, "node", 0, n - 1, &v->node) != 0 || get_int(r, c, "base", 0, n - 1, &v->base) != 0 ||
+            get_int(r, c, "first", -1, INT_MAX, &v->first) != 0 || get_int(r, c, "last", -1, INT_MAX, &v->last) != 0 ||
+            get_i64(r, c, "offset", -1, INT64_MAX, &v->offset) != 0 ||
+            get_i64(r, c, "bytes", 0, INT64_MAX, &v->bytes) != 0)
+            return -1;
+        if (l->nvalues > 0 && v->node <= l->values[l->nvalues - 1].node)
+            return bad(r, c, "the <value> elements of a <memory> are not in node order");
+        xmlChar *dt = xmlGetProp(c, BAD_CAST "dtype");
+        int known = dt && edm_dtype_from_name((const char *)dt, &v->dtype) == 0;
+        xmlFree(dt);
+        if (!known)
+            return bad(r, c, "<value> without a known dtype");
+        l->nvalues++;
+    }
+    return 0;
+}
+
 /* The plan in doc (freed here), read over g. */
 static edm_plan *read_doc(xmlDocPtr doc, const char *name, const edm_graph *g, edm_status *st)
 {
@@ -221,20 +316,20 @@ static edm_plan *read_doc(xmlDocPtr doc, const char *name, const edm_graph *g, e
     if (rc == 0 && (!fuse || edm_fuse_parse((const char *)fuse, &p->opt.fuse, st) != 0))
         rc = fuse ? -1 : bad(&r, root, "<edmc-plan> has no fuse");
     xmlFree(fuse);
-    int nsteps = 0, ngroups = 0;
+    int nsteps = 0, ngroups = rc == 0 ? count_elements(root, "group") : 0;
+    int nlayouts = rc == 0 ? count_elements(root, "memory") : 0;
     for (xmlNodePtr c = rc == 0 ? root->children : NULL; c; c = c->next)
-        if (is_element(c, "group")) {
-            ngroups++;
-            for (xmlNodePtr s = c->children; s; s = s->next)
-                nsteps += is_element(s, "step");
-        }
+        if (is_element(c, "group"))
+            nsteps += count_elements(c, "step");
     if (rc == 0) {
         p->g = g;
         p->nvalues = n;
+        snprintf(p->source, sizeof p->source, "%s", name);
         p->steps = calloc((size_t)(nsteps ? nsteps : 1), sizeof *p->steps);
         p->groups = calloc((size_t)(ngroups ? ngroups : 1), sizeof *p->groups);
         p->values = calloc((size_t)(n ? n : 1), sizeof *p->values);
-        if (!p->steps || !p->groups || !p->values)
+        p->layouts = calloc((size_t)(nlayouts ? nlayouts : 1), sizeof *p->layouts);
+        if (!p->steps || !p->groups || !p->values || !p->layouts)
             rc = edm_nomem(st);
     }
     unsigned char *keep = rc == 0 ? calloc((size_t)(n ? n : 1), 1) : NULL;
@@ -250,8 +345,12 @@ static edm_plan *read_doc(xmlDocPtr doc, const char *name, const edm_graph *g, e
                 keep[id] = 1;
             continue;
         }
+        if (is_element(c, "memory")) {
+            rc = read_layout(&r, c, p, n);
+            continue;
+        }
         if (!is_element(c, "group")) {
-            rc = bad(&r, c, "unknown element (group or keep expected)");
+            rc = bad(&r, c, "unknown element (group, keep or memory expected)");
             break;
         }
         edm_plan_group *gr = &p->groups[p->ngroups];

@@ -231,4 +231,27 @@ tap_check "compile for cuda with --fuse=all" "$edmc" compile "$tiny" --device=cu
     --precision=fp32 --fuse=all -o "$tmp/fused.edmpkg"
 tap_check "forward --package (fused plan) on the emulator" cfwd "$tmp/fused.edmpkg"
 diff_ok "emulated fused package forward vs the golden D_x (1e-4)" "$tmp/c.safetensors" "$IN" 1e-4
+# its plan.xml holds the memory table of sm_90, batch 3, which the executor's
+# binding must equal: one offset altered (the manifest's checksum made to
+# fit) stops the run naming the value
+if tr -d '\n' <"$tmp/fused.edmpkg" | grep -qF '<memory arch="sm_90" batch="3" arena="'; then
+    tap_ok "the fused package's plan.xml holds the memory table of sm_90, batch 3"
+else
+    tap_not_ok "the fused package's plan.xml lacks a memory table for sm_90, batch 3"
+fi
+if command -v python3 >/dev/null 2>&1; then
+    rewrite "$tmp/fused.edmpkg" "$tmp/offset.edmpkg" 'import hashlib, json, re
+p = e["plan.xml"]
+v = re.search(rb"<value node=\"(\d+)\"[^>]* offset=\"([1-9]\d*)\"", p)
+e["plan.xml"] = p[:v.start(2)] + str(int(v.group(2)) + 256).encode() + p[v.end(2):]
+m = json.loads(e["manifest.json"])
+m["sha256"]["plan.xml"] = hashlib.sha256(e["plan.xml"]).hexdigest()
+e["manifest.json"] = json.dumps(m).encode()
+open(sys.argv[2] + ".node", "w").write(v.group(1).decode() + " " + v.group(2).decode())'
+    read -r node off <"$tmp/offset.edmpkg.node"
+    tap_expect_error "plan.xml: an arena offset altered (checksum fitted)" 1 \
+        "plan.xml: the memory table for sm_90, batch 3, does not fit this run: value $node (" cfwd "$tmp/offset.edmpkg"
+    tap_expect_error "... and the message gives both offsets" 1 \
+        "has arena offset $((off + 256)) in the package, $off as this run binds it" cfwd "$tmp/offset.edmpkg"
+fi
 tap_done

@@ -5,7 +5,8 @@ usage: make_pkg_corpus.py EDMC SRCDIR OUTDIR
 A good package of the tiny model and of a small one, a training package of
 a smaller tiny model (the differentiated program), and the small one with
 an entry changed: checksums stale, or recomputed (so the readers behind the
-checksums meet a plan, a parameter table or a manifest that do not fit),
+checksums meet a plan, a parameter table or a manifest that do not fit; a
+plan with a cuda memory table),
 another format version, a cubin the manifest names but the zip lacks, and
 cut files; the training package also named a forward one (its graph is
 still the training program)."""
@@ -58,6 +59,10 @@ def manifest(f):
 variant("graph_stale.edmpkg", lambda e: e.update({"graph.xml": e["graph.xml"].replace(b"matmul", b"add", 1)}), False)
 variant("plan_other_root.edmpkg", lambda e: e.update({"plan.xml": e["plan.xml"].replace(b'root="', b'root="1', 1)}))
 variant("plan_no_steps.edmpkg", lambda e: e.update({"plan.xml": b'<?xml version="1.0"?><edmc-plan version="1" fuse="all" training="0" nodes="3"/>'}))
+variant("plan_memory.edmpkg", lambda e: e.update({"plan.xml": e["plan.xml"].replace(b"</edmc-plan>", (
+    b'<memory arch="sm_90" batch="3" arena="1024" workspace="0">'
+    b'<value node="0" dtype="f16" base="0" first="-1" last="-1" offset="-1" bytes="6"/>'
+    b'<value node="1" dtype="f32" base="0" first="0" last="2" offset="0" bytes="12"/></memory></edmc-plan>'))}))
 variant("plan_not_xml.edmpkg", lambda e: e.update({"plan.xml": b"<edmc-plan"}))
 variant("params_other.edmpkg", lambda e: e.update({"params.json": e["params.json"].replace(b"8", b"9", 1)}))
 variant("fuse_none.edmpkg", manifest(lambda m: m.update({"fuse": "none"})))

@@ -379,13 +379,24 @@ static void test_ew_math_table(void **state)
     }
 }
 
-/* The plan's XML reads back into the same plan; damaged files are one error each. */
-static void test_plan_xml(void **state)
+/* Writes the text with its first `from` at or after `after` (NULL: the
+ * start) replaced by `to` into path. */
+static void write_replaced(const char *path, const char *text, const char *after, const char *from, const char *to)
 {
-    (void)state;
-    edm_graph *g = compile("edm2-tiny.edm", NULL, 0, 1), *rw;
-    edm_plan *p = plan_of(g, EDM_FUSE_ALL, 1, &rw);
-    char path[] = "/tmp/edmc-plan-XXXXXX";
+    const char *at = strstr(after ? after : text, from);
+    assert_non_null(at);
+    FILE *out = fopen(path, "w");
+    assert_non_null(out);
+    fwrite(text, 1, (size_t)(at - text), out);
+    fputs(to, out);
+    fputs(at + strlen(from), out);
+    assert_int_equal(fclose(out), 0);
+}
+
+/* Writes p's XML into a new file named from path ("/tmp/x-XXXXXX",
+ * rewritten in place) and returns the file's text (malloc'd). */
+static char *write_plan_file(const edm_plan *p, char *path)
+{
     int fd = mkstemp(path);
     assert_true(fd >= 0);
     FILE *f = fdopen(fd, "w");
@@ -393,7 +404,31 @@ static void test_plan_xml(void **state)
     edm_status st;
     edm_status_init(&st);
     assert_int_equal(edm_plan_write_xml(f, p, &st), 0);
-    fclose(f);
+    assert_int_equal(fclose(f), 0);
+    FILE *in = fopen(path, "rb");
+    assert_non_null(in);
+    assert_int_equal(fseek(in, 0, SEEK_END), 0);
+    long size = ftell(in);
+    assert_true(size > 0);
+    rewind(in);
+    char *text = malloc((size_t)size + 1);
+    assert_non_null(text);
+    assert_int_equal(fread(text, 1, (size_t)size, in), (size_t)size);
+    fclose(in);
+    text[size] = '\0';
+    return text;
+}
+
+/* The plan's XML reads back into the same plan; damaged files are one error each. */
+static void test_plan_xml(void **state)
+{
+    (void)state;
+    edm_graph *g = compile("edm2-tiny.edm", NULL, 0, 1), *rw;
+    edm_plan *p = plan_of(g, EDM_FUSE_ALL, 1, &rw);
+    char path[] = "/tmp/edmc-plan-XXXXXX";
+    char *text = write_plan_file(p, path);
+    edm_status st;
+    edm_status_init(&st);
     edm_plan *q = edm_plan_read_xml(path, rw, &st);
     if (!q)
         print_error("%s\n", st.msg);
@@ -423,21 +458,8 @@ static void test_plan_xml(void **state)
         {"<member node=\"", "<member node=\"99999", "expected an integer"},
         {"role=\"core\"", "role=\"epilogue\"", "lists it once"},
     };
-    FILE *in = fopen(path, "r");
-    assert_non_null(in);
-    static char text[1 << 22];
-    size_t len = fread(text, 1, sizeof text - 1, in);
-    fclose(in);
-    text[len] = '\0';
     for (size_t d = 0; d < sizeof damage / sizeof damage[0]; d++) {
-        char *at = strstr(text, damage[d].from);
-        assert_non_null(at);
-        FILE *out = fopen(path, "w");
-        assert_non_null(out);
-        fwrite(text, 1, (size_t)(at - text), out);
-        fputs(damage[d].to, out);
-        fputs(at + strlen(damage[d].from), out);
-        fclose(out);
+        write_replaced(path, text, NULL, damage[d].from, damage[d].to);
         edm_status_init(&st);
         edm_plan *bad = edm_plan_read_xml(path, rw, &st);
         if (bad || !strstr(st.msg, damage[d].expect))
@@ -446,6 +468,131 @@ static void test_plan_xml(void **state)
         assert_non_null(strstr(st.msg, damage[d].expect));
     }
     unlink(path);
+    free(text);
+    edm_plan_free(p);
+    edm_graph_free(rw);
+    edm_graph_free(g);
+}
+
+/* A plan read back with the plan's own memory table, bound as before: the
+ * check passes; edm_plan_layout_check's verdict on q, and its message. */
+static int layout_verdict(const char *path, const edm_graph *rw, const int64_t *esize, const edm_dtype *dtype,
+                          int64_t batch, edm_status *st)
+{
+    edm_status_init(st);
+    edm_plan *q = edm_plan_read_xml(path, rw, st);
+    if (!q)
+        print_error("%s\n", st->msg);
+    assert_non_null(q);
+    assert_int_equal(q->nlayouts, 1);
+    assert_int_equal(edm_plan_bind_sizes(q, batch, 4, esize, st), 0);
+    int rc = edm_plan_layout_check(q, "sm_90", batch, dtype, 1 << 20, st);
+    edm_plan_free(q);
+    return rc;
+}
+
+/* A plan's memory table (a CUDA package's plan.xml) reads back and fits the
+ * same binding; an altered offset, a value left out, another storage type, or
+ * a batch without a table is one error naming what differs. */
+static void test_plan_memory_xml(void **state)
+{
+    (void)state;
+    edm_graph *g = compile("edm2-tiny.edm", NULL, 0, 1), *rw;
+    edm_plan *p = plan_of(g, EDM_FUSE_ALL, 1, &rw);
+    int n = edm_graph_count(rw);
+    int64_t *esize = malloc(sizeof *esize * (size_t)n);
+    edm_dtype *dtype = malloc(sizeof *dtype * (size_t)n);
+    assert_non_null(esize);
+    assert_non_null(dtype);
+    for (int i = 0; i < n; i++) { /* half precision on every other value, as the CUDA executor stores some */
+        dtype[i] = i % 2 ? EDM_F16 : EDM_F32;
+        esize[i] = i % 2 ? 2 : 4;
+    }
+    edm_status st;
+    edm_status_init(&st);
+    assert_int_equal(edm_plan_bind_sizes(p, 3, 4, esize, &st), 0);
+    p->layouts = calloc(1, sizeof *p->layouts);
+    assert_non_null(p->layouts);
+    assert_int_equal(edm_plan_layout_make(p, "sm_90", 3, dtype, 1 << 20, &p->layouts[0], &st), 0);
+    p->nlayouts = 1;
+    /* a root stored in the arena, to alter */
+    const edm_plan_layout_value *root = NULL;
+    for (int i = 0; i < p->layouts[0].nvalues && !root; i++)
+        if (p->layouts[0].values[i].offset > 0)
+            root = &p->layouts[0].values[i];
+    assert_non_null(root);
+    char path[] = "/tmp/edmc-plan-mem-XXXXXX";
+    char *text = write_plan_file(p, path);
+
+    /* the round trip: the same table, and it fits */
+    edm_plan *q = edm_plan_read_xml(path, rw, &st);
+    assert_non_null(q);
+    assert_int_equal(q->nlayouts, 1);
+    assert_string_equal(q->layouts[0].arch, "sm_90");
+    assert_int_equal(q->layouts[0].batch, 3);
+    assert_int_equal(q->layouts[0].arena_bytes, p->arena_bytes);
+    assert_int_equal(q->layouts[0].nvalues, p->layouts[0].nvalues);
+    assert_memory_equal(q->layouts[0].values, p->layouts[0].values,
+                        sizeof *p->layouts[0].values * (size_t)p->layouts[0].nvalues);
+    edm_plan_free(q);
+    assert_int_equal(layout_verdict(path, rw, esize, dtype, 3, &st), 0);
+
+    /* no table for batch 4 */
+    assert_int_equal(layout_verdict(path, rw, esize, dtype, 4, &st), -1);
+    assert_non_null(strstr(st.msg, "has no memory table for sm_90, batch 4 (it has sm_90 batch 3)"));
+    /* another storage type for the value at node 1 than the table's */
+    dtype[1] = EDM_BF16;
+    assert_int_equal(layout_verdict(path, rw, esize, dtype, 3, &st), -1);
+    assert_non_null(strstr(st.msg, "value 1 ("));
+    assert_non_null(strstr(st.msg, "has storage type f16 in the package, bf16 as this run binds it"));
+    dtype[1] = EDM_F16;
+
+    /* an altered offset */
+    char from[96], to[96], expect[160];
+    snprintf(from, sizeof from, "<value node=\"%d\"", root->node);
+    const char *line = strstr(text, from);
+    assert_non_null(line);
+    snprintf(from, sizeof from, "offset=\"%lld\"", (long long)root->offset);
+    snprintf(to, sizeof to, "offset=\"%lld\"", (long long)root->offset + 256);
+    assert_non_null(strstr(line, from));
+    write_replaced(path, text, line, from, to); /* in this value's element, not an earlier one */
+    assert_int_equal(layout_verdict(path, rw, esize, dtype, 3, &st), -1);
+    snprintf(expect, sizeof expect, "value %d (", root->node);
+    assert_non_null(strstr(st.msg, expect));
+    snprintf(expect, sizeof expect, "has arena offset %lld in the package, %lld as this run binds it",
+             (long long)root->offset + 256, (long long)root->offset);
+    if (!strstr(st.msg, expect))
+        print_error("%s\n", st.msg);
+    assert_non_null(strstr(st.msg, expect));
+    assert_non_null(strstr(st.msg, "the memory table for sm_90, batch 3, does not fit this run"));
+
+    /* a value left out of the table */
+    snprintf(from, sizeof from, "<value node=\"%d\"", root->node);
+    const char *start = strstr(text, from), *end = strstr(start, "/>");
+    assert_non_null(end);
+    FILE *out = fopen(path, "w");
+    assert_non_null(out);
+    fwrite(text, 1, (size_t)(start - text), out);
+    fputs(end + 2, out);
+    assert_int_equal(fclose(out), 0);
+    assert_int_equal(layout_verdict(path, rw, esize, dtype, 3, &st), -1);
+    snprintf(expect, sizeof expect, "value %d (", root->node);
+    assert_non_null(strstr(st.msg, expect));
+    assert_non_null(strstr(st.msg, "missing from the package's table"));
+
+    /* damage the reader refuses: values out of order, an unknown dtype */
+    write_replaced(path, text, NULL, "dtype=\"f16\"", "dtype=\"f12\"");
+    edm_status_init(&st);
+    assert_null(edm_plan_read_xml(path, rw, &st));
+    assert_non_null(strstr(st.msg, "without a known dtype"));
+    write_replaced(path, text, NULL, "<value node=\"1\"", "<value node=\"0\"");
+    edm_status_init(&st);
+    assert_null(edm_plan_read_xml(path, rw, &st));
+    assert_non_null(strstr(st.msg, "not in node order"));
+    unlink(path);
+    free(text);
+    free(esize);
+    free(dtype);
     edm_plan_free(p);
     edm_graph_free(rw);
     edm_graph_free(g);
@@ -573,7 +720,7 @@ int main(void)
         cmocka_unit_test(test_tiny_groups),    cmocka_unit_test(test_attn_rule),    cmocka_unit_test(test_big_models),
         cmocka_unit_test(test_training_memory), cmocka_unit_test(test_forward_numbers),
         cmocka_unit_test(test_training_numbers), cmocka_unit_test(test_variant_numbers),
-        cmocka_unit_test(test_plan_xml), cmocka_unit_test(test_ew_math_table),
+        cmocka_unit_test(test_plan_xml), cmocka_unit_test(test_plan_memory_xml), cmocka_unit_test(test_ew_math_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
