@@ -413,7 +413,7 @@ static int write_raw_one(const gen_run *r, const char *path, int64_t i, const fl
     int64_t dim[4] = {1, r->shape.channels, r->shape.height, r->shape.width}, ldim[2] = {1, r->shape.label_dim};
     char seed[32];
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)r->seeds[i]);
-    int rc = edm_st_writer_add_f32(w, "sample", EDM_F32, 4, dim, x, st);
+    int rc = edm_st_writer_add_f32(w, EDM_SAMPLE_TENSOR, EDM_F32, 4, dim, x, st);
     if (rc == 0 && r->labels)
         rc = edm_st_writer_add_f32(w, EDM_IN_CLASS_LABELS, EDM_F32, 2, ldim, r->labels + i * r->shape.label_dim, st);
     if (rc == 0)
@@ -480,7 +480,7 @@ static int write_raw_all(const gen_run *r, edm_status *st)
     if (!w)
         return edm_nomem(st);
     int64_t dim[4] = {r->n, r->shape.channels, r->shape.height, r->shape.width}, ldim[2] = {r->n, r->shape.label_dim};
-    int rc = edm_st_writer_add_f32(w, "sample", EDM_F32, 4, dim, r->all, st);
+    int rc = edm_st_writer_add_f32(w, EDM_SAMPLE_TENSOR, EDM_F32, 4, dim, r->all, st);
     if (rc == 0 && r->labels)
         rc = edm_st_writer_add_f32(w, EDM_IN_CLASS_LABELS, EDM_F32, 2, ldim, r->labels, st);
     if (rc == 0)

@@ -1,6 +1,6 @@
 /* The names edmc's programs and files share, each spelled once: the inputs
  * and outputs a model's .edm programs declare (docs/language.md) and the
- * runtime binds by name, the tensors of generate's --noise file, and the
+ * runtime binds by name, the tensors of generate's files, and the
  * tensor-name prefixes of training checkpoints.  The edmc.* metadata keys
  * are in runtime/meta_keys.h. */
 #ifndef EDMC_INTERFACE_NAMES_H
@@ -19,9 +19,11 @@
 #define EDM_IN_UNIT_NOISE "unit_noise" /* standard normal noise [N, C, H, W] */
 #define EDM_OUT_LOSS "loss"            /* the weighted loss, per image [N] */
 
-/* A --noise file of generate: the initial noise [N, C, H, W] (and
- * optionally class_labels). */
+/* generate's files: the initial noise of --noise [N, C, H, W] and the
+ * samples of --save-raw [N, C, H, W] (each with class_labels when
+ * conditional). */
 #define EDM_NOISE_TENSOR "noise"
+#define EDM_SAMPLE_TENSOR "sample"
 
 /* Training checkpoints (training-state-*.safetensors): each parameter and
  * buffer under the prefix of its copy. */
