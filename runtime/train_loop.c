@@ -2,6 +2,7 @@
 
 #include "runtime/train_loop.h"
 
+#include "runtime/interface_names.h"
 #include "runtime/model_source.h"
 
 #include <dirent.h>
@@ -181,19 +182,19 @@ static int write_checkpoint(loop *L, edm_status *st)
     for (int i = 0; i < edm_trainer_nparams(L->t) && rc == 0; i++) {
         edm_train_param *p = edm_trainer_param(L->t, i);
         const float *parts[3] = {p->value, p->m, p->v};
-        const char *prefix[3] = {"net.", "adam.m.", "adam.v."};
+        const char *prefix[3] = {EDM_CKPT_NET, EDM_CKPT_ADAM_M, EDM_CKPT_ADAM_V};
         for (int k = 0; k < 3 && rc == 0; k++) {
             snprintf(name, sizeof name, "%s%s", prefix[k], p->name);
             rc = edm_st_writer_add_f32(w, name, EDM_F32, p->shape.rank, p->shape.dim, parts[k], st);
         }
         for (int e = 0; e < L->ema.count && rc == 0; e++) {
-            snprintf(name, sizeof name, "ema%d.%s", e, p->name);
+            snprintf(name, sizeof name, EDM_CKPT_EMA_FMT "%s", e, p->name);
             rc = edm_st_writer_add_f32(w, name, EDM_F32, p->shape.rank, p->shape.dim, L->ema.ema[e] + off, st);
         }
         off += p->numel;
     }
     if (rc == 0)
-        rc = add_buffers(L, w, "net.", EDM_F32, st);
+        rc = add_buffers(L, w, EDM_CKPT_NET, EDM_F32, st);
     if (rc == 0)
         rc = add_meta_common(L, w, st);
     char buf[256];
@@ -350,7 +351,7 @@ static int resume(loop *L, const char *path, edm_status *st)
     for (int i = 0; i < edm_trainer_nparams(L->t) && rc == 0; i++) {
         edm_train_param *p = edm_trainer_param(L->t, i);
         float *parts[3] = {p->value, p->m, p->v};
-        const char *prefix[3] = {"net.", "adam.m.", "adam.v."};
+        const char *prefix[3] = {EDM_CKPT_NET, EDM_CKPT_ADAM_M, EDM_CKPT_ADAM_V};
         for (int k = 0; k < 3 && rc == 0; k++) {
             snprintf(name, sizeof name, "%s%s", prefix[k], p->name);
             rc = read_into(f, name, parts[k], p->numel, st);
@@ -360,7 +361,7 @@ static int resume(loop *L, const char *path, edm_status *st)
     for (int i = 0; i < edm_trainer_nparams(L->t) && rc == 0; i++) {
         edm_train_param *p = edm_trainer_param(L->t, i);
         for (int e = 0; e < L->ema.count && rc == 0; e++) {
-            snprintf(name, sizeof name, "ema%d.%s", e, p->name);
+            snprintf(name, sizeof name, EDM_CKPT_EMA_FMT "%s", e, p->name);
             rc = read_into(f, name, L->ema.ema[e] + off, p->numel, st);
         }
         off += p->numel;
@@ -371,7 +372,7 @@ static int resume(loop *L, const char *path, edm_status *st)
             continue;
         int64_t count = edm_backend_numel(L->cpu, i);
         float *data = malloc(sizeof(float) * (size_t)(count ? count : 1));
-        snprintf(name, sizeof name, "net.%s", n->name);
+        snprintf(name, sizeof name, EDM_CKPT_NET "%s", n->name);
         rc = data ? read_into(f, name, data, count, st) : edm_nomem(st);
         if (rc == 0)
             rc = edm_backend_set_f32(L->cpu, n->name, data, count, st);
@@ -398,14 +399,15 @@ static int micro_batch(loop *L, edm_loader *ld, int64_t first_image, double *los
     int64_t per = L->c * L->res * L->res;
     if (edm_loader_next(ld, L->images, L->label_dim ? L->labels : NULL, st) != 0)
         return -1;
+    /* the streams' names are their own (they fix the draws), not the inputs' */
     edm_rng rs = edm_rng_make(L->o->seed, "rnd_normal"), rn = edm_rng_make(L->o->seed, "unit_noise");
     edm_rng_normal(&rs, (uint64_t)first_image, L->sigma_n, L->micro);
     edm_rng_normal(&rn, (uint64_t)first_image * (uint64_t)per, L->noise, L->micro * per);
     edm_backend *x = L->cpu;
-    if (edm_backend_set_f32(x, "images", L->images, L->micro * per, st) != 0 ||
-        edm_backend_set_f32(x, "rnd_normal", L->sigma_n, L->micro, st) != 0 ||
-        edm_backend_set_f32(x, "unit_noise", L->noise, L->micro * per, st) != 0 ||
-        (L->label_dim && edm_backend_set_f32(x, "class_labels", L->labels, L->micro * L->label_dim, st) != 0))
+    if (edm_backend_set_f32(x, EDM_IN_IMAGES, L->images, L->micro * per, st) != 0 ||
+        edm_backend_set_f32(x, EDM_IN_RND_NORMAL, L->sigma_n, L->micro, st) != 0 ||
+        edm_backend_set_f32(x, EDM_IN_UNIT_NOISE, L->noise, L->micro * per, st) != 0 ||
+        (L->label_dim && edm_backend_set_f32(x, EDM_IN_CLASS_LABELS, L->labels, L->micro * L->label_dim, st) != 0))
         return -1;
     edm_backend_set_seed(x, L->o->seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(first_image + 1)));
     return edm_trainer_accumulate(L->t, L->o->batch, loss, st);
@@ -506,8 +508,9 @@ static int setup(loop *L, const edm_graph *g, const edm_train_opts *o, const edm
     L->micro_loss = calloc((size_t)(o->batch / L->micro), sizeof *L->micro_loss);
     if (!L->micro_loss)
         return edm_nomem(st);
-    int img = edm_graph_find(g, EDM_OP_INPUT, "images"), lab = edm_graph_find(g, EDM_OP_INPUT, "class_labels");
-    if (img < 0 || edm_graph_find(g, EDM_OP_INPUT, "rnd_normal") < 0 || edm_graph_find(g, EDM_OP_INPUT, "unit_noise") < 0)
+    int img = edm_graph_find(g, EDM_OP_INPUT, EDM_IN_IMAGES), lab = edm_graph_find(g, EDM_OP_INPUT, EDM_IN_CLASS_LABELS);
+    if (img < 0 || edm_graph_find(g, EDM_OP_INPUT, EDM_IN_RND_NORMAL) < 0 ||
+        edm_graph_find(g, EDM_OP_INPUT, EDM_IN_UNIT_NOISE) < 0)
         return edm_fail(st, EDM_ERR_SEMANTIC, EDM_NO_LOC,
                         "the training program needs inputs images, rnd_normal and unit_noise");
     const edm_node *in = edm_graph_node(g, img);
