@@ -279,6 +279,7 @@ fi
 
 long "$tmp/dead" 600
 p=$(rank_pid "$tmp/dead" 1)
+p0=$(rank_pid "$tmp/dead" 0)
 t0=$(date +%s)
 [ -n "$p" ] && kill -9 "$p"
 if [ -n "$p" ] && wait_bounded "$run_pid" 60 && [ "$ended" -ne 0 ]; then
@@ -286,13 +287,25 @@ if [ -n "$p" ] && wait_bounded "$run_pid" 60 && [ "$ended" -ne 0 ]; then
 else
     tap_not_ok "a dead rank (pid '$p', exit ${ended:-none})" "$(head -c 800 "$tmp/dead.err")"
 fi
-# the checkpoints left are whole: the newest resumes, with no warning
+# what the dead run left, before anything resumes: every checkpoint whole (each reads through, st_diff against
+# itself), a partial write only under rank 0's temporary names (NAME.tmp.PID.N: mpirun may kill rank 0 while it
+# writes); then the newest resumes with no warning (stdout: resume's fallback says "cannot resume from"), the
+# temporaries removed
+whole=0 broken=""
+for f in "$tmp/dead"/training-state-*.safetensors; do
+    if [ -f "$f" ] && same_tensors "$f" "$f"; then whole=$((whole + 1)); else broken="$broken $f"; fi
+done
+foreign=$(find "$tmp/dead" -name '*.tmp.*' ! -name "*.safetensors.tmp.${p0:-x}.*" ! -name "stats.jsonl.tmp.${p0:-x}.*")
 newest=$(find "$tmp/dead" -name 'training-state-*.safetensors' | sort | tail -n 1)
 n=$(basename "${newest:-x}" .safetensors | sed 's/^training-state-0*//')
-if [ -n "$newest" ] && "$edmc" train --resume --outdir="$tmp/dead" --threads=1 --batch-gpu=2 --duration=$((${n:-0} + 8)) \
-    >/dev/null 2>"$tmp/dead2.err" && [ ! -s "$tmp/dead2.err" ] && [ "$(find "$tmp/dead" -name '*.tmp.*' | wc -l)" -eq 0 ]; then
-    tap_ok "the newest checkpoint the dead run left is whole: one process resumes from it (at $n images)"
+if [ "$whole" -gt 0 ] && [ -z "$broken" ] && [ -z "$foreign" ] && [ -n "$p0" ] &&
+    "$edmc" train --resume --outdir="$tmp/dead" --threads=1 --batch-gpu=2 --duration=$((${n:-0} + 8)) \
+        >"$tmp/dead2.out" 2>"$tmp/dead2.err" && [ ! -s "$tmp/dead2.err" ] && ! grep -q "cannot resume" "$tmp/dead2.out" &&
+    grep -q "from kimg $(awk "BEGIN { printf \"%.3f\", ${n:-0} / 1000 }") to" "$tmp/dead2.out" &&
+    [ "$(find "$tmp/dead" -name '*.tmp.*' | wc -l)" -eq 0 ]; then
+    tap_ok "the $whole checkpoints the dead run left are whole: one process resumes from the newest (at $n images)"
 else
-    tap_not_ok "resuming after a dead rank ($newest)" "$(head -c 600 "$tmp/dead2.err")" "$(ls -a "$tmp/dead")"
+    tap_not_ok "resuming after a dead rank ($newest; damaged:${broken:- none}; others' temporaries: ${foreign:-none})" \
+        "$(cat "$tmp/dead2.out" "$tmp/dead2.err" 2>/dev/null | head -c 600)" "$(ls -a "$tmp/dead")"
 fi
 tap_done
