@@ -181,6 +181,29 @@ if [ -f "$emu" ] && [ -f "$fake_nccl" ] && command -v "${EDMC_EMU_CXX:-g++}" >/d
         tap_not_ok "NCCL's calls (buckets '$buckets')" "$(grep "fake-nccl\|bucket" "$tmp/nccl-off.out" "$tmp/nccl-small.out")" \
             "$(ls -A "$tmp/ncclfiles")"
     fi
+    # the overlap overlaps: the fake driver counts the kernels and matmuls queued between the step's first
+    # all-reduce and its last (gradient accumulations left out): the backward pass's work after the first bucket
+    # went out, on both ranks; none after the backward pass (--overlap=off)
+    between() { sed -n 's/.*fake-cuda stats: .* work_between_collectives=\([0-9]*\).*/\1/p' "$1" | sort -n | tr '\n' ' '; }
+    on=$(between "$tmp/nccl-small.out")
+    off=$(between "$tmp/nccl-off.out")
+    if [ "$(printf '%s' "$on" | wc -w)" -eq 2 ] && [ "${on%% *}" -gt 0 ] && [ "$off" = "0 0 " ]; then
+        tap_ok "the first bucket's all-reduce is queued before the backward pass ends (then ${on%% *} and more kernels)"
+    else
+        tap_not_ok "the overlap (kernels between the first and last all-reduce: overlapped '$on', --overlap=off '$off')" \
+            "$(grep "fake-cuda stats" "$tmp/nccl-small.out" "$tmp/nccl-off.out")"
+    fi
+    # fused plans (--fuse=all) over NCCL: the single fused process's state
+    # shellcheck disable=SC2086
+    "$edmc" train $cuda_args --fuse=all --outdir="$tmp/cuda1-fused" >"$tmp/cuda1-fused.out" 2>&1
+    cuda_ranks nccl-fused --collective=nccl --bucket-mib=0.25 --fuse=all
+    if same_tensors "$tmp/cuda1-fused/$state" "$tmp/nccl-fused/$state" && grep -q "summed over the ranks by nccl" \
+        "$tmp/nccl-fused.out" && clean "$tmp/nccl-fused.out"; then
+        tap_ok "2 CUDA ranks (emulated), --fuse=all over NCCL: the single fused process's state, bit for bit"
+    else
+        tap_not_ok "2 fused CUDA ranks vs 1" "$(grep -v 'fake-cuda stats' "$tmp/nccl-fused.out" | head -c 800)" \
+            "$("$st_diff" "$tmp/cuda1-fused/$state" "$tmp/nccl-fused/$state" 0 2>&1 | tail -n 2)"
+    fi
     # accumulation over 2 passes per rank: the last pass's buckets are reduced as its backward pass goes, the
     # first pass only accumulates: the same bits as reducing after the backward pass
     cuda_ranks acc-on --collective=nccl --bucket-mib=0.25 --batch-gpu=1
