@@ -68,6 +68,23 @@ else
     tap_not_ok "the folder of 2 ranks" "$(ls -a "$tmp/two")"
 fi
 
+# ---------------------------------------------------------------- 3 ranks = 1 process
+# a number of ranks that is not a power of 2 (the all-reduce's slices of unequal sizes): 12 images a step,
+# 2 passes of 2 on each of 3 ranks, 6 passes in the single process
+state48=training-state-000000000048.safetensors
+# shellcheck disable=SC2086
+"$edmc" train $args --batch=12 --outdir="$tmp/one12" --duration=48 >/dev/null 2>&1
+# shellcheck disable=SC2086
+mpi 3 "$edmc" train $args --batch=12 --outdir="$tmp/three" --duration=48 >"$tmp/three.out" 2>"$tmp/three.err"
+st=$?
+if [ "$st" -eq 0 ] && grep -q "over 3 ranks (4 per rank, 2 per pass)" "$tmp/three.out" &&
+    same_tensors "$tmp/one12/$state48" "$tmp/three/$state48" && [ "$(loss "$tmp/one12")" = "$(loss "$tmp/three")" ]; then
+    tap_ok "3 ranks: the single process's weights, moments, EMAs and losses, bit for bit"
+else
+    tap_not_ok "3 ranks vs 1 process (exit $st)" "$(head -c 600 "$tmp/three.err")" \
+        "$("$st_diff" "$tmp/one12/$state48" "$tmp/three/$state48" 0 2>&1 | tail -n 3)"
+fi
+
 # ---------------------------------------------------------------- resume with other numbers of ranks
 # 2 ranks to 64 images, 1 process to 96, 2 ranks to 128 = 1 process to 128
 # shellcheck disable=SC2086
