@@ -752,6 +752,8 @@ int edm_train(const edm_graph *g, const edm_train_opts *o, const edm_st_file *in
     edm_collective host = {0}, *coll = NULL, *nccl = NULL;
     int overlap = 0; /* NCCL's buckets during the last pass's backward pass */
     int64_t bucket_bytes = o->bucket_bytes > 0 ? o->bucket_bytes : EDM_TRAIN_BUCKET_BYTES;
+    edm_status no_nccl; /* why NCCL was not used (auto) */
+    edm_status_init(&no_nccl);
     if (rc == 0 && L.dist) {
         host = edm_dist_host_collective(L.dist);
         coll = &host;
@@ -760,15 +762,13 @@ int edm_train(const edm_graph *g, const edm_train_opts *o, const edm_st_file *in
         if (strcmp(want, "nccl") == 0 && !device) {
             rc = edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--collective=nccl reduces device memory: it needs --device=cuda");
         } else if (device && strcmp(want, "mpi") != 0) {
-            edm_status why;
-            edm_status_init(&why);
-            nccl = edm_trainer_nccl(L.t, L.dist, strcmp(want, "nccl") == 0 ? st : &why);
+            nccl = edm_trainer_nccl(L.t, L.dist, strcmp(want, "nccl") == 0 ? st : &no_nccl);
             if (nccl)
                 coll = nccl;
             else if (strcmp(want, "nccl") == 0 || edm_dist_broken(L.dist))
                 rc = -1;
             else if (log)
-                fprintf(log, "NCCL not used (%s): the gradients go through the host, by MPI\n", why.msg);
+                fprintf(log, "NCCL not used (%s): the gradients go through the host, by MPI\n", no_nccl.msg);
         }
         overlap = nccl && !o->no_overlap;
         if (rc == 0 && overlap) /* formed before the agreement: a failure here is one every rank hears of */
@@ -783,11 +783,14 @@ int edm_train(const edm_graph *g, const edm_train_opts *o, const edm_st_file *in
         if (rc == 0)
             rc = edm_dist_allgather(L.dist, &mine, sizeof mine, all, "the choice of the collective", st);
         for (int r = 1; rc == 0 && r < L.ranks; r++)
-            if (all[r] != all[0])
+            if (all[r] != all[0]) {
                 rc = edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
                               "rank %d %s NCCL and rank 0 %s: every rank must find the same libraries "
                               "(or give --collective=mpi)",
-                              r, all[r] ? "opened" : "could not open", all[0] ? "did" : "did not");
+                              r, all[r] ? "set up" : "could not set up", all[0] ? "did" : "did not");
+                if (!nccl && no_nccl.msg[0]) /* the rank that could not says why */
+                    edm_note_add(st, EDM_NO_LOC, "here NCCL failed: %s", no_nccl.msg);
+            }
         free(all);
         if (rc == 0 && overlap)
             rc = log_buckets(&L, bucket_bytes, log, st);

@@ -221,6 +221,56 @@ if [ -f "$emu" ] && [ -f "$fake_nccl" ] && command -v "${EDMC_EMU_CXX:-g++}" >/d
         tap_not_ok "2 fused CUDA ranks vs 1" "$(grep -v 'fake-cuda stats' "$tmp/nccl-fused.out" | head -c 800)" \
             "$("$st_diff" "$tmp/cuda1-fused/$state" "$tmp/nccl-fused/$state" 0 2>&1 | tail -n 2)"
     fi
+    # --collective=auto (the default) where NCCL does not open, on every rank or on rank 1 only (NCCL's set-up
+    # agrees first): the gradients go through MPI, rank 0 says why, once; --collective=nccl: an error, said by
+    # the rank that failed and by rank 0; a rank whose ncclCommInitRank fails after the others' returned (the
+    # fake's FAKE_NCCL_FAIL_INIT_RANK) would sum with another library than theirs: every rank stops
+    # nccl_where NAME MISSING FAIL_INIT ARGS...: 2 emulated CUDA ranks, no NCCL on rank MISSING (all: on every rank)
+    nccl_where() {
+        name=$1 missing=$2 fail_init=$3
+        shift 3
+        # shellcheck disable=SC2016,SC2086
+        CUDA_VISIBLE_DEVICES=0 EDMC_NCCL="$fake_nccl" TMPDIR="$tmp/ncclfiles" MISSING=$missing \
+            FAKE_NCCL_FAIL_INIT_RANK=$fail_init mpi 2 -x EDMC_CUDA_DRIVER -x EDMC_CUBLASLT -x EDMC_CACHE_DIR \
+            -x CUDA_VISIBLE_DEVICES -x EDMC_NCCL -x TMPDIR -x MISSING -x FAKE_NCCL_FAIL_INIT_RANK sh -c \
+            'if [ "$MISSING" = all ] || [ "$MISSING" = "$OMPI_COMM_WORLD_RANK" ]; then
+                export EDMC_NCCL=/nonexistent/libnccl.so.2; fi; exec "$@"' sh "$edmc" train $cuda_args "$@" \
+            --outdir="$tmp/$name" >"$tmp/$name.out" 2>&1
+    }
+    nccl_where auto-none all ""
+    st=$?
+    if [ "$st" -eq 0 ] && [ "$(grep -c "^NCCL not used (no NCCL (/nonexistent/libnccl.so.2 not found" "$tmp/auto-none.out")" -eq 1 ] &&
+        grep -q "summed over the ranks by mpi" "$tmp/auto-none.out" && same_tensors "$tmp/cuda1/$state" "$tmp/auto-none/$state"; then
+        tap_ok "--collective=auto, no NCCL on any rank: MPI, rank 0 says why once; the single process's state"
+    else
+        tap_not_ok "auto without NCCL (exit $st)" "$(head -c 800 "$tmp/auto-none.out")"
+    fi
+    nccl_where auto-r1 1 ""
+    st=$?
+    if [ "$st" -eq 0 ] && [ "$(grep -c "^NCCL not used (rank 1 could not set NCCL up): the gradients go through the host, \
+by MPI" "$tmp/auto-r1.out")" -eq 1 ] && same_tensors "$tmp/cuda1/$state" "$tmp/auto-r1/$state"; then
+        tap_ok "--collective=auto, no NCCL on rank 1 only: every rank sums by MPI, rank 0 names rank 1"
+    else
+        tap_not_ok "auto without NCCL on rank 1 (exit $st)" "$(head -c 800 "$tmp/auto-r1.out")"
+    fi
+    nccl_where nccl-r1 1 "" --collective=nccl
+    st=$?
+    if [ "$st" -ne 0 ] && grep -q "^rank 1: edmc: error: no NCCL (/nonexistent/libnccl.so.2" "$tmp/nccl-r1.out" &&
+        grep -q "^rank 0: edmc: error: rank 1 could not set NCCL up" "$tmp/nccl-r1.out" &&
+        [ "$(grep -c "edmc: error" "$tmp/nccl-r1.out")" -eq 2 ]; then
+        tap_ok "--collective=nccl, no NCCL on rank 1: rank 1 says why, rank 0 names it"
+    else
+        tap_not_ok "nccl without NCCL on rank 1 (exit $st)" "$(head -c 800 "$tmp/nccl-r1.out")"
+    fi
+    nccl_where init-r1 none 1
+    st=$?
+    if [ "$st" -ne 0 ] && [ "$(grep -c "^rank [01]: edmc: error: rank 1 could not set up NCCL and rank 0 did: every rank \
+must find the same libraries" "$tmp/init-r1.out")" -eq 2 ] &&
+        grep -q "^rank 1: edmc: note: here NCCL failed: NCCL: ncclCommInitRank failed" "$tmp/init-r1.out"; then
+        tap_ok "--collective=auto, NCCL set up on rank 0 only: every rank stops, saying so (rank 1 why)"
+    else
+        tap_not_ok "NCCL on rank 0 only (exit $st)" "$(head -c 800 "$tmp/init-r1.out")"
+    fi
     # accumulation over 2 passes per rank: the last pass's buckets are reduced as its backward pass goes, the
     # first pass only accumulates: the same bits as reducing after the backward pass
     cuda_ranks acc-on --collective=nccl --bucket-mib=0.25 --batch-gpu=1
