@@ -51,10 +51,18 @@ int edm_dist_env_read(edm_dist_env *e, edm_status *st)
             continue;
         int hl = env_int(kinds[k].local_rank, &lr);
         int hls = kinds[k].local_size ? env_int(kinds[k].local_size, &ls) : 0;
-        if (hr < 0 || hs < 0 || hl < 0 || hls < 0 || size < 1 || rank >= size || (hls > 0 && lr >= ls))
+        if (hr < 0 || hs < 0 || size < 1 || rank >= size)
             return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
                             "the launcher's environment is inconsistent: %s=%s, %s=%s (a rank in 0..size-1)",
                             kinds[k].rank, getenv(kinds[k].rank), kinds[k].size, getenv(kinds[k].size));
+        if (hl < 0 || hls < 0 || (hls > 0 && (ls < 1 || lr >= ls))) {
+            const char *lrv = getenv(kinds[k].local_rank), *lsv = hls ? getenv(kinds[k].local_size) : NULL;
+            return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
+                            "the launcher's environment is inconsistent: %s=%s%s%s%s%s (the rank on the node: a number "
+                            "below the node's ranks)",
+                            kinds[k].local_rank, lrv ? lrv : "(unset)", lsv ? ", " : "", lsv ? kinds[k].local_size : "",
+                            lsv ? "=" : "", lsv ? lsv : "");
+        }
         e->rank = rank;
         e->size = size;
         e->local_rank = hl > 0 ? lr : 0;

@@ -31,10 +31,15 @@ typedef struct {
     const char *launcher;       /* "Open MPI", "Slurm", "PMI", or NULL when alone */
 } edm_dist_env;
 
-/* Open MPI's OMPI_COMM_WORLD_{RANK,SIZE,LOCAL_RANK,LOCAL_SIZE}, PMIx/PMI's
- * PMIX_RANK / PMI_RANK + PMI_SIZE, or Slurm's SLURM_PROCID, SLURM_NTASKS (of the
- * step: SLURM_STEP_NUM_TASKS when set) and SLURM_LOCALID; size 1 otherwise.
- * Returns 0, or -1 with st filled when the variables contradict each other. */
+/* Open MPI's OMPI_COMM_WORLD_{RANK,SIZE,LOCAL_RANK,LOCAL_SIZE}; PMI's
+ * PMI_RANK + PMI_SIZE (MPICH's Hydra, with MPI_LOCALRANKID and
+ * MPI_LOCALNRANKS); or Slurm's SLURM_PROCID + SLURM_STEP_NUM_TASKS (the tasks
+ * of the srun step) and SLURM_LOCALID, the first of them whose rank and size
+ * are both set; size 1 otherwise.  Not read: SLURM_NTASKS (a batch script has
+ * it but is one process, not a step's task) and PMIX_RANK (PMIx gives the
+ * size only through its API; Open MPI's launchers set OMPI_COMM_WORLD_* too).
+ * Returns 0, or -1 with st filled when a rank or a local rank is not a number
+ * in range. */
 int edm_dist_env_read(edm_dist_env *e, edm_status *st);
 
 /* 1 when edmc was built with MPI. */

@@ -137,6 +137,48 @@ else
     tap_not_ok "Slurm's rank" "$(head -c 600 "$tmp/slurm.err")"
 fi
 
+# the launcher's variables without a launcher (runtime/dist.h): a rank out of range, a batch script's
+# SLURM_NTASKS (no srun step: one process), PMI's variables (MPICH's Hydra), a rank on the node out of range
+# alone ENV...: edmc train started by hand with ENV (no other launcher's variables), output in $tmp/alone.{out,err}
+alone() {
+    # shellcheck disable=SC2086
+    env -u SLURM_PROCID -u SLURM_STEP_NUM_TASKS -u SLURM_NTASKS -u SLURM_LOCALID -u PMI_RANK -u PMI_SIZE \
+        -u OMPI_COMM_WORLD_RANK -u OMPI_COMM_WORLD_SIZE "$@" "$edmc" train $args --outdir="$tmp/alone" --duration=8 \
+        >"$tmp/alone.out" 2>"$tmp/alone.err"
+}
+alone SLURM_PROCID=2 SLURM_STEP_NUM_TASKS=2
+st=$?
+if [ "$st" -eq 2 ] && [ "$(cat "$tmp/alone.err")" = "edmc: error: the launcher's environment is inconsistent: \
+SLURM_PROCID=2, SLURM_STEP_NUM_TASKS=2 (a rank in 0..size-1)" ] && [ ! -e "$tmp/alone" ]; then
+    tap_ok "SLURM_PROCID=2 of SLURM_STEP_NUM_TASKS=2: a usage error, one line, nothing written"
+else
+    tap_not_ok "an inconsistent Slurm rank (exit $st)" "$(cat "$tmp/alone.err")"
+fi
+alone SLURM_PROCID=0 SLURM_NTASKS=4
+st=$?
+if [ "$st" -eq 0 ] && grep -q "^training .*: 8 images per step (2 per pass)" "$tmp/alone.out" && [ ! -s "$tmp/alone.err" ]; then
+    tap_ok "SLURM_NTASKS=4 without an srun step (a batch script): one process trains alone"
+else
+    tap_not_ok "a batch script's SLURM_NTASKS (exit $st)" "$(cat "$tmp/alone.out" "$tmp/alone.err" | head -c 600)"
+fi
+rm -rf "$tmp/alone"
+alone PMI_RANK=1 PMI_SIZE=2
+st=$?
+if [ "$st" -ne 0 ] && [ "$(cat "$tmp/alone.err")" = "rank 1: edmc: error: PMI says rank 1 of 2, MPI says rank 0 of 1: is edmc \
+started by the launcher of the MPI it was built with?" ]; then
+    tap_ok "PMI_RANK and PMI_SIZE give the rank (and a process alone is told it is not rank 1 of 2)"
+else
+    tap_not_ok "PMI's rank (exit $st)" "$(cat "$tmp/alone.err")"
+fi
+alone PMI_RANK=0 PMI_SIZE=2 MPI_LOCALRANKID=2 MPI_LOCALNRANKS=2
+st=$?
+if [ "$st" -eq 2 ] && grep -q "^edmc: error: the launcher's environment is inconsistent: MPI_LOCALRANKID=2, \
+MPI_LOCALNRANKS=2 (the rank on the node" "$tmp/alone.err"; then
+    tap_ok "a rank on the node beyond the node's ranks (MPI_LOCALRANKID=2 of 2): a usage error naming them"
+else
+    tap_not_ok "an inconsistent local rank (exit $st)" "$(cat "$tmp/alone.err")"
+fi
+
 # ---------------------------------------------------------------- CUDA ranks (emulated)
 # --device=cuda over the emulating driver (tests/cli/cuda_emu.sh): 2 ranks on
 # "GPU 0" (CUDA_VISIBLE_DEVICES=0: one GPU each) against 1 CUDA process, one
