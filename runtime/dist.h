@@ -54,6 +54,12 @@ int edm_dist_rank(const edm_dist *d);
 int edm_dist_size(const edm_dist *d);
 int edm_dist_local_rank(const edm_dist *d);
 int edm_dist_local_size(const edm_dist *d);
+/* The CPU threads of this rank: the cores it may run on (sched_getaffinity:
+ * a launcher's binding, srun's --cpus-per-task, a cgroup's cpuset), divided
+ * among the ranks of its node whose cores overlap its own (unbound ranks all
+ * have the node's cores; ranks bound to cores of their own have theirs
+ * alone); at least 1.  Every rank calls it together (an all-gather). */
+int edm_dist_cpu_threads(edm_dist *d, int *threads, edm_status *st);
 /* Ends the run: with ok (every rank agreed to end here) MPI_Finalize; else
  * MPI_Abort, which makes the launcher end every rank (a rank whose peers may
  * wait in a collective must not wait in MPI_Finalize).  NULL is fine. */

@@ -85,6 +85,23 @@ else
         "$("$st_diff" "$tmp/one12/$state48" "$tmp/three/$state48" 0 2>&1 | tail -n 3)"
 fi
 
+# ---------------------------------------------------------------- non-finite gradients
+# a diverging run (--lr=1e30): the count of non-finite gradients zeroed is of the summed gradients, so 2 ranks
+# count what 1 process counts (not each rank's count added up), and both stop after the same records
+nf() { sed 's/.*"loss":\([^,]*\),.*"nonfinite_grads":\([0-9]*\).*/\1:\2/' "$1/stats.jsonl" | tr '\n' ' '; }
+# shellcheck disable=SC2086
+"$edmc" train $args --lr=1e30 --status=8 --max-nonfinite=3 --outdir="$tmp/nf1" --duration=64 >/dev/null 2>&1
+# shellcheck disable=SC2086
+mpi 2 "$edmc" train $args --lr=1e30 --status=8 --max-nonfinite=3 --outdir="$tmp/nf2" --duration=64 >/dev/null 2>"$tmp/nf2.err"
+st=$?
+if [ "$st" -ne 0 ] && [ "$(nf "$tmp/nf1")" = "$(nf "$tmp/nf2")" ] && nf "$tmp/nf2" | grep -q "null:[1-9]" &&
+    grep -q "^rank 0: edmc: error: the loss was not finite for 3 status intervals" "$tmp/nf2.err"; then
+    tap_ok "non-finite gradients over 2 ranks: the single process's counts ($(nf "$tmp/nf2" | cut -d' ' -f2))"
+else
+    tap_not_ok "non-finite gradients, 2 ranks vs 1 (exit $st)" "1 process: $(nf "$tmp/nf1")" "2 ranks: $(nf "$tmp/nf2")" \
+        "$(head -c 400 "$tmp/nf2.err")"
+fi
+
 # ---------------------------------------------------------------- resume with other numbers of ranks
 # 2 ranks to 64 images, 1 process to 96, 2 ranks to 128 = 1 process to 128
 # shellcheck disable=SC2086
@@ -108,7 +125,8 @@ fi
 mpi 2 "$edmc" train $args --batch=6 --outdir="$tmp/odd" --duration=64 >/dev/null 2>"$tmp/odd.err"
 st=$?
 if [ "$st" -ne 0 ] && grep -q "^rank 0: edmc: error: --batch=6 over 2 ranks is 3 images per rank" "$tmp/odd.err" &&
-    grep -q "^rank 1: edmc: error: --batch=6 over 2 ranks" "$tmp/odd.err"; then
+    grep -q "^rank 1: edmc: error: --batch=6 over 2 ranks" "$tmp/odd.err" && [ "$(grep -c "error" "$tmp/odd.err")" -eq 2 ] &&
+    [ "$(grep -c "^rank 0: " "$tmp/odd.err")" -eq 1 ] && [ "$(grep -c "^rank 1: " "$tmp/odd.err")" -eq 1 ]; then
     tap_ok "an error of every rank: each rank says it once, prefixed with its rank"
 else
     tap_not_ok "a usage error over 2 ranks (exit $st)" "$(head -c 800 "$tmp/odd.err")"
@@ -414,8 +432,9 @@ p=$(rank_pid "$tmp/dead" 1)
 p0=$(rank_pid "$tmp/dead" 0)
 t0=$(date +%s)
 [ -n "$p" ] && kill -9 "$p"
-if [ -n "$p" ] && wait_bounded "$run_pid" 60 && [ "$ended" -ne 0 ]; then
-    tap_ok "a rank that dies (SIGKILL): every rank ends, in $(($(date +%s) - t0)) s, not at --rank-timeout=600"
+if [ -n "$p" ] && wait_bounded "$run_pid" 60 && [ "$ended" -ne 0 ] &&
+    grep -q "process rank 1 .*exited on signal 9" "$tmp/dead.err"; then
+    tap_ok "a rank that dies (SIGKILL): every rank ends, in $(($(date +%s) - t0)) s, not at --rank-timeout=600 (mpirun names it)"
 else
     tap_not_ok "a dead rank (pid '$p', exit ${ended:-none})" "$(head -c 800 "$tmp/dead.err")"
 fi
