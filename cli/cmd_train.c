@@ -785,14 +785,17 @@ static int train_command(int argc, char **argv)
         rc = join_ranks(&o, &t.backend, &dist);
         t.dist = dist;
         rank = dist ? edm_dist_rank(dist) : 0;
-        if (rc == 0 && o.base.pkg)
-            rc = check_package_batch(&o, &t, dist ? edm_dist_size(dist) : 1);
-        if (dist && o.base.threads == 0) { /* the node's cores shared among its ranks */
-            long cores = sysconf(_SC_NPROCESSORS_ONLN);
-            int per = (int)(cores / edm_dist_local_size(dist));
-            t.threads = per > 0 ? per : 1;
+        if (rc == 0 && dist && o.base.threads == 0) { /* the cores this rank may use, shared with the ranks on them */
+            edm_status tst;
+            edm_status_init(&tst);
+            if (edm_dist_cpu_threads(dist, &t.threads, &tst) != 0) {
+                cli_report(NULL, &tst);
+                rc = cli_exit_code(&tst);
+            }
             t.backend.cpu.threads = t.threads;
         }
+        if (rc == 0 && o.base.pkg)
+            rc = check_package_batch(&o, &t, dist ? edm_dist_size(dist) : 1);
     }
     if (rc == 0 && !o.dry_run) {
         if (edm_train(prog.graph, &t, init, &stop_requested, rank == 0 ? stdout : NULL, &st) != 0) {

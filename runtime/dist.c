@@ -51,10 +51,18 @@ int edm_dist_env_read(edm_dist_env *e, edm_status *st)
             continue;
         int hl = env_int(kinds[k].local_rank, &lr);
         int hls = kinds[k].local_size ? env_int(kinds[k].local_size, &ls) : 0;
-        if (hr < 0 || hs < 0 || hl < 0 || hls < 0 || size < 1 || rank >= size || (hls > 0 && lr >= ls))
+        if (hr < 0 || hs < 0 || size < 1 || rank >= size)
             return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
                             "the launcher's environment is inconsistent: %s=%s, %s=%s (a rank in 0..size-1)",
                             kinds[k].rank, getenv(kinds[k].rank), kinds[k].size, getenv(kinds[k].size));
+        if (hl < 0 || hls < 0 || (hls > 0 && (ls < 1 || lr >= ls))) {
+            const char *lrv = getenv(kinds[k].local_rank), *lsv = hls ? getenv(kinds[k].local_size) : NULL;
+            return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
+                            "the launcher's environment is inconsistent: %s=%s%s%s%s%s (the rank on the node: a number "
+                            "below the node's ranks)",
+                            kinds[k].local_rank, lrv ? lrv : "(unset)", lsv ? ", " : "", lsv ? kinds[k].local_size : "",
+                            lsv ? "=" : "", lsv ? lsv : "");
+        }
         e->rank = rank;
         e->size = size;
         e->local_rank = hl > 0 ? lr : 0;
@@ -476,4 +484,45 @@ edm_collective edm_dist_host_collective(edm_dist *d)
 {
     return (edm_collective){
         .name = "mpi", .device = 0, .allreduce_sum_f32 = host_allreduce, .allreduce_sum_f64 = host_allreduce64, .ctx = d};
+}
+
+/* ------------------------------------------------------------------ CPU threads */
+
+typedef struct {
+    uint64_t host; /* the node: a hash of its name */
+    cpu_set_t cpus;
+} rank_cpus;
+
+int edm_dist_cpu_threads(edm_dist *d, int *threads, edm_status *st)
+{
+    rank_cpus mine;
+    memset(&mine, 0, sizeof mine);
+    char name[256] = "";
+    if (gethostname(name, sizeof name - 1) != 0) /* every rank must reach the all-gather: a nameless node */
+        name[0] = '\0';
+    mine.host = 0xcbf29ce484222325ull;
+    for (const char *p = name; *p; p++)
+        mine.host = (mine.host ^ (unsigned char)*p) * 0x100000001b3ull;
+    if (sched_getaffinity(0, sizeof mine.cpus, &mine.cpus) != 0 || CPU_COUNT(&mine.cpus) < 1) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN); /* no affinity to read: every core of the node */
+        CPU_ZERO(&mine.cpus);
+        for (long c = 0; c < (n > 0 ? n : 1) && c < CPU_SETSIZE; c++)
+            CPU_SET((int)c, &mine.cpus);
+    }
+    rank_cpus *all = malloc(sizeof *all * (size_t)d->size);
+    if (!all)
+        return edm_nomem(st);
+    int rc = edm_dist_allgather(d, &mine, sizeof mine, all, "the ranks' CPU affinity", st);
+    int sharing = 0;
+    for (int r = 0; rc == 0 && r < d->size; r++) {
+        cpu_set_t both;
+        CPU_AND(&both, &mine.cpus, &all[r].cpus);
+        sharing += all[r].host == mine.host && CPU_COUNT(&both) > 0;
+    }
+    free(all);
+    if (rc == 0) {
+        int per = CPU_COUNT(&mine.cpus) / (sharing > 0 ? sharing : 1);
+        *threads = per > 0 ? per : 1;
+    }
+    return rc;
 }

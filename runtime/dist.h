@@ -31,10 +31,15 @@ typedef struct {
     const char *launcher;       /* "Open MPI", "Slurm", "PMI", or NULL when alone */
 } edm_dist_env;
 
-/* Open MPI's OMPI_COMM_WORLD_{RANK,SIZE,LOCAL_RANK,LOCAL_SIZE}, PMIx/PMI's
- * PMIX_RANK / PMI_RANK + PMI_SIZE, or Slurm's SLURM_PROCID, SLURM_NTASKS (of the
- * step: SLURM_STEP_NUM_TASKS when set) and SLURM_LOCALID; size 1 otherwise.
- * Returns 0, or -1 with st filled when the variables contradict each other. */
+/* Open MPI's OMPI_COMM_WORLD_{RANK,SIZE,LOCAL_RANK,LOCAL_SIZE}; PMI's
+ * PMI_RANK + PMI_SIZE (MPICH's Hydra, with MPI_LOCALRANKID and
+ * MPI_LOCALNRANKS); or Slurm's SLURM_PROCID + SLURM_STEP_NUM_TASKS (the tasks
+ * of the srun step) and SLURM_LOCALID, the first of them whose rank and size
+ * are both set; size 1 otherwise.  Not read: SLURM_NTASKS (a batch script has
+ * it but is one process, not a step's task) and PMIX_RANK (PMIx gives the
+ * size only through its API; Open MPI's launchers set OMPI_COMM_WORLD_* too).
+ * Returns 0, or -1 with st filled when a rank or a local rank is not a number
+ * in range. */
 int edm_dist_env_read(edm_dist_env *e, edm_status *st);
 
 /* 1 when edmc was built with MPI. */
@@ -49,6 +54,12 @@ int edm_dist_rank(const edm_dist *d);
 int edm_dist_size(const edm_dist *d);
 int edm_dist_local_rank(const edm_dist *d);
 int edm_dist_local_size(const edm_dist *d);
+/* The CPU threads of this rank: the cores it may run on (sched_getaffinity:
+ * a launcher's binding, srun's --cpus-per-task, a cgroup's cpuset), divided
+ * among the ranks of its node whose cores overlap its own (unbound ranks all
+ * have the node's cores; ranks bound to cores of their own have theirs
+ * alone); at least 1.  Every rank calls it together (an all-gather). */
+int edm_dist_cpu_threads(edm_dist *d, int *threads, edm_status *st);
 /* Ends the run: with ok (every rank agreed to end here) MPI_Finalize; else
  * MPI_Abort, which makes the launcher end every rank (a rank whose peers may
  * wait in a collective must not wait in MPI_Finalize).  NULL is fine. */

@@ -13,6 +13,7 @@
 
 #include "runtime/dist.h"
 #include "runtime/dynlib.h"
+#include "runtime/nccl_abi.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -21,27 +22,11 @@
 #include <string.h>
 #include <time.h>
 
-/* NCCL's ABI (nccl.h of NCCL 2.x): the few types and values used here */
-typedef int nccl_result; /* ncclResult_t: 0 = ncclSuccess */
-typedef void *nccl_comm;
-typedef struct {
-    char internal[128];
-} nccl_unique_id;
-#define NCCL_FLOAT32 7 /* ncclFloat32 */
-#define NCCL_SUM 0     /* ncclSum */
-
+/* one field per entry point of runtime/nccl_abi.h */
+#define NCCL_FIELD(name, ret, params) ret(*name) params; /* NOLINT(bugprone-macro-parentheses): a declarator */
 typedef struct {
     void *lib;
-    nccl_result (*GetVersion)(int *);
-    nccl_result (*GetUniqueId)(nccl_unique_id *);
-    nccl_result (*CommInitRank)(nccl_comm *, int, nccl_unique_id, int);
-    nccl_result (*AllReduce)(const void *, void *, size_t, int, int, nccl_comm, void *);
-    nccl_result (*GroupStart)(void);
-    nccl_result (*GroupEnd)(void);
-    nccl_result (*CommGetAsyncError)(nccl_comm, nccl_result *);
-    nccl_result (*CommAbort)(nccl_comm);
-    nccl_result (*CommDestroy)(nccl_comm);
-    const char *(*GetErrorString)(nccl_result);
+    NCCL_EDMC_ENTRY_POINTS(NCCL_FIELD)
 } nccl_api;
 
 typedef struct {
@@ -72,16 +57,9 @@ static int nccl_open_api(nccl_api *a, edm_status *st)
     if (!a->lib)
         return -1;
     int rc = 0;
-    rc |= NCCL_RESOLVE(GetVersion, "ncclGetVersion");
-    rc |= NCCL_RESOLVE(GetUniqueId, "ncclGetUniqueId");
-    rc |= NCCL_RESOLVE(CommInitRank, "ncclCommInitRank");
-    rc |= NCCL_RESOLVE(AllReduce, "ncclAllReduce");
-    rc |= NCCL_RESOLVE(GroupStart, "ncclGroupStart");
-    rc |= NCCL_RESOLVE(GroupEnd, "ncclGroupEnd");
-    rc |= NCCL_RESOLVE(CommGetAsyncError, "ncclCommGetAsyncError");
-    rc |= NCCL_RESOLVE(CommAbort, "ncclCommAbort");
-    rc |= NCCL_RESOLVE(CommDestroy, "ncclCommDestroy");
-    rc |= NCCL_RESOLVE(GetErrorString, "ncclGetErrorString");
+#define NCCL_RESOLVE_ONE(name, ret, params) rc |= NCCL_RESOLVE(name, "nccl" #name);
+    NCCL_EDMC_ENTRY_POINTS(NCCL_RESOLVE_ONE)
+#undef NCCL_RESOLVE_ONE
     if (rc != 0) {
         dlclose(a->lib);
         a->lib = NULL;

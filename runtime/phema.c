@@ -293,18 +293,21 @@ int edm_phema_ema_update(edm_phema_ema *e, const float *net, int64_t n, double t
                         (long long)e->numel, (long long)n);
     if (!(t_next > 0) || !(dt > 0) || !(dt <= t_next))
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "phema: EMA step of %g images ending at %g", dt, t_next);
-    for (int k = 0; k < e->count; k++) {
-        /* ema.lerp_(net, 1 − β) the way torch computes it in float32 */
-        float w = (float)(1 - edm_phema_beta(e->gamma[k], t_next, dt));
-        float *y = e->ema[k];
-        if (fabsf(w) < 0.5f) {
-            for (int64_t i = 0; i < n; i++)
-                y[i] = y[i] + w * (net[i] - y[i]);
-        } else {
-            float v = 1 - w;
-            for (int64_t i = 0; i < n; i++)
-                y[i] = net[i] - (net[i] - y[i]) * v;
-        }
-    }
+    for (int k = 0; k < e->count; k++)
+        edm_phema_ema_lerp(e->ema[k], net, n, edm_phema_beta(e->gamma[k], t_next, dt));
     return 0;
+}
+
+void edm_phema_ema_lerp(float *y, const float *net, int64_t n, double beta)
+{
+    /* ema.lerp_(net, 1 − β) the way torch computes it in float32 */
+    float w = (float)(1 - beta);
+    if (fabsf(w) < 0.5f) {
+        for (int64_t i = 0; i < n; i++)
+            y[i] = y[i] + w * (net[i] - y[i]);
+    } else {
+        float v = 1 - w;
+        for (int64_t i = 0; i < n; i++)
+            y[i] = net[i] - (net[i] - y[i]) * v;
+    }
 }

@@ -54,5 +54,8 @@ void edm_phema_ema_free(edm_phema_ema *e);
 /* After a training step that ends at t_next images and covered dt images:
  * ema ← β·ema + (1−β)·net for every σ_rel (net: n floats, n == numel). */
 int edm_phema_ema_update(edm_phema_ema *e, const float *net, int64_t n, double t_next, double dt, edm_status *st);
+/* One EMA's step with β (edm_phema_beta): y ← β·y + (1−β)·net over n floats,
+ * in float32 as torch's lerp_ (what edm_phema_ema_update does to each copy). */
+void edm_phema_ema_lerp(float *y, const float *net, int64_t n, double beta);
 
 #endif

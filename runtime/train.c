@@ -18,6 +18,9 @@ static void free_params(edm_trainer *t)
     for (int i = 0; t->acc && i < t->nparams; i++)
         free(t->acc[i]);
     free(t->acc);
+    for (int i = 0; t->ema && i < t->nema * t->nparams; i++)
+        free(t->ema[i]);
+    free(t->ema);
     for (int i = 0; i < t->nparams; i++) {
         free(t->params[i].value);
         free(t->params[i].m);
@@ -122,17 +125,36 @@ edm_backend *edm_trainer_backend(edm_trainer *t) { return t->be; }
 int edm_trainer_pull(edm_trainer *t, int moments, edm_status *st) { return t->state->pull(t, moments, st); }
 int edm_trainer_push(edm_trainer *t, edm_status *st) { return t->state->push(t, st); }
 int edm_trainer_pull_grad(edm_trainer *t, edm_status *st) { return t->state->pull_grad(t, st); }
-int edm_trainer_ema_on_device(const edm_trainer *t) { return t->state->ema_on_device; }
-
-int edm_trainer_ema_attach(edm_trainer *t, int count, edm_status *st) { return t->state->ema_attach(t, count, st); }
+int edm_trainer_ema_attach(edm_trainer *t, int count, edm_status *st)
+{
+    if (t->nema || count < 1)
+        return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "%d EMAs attached to a trainer with %d", count, t->nema);
+    if (t->state->ema_attach(t, count, st) != 0)
+        return -1;
+    t->nema = count;
+    return 0;
+}
 int edm_trainer_ema_update(edm_trainer *t, const double *beta, edm_status *st)
 {
     return t->state->ema_update(t, beta, st);
 }
-int edm_trainer_ema_get(edm_trainer *t, int k, float *flat, edm_status *st) { return t->state->ema_get(t, k, flat, st); }
-int edm_trainer_ema_set(edm_trainer *t, int k, const float *flat, edm_status *st)
+
+static int check_ema(const edm_trainer *t, int k, int i, edm_status *st)
 {
-    return t->state->ema_set(t, k, flat, st);
+    return k >= 0 && k < t->nema && i >= 0 && i < t->nparams
+               ? 0
+               : edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "EMA %d of parameter %d: the trainer has %d of %d", k, i,
+                          t->nema, t->nparams);
+}
+
+int edm_trainer_ema_get(edm_trainer *t, int k, int i, float *out, edm_status *st)
+{
+    return check_ema(t, k, i, st) == 0 ? t->state->ema_get(t, k, i, out, st) : -1;
+}
+
+int edm_trainer_ema_set(edm_trainer *t, int k, int i, const float *in, edm_status *st)
+{
+    return check_ema(t, k, i, st) == 0 ? t->state->ema_set(t, k, i, in, st) : -1;
 }
 
 edm_train_param *edm_trainer_find(edm_trainer *t, const char *name)
@@ -290,4 +312,13 @@ int edm_trainer_allreduce_grad(edm_trainer *t, edm_collective *c, const char *wh
     return t->state->allreduce(t, c, what, st);
 }
 
-edm_collective *edm_trainer_nccl(edm_trainer *t, edm_dist *d, edm_status *st) { return t->state->nccl(t, d, st); }
+int edm_trainer_device_grads(const edm_trainer *t) { return t->state->nccl != NULL; }
+
+edm_collective *edm_trainer_nccl(edm_trainer *t, edm_dist *d, edm_status *st)
+{
+    if (t->state->nccl)
+        return t->state->nccl(t, d, st);
+    edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "NCCL reduces device memory: the %s trainer's gradients are host memory "
+                                            "(it needs --device=cuda)", t->state->name);
+    return NULL;
+}

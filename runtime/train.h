@@ -5,8 +5,8 @@
  * state are float32 masters.  On the CPU the trainer owns them (value, m, v,
  * grad below); on CUDA they live on the device (runtime/backend_cuda.h's
  * edm_cuda_opt_*) and value/m/v are host copies that edm_trainer_pull
- * refreshes (for EMA, snapshots, checkpoints) and edm_trainer_push sends back
- * (after a resume). */
+ * refreshes (for checkpoints, the state check of several ranks) and
+ * edm_trainer_push sends back (after a resume). */
 #ifndef EDMC_TRAIN_H
 #define EDMC_TRAIN_H
 
@@ -49,15 +49,15 @@ edm_backend *edm_trainer_backend(edm_trainer *t);
  * into the host arrays / sends the host arrays to the device.  No-ops on the CPU. */
 int edm_trainer_pull(edm_trainer *t, int moments, edm_status *st);
 int edm_trainer_push(edm_trainer *t, edm_status *st);
-/* Device trainers keep the power-function EMAs on the device too (the CPU
- * trainer leaves them to the caller): attach `count` copies of the current
- * weights, update them all with β_k, read or write copy k as one flat array
- * (the parameters in trainer order). */
-int edm_trainer_ema_on_device(const edm_trainer *t);
+/* The power-function EMAs (runtime/phema.h), kept where the masters are (the
+ * host's arrays, or the device): attach `count` copies of the current
+ * weights, update them all with β_k after a step (copy ← β_k·copy +
+ * (1−β_k)·weights, float32 as edm_phema_ema_lerp), read or write copy k of
+ * parameter i (its numel floats). */
 int edm_trainer_ema_attach(edm_trainer *t, int count, edm_status *st);
 int edm_trainer_ema_update(edm_trainer *t, const double *beta, edm_status *st);
-int edm_trainer_ema_get(edm_trainer *t, int k, float *flat, edm_status *st);
-int edm_trainer_ema_set(edm_trainer *t, int k, const float *flat, edm_status *st);
+int edm_trainer_ema_get(edm_trainer *t, int k, int i, float *out, edm_status *st);
+int edm_trainer_ema_set(edm_trainer *t, int k, int i, const float *in, edm_status *st);
 /* Device trainers: copies the accumulated gradients into grad (edmc step). */
 int edm_trainer_pull_grad(edm_trainer *t, edm_status *st);
 
@@ -82,8 +82,12 @@ int edm_trainer_accumulate(edm_trainer *t, int64_t total_batch, double *loss, ed
 struct edm_collective;
 struct edm_dist;
 int edm_trainer_allreduce_grad(edm_trainer *t, struct edm_collective *c, const char *what, edm_status *st);
-/* NCCL over this CUDA trainer's accumulators and stream (every rank calls it
- * together); NULL with st filled when NCCL is absent or the trainer is not on CUDA. */
+/* 1 when the accumulated gradients are device memory, which a device
+ * collective (NCCL) sums in place; 0 when they are the host's. */
+int edm_trainer_device_grads(const edm_trainer *t);
+/* NCCL over this trainer's device accumulators and stream (every rank calls
+ * it together); NULL with st filled when NCCL is absent or fails, or (a usage
+ * error) when the gradients are host memory. */
 struct edm_collective *edm_trainer_nccl(edm_trainer *t, struct edm_dist *d, edm_status *st);
 /* Data parallel over a device collective (NCCL), overlapped with the
  * backward pass (docs/distributed.md, "Overlap"): called before the step's

@@ -234,29 +234,18 @@ static int cuda_ema_update(edm_trainer *t, const double *beta, edm_status *st)
     return edm_cuda_opt_ema_update(t->cuda, beta, st);
 }
 
-static int cuda_ema_get(edm_trainer *t, int k, float *flat, edm_status *st)
+static int cuda_ema_get(edm_trainer *t, int k, int i, float *out, edm_status *st)
 {
-    for (int i = 0; i < t->nparams; i++) {
-        if (edm_cuda_opt_ema_download(t->cuda, k, i, flat, t->params[i].numel, st) != 0)
-            return -1;
-        flat += t->params[i].numel;
-    }
-    return 0;
+    return edm_cuda_opt_ema_download(t->cuda, k, i, out, t->params[i].numel, st);
 }
 
-static int cuda_ema_set(edm_trainer *t, int k, const float *flat, edm_status *st)
+static int cuda_ema_set(edm_trainer *t, int k, int i, const float *in, edm_status *st)
 {
-    for (int i = 0; i < t->nparams; i++) {
-        if (edm_cuda_opt_ema_upload(t->cuda, k, i, flat, t->params[i].numel, st) != 0)
-            return -1;
-        flat += t->params[i].numel;
-    }
-    return 0;
+    return edm_cuda_opt_ema_upload(t->cuda, k, i, in, t->params[i].numel, st);
 }
 
 const edm_trainer_state edm_trainer_cuda_state = {
     .name = "cuda",
-    .ema_on_device = 1,
     .attach = cuda_attach,
     .pull = cuda_pull,
     .push = cuda_push,

@@ -1,13 +1,15 @@
 /* The trainer's state on the host (train_state.h), for the CPU backend: the
- * float32 masters, Adam's moments and the passes' gradients summed in double
- * are the trainer's own arrays; the masters go to the backend before every
- * pass. */
+ * float32 masters, Adam's moments, the passes' gradients summed in double and
+ * the EMAs are the trainer's own arrays; the masters go to the backend before
+ * every pass.  The gradients are host memory: MPI sums them, no device
+ * collective. */
 #include "config.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/phema.h"
 #include "runtime/train_state.h"
 
 static int host_attach(edm_trainer *t, edm_status *st)
@@ -129,53 +131,60 @@ static int host_allreduce(edm_trainer *t, edm_collective *c, const char *what, e
     return 0;
 }
 
-static edm_collective *host_nccl(edm_trainer *t, edm_dist *d, edm_status *st)
+/* The EMAs beside the masters: copy k of parameter i at t->ema[k * nparams + i]. */
+static void free_emas(float **ema, int n)
 {
-    (void)t;
-    (void)d;
-    edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "NCCL reduces device memory: it needs --device=cuda");
-    return NULL;
-}
-
-/* The EMAs of a CPU run are the training loop's (on the host already). */
-static int no_device(edm_status *st)
-{
-    return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "the CPU trainer keeps no EMAs");
+    for (int i = 0; ema && i < n; i++)
+        free(ema[i]);
+    free(ema);
 }
 
 static int host_ema_attach(edm_trainer *t, int count, edm_status *st)
 {
-    (void)t;
-    (void)count;
-    return no_device(st);
+    int n = count * t->nparams;
+    float **ema = calloc((size_t)(n ? n : 1), sizeof *ema);
+    if (!ema)
+        return edm_nomem(st);
+    for (int k = 0; k < count; k++)
+        for (int i = 0; i < t->nparams; i++) {
+            const edm_train_param *p = &t->params[i];
+            float *e = malloc(sizeof(float) * (size_t)(p->numel ? p->numel : 1));
+            if (!e) {
+                free_emas(ema, n);
+                return edm_nomem(st);
+            }
+            memcpy(e, p->value, sizeof(float) * (size_t)p->numel);
+            ema[k * t->nparams + i] = e;
+        }
+    t->ema = ema;
+    return 0;
 }
 
 static int host_ema_update(edm_trainer *t, const double *beta, edm_status *st)
 {
-    (void)t;
-    (void)beta;
-    return no_device(st);
+    (void)st;
+    for (int k = 0; k < t->nema; k++)
+        for (int i = 0; i < t->nparams; i++)
+            edm_phema_ema_lerp(t->ema[k * t->nparams + i], t->params[i].value, t->params[i].numel, beta[k]);
+    return 0;
 }
 
-static int host_ema_get(edm_trainer *t, int k, float *flat, edm_status *st)
+static int host_ema_get(edm_trainer *t, int k, int i, float *out, edm_status *st)
 {
-    (void)t;
-    (void)k;
-    (void)flat;
-    return no_device(st);
+    (void)st;
+    memcpy(out, t->ema[k * t->nparams + i], sizeof(float) * (size_t)t->params[i].numel);
+    return 0;
 }
 
-static int host_ema_set(edm_trainer *t, int k, const float *flat, edm_status *st)
+static int host_ema_set(edm_trainer *t, int k, int i, const float *in, edm_status *st)
 {
-    (void)t;
-    (void)k;
-    (void)flat;
-    return no_device(st);
+    (void)st;
+    memcpy(t->ema[k * t->nparams + i], in, sizeof(float) * (size_t)t->params[i].numel);
+    return 0;
 }
 
 const edm_trainer_state edm_trainer_host_state = {
     .name = "host",
-    .ema_on_device = 0,
     .attach = host_attach,
     .pull = host_pull,
     .push = host_nothing,
@@ -186,7 +195,7 @@ const edm_trainer_state edm_trainer_host_state = {
     .accumulate = host_accumulate,
     .adam = host_adam,
     .allreduce = host_allreduce,
-    .nccl = host_nccl,
+    .nccl = NULL, /* the gradients are host memory: MPI sums them */
     .ema_attach = host_ema_attach,
     .ema_update = host_ema_update,
     .ema_get = host_ema_get,

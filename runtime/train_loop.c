@@ -43,9 +43,9 @@ typedef struct {
     const edm_train_opts *o;
     edm_trainer *t;
     edm_backend *cpu; /* the trainer's executor (CPU or CUDA) */
-    edm_phema_ema ema;
-    float *flat;       /* all parameters, flattened in trainer order (EMA input) */
-    int64_t nflat;
+    int nema;          /* the EMAs (the trainer keeps them), one per o->std */
+    double gamma[EDM_TRAIN_MAX_EMA];
+    float *stage;      /* one parameter's EMA copy on its way to or from a file (the largest's size) */
     int64_t micro;     /* images per forward/backward */
     int64_t c, res, label_dim;
     float *images, *labels, *sigma_n, *noise;
@@ -67,16 +67,6 @@ typedef struct {
     double *micro_loss;      /* this step's loss terms, one per pass of every rank, in the stream's order */
     char resumed_from[4096]; /* the checkpoint rank 0 resumed from ("" when none) */
 } loop;
-
-static void flatten(loop *L)
-{
-    int64_t off = 0;
-    for (int i = 0; i < edm_trainer_nparams(L->t); i++) {
-        edm_train_param *p = edm_trainer_param(L->t, i);
-        memcpy(L->flat + off, p->value, sizeof(float) * (size_t)p->numel);
-        off += p->numel;
-    }
-}
 
 /* ------------------------------------------------------------------ files */
 
@@ -119,33 +109,22 @@ static int add_meta_common(loop *L, edm_st_writer *w, edm_status *st)
     return L->o->source ? edm_st_writer_meta(w, EDM_META_SOURCE, L->o->source, st) : 0;
 }
 
-/* A device trainer's EMAs into the host copies (snapshots, checkpoints). */
-static int fetch_emas(loop *L, edm_status *st)
-{
-    for (int e = 0; e < L->ema.count && edm_trainer_ema_on_device(L->t); e++)
-        if (edm_trainer_ema_get(L->t, e, L->ema.ema[e], st) != 0)
-            return -1;
-    return 0;
-}
-
 static int write_snapshots(loop *L, edm_status *st)
 {
-    if (fetch_emas(L, st) != 0)
-        return -1;
     long long kimg = (long long)(L->nimg / 1000);
-    for (int e = 0; e < L->ema.count; e++) {
+    for (int e = 0; e < L->nema; e++) {
         char path[4096];
-        snprintf(path, sizeof path, "%s/network-snapshot-%07lld-%.3f.safetensors", L->o->outdir, kimg, L->ema.std[e]);
+        snprintf(path, sizeof path, "%s/network-snapshot-%07lld-%.3f.safetensors", L->o->outdir, kimg, L->o->std[e]);
         edm_st_writer *w = edm_st_writer_new();
         if (!w)
             return edm_nomem(st);
         edm_dtype stored = L->o->snapshot_fp32 ? EDM_F32 : EDM_F16;
         int rc = 0;
-        int64_t off = 0;
         for (int i = 0; i < edm_trainer_nparams(L->t) && rc == 0; i++) {
             edm_train_param *p = edm_trainer_param(L->t, i);
-            rc = edm_st_writer_add_f32(w, p->name, stored, p->shape.rank, p->shape.dim, L->ema.ema[e] + off, st);
-            off += p->numel;
+            rc = edm_trainer_ema_get(L->t, e, i, L->stage, st);
+            if (rc == 0)
+                rc = edm_st_writer_add_f32(w, p->name, stored, p->shape.rank, p->shape.dim, L->stage, st);
         }
         char buf[64];
         if (rc == 0)
@@ -155,7 +134,7 @@ static int write_snapshots(loop *L, edm_status *st)
         snprintf(buf, sizeof buf, "%lld", kimg);
         if (rc == 0)
             rc = edm_st_writer_meta(w, EDM_META_PHEMA_KIMG, buf, st);
-        snprintf(buf, sizeof buf, "%.3f", L->ema.std[e]);
+        snprintf(buf, sizeof buf, "%.3f", L->o->std[e]);
         if (rc == 0)
             rc = edm_st_writer_meta(w, EDM_META_PHEMA_STD, buf, st);
         if (rc == 0)
@@ -175,10 +154,7 @@ static int write_checkpoint(loop *L, edm_status *st)
     if (!w)
         return edm_nomem(st);
     int rc = edm_trainer_pull(L->t, 1, st);
-    if (rc == 0)
-        rc = fetch_emas(L, st);
     char name[600];
-    int64_t off = 0;
     for (int i = 0; i < edm_trainer_nparams(L->t) && rc == 0; i++) {
         edm_train_param *p = edm_trainer_param(L->t, i);
         const float *parts[3] = {p->value, p->m, p->v};
@@ -187,11 +163,12 @@ static int write_checkpoint(loop *L, edm_status *st)
             snprintf(name, sizeof name, "%s%s", prefix[k], p->name);
             rc = edm_st_writer_add_f32(w, name, EDM_F32, p->shape.rank, p->shape.dim, parts[k], st);
         }
-        for (int e = 0; e < L->ema.count && rc == 0; e++) {
+        for (int e = 0; e < L->nema && rc == 0; e++) {
             snprintf(name, sizeof name, EDM_CKPT_EMA_FMT "%s", e, p->name);
-            rc = edm_st_writer_add_f32(w, name, EDM_F32, p->shape.rank, p->shape.dim, L->ema.ema[e] + off, st);
+            rc = edm_trainer_ema_get(L->t, e, i, L->stage, st);
+            if (rc == 0)
+                rc = edm_st_writer_add_f32(w, name, EDM_F32, p->shape.rank, p->shape.dim, L->stage, st);
         }
-        off += p->numel;
     }
     if (rc == 0)
         rc = add_buffers(L, w, EDM_CKPT_NET, EDM_F32, st);
@@ -209,8 +186,8 @@ static int write_checkpoint(loop *L, edm_status *st)
         rc = edm_st_writer_meta(w, EDM_META_STATUS_INTERVAL, buf, st);
     int used = 0;
     buf[0] = '\0';
-    for (int e = 0; e < L->ema.count; e++)
-        used += snprintf(buf + used, sizeof buf - (size_t)used, "%s%.17g", e ? "," : "", L->ema.std[e]);
+    for (int e = 0; e < L->nema; e++)
+        used += snprintf(buf + used, sizeof buf - (size_t)used, "%s%.17g", e ? "," : "", L->o->std[e]);
     if (rc == 0)
         rc = edm_st_writer_meta(w, EDM_META_EMA_STD, buf, st);
     if (rc == 0)
@@ -357,14 +334,14 @@ static int resume(loop *L, const char *path, edm_status *st)
             rc = read_into(f, name, parts[k], p->numel, st);
         }
     }
-    int64_t off = 0;
     for (int i = 0; i < edm_trainer_nparams(L->t) && rc == 0; i++) {
         edm_train_param *p = edm_trainer_param(L->t, i);
-        for (int e = 0; e < L->ema.count && rc == 0; e++) {
+        for (int e = 0; e < L->nema && rc == 0; e++) {
             snprintf(name, sizeof name, EDM_CKPT_EMA_FMT "%s", e, p->name);
-            rc = read_into(f, name, L->ema.ema[e] + off, p->numel, st);
+            rc = read_into(f, name, L->stage, p->numel, st);
+            if (rc == 0)
+                rc = edm_trainer_ema_set(L->t, e, i, L->stage, st);
         }
-        off += p->numel;
     }
     for (int i = 0; i < edm_graph_count(L->g) && rc == 0; i++) {
         const edm_node *n = edm_graph_node(L->g, i);
@@ -380,8 +357,6 @@ static int resume(loop *L, const char *path, edm_status *st)
     }
     if (rc == 0)
         rc = edm_trainer_push(L->t, st);
-    for (int e = 0; e < L->ema.count && rc == 0 && edm_trainer_ema_on_device(L->t); e++)
-        rc = edm_trainer_ema_set(L->t, e, L->ema.ema[e], st);
     if (rc == 0) {
         L->step = atoll(step);
         L->nimg = atoll(nimg);
@@ -464,17 +439,13 @@ static int status_line(loop *L, FILE *log, double loss, double elapsed, int64_t 
     return rc;
 }
 
-/* The EMAs after a step: on the host, or where a device trainer keeps them. */
+/* The EMAs after a step, where the trainer keeps them. */
 static int update_emas(loop *L, edm_status *st)
 {
     double t_next = (double)(L->nimg + L->o->batch), dt = (double)L->o->batch;
-    if (!edm_trainer_ema_on_device(L->t)) {
-        flatten(L);
-        return edm_phema_ema_update(&L->ema, L->flat, L->nflat, t_next, dt, st);
-    }
     double beta[EDM_TRAIN_MAX_EMA];
-    for (int e = 0; e < L->ema.count; e++)
-        beta[e] = edm_phema_beta(L->ema.gamma[e], t_next, dt);
+    for (int e = 0; e < L->nema; e++)
+        beta[e] = edm_phema_beta(L->gamma[e], t_next, dt);
     return edm_trainer_ema_update(L->t, beta, st);
 }
 
@@ -536,20 +507,24 @@ static int setup(loop *L, const edm_graph *g, const edm_train_opts *o, const edm
     L->cpu = edm_trainer_backend(L->t);
     if ((init ? edm_trainer_load(L->t, init, st) : edm_trainer_init(L->t, o->seed, st)) != 0)
         return -1;
+    int64_t largest = 1;
     for (int i = 0; i < edm_trainer_nparams(L->t); i++)
-        L->nflat += edm_trainer_param(L->t, i)->numel;
+        largest = edm_trainer_param(L->t, i)->numel > largest ? edm_trainer_param(L->t, i)->numel : largest;
     int64_t per = L->c * L->res * L->res;
-    L->flat = malloc(sizeof(float) * (size_t)L->nflat);
+    L->stage = malloc(sizeof(float) * (size_t)largest);
     L->images = malloc(sizeof(float) * (size_t)(L->micro * per));
     L->noise = malloc(sizeof(float) * (size_t)(L->micro * per));
     L->sigma_n = malloc(sizeof(float) * (size_t)L->micro);
     L->labels = malloc(sizeof(float) * (size_t)(L->micro * (L->label_dim ? L->label_dim : 1)));
-    if (!L->flat || !L->images || !L->noise || !L->sigma_n || !L->labels)
+    if (!L->stage || !L->images || !L->noise || !L->sigma_n || !L->labels)
         return edm_nomem(st);
-    flatten(L);
-    if (edm_phema_ema_init(&L->ema, o->std, o->nstd, L->flat, L->nflat, st) != 0)
-        return -1;
-    if (edm_trainer_ema_on_device(L->t) && edm_trainer_ema_attach(L->t, L->ema.count, st) != 0)
+    if (o->nstd < 1 || o->nstd > EDM_TRAIN_MAX_EMA)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "%d EMAs: from 1 to %d", o->nstd, EDM_TRAIN_MAX_EMA);
+    for (int e = 0; e < o->nstd; e++)
+        if (edm_phema_std_to_exp(o->std[e], &L->gamma[e], st) != 0)
+            return -1;
+    L->nema = o->nstd;
+    if (edm_trainer_ema_attach(L->t, L->nema, st) != 0)
         return -1;
     if (L->rank != 0) /* rank 0 alone has the folder: the others resume from what it chose */
         return 0;
@@ -604,8 +579,7 @@ static int setup(loop *L, const edm_graph *g, const edm_train_opts *o, const edm
 static void teardown(loop *L)
 {
     edm_trainer_free(L->t);
-    edm_phema_ema_free(&L->ema);
-    free(L->flat);
+    free(L->stage);
     free(L->images);
     free(L->noise);
     free(L->sigma_n);
@@ -633,7 +607,7 @@ static uint64_t fnv1a(uint64_t h, const void *data, size_t n)
  * weights, Adam's moments and the EMAs. */
 static int state_hash(loop *L, uint64_t *out, edm_status *st)
 {
-    if (edm_trainer_pull(L->t, 1, st) != 0 || fetch_emas(L, st) != 0)
+    if (edm_trainer_pull(L->t, 1, st) != 0)
         return -1;
     uint64_t h = 0xcbf29ce484222325ull;
     h = fnv1a(h, &L->step, sizeof L->step);
@@ -644,8 +618,12 @@ static int state_hash(loop *L, uint64_t *out, edm_status *st)
         h = fnv1a(h, p->m, sizeof(float) * (size_t)p->numel);
         h = fnv1a(h, p->v, sizeof(float) * (size_t)p->numel);
     }
-    for (int e = 0; e < L->ema.count; e++)
-        h = fnv1a(h, L->ema.ema[e], sizeof(float) * (size_t)L->nflat);
+    for (int e = 0; e < L->nema; e++)
+        for (int i = 0; i < edm_trainer_nparams(L->t); i++) {
+            if (edm_trainer_ema_get(L->t, e, i, L->stage, st) != 0)
+                return -1;
+            h = fnv1a(h, L->stage, sizeof(float) * (size_t)edm_trainer_param(L->t, i)->numel);
+        }
     *out = h;
     return 0;
 }
@@ -777,23 +755,23 @@ int edm_train(const edm_graph *g, const edm_train_opts *o, const edm_st_file *in
     edm_collective host = {0}, *coll = NULL, *nccl = NULL;
     int overlap = 0; /* NCCL's buckets during the last pass's backward pass */
     int64_t bucket_bytes = o->bucket_bytes > 0 ? o->bucket_bytes : EDM_TRAIN_BUCKET_BYTES;
+    edm_status no_nccl; /* why NCCL was not used (auto) */
+    edm_status_init(&no_nccl);
     if (rc == 0 && L.dist) {
         host = edm_dist_host_collective(L.dist);
         coll = &host;
         const char *want = o->collective ? o->collective : "auto";
-        int cuda = o->backend.device == EDM_DEVICE_CUDA;
-        if (strcmp(want, "nccl") == 0 && !cuda) {
+        int device = edm_trainer_device_grads(L.t); /* NCCL sums device memory */
+        if (strcmp(want, "nccl") == 0 && !device) {
             rc = edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "--collective=nccl reduces device memory: it needs --device=cuda");
-        } else if (cuda && strcmp(want, "mpi") != 0) {
-            edm_status why;
-            edm_status_init(&why);
-            nccl = edm_trainer_nccl(L.t, L.dist, strcmp(want, "nccl") == 0 ? st : &why);
+        } else if (device && strcmp(want, "mpi") != 0) {
+            nccl = edm_trainer_nccl(L.t, L.dist, strcmp(want, "nccl") == 0 ? st : &no_nccl);
             if (nccl)
                 coll = nccl;
             else if (strcmp(want, "nccl") == 0 || edm_dist_broken(L.dist))
                 rc = -1;
             else if (log)
-                fprintf(log, "NCCL not used (%s): the gradients go through the host, by MPI\n", why.msg);
+                fprintf(log, "NCCL not used (%s): the gradients go through the host, by MPI\n", no_nccl.msg);
         }
         overlap = nccl && !o->no_overlap;
         if (rc == 0 && overlap) /* formed before the agreement: a failure here is one every rank hears of */
@@ -808,11 +786,14 @@ int edm_train(const edm_graph *g, const edm_train_opts *o, const edm_st_file *in
         if (rc == 0)
             rc = edm_dist_allgather(L.dist, &mine, sizeof mine, all, "the choice of the collective", st);
         for (int r = 1; rc == 0 && r < L.ranks; r++)
-            if (all[r] != all[0])
+            if (all[r] != all[0]) {
                 rc = edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
                               "rank %d %s NCCL and rank 0 %s: every rank must find the same libraries "
                               "(or give --collective=mpi)",
-                              r, all[r] ? "opened" : "could not open", all[0] ? "did" : "did not");
+                              r, all[r] ? "set up" : "could not set up", all[0] ? "did" : "did not");
+                if (!nccl && no_nccl.msg[0]) /* the rank that could not says why */
+                    edm_note_add(st, EDM_NO_LOC, "here NCCL failed: %s", no_nccl.msg);
+            }
         free(all);
         if (rc == 0 && overlap)
             rc = log_buckets(&L, bucket_bytes, log, st);

@@ -1,8 +1,9 @@
 /* Inside the trainer (train.h): where its optimizer state lives.  A table of
  * functions per backend holds what differs between keeping the float32
- * masters, Adam's moments and the accumulated gradients on the host (the CPU
- * backend: train_host.c) and on the device (CUDA: train_cuda.c); train.c
- * runs the step through the table and never asks which backend it has. */
+ * masters, Adam's moments, the accumulated gradients and the EMAs on the host
+ * (the CPU backend: train_host.c) and on the device (CUDA: train_cuda.c), and
+ * how the gradients are summed over the ranks; train.c and the training loop
+ * run the step through the table and never ask which backend they have. */
 #ifndef EDMC_TRAIN_STATE_H
 #define EDMC_TRAIN_STATE_H
 
@@ -32,6 +33,9 @@ struct edm_trainer {
      * one process or several ranks give the same bits */
     double **acc;
     void *flat_grad; /* every gradient in one buffer for a host all-reduce (allocated on first use) */
+    /* host: the power-function EMAs, copy k of parameter i at ema[k * nparams + i] */
+    float **ema;
+    int nema;
     int64_t nflat;
     /* the all-reduce overlapped with the last pass (edm_trainer_overlap_begin) */
     edm_grad_buckets buckets; /* for bucket_cap bytes (0: not formed yet) */
@@ -43,7 +47,6 @@ struct edm_trainer {
 
 struct edm_trainer_state {
     const char *name;
-    int ema_on_device; /* the EMAs live with the state (else the training loop keeps them on the host) */
     /* after the backend is made: the state's own memory */
     int (*attach)(edm_trainer *t, edm_status *st);
     /* value (and m, v when moments) ← the state; the state ← value, m, v */
@@ -61,6 +64,7 @@ struct edm_trainer_state {
     int (*accumulate)(edm_trainer *t, edm_status *st);
     int (*adam)(edm_trainer *t, const edm_adam *adam, double lr, int64_t step, int64_t *nonfinite, edm_status *st);
     int (*allreduce)(edm_trainer *t, edm_collective *c, const char *what, edm_status *st);
+    /* a device collective over the state's accumulators (NULL: they are host memory) */
     edm_collective *(*nccl)(edm_trainer *t, edm_dist *d, edm_status *st);
     /* the overlapped all-reduce (NULL where the state is on the host): the
      * buckets formed for t->bucket_cap, the last pass's forward and backward
@@ -69,10 +73,12 @@ struct edm_trainer_state {
     int (*form_buckets)(edm_trainer *t, edm_status *st);
     int (*run_overlapped)(edm_trainer *t, edm_status *st);
     int (*overlap_end)(edm_trainer *t, int failed, edm_status *st);
+    /* the EMAs, beside the masters: count copies of them; each copy k ← β_k·copy + (1−β_k)·masters;
+     * copy k of parameter i read or written */
     int (*ema_attach)(edm_trainer *t, int count, edm_status *st);
     int (*ema_update)(edm_trainer *t, const double *beta, edm_status *st);
-    int (*ema_get)(edm_trainer *t, int k, float *flat, edm_status *st);
-    int (*ema_set)(edm_trainer *t, int k, const float *flat, edm_status *st);
+    int (*ema_get)(edm_trainer *t, int k, int i, float *out, edm_status *st);
+    int (*ema_set)(edm_trainer *t, int k, int i, const float *in, edm_status *st);
 };
 
 extern const edm_trainer_state edm_trainer_host_state;

@@ -68,6 +68,40 @@ else
     tap_not_ok "the folder of 2 ranks" "$(ls -a "$tmp/two")"
 fi
 
+# ---------------------------------------------------------------- 3 ranks = 1 process
+# a number of ranks that is not a power of 2 (the all-reduce's slices of unequal sizes): 12 images a step,
+# 2 passes of 2 on each of 3 ranks, 6 passes in the single process
+state48=training-state-000000000048.safetensors
+# shellcheck disable=SC2086
+"$edmc" train $args --batch=12 --outdir="$tmp/one12" --duration=48 >/dev/null 2>&1
+# shellcheck disable=SC2086
+mpi 3 "$edmc" train $args --batch=12 --outdir="$tmp/three" --duration=48 >"$tmp/three.out" 2>"$tmp/three.err"
+st=$?
+if [ "$st" -eq 0 ] && grep -q "over 3 ranks (4 per rank, 2 per pass)" "$tmp/three.out" &&
+    same_tensors "$tmp/one12/$state48" "$tmp/three/$state48" && [ "$(loss "$tmp/one12")" = "$(loss "$tmp/three")" ]; then
+    tap_ok "3 ranks: the single process's weights, moments, EMAs and losses, bit for bit"
+else
+    tap_not_ok "3 ranks vs 1 process (exit $st)" "$(head -c 600 "$tmp/three.err")" \
+        "$("$st_diff" "$tmp/one12/$state48" "$tmp/three/$state48" 0 2>&1 | tail -n 3)"
+fi
+
+# ---------------------------------------------------------------- non-finite gradients
+# a diverging run (--lr=1e30): the count of non-finite gradients zeroed is of the summed gradients, so 2 ranks
+# count what 1 process counts (not each rank's count added up), and both stop after the same records
+nf() { sed 's/.*"loss":\([^,]*\),.*"nonfinite_grads":\([0-9]*\).*/\1:\2/' "$1/stats.jsonl" | tr '\n' ' '; }
+# shellcheck disable=SC2086
+"$edmc" train $args --lr=1e30 --status=8 --max-nonfinite=3 --outdir="$tmp/nf1" --duration=64 >/dev/null 2>&1
+# shellcheck disable=SC2086
+mpi 2 "$edmc" train $args --lr=1e30 --status=8 --max-nonfinite=3 --outdir="$tmp/nf2" --duration=64 >/dev/null 2>"$tmp/nf2.err"
+st=$?
+if [ "$st" -ne 0 ] && [ "$(nf "$tmp/nf1")" = "$(nf "$tmp/nf2")" ] && nf "$tmp/nf2" | grep -q "null:[1-9]" &&
+    grep -q "^rank 0: edmc: error: the loss was not finite for 3 status intervals" "$tmp/nf2.err"; then
+    tap_ok "non-finite gradients over 2 ranks: the single process's counts ($(nf "$tmp/nf2" | cut -d' ' -f2))"
+else
+    tap_not_ok "non-finite gradients, 2 ranks vs 1 (exit $st)" "1 process: $(nf "$tmp/nf1")" "2 ranks: $(nf "$tmp/nf2")" \
+        "$(head -c 400 "$tmp/nf2.err")"
+fi
+
 # ---------------------------------------------------------------- resume with other numbers of ranks
 # 2 ranks to 64 images, 1 process to 96, 2 ranks to 128 = 1 process to 128
 # shellcheck disable=SC2086
@@ -91,7 +125,8 @@ fi
 mpi 2 "$edmc" train $args --batch=6 --outdir="$tmp/odd" --duration=64 >/dev/null 2>"$tmp/odd.err"
 st=$?
 if [ "$st" -ne 0 ] && grep -q "^rank 0: edmc: error: --batch=6 over 2 ranks is 3 images per rank" "$tmp/odd.err" &&
-    grep -q "^rank 1: edmc: error: --batch=6 over 2 ranks" "$tmp/odd.err"; then
+    grep -q "^rank 1: edmc: error: --batch=6 over 2 ranks" "$tmp/odd.err" && [ "$(grep -c "error" "$tmp/odd.err")" -eq 2 ] &&
+    [ "$(grep -c "^rank 0: " "$tmp/odd.err")" -eq 1 ] && [ "$(grep -c "^rank 1: " "$tmp/odd.err")" -eq 1 ]; then
     tap_ok "an error of every rank: each rank says it once, prefixed with its rank"
 else
     tap_not_ok "a usage error over 2 ranks (exit $st)" "$(head -c 800 "$tmp/odd.err")"
@@ -118,6 +153,48 @@ if ! SLURM_PROCID=1 SLURM_STEP_NUM_TASKS=2 SLURM_LOCALID=1 "$edmc" train $args -
     tap_ok "Slurm's variables give the rank (and a process alone is told it is not rank 1 of 2)"
 else
     tap_not_ok "Slurm's rank" "$(head -c 600 "$tmp/slurm.err")"
+fi
+
+# the launcher's variables without a launcher (runtime/dist.h): a rank out of range, a batch script's
+# SLURM_NTASKS (no srun step: one process), PMI's variables (MPICH's Hydra), a rank on the node out of range
+# alone ENV...: edmc train started by hand with ENV (no other launcher's variables), output in $tmp/alone.{out,err}
+alone() {
+    # shellcheck disable=SC2086
+    env -u SLURM_PROCID -u SLURM_STEP_NUM_TASKS -u SLURM_NTASKS -u SLURM_LOCALID -u PMI_RANK -u PMI_SIZE \
+        -u OMPI_COMM_WORLD_RANK -u OMPI_COMM_WORLD_SIZE "$@" "$edmc" train $args --outdir="$tmp/alone" --duration=8 \
+        >"$tmp/alone.out" 2>"$tmp/alone.err"
+}
+alone SLURM_PROCID=2 SLURM_STEP_NUM_TASKS=2
+st=$?
+if [ "$st" -eq 2 ] && [ "$(cat "$tmp/alone.err")" = "edmc: error: the launcher's environment is inconsistent: \
+SLURM_PROCID=2, SLURM_STEP_NUM_TASKS=2 (a rank in 0..size-1)" ] && [ ! -e "$tmp/alone" ]; then
+    tap_ok "SLURM_PROCID=2 of SLURM_STEP_NUM_TASKS=2: a usage error, one line, nothing written"
+else
+    tap_not_ok "an inconsistent Slurm rank (exit $st)" "$(cat "$tmp/alone.err")"
+fi
+alone SLURM_PROCID=0 SLURM_NTASKS=4
+st=$?
+if [ "$st" -eq 0 ] && grep -q "^training .*: 8 images per step (2 per pass)" "$tmp/alone.out" && [ ! -s "$tmp/alone.err" ]; then
+    tap_ok "SLURM_NTASKS=4 without an srun step (a batch script): one process trains alone"
+else
+    tap_not_ok "a batch script's SLURM_NTASKS (exit $st)" "$(cat "$tmp/alone.out" "$tmp/alone.err" | head -c 600)"
+fi
+rm -rf "$tmp/alone"
+alone PMI_RANK=1 PMI_SIZE=2
+st=$?
+if [ "$st" -ne 0 ] && [ "$(cat "$tmp/alone.err")" = "rank 1: edmc: error: PMI says rank 1 of 2, MPI says rank 0 of 1: is edmc \
+started by the launcher of the MPI it was built with?" ]; then
+    tap_ok "PMI_RANK and PMI_SIZE give the rank (and a process alone is told it is not rank 1 of 2)"
+else
+    tap_not_ok "PMI's rank (exit $st)" "$(cat "$tmp/alone.err")"
+fi
+alone PMI_RANK=0 PMI_SIZE=2 MPI_LOCALRANKID=2 MPI_LOCALNRANKS=2
+st=$?
+if [ "$st" -eq 2 ] && grep -q "^edmc: error: the launcher's environment is inconsistent: MPI_LOCALRANKID=2, \
+MPI_LOCALNRANKS=2 (the rank on the node" "$tmp/alone.err"; then
+    tap_ok "a rank on the node beyond the node's ranks (MPI_LOCALRANKID=2 of 2): a usage error naming them"
+else
+    tap_not_ok "an inconsistent local rank (exit $st)" "$(cat "$tmp/alone.err")"
 fi
 
 # ---------------------------------------------------------------- CUDA ranks (emulated)
@@ -180,6 +257,79 @@ if [ -f "$emu" ] && [ -f "$fake_nccl" ] && command -v "${EDMC_EMU_CXX:-g++}" >/d
     else
         tap_not_ok "NCCL's calls (buckets '$buckets')" "$(grep "fake-nccl\|bucket" "$tmp/nccl-off.out" "$tmp/nccl-small.out")" \
             "$(ls -A "$tmp/ncclfiles")"
+    fi
+    # the overlap overlaps: the fake driver counts the kernels and matmuls queued between the step's first
+    # all-reduce and its last (gradient accumulations left out): the backward pass's work after the first bucket
+    # went out, on both ranks; none after the backward pass (--overlap=off)
+    between() { sed -n 's/.*fake-cuda stats: .* work_between_collectives=\([0-9]*\).*/\1/p' "$1" | sort -n | tr '\n' ' '; }
+    on=$(between "$tmp/nccl-small.out")
+    off=$(between "$tmp/nccl-off.out")
+    if [ "$(printf '%s' "$on" | wc -w)" -eq 2 ] && [ "${on%% *}" -gt 0 ] && [ "$off" = "0 0 " ]; then
+        tap_ok "the first bucket's all-reduce is queued before the backward pass ends (then ${on%% *} and more kernels)"
+    else
+        tap_not_ok "the overlap (kernels between the first and last all-reduce: overlapped '$on', --overlap=off '$off')" \
+            "$(grep "fake-cuda stats" "$tmp/nccl-small.out" "$tmp/nccl-off.out")"
+    fi
+    # fused plans (--fuse=all) over NCCL: the single fused process's state
+    # shellcheck disable=SC2086
+    "$edmc" train $cuda_args --fuse=all --outdir="$tmp/cuda1-fused" >"$tmp/cuda1-fused.out" 2>&1
+    cuda_ranks nccl-fused --collective=nccl --bucket-mib=0.25 --fuse=all
+    if same_tensors "$tmp/cuda1-fused/$state" "$tmp/nccl-fused/$state" && grep -q "summed over the ranks by nccl" \
+        "$tmp/nccl-fused.out" && clean "$tmp/nccl-fused.out"; then
+        tap_ok "2 CUDA ranks (emulated), --fuse=all over NCCL: the single fused process's state, bit for bit"
+    else
+        tap_not_ok "2 fused CUDA ranks vs 1" "$(grep -v 'fake-cuda stats' "$tmp/nccl-fused.out" | head -c 800)" \
+            "$("$st_diff" "$tmp/cuda1-fused/$state" "$tmp/nccl-fused/$state" 0 2>&1 | tail -n 2)"
+    fi
+    # --collective=auto (the default) where NCCL does not open, on every rank or on rank 1 only (NCCL's set-up
+    # agrees first): the gradients go through MPI, rank 0 says why, once; --collective=nccl: an error, said by
+    # the rank that failed and by rank 0; a rank whose ncclCommInitRank fails after the others' returned (the
+    # fake's FAKE_NCCL_FAIL_INIT_RANK) would sum with another library than theirs: every rank stops
+    # nccl_where NAME MISSING FAIL_INIT ARGS...: 2 emulated CUDA ranks, no NCCL on rank MISSING (all: on every rank)
+    nccl_where() {
+        name=$1 missing=$2 fail_init=$3
+        shift 3
+        # shellcheck disable=SC2016,SC2086
+        CUDA_VISIBLE_DEVICES=0 EDMC_NCCL="$fake_nccl" TMPDIR="$tmp/ncclfiles" MISSING=$missing \
+            FAKE_NCCL_FAIL_INIT_RANK=$fail_init mpi 2 -x EDMC_CUDA_DRIVER -x EDMC_CUBLASLT -x EDMC_CACHE_DIR \
+            -x CUDA_VISIBLE_DEVICES -x EDMC_NCCL -x TMPDIR -x MISSING -x FAKE_NCCL_FAIL_INIT_RANK sh -c \
+            'if [ "$MISSING" = all ] || [ "$MISSING" = "$OMPI_COMM_WORLD_RANK" ]; then
+                export EDMC_NCCL=/nonexistent/libnccl.so.2; fi; exec "$@"' sh "$edmc" train $cuda_args "$@" \
+            --outdir="$tmp/$name" >"$tmp/$name.out" 2>&1
+    }
+    nccl_where auto-none all ""
+    st=$?
+    if [ "$st" -eq 0 ] && [ "$(grep -c "^NCCL not used (no NCCL (/nonexistent/libnccl.so.2 not found" "$tmp/auto-none.out")" -eq 1 ] &&
+        grep -q "summed over the ranks by mpi" "$tmp/auto-none.out" && same_tensors "$tmp/cuda1/$state" "$tmp/auto-none/$state"; then
+        tap_ok "--collective=auto, no NCCL on any rank: MPI, rank 0 says why once; the single process's state"
+    else
+        tap_not_ok "auto without NCCL (exit $st)" "$(head -c 800 "$tmp/auto-none.out")"
+    fi
+    nccl_where auto-r1 1 ""
+    st=$?
+    if [ "$st" -eq 0 ] && [ "$(grep -c "^NCCL not used (rank 1 could not set NCCL up): the gradients go through the host, \
+by MPI" "$tmp/auto-r1.out")" -eq 1 ] && same_tensors "$tmp/cuda1/$state" "$tmp/auto-r1/$state"; then
+        tap_ok "--collective=auto, no NCCL on rank 1 only: every rank sums by MPI, rank 0 names rank 1"
+    else
+        tap_not_ok "auto without NCCL on rank 1 (exit $st)" "$(head -c 800 "$tmp/auto-r1.out")"
+    fi
+    nccl_where nccl-r1 1 "" --collective=nccl
+    st=$?
+    if [ "$st" -ne 0 ] && grep -q "^rank 1: edmc: error: no NCCL (/nonexistent/libnccl.so.2" "$tmp/nccl-r1.out" &&
+        grep -q "^rank 0: edmc: error: rank 1 could not set NCCL up" "$tmp/nccl-r1.out" &&
+        [ "$(grep -c "edmc: error" "$tmp/nccl-r1.out")" -eq 2 ]; then
+        tap_ok "--collective=nccl, no NCCL on rank 1: rank 1 says why, rank 0 names it"
+    else
+        tap_not_ok "nccl without NCCL on rank 1 (exit $st)" "$(head -c 800 "$tmp/nccl-r1.out")"
+    fi
+    nccl_where init-r1 none 1
+    st=$?
+    if [ "$st" -ne 0 ] && [ "$(grep -c "^rank [01]: edmc: error: rank 1 could not set up NCCL and rank 0 did: every rank \
+must find the same libraries" "$tmp/init-r1.out")" -eq 2 ] &&
+        grep -q "^rank 1: edmc: note: here NCCL failed: NCCL: ncclCommInitRank failed" "$tmp/init-r1.out"; then
+        tap_ok "--collective=auto, NCCL set up on rank 0 only: every rank stops, saying so (rank 1 why)"
+    else
+        tap_not_ok "NCCL on rank 0 only (exit $st)" "$(head -c 800 "$tmp/init-r1.out")"
     fi
     # accumulation over 2 passes per rank: the last pass's buckets are reduced as its backward pass goes, the
     # first pass only accumulates: the same bits as reducing after the backward pass
@@ -279,20 +429,34 @@ fi
 
 long "$tmp/dead" 600
 p=$(rank_pid "$tmp/dead" 1)
+p0=$(rank_pid "$tmp/dead" 0)
 t0=$(date +%s)
 [ -n "$p" ] && kill -9 "$p"
-if [ -n "$p" ] && wait_bounded "$run_pid" 60 && [ "$ended" -ne 0 ]; then
-    tap_ok "a rank that dies (SIGKILL): every rank ends, in $(($(date +%s) - t0)) s, not at --rank-timeout=600"
+if [ -n "$p" ] && wait_bounded "$run_pid" 60 && [ "$ended" -ne 0 ] &&
+    grep -q "process rank 1 .*exited on signal 9" "$tmp/dead.err"; then
+    tap_ok "a rank that dies (SIGKILL): every rank ends, in $(($(date +%s) - t0)) s, not at --rank-timeout=600 (mpirun names it)"
 else
     tap_not_ok "a dead rank (pid '$p', exit ${ended:-none})" "$(head -c 800 "$tmp/dead.err")"
 fi
-# the checkpoints left are whole: the newest resumes, with no warning
+# what the dead run left, before anything resumes: every checkpoint whole (each reads through, st_diff against
+# itself), a partial write only under rank 0's temporary names (NAME.tmp.PID.N: mpirun may kill rank 0 while it
+# writes); then the newest resumes with no warning (stdout: resume's fallback says "cannot resume from"), the
+# temporaries removed
+whole=0 broken=""
+for f in "$tmp/dead"/training-state-*.safetensors; do
+    if [ -f "$f" ] && same_tensors "$f" "$f"; then whole=$((whole + 1)); else broken="$broken $f"; fi
+done
+foreign=$(find "$tmp/dead" -name '*.tmp.*' ! -name "*.safetensors.tmp.${p0:-x}.*" ! -name "stats.jsonl.tmp.${p0:-x}.*")
 newest=$(find "$tmp/dead" -name 'training-state-*.safetensors' | sort | tail -n 1)
 n=$(basename "${newest:-x}" .safetensors | sed 's/^training-state-0*//')
-if [ -n "$newest" ] && "$edmc" train --resume --outdir="$tmp/dead" --threads=1 --batch-gpu=2 --duration=$((${n:-0} + 8)) \
-    >/dev/null 2>"$tmp/dead2.err" && [ ! -s "$tmp/dead2.err" ] && [ "$(find "$tmp/dead" -name '*.tmp.*' | wc -l)" -eq 0 ]; then
-    tap_ok "the newest checkpoint the dead run left is whole: one process resumes from it (at $n images)"
+if [ "$whole" -gt 0 ] && [ -z "$broken" ] && [ -z "$foreign" ] && [ -n "$p0" ] &&
+    "$edmc" train --resume --outdir="$tmp/dead" --threads=1 --batch-gpu=2 --duration=$((${n:-0} + 8)) \
+        >"$tmp/dead2.out" 2>"$tmp/dead2.err" && [ ! -s "$tmp/dead2.err" ] && ! grep -q "cannot resume" "$tmp/dead2.out" &&
+    grep -q "from kimg $(awk "BEGIN { printf \"%.3f\", ${n:-0} / 1000 }") to" "$tmp/dead2.out" &&
+    [ "$(find "$tmp/dead" -name '*.tmp.*' | wc -l)" -eq 0 ]; then
+    tap_ok "the $whole checkpoints the dead run left are whole: one process resumes from the newest (at $n images)"
 else
-    tap_not_ok "resuming after a dead rank ($newest)" "$(head -c 600 "$tmp/dead2.err")" "$(ls -a "$tmp/dead")"
+    tap_not_ok "resuming after a dead rank ($newest; damaged:${broken:- none}; others' temporaries: ${foreign:-none})" \
+        "$(cat "$tmp/dead2.out" "$tmp/dead2.err" 2>/dev/null | head -c 600)" "$(ls -a "$tmp/dead")"
 fi
 tap_done

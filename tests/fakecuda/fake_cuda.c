@@ -55,7 +55,14 @@
  *       A test in the same process reads the same counts at any time through
  *       the one extra export, long long fake_cuda_stat(const char *name)
  *       ("launches", "matmuls", "matmuls_computed", ...; -1 for an unknown
- *       name), found with dlsym on the fake's handle.
+ *       name), found with dlsym on the fake's handle.  For the fake NCCL's
+ *       collectives (fake_cuda_collective, below) the line also has
+ *       collectives=C (buffers checked) and work_between_collectives=W: the
+ *       kernels and matmuls queued (launched, or replayed from a graph)
+ *       after the first collective and before the last, gradient
+ *       accumulations (edm_grad_acc*) left out: the backward pass's work
+ *       that an all-reduce in buckets overlaps (0 when every bucket is sent
+ *       after the backward pass).
  *   FAKE_CUDA_LEAKS=1       report, as "fake cuda: leak: ...", objects still alive at
  *       exit or when the primary context is released (allocations, modules,
  *       streams, events, graphs, cuBLASLt handles and descriptors).
@@ -189,6 +196,7 @@ typedef struct {
     fc_range range[8]; /* matmul operands */
     int nrange;
     fc_gemm gemm;      /* matmul */
+    int grad_acc;      /* kernel: a gradient accumulation (edm_grad_acc*), not counted as work */
 #ifdef FAKE_CUDA_EMULATE
     struct CUfunc_st *func; /* kernel: what runs at the replay, with a copy of its parameters */
     unsigned grid[3], block[3];
@@ -313,6 +321,9 @@ static struct {
     struct {
         unsigned long launches, launches_captured, graph_launches, kernels_replayed, matmuls, matmuls_captured, matmuls_replayed,
             matmuls_computed, copies, memsets, allocs, modules, captures, kernels_run;
+        /* kernels (but gradient accumulations) and matmuls queued; collectives checked; the work queued
+         * at the first and at the last collective */
+        unsigned long work, collectives, work_at_first_collective, work_at_last_collective;
         unsigned long long copied;
         double emu_compile_s;
     } n;
@@ -1588,6 +1599,8 @@ CUresult CUDAAPI cuFuncSetAttribute(CUfunction hfunc, CUfunction_attribute attri
 
 /* ------------------------------------------------------------------ launches */
 
+static int is_grad_acc(const struct CUfunc_st *f) { return f->name && strncmp(f->name, "edm_grad_acc", 12) == 0; }
+
 static CUresult do_launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                           unsigned smem, CUstream stream, void **params, void **extra)
 {
@@ -1655,6 +1668,7 @@ static CUresult do_launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, u
         if (!nd)
             return CUDA_ERROR_OUT_OF_MEMORY;
         nd->kind = N_KERNEL;
+        nd->grad_acc = is_grad_acc(f);
 #ifdef FAKE_CUDA_EMULATE
         if (f->emu) { /* the parameters are copied at capture, as a real capture does */
             nd->func = f;
@@ -1668,6 +1682,7 @@ static CUresult do_launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, u
         fc.n.launches_captured++;
     } else {
         fc.n.launches++;
+        fc.n.work += !is_grad_acc(f);
         r = order_kernel(call, stream, order_op(stream), f, params);
         if (r != CUDA_SUCCESS)
             return r;
@@ -2116,6 +2131,7 @@ static CUresult replay(const fc_nodes *ns, CUstream s)
         switch (nd->kind) {
         case N_KERNEL:
             fc.n.kernels_replayed++;
+            fc.n.work += !nd->grad_acc;
 #ifdef FAKE_CUDA_EMULATE
             if (nd->func) {
                 if (reg_kind(nd->func) != K_FUNC) {
@@ -2159,6 +2175,7 @@ static CUresult replay(const fc_nodes *ns, CUstream s)
             break;
         case N_MATMUL:
             fc.n.matmuls_replayed++;
+            fc.n.work++;
             for (int k = 0; ok && k < nd->nrange; k++)
                 ok = range_ok("fake cuda: ", call, nd->range[k].what, nd->range[k].ptr, nd->range[k].bytes);
             if (ok && fc.compute)
@@ -2325,6 +2342,9 @@ static CUresult do_collective(CUstream s, CUdeviceptr p, size_t bytes, const cha
     if (!stream_ok(call, s))
         return CUDA_ERROR_INVALID_HANDLE;
     CUresult r = check_device(what, "buffer", p, bytes);
+    if (r == CUDA_SUCCESS && fc.n.collectives++ == 0)
+        fc.n.work_at_first_collective = fc.n.work;
+    fc.n.work_at_last_collective = fc.n.work;
     return r != CUDA_SUCCESS ? r : order_touch(what, s, order_op(s), (uintptr_t)p, what);
 }
 CUresult fake_cuda_collective(CUstream stream, CUdeviceptr p, size_t bytes, const char *what)
@@ -3330,6 +3350,7 @@ static cublasStatus_t do_matmul(cublasLtHandle_t h, cublasLtMatmulDesc_t desc, c
         fc.n.matmuls_captured++;
     } else {
         fc.n.matmuls++;
+        fc.n.work++;
         if (fc.compute)
             gemm_compute(&g);
     }
@@ -3376,10 +3397,12 @@ __attribute__((destructor)) static void fake_cuda_fini(void)
         fprintf(stderr,
                 "fake-cuda stats: launches=%lu launches_captured=%lu graph_launches=%lu kernels_replayed=%lu "
                 "matmuls=%lu matmuls_captured=%lu matmuls_replayed=%lu captures=%lu modules=%lu allocs=%lu peak_mib=%.1f copies=%lu "
-                "copied_mib=%.1f memsets=%lu matmuls_computed=%lu kernels_run=%lu emu_compile_s=%.1f\n",
+                "copied_mib=%.1f memsets=%lu matmuls_computed=%lu kernels_run=%lu emu_compile_s=%.1f collectives=%lu "
+                "work_between_collectives=%lu\n",
                 fc.n.launches, fc.n.launches_captured, fc.n.graph_launches, fc.n.kernels_replayed, fc.n.matmuls,
                 fc.n.matmuls_captured, fc.n.matmuls_replayed, fc.n.captures, fc.n.modules, fc.n.allocs, (double)fc.peak / (1 << 20),
-                fc.n.copies, (double)fc.n.copied / (1 << 20), fc.n.memsets, fc.n.matmuls_computed, fc.n.kernels_run, fc.n.emu_compile_s);
+                fc.n.copies, (double)fc.n.copied / (1 << 20), fc.n.memsets, fc.n.matmuls_computed, fc.n.kernels_run, fc.n.emu_compile_s, fc.n.collectives,
+                fc.n.work_at_last_collective - fc.n.work_at_first_collective);
     size_t count[K_KINDS] = {0};
     for (size_t i = 0; i < fc.capslot; i++)
         if (fc.slot[i].kind > 0)

@@ -33,6 +33,8 @@
  *   FAKE_NCCL_HANG_RANK=R rank R never sends its first buffer, as a rank stuck in
  *                         NCCL would: the others wait until ncclCommAbort (from
  *                         another thread, as edmc's watchdog calls it) or the timeout.
+ *   FAKE_NCCL_FAIL_INIT_RANK=R rank R's ncclCommInitRank fails (after the others' returned: the
+ *                         fake's init waits for nobody), as a rank whose NCCL cannot reach the others.
  * A communicator aborted while a call waits makes that call return an error. */
 #define _GNU_SOURCE 1 /* NOLINT(bugprone-reserved-identifier): mkdtemp, nftw */
 #include <dirent.h>
@@ -171,6 +173,16 @@ int ncclCommInitRank(fake_comm **comm, int nranks, ncclUniqueId id, int rank)
         return complain(INVALID_ARGUMENT, "ncclCommInitRank: rank %d of %d", rank, nranks);
     if (fn.ncomms >= 16)
         return complain(INTERNAL_ERROR, "too many communicators");
+    char path[200];
+    const char *fail = getenv("FAKE_NCCL_FAIL_INIT_RANK");
+    if (fail && *fail && atoi(fail) == rank) {
+        /* done with the folder already: rank 0's ncclCommDestroy need not wait for this rank */
+        snprintf(path, sizeof path, "%s/done.r%d", id.internal + strlen(MAGIC), rank);
+        FILE *d = fopen(path, "w");
+        if (d)
+            fclose(d);
+        return complain(SYSTEM_ERROR, "ncclCommInitRank: rank %d fails (FAKE_NCCL_FAIL_INIT_RANK)", rank);
+    }
     fake_comm *c = calloc(1, sizeof *c);
     if (!c)
         return SYSTEM_ERROR;
@@ -179,7 +191,6 @@ int ncclCommInitRank(fake_comm **comm, int nranks, ncclUniqueId id, int rank)
     c->rank = rank;
     atomic_init(&c->alive, 1);
     /* every rank says how many ranks it was told */
-    char path[200];
     snprintf(path, sizeof path, "%s/init.r%d", c->dir, rank);
     FILE *f = fopen(path, "w");
     if (!f || fprintf(f, "%d\n", nranks) < 0 || fclose(f) != 0)

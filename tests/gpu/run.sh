@@ -335,7 +335,8 @@ open(dst, "wb").write(struct.pack("<Q", len(hb)) + hb + b[8 + n:])
 # edm2-tiny, 2 Ki images, batch 32 (64 steps).  --rampup=0.01: the learning rate
 # ramps to 2e-3 over these images (the preset's 10 Mimg warm-up would leave it
 # at ~2e-6, and then only the forward pass would be compared).
-train_args="--model=models/edm2-tiny.edm --data=builtin:shapes16 --batch=32 --duration=2Ki --status=512 --seed=1 --rampup=0.01 --snapshot=0 --checkpoint=0"
+train_batch=32
+train_args="--model=models/edm2-tiny.edm --data=builtin:shapes16 --batch=$train_batch --duration=2Ki --status=512 --seed=1 --rampup=0.01 --snapshot=0 --checkpoint=0"
 ncpu=$(nproc 2>/dev/null || echo 4)
 cpu_threads=$((ncpu / 4))
 [ "$cpu_threads" -lt 2 ] && cpu_threads=2
@@ -343,15 +344,18 @@ cpu_threads=$((ncpu / 4))
 train_cpu() { rm -rf "$work/train-cpu"; run_step train-cpu 180 ./edmc train $train_args --device=cpu --threads="$cpu_threads" --outdir="$work/train-cpu"; }
 # shellcheck disable=SC2086
 train_fp32() { rm -rf "$work/train-fp32"; run_step train-fp32 150 ./edmc train $train_args --device=cuda --precision=fp32 --outdir="$work/train-fp32"; }
-# NCCL: as many ranks as GPUs (one per GPU), the global batch unchanged, so the
+# NCCL: one rank per GPU, as many as divide the global batch ($train_batch: the largest
+# power of 2 up to the GPUs, so 2 of 3 GPUs), the global batch unchanged, so the
 # losses follow the single process's.  mpirun and NCCL (a system library, or
 # PyTorch's nvidia-nccl wheel) are looked for; without either the row says so.
 nccl_lib=$(find_lib libnccl.so.2 || true)
 ngpu=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ')
 [ "${ngpu:-0}" -ge 1 ] || ngpu=1
-nccl_row="train nccl $ngpu rank(s) = 1 process"
+nccl_ranks=1
+while [ $((nccl_ranks * 2)) -le "$ngpu" ] && [ $((train_batch % (nccl_ranks * 2))) -eq 0 ]; do nccl_ranks=$((nccl_ranks * 2)); done
+nccl_row="train nccl $nccl_ranks rank(s) of $ngpu GPU(s) = 1 process"
 nccl_skip=""   # why the step does not run, when it does not
-if [ "$ngpu" -lt 2 ]; then
+if [ "$nccl_ranks" -lt 2 ]; then
     # one rank alone sums nothing (edmc makes no collective), and NCCL takes one GPU per rank
     nccl_skip="one GPU: NCCL needs a GPU per rank and 2 ranks"
 elif ! command -v mpirun >/dev/null 2>&1; then
@@ -362,7 +366,7 @@ fi
 # shellcheck disable=SC2086
 train_nccl() {
     rm -rf "$work/train-nccl"
-    run_step train-nccl 180 env EDMC_NCCL="$nccl_lib" mpirun --allow-run-as-root --oversubscribe -n "$ngpu" \
+    run_step train-nccl 180 env EDMC_NCCL="$nccl_lib" mpirun --allow-run-as-root --oversubscribe -n "$nccl_ranks" \
         -x EDMC_NCCL -x LD_LIBRARY_PATH -x EDMC_CACHE_DIR -x EDMC_CUDA_DRIVER -x EDMC_CUBLASLT \
         ./edmc train $train_args --device=cuda --precision=fp32 --collective=nccl --outdir="$work/train-nccl"
 }
