@@ -23,13 +23,12 @@
 #include "runtime/weights.h"
 #include "runtime/clock.h"
 
-/* Random values for the graph's inputs (σ log-normal, as training draws it)
- * and, when params is set, its parameters and buffers. */
-static int fill_random(const edm_graph *g, edm_backend *x, int params, edm_status *st)
+/* Random values for the graph's inputs (σ log-normal, as training draws it). */
+static int fill_random(const edm_graph *g, edm_backend *x, edm_status *st)
 {
     for (int i = 0; i < edm_graph_count(g); i++) {
         const edm_node *n = edm_graph_node(g, i);
-        if (n->op != EDM_OP_INPUT && (!params || (n->op != EDM_OP_PARAM && n->op != EDM_OP_BUFFER)))
+        if (n->op != EDM_OP_INPUT)
             continue;
         int64_t count = edm_backend_numel(x, i);
         float *data = malloc(sizeof(float) * (size_t)(count > 0 ? count : 1));
@@ -179,7 +178,10 @@ static int bench_forward(const cli_opts *o, const edm_graph *g, const edm_backen
     edm_backend *x = edm_backend_new(g, o->batch, bo, st);
     r->setup_s = edm_now_seconds() - r->start;
     r->setup_cpu_s = edm_cpu_seconds();
-    int rc = x ? fill_random(g, x, 1, st) : -1;
+    /* the parameters as `edmc init` draws them (on every core: img512-s has 280M) */
+    int rc = x ? fill_random(g, x, st) : -1;
+    if (rc == 0)
+        rc = edm_weights_init_backend(g, 1, x, st);
     double elapsed = 0, cpu = 0;
     if (rc == 0) {
         bench_work w = {run_forward, x};
@@ -214,7 +216,7 @@ static int bench_train(const cli_opts *o, edm_graph *g, const edm_backend_option
     if (rc == 0)
         rc = edm_trainer_init(c.t, 1, st);
     if (rc == 0)
-        rc = fill_random(g, edm_trainer_backend(c.t), 0, st);
+        rc = fill_random(g, edm_trainer_backend(c.t), st);
     double elapsed = 0, cpu = 0;
     if (rc == 0) {
         bench_work w = {run_train_step, &c};
