@@ -244,60 +244,6 @@ done:
     return rc;
 }
 
-int edm_phema_ema_init(edm_phema_ema *e, const double *std, int count, const float *init, int64_t numel,
-                       edm_status *st)
-{
-    memset(e, 0, sizeof *e);
-    if (count < 1 || numel < 0)
-        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "phema: an EMA needs at least one sigma_rel");
-    e->std = calloc((size_t)count, sizeof(double));
-    e->gamma = calloc((size_t)count, sizeof(double));
-    e->ema = calloc((size_t)count, sizeof(float *));
-    if (!e->std || !e->gamma || !e->ema) {
-        edm_phema_ema_free(e);
-        return edm_nomem(st);
-    }
-    e->count = count;
-    e->numel = numel;
-    for (int k = 0; k < count; k++) {
-        e->std[k] = std[k];
-        if (edm_phema_std_to_exp(std[k], &e->gamma[k], st) != 0) {
-            edm_phema_ema_free(e);
-            return -1;
-        }
-        e->ema[k] = malloc(sizeof(float) * (size_t)(numel ? numel : 1));
-        if (!e->ema[k]) {
-            edm_phema_ema_free(e);
-            return edm_nomem(st);
-        }
-        if (numel)
-            memcpy(e->ema[k], init, sizeof(float) * (size_t)numel);
-    }
-    return 0;
-}
-
-void edm_phema_ema_free(edm_phema_ema *e)
-{
-    for (int k = 0; e->ema && k < e->count; k++)
-        free(e->ema[k]);
-    free(e->ema);
-    free(e->std);
-    free(e->gamma);
-    memset(e, 0, sizeof *e);
-}
-
-int edm_phema_ema_update(edm_phema_ema *e, const float *net, int64_t n, double t_next, double dt, edm_status *st)
-{
-    if (n != e->numel)
-        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "phema: EMA of %lld elements updated with %lld",
-                        (long long)e->numel, (long long)n);
-    if (!(t_next > 0) || !(dt > 0) || !(dt <= t_next))
-        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "phema: EMA step of %g images ending at %g", dt, t_next);
-    for (int k = 0; k < e->count; k++)
-        edm_phema_ema_lerp(e->ema[k], net, n, edm_phema_beta(e->gamma[k], t_next, dt));
-    return 0;
-}
-
 void edm_phema_ema_lerp(float *y, const float *net, int64_t n, double beta)
 {
     /* ema.lerp_(net, 1 − β) the way torch computes it in float32 */

@@ -38,24 +38,8 @@ int edm_phema_solve(int n, const double *in_t, const double *in_std, int m, doub
  * ((kimg·1000 + 999) // 1024)·1024. */
 int64_t edm_phema_kimg_to_nimg(int64_t kimg);
 
-/* The EMA tracker: one float32 copy of the parameters per σ_rel. */
-typedef struct {
-    int count;     /* number of σ_rel tracked */
-    int64_t numel; /* elements in each copy */
-    double *std;   /* [count] */
-    double *gamma; /* [count] */
-    float **ema;   /* [count][numel] */
-} edm_phema_ema;
-
-/* Starts every copy at init (numel floats). */
-int edm_phema_ema_init(edm_phema_ema *e, const double *std, int count, const float *init, int64_t numel,
-                       edm_status *st);
-void edm_phema_ema_free(edm_phema_ema *e);
-/* After a training step that ends at t_next images and covered dt images:
- * ema ← β·ema + (1−β)·net for every σ_rel (net: n floats, n == numel). */
-int edm_phema_ema_update(edm_phema_ema *e, const float *net, int64_t n, double t_next, double dt, edm_status *st);
 /* One EMA's step with β (edm_phema_beta): y ← β·y + (1−β)·net over n floats,
- * in float32 as torch's lerp_ (what edm_phema_ema_update does to each copy). */
+ * in float32 as torch's lerp_ (the trainer's EMAs on the host, train_host.c). */
 void edm_phema_ema_lerp(float *y, const float *net, int64_t n, double beta);
 
 #endif
