@@ -489,7 +489,7 @@ edm_collective edm_dist_host_collective(edm_dist *d)
 /* ------------------------------------------------------------------ CPU threads */
 
 typedef struct {
-    uint64_t host; /* the node: a hash of its name */
+    char host[256]; /* the node's name */
     cpu_set_t cpus;
 } rank_cpus;
 
@@ -497,12 +497,8 @@ int edm_dist_cpu_threads(edm_dist *d, int *threads, edm_status *st)
 {
     rank_cpus mine;
     memset(&mine, 0, sizeof mine);
-    char name[256] = "";
-    if (gethostname(name, sizeof name - 1) != 0) /* every rank must reach the all-gather: a nameless node */
-        name[0] = '\0';
-    mine.host = 0xcbf29ce484222325ull;
-    for (const char *p = name; *p; p++)
-        mine.host = (mine.host ^ (unsigned char)*p) * 0x100000001b3ull;
+    if (gethostname(mine.host, sizeof mine.host - 1) != 0) /* every rank must reach the all-gather: a nameless node */
+        mine.host[0] = '\0';
     if (sched_getaffinity(0, sizeof mine.cpus, &mine.cpus) != 0 || CPU_COUNT(&mine.cpus) < 1) {
         long n = sysconf(_SC_NPROCESSORS_ONLN); /* no affinity to read: every core of the node */
         CPU_ZERO(&mine.cpus);
@@ -517,7 +513,7 @@ int edm_dist_cpu_threads(edm_dist *d, int *threads, edm_status *st)
     for (int r = 0; rc == 0 && r < d->size; r++) {
         cpu_set_t both;
         CPU_AND(&both, &mine.cpus, &all[r].cpus);
-        sharing += all[r].host == mine.host && CPU_COUNT(&both) > 0;
+        sharing += strcmp(all[r].host, mine.host) == 0 && CPU_COUNT(&both) > 0;
     }
     free(all);
     if (rc == 0) {
