@@ -352,7 +352,7 @@ static void add_group(edm_plan *plan, const char *name, int first, int n)
         plan->steps[s].group = plan->ngroups - 1;
 }
 
-/* The steps [first, nsteps) of a parameter-sized region, ordered by their
+/* The steps [first, first + n) of a parameter-sized region, ordered by their
  * dependency level (0: reads nothing the region writes; k: reads a level
  * k-1 root), one group per level: the steps of a level are independent, so
  * a backend may run them as one kernel. */
@@ -366,14 +366,34 @@ static int level_order(const void *pa, const void *pb)
     return a->level != b->level ? a->level - b->level : a->step - b->step;
 }
 
-static int group_levels(edm_plan *plan, const planner *p, int first, const char *name, edm_status *st)
+/* The most of val[step_of[a]] over the inputs a (aliases resolved) of s's
+ * members that a step indexed in step_of writes; -1 when none is. */
+static int latest_input(const planner *p, const edm_plan_step *s, const int *step_of, const int *val)
 {
-    int n = plan->nsteps - first, count = edm_graph_count(p->g);
+    int most = -1;
+    for (int m = 0; m < s->nmembers; m++) {
+        const edm_node *nd = edm_graph_node(p->g, s->members[m].node);
+        for (int q = 0; q < nd->ninputs; q++) {
+            int a = nd->input[q];
+            while (p->kind[a] == K_ALIAS)
+                a = edm_graph_node(p->g, a)->input[0];
+            if (step_of[a] >= 0 && val[step_of[a]] > most)
+                most = val[step_of[a]];
+        }
+    }
+    return most;
+}
+
+static int group_levels(edm_plan *plan, const planner *p, int first, int n, const char *name, edm_status *st)
+{
+    int count = edm_graph_count(p->g);
     int *step_of = malloc(sizeof *step_of * (size_t)(count ? count : 1));
+    int *level = malloc(sizeof *level * (size_t)n);
     level_pair *lv = malloc(sizeof *lv * (size_t)n);
     edm_plan_step *copy = malloc(sizeof *copy * (size_t)n);
-    if (!step_of || !lv || !copy) {
+    if (!step_of || !level || !lv || !copy) {
         free(step_of);
+        free(level);
         free(lv);
         free(copy);
         return edm_nomem(st);
@@ -382,18 +402,8 @@ static int group_levels(edm_plan *plan, const planner *p, int first, const char 
         step_of[i] = -1;
     for (int k = 0; k < n; k++) {
         const edm_plan_step *s = &plan->steps[first + k];
-        int level = 0;
-        for (int m = 0; m < s->nmembers; m++) {
-            const edm_node *nd = edm_graph_node(p->g, s->members[m].node);
-            for (int q = 0; q < nd->ninputs; q++) {
-                int a = nd->input[q];
-                while (p->kind[a] == K_ALIAS)
-                    a = edm_graph_node(p->g, a)->input[0];
-                if (step_of[a] >= 0 && lv[step_of[a]].level + 1 > level)
-                    level = lv[step_of[a]].level + 1;
-            }
-        }
-        lv[k] = (level_pair){.level = level, .step = k};
+        level[k] = latest_input(p, s, step_of, level) + 1;
+        lv[k] = (level_pair){.level = level[k], .step = k};
         step_of[s->root] = k;
     }
     qsort(lv, (size_t)n, sizeof *lv, level_order);
@@ -408,9 +418,105 @@ static int group_levels(edm_plan *plan, const planner *p, int first, const char 
         k = e;
     }
     free(step_of);
+    free(level);
     free(lv);
     free(copy);
     return 0;
+}
+
+/* The weight-gradient work in at most this many parts, by bytes written. */
+#define WGRAD_PARTS 8
+
+typedef struct {
+    int ready, step; /* ready: the main step after which its inputs are all written (-1: before them) */
+    int64_t numel;
+} ready_pair;
+
+static int ready_order(const void *pa, const void *pb)
+{
+    const ready_pair *a = pa, *b = pb;
+    return a->ready != b->ready ? a->ready - b->ready : a->step - b->step;
+}
+
+/* The main steps [m0, w0), one group each, with the weight-gradient steps
+ * [w0, nsteps) placed among them: the latter go, in parts of about an
+ * (1 / WGRAD_PARTS)th of their bytes, right after the main step that writes
+ * the last of a part's inputs, each part grouped by level.  So a parameter's
+ * gradient is final soon after the backward pass reaches its layer, not at
+ * the end of the run, and a data-parallel all-reduce of it can overlap the
+ * rest of the pass (and its inputs are freed sooner). */
+static int place_wgrad(edm_plan *plan, const planner *p, int m0, int w0, edm_status *st)
+{
+    int nm = w0 - m0, nw = plan->nsteps - w0, count = edm_graph_count(p->g), ntotal = plan->nsteps - m0;
+    size_t nt = (size_t)(ntotal ? ntotal : 1);
+    int *step_of = malloc(sizeof *step_of * (size_t)(count ? count : 1)); /* a root's step, from m0 */
+    int *ready = malloc(sizeof *ready * nt); /* per step from m0: the main step after which it can run */
+    int *part_end = malloc(sizeof *part_end * nt); /* per part: one past its last pair */
+    ready_pair *rp = malloc(sizeof *rp * nt);
+    edm_plan_step *copy = malloc(sizeof *copy * nt);
+    if (!step_of || !ready || !part_end || !rp || !copy) {
+        free(step_of);
+        free(ready);
+        free(part_end);
+        free(rp);
+        free(copy);
+        return edm_nomem(st);
+    }
+    for (int i = 0; i < count; i++)
+        step_of[i] = -1;
+    for (int j = 0; j < ntotal; j++) {
+        step_of[plan->steps[m0 + j].root] = j;
+        ready[j] = j;
+    }
+    /* the steps are in node order, so a step's inputs from this region come from earlier steps */
+    int64_t total = 0;
+    for (int k = 0; k < nw; k++) {
+        const edm_plan_step *s = &plan->steps[w0 + k];
+        ready[nm + k] = latest_input(p, s, step_of, ready);
+        int64_t numel = edm_shape_numel_per_sample(&edm_graph_node(p->g, s->root)->shape);
+        rp[k] = (ready_pair){.ready = ready[nm + k], .step = k, .numel = numel};
+        total += numel;
+    }
+    qsort(rp, (size_t)nw, sizeof *rp, ready_order);
+    int nparts = 0;
+    int64_t acc = 0;
+    for (int k = 0; k < nw; k++) {
+        acc += rp[k].numel;
+        int run_ends = k + 1 == nw || rp[k + 1].ready != rp[k].ready;
+        if (run_ends && (k + 1 == nw || acc * WGRAD_PARTS >= total)) {
+            part_end[nparts++] = k + 1;
+            acc = 0;
+        }
+    }
+    /* the new order: the parts due before the first main step, then each main step and the parts due after it */
+    memcpy(copy, plan->steps + m0, sizeof *copy * (size_t)ntotal);
+    int at = m0, part = 0, rc = 0;
+    for (int j = -1; j < nm; j++) {
+        if (j >= 0)
+            plan->steps[at++] = copy[j];
+        for (; part < nparts && rp[part_end[part] - 1].ready <= j; part++)
+            for (int k = part ? part_end[part - 1] : 0; k < part_end[part]; k++)
+                plan->steps[at++] = copy[nm + rp[k].step];
+    }
+    /* the groups, once every step is in place (a failure leaves each step owned once) */
+    for (int s = m0; s < plan->nsteps && rc == 0;) {
+        int n = 0;
+        while (s + n < plan->nsteps && step_of[plan->steps[s + n].root] >= nm) /* a part */
+            n++;
+        if (n) {
+            rc = group_levels(plan, p, s, n, "wgrad", st);
+            s += n;
+        } else {
+            add_group(plan, plan->steps[s].kind, s, 1);
+            s++;
+        }
+    }
+    free(step_of);
+    free(ready);
+    free(part_end);
+    free(rp);
+    free(copy);
+    return rc;
 }
 
 static void planner_free(planner *p)
@@ -547,21 +653,19 @@ edm_plan *edm_plan_build(const edm_graph *g, const edm_plan_options *opt, edm_st
     classify(&p);
     for (int i = 0; i < count; i++)
         decide(&p, i);
-    /* steps: weight prep first, then the network in order, then the weight gradients */
+    /* steps: weight prep first, then the network in order with the weight gradients among it */
     static const int order[] = {R_WEIGHTS, R_MAIN, R_WGRAD};
-    int rc = 0;
+    int rc = 0, first[3] = {0};
     for (int o = 0; o < 3 && rc == 0; o++) {
-        int first = plan->nsteps;
+        first[o] = plan->nsteps;
         for (int i = 0; i < count && rc == 0; i++)
             if (p.region[i] == order[o] && (p.kind[i] == K_EW || p.kind[i] == K_CORE) && !p.inl[i])
                 rc = make_step(plan, &p, i, st);
-        if (order[o] == R_MAIN) {
-            for (int s = first; s < plan->nsteps; s++)
-                add_group(plan, plan->steps[s].kind, s, 1);
-        } else if (plan->nsteps > first && rc == 0) {
-            rc = group_levels(plan, &p, first, order[o] == R_WEIGHTS ? "weights" : "wgrad", st);
-        }
+        if (order[o] == R_WEIGHTS && plan->nsteps > first[o] && rc == 0)
+            rc = group_levels(plan, &p, first[o], plan->nsteps - first[o], "weights", st);
     }
+    if (rc == 0)
+        rc = place_wgrad(plan, &p, first[1], first[2], st);
     if (rc != 0) {
         planner_free(&p);
         edm_plan_free(plan);

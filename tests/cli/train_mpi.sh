@@ -281,6 +281,15 @@ if [ -f "$emu" ] && [ -f "$fake_nccl" ] && command -v "${EDMC_EMU_CXX:-g++}" >/d
         tap_not_ok "2 fused CUDA ranks vs 1" "$(grep -v 'fake-cuda stats' "$tmp/nccl-fused.out" | head -c 800)" \
             "$("$st_diff" "$tmp/cuda1-fused/$state" "$tmp/nccl-fused/$state" 0 2>&1 | tail -n 2)"
     fi
+    # the fused plan computes a parameter's final gradient (the weight-normalization backward) soon after the
+    # backward pass reaches its layer, not at the end: its buckets overlap the rest of the pass too
+    on=$(between "$tmp/nccl-fused.out")
+    if [ "$(printf '%s' "$on" | wc -w)" -eq 2 ] && [ "${on%% *}" -gt 0 ]; then
+        tap_ok "--fuse=all: the first bucket's all-reduce is queued before the backward pass ends (then ${on%% *} and more kernels)"
+    else
+        tap_not_ok "the fused plan's overlap (kernels between the first and last all-reduce: '$on')" \
+            "$(grep "fake-cuda stats\|bucket" "$tmp/nccl-fused.out")"
+    fi
     # --collective=auto (the default) where NCCL does not open, on every rank or on rank 1 only (NCCL's set-up
     # agrees first): the gradients go through MPI, rank 0 says why, once; --collective=nccl: an error, said by
     # the rank that failed and by rank 0; a rank whose ncclCommInitRank fails after the others' returned (the

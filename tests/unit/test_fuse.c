@@ -164,7 +164,10 @@ static void check_invariants(const edm_graph *g, const edm_plan *p)
     free(ids);
 }
 
-/* The schedule of edm2-tiny: kernels per rule, asserted exactly. */
+/* The schedule of edm2-tiny: kernels per rule, asserted exactly.  With the
+ * weight-norm rule, training's weight-gradient work runs in up to 8 parts
+ * placed where the backward pass finishes their inputs (each part one kernel
+ * per level), not in one block of levels at the end. */
 static void test_tiny_kernels(void **state)
 {
     (void)state;
@@ -173,9 +176,9 @@ static void test_tiny_kernels(void **state)
         unsigned fuse;
         int forward, train;
     } rows[] = {
-        {EDM_FUSE_NONE, 568, 1805},    {EDM_FUSE_WN, 322, 914},        {EDM_FUSE_PROLOGUE, 479, 1585},
+        {EDM_FUSE_NONE, 568, 1805},    {EDM_FUSE_WN, 322, 980},        {EDM_FUSE_PROLOGUE, 479, 1585},
         {EDM_FUSE_EPILOGUE, 307, 1334}, {EDM_FUSE_EW, 311, 884},         {EDM_FUSE_ATTN, 560, 1805},
-        {EDM_FUSE_ALL, 75, 253},
+        {EDM_FUSE_ALL, 75, 271},
     };
     for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
         int kf = kernels(fwd, rows[r].fuse, 0), kt = kernels(train, rows[r].fuse, 1);
@@ -237,6 +240,39 @@ static void test_tiny_groups(void **state)
     edm_plan_free(p);
     edm_graph_free(rw);
     edm_graph_free(fwd);
+}
+
+/* Training's weight-gradient work sits among the backward pass in parts (so
+ * a data-parallel all-reduce of finished gradients overlaps the rest of the
+ * pass), the network's own steps keep their order, and nothing is read
+ * before it is written (edm_plan_finish checks that much on every plan). */
+static void test_wgrad_placement(void **state)
+{
+    (void)state;
+    edm_graph *train = compile("edm2-tiny.edm", NULL, 0, 1), *rw;
+    edm_plan *p = plan_of(train, EDM_FUSE_ALL, 1, &rw);
+    int parts = 0, main_after_wgrad = 0, seen_wgrad = 0, last_root = -1, in_order = 1;
+    for (int gi = 0; gi < p->ngroups; gi++) {
+        const edm_plan_group *g = &p->groups[gi];
+        int wgrad = strcmp(g->name, "wgrad") == 0;
+        parts += wgrad && (gi == 0 || strcmp(p->groups[gi - 1].name, "wgrad") != 0);
+        if (wgrad || strcmp(g->name, "weights") == 0) {
+            seen_wgrad |= wgrad;
+            continue;
+        }
+        main_after_wgrad += seen_wgrad;
+        int root = p->steps[g->first_step].root;
+        in_order &= root > last_root;
+        last_root = root;
+    }
+    print_message("tiny training --fuse=all: the weight gradients in %d parts, %d network kernels after the first\n",
+                  parts, main_after_wgrad);
+    assert_true(parts >= 2 && parts <= 8);
+    assert_true(main_after_wgrad > 0);
+    assert_true(in_order);
+    edm_plan_free(p);
+    edm_graph_free(rw);
+    edm_graph_free(train);
 }
 
 /* attn: every q·kᵀ → softmax → ·v of the forward pass is one attention
@@ -716,11 +752,19 @@ static void test_variant_numbers(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse),          cmocka_unit_test(test_tiny_kernels),
-        cmocka_unit_test(test_tiny_groups),    cmocka_unit_test(test_attn_rule),    cmocka_unit_test(test_big_models),
-        cmocka_unit_test(test_training_memory), cmocka_unit_test(test_forward_numbers),
-        cmocka_unit_test(test_training_numbers), cmocka_unit_test(test_variant_numbers),
-        cmocka_unit_test(test_plan_xml), cmocka_unit_test(test_plan_memory_xml), cmocka_unit_test(test_ew_math_table),
+        cmocka_unit_test(test_parse),
+        cmocka_unit_test(test_tiny_kernels),
+        cmocka_unit_test(test_tiny_groups),
+        cmocka_unit_test(test_wgrad_placement),
+        cmocka_unit_test(test_attn_rule),
+        cmocka_unit_test(test_big_models),
+        cmocka_unit_test(test_training_memory),
+        cmocka_unit_test(test_forward_numbers),
+        cmocka_unit_test(test_training_numbers),
+        cmocka_unit_test(test_variant_numbers),
+        cmocka_unit_test(test_plan_xml),
+        cmocka_unit_test(test_plan_memory_xml),
+        cmocka_unit_test(test_ew_math_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
