@@ -2,7 +2,8 @@
  * the CUDA driver (runtime/cuda_api.c), so one edmc binary runs with and
  * without it; $EDMC_NCCL names another library (the tests' fake,
  * tests/fakecuda/fake_nccl.c).  The ranks meet through MPI: rank 0's
- * ncclUniqueId is broadcast, then ncclCommInitRank.  The gradient buffers
+ * ncclUniqueId is broadcast, then ncclCommInitRank (bounded by the timeout,
+ * init_bounded).  The gradient buffers
  * are reduced in place on the trainer's stream, in one ncclGroupStart/End,
  * or (overlapped with the backward pass) bucket by bucket on a stream of
  * their own, one group per bucket, as the trainer finds them ready; either
@@ -46,6 +47,7 @@ typedef struct {
     /* the watchdog of a step's buckets, from the first bucket to bucket_end */
     pthread_t bucket_dog;
     int bucket_dog_made, bucket_dog_on, in_buckets;
+    int init_abandoned; /* ncclCommInitRank timed out and still runs */
 } nccl_ctx;
 
 #define NCCL_RESOLVE(field, name) edm_dynlib_resolve(a->lib, "NCCL", name, &a->field, sizeof a->field, st)
@@ -75,16 +77,22 @@ static int nccl_check(const nccl_api *a, nccl_result r, const char *call, const 
     return edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "%s: %s failed: %s (%d)", what, call, text ? text : "NCCL error", r);
 }
 
+/* With mu held: waits on cv until *done or timeout_s pass; mu held again on return. */
+static void wait_done(pthread_mutex_t *mu, pthread_cond_t *cv, const int *done, double timeout_s)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)timeout_s;
+    int e = 0;
+    while (!*done && e != ETIMEDOUT)
+        e = pthread_cond_timedwait(cv, mu, &until);
+}
+
 static void *watchdog(void *arg)
 {
     nccl_ctx *n = arg;
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += (time_t)n->timeout;
     (void)pthread_mutex_lock(&n->mu);
-    int e = 0;
-    while (!n->done && e != ETIMEDOUT)
-        e = pthread_cond_timedwait(&n->cv, &n->mu, &until);
+    wait_done(&n->mu, &n->cv, &n->done, n->timeout);
     if (!n->done) {
         n->aborted = 1;
         (void)n->api.CommAbort(n->comm); /* the collective's kernels return; the stream drains */
@@ -243,6 +251,83 @@ static int nccl_bucket_end(edm_collective *c, void *stream, const char *what, ed
     return rc;
 }
 
+/* One ncclCommInitRank on a thread of its own, so that the wait is bounded:
+ * a blocking init waits for every rank to join and gives no handle to abort
+ * until it returns.  On a timeout the thread is left blocked in NCCL, and
+ * this record (and the library) are never freed: the thread may still
+ * return into them.  Then the error goes up as any other, and the process
+ * ends. */
+typedef struct {
+    nccl_result (*init)(nccl_comm *, int, nccl_unique_id, int);
+    nccl_unique_id id;
+    int nranks, rank;
+    nccl_comm comm;
+    nccl_result result;
+    int done;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} init_call;
+
+static void *init_thread(void *arg)
+{
+    init_call *c = arg;
+    nccl_comm comm = NULL;
+    nccl_result r = c->init(&comm, c->nranks, c->id, c->rank);
+    (void)pthread_mutex_lock(&c->mu);
+    c->comm = comm;
+    c->result = r;
+    c->done = 1;
+    (void)pthread_cond_signal(&c->cv);
+    (void)pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+/* 0 with n->comm made; -1 with st filled (*abandoned: the call is still running). */
+static int init_bounded(nccl_ctx *n, nccl_unique_id id, int *abandoned, edm_status *st)
+{
+    *abandoned = 0;
+    int size = edm_dist_size(n->dist), rank = edm_dist_rank(n->dist);
+    init_call *c = calloc(1, sizeof *c);
+    if (!c)
+        return edm_nomem(st);
+    *c = (init_call){.init = n->api.CommInitRank, .id = id, .nranks = size, .rank = rank};
+    pthread_t t;
+    int made = pthread_mutex_init(&c->mu, NULL) == 0;
+    if (made && pthread_cond_init(&c->cv, NULL) != 0) {
+        (void)pthread_mutex_destroy(&c->mu);
+        made = 0;
+    }
+    if (!made || pthread_create(&t, NULL, init_thread, c) != 0) {
+        /* no thread: the wait is NCCL's own, unbounded; say so rather than hang silently */
+        fprintf(stderr, "warning: NCCL: no watchdog thread for ncclCommInitRank (the wait is not bounded)\n");
+        if (made) {
+            (void)pthread_mutex_destroy(&c->mu);
+            (void)pthread_cond_destroy(&c->cv);
+        }
+        free(c);
+        return nccl_check(&n->api, n->api.CommInitRank(&n->comm, size, id, rank), "ncclCommInitRank", "NCCL", st);
+    }
+    (void)pthread_mutex_lock(&c->mu);
+    wait_done(&c->mu, &c->cv, &c->done, n->timeout);
+    int done = c->done;
+    (void)pthread_mutex_unlock(&c->mu);
+    if (!done) {
+        (void)pthread_detach(t);
+        *abandoned = 1;
+        return edm_fail(st, EDM_ERR_IO, EDM_NO_LOC,
+                        "NCCL: ncclCommInitRank did not return within %.0f s: a rank died, hangs or cannot reach this "
+                        "one (--rank-timeout); every rank stops",
+                        n->timeout);
+    }
+    (void)pthread_join(t, NULL);
+    n->comm = c->comm;
+    int rc = nccl_check(&n->api, c->result, "ncclCommInitRank", "NCCL", st);
+    (void)pthread_mutex_destroy(&c->mu);
+    (void)pthread_cond_destroy(&c->cv);
+    free(c);
+    return rc;
+}
+
 edm_collective *edm_nccl_open(edm_dist *d, void *stream, int (*sync)(void *ctx, void *stream, edm_status *st),
                               void *sync_ctx,
                               double timeout_s, edm_status *st)
@@ -278,9 +363,8 @@ edm_collective *edm_nccl_open(edm_dist *d, void *stream, int (*sync)(void *ctx, 
         rc = edm_fail(st, EDM_ERR_IO, EDM_NO_LOC, "rank %d could not set NCCL up", first);
     if (rc == 0)
         rc = edm_dist_bcast(d, &id, sizeof id, 0, "NCCL's unique id", st);
-    if (rc == 0)
-        rc = nccl_check(&n->api, n->api.CommInitRank(&n->comm, edm_dist_size(d), id, edm_dist_rank(d)),
-                        "ncclCommInitRank", "NCCL", st);
+    if (rc == 0 && init_bounded(n, id, &n->init_abandoned, st) != 0)
+        rc = -1;
     if (rc != 0) {
         edm_nccl_close(&n->c);
         return NULL;
@@ -304,7 +388,7 @@ void edm_nccl_close(edm_collective *c)
     nccl_ctx *n = c->ctx ? c->ctx : (nccl_ctx *)c; /* c is the first member */
     if (n->comm)
         (void)n->api.CommDestroy(n->comm);
-    if (n->api.lib)
+    if (n->api.lib && !n->init_abandoned) /* else a thread is still inside it */
         dlclose(n->api.lib);
     if (n->sync_ok) {
         (void)pthread_mutex_destroy(&n->mu);

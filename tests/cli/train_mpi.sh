@@ -394,6 +394,23 @@ answer from the other ranks for 3 s (NCCL)" "$tmp/cuda-hang.out"; then
     else
         tap_not_ok "a rank stuck in NCCL (exit $st after $secs s)" "$(grep -v 'fake-cuda stats' "$tmp/cuda-hang.out" | head -c 800)"
     fi
+    # a rank whose ncclCommInitRank never returns (a blocking init waiting for a peer that never connects):
+    # that rank gives up after --rank-timeout, naming the call, and every rank ends
+    t0=$(date +%s)
+    # shellcheck disable=SC2086
+    CUDA_VISIBLE_DEVICES=0 EDMC_NCCL="$fake_nccl" TMPDIR="$tmp/ncclfiles" FAKE_NCCL_HANG_INIT_RANK=1 \
+        mpi 2 -x EDMC_CUDA_DRIVER -x EDMC_CUBLASLT -x EDMC_CACHE_DIR -x CUDA_VISIBLE_DEVICES -x EDMC_NCCL -x TMPDIR \
+        -x FAKE_NCCL_HANG_INIT_RANK "$edmc" train $cuda_args --duration=8 --collective=nccl --rank-timeout=3 \
+        --outdir="$tmp/cuda-init-hang" >"$tmp/cuda-init-hang.out" 2>&1
+    st=$?
+    secs=$(($(date +%s) - t0))
+    if [ "$st" -ne 0 ] && [ "$secs" -lt 120 ] && grep -q "^rank 1: edmc: error: .*ncclCommInitRank did not return \
+within 3 s" "$tmp/cuda-init-hang.out"; then
+        tap_ok "a rank stuck in ncclCommInitRank: it says so after --rank-timeout=3, every rank ends ($secs s in all)"
+    else
+        tap_not_ok "a rank stuck in ncclCommInitRank (exit $st after $secs s)" \
+            "$(grep -v 'fake-cuda stats' "$tmp/cuda-init-hang.out" | head -c 800)"
+    fi
     unset EDMC_CUDA_DRIVER EDMC_CUBLASLT EDMC_CACHE_DIR
 else
     echo "# no emulating CUDA driver or fake NCCL (configured without the CUDA toolkit): the CUDA ranks are not checked"

@@ -35,6 +35,8 @@
  *                         another thread, as edmc's watchdog calls it) or the timeout.
  *   FAKE_NCCL_FAIL_INIT_RANK=R rank R's ncclCommInitRank fails (after the others' returned: the
  *                         fake's init waits for nobody), as a rank whose NCCL cannot reach the others.
+ *   FAKE_NCCL_HANG_INIT_RANK=R rank R's ncclCommInitRank never returns, as a real
+ *                         (blocking) init waits for a peer that died or cannot connect.
  * A communicator aborted while a call waits makes that call return an error. */
 #define _GNU_SOURCE 1 /* NOLINT(bugprone-reserved-identifier): mkdtemp, nftw */
 #include <dirent.h>
@@ -174,6 +176,12 @@ int ncclCommInitRank(fake_comm **comm, int nranks, ncclUniqueId id, int rank)
     if (fn.ncomms >= 16)
         return complain(INTERNAL_ERROR, "too many communicators");
     char path[200];
+    const char *hang = getenv("FAKE_NCCL_HANG_INIT_RANK");
+    if (hang && *hang && atoi(hang) == rank)
+        for (;;) { /* as a bootstrap waiting for a peer that never connects: until the process ends */
+            struct timespec ts = {0, 10000000};
+            nanosleep(&ts, NULL);
+        }
     const char *fail = getenv("FAKE_NCCL_FAIL_INIT_RANK");
     if (fail && *fail && atoi(fail) == rank) {
         /* done with the folder already: rank 0's ncclCommDestroy need not wait for this rank */
