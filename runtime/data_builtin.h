@@ -1,7 +1,7 @@
 /* The built-in datasets (builtin:shapes, stripes, blobs): images drawn from
  * counter-based random streams, so image i is the same on every machine and
- * in every order; each has a few classes (the shape, the stripes' direction,
- * the number of blobs).  Pixels in [-1, 1], channels-first. */
+ * in every order; each has a few classes (the shape: an upright disc, square
+ * or triangle; the stripes' direction; the number of blobs).  Pixels in [-1, 1], channels-first. */
 #ifndef EDMC_DATA_BUILTIN_H
 #define EDMC_DATA_BUILTIN_H
 
