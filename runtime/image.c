@@ -1,14 +1,14 @@
-/* PNG output through libpng, every call under its setjmp error handler. */
+/* PNG output (through runtime/png_io.c), grids of images and plots. */
 #include "config.h"
 
 #include "runtime/image.h"
 
 #include "runtime/files.h"
+#include "runtime/png_io.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <png.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,74 +24,24 @@ unsigned char edm_image_to_u8(float x)
     return v >= 255 ? 255 : (unsigned char)v;
 }
 
-/* ------------------------------------------------------------ libpng */
-
-typedef struct {
-    char msg[256];
-} png_failure;
-
-static void on_png_error(png_structp png, png_const_charp msg)
-{
-    png_failure *f = png_get_error_ptr(png);
-    if (f)
-        snprintf(f->msg, sizeof f->msg, "%s", msg);
-    png_longjmp(png, 1);
-}
-
-static void on_png_warning(png_structp png, png_const_charp msg)
-{
-    (void)png;
-    (void)msg;
-}
-
-/* Encodes rows (height rows of width·channels bytes) to fp; on an error
- * libpng reports, fail->msg says what and -1 is returned. */
-static int encode_png(FILE *fp, png_bytep *rows, int channels, int height, int width, png_failure *fail)
-{
-    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, fail, on_png_error, on_png_warning);
-    if (!png) {
-        snprintf(fail->msg, sizeof fail->msg, "cannot create a PNG writer");
-        return -1;
-    }
-    png_infop info = png_create_info_struct(png);
-    if (!info) {
-        png_destroy_write_struct(&png, NULL);
-        snprintf(fail->msg, sizeof fail->msg, "cannot create a PNG info structure");
-        return -1;
-    }
-    if (setjmp(png_jmpbuf(png))) {
-        png_destroy_write_struct(&png, &info);
-        return -1;
-    }
-    png_init_io(png, fp);
-    png_set_IHDR(png, info, (png_uint_32)width, (png_uint_32)height, 8,
-                 channels == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE,
-                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-    png_write_info(png, info);
-    png_write_image(png, rows);
-    png_write_end(png, NULL);
-    png_destroy_write_struct(&png, &info);
-    return 0;
-}
-
 /* ------------------------------------------------------ atomic writing */
 
 typedef struct {
-    png_bytep *rows;
+    unsigned char **rows;
     int channels, height, width;
 } rows_ctx;
 
 static int write_png_body(FILE *fp, void *ctx, char *err, size_t errsize)
 {
     const rows_ctx *r = ctx;
-    png_failure fail = {{0}};
-    int rc = encode_png(fp, r->rows, r->channels, r->height, r->width, &fail);
+    char msg[EDM_PNG_MSG];
+    int rc = edm_png_write(fp, r->rows, r->channels, r->height, r->width, msg);
     if (rc != 0)
-        snprintf(err, errsize, "PNG: %s", fail.msg);
+        snprintf(err, errsize, "PNG: %s", msg);
     return rc;
 }
 
-static int write_rows(const char *path, png_bytep *rows, int channels, int height, int width, edm_status *st)
+static int write_rows(const char *path, unsigned char **rows, int channels, int height, int width, edm_status *st)
 {
     rows_ctx ctx = {rows, channels, height, width};
     return edm_write_atomic(path, write_png_body, &ctx, st);
@@ -127,7 +77,7 @@ static void paint(unsigned char *canvas, int64_t canvas_w, const float *chw, int
 /* Writes a HWC byte canvas. */
 static int write_canvas(const char *path, unsigned char *canvas, int channels, int height, int width, edm_status *st)
 {
-    png_bytep *rows = malloc(sizeof *rows * (size_t)height);
+    unsigned char **rows = malloc(sizeof *rows * (size_t)height);
     if (!rows)
         return edm_nomem(st);
     for (int64_t y = 0; y < height; y++)

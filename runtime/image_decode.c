@@ -9,7 +9,8 @@
 #include <string.h>
 
 #include <jpeglib.h>
-#include <png.h>
+
+#include "runtime/png_io.h"
 
 /* Larger sources are refused before their pixels are allocated. */
 #define DECODE_MAX_PIXELS ((size_t)1 << 28)
@@ -31,36 +32,29 @@ static int too_large(const char *name, size_t w, size_t h, edm_status *st)
 
 /* ------------------------------------------------------------ PNG */
 
-/* libpng's simplified reader: every PNG colour type and depth as 8-bit RGBA,
- * then the alpha dropped (PIL's convert('RGB') drops it too). */
+typedef struct {
+    const char *name;
+    edm_status *st;
+} size_check;
+
+static int png_too_big(uint32_t w, uint32_t h, void *ctx)
+{
+    const size_check *c = ctx;
+    return too_large(c->name, w, h, c->st);
+}
+
+/* libpng's simplified reader: every PNG colour type and depth as 8-bit RGB,
+ * the alpha dropped (PIL's convert('RGB') drops it too). */
 static int decode_png(const unsigned char *bytes, size_t len, const char *name, edm_rgb8 *out, edm_status *st)
 {
-    png_image img;
-    memset(&img, 0, sizeof img);
-    img.version = PNG_IMAGE_VERSION;
-    if (!png_image_begin_read_from_memory(&img, bytes, len))
-        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: not a readable PNG (%s)", name, img.message);
-    if (too_large(name, img.width, img.height, st) != 0) {
-        png_image_free(&img);
-        return -1;
-    }
-    img.format = PNG_FORMAT_RGBA;
-    unsigned char *rgba = malloc(PNG_IMAGE_SIZE(img));
-    if (!rgba) {
-        png_image_free(&img);
+    char msg[EDM_PNG_MSG];
+    size_check c = {name, st};
+    int rc = edm_png_read_rgb8(bytes, len, png_too_big, &c, &out->px, &out->width, &out->height, msg);
+    if (rc == EDM_PNG_NOMEM)
         return edm_nomem(st);
-    }
-    if (!png_image_finish_read(&img, NULL, rgba, 0, NULL)) {
-        free(rgba);
-        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: a damaged PNG (%s)", name, img.message);
-    }
-    size_t n = (size_t)img.width * img.height;
-    for (size_t i = 0; i < n; i++) /* in place: RGBA to RGB */
-        memmove(rgba + 3 * i, rgba + 4 * i, 3);
-    out->width = (int)img.width;
-    out->height = (int)img.height;
-    out->px = rgba;
-    return 0;
+    if (rc == EDM_PNG_DAMAGED)
+        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: a damaged PNG (%s)", name, msg);
+    return rc; /* 0, or too large (said) */
 }
 
 /* ------------------------------------------------------------ JPEG */
@@ -165,7 +159,7 @@ static int decode_jpeg(const unsigned char *bytes, size_t len, const char *name,
 int edm_decode_image(const unsigned char *bytes, size_t len, const char *name, edm_rgb8 *out, edm_status *st)
 {
     memset(out, 0, sizeof *out);
-    if (len >= 8 && png_sig_cmp(bytes, 0, 8) == 0)
+    if (edm_png_is_png(bytes, len))
         return decode_png(bytes, len, name, out, st);
     if (len >= 3 && bytes[0] == 0xff && bytes[1] == 0xd8 && bytes[2] == 0xff)
         return decode_jpeg(bytes, len, name, out, st);
@@ -176,25 +170,11 @@ int edm_decode_image(const unsigned char *bytes, size_t len, const char *name, e
 
 int edm_encode_png_rgb8(const edm_rgb8 *im, unsigned char **out, size_t *len, edm_status *st)
 {
-    png_image img;
-    memset(&img, 0, sizeof img);
-    img.version = PNG_IMAGE_VERSION;
-    img.width = (png_uint_32)im->width;
-    img.height = (png_uint_32)im->height;
-    img.format = PNG_FORMAT_RGB;
-    img.flags = PNG_IMAGE_FLAG_FAST; /* quick to write and to read back; the pixels are what matter */
-    /* the size first (a NULL buffer), then the image */
-    png_alloc_size_t size = 0;
-    if (!png_image_write_to_memory(&img, NULL, &size, 0, im->px, 0, NULL))
-        return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "PNG encoding failed: %s", img.message);
-    unsigned char *buf = malloc(size);
-    if (!buf)
+    char msg[EDM_PNG_MSG];
+    int rc = edm_png_encode_rgb8(im->px, im->width, im->height, out, len, msg);
+    if (rc == EDM_PNG_NOMEM)
         return edm_nomem(st);
-    if (!png_image_write_to_memory(&img, buf, &size, 0, im->px, 0, NULL)) {
-        free(buf);
-        return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "PNG encoding failed: %s", img.message);
-    }
-    *out = buf;
-    *len = size;
+    if (rc != 0)
+        return edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "PNG encoding failed: %s", msg);
     return 0;
 }
