@@ -1554,6 +1554,8 @@ int edm_cuda_exec_sync_stream(edm_cuda_exec *x, void *stream, edm_status *st)
     return CU(StreamSynchronize((cu_stream)stream), "cuStreamSynchronize");
 }
 
+int edm_cuda_exec_bind_thread(edm_cuda_exec *x, edm_status *st) { return CU(CtxSetCurrent(x->ctx), "cuCtxSetCurrent"); }
+
 void *edm_cuda_exec_comm_stream(edm_cuda_exec *x, edm_status *st)
 {
     if (!x->comm) {

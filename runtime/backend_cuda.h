@@ -194,6 +194,10 @@ int edm_cuda_exec_comm_waits(edm_cuda_exec *x, edm_status *st);
 int edm_cuda_exec_compute_waits(edm_cuda_exec *x, edm_status *st);
 /* Waits for the work queued on a stream of this executor. */
 int edm_cuda_exec_sync_stream(edm_cuda_exec *x, void *stream, edm_status *st);
+/* Makes the executor's context (its device) current on the calling thread:
+ * for another thread that calls the driver or a library that takes the
+ * thread's device, as ncclCommInitRank does. */
+int edm_cuda_exec_bind_thread(edm_cuda_exec *x, edm_status *st);
 
 /* Power-function EMAs of the parameters on the device (runtime/phema.c's
  * arithmetic): `count` f32 copies, each initialised to the current weights. */

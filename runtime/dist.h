@@ -124,11 +124,13 @@ edm_collective edm_dist_host_collective(edm_dist *d);
 /* NCCL over device buffers (runtime/dist_nccl.c): libnccl.so.2 (or
  * $EDMC_NCCL) opened with dlopen, the communicator set up over d (every rank
  * calls this together).  stream: the CUstream the gradients are made on;
- * sync(sync_ctx, stream) waits for a stream, and a wait longer than
- * timeout_s aborts the communicator.  NULL with st filled when NCCL is
- * absent or fails. */
-edm_collective *edm_nccl_open(edm_dist *d, void *stream, int (*sync)(void *ctx, void *stream, edm_status *st),
-                              void *sync_ctx, double timeout_s, edm_status *st);
+ * sync(exec, stream) waits for a stream, and a wait longer than timeout_s
+ * aborts the communicator; bind(exec) makes the executor's device current
+ * on the calling thread (ncclCommInitRank runs on a thread of its own and
+ * binds the communicator to that thread's device).  NULL with st filled
+ * when NCCL is absent or fails. */
+edm_collective *edm_nccl_open(edm_dist *d, void *stream, int (*sync)(void *exec, void *stream, edm_status *st),
+                              int (*bind)(void *exec, edm_status *st), void *exec, double timeout_s, edm_status *st);
 void edm_nccl_close(edm_collective *c);
 double edm_dist_timeout(const edm_dist *d);
 

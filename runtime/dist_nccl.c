@@ -37,7 +37,8 @@ typedef struct {
     edm_dist *dist;
     void *stream;
     int (*sync)(void *ctx, void *stream, edm_status *st);
-    void *sync_ctx;
+    int (*bind)(void *exec, edm_status *st);
+    void *sync_ctx; /* the executor, for sync and bind */
     double timeout;
     /* the watchdog of one wait */
     pthread_mutex_t mu;
@@ -259,6 +260,10 @@ static int nccl_bucket_end(edm_collective *c, void *stream, const char *what, ed
  * ends. */
 typedef struct {
     nccl_result (*init)(nccl_comm *, int, nccl_unique_id, int);
+    int (*bind)(void *exec, edm_status *st);
+    void *exec;
+    edm_status bind_st; /* why bind failed (bind_failed) */
+    int bind_failed;
     nccl_unique_id id;
     int nranks, rank;
     nccl_comm comm;
@@ -272,8 +277,13 @@ static void *init_thread(void *arg)
 {
     init_call *c = arg;
     nccl_comm comm = NULL;
-    nccl_result r = c->init(&comm, c->nranks, c->id, c->rank);
+    nccl_result r = 0;
+    /* NCCL binds the communicator to the calling thread's device: the executor's */
+    int bound = c->bind(c->exec, &c->bind_st) == 0;
+    if (bound)
+        r = c->init(&comm, c->nranks, c->id, c->rank);
     (void)pthread_mutex_lock(&c->mu);
+    c->bind_failed = !bound;
     c->comm = comm;
     c->result = r;
     c->done = 1;
@@ -290,7 +300,9 @@ static int init_bounded(nccl_ctx *n, nccl_unique_id id, int *abandoned, edm_stat
     init_call *c = calloc(1, sizeof *c);
     if (!c)
         return edm_nomem(st);
-    *c = (init_call){.init = n->api.CommInitRank, .id = id, .nranks = size, .rank = rank};
+    *c = (init_call){.init = n->api.CommInitRank, .bind = n->bind, .exec = n->sync_ctx, .id = id, .nranks = size,
+                     .rank = rank};
+    edm_status_init(&c->bind_st);
     pthread_t t;
     int made = pthread_mutex_init(&c->mu, NULL) == 0;
     if (made && pthread_cond_init(&c->cv, NULL) != 0) {
@@ -321,16 +333,22 @@ static int init_bounded(nccl_ctx *n, nccl_unique_id id, int *abandoned, edm_stat
     }
     (void)pthread_join(t, NULL);
     n->comm = c->comm;
-    int rc = nccl_check(&n->api, c->result, "ncclCommInitRank", "NCCL", st);
+    int rc = 0;
+    if (c->bind_failed) {
+        *st = c->bind_st;
+        edm_status_prefix(st, "NCCL: the device of the thread calling ncclCommInitRank");
+        rc = -1;
+    } else {
+        rc = nccl_check(&n->api, c->result, "ncclCommInitRank", "NCCL", st);
+    }
     (void)pthread_mutex_destroy(&c->mu);
     (void)pthread_cond_destroy(&c->cv);
     free(c);
     return rc;
 }
 
-edm_collective *edm_nccl_open(edm_dist *d, void *stream, int (*sync)(void *ctx, void *stream, edm_status *st),
-                              void *sync_ctx,
-                              double timeout_s, edm_status *st)
+edm_collective *edm_nccl_open(edm_dist *d, void *stream, int (*sync)(void *exec, void *stream, edm_status *st),
+                              int (*bind)(void *exec, edm_status *st), void *exec, double timeout_s, edm_status *st)
 {
     nccl_ctx *n = calloc(1, sizeof *n);
     if (!n) {
@@ -340,7 +358,8 @@ edm_collective *edm_nccl_open(edm_dist *d, void *stream, int (*sync)(void *ctx, 
     n->dist = d;
     n->stream = stream;
     n->sync = sync;
-    n->sync_ctx = sync_ctx;
+    n->bind = bind;
+    n->sync_ctx = exec;
     n->timeout = timeout_s > 0 ? timeout_s : 600;
     n->sync_ok = pthread_mutex_init(&n->mu, NULL) == 0;
     if (n->sync_ok && pthread_cond_init(&n->cv, NULL) != 0) {

@@ -114,6 +114,8 @@ static int cuda_allreduce(edm_trainer *t, edm_collective *c, const char *what, e
 
 static int sync_cuda(void *ctx, void *stream, edm_status *st) { return edm_cuda_exec_sync_stream(ctx, stream, st); }
 
+static int bind_cuda(void *ctx, edm_status *st) { return edm_cuda_exec_bind_thread(ctx, st); }
+
 /* ---------------------------------------------------------------- the all-reduce overlapped with the last pass */
 
 static int cuda_form_buckets(edm_trainer *t, edm_status *st)
@@ -221,7 +223,7 @@ static int cuda_overlap_end(edm_trainer *t, int failed, edm_status *st)
 
 static edm_collective *cuda_nccl(edm_trainer *t, edm_dist *d, edm_status *st)
 {
-    return edm_nccl_open(d, edm_cuda_exec_stream(t->cuda), sync_cuda, t->cuda, edm_dist_timeout(d), st);
+    return edm_nccl_open(d, edm_cuda_exec_stream(t->cuda), sync_cuda, bind_cuda, t->cuda, edm_dist_timeout(d), st);
 }
 
 static int cuda_ema_attach(edm_trainer *t, int count, edm_status *st)

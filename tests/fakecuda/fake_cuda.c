@@ -1266,6 +1266,16 @@ static CUresult do_ctx_set_current(CUcontext ctx)
 }
 CUresult CUDAAPI cuCtxSetCurrent(CUcontext ctx) { LOCKED(CUresult, do_ctx_set_current(ctx)); }
 
+static CUresult do_ctx_get_current(CUcontext *pctx)
+{
+    ENTER("cuCtxGetCurrent", 0);
+    if (!pctx)
+        return null_arg("cuCtxGetCurrent", "pctx");
+    *pctx = fc_current.set && fc_current.gen == fc.ctx_gen && fc.ctx_refs > 0 ? &fc.ctx : NULL;
+    return CUDA_SUCCESS;
+}
+CUresult CUDAAPI cuCtxGetCurrent(CUcontext *pctx) { LOCKED(CUresult, do_ctx_get_current(pctx)); }
+
 static CUresult do_ctx_synchronize(void)
 {
     ENTER("cuCtxSynchronize", F_CTX | F_UNSAFE);

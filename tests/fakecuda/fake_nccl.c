@@ -6,7 +6,8 @@
  * The ranks are real processes (mpirun); the fake reduces through files in
  * the folder ncclGetUniqueId made (its path is the unique id, which edmc
  * broadcasts by MPI).  It checks what a real NCCL would need and more:
- *   - ncclCommInitRank before any collective, with a unique id of
+ *   - ncclCommInitRank on a thread whose current CUDA context is set (asked of
+ *     $EDMC_CUDA_DRIVER's cuCtxGetCurrent), before any collective, with a unique id of
  *     ncclGetUniqueId, a rank in 0..nranks-1, and every rank the same nranks;
  *   - ncclAllReduce: float32, sum, in place (edmc reduces its accumulators
  *     where they are), a count > 0, a non-NULL stream (edmc's own, never the
@@ -163,6 +164,25 @@ int ncclGetUniqueId(ncclUniqueId *id)
     return SUCCESS;
 }
 
+/* NCCL binds a communicator to the calling thread's device, so the caller
+ * must have made its context current on that thread: the fake asks the
+ * driver edmc loaded ($EDMC_CUDA_DRIVER, the fake or emulating one). */
+static int thread_has_context(void)
+{
+    const char *path = getenv("EDMC_CUDA_DRIVER");
+    void *h = path && *path ? dlopen(path, RTLD_NOW | RTLD_NOLOAD) : NULL;
+    if (!h)
+        return 1; /* no driver of ours to ask */
+    void *sym = dlsym(h, "cuCtxGetCurrent");
+    int (*get)(void **) = NULL;
+    if (sym)
+        memcpy(&get, &sym, sizeof get);
+    void *ctx = NULL;
+    int ok = !get || (get(&ctx) == 0 && ctx != NULL);
+    dlclose(h);
+    return ok;
+}
+
 int ncclCommInitRank(fake_comm **comm, int nranks, ncclUniqueId id, int rank)
 {
     register_exit();
@@ -173,6 +193,9 @@ int ncclCommInitRank(fake_comm **comm, int nranks, ncclUniqueId id, int rank)
                                           "from rank 0?)");
     if (nranks < 1 || rank < 0 || rank >= nranks)
         return complain(INVALID_ARGUMENT, "ncclCommInitRank: rank %d of %d", rank, nranks);
+    if (!thread_has_context())
+        return complain(INVALID_USAGE, "ncclCommInitRank: no CUDA context is current on the calling thread (NCCL "
+                                       "would bind the communicator to device 0, not this rank's device)");
     if (fn.ncomms >= 16)
         return complain(INTERNAL_ERROR, "too many communicators");
     char path[200];
