@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <zip.h>
 
 #include "runtime/data_builtin.h"
@@ -41,43 +40,53 @@ static char *dup_str(const char *s)
 
 /* ================================================================ PNG */
 
-/* The header of a dataset's PNG file; a file libpng would not read is an
- * error naming it: not a PNG at all, or a damaged one. */
-static int png_header(const char *fname, const unsigned char *bytes, size_t len, edm_png_header *h, edm_status *st)
+/* A PNG libpng would not read: not a PNG at all, or a damaged one, named. */
+static int png_unreadable(const char *fname, const unsigned char *bytes, size_t len, int rc, const char *msg,
+                          edm_status *st)
 {
-    char msg[EDM_PNG_MSG];
-    int rc = edm_png_read_header(bytes, len, h, msg);
     if (rc == EDM_PNG_NOMEM)
         return edm_nomem(st);
-    if (rc != 0 && !edm_png_is_png(bytes, len))
+    if (!edm_png_is_png(bytes, len))
         return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: not a PNG file", fname);
-    if (rc != 0)
-        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: corrupt PNG (%s)", fname, msg);
-    return 0;
+    return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: corrupt PNG (%s)", fname, msg);
+}
+
+typedef struct {
+    const edm_dataset *ds;
+    const char *fname;
+    edm_status *st;
+} png_want;
+
+/* What the model takes, asked of the header before the pixels are decoded:
+ * 0, or 1 (refused) with w->st filled. */
+static int png_fits(const edm_png_header *h, void *ctx)
+{
+    const png_want *w = ctx;
+    const edm_dataset *ds = w->ds;
+    if (h->depth == 16)
+        edm_fail(w->st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s is a 16-bit PNG; only 8-bit images are supported", w->fname);
+    else if (h->width != (uint32_t)ds->res || h->height != (uint32_t)ds->res)
+        edm_fail(w->st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s is %lux%lu pixels; the model's resolution is %dx%d", w->fname,
+                 (unsigned long)h->width, (unsigned long)h->height, ds->res, ds->res);
+    else if (ds->ch == 1 && h->colour)
+        edm_fail(w->st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s is a colour image, but the model has 1 channel", w->fname);
+    else
+        return 0;
+    return 1;
 }
 
 /* Decodes into out [ch, res, res] as x/127.5 − 1. */
 static int decode_png(const edm_dataset *ds, const char *fname, const unsigned char *bytes, size_t len, float *out,
                       edm_status *st)
 {
-    edm_png_header h;
-    if (png_header(fname, bytes, len, &h, st) != 0)
-        return -1;
-    /* refused before the pixels are decoded */
-    if (h.depth == 16)
-        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s is a 16-bit PNG; only 8-bit images are supported", fname);
-    if (h.width != (uint32_t)ds->res || h.height != (uint32_t)ds->res)
-        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s is %lux%lu pixels; the model's resolution is %dx%d", fname,
-                        (unsigned long)h.width, (unsigned long)h.height, ds->res, ds->res);
-    if (ds->ch == 1 && h.colour)
-        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s is a colour image, but the model has 1 channel", fname);
     char msg[EDM_PNG_MSG];
     edm_png_rows o;
-    int rc = edm_png_read_rows(bytes, len, &o, msg);
-    if (rc == EDM_PNG_NOMEM)
-        return edm_nomem(st);
+    png_want want = {ds, fname, st};
+    int rc = edm_png_read_rows(bytes, len, png_fits, &want, &o, msg);
+    if (rc > 0) /* refused by png_fits, said there */
+        return -1;
     if (rc != 0)
-        return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s: corrupt PNG (%s)", fname, msg);
+        return png_unreadable(fname, bytes, len, rc, msg, st);
     size_t plane = (size_t)ds->res * (size_t)ds->res, w = o.header.width, hh = o.header.height;
     int colour = o.nc >= 3;
     for (int c = 0; c < ds->ch; c++) {
@@ -269,9 +278,11 @@ edm_dataset *edm_dataset_open(const char *spec, int resolution, int channels, in
 static int png_geometry(const char *fname, const unsigned char *bytes, size_t len, int *res, int *ch,
                         edm_status *st)
 {
+    char msg[EDM_PNG_MSG];
     edm_png_header h;
-    if (png_header(fname, bytes, len, &h, st) != 0)
-        return -1;
+    int rc = edm_png_read_header(bytes, len, &h, msg);
+    if (rc != 0)
+        return png_unreadable(fname, bytes, len, rc, msg, st);
     if (h.width != h.height || h.width == 0 || h.width > 16384)
         return edm_fail(st, EDM_ERR_FORMAT, EDM_NO_LOC, "%s is %lux%lu pixels; images must be square", fname,
                         (unsigned long)h.width, (unsigned long)h.height);

@@ -45,9 +45,10 @@ int edm_png_is_png(const unsigned char *bytes, size_t len) { return len >= 8 && 
 /* ------------------------------------------------------------ reading */
 
 /* All libpng calls, under its setjmp handler; allocations are kept in *o
- * (not in locals the longjmp could clobber) and freed by the caller.  With
- * header_only, o->header alone. */
-static int read_png(png_ctx *c, int header_only, edm_png_rows *o)
+ * (not in locals the longjmp could clobber) and freed by the caller.
+ * accept (if given) sees o->header before any pixel is allocated; its
+ * non-zero answer ends the read and is returned. */
+static int read_png(png_ctx *c, int (*accept)(const edm_png_header *h, void *ctx), void *ctx, edm_png_rows *o)
 {
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, c, on_error, on_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;
@@ -65,9 +66,10 @@ static int read_png(png_ctx *c, int header_only, edm_png_rows *o)
     int depth = 0, ctype = 0;
     png_get_IHDR(png, info, &w, &h, &depth, &ctype, NULL, NULL, NULL);
     o->header = (edm_png_header){.width = w, .height = h, .depth = depth, .colour = (ctype & PNG_COLOR_MASK_COLOR) != 0};
-    if (header_only) {
+    int verdict = accept ? accept(&o->header, ctx) : 0;
+    if (verdict != 0) {
         png_destroy_read_struct(&png, &info, NULL);
-        return 0;
+        return verdict;
     }
     if (ctype == PNG_COLOR_TYPE_PALETTE)
         png_set_palette_to_rgb(png);
@@ -95,8 +97,8 @@ static int read_png(png_ctx *c, int header_only, edm_png_rows *o)
     return 0;
 }
 
-static int read_mem_png(const unsigned char *bytes, size_t len, int header_only, edm_png_rows *out,
-                        char msg[EDM_PNG_MSG])
+static int read_mem_png(const unsigned char *bytes, size_t len, int (*accept)(const edm_png_header *h, void *ctx),
+                        void *ctx, edm_png_rows *out, char msg[EDM_PNG_MSG])
 {
     memset(out, 0, sizeof *out);
     snprintf(msg, EDM_PNG_MSG, "unknown error");
@@ -105,23 +107,31 @@ static int read_mem_png(const unsigned char *bytes, size_t len, int header_only,
         return EDM_PNG_DAMAGED;
     }
     png_ctx c = {bytes, len, 0, msg};
-    int rc = read_png(&c, header_only, out);
+    int rc = read_png(&c, accept, ctx, out);
     if (rc != 0)
         edm_png_rows_free(out);
     return rc;
 }
 
+static int header_only(const edm_png_header *h, void *ctx)
+{
+    (void)h;
+    (void)ctx;
+    return 1;
+}
+
 int edm_png_read_header(const unsigned char *bytes, size_t len, edm_png_header *h, char msg[EDM_PNG_MSG])
 {
     edm_png_rows o;
-    int rc = read_mem_png(bytes, len, 1, &o, msg);
+    int rc = read_mem_png(bytes, len, header_only, NULL, &o, msg);
     *h = o.header;
-    return rc;
+    return rc == 1 ? 0 : rc;
 }
 
-int edm_png_read_rows(const unsigned char *bytes, size_t len, edm_png_rows *out, char msg[EDM_PNG_MSG])
+int edm_png_read_rows(const unsigned char *bytes, size_t len, int (*accept)(const edm_png_header *h, void *ctx),
+                      void *ctx, edm_png_rows *out, char msg[EDM_PNG_MSG])
 {
-    return read_mem_png(bytes, len, 0, out, msg);
+    return read_mem_png(bytes, len, accept, ctx, out, msg);
 }
 
 void edm_png_rows_free(edm_png_rows *r)

@@ -37,10 +37,13 @@ typedef struct {
 
 enum { EDM_PNG_DAMAGED = -1, EDM_PNG_NOMEM = -2 };
 
-/* Decodes an 8-bit PNG (a 16-bit one is refused as damaged: check the
- * header first).  0; EDM_PNG_DAMAGED with msg; EDM_PNG_NOMEM.  Free with
- * edm_png_rows_free. */
-int edm_png_read_rows(const unsigned char *bytes, size_t len, edm_png_rows *out, char msg[EDM_PNG_MSG]);
+/* Decodes an 8-bit PNG (a 16-bit one is refused as damaged, unless accept
+ * refuses it first).  accept (NULL: every file) sees the header before any
+ * pixel is allocated; a positive answer ends the read and is returned as
+ * is.  0; EDM_PNG_DAMAGED with msg; EDM_PNG_NOMEM; accept's answer.  Free
+ * with edm_png_rows_free. */
+int edm_png_read_rows(const unsigned char *bytes, size_t len, int (*accept)(const edm_png_header *h, void *ctx),
+                      void *ctx, edm_png_rows *out, char msg[EDM_PNG_MSG]);
 void edm_png_rows_free(edm_png_rows *r);
 
 /* libpng's simplified reader: any colour type and depth as 8-bit RGB of

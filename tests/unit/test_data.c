@@ -151,9 +151,10 @@ static void mem_write(png_structp png, png_bytep data, size_t len)
 static void mem_flush(png_structp png) { (void)png; }
 
 /* An 8-bit PNG in memory: ctype PNG_COLOR_TYPE_GRAY/RGB/RGBA, pix rows packed. */
-static membuf make_png(int w, int h, int ctype, const unsigned char *pix)
+/* A PNG of depth bits per sample (8 or 16, big-endian samples in pix). */
+static membuf make_png_depth(int w, int h, int depth, int ctype, const unsigned char *pix)
 {
-    int nc = ctype == PNG_COLOR_TYPE_GRAY ? 1 : ctype == PNG_COLOR_TYPE_RGB ? 3 : 4;
+    int nc = (ctype == PNG_COLOR_TYPE_GRAY ? 1 : ctype == PNG_COLOR_TYPE_RGB ? 3 : 4) * depth / 8;
     membuf m = {NULL, 0, 0};
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
     assert_non_null(png);
@@ -162,8 +163,8 @@ static membuf make_png(int w, int h, int ctype, const unsigned char *pix)
     if (setjmp(png_jmpbuf(png)))
         fail_msg("libpng failed writing a test image");
     png_set_write_fn(png, &m, mem_write, mem_flush);
-    png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8, ctype, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
-                 PNG_FILTER_TYPE_DEFAULT);
+    png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, depth, ctype, PNG_INTERLACE_NONE,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
     png_write_info(png, info);
     for (int y = 0; y < h; y++)
         png_write_row(png, (png_const_bytep)(pix + (size_t)y * (size_t)w * (size_t)nc));
@@ -171,6 +172,8 @@ static membuf make_png(int w, int h, int ctype, const unsigned char *pix)
     png_destroy_write_struct(&png, &info);
     return m;
 }
+
+static membuf make_png(int w, int h, int ctype, const unsigned char *pix) { return make_png_depth(w, h, 8, ctype, pix); }
 
 /* Pixel value of test image `img`, channel c, at (y, x): covers 0 and 255. */
 static unsigned char pixel(int img, int c, int y, int x)
@@ -950,6 +953,18 @@ static void test_error_wrong_size(void **state)
     assert_non_null(ld);
     edm_loader_free(ld);
     edm_dataset_close(ds);
+    /* refused from the header, before the pixels: a colour image for a 1-channel model, a 16-bit image */
+    fx_begin(fx, "colour1");
+    add_png(fx, "img0.png", 0, 8, PNG_COLOR_TYPE_RGB);
+    open_fails(fx->dir, 8, 1, 0, "colour1/img0.png", "colour image, but the model has 1 channel");
+    fx_begin(fx, "depth16");
+    {
+        unsigned char pix[8 * 8 * 2] = {0};
+        membuf m = make_png_depth(8, 8, 16, PNG_COLOR_TYPE_GRAY, pix);
+        fx_add(fx, "img0.png", m.p, m.n);
+        free(m.p);
+    }
+    open_fails(fx->dir, 8, 1, 0, "depth16/img0.png", "16-bit PNG");
     /* pixels for a latent model, latents for a pixel model */
     fx_begin(fx, "kind");
     add_png(fx, "img0.png", 0, 8, PNG_COLOR_TYPE_RGB);
