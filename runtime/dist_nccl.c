@@ -36,9 +36,9 @@ typedef struct {
     nccl_comm comm;
     edm_dist *dist;
     void *stream;
-    int (*sync)(void *ctx, void *stream, edm_status *st);
+    int (*sync)(void *exec, void *stream, edm_status *st);
     int (*bind)(void *exec, edm_status *st);
-    void *sync_ctx; /* the executor, for sync and bind */
+    void *exec; /* the executor, for sync and bind */
     double timeout;
     /* the watchdog of one wait */
     pthread_mutex_t mu;
@@ -157,7 +157,7 @@ static int enqueue(nccl_ctx *n, void *const *bufs, const int64_t *count, int nbu
 /* The end of the work queued on stream, and NCCL's verdict on it. */
 static int wait_stream(nccl_ctx *n, void *stream, const char *what, edm_status *st)
 {
-    if (n->sync(n->sync_ctx, stream, st) != 0)
+    if (n->sync(n->exec, stream, st) != 0)
         return -1;
     nccl_result async = 0;
     if (n->api.CommGetAsyncError(n->comm, &async) == 0 && async != 0)
@@ -300,7 +300,7 @@ static int init_bounded(nccl_ctx *n, nccl_unique_id id, int *abandoned, edm_stat
     init_call *c = calloc(1, sizeof *c);
     if (!c)
         return edm_nomem(st);
-    *c = (init_call){.init = n->api.CommInitRank, .bind = n->bind, .exec = n->sync_ctx, .id = id, .nranks = size,
+    *c = (init_call){.init = n->api.CommInitRank, .bind = n->bind, .exec = n->exec, .id = id, .nranks = size,
                      .rank = rank};
     edm_status_init(&c->bind_st);
     pthread_t t;
@@ -359,7 +359,7 @@ edm_collective *edm_nccl_open(edm_dist *d, void *stream, int (*sync)(void *exec,
     n->stream = stream;
     n->sync = sync;
     n->bind = bind;
-    n->sync_ctx = exec;
+    n->exec = exec;
     n->timeout = timeout_s > 0 ? timeout_s : 600;
     n->sync_ok = pthread_mutex_init(&n->mu, NULL) == 0;
     if (n->sync_ok && pthread_cond_init(&n->cv, NULL) != 0) {

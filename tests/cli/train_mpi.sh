@@ -379,15 +379,20 @@ cuStreamWaitEvent failed" "$tmp/fail1.out" && grep -q "^rank 0: edmc: error: ran
         tap_not_ok "a rank failing during the overlap (exit $st after $secs s)" \
             "$(grep -v 'fake-cuda stats' "$tmp/fail1.out" | head -c 800)"
     fi
+    # nccl_stuck NAME VAR: 2 emulated CUDA ranks over the fake NCCL with VAR=1 (rank 1 hangs where VAR says),
+    # --rank-timeout=3, into $tmp/NAME.out; st: the exit status, secs: how long it took
+    nccl_stuck() {
+        t0=$(date +%s)
+        # shellcheck disable=SC2086
+        env CUDA_VISIBLE_DEVICES=0 EDMC_NCCL="$fake_nccl" TMPDIR="$tmp/ncclfiles" "$2=1" \
+            mpirun -n 2 -x EDMC_CUDA_DRIVER -x EDMC_CUBLASLT -x EDMC_CACHE_DIR -x CUDA_VISIBLE_DEVICES -x EDMC_NCCL \
+            -x TMPDIR -x "$2" "$edmc" train $cuda_args --duration=8 --collective=nccl --rank-timeout=3 \
+            --outdir="$tmp/$1" >"$tmp/$1.out" 2>&1
+        st=$?
+        secs=$(($(date +%s) - t0))
+    }
     # a rank stuck inside NCCL: the watchdog aborts the communicator after --rank-timeout, every rank stops
-    t0=$(date +%s)
-    # shellcheck disable=SC2086
-    CUDA_VISIBLE_DEVICES=0 EDMC_NCCL="$fake_nccl" TMPDIR="$tmp/ncclfiles" FAKE_NCCL_HANG_RANK=1 \
-        mpi 2 -x EDMC_CUDA_DRIVER -x EDMC_CUBLASLT -x EDMC_CACHE_DIR -x CUDA_VISIBLE_DEVICES -x EDMC_NCCL -x TMPDIR \
-        -x FAKE_NCCL_HANG_RANK "$edmc" train $cuda_args --duration=8 --collective=nccl --rank-timeout=3 \
-        --outdir="$tmp/cuda-hang" >"$tmp/cuda-hang.out" 2>&1
-    st=$?
-    secs=$(($(date +%s) - t0))
+    nccl_stuck cuda-hang FAKE_NCCL_HANG_RANK
     if [ "$st" -ne 0 ] && [ "$secs" -lt 120 ] && grep -q "^rank 0: edmc: error: the gradient all-reduce of step 1: no \
 answer from the other ranks for 3 s (NCCL)" "$tmp/cuda-hang.out"; then
         tap_ok "a rank stuck in NCCL: the watchdog aborts, every rank ends ($secs s in all, --rank-timeout=3)"
@@ -396,14 +401,7 @@ answer from the other ranks for 3 s (NCCL)" "$tmp/cuda-hang.out"; then
     fi
     # a rank whose ncclCommInitRank never returns (a blocking init waiting for a peer that never connects):
     # that rank gives up after --rank-timeout, naming the call, and every rank ends
-    t0=$(date +%s)
-    # shellcheck disable=SC2086
-    CUDA_VISIBLE_DEVICES=0 EDMC_NCCL="$fake_nccl" TMPDIR="$tmp/ncclfiles" FAKE_NCCL_HANG_INIT_RANK=1 \
-        mpi 2 -x EDMC_CUDA_DRIVER -x EDMC_CUBLASLT -x EDMC_CACHE_DIR -x CUDA_VISIBLE_DEVICES -x EDMC_NCCL -x TMPDIR \
-        -x FAKE_NCCL_HANG_INIT_RANK "$edmc" train $cuda_args --duration=8 --collective=nccl --rank-timeout=3 \
-        --outdir="$tmp/cuda-init-hang" >"$tmp/cuda-init-hang.out" 2>&1
-    st=$?
-    secs=$(($(date +%s) - t0))
+    nccl_stuck cuda-init-hang FAKE_NCCL_HANG_INIT_RANK
     if [ "$st" -ne 0 ] && [ "$secs" -lt 120 ] && grep -q "^rank 1: edmc: error: .*ncclCommInitRank did not return \
 within 3 s" "$tmp/cuda-init-hang.out"; then
         tap_ok "a rank stuck in ncclCommInitRank: it says so after --rank-timeout=3, every rank ends ($secs s in all)"
