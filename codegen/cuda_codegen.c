@@ -132,31 +132,31 @@ static void emit_index(sbuf *b, const index_plan *p, int nops, const char *const
     }
     for (int k = 0; k < nops; k++) {
         if (zero[k])
-            sb_printf(b, "        const long long %s = 0;\n", vars[k]);
+            sb_printf(b, "        const edm_ix %s = 0;\n", vars[k]);
         else if (trivial[k])
-            sb_printf(b, "        const long long %s = %s;\n", vars[k], idx);
+            sb_printf(b, "        const edm_ix %s = %s;\n", vars[k], idx);
         else
-            sb_printf(b, "        long long %s = 0;\n", vars[k]);
+            sb_printf(b, "        edm_ix %s = 0;\n", vars[k]);
     }
     int need = 0;
     for (int k = 0; k < nops; k++)
         need |= !trivial[k] && !zero[k];
     if (!need)
         return;
-    sb_printf(b, "        {\n            long long r_ = %s, q_;\n", idx);
+    sb_printf(b, "        {\n            edm_ix r_ = %s, q_;\n", idx);
     for (int d = p->rank - 1; d >= 0; d--) {
         int used = 0;
         for (int k = 0; k < nops; k++)
             used |= !trivial[k] && !zero[k] && p->s[k][d] != 0;
         if (d > 0 && used)
-            sb_printf(b, "            q_ = r_ %% %lldLL; r_ /= %lldLL;\n", (long long)p->dim[d], (long long)p->dim[d]);
+            sb_printf(b, "            q_ = r_ %% %lld_ix; r_ /= %lld_ix;\n", (long long)p->dim[d], (long long)p->dim[d]);
         else if (d > 0)
-            sb_printf(b, "            r_ /= %lldLL;\n", (long long)p->dim[d]);
+            sb_printf(b, "            r_ /= %lld_ix;\n", (long long)p->dim[d]);
         else if (used)
             sb_printf(b, "            q_ = r_;\n");
         for (int k = 0; k < nops; k++)
             if (!trivial[k] && !zero[k] && p->s[k][d] != 0)
-                sb_printf(b, "            %s += q_ * %lldLL;\n", vars[k], (long long)p->s[k][d]);
+                sb_printf(b, "            %s += q_ * %lld_ix;\n", vars[k], (long long)p->s[k][d]);
     }
     sb_puts(b, "        }\n");
 }
@@ -267,7 +267,7 @@ static void gen_fill(node_ctx *c, sbuf *b)
     char v[64];
     lit_f32(v, sizeof v, c->n->attr.constant.value);
     emit_head(c, b, "");
-    sb_printf(b, "    EDM_LOOP(%lldLL) st(y, i, %s);\n}\n", (long long)c->y.numel, v);
+    sb_printf(b, "    EDM_LOOP(%lld_ix) st(y, i, %s);\n}\n", (long long)c->y.numel, v);
     launch_1d(c->L, c->y.numel);
 }
 
@@ -275,7 +275,7 @@ static void gen_unary(node_ctx *c, sbuf *b)
 {
     char buf[160];
     emit_head(c, b, "");
-    sb_printf(b, "    EDM_LOOP(%lldLL) {\n        %sconst float x = ld(a, i);\n        st(y, i, %s);\n    }\n}\n",
+    sb_printf(b, "    EDM_LOOP(%lld_ix) {\n        %sconst float x = ld(a, i);\n        st(y, i, %s);\n    }\n}\n",
               (long long)c->y.numel, unary_bounds(c->n, buf, sizeof buf), unary_expr(c->n));
     launch_1d(c->L, c->y.numel);
 }
@@ -287,7 +287,7 @@ static void gen_binary(node_ctx *c, sbuf *b)
     index_plan p;
     plan_broadcast(&c->y, &c->a, &c->b, &p);
     emit_head(c, b, "");
-    sb_printf(b, "    EDM_LOOP(%lldLL) {\n", (long long)c->y.numel);
+    sb_printf(b, "    EDM_LOOP(%lld_ix) {\n", (long long)c->y.numel);
     emit_index(b, &p, 2, vars, "i");
     sb_printf(b, "        const float u = ld(a, ia), v = ld(b, ib);\n        st(y, i, %s);\n    }\n}\n", expr);
     launch_1d(c->L, c->y.numel);
@@ -299,7 +299,7 @@ static void gen_expand(node_ctx *c, sbuf *b)
     index_plan p;
     plan_broadcast(&c->y, &c->a, &c->a, &p);
     emit_head(c, b, "");
-    sb_printf(b, "    EDM_LOOP(%lldLL) {\n", (long long)c->y.numel);
+    sb_printf(b, "    EDM_LOOP(%lld_ix) {\n", (long long)c->y.numel);
     emit_index(b, &p, 1, vars, "i");
     sb_puts(b, "        st(y, i, ld(a, ia));\n    }\n}\n");
     launch_1d(c->L, c->y.numel);
@@ -327,7 +327,7 @@ static void gen_permute(node_ctx *c, sbuf *b)
         }
     }
     emit_head(c, b, "");
-    sb_printf(b, "    EDM_LOOP(%lldLL) {\n", (long long)c->y.numel);
+    sb_printf(b, "    EDM_LOOP(%lld_ix) {\n", (long long)c->y.numel);
     emit_index(b, &p, 1, vars, "i");
     sb_puts(b, "        st(y, i, ld(a, ia));\n    }\n}\n");
     launch_1d(c->L, c->y.numel);
@@ -341,8 +341,8 @@ static void gen_concat(node_ctx *c, sbuf *b)
               ly = (long long)c->y.dim[ax] * inner;
     emit_head(c, b, "");
     sb_printf(b,
-              "    EDM_LOOP(%lldLL) {\n        const long long o = i / %lldLL, j = i %% %lldLL;\n"
-              "        st(y, i, j < %lldLL ? ld(a, o * %lldLL + j) : ld(b, o * %lldLL + (j - %lldLL)));\n    }\n}\n",
+              "    EDM_LOOP(%lld_ix) {\n        const edm_ix o = i / %lld_ix, j = i %% %lld_ix;\n"
+              "        st(y, i, j < %lld_ix ? ld(a, o * %lld_ix + j) : ld(b, o * %lld_ix + (j - %lld_ix)));\n    }\n}\n",
               (long long)c->y.numel, ly, ly, la, la, lb, la);
     launch_1d(c->L, c->y.numel);
 }
@@ -355,8 +355,8 @@ static void gen_slice(node_ctx *c, sbuf *b)
               off = (long long)c->n->attr.slice.start * inner;
     emit_head(c, b, "");
     sb_printf(b,
-              "    EDM_LOOP(%lldLL) {\n        const long long o = i / %lldLL, j = i %% %lldLL;\n"
-              "        st(y, i, ld(a, o * %lldLL + %lldLL + j));\n    }\n}\n",
+              "    EDM_LOOP(%lld_ix) {\n        const edm_ix o = i / %lld_ix, j = i %% %lld_ix;\n"
+              "        st(y, i, ld(a, o * %lld_ix + %lld_ix + j));\n    }\n}\n",
               (long long)c->y.numel, ly, ly, la, off);
     launch_1d(c->L, c->y.numel);
 }
@@ -397,9 +397,9 @@ static void gen_reduce(node_ctx *c, sbuf *b)
     int per_thread = nout >= 1024 || nred <= 64;
     emit_head(c, b, per_thread ? "" : "    __shared__ double sh[256];\n");
     if (per_thread) {
-        sb_printf(b, "    EDM_LOOP(%lldLL) {\n", (long long)nout);
+        sb_printf(b, "    EDM_LOOP(%lld_ix) {\n", (long long)nout);
         emit_index(b, &kept, 1, vbase, "i");
-        sb_printf(b, "        double acc = 0.0;\n        for (long long r = 0; r < %lldLL; r++) {\n", (long long)nred);
+        sb_printf(b, "        double acc = 0.0;\n        for (edm_ix r = 0; r < %lld_ix; r++) {\n", (long long)nred);
         /* emit_index indents for a loop body: fine one level deeper too */
         emit_index(b, &red, 1, voff, "r");
         sb_printf(b, "            const double v = (double)ld(a, base + roff);\n            %s\n        }\n"
@@ -407,9 +407,9 @@ static void gen_reduce(node_ctx *c, sbuf *b)
                   acc);
         launch_1d(c->L, nout);
     } else {
-        sb_printf(b, "    for (long long o = blockIdx.x; o < %lldLL; o += gridDim.x) {\n", (long long)nout);
+        sb_printf(b, "    for (edm_ix o = blockIdx.x; o < %lld_ix; o += gridDim.x) {\n", (long long)nout);
         emit_index(b, &kept, 1, vbase, "o");
-        sb_printf(b, "        double acc = 0.0;\n        for (long long r = threadIdx.x; r < %lldLL; r += %d) {\n",
+        sb_printf(b, "        double acc = 0.0;\n        for (edm_ix r = threadIdx.x; r < %lld_ix; r += %d) {\n",
                   (long long)nred, BLOCK);
         emit_index(b, &red, 1, voff, "r");
         sb_printf(b,
@@ -435,17 +435,17 @@ static void gen_softmax(node_ctx *c, sbuf *b)
               len = (long long)c->a.dim[ax];
     emit_head(c, b, "");
     sb_printf(b,
-              "    EDM_LOOP(%lldLL) {\n"
-              "        const long long o = i / %lldLL, in = i %% %lldLL, base = o * %lldLL + in;\n"
+              "    EDM_LOOP(%lld_ix) {\n"
+              "        const edm_ix o = i / %lld_ix, in = i %% %lld_ix, base = o * %lld_ix + in;\n"
               "        float m = ld(a, base);\n"
-              "        for (long long j = 1; j < %lldLL; j++) {\n"
-              "            const float t = ld(a, base + j * %lldLL);\n            m = t > m ? t : m;\n        }\n"
+              "        for (edm_ix j = 1; j < %lld_ix; j++) {\n"
+              "            const float t = ld(a, base + j * %lld_ix);\n            m = t > m ? t : m;\n        }\n"
               "        double s = 0.0;\n"
-              "        for (long long j = 0; j < %lldLL; j++)\n"
-              "            s += (double)expf(ld(a, base + j * %lldLL) - m);\n"
+              "        for (edm_ix j = 0; j < %lld_ix; j++)\n"
+              "            s += (double)expf(ld(a, base + j * %lld_ix) - m);\n"
               "        const float inv = (float)(1.0 / s);\n"
-              "        for (long long j = 0; j < %lldLL; j++)\n"
-              "            st(y, base + j * %lldLL, expf(ld(a, base + j * %lldLL) - m) * inv);\n"
+              "        for (edm_ix j = 0; j < %lld_ix; j++)\n"
+              "            st(y, base + j * %lld_ix, expf(ld(a, base + j * %lld_ix) - m) * inv);\n"
               "    }\n}\n",
               outer * inner, inner, inner, len * inner, len, inner, len, inner, len, inner, inner);
     launch_1d(c->L, outer * inner);
@@ -463,28 +463,28 @@ static void gen_attention(node_ctx *c, sbuf *b)
               tk = (long long)k.dim[r - 1], dv = (long long)c->y.dim[r - 2];
     emit_head(c, b, "");
     sb_printf(b,
-              "    EDM_LOOP(%lldLL) {\n"
-              "        const long long o = i / %lldLL, t = i %% %lldLL;\n"
-              "        const long long qb = o * %lldLL + t, kb = o * %lldLL, vb = o * %lldLL;\n"
+              "    EDM_LOOP(%lld_ix) {\n"
+              "        const edm_ix o = i / %lld_ix, t = i %% %lld_ix;\n"
+              "        const edm_ix qb = o * %lld_ix + t, kb = o * %lld_ix, vb = o * %lld_ix;\n"
               "        float q[%lld], acc[%lld];\n"
-              "        for (long long e = 0; e < %lldLL; e++)\n            q[e] = ld(a, qb + e * %lldLL);\n"
-              "        for (long long e = 0; e < %lldLL; e++)\n            acc[e] = 0.0f;\n"
+              "        for (edm_ix e = 0; e < %lld_ix; e++)\n            q[e] = ld(a, qb + e * %lld_ix);\n"
+              "        for (edm_ix e = 0; e < %lld_ix; e++)\n            acc[e] = 0.0f;\n"
               "        float m = -3.402823466e38f, l = 0.0f;\n"
-              "        for (long long j = 0; j < %lldLL; j++) {\n"
+              "        for (edm_ix j = 0; j < %lld_ix; j++) {\n"
               "            float s = 0.0f;\n"
-              "            for (long long e = 0; e < %lldLL; e++)\n                s += q[e] * ld(b, kb + e * %lldLL + j);\n"
+              "            for (edm_ix e = 0; e < %lld_ix; e++)\n                s += q[e] * ld(b, kb + e * %lld_ix + j);\n"
               "            if (s > m) {\n"
               "                const float f = expf(m - s);\n"
               "                l *= f;\n"
-              "                for (long long e = 0; e < %lldLL; e++)\n                    acc[e] *= f;\n"
+              "                for (edm_ix e = 0; e < %lld_ix; e++)\n                    acc[e] *= f;\n"
               "                m = s;\n"
               "            }\n"
               "            const float p = expf(s - m);\n"
               "            l += p;\n"
-              "            for (long long e = 0; e < %lldLL; e++)\n                acc[e] += p * ld(c3, vb + e * %lldLL + j);\n"
+              "            for (edm_ix e = 0; e < %lld_ix; e++)\n                acc[e] += p * ld(c3, vb + e * %lld_ix + j);\n"
               "        }\n"
               "        const float inv = 1.0f / l;\n"
-              "        for (long long e = 0; e < %lldLL; e++)\n            st(y, o * %lldLL + e * %lldLL + t, acc[e] * inv);\n"
+              "        for (edm_ix e = 0; e < %lld_ix; e++)\n            st(y, o * %lld_ix + e * %lld_ix + t, acc[e] * inv);\n"
               "    }\n}\n",
               outer * tq, tq, tq, d * tq, d * tk, dv * tk, d, dv, d, tq, dv, tk, d, tk, dv, dv, tk, dv, dv * tq, tq);
     launch_1d(c->L, outer * tq);
@@ -495,10 +495,10 @@ static void gen_avgpool2(node_ctx *c, sbuf *b)
     long long h = (long long)c->a.dim[2], w = (long long)c->a.dim[3], oh = h / 2, ow = w / 2;
     emit_head(c, b, "");
     sb_printf(b,
-              "    EDM_LOOP(%lldLL) {\n"
-              "        const long long p = i / %lldLL, q = i %% %lldLL, oy = q / %lldLL, ox = q %% %lldLL;\n"
-              "        const long long s = p * %lldLL + 2 * oy * %lldLL + 2 * ox;\n"
-              "        st(y, i, (ld(a, s) + ld(a, s + 1) + ld(a, s + %lldLL) + ld(a, s + %lldLL)) * 0.25f);\n"
+              "    EDM_LOOP(%lld_ix) {\n"
+              "        const edm_ix p = i / %lld_ix, q = i %% %lld_ix, oy = q / %lld_ix, ox = q %% %lld_ix;\n"
+              "        const edm_ix s = p * %lld_ix + 2 * oy * %lld_ix + 2 * ox;\n"
+              "        st(y, i, (ld(a, s) + ld(a, s + 1) + ld(a, s + %lld_ix) + ld(a, s + %lld_ix)) * 0.25f);\n"
               "    }\n}\n",
               (long long)c->y.numel, oh * ow, oh * ow, ow, ow, h * w, w, w, w + 1);
     launch_1d(c->L, c->y.numel);
@@ -509,9 +509,9 @@ static void gen_upsample2(node_ctx *c, sbuf *b)
     long long h = (long long)c->a.dim[2], w = (long long)c->a.dim[3], oh = h * 2, ow = w * 2;
     emit_head(c, b, "");
     sb_printf(b,
-              "    EDM_LOOP(%lldLL) {\n"
-              "        const long long p = i / %lldLL, q = i %% %lldLL, oy = q / %lldLL, ox = q %% %lldLL;\n"
-              "        st(y, i, ld(a, p * %lldLL + (oy / 2) * %lldLL + ox / 2));\n"
+              "    EDM_LOOP(%lld_ix) {\n"
+              "        const edm_ix p = i / %lld_ix, q = i %% %lld_ix, oy = q / %lld_ix, ox = q %% %lld_ix;\n"
+              "        st(y, i, ld(a, p * %lld_ix + (oy / 2) * %lld_ix + ox / 2));\n"
               "    }\n}\n",
               (long long)c->y.numel, oh * ow, oh * ow, ow, ow, h * w, w);
     launch_1d(c->L, c->y.numel);
@@ -529,7 +529,7 @@ static void gen_dropout(node_ctx *c, sbuf *b)
     lit_f32(scale, sizeof scale, 1 / (1 - p));
     emit_head(c, b, "    const unsigned long long sd = *seed;\n");
     sb_printf(b,
-              "    EDM_LOOP(%lldLL) {\n"
+              "    EDM_LOOP(%lld_ix) {\n"
               "        const unsigned long long h = edm_mix64(sd ^ edm_mix64(%lluULL * 0x9e3779b97f4a7c15ULL + "
               "(unsigned long long)i));\n"
               "        st(y, i, (double)h >= %s ? ld(a, i) * %s : 0.0f);\n    }\n}\n",
@@ -593,22 +593,22 @@ static void emit_gemm(const node_ctx *c, sbuf *b, int64_t gm, int64_t gn, int64_
     }
     emit_head(c, b, "    __shared__ float As[16][64 + 1];\n    __shared__ float Bs[16][64 + 1];\n");
     sb_printf(b,
-              "    const long long m0 = (long long)blockIdx.y * 64, n0 = (long long)blockIdx.x * 64;\n"
+              "    const edm_ix m0 = (edm_ix)blockIdx.y * 64, n0 = (edm_ix)blockIdx.x * 64;\n"
               "    const int tx = threadIdx.x %% 16, ty = threadIdx.x / 16;\n"
-              "    for (long long z = blockIdx.z; z < %lldLL; z += gridDim.z) {\n"
+              "    for (edm_ix z = blockIdx.z; z < %lld_ix; z += gridDim.z) {\n"
               "        float acc[4][4];\n"
               "        for (int r = 0; r < 4; r++)\n            for (int s = 0; s < 4; s++)\n"
               "                acc[r][s] = 0.0f;\n"
-              "        for (long long k0 = 0; k0 < %lldLL; k0 += 16) {\n"
+              "        for (edm_ix k0 = 0; k0 < %lld_ix; k0 += 16) {\n"
               "            for (int e = threadIdx.x; e < 16 * 64; e += 256) {\n"
               "                const int kk = e %% 16, mm = e / 16;\n"
-              "                const long long m = m0 + mm, k = k0 + kk;\n"
-              "                As[kk][mm] = m < %lldLL && k < %lldLL ? KNAME_A(a, b, z, m, k) : 0.0f;\n"
+              "                const edm_ix m = m0 + mm, k = k0 + kk;\n"
+              "                As[kk][mm] = m < %lld_ix && k < %lld_ix ? KNAME_A(a, b, z, m, k) : 0.0f;\n"
               "            }\n"
               "            for (int e = threadIdx.x; e < 16 * 64; e += 256) {\n"
               "                const int kk = e / 64, nn = e %% 64;\n"
-              "                const long long n = n0 + nn, k = k0 + kk;\n"
-              "                Bs[kk][nn] = n < %lldLL && k < %lldLL ? KNAME_B(a, b, z, k, n) : 0.0f;\n"
+              "                const edm_ix n = n0 + nn, k = k0 + kk;\n"
+              "                Bs[kk][nn] = n < %lld_ix && k < %lld_ix ? KNAME_B(a, b, z, k, n) : 0.0f;\n"
               "            }\n"
               "            __syncthreads();\n"
               "            for (int kk = 0; kk < 16; kk++) {\n"
@@ -622,8 +622,8 @@ static void emit_gemm(const node_ctx *c, sbuf *b, int64_t gm, int64_t gn, int64_
               "            __syncthreads();\n"
               "        }\n"
               "        for (int r = 0; r < 4; r++)\n            for (int s = 0; s < 4; s++) {\n"
-              "                const long long m = m0 + ty + 16 * r, n = n0 + tx + 16 * s;\n"
-              "                if (m < %lldLL && n < %lldLL)\n                    KNAME_C(y, z, m, n, acc[r][s]);\n"
+              "                const edm_ix m = m0 + ty + 16 * r, n = n0 + tx + 16 * s;\n"
+              "                if (m < %lld_ix && n < %lld_ix)\n                    KNAME_C(y, z, m, n, acc[r][s]);\n"
               "            }\n"
               "    }\n}\n",
               (long long)gb, (long long)gk, (long long)gm, (long long)gk, (long long)gn, (long long)gk,
@@ -642,13 +642,13 @@ static void emit_acc(const node_ctx *c, sbuf *b, char which)
 {
     if (which == 'C')
         sb_printf(b,
-                  "static __device__ __forceinline__ void KNAME_C(%s *y, long long z, long long m, long long n, "
+                  "static __device__ __forceinline__ void KNAME_C(%s *y, edm_ix z, edm_ix m, edm_ix n, "
                   "float v)\n",
                   ctype(c->ty));
     else
-        sb_printf(b, "static __device__ __forceinline__ float KNAME_%c(const %s *a, const %s *b, long long z, %s)\n",
+        sb_printf(b, "static __device__ __forceinline__ float KNAME_%c(const %s *a, const %s *b, edm_ix z, %s)\n",
                   which, ctype(c->ta), ctype(c->tb),
-                  which == 'A' ? "long long m, long long k" : "long long k, long long n");
+                  which == 'A' ? "edm_ix m, edm_ix k" : "edm_ix k, edm_ix n");
 }
 
 static int gen_conv2d(node_ctx *c, sbuf *b, edm_status *st)
@@ -657,20 +657,20 @@ static int gen_conv2d(node_ctx *c, sbuf *b, edm_status *st)
     long long kk = (long long)p.k * p.k, ohw = (long long)p.oh * p.ow;
     int64_t gm = p.o, gn = p.n * p.oh * p.ow, gk = p.c * p.k * p.k;
     emit_acc(c, b, 'A');
-    sb_printf(b, "{\n    return ld(b, m * %lldLL + k);\n}\n", (long long)gk);
+    sb_printf(b, "{\n    return ld(b, m * %lld_ix + k);\n}\n", (long long)gk);
     emit_acc(c, b, 'B');
     sb_printf(b,
               "{\n"
-              "    const long long nb = n / %lldLL, p = n %% %lldLL, oy = p / %lldLL, ox = p %% %lldLL;\n"
-              "    const long long c = k / %lldLL, r = k %% %lldLL, ky = r / %lldLL, kx = r %% %lldLL;\n"
-              "    const long long iy = oy * %lldLL - %lldLL + ky, ix = ox * %lldLL - %lldLL + kx;\n"
-              "    return iy >= 0 && iy < %lldLL && ix >= 0 && ix < %lldLL ? ld(a, ((nb * %lldLL + c) * %lldLL + iy) * "
-              "%lldLL + ix) : 0.0f;\n}\n",
+              "    const edm_ix nb = n / %lld_ix, p = n %% %lld_ix, oy = p / %lld_ix, ox = p %% %lld_ix;\n"
+              "    const edm_ix c = k / %lld_ix, r = k %% %lld_ix, ky = r / %lld_ix, kx = r %% %lld_ix;\n"
+              "    const edm_ix iy = oy * %lld_ix - %lld_ix + ky, ix = ox * %lld_ix - %lld_ix + kx;\n"
+              "    return iy >= 0 && iy < %lld_ix && ix >= 0 && ix < %lld_ix ? ld(a, ((nb * %lld_ix + c) * %lld_ix + iy) * "
+              "%lld_ix + ix) : 0.0f;\n}\n",
               ohw, ohw, (long long)p.ow, (long long)p.ow, kk, kk, (long long)p.k, (long long)p.k,
               (long long)p.stride, (long long)p.pad, (long long)p.stride, (long long)p.pad, (long long)p.h,
               (long long)p.w, (long long)p.c, (long long)p.h, (long long)p.w);
     emit_acc(c, b, 'C');
-    sb_printf(b, "{\n    st(y, (n / %lldLL * %lldLL + m) * %lldLL + n %% %lldLL, v);\n}\n", ohw, (long long)p.o,
+    sb_printf(b, "{\n    st(y, (n / %lld_ix * %lld_ix + m) * %lld_ix + n %% %lld_ix, v);\n}\n", ohw, (long long)p.o,
               ohw, ohw);
     if (gm > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: conv2d with %lld output channels", (long long)gm);
@@ -693,24 +693,24 @@ static int gen_conv2d_bwd_data(node_ctx *c, sbuf *b, edm_status *st)
     int64_t gm = p.c, gn = p.n * p.h * p.w, gk = p.o * p.k * p.k;
     emit_acc(c, b, 'A');
     sb_printf(b,
-              "{\n    const long long o = k / %lldLL, r = k %% %lldLL;\n"
-              "    return ld(b, (o * %lldLL + m) * %lldLL + r);\n}\n",
+              "{\n    const edm_ix o = k / %lld_ix, r = k %% %lld_ix;\n"
+              "    return ld(b, (o * %lld_ix + m) * %lld_ix + r);\n}\n",
               kk, kk, (long long)p.c, kk);
     emit_acc(c, b, 'B');
     sb_printf(b,
               "{\n"
-              "    const long long o = k / %lldLL, r = k %% %lldLL, ky = r / %lldLL, kx = r %% %lldLL;\n"
-              "    const long long nb = n / %lldLL, q = n %% %lldLL, iy = q / %lldLL, ix = q %% %lldLL;\n"
-              "    const long long ty = iy + %lldLL - ky, tx = ix + %lldLL - kx;\n"
-              "    if (ty < 0 || tx < 0 || ty %% %lldLL != 0 || tx %% %lldLL != 0)\n        return 0.0f;\n"
-              "    const long long oy = ty / %lldLL, ox = tx / %lldLL;\n"
-              "    return oy < %lldLL && ox < %lldLL ? ld(a, ((nb * %lldLL + o) * %lldLL + oy) * %lldLL + ox) : 0.0f;\n"
+              "    const edm_ix o = k / %lld_ix, r = k %% %lld_ix, ky = r / %lld_ix, kx = r %% %lld_ix;\n"
+              "    const edm_ix nb = n / %lld_ix, q = n %% %lld_ix, iy = q / %lld_ix, ix = q %% %lld_ix;\n"
+              "    const edm_ix ty = iy + %lld_ix - ky, tx = ix + %lld_ix - kx;\n"
+              "    if (ty < 0 || tx < 0 || ty %% %lld_ix != 0 || tx %% %lld_ix != 0)\n        return 0.0f;\n"
+              "    const edm_ix oy = ty / %lld_ix, ox = tx / %lld_ix;\n"
+              "    return oy < %lld_ix && ox < %lld_ix ? ld(a, ((nb * %lld_ix + o) * %lld_ix + oy) * %lld_ix + ox) : 0.0f;\n"
               "}\n",
               kk, kk, (long long)p.k, (long long)p.k, hw, hw, (long long)p.w, (long long)p.w, (long long)p.pad,
               (long long)p.pad, (long long)p.stride, (long long)p.stride, (long long)p.stride, (long long)p.stride,
               (long long)p.oh, (long long)p.ow, (long long)p.o, (long long)p.oh, (long long)p.ow);
     emit_acc(c, b, 'C');
-    sb_printf(b, "{\n    st(y, (n / %lldLL * %lldLL + m) * %lldLL + n %% %lldLL, v);\n}\n", hw, (long long)p.c,
+    sb_printf(b, "{\n    st(y, (n / %lld_ix * %lld_ix + m) * %lld_ix + n %% %lld_ix, v);\n}\n", hw, (long long)p.c,
               hw, hw);
     if (gm > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: conv2d with %lld input channels", (long long)gm);
@@ -734,21 +734,21 @@ static int gen_conv2d_bwd_weight(node_ctx *c, sbuf *b, edm_status *st)
     long long kk = (long long)p.k * p.k, ohw = (long long)p.oh * p.ow;
     int64_t gm = p.o, gn = p.c * p.k * p.k, gk = p.n * p.oh * p.ow;
     emit_acc(c, b, 'A');
-    sb_printf(b, "{\n    return ld(b, (k / %lldLL * %lldLL + m) * %lldLL + k %% %lldLL);\n}\n", ohw,
+    sb_printf(b, "{\n    return ld(b, (k / %lld_ix * %lld_ix + m) * %lld_ix + k %% %lld_ix);\n}\n", ohw,
               (long long)p.o, ohw, ohw);
     emit_acc(c, b, 'B');
     sb_printf(b,
               "{\n"
-              "    const long long nb = k / %lldLL, q = k %% %lldLL, oy = q / %lldLL, ox = q %% %lldLL;\n"
-              "    const long long c = n / %lldLL, r = n %% %lldLL, ky = r / %lldLL, kx = r %% %lldLL;\n"
-              "    const long long iy = oy * %lldLL - %lldLL + ky, ix = ox * %lldLL - %lldLL + kx;\n"
-              "    return iy >= 0 && iy < %lldLL && ix >= 0 && ix < %lldLL ? ld(a, ((nb * %lldLL + c) * %lldLL + iy) * "
-              "%lldLL + ix) : 0.0f;\n}\n",
+              "    const edm_ix nb = k / %lld_ix, q = k %% %lld_ix, oy = q / %lld_ix, ox = q %% %lld_ix;\n"
+              "    const edm_ix c = n / %lld_ix, r = n %% %lld_ix, ky = r / %lld_ix, kx = r %% %lld_ix;\n"
+              "    const edm_ix iy = oy * %lld_ix - %lld_ix + ky, ix = ox * %lld_ix - %lld_ix + kx;\n"
+              "    return iy >= 0 && iy < %lld_ix && ix >= 0 && ix < %lld_ix ? ld(a, ((nb * %lld_ix + c) * %lld_ix + iy) * "
+              "%lld_ix + ix) : 0.0f;\n}\n",
               ohw, ohw, (long long)p.ow, (long long)p.ow, kk, kk, (long long)p.k, (long long)p.k,
               (long long)p.stride, (long long)p.pad, (long long)p.stride, (long long)p.pad, (long long)p.h,
               (long long)p.w, (long long)p.c, (long long)p.h, (long long)p.w);
     emit_acc(c, b, 'C');
-    sb_printf(b, "{\n    st(y, m * %lldLL + n, v);\n}\n", (long long)gn);
+    sb_printf(b, "{\n    st(y, m * %lld_ix + n, v);\n}\n", (long long)gn);
     if (gm > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: conv2d with %lld output channels", (long long)gm);
     emit_gemm(c, b, gm, gn, gk, 1);
@@ -812,7 +812,7 @@ static int gen_matmul(node_ctx *c, sbuf *b, edm_status *st)
               tb ? "n * %GK% + k" : "k * %GN% + n");
     free(idx.p);
     emit_acc(c, b, 'C');
-    sb_printf(b, "{\n    st(y, (z * %lldLL + m) * %lldLL + n, v);\n}\n", (long long)m, (long long)n);
+    sb_printf(b, "{\n    st(y, (z * %lld_ix + m) * %lld_ix + n, v);\n}\n", (long long)m, (long long)n);
     if (m > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: matmul with %lld rows", (long long)m);
     emit_gemm(c, b, m, n, k, count);
@@ -824,9 +824,9 @@ static int gen_matmul(node_ctx *c, sbuf *b, edm_status *st)
     }
     /* substitute the %GM%, %GN%, %GK% placeholders */
     char gmv[32], gnv[32], gkv[32];
-    snprintf(gmv, sizeof gmv, "%lldLL", (long long)m);
-    snprintf(gnv, sizeof gnv, "%lldLL", (long long)n);
-    snprintf(gkv, sizeof gkv, "%lldLL", (long long)k);
+    snprintf(gmv, sizeof gmv, "%lld_ix", (long long)m);
+    snprintf(gnv, sizeof gnv, "%lld_ix", (long long)n);
+    snprintf(gkv, sizeof gkv, "%lld_ix", (long long)k);
     sbuf out = {0};
     for (size_t i = 0; i < b->len;) {
         if (b->p[i] == '%' && i + 4 <= b->len && b->p[i + 3] == '%' && b->p[i + 1] == 'G') {
@@ -856,7 +856,7 @@ static void gen_im2col(const conv_geom *p, sbuf *b, const char *name, edm_dtype 
     sb_printf(b,
               "extern \"C\" __global__ void __launch_bounds__(%d) %s(%s *__restrict__ col, const %s *__restrict__ x, "
               "long long n0, long long count)\n{\n"
-              "    EDM_LOOP(count * %lldLL) {\n"
+              "    EDM_LOOP64(count * %lldLL) {\n"
               "        const long long nb = i / %lldLL, rc = i %% %lldLL, row = rc / %lldLL, q = rc %% %lldLL;\n"
               "        const long long c = row / %lldLL, r = row %% %lldLL, ky = r / %lldLL, kx = r %% %lldLL;\n"
               "        const long long oy = q / %lldLL, ox = q %% %lldLL;\n"
@@ -877,7 +877,7 @@ static void gen_col2im(const conv_geom *p, sbuf *b, const char *name, edm_dtype 
     sb_printf(b,
               "extern \"C\" __global__ void __launch_bounds__(%d) %s(%s *__restrict__ dx, const %s *__restrict__ col, "
               "long long n0, long long count)\n{\n"
-              "    EDM_LOOP(count * %lldLL) {\n"
+              "    EDM_LOOP64(count * %lldLL) {\n"
               "        const long long nb = i / %lldLL, rc = i %% %lldLL, c = rc / %lldLL, q = rc %% %lldLL;\n"
               "        const long long iy = q / %lldLL, ix = q %% %lldLL;\n"
               "        float s = 0.0f;\n"
@@ -914,9 +914,21 @@ int edm_cuda_op_supported(edm_op op)
     }
 }
 
-static const char PREAMBLE_COMMON[] =
-    "#define EDM_LOOP(n) for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \\\n"
-    "                         i += (long long)gridDim.x * blockDim.x)\n";
+/* The index type of the module's generated kernels (edm_ix, literals with
+ * the suffix _ix) and their grid-stride loop; the kernels whose sizes come
+ * from the host (casts, optimizer, im2col) loop in 64 bits (EDM_LOOP64). */
+static void emit_index_preamble(sbuf *b, int bits)
+{
+    sb_printf(b,
+              "typedef %s edm_ix; /* %d-bit index arithmetic */\n"
+              "static __device__ __forceinline__ constexpr edm_ix operator\"\"_ix(unsigned long long v)\n"
+              "{\n    return (edm_ix)v;\n}\n"
+              "#define EDM_LOOP(n) for (edm_ix i = (edm_ix)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \\\n"
+              "                         i += (edm_ix)gridDim.x * blockDim.x)\n"
+              "#define EDM_LOOP64(n) for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \\\n"
+              "                           i += (long long)gridDim.x * blockDim.x)\n",
+              bits == 32 ? "int" : "long long", bits);
+}
 
 /* splitmix64's finaliser, as runtime/backend_cpu.c's mix64 (dropout masks) */
 static const char PREAMBLE_MIX64[] =
@@ -969,9 +981,9 @@ static void emit_cast_kernels(sbuf *b)
         const char *sfx = edm_cuda_dtype_suffix(STORAGE_TYPES[i]), *t = ctype(STORAGE_TYPES[i]);
         sb_printf(b,
                   "extern \"C\" __global__ void __launch_bounds__(%d) edm_cast_from_f32_%s(%s *__restrict__ y, "
-                  "const float *__restrict__ x, long long n)\n{\n    EDM_LOOP(n) st(y, i, x[i]);\n}\n"
+                  "const float *__restrict__ x, long long n)\n{\n    EDM_LOOP64(n) st(y, i, x[i]);\n}\n"
                   "extern \"C\" __global__ void __launch_bounds__(%d) edm_cast_to_f32_%s(float *__restrict__ y, "
-                  "const %s *__restrict__ x, long long n)\n{\n    EDM_LOOP(n) y[i] = ld(x, i);\n}\n",
+                  "const %s *__restrict__ x, long long n)\n{\n    EDM_LOOP64(n) y[i] = ld(x, i);\n}\n",
                   BLOCK, sfx, t, BLOCK, sfx, t);
     }
 }
@@ -1009,10 +1021,10 @@ static const char OPTIMIZER_KERNELS[] =
     "{\n"
     "    const float t = (float)(1.0 - beta);\n"
     "    if (fabsf(t) < 0.5f) {\n"
-    "        EDM_LOOP(n) ema[i] = __fadd_rn(ema[i], __fmul_rn(t, __fsub_rn(w[i], ema[i])));\n"
+    "        EDM_LOOP64(n) ema[i] = __fadd_rn(ema[i], __fmul_rn(t, __fsub_rn(w[i], ema[i])));\n"
     "    } else {\n"
     "        const float u = 1.0f - t;\n"
-    "        EDM_LOOP(n) ema[i] = __fsub_rn(w[i], __fmul_rn(__fsub_rn(w[i], ema[i]), u));\n"
+    "        EDM_LOOP64(n) ema[i] = __fsub_rn(w[i], __fmul_rn(__fsub_rn(w[i], ema[i]), u));\n"
     "    }\n"
     "}\n";
 
@@ -1024,7 +1036,7 @@ static const char ADAM_KERNEL[] =
     "    float *__restrict__ v, const %s *__restrict__ g, long long n, double lr, double beta1, double beta2,\n"
     "    double eps, double c1, double c2, unsigned long long *nonfinite)\n"
     "{\n"
-    "    EDM_LOOP(n) {\n"
+    "    EDM_LOOP64(n) {\n"
     "        float gi = __fadd_rn(ld(g, i), 0.0f);\n"
     "        if ((__float_as_uint(gi) & 0x7f800000U) == 0x7f800000U) {\n"
     "            gi = 0.0f;\n"
@@ -1047,7 +1059,7 @@ static void emit_optimizer_kernels(sbuf *b)
     for (size_t i = 0; i < sizeof STORAGE_TYPES / sizeof STORAGE_TYPES[0]; i++)
         sb_printf(b,
                   "extern \"C\" __global__ void __launch_bounds__(%d) edm_grad_acc_%s(float *__restrict__ acc, "
-                  "const %s *__restrict__ g, long long n)\n{\n    EDM_LOOP(n) acc[i] += ld(g, i);\n}\n",
+                  "const %s *__restrict__ g, long long n)\n{\n    EDM_LOOP64(n) acc[i] += ld(g, i);\n}\n",
                   BLOCK, edm_cuda_dtype_suffix(STORAGE_TYPES[i]), ctype(STORAGE_TYPES[i]));
     for (size_t i = 0; i < sizeof STORAGE_TYPES / sizeof STORAGE_TYPES[0]; i++)
         sb_printf(b, ADAM_KERNEL, edm_cuda_dtype_suffix(STORAGE_TYPES[i]), ctype(STORAGE_TYPES[i]));
@@ -1272,7 +1284,26 @@ static int check_options(const edm_cuda_options *opt, edm_status *st)
     if (t.bm && edm_mma_fit_tile(&t, 1 << 20, 1) != 0)
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "tensor-core tile %dx%d/%d: expected 64 or 128 each, 1 to 1024 splits",
                         t.bm, t.bn, t.splits);
+    if (opt->index_bits != 0 && opt->index_bits != 64)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "CUDA codegen: index bits %d (expected 0: automatic, or 64)",
+                        opt->index_bits);
     return 0;
+}
+
+/* 32-bit index arithmetic when every value of the graph has at most 2^30
+ * elements: a division by a constant is then a multiply-high and a shift
+ * instead of a 64-bit sequence several times longer (smaller kernels, faster
+ * to compile), and a grid-stride loop's last step past n (at most
+ * MAX_GRID · BLOCK = 2^28) cannot overflow.  split-K's workspace is indexed
+ * in 64 bits (cuda_gemm_mma.c), its partial tiles can exceed the values. */
+static int module_index_bits(const edm_graph *g, const edm_cuda_options *opt)
+{
+    if (opt->index_bits == 64)
+        return 64;
+    for (int id = 0; id < edm_graph_count(g); id++)
+        if (bind(&edm_graph_node(g, id)->shape, opt->batch).numel > ((int64_t)1 << 30))
+            return 64;
+    return 32;
 }
 
 int edm_cuda_codegen(const edm_graph *g, const edm_cuda_options *opt, edm_cuda_module *m, edm_status *st)
@@ -1297,7 +1328,7 @@ int edm_cuda_codegen(const edm_graph *g, const edm_cuda_options *opt, edm_cuda_m
     sb_puts(&out, PREAMBLE_TYPES);
     if (uses_mma(opt))
         sb_puts(&out, edm_mma_preamble);
-    sb_puts(&out, PREAMBLE_COMMON);
+    emit_index_preamble(&out, module_index_bits(g, opt));
     int dropout = 0;
     for (int id = 0; id < count; id++)
         dropout |= edm_graph_node(g, id)->op == EDM_OP_DROPOUT;
@@ -1462,7 +1493,7 @@ static int operand_ref(step_ctx *x, sbuf *b, int um, int k, edm_member_role role
     snprintf(var, sizeof var, "o%d_%d", um, k);
     const char *vars[] = {var, "unused_"};
     if (ip.rank == 0) {
-        sb_printf(b, "        const long long %s = 0;\n", var);
+        sb_printf(b, "        const edm_ix %s = 0;\n", var);
     } else {
         emit_index(b, &ip, 1, vars, "idx");
     }
@@ -1494,12 +1525,12 @@ static int gather_member(step_ctx *x, sbuf *b, int m, edm_status *st)
             return edm_fail(st, EDM_ERR_INTERNAL, n->loc, "CUDA codegen: the %s %%%d reads %%%d, not stored",
                             edm_op_name(n->op), id, n->input[k]);
         long long off = cat ? (k == 0 ? 0 : -blk[0]) : (long long)n->attr.slice.start * inner;
-        snprintf(ref[k], sizeof ref[k], "ld(P.i%d, o_ * %lldLL + r_ + %lldLL)", slot, blk[k], off);
+        snprintf(ref[k], sizeof ref[k], "ld(P.i%d, o_ * %lld_ix + r_ + %lld_ix)", slot, blk[k], off);
     }
-    sb_printf(b, "        float v%d;\n        {\n            const long long o_ = idx / %lldLL, r_ = idx %% %lldLL;\n",
+    sb_printf(b, "        float v%d;\n        {\n            const edm_ix o_ = idx / %lld_ix, r_ = idx %% %lld_ix;\n",
               m, ly, ly);
     if (cat)
-        sb_printf(b, "            v%d = r_ < %lldLL ? %s : %s;\n        }\n", m, blk[0], ref[0], ref[1]);
+        sb_printf(b, "            v%d = r_ < %lld_ix ? %s : %s;\n        }\n", m, blk[0], ref[0], ref[1]);
     else
         sb_printf(b, "            v%d = %s;\n        }\n", m, ref[0]);
     return 0;
@@ -1600,11 +1631,11 @@ static int fuse_body(const char *body, const char *head, sbuf *out)
         {"st(y, ", "KNAME_out(P, "},
     };
     sbuf t[2] = {{0}, {0}};
-    replace_span(&t[0], body, "float KNAME_A(const ", ", long long z", "float KNAME_A(const KNAME_args &P, long long z");
-    replace_span(&t[1], t[0].p ? t[0].p : "", "float KNAME_B(const ", ", long long z",
-                 "float KNAME_B(const KNAME_args &P, long long z");
+    replace_span(&t[0], body, "float KNAME_A(const ", ", edm_ix z", "float KNAME_A(const KNAME_args &P, edm_ix z");
+    replace_span(&t[1], t[0].p ? t[0].p : "", "float KNAME_B(const ", ", edm_ix z",
+                 "float KNAME_B(const KNAME_args &P, edm_ix z");
     t[0].len = 0;
-    replace_span(&t[0], t[1].p ? t[1].p : "", "void KNAME_C(", ", long long z", "void KNAME_C(const KNAME_args &P, long long z");
+    replace_span(&t[0], t[1].p ? t[1].p : "", "void KNAME_C(", ", edm_ix z", "void KNAME_C(const KNAME_args &P, edm_ix z");
     t[1].len = 0;
     replace_span(&t[1], t[0].p ? t[0].p : "", "extern \"C\" __global__", "seed)\n{\n", head);
     int cur = 1;
@@ -1692,7 +1723,7 @@ static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
     const edm_node *core = s->core >= 0 ? edm_graph_node(g, s->core) : NULL;
     /* operand readers: the prologue, or a load */
     for (int k = 0; core && k < core->ninputs && rc == 0; k++) {
-        sb_printf(&b, "static __device__ __forceinline__ float KNAME_in%d(const KNAME_args &P, long long idx)\n{\n", k);
+        sb_printf(&b, "static __device__ __forceinline__ float KNAME_in%d(const KNAME_args &P, edm_ix idx)\n{\n", k);
         rc = emit_members(x, &b, EDM_ROLE_PROLOGUE, k, &last, st);
         const edm_node *in = edm_graph_node(g, core->input[k]);
         char lit[64];
@@ -1708,7 +1739,7 @@ static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
         }
     }
     /* the store: the epilogue, then the root */
-    sb_puts(&b, "static __device__ __forceinline__ void KNAME_out(const KNAME_args &P, long long idx, float c)\n{\n");
+    sb_puts(&b, "static __device__ __forceinline__ void KNAME_out(const KNAME_args &P, edm_ix idx, float c)\n{\n");
     if (rc == 0)
         rc = emit_members(x, &b, EDM_ROLE_EPILOGUE, 0, &last, st);
     if (rc == 0) {
@@ -1719,7 +1750,7 @@ static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
     }
     if (rc == 0 && !core) {
         bshape y = bind(&edm_graph_node(g, s->root)->shape, x->opt->batch);
-        sb_printf(&b, "%s    EDM_LOOP(%lldLL) KNAME_out(P, i, 0.0f);\n}\n", head.p, (long long)y.numel);
+        sb_printf(&b, "%s    EDM_LOOP(%lld_ix) KNAME_out(P, i, 0.0f);\n}\n", head.p, (long long)y.numel);
         edm_cuda_launch tmp = {0};
         launch_1d(&tmp, y.numel);
         memcpy(L->grid, tmp.grid, sizeof L->grid);
@@ -1875,10 +1906,10 @@ int edm_cuda_codegen_plan(const edm_plan *p, const edm_cuda_options *opt, edm_cu
         sb_puts(&out, PREAMBLE_TYPES);
         if (uses_mma(opt))
             sb_puts(&out, edm_mma_preamble);
-        sb_puts(&out, PREAMBLE_COMMON);
+        emit_index_preamble(&out, module_index_bits(p->g, opt));
         /* a step inside a group kernel loops over its own share of the blocks */
-        sb_puts(&out, "#define EDM_LOOP_IN(n) for (long long i = (long long)bx_ * blockDim.x + threadIdx.x; i < (n); \\\n"
-                      "                            i += (long long)gx_ * blockDim.x)\n"
+        sb_puts(&out, "#define EDM_LOOP_IN(n) for (edm_ix i = (edm_ix)bx_ * blockDim.x + threadIdx.x; i < (n); \\\n"
+                      "                            i += (edm_ix)gx_ * blockDim.x)\n"
                       "#ifndef EDM_DYNAMIC_SHARED\n"
                       "#define EDM_DYNAMIC_SHARED(T, name) extern __shared__ T name[]\n"
                       "#endif\n"

@@ -146,18 +146,18 @@ void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int6
     sb_printf(b,
               "    const int lane_ = threadIdx.x %% 32, warp_ = threadIdx.x / 32;\n"
               "    const int wm_ = warp_ / 4, wn_ = warp_ %% 4, g_ = lane_ / 4, t4_ = lane_ %% 4;\n"
-              "    const long long m0 = (long long)blockIdx.y * %d, n0 = (long long)blockIdx.x * %d;\n",
+              "    const edm_ix m0 = (edm_ix)blockIdx.y * %d, n0 = (edm_ix)blockIdx.x * %d;\n",
               t.bm, t.bn);
     if (split) { /* this block's k tiles: [kt0_, kt0_ + nk_) */
         long long per = (long long)tiles_per_split(nkt, t.splits);
         sb_printf(b,
-                  "    const long long kt0_ = (long long)blockIdx.z * %lldLL;\n"
-                  "    const long long nk_ = %lldLL - kt0_ < %lldLL ? %lldLL - kt0_ : %lldLL;\n"
-                  "    {\n        const long long z = 0;\n",
+                  "    const edm_ix kt0_ = (edm_ix)blockIdx.z * %lld_ix;\n"
+                  "    const edm_ix nk_ = %lld_ix - kt0_ < %lld_ix ? %lld_ix - kt0_ : %lld_ix;\n"
+                  "    {\n        const edm_ix z = 0;\n",
                   per, nkt, per, nkt, per);
     } else {
-        sb_printf(b, "    const long long kt0_ = 0, nk_ = %lldLL;\n"
-                     "    for (long long z = blockIdx.z; z < %lldLL; z += gridDim.z) {\n",
+        sb_printf(b, "    const edm_ix kt0_ = 0, nk_ = %lld_ix;\n"
+                     "    for (edm_ix z = blockIdx.z; z < %lld_ix; z += gridDim.z) {\n",
                   nkt, (long long)gb);
     }
     sb_printf(b,
@@ -169,18 +169,18 @@ void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int6
               "        unsigned ra[%d], rb[%d];\n"
               /* step it reads k tile kt0_ + it into registers, multiplies the
                * previous one from its stage, then stores the new one into the other */
-              "        for (long long it = 0; it <= nk_; it++) {\n"
+              "        for (edm_ix it = 0; it <= nk_; it++) {\n"
               "            if (it < nk_) {\n"
-              "                const long long k0 = (kt0_ + it) * 32;\n",
+              "                const edm_ix k0 = (kt0_ + it) * 32;\n",
               mt, nt, mt, nt, t.bm / 16, t.bn / 16);
     sb_printf(b,
               "                for (int e = 0; e < %d; e++) {\n"
               "                    const int q = threadIdx.x + 256 * e, mm = q / 16, kp = q %% 16;\n"
-              "                    const long long m = m0 + mm, k = k0 + 2 * kp;\n"
+              "                    const edm_ix m = m0 + mm, k = k0 + 2 * kp;\n"
               "                    float lo = 0.0f, hi = 0.0f;\n"
-              "                    if (m < %lldLL) {\n"
-              "                        if (k < %lldLL)\n                            lo = KNAME_A(a, b, z, m, k);\n"
-              "                        if (k + 1 < %lldLL)\n                            hi = KNAME_A(a, b, z, m, k + 1);\n"
+              "                    if (m < %lld_ix) {\n"
+              "                        if (k < %lld_ix)\n                            lo = KNAME_A(a, b, z, m, k);\n"
+              "                        if (k + 1 < %lld_ix)\n                            hi = KNAME_A(a, b, z, m, k + 1);\n"
               "                    }\n"
               "                    ra[e] = edm_mma_pack_%s(lo, hi);\n"
               "                }\n",
@@ -188,11 +188,11 @@ void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int6
     sb_printf(b,
               "                for (int e = 0; e < %d; e++) {\n"
               "                    const int q = threadIdx.x + 256 * e, nn = q %% %d, kp = q / %d;\n"
-              "                    const long long n = n0 + nn, k = k0 + 2 * kp;\n"
+              "                    const edm_ix n = n0 + nn, k = k0 + 2 * kp;\n"
               "                    float lo = 0.0f, hi = 0.0f;\n"
-              "                    if (n < %lldLL) {\n"
-              "                        if (k < %lldLL)\n                            lo = KNAME_B(a, b, z, k, n);\n"
-              "                        if (k + 1 < %lldLL)\n                            hi = KNAME_B(a, b, z, k + 1, n);\n"
+              "                    if (n < %lld_ix) {\n"
+              "                        if (k < %lld_ix)\n                            lo = KNAME_B(a, b, z, k, n);\n"
+              "                        if (k + 1 < %lld_ix)\n                            hi = KNAME_B(a, b, z, k + 1, n);\n"
               "                    }\n"
               "                    rb[e] = edm_mma_pack_%s(lo, hi);\n"
               "                }\n"
@@ -240,14 +240,14 @@ void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int6
         sb_printf(b,
                   "        for (int i = 0; i < %d; i++)\n"
                   "            for (int j = 0; j < %d; j++) {\n"
-                  "                const long long m = m0 + wm_ * %d + i * 16 + g_, n = n0 + wn_ * %d + j * 8 + 2 * t4_;\n"
-                  "                if (m < %lldLL) {\n"
-                  "                    if (n < %lldLL)\n                        KNAME_C(y, z, m, n, acc[i][j][0]);\n"
-                  "                    if (n + 1 < %lldLL)\n                        KNAME_C(y, z, m, n + 1, acc[i][j][1]);\n"
+                  "                const edm_ix m = m0 + wm_ * %d + i * 16 + g_, n = n0 + wn_ * %d + j * 8 + 2 * t4_;\n"
+                  "                if (m < %lld_ix) {\n"
+                  "                    if (n < %lld_ix)\n                        KNAME_C(y, z, m, n, acc[i][j][0]);\n"
+                  "                    if (n + 1 < %lld_ix)\n                        KNAME_C(y, z, m, n + 1, acc[i][j][1]);\n"
                   "                }\n"
-                  "                if (m + 8 < %lldLL) {\n"
-                  "                    if (n < %lldLL)\n                        KNAME_C(y, z, m + 8, n, acc[i][j][2]);\n"
-                  "                    if (n + 1 < %lldLL)\n                        KNAME_C(y, z, m + 8, n + 1, acc[i][j][3]);\n"
+                  "                if (m + 8 < %lld_ix) {\n"
+                  "                    if (n < %lld_ix)\n                        KNAME_C(y, z, m + 8, n, acc[i][j][2]);\n"
+                  "                    if (n + 1 < %lld_ix)\n                        KNAME_C(y, z, m + 8, n + 1, acc[i][j][3]);\n"
                   "                }\n"
                   "            }\n"
                   "    }\n}\n",
@@ -257,7 +257,7 @@ void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int6
     }
     /* split-K: the partial tile out, the last block of the tile sums them in split order */
     sb_printf(b,
-              "        const long long tile_ = (long long)blockIdx.y * gridDim.x + blockIdx.x;\n"
+              "        const edm_ix tile_ = (edm_ix)blockIdx.y * gridDim.x + blockIdx.x;\n"
               "        float *part_ = edm_splitk_ws + (tile_ * %d + blockIdx.z) * %dLL;\n"
               "        for (int i = 0; i < %d; i++)\n"
               "            for (int j = 0; j < %d; j++) {\n"
@@ -276,10 +276,10 @@ void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int6
     sb_printf(b,
               "        if (last_) {\n"
               "            __threadfence();\n"
-              "            const volatile float *all_ = edm_splitk_ws + tile_ * %lldLL;\n"
+              "            const volatile float *all_ = edm_splitk_ws + (long long)tile_ * %lldLL;\n"
               "            for (int e = threadIdx.x; e < %d; e += 256) {\n"
-              "                const long long m = m0 + e / %d, n = n0 + e %% %d;\n"
-              "                if (m < %lldLL && n < %lldLL) {\n"
+              "                const edm_ix m = m0 + e / %d, n = n0 + e %% %d;\n"
+              "                if (m < %lld_ix && n < %lld_ix) {\n"
               "                    float v = 0.0f;\n"
               "                    for (int s = 0; s < %d; s++)\n"
               "                        v += all_[s * %d + e];\n"

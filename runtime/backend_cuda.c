@@ -773,6 +773,13 @@ static int generate(edm_cuda_exec *x, edm_status *st)
     if (tile && tile[0] && edm_mma_parse_tile(tile, &co.mma_tile) != 0)
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
                         "EDMC_MMA_TILE=%s: expected BMxBN or BMxBN/SPLITS, BM and BN 64 or 128", tile);
+    /* the kernels' index arithmetic forced to 64 bits (tests: the path of values over 2^30 elements) */
+    const char *bits = getenv("EDMC_INDEX_BITS");
+    if (bits && bits[0]) {
+        if (strcmp(bits, "64") != 0)
+            return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "EDMC_INDEX_BITS=%s: expected 64 (or unset)", bits);
+        co.index_bits = 64;
+    }
     int rc = x->opt.fuse ? build_plan(x, &co, st) : edm_cuda_codegen(x->user_g, &co, &x->code, st);
     if (rc == 0 && !x->opt.fuse)
         rc = node_values(x, st);

@@ -76,9 +76,9 @@ host_check cvt_check conversions 3
 host_check mma_check "tensor cores" 2
 
 # --- (a) op by op: one line per configuration
-# ops_case DESC PRECISION GEMM FILTER
+# ops_case DESC PRECISION GEMM FILTER [VAR=VALUE]
 ops_case() {
-    env EDMC_TEST_DEVICE=cuda EDMC_TEST_PRECISION="$2" EDMC_TEST_GEMM="$3" ${4:+EDMC_TEST_FILTER="$4"} \
+    env EDMC_TEST_DEVICE=cuda EDMC_TEST_PRECISION="$2" EDMC_TEST_GEMM="$3" ${4:+EDMC_TEST_FILTER="$4"} ${5:+"$5"} \
         "$ops" >"$tmp/ops.out" 2>&1
     status=$?
     n=$(grep -c "^ok " "$tmp/ops.out")
@@ -97,6 +97,9 @@ ops_case "ops on the emulator, fp16, generated GEMMs (tensor-core)" fp16 generat
 ops_case "ops on the emulator, fp32, fused plans" fp32 fused ""
 ops_case "ops on the emulator, fp16, fused plans (tensor-core contractions)" fp16 fused ""
 ops_case "ops on the emulator, bf16, fused plans (tensor-core contractions)" bf16 fused ""
+# the 64-bit index arithmetic of values over 2^30 elements, forced on the same cases
+ops_case "ops on the emulator, fp16, fused plans, 64-bit indices" fp16 fused "" EDMC_INDEX_BITS=64
+ops_case "ops on the emulator, fp32, generated GEMMs, 64-bit indices" fp32 generated "" EDMC_INDEX_BITS=64
 
 # every tensor-core tile shape, split-K with uneven ranges, edge tiles (the op cases are far
 # smaller than a tile): the contractions' cases with the tile forced (EDMC_MMA_TILE)

@@ -323,6 +323,67 @@ static void test_dtype_rule(void **state)
 }
 
 
+/* The kernels' index arithmetic is 32-bit while every value has at most 2^30
+ * elements, 64-bit past that or when forced; the kernels whose sizes come
+ * from the host (casts, optimizer; also the library path's im2col) loop in
+ * 64 bits either way, and no literal of a 32-bit module
+ * keeps a 64-bit suffix outside split-K's workspace offsets. */
+static void test_index_bits(void **state)
+{
+    (void)state;
+    edm_program prog = load("edm2-tiny.edm", 1);
+    const edm_graph *g = prog.graph;
+    int64_t largest = 0;
+    for (int id = 0; id < edm_graph_count(g); id++) {
+        const edm_shape *s = &edm_graph_node(g, id)->shape;
+        int64_t n = 1;
+        for (int d = 1; d < s->rank; d++)
+            n *= s->dim[d];
+        if (s->rank > 0 && s->dim[0] == EDM_DIM_BATCH && n > largest)
+            largest = n; /* per sample */
+    }
+    /* the largest value: 2^30 elements or just over (no value without the batch dimension is near) */
+    int64_t fits = ((int64_t)1 << 30) / largest, over = fits + 1;
+    struct {
+        int64_t batch;
+        int force64;
+        const char *want;
+    } cases[] = {{2, 0, "typedef int edm_ix;"}, {fits, 0, "typedef int edm_ix;"},
+                 {over, 0, "typedef long long edm_ix;"}, {2, 1, "typedef long long edm_ix;"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        edm_cuda_options opt = {.storage = EDM_F16, .batch = cases[i].batch, .training = 1, .optimizer = 1,
+                                .tensor_cores = 1, .index_bits = cases[i].force64 ? 64 : 0};
+        edm_cuda_module m = codegen_checked(g, &opt);
+        assert_non_null(strstr(m.source, cases[i].want));
+        assert_non_null(strstr(m.source, "EDM_LOOP64(n)"));          /* casts, optimizer */
+        if (strstr(cases[i].want, "int")) {
+            size_t suffixed = 0;
+            for (const char *p = m.source; (p = strstr(p, "LL")) != NULL; p += 2) {
+                const char *line = p;
+                while (line > m.source && line[-1] != '\n')
+                    line--;
+                const char *end = strchr(p, '\n');
+                size_t len = end ? (size_t)(end - line) : strlen(line);
+                char text[512];
+                snprintf(text, sizeof text, "%.*s", (int)len, line);
+                if (p[-1] >= '0' && p[-1] <= '9' && !strstr(text, "edm_splitk_ws") && !strstr(text, "0x")) {
+                    print_error("a 64-bit literal in a 32-bit module: %s\n", text);
+                    suffixed++;
+                }
+            }
+            assert_true(suffixed == 0);
+        }
+        edm_cuda_module_free(&m);
+    }
+    edm_cuda_options bad = {.storage = EDM_F16, .batch = 2, .index_bits = 32};
+    edm_cuda_module m;
+    edm_status st;
+    edm_status_init(&st);
+    assert_int_not_equal(edm_cuda_codegen(g, &bad, &m, &st), 0);
+    assert_non_null(strstr(st.msg, "index bits 32"));
+    edm_program_free(&prog);
+}
+
 /* The text of the __global__ function name (up to the next one). */
 static const char *function_text(const char *src, const char *name, size_t *len)
 {
@@ -347,7 +408,11 @@ static void test_kernel_signatures(void **state)
     const edm_graph *g = prog.graph;
     edm_cuda_options opt = {.storage = EDM_F16, .batch = 2, .training = 1, .gemm_library = 1};
     edm_cuda_module m = codegen_checked(g, &opt);
-    assert_null(strstr(m.source, "typedef")); /* no single T any more */
+    /* no single T any more: the one typedef is the index type's */
+    const char *td = strstr(m.source, "typedef");
+    assert_non_null(td);
+    assert_int_equal(strncmp(td, "typedef int edm_ix;", 19), 0);
+    assert_null(strstr(td + 1, "typedef"));
     assert_null(strstr(m.source, " T *"));
     int f32_to_f16 = 0, f16_to_f32 = 0, dropouts = 0, helpers = 0;
     for (int i = 0; i < m.nlaunch; i++) {
@@ -366,10 +431,10 @@ static void test_kernel_signatures(void **state)
         f16_to_f32 += ty == EDM_F32 && n->ninputs > 0 && ta == EDM_F16;
         if (n->op == EDM_OP_CONV2D || n->op == EDM_OP_MATMUL || n->op == EDM_OP_CONV2D_BWD_DATA ||
             n->op == EDM_OP_CONV2D_BWD_WEIGHT) {
-            snprintf(want, sizeof want, "float %s_A(const %s *a, const %s *b, long long z", L->kernel,
+            snprintf(want, sizeof want, "float %s_A(const %s *a, const %s *b, edm_ix z", L->kernel,
                      device_type(ta), device_type(tb));
             assert_non_null(strstr(m.source, want));
-            snprintf(want, sizeof want, "void %s_C(%s *y, long long z", L->kernel, device_type(ty));
+            snprintf(want, sizeof want, "void %s_C(%s *y, edm_ix z", L->kernel, device_type(ty));
             assert_non_null(strstr(m.source, want));
         }
         if (L->im2col[0]) { /* col has x's type */
@@ -1005,6 +1070,7 @@ int main(void)
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_deterministic);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_dtype_rule);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_kernel_signatures);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_index_bits);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_fixed_kernels);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_gemm_descriptors);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_mma_tiles);
