@@ -92,6 +92,24 @@ then
 else
     tap_not_ok "info --device=cuda --json" "$(head -c 300 "$tmp/cu-all.json")"
 fi
+# img512-s's training step at batch 128, fp16, within 0.6x of the reference's measured 31.4 GiB: the arena,
+# parameters and inputs, Adam's m and v, two EMAs, and split-K's workspace at its bound (64 MiB)
+"$edmc" info "$srcdir/models/edm2-img512-s.edm" --device=cuda --batch=128 --json >"$tmp/cu-s.json" 2>&1
+if ! command -v python3 >/dev/null 2>&1; then
+    tap_ok "info img512-s --device=cuda: training memory # SKIP no python3 to read the JSON"
+elif total=$(python3 - "$tmp/cu-s.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))["cuda_memory"]
+total = c["arena_bytes_train"] + c["leaf_bytes_train"] + c["optimizer_bytes"] + 2 * c["ema_bytes_each"] + 64 * 2**20
+assert c["batch"] == 128 and c["storage"] == "f16", c
+print("%.2f GiB, %.3fx" % (total / 2**30, total / (31.4 * 2**30)))
+assert total <= 0.6 * 31.4 * 2**30, total / 2**30
+PY
+); then
+    tap_ok "info img512-s --device=cuda: the training step at batch 128 plans $total of the reference's memory"
+else
+    tap_not_ok "info img512-s --device=cuda: training memory over 0.6x the reference's" "$(head -c 300 "$tmp/cu-s.json")"
+fi
 "$edmc" info "$tiny" --device=cuda --batch=16 >"$tmp/cu.txt" 2>&1
 if grep -q "CUDA memory     batch 16, f16 storage: forward .* GiB arena" "$tmp/cu.txt" && grep -q "per EMA" "$tmp/cu.txt"; then
     tap_ok "info --device=cuda: the memory line"
