@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include "codegen/cuda_codegen.h"
+#include "codegen/cuda_attention_mma.h"
 #include "codegen/cuda_gemm_mma.h"
 #include "codegen/text.h"
 
@@ -451,16 +452,34 @@ static void gen_softmax(node_ctx *c, sbuf *b)
     launch_1d(c->L, outer * inner);
 }
 
+static int in_network(const char *scope, const char *net);
+
 /* Attention (the attn fusion rule; only inside a fused plan's step, whose
- * third operand reader replaces ld(c3, ..)): one thread per (block, query),
- * the query's column in registers, one pass over the keys with the softmax
- * kept online (running max, rescaled sums), so no score is stored. */
+ * third operand reader replaces ld(c3, ..)): on tensor cores, a block of 64
+ * queries of one head (cuda_attention_mma.h); else one thread per (block,
+ * query), the query's column in registers, one pass over the keys with the
+ * softmax kept online (running max, rescaled sums), so no score is stored. */
 static void gen_attention(node_ctx *c, sbuf *b)
 {
     int r = c->y.rank;
     bshape k = bind(&edm_graph_node(c->g, c->n->input[1])->shape, c->opt->batch);
     long long outer = (long long)prod(&c->y, 0, r - 2), d = (long long)c->a.dim[r - 2], tq = (long long)c->a.dim[r - 1],
               tk = (long long)k.dim[r - 1], dv = (long long)c->y.dim[r - 2];
+    if (c->opt->tensor_cores && c->opt->storage != EDM_F32 && in_network(c->n->scope, c->opt->network_scope) &&
+        edm_mma_attention_fits(d, dv)) { /* tensor cores (cuda_attention_mma.h) */
+        sbuf shared = {0};
+        edm_mma_emit_attention_shared(&shared, d, dv);
+        emit_head(c, b, shared.p ? shared.p : "");
+        b->oom |= shared.oom;
+        free(shared.p);
+        edm_mma_emit_attention(b, c->opt->storage, outer, d, tq, tk, dv);
+        c->L->grid[0] = (unsigned)((tq + EDM_ATTN_QUERIES - 1) / EDM_ATTN_QUERIES);
+        c->L->grid[1] = outer > 65535 ? 65535u : (unsigned)outer;
+        c->L->grid[2] = 1;
+        c->L->block[0] = EDM_ATTN_THREADS;
+        c->L->block[1] = c->L->block[2] = 1;
+        return;
+    }
     emit_head(c, b, "");
     sb_printf(b,
               "    EDM_LOOP(%lld_ix) {\n"

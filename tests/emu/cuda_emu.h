@@ -310,6 +310,30 @@ static inline void edm_emu_mma(float *d, const unsigned *a, const unsigned *b, i
     }
 }
 
+/* __shfl_xor_sync on floats (the attention kernel's row maxima and sums):
+ * warp-collective like mma.sync, by the same staging: each lane leaves its
+ * value, waits at the block's barrier, and reads its partner's, the lane of
+ * its warp at (its lane) xor lane_mask.  The mask must name the whole warp. */
+struct edm_emu_shfl_state {
+    float stage[2][EDM_EMU_MAX_THREADS];
+    unsigned char parity[EDM_EMU_MAX_THREADS];
+};
+static edm_emu_shfl_state edm_emu_shfl_regs;
+
+static inline float __shfl_xor_sync(unsigned mask, float v, int lane_mask)
+{
+    if (!edm_emu.fibers || mask != 0xffffffffu) {
+        edm_emu_fail(!edm_emu.fibers ? "__shfl_xor_sync in a kernel the emulator classified as barrier-free"
+                                     : "__shfl_xor_sync with a partial mask (the emulator runs whole warps)");
+        return v;
+    }
+    const int me = edm_emu.current, p = edm_emu_shfl_regs.parity[me];
+    edm_emu_shfl_regs.parity[me] = (unsigned char)(p ^ 1);
+    edm_emu_shfl_regs.stage[p][me] = v;
+    __syncthreads();
+    return edm_emu_shfl_regs.stage[p][(me & ~31) | ((me & 31) ^ (lane_mask & 31))];
+}
+
 static inline void edm_mma_f16(float *d, const unsigned *a, const unsigned *b) { edm_emu_mma(d, a, b, 0); }
 static inline void edm_mma_bf16(float *d, const unsigned *a, const unsigned *b) { edm_emu_mma(d, a, b, 1); }
 

@@ -371,6 +371,9 @@ static const op_case cases[] = {
     C3_ATTN("[N,2,8,16] heads", IN(D_NORMAL, 2, 8, 16), IN(D_NORMAL, 2, 8, 16), IN(D_NORMAL, 2, 8, 16)),
     C3_ATTN("5 queries, 9 keys, v 3 wide", IN(D_NORMAL, 1, 4, 5), IN(D_WIDE, 1, 4, 9), IN(D_NORMAL, 1, 3, 9)),
     C3_ATTN("300 keys", IN(D_NORMAL, 1, 4, 260), IN(D_NORMAL, 1, 4, 300), IN(D_NORMAL, 1, 2, 300)),
+    /* EDM2's head size (64): every k step and output tile of the tensor-core kernel, 2 query and 3 key tiles */
+    C3_ATTN("d 64, 70 queries, 130 keys", IN(D_NORMAL, 2, 64, 70), IN(D_NORMAL, 2, 64, 130), IN(D_NORMAL, 2, 64, 130)),
+    C3_ATTN("d 72 (padded to 80), v 24 wide", IN(D_NORMAL, 1, 72, 33), IN(D_NORMAL, 1, 72, 65), IN(D_NORMAL, 1, 24, 65)),
     C1(AVGPOOL2, "[N,2,4,6]", T(AVGPOOL2), IN(D_NORMAL, 2, 4, 6)),
     C1(AVGPOOL2, "[N,3,8,8]", T(AVGPOOL2), IN(D_NORMAL, 3, 8, 8)),
     C1(AVGPOOL2, "param [2,3,4,4]", T(AVGPOOL2), PAR(D_NORMAL, 2, 3, 4, 4)),
