@@ -95,15 +95,20 @@ static void compile_plan(const char *model, int training, edm_dtype storage, uns
     assert_int_equal(rc, 0);
     /* one kernel per group: what the executor launches */
     assert_int_equal(m.ngroups, edm_plan_kernels(p));
+    /* 256 threads a block; 128 for attention on tensor cores (64 queries, 4 warps) */
     for (int gi = 0; gi < m.ngroups; gi++) {
         if (!in_cubin(&cubin, m.group[gi].kernel))
             print_error("%s not in the cubin\n", m.group[gi].kernel);
         assert_true(in_cubin(&cubin, m.group[gi].kernel));
-        assert_true(m.group[gi].grid[0] >= 1 && m.group[gi].block[0] == 256);
+        const edm_plan_step *s0 = &p->steps[m.group[gi].first_step];
+        int attn = s0->core >= 0 && edm_graph_node(p->g, s0->core)->op == EDM_OP_ATTENTION;
+        assert_true(m.group[gi].grid[0] >= 1 && m.group[gi].block[0] == (attn && storage != EDM_F32 ? 128u : 256u));
     }
-    int prologues = 0, epilogues = 0;
+    int prologues = 0, epilogues = 0, attention_tc = 0;
     for (int s = 0; s < m.nlaunch; s++) {
-        assert_true(m.launch[s].grid[0] >= 1 && m.launch[s].block[0] == 256);
+        int attn = p->steps[s].core >= 0 && edm_graph_node(p->g, p->steps[s].core)->op == EDM_OP_ATTENTION;
+        attention_tc += attn && m.launch[s].block[0] == 128;
+        assert_true(m.launch[s].grid[0] >= 1 && m.launch[s].block[0] == (attn && storage != EDM_F32 ? 128u : 256u));
         for (int k = 0; k < p->steps[s].nmembers; k++) {
             prologues += p->steps[s].members[k].role == EDM_ROLE_PROLOGUE;
             epilogues += p->steps[s].members[k].role == EDM_ROLE_EPILOGUE && p->steps[s].core >= 0;
@@ -116,7 +121,7 @@ static void compile_plan(const char *model, int training, edm_dtype storage, uns
     /* the contractions on tensor cores (f16/bf16), split-K for the weight gradients of training */
     int mma = 0, splitk = 0;
     for (const char *q = m.source; (q = strstr(q, "edm_mma_" )) != NULL; q++)
-        mma += strncmp(q, "edm_mma_f16(acc", 15) == 0 || strncmp(q, "edm_mma_bf16(acc", 16) == 0;
+        mma += strncmp(q, "edm_mma_f16(acc[i]", 18) == 0 || strncmp(q, "edm_mma_bf16(acc[i]", 19) == 0;
     for (const char *q = m.source; (q = strstr(q, "atomicAdd(&edm_splitk_count[tile_]")) != NULL; q++)
         splitk++;
     if (storage != EDM_F32)
@@ -125,10 +130,13 @@ static void compile_plan(const char *model, int training, edm_dtype storage, uns
         assert_int_equal(mma, 0);
     if (storage != EDM_F32 && training && fuse != EDM_FUSE_NONE)
         assert_true(splitk > 0);
+    if (storage != EDM_F32 && !training && (fuse & EDM_FUSE_ATTN)) /* the forward's attention steps */
+        assert_true(attention_tc > 0);
     print_message("# %s %s %s: %d steps (%d kernels in the plan), %d prologue and %d epilogue members, "
-                  "%d tensor-core contractions (%d split-K), %zu KiB source, %zu KiB cubin, NVRTC %.1f s\n",
+                  "%d tensor-core contractions (%d split-K), %d attention steps on tensor cores, %zu KiB source, "
+                  "%zu KiB cubin, NVRTC %.1f s\n",
                   model, training ? "train" : "forward", edm_dtype_name(storage), p->nsteps, edm_plan_kernels(p),
-                  prologues, epilogues, mma, splitk, m.len / 1024, cubin.size / 1024, cubin.seconds);
+                  prologues, epilogues, mma, splitk, attention_tc, m.len / 1024, cubin.size / 1024, cubin.seconds);
     edm_cubin_free(&cubin);
     edm_cuda_plan_module_free(&m);
     edm_plan_free(p);
