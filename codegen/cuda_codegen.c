@@ -213,6 +213,16 @@ static void emit_head(const node_ctx *c, sbuf *b, const char *extra)
               BLOCK, ctype(c->ty), ctype(c->ta), ctype(c->tb), extra);
 }
 
+/* emit_head with a tensor-core kernel's shared-memory declarations, which
+ * it consumes (their allocation failure carries over into b). */
+static void emit_head_shared(const node_ctx *c, sbuf *b, sbuf *shared)
+{
+    emit_head(c, b, shared->p ? shared->p : "");
+    b->oom |= shared->oom;
+    free(shared->p);
+    *shared = (sbuf){0};
+}
+
 /* The elementwise math of compiler/ew_math.h as CUDA C text (the names
  * expanded before stringifying), in x (unary; clamp also reads lo and hi,
  * declared by unary_bounds) or u, v (binary). */
@@ -452,8 +462,6 @@ static void gen_softmax(node_ctx *c, sbuf *b)
     launch_1d(c->L, outer * inner);
 }
 
-static int in_network(const char *scope, const char *net);
-
 /* Attention (the attn fusion rule; only inside a fused plan's step, whose
  * third operand reader replaces ld(c3, ..)): on tensor cores, a block of 64
  * queries of one head (cuda_attention_mma.h); else one thread per (block,
@@ -465,14 +473,11 @@ static void gen_attention(node_ctx *c, sbuf *b)
     bshape k = bind(&edm_graph_node(c->g, c->n->input[1])->shape, c->opt->batch);
     long long outer = (long long)prod(&c->y, 0, r - 2), d = (long long)c->a.dim[r - 2], tq = (long long)c->a.dim[r - 1],
               tk = (long long)k.dim[r - 1], dv = (long long)c->y.dim[r - 2];
-    if (c->opt->tensor_cores && c->opt->storage != EDM_F32 && in_network(c->n->scope, c->opt->network_scope) &&
-        edm_mma_attention_fits(d, dv)) { /* tensor cores (cuda_attention_mma.h) */
+    if (c->mma != EDM_F32 && edm_mma_attention_fits(d, dv)) { /* tensor cores (cuda_attention_mma.h) */
         sbuf shared = {0};
         edm_mma_emit_attention_shared(&shared, d, dv);
-        emit_head(c, b, shared.p ? shared.p : "");
-        b->oom |= shared.oom;
-        free(shared.p);
-        edm_mma_emit_attention(b, c->opt->storage, outer, d, tq, tk, dv);
+        emit_head_shared(c, b, &shared);
+        edm_mma_emit_attention(b, c->mma, outer, d, tq, tk, dv);
         c->L->grid[0] = (unsigned)((tq + EDM_ATTN_QUERIES - 1) / EDM_ATTN_QUERIES);
         c->L->grid[1] = outer > 65535 ? 65535u : (unsigned)outer;
         c->L->grid[2] = 1;
@@ -599,9 +604,7 @@ static void emit_gemm(const node_ctx *c, sbuf *b, int64_t gm, int64_t gn, int64_
             c->ws->counts = counts;
         sbuf shared = {0};
         edm_mma_emit_shared(&shared, t);
-        emit_head(c, b, shared.p ? shared.p : "");
-        b->oom |= shared.oom;
-        free(shared.p);
+        emit_head_shared(c, b, &shared);
         edm_mma_emit_body(b, t, c->mma, gm, gn, gk, gb);
         L->grid[0] = (unsigned)((gn + t.bn - 1) / t.bn);
         L->grid[1] = (unsigned)((gm + t.bm - 1) / t.bm);
@@ -1182,13 +1185,14 @@ static int in_network(const char *scope, const char *net)
     return strncmp(scope, net, k) == 0 && (scope[k] == '\0' || scope[k] == '.');
 }
 
-/* The tensor-core operand type of a contraction: the network's storage
- * type (f16 or bf16) for a contraction of the network when the options ask
- * for tensor cores; else f32, the CUDA-core body. */
+/* The tensor-core operand type of a contraction (attention included): the
+ * network's storage type (f16 or bf16) for a contraction of the network when
+ * the options ask for tensor cores; else f32, the CUDA-core body. */
 static edm_dtype contraction_mma(const edm_cuda_options *opt, const edm_node *n)
 {
     switch (n->op) {
-    case EDM_OP_CONV2D: case EDM_OP_CONV2D_BWD_DATA: case EDM_OP_CONV2D_BWD_WEIGHT: case EDM_OP_MATMUL: break;
+    case EDM_OP_CONV2D: case EDM_OP_CONV2D_BWD_DATA: case EDM_OP_CONV2D_BWD_WEIGHT: case EDM_OP_MATMUL:
+    case EDM_OP_ATTENTION: break;
     default: return EDM_F32;
     }
     if (!opt->tensor_cores || opt->storage == EDM_F32 || !in_network(n->scope, opt->network_scope))
