@@ -62,6 +62,11 @@ static bshape bind(const edm_shape *s, int64_t batch)
     return b;
 }
 
+static int same_dims(const bshape *a, const bshape *b)
+{
+    return a->rank == b->rank && memcmp(a->dim, b->dim, sizeof a->dim[0] * (size_t)a->rank) == 0;
+}
+
 static void strides_of(const bshape *s, int64_t *stride)
 {
     int64_t acc = 1;
@@ -160,6 +165,23 @@ static void emit_index(sbuf *b, const index_plan *p, int nops, const char *const
                 sb_printf(b, "            %s += q_ * %lld_ix;\n", vars[k], (long long)p->s[k][d]);
     }
     sb_puts(b, "        }\n");
+}
+
+/* Emits `const edm_ix var = …;`: the offset in a (broadcast to y, numpy's
+ * right-aligned rule) of the element of y at coordinates d0_, d1_, ….  One
+ * multiply-add a dimension a does not broadcast along, no division: a
+ * coordinate that several loads share is then one expression to the compiler. */
+static void emit_index_at(sbuf *b, const bshape *y, const bshape *a, const char *var)
+{
+    int64_t stra[EDM_MAX_RANK];
+    strides_of(a, stra);
+    sb_printf(b, "        const edm_ix %s = 0", var);
+    for (int i = 0; i < y->rank; i++) {
+        int ia = a->rank - y->rank + i;
+        if (ia >= 0 && a->dim[ia] != 1)
+            sb_printf(b, " + d%d_ * %lld_ix", i, (long long)stra[ia]);
+    }
+    sb_puts(b, ";\n");
 }
 
 /* ------------------------------------------------------------------ kernels */
@@ -586,8 +608,9 @@ static conv_geom conv_of(const node_ctx *c)
 static int conv_direct(const conv_geom *p) { return p->k == 1 && p->stride == 1 && p->pad == 0; }
 
 /* The tiled GEMM body: C[z] (GM×GN) = Σ_k A(z,m,k)·B(z,k,n), with the
- * accessors KNAME_A, KNAME_B, KNAME_C emitted before it. */
-static void emit_gemm(const node_ctx *c, sbuf *b, int64_t gm, int64_t gn, int64_t gk, int64_t gb)
+ * accessors KNAME_A, KNAME_B, KNAME_C emitted before it; kgroup > 0 (tensor
+ * cores only): A and B take k as (kq, kr), cuda_gemm_mma.h. */
+static void emit_gemm(const node_ctx *c, sbuf *b, int64_t gm, int64_t gn, int64_t gk, int64_t gb, int64_t kgroup)
 {
     edm_cuda_launch *L = c->L;
     if (c->mma != EDM_F32) { /* tensor cores (cuda_gemm_mma.h) */
@@ -605,7 +628,7 @@ static void emit_gemm(const node_ctx *c, sbuf *b, int64_t gm, int64_t gn, int64_
         sbuf shared = {0};
         edm_mma_emit_shared(&shared, t);
         emit_head_shared(c, b, &shared);
-        edm_mma_emit_body(b, t, c->mma, gm, gn, gk, gb);
+        edm_mma_emit_body(b, t, c->mma, gm, gn, gk, gb, kgroup);
         L->grid[0] = (unsigned)((gn + t.bn - 1) / t.bn);
         L->grid[1] = (unsigned)((gm + t.bm - 1) / t.bm);
         L->grid[2] = t.splits > 1 ? (unsigned)t.splits : gb > 65535 ? 65535u : (unsigned)gb;
@@ -659,8 +682,9 @@ static void emit_gemm(const node_ctx *c, sbuf *b, int64_t gm, int64_t gn, int64_
 }
 
 /* The head of a contraction's accessor: A(z, m, k) and B(z, k, n) read the
- * node's inputs, C(z, m, n, v) stores into its value. */
-static void emit_acc(const node_ctx *c, sbuf *b, char which)
+ * node's inputs (grouped: A(z, m, kq, kr) and B(z, kq, kr, n)), C(z, m, n, v)
+ * stores into its value. */
+static void emit_acc(const node_ctx *c, sbuf *b, char which, int grouped)
 {
     if (which == 'C')
         sb_printf(b,
@@ -670,7 +694,38 @@ static void emit_acc(const node_ctx *c, sbuf *b, char which)
     else
         sb_printf(b, "static __device__ __forceinline__ float KNAME_%c(const %s *a, const %s *b, edm_ix z, %s)\n",
                   which, ctype(c->ta), ctype(c->tb),
-                  which == 'A' ? "edm_ix m, edm_ix k" : "edm_ix k, edm_ix n");
+                  which == 'A' ? (grouped ? "edm_ix m, edm_ix kq, edm_ix kr" : "edm_ix m, edm_ix k")
+                               : (grouped ? "edm_ix kq, edm_ix kr, edm_ix n" : "edm_ix k, edm_ix n"));
+}
+
+/* The channels a tensor-core forward convolution of c input channels
+ * groups its k by (k = tap·c + channel: emit_gemm's kgroup), or 0 (k =
+ * channel·kh·kw + tap, as the library path's col buffer): grouped when the
+ * channels fill whole k tiles, so that a k tile holds one tap. */
+static int64_t conv_kgroup(edm_dtype mma, int64_t c) { return mma != EDM_F32 && c % EDM_MMA_BK == 0 ? c : 0; }
+
+/* The first line of a convolution's B accessor: channel `ch` and tap (ky,
+ * kx) of its k, as kq, kr (grouped) or one k (channel-major). */
+static void emit_conv_k(sbuf *b, const conv_geom *p, const char *ch, int grouped)
+{
+    long long k = p->k;
+    if (grouped)
+        sb_printf(b, "    const edm_ix %s = kr, ky = kq / %lld_ix, kx = kq %% %lld_ix;\n", ch, k, k);
+    else
+        sb_printf(b, "    const edm_ix %s = k / %lld_ix, r = k %% %lld_ix, ky = r / %lld_ix, kx = r %% %lld_ix;\n", ch, k * k,
+                  k * k, k, k);
+}
+
+/* How a convolution's B accessor reads its activation (x, or dy) at offset
+ * `at`: grouped, through ldq with the coordinates nb, `ch`, `y`, `x` (a fused
+ * prologue reads its per-pixel operands there: gen_step). */
+static void conv_load(char *out, size_t size, int grouped, const char *at, const char *ch, const char *y,
+                      const char *x)
+{
+    if (grouped)
+        snprintf(out, size, "ldq(a, %s, nb, %s, %s, %s)", at, ch, y, x);
+    else
+        snprintf(out, size, "ld(a, %s)", at);
 }
 
 static int gen_conv2d(node_ctx *c, sbuf *b, edm_status *st)
@@ -678,25 +733,31 @@ static int gen_conv2d(node_ctx *c, sbuf *b, edm_status *st)
     conv_geom p = conv_of(c);
     long long kk = (long long)p.k * p.k, ohw = (long long)p.oh * p.ow;
     int64_t gm = p.o, gn = p.n * p.oh * p.ow, gk = p.c * p.k * p.k;
-    emit_acc(c, b, 'A');
-    sb_printf(b, "{\n    return ld(b, m * %lld_ix + k);\n}\n", (long long)gk);
-    emit_acc(c, b, 'B');
+    int64_t kgroup = c->opt->gemm_library ? 0 : conv_kgroup(c->mma, p.c);
+    char at[160], load[256];
+    emit_acc(c, b, 'A', kgroup > 0);
+    if (kgroup > 0)
+        sb_printf(b, "{\n    return ld(b, m * %lld_ix + kr * %lld_ix + kq);\n}\n", (long long)gk, kk);
+    else
+        sb_printf(b, "{\n    return ld(b, m * %lld_ix + k);\n}\n", (long long)gk);
+    emit_acc(c, b, 'B', kgroup > 0);
+    sb_printf(b, "{\n    const edm_ix nb = n / %lld_ix, p = n %% %lld_ix, oy = p / %lld_ix, ox = p %% %lld_ix;\n", ohw, ohw,
+              (long long)p.ow, (long long)p.ow);
+    emit_conv_k(b, &p, "c", kgroup > 0);
+    snprintf(at, sizeof at, "((nb * %lld_ix + c) * %lld_ix + iy) * %lld_ix + ix", (long long)p.c, (long long)p.h,
+             (long long)p.w);
+    conv_load(load, sizeof load, kgroup > 0, at, "c", "iy", "ix");
     sb_printf(b,
-              "{\n"
-              "    const edm_ix nb = n / %lld_ix, p = n %% %lld_ix, oy = p / %lld_ix, ox = p %% %lld_ix;\n"
-              "    const edm_ix c = k / %lld_ix, r = k %% %lld_ix, ky = r / %lld_ix, kx = r %% %lld_ix;\n"
               "    const edm_ix iy = oy * %lld_ix - %lld_ix + ky, ix = ox * %lld_ix - %lld_ix + kx;\n"
-              "    return iy >= 0 && iy < %lld_ix && ix >= 0 && ix < %lld_ix ? ld(a, ((nb * %lld_ix + c) * %lld_ix + iy) * "
-              "%lld_ix + ix) : 0.0f;\n}\n",
-              ohw, ohw, (long long)p.ow, (long long)p.ow, kk, kk, (long long)p.k, (long long)p.k,
+              "    return iy >= 0 && iy < %lld_ix && ix >= 0 && ix < %lld_ix ? %s : 0.0f;\n}\n",
               (long long)p.stride, (long long)p.pad, (long long)p.stride, (long long)p.pad, (long long)p.h,
-              (long long)p.w, (long long)p.c, (long long)p.h, (long long)p.w);
-    emit_acc(c, b, 'C');
+              (long long)p.w, load);
+    emit_acc(c, b, 'C', 0);
     sb_printf(b, "{\n    st(y, (n / %lld_ix * %lld_ix + m) * %lld_ix + n %% %lld_ix, v);\n}\n", ohw, (long long)p.o,
               ohw, ohw);
     if (gm > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: conv2d with %lld output channels", (long long)gm);
-    emit_gemm(c, b, gm, gn, gk, 1);
+    emit_gemm(c, b, gm, gn, gk, 1, kgroup);
     if (c->opt->gemm_library) {
         /* y[n] (O×OHW) = w (O×CKK) · col[n] (CKK×OHW); col has x's type; direct: col[n] = x[n] */
         int direct = conv_direct(&p);
@@ -713,30 +774,37 @@ static int gen_conv2d_bwd_data(node_ctx *c, sbuf *b, edm_status *st)
     conv_geom p = conv_of(c);
     long long kk = (long long)p.k * p.k, hw = (long long)p.h * p.w;
     int64_t gm = p.c, gn = p.n * p.h * p.w, gk = p.o * p.k * p.k;
-    emit_acc(c, b, 'A');
+    int64_t kgroup = c->opt->gemm_library ? 0 : conv_kgroup(c->mma, p.o); /* k = tap·O + o, as the forward's */
+    char at[160], load[256];
+    emit_acc(c, b, 'A', kgroup > 0);
+    if (kgroup > 0)
+        sb_printf(b, "{\n    return ld(b, (kr * %lld_ix + m) * %lld_ix + kq);\n}\n", (long long)p.c, kk);
+    else
+        sb_printf(b,
+                  "{\n    const edm_ix o = k / %lld_ix, r = k %% %lld_ix;\n"
+                  "    return ld(b, (o * %lld_ix + m) * %lld_ix + r);\n}\n",
+                  kk, kk, (long long)p.c, kk);
+    emit_acc(c, b, 'B', kgroup > 0);
+    sb_puts(b, "{\n");
+    emit_conv_k(b, &p, "o", kgroup > 0);
+    snprintf(at, sizeof at, "((nb * %lld_ix + o) * %lld_ix + oy) * %lld_ix + ox", (long long)p.o, (long long)p.oh,
+             (long long)p.ow);
+    conv_load(load, sizeof load, kgroup > 0, at, "o", "oy", "ox");
     sb_printf(b,
-              "{\n    const edm_ix o = k / %lld_ix, r = k %% %lld_ix;\n"
-              "    return ld(b, (o * %lld_ix + m) * %lld_ix + r);\n}\n",
-              kk, kk, (long long)p.c, kk);
-    emit_acc(c, b, 'B');
-    sb_printf(b,
-              "{\n"
-              "    const edm_ix o = k / %lld_ix, r = k %% %lld_ix, ky = r / %lld_ix, kx = r %% %lld_ix;\n"
               "    const edm_ix nb = n / %lld_ix, q = n %% %lld_ix, iy = q / %lld_ix, ix = q %% %lld_ix;\n"
               "    const edm_ix ty = iy + %lld_ix - ky, tx = ix + %lld_ix - kx;\n"
               "    if (ty < 0 || tx < 0 || ty %% %lld_ix != 0 || tx %% %lld_ix != 0)\n        return 0.0f;\n"
               "    const edm_ix oy = ty / %lld_ix, ox = tx / %lld_ix;\n"
-              "    return oy < %lld_ix && ox < %lld_ix ? ld(a, ((nb * %lld_ix + o) * %lld_ix + oy) * %lld_ix + ox) : 0.0f;\n"
+              "    return oy < %lld_ix && ox < %lld_ix ? %s : 0.0f;\n"
               "}\n",
-              kk, kk, (long long)p.k, (long long)p.k, hw, hw, (long long)p.w, (long long)p.w, (long long)p.pad,
-              (long long)p.pad, (long long)p.stride, (long long)p.stride, (long long)p.stride, (long long)p.stride,
-              (long long)p.oh, (long long)p.ow, (long long)p.o, (long long)p.oh, (long long)p.ow);
-    emit_acc(c, b, 'C');
+              hw, hw, (long long)p.w, (long long)p.w, (long long)p.pad, (long long)p.pad, (long long)p.stride,
+              (long long)p.stride, (long long)p.stride, (long long)p.stride, (long long)p.oh, (long long)p.ow, load);
+    emit_acc(c, b, 'C', 0);
     sb_printf(b, "{\n    st(y, (n / %lld_ix * %lld_ix + m) * %lld_ix + n %% %lld_ix, v);\n}\n", hw, (long long)p.c,
               hw, hw);
     if (gm > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: conv2d with %lld input channels", (long long)gm);
-    emit_gemm(c, b, gm, gn, gk, 1);
+    emit_gemm(c, b, gm, gn, gk, 1, kgroup);
     if (c->opt->gemm_library) {
         /* col[n] (CKK×OHW) = wᵀ (CKK×O) · dy[n] (O×OHW), then col2im; col has dx's type;
          * direct: col[n] = dx[n] */
@@ -755,10 +823,10 @@ static int gen_conv2d_bwd_weight(node_ctx *c, sbuf *b, edm_status *st)
     conv_geom p = conv_of(c);
     long long kk = (long long)p.k * p.k, ohw = (long long)p.oh * p.ow;
     int64_t gm = p.o, gn = p.c * p.k * p.k, gk = p.n * p.oh * p.ow;
-    emit_acc(c, b, 'A');
+    emit_acc(c, b, 'A', 0);
     sb_printf(b, "{\n    return ld(b, (k / %lld_ix * %lld_ix + m) * %lld_ix + k %% %lld_ix);\n}\n", ohw,
               (long long)p.o, ohw, ohw);
-    emit_acc(c, b, 'B');
+    emit_acc(c, b, 'B', 0);
     sb_printf(b,
               "{\n"
               "    const edm_ix nb = k / %lld_ix, q = k %% %lld_ix, oy = q / %lld_ix, ox = q %% %lld_ix;\n"
@@ -769,11 +837,11 @@ static int gen_conv2d_bwd_weight(node_ctx *c, sbuf *b, edm_status *st)
               ohw, ohw, (long long)p.ow, (long long)p.ow, kk, kk, (long long)p.k, (long long)p.k,
               (long long)p.stride, (long long)p.pad, (long long)p.stride, (long long)p.pad, (long long)p.h,
               (long long)p.w, (long long)p.c, (long long)p.h, (long long)p.w);
-    emit_acc(c, b, 'C');
+    emit_acc(c, b, 'C', 0);
     sb_printf(b, "{\n    st(y, m * %lld_ix + n, v);\n}\n", (long long)gn);
     if (gm > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: conv2d with %lld output channels", (long long)gm);
-    emit_gemm(c, b, gm, gn, gk, 1);
+    emit_gemm(c, b, gm, gn, gk, 1, 0);
     if (c->opt->gemm_library) {
         /* dw (O×CKK) = Σ_n dy[n] (O×OHW) · col[n]ᵀ (OHW×CKK): one f32 C, accumulated over z;
          * col has x's type; direct: col[n] = x[n] */
@@ -826,18 +894,18 @@ static int gen_matmul(node_ctx *c, sbuf *b, edm_status *st)
     emit_index(&idx, &p, 2, vars, "z");
     if (idx.oom)
         return edm_nomem(st);
-    emit_acc(c, b, 'A');
+    emit_acc(c, b, 'A', 0);
     sb_printf(b, "{\n%s        (void)ob;\n        return ld(a, oa + %s);\n}\n", idx.p ? idx.p : "",
               ta ? "k * %GM% + m" : "m * %GK% + k");
-    emit_acc(c, b, 'B');
+    emit_acc(c, b, 'B', 0);
     sb_printf(b, "{\n%s        (void)oa;\n        return ld(b, ob + %s);\n}\n", idx.p ? idx.p : "",
               tb ? "n * %GK% + k" : "k * %GN% + n");
     free(idx.p);
-    emit_acc(c, b, 'C');
+    emit_acc(c, b, 'C', 0);
     sb_printf(b, "{\n    st(y, (z * %lld_ix + m) * %lld_ix + n, v);\n}\n", (long long)m, (long long)n);
     if (m > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: matmul with %lld rows", (long long)m);
-    emit_gemm(c, b, m, n, k, count);
+    emit_gemm(c, b, m, n, k, count, 0);
     if (c->opt->gemm_library && p.rank <= 1) {
         c->L->cublaslt = 1;
         c->L->gemm = (edm_cuda_gemm){.m = m, .n = n, .k = k, .trans_a = ta, .trans_b = tb, .count = count,
@@ -982,7 +1050,11 @@ static const char PREAMBLE_TYPES[] =
     "static __device__ __forceinline__ void st(h16 *p, long long i, float v) { p[i].x = edm_cvt_rn_f16_f32(v); }\n"
     "static __device__ __forceinline__ float ld(const b16 *p, long long i)\n"
     "{\n    return __uint_as_float((unsigned)p[i].x << 16);\n}\n"
-    "static __device__ __forceinline__ void st(b16 *p, long long i, float v) { p[i].x = edm_cvt_rn_bf16_f32(v); }\n";
+    "static __device__ __forceinline__ void st(b16 *p, long long i, float v) { p[i].x = edm_cvt_rn_bf16_f32(v); }\n"
+    /* a load that also names the element's coordinates, for a fused prologue (gen_conv2d) */
+    "template <class Stored>\n"
+    "static __device__ __forceinline__ float ldq(const Stored *p, long long i, long long, long long, long long, long long)\n"
+    "{\n    return ld(p, i);\n}\n";
 
 static const edm_dtype STORAGE_TYPES[] = {EDM_F32, EDM_F16, EDM_BF16};
 
@@ -1453,6 +1525,7 @@ typedef struct {
     int mix64;        /* a dropout inside: the module needs edm_mix64 */
     mma_need *ws; /* the module's split-K workspace */
     body_table *kernels; /* the steps' kernels so far, by text and launch shape */
+    const bshape *coords; /* while a prologue gets its element's coordinates d0_.. in this shape, else NULL */
 } step_ctx;
 
 static int is_member(const edm_plan_step *s, int node)
@@ -1510,10 +1583,15 @@ static int operand_ref(step_ctx *x, sbuf *b, int um, int k, edm_member_role role
         snprintf(ref, size, "ld(P.i%d, idx)", slot);
         return 0;
     }
-    index_plan ip;
-    plan_broadcast(&bu, &ba, &ba, &ip);
     char var[32];
     snprintf(var, sizeof var, "o%d_%d", um, k);
+    if (x->coords && same_dims(&bu, x->coords)) {
+        emit_index_at(b, &bu, &ba, var);
+        snprintf(ref, size, "ld(P.i%d, %s)", slot, var);
+        return 0;
+    }
+    index_plan ip;
+    plan_broadcast(&bu, &ba, &ba, &ip);
     const char *vars[] = {var, "unused_"};
     if (ip.rank == 0) {
         sb_printf(b, "        const edm_ix %s = 0;\n", var);
@@ -1535,10 +1613,15 @@ static int gather_member(step_ctx *x, sbuf *b, int m, edm_status *st)
     bshape y = bind(&n->shape, x->opt->batch);
     int cat = n->op == EDM_OP_CONCAT, ax = cat ? n->attr.concat.axis : n->attr.slice.axis;
     long long inner = (long long)prod(&y, ax + 1, y.rank), ly = (long long)y.dim[ax] * inner, blk[2] = {0, 0};
-    char ref[2][128];
+    /* with the element's coordinates (x->coords): each input's offset from them, no division */
+    int at = x->coords && same_dims(&y, x->coords);
+    long long first = 0; /* at: the first input's extent along the axis */
+    char ref[2][320];
     for (int k = 0; k < n->ninputs && k < 2; k++) {
         const edm_node *in = edm_graph_node(g, n->input[k]);
         blk[k] = (long long)in->shape.dim[ax] * inner;
+        if (k == 0)
+            first = (long long)bind(&in->shape, x->opt->batch).dim[ax];
         if (in->op == EDM_OP_CONST) {
             lit_f32(ref[k], sizeof ref[k], in->attr.constant.value);
             continue;
@@ -1547,8 +1630,35 @@ static int gather_member(step_ctx *x, sbuf *b, int m, edm_status *st)
         if (slot < 0)
             return edm_fail(st, EDM_ERR_INTERNAL, n->loc, "CUDA codegen: the %s %%%d reads %%%d, not stored",
                             edm_op_name(n->op), id, n->input[k]);
+        if (at) {
+            bshape bi = bind(&in->shape, x->opt->batch);
+            int64_t stride[EDM_MAX_RANK];
+            strides_of(&bi, stride);
+            /* the coordinate along the axis in this input: shifted by the first input's extent or the start */
+            long long shift = cat ? (k == 0 ? 0 : -first) : (long long)n->attr.slice.start;
+            int len = snprintf(ref[k], sizeof ref[k], "ld(P.i%d, 0", slot);
+            for (int i = 0; i < y.rank && len > 0 && (size_t)len < sizeof ref[k]; i++)
+                len += i == ax && shift != 0
+                           ? snprintf(ref[k] + len, sizeof ref[k] - (size_t)len, " + (d%d_ + %lld_ix) * %lld_ix", i,
+                                      shift, (long long)stride[i])
+                           : snprintf(ref[k] + len, sizeof ref[k] - (size_t)len, " + d%d_ * %lld_ix", i,
+                                      (long long)stride[i]);
+            if (len > 0 && (size_t)len < sizeof ref[k])
+                len += snprintf(ref[k] + len, sizeof ref[k] - (size_t)len, ")");
+            if (len < 0 || (size_t)len >= sizeof ref[k])
+                return edm_fail(st, EDM_ERR_INTERNAL, n->loc, "CUDA codegen: the %s %%%d: a read too long to write",
+                                edm_op_name(n->op), id);
+            continue;
+        }
         long long off = cat ? (k == 0 ? 0 : -blk[0]) : (long long)n->attr.slice.start * inner;
         snprintf(ref[k], sizeof ref[k], "ld(P.i%d, o_ * %lld_ix + r_ + %lld_ix)", slot, blk[k], off);
+    }
+    if (at) {
+        if (cat)
+            sb_printf(b, "        const float v%d = d%d_ < %lld_ix ? %s : %s;\n", m, ax, first, ref[0], ref[1]);
+        else
+            sb_printf(b, "        const float v%d = %s;\n", m, ref[0]);
+        return 0;
     }
     sb_printf(b, "        float v%d;\n        {\n            const edm_ix o_ = idx / %lld_ix, r_ = idx %% %lld_ix;\n",
               m, ly, ly);
@@ -1651,6 +1761,7 @@ static int fuse_body(const char *body, const char *head, sbuf *out)
     static const char *const subs[][2] = {
         {"KNAME_A(a, b, ", "KNAME_A(P, "}, {"KNAME_B(a, b, ", "KNAME_B(P, "}, {"KNAME_C(y, ", "KNAME_C(P, "},
         {"ld(a, ", "KNAME_in0(P, "},    {"ld(b, ", "KNAME_in1(P, "},    {"ld(c3, ", "KNAME_in2(P, "},
+        {"ldq(a, ", "KNAME_in0q(P, "},
         {"st(y, ", "KNAME_out(P, "},
     };
     sbuf t[2] = {{0}, {0}};
@@ -1744,10 +1855,24 @@ static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
     sb_puts(&head, ", seed};\n");
     int rc = 0, last;
     const edm_node *core = s->core >= 0 ? edm_graph_node(g, s->core) : NULL;
+    /* a grouped tensor-core convolution reads x (the backward pass's: dy) with
+     * its coordinates (gen_conv2d, gen_conv2d_bwd_data) */
+    int conv = core && (core->op == EDM_OP_CONV2D || core->op == EDM_OP_CONV2D_BWD_DATA);
+    bshape x_shape = {0};
+    if (conv)
+        x_shape = bind(&edm_graph_node(g, core->input[0])->shape, x->opt->batch);
+    int x_coords = conv && x_shape.rank == 4 && conv_kgroup(contraction_mma(x->opt, core), x_shape.dim[1]) > 0;
     /* operand readers: the prologue, or a load */
     for (int k = 0; core && k < core->ninputs && rc == 0; k++) {
-        sb_printf(&b, "static __device__ __forceinline__ float KNAME_in%d(const KNAME_args &P, edm_ix idx)\n{\n", k);
+        if (k == 0 && x_coords) {
+            sb_puts(&b, "static __device__ __forceinline__ float KNAME_in0q(const KNAME_args &P, edm_ix idx, edm_ix d0_, "
+                        "edm_ix d1_, edm_ix d2_, edm_ix d3_)\n{\n");
+            x->coords = &x_shape;
+        } else {
+            sb_printf(&b, "static __device__ __forceinline__ float KNAME_in%d(const KNAME_args &P, edm_ix idx)\n{\n", k);
+        }
         rc = emit_members(x, &b, EDM_ROLE_PROLOGUE, k, &last, st);
+        x->coords = NULL;
         const edm_node *in = edm_graph_node(g, core->input[k]);
         char lit[64];
         if (rc != 0)

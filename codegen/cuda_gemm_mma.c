@@ -137,7 +137,8 @@ void edm_mma_emit_shared(sbuf *b, edm_mma_tile t)
         sb_puts(b, "    __shared__ int last_;\n");
 }
 
-void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int64_t gn, int64_t gk, int64_t gb)
+void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int64_t gn, int64_t gk, int64_t gb,
+                       int64_t kgroup)
 {
     const char *ty = type == EDM_BF16 ? "bf16" : "f16";
     const int mt = t.bm / 32, nt = t.bn / 32, wtm = t.bm / 2, wtn = t.bn / 4, area = t.bm * t.bn;
@@ -173,31 +174,69 @@ void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int6
               "            if (it < nk_) {\n"
               "                const edm_ix k0 = (kt0_ + it) * 32;\n",
               mt, nt, mt, nt, t.bm / 16, t.bn / 16);
-    sb_printf(b,
-              "                for (int e = 0; e < %d; e++) {\n"
-              "                    const int q = threadIdx.x + 256 * e, mm = q / 16, kp = q %% 16;\n"
-              "                    const edm_ix m = m0 + mm, k = k0 + 2 * kp;\n"
-              "                    float lo = 0.0f, hi = 0.0f;\n"
-              "                    if (m < %lld_ix) {\n"
-              "                        if (k < %lld_ix)\n                            lo = KNAME_A(a, b, z, m, k);\n"
-              "                        if (k + 1 < %lld_ix)\n                            hi = KNAME_A(a, b, z, m, k + 1);\n"
-              "                    }\n"
-              "                    ra[e] = edm_mma_pack_%s(lo, hi);\n"
-              "                }\n",
-              t.bm / 16, (long long)gm, (long long)gk, (long long)gk, ty);
-    sb_printf(b,
-              "                for (int e = 0; e < %d; e++) {\n"
-              "                    const int q = threadIdx.x + 256 * e, nn = q %% %d, kp = q / %d;\n"
-              "                    const edm_ix n = n0 + nn, k = k0 + 2 * kp;\n"
-              "                    float lo = 0.0f, hi = 0.0f;\n"
-              "                    if (n < %lld_ix) {\n"
-              "                        if (k < %lld_ix)\n                            lo = KNAME_B(a, b, z, k, n);\n"
-              "                        if (k + 1 < %lld_ix)\n                            hi = KNAME_B(a, b, z, k + 1, n);\n"
-              "                    }\n"
-              "                    rb[e] = edm_mma_pack_%s(lo, hi);\n"
-              "                }\n"
-              "            }\n",
-              t.bn / 16, t.bn, t.bn, (long long)gn, (long long)gk, (long long)gk, ty);
+    if (kgroup > 0) {
+        /* k = kq·kgroup + kr: one kq a k tile, so the accessors' kq arithmetic
+         * is the tile's; and a thread's element e of A has row m0 + tid/16 +
+         * 16e, of B column n0 + tid % bn (256 threads, bn divides 256), written
+         * so that the compiler sees B's column, and all that hangs on it, as
+         * one; no bounds test where the tiles divide the rows or columns */
+        char mtest[64] = "", ntest[64] = "";
+        if (gm % t.bm != 0)
+            snprintf(mtest, sizeof mtest, "if (m < %lld_ix) ", (long long)gm);
+        if (gn % t.bn != 0)
+            snprintf(ntest, sizeof ntest, "if (n < %lld_ix) ", (long long)gn);
+        sb_printf(b,
+                  "                const edm_ix kq_ = k0 / %lld_ix, kr_ = k0 - kq_ * %lld_ix;\n"
+                  "                for (int e = 0; e < %d; e++) {\n"
+                  "                    const int mm = threadIdx.x / 16 + 16 * e, kp = threadIdx.x %% 16;\n"
+                  "                    const edm_ix m = m0 + mm, kr = kr_ + 2 * kp;\n"
+                  "                    float lo = 0.0f, hi = 0.0f;\n"
+                  "                    %s{\n"
+                  "                        lo = KNAME_A(a, b, z, m, kq_, kr);\n"
+                  "                        hi = KNAME_A(a, b, z, m, kq_, kr + 1);\n"
+                  "                    }\n"
+                  "                    ra[e] = edm_mma_pack_%s(lo, hi);\n"
+                  "                }\n"
+                  "                for (int e = 0; e < %d; e++) {\n"
+                  "                    const int nn = threadIdx.x %% %d, kp = threadIdx.x / %d + %d * e;\n"
+                  "                    const edm_ix n = n0 + nn, kr = kr_ + 2 * kp;\n"
+                  "                    float lo = 0.0f, hi = 0.0f;\n"
+                  "                    %s{\n"
+                  "                        lo = KNAME_B(a, b, z, kq_, kr, n);\n"
+                  "                        hi = KNAME_B(a, b, z, kq_, kr + 1, n);\n"
+                  "                    }\n"
+                  "                    rb[e] = edm_mma_pack_%s(lo, hi);\n"
+                  "                }\n"
+                  "            }\n",
+                  (long long)kgroup, (long long)kgroup, t.bm / 16, mtest, ty, t.bn / 16, t.bn, t.bn,
+                  EDM_MMA_THREADS / t.bn, ntest, ty);
+    } else {
+        sb_printf(b,
+                  "                for (int e = 0; e < %d; e++) {\n"
+                  "                    const int q = threadIdx.x + 256 * e, mm = q / 16, kp = q %% 16;\n"
+                  "                    const edm_ix m = m0 + mm, k = k0 + 2 * kp;\n"
+                  "                    float lo = 0.0f, hi = 0.0f;\n"
+                  "                    if (m < %lld_ix) {\n"
+                  "                        if (k < %lld_ix)\n                            lo = KNAME_A(a, b, z, m, k);\n"
+                  "                        if (k + 1 < %lld_ix)\n                            hi = KNAME_A(a, b, z, m, k + 1);\n"
+                  "                    }\n"
+                  "                    ra[e] = edm_mma_pack_%s(lo, hi);\n"
+                  "                }\n",
+                  t.bm / 16, (long long)gm, (long long)gk, (long long)gk, ty);
+        sb_printf(b,
+                  "                for (int e = 0; e < %d; e++) {\n"
+                  "                    const int q = threadIdx.x + 256 * e, nn = q %% %d, kp = q / %d;\n"
+                  "                    const edm_ix n = n0 + nn, k = k0 + 2 * kp;\n"
+                  "                    float lo = 0.0f, hi = 0.0f;\n"
+                  "                    if (n < %lld_ix) {\n"
+                  "                        if (k < %lld_ix)\n                            lo = KNAME_B(a, b, z, k, n);\n"
+                  "                        if (k + 1 < %lld_ix)\n                            hi = KNAME_B(a, b, z, k + 1, n);\n"
+                  "                    }\n"
+                  "                    rb[e] = edm_mma_pack_%s(lo, hi);\n"
+                  "                }\n"
+                  "            }\n",
+                  t.bn / 16, t.bn, t.bn, (long long)gn, (long long)gk, (long long)gk, ty);
+    }
     sb_printf(b,
               "            if (it > 0) {\n"
               "                const int s = (int)((it - 1) & 1);\n"

@@ -64,7 +64,7 @@
 #define BATCH 2
 #define DROPOUT_SEED 20240611u
 #define MAX_OPERANDS 3
-#define MAX_STEPS 2
+#define MAX_STEPS 4
 #define MAX_LEAVES 8
 #define MAX_OUTPUTS 8
 
@@ -308,6 +308,29 @@ static const op_case cases[] = {
     C2(CONV2D, "k3 s2 p1 (even size)", T_CONV(2, 1), IN(D_NORMAL, 4, 8, 8), PAR(D_NORMAL, 4, 4, 3, 3)),
     C2(CONV2D, "k3 s1 p0", T_CONV(1, 0), IN(D_NORMAL, 2, 5, 5), PAR(D_NORMAL, 3, 2, 3, 3)),
     C2X(CONV2D, "k3 s1 p1 C16 O8", T_CONV(1, 1), IN(D_NORMAL, 16, 8, 8), PAR(D_NORMAL, 8, 16, 3, 3), 0, 2),
+    /* channels in whole k tiles of the tensor-core kernel (32): k runs tap-major, one tap a k tile */
+    C2X(CONV2D, "k3 s1 p1 C32 O8", T_CONV(1, 1), IN(D_NORMAL, 32, 5, 6), PAR(D_NORMAL, 8, 32, 3, 3), 0, 2),
+    C2X(CONV2D, "k3 s2 p1 C64 O5", T_CONV(2, 1), IN(D_NORMAL, 64, 5, 4), PAR(D_NORMAL, 5, 64, 3, 3), 0, 3),
+    C2X(CONV2D, "k1 s1 C32 O3", T_CONV(1, 0), IN(D_NORMAL, 32, 3, 5), PAR(D_NORMAL, 3, 32, 1, 1), 0, 2),
+    /* ... reading a concatenation (the decoder's skip) or a slice at the element's coordinates */
+    {.op = EDM_OP_CONV2D, .label = "-k3 s1 p1 of concat([N,32,4,5], [N,32,4,5])", .nin = 3,
+     .in = {IN(D_NORMAL, 32, 4, 5), IN(D_WIDE, 32, 4, 5), PAR(D_NORMAL, 4, 64, 3, 3)}, .nstep = 3,
+     .step = {{.t = T_CAT(1), .src = {0, 1}}, {.t = T_CONV(1, 1), .src = {RES(0), 2}}, {.t = T(NEG), .src = {RES(1), 0}}},
+     .flags = F_NO_BWD, .tol_scale = 3},
+    {.op = EDM_OP_CONV2D, .label = "-k3 s1 p1 of channels [8, 40) of [N,48,4,5]", .nin = 2,
+     .in = {IN(D_NORMAL, 48, 4, 5), PAR(D_NORMAL, 4, 32, 3, 3)}, .nstep = 3,
+     .step = {{.t = T_SLICE(1, 8, 32), .src = {0, 0}}, {.t = T_CONV(1, 1), .src = {RES(0), 1}}, {.t = T(NEG), .src = {RES(1), 0}}},
+     .flags = F_NO_BWD, .tol_scale = 2},
+    /* ... with a prologue reading a per-pixel operand (the pixel norm, then mp_silu's silu): fused, the
+     * convolution reads it at the element's coordinates; forward only, as sampling runs it (with gradients
+     * the backward pass reads the silu, so it is stored) */
+    {.op = EDM_OP_CONV2D, .label = "-k3 s1 p1 C32 of silu(x / n[N,1,H,W])", .nin = 3,
+     .in = {IN(D_NORMAL, 32, 4, 5), IN(D_POS, 1, 4, 5), PAR(D_NORMAL, 6, 32, 3, 3)}, .nstep = 4,
+     .step = {{.t = T(DIV), .src = {0, 1}},
+              {.t = T(SILU), .src = {RES(0), 0}},
+              {.t = T_CONV(1, 1), .src = {RES(1), 2}},
+              {.t = T(NEG), .src = {RES(2), 0}}}, /* (an output's own step takes no prologue) */
+     .flags = F_NO_BWD, .tol_scale = 2},
     /* conv2d's gradients directly (autodiff has no rule for them): dy [N, O, oh, ow], w; x, dy */
     C2X(CONV2D_BWD_DATA, "k3 s1 p1", T_BWD_DATA(1, 1, 6, 5), IN(D_NORMAL, 4, 6, 5), PAR(D_NORMAL, 4, 3, 3, 3),
         F_NO_BWD, 1),
@@ -317,6 +340,17 @@ static const op_case cases[] = {
         F_NO_BWD, 1),
     C2X(CONV2D_BWD_DATA, "k3 s1 p0", T_BWD_DATA(1, 0, 5, 5), IN(D_NORMAL, 3, 3, 3), PAR(D_NORMAL, 3, 2, 3, 3),
         F_NO_BWD, 1),
+    /* dy's channels in whole k tiles (32): k runs tap-major as in the forward */
+    C2X(CONV2D_BWD_DATA, "k3 s1 p1 O32", T_BWD_DATA(1, 1, 5, 6), IN(D_NORMAL, 32, 5, 6), PAR(D_NORMAL, 32, 3, 3, 3),
+        F_NO_BWD, 2),
+    C2X(CONV2D_BWD_DATA, "k3 s2 p1 O32", T_BWD_DATA(2, 1, 7, 6), IN(D_NORMAL, 32, 4, 3), PAR(D_NORMAL, 32, 5, 3, 3),
+        F_NO_BWD, 2),
+    C2X(CONV2D_BWD_DATA, "k1 s1 O64", T_BWD_DATA(1, 0, 5, 6), IN(D_NORMAL, 64, 5, 6), PAR(D_NORMAL, 64, 3, 1, 1),
+        F_NO_BWD, 3),
+    {.op = EDM_OP_CONV2D_BWD_DATA, .label = "-k3 s1 p1 O32 of dy·s[N,1,H,W]", .nin = 3,
+     .in = {IN(D_NORMAL, 32, 4, 5), IN(D_NORMAL, 1, 4, 5), PAR(D_NORMAL, 32, 6, 3, 3)}, .nstep = 3,
+     .step = {{.t = T(MUL), .src = {0, 1}}, {.t = T_BWD_DATA(1, 1, 4, 5), .src = {RES(0), 2}}, {.t = T(NEG), .src = {RES(1), 0}}},
+     .flags = F_NO_BWD, .tol_scale = 2},
     C2X(CONV2D_BWD_WEIGHT, "k3 s1 p1", T_BWD_WEIGHT(1, 1, 3), IN(D_NORMAL, 3, 6, 5), IN(D_NORMAL, 4, 6, 5),
         F_NO_BWD, 2),
     C2X(CONV2D_BWD_WEIGHT, "k3 s2 p1", T_BWD_WEIGHT(2, 1, 3), IN(D_NORMAL, 3, 7, 6), IN(D_NORMAL, 4, 4, 3),
