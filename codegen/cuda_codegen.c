@@ -608,9 +608,9 @@ static conv_geom conv_of(const node_ctx *c)
 static int conv_direct(const conv_geom *p) { return p->k == 1 && p->stride == 1 && p->pad == 0; }
 
 /* The tiled GEMM body: C[z] (GM×GN) = Σ_k A(z,m,k)·B(z,k,n), with the
- * accessors KNAME_A, KNAME_B, KNAME_C emitted before it; kgroup > 0 (tensor
+ * accessors KNAME_A, KNAME_B, KNAME_C emitted before it; ktaps > 0 (tensor
  * cores only): A and B take k as (kq, kr), cuda_gemm_mma.h. */
-static void emit_gemm(const node_ctx *c, sbuf *b, int64_t gm, int64_t gn, int64_t gk, int64_t gb, int64_t kgroup)
+static void emit_gemm(const node_ctx *c, sbuf *b, int64_t gm, int64_t gn, int64_t gk, int64_t gb, int64_t ktaps)
 {
     edm_cuda_launch *L = c->L;
     if (c->mma != EDM_F32) { /* tensor cores (cuda_gemm_mma.h) */
@@ -628,7 +628,7 @@ static void emit_gemm(const node_ctx *c, sbuf *b, int64_t gm, int64_t gn, int64_
         sbuf shared = {0};
         edm_mma_emit_shared(&shared, t);
         emit_head_shared(c, b, &shared);
-        edm_mma_emit_body(b, t, c->mma, gm, gn, gk, gb, kgroup);
+        edm_mma_emit_body(b, t, c->mma, gm, gn, gk, gb, ktaps);
         L->grid[0] = (unsigned)((gn + t.bn - 1) / t.bn);
         L->grid[1] = (unsigned)((gm + t.bm - 1) / t.bm);
         L->grid[2] = t.splits > 1 ? (unsigned)t.splits : gb > 65535 ? 65535u : (unsigned)gb;
@@ -698,11 +698,14 @@ static void emit_acc(const node_ctx *c, sbuf *b, char which, int grouped)
                                : (grouped ? "edm_ix kq, edm_ix kr, edm_ix n" : "edm_ix k, edm_ix n"));
 }
 
-/* The channels a tensor-core forward convolution of c input channels
- * groups its k by (k = tap·c + channel: emit_gemm's kgroup), or 0 (k =
- * channel·kh·kw + tap, as the library path's col buffer): grouped when the
- * channels fill whole k tiles, so that a k tile holds one tap. */
-static int64_t conv_kgroup(edm_dtype mma, int64_t c) { return mma != EDM_F32 && c % EDM_MMA_BK == 0 ? c : 0; }
+/* Whether a tensor-core convolution reading c channels (x's; the backward
+ * pass's dy's) takes one tap a k tile (emit_gemm's ktaps, cuda_gemm_mma.h),
+ * rather than k = channel·kh·kw + tap, the library path's col buffer order:
+ * when the channels fill whole k tiles. */
+static int conv_grouped(const edm_cuda_options *opt, edm_dtype mma, int64_t c)
+{
+    return mma != EDM_F32 && !opt->gemm_library && !opt->conv_channel_major && c % EDM_MMA_BK == 0;
+}
 
 /* The first line of a convolution's B accessor: channel `ch` and tap (ky,
  * kx) of its k, as kq, kr (grouped) or one k (channel-major). */
@@ -733,20 +736,20 @@ static int gen_conv2d(node_ctx *c, sbuf *b, edm_status *st)
     conv_geom p = conv_of(c);
     long long kk = (long long)p.k * p.k, ohw = (long long)p.oh * p.ow;
     int64_t gm = p.o, gn = p.n * p.oh * p.ow, gk = p.c * p.k * p.k;
-    int64_t kgroup = c->opt->gemm_library ? 0 : conv_kgroup(c->mma, p.c);
+    int64_t ktaps = conv_grouped(c->opt, c->mma, p.c) ? kk : 0;
     char at[160], load[256];
-    emit_acc(c, b, 'A', kgroup > 0);
-    if (kgroup > 0)
+    emit_acc(c, b, 'A', ktaps > 0);
+    if (ktaps > 0)
         sb_printf(b, "{\n    return ld(b, m * %lld_ix + kr * %lld_ix + kq);\n}\n", (long long)gk, kk);
     else
         sb_printf(b, "{\n    return ld(b, m * %lld_ix + k);\n}\n", (long long)gk);
-    emit_acc(c, b, 'B', kgroup > 0);
+    emit_acc(c, b, 'B', ktaps > 0);
     sb_printf(b, "{\n    const edm_ix nb = n / %lld_ix, p = n %% %lld_ix, oy = p / %lld_ix, ox = p %% %lld_ix;\n", ohw, ohw,
               (long long)p.ow, (long long)p.ow);
-    emit_conv_k(b, &p, "c", kgroup > 0);
+    emit_conv_k(b, &p, "c", ktaps > 0);
     snprintf(at, sizeof at, "((nb * %lld_ix + c) * %lld_ix + iy) * %lld_ix + ix", (long long)p.c, (long long)p.h,
              (long long)p.w);
-    conv_load(load, sizeof load, kgroup > 0, at, "c", "iy", "ix");
+    conv_load(load, sizeof load, ktaps > 0, at, "c", "iy", "ix");
     sb_printf(b,
               "    const edm_ix iy = oy * %lld_ix - %lld_ix + ky, ix = ox * %lld_ix - %lld_ix + kx;\n"
               "    return iy >= 0 && iy < %lld_ix && ix >= 0 && ix < %lld_ix ? %s : 0.0f;\n}\n",
@@ -757,7 +760,7 @@ static int gen_conv2d(node_ctx *c, sbuf *b, edm_status *st)
               ohw, ohw);
     if (gm > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: conv2d with %lld output channels", (long long)gm);
-    emit_gemm(c, b, gm, gn, gk, 1, kgroup);
+    emit_gemm(c, b, gm, gn, gk, 1, ktaps);
     if (c->opt->gemm_library) {
         /* y[n] (O×OHW) = w (O×CKK) · col[n] (CKK×OHW); col has x's type; direct: col[n] = x[n] */
         int direct = conv_direct(&p);
@@ -774,22 +777,22 @@ static int gen_conv2d_bwd_data(node_ctx *c, sbuf *b, edm_status *st)
     conv_geom p = conv_of(c);
     long long kk = (long long)p.k * p.k, hw = (long long)p.h * p.w;
     int64_t gm = p.c, gn = p.n * p.h * p.w, gk = p.o * p.k * p.k;
-    int64_t kgroup = c->opt->gemm_library ? 0 : conv_kgroup(c->mma, p.o); /* k = tap·O + o, as the forward's */
+    int64_t ktaps = conv_grouped(c->opt, c->mma, p.o) ? kk : 0; /* (o, tap), as the forward's (c, tap) */
     char at[160], load[256];
-    emit_acc(c, b, 'A', kgroup > 0);
-    if (kgroup > 0)
+    emit_acc(c, b, 'A', ktaps > 0);
+    if (ktaps > 0)
         sb_printf(b, "{\n    return ld(b, (kr * %lld_ix + m) * %lld_ix + kq);\n}\n", (long long)p.c, kk);
     else
         sb_printf(b,
                   "{\n    const edm_ix o = k / %lld_ix, r = k %% %lld_ix;\n"
                   "    return ld(b, (o * %lld_ix + m) * %lld_ix + r);\n}\n",
                   kk, kk, (long long)p.c, kk);
-    emit_acc(c, b, 'B', kgroup > 0);
+    emit_acc(c, b, 'B', ktaps > 0);
     sb_puts(b, "{\n");
-    emit_conv_k(b, &p, "o", kgroup > 0);
+    emit_conv_k(b, &p, "o", ktaps > 0);
     snprintf(at, sizeof at, "((nb * %lld_ix + o) * %lld_ix + oy) * %lld_ix + ox", (long long)p.o, (long long)p.oh,
              (long long)p.ow);
-    conv_load(load, sizeof load, kgroup > 0, at, "o", "oy", "ox");
+    conv_load(load, sizeof load, ktaps > 0, at, "o", "oy", "ox");
     sb_printf(b,
               "    const edm_ix nb = n / %lld_ix, q = n %% %lld_ix, iy = q / %lld_ix, ix = q %% %lld_ix;\n"
               "    const edm_ix ty = iy + %lld_ix - ky, tx = ix + %lld_ix - kx;\n"
@@ -804,7 +807,7 @@ static int gen_conv2d_bwd_data(node_ctx *c, sbuf *b, edm_status *st)
               hw, hw);
     if (gm > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: conv2d with %lld input channels", (long long)gm);
-    emit_gemm(c, b, gm, gn, gk, 1, kgroup);
+    emit_gemm(c, b, gm, gn, gk, 1, ktaps);
     if (c->opt->gemm_library) {
         /* col[n] (CKK×OHW) = wᵀ (CKK×O) · dy[n] (O×OHW), then col2im; col has dx's type;
          * direct: col[n] = dx[n] */
@@ -1861,7 +1864,9 @@ static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
     bshape x_shape = {0};
     if (conv)
         x_shape = bind(&edm_graph_node(g, core->input[0])->shape, x->opt->batch);
-    int x_coords = conv && x_shape.rank == 4 && conv_kgroup(contraction_mma(x->opt, core), x_shape.dim[1]) > 0;
+    edm_cuda_options nolib = *x->opt;
+    nolib.gemm_library = 0; /* the generated contraction: the prologue and epilogue live in it */
+    int x_coords = conv && x_shape.rank == 4 && conv_grouped(&nolib, contraction_mma(x->opt, core), x_shape.dim[1]);
     /* operand readers: the prologue, or a load */
     for (int k = 0; core && k < core->ninputs && rc == 0; k++) {
         if (k == 0 && x_coords) {
@@ -1912,8 +1917,6 @@ static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
             c.a = bind(&edm_graph_node(g, core->input[0])->shape, x->opt->batch);
         if (core->ninputs > 1)
             c.b = bind(&edm_graph_node(g, core->input[1])->shape, x->opt->batch);
-        edm_cuda_options nolib = *x->opt;
-        nolib.gemm_library = 0; /* the generated contraction: the prologue and epilogue live in it */
         c.opt = &nolib;
         sbuf body = {0};
         rc = gen_node(&c, &body, st);

@@ -68,6 +68,7 @@ typedef struct {
     edm_mma_tile mma_tile; /* tests and tuning: this tile (and splits, where a GEMM may split) for every
                             * tensor-core contraction; bm 0: the cost model's choice */
     int index_bits;    /* 64: the kernels' index arithmetic in 64 bits; 0: 32 bits where every value fits */
+    int conv_channel_major; /* tensor-core convolutions keep k channel-major (not a tap a k tile): an ablation */
     const char *network_scope; /* the instance stored as `storage` (NULL: "unet"; "": all) */
 } edm_cuda_options;
 

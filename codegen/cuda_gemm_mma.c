@@ -138,7 +138,7 @@ void edm_mma_emit_shared(sbuf *b, edm_mma_tile t)
 }
 
 void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int64_t gn, int64_t gk, int64_t gb,
-                       int64_t kgroup)
+                       int64_t ktaps)
 {
     const char *ty = type == EDM_BF16 ? "bf16" : "f16";
     const int mt = t.bm / 32, nt = t.bn / 32, wtm = t.bm / 2, wtn = t.bn / 4, area = t.bm * t.bn;
@@ -174,19 +174,22 @@ void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int6
               "            if (it < nk_) {\n"
               "                const edm_ix k0 = (kt0_ + it) * 32;\n",
               mt, nt, mt, nt, t.bm / 16, t.bn / 16);
-    if (kgroup > 0) {
-        /* k = kq·kgroup + kr: one kq a k tile, so the accessors' kq arithmetic
-         * is the tile's; and a thread's element e of A has row m0 + tid/16 +
-         * 16e, of B column n0 + tid % bn (256 threads, bn divides 256), written
-         * so that the compiler sees B's column, and all that hangs on it, as
-         * one; no bounds test where the tiles divide the rows or columns */
+    if (ktaps > 0) {
+        /* k tile t = (channel block t / ktaps of 32 channels, tap t % ktaps):
+         * one tap a tile, so the accessors' tap arithmetic is the tile's, and
+         * the ktaps tiles of a channel block follow one another, reading the
+         * same weights' lines and (shifted) activations' rows.  A thread's
+         * element e of A has row m0 + tid/16 + 16e, of B column n0 + tid % bn
+         * (256 threads, bn divides 256), written so that the compiler sees B's
+         * column, and all that hangs on it, as one; no bounds test where the
+         * tiles divide the rows or columns */
         char mtest[64] = "", ntest[64] = "";
         if (gm % t.bm != 0)
             snprintf(mtest, sizeof mtest, "if (m < %lld_ix) ", (long long)gm);
         if (gn % t.bn != 0)
             snprintf(ntest, sizeof ntest, "if (n < %lld_ix) ", (long long)gn);
         sb_printf(b,
-                  "                const edm_ix kq_ = k0 / %lld_ix, kr_ = k0 - kq_ * %lld_ix;\n"
+                  "                const edm_ix t_ = kt0_ + it, kq_ = t_ %% %lld_ix, kr_ = t_ / %lld_ix * 32;\n"
                   "                for (int e = 0; e < %d; e++) {\n"
                   "                    const int mm = threadIdx.x / 16 + 16 * e, kp = threadIdx.x %% 16;\n"
                   "                    const edm_ix m = m0 + mm, kr = kr_ + 2 * kp;\n"
@@ -208,7 +211,7 @@ void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int6
                   "                    rb[e] = edm_mma_pack_%s(lo, hi);\n"
                   "                }\n"
                   "            }\n",
-                  (long long)kgroup, (long long)kgroup, t.bm / 16, mtest, ty, t.bn / 16, t.bn, t.bn,
+                  (long long)ktaps, (long long)ktaps, t.bm / 16, mtest, ty, t.bn / 16, t.bn, t.bn,
                   EDM_MMA_THREADS / t.bn, ntest, ty);
     } else {
         sb_printf(b,

@@ -79,15 +79,16 @@ void edm_mma_emit_shared(sbuf *b, edm_mma_tile t);
  * to `type` (EDM_F16 or EDM_BF16).  The launch: grid (⌈gn/bn⌉, ⌈gm/bm⌉,
  * min(gb, 65535), or the splits), 256 threads.
  *
- * kgroup > 0 (a multiple of EDM_MMA_BK dividing gk): k is read as the pair
- * kq = k / kgroup, kr = k % kgroup, through KNAME_A(a, b, z, m, kq, kr) and
- * KNAME_B(a, b, z, kq, kr, n).  kq is one value a k tile, computed once a
- * tile: a convolution whose k runs over (tap, channel) with the channel
- * fastest then decodes the tap once a tile, and every load of a thread in
- * a tile shares its pixel (the bounds, any per-pixel operand of the
- * prologue). */
+ * ktaps > 0 (a convolution of C channels, C a multiple of EDM_MMA_BK, and
+ * ktaps = kh·kw taps: gk = C·ktaps): k is read as the pair (kq, kr) = (tap,
+ * channel) through KNAME_A(a, b, z, m, kq, kr) and KNAME_B(a, b, z, kq, kr,
+ * n), k tile t holding the 32 channels of block t / ktaps at tap t % ktaps.
+ * The tap is then one value a tile, computed once: every load of a thread in
+ * a tile shares its pixel (the bounds, any per-pixel operand of a prologue),
+ * and the ktaps tiles of a channel block reuse the same lines of the weights
+ * and of the activations. */
 void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int64_t gn, int64_t gk, int64_t gb,
-                       int64_t kgroup);
+                       int64_t ktaps);
 
 /* The helpers edm_mma_f16 / edm_mma_bf16 for the source's preamble. */
 extern const char edm_mma_preamble[];

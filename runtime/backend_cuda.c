@@ -780,6 +780,13 @@ static int generate(edm_cuda_exec *x, edm_status *st)
             return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "EDMC_INDEX_BITS=%s: expected 64 (or unset)", bits);
         co.index_bits = 64;
     }
+    /* the tensor-core convolutions' k order: "channel" keeps the library path's (an ablation, docs/cuda.md) */
+    const char *order = getenv("EDMC_CONV_ORDER");
+    if (order && order[0]) {
+        if (strcmp(order, "channel") != 0 && strcmp(order, "tap") != 0)
+            return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "EDMC_CONV_ORDER=%s: expected tap or channel", order);
+        co.conv_channel_major = strcmp(order, "channel") == 0;
+    }
     int rc = x->opt.fuse ? build_plan(x, &co, st) : edm_cuda_codegen(x->user_g, &co, &x->code, st);
     if (rc == 0 && !x->opt.fuse)
         rc = node_values(x, st);

@@ -618,6 +618,14 @@ for flags in "--fuse=none" "--fuse=all --no-tensor-cores" "--fuse=all --no-graph
     echo "-- edm2-img512-xs forward $flags: $(edmc_bench "$k" xs forward 128 $flags)"
     add_bench "edm2-img512-xs" "forward $flags" "b-$k" "t-xs-forward" ablation
 done
+# the tensor-core convolutions' k order (docs/cuda.md): channel-major, as before the tap a k tile
+k="xs-forward-channel-major"
+echo "-- edm2-img512-xs forward --fuse=all, EDMC_CONV_ORDER=channel: $(
+    EDMC_CONV_ORDER=channel
+    export EDMC_CONV_ORDER
+    edmc_bench "$k" xs forward 128 --fuse=all
+)"
+add_bench "edm2-img512-xs" "forward --fuse=all, k channel-major" "b-$k" "t-xs-forward" ablation
 # the PyTorch networks must be edmc's: the same parameter count
 for m in xs s; do
     want=$(./edmc info --json "models/edm2-img512-$m.edm" 2>/dev/null | sed -n 's/^ *"params": *\([0-9]*\).*/\1/p' | head -n 1)
