@@ -756,8 +756,14 @@ static int gen_conv2d(node_ctx *c, sbuf *b, edm_status *st)
               (long long)p.stride, (long long)p.pad, (long long)p.stride, (long long)p.pad, (long long)p.h,
               (long long)p.w, load);
     emit_acc(c, b, 'C', 0);
-    sb_printf(b, "{\n    st(y, (n / %lld_ix * %lld_ix + m) * %lld_ix + n %% %lld_ix, v);\n}\n", ohw, (long long)p.o,
-              ohw, ohw);
+    if (ktaps > 0) /* the element's coordinates to a fused epilogue too (gen_step) */
+        sb_printf(b,
+                  "{\n    const edm_ix nb = n / %lld_ix, p = n %% %lld_ix;\n"
+                  "    stq(y, (nb * %lld_ix + m) * %lld_ix + p, nb, m, p / %lld_ix, p %% %lld_ix, v);\n}\n",
+                  ohw, ohw, (long long)p.o, ohw, (long long)p.ow, (long long)p.ow);
+    else
+        sb_printf(b, "{\n    st(y, (n / %lld_ix * %lld_ix + m) * %lld_ix + n %% %lld_ix, v);\n}\n", ohw, (long long)p.o,
+                  ohw, ohw);
     if (gm > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: conv2d with %lld output channels", (long long)gm);
     emit_gemm(c, b, gm, gn, gk, 1, ktaps);
@@ -803,8 +809,14 @@ static int gen_conv2d_bwd_data(node_ctx *c, sbuf *b, edm_status *st)
               hw, hw, (long long)p.w, (long long)p.w, (long long)p.pad, (long long)p.pad, (long long)p.stride,
               (long long)p.stride, (long long)p.stride, (long long)p.stride, (long long)p.oh, (long long)p.ow, load);
     emit_acc(c, b, 'C', 0);
-    sb_printf(b, "{\n    st(y, (n / %lld_ix * %lld_ix + m) * %lld_ix + n %% %lld_ix, v);\n}\n", hw, (long long)p.c,
-              hw, hw);
+    if (ktaps > 0)
+        sb_printf(b,
+                  "{\n    const edm_ix nb = n / %lld_ix, q = n %% %lld_ix;\n"
+                  "    stq(y, (nb * %lld_ix + m) * %lld_ix + q, nb, m, q / %lld_ix, q %% %lld_ix, v);\n}\n",
+                  hw, hw, (long long)p.c, hw, (long long)p.w, (long long)p.w);
+    else
+        sb_printf(b, "{\n    st(y, (n / %lld_ix * %lld_ix + m) * %lld_ix + n %% %lld_ix, v);\n}\n", hw, (long long)p.c,
+                  hw, hw);
     if (gm > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: conv2d with %lld input channels", (long long)gm);
     emit_gemm(c, b, gm, gn, gk, 1, ktaps);
@@ -1054,10 +1066,14 @@ static const char PREAMBLE_TYPES[] =
     "static __device__ __forceinline__ float ld(const b16 *p, long long i)\n"
     "{\n    return __uint_as_float((unsigned)p[i].x << 16);\n}\n"
     "static __device__ __forceinline__ void st(b16 *p, long long i, float v) { p[i].x = edm_cvt_rn_bf16_f32(v); }\n"
-    /* a load that also names the element's coordinates, for a fused prologue (gen_conv2d) */
+    /* a load and a store that also name the element's coordinates, for a fused prologue and
+     * epilogue (gen_conv2d) */
     "template <class Stored>\n"
     "static __device__ __forceinline__ float ldq(const Stored *p, long long i, long long, long long, long long, long long)\n"
-    "{\n    return ld(p, i);\n}\n";
+    "{\n    return ld(p, i);\n}\n"
+    "template <class Stored>\n"
+    "static __device__ __forceinline__ void stq(Stored *p, long long i, long long, long long, long long, long long, float v)\n"
+    "{\n    st(p, i, v);\n}\n";
 
 static const edm_dtype STORAGE_TYPES[] = {EDM_F32, EDM_F16, EDM_BF16};
 
@@ -1764,7 +1780,7 @@ static int fuse_body(const char *body, const char *head, sbuf *out)
     static const char *const subs[][2] = {
         {"KNAME_A(a, b, ", "KNAME_A(P, "}, {"KNAME_B(a, b, ", "KNAME_B(P, "}, {"KNAME_C(y, ", "KNAME_C(P, "},
         {"ld(a, ", "KNAME_in0(P, "},    {"ld(b, ", "KNAME_in1(P, "},    {"ld(c3, ", "KNAME_in2(P, "},
-        {"ldq(a, ", "KNAME_in0q(P, "},
+        {"ldq(a, ", "KNAME_in0q(P, "},  {"stq(y, ", "KNAME_outq(P, "},
         {"st(y, ", "KNAME_out(P, "},
     };
     sbuf t[2] = {{0}, {0}};
@@ -1891,10 +1907,19 @@ static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
             sb_printf(&b, "    return ld(P.i%d, idx);\n}\n", input_slot(x, core->input[k]));
         }
     }
-    /* the store: the epilogue, then the root */
-    sb_puts(&b, "static __device__ __forceinline__ void KNAME_out(const KNAME_args &P, edm_ix idx, float c)\n{\n");
+    /* the store: the epilogue, then the root (a grouped convolution's with its coordinates) */
+    bshape y_shape = {0};
+    if (x_coords) {
+        y_shape = bind(&core->shape, x->opt->batch);
+        sb_puts(&b, "static __device__ __forceinline__ void KNAME_outq(const KNAME_args &P, edm_ix idx, edm_ix d0_, "
+                    "edm_ix d1_, edm_ix d2_, edm_ix d3_, float c)\n{\n");
+        x->coords = &y_shape;
+    } else {
+        sb_puts(&b, "static __device__ __forceinline__ void KNAME_out(const KNAME_args &P, edm_ix idx, float c)\n{\n");
+    }
     if (rc == 0)
         rc = emit_members(x, &b, EDM_ROLE_EPILOGUE, 0, &last, st);
+    x->coords = NULL;
     if (rc == 0) {
         if (last >= 0)
             sb_printf(&b, "    (void)c;\n    st(P.y, idx, v%d);\n}\n", last);

@@ -312,6 +312,12 @@ static const op_case cases[] = {
     C2X(CONV2D, "k3 s1 p1 C32 O8", T_CONV(1, 1), IN(D_NORMAL, 32, 5, 6), PAR(D_NORMAL, 8, 32, 3, 3), 0, 2),
     C2X(CONV2D, "k3 s2 p1 C64 O5", T_CONV(2, 1), IN(D_NORMAL, 64, 5, 4), PAR(D_NORMAL, 5, 64, 3, 3), 0, 3),
     C2X(CONV2D, "k1 s1 C32 O3", T_CONV(1, 0), IN(D_NORMAL, 32, 3, 5), PAR(D_NORMAL, 3, 32, 1, 1), 0, 2),
+    /* ... with an epilogue reading a per-sample, per-channel operand (the embedding's modulation) at the
+     * element's coordinates */
+    {.op = EDM_OP_CONV2D, .label = "-(k3 s1 p1 C32 O8 ·s[N,8,1,1])", .nin = 3,
+     .in = {IN(D_NORMAL, 32, 4, 5), PAR(D_NORMAL, 8, 32, 3, 3), IN(D_NORMAL, 8, 1, 1)}, .nstep = 3,
+     .step = {{.t = T_CONV(1, 1), .src = {0, 1}}, {.t = T(MUL), .src = {RES(0), 2}}, {.t = T(NEG), .src = {RES(1), 0}}},
+     .flags = F_NO_BWD, .tol_scale = 2},
     /* ... reading a concatenation (the decoder's skip) or a slice at the element's coordinates */
     {.op = EDM_OP_CONV2D, .label = "-k3 s1 p1 of concat([N,32,4,5], [N,32,4,5])", .nin = 3,
      .in = {IN(D_NORMAL, 32, 4, 5), IN(D_WIDE, 32, 4, 5), PAR(D_NORMAL, 4, 64, 3, 3)}, .nstep = 3,
@@ -347,6 +353,10 @@ static const op_case cases[] = {
         F_NO_BWD, 2),
     C2X(CONV2D_BWD_DATA, "k1 s1 O64", T_BWD_DATA(1, 0, 5, 6), IN(D_NORMAL, 64, 5, 6), PAR(D_NORMAL, 64, 3, 1, 1),
         F_NO_BWD, 3),
+    {.op = EDM_OP_CONV2D_BWD_DATA, .label = "-(k3 s1 p1 O32 + r[N,1,H,W])", .nin = 3,
+     .in = {IN(D_NORMAL, 32, 4, 5), PAR(D_NORMAL, 32, 6, 3, 3), IN(D_NORMAL, 1, 4, 5)}, .nstep = 3,
+     .step = {{.t = T_BWD_DATA(1, 1, 4, 5), .src = {0, 1}}, {.t = T(ADD), .src = {RES(0), 2}}, {.t = T(NEG), .src = {RES(1), 0}}},
+     .flags = F_NO_BWD, .tol_scale = 2},
     {.op = EDM_OP_CONV2D_BWD_DATA, .label = "-k3 s1 p1 O32 of dy·s[N,1,H,W]", .nin = 3,
      .in = {IN(D_NORMAL, 32, 4, 5), IN(D_NORMAL, 1, 4, 5), PAR(D_NORMAL, 32, 6, 3, 3)}, .nstep = 3,
      .step = {{.t = T(MUL), .src = {0, 1}}, {.t = T_BWD_DATA(1, 1, 4, 5), .src = {RES(0), 2}}, {.t = T(NEG), .src = {RES(1), 0}}},
