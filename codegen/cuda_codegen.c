@@ -731,6 +731,22 @@ static void conv_load(char *out, size_t size, int grouped, const char *at, const
         snprintf(out, size, "ld(a, %s)", at);
 }
 
+/* A convolution's C accessor: element (m, n) of the GEMM is channel m of
+ * pixel n % pixels of sample n / pixels (rows `width` wide); grouped, the
+ * store names its coordinates for a fused epilogue (gen_step). */
+static void emit_conv_store(const node_ctx *c, sbuf *b, int grouped, int64_t pixels, int64_t channels, int64_t width)
+{
+    long long px = (long long)pixels, ch = (long long)channels, w = (long long)width;
+    emit_acc(c, b, 'C', 0);
+    if (grouped)
+        sb_printf(b,
+                  "{\n    const edm_ix nb = n / %lld_ix, p = n %% %lld_ix;\n"
+                  "    stq(y, (nb * %lld_ix + m) * %lld_ix + p, nb, m, p / %lld_ix, p %% %lld_ix, v);\n}\n",
+                  px, px, ch, px, w, w);
+    else
+        sb_printf(b, "{\n    st(y, (n / %lld_ix * %lld_ix + m) * %lld_ix + n %% %lld_ix, v);\n}\n", px, ch, px, px);
+}
+
 static int gen_conv2d(node_ctx *c, sbuf *b, edm_status *st)
 {
     conv_geom p = conv_of(c);
@@ -755,15 +771,7 @@ static int gen_conv2d(node_ctx *c, sbuf *b, edm_status *st)
               "    return iy >= 0 && iy < %lld_ix && ix >= 0 && ix < %lld_ix ? %s : 0.0f;\n}\n",
               (long long)p.stride, (long long)p.pad, (long long)p.stride, (long long)p.pad, (long long)p.h,
               (long long)p.w, load);
-    emit_acc(c, b, 'C', 0);
-    if (ktaps > 0) /* the element's coordinates to a fused epilogue too (gen_step) */
-        sb_printf(b,
-                  "{\n    const edm_ix nb = n / %lld_ix, p = n %% %lld_ix;\n"
-                  "    stq(y, (nb * %lld_ix + m) * %lld_ix + p, nb, m, p / %lld_ix, p %% %lld_ix, v);\n}\n",
-                  ohw, ohw, (long long)p.o, ohw, (long long)p.ow, (long long)p.ow);
-    else
-        sb_printf(b, "{\n    st(y, (n / %lld_ix * %lld_ix + m) * %lld_ix + n %% %lld_ix, v);\n}\n", ohw, (long long)p.o,
-                  ohw, ohw);
+    emit_conv_store(c, b, ktaps > 0, ohw, p.o, p.ow);
     if (gm > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: conv2d with %lld output channels", (long long)gm);
     emit_gemm(c, b, gm, gn, gk, 1, ktaps);
@@ -808,15 +816,7 @@ static int gen_conv2d_bwd_data(node_ctx *c, sbuf *b, edm_status *st)
               "}\n",
               hw, hw, (long long)p.w, (long long)p.w, (long long)p.pad, (long long)p.pad, (long long)p.stride,
               (long long)p.stride, (long long)p.stride, (long long)p.stride, (long long)p.oh, (long long)p.ow, load);
-    emit_acc(c, b, 'C', 0);
-    if (ktaps > 0)
-        sb_printf(b,
-                  "{\n    const edm_ix nb = n / %lld_ix, q = n %% %lld_ix;\n"
-                  "    stq(y, (nb * %lld_ix + m) * %lld_ix + q, nb, m, q / %lld_ix, q %% %lld_ix, v);\n}\n",
-                  hw, hw, (long long)p.c, hw, (long long)p.w, (long long)p.w);
-    else
-        sb_printf(b, "{\n    st(y, (n / %lld_ix * %lld_ix + m) * %lld_ix + n %% %lld_ix, v);\n}\n", hw, (long long)p.c,
-                  hw, hw);
+    emit_conv_store(c, b, ktaps > 0, hw, p.c, p.w);
     if (gm > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: conv2d with %lld input channels", (long long)gm);
     emit_gemm(c, b, gm, gn, gk, 1, ktaps);
