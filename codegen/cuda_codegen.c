@@ -747,6 +747,26 @@ static void emit_conv_store(const node_ctx *c, sbuf *b, int grouped, int64_t pix
         sb_printf(b, "{\n    st(y, (n / %lld_ix * %lld_ix + m) * %lld_ix + n %% %lld_ix, v);\n}\n", px, ch, px, px);
 }
 
+/* Whether a tensor-core weight gradient reads x and dy through ldq, with
+ * their elements' coordinates (its k is the pixels, not grouped by taps). */
+static int conv_wgrad_coords(const edm_cuda_options *opt, edm_dtype mma)
+{
+    return mma != EDM_F32 && !opt->gemm_library && !opt->conv_channel_major;
+}
+
+/* Bit k set: the generated body of contraction `core` reads its input k
+ * through ldq with the element's coordinates (a fused prologue reads its
+ * operands at them: gen_step); in_shape: the inputs' bound shapes. */
+static unsigned coord_operands(const edm_cuda_options *opt, const edm_node *core, edm_dtype mma, const bshape *in_shape)
+{
+    switch (core->op) {
+    case EDM_OP_CONV2D: case EDM_OP_CONV2D_BWD_DATA:
+        return in_shape[0].rank == 4 && conv_grouped(opt, mma, in_shape[0].dim[1]) ? 1u : 0u;
+    case EDM_OP_CONV2D_BWD_WEIGHT: return conv_wgrad_coords(opt, mma) ? 3u : 0u;
+    default: return 0;
+    }
+}
+
 static int gen_conv2d(node_ctx *c, sbuf *b, edm_status *st)
 {
     conv_geom p = conv_of(c);
@@ -838,20 +858,30 @@ static int gen_conv2d_bwd_weight(node_ctx *c, sbuf *b, edm_status *st)
     conv_geom p = conv_of(c);
     long long kk = (long long)p.k * p.k, ohw = (long long)p.oh * p.ow;
     int64_t gm = p.o, gn = p.c * p.k * p.k, gk = p.n * p.oh * p.ow;
+    int coords = conv_wgrad_coords(c->opt, c->mma);
+    char at[160], load[256];
     emit_acc(c, b, 'A', 0);
-    sb_printf(b, "{\n    return ld(b, (k / %lld_ix * %lld_ix + m) * %lld_ix + k %% %lld_ix);\n}\n", ohw,
-              (long long)p.o, ohw, ohw);
+    if (coords) /* dy with its coordinates, for a fused prologue (gen_step) */
+        sb_printf(b,
+                  "{\n    const edm_ix nb = k / %lld_ix, p = k %% %lld_ix;\n"
+                  "    return ldq(b, (nb * %lld_ix + m) * %lld_ix + p, nb, m, p / %lld_ix, p %% %lld_ix);\n}\n",
+                  ohw, ohw, (long long)p.o, ohw, (long long)p.ow, (long long)p.ow);
+    else
+        sb_printf(b, "{\n    return ld(b, (k / %lld_ix * %lld_ix + m) * %lld_ix + k %% %lld_ix);\n}\n", ohw,
+                  (long long)p.o, ohw, ohw);
     emit_acc(c, b, 'B', 0);
+    snprintf(at, sizeof at, "((nb * %lld_ix + c) * %lld_ix + iy) * %lld_ix + ix", (long long)p.c, (long long)p.h,
+             (long long)p.w);
+    conv_load(load, sizeof load, coords, at, "c", "iy", "ix");
     sb_printf(b,
               "{\n"
               "    const edm_ix nb = k / %lld_ix, q = k %% %lld_ix, oy = q / %lld_ix, ox = q %% %lld_ix;\n"
               "    const edm_ix c = n / %lld_ix, r = n %% %lld_ix, ky = r / %lld_ix, kx = r %% %lld_ix;\n"
               "    const edm_ix iy = oy * %lld_ix - %lld_ix + ky, ix = ox * %lld_ix - %lld_ix + kx;\n"
-              "    return iy >= 0 && iy < %lld_ix && ix >= 0 && ix < %lld_ix ? ld(a, ((nb * %lld_ix + c) * %lld_ix + iy) * "
-              "%lld_ix + ix) : 0.0f;\n}\n",
+              "    return iy >= 0 && iy < %lld_ix && ix >= 0 && ix < %lld_ix ? %s : 0.0f;\n}\n",
               ohw, ohw, (long long)p.ow, (long long)p.ow, kk, kk, (long long)p.k, (long long)p.k,
               (long long)p.stride, (long long)p.pad, (long long)p.stride, (long long)p.pad, (long long)p.h,
-              (long long)p.w, (long long)p.c, (long long)p.h, (long long)p.w);
+              (long long)p.w, load);
     emit_acc(c, b, 'C', 0);
     sb_printf(b, "{\n    st(y, m * %lld_ix + n, v);\n}\n", (long long)gn);
     if (gm > 65535 * 64LL)
@@ -1545,6 +1575,7 @@ typedef struct {
     mma_need *ws; /* the module's split-K workspace */
     body_table *kernels; /* the steps' kernels so far, by text and launch shape */
     const bshape *coords; /* while a prologue gets its element's coordinates d0_.. in this shape, else NULL */
+    int approx; /* while the prologue of a tensor-core operand is emitted: fast_math_expr's intrinsics */
 } step_ctx;
 
 static int is_member(const edm_plan_step *s, int node)
@@ -1688,6 +1719,24 @@ static int gather_member(step_ctx *x, sbuf *b, int m, edm_status *st)
     return 0;
 }
 
+/* The hardware's approximate exp and division (edm_exp_approx: __expf,
+ * ex2.approx, 2 + 1.2·|x| ulp; edm_div_approx: __fdividef, 2 ulp; in the mma
+ * preamble, cuda_gemm_mma.c) for the math a tensor-core operand's
+ * prologue runs, as many times per element as the convolution has taps,
+ * before rounding the result to f16/bf16 (11 or 8 bits): NULL for an op that
+ * keeps its exact text.  __fdividef(x, y) is 0 for |y| > 2^126, where the
+ * exact quotient of any operand here is 0 to 16 bits. */
+static const char *fast_math_expr(edm_op op)
+{
+    switch (op) {
+    case EDM_OP_EXP: return "edm_exp_approx(x)";
+    case EDM_OP_SIGMOID: return "edm_div_approx(1.0f, 1.0f + edm_exp_approx(-(x)))";
+    case EDM_OP_SILU: return "edm_div_approx(x, 1.0f + edm_exp_approx(-(x)))";
+    case EDM_OP_DIV: return "edm_div_approx(u, v)";
+    default: return NULL;
+    }
+}
+
 /* The members of (role, operand) at index `idx`, each into `vM` (M its index
  * in the step's list); *last gets the last one's index. */
 static int emit_members(step_ctx *x, sbuf *b, edm_member_role role, int operand, int *last, edm_status *st)
@@ -1724,13 +1773,15 @@ static int emit_members(step_ctx *x, sbuf *b, edm_member_role role, int operand,
                       m, (unsigned long long)mask, thr, ra, scale);
             x->mix64 = 1;
         } else if (edm_op_class_of(n->op) == EDM_CLASS_UNARY) {
+            const char *fast = x->approx ? fast_math_expr(n->op) : NULL;
             sb_printf(b, "        float v%d;\n        {\n            %sconst float x = %s;\n            v%d = %s;\n        }\n",
-                      m, unary_bounds(n, buf, sizeof buf), ra, m, unary_expr(n));
+                      m, unary_bounds(n, buf, sizeof buf), ra, m, fast ? fast : unary_expr(n));
         } else if (edm_op_class_of(n->op) == EDM_CLASS_BINARY) {
+            const char *fast = x->approx ? fast_math_expr(n->op) : NULL;
             sb_printf(b,
                       "        float v%d;\n        {\n            const float u = %s, v = %s;\n            v%d = %s;\n"
                       "        }\n",
-                      m, ra, rb, m, binary_expr(n->op));
+                      m, ra, rb, m, fast ? fast : binary_expr(n->op));
         } else {
             return edm_fail(st, EDM_ERR_INTERNAL, n->loc, "CUDA codegen: %s is not elementwise", edm_op_name(n->op));
         }
@@ -1780,7 +1831,7 @@ static int fuse_body(const char *body, const char *head, sbuf *out)
     static const char *const subs[][2] = {
         {"KNAME_A(a, b, ", "KNAME_A(P, "}, {"KNAME_B(a, b, ", "KNAME_B(P, "}, {"KNAME_C(y, ", "KNAME_C(P, "},
         {"ld(a, ", "KNAME_in0(P, "},    {"ld(b, ", "KNAME_in1(P, "},    {"ld(c3, ", "KNAME_in2(P, "},
-        {"ldq(a, ", "KNAME_in0q(P, "},  {"stq(y, ", "KNAME_outq(P, "},
+        {"ldq(a, ", "KNAME_in0q(P, "},  {"ldq(b, ", "KNAME_in1q(P, "},  {"stq(y, ", "KNAME_outq(P, "},
         {"st(y, ", "KNAME_out(P, "},
     };
     sbuf t[2] = {{0}, {0}};
@@ -1874,26 +1925,26 @@ static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
     sb_puts(&head, ", seed};\n");
     int rc = 0, last;
     const edm_node *core = s->core >= 0 ? edm_graph_node(g, s->core) : NULL;
-    /* a grouped tensor-core convolution reads x (the backward pass's: dy) with
-     * its coordinates (gen_conv2d, gen_conv2d_bwd_data) */
-    int conv = core && (core->op == EDM_OP_CONV2D || core->op == EDM_OP_CONV2D_BWD_DATA);
-    bshape x_shape = {0};
-    if (conv)
-        x_shape = bind(&edm_graph_node(g, core->input[0])->shape, x->opt->batch);
+    /* the operands a tensor-core convolution reads with their coordinates (coord_operands) */
+    bshape in_shape[2] = {{0}, {0}};
+    for (int k = 0; core && k < core->ninputs && k < 2; k++)
+        in_shape[k] = bind(&edm_graph_node(g, core->input[k])->shape, x->opt->batch);
     edm_cuda_options nolib = *x->opt;
     nolib.gemm_library = 0; /* the generated contraction: the prologue and epilogue live in it */
-    int x_coords = conv && x_shape.rank == 4 && conv_grouped(&nolib, contraction_mma(x->opt, core), x_shape.dim[1]);
+    unsigned coords = core ? coord_operands(&nolib, core, contraction_mma(x->opt, core), in_shape) : 0;
     /* operand readers: the prologue, or a load */
     for (int k = 0; core && k < core->ninputs && rc == 0; k++) {
-        if (k == 0 && x_coords) {
-            sb_puts(&b, "static __device__ __forceinline__ float KNAME_in0q(const KNAME_args &P, edm_ix idx, edm_ix d0_, "
-                        "edm_ix d1_, edm_ix d2_, edm_ix d3_)\n{\n");
-            x->coords = &x_shape;
+        if (k < 2 && (coords >> k & 1u)) {
+            sb_printf(&b, "static __device__ __forceinline__ float KNAME_in%dq(const KNAME_args &P, edm_ix idx, edm_ix d0_, "
+                          "edm_ix d1_, edm_ix d2_, edm_ix d3_)\n{\n", k);
+            x->coords = &in_shape[k];
         } else {
             sb_printf(&b, "static __device__ __forceinline__ float KNAME_in%d(const KNAME_args &P, edm_ix idx)\n{\n", k);
         }
+        x->approx = contraction_mma(x->opt, core) != EDM_F32;
         rc = emit_members(x, &b, EDM_ROLE_PROLOGUE, k, &last, st);
         x->coords = NULL;
+        x->approx = 0;
         const edm_node *in = edm_graph_node(g, core->input[k]);
         char lit[64];
         if (rc != 0)
@@ -1909,7 +1960,7 @@ static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
     }
     /* the store: the epilogue, then the root (a grouped convolution's with its coordinates) */
     bshape y_shape = {0};
-    if (x_coords) {
+    if ((coords & 1u) && core->op != EDM_OP_CONV2D_BWD_WEIGHT) {
         y_shape = bind(&core->shape, x->opt->batch);
         sb_puts(&b, "static __device__ __forceinline__ void KNAME_outq(const KNAME_args &P, edm_ix idx, edm_ix d0_, "
                     "edm_ix d1_, edm_ix d2_, edm_ix d3_, float c)\n{\n");

@@ -25,6 +25,9 @@ const char edm_mma_preamble[] =
     "                 : \"+f\"(d[0]), \"+f\"(d[1]), \"+f\"(d[2]), \"+f\"(d[3])\n"
     "                 : \"r\"(a[0]), \"r\"(a[1]), \"r\"(a[2]), \"r\"(a[3]), \"r\"(b[0]), \"r\"(b[1]));\n"
     "}\n"
+    /* the approximate exp and division of a tensor-core operand's prologue (cuda_codegen.c) */
+    "static __device__ __forceinline__ float edm_exp_approx(float x) { return __expf(x); }\n"
+    "static __device__ __forceinline__ float edm_div_approx(float a, float b) { return __fdividef(a, b); }\n"
     "#endif\n"
     "/* split-K's partial tiles and arrival counts (defined after the kernels) */\n"
     "extern __device__ float edm_splitk_ws[];\n"
@@ -174,72 +177,63 @@ void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int6
               "            if (it < nk_) {\n"
               "                const edm_ix k0 = (kt0_ + it) * 32;\n",
               mt, nt, mt, nt, t.bm / 16, t.bn / 16);
+    /* A thread's element e of A has row m0 + tid/16 + 16e and k pair tid % 16,
+     * of B column n0 + tid % bn and k pair tid/bn + (256/bn)·e (256 threads,
+     * bn divides 256): written so, the compiler sees one B column, and all
+     * that hangs on it (a convolution's pixel), for all of a thread's
+     * elements.  No bounds test where the tiles divide the rows, columns or k. */
+    char mtest[64] = "", ntest[64] = "", kname[64], ka[64], kb[64], kb1[64], ka1[64], klo[64] = "", khi[64] = "";
+    if (gm % t.bm != 0)
+        snprintf(mtest, sizeof mtest, "if (m < %lld_ix) ", (long long)gm);
+    if (gn % t.bn != 0)
+        snprintf(ntest, sizeof ntest, "if (n < %lld_ix) ", (long long)gn);
     if (ktaps > 0) {
         /* k tile t = (channel block t / ktaps of 32 channels, tap t % ktaps):
          * one tap a tile, so the accessors' tap arithmetic is the tile's, and
          * the ktaps tiles of a channel block follow one another, reading the
-         * same weights' lines and (shifted) activations' rows.  A thread's
-         * element e of A has row m0 + tid/16 + 16e, of B column n0 + tid % bn
-         * (256 threads, bn divides 256), written so that the compiler sees B's
-         * column, and all that hangs on it, as one; no bounds test where the
-         * tiles divide the rows or columns */
-        char mtest[64] = "", ntest[64] = "";
-        if (gm % t.bm != 0)
-            snprintf(mtest, sizeof mtest, "if (m < %lld_ix) ", (long long)gm);
-        if (gn % t.bn != 0)
-            snprintf(ntest, sizeof ntest, "if (n < %lld_ix) ", (long long)gn);
-        sb_printf(b,
-                  "                const edm_ix t_ = kt0_ + it, kq_ = t_ %% %lld_ix, kr_ = t_ / %lld_ix * 32;\n"
-                  "                for (int e = 0; e < %d; e++) {\n"
-                  "                    const int mm = threadIdx.x / 16 + 16 * e, kp = threadIdx.x %% 16;\n"
-                  "                    const edm_ix m = m0 + mm, kr = kr_ + 2 * kp;\n"
-                  "                    float lo = 0.0f, hi = 0.0f;\n"
-                  "                    %s{\n"
-                  "                        lo = KNAME_A(a, b, z, m, kq_, kr);\n"
-                  "                        hi = KNAME_A(a, b, z, m, kq_, kr + 1);\n"
-                  "                    }\n"
-                  "                    ra[e] = edm_mma_pack_%s(lo, hi);\n"
-                  "                }\n"
-                  "                for (int e = 0; e < %d; e++) {\n"
-                  "                    const int nn = threadIdx.x %% %d, kp = threadIdx.x / %d + %d * e;\n"
-                  "                    const edm_ix n = n0 + nn, kr = kr_ + 2 * kp;\n"
-                  "                    float lo = 0.0f, hi = 0.0f;\n"
-                  "                    %s{\n"
-                  "                        lo = KNAME_B(a, b, z, kq_, kr, n);\n"
-                  "                        hi = KNAME_B(a, b, z, kq_, kr + 1, n);\n"
-                  "                    }\n"
-                  "                    rb[e] = edm_mma_pack_%s(lo, hi);\n"
-                  "                }\n"
-                  "            }\n",
-                  (long long)ktaps, (long long)ktaps, t.bm / 16, mtest, ty, t.bn / 16, t.bn, t.bn,
-                  EDM_MMA_THREADS / t.bn, ntest, ty);
+         * same weights' lines and (shifted) activations' rows */
+        sb_printf(b, "                const edm_ix t_ = kt0_ + it, kq_ = t_ %% %lld_ix, kr_ = t_ / %lld_ix * 32;\n",
+                  (long long)ktaps, (long long)ktaps);
+        snprintf(kname, sizeof kname, "kr = kr_");
+        snprintf(ka, sizeof ka, "m, kq_, kr");
+        snprintf(ka1, sizeof ka1, "m, kq_, kr + 1");
+        snprintf(kb, sizeof kb, "kq_, kr, n");
+        snprintf(kb1, sizeof kb1, "kq_, kr + 1, n");
     } else {
-        sb_printf(b,
-                  "                for (int e = 0; e < %d; e++) {\n"
-                  "                    const int q = threadIdx.x + 256 * e, mm = q / 16, kp = q %% 16;\n"
-                  "                    const edm_ix m = m0 + mm, k = k0 + 2 * kp;\n"
-                  "                    float lo = 0.0f, hi = 0.0f;\n"
-                  "                    if (m < %lld_ix) {\n"
-                  "                        if (k < %lld_ix)\n                            lo = KNAME_A(a, b, z, m, k);\n"
-                  "                        if (k + 1 < %lld_ix)\n                            hi = KNAME_A(a, b, z, m, k + 1);\n"
-                  "                    }\n"
-                  "                    ra[e] = edm_mma_pack_%s(lo, hi);\n"
-                  "                }\n",
-                  t.bm / 16, (long long)gm, (long long)gk, (long long)gk, ty);
-        sb_printf(b,
-                  "                for (int e = 0; e < %d; e++) {\n"
-                  "                    const int q = threadIdx.x + 256 * e, nn = q %% %d, kp = q / %d;\n"
-                  "                    const edm_ix n = n0 + nn, k = k0 + 2 * kp;\n"
-                  "                    float lo = 0.0f, hi = 0.0f;\n"
-                  "                    if (n < %lld_ix) {\n"
-                  "                        if (k < %lld_ix)\n                            lo = KNAME_B(a, b, z, k, n);\n"
-                  "                        if (k + 1 < %lld_ix)\n                            hi = KNAME_B(a, b, z, k + 1, n);\n"
-                  "                    }\n"
-                  "                    rb[e] = edm_mma_pack_%s(lo, hi);\n"
-                  "                }\n"
-                  "            }\n",
-                  t.bn / 16, t.bn, t.bn, (long long)gn, (long long)gk, (long long)gk, ty);
+        snprintf(kname, sizeof kname, "k = k0");
+        snprintf(ka, sizeof ka, "m, k");
+        snprintf(ka1, sizeof ka1, "m, k + 1");
+        snprintf(kb, sizeof kb, "k, n");
+        snprintf(kb1, sizeof kb1, "k + 1, n");
+        if (gk % EDM_MMA_BK != 0) {
+            snprintf(klo, sizeof klo, "if (k < %lld_ix) ", (long long)gk);
+            snprintf(khi, sizeof khi, "if (k + 1 < %lld_ix) ", (long long)gk);
+        }
     }
+    sb_printf(b,
+              "                for (int e = 0; e < %d; e++) {\n"
+              "                    const int mm = threadIdx.x / 16 + 16 * e, kp = threadIdx.x %% 16;\n"
+              "                    const edm_ix m = m0 + mm, %s + 2 * kp;\n"
+              "                    float lo = 0.0f, hi = 0.0f;\n"
+              "                    %s{\n"
+              "                        %slo = KNAME_A(a, b, z, %s);\n"
+              "                        %shi = KNAME_A(a, b, z, %s);\n"
+              "                    }\n"
+              "                    ra[e] = edm_mma_pack_%s(lo, hi);\n"
+              "                }\n"
+              "                for (int e = 0; e < %d; e++) {\n"
+              "                    const int nn = threadIdx.x %% %d, kp = threadIdx.x / %d + %d * e;\n"
+              "                    const edm_ix n = n0 + nn, %s + 2 * kp;\n"
+              "                    float lo = 0.0f, hi = 0.0f;\n"
+              "                    %s{\n"
+              "                        %slo = KNAME_B(a, b, z, %s);\n"
+              "                        %shi = KNAME_B(a, b, z, %s);\n"
+              "                    }\n"
+              "                    rb[e] = edm_mma_pack_%s(lo, hi);\n"
+              "                }\n"
+              "            }\n",
+              t.bm / 16, kname, mtest, klo, ka, khi, ka1, ty, t.bn / 16, t.bn, t.bn, EDM_MMA_THREADS / t.bn, kname,
+              ntest, klo, kb, khi, kb1, ty);
     sb_printf(b,
               "            if (it > 0) {\n"
               "                const int s = (int)((it - 1) & 1);\n"

@@ -161,6 +161,12 @@ static inline float __fadd_rn(float a, float b) { return a + b; }
 static inline float __fsub_rn(float a, float b) { return a - b; }
 static inline float __fmul_rn(float a, float b) { return a * b; }
 static inline float __fdiv_rn(float a, float b) { return a / b; }
+/* the preamble's approximate exp and division (__expf, __fdividef on the
+ * device), as sm_90 computes them up to ex2.approx's and rcp.approx's last
+ * bits: ex2 of x·log2(e) rounded to f32; a times the reciprocal, 0 past
+ * |b| > 2^126 */
+static inline float edm_exp_approx(float x) { return exp2f(x * 1.44269504f); }
+static inline float edm_div_approx(float a, float b) { return fabsf(b) > 0x1p126f ? a * 0.0f : a * (1.0f / b); }
 static inline double __dadd_rn(double a, double b) { return a + b; }
 static inline double __dsub_rn(double a, double b) { return a - b; }
 static inline double __dmul_rn(double a, double b) { return a * b; }

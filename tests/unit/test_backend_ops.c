@@ -64,7 +64,7 @@
 #define BATCH 2
 #define DROPOUT_SEED 20240611u
 #define MAX_OPERANDS 3
-#define MAX_STEPS 4
+#define MAX_STEPS 5
 #define MAX_LEAVES 8
 #define MAX_OUTPUTS 8
 
@@ -360,6 +360,15 @@ static const op_case cases[] = {
     {.op = EDM_OP_CONV2D_BWD_DATA, .label = "-k3 s1 p1 O32 of dy·s[N,1,H,W]", .nin = 3,
      .in = {IN(D_NORMAL, 32, 4, 5), IN(D_NORMAL, 1, 4, 5), PAR(D_NORMAL, 32, 6, 3, 3)}, .nstep = 3,
      .step = {{.t = T(MUL), .src = {0, 1}}, {.t = T_BWD_DATA(1, 1, 4, 5), .src = {RES(0), 2}}, {.t = T(NEG), .src = {RES(1), 0}}},
+     .flags = F_NO_BWD, .tol_scale = 2},
+    /* with prologues on both operands, reading per-pixel operands at the elements' coordinates */
+    {.op = EDM_OP_CONV2D_BWD_WEIGHT, .label = "-k3 s1 p1 of silu(x / n[N,1,H,W]), dy·n", .nin = 3,
+     .in = {IN(D_NORMAL, 8, 4, 5), IN(D_POS, 1, 4, 5), IN(D_NORMAL, 6, 4, 5)}, .nstep = 5,
+     .step = {{.t = T(DIV), .src = {0, 1}},
+              {.t = T(SILU), .src = {RES(0), 0}},
+              {.t = T(MUL), .src = {2, 1}},
+              {.t = T_BWD_WEIGHT(1, 1, 3), .src = {RES(1), RES(2)}},
+              {.t = T(NEG), .src = {RES(3), 0}}},
      .flags = F_NO_BWD, .tol_scale = 2},
     C2X(CONV2D_BWD_WEIGHT, "k3 s1 p1", T_BWD_WEIGHT(1, 1, 3), IN(D_NORMAL, 3, 6, 5), IN(D_NORMAL, 4, 6, 5),
         F_NO_BWD, 2),
