@@ -16,6 +16,8 @@ have_cmd gcc        || need="$need gcc"
 have_cmd g++        || need="$need g++"  # tests/emu: the emulated CUDA kernels are compiled as C++
 have_cmd mpirun     || need="$need openmpi-bin"  # data-parallel training and its test (tests/cli/train_mpi.sh)
 have_cmd strace     || need="$need strace"  # tests/cli/package*.sh: a run from a package opens no .edm file
+# tests/cli/torch_interop.sh: what edmc writes loads into torch's modules (the reference's framework)
+/usr/bin/python3 -c 'import torch, numpy' >/dev/null 2>&1 || need="$need python3-torch python3-numpy"
 if have_cmd pkg-config; then
     have_pkg libxml-2.0 || need="$need libxml2-dev"
     have_pkg cmocka     || need="$need libcmocka-dev"
