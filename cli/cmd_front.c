@@ -381,6 +381,10 @@ static int dump_cuda(const cli_opts *o, const edm_program *prog)
         return 2;
     edm_status st;
     edm_status_init(&st);
+    if (edm_cuda_options_env(&co, &st) != 0) {
+        fprintf(stderr, "edmc dump: %s\n", st.msg);
+        return 2;
+    }
     unsigned fuse = EDM_FUSE_NONE; /* as the CUDA executor's default */
     if (o->fuse && edm_fuse_parse(o->fuse, &fuse, &st) != 0) {
         fprintf(stderr, "edmc dump: %s\n", st.msg);

@@ -1450,6 +1450,30 @@ static int module_index_bits(const edm_graph *g, const edm_cuda_options *opt)
     return 32;
 }
 
+int edm_cuda_options_env(edm_cuda_options *co, edm_status *st)
+{
+    /* a tile forced on every tensor-core contraction (tests, tuning): "BMxBN" or "BMxBN/SPLITS" */
+    const char *tile = getenv("EDMC_MMA_TILE");
+    if (tile && tile[0] && edm_mma_parse_tile(tile, &co->mma_tile) != 0)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
+                        "EDMC_MMA_TILE=%s: expected BMxBN or BMxBN/SPLITS, BM and BN 64 or 128", tile);
+    /* the kernels' index arithmetic forced to 64 bits (tests: the path of values over 2^30 elements) */
+    const char *bits = getenv("EDMC_INDEX_BITS");
+    if (bits && bits[0]) {
+        if (strcmp(bits, "64") != 0)
+            return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "EDMC_INDEX_BITS=%s: expected 64 (or unset)", bits);
+        co->index_bits = 64;
+    }
+    /* the tensor-core convolutions' k order: "channel" keeps the library path's (an ablation, docs/cuda.md) */
+    const char *order = getenv("EDMC_CONV_ORDER");
+    if (order && order[0]) {
+        if (strcmp(order, "channel") != 0 && strcmp(order, "tap") != 0)
+            return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "EDMC_CONV_ORDER=%s: expected tap or channel", order);
+        co->conv_channel_major = strcmp(order, "channel") == 0;
+    }
+    return 0;
+}
+
 int edm_cuda_codegen(const edm_graph *g, const edm_cuda_options *opt, edm_cuda_module *m, edm_status *st)
 {
     memset(m, 0, sizeof *m);

@@ -126,6 +126,13 @@ int edm_cuda_op_supported(edm_op op);
 
 /* Generates the module for g.  The text is deterministic: the same graph and
  * options give the same bytes. */
+/* The settings the environment forces for tests, tuning and ablations (the
+ * executor and `edmc dump --stage=cuda` both read them): EDMC_MMA_TILE=BMxBN[/SPLITS]
+ * (every tensor-core contraction's tile), EDMC_INDEX_BITS=64 (wide index
+ * arithmetic), EDMC_CONV_ORDER=channel|tap (the tensor-core convolutions' k
+ * order, docs/cuda.md).  A malformed value: -1 with st set. */
+int edm_cuda_options_env(edm_cuda_options *co, edm_status *st);
+
 int edm_cuda_codegen(const edm_graph *g, const edm_cuda_options *opt, edm_cuda_module *m, edm_status *st);
 /* The storage type of every value of g under opt (the dtype rule above):
  * out has one entry per node. */

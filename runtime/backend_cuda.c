@@ -768,25 +768,8 @@ static int generate(edm_cuda_exec *x, edm_status *st)
                            .network_scope = x->opt.network_scope};
     co.tensor_cores = !x->opt.no_tensor_cores && x->cc_major >= 8; /* mma.sync m16n8k16: sm_80 */
     x->tensor_cores = co.tensor_cores && co.storage != EDM_F32;
-    /* a tile forced on every tensor-core contraction (tests, tuning): "BMxBN" or "BMxBN/SPLITS" */
-    const char *tile = getenv("EDMC_MMA_TILE");
-    if (tile && tile[0] && edm_mma_parse_tile(tile, &co.mma_tile) != 0)
-        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
-                        "EDMC_MMA_TILE=%s: expected BMxBN or BMxBN/SPLITS, BM and BN 64 or 128", tile);
-    /* the kernels' index arithmetic forced to 64 bits (tests: the path of values over 2^30 elements) */
-    const char *bits = getenv("EDMC_INDEX_BITS");
-    if (bits && bits[0]) {
-        if (strcmp(bits, "64") != 0)
-            return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "EDMC_INDEX_BITS=%s: expected 64 (or unset)", bits);
-        co.index_bits = 64;
-    }
-    /* the tensor-core convolutions' k order: "channel" keeps the library path's (an ablation, docs/cuda.md) */
-    const char *order = getenv("EDMC_CONV_ORDER");
-    if (order && order[0]) {
-        if (strcmp(order, "channel") != 0 && strcmp(order, "tap") != 0)
-            return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "EDMC_CONV_ORDER=%s: expected tap or channel", order);
-        co.conv_channel_major = strcmp(order, "channel") == 0;
-    }
+    if (edm_cuda_options_env(&co, st) != 0)
+        return -1;
     int rc = x->opt.fuse ? build_plan(x, &co, st) : edm_cuda_codegen(x->user_g, &co, &x->code, st);
     if (rc == 0 && !x->opt.fuse)
         rc = node_values(x, st);

@@ -71,6 +71,18 @@ for s in $(grep -o '^/\* step [0-9]*:.*: the kernel of s[0-9]*_[a-z0-9_]*' "$tmp
     grep -q "void __launch_bounds__(256) $s(\|void $s""_run(" "$tmp/fused.cu" || { echo "# $s is named but not defined"; missing=1; }
 done
 if [ -z "${missing:-}" ]; then tap_ok "every shared kernel is defined in the module"; else tap_not_ok "a shared kernel is not defined"; fi
+# the tensor-core convolutions read one tap a k tile with coordinates (docs/cuda.md); EDMC_CONV_ORDER=channel,
+# the ablation, keeps the flat channel-major reads, and dump reads the setting as the executor does
+EDMC_CONV_ORDER=channel "$edmc" dump "$tiny" --stage=cuda --fuse=all --batch=4 -o "$tmp/channel.cu" 2>&1
+grouped_q=$(grep -c "_in0q(const" "$tmp/fused.cu")
+chan_q=$(grep -c "_in0q(const" "$tmp/channel.cu")
+if [ "$grouped_q" -gt 0 ] && [ "$chan_q" -eq 0 ]; then
+    tap_ok "dump --stage=cuda: $grouped_q convolutions read with coordinates; none with EDMC_CONV_ORDER=channel"
+else
+    tap_not_ok "EDMC_CONV_ORDER" "with coordinates: $grouped_q by default, $chan_q with EDMC_CONV_ORDER=channel"
+fi
+tap_expect_error "EDMC_CONV_ORDER=diagonal" 2 "EDMC_CONV_ORDER=diagonal: expected tap or channel" \
+    env EDMC_CONV_ORDER=diagonal "$edmc" dump "$tiny" --stage=cuda --fuse=all --batch=4
 "$edmc" dump "$tiny" --stage=cuda --batch=4 -o "$tmp/unfused.cu" 2>&1
 if grep -q "CUDA C for NVRTC" "$tmp/unfused.cu"; then tap_ok "dump --stage=cuda without --fuse: the unfused module (the executor's default)"; else tap_not_ok "dump --stage=cuda unfused"; fi
 # the CUDA executor's memory at a batch and precision: fused smaller than unfused
