@@ -94,17 +94,24 @@ typedef struct {
 
 /* Right-aligned numpy broadcasting of a (and b) against y, size-1 dims
  * dropped, adjacent dims merged where contiguous for all operands. */
+/* s[i]: the stride in a of dimension i of y when a is broadcast to y
+ * (numpy's right-aligned rule), 0 where a repeats along it. */
+static void broadcast_strides(const bshape *y, const bshape *a, int64_t *s)
+{
+    int64_t stra[EDM_MAX_RANK];
+    strides_of(a, stra);
+    for (int i = 0; i < y->rank; i++) {
+        int ia = a->rank - y->rank + i;
+        s[i] = ia >= 0 && a->dim[ia] != 1 ? stra[ia] : 0;
+    }
+}
+
 static void plan_broadcast(const bshape *y, const bshape *a, const bshape *b, index_plan *p)
 {
     int r = y->rank;
-    int64_t sa_full[EDM_MAX_RANK], sb_full[EDM_MAX_RANK], stra[EDM_MAX_RANK], strb[EDM_MAX_RANK];
-    strides_of(a, stra);
-    strides_of(b, strb);
-    for (int i = 0; i < r; i++) {
-        int ia = a->rank - r + i, ib = b->rank - r + i;
-        sa_full[i] = ia >= 0 && a->dim[ia] != 1 ? stra[ia] : 0;
-        sb_full[i] = ib >= 0 && b->dim[ib] != 1 ? strb[ib] : 0;
-    }
+    int64_t sa_full[EDM_MAX_RANK], sb_full[EDM_MAX_RANK];
+    broadcast_strides(y, a, sa_full);
+    broadcast_strides(y, b, sb_full);
     p->rank = 0;
     for (int i = 0; i < r; i++) {
         if (y->dim[i] == 1)
@@ -173,14 +180,12 @@ static void emit_index(sbuf *b, const index_plan *p, int nops, const char *const
  * coordinate that several loads share is then one expression to the compiler. */
 static void emit_index_at(sbuf *b, const bshape *y, const bshape *a, const char *var)
 {
-    int64_t stra[EDM_MAX_RANK];
-    strides_of(a, stra);
+    int64_t s[EDM_MAX_RANK];
+    broadcast_strides(y, a, s);
     sb_printf(b, "        const edm_ix %s = 0", var);
-    for (int i = 0; i < y->rank; i++) {
-        int ia = a->rank - y->rank + i;
-        if (ia >= 0 && a->dim[ia] != 1)
-            sb_printf(b, " + d%d_ * %lld_ix", i, (long long)stra[ia]);
-    }
+    for (int i = 0; i < y->rank; i++)
+        if (s[i] != 0)
+            sb_printf(b, " + d%d_ * %lld_ix", i, (long long)s[i]);
     sb_puts(b, ";\n");
 }
 
@@ -698,13 +703,21 @@ static void emit_acc(const node_ctx *c, sbuf *b, char which, int grouped)
                                : (grouped ? "edm_ix kq, edm_ix kr, edm_ix n" : "edm_ix k, edm_ix n"));
 }
 
-/* Whether a tensor-core convolution reading c channels (x's; the backward
- * pass's dy's) takes one tap a k tile (emit_gemm's ktaps, cuda_gemm_mma.h),
+/* Whether a tensor-core convolution's generated body reads its activations
+ * with their coordinates (ldq, stq), unless the ablation asks for the flat
+ * channel-major reads. */
+static int conv_coords(const edm_cuda_options *opt, edm_dtype mma)
+{
+    return mma != EDM_F32 && !opt->gemm_library && !opt->conv_channel_major;
+}
+
+/* Whether such a convolution reading c channels (x's; the backward pass's
+ * dy's) also takes one tap a k tile (emit_gemm's ktaps, cuda_gemm_mma.h),
  * rather than k = channel·kh·kw + tap, the library path's col buffer order:
  * when the channels fill whole k tiles. */
 static int conv_grouped(const edm_cuda_options *opt, edm_dtype mma, int64_t c)
 {
-    return mma != EDM_F32 && !opt->gemm_library && !opt->conv_channel_major && c % EDM_MMA_BK == 0;
+    return conv_coords(opt, mma) && c % EDM_MMA_BK == 0;
 }
 
 /* The first line of a convolution's B accessor: channel `ch` and tap (ky,
@@ -747,13 +760,6 @@ static void emit_conv_store(const node_ctx *c, sbuf *b, int grouped, int64_t pix
         sb_printf(b, "{\n    st(y, (n / %lld_ix * %lld_ix + m) * %lld_ix + n %% %lld_ix, v);\n}\n", px, ch, px, px);
 }
 
-/* Whether a tensor-core weight gradient reads x and dy through ldq, with
- * their elements' coordinates (its k is the pixels, not grouped by taps). */
-static int conv_wgrad_coords(const edm_cuda_options *opt, edm_dtype mma)
-{
-    return mma != EDM_F32 && !opt->gemm_library && !opt->conv_channel_major;
-}
-
 /* Bit k set: the generated body of contraction `core` reads its input k
  * through ldq with the element's coordinates (a fused prologue reads its
  * operands at them: gen_step); in_shape: the inputs' bound shapes. */
@@ -762,7 +768,7 @@ static unsigned coord_operands(const edm_cuda_options *opt, const edm_node *core
     switch (core->op) {
     case EDM_OP_CONV2D: case EDM_OP_CONV2D_BWD_DATA:
         return in_shape[0].rank == 4 && conv_grouped(opt, mma, in_shape[0].dim[1]) ? 1u : 0u;
-    case EDM_OP_CONV2D_BWD_WEIGHT: return conv_wgrad_coords(opt, mma) ? 3u : 0u;
+    case EDM_OP_CONV2D_BWD_WEIGHT: return conv_coords(opt, mma) ? 3u : 0u; /* its k is the pixels: no taps to group */
     default: return 0;
     }
 }
@@ -858,7 +864,7 @@ static int gen_conv2d_bwd_weight(node_ctx *c, sbuf *b, edm_status *st)
     conv_geom p = conv_of(c);
     long long kk = (long long)p.k * p.k, ohw = (long long)p.oh * p.ow;
     int64_t gm = p.o, gn = p.c * p.k * p.k, gk = p.n * p.oh * p.ow;
-    int coords = conv_wgrad_coords(c->opt, c->mma);
+    int coords = conv_coords(c->opt, c->mma);
     char at[160], load[256];
     emit_acc(c, b, 'A', 0);
     if (coords) /* dy with its coordinates, for a fused prologue (gen_step) */
@@ -1955,7 +1961,8 @@ static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
         in_shape[k] = bind(&edm_graph_node(g, core->input[k])->shape, x->opt->batch);
     edm_cuda_options nolib = *x->opt;
     nolib.gemm_library = 0; /* the generated contraction: the prologue and epilogue live in it */
-    unsigned coords = core ? coord_operands(&nolib, core, contraction_mma(x->opt, core), in_shape) : 0;
+    edm_dtype mma = core ? contraction_mma(x->opt, core) : EDM_F32;
+    unsigned coords = core ? coord_operands(&nolib, core, mma, in_shape) : 0;
     /* operand readers: the prologue, or a load */
     for (int k = 0; core && k < core->ninputs && rc == 0; k++) {
         if (k < 2 && (coords >> k & 1u)) {
@@ -1965,7 +1972,7 @@ static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
         } else {
             sb_printf(&b, "static __device__ __forceinline__ float KNAME_in%d(const KNAME_args &P, edm_ix idx)\n{\n", k);
         }
-        x->approx = contraction_mma(x->opt, core) != EDM_F32;
+        x->approx = mma != EDM_F32;
         rc = emit_members(x, &b, EDM_ROLE_PROLOGUE, k, &last, st);
         x->coords = NULL;
         x->approx = 0;
@@ -2012,7 +2019,7 @@ static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
         edm_cuda_launch tmp = {0};
         node_ctx c = {.g = g, .opt = x->opt, .id = s->core, .n = core, .L = &tmp,
                       .y = bind(&core->shape, x->opt->batch), .ty = L->dtype, .ta = EDM_F32, .tb = EDM_F32,
-                      .mma = contraction_mma(x->opt, core), .ws = x->ws};
+                      .mma = mma, .ws = x->ws};
         if (core->ninputs > 0)
             c.a = bind(&edm_graph_node(g, core->input[0])->shape, x->opt->batch);
         if (core->ninputs > 1)

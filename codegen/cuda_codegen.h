@@ -124,8 +124,6 @@ typedef struct {
 /* Whether codegen handles op (every op of the table does; the unit test checks). */
 int edm_cuda_op_supported(edm_op op);
 
-/* Generates the module for g.  The text is deterministic: the same graph and
- * options give the same bytes. */
 /* The settings the environment forces for tests, tuning and ablations (the
  * executor and `edmc dump --stage=cuda` both read them): EDMC_MMA_TILE=BMxBN[/SPLITS]
  * (every tensor-core contraction's tile), EDMC_INDEX_BITS=64 (wide index
@@ -133,6 +131,8 @@ int edm_cuda_op_supported(edm_op op);
  * order, docs/cuda.md).  A malformed value: -1 with st set. */
 int edm_cuda_options_env(edm_cuda_options *co, edm_status *st);
 
+/* Generates the module for g.  The text is deterministic: the same graph and
+ * options give the same bytes. */
 int edm_cuda_codegen(const edm_graph *g, const edm_cuda_options *opt, edm_cuda_module *m, edm_status *st);
 /* The storage type of every value of g under opt (the dtype rule above):
  * out has one entry per node. */
