@@ -308,7 +308,7 @@ static const op_case cases[] = {
     C2(CONV2D, "k3 s2 p1 (even size)", T_CONV(2, 1), IN(D_NORMAL, 4, 8, 8), PAR(D_NORMAL, 4, 4, 3, 3)),
     C2(CONV2D, "k3 s1 p0", T_CONV(1, 0), IN(D_NORMAL, 2, 5, 5), PAR(D_NORMAL, 3, 2, 3, 3)),
     C2X(CONV2D, "k3 s1 p1 C16 O8", T_CONV(1, 1), IN(D_NORMAL, 16, 8, 8), PAR(D_NORMAL, 8, 16, 3, 3), 0, 2),
-    /* channels in whole k tiles of the tensor-core kernel (32): k runs tap-major, one tap a k tile */
+    /* channels in whole k tiles of the tensor-core kernel (32): one tap a k tile */
     C2X(CONV2D, "k3 s1 p1 C32 O8", T_CONV(1, 1), IN(D_NORMAL, 32, 5, 6), PAR(D_NORMAL, 8, 32, 3, 3), 0, 2),
     C2X(CONV2D, "k3 s2 p1 C64 O5", T_CONV(2, 1), IN(D_NORMAL, 64, 5, 4), PAR(D_NORMAL, 5, 64, 3, 3), 0, 3),
     C2X(CONV2D, "k1 s1 C32 O3", T_CONV(1, 0), IN(D_NORMAL, 32, 3, 5), PAR(D_NORMAL, 3, 32, 1, 1), 0, 2),
@@ -346,7 +346,7 @@ static const op_case cases[] = {
         F_NO_BWD, 1),
     C2X(CONV2D_BWD_DATA, "k3 s1 p0", T_BWD_DATA(1, 0, 5, 5), IN(D_NORMAL, 3, 3, 3), PAR(D_NORMAL, 3, 2, 3, 3),
         F_NO_BWD, 1),
-    /* dy's channels in whole k tiles (32): k runs tap-major as in the forward */
+    /* dy's channels in whole k tiles (32): one tap a k tile, as in the forward */
     C2X(CONV2D_BWD_DATA, "k3 s1 p1 O32", T_BWD_DATA(1, 1, 5, 6), IN(D_NORMAL, 32, 5, 6), PAR(D_NORMAL, 32, 3, 3, 3),
         F_NO_BWD, 2),
     C2X(CONV2D_BWD_DATA, "k3 s2 p1 O32", T_BWD_DATA(2, 1, 7, 6), IN(D_NORMAL, 32, 4, 3), PAR(D_NORMAL, 32, 5, 3, 3),

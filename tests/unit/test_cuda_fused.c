@@ -65,6 +65,17 @@ static int in_cubin(const edm_cubin *c, const char *name)
     return 0;
 }
 
+/* Whether step s is an attention step, and the block it launches: 256 threads,
+ * 128 for attention on tensor cores (64 queries, 4 warps). */
+static int is_attention(const edm_plan *p, int s)
+{
+    return p->steps[s].core >= 0 && edm_graph_node(p->g, p->steps[s].core)->op == EDM_OP_ATTENTION;
+}
+static unsigned block_of(const edm_plan *p, int s, edm_dtype storage)
+{
+    return is_attention(p, s) && storage != EDM_F32 ? 128u : 256u;
+}
+
 static void compile_plan(const char *model, int training, edm_dtype storage, unsigned fuse)
 {
     if (!edm_nvrtc_available())
@@ -95,20 +106,16 @@ static void compile_plan(const char *model, int training, edm_dtype storage, uns
     assert_int_equal(rc, 0);
     /* one kernel per group: what the executor launches */
     assert_int_equal(m.ngroups, edm_plan_kernels(p));
-    /* 256 threads a block; 128 for attention on tensor cores (64 queries, 4 warps) */
     for (int gi = 0; gi < m.ngroups; gi++) {
         if (!in_cubin(&cubin, m.group[gi].kernel))
             print_error("%s not in the cubin\n", m.group[gi].kernel);
         assert_true(in_cubin(&cubin, m.group[gi].kernel));
-        const edm_plan_step *s0 = &p->steps[m.group[gi].first_step];
-        int attn = s0->core >= 0 && edm_graph_node(p->g, s0->core)->op == EDM_OP_ATTENTION;
-        assert_true(m.group[gi].grid[0] >= 1 && m.group[gi].block[0] == (attn && storage != EDM_F32 ? 128u : 256u));
+        assert_true(m.group[gi].grid[0] >= 1 && m.group[gi].block[0] == block_of(p, m.group[gi].first_step, storage));
     }
     int prologues = 0, epilogues = 0, attention_tc = 0;
     for (int s = 0; s < m.nlaunch; s++) {
-        int attn = p->steps[s].core >= 0 && edm_graph_node(p->g, p->steps[s].core)->op == EDM_OP_ATTENTION;
-        attention_tc += attn && m.launch[s].block[0] == 128;
-        assert_true(m.launch[s].grid[0] >= 1 && m.launch[s].block[0] == (attn && storage != EDM_F32 ? 128u : 256u));
+        attention_tc += is_attention(p, s) && m.launch[s].block[0] == 128;
+        assert_true(m.launch[s].grid[0] >= 1 && m.launch[s].block[0] == block_of(p, s, storage));
         for (int k = 0; k < p->steps[s].nmembers; k++) {
             prologues += p->steps[s].members[k].role == EDM_ROLE_PROLOGUE;
             epilogues += p->steps[s].members[k].role == EDM_ROLE_EPILOGUE && p->steps[s].core >= 0;
