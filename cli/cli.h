@@ -35,6 +35,7 @@ enum {
     OPT_FUSE = 1 << 15, /* --fuse alone (info, dump) */
     OPT_PACKAGE = 1 << 16, /* --package: an ahead-of-time package instead of the model file */
     OPT_PROFILE = 1 << 17, /* bench --profile */
+    OPT_TUNE = 1 << 18,    /* bench --tune */
     OPT_DEFINE = 1 << 22, /* -D (cli_parse adds it for every command) */
     /* phema (high bits, clear of the others) */
     OPT_NONFINITE = 1 << 23, /* --allow-nonfinite */
@@ -69,6 +70,7 @@ typedef struct {
     int no_graph;          /* cuda: launch node by node */
     int no_tensor_cores;   /* cuda: generated contractions on CUDA cores */
     int profile;           /* bench: time each kernel of one run */
+    int tune;              /* bench: measure the tensor-core tiles first (cli/bench_tune.h) */
     const char *fuse;      /* fusion rules (NULL: the device's default) */
     const char *indir, *outdir, *outstd, *eval; /* phema */
     int64_t outkimg;                            /* phema: -1 = the latest snapshot */

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/bench_tune.h"
 #include "cli/cli.h"
 #include "compiler/passes/passes.h"
 #include "runtime/backend.h"
@@ -145,6 +146,7 @@ typedef struct {
      * model compiled or the package opened, the backend made (not the
      * random weights); and the CPU seconds of the process till then */
     double start, setup_s, setup_cpu_s;
+    double start_cpu; /* the process's CPU seconds at start (after --tune's runs: they are not setup) */
 } bench_result;
 
 static int by_time(const void *a, const void *b)
@@ -165,11 +167,77 @@ static int print_profile(edm_backend *x, edm_status *st)
         total += rows[i].ms;
     qsort(rows, (size_t)n, sizeof *rows, by_time);
     fprintf(stderr, "profile: %d kernels, %.3f ms in all (one run, launch by launch, CUDA events)\n", n, total);
-    for (int i = 0; i < n && i < 15; i++)
-        fprintf(stderr, "  %9.3f ms %5.1f%%  %s (%d step%s)\n", rows[i].ms, total > 0 ? 100 * rows[i].ms / total : 0.0,
-                rows[i].kernel, rows[i].steps, rows[i].steps == 1 ? "" : "s");
+    for (int i = 0; i < n && i < 15; i++) {
+        char tile[48] = "";
+        if (rows[i].mma.op[0])
+            snprintf(tile, sizeof tile, ", tile %dx%d/%d", rows[i].mma_tile.bm, rows[i].mma_tile.bn,
+                     rows[i].mma_tile.splits);
+        fprintf(stderr, "  %9.3f ms %5.1f%%  %s (%d step%s%s)\n", rows[i].ms, total > 0 ? 100 * rows[i].ms / total : 0.0,
+                rows[i].kernel, rows[i].steps, rows[i].steps == 1 ? "" : "s", tile);
+    }
     free(rows);
     return 0;
+}
+
+/* A backend of the benchmark's kind (mode forward or sample: the network's; train: the
+ * training step's) with random values: bench_forward and bench_train's setup. */
+typedef struct {
+    edm_backend *x;
+    edm_trainer *t;
+} bench_backend;
+
+static void bench_backend_free(bench_backend *b)
+{
+    if (b->t)
+        edm_trainer_free(b->t);
+    else
+        edm_backend_free(b->x);
+    memset(b, 0, sizeof *b);
+}
+
+static int bench_backend_new(const cli_opts *o, edm_graph *g, const edm_backend_options *bo, bench_backend *b,
+                             edm_status *st)
+{
+    memset(b, 0, sizeof *b);
+    int rc;
+    if (strcmp(o->mode, "train") == 0) {
+        b->t = edm_trainer_new(g, o->batch, bo, st);
+        rc = b->t ? edm_trainer_direct_grads(b->t, 1, st) : -1;
+        if (rc == 0)
+            rc = edm_trainer_init(b->t, 1, st);
+        b->x = b->t ? edm_trainer_backend(b->t) : NULL;
+    } else {
+        b->x = edm_backend_new(g, o->batch, bo, st);
+        rc = b->x ? edm_weights_init_backend(g, 1, b->x, st) : -1;
+    }
+    if (rc == 0)
+        rc = fill_random(g, b->x, st);
+    if (rc != 0)
+        bench_backend_free(b);
+    return rc;
+}
+
+int bench_profile(const cli_opts *o, edm_graph *g, const edm_backend_options *bo, edm_cuda_profile_row **rows,
+                  int *nrows, char *arch, size_t arch_size, char *device, size_t device_size, edm_status *st)
+{
+    *rows = NULL;
+    *nrows = 0;
+    bench_backend b;
+    if (bench_backend_new(o, g, bo, &b, st) != 0)
+        return -1;
+    /* a first profiled run warms the caches and clocks; the second is kept */
+    int rc = edm_backend_profile(b.x, rows, nrows, st);
+    if (rc == 0) {
+        free(*rows);
+        rc = edm_backend_profile(b.x, rows, nrows, st);
+    }
+    const edm_cuda_exec *cx = rc == 0 ? edm_backend_cuda(b.x) : NULL;
+    if (cx) {
+        snprintf(arch, arch_size, "%s", edm_cuda_exec_arch(cx));
+        snprintf(device, device_size, "%s", edm_cuda_exec_device_name(cx));
+    }
+    bench_backend_free(&b);
+    return rc;
 }
 
 static int bench_forward(const cli_opts *o, const edm_graph *g, const edm_backend_options *bo, bench_result *r,
@@ -177,7 +245,7 @@ static int bench_forward(const cli_opts *o, const edm_graph *g, const edm_backen
 {
     edm_backend *x = edm_backend_new(g, o->batch, bo, st);
     r->setup_s = edm_now_seconds() - r->start;
-    r->setup_cpu_s = edm_cpu_seconds();
+    r->setup_cpu_s = edm_cpu_seconds() - r->start_cpu;
     /* the parameters as `edmc init` draws them (on every core: img512-s has 280M) */
     int rc = x ? fill_random(g, x, st) : -1;
     if (rc == 0)
@@ -200,17 +268,14 @@ static int bench_forward(const cli_opts *o, const edm_graph *g, const edm_backen
     return rc;
 }
 
-/* g: the training program, differentiated here (a training package's is already) */
+/* g: the training program, differentiated (do_bench) */
 static int bench_train(const cli_opts *o, edm_graph *g, const edm_backend_options *bo, bench_result *r,
                        edm_status *st)
 {
-    edm_pipeline_options po = {.training = 1};
-    if (!o->pkg && edm_pipeline_run(g, &po, "train", NULL, st) != 0)
-        return -1;
     train_ctx c = {.batch = o->batch};
     c.t = edm_trainer_new(g, o->batch, bo, st);
     r->setup_s = edm_now_seconds() - r->start;
-    r->setup_cpu_s = edm_cpu_seconds();
+    r->setup_cpu_s = edm_cpu_seconds() - r->start_cpu;
     /* a step is one pass, as a run without --batch-gpu's */
     int rc = c.t ? edm_trainer_direct_grads(c.t, 1, st) : -1;
     if (rc == 0)
@@ -246,7 +311,7 @@ static int bench_sample(const cli_opts *o, const edm_graph *g, const edm_backend
     drawn_cpu = edm_cpu_seconds() - drawn_cpu;
     c.d = f ? edm_denoiser_new(g, f, o->batch, bo, st) : NULL;
     r->setup_s = edm_now_seconds() - r->start - drawn;
-    r->setup_cpu_s = edm_cpu_seconds() - drawn_cpu;
+    r->setup_cpu_s = edm_cpu_seconds() - drawn_cpu - r->start_cpu;
     int rc = c.d ? 0 : -1;
     if (rc == 0) {
         edm_denoiser_shape sh = edm_denoiser_get_shape(c.d);
@@ -286,12 +351,21 @@ static int do_bench(const cli_opts *o, const edm_program *prog, const edm_backen
     edm_status st;
     edm_status_init(&st);
     bench_result r = {.start = start};
-    int rc;
-    if (strcmp(o->mode, "train") == 0)
+    int rc = 0;
+    /* the training program differentiated once (a training package's is already) */
+    edm_pipeline_options po = {.training = 1};
+    if (strcmp(o->mode, "train") == 0 && !o->pkg)
+        rc = edm_pipeline_run(prog->graph, &po, "train", NULL, &st);
+    if (rc == 0 && o->tune) {
+        rc = bench_tune(o, prog->graph, bo, &st);
+        r.start = edm_now_seconds(); /* the setup reported is the benchmark's own */
+        r.start_cpu = edm_cpu_seconds();
+    }
+    if (rc == 0 && strcmp(o->mode, "train") == 0)
         rc = bench_train(o, prog->graph, bo, &r, &st);
-    else if (strcmp(o->mode, "sample") == 0)
+    else if (rc == 0 && strcmp(o->mode, "sample") == 0)
         rc = bench_sample(o, prog->graph, bo, &r, &st);
-    else
+    else if (rc == 0)
         rc = bench_forward(o, prog->graph, bo, &r, &st);
     if (rc != 0) {
         cli_report(NULL, &st);
@@ -316,7 +390,7 @@ int cmd_bench(int argc, char **argv)
 {
     const unsigned allowed =
         OPT_BATCH | OPT_THREADS | OPT_DEVICE | OPT_MODE | OPT_ITERS | OPT_PRECISION | OPT_CUDA | OPT_JSON | OPT_PACKAGE |
-        OPT_PROFILE;
+        OPT_PROFILE | OPT_TUNE;
     double start = edm_now_seconds();
     cli_opts o;
     int parsed = cli_parse(argc, argv, "bench", allowed, &o);

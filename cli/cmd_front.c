@@ -13,6 +13,7 @@
 #include "compiler/passes/passes.h"
 #include "codegen/cuda_codegen.h"
 #include "runtime/backend.h"
+#include "runtime/cuda_tiles_file.h"
 #include "runtime/files.h"
 #include "runtime/safetensors.h"
 
@@ -373,6 +374,8 @@ static int fused_cuda_source(const edm_graph *g, const edm_cuda_options *co, uns
 
 /* --stage=cuda: the generated CUDA C (needs no toolkit); --mode=train adds
  * the backward pass (autodiff), active dropout and the optimizer kernels. */
+static int dump_cuda_with(const cli_opts *o, const edm_program *prog, const edm_cuda_options *co_in);
+
 static int dump_cuda(const cli_opts *o, const edm_program *prog)
 {
     /* as on an sm_80+ device: the generated contractions on tensor cores */
@@ -385,6 +388,25 @@ static int dump_cuda(const cli_opts *o, const edm_program *prog)
         fprintf(stderr, "edmc dump: %s\n", st.msg);
         return 2;
     }
+    /* the tiles measured on a device, when $EDMC_TILES names their table (runtime/cuda_tiles_file.h) */
+    edm_mma_tiles tiles = {0};
+    const char *tiles_file = getenv("EDMC_TILES");
+    if (tiles_file && tiles_file[0] && edm_cuda_tiles_load("sm_90", &tiles, &st) != 0) {
+        fprintf(stderr, "edmc dump: %s\n", st.msg);
+        return 2;
+    }
+    co.tiles = &tiles;
+    int rc = dump_cuda_with(o, prog, &co);
+    edm_mma_tiles_free(&tiles);
+    return rc;
+}
+
+/* dump_cuda with the options made */
+static int dump_cuda_with(const cli_opts *o, const edm_program *prog, const edm_cuda_options *co_in)
+{
+    edm_cuda_options co = *co_in;
+    edm_status st;
+    edm_status_init(&st);
     unsigned fuse = EDM_FUSE_NONE; /* as the CUDA executor's default */
     if (o->fuse && edm_fuse_parse(o->fuse, &fuse, &st) != 0) {
         fprintf(stderr, "edmc dump: %s\n", st.msg);

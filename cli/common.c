@@ -76,6 +76,9 @@ static const struct {
     {OPT_CUDA, CALL("--conv", store_cuda, "im2col|implicit", "im2col", "cuda: the convolutions")},
     {OPT_CUDA, FLAG("--no-graph", no_graph, "cuda: launch kernel by kernel")},
     {OPT_PROFILE, FLAG("--profile", profile, "cuda: time each kernel of one more run, print the slowest (fused plans)")},
+    {OPT_TUNE, FLAG("--tune", tune,
+                    "cuda: first time every tensor-core contraction with each tile, keep the fastest for "
+                    "every later compile on this GPU architecture (fused plans, fp16/bf16)")},
     {OPT_CUDA, FLAG("--no-tensor-cores", no_tensor_cores,
                     "cuda: generated contractions on CUDA cores, not tensor cores (an ablation)")},
     {OPT_DEFINE, CALL("-D", store_define, "name=value", NULL, "set a model parameter (any number of times)")},

@@ -619,11 +619,21 @@ static void emit_gemm(const node_ctx *c, sbuf *b, int64_t gm, int64_t gn, int64_
 {
     edm_cuda_launch *L = c->L;
     if (c->mma != EDM_F32) { /* tensor cores (cuda_gemm_mma.h) */
+        edm_mma_key key = {.gm = gm, .gn = gn, .gk = gk, .gb = gb, .ktaps = ktaps};
+        snprintf(key.op, sizeof key.op, "%s", edm_op_name(c->n->op));
+        const edm_mma_tuned *tuned = edm_mma_tiles_find(c->opt->tiles, &key);
         edm_mma_tile t = edm_mma_choose_tile(gm, gn, gk, gb);
-        if (c->opt->mma_tile.bm) { /* forced (valid: checked by check_options) */
+        if (c->opt->mma_tile.bm && c->opt->mma_tile.splits == 0) { /* a tile forced, its splits the model's */
+            t = edm_mma_choose_splits(gm, gn, gk, gb, c->opt->mma_tile.bm, c->opt->mma_tile.bn);
+        } else if (c->opt->mma_tile.bm) { /* forced (valid: checked by check_options) */
             t = c->opt->mma_tile;
             (void)edm_mma_fit_tile(&t, gk, gb);
+        } else if (tuned) { /* measured on the device (valid: checked when read) */
+            t = tuned->tile;
+            (void)edm_mma_fit_tile(&t, gk, gb);
         }
+        L->mma = key;
+        L->mma_tile = t;
         int64_t floats, counts;
         edm_mma_workspace(t, gm, gn, &floats, &counts);
         if (c->ws->floats < floats)
@@ -1431,6 +1441,8 @@ static int check_options(const edm_cuda_options *opt, edm_status *st)
     if (opt->batch < 1)
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "CUDA codegen needs a batch size >= 1");
     edm_mma_tile t = opt->mma_tile;
+    if (t.bm && t.splits == 0) /* the cost model's splits for the tile */
+        t.splits = 1;
     if (t.bm && edm_mma_fit_tile(&t, 1 << 20, 1) != 0)
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "tensor-core tile %dx%d/%d: expected 64 or 128 each, 1 to 1024 splits",
                         t.bm, t.bn, t.splits);
@@ -2032,6 +2044,8 @@ static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
         free(body.p);
         memcpy(L->grid, tmp.grid, sizeof L->grid);
         memcpy(L->block, tmp.block, sizeof L->block);
+        L->mma = tmp.mma;
+        L->mma_tile = tmp.mma_tile;
     }
     if (rc == 0 && (b.oom || head.oom))
         rc = edm_nomem(st);

@@ -54,6 +54,7 @@
 #include <stdint.h>
 
 #include "codegen/cuda_gemm_mma.h"
+#include "codegen/cuda_tiles.h"
 #include "compiler/ir.h"
 #include "compiler/status.h"
 
@@ -66,7 +67,9 @@ typedef struct {
     int tensor_cores;  /* the network's generated contractions on tensor cores (storage f16/bf16, sm_80+):
                         * codegen/cuda_gemm_mma.h */
     edm_mma_tile mma_tile; /* tests and tuning: this tile (and splits, where a GEMM may split) for every
-                            * tensor-core contraction; bm 0: the cost model's choice */
+                            * tensor-core contraction, splits 0: the cost model's for that tile; bm 0:
+                            * the choice of `tiles`, else the cost model's */
+    const edm_mma_tiles *tiles; /* tiles measured on the device (cuda_tiles.h), or NULL */
     int index_bits;    /* 64: the kernels' index arithmetic in 64 bits; 0: 32 bits where every value fits */
     int conv_channel_major; /* tensor-core convolutions keep k channel-major (not a tap a k tile): an ablation */
     const char *network_scope; /* the instance stored as `storage` (NULL: "unet"; "": all) */
@@ -110,6 +113,8 @@ typedef struct {
     int cublaslt;    /* a contraction with a valid `gemm` (gemm_library only) */
     edm_cuda_gemm gemm;
     char im2col[EDM_CUDA_NAME], col2im[EDM_CUDA_NAME]; /* conv helpers ("" if none) */
+    edm_mma_key mma;      /* a tensor-core contraction: which (for tuning; op "" otherwise) */
+    edm_mma_tile mma_tile; /* and the tile it runs */
 } edm_cuda_launch;
 
 typedef struct {
@@ -184,6 +189,8 @@ typedef struct {
     int ninputs;
     int inputs[EDM_CUDA_MAX_STEP_INPUTS]; /* value ids (bases) */
     int barrier; /* its code calls __syncthreads */
+    edm_mma_key mma;      /* its core, a tensor-core contraction: which (op "" otherwise) */
+    edm_mma_tile mma_tile; /* and the tile it runs */
 } edm_cuda_step_launch;
 
 /* One launch per plan group: its steps' kernels, or (a group of several

@@ -54,17 +54,24 @@ static int used_splits(int64_t nkt, int splits)
 
 edm_mma_tile edm_mma_choose_tile(int64_t gm, int64_t gn, int64_t gk, int64_t gb)
 {
+    return edm_mma_choose_splits(gm, gn, gk, gb, 0, 0);
+}
+
+edm_mma_tile edm_mma_choose_splits(int64_t gm, int64_t gn, int64_t gk, int64_t gb, int bm_only, int bn_only)
+{
     /* per SM and clock: 1024 f16 multiply-adds of the tensor cores (H100
      * dense), and about 32 operands through the accessors into shared
      * memory (scalar loads, conversions, stores) or partial sums through L2 */
     const double sms = 132, blocks_per_sm = 2, macs_per_clock = 1024, loads_per_clock = 32;
     static const int sizes[] = {128, 64};
-    edm_mma_tile best = {64, 64, 1};
+    edm_mma_tile best = {bm_only ? bm_only : 64, bn_only ? bn_only : 64, 1};
     double best_cost = -1;
     int64_t nkt = (gk + EDM_MMA_BK - 1) / EDM_MMA_BK;
     for (int i = 0; i < 2; i++)
         for (int j = 0; j < 2; j++)
             for (int want = 1; want <= 32; want *= 2) {
+                if ((bm_only && sizes[i] != bm_only) || (bn_only && sizes[j] != bn_only))
+                    break;
                 if (want > 1 && (gb != 1 || nkt / want < 8))
                     break;
                 int splits = used_splits(nkt, want);

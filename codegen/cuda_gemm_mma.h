@@ -57,6 +57,9 @@ enum { EDM_MMA_THREADS = 256, EDM_MMA_BK = 32 };
  * the preamble; the caller defines them after the kernels with the largest
  * sizes edm_mma_workspace reported. */
 edm_mma_tile edm_mma_choose_tile(int64_t gm, int64_t gn, int64_t gk, int64_t gb);
+/* The same with the block's tile fixed to bm × bn (0: free): the splits the
+ * cost model gives that tile (tuning's candidates, cuda_tiles.h). */
+edm_mma_tile edm_mma_choose_splits(int64_t gm, int64_t gn, int64_t gk, int64_t gb, int bm_only, int bn_only);
 
 /* Tile t made valid for a GEMM (a forced tile: EDMC_MMA_TILE): bm and bn 64
  * or 128, splits only for gb = 1 and at most one a k tile; 0 or -1. */

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "codegen/cuda_cache_dir.h"
 #include "compiler/status.h"
 
 typedef struct {
@@ -42,8 +43,6 @@ void edm_cubin_free(edm_cubin *c);
 int edm_nvrtc_compile_kernels(const char *source, const char *arch, void **cubin, size_t *size, double *seconds,
                               edm_status *st);
 
-/* The cache folder ("" when disabled); 0 or -1 (no place for it). */
-int edm_cuda_cache_dir(char *buf, size_t size, edm_status *st);
 /* The cache key of a compilation (FNV-1a 64 over source, arch, NVRTC version, options). */
 uint64_t edm_cuda_cache_key(const char *source, const char *arch, int nvrtc_major, int nvrtc_minor);
 

@@ -58,7 +58,8 @@ static edm_cuda_exec_options cuda_options(const edm_backend_options *o)
                                    .plan = o->cpu.plan,
                                    .kernels = o->kernels,
                                    .nkernels = o->nkernels,
-                                   .compile = o->compile_kernels};
+                                   .compile = o->compile_kernels,
+                                   .mma_tile = o->mma_tile};
 }
 
 int edm_backend_kernel_source(const edm_graph *g, int64_t batch, const edm_backend_options *opt, const char *arch,

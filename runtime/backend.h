@@ -51,6 +51,9 @@ typedef struct {
     int nkernels;
     /* CUDA: the kernel compiler for runs without cubins (runtime/backend_cuda.h; NULL: none) */
     edm_cuda_compile_fn compile_kernels;
+    /* CUDA, tuning's candidates: this tile for every tensor-core contraction (splits 0: the
+     * cost model's for it); bm 0: the tiles measured before, else the cost model's */
+    edm_mma_tile mma_tile;
 } edm_backend_options;
 
 /* The options of a CPU run with `threads` threads in f32. */

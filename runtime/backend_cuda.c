@@ -21,6 +21,7 @@
 #include "compiler/passes/fusion.h"
 #include "runtime/clock.h"
 #include "runtime/cuda_api.h"
+#include "runtime/cuda_tiles_file.h"
 #include "runtime/cuda_gemm.h"
 
 /* Host ↔ device transfers of non-f32 values go through an f32 staging
@@ -101,6 +102,8 @@ struct edm_cuda_exec {
     edm_plan *plan;
     edm_plan *node_plan;   /* unfused: the --fuse=none plan that places the values */
     edm_cuda_plan_module pcode;
+    edm_mma_tiles tiles;   /* the tiles measured for this architecture (cuda_tiles_file.h) */
+    int source_only;       /* edm_cuda_exec_source: the kernels of a package, no device */
     cu_function *group_fn; /* per plan group */
     int64_t *numel;        /* per value of g, batch bound */
     edm_dtype *dtype;      /* per value of g: its storage */
@@ -768,6 +771,13 @@ static int generate(edm_cuda_exec *x, edm_status *st)
                            .network_scope = x->opt.network_scope};
     co.tensor_cores = !x->opt.no_tensor_cores && x->cc_major >= 8; /* mma.sync m16n8k16: sm_80 */
     x->tensor_cores = co.tensor_cores && co.storage != EDM_F32;
+    co.mma_tile = x->opt.mma_tile;
+    /* the tiles measured on such a device, unless a tile is forced (tuning's candidates); not for
+     * a package, whose cubins are compiled ahead of time on another machine with the cost model's */
+    int packaged = x->source_only || x->opt.plan || x->opt.nkernels > 0;
+    if (x->tensor_cores && !co.mma_tile.bm && !packaged && edm_cuda_tiles_load(x->arch, &x->tiles, st) != 0)
+        return -1;
+    co.tiles = &x->tiles;
     if (edm_cuda_options_env(&co, st) != 0)
         return -1;
     int rc = x->opt.fuse ? build_plan(x, &co, st) : edm_cuda_codegen(x->user_g, &co, &x->code, st);
@@ -792,6 +802,7 @@ int edm_cuda_exec_source(const edm_graph *g, int64_t batch, const edm_cuda_exec_
     x->batch = batch;
     x->opt = *opt;
     x->cc_major = sm / 10;
+    x->source_only = 1;
     snprintf(x->arch, sizeof x->arch, "%s", arch);
     int rc = generate(x, st);
     if (rc == 0 && !(*source = strdup(x->plan ? x->pcode.source : x->code.source)))
@@ -899,6 +910,7 @@ void edm_cuda_exec_free(edm_cuda_exec *x)
     cu_api_close(&x->api);
     edm_cuda_module_free(&x->code);
     edm_cuda_plan_module_free(&x->pcode);
+    edm_mma_tiles_free(&x->tiles);
     edm_plan_free(x->plan);
     edm_plan_free(x->node_plan);
     edm_graph_free(x->own_g);
@@ -939,6 +951,7 @@ int64_t edm_cuda_exec_numel(const edm_cuda_exec *x, int node)
 
 size_t edm_cuda_exec_arena_bytes(const edm_cuda_exec *x) { return x->arena_bytes; }
 const char *edm_cuda_exec_device_name(const edm_cuda_exec *x) { return x->device_name; }
+const char *edm_cuda_exec_arch(const edm_cuda_exec *x) { return x->arch; }
 double edm_cuda_exec_compile_seconds(const edm_cuda_exec *x) { return x->compile_seconds; }
 const char *edm_cuda_exec_describe(const edm_cuda_exec *x) { return x->describe; }
 size_t edm_cuda_exec_total_bytes(const edm_cuda_exec *x) { return x->total_bytes; }
@@ -1232,9 +1245,14 @@ int edm_cuda_exec_profile(edm_cuda_exec *x, edm_cuda_profile_row **rows, int *nr
     for (int gi = 0; gi < n && rc == 0; gi++) {
         float ms = 0;
         rc = CU(EventElapsedTime(&ms, ev[gi], ev[gi + 1]), "cuEventElapsedTime");
-        snprintf(r[gi].kernel, sizeof r[gi].kernel, "%s", x->pcode.group[gi].kernel);
+        const edm_cuda_group_launch *G = &x->pcode.group[gi];
+        snprintf(r[gi].kernel, sizeof r[gi].kernel, "%s", G->kernel);
         r[gi].ms = ms;
-        r[gi].steps = x->pcode.group[gi].nsteps;
+        r[gi].steps = G->nsteps;
+        if (G->nsteps == 1) { /* a tensor-core contraction: which, for tuning */
+            r[gi].mma = x->pcode.launch[G->first_step].mma;
+            r[gi].mma_tile = x->pcode.launch[G->first_step].mma_tile;
+        }
     }
     for (int i = 0; ev && i < made; i++)
         if (ev[i])

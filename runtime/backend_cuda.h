@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "codegen/cuda_tiles.h"
 #include "compiler/ir.h"
 #include "compiler/passes/fusion.h"
 #include "compiler/status.h"
@@ -63,6 +64,9 @@ typedef struct {
     const struct edm_cuda_kernel_image *kernels;
     int nkernels;
     edm_cuda_compile_fn compile; /* compiles the kernels when there are no cubins (NULL: none can) */
+    /* tuning's candidates: this tile for every tensor-core contraction (splits 0: the cost
+     * model's for it); bm 0: the tiles measured before (cuda_tiles_file.h), else the cost model's */
+    edm_mma_tile mma_tile;
 } edm_cuda_exec_options;
 
 /* One cubin compiled ahead of time: for arch ("sm_90") and batch, from the
@@ -95,7 +99,9 @@ int edm_cuda_exec_source(const edm_graph *g, int64_t batch, const edm_cuda_exec_
 typedef struct {
     char kernel[48];
     double ms;
-    int steps; /* plan steps it runs */
+    int steps;            /* plan steps it runs */
+    edm_mma_key mma;      /* a tensor-core contraction: which (op "" otherwise) */
+    edm_mma_tile mma_tile; /* and its tile */
 } edm_cuda_profile_row;
 
 /* Runs a fused plan once, launch by launch, with a CUDA event before and
@@ -118,6 +124,8 @@ int edm_cuda_exec_keep_all(edm_cuda_exec *x, edm_status *st);
 /* Bytes of device memory the arena takes; the name of the device. */
 size_t edm_cuda_exec_arena_bytes(const edm_cuda_exec *x);
 const char *edm_cuda_exec_device_name(const edm_cuda_exec *x);
+/* Its architecture, "sm_90". */
+const char *edm_cuda_exec_arch(const edm_cuda_exec *x);
 /* NVRTC (or cache) seconds spent on the kernels. */
 double edm_cuda_exec_compile_seconds(const edm_cuda_exec *x);
 

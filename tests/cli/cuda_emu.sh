@@ -175,6 +175,46 @@ if emu_run "golden forward fp32, --fuse=all" fwd --precision=fp32 --fuse=all --o
 fi
 emu_run "golden forward fp16, --fuse=all" fwd --precision=fp16 --fuse=all --output="$o/fwdf16.safetensors" &&
     golden "golden forward fp16, --fuse=all (1e-2)" "$o/fwdf16.safetensors" "$golden/forward.safetensors" 1e-2
+# bench --tune (cli/bench_tune.h): every tensor-core contraction timed as it stands and on the candidate
+# tiles (here 128x128), the fastest of each into the table $EDMC_TILES names, one line a contraction
+tiles=$tmp/tiles.txt
+env EDMC_TILES="$tiles" EDMC_TUNE_TILES=128x128 "$edmc" bench "$tiny" --device=cuda --precision=fp16 --fuse=all \
+    --batch=3 --iters=1 --tune >"$tmp/tune.out" 2>"$tmp/tune.err"
+nt=$(sed -n 's/^tune: \([0-9]*\) contractions, each on 2 tilings.*/\1/p' "$tmp/tune.err")
+lines=$(grep -c '^[a-z0-9_]* [0-9]*x[0-9]*x[0-9]* [0-9]* [0-9]* [0-9]*x[0-9]*/[0-9]* [0-9.e+-]*$' "$tiles" 2>/dev/null)
+if [ "$nt" -gt 0 ] 2>/dev/null && [ "$lines" -eq "$nt" ] && grep -q "images/s" "$tmp/tune.out" &&
+    ! complained "$tmp/tune.err"; then
+    tap_ok "bench --tune: $nt contractions timed on 2 tilings each, the table written ($lines lines)"
+else
+    tap_not_ok "bench --tune" "contractions $nt, table lines $lines" "$(why "$tmp/tune.err")"
+fi
+# the table with every contraction on 128x128 tiles: the executor runs them there (--profile names each
+# contraction's tile) and the golden forward holds
+sed 's#^\([a-z0-9_]* [0-9x]* [0-9]* [0-9]*\) [0-9x/]*#\1 128x128/1#' "$tiles" >"$tmp/tiles128.txt"
+if emu_run "golden forward fp16, --fuse=all, the table's tiles" env EDMC_TILES="$tmp/tiles128.txt" "$edmc" forward \
+    "$tiny" --device=cuda --weights="$golden/weights.safetensors" --input="$golden/forward.safetensors" \
+    --precision=fp16 --fuse=all --output="$o/fwdtiled.safetensors"; then
+    golden "golden forward fp16, --fuse=all, every contraction on the table's 128x128 tiles (1e-2)" \
+        "$o/fwdtiled.safetensors" "$golden/forward.safetensors" 1e-2
+fi
+env EDMC_TILES="$tmp/tiles128.txt" "$edmc" bench "$tiny" --device=cuda --precision=fp16 --fuse=all --batch=3 \
+    --iters=1 --profile >"$tmp/tprof.out" 2>"$tmp/tprof.err"
+t128=$(grep -c ', tile 128x128/1)$' "$tmp/tprof.err")
+tother=$(grep -c ', tile [0-9]*x[0-9]*/[0-9]*)$' "$tmp/tprof.err")
+if [ "$t128" -gt 0 ] && [ "$t128" -eq "$tother" ] && ! complained "$tmp/tprof.err"; then
+    tap_ok "bench --profile with EDMC_TILES: the $t128 contractions listed run on the table's tiles"
+else
+    tap_not_ok "EDMC_TILES in the executor" "128x128: $t128 of $tother listed contractions" "$(why "$tmp/tprof.err")"
+fi
+printf 'matmul 2x64\n' >"$tmp/badtiles.txt"
+if env EDMC_TILES="$tmp/badtiles.txt" "$edmc" bench "$tiny" --device=cuda --precision=fp16 --fuse=all --batch=3 \
+    --iters=1 >"$tmp/bt.out" 2>"$tmp/bt.err"; then
+    tap_not_ok "EDMC_TILES malformed: the executor" "exit 0"
+elif grep -q "badtiles.txt:1: expected OP" "$tmp/bt.err" && ! complained "$tmp/bt.err"; then
+    tap_ok "EDMC_TILES malformed: the executor stops with the table's path and line"
+else
+    tap_not_ok "EDMC_TILES malformed: the executor" "$(why "$tmp/bt.err")"
+fi
 emu_run "golden forward bf16, --fuse=all" fwd --precision=bf16 --fuse=all --output="$o/fwdfb16.safetensors" &&
     golden "golden forward bf16, --fuse=all (5e-2)" "$o/fwdfb16.safetensors" "$golden/forward.safetensors" 5e-2
 if emu_run "golden training step fp32, --fuse=all" "$edmc" step "$tiny" --device=cuda --precision=fp32 --fuse=all \

@@ -83,6 +83,23 @@ else
 fi
 tap_expect_error "EDMC_CONV_ORDER=diagonal" 2 "EDMC_CONV_ORDER=diagonal: expected tap or channel" \
     env EDMC_CONV_ORDER=diagonal "$edmc" dump "$tiny" --stage=cuda --fuse=all --batch=4
+# tiles measured on a device (bench --tune; runtime/cuda_tiles_file.h): dump reads the table $EDMC_TILES names
+# as the executor does, and the contraction it names (tiny's 3x3 convolutions of 32 channels at batch 4) takes its tile
+printf '# measured\nconv2d 32x1024x288 1 9 128x128/1 0.5\n' >"$tmp/tiles.txt"
+EDMC_TILES="$tmp/tiles.txt" "$edmc" dump "$tiny" --stage=cuda --fuse=all --batch=4 -o "$tmp/tiled.cu" 2>&1
+big0=$(grep -c "As_\[2\]\[128\]" "$tmp/fused.cu")
+big1=$(grep -c "As_\[2\]\[128\]" "$tmp/tiled.cu")
+if [ "$big0" -eq 0 ] && [ "$big1" -gt 0 ] && [ "$(grep -c "As_\[2\]" "$tmp/tiled.cu")" -eq "$(grep -c "As_\[2\]" "$tmp/fused.cu")" ]; then
+    tap_ok "dump --stage=cuda, EDMC_TILES: the $big1 kernels of the contraction the table names on its tile, the others on the cost model's"
+else
+    tap_not_ok "EDMC_TILES" "kernels with 128-row tiles: $big0 without the table, $big1 with it"
+fi
+printf 'conv2d 32x1024 1 9 128x128/1\n' >"$tmp/badtiles.txt"
+tap_expect_error "EDMC_TILES, a malformed line" 2 "badtiles.txt:1: expected OP GMxGNxGK GB KTAPS BMxBN/SPLITS" \
+    env EDMC_TILES="$tmp/badtiles.txt" "$edmc" dump "$tiny" --stage=cuda --fuse=all --batch=4
+printf 'conv2d 32x1024x288 1 9 96x128/1\n' >"$tmp/badtiles.txt"
+tap_expect_error "EDMC_TILES, a tile of no kernel" 2 "badtiles.txt:1: the tile must be BMxBN" \
+    env EDMC_TILES="$tmp/badtiles.txt" "$edmc" dump "$tiny" --stage=cuda --fuse=all --batch=4
 "$edmc" dump "$tiny" --stage=cuda --batch=4 -o "$tmp/unfused.cu" 2>&1
 if grep -q "CUDA C for NVRTC" "$tmp/unfused.cu"; then tap_ok "dump --stage=cuda without --fuse: the unfused module (the executor's default)"; else tap_not_ok "dump --stage=cuda unfused"; fi
 # the CUDA executor's memory at a batch and precision: fused smaller than unfused

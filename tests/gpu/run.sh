@@ -25,7 +25,7 @@
 #      contractions; --profile: the slowest kernels of one more run) beside
 #      scripts/bench_torch_gpu.py (xs and s, forward and train), and xs
 #      forward ablations (unfused, CUDA cores, no CUDA Graph, the convolutions' k order, each
-#      fusion rule off alone: while the budget lasts)
+#      fusion rule off alone, the tiles measured by bench --tune: while the budget lasts)
 #
 # Steps 3-6 (correctness) run side by side (parallel processes; the GPU is
 # shared, nothing there is timed) while the benchmarks' programs are compiled
@@ -639,6 +639,18 @@ for off in prologue epilogue ew wn attn; do
     echo "-- edm2-img512-xs forward --fuse=$rules ($off off): $(edmc_bench "$k" xs forward 128 --fuse="$rules")"
     add_bench "edm2-img512-xs" "forward, $off rule off" "b-$k" "t-xs-forward" ablation
 done
+# the tiles measured here (bench --tune, cli/bench_tune.h): every contraction timed on each tile, the
+# fastest kept in a table of its own ($OUT/tiles-xs.txt when $OUT is set), then the benchmark on them
+k="xs-forward-tuned"
+tiles_xs="$logs/tiles-xs.txt"
+echo "-- edm2-img512-xs forward --fuse=all --tune: $(
+    EDMC_TILES=$tiles_xs
+    export EDMC_TILES
+    edmc_bench "$k" xs forward 128 --fuse=all --tune
+)"
+grep '^tune:' "$logs/b-$k.log" | cut -c1-200 | sed 's/^/   /'
+[ -n "${OUT:-}" ] && [ -f "$tiles_xs" ] && cp "$tiles_xs" "$OUT/tiles-xs.txt"
+add_bench "edm2-img512-xs" "forward --fuse=all, tiles measured (--tune)" "b-$k" "t-xs-forward" ablation
 # the PyTorch networks must be edmc's: the same parameter count
 for m in xs s; do
     want=$(./edmc info --json "models/edm2-img512-$m.edm" 2>/dev/null | sed -n 's/^ *"params": *\([0-9]*\).*/\1/p' | head -n 1)

@@ -23,6 +23,7 @@
 #include "codegen/cuda_codegen.h"
 #include "codegen/cuda_gemm_mma.h"
 #include "codegen/cuda_nvrtc.h"
+#include "codegen/cuda_tiles.h"
 #include "compiler/elaborate.h"
 #include "compiler/passes/passes.h"
 #include "runtime/backend_cpu.h"
@@ -596,6 +597,83 @@ static void check_descriptors(const edm_graph *g, const edm_cuda_options *opt, g
     edm_cuda_module_free(&m);
 }
 
+/* The table of tiles measured on a device (codegen/cuda_tiles.h): its text
+ * read and written back, a key found and replaced, each malformed line
+ * reported with its line; and the cost model's splits for a fixed tile
+ * (tuning's candidates). */
+static void test_mma_tile_table(void **state)
+{
+    (void)state;
+    const char *text = "# measured on a GPU\n"
+                       "\n"
+                       "conv2d 192x524288x1728 1 9 64x128/1 0.412\n"
+                       "  conv2d_bwd_weight 192x1728x524288 1 9 128x64/8   # a comment\n"
+                       "conv2d 192x524288x1728 1 9 128x128/1 0.3\n";
+    edm_mma_tiles t;
+    edm_status st;
+    edm_status_init(&st);
+    assert_int_equal(edm_mma_tiles_parse(text, "t.txt", &t, &st), 0);
+    assert_int_equal(t.n, 2); /* the third line replaced the first */
+    edm_mma_key k = {.op = "conv2d", .gm = 192, .gn = 524288, .gk = 1728, .gb = 1, .ktaps = 9};
+    const edm_mma_tuned *e = edm_mma_tiles_find(&t, &k);
+    assert_non_null(e);
+    assert_int_equal(e->tile.bm, 128);
+    assert_int_equal(e->tile.bn, 128);
+    assert_true(e->ms == 0.3);
+    k.ktaps = 0; /* the channel-major convolution is another kernel */
+    assert_null(edm_mma_tiles_find(&t, &k));
+    snprintf(k.op, sizeof k.op, "conv2d_bwd_weight");
+    k.gn = 1728;
+    k.gk = 524288;
+    k.ktaps = 9;
+    e = edm_mma_tiles_find(&t, &k);
+    assert_non_null(e);
+    assert_int_equal(e->tile.splits, 8);
+    /* written and read back: the same table */
+    sbuf out = {0};
+    edm_mma_tiles_format(&t, "header", &out);
+    assert_false(out.oom);
+    edm_mma_tiles back;
+    assert_int_equal(edm_mma_tiles_parse(out.p, "back", &back, &st), 0);
+    assert_int_equal(back.n, t.n);
+    for (int i = 0; i < t.n; i++) {
+        assert_true(edm_mma_key_equal(&back.e[i].key, &t.e[i].key));
+        assert_memory_equal(&back.e[i].tile, &t.e[i].tile, sizeof t.e[i].tile);
+    }
+    free(out.p);
+    edm_mma_tiles_free(&back);
+    edm_mma_tiles_free(&t);
+    static const struct {
+        const char *text, *error;
+    } bad[] = {
+        {"conv2d 192x524288 1 9 64x128/1\n", "t.txt:1: expected OP GMxGNxGK"},
+        {"# ok\nconv2d 192x524288x1728 1 9 96x128/1\n", "t.txt:2: the tile must be"},
+        {"conv2d 0x524288x1728 1 9 64x64\n", "t.txt:1: the GEMM's sizes must be positive"},
+        {"conv2d 1x1x1 1 9 64x64/1 0.5 extra\n", "t.txt:1: unexpected text after the tile"},
+        {"conv2d 1x1x1 1 9 64x64/1 -2\n", "t.txt:1: MS must be a time"},
+        {"conv2d 1x1x1 1 9 64x64/0\n", "t.txt:1: the tile must be"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        edm_status_init(&st);
+        assert_int_equal(edm_mma_tiles_parse(bad[i].text, "t.txt", &t, &st), -1);
+        if (!strstr(st.msg, bad[i].error))
+            fail_msg("'%s': got '%s', expected '%s'", bad[i].text, st.msg, bad[i].error);
+        assert_int_equal(t.n, 0);
+    }
+    /* a fixed tile's splits: the weight gradient keeps the model's split-K; a forward GEMM none */
+    edm_mma_tile f = edm_mma_choose_splits(192, 1728, 128 * 4096, 1, 64, 64);
+    assert_int_equal(f.bm, 64);
+    assert_int_equal(f.bn, 64);
+    assert_true(f.splits > 1);
+    f = edm_mma_choose_splits(192, 128 * 4096, 192 * 9, 1, 128, 64);
+    assert_int_equal(f.bm, 128);
+    assert_int_equal(f.bn, 64);
+    assert_int_equal(f.splits, 1);
+    edm_mma_tile free_choice = edm_mma_choose_splits(192, 1728, 128 * 4096, 1, 0, 0),
+                 model = edm_mma_choose_tile(192, 1728, 128 * 4096, 1);
+    assert_memory_equal(&free_choice, &model, sizeof model);
+}
+
 /* The tensor-core tiles: the cost model's choices on EDM2-S shapes, and a
  * training module of edm2-tiny on tensor cores (mma.sync kernels, split-K
  * weight gradients, one workspace after the last kernel). */
@@ -1074,6 +1152,7 @@ int main(void)
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_fixed_kernels);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_gemm_descriptors);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_mma_tiles);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_mma_tile_table);
     int nvrtc = edm_nvrtc_available();
     if (nvrtc) {
         tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_nvrtc_errors_and_cache);
