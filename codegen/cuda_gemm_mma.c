@@ -42,6 +42,13 @@ const char edm_mma_preamble[] =
  * 28, ...: with the 4 words of a group, 32 distinct banks). */
 enum { PITCH = 20 };
 
+/* The epilogue's staging (edm_mma_emit_body): 32 rows of the tile at a pitch
+ * of BN + 8 words, so that the fragments' 64-bit halves land in distinct
+ * banks (rows g = 0..3 of a half-warp 8 banks apart); 32·(BN + 8) words fit
+ * in Bs_ (2·BN·PITCH) for BN of 32 and more.  Its loop unrolled by 2 (the
+ * epilogue in the code twice, not once a fragment element). */
+enum { STAGE_PAD = 8, STAGE_UNROLL = 2 };
+
 static double ceil_div(double a, double b) { return (double)(int64_t)((a + b - 1) / b); }
 
 /* The k tiles of each split, and the number of splits that have any. */
@@ -280,22 +287,48 @@ void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int6
               "        }\n",
               t.bm / 16, t.bn / 16, t.bn, t.bn);
     if (!split) {
+        /* The tile leaves through shared memory, 32 rows at a time (in Bs_, free
+         * after the last barrier): the fragments go in as they lie, then every
+         * thread takes consecutive columns, so that a warp's stores (and the
+         * epilogue's loads) are 32 neighbouring elements of one row, and the
+         * epilogue is one copy in the code, not one a fragment element. */
+        char cm[64] = "", cn[64] = "";
+        if (gm % t.bm != 0)
+            snprintf(cm, sizeof cm, "m < %lld_ix", (long long)gm);
+        if (gn % t.bn != 0)
+            snprintf(cn, sizeof cn, "n < %lld_ix", (long long)gn);
+        const int pitch = t.bn + STAGE_PAD;
+        char hskip[64] = ""; /* the chunks past the last row are not staged */
+        if (gm % t.bm != 0)
+            snprintf(hskip, sizeof hskip, " && m0 + 32 * h < %lld_ix", (long long)gm);
         sb_printf(b,
-                  "        for (int i = 0; i < %d; i++)\n"
-                  "            for (int j = 0; j < %d; j++) {\n"
-                  "                const edm_ix m = m0 + wm_ * %d + i * 16 + g_, n = n0 + wn_ * %d + j * 8 + 2 * t4_;\n"
-                  "                if (m < %lld_ix) {\n"
-                  "                    if (n < %lld_ix)\n                        KNAME_C(y, z, m, n, acc[i][j][0]);\n"
-                  "                    if (n + 1 < %lld_ix)\n                        KNAME_C(y, z, m, n + 1, acc[i][j][1]);\n"
-                  "                }\n"
-                  "                if (m + 8 < %lld_ix) {\n"
-                  "                    if (n < %lld_ix)\n                        KNAME_C(y, z, m + 8, n, acc[i][j][2]);\n"
-                  "                    if (n + 1 < %lld_ix)\n                        KNAME_C(y, z, m + 8, n + 1, acc[i][j][3]);\n"
-                  "                }\n"
+                  "        unsigned *const cs_ = &Bs_[0][0][0];\n"
+                  "#pragma unroll 1\n"
+                  "        for (int h = 0; h < %d%s; h++) {\n"
+                  "            for (int i = 0; i < %d; i++) {\n"
+                  "                const int r = wm_ * %d + i * 16 + g_ - 32 * h;\n"
+                  "                if (r >= 0 && r < 32)\n"
+                  "                    for (int j = 0; j < %d; j++) {\n"
+                  "                        const int c = wn_ * %d + j * 8 + 2 * t4_;\n"
+                  "                        cs_[r * %d + c] = __float_as_uint(acc[i][j][0]);\n"
+                  "                        cs_[r * %d + c + 1] = __float_as_uint(acc[i][j][1]);\n"
+                  "                        cs_[(r + 8) * %d + c] = __float_as_uint(acc[i][j][2]);\n"
+                  "                        cs_[(r + 8) * %d + c + 1] = __float_as_uint(acc[i][j][3]);\n"
+                  "                    }\n"
                   "            }\n"
+                  "            __syncthreads();\n"
+                  "#pragma unroll %d\n"
+                  "            for (int e = threadIdx.x; e < %d; e += 256) {\n"
+                  "                const int r = e / %d, c = e %% %d;\n"
+                  "                const edm_ix m = m0 + 32 * h + r, n = n0 + c;\n"
+                  "                %s%s%s%s%sKNAME_C(y, z, m, n, __uint_as_float(cs_[r * %d + c]));\n"
+                  "            }\n"
+                  "            __syncthreads();\n"
+                  "        }\n"
                   "    }\n}\n",
-                  mt, nt, wtm, wtn, (long long)gm, (long long)gn, (long long)gn, (long long)gm, (long long)gn,
-                  (long long)gn);
+                  t.bm / 32, hskip, mt, wtm, nt, wtn, pitch, pitch, pitch, pitch, STAGE_UNROLL, 32 * t.bn, t.bn, t.bn,
+                  cm[0] || cn[0] ? "if (" : "", cm, cm[0] && cn[0] ? " && " : "", cn, cm[0] || cn[0] ? ") " : "",
+                  pitch);
         return;
     }
     /* split-K: the partial tile out, the last block of the tile sums them in split order */
