@@ -232,12 +232,17 @@ static void launch_1d(edm_cuda_launch *L, int64_t work)
 
 /* The signature of every node kernel, with the concrete types of the value
  * and its inputs; KNAME is replaced by the name. */
+/* A tensor-core GEMM's blocks, two an SM as the tile cost model counts them
+ * (cuda_gemm_mma.h): at most 128 registers a thread. */
+#define MMA_MIN_BLOCKS ", 2"
+
 static void emit_head(const node_ctx *c, sbuf *b, const char *extra)
 {
     sb_printf(b,
-              "extern \"C\" __global__ void __launch_bounds__(%d) KNAME(%s *__restrict__ y, const %s *__restrict__ a, "
+              "extern \"C\" __global__ void __launch_bounds__(%d%s) KNAME(%s *__restrict__ y, const %s *__restrict__ a, "
               "const %s *__restrict__ b, const unsigned long long *__restrict__ seed)\n{\n%s",
-              BLOCK, ctype(c->ty), ctype(c->ta), ctype(c->tb), extra);
+              BLOCK, c->mma != EDM_F32 && c->n->op != EDM_OP_ATTENTION ? MMA_MIN_BLOCKS : "", ctype(c->ty),
+              ctype(c->ta), ctype(c->tb), extra);
 }
 
 /* emit_head with a tensor-core kernel's shared-memory declarations, which
@@ -1337,8 +1342,22 @@ static edm_dtype contraction_mma(const edm_cuda_options *opt, const edm_node *n)
     return opt->storage;
 }
 
+/* Whether n (NULL: none) is a tensor-core GEMM (cuda_gemm_mma.h; not attention, whose kernel is its own). */
+static int mma_gemm(const edm_cuda_options *opt, const edm_node *n)
+{
+    return n && n->op != EDM_OP_ATTENTION && contraction_mma(opt, n) != EDM_F32;
+}
+
 /* Whether contractions may run on tensor cores: the preamble then carries the mma helpers. */
 static int uses_mma(const edm_cuda_options *opt) { return opt->tensor_cores && opt->storage != EDM_F32; }
+
+/* The tensor-core helpers (cuda_gemm_mma.h), their fragments by ldmatrix unless opt says not. */
+static void emit_mma_preamble(sbuf *out, const edm_cuda_options *opt)
+{
+    if (!opt->no_ldmatrix)
+        sb_puts(out, "#define EDM_LDMATRIX 1 /* the fragments by ldmatrix (EDMC_LDMATRIX=off: word by word) */\n");
+    sb_puts(out, edm_mma_preamble);
+}
 
 /* The storage of node id's value (cuda_codegen.h); the types of the nodes
  * before it are already in launch[]. */
@@ -1489,6 +1508,13 @@ int edm_cuda_options_env(edm_cuda_options *co, edm_status *st)
             return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "EDMC_CONV_ORDER=%s: expected tap or channel", order);
         co->conv_channel_major = strcmp(order, "channel") == 0;
     }
+    /* the tensor-core fragments read from shared memory word by word instead of by ldmatrix (an ablation) */
+    const char *ldm = getenv("EDMC_LDMATRIX");
+    if (ldm && ldm[0]) {
+        if (strcmp(ldm, "off") != 0 && strcmp(ldm, "on") != 0)
+            return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "EDMC_LDMATRIX=%s: expected on or off", ldm);
+        co->no_ldmatrix = strcmp(ldm, "off") == 0;
+    }
     return 0;
 }
 
@@ -1513,7 +1539,7 @@ int edm_cuda_codegen(const edm_graph *g, const edm_cuda_options *opt, edm_cuda_m
               edm_dtype_name(opt->storage), opt->network_scope ? opt->network_scope : "unet", (long long)opt->batch);
     sb_puts(&out, PREAMBLE_TYPES);
     if (uses_mma(opt))
-        sb_puts(&out, edm_mma_preamble);
+        emit_mma_preamble(&out, opt);
     emit_index_preamble(&out, module_index_bits(g, opt));
     int dropout = 0;
     for (int id = 0; id < count; id++)
@@ -1953,11 +1979,13 @@ static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
     for (int k = 0; k < L->ninputs; k++)
         sb_printf(&b, "    const %s *i%d;\n", ctype(x->dt[L->inputs[k]]), k);
     sb_puts(&b, "    const unsigned long long *seed;\n};\n");
+    const edm_node *core_node = s->core >= 0 ? edm_graph_node(g, s->core) : NULL;
     if (grouped)
         sb_printf(&head, "static __device__ __noinline__ void KNAME_run(unsigned bx_, unsigned gx_, %s *__restrict__ y",
                   ctype(L->dtype));
     else
-        sb_printf(&head, "extern \"C\" __global__ void __launch_bounds__(%d) KNAME(%s *__restrict__ y", BLOCK,
+        sb_printf(&head, "extern \"C\" __global__ void __launch_bounds__(%d%s) KNAME(%s *__restrict__ y", BLOCK,
+                  mma_gemm(x->opt, core_node) ? MMA_MIN_BLOCKS : "",
                   ctype(L->dtype));
     for (int k = 0; k < L->ninputs; k++)
         sb_printf(&head, ", const %s *__restrict__ i%d", ctype(x->dt[L->inputs[k]]), k);
@@ -2177,7 +2205,7 @@ int edm_cuda_codegen_plan(const edm_plan *p, const edm_cuda_options *opt, edm_cu
                   (long long)opt->batch);
         sb_puts(&out, PREAMBLE_TYPES);
         if (uses_mma(opt))
-            sb_puts(&out, edm_mma_preamble);
+            emit_mma_preamble(&out, opt);
         emit_index_preamble(&out, module_index_bits(p->g, opt));
         /* a step inside a group kernel loops over its own share of the blocks */
         sb_puts(&out, "#define EDM_LOOP_IN(n) for (edm_ix i = (edm_ix)bx_ * blockDim.x + threadIdx.x; i < (n); \\\n"

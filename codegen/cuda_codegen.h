@@ -72,6 +72,7 @@ typedef struct {
     const edm_mma_tiles *tiles; /* tiles measured on the device (cuda_tiles.h), or NULL */
     int index_bits;    /* 64: the kernels' index arithmetic in 64 bits; 0: 32 bits where every value fits */
     int conv_channel_major; /* tensor-core convolutions keep k channel-major (not a tap a k tile): an ablation */
+    int no_ldmatrix;   /* tensor-core fragments read from shared memory word by word, not by ldmatrix: an ablation */
     const char *network_scope; /* the instance stored as `storage` (NULL: "unet"; "": all) */
 } edm_cuda_options;
 
@@ -133,7 +134,7 @@ int edm_cuda_op_supported(edm_op op);
  * executor and `edmc dump --stage=cuda` both read them): EDMC_MMA_TILE=BMxBN[/SPLITS]
  * (every tensor-core contraction's tile), EDMC_INDEX_BITS=64 (wide index
  * arithmetic), EDMC_CONV_ORDER=channel|tap (the tensor-core convolutions' k
- * order, docs/cuda.md).  A malformed value: -1 with st set. */
+ * order, docs/cuda.md), EDMC_LDMATRIX=off (the fragments word by word).  A malformed value: -1 with st set. */
 int edm_cuda_options_env(edm_cuda_options *co, edm_status *st);
 
 /* Generates the module for g.  The text is deterministic: the same graph and

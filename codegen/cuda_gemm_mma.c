@@ -32,6 +32,54 @@ const char edm_mma_preamble[] =
     "/* split-K's partial tiles and arrival counts (defined after the kernels) */\n"
     "extern __device__ float edm_splitk_ws[];\n"
     "extern __device__ unsigned edm_splitk_count[];\n"
+    /* A's 16×16 and two of B's 16×8 fragments from a shared-memory stage (rows of k pairs,
+     * `pitch` words apart, base at the fragment's first row and k): on the GPU one
+     * ldmatrix.x4 each, lane l giving the address of row l % 8 of 8×8 matrix l / 8 and
+     * receiving word l % 4 of row l / 4 of each (PTX ISA, ldmatrix); the emulator, and the
+     * GPU without EDM_LDMATRIX, read the same words one by one.  The lane's row and word
+     * offsets are their own functions, which tests/emu/ldsm_check.cpp checks against the
+     * fragment layout. */
+    "static __device__ __forceinline__ int edm_ldsm_a_offset(int lane, int pitch)\n"
+    "{\n    return lane % 16 * pitch + lane / 16 * 4;\n}\n"
+    "static __device__ __forceinline__ int edm_ldsm_b_offset(int lane, int pitch)\n"
+    "{\n    return (lane % 8 + lane / 16 * 8) * pitch + lane / 8 % 2 * 4;\n}\n"
+    "#if defined(__CUDA_ARCH__) && defined(EDM_LDMATRIX)\n"
+    /* x, opaque to the optimizer: computed once, kept in a register (NVVM would
+     * otherwise derive each ldmatrix address from threadIdx anew in the loop) */
+    "static __device__ __forceinline__ unsigned edm_opaque_u32(unsigned x)\n"
+    "{\n    asm(\"\" : \"+r\"(x));\n    return x;\n}\n"
+    "static __device__ __forceinline__ void edm_ldsm_x4(unsigned *d, unsigned row)\n"
+    "{\n"
+    "    asm volatile(\"ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\"\n"
+    "                 : \"=r\"(d[0]), \"=r\"(d[1]), \"=r\"(d[2]), \"=r\"(d[3]) : \"r\"(row));\n"
+    "}\n"
+    "static __device__ __forceinline__ void edm_frag_a(unsigned *f, const unsigned *, int, int, unsigned row)\n"
+    "{\n    edm_ldsm_x4(f, row);\n}\n"
+    "static __device__ __forceinline__ void edm_frag_b2(unsigned (*f)[2], const unsigned *, int, int, unsigned row)\n"
+    "{\n"
+    "    unsigned d[4];\n"
+    "    edm_ldsm_x4(d, row);\n"
+    "    f[0][0] = d[0];\n    f[0][1] = d[1];\n    f[1][0] = d[2];\n    f[1][1] = d[3];\n"
+    "}\n"
+    "#else\n"
+    "static __device__ __forceinline__ unsigned edm_opaque_u32(unsigned x) { return x; }\n"
+    "static __device__ __forceinline__ void edm_frag_a(unsigned *f, const unsigned *base, int pitch, int lane, unsigned)\n"
+    "{\n"
+    "    const int g = lane / 4, t = lane % 4;\n"
+    "    f[0] = base[g * pitch + t];\n"
+    "    f[1] = base[(g + 8) * pitch + t];\n"
+    "    f[2] = base[g * pitch + 4 + t];\n"
+    "    f[3] = base[(g + 8) * pitch + 4 + t];\n"
+    "}\n"
+    "static __device__ __forceinline__ void edm_frag_b2(unsigned (*f)[2], const unsigned *base, int pitch, int lane, unsigned)\n"
+    "{\n"
+    "    const int g = lane / 4, t = lane % 4;\n"
+    "    f[0][0] = base[g * pitch + t];\n"
+    "    f[0][1] = base[g * pitch + 4 + t];\n"
+    "    f[1][0] = base[(g + 8) * pitch + t];\n"
+    "    f[1][1] = base[(g + 8) * pitch + 4 + t];\n"
+    "}\n"
+    "#endif\n"
     "static __device__ __forceinline__ unsigned edm_mma_pack_f16(float lo, float hi)\n"
     "{\n    return (unsigned)edm_cvt_rn_f16_f32(lo) | (unsigned)edm_cvt_rn_f16_f32(hi) << 16;\n}\n"
     "static __device__ __forceinline__ unsigned edm_mma_pack_bf16(float lo, float hi)\n"
@@ -148,8 +196,8 @@ void edm_mma_emit_workspace(sbuf *b, int64_t floats, int64_t counts)
 
 void edm_mma_emit_shared(sbuf *b, edm_mma_tile t)
 {
-    sb_printf(b, "    __shared__ unsigned As_[2][%d][%d];\n    __shared__ unsigned Bs_[2][%d][%d];\n", t.bm, PITCH,
-              t.bn, PITCH);
+    sb_printf(b, "    __shared__ __align__(16) unsigned As_[2][%d][%d];\n    __shared__ __align__(16) unsigned Bs_[2][%d][%d];\n",
+              t.bm, PITCH, t.bn, PITCH);
     if (t.splits > 1)
         sb_puts(b, "    __shared__ int last_;\n");
 }
@@ -164,8 +212,14 @@ void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int6
     sb_printf(b,
               "    const int lane_ = threadIdx.x %% 32, warp_ = threadIdx.x / 32;\n"
               "    const int wm_ = warp_ / 4, wn_ = warp_ %% 4, g_ = lane_ / 4, t4_ = lane_ %% 4;\n"
+              /* the shared-memory address (bytes) of the row this lane gives ldmatrix in the
+               * warp's first fragment of stage 0 */
+              "    const unsigned lda_ = edm_opaque_u32((unsigned)__cvta_generic_to_shared(&As_[0][0][0]) +\n"
+              "                                         4u * (unsigned)(wm_ * %d + edm_ldsm_a_offset(lane_, %d)));\n"
+              "    const unsigned ldb_ = edm_opaque_u32((unsigned)__cvta_generic_to_shared(&Bs_[0][0][0]) +\n"
+              "                                         4u * (unsigned)(wn_ * %d + edm_ldsm_b_offset(lane_, %d)));\n"
               "    const edm_ix m0 = (edm_ix)blockIdx.y * %d, n0 = (edm_ix)blockIdx.x * %d;\n",
-              t.bm, t.bn);
+              wtm * PITCH, PITCH, wtn * PITCH, PITCH, t.bm, t.bn);
     if (split) { /* this block's k tiles: [kt0_, kt0_ + nk_) */
         long long per = (long long)tiles_per_split(nkt, t.splits);
         sb_printf(b,
@@ -253,24 +307,18 @@ void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int6
               "                const int s = (int)((it - 1) & 1);\n"
               "                for (int ks = 0; ks < 2; ks++) {\n"
               "                    unsigned fa[%d][4], fb[%d][2];\n"
-              "                    for (int i = 0; i < %d; i++) {\n"
-              "                        const int r = wm_ * %d + i * 16 + g_;\n"
-              "                        fa[i][0] = As_[s][r][ks * 8 + t4_];\n"
-              "                        fa[i][1] = As_[s][r + 8][ks * 8 + t4_];\n"
-              "                        fa[i][2] = As_[s][r][ks * 8 + 4 + t4_];\n"
-              "                        fa[i][3] = As_[s][r + 8][ks * 8 + 4 + t4_];\n"
-              "                    }\n"
-              "                    for (int j = 0; j < %d; j++) {\n"
-              "                        const int c = wn_ * %d + j * 8 + g_;\n"
-              "                        fb[j][0] = Bs_[s][c][ks * 8 + t4_];\n"
-              "                        fb[j][1] = Bs_[s][c][ks * 8 + 4 + t4_];\n"
-              "                    }\n"
+              "                    for (int i = 0; i < %d; i++)\n"
+              "                        edm_frag_a(fa[i], &As_[s][wm_ * %d + i * 16][ks * 8], %d, lane_,\n"
+              "                                   lda_ + 4u * (unsigned)((s * %d + i * 16) * %d + ks * 8));\n"
+              "                    for (int j = 0; j < %d; j += 2)\n"
+              "                        edm_frag_b2(&fb[j], &Bs_[s][wn_ * %d + j * 8][ks * 8], %d, lane_,\n"
+              "                                    ldb_ + 4u * (unsigned)((s * %d + j * 8) * %d + ks * 8));\n"
               "                    for (int i = 0; i < %d; i++)\n"
               "                        for (int j = 0; j < %d; j++)\n"
               "                            edm_mma_%s(acc[i][j], fa[i], fb[j]);\n"
               "                }\n"
               "            }\n",
-              mt, nt, mt, wtm, nt, wtn, mt, nt, ty);
+              mt, nt, mt, wtm, PITCH, t.bm, PITCH, nt, wtn, PITCH, t.bn, PITCH, mt, nt, ty);
     sb_printf(b,
               "            if (it < nk_) {\n"
               "                const int s = (int)(it & 1);\n"

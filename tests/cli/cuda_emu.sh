@@ -51,12 +51,12 @@ complained() { grep -q "^fake cuda: \|^fake cublasLt: \|Sanitizer\|runtime error
 why() { { grep "^fake cu" "$1"; grep -v "^fake cu" "$1"; } | head -n 12 | cut -c 1-400; }
 kernels_run() { sed -n 's/^fake-cuda stats:.* kernels_run=\([0-9]*\).*/\1/p' "$1" | tail -n 1; }
 
-# host_check NAME LABEL WANT: compiles tests/emu/NAME.cpp with the emulator's header
+# host_check NAME LABEL WANT [INCLUDE-DIR]: compiles tests/emu/NAME.cpp with the emulator's header
 # and runs it; each "ok N - ..." / "not ok N - ..." line of its becomes a case
 # (LABEL: ...), and it must print WANT "ok" lines
 host_check() {
     if "${EDMC_EMU_CXX:-g++}" -std=c++17 -O2 -ffp-contract=off -w -include "$srcdir/tests/emu/cuda_emu.h" \
-        -o "$tmp/$1" "$srcdir/tests/emu/$1.cpp" 2>"$tmp/$1.err"; then
+        ${4:+-I"$4"} -o "$tmp/$1" "$srcdir/tests/emu/$1.cpp" 2>"$tmp/$1.err"; then
         "$tmp/$1" >"$tmp/$1.out" 2>&1
         while IFS= read -r line; do
             case $line in
@@ -74,6 +74,17 @@ host_check() {
 host_check cvt_check conversions 3
 # the emulator's tensor-core product against the PTX ISA's fragment layout
 host_check mma_check "tensor cores" 2
+# the GPU's fragment loads (ldmatrix, its lanes' row addresses) against the emulator's word-by-word
+# ones, on the preamble of a generated module
+mkdir -p "$tmp/ldsm"
+"$edmc" dump "$tiny" --stage=cuda --fuse=all --batch=1 --precision=fp16 2>"$tmp/ldsm/err" |
+    sed -n '/^#define EDM_LDMATRIX/,/^static __device__ __forceinline__ unsigned edm_mma_pack_f16/p' |
+    sed '$d' >"$tmp/ldsm/preamble.inc"
+if grep -q "edm_ldsm_a_offset" "$tmp/ldsm/preamble.inc"; then
+    host_check ldsm_check "fragment loads" 2 "$tmp/ldsm"
+else
+    tap_not_ok "fragment loads: no ldmatrix preamble in the generated module" "$(head -n 5 "$tmp/ldsm/err")"
+fi
 
 # --- (a) op by op: one line per configuration
 # ops_case DESC PRECISION GEMM FILTER [VAR=VALUE]

@@ -83,6 +83,16 @@ else
 fi
 tap_expect_error "EDMC_CONV_ORDER=diagonal" 2 "EDMC_CONV_ORDER=diagonal: expected tap or channel" \
     env EDMC_CONV_ORDER=diagonal "$edmc" dump "$tiny" --stage=cuda --fuse=all --batch=4
+# the tensor-core fragments by ldmatrix; EDMC_LDMATRIX=off, the ablation, word by word (docs/cuda.md)
+EDMC_LDMATRIX=off "$edmc" dump "$tiny" --stage=cuda --fuse=all --batch=4 -o "$tmp/noldm.cu" 2>&1
+if grep -q "^#define EDM_LDMATRIX" "$tmp/fused.cu" && ! grep -q "^#define EDM_LDMATRIX" "$tmp/noldm.cu" &&
+    grep -q "edm_frag_a(fa\[i\]" "$tmp/noldm.cu"; then
+    tap_ok "dump --stage=cuda: the fragments by ldmatrix; with EDMC_LDMATRIX=off word by word"
+else
+    tap_not_ok "EDMC_LDMATRIX" "$(grep -c "^#define EDM_LDMATRIX" "$tmp/fused.cu" "$tmp/noldm.cu")"
+fi
+tap_expect_error "EDMC_LDMATRIX=maybe" 2 "EDMC_LDMATRIX=maybe: expected on or off" \
+    env EDMC_LDMATRIX=maybe "$edmc" dump "$tiny" --stage=cuda --fuse=all --batch=4
 # tiles measured on a device (bench --tune; runtime/cuda_tiles_file.h): dump reads the table $EDMC_TILES names
 # as the executor does, and the contraction it names (tiny's 3x3 convolutions of 32 channels at batch 4) takes its tile
 printf '# measured\nconv2d 32x1024x288 1 9 128x128/1 0.5\n' >"$tmp/tiles.txt"

@@ -36,8 +36,9 @@ using std::isnan;
 #define __device__
 #define __host__
 #define __forceinline__ inline
-#define __launch_bounds__(n)
+#define __launch_bounds__(...)
 #define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
 #define __noinline__ __attribute__((noinline))
 /* dynamic shared memory (the fused plan's group kernels): one static block,
  * as __shared__ above; 48 KiB, the default limit of a launch */
@@ -256,6 +257,9 @@ static inline unsigned atomicAdd(unsigned *p, unsigned v)
 static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 /* a launch runs on one host thread: memory is ordered already */
 static inline void __threadfence(void) {}
+/* a shared-memory address as ldmatrix takes it: the generated kernels pass it
+ * beside the pointer, and the emulator's fragment loads use the pointer */
+static inline unsigned long long __cvta_generic_to_shared(const void *p) { return (unsigned long long)(uintptr_t)p; }
 
 /* ------------------------------------------------------------------ tensor cores */
 

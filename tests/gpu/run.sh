@@ -24,8 +24,9 @@
 #   7. benchmarks, fp16, batch 128: edmc bench --fuse=all (tensor-core
 #      contractions; --profile: the slowest kernels of one more run) beside
 #      scripts/bench_torch_gpu.py (xs and s, forward and train), and xs
-#      forward ablations (unfused, CUDA cores, no CUDA Graph, the convolutions' k order, each
-#      fusion rule off alone, the tiles measured by bench --tune: while the budget lasts)
+#      forward ablations (unfused, CUDA cores, no CUDA Graph, the convolutions' k order, the
+#      fragments without ldmatrix, each fusion rule off alone, the tiles measured by bench
+#      --tune: while the budget lasts)
 #
 # Steps 3-6 (correctness) run side by side (parallel processes; the GPU is
 # shared, nothing there is timed) while the benchmarks' programs are compiled
@@ -623,14 +624,18 @@ for flags in "--fuse=none" "--fuse=all --no-tensor-cores" "--fuse=all --no-graph
     echo "-- edm2-img512-xs forward $flags: $(edmc_bench "$k" xs forward 128 $flags)"
     add_bench "edm2-img512-xs" "forward $flags" "b-$k" "t-xs-forward" ablation
 done
+# env_ablation KEY LABEL VAR=VALUE: xs's fused forward with one setting from the environment
+env_ablation() {
+    echo "-- edm2-img512-xs forward --fuse=all, $3: $(
+        export "$3"
+        edmc_bench "$1" xs forward 128 --fuse=all
+    )"
+    add_bench "edm2-img512-xs" "forward --fuse=all, $2" "b-$1" "t-xs-forward" ablation
+}
 # the tensor-core convolutions' k order (docs/cuda.md): channel-major, as before the tap a k tile
-k="xs-forward-channel-major"
-echo "-- edm2-img512-xs forward --fuse=all, EDMC_CONV_ORDER=channel: $(
-    EDMC_CONV_ORDER=channel
-    export EDMC_CONV_ORDER
-    edmc_bench "$k" xs forward 128 --fuse=all
-)"
-add_bench "edm2-img512-xs" "forward --fuse=all, k channel-major" "b-$k" "t-xs-forward" ablation
+env_ablation xs-forward-channel-major "k channel-major" EDMC_CONV_ORDER=channel
+# the tensor-core fragments word by word instead of by ldmatrix
+env_ablation xs-forward-no-ldmatrix "fragments without ldmatrix" EDMC_LDMATRIX=off
 # each fusion rule off alone (docs/fusion.md), while the budget lasts: prologue first (a 3x3
 # convolution evaluates its operand's prologue once per tap; off, the silu(x / norm) is stored once)
 for off in prologue epilogue ew wn attn; do
