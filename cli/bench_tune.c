@@ -164,6 +164,14 @@ int bench_tune(const cli_opts *o, edm_graph *g, const edm_backend_options *bo, e
     int ncand = 0;
     if (candidates(cand, &ncand, st) != 0)
         return -1;
+    /* somewhere to keep the result, known before the runs (the architecture only names the file) */
+    char where[4200];
+    if (edm_cuda_tiles_path("sm_00", where, sizeof where, st) != 0)
+        return -1;
+    if (!where[0])
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
+                        "--tune: nowhere to keep the measured tiles (EDMC_TILES=off, or the kernel cache is off): "
+                        "set EDMC_TILES=FILE");
     contractions all = {0};
     char arch[16] = "", device[256] = "";
     int rc = 0;

@@ -217,6 +217,19 @@ if [ "$t128" -gt 0 ] && [ "$t128" -eq "$tother" ] && ! complained "$tmp/tprof.er
 else
     tap_not_ok "EDMC_TILES in the executor" "128x128: $t128 of $tother listed contractions" "$(why "$tmp/tprof.err")"
 fi
+# bench --tune checks its settings, and where its table goes, before it runs anything
+for bad in "EDMC_CACHE_DIR=off EDMC_TILES=|--tune: nowhere to keep the measured tiles" \
+    "EDMC_TUNE_TILES=64x64,96x64|EDMC_TUNE_TILES: '96x64': expected BMxBN"; do
+    # shellcheck disable=SC2086
+    if env ${bad%%|*} "$edmc" bench "$tiny" --device=cuda --precision=fp16 --fuse=all --batch=3 --iters=1 --tune \
+        >"$tmp/bt.out" 2>"$tmp/bt.err"; then
+        tap_not_ok "bench --tune, ${bad%%|*}" "exit 0"
+    elif grep -qF -e "${bad#*|}" "$tmp/bt.err" && ! grep -q "^tune:" "$tmp/bt.err" && ! complained "$tmp/bt.err"; then
+        tap_ok "bench --tune, ${bad%%|*}: stops before its runs (${bad#*|})"
+    else
+        tap_not_ok "bench --tune, ${bad%%|*}" "$(why "$tmp/bt.err")"
+    fi
+done
 printf 'matmul 2x64\n' >"$tmp/badtiles.txt"
 if env EDMC_TILES="$tmp/badtiles.txt" "$edmc" bench "$tiny" --device=cuda --precision=fp16 --fuse=all --batch=3 \
     --iters=1 >"$tmp/bt.out" 2>"$tmp/bt.err"; then

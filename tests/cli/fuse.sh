@@ -68,7 +68,7 @@ else
     tap_not_ok "dump --stage=cuda --fuse=all" "steps $steps, shared $shared: $(head -2 "$tmp/fused.cu")"
 fi
 for s in $(grep -o '^/\* step [0-9]*:.*: the kernel of s[0-9]*_[a-z0-9_]*' "$tmp/fused.cu" | sed 's/.*the kernel of //' | sort -u); do
-    grep -q "void __launch_bounds__(256) $s(\|void $s""_run(" "$tmp/fused.cu" || { echo "# $s is named but not defined"; missing=1; }
+    grep -q "void __launch_bounds__(256[, 0-9]*) $s(\|void $s""_run(" "$tmp/fused.cu" || { echo "# $s is named but not defined"; missing=1; }
 done
 if [ -z "${missing:-}" ]; then tap_ok "every shared kernel is defined in the module"; else tap_not_ok "a shared kernel is not defined"; fi
 # the tensor-core convolutions read one tap a k tile with coordinates (docs/cuda.md); EDMC_CONV_ORDER=channel,
@@ -104,6 +104,8 @@ if [ "$big0" -eq 0 ] && [ "$big1" -gt 0 ] && [ "$(grep -c "As_\[2\]" "$tmp/tiled
 else
     tap_not_ok "EDMC_TILES" "kernels with 128-row tiles: $big0 without the table, $big1 with it"
 fi
+tap_expect_error "bench --tune on the CPU" 2 "--tune measures the tensor-core tiles of a fused plan" \
+    "$edmc" bench "$tiny" --tune
 printf 'conv2d 32x1024 1 9 128x128/1\n' >"$tmp/badtiles.txt"
 tap_expect_error "EDMC_TILES, a malformed line" 2 "badtiles.txt:1: expected OP GMxGNxGK GB KTAPS BMxBN/SPLITS" \
     env EDMC_TILES="$tmp/badtiles.txt" "$edmc" dump "$tiny" --stage=cuda --fuse=all --batch=4
