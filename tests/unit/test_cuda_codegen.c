@@ -661,16 +661,17 @@ static void test_mma_tile_table(void **state)
         assert_int_equal(t.n, 0);
     }
     /* a fixed tile's splits: the weight gradient keeps the model's split-K; a forward GEMM none */
-    edm_mma_tile f = edm_mma_choose_splits(192, 1728, 128 * 4096, 1, 64, 64);
+    const int64_t pixels = (int64_t)128 * 4096; /* S at 64×64, batch 128 */
+    edm_mma_tile f = edm_mma_choose_splits(192, 1728, pixels, 1, 64, 64);
     assert_int_equal(f.bm, 64);
     assert_int_equal(f.bn, 64);
     assert_true(f.splits > 1);
-    f = edm_mma_choose_splits(192, 128 * 4096, 192 * 9, 1, 128, 64);
+    f = edm_mma_choose_splits(192, pixels, (int64_t)192 * 9, 1, 128, 64);
     assert_int_equal(f.bm, 128);
     assert_int_equal(f.bn, 64);
     assert_int_equal(f.splits, 1);
-    edm_mma_tile free_choice = edm_mma_choose_splits(192, 1728, 128 * 4096, 1, 0, 0),
-                 model = edm_mma_choose_tile(192, 1728, 128 * 4096, 1);
+    edm_mma_tile free_choice = edm_mma_choose_splits(192, 1728, pixels, 1, 0, 0),
+                 model = edm_mma_choose_tile(192, 1728, pixels, 1);
     assert_memory_equal(&free_choice, &model, sizeof model);
 }
 
