@@ -132,7 +132,7 @@ static int save(const contractions *all, const cli_opts *o, const edm_backend_op
         after += c->best_ms;
         rc = edm_mma_tiles_set(&table, &c->key, c->best, c->best_ms, st);
     }
-    char header[256], path[4200];
+    char header[256];
     time_t now = time(NULL);
     struct tm tm;
     char date[32] = "";
@@ -140,10 +140,11 @@ static int save(const contractions *all, const cli_opts *o, const edm_backend_op
         strftime(date, sizeof date, "%Y-%m-%d", &tm);
     snprintf(header, sizeof header, "tensor-core tiles measured by edmc bench --tune on %s (%s), %s, batch %lld, %s",
              device, arch, edm_dtype_name(bo->storage), (long long)o->batch, date);
+    char path[4200];
     if (rc == 0)
-        rc = edm_cuda_tiles_save(arch, &table, header, st);
+        rc = edm_cuda_tiles_save_path(arch, path, sizeof path, st);
     if (rc == 0)
-        rc = edm_cuda_tiles_path(arch, path, sizeof path, st);
+        rc = edm_cuda_tiles_save(path, &table, header, st);
     if (rc == 0)
         fprintf(stderr,
                 "tune: %d contractions, each on %d tilings; %d on another tile than before; their kernels "
@@ -153,7 +154,7 @@ static int save(const contractions *all, const cli_opts *o, const edm_backend_op
     return rc;
 }
 
-int bench_tune(const cli_opts *o, edm_graph *g, const edm_backend_options *bo, edm_status *st)
+int bench_tune(const cli_opts *o, const edm_graph *g, const edm_backend_options *bo, edm_status *st)
 {
     if (bo->device != EDM_DEVICE_CUDA || !bo->cpu.fuse || (bo->storage != EDM_F16 && bo->storage != EDM_BF16) ||
         bo->no_tensor_cores || o->pkg)
@@ -166,12 +167,10 @@ int bench_tune(const cli_opts *o, edm_graph *g, const edm_backend_options *bo, e
         return -1;
     /* somewhere to keep the result, known before the runs (the architecture only names the file) */
     char where[4200];
-    if (edm_cuda_tiles_path("sm_00", where, sizeof where, st) != 0)
+    if (edm_cuda_tiles_save_path("sm_00", where, sizeof where, st) != 0) {
+        edm_status_prefix(st, "--tune");
         return -1;
-    if (!where[0])
-        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
-                        "--tune: nowhere to keep the measured tiles (EDMC_TILES=off, or the kernel cache is off): "
-                        "set EDMC_TILES=FILE");
+    }
     contractions all = {0};
     char arch[16] = "", device[256] = "";
     int rc = 0;

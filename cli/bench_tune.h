@@ -15,11 +15,11 @@
 #include "compiler/ir.h"
 #include "runtime/backend.h"
 
-int bench_tune(const cli_opts *o, edm_graph *g, const edm_backend_options *bo, edm_status *st);
+int bench_tune(const cli_opts *o, const edm_graph *g, const edm_backend_options *bo, edm_status *st);
 
 /* One profiled run (after a warm-up one) of the benchmark's plan with bo
  * (cli/cmd_bench.c): the rows (malloc'd), the device's architecture and name. */
-int bench_profile(const cli_opts *o, edm_graph *g, const edm_backend_options *bo, edm_cuda_profile_row **rows,
+int bench_profile(const cli_opts *o, const edm_graph *g, const edm_backend_options *bo, edm_cuda_profile_row **rows,
                   int *nrows, char *arch, size_t arch_size, char *device, size_t device_size, edm_status *st);
 
 #endif

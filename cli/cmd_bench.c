@@ -179,8 +179,8 @@ static int print_profile(edm_backend *x, edm_status *st)
     return 0;
 }
 
-/* A backend of the benchmark's kind (mode forward or sample: the network's; train: the
- * training step's) with random values: bench_forward and bench_train's setup. */
+/* A backend of the benchmark's kind: mode forward or sample, the network's; train, the
+ * training step's (t, whose backend x is). */
 typedef struct {
     edm_backend *x;
     edm_trainer *t;
@@ -195,38 +195,46 @@ static void bench_backend_free(bench_backend *b)
     memset(b, 0, sizeof *b);
 }
 
-static int bench_backend_new(const cli_opts *o, edm_graph *g, const edm_backend_options *bo, bench_backend *b,
-                             edm_status *st)
+/* Made (the setup a benchmark reports: the kernels compiled or loaded); 0 or -1. */
+static int bench_backend_make(const cli_opts *o, const edm_graph *g, const edm_backend_options *bo, bench_backend *b,
+                              edm_status *st)
 {
     memset(b, 0, sizeof *b);
-    int rc;
     if (strcmp(o->mode, "train") == 0) {
         b->t = edm_trainer_new(g, o->batch, bo, st);
-        rc = b->t ? edm_trainer_direct_grads(b->t, 1, st) : -1;
-        if (rc == 0)
-            rc = edm_trainer_init(b->t, 1, st);
         b->x = b->t ? edm_trainer_backend(b->t) : NULL;
     } else {
         b->x = edm_backend_new(g, o->batch, bo, st);
-        rc = b->x ? edm_weights_init_backend(g, 1, b->x, st) : -1;
     }
-    if (rc == 0)
-        rc = fill_random(g, b->x, st);
-    if (rc != 0)
-        bench_backend_free(b);
-    return rc;
+    return b->x ? 0 : -1;
 }
 
-int bench_profile(const cli_opts *o, edm_graph *g, const edm_backend_options *bo, edm_cuda_profile_row **rows,
+/* Its random values: the inputs, and the parameters as `edmc init` draws them (on every
+ * core: img512-s has 280M); a training step is one pass, as a run without --batch-gpu's. */
+static int bench_backend_fill(const edm_graph *g, bench_backend *b, edm_status *st)
+{
+    if (b->t) {
+        int rc = edm_trainer_direct_grads(b->t, 1, st);
+        if (rc == 0)
+            rc = edm_trainer_init(b->t, 1, st);
+        return rc == 0 ? fill_random(g, b->x, st) : -1;
+    }
+    int rc = fill_random(g, b->x, st);
+    return rc == 0 ? edm_weights_init_backend(g, 1, b->x, st) : -1;
+}
+
+int bench_profile(const cli_opts *o, const edm_graph *g, const edm_backend_options *bo, edm_cuda_profile_row **rows,
                   int *nrows, char *arch, size_t arch_size, char *device, size_t device_size, edm_status *st)
 {
     *rows = NULL;
     *nrows = 0;
     bench_backend b;
-    if (bench_backend_new(o, g, bo, &b, st) != 0)
-        return -1;
+    int rc = bench_backend_make(o, g, bo, &b, st);
+    if (rc == 0)
+        rc = bench_backend_fill(g, &b, st);
     /* a first profiled run warms the caches and clocks; the second is kept */
-    int rc = edm_backend_profile(b.x, rows, nrows, st);
+    if (rc == 0)
+        rc = edm_backend_profile(b.x, rows, nrows, st);
     if (rc == 0) {
         free(*rows);
         rc = edm_backend_profile(b.x, rows, nrows, st);
@@ -240,63 +248,33 @@ int bench_profile(const cli_opts *o, edm_graph *g, const edm_backend_options *bo
     return rc;
 }
 
-static int bench_forward(const cli_opts *o, const edm_graph *g, const edm_backend_options *bo, bench_result *r,
-                         edm_status *st)
+/* Modes forward and train: the backend made (its setup timed), filled, then its unit of
+ * work timed (a forward pass, or an optimizer step). */
+static int bench_backend_run(const cli_opts *o, const edm_graph *g, const edm_backend_options *bo, bench_result *r,
+                             edm_status *st)
 {
-    edm_backend *x = edm_backend_new(g, o->batch, bo, st);
+    bench_backend b;
+    int rc = bench_backend_make(o, g, bo, &b, st);
     r->setup_s = edm_now_seconds() - r->start;
     r->setup_cpu_s = edm_cpu_seconds() - r->start_cpu;
-    /* the parameters as `edmc init` draws them (on every core: img512-s has 280M) */
-    int rc = x ? fill_random(g, x, st) : -1;
     if (rc == 0)
-        rc = edm_weights_init_backend(g, 1, x, st);
+        rc = bench_backend_fill(g, &b, st);
+    train_ctx c = {.t = b.t, .batch = o->batch};
+    bench_work w = b.t ? (bench_work){run_train_step, &c} : (bench_work){run_forward, b.x};
     double elapsed = 0, cpu = 0;
-    if (rc == 0) {
-        bench_work w = {run_forward, x};
+    if (rc == 0)
         rc = time_work(&w, o->iters, &r->iters, &elapsed, &cpu, st);
-    }
     if (rc == 0) {
         r->ips = (double)o->batch * r->iters / elapsed;
         r->ms = 1000 * elapsed / r->iters;
         r->cpu_ips = cpu > 0 ? (double)o->batch * r->iters / cpu : 0;
-        r->mem = edm_backend_peak_bytes(x);
-        snprintf(r->describe, sizeof r->describe, "%s", edm_backend_describe(x));
+        r->mem = edm_backend_peak_bytes(b.x);
+        snprintf(r->describe, sizeof r->describe, "%s", edm_backend_describe(b.x));
     }
+    /* training: the forward and backward pass (the optimizer's kernels are not in it) */
     if (rc == 0 && o->profile)
-        rc = print_profile(x, st);
-    edm_backend_free(x);
-    return rc;
-}
-
-/* g: the training program, differentiated (do_bench) */
-static int bench_train(const cli_opts *o, edm_graph *g, const edm_backend_options *bo, bench_result *r,
-                       edm_status *st)
-{
-    train_ctx c = {.batch = o->batch};
-    c.t = edm_trainer_new(g, o->batch, bo, st);
-    r->setup_s = edm_now_seconds() - r->start;
-    r->setup_cpu_s = edm_cpu_seconds() - r->start_cpu;
-    /* a step is one pass, as a run without --batch-gpu's */
-    int rc = c.t ? edm_trainer_direct_grads(c.t, 1, st) : -1;
-    if (rc == 0)
-        rc = edm_trainer_init(c.t, 1, st);
-    if (rc == 0)
-        rc = fill_random(g, edm_trainer_backend(c.t), st);
-    double elapsed = 0, cpu = 0;
-    if (rc == 0) {
-        bench_work w = {run_train_step, &c};
-        rc = time_work(&w, o->iters, &r->iters, &elapsed, &cpu, st);
-    }
-    if (rc == 0) {
-        r->ips = (double)o->batch * r->iters / elapsed;
-        r->ms = 1000 * elapsed / r->iters;
-        r->cpu_ips = cpu > 0 ? (double)o->batch * r->iters / cpu : 0;
-        r->mem = edm_backend_peak_bytes(edm_trainer_backend(c.t));
-        snprintf(r->describe, sizeof r->describe, "%s", edm_backend_describe(edm_trainer_backend(c.t)));
-    }
-    if (rc == 0 && o->profile) /* the forward and backward pass (the optimizer's kernels are not in it) */
-        rc = print_profile(edm_trainer_backend(c.t), st);
-    edm_trainer_free(c.t);
+        rc = print_profile(b.x, st);
+    bench_backend_free(&b);
     return rc;
 }
 
@@ -361,12 +339,11 @@ static int do_bench(const cli_opts *o, const edm_program *prog, const edm_backen
         r.start = edm_now_seconds(); /* the setup reported is the benchmark's own */
         r.start_cpu = edm_cpu_seconds();
     }
-    if (rc == 0 && strcmp(o->mode, "train") == 0)
-        rc = bench_train(o, prog->graph, bo, &r, &st);
-    else if (rc == 0 && strcmp(o->mode, "sample") == 0)
+    /* g, for training: the training program, differentiated above */
+    if (rc == 0 && strcmp(o->mode, "sample") == 0)
         rc = bench_sample(o, prog->graph, bo, &r, &st);
     else if (rc == 0)
-        rc = bench_forward(o, prog->graph, bo, &r, &st);
+        rc = bench_backend_run(o, prog->graph, bo, &r, &st);
     if (rc != 0) {
         cli_report(NULL, &st);
         return cli_exit_code(&st);

@@ -372,36 +372,7 @@ static int fused_cuda_source(const edm_graph *g, const edm_cuda_options *co, uns
     return rc;
 }
 
-/* --stage=cuda: the generated CUDA C (needs no toolkit); --mode=train adds
- * the backward pass (autodiff), active dropout and the optimizer kernels. */
-static int dump_cuda_with(const cli_opts *o, const edm_program *prog, const edm_cuda_options *co_in);
-
-static int dump_cuda(const cli_opts *o, const edm_program *prog)
-{
-    /* as on an sm_80+ device: the generated contractions on tensor cores */
-    edm_cuda_options co = {.batch = o->batch, .storage = EDM_F16, .gemm_library = 1, .tensor_cores = 1};
-    if (cuda_storage("dump", o->precision, &co.storage) != 0)
-        return 2;
-    edm_status st;
-    edm_status_init(&st);
-    if (edm_cuda_options_env(&co, &st) != 0) {
-        fprintf(stderr, "edmc dump: %s\n", st.msg);
-        return 2;
-    }
-    /* the tiles measured on a device, when $EDMC_TILES names their table (runtime/cuda_tiles_file.h) */
-    edm_mma_tiles tiles = {0};
-    const char *tiles_file = getenv("EDMC_TILES");
-    if (tiles_file && tiles_file[0] && edm_cuda_tiles_load("sm_90", &tiles, &st) != 0) {
-        fprintf(stderr, "edmc dump: %s\n", st.msg);
-        return 2;
-    }
-    co.tiles = &tiles;
-    int rc = dump_cuda_with(o, prog, &co);
-    edm_mma_tiles_free(&tiles);
-    return rc;
-}
-
-/* dump_cuda with the options made */
+/* dump_cuda with its options made */
 static int dump_cuda_with(const cli_opts *o, const edm_program *prog, const edm_cuda_options *co_in)
 {
     edm_cuda_options co = *co_in;
@@ -452,6 +423,33 @@ static int dump_cuda_with(const cli_opts *o, const edm_program *prog, const edm_
     edm_cuda_module_free(&m);
     edm_cuda_plan_module_free(&pm);
     edm_graph_free(rewritten);
+    return rc;
+}
+
+/* --stage=cuda: the generated CUDA C (needs no toolkit); --mode=train adds
+ * the backward pass (autodiff), active dropout and the optimizer kernels. */
+static int dump_cuda(const cli_opts *o, const edm_program *prog)
+{
+    /* as on an sm_80+ device: the generated contractions on tensor cores */
+    edm_cuda_options co = {.batch = o->batch, .storage = EDM_F16, .gemm_library = 1, .tensor_cores = 1};
+    if (cuda_storage("dump", o->precision, &co.storage) != 0)
+        return 2;
+    edm_status st;
+    edm_status_init(&st);
+    if (edm_cuda_options_env(&co, &st) != 0) {
+        fprintf(stderr, "edmc dump: %s\n", st.msg);
+        return 2;
+    }
+    /* the tiles measured on a device, when $EDMC_TILES names their table (runtime/cuda_tiles_file.h) */
+    edm_mma_tiles tiles = {0};
+    const char *tiles_file = getenv("EDMC_TILES");
+    if (tiles_file && tiles_file[0] && edm_cuda_tiles_load("sm_90", &tiles, &st) != 0) {
+        fprintf(stderr, "edmc dump: %s\n", st.msg);
+        return 2;
+    }
+    co.tiles = &tiles;
+    int rc = dump_cuda_with(o, prog, &co);
+    edm_mma_tiles_free(&tiles);
     return rc;
 }
 

@@ -230,19 +230,23 @@ static void launch_1d(edm_cuda_launch *L, int64_t work)
     L->block[1] = L->block[2] = 1;
 }
 
+/* What a kernel's __launch_bounds__ add to its block size: for a tensor-core
+ * GEMM (a contraction whose operands are mma, not attention, whose kernel is
+ * its own), two blocks an SM as the tile cost model counts them
+ * (cuda_gemm_mma.h): at most 128 registers a thread. */
+static const char *min_blocks(edm_dtype mma, const edm_node *n)
+{
+    return mma != EDM_F32 && n->op != EDM_OP_ATTENTION ? ", 2" : "";
+}
+
 /* The signature of every node kernel, with the concrete types of the value
  * and its inputs; KNAME is replaced by the name. */
-/* A tensor-core GEMM's blocks, two an SM as the tile cost model counts them
- * (cuda_gemm_mma.h): at most 128 registers a thread. */
-#define MMA_MIN_BLOCKS ", 2"
-
 static void emit_head(const node_ctx *c, sbuf *b, const char *extra)
 {
     sb_printf(b,
               "extern \"C\" __global__ void __launch_bounds__(%d%s) KNAME(%s *__restrict__ y, const %s *__restrict__ a, "
               "const %s *__restrict__ b, const unsigned long long *__restrict__ seed)\n{\n%s",
-              BLOCK, c->mma != EDM_F32 && c->n->op != EDM_OP_ATTENTION ? MMA_MIN_BLOCKS : "", ctype(c->ty),
-              ctype(c->ta), ctype(c->tb), extra);
+              BLOCK, min_blocks(c->mma, c->n), ctype(c->ty), ctype(c->ta), ctype(c->tb), extra);
 }
 
 /* emit_head with a tensor-core kernel's shared-memory declarations, which
@@ -1342,12 +1346,6 @@ static edm_dtype contraction_mma(const edm_cuda_options *opt, const edm_node *n)
     return opt->storage;
 }
 
-/* Whether n (NULL: none) is a tensor-core GEMM (cuda_gemm_mma.h; not attention, whose kernel is its own). */
-static int mma_gemm(const edm_cuda_options *opt, const edm_node *n)
-{
-    return n && n->op != EDM_OP_ATTENTION && contraction_mma(opt, n) != EDM_F32;
-}
-
 /* Whether contractions may run on tensor cores: the preamble then carries the mma helpers. */
 static int uses_mma(const edm_cuda_options *opt) { return opt->tensor_cores && opt->storage != EDM_F32; }
 
@@ -1979,14 +1977,14 @@ static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
     for (int k = 0; k < L->ninputs; k++)
         sb_printf(&b, "    const %s *i%d;\n", ctype(x->dt[L->inputs[k]]), k);
     sb_puts(&b, "    const unsigned long long *seed;\n};\n");
-    const edm_node *core_node = s->core >= 0 ? edm_graph_node(g, s->core) : NULL;
+    const edm_node *core = s->core >= 0 ? edm_graph_node(g, s->core) : NULL;
+    edm_dtype mma = core ? contraction_mma(x->opt, core) : EDM_F32;
     if (grouped)
         sb_printf(&head, "static __device__ __noinline__ void KNAME_run(unsigned bx_, unsigned gx_, %s *__restrict__ y",
                   ctype(L->dtype));
     else
         sb_printf(&head, "extern \"C\" __global__ void __launch_bounds__(%d%s) KNAME(%s *__restrict__ y", BLOCK,
-                  mma_gemm(x->opt, core_node) ? MMA_MIN_BLOCKS : "",
-                  ctype(L->dtype));
+                  core ? min_blocks(mma, core) : "", ctype(L->dtype));
     for (int k = 0; k < L->ninputs; k++)
         sb_printf(&head, ", const %s *__restrict__ i%d", ctype(x->dt[L->inputs[k]]), k);
     sb_puts(&head, ", const unsigned long long *__restrict__ seed)\n{\n    const KNAME_args P = {y");
@@ -1994,14 +1992,12 @@ static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
         sb_printf(&head, ", i%d", k);
     sb_puts(&head, ", seed};\n");
     int rc = 0, last;
-    const edm_node *core = s->core >= 0 ? edm_graph_node(g, s->core) : NULL;
     /* the operands a tensor-core convolution reads with their coordinates (coord_operands) */
     bshape in_shape[2] = {{0}, {0}};
     for (int k = 0; core && k < core->ninputs && k < 2; k++)
         in_shape[k] = bind(&edm_graph_node(g, core->input[k])->shape, x->opt->batch);
     edm_cuda_options nolib = *x->opt;
     nolib.gemm_library = 0; /* the generated contraction: the prologue and epilogue live in it */
-    edm_dtype mma = core ? contraction_mma(x->opt, core) : EDM_F32;
     unsigned coords = core ? coord_operands(&nolib, core, mma, in_shape) : 0;
     /* operand readers: the prologue, or a load */
     for (int k = 0; core && k < core->ninputs && rc == 0; k++) {

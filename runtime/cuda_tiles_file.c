@@ -75,15 +75,20 @@ int edm_cuda_tiles_load(const char *arch, edm_mma_tiles *t, edm_status *st)
     return rc;
 }
 
-int edm_cuda_tiles_save(const char *arch, const edm_mma_tiles *t, const char *header, edm_status *st)
+int edm_cuda_tiles_save_path(const char *arch, char *buf, size_t size, edm_status *st)
 {
-    char path[4200], dir[4200];
-    if (edm_cuda_tiles_path(arch, path, sizeof path, st) != 0)
+    if (edm_cuda_tiles_path(arch, buf, size, st) != 0)
         return -1;
-    if (!path[0])
+    if (!buf[0])
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
-                        "nowhere to keep the measured tiles: EDMC_TILES=off or the kernel cache is off "
-                        "(set EDMC_TILES=FILE)");
+                        "nowhere to keep the measured tiles (EDMC_TILES=off, or the kernel cache is off): "
+                        "set EDMC_TILES=FILE");
+    return 0;
+}
+
+int edm_cuda_tiles_save(const char *path, const edm_mma_tiles *t, const char *header, edm_status *st)
+{
+    char dir[4200];
     edm_folder_of(path, dir, sizeof dir);
     if (edm_make_dirs(dir, st) != 0)
         return -1;
