@@ -132,7 +132,7 @@ static int save(const contractions *all, const cli_opts *o, const edm_backend_op
         after += c->best_ms;
         rc = edm_mma_tiles_set(&table, &c->key, c->best, c->best_ms, st);
     }
-    char header[256];
+    char header[512]; /* room for the longest device name (255), architecture and date */
     time_t now = time(NULL);
     struct tm tm;
     char date[32] = "";
