@@ -81,7 +81,7 @@ static int parse_line(const char *line, edm_mma_tuned *out, const char **why)
         return -1;
     }
     memset(out, 0, sizeof *out);
-    snprintf(out->key.op, sizeof out->key.op, "%s", op);
+    memcpy(out->key.op, op, strlen(op) + 1); /* shorter than EDM_MMA_OP_NAME, checked above */
     out->key.gm = gm;
     out->key.gn = gn;
     out->key.gk = gk;
