@@ -100,7 +100,9 @@ static int make_plan(const edm_graph *g, const edm_backend_options *bo, compile_
     int *map = malloc(sizeof *map * (size_t)(n > 0 ? n : 1));
     if (!map)
         return edm_nomem(st);
-    edm_plan_options po = {.fuse = bo->cpu.fuse, .training = bo->cpu.training};
+    /* the rules the backend that runs the package applies (edm_backend_new) */
+    edm_plan_options po = {.fuse = bo->device == EDM_DEVICE_CPU ? edm_fuse_cpu(bo->cpu.fuse) : bo->cpu.fuse,
+                           .training = bo->cpu.training};
     edm_graph *own = NULL;
     const edm_graph *run = NULL;
     edm_plan *p = edm_plan_for_run(g, &po, NULL, 0, &own, &run, map, st);

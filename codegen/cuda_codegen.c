@@ -601,6 +601,7 @@ static void gen_dropout(node_ctx *c, sbuf *b)
 
 typedef struct {
     int64_t n, c, h, w, o, k, stride, pad, oh, ow;
+    int taps; /* conv2d's weight tap-major, [O, k, k, C] (the taps rule): its k runs (tap, channel) */
 } conv_geom;
 
 /* The forward convolution a conv-family node belongs to (as the CPU backend). */
@@ -614,7 +615,7 @@ static conv_geom conv_of(const node_ctx *c)
     }
     return (conv_geom){.n = x->dim[0], .c = x->dim[1], .h = x->dim[2], .w = x->dim[3], .o = w->dim[0],
                        .k = w->dim[2], .stride = c->n->attr.conv.stride, .pad = c->n->attr.conv.pad,
-                       .oh = y->dim[2], .ow = y->dim[3]};
+                       .oh = y->dim[2], .ow = y->dim[3], .taps = c->n->op == EDM_OP_CONV2D && c->n->attr.conv.taps};
 }
 
 /* A 1×1 convolution with stride 1 and no padding: its col buffer would be x
@@ -623,8 +624,11 @@ static int conv_direct(const conv_geom *p) { return p->k == 1 && p->stride == 1 
 
 /* The tiled GEMM body: C[z] (GM×GN) = Σ_k A(z,m,k)·B(z,k,n), with the
  * accessors KNAME_A, KNAME_B, KNAME_C emitted before it; ktaps > 0 (tensor
- * cores only): A and B take k as (kq, kr), cuda_gemm_mma.h. */
-static void emit_gemm(const node_ctx *c, sbuf *b, int64_t gm, int64_t gn, int64_t gk, int64_t gb, int64_t ktaps)
+ * cores only): A and B take k as (kq, kr), cuda_gemm_mma.h; order: the
+ * directions A's and B's memory runs in (EDM_MMA_A_ROWS, EDM_MMA_B_K), for
+ * the tensor-core loads. */
+static void emit_gemm(const node_ctx *c, sbuf *b, int64_t gm, int64_t gn, int64_t gk, int64_t gb, int64_t ktaps,
+                      unsigned order)
 {
     edm_cuda_launch *L = c->L;
     if (c->mma != EDM_F32) { /* tensor cores (cuda_gemm_mma.h) */
@@ -652,7 +656,7 @@ static void emit_gemm(const node_ctx *c, sbuf *b, int64_t gm, int64_t gn, int64_
         sbuf shared = {0};
         edm_mma_emit_shared(&shared, t);
         emit_head_shared(c, b, &shared);
-        edm_mma_emit_body(b, t, c->mma, gm, gn, gk, gb, ktaps);
+        edm_mma_emit_body(b, t, c->mma, gm, gn, gk, gb, ktaps, order);
         L->grid[0] = (unsigned)((gn + t.bn - 1) / t.bn);
         L->grid[1] = (unsigned)((gm + t.bm - 1) / t.bm);
         L->grid[2] = t.splits > 1 ? (unsigned)t.splits : gb > 65535 ? 65535u : (unsigned)gb;
@@ -739,13 +743,26 @@ static int conv_grouped(const edm_cuda_options *opt, edm_dtype mma, int64_t c)
     return conv_coords(opt, mma) && c % EDM_MMA_BK == 0;
 }
 
+/* Whether a convolution node reads its weight's k pairs as one (the taps
+ * rule's tap-major copy, a tile's channels of one tap side by side: the
+ * grouped tensor-core body's EDM_MMA_A_PAIRS, through KNAME_A2); c: x's
+ * channels. */
+static int conv_a_pairs(const edm_cuda_options *opt, edm_dtype mma, const edm_node *n, int64_t c)
+{
+    return n->op == EDM_OP_CONV2D && n->attr.conv.taps && conv_grouped(opt, mma, c);
+}
+
 /* The first line of a convolution's B accessor: channel `ch` and tap (ky,
- * kx) of its k, as kq, kr (grouped) or one k (channel-major). */
-static void emit_conv_k(sbuf *b, const conv_geom *p, const char *ch, int grouped)
+ * kx) of its k, as kq, kr (grouped) or one k: channel-major, or tap-major
+ * with the taps rule's weight (`channels` of them a tap). */
+static void emit_conv_k(sbuf *b, const conv_geom *p, const char *ch, int grouped, int64_t channels)
 {
     long long k = p->k;
     if (grouped)
         sb_printf(b, "    const edm_ix %s = kr, ky = kq / %lld_ix, kx = kq %% %lld_ix;\n", ch, k, k);
+    else if (p->taps)
+        sb_printf(b, "    const edm_ix r = k / %lld_ix, %s = k %% %lld_ix, ky = r / %lld_ix, kx = r %% %lld_ix;\n",
+                  (long long)channels, ch, (long long)channels, k, k);
     else
         sb_printf(b, "    const edm_ix %s = k / %lld_ix, r = k %% %lld_ix, ky = r / %lld_ix, kx = r %% %lld_ix;\n", ch, k * k,
                   k * k, k, k);
@@ -799,15 +816,24 @@ static int gen_conv2d(node_ctx *c, sbuf *b, edm_status *st)
     int64_t gm = p.o, gn = p.n * p.oh * p.ow, gk = p.c * p.k * p.k;
     int64_t ktaps = conv_grouped(c->opt, c->mma, p.c) ? kk : 0;
     char at[160], load[256];
-    emit_acc(c, b, 'A', ktaps > 0);
-    if (ktaps > 0)
-        sb_printf(b, "{\n    return ld(b, m * %lld_ix + kr * %lld_ix + kq);\n}\n", (long long)gk, kk);
-    else
-        sb_printf(b, "{\n    return ld(b, m * %lld_ix + k);\n}\n", (long long)gk);
+    int pairs = conv_a_pairs(c->opt, c->mma, c->n, p.c);
+    if (pairs) { /* tap-major, a tile's channels of one tap side by side: k and k + 1 in one load
+                  * (kr even, C and so C·k·k even: aligned) */
+        sb_printf(b,
+                  "static __device__ __forceinline__ unsigned KNAME_A2(const %s *a, const %s *b, edm_ix z, edm_ix m, "
+                  "edm_ix kq, edm_ix kr)\n{\n    return edm_ldpair_%s(b, m * %lld_ix + kq * %lld_ix + kr);\n}\n",
+                  ctype(c->ta), ctype(c->tb), edm_cuda_dtype_suffix(c->mma), (long long)gk, (long long)p.c);
+    } else {
+        emit_acc(c, b, 'A', ktaps > 0);
+        if (ktaps > 0) /* grouped and not tap-major: a tap's channels k·k apart */
+            sb_printf(b, "{\n    return ld(b, m * %lld_ix + kr * %lld_ix + kq);\n}\n", (long long)gk, kk);
+        else /* k in the weight's order, channel- or tap-major (emit_conv_k) */
+            sb_printf(b, "{\n    return ld(b, m * %lld_ix + k);\n}\n", (long long)gk);
+    }
     emit_acc(c, b, 'B', ktaps > 0);
     sb_printf(b, "{\n    const edm_ix nb = n / %lld_ix, p = n %% %lld_ix, oy = p / %lld_ix, ox = p %% %lld_ix;\n", ohw, ohw,
               (long long)p.ow, (long long)p.ow);
-    emit_conv_k(b, &p, "c", ktaps > 0);
+    emit_conv_k(b, &p, "c", ktaps > 0, p.c);
     snprintf(at, sizeof at, "((nb * %lld_ix + c) * %lld_ix + iy) * %lld_ix + ix", (long long)p.c, (long long)p.h,
              (long long)p.w);
     conv_load(load, sizeof load, ktaps > 0, at, "c", "iy", "ix");
@@ -819,7 +845,8 @@ static int gen_conv2d(node_ctx *c, sbuf *b, edm_status *st)
     emit_conv_store(c, b, ktaps > 0, ohw, p.o, p.ow);
     if (gm > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: conv2d with %lld output channels", (long long)gm);
-    emit_gemm(c, b, gm, gn, gk, 1, ktaps);
+    /* A along k (the weight's rows), B along the pixels */
+    emit_gemm(c, b, gm, gn, gk, 1, ktaps, pairs ? EDM_MMA_A_PAIRS : 0u);
     if (c->opt->gemm_library) {
         /* y[n] (O×OHW) = w (O×CKK) · col[n] (CKK×OHW); col has x's type; direct: col[n] = x[n] */
         int direct = conv_direct(&p);
@@ -848,7 +875,7 @@ static int gen_conv2d_bwd_data(node_ctx *c, sbuf *b, edm_status *st)
                   kk, kk, (long long)p.c, kk);
     emit_acc(c, b, 'B', ktaps > 0);
     sb_puts(b, "{\n");
-    emit_conv_k(b, &p, "o", ktaps > 0);
+    emit_conv_k(b, &p, "o", ktaps > 0, p.o);
     snprintf(at, sizeof at, "((nb * %lld_ix + o) * %lld_ix + oy) * %lld_ix + ox", (long long)p.o, (long long)p.oh,
              (long long)p.ow);
     conv_load(load, sizeof load, ktaps > 0, at, "o", "oy", "ox");
@@ -864,7 +891,9 @@ static int gen_conv2d_bwd_data(node_ctx *c, sbuf *b, edm_status *st)
     emit_conv_store(c, b, ktaps > 0, hw, p.c, p.w);
     if (gm > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: conv2d with %lld input channels", (long long)gm);
-    emit_gemm(c, b, gm, gn, gk, 1, ktaps);
+    /* A = wᵀ: along its rows m (the input channels) w's elements are k·k apart, along k
+     * (the output channels) C·k·k */
+    emit_gemm(c, b, gm, gn, gk, 1, ktaps, EDM_MMA_A_ROWS);
     if (c->opt->gemm_library) {
         /* col[n] (CKK×OHW) = wᵀ (CKK×O) · dy[n] (O×OHW), then col2im; col has dx's type;
          * direct: col[n] = dx[n] */
@@ -911,7 +940,7 @@ static int gen_conv2d_bwd_weight(node_ctx *c, sbuf *b, edm_status *st)
     sb_printf(b, "{\n    st(y, m * %lld_ix + n, v);\n}\n", (long long)gn);
     if (gm > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: conv2d with %lld output channels", (long long)gm);
-    emit_gemm(c, b, gm, gn, gk, 1, 0);
+    emit_gemm(c, b, gm, gn, gk, 1, 0, EDM_MMA_B_K); /* B = im2col(x)ᵀ: along k (the pixels) x's rows */
     if (c->opt->gemm_library) {
         /* dw (O×CKK) = Σ_n dy[n] (O×OHW) · col[n]ᵀ (OHW×CKK): one f32 C, accumulated over z;
          * col has x's type; direct: col[n] = x[n] */
@@ -975,7 +1004,7 @@ static int gen_matmul(node_ctx *c, sbuf *b, edm_status *st)
     sb_printf(b, "{\n    st(y, (z * %lld_ix + m) * %lld_ix + n, v);\n}\n", (long long)m, (long long)n);
     if (m > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: matmul with %lld rows", (long long)m);
-    emit_gemm(c, b, m, n, k, count, 0);
+    emit_gemm(c, b, m, n, k, count, 0, (ta ? EDM_MMA_A_ROWS : 0u) | (tb ? EDM_MMA_B_K : 0u));
     if (c->opt->gemm_library && p.rank <= 1) {
         c->L->cublaslt = 1;
         c->L->gemm = (edm_cuda_gemm){.m = m, .n = n, .k = k, .trans_a = ta, .trans_b = tb, .count = count,
@@ -1008,23 +1037,30 @@ static int gen_matmul(node_ctx *c, sbuf *b, edm_status *st)
 }
 
 /* The library path's helpers for convolutions: im2col of samples
- * [n0, n0+count) into col [count][C·k·k][OH·OW], and the gather col2im
+ * [n0, n0+count) into col [count][C·k·k][OH·OW] (rows in the weight's k
+ * order: (c, tap), or (tap, c) with the taps rule), and the gather col2im
  * dx[n][c][iy][ix] = Σ col[n][c,ky,kx][oy,ox] (no atomics). */
 static void gen_im2col(const conv_geom *p, sbuf *b, const char *name, edm_dtype tx)
 {
     long long kk = (long long)p->k * p->k, ohw = (long long)p->oh * p->ow, ckk = (long long)(p->c) * kk;
+    char split[160];
+    if (p->taps)
+        snprintf(split, sizeof split, "const long long r = row / %lldLL, c = row %% %lldLL", (long long)p->c,
+                 (long long)p->c);
+    else
+        snprintf(split, sizeof split, "const long long c = row / %lldLL, r = row %% %lldLL", kk, kk);
     sb_printf(b,
               "extern \"C\" __global__ void __launch_bounds__(%d) %s(%s *__restrict__ col, const %s *__restrict__ x, "
               "long long n0, long long count)\n{\n"
               "    EDM_LOOP64(count * %lldLL) {\n"
               "        const long long nb = i / %lldLL, rc = i %% %lldLL, row = rc / %lldLL, q = rc %% %lldLL;\n"
-              "        const long long c = row / %lldLL, r = row %% %lldLL, ky = r / %lldLL, kx = r %% %lldLL;\n"
+              "        %s, ky = r / %lldLL, kx = r %% %lldLL;\n"
               "        const long long oy = q / %lldLL, ox = q %% %lldLL;\n"
               "        const long long iy = oy * %lldLL - %lldLL + ky, ix = ox * %lldLL - %lldLL + kx;\n"
               "        st(col, i, iy >= 0 && iy < %lldLL && ix >= 0 && ix < %lldLL ? "
               "ld(x, (((n0 + nb) * %lldLL + c) * %lldLL + iy) * %lldLL + ix) : 0.0f);\n"
               "    }\n}\n",
-              BLOCK, name, ctype(tx), ctype(tx), ckk * ohw, ckk * ohw, ckk * ohw, ohw, ohw, kk, kk, (long long)p->k,
+              BLOCK, name, ctype(tx), ctype(tx), ckk * ohw, ckk * ohw, ckk * ohw, ohw, ohw, split, (long long)p->k,
               (long long)p->k,
               (long long)p->ow, (long long)p->ow, (long long)p->stride, (long long)p->pad, (long long)p->stride,
               (long long)p->pad, (long long)p->h, (long long)p->w, (long long)p->c, (long long)p->h, (long long)p->w);
@@ -1898,7 +1934,8 @@ static int fuse_body(const char *body, const char *head, sbuf *out)
         {"KNAME_A(a, b, ", "KNAME_A(P, "}, {"KNAME_B(a, b, ", "KNAME_B(P, "}, {"KNAME_C(y, ", "KNAME_C(P, "},
         {"ld(a, ", "KNAME_in0(P, "},    {"ld(b, ", "KNAME_in1(P, "},    {"ld(c3, ", "KNAME_in2(P, "},
         {"ldq(a, ", "KNAME_in0q(P, "},  {"ldq(b, ", "KNAME_in1q(P, "},  {"stq(y, ", "KNAME_outq(P, "},
-        {"st(y, ", "KNAME_out(P, "},
+        {"st(y, ", "KNAME_out(P, "},           {"KNAME_A2(a, b, ", "KNAME_A2(P, "},
+        {"edm_ldpair_f16(b, ", "KNAME_in1pair(P, "}, {"edm_ldpair_bf16(b, ", "KNAME_in1pair(P, "},
     };
     sbuf t[2] = {{0}, {0}};
     replace_span(&t[0], body, "float KNAME_A(const ", ", edm_ix z", "float KNAME_A(const KNAME_args &P, edm_ix z");
@@ -1907,8 +1944,11 @@ static int fuse_body(const char *body, const char *head, sbuf *out)
     t[0].len = 0;
     replace_span(&t[0], t[1].p ? t[1].p : "", "void KNAME_C(", ", edm_ix z", "void KNAME_C(const KNAME_args &P, edm_ix z");
     t[1].len = 0;
-    replace_span(&t[1], t[0].p ? t[0].p : "", "extern \"C\" __global__", "seed)\n{\n", head);
-    int cur = 1;
+    replace_span(&t[1], t[0].p ? t[0].p : "", "unsigned KNAME_A2(const ", ", edm_ix z",
+                 "unsigned KNAME_A2(const KNAME_args &P, edm_ix z");
+    t[0].len = 0;
+    replace_span(&t[0], t[1].p ? t[1].p : "", "extern \"C\" __global__", "seed)\n{\n", head);
+    int cur = 0;
     for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
         t[!cur].len = 0;
         if (t[!cur].p)
@@ -2023,6 +2063,15 @@ static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
             sb_printf(&b, "    (void)P;\n    (void)idx;\n    return %s;\n}\n", lit);
         } else {
             sb_printf(&b, "    return ld(P.i%d, idx);\n}\n", input_slot(x, core->input[k]));
+        }
+        if (k == 1 && conv_a_pairs(&nolib, mma, core, in_shape[0].dim[1])) { /* the weight's k pairs (KNAME_A2) */
+            sb_puts(&b, "static __device__ __forceinline__ unsigned KNAME_in1pair(const KNAME_args &P, edm_ix idx)\n{\n");
+            if (last < 0 && in->op != EDM_OP_CONST) /* as stored */
+                sb_printf(&b, "    return edm_ldpair_%s(P.i%d, idx);\n}\n", edm_cuda_dtype_suffix(mma),
+                          input_slot(x, core->input[k]));
+            else
+                sb_printf(&b, "    return edm_mma_pack_%s(KNAME_in1(P, idx), KNAME_in1(P, idx + 1));\n}\n",
+                          edm_cuda_dtype_suffix(mma));
         }
     }
     /* the store: the epilogue, then the root (a grouped convolution's with its coordinates) */

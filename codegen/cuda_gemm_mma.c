@@ -83,7 +83,25 @@ const char edm_mma_preamble[] =
     "static __device__ __forceinline__ unsigned edm_mma_pack_f16(float lo, float hi)\n"
     "{\n    return (unsigned)edm_cvt_rn_f16_f32(lo) | (unsigned)edm_cvt_rn_f16_f32(hi) << 16;\n}\n"
     "static __device__ __forceinline__ unsigned edm_mma_pack_bf16(float lo, float hi)\n"
-    "{\n    return (unsigned)edm_cvt_rn_bf16_f32(lo) | (unsigned)edm_cvt_rn_bf16_f32(hi) << 16;\n}\n";
+    "{\n    return (unsigned)edm_cvt_rn_bf16_f32(lo) | (unsigned)edm_cvt_rn_bf16_f32(hi) << 16;\n}\n"
+    /* elements i and i + 1 (i even) of a stored value, packed as the operands of an f16 or
+     * bf16 product: stored in that type, one 32-bit load of both (their bits as they are);
+     * else each converted */
+    "#ifdef __CUDA_ARCH__\n"
+    "static __device__ __forceinline__ unsigned edm_ld_bits2(const unsigned short *p)\n"
+    "{\n    return *reinterpret_cast<const unsigned *>(p);\n}\n"
+    "#else\n"
+    "static __device__ __forceinline__ unsigned edm_ld_bits2(const unsigned short *p)\n"
+    "{\n    return (unsigned)p[0] | (unsigned)p[1] << 16;\n}\n"
+    "#endif\n"
+    "template <class Stored>\n"
+    "static __device__ __forceinline__ unsigned edm_ldpair_f16(const Stored *p, long long i)\n"
+    "{\n    return edm_mma_pack_f16(ld(p, i), ld(p, i + 1));\n}\n"
+    "static __device__ __forceinline__ unsigned edm_ldpair_f16(const h16 *p, long long i) { return edm_ld_bits2(&p[i].x); }\n"
+    "template <class Stored>\n"
+    "static __device__ __forceinline__ unsigned edm_ldpair_bf16(const Stored *p, long long i)\n"
+    "{\n    return edm_mma_pack_bf16(ld(p, i), ld(p, i + 1));\n}\n"
+    "static __device__ __forceinline__ unsigned edm_ldpair_bf16(const b16 *p, long long i) { return edm_ld_bits2(&p[i].x); }\n";
 
 /* Shared-memory words a row of a stage: 16 pairs of k, padded to 20 so that
  * rows g = 0..7 of a fragment read start 20·g words apart (banks 0, 20, 8,
@@ -202,8 +220,58 @@ void edm_mma_emit_shared(sbuf *b, edm_mma_tile t)
         sb_puts(b, "    __shared__ int last_;\n");
 }
 
+/* The loop that reads a thread's elements of one operand's k tile into
+ * registers r[e], each a pair of k-neighbours packed: `rows` rows (A's m,
+ * B's n) of 16 pairs.  k-major, the 16 lanes of a half-warp take one row's
+ * 16 pairs, a thread's pair the same in all its elements (whatever hangs on
+ * k, a convolution's pixel in the weight gradient, is computed once);
+ * row-major, consecutive threads take consecutive rows, a thread's row the
+ * same in all its elements (a convolution's pixel, in the forward and
+ * backward-data passes).  The accessor's arguments: args (k) and args1
+ * (k + 1) with `row` and `kv` in them. */
+static void emit_load_loop(sbuf *b, char reg, int rows, int k_major, const char *row, const char *row0, const char *kname,
+                           const char *rtest, const char *klo, const char *khi, const char *acc, const char *args,
+                           const char *args1, const char *ty)
+{
+    if (k_major)
+        sb_printf(b,
+                  "                for (int e = 0; e < %d; e++) {\n"
+                  "                    const int %s%s = threadIdx.x / 16 + 16 * e, kp = threadIdx.x %% 16;\n",
+                  rows / 16, row, row);
+    else
+        sb_printf(b,
+                  "                for (int e = 0; e < %d; e++) {\n"
+                  "                    const int %s%s = threadIdx.x %% %d, kp = threadIdx.x / %d + %d * e;\n",
+                  rows / 16, row, row, rows, rows, EDM_MMA_THREADS / rows);
+    sb_printf(b,
+              "                    const edm_ix %s = %s + %s%s, %s + 2 * kp;\n"
+              "                    float lo = 0.0f, hi = 0.0f;\n"
+              "                    %s{\n"
+              "                        %slo = KNAME_%s(a, b, z, %s);\n"
+              "                        %shi = KNAME_%s(a, b, z, %s);\n"
+              "                    }\n"
+              "                    r%c[e] = edm_mma_pack_%s(lo, hi);\n"
+              "                }\n",
+              row, row0, row, row, kname, rtest, klo, acc, args, khi, acc, args1, reg, ty);
+}
+
+/* The store of those registers into stage s of the operand's shared tile
+ * (rows × 16 words, a row's pairs side by side), in the loop's order. */
+static void emit_store_loop(sbuf *b, const char *tile, char reg, int rows, int k_major)
+{
+    sb_printf(b,
+              "                for (int e = 0; e < %d; e++) {\n"
+              "                    const int q = threadIdx.x + 256 * e;\n",
+              rows / 16);
+    if (k_major)
+        sb_printf(b, "                    %s[s][q / 16][q %% 16] = r%c[e];\n", tile, reg);
+    else
+        sb_printf(b, "                    %s[s][q %% %d][q / %d] = r%c[e];\n", tile, rows, rows, reg);
+    sb_puts(b, "                }\n");
+}
+
 void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int64_t gn, int64_t gk, int64_t gb,
-                       int64_t ktaps)
+                       int64_t ktaps, unsigned order)
 {
     const char *ty = type == EDM_BF16 ? "bf16" : "f16";
     const int mt = t.bm / 32, nt = t.bn / 32, wtm = t.bm / 2, wtn = t.bn / 4, area = t.bm * t.bn;
@@ -245,11 +313,12 @@ void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int6
               "            if (it < nk_) {\n"
               "                const edm_ix k0 = (kt0_ + it) * 32;\n",
               mt, nt, mt, nt, t.bm / 16, t.bn / 16);
-    /* A thread's element e of A has row m0 + tid/16 + 16e and k pair tid % 16,
-     * of B column n0 + tid % bn and k pair tid/bn + (256/bn)·e (256 threads,
-     * bn divides 256): written so, the compiler sees one B column, and all
-     * that hangs on it (a convolution's pixel), for all of a thread's
-     * elements.  No bounds test where the tiles divide the rows, columns or k. */
+    /* Each operand is read in the order its memory runs (edm_mma_order): A
+     * by default k-major (a thread's element e has row m0 + tid/16 + 16e and k
+     * pair tid % 16), B row-major (column n0 + tid % bn, k pair tid/bn +
+     * (256/bn)·e; 256 threads, bn divides 256), so that a warp's load is a
+     * run of neighbouring elements.  No bounds test where the tiles divide
+     * the rows, columns or k. */
     char mtest[64] = "", ntest[64] = "", kname[64], ka[64], kb[64], kb1[64], ka1[64], klo[64] = "", khi[64] = "";
     if (gm % t.bm != 0)
         snprintf(mtest, sizeof mtest, "if (m < %lld_ix) ", (long long)gm);
@@ -278,30 +347,21 @@ void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int6
             snprintf(khi, sizeof khi, "if (k + 1 < %lld_ix) ", (long long)gk);
         }
     }
-    sb_printf(b,
-              "                for (int e = 0; e < %d; e++) {\n"
-              "                    const int mm = threadIdx.x / 16 + 16 * e, kp = threadIdx.x %% 16;\n"
-              "                    const edm_ix m = m0 + mm, %s + 2 * kp;\n"
-              "                    float lo = 0.0f, hi = 0.0f;\n"
-              "                    %s{\n"
-              "                        %slo = KNAME_A(a, b, z, %s);\n"
-              "                        %shi = KNAME_A(a, b, z, %s);\n"
-              "                    }\n"
-              "                    ra[e] = edm_mma_pack_%s(lo, hi);\n"
-              "                }\n"
-              "                for (int e = 0; e < %d; e++) {\n"
-              "                    const int nn = threadIdx.x %% %d, kp = threadIdx.x / %d + %d * e;\n"
-              "                    const edm_ix n = n0 + nn, %s + 2 * kp;\n"
-              "                    float lo = 0.0f, hi = 0.0f;\n"
-              "                    %s{\n"
-              "                        %slo = KNAME_B(a, b, z, %s);\n"
-              "                        %shi = KNAME_B(a, b, z, %s);\n"
-              "                    }\n"
-              "                    rb[e] = edm_mma_pack_%s(lo, hi);\n"
-              "                }\n"
-              "            }\n",
-              t.bm / 16, kname, mtest, klo, ka, khi, ka1, ty, t.bn / 16, t.bn, t.bn, EDM_MMA_THREADS / t.bn, kname,
-              ntest, klo, kb, khi, kb1, ty);
+    const int a_k_major = !(order & EDM_MMA_A_ROWS) || (order & EDM_MMA_A_PAIRS), b_k_major = (order & EDM_MMA_B_K) != 0;
+    if ((order & EDM_MMA_A_PAIRS) && ktaps > 0) /* a thread's pair of A in one load (KNAME_A2) */
+        sb_printf(b,
+                  "                for (int e = 0; e < %d; e++) {\n"
+                  "                    const int mm = threadIdx.x / 16 + 16 * e, kp = threadIdx.x %% 16;\n"
+                  "                    const edm_ix m = m0 + mm, %s + 2 * kp;\n"
+                  "                    unsigned v = 0u;\n"
+                  "                    %sv = KNAME_A2(a, b, z, %s);\n"
+                  "                    ra[e] = v;\n"
+                  "                }\n",
+                  t.bm / 16, kname, mtest, ka);
+    else
+        emit_load_loop(b, 'a', t.bm, a_k_major, "m", "m0", kname, mtest, klo, khi, "A", ka, ka1, ty);
+    emit_load_loop(b, 'b', t.bn, b_k_major, "n", "n0", kname, ntest, klo, khi, "B", kb, kb1, ty);
+    sb_puts(b, "            }\n");
     sb_printf(b,
               "            if (it > 0) {\n"
               "                const int s = (int)((it - 1) & 1);\n"
@@ -319,21 +379,13 @@ void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int6
               "                }\n"
               "            }\n",
               mt, nt, mt, wtm, PITCH, t.bm, PITCH, nt, wtn, PITCH, t.bn, PITCH, mt, nt, ty);
-    sb_printf(b,
-              "            if (it < nk_) {\n"
-              "                const int s = (int)(it & 1);\n"
-              "                for (int e = 0; e < %d; e++) {\n"
-              "                    const int q = threadIdx.x + 256 * e;\n"
-              "                    As_[s][q / 16][q %% 16] = ra[e];\n"
-              "                }\n"
-              "                for (int e = 0; e < %d; e++) {\n"
-              "                    const int q = threadIdx.x + 256 * e;\n"
-              "                    Bs_[s][q %% %d][q / %d] = rb[e];\n"
-              "                }\n"
-              "            }\n"
-              "            __syncthreads();\n"
-              "        }\n",
-              t.bm / 16, t.bn / 16, t.bn, t.bn);
+    sb_puts(b, "            if (it < nk_) {\n"
+               "                const int s = (int)(it & 1);\n");
+    emit_store_loop(b, "As_", 'a', t.bm, a_k_major);
+    emit_store_loop(b, "Bs_", 'b', t.bn, b_k_major);
+    sb_puts(b, "            }\n"
+               "            __syncthreads();\n"
+               "        }\n");
     if (!split) {
         /* The tile leaves through shared memory, 32 rows at a time (in Bs_, free
          * after the last barrier): the fragments go in as they lie, then every

@@ -77,6 +77,20 @@ void edm_mma_emit_workspace(sbuf *b, int64_t floats, int64_t counts);
 /* The kernel's shared-memory declarations (emitted first in its body). */
 void edm_mma_emit_shared(sbuf *b, edm_mma_tile t);
 
+/* The order a block's threads read an operand's tile in (edm_mma_emit_body's
+ * `order`), to match the order its memory runs in: by default A k-major
+ * (neighbouring threads on neighbouring k: A's rows are along k, as a
+ * weight's [O][C·k·k]) and B row-major (neighbouring threads on neighbouring
+ * columns n: B's rows are along n, as a convolution's pixels).  A_ROWS: A's
+ * memory runs along m (a transposed A, the weight read by the backward-data
+ * pass); B_K: B's runs along k (a transposed B, the activations the weight
+ * gradient reads along its k, the pixels).  A_PAIRS (with ktaps, k-major):
+ * A's k pairs lie side by side, aligned, so that the body reads each as one
+ * through KNAME_A2(a, b, z, m, kq, kr), which returns them packed
+ * (edm_ldpair_f16/bf16: one 32-bit load where A is stored in the product's
+ * type, the tap-major weight copy of the taps rule). */
+enum { EDM_MMA_A_ROWS = 1u << 0, EDM_MMA_B_K = 1u << 1, EDM_MMA_A_PAIRS = 1u << 2 };
+
 /* The rest of the body after the shared declarations, closing the kernel:
  * C[z] (gm × gn) = Σ_k A(z, m, k)·B(z, k, n) for z < gb, operands rounded
  * to `type` (EDM_F16 or EDM_BF16).  The launch: grid (⌈gn/bn⌉, ⌈gm/bm⌉,
@@ -91,7 +105,7 @@ void edm_mma_emit_shared(sbuf *b, edm_mma_tile t);
  * and the ktaps tiles of a channel block reuse the same lines of the weights
  * and of the activations. */
 void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int64_t gn, int64_t gk, int64_t gb,
-                       int64_t ktaps);
+                       int64_t ktaps, unsigned order);
 
 /* The helpers edm_mma_f16 / edm_mma_bf16 for the source's preamble. */
 extern const char edm_mma_preamble[];

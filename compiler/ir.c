@@ -552,16 +552,18 @@ static int norm_axis(int axis, int rank, const edm_node *n, edm_status *st)
 static int infer_conv(const edm_graph *g, edm_node *n, const edm_shape *x, const edm_shape *w, edm_status *st)
 {
     if (x->rank != 4 || w->rank != 4)
-        return fail_operand_shapes(g, n, st, "needs input [N, C, H, W] and weight [O, C, k, k], got");
-    if (x->dim[1] != w->dim[1])
+        return fail_operand_shapes(g, n, st, n->attr.conv.taps ? "needs input [N, C, H, W] and weight [O, k, k, C], got"
+                                                               : "needs input [N, C, H, W] and weight [O, C, k, k], got");
+    int taps = n->attr.conv.taps != 0, wc = taps ? 3 : 1, wk = taps ? 1 : 2; /* the weight's channel and kernel dims */
+    if (x->dim[1] != w->dim[wc])
         return fail_operand_shapes(g, n, st, "input channels do not match the weight's:");
-    if (w->dim[2] != w->dim[3] || w->dim[2] < 1)
+    if (w->dim[wk] != w->dim[wk + 1] || w->dim[wk] < 1)
         return fail_operand_shapes(g, n, st, "needs a square kernel, got");
     int64_t s = n->attr.conv.stride, p = n->attr.conv.pad;
     if (s < 1 || p < 0)
         return edm_fail(st, EDM_ERR_SEMANTIC, n->loc, "conv2d: bad stride %lld or padding %lld", (long long)s,
                         (long long)p);
-    int64_t k = w->dim[2];
+    int64_t k = w->dim[wk];
     int64_t h = (x->dim[2] + 2 * p - k) / s + 1, wd = (x->dim[3] + 2 * p - k) / s + 1;
     if (x->dim[2] + 2 * p < k || x->dim[3] + 2 * p < k)
         return fail_operand_shapes(g, n, st, "kernel larger than the padded input:");

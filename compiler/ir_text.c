@@ -102,6 +102,8 @@ static void write_attrs(const edm_node *n, FILE *out)
     case EDM_OP_CONV2D_BWD_WEIGHT:
         attr_put(&l, "stride", "%d", n->attr.conv.stride);
         attr_put(&l, "pad", "%d", n->attr.conv.pad);
+        if (n->attr.conv.taps)
+            attr_put(&l, "taps", "%d", n->attr.conv.taps);
         if (n->op == EDM_OP_CONV2D_BWD_DATA) {
             attr_put(&l, "in_h", "%lld", (long long)n->attr.conv.in_h);
             attr_put(&l, "in_w", "%lld", (long long)n->attr.conv.in_w);

@@ -60,6 +60,7 @@ static const attr_spec attr_specs[] = {
     ATTR(SUMSQ, "keepdim", A_BOOL, reduce.keepdim),
     ATTR(CONV2D, "stride", A_INT, conv.stride),
     ATTR(CONV2D, "pad", A_INT, conv.pad),
+    ATTR(CONV2D, "taps", A_BOOL, conv.taps),
     ATTR(CONV2D_BWD_DATA, "stride", A_INT, conv.stride),
     ATTR(CONV2D_BWD_DATA, "pad", A_INT, conv.pad),
     ATTR(CONV2D_BWD_DATA, "in_h", A_I64, conv.in_h),

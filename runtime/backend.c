@@ -79,7 +79,9 @@ edm_backend *edm_backend_new(const edm_graph *g, int64_t batch, const edm_backen
     }
     b->device = o.device;
     if (o.device == EDM_DEVICE_CPU) {
-        b->cpu = edm_cpu_new(g, batch, &o.cpu, st);
+        edm_cpu_options co = o.cpu;
+        co.fuse = edm_fuse_cpu(co.fuse);
+        b->cpu = edm_cpu_new(g, batch, &co, st);
         if (!b->cpu) {
             free(b);
             return NULL;

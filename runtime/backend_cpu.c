@@ -35,6 +35,7 @@ typedef struct {
 
 typedef struct {
     int64_t n, c, h, w, o, k, stride, pad, oh, ow;
+    int taps; /* conv2d's weight tap-major, [O, k, k, C]: col's rows in that order */
 } conv_plan;
 
 typedef struct {
@@ -330,7 +331,8 @@ static int conv_geometry(const edm_graph *g, const edm_node *n, int64_t batch, c
     *p = (conv_plan){.n = x->shape.dim[0] == EDM_DIM_BATCH ? batch : x->shape.dim[0], .c = x->shape.dim[1],
                      .h = x->shape.dim[2], .w = x->shape.dim[3],
                      .o = w->shape.dim[0], .k = w->shape.dim[2], .stride = n->attr.conv.stride,
-                     .pad = n->attr.conv.pad, .oh = y->shape.dim[2], .ow = y->shape.dim[3]};
+                     .pad = n->attr.conv.pad, .oh = y->shape.dim[2], .ow = y->shape.dim[3],
+                     .taps = n->op == EDM_OP_CONV2D && n->attr.conv.taps};
     return 1;
 }
 

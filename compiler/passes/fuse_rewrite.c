@@ -1,6 +1,7 @@
-/* The graph rewrites of fusion (fusion.h): dead-code elimination and the
- * rules that rewrite (weight norm, attention), as rows of a rule table (a
- * predicate that matches a node and an emitter that writes its replacement). */
+/* The graph rewrites of fusion (fusion.h): dead-code elimination, the rules
+ * that rewrite (weight norm, attention, the ew rule's), as rows of a rule
+ * table (a predicate that matches a node and an emitter that writes its
+ * replacement), and the taps rule, a pass over what they give. */
 #include "config.h"
 
 #include <stdlib.h>
@@ -392,6 +393,54 @@ static int rewrite_node(edm_rewriter *rw, int old, const edm_node *n, void *ctx,
     return edm_rewriter_emit(rw, n, st);
 }
 
+/* ------------------------------------------------------------------ taps */
+
+/* The taps rule: conv2d(x, w) with a k×k kernel, k > 1, and a weight without
+ * a batch becomes conv2d[taps](x, permute(w, [0, 2, 3, 1])).  A tensor-core
+ * k tile takes 32 channels of one tap: in w's [O, C, k, k] they lie k·k
+ * elements apart (a warp's load touches 18 cache lines for a 3×3 kernel),
+ * in the copy side by side.  The copy depends on the weights alone, so the
+ * plan makes it in the weights group, once a call, and its memory is free
+ * again after the convolution.  One copy a weight value, however many
+ * convolutions read it (copy: old id → the copy's new id, or -1). */
+static int taps_node(edm_rewriter *rw, int old, const edm_node *n, void *ctx, edm_status *st)
+{
+    int *copy = ctx;
+    if (n->op != EDM_OP_CONV2D || n->attr.conv.taps)
+        return edm_rewriter_emit(rw, n, st);
+    int w = edm_graph_node(edm_rewriter_old(rw), old)->input[1];
+    const edm_shape *ws = &edm_graph_node(edm_rewriter_old(rw), w)->shape;
+    if (ws->rank != 4 || ws->dim[2] < 2 || edm_shape_has_batch(ws))
+        return edm_rewriter_emit(rw, n, st);
+    if (copy[w] < 0) {
+        edm_node p = {.op = EDM_OP_PERMUTE, .ninputs = 1, .input = {n->input[1]}, .loc = n->loc, .scope = n->scope,
+                      .origin = "taps", .attr.permute.perm = {0, 2, 3, 1}};
+        copy[w] = edm_rewriter_emit(rw, &p, st);
+        if (copy[w] < 0)
+            return -1;
+    }
+    edm_node c = *n;
+    c.input[1] = copy[w];
+    c.attr.conv.taps = 1;
+    return edm_rewriter_emit(rw, &c, st);
+}
+
+/* g's taps rewrite (a new graph, map[old] = new id), or NULL with st set. */
+static edm_graph *rewrite_taps(const edm_graph *g, int *map, edm_status *st)
+{
+    int count = edm_graph_count(g);
+    int *copy = malloc(sizeof *copy * (size_t)(count ? count : 1));
+    if (!copy) {
+        edm_nomem(st);
+        return NULL;
+    }
+    for (int i = 0; i < count; i++)
+        copy[i] = -1;
+    edm_graph *out = edm_graph_rewrite(g, taps_node, copy, map, st);
+    free(copy);
+    return out;
+}
+
 edm_graph *edm_pass_fuse_rewrite(const edm_graph *g, unsigned fuse, const unsigned char *keep, int *map,
                                  edm_status *st)
 {
@@ -409,6 +458,18 @@ edm_graph *edm_pass_fuse_rewrite(const edm_graph *g, unsigned fuse, const unsign
     rewrite_ctx ctx = {.fuse = fuse, .m = {.g = g, .uses = &uses, .keep = keep}};
     edm_graph *g1 = edm_graph_rewrite(g, rewrite_node, &ctx, map1, st);
     edm_uses_free(&uses);
+    if (g1 && (fuse & EDM_FUSE_TAPS)) { /* map1 through the taps pass */
+        int n0 = edm_graph_count(g1);
+        int *mapt = malloc(sizeof *mapt * (size_t)(n0 ? n0 : 1));
+        edm_graph *gt = mapt ? rewrite_taps(g1, mapt, st) : NULL;
+        if (!mapt)
+            edm_nomem(st);
+        for (int i = 0; gt && i < count; i++)
+            map1[i] = map1[i] >= 0 ? mapt[map1[i]] : -1;
+        free(mapt);
+        edm_graph_free(g1);
+        g1 = gt;
+    }
     edm_graph *g2 = NULL;
     int n1 = g1 ? edm_graph_count(g1) : 0;
     unsigned char *keep1 = g1 ? calloc((size_t)(n1 ? n1 : 1), 1) : NULL;

@@ -34,9 +34,16 @@ enum {
     EDM_FUSE_EPILOGUE = 1u << 2, /* elementwise work on a core's output, applied before the store */
     EDM_FUSE_EW = 1u << 3,       /* elementwise chains in one loop */
     EDM_FUSE_ATTN = 1u << 4,     /* q·kᵀ, softmax and ·v as one attention op (no scores stored) */
+    EDM_FUSE_TAPS = 1u << 5,     /* a k×k convolution (k > 1) reads its weight tap-major, a copy made with the weights */
     EDM_FUSE_NONE = 0u,
-    EDM_FUSE_ALL = (1u << 5) - 1,
+    EDM_FUSE_ALL = (1u << 6) - 1,
 };
+
+/* The rules of `fuse` a plan for the CPU backend applies: taps lays weights
+ * out for the tensor-core convolutions, and on the CPU (im2col and a GEMM,
+ * which read either layout alike) its copies would only cost time (edm2-tiny
+ * forward, batch 8, one thread: 25-30% slower with them). */
+static inline unsigned edm_fuse_cpu(unsigned fuse) { return fuse & ~(unsigned)EDM_FUSE_TAPS; }
 
 /* "all", "none" or a comma list of rule names; 0 or -1 (st names the bad word). */
 int edm_fuse_parse(const char *text, unsigned *out, edm_status *st);
@@ -49,7 +56,7 @@ const char *edm_fuse_str(unsigned fuse, char *buf, size_t size);
  * is given them by name).  keep may be NULL.  map[old] = new id or -1. */
 edm_graph *edm_pass_dce(const edm_graph *g, const unsigned char *keep, int *map, edm_status *st);
 
-/* The graph rewrites of the rules in `fuse` (wn, attn), then DCE.  Returns
+/* The graph rewrites of the rules in `fuse` (wn, attn, ew's, taps), then DCE.  Returns
  * a new graph (map[old] = new id, -1 where dropped), or NULL with st set. */
 edm_graph *edm_pass_fuse_rewrite(const edm_graph *g, unsigned fuse, const unsigned char *keep, int *map,
                                  edm_status *st);

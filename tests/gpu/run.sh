@@ -632,14 +632,15 @@ env_ablation() {
     )"
     add_bench "edm2-img512-xs" "forward --fuse=all, $2" "b-$1" "t-xs-forward" ablation
 }
-# the tensor-core convolutions' k order (docs/cuda.md): channel-major, as before the tap a k tile
-env_ablation xs-forward-channel-major "k channel-major" EDMC_CONV_ORDER=channel
+# the tensor-core convolutions' k order (docs/cuda.md): flat, in the weight's order, not a tap a k tile
+env_ablation xs-forward-flat-k "k flat (EDMC_CONV_ORDER=channel)" EDMC_CONV_ORDER=channel
 # the tensor-core fragments word by word instead of by ldmatrix
 env_ablation xs-forward-no-ldmatrix "fragments without ldmatrix" EDMC_LDMATRIX=off
-# each fusion rule off alone (docs/fusion.md), while the budget lasts: prologue first (a 3x3
-# convolution evaluates its operand's prologue once per tap; off, the silu(x / norm) is stored once)
-for off in prologue epilogue ew wn attn; do
-    rules=$(echo "wn prologue epilogue ew attn" | tr ' ' '\n' | grep -vx "$off" | paste -sd, -)
+# each fusion rule off alone (docs/fusion.md), while the budget lasts: taps first (the weights'
+# tap-major copy, never measured), then prologue (a 3x3 convolution evaluates its operand's
+# prologue once per tap; off, the silu(x / norm) is stored once)
+for off in taps prologue epilogue ew wn attn; do
+    rules=$(echo "wn prologue epilogue ew attn taps" | tr ' ' '\n' | grep -vx "$off" | paste -sd, -)
     k="xs-forward-no-$off"
     echo "-- edm2-img512-xs forward --fuse=$rules ($off off): $(edmc_bench "$k" xs forward 128 --fuse="$rules")"
     add_bench "edm2-img512-xs" "forward, $off rule off" "b-$k" "t-xs-forward" ablation

@@ -178,7 +178,7 @@ static void test_tiny_kernels(void **state)
     } rows[] = {
         {EDM_FUSE_NONE, 568, 1805},    {EDM_FUSE_WN, 322, 980},        {EDM_FUSE_PROLOGUE, 479, 1585},
         {EDM_FUSE_EPILOGUE, 307, 1334}, {EDM_FUSE_EW, 311, 884},         {EDM_FUSE_ATTN, 560, 1805},
-        {EDM_FUSE_ALL, 75, 271},
+        {EDM_FUSE_TAPS, 590, 1827} /* a copy a 3×3 weight, each its own kernel without wn */, {EDM_FUSE_ALL, 75, 271},
     };
     for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
         int kf = kernels(fwd, rows[r].fuse, 0), kt = kernels(train, rows[r].fuse, 1);
@@ -208,13 +208,29 @@ static void test_tiny_groups(void **state)
     edm_graph *fwd = compile("edm2-tiny.edm", NULL, 0, 0), *rw;
     edm_plan *p = plan_of(fwd, EDM_FUSE_ALL, 0, &rw);
     check_invariants(rw, p);
-    int convs = 0, conv_steps = 0, silu_stored = 0, prologue_silu = 0, weights_group = 0;
+    int convs = 0, conv_steps = 0, silu_stored = 0, prologue_silu = 0, weights_group = 0, taps = 0;
     for (int i = 0; i < edm_graph_count(rw); i++) {
         const edm_node *n = edm_graph_node(rw, i);
         if (n->op == EDM_OP_CONV2D) {
             convs++;
-            /* wn: every convolution reads its raw parameter */
-            assert_int_equal(edm_graph_node(rw, n->input[1])->op, EDM_OP_PARAM);
+            /* wn: every convolution reads its raw parameter; taps: a k×k one (k > 1) through
+             * its tap-major copy, made in the weights group */
+            const edm_node *w = edm_graph_node(rw, n->input[1]);
+            assert_int_equal(n->attr.conv.taps, w->op == EDM_OP_PERMUTE);
+            if (n->attr.conv.taps) {
+                static const int tap_major[4] = {0, 2, 3, 1};
+                assert_memory_equal(w->attr.permute.perm, tap_major, sizeof tap_major);
+                assert_true(w->shape.dim[1] > 1);
+                assert_int_equal(n->shape.dim[1], w->shape.dim[0]);
+                int step = p->values[n->input[1]].step;
+                assert_true(step >= 0);
+                assert_string_equal(p->groups[p->steps[step].group].name, "weights");
+                w = edm_graph_node(rw, w->input[0]);
+                taps++;
+            } else {
+                assert_int_equal(w->shape.dim[2], 1);
+            }
+            assert_int_equal(w->op, EDM_OP_PARAM);
         }
         if (n->op == EDM_OP_SILU && p->values[i].stored)
             silu_stored++;
@@ -233,6 +249,7 @@ static void test_tiny_groups(void **state)
     for (int gi = 0; gi < p->ngroups; gi++)
         weights_group += strcmp(p->groups[gi].name, "weights") == 0;
     assert_int_equal(conv_steps, convs); /* one kernel per convolution, with its epilogue */
+    assert_true(taps >= 10);             /* the 3×3 convolutions of every block */
     assert_int_equal(silu_stored, 0);    /* every mp_silu is a prologue or an epilogue */
     assert_true(prologue_silu >= 10);    /* conv_res0 and conv_res1 of each block read silu'd operands */
     /* the weight normalisation: once per call, in as many kernels as it has dependency levels */
