@@ -287,6 +287,10 @@ struct edm_cpu {
     slot *slots;
     void *arena;
     cpu_step *steps;
+    /* a plan without training: the steps of its weights groups (edm_plan_weights_groups),
+     * and whether their values are those of the parameters as they are (a run then
+     * starts after them) */
+    int weights_steps, weights_fresh;
     void *ws; /* prologue operands and core outputs of the step running */
     size_t ws_bytes;
     void *scratch; /* per thread: the runs of a fused list */
@@ -563,6 +567,8 @@ edm_cpu *edm_cpu_new(const edm_graph *g, int64_t batch, const edm_cpu_options *o
                            .written = x->opt.plan};
     x->plan = edm_plan_for_run(g, &po, x->opt.keep, x->opt.nkeep, &x->own_g, &x->g, x->map, st);
     int rc = x->plan ? edm_plan_bind(x->plan, batch, (int64_t)x->esize, st) : -1;
+    int wg = x->plan ? edm_plan_weights_groups(x->plan) : 0;
+    x->weights_steps = wg > 0 ? x->plan->groups[wg - 1].first_step + x->plan->groups[wg - 1].nsteps : 0;
     int count = edm_graph_count(x->g);
     x->nslots = count;
     x->slots = rc == 0 ? calloc((size_t)(count ? count : 1), sizeof *x->slots) : NULL;
@@ -690,6 +696,8 @@ static int set_leaf(edm_cpu *x, const char *name, const void *data, int src_f64,
         return -1;
     convert(x->slots[id].data, x->esize == sizeof(double), data, src_f64, n);
     x->slots[id].set = 1;
+    if (!edm_shape_has_batch(&edm_graph_node(x->g, id)->shape)) /* read by the weights groups, maybe */
+        x->weights_fresh = 0;
     return 0;
 }
 
@@ -1010,9 +1018,10 @@ int edm_cpu_run(edm_cpu *x, edm_status *st)
         if (edm_op_class_of(n->op) == EDM_CLASS_LEAF && !x->slots[i].set)
             return edm_fail(st, EDM_ERR_USAGE, n->loc, "%s '%s' has no value", edm_op_name(n->op), n->name);
     }
-    for (int s = 0; s < x->plan->nsteps; s++)
+    for (int s = x->weights_fresh ? x->weights_steps : 0; s < x->plan->nsteps; s++)
         if (run_step(x, &x->steps[s], st) != 0)
             return -1;
+    x->weights_fresh = x->weights_steps > 0;
     return 0;
 }
 

@@ -145,6 +145,12 @@ struct edm_cuda_exec {
     int *set;       /* leaves given a value */
     cu_graph graph;
     cu_graph_exec graph_exec;
+    /* a forward-only plan's weights groups (edm_plan_weights_groups; 0: none, or
+     * training), and whether their values in the arena are those of the
+     * parameters as they are (a run may then start after them: graph_rest) */
+    int weights_groups, weights_fresh;
+    cu_graph graph_rest;
+    cu_graph_exec graph_rest_exec;
     /* a run cut at given launches (edm_cuda_exec_run_cut): one graph per
      * segment, for the cuts they were captured with */
     cu_graph *seg_graph;
@@ -341,12 +347,14 @@ static void drop_segments(edm_cuda_exec *x)
 static void drop_graph(edm_cuda_exec *x)
 {
     drop_one_graph(x, &x->graph, &x->graph_exec);
+    drop_one_graph(x, &x->graph_rest, &x->graph_rest_exec);
     drop_segments(x);
 }
 
 static int alloc_arena(edm_cuda_exec *x, edm_status *st)
 {
     drop_graph(x); /* a captured graph holds the old addresses */
+    x->weights_fresh = 0;
     if (x->arena) {
         if (CU(MemFree(x->arena), "cuMemFree") != 0)
             return -1;
@@ -425,6 +433,8 @@ static int build_plan(edm_cuda_exec *x, const edm_cuda_options *co, edm_status *
     x->plan = edm_plan_for_run(x->user_g, &po, x->opt.keep, x->opt.nkeep, &x->own_g, &x->g, x->map, st);
     if (!x->plan)
         return -1;
+    /* the optimizer's kernels write the parameters in place: no group may be skipped */
+    x->weights_groups = x->opt.optimizer ? 0 : edm_plan_weights_groups(x->plan);
     x->nvalues = edm_graph_count(x->g);
     if (edm_cuda_codegen_plan(x->plan, co, &x->pcode, st) != 0)
         return -1;
@@ -1020,6 +1030,9 @@ int edm_cuda_exec_set_f32(edm_cuda_exec *x, const char *name, const float *data,
     if (x->numel[id] != n)
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "'%s' has %lld elements, %lld given", name,
                         (long long)x->numel[id], (long long)n);
+    /* a value without a batch may be read by the weights groups: their results go stale */
+    if (!edm_shape_has_batch(&edm_graph_node(x->g, id)->shape))
+        x->weights_fresh = 0;
     if (upload(x, value_ptr(x, id), value_dtype(x, id), data, n, st) != 0)
         return -1;
     x->set[id] = 1;
@@ -1179,8 +1192,6 @@ static int launch_range(edm_cuda_exec *x, int from, int to, edm_status *st)
     return 0;
 }
 
-/* Every node's work, in node order, on the stream (also what a capture records). */
-static int launch_all(edm_cuda_exec *x, edm_status *st) { return launch_range(x, 0, launch_count(x), st); }
 
 /* Launch positions [from, to) captured into one instantiated graph. */
 static int capture_range(edm_cuda_exec *x, int from, int to, cu_graph *out, cu_graph_exec *exec, edm_status *st)
@@ -1199,11 +1210,6 @@ static int capture_range(edm_cuda_exec *x, int from, int to, cu_graph *out, cu_g
         return -1;
     *out = graph;
     return CU(GraphInstantiate(exec, graph, 0), "cuGraphInstantiateWithFlags");
-}
-
-static int capture(edm_cuda_exec *x, edm_status *st)
-{
-    return capture_range(x, 0, launch_count(x), &x->graph, &x->graph_exec, st);
 }
 
 /* Before a run: every leaf set, the dropout seed on the device. */
@@ -1271,16 +1277,23 @@ int edm_cuda_exec_run(edm_cuda_exec *x, edm_status *st)
 {
     if (prepare_run(x, st) != 0)
         return -1;
+    /* the weights groups' values already made from these parameters: start after them */
+    int from = x->weights_fresh ? x->weights_groups : 0;
     if (x->opt.no_graph) {
-        if (launch_all(x, st) != 0)
+        if (launch_range(x, from, launch_count(x), st) != 0)
             return -1;
     } else {
-        if (!x->graph_exec && capture(x, st) != 0)
+        cu_graph *graph = from ? &x->graph_rest : &x->graph;
+        cu_graph_exec *exec = from ? &x->graph_rest_exec : &x->graph_exec;
+        if (!*exec && capture_range(x, from, launch_count(x), graph, exec, st) != 0)
             return -1;
-        if (CU(GraphLaunch(x->graph_exec, x->stream), "cuGraphLaunch") != 0)
+        if (CU(GraphLaunch(*exec, x->stream), "cuGraphLaunch") != 0)
             return -1;
     }
-    return CU(StreamSynchronize(x->stream), "cuStreamSynchronize (after the run)");
+    if (CU(StreamSynchronize(x->stream), "cuStreamSynchronize (after the run)") != 0)
+        return -1;
+    x->weights_fresh = x->weights_groups > 0;
+    return 0;
 }
 
 int edm_cuda_exec_launches(const edm_cuda_exec *x) { return launch_count(x); }

@@ -192,6 +192,11 @@ edm_plan *edm_plan_for_run(const edm_graph *g, const edm_plan_options *opt, cons
                            edm_graph **own_g, const edm_graph **run, int *map, edm_status *st);
 /* The groups (kernels) a plan has. */
 static inline int edm_plan_kernels(const edm_plan *p) { return p->ngroups; }
+/* The groups at the start of a plan without training that work on the
+ * parameters alone (the weights groups), else 0.  Their values live to the
+ * end of the run (edm_plan_finish): nothing else is placed over them, so an
+ * executor run again on unchanged parameters may skip these groups. */
+int edm_plan_weights_groups(const edm_plan *p);
 /* The value table of a plan whose steps and groups are set (used by the
  * builder and the XML reader, which checks the steps with it). */
 int edm_plan_finish(edm_plan *p, const unsigned char *kept, edm_status *st);

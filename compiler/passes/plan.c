@@ -677,7 +677,20 @@ int edm_plan_finish(edm_plan *plan, const unsigned char *kept, edm_status *st)
     for (int i = 0; i < count; i++)
         if (plan->values[i].keep && plan->values[i].stored)
             plan->values[plan->values[i].base].last = plan->nsteps; /* read after the run */
+    /* and the weights groups' values, read by the next run on the same parameters */
+    for (int gi = 0; gi < edm_plan_weights_groups(plan); gi++)
+        for (int s = plan->groups[gi].first_step; s < plan->groups[gi].first_step + plan->groups[gi].nsteps; s++)
+            plan->values[plan->steps[s].root].last = plan->nsteps;
     return 0;
+}
+
+int edm_plan_weights_groups(const edm_plan *p)
+{
+    int n = 0;
+    if (!p->opt.training)
+        while (n < p->ngroups && strcmp(p->groups[n].name, "weights") == 0)
+            n++;
+    return n;
 }
 
 edm_plan *edm_plan_build(const edm_graph *g, const edm_plan_options *opt, edm_status *st)

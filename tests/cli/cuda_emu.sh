@@ -269,10 +269,21 @@ gen() { "$edmc" generate --device=cuda --precision=fp32 --matmul=generated --con
     --net="$golden/weights.safetensors" --model="$tiny" --noise="$golden/sample.safetensors" --steps=8 "$@"; }
 emu_run "golden sample, 8 steps" gen --save-raw="$o/sample.safetensors" &&
     golden "golden sample, 8 steps (1e-3)" "$o/sample.safetensors" "$golden/sample.safetensors" 1e-3
-emu_run "golden sample, 8 steps, --fuse=all" "$edmc" generate --device=cuda --precision=fp32 --fuse=all \
+if emu_run "golden sample, 8 steps, --fuse=all" "$edmc" generate --device=cuda --precision=fp32 --fuse=all \
     --net="$golden/weights.safetensors" --model="$tiny" --noise="$golden/sample.safetensors" --steps=8 \
-    --save-raw="$o/samplef.safetensors" &&
+    --save-raw="$o/samplef.safetensors"; then
     golden "golden sample, 8 steps, --fuse=all (1e-3)" "$o/samplef.safetensors" "$golden/sample.safetensors" 1e-3
+    # 15 evaluations (8 Heun steps), one set of weights: the weights groups run in the first only
+    "$edmc" dump "$tiny" --stage=fused >"$tmp/plan.txt" 2>&1
+    k=$(sed -n 's/^plan fuse=all: \([0-9]*\) kernels.*/\1/p' "$tmp/plan.txt")
+    w=$(grep -c '^kernel [0-9]* weights' "$tmp/plan.txt")
+    want=$((k + 14 * (k - w)))
+    if [ "$w" -gt 0 ] && [ "$(kernels_run "$tmp/err")" = "$want" ]; then
+        tap_ok "sample --fuse=all: $want kernels for 15 evaluations, the $w weights groups in the first only"
+    else
+        tap_not_ok "sample --fuse=all: kernels launched" "$(kernels_run "$tmp/err"), want $want ($k groups, $w weights)"
+    fi
+fi
 if command -v python3 >/dev/null 2>&1; then
     # st_diff compares by name: a copy of the golden file whose sample_guided is called sample
     python3 -c '

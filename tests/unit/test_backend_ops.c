@@ -825,6 +825,92 @@ static void run_op_cases(void **state, edm_op op)
 OP_TESTS(DEFINE_OP_TEST)
 #undef DEFINE_OP_TEST
 
+/* ------------------------------------------------------------------ parameters changed between runs */
+
+/* conv2d(x, w / g) with a per-output-channel g: fused, the wn rule's scale
+ * 1/g is a weights step (and, on CUDA, the taps rule's copy of w). */
+static const op_case WEIGHTS_CASE = {
+    .op = EDM_OP_CONV2D, .label = "k3 s1 p1 C32 O8 of w / g[8,1,1,1]", .nin = 3,
+    .in = {IN(D_NORMAL, 32, 4, 5), PAR(D_NORMAL, 8, 32, 3, 3), PAR(D_POS, 8, 1, 1, 1)}, .nstep = 2,
+    .step = {{.t = T(DIV), .src = {1, 2}}, {.t = T_CONV(1, 1), .src = {0, RES(0)}}}, .flags = F_NO_BWD, .tol_scale = 2};
+
+/* One backend run three times: on the case's values, then with every
+ * parameter changed, then again.  A forward plan's weights groups may be
+ * skipped while the parameters stay the same (edm_plan_weights_groups): the
+ * second run must see the new parameters (as the reference does on them),
+ * the third give the second's numbers. */
+static int weights_changed(const config *cfg, const op_case *k, double *err, int *same, int *moved, edm_status *st)
+{
+    edm_graph *g = build_case(k, st);
+    if (!g)
+        return -1;
+    edm_backend_options ro = reference_options(0), to = test_options(cfg, 0);
+    leaf_set ls = {0};
+    results r1 = {0}, r2 = {0}, r3 = {0}, ref = {0};
+    int rc = make_leaves(g, k, BATCH, &ls, st);
+    edm_backend *b = rc == 0 ? edm_backend_new(g, BATCH, &to, st) : NULL;
+    if (rc == 0 && !b)
+        rc = -1;
+    if (rc == 0)
+        rc = set_leaves(b, &ls, st);
+    if (rc == 0)
+        rc = edm_backend_run(b, st);
+    if (rc == 0)
+        rc = get_outputs(b, g, &r1, st);
+    double factor = -0.5; /* the parameters times -1/2, 2, -1/2, ...: exact, and no two cancel */
+    for (int i = 0; rc == 0 && i < ls.n; i++)
+        if (edm_graph_node(g, edm_graph_find_leaf(g, ls.v[i].name))->op == EDM_OP_PARAM) {
+            for (int64_t j = 0; j < ls.v[i].n; j++)
+                ls.v[i].data[j] *= factor;
+            factor = factor < 0 ? 2.0 : -0.5;
+            rc = edm_backend_set_f64(b, ls.v[i].name, ls.v[i].data, ls.v[i].n, st);
+        }
+    if (rc == 0)
+        rc = edm_backend_run(b, st);
+    if (rc == 0)
+        rc = get_outputs(b, g, &r2, st);
+    if (rc == 0)
+        rc = edm_backend_run(b, st);
+    if (rc == 0)
+        rc = get_outputs(b, g, &r3, st);
+    if (rc == 0)
+        rc = run_backend(g, &ro, BATCH, &ls, &ref, st);
+    if (rc == 0) {
+        case_errors e;
+        rc = compare(&r2, &ref, &e, st);
+        *err = e.fwd;
+        *same = r2.numel[0] == r3.numel[0] && memcmp(r2.data[0], r3.data[0], sizeof(double) * (size_t)r2.numel[0]) == 0;
+        *moved = r1.numel[0] == r2.numel[0] && memcmp(r1.data[0], r2.data[0], sizeof(double) * (size_t)r1.numel[0]) != 0;
+    }
+    edm_backend_free(b);
+    results_free(&r1);
+    results_free(&r2);
+    results_free(&r3);
+    results_free(&ref);
+    leaf_set_free(&ls);
+    edm_graph_free(g);
+    return rc;
+}
+
+static void test_parameters_changed(void **state)
+{
+    const config *cfg = *state;
+    const op_case *k = &WEIGHTS_CASE;
+    edm_status st;
+    edm_status_init(&st);
+    double err = 0;
+    int same = 0, moved = 0;
+    if (weights_changed(cfg, k, &err, &same, &moved, &st) != 0)
+        print_error("%s\n", st.msg);
+    double tol = cfg->tol * (k->tol_scale > 0 ? k->tol_scale : 1);
+    print_message("# conv2d %s, the parameters changed between runs: %.1e against the reference (tol %.0e); "
+                  "a third run %s; the change %s the output\n",
+                  k->label, err, tol, same ? "the same" : "DIFFERENT", moved ? "moved" : "did NOT move");
+    assert_true(err <= tol);
+    assert_true(same);
+    assert_true(moved);
+}
+
 /* ------------------------------------------------------------------ coverage */
 
 static int has_test(edm_op op)
@@ -896,6 +982,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_op_has_a_case),
         OP_TESTS(REGISTER_OP_TEST)
+        cmocka_unit_test_prestate(test_parameters_changed, &cfg),
     };
 #undef REGISTER_OP_TEST
     return cmocka_run_group_tests(tests, NULL, NULL);
