@@ -601,7 +601,7 @@ static void gen_dropout(node_ctx *c, sbuf *b)
 
 typedef struct {
     int64_t n, c, h, w, o, k, stride, pad, oh, ow;
-    int taps; /* conv2d's weight tap-major, [O, k, k, C] (the taps rule): its k runs (tap, channel) */
+    int taps; /* the taps rule's weight: conv2d's [O, k, k, C], conv2d_bwd_data's [C, k, k, O] */
 } conv_geom;
 
 /* The forward convolution a conv-family node belongs to (as the CPU backend). */
@@ -613,9 +613,11 @@ static conv_geom conv_of(const node_ctx *c)
     case EDM_OP_CONV2D_BWD_DATA: x = &c->y; w = &c->b; y = &c->a; break;
     default: x = &c->a; w = &c->y; y = &c->b; break; /* CONV2D_BWD_WEIGHT */
     }
-    return (conv_geom){.n = x->dim[0], .c = x->dim[1], .h = x->dim[2], .w = x->dim[3], .o = w->dim[0],
-                       .k = w->dim[2], .stride = c->n->attr.conv.stride, .pad = c->n->attr.conv.pad,
-                       .oh = y->dim[2], .ow = y->dim[3], .taps = c->n->op == EDM_OP_CONV2D && c->n->attr.conv.taps};
+    int taps = c->n->op != EDM_OP_CONV2D_BWD_WEIGHT && c->n->attr.conv.taps;
+    return (conv_geom){.n = x->dim[0], .c = x->dim[1], .h = x->dim[2], .w = x->dim[3],
+                       .o = taps && c->n->op == EDM_OP_CONV2D_BWD_DATA ? w->dim[3] : w->dim[0], .k = w->dim[2],
+                       .stride = c->n->attr.conv.stride, .pad = c->n->attr.conv.pad, .oh = y->dim[2],
+                       .ow = y->dim[3], .taps = taps};
 }
 
 /* A 1×1 convolution with stride 1 and no padding: its col buffer would be x
@@ -744,25 +746,27 @@ static int conv_grouped(const edm_cuda_options *opt, edm_dtype mma, int64_t c)
 }
 
 /* Whether a convolution node reads its weight's k pairs as one (the taps
- * rule's tap-major copy, a tile's channels of one tap side by side: the
- * grouped tensor-core body's EDM_MMA_A_PAIRS, through KNAME_A2); c: x's
- * channels. */
+ * rule's copies, a tile's channels of one tap side by side: the grouped
+ * tensor-core body's EDM_MMA_A_PAIRS, through KNAME_A2); c: the channels of
+ * its input 0 (x's; the backward-data pass's dy's). */
 static int conv_a_pairs(const edm_cuda_options *opt, edm_dtype mma, const edm_node *n, int64_t c)
 {
-    return n->op == EDM_OP_CONV2D && n->attr.conv.taps && conv_grouped(opt, mma, c);
+    return (n->op == EDM_OP_CONV2D || n->op == EDM_OP_CONV2D_BWD_DATA) && n->attr.conv.taps &&
+           conv_grouped(opt, mma, c);
 }
 
 /* The first line of a convolution's B accessor: channel `ch` and tap (ky,
- * kx) of its k, as kq, kr (grouped) or one k: channel-major, or tap-major
- * with the taps rule's weight (`channels` of them a tap). */
-static void emit_conv_k(sbuf *b, const conv_geom *p, const char *ch, int grouped, int64_t channels)
+ * kx) of its k, as kq, kr (grouped) or one k: channel-major, or, with
+ * tap_channels > 0 (the forward's taps weight), tap-major, that many
+ * channels a tap. */
+static void emit_conv_k(sbuf *b, const conv_geom *p, const char *ch, int grouped, int64_t tap_channels)
 {
-    long long k = p->k;
+    long long k = p->k, channels = (long long)tap_channels;
     if (grouped)
         sb_printf(b, "    const edm_ix %s = kr, ky = kq / %lld_ix, kx = kq %% %lld_ix;\n", ch, k, k);
-    else if (p->taps)
-        sb_printf(b, "    const edm_ix r = k / %lld_ix, %s = k %% %lld_ix, ky = r / %lld_ix, kx = r %% %lld_ix;\n",
-                  (long long)channels, ch, (long long)channels, k, k);
+    else if (channels > 0)
+        sb_printf(b, "    const edm_ix r = k / %lld_ix, %s = k %% %lld_ix, ky = r / %lld_ix, kx = r %% %lld_ix;\n", channels,
+                  ch, channels, k, k);
     else
         sb_printf(b, "    const edm_ix %s = k / %lld_ix, r = k %% %lld_ix, ky = r / %lld_ix, kx = r %% %lld_ix;\n", ch, k * k,
                   k * k, k, k);
@@ -833,7 +837,7 @@ static int gen_conv2d(node_ctx *c, sbuf *b, edm_status *st)
     emit_acc(c, b, 'B', ktaps > 0);
     sb_printf(b, "{\n    const edm_ix nb = n / %lld_ix, p = n %% %lld_ix, oy = p / %lld_ix, ox = p %% %lld_ix;\n", ohw, ohw,
               (long long)p.ow, (long long)p.ow);
-    emit_conv_k(b, &p, "c", ktaps > 0, p.c);
+    emit_conv_k(b, &p, "c", ktaps > 0, p.taps ? p.c : 0);
     snprintf(at, sizeof at, "((nb * %lld_ix + c) * %lld_ix + iy) * %lld_ix + ix", (long long)p.c, (long long)p.h,
              (long long)p.w);
     conv_load(load, sizeof load, ktaps > 0, at, "c", "iy", "ix");
@@ -864,18 +868,31 @@ static int gen_conv2d_bwd_data(node_ctx *c, sbuf *b, edm_status *st)
     long long kk = (long long)p.k * p.k, hw = (long long)p.h * p.w;
     int64_t gm = p.c, gn = p.n * p.h * p.w, gk = p.o * p.k * p.k;
     int64_t ktaps = conv_grouped(c->opt, c->mma, p.o) ? kk : 0; /* (o, tap), as the forward's (c, tap) */
+    int pairs = conv_a_pairs(c->opt, c->mma, c->n, p.o);
     char at[160], load[256];
-    emit_acc(c, b, 'A', ktaps > 0);
-    if (ktaps > 0)
-        sb_printf(b, "{\n    return ld(b, (kr * %lld_ix + m) * %lld_ix + kq);\n}\n", (long long)p.c, kk);
-    else
+    if (pairs) { /* wᵀ as [C, k, k, O]: a tile's output channels of one tap side by side, a pair in one load */
         sb_printf(b,
-                  "{\n    const edm_ix o = k / %lld_ix, r = k %% %lld_ix;\n"
-                  "    return ld(b, (o * %lld_ix + m) * %lld_ix + r);\n}\n",
-                  kk, kk, (long long)p.c, kk);
+                  "static __device__ __forceinline__ unsigned KNAME_A2(const %s *a, const %s *b, edm_ix z, edm_ix m, "
+                  "edm_ix kq, edm_ix kr)\n{\n    return edm_ldpair_%s(b, (m * %lld_ix + kq) * %lld_ix + kr);\n}\n",
+                  ctype(c->ta), ctype(c->tb), edm_cuda_dtype_suffix(c->mma), kk, (long long)p.o);
+    } else {
+        emit_acc(c, b, 'A', ktaps > 0);
+        if (ktaps > 0) /* grouped and w as it is */
+            sb_printf(b, "{\n    return ld(b, (kr * %lld_ix + m) * %lld_ix + kq);\n}\n", (long long)p.c, kk);
+        else if (p.taps) /* w as [C, k, k, O] */
+            sb_printf(b,
+                      "{\n    const edm_ix o = k / %lld_ix, r = k %% %lld_ix;\n"
+                      "    return ld(b, (m * %lld_ix + r) * %lld_ix + o);\n}\n",
+                      kk, kk, kk, (long long)p.o);
+        else
+            sb_printf(b,
+                      "{\n    const edm_ix o = k / %lld_ix, r = k %% %lld_ix;\n"
+                      "    return ld(b, (o * %lld_ix + m) * %lld_ix + r);\n}\n",
+                      kk, kk, (long long)p.c, kk);
+    }
     emit_acc(c, b, 'B', ktaps > 0);
     sb_puts(b, "{\n");
-    emit_conv_k(b, &p, "o", ktaps > 0, p.o);
+    emit_conv_k(b, &p, "o", ktaps > 0, 0); /* flat: channel-major, whatever w's layout */
     snprintf(at, sizeof at, "((nb * %lld_ix + o) * %lld_ix + oy) * %lld_ix + ox", (long long)p.o, (long long)p.oh,
              (long long)p.ow);
     conv_load(load, sizeof load, ktaps > 0, at, "o", "oy", "ox");
@@ -892,14 +909,14 @@ static int gen_conv2d_bwd_data(node_ctx *c, sbuf *b, edm_status *st)
     if (gm > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: conv2d with %lld input channels", (long long)gm);
     /* A = wᵀ: along its rows m (the input channels) w's elements are k·k apart, along k
-     * (the output channels) C·k·k */
-    emit_gemm(c, b, gm, gn, gk, 1, ktaps, EDM_MMA_A_ROWS);
+     * (the output channels) C·k·k; the taps copy: along k side by side */
+    emit_gemm(c, b, gm, gn, gk, 1, ktaps, pairs ? EDM_MMA_A_PAIRS : p.taps ? 0u : EDM_MMA_A_ROWS);
     if (c->opt->gemm_library) {
         /* col[n] (CKK×OHW) = wᵀ (CKK×O) · dy[n] (O×OHW), then col2im; col has dx's type;
          * direct: col[n] = dx[n] */
         int direct = conv_direct(&p);
         c->L->cublaslt = 1;
-        c->L->gemm = (edm_cuda_gemm){.m = p.c * p.k * p.k, .n = p.oh * p.ow, .k = p.o, .trans_a = 1, .count = p.n,
+        c->L->gemm = (edm_cuda_gemm){.m = p.c * p.k * p.k, .n = p.oh * p.ow, .k = p.o, .trans_a = !p.taps, .count = p.n,
                                      .stride_a = 0, .stride_b = p.o * p.oh * p.ow,
                                      .stride_c = direct ? p.c * p.h * p.w : p.c * p.k * p.k * p.oh * p.ow,
                                      .type_a = c->tb, .type_b = c->ta, .type_c = c->ty, .direct = direct};

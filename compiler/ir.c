@@ -583,14 +583,16 @@ static int infer_conv_bwd(const edm_graph *g, edm_node *n, const edm_shape *a, c
         return edm_fail(st, EDM_ERR_SEMANTIC, n->loc, "%s: bad stride or padding", edm_op_name(n->op));
     int64_t k, h, w, oh, ow;
     if (n->op == EDM_OP_CONV2D_BWD_DATA) {
-        k = b->dim[2];
+        int taps = n->attr.conv.taps != 0; /* w [C,k,k,O], else [O,C,k,k] */
+        int wo = taps ? 3 : 0, wc = taps ? 0 : 1, wk = taps ? 1 : 2;
+        k = b->dim[wk];
         h = n->attr.conv.in_h;
         w = n->attr.conv.in_w;
         oh = a->dim[2];
         ow = a->dim[3];
-        if (a->dim[1] != b->dim[0] || b->dim[2] != b->dim[3])
+        if (a->dim[1] != b->dim[wo] || b->dim[wk] != b->dim[wk + 1])
             return fail_operand_shapes(g, n, st, "gradient channels do not match the weight:");
-        n->shape = (edm_shape){.rank = 4, .dim = {a->dim[0], b->dim[1], h, w}};
+        n->shape = (edm_shape){.rank = 4, .dim = {a->dim[0], b->dim[wc], h, w}};
     } else {
         k = n->attr.conv.kernel;
         h = a->dim[2];

@@ -131,9 +131,9 @@ typedef struct {
         struct { edm_init_kind kind; double value, scale; uint64_t seed; int forced_wn; } init;
         struct { double lo, hi; } clamp;                           /* CLAMP; STEP is x >= 0 ? 1 : 0 */
         struct { uint32_t axes; int keepdim; } reduce;             /* SUM, SUMSQ: bit i = axis i (N may be reduced away) */
-        /* CONV2D: input [N,C,H,W], weight [O,C,k,k] (taps: [O,k,k,C], tap-major, as
-         * the fusion's taps rule gives it).  CONV2D_BWD_DATA (dy, w) → dx
-         * [N,C,in_h,in_w]; CONV2D_BWD_WEIGHT (x, dy) → dw [O,C,k,k] with k = kernel. */
+        /* CONV2D: input [N,C,H,W], weight [O,C,k,k] (taps: [O,k,k,C], as the fusion's
+         * taps rule gives it).  CONV2D_BWD_DATA (dy, w) → dx [N,C,in_h,in_w] (taps: w
+         * [C,k,k,O]); CONV2D_BWD_WEIGHT (x, dy) → dw [O,C,k,k] with k = kernel. */
         struct { int stride, pad; int64_t in_h, in_w, kernel; int taps; } conv;
         struct { int trans_a, trans_b; } matmul;                   /* MATMUL on the last two dims, batch dims broadcast */
         struct { int perm[EDM_MAX_RANK]; } permute;                /* PERMUTE: out dim i = in dim perm[i] */

@@ -65,6 +65,7 @@ static const attr_spec attr_specs[] = {
     ATTR(CONV2D_BWD_DATA, "pad", A_INT, conv.pad),
     ATTR(CONV2D_BWD_DATA, "in_h", A_I64, conv.in_h),
     ATTR(CONV2D_BWD_DATA, "in_w", A_I64, conv.in_w),
+    ATTR(CONV2D_BWD_DATA, "taps", A_BOOL, conv.taps),
     ATTR(CONV2D_BWD_WEIGHT, "stride", A_INT, conv.stride),
     ATTR(CONV2D_BWD_WEIGHT, "pad", A_INT, conv.pad),
     ATTR(CONV2D_BWD_WEIGHT, "kernel", A_I64, conv.kernel),

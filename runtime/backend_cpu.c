@@ -35,7 +35,7 @@ typedef struct {
 
 typedef struct {
     int64_t n, c, h, w, o, k, stride, pad, oh, ow;
-    int taps; /* conv2d's weight tap-major, [O, k, k, C]: col's rows in that order */
+    int taps; /* conv2d's weight [O, k, k, C] (col's rows in that order); conv2d_bwd_data's [C, k, k, O] */
 } conv_plan;
 
 typedef struct {
@@ -332,11 +332,12 @@ static int conv_geometry(const edm_graph *g, const edm_node *n, int64_t batch, c
     default: return 0;
     }
     /* dim 0 is the batch only where it is N: a conv over a parameter has its own */
+    int taps = n->op != EDM_OP_CONV2D_BWD_WEIGHT && n->attr.conv.taps;
     *p = (conv_plan){.n = x->shape.dim[0] == EDM_DIM_BATCH ? batch : x->shape.dim[0], .c = x->shape.dim[1],
                      .h = x->shape.dim[2], .w = x->shape.dim[3],
-                     .o = w->shape.dim[0], .k = w->shape.dim[2], .stride = n->attr.conv.stride,
-                     .pad = n->attr.conv.pad, .oh = y->shape.dim[2], .ow = y->shape.dim[3],
-                     .taps = n->op == EDM_OP_CONV2D && n->attr.conv.taps};
+                     .o = taps && n->op == EDM_OP_CONV2D_BWD_DATA ? w->shape.dim[3] : w->shape.dim[0],
+                     .k = w->shape.dim[2], .stride = n->attr.conv.stride, .pad = n->attr.conv.pad,
+                     .oh = y->shape.dim[2], .ow = y->shape.dim[3], .taps = taps};
     return 1;
 }
 

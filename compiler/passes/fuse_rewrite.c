@@ -400,41 +400,48 @@ static int rewrite_node(edm_rewriter *rw, int old, const edm_node *n, void *ctx,
  * k tile takes 32 channels of one tap: in w's [O, C, k, k] they lie k·k
  * elements apart (a warp's load touches 18 cache lines for a 3×3 kernel),
  * in the copy side by side.  The copy depends on the weights alone, so the
- * plan makes it in the weights group, once a call, and its memory is free
- * again after the convolution.  One copy a weight value, however many
- * convolutions read it (copy: old id → the copy's new id, or -1). */
+ * plan makes it in the weights group, and its memory is free again after
+ * the convolution.  Likewise conv2d_bwd_data(dy, w) reads permute(w, [1, 2,
+ * 3, 0]), [C, k, k, O]: its k tile is 32 output channels of one tap, O·k·k
+ * apart in w; that copy the plan makes just before its reader (it is not a
+ * weights step: it would be held through the forward pass).  One copy a
+ * weight value and layout, however many convolutions read it (copy[2·old +
+ * backward]: the copy's new id, or -1). */
 static int taps_node(edm_rewriter *rw, int old, const edm_node *n, void *ctx, edm_status *st)
 {
     int *copy = ctx;
-    if (n->op != EDM_OP_CONV2D || n->attr.conv.taps)
+    if ((n->op != EDM_OP_CONV2D && n->op != EDM_OP_CONV2D_BWD_DATA) || n->attr.conv.taps)
         return edm_rewriter_emit(rw, n, st);
-    int w = edm_graph_node(edm_rewriter_old(rw), old)->input[1];
+    int w = edm_graph_node(edm_rewriter_old(rw), old)->input[1], bwd = n->op == EDM_OP_CONV2D_BWD_DATA;
     const edm_shape *ws = &edm_graph_node(edm_rewriter_old(rw), w)->shape;
     if (ws->rank != 4 || ws->dim[2] < 2 || edm_shape_has_batch(ws))
         return edm_rewriter_emit(rw, n, st);
-    if (copy[w] < 0) {
+    int *c = &copy[2 * w + bwd];
+    if (*c < 0) {
         edm_node p = {.op = EDM_OP_PERMUTE, .ninputs = 1, .input = {n->input[1]}, .loc = n->loc, .scope = n->scope,
                       .origin = "taps", .attr.permute.perm = {0, 2, 3, 1}};
-        copy[w] = edm_rewriter_emit(rw, &p, st);
-        if (copy[w] < 0)
+        if (bwd)
+            memcpy(p.attr.permute.perm, (const int[4]){1, 2, 3, 0}, sizeof(int[4]));
+        *c = edm_rewriter_emit(rw, &p, st);
+        if (*c < 0)
             return -1;
     }
-    edm_node c = *n;
-    c.input[1] = copy[w];
-    c.attr.conv.taps = 1;
-    return edm_rewriter_emit(rw, &c, st);
+    edm_node conv = *n;
+    conv.input[1] = *c;
+    conv.attr.conv.taps = 1;
+    return edm_rewriter_emit(rw, &conv, st);
 }
 
 /* g's taps rewrite (a new graph, map[old] = new id), or NULL with st set. */
 static edm_graph *rewrite_taps(const edm_graph *g, int *map, edm_status *st)
 {
     int count = edm_graph_count(g);
-    int *copy = malloc(sizeof *copy * (size_t)(count ? count : 1));
+    int *copy = malloc(sizeof *copy * 2 * (size_t)(count ? count : 1));
     if (!copy) {
         edm_nomem(st);
         return NULL;
     }
-    for (int i = 0; i < count; i++)
+    for (int i = 0; i < 2 * count; i++)
         copy[i] = -1;
     edm_graph *out = edm_graph_rewrite(g, taps_node, copy, map, st);
     free(copy);

@@ -230,6 +230,20 @@ static void decide(planner *p, int i)
     }
 }
 
+/* The taps rule's copy of a weight for the backward-data pass (every reader
+ * a conv2d_bwd_data): made where the pass reaches it, in node order, not
+ * with the weights, which would hold it through the forward pass. */
+static int backward_copy(const planner *p, int v)
+{
+    const edm_node *n = edm_graph_node(p->g, v);
+    if (n->op != EDM_OP_PERMUTE || edm_uses_count(&p->uses, v) == 0)
+        return 0;
+    for (int k = p->uses.off[v]; k < p->uses.off[v + 1]; k++)
+        if (edm_graph_node(p->g, p->uses.users[k])->op != EDM_OP_CONV2D_BWD_DATA)
+            return 0;
+    return 1;
+}
+
 static void classify(planner *p)
 {
     const edm_graph *g = p->g;
@@ -241,7 +255,7 @@ static void classify(planner *p)
     /* weights: work on parameters alone (no batch, every input a batch-free leaf or such work) */
     for (int i = 0; i < count; i++) {
         const edm_node *n = edm_graph_node(g, i);
-        if (p->kind[i] == K_LEAF || edm_shape_has_batch(&n->shape) || n->op == EDM_OP_OUTPUT)
+        if (p->kind[i] == K_LEAF || edm_shape_has_batch(&n->shape) || n->op == EDM_OP_OUTPUT || backward_copy(p, i))
             continue;
         int ok = 1;
         for (int k = 0; k < n->ninputs && ok; k++) {

@@ -51,8 +51,8 @@ static int check_attrs(int id, const edm_node *n, edm_status *st)
         if (n->attr.conv.stride < 1 || n->attr.conv.pad < 0)
             return edm_fail(st, EDM_ERR_INTERNAL, n->loc, "%s: bad stride %d or padding %d",
                             describe(id, n, d, sizeof d), n->attr.conv.stride, n->attr.conv.pad);
-        if (!is_bool(n->attr.conv.taps) || (n->attr.conv.taps && n->op != EDM_OP_CONV2D))
-            return edm_fail(st, EDM_ERR_INTERNAL, n->loc, "%s: taps is %d (0 or 1, and 1 on conv2d only)",
+        if (!is_bool(n->attr.conv.taps) || (n->attr.conv.taps && n->op == EDM_OP_CONV2D_BWD_WEIGHT))
+            return edm_fail(st, EDM_ERR_INTERNAL, n->loc, "%s: taps is %d (0 or 1, and 0 on conv2d_bwd_weight)",
                             describe(id, n, d, sizeof d), n->attr.conv.taps);
         break;
     default:

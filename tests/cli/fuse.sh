@@ -32,7 +32,7 @@ tap_check "bench --fuse=ew --mode=train" "$edmc" bench "$tiny" --fuse=ew --mode=
 
 # --- info and dump
 "$edmc" info --json "$tiny" >"$tmp/info.json" 2>&1
-if grep -q '"kernels_forward": *75' "$tmp/info.json" && grep -q '"kernels_train": *271' "$tmp/info.json"; then
+if grep -q '"kernels_forward": *75' "$tmp/info.json" && grep -q '"kernels_train": *292' "$tmp/info.json"; then
     tap_ok "info --json: kernels_forward and kernels_train at --fuse=all"
 else
     tap_not_ok "info --json: kernels" "$(grep kernels "$tmp/info.json")"
@@ -51,7 +51,7 @@ else
     tap_not_ok "dump --stage=fused" "$(head -3 "$tmp/plan.txt")"
 fi
 "$edmc" dump "$tiny" --stage=fused --mode=train >"$tmp/plan-train.txt" 2>&1
-if head -1 "$tmp/plan-train.txt" | grep -q "^plan fuse=all: 271 kernels" && grep -q "wgrad" "$tmp/plan-train.txt"; then
+if head -1 "$tmp/plan-train.txt" | grep -q "^plan fuse=all: 292 kernels" && grep -q "wgrad" "$tmp/plan-train.txt"; then
     tap_ok "dump --stage=fused --mode=train"
 else
     tap_not_ok "dump --stage=fused --mode=train" "$(head -3 "$tmp/plan-train.txt")"

@@ -178,7 +178,8 @@ static void test_tiny_kernels(void **state)
     } rows[] = {
         {EDM_FUSE_NONE, 568, 1805},    {EDM_FUSE_WN, 322, 980},        {EDM_FUSE_PROLOGUE, 479, 1585},
         {EDM_FUSE_EPILOGUE, 307, 1334}, {EDM_FUSE_EW, 311, 884},         {EDM_FUSE_ATTN, 560, 1805},
-        {EDM_FUSE_TAPS, 590, 1827} /* a copy a 3×3 weight, each its own kernel without wn */, {EDM_FUSE_ALL, 75, 271},
+        {EDM_FUSE_TAPS, 590, 1848} /* a copy a 3×3 weight (two in training), each its own kernel without wn */,
+        {EDM_FUSE_ALL, 75, 292} /* training: the 21 backward-data copies, each its own kernel */,
     };
     for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
         int kf = kernels(fwd, rows[r].fuse, 0), kt = kernels(train, rows[r].fuse, 1);
@@ -257,6 +258,51 @@ static void test_tiny_groups(void **state)
     edm_plan_free(p);
     edm_graph_free(rw);
     edm_graph_free(fwd);
+}
+
+/* taps in a training step: the forward convolutions read their copy made
+ * with the weights, each backward-data pass its own [C, k, k, O] copy, made
+ * in the backward pass before it (not with the weights: held through the
+ * forward pass, it would add to the peak). */
+static void test_taps_training(void **state)
+{
+    (void)state;
+    edm_graph *train = compile("edm2-tiny.edm", NULL, 0, 1), *rw;
+    edm_plan *p = plan_of(train, EDM_FUSE_ALL, 1, &rw);
+    int fwd = 0, bwd = 0;
+    for (int i = 0; i < edm_graph_count(rw); i++) {
+        const edm_node *n = edm_graph_node(rw, i);
+        if ((n->op != EDM_OP_CONV2D && n->op != EDM_OP_CONV2D_BWD_DATA) || !n->attr.conv.taps)
+            continue;
+        const edm_node *w = edm_graph_node(rw, n->input[1]);
+        int backward = n->op == EDM_OP_CONV2D_BWD_DATA;
+        static const int forward_perm[4] = {0, 2, 3, 1}, backward_perm[4] = {1, 2, 3, 0};
+        assert_int_equal(w->op, EDM_OP_PERMUTE);
+        assert_memory_equal(w->attr.permute.perm, backward ? backward_perm : forward_perm, sizeof forward_perm);
+        /* the parameter, or in training its normalized self times a constant (a prologue of the copy) */
+        assert_false(edm_shape_has_batch(&edm_graph_node(rw, w->input[0])->shape));
+        const edm_plan_value *v = &p->values[n->input[1]];
+        int weights = strcmp(p->groups[p->steps[v->step].group].name, "weights") == 0;
+        assert_int_equal(weights, !backward);
+        if (backward) { /* in the backward pass before its reader (at its node: the reader's step sits at
+                         * its root, which may be later), free after it */
+            int reader = -1, forward_end = -1;
+            for (int s = 0; s < p->nsteps && reader < 0; s++)
+                reader = p->steps[s].core == i ? s : -1;
+            for (int s = 0; s < p->nsteps; s++) /* the forward pass's last convolution */
+                if (p->steps[s].core >= 0 && edm_graph_node(rw, p->steps[s].core)->op == EDM_OP_CONV2D)
+                    forward_end = s;
+            assert_true(forward_end >= 0 && v->step > forward_end && v->step < reader);
+            assert_int_equal(v->last, reader);
+        }
+        fwd += !backward;
+        bwd += backward;
+    }
+    print_message("tiny training --fuse=all: %d forward and %d backward-data convolutions read taps copies\n", fwd, bwd);
+    assert_true(fwd >= 10 && bwd >= 10);
+    edm_plan_free(p);
+    edm_graph_free(rw);
+    edm_graph_free(train);
 }
 
 /* Training's weight-gradient work sits among the backward pass in parts (so
@@ -814,6 +860,7 @@ int main(void)
         cmocka_unit_test(test_tiny_kernels),
         cmocka_unit_test(test_tiny_groups),
         cmocka_unit_test(test_wgrad_placement),
+        cmocka_unit_test(test_taps_training),
         cmocka_unit_test(test_attn_rule),
         cmocka_unit_test(test_big_models),
         cmocka_unit_test(test_training_memory),
