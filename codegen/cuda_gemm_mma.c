@@ -227,8 +227,8 @@ void edm_mma_emit_shared(sbuf *b, edm_mma_tile t)
  * k, a convolution's pixel in the weight gradient, is computed once);
  * row-major, consecutive threads take consecutive rows, a thread's row the
  * same in all its elements (a convolution's pixel, in the forward and
- * backward-data passes).  The accessor's arguments: args (k) and args1
- * (k + 1) with `row` and `kv` in them. */
+ * backward-data passes).  The accessor's arguments: args for k and args1
+ * for k + 1 (naming the row and k as the body declares them). */
 static void emit_load_loop(sbuf *b, char reg, int rows, int k_major, const char *row, const char *row0, const char *kname,
                            const char *rtest, const char *klo, const char *khi, const char *acc, const char *args,
                            const char *args1, const char *ty)
@@ -313,7 +313,7 @@ void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int6
               "            if (it < nk_) {\n"
               "                const edm_ix k0 = (kt0_ + it) * 32;\n",
               mt, nt, mt, nt, t.bm / 16, t.bn / 16);
-    /* Each operand is read in the order its memory runs (edm_mma_order): A
+    /* Each operand is read in the order its memory runs (`order`, cuda_gemm_mma.h): A
      * by default k-major (a thread's element e has row m0 + tid/16 + 16e and k
      * pair tid % 16), B row-major (column n0 + tid % bn, k pair tid/bn +
      * (256/bn)·e; 256 threads, bn divides 256), so that a warp's load is a

@@ -1192,7 +1192,6 @@ static int launch_range(edm_cuda_exec *x, int from, int to, edm_status *st)
     return 0;
 }
 
-
 /* Launch positions [from, to) captured into one instantiated graph. */
 static int capture_range(edm_cuda_exec *x, int from, int to, cu_graph *out, cu_graph_exec *exec, edm_status *st)
 {
