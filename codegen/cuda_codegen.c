@@ -620,6 +620,17 @@ static conv_geom conv_of(const node_ctx *c)
                        .ow = y->dim[3], .taps = taps};
 }
 
+/* The library path (cuBLASLt over im2col / col2im buffers) reads weights as
+ * they are: a taps weight (only fused plans have them, and they generate
+ * their contractions) is an internal error there. */
+static int library_conv_check(const node_ctx *c, const conv_geom *p, edm_status *st)
+{
+    if (c->opt->gemm_library && p->taps)
+        return edm_fail(st, EDM_ERR_INTERNAL, c->n->loc, "CUDA codegen: %s reads a taps weight on the library path",
+                        edm_op_name(c->n->op));
+    return 0;
+}
+
 /* A 1×1 convolution with stride 1 and no padding: its col buffer would be x
  * (or dx) itself, so the library path multiplies that directly. */
 static int conv_direct(const conv_geom *p) { return p->k == 1 && p->stride == 1 && p->pad == 0; }
@@ -755,6 +766,17 @@ static int conv_a_pairs(const edm_cuda_options *opt, edm_dtype mma, const edm_no
            conv_grouped(opt, mma, c);
 }
 
+/* A taps convolution's KNAME_A2(z, m, kq, kr): its weight's elements k and k
+ * + 1 at `index` (kr even, the channels a multiple of 32: aligned) in one
+ * load, packed for the product (edm_ldpair_f16/bf16). */
+static void emit_pair_acc(const node_ctx *c, sbuf *b, const char *index)
+{
+    sb_printf(b,
+              "static __device__ __forceinline__ unsigned KNAME_A2(const %s *a, const %s *b, edm_ix z, edm_ix m, "
+              "edm_ix kq, edm_ix kr)\n{\n    return edm_ldpair_%s(b, %s);\n}\n",
+              ctype(c->ta), ctype(c->tb), edm_cuda_dtype_suffix(c->mma), index);
+}
+
 /* The first line of a convolution's B accessor: channel `ch` and tap (ky,
  * kx) of its k, as kq, kr (grouped) or one k: channel-major, or, with
  * tap_channels > 0 (the forward's taps weight), tap-major, that many
@@ -816,17 +838,17 @@ static unsigned coord_operands(const edm_cuda_options *opt, const edm_node *core
 static int gen_conv2d(node_ctx *c, sbuf *b, edm_status *st)
 {
     conv_geom p = conv_of(c);
+    if (library_conv_check(c, &p, st) != 0)
+        return -1;
     long long kk = (long long)p.k * p.k, ohw = (long long)p.oh * p.ow;
     int64_t gm = p.o, gn = p.n * p.oh * p.ow, gk = p.c * p.k * p.k;
     int64_t ktaps = conv_grouped(c->opt, c->mma, p.c) ? kk : 0;
     char at[160], load[256];
     int pairs = conv_a_pairs(c->opt, c->mma, c->n, p.c);
-    if (pairs) { /* tap-major, a tile's channels of one tap side by side: k and k + 1 in one load
-                  * (kr even, C and so C·k·k even: aligned) */
-        sb_printf(b,
-                  "static __device__ __forceinline__ unsigned KNAME_A2(const %s *a, const %s *b, edm_ix z, edm_ix m, "
-                  "edm_ix kq, edm_ix kr)\n{\n    return edm_ldpair_%s(b, m * %lld_ix + kq * %lld_ix + kr);\n}\n",
-                  ctype(c->ta), ctype(c->tb), edm_cuda_dtype_suffix(c->mma), (long long)gk, (long long)p.c);
+    if (pairs) { /* w as [O, k, k, C]: a tile's channels of one tap side by side */
+        char index[96];
+        snprintf(index, sizeof index, "m * %lld_ix + kq * %lld_ix + kr", (long long)gk, (long long)p.c);
+        emit_pair_acc(c, b, index);
     } else {
         emit_acc(c, b, 'A', ktaps > 0);
         if (ktaps > 0) /* grouped and not tap-major: a tap's channels k·k apart */
@@ -865,16 +887,17 @@ static int gen_conv2d(node_ctx *c, sbuf *b, edm_status *st)
 static int gen_conv2d_bwd_data(node_ctx *c, sbuf *b, edm_status *st)
 {
     conv_geom p = conv_of(c);
+    if (library_conv_check(c, &p, st) != 0)
+        return -1;
     long long kk = (long long)p.k * p.k, hw = (long long)p.h * p.w;
     int64_t gm = p.c, gn = p.n * p.h * p.w, gk = p.o * p.k * p.k;
     int64_t ktaps = conv_grouped(c->opt, c->mma, p.o) ? kk : 0; /* (o, tap), as the forward's (c, tap) */
     int pairs = conv_a_pairs(c->opt, c->mma, c->n, p.o);
     char at[160], load[256];
-    if (pairs) { /* wᵀ as [C, k, k, O]: a tile's output channels of one tap side by side, a pair in one load */
-        sb_printf(b,
-                  "static __device__ __forceinline__ unsigned KNAME_A2(const %s *a, const %s *b, edm_ix z, edm_ix m, "
-                  "edm_ix kq, edm_ix kr)\n{\n    return edm_ldpair_%s(b, (m * %lld_ix + kq) * %lld_ix + kr);\n}\n",
-                  ctype(c->ta), ctype(c->tb), edm_cuda_dtype_suffix(c->mma), kk, (long long)p.o);
+    if (pairs) { /* wᵀ as [C, k, k, O]: a tile's output channels of one tap side by side */
+        char index[96];
+        snprintf(index, sizeof index, "(m * %lld_ix + kq) * %lld_ix + kr", kk, (long long)p.o);
+        emit_pair_acc(c, b, index);
     } else {
         emit_acc(c, b, 'A', ktaps > 0);
         if (ktaps > 0) /* grouped and w as it is */
@@ -916,7 +939,7 @@ static int gen_conv2d_bwd_data(node_ctx *c, sbuf *b, edm_status *st)
          * direct: col[n] = dx[n] */
         int direct = conv_direct(&p);
         c->L->cublaslt = 1;
-        c->L->gemm = (edm_cuda_gemm){.m = p.c * p.k * p.k, .n = p.oh * p.ow, .k = p.o, .trans_a = !p.taps, .count = p.n,
+        c->L->gemm = (edm_cuda_gemm){.m = p.c * p.k * p.k, .n = p.oh * p.ow, .k = p.o, .trans_a = 1, .count = p.n,
                                      .stride_a = 0, .stride_b = p.o * p.oh * p.ow,
                                      .stride_c = direct ? p.c * p.h * p.w : p.c * p.k * p.k * p.oh * p.ow,
                                      .type_a = c->tb, .type_b = c->ta, .type_c = c->ty, .direct = direct};
@@ -1054,30 +1077,23 @@ static int gen_matmul(node_ctx *c, sbuf *b, edm_status *st)
 }
 
 /* The library path's helpers for convolutions: im2col of samples
- * [n0, n0+count) into col [count][C·k·k][OH·OW] (rows in the weight's k
- * order: (c, tap), or (tap, c) with the taps rule), and the gather col2im
+ * [n0, n0+count) into col [count][C·k·k][OH·OW], and the gather col2im
  * dx[n][c][iy][ix] = Σ col[n][c,ky,kx][oy,ox] (no atomics). */
 static void gen_im2col(const conv_geom *p, sbuf *b, const char *name, edm_dtype tx)
 {
     long long kk = (long long)p->k * p->k, ohw = (long long)p->oh * p->ow, ckk = (long long)(p->c) * kk;
-    char split[160];
-    if (p->taps)
-        snprintf(split, sizeof split, "const long long r = row / %lldLL, c = row %% %lldLL", (long long)p->c,
-                 (long long)p->c);
-    else
-        snprintf(split, sizeof split, "const long long c = row / %lldLL, r = row %% %lldLL", kk, kk);
     sb_printf(b,
               "extern \"C\" __global__ void __launch_bounds__(%d) %s(%s *__restrict__ col, const %s *__restrict__ x, "
               "long long n0, long long count)\n{\n"
               "    EDM_LOOP64(count * %lldLL) {\n"
               "        const long long nb = i / %lldLL, rc = i %% %lldLL, row = rc / %lldLL, q = rc %% %lldLL;\n"
-              "        %s, ky = r / %lldLL, kx = r %% %lldLL;\n"
+              "        const long long c = row / %lldLL, r = row %% %lldLL, ky = r / %lldLL, kx = r %% %lldLL;\n"
               "        const long long oy = q / %lldLL, ox = q %% %lldLL;\n"
               "        const long long iy = oy * %lldLL - %lldLL + ky, ix = ox * %lldLL - %lldLL + kx;\n"
               "        st(col, i, iy >= 0 && iy < %lldLL && ix >= 0 && ix < %lldLL ? "
               "ld(x, (((n0 + nb) * %lldLL + c) * %lldLL + iy) * %lldLL + ix) : 0.0f);\n"
               "    }\n}\n",
-              BLOCK, name, ctype(tx), ctype(tx), ckk * ohw, ckk * ohw, ckk * ohw, ohw, ohw, split, (long long)p->k,
+              BLOCK, name, ctype(tx), ctype(tx), ckk * ohw, ckk * ohw, ckk * ohw, ohw, ohw, kk, kk, (long long)p->k,
               (long long)p->k,
               (long long)p->ow, (long long)p->ow, (long long)p->stride, (long long)p->pad, (long long)p->stride,
               (long long)p->pad, (long long)p->h, (long long)p->w, (long long)p->c, (long long)p->h, (long long)p->w);

@@ -228,10 +228,11 @@ void edm_mma_emit_shared(sbuf *b, edm_mma_tile t)
  * row-major, consecutive threads take consecutive rows, a thread's row the
  * same in all its elements (a convolution's pixel, in the forward and
  * backward-data passes).  The accessor's arguments: args for k and args1
- * for k + 1 (naming the row and k as the body declares them). */
-static void emit_load_loop(sbuf *b, char reg, int rows, int k_major, const char *row, const char *row0, const char *kname,
-                           const char *rtest, const char *klo, const char *khi, const char *acc, const char *args,
-                           const char *args1, const char *ty)
+ * for k + 1 (naming the row and k as the body declares them); pairs (k-major,
+ * no k bounds): both at once through KNAME_<acc>2(args), packed. */
+static void emit_load_loop(sbuf *b, char reg, int rows, int k_major, int pairs, const char *row, const char *row0,
+                           const char *kname, const char *rtest, const char *klo, const char *khi, const char *acc,
+                           const char *args, const char *args1, const char *ty)
 {
     if (k_major)
         sb_printf(b,
@@ -243,16 +244,24 @@ static void emit_load_loop(sbuf *b, char reg, int rows, int k_major, const char 
                   "                for (int e = 0; e < %d; e++) {\n"
                   "                    const int %s%s = threadIdx.x %% %d, kp = threadIdx.x / %d + %d * e;\n",
                   rows / 16, row, row, rows, rows, EDM_MMA_THREADS / rows);
-    sb_printf(b,
-              "                    const edm_ix %s = %s + %s%s, %s + 2 * kp;\n"
-              "                    float lo = 0.0f, hi = 0.0f;\n"
-              "                    %s{\n"
-              "                        %slo = KNAME_%s(a, b, z, %s);\n"
-              "                        %shi = KNAME_%s(a, b, z, %s);\n"
-              "                    }\n"
-              "                    r%c[e] = edm_mma_pack_%s(lo, hi);\n"
-              "                }\n",
-              row, row0, row, row, kname, rtest, klo, acc, args, khi, acc, args1, reg, ty);
+    sb_printf(b, "                    const edm_ix %s = %s + %s%s, %s + 2 * kp;\n", row, row0, row, row, kname);
+    if (pairs)
+        sb_printf(b,
+                  "                    unsigned v = 0u;\n"
+                  "                    %sv = KNAME_%s2(a, b, z, %s);\n"
+                  "                    r%c[e] = v;\n"
+                  "                }\n",
+                  rtest, acc, args, reg);
+    else
+        sb_printf(b,
+                  "                    float lo = 0.0f, hi = 0.0f;\n"
+                  "                    %s{\n"
+                  "                        %slo = KNAME_%s(a, b, z, %s);\n"
+                  "                        %shi = KNAME_%s(a, b, z, %s);\n"
+                  "                    }\n"
+                  "                    r%c[e] = edm_mma_pack_%s(lo, hi);\n"
+                  "                }\n",
+                  rtest, klo, acc, args, khi, acc, args1, reg, ty);
 }
 
 /* The store of those registers into stage s of the operand's shared tile
@@ -347,20 +356,11 @@ void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int6
             snprintf(khi, sizeof khi, "if (k + 1 < %lld_ix) ", (long long)gk);
         }
     }
-    const int a_k_major = !(order & EDM_MMA_A_ROWS) || (order & EDM_MMA_A_PAIRS), b_k_major = (order & EDM_MMA_B_K) != 0;
-    if ((order & EDM_MMA_A_PAIRS) && ktaps > 0) /* a thread's pair of A in one load (KNAME_A2) */
-        sb_printf(b,
-                  "                for (int e = 0; e < %d; e++) {\n"
-                  "                    const int mm = threadIdx.x / 16 + 16 * e, kp = threadIdx.x %% 16;\n"
-                  "                    const edm_ix m = m0 + mm, %s + 2 * kp;\n"
-                  "                    unsigned v = 0u;\n"
-                  "                    %sv = KNAME_A2(a, b, z, %s);\n"
-                  "                    ra[e] = v;\n"
-                  "                }\n",
-                  t.bm / 16, kname, mtest, ka);
-    else
-        emit_load_loop(b, 'a', t.bm, a_k_major, "m", "m0", kname, mtest, klo, khi, "A", ka, ka1, ty);
-    emit_load_loop(b, 'b', t.bn, b_k_major, "n", "n0", kname, ntest, klo, khi, "B", kb, kb1, ty);
+    /* A_PAIRS: a thread's pair of A in one load (KNAME_A2); k-major, as A_ROWS is not set with it */
+    const int a_pairs = (order & EDM_MMA_A_PAIRS) && ktaps > 0;
+    const int a_k_major = !(order & EDM_MMA_A_ROWS), b_k_major = (order & EDM_MMA_B_K) != 0;
+    emit_load_loop(b, 'a', t.bm, a_k_major, a_pairs, "m", "m0", kname, mtest, klo, khi, "A", ka, ka1, ty);
+    emit_load_loop(b, 'b', t.bn, b_k_major, 0, "n", "n0", kname, ntest, klo, khi, "B", kb, kb1, ty);
     sb_puts(b, "            }\n");
     sb_printf(b,
               "            if (it > 0) {\n"
