@@ -208,27 +208,35 @@ static int private_to(const match_ctx *x, int v, int user)
     return edm_uses_count(x->uses, v) == 1 && x->uses->users[x->uses->off[v]] == user && !(x->keep && x->keep[v]);
 }
 
-/* matmul(v, softmax(matmul(q, k, trans_a), last axis), trans_b), the scores
- * and weights read by nothing else (in training the backward pass reads the
- * weights: no match, the unfused ops stay). */
-static int match_attn(const match_ctx *x, int id, rule_match *rm)
+/* matmul(v, softmax(matmul(q, k, trans_a), last axis), trans_b) at node id,
+ * the scores read by the softmax alone: the weights' node into *w and q, k,
+ * v into rm.  Whether the weights have other readers is the caller's. */
+static int attn_pattern(const match_ctx *x, int id, int *w, rule_match *rm)
 {
     const edm_node *m2 = edm_graph_node(x->g, id);
     if (m2->op != EDM_OP_MATMUL || m2->attr.matmul.trans_a || !m2->attr.matmul.trans_b)
         return 0;
-    int w = m2->input[1];
-    const edm_node *sm = edm_graph_node(x->g, w);
-    if (sm->op != EDM_OP_SOFTMAX || sm->attr.softmax.axis != sm->shape.rank - 1 || !private_to(x, w, id))
+    *w = m2->input[1];
+    const edm_node *sm = edm_graph_node(x->g, *w);
+    if (sm->op != EDM_OP_SOFTMAX || sm->attr.softmax.axis != sm->shape.rank - 1 || (x->keep && x->keep[*w]))
         return 0;
     int s = sm->input[0];
     const edm_node *m1 = edm_graph_node(x->g, s);
-    if (m1->op != EDM_OP_MATMUL || !m1->attr.matmul.trans_a || m1->attr.matmul.trans_b || !private_to(x, s, w))
+    if (m1->op != EDM_OP_MATMUL || !m1->attr.matmul.trans_a || m1->attr.matmul.trans_b || !private_to(x, s, *w))
         return 0;
     const edm_shape *q = &edm_graph_node(x->g, m1->input[0])->shape, *v = &edm_graph_node(x->g, m2->input[0])->shape;
     if (q->rank != v->rank || !edm_dims_same_order(q->dim, q->rank - 2, v->dim, v->rank - 2))
         return 0; /* broadcast heads: not the pattern */
     rm->attn = (attn_match){.q = m1->input[0], .k = m1->input[1], .v = m2->input[0]};
     return 1;
+}
+
+/* attn: the pattern, the weights read by the product with v alone (in
+ * training the backward pass reads them too: that is attntrain's). */
+static int match_attn(const match_ctx *x, int id, rule_match *rm)
+{
+    int w;
+    return attn_pattern(x, id, &w, rm) && private_to(x, w, id);
 }
 
 static int emit_attn(edm_rewriter *rw, const edm_node *m2, const rule_match *rm, edm_status *st)
@@ -393,6 +401,105 @@ static int rewrite_node(edm_rewriter *rw, int old, const edm_node *n, void *ctx,
     return edm_rewriter_emit(rw, n, st);
 }
 
+/* ------------------------------------------------------------------ attntrain */
+
+/* The attntrain rule, on a training step: the forward's attention pattern
+ * (attn_pattern) whose weights the backward pass reads too becomes one
+ * attention op, as in the forward alone, and the backward pass reads a copy
+ * of the scores and the softmax, recomputed from q and k where it first
+ * reads them (node order: the plan makes it there).  The [tokens × tokens]
+ * weights then live through one block's backward instead of from the
+ * forward pass to the backward, and the forward writes no scores.  Only
+ * where every other reader of the weights comes after the product with v
+ * (the backward pass's). */
+typedef struct {
+    match_ctx m;
+    int *fused;       /* per old node: the softmax it turns into attention (a ·v product), or -1 */
+    attn_match *qkv;  /* per old softmax fused: its q, k and v */
+    int *recomputed;  /* per old softmax fused: its copy's new id, or -1 until the first backward read */
+} attntrain_ctx;
+
+static int match_attntrain(const match_ctx *x, int id, int *w, rule_match *rm)
+{
+    if (!attn_pattern(x, id, w, rm) || edm_uses_count(x->uses, *w) < 2)
+        return 0;
+    for (int k = x->uses->off[*w]; k < x->uses->off[*w + 1]; k++)
+        if (x->uses->users[k] < id)
+            return 0;
+    return 1;
+}
+
+/* The softmax's copy, from the scores' node recomputed: its new id, or -1. */
+static int emit_recomputed(edm_rewriter *rw, int sm, edm_status *st)
+{
+    const edm_graph *og = edm_rewriter_old(rw);
+    const edm_node *osm = edm_graph_node(og, sm);
+    edm_node scores = *edm_graph_node(og, osm->input[0]), weights = *osm;
+    for (int k = 0; k < scores.ninputs; k++)
+        scores.input[k] = edm_rewriter_map(rw, scores.input[k]);
+    scores.origin = weights.origin = "attntrain";
+    weights.input[0] = edm_rewriter_emit(rw, &scores, st);
+    return weights.input[0] < 0 ? -1 : edm_rewriter_emit(rw, &weights, st);
+}
+
+static int attntrain_node(edm_rewriter *rw, int old, const edm_node *n, void *ctx, edm_status *st)
+{
+    attntrain_ctx *x = ctx;
+    if (x->fused[old] >= 0) {
+        rule_match rm = {.attn = x->qkv[x->fused[old]]};
+        return emit_attn(rw, n, &rm, st);
+    }
+    edm_node r = *n;
+    const edm_node *on = edm_graph_node(edm_rewriter_old(rw), old);
+    for (int k = 0; k < on->ninputs; k++) {
+        int w = on->input[k];
+        if (x->qkv[w].q < 0)
+            continue;
+        if (x->recomputed[w] < 0 && (x->recomputed[w] = emit_recomputed(rw, w, st)) < 0)
+            return -1;
+        r.input[k] = x->recomputed[w];
+    }
+    return edm_rewriter_emit(rw, &r, st);
+}
+
+/* g's attntrain rewrite (a new graph, map[old] = new id), or NULL with st set. */
+static edm_graph *rewrite_attntrain(const edm_graph *g, const unsigned char *keep, int *map, edm_status *st)
+{
+    int count = edm_graph_count(g);
+    size_t n = (size_t)(count ? count : 1);
+    attntrain_ctx x = {.m = {.g = g, .keep = keep}};
+    edm_uses uses;
+    if (edm_uses_build(g, &uses, st) != 0)
+        return NULL;
+    x.m.uses = &uses;
+    x.fused = malloc(sizeof *x.fused * n);
+    x.recomputed = malloc(sizeof *x.recomputed * n);
+    x.qkv = malloc(sizeof *x.qkv * n);
+    edm_graph *out = NULL;
+    if (!x.fused || !x.recomputed || !x.qkv) {
+        edm_nomem(st);
+    } else {
+        for (int i = 0; i < count; i++) {
+            x.fused[i] = x.recomputed[i] = -1;
+            x.qkv[i] = (attn_match){.q = -1, .k = -1, .v = -1};
+        }
+        for (int i = 0; i < count; i++) {
+            int w;
+            rule_match rm;
+            if (match_attntrain(&x.m, i, &w, &rm)) {
+                x.fused[i] = w;
+                x.qkv[w] = rm.attn;
+            }
+        }
+        out = edm_graph_rewrite(g, attntrain_node, &x, map, st);
+    }
+    free(x.fused);
+    free(x.recomputed);
+    free(x.qkv);
+    edm_uses_free(&uses);
+    return out;
+}
+
 /* ------------------------------------------------------------------ taps */
 
 /* The taps rule: conv2d(x, w) with a k×k kernel, k > 1, and a weight without
@@ -433,8 +540,9 @@ static int taps_node(edm_rewriter *rw, int old, const edm_node *n, void *ctx, ed
 }
 
 /* g's taps rewrite (a new graph, map[old] = new id), or NULL with st set. */
-static edm_graph *rewrite_taps(const edm_graph *g, int *map, edm_status *st)
+static edm_graph *rewrite_taps(const edm_graph *g, const unsigned char *keep, int *map, edm_status *st)
 {
+    (void)keep; /* a copy changes no value */
     int count = edm_graph_count(g);
     int *copy = malloc(sizeof *copy * 2 * (size_t)(count ? count : 1));
     if (!copy) {
@@ -445,6 +553,33 @@ static edm_graph *rewrite_taps(const edm_graph *g, int *map, edm_status *st)
         copy[i] = -1;
     edm_graph *out = edm_graph_rewrite(g, taps_node, copy, map, st);
     free(copy);
+    return out;
+}
+
+/* g1 (map1[old] into it, old ids < count; keep by old id) through a further
+ * rewrite (a rule's pass, or DCE): the new graph, map1 composed with the
+ * rewrite's map, g1 freed; or NULL with st set. */
+typedef edm_graph *(*later_rewrite)(const edm_graph *g, const unsigned char *keep, int *map, edm_status *st);
+static edm_graph *then_rewrite(edm_graph *g1, int *map1, int count, const unsigned char *keep, later_rewrite pass,
+                               edm_status *st)
+{
+    int n1 = edm_graph_count(g1);
+    int *map = malloc(sizeof *map * (size_t)(n1 ? n1 : 1));
+    unsigned char *keep1 = calloc((size_t)(n1 ? n1 : 1), 1);
+    edm_graph *out = NULL;
+    if (!map || !keep1) {
+        edm_nomem(st);
+    } else {
+        for (int i = 0; keep && i < count; i++)
+            if (keep[i] && map1[i] >= 0)
+                keep1[map1[i]] = 1;
+        out = pass(g1, keep1, map, st);
+        for (int i = 0; out && i < count; i++)
+            map1[i] = map1[i] >= 0 ? map[map1[i]] : -1;
+    }
+    free(map);
+    free(keep1);
+    edm_graph_free(g1);
     return out;
 }
 
@@ -465,35 +600,14 @@ edm_graph *edm_pass_fuse_rewrite(const edm_graph *g, unsigned fuse, const unsign
     rewrite_ctx ctx = {.fuse = fuse, .m = {.g = g, .uses = &uses, .keep = keep}};
     edm_graph *g1 = edm_graph_rewrite(g, rewrite_node, &ctx, map1, st);
     edm_uses_free(&uses);
-    if (g1 && (fuse & EDM_FUSE_TAPS)) { /* map1 through the taps pass */
-        int n0 = edm_graph_count(g1);
-        int *mapt = malloc(sizeof *mapt * (size_t)(n0 ? n0 : 1));
-        edm_graph *gt = mapt ? rewrite_taps(g1, mapt, st) : NULL;
-        if (!mapt)
-            edm_nomem(st);
-        for (int i = 0; gt && i < count; i++)
-            map1[i] = map1[i] >= 0 ? mapt[map1[i]] : -1;
-        free(mapt);
-        edm_graph_free(g1);
-        g1 = gt;
-    }
-    edm_graph *g2 = NULL;
-    int n1 = g1 ? edm_graph_count(g1) : 0;
-    unsigned char *keep1 = g1 ? calloc((size_t)(n1 ? n1 : 1), 1) : NULL;
-    int *map2 = g1 ? malloc(sizeof *map2 * (size_t)(n1 ? n1 : 1)) : NULL;
-    if (g1 && (!keep1 || !map2)) {
-        edm_nomem(st);
-    } else if (g1) {
-        for (int i = 0; keep && i < count; i++)
-            if (keep[i] && map1[i] >= 0)
-                keep1[map1[i]] = 1;
-        g2 = edm_pass_dce(g1, keep1, map2, st);
-        for (int i = 0; g2 && i < count; i++)
-            map[i] = map1[i] >= 0 ? map2[map1[i]] : -1;
-    }
-    free(keep1);
-    free(map2);
+    if (g1 && (fuse & EDM_FUSE_ATTNTRAIN))
+        g1 = then_rewrite(g1, map1, count, keep, rewrite_attntrain, st);
+    if (g1 && (fuse & EDM_FUSE_TAPS))
+        g1 = then_rewrite(g1, map1, count, keep, rewrite_taps, st);
+    if (g1)
+        g1 = then_rewrite(g1, map1, count, keep, edm_pass_dce, st);
+    for (int i = 0; g1 && i < count; i++)
+        map[i] = map1[i];
     free(map1);
-    edm_graph_free(g1);
-    return g2;
+    return g1;
 }

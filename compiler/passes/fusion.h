@@ -35,8 +35,9 @@ enum {
     EDM_FUSE_EW = 1u << 3,       /* elementwise chains in one loop */
     EDM_FUSE_ATTN = 1u << 4,     /* q·kᵀ, softmax and ·v as one attention op (no scores stored) */
     EDM_FUSE_TAPS = 1u << 5,     /* a k×k convolution (k > 1) reads its weight tap-major, a copy made with the weights */
+    EDM_FUSE_ATTNTRAIN = 1u << 6, /* attn in a training step: the weights recomputed where the backward pass reads them */
     EDM_FUSE_NONE = 0u,
-    EDM_FUSE_ALL = (1u << 6) - 1,
+    EDM_FUSE_ALL = (1u << 7) - 1,
 };
 
 /* The rules of `fuse` a plan for the CPU backend applies: taps lays weights

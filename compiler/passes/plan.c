@@ -24,7 +24,7 @@ typedef struct {
 
 static const rule_name RULES[] = {
     {"wn", EDM_FUSE_WN}, {"prologue", EDM_FUSE_PROLOGUE}, {"epilogue", EDM_FUSE_EPILOGUE}, {"ew", EDM_FUSE_EW},
-    {"attn", EDM_FUSE_ATTN}, {"taps", EDM_FUSE_TAPS},
+    {"attn", EDM_FUSE_ATTN}, {"taps", EDM_FUSE_TAPS}, {"attntrain", EDM_FUSE_ATTNTRAIN},
 };
 #define NRULES (sizeof RULES / sizeof RULES[0])
 
@@ -47,7 +47,7 @@ int edm_fuse_parse(const char *text, unsigned *out, edm_status *st)
             r++;
         if (r == NRULES)
             return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
-                            "--fuse: unknown rule '%.*s' (all, none, or a list of wn, prologue, epilogue, ew, attn, taps)",
+                            "--fuse: unknown rule '%.*s' (all, none, or a list of wn, prologue, epilogue, ew, attn, taps, attntrain)",
                             (int)len, p);
         f |= RULES[r].flag;
         if (!p[len])
@@ -825,7 +825,7 @@ edm_plan *edm_plan_for_run(const edm_graph *g, const edm_plan_options *opt, cons
     for (int k = 0; k < nkeep; k++)
         if (keep[k] >= 0 && keep[k] < ucount)
             ukeep[keep[k]] = 1;
-    if (opt->fuse & (EDM_FUSE_WN | EDM_FUSE_ATTN | EDM_FUSE_EW | EDM_FUSE_TAPS)) { /* the rules that rewrite the graph */
+    if (opt->fuse & (EDM_FUSE_WN | EDM_FUSE_ATTN | EDM_FUSE_EW | EDM_FUSE_TAPS | EDM_FUSE_ATTNTRAIN)) { /* the rules that rewrite the graph */
         *own_g = edm_pass_fuse_rewrite(g, opt->fuse, ukeep, map, st);
         if (!*own_g) {
             free(ukeep);

@@ -27,6 +27,11 @@ for f in none all; do
         --guidance=2 --save-raw="$tmp/gen-$f.safetensors" --fuse=$f
 done
 tap_check "step: fused equals unfused" "$diff" "$tmp/step-all.safetensors" "$tmp/step-none.safetensors" 1e-5
+# attntrain alone: the step's attention one op, its weights recomputed for the backward pass
+tap_check "step --fuse=attntrain" "$edmc" step "$tiny" --weights="$golden/weights.safetensors" \
+    --batch="$golden/train_step.safetensors" --lr=0.01 --output="$tmp/step-attntrain.safetensors" --fuse=attntrain
+tap_check "step: --fuse=attntrain equals unfused" "$diff" "$tmp/step-attntrain.safetensors" \
+    "$tmp/step-none.safetensors" 1e-5
 tap_check "generate: fused equals unfused" "$diff" "$tmp/gen-all.safetensors" "$tmp/gen-none.safetensors" 1e-5
 tap_check "bench --fuse=ew --mode=train" "$edmc" bench "$tiny" --fuse=ew --mode=train --batch=2 --iters=1
 

@@ -638,12 +638,15 @@ env_ablation xs-forward-flat-k "k flat (EDMC_CONV_ORDER=channel)" EDMC_CONV_ORDE
 env_ablation xs-forward-no-ldmatrix "fragments without ldmatrix" EDMC_LDMATRIX=off
 # each fusion rule off alone (docs/fusion.md), while the budget lasts: taps first (the weights'
 # tap-major copy, never measured), then prologue (a 3x3 convolution evaluates its operand's
-# prologue once per tap; off, the silu(x / norm) is stored once)
-for off in taps prologue epilogue ew wn attn; do
-    rules=$(echo "wn prologue epilogue ew attn taps" | tr ' ' '\n' | grep -vx "$off" | paste -sd, -)
-    k="xs-forward-no-$off"
-    echo "-- edm2-img512-xs forward --fuse=$rules ($off off): $(edmc_bench "$k" xs forward 128 --fuse="$rules")"
-    add_bench "edm2-img512-xs" "forward, $off rule off" "b-$k" "t-xs-forward" ablation
+# prologue once per tap; off, the silu(x / norm) is stored once); attntrain is a training step's
+# (off, the attention's weights are kept from the forward pass instead of recomputed in the backward)
+for off in taps prologue epilogue ew wn attn attntrain; do
+    rules=$(echo "wn prologue epilogue ew attn taps attntrain" | tr ' ' '\n' | grep -vx "$off" | paste -sd, -)
+    mode=forward
+    [ "$off" = attntrain ] && mode=train
+    k="xs-$mode-no-$off"
+    echo "-- edm2-img512-xs $mode --fuse=$rules ($off off): $(edmc_bench "$k" xs $mode 128 --fuse="$rules")"
+    add_bench "edm2-img512-xs" "$mode, $off rule off" "b-$k" "t-xs-$mode" ablation
 done
 # the tiles measured here (bench --tune, cli/bench_tune.h): every contraction timed on each tile, the
 # fastest kept in a table of its own ($OUT/tiles-xs.txt when $OUT is set), then the benchmark on them

@@ -339,8 +339,11 @@ static void test_wgrad_placement(void **state)
 }
 
 /* attn: every q·kᵀ → softmax → ·v of the forward pass is one attention
- * step (no scores stored); in training the backward pass reads the softmax's
- * weights, so the pattern does not match and the unfused ops stay. */
+ * step (no scores stored).  In training the backward pass reads the
+ * softmax's weights, so attn does not match there; attntrain makes the
+ * forward's attention one step all the same and the backward pass read the
+ * scores and softmax recomputed, in the backward pass, before their first
+ * reader: the weights no longer live from the forward pass to the backward. */
 static void test_attn_rule(void **state)
 {
     (void)state;
@@ -364,13 +367,53 @@ static void test_attn_rule(void **state)
     assert_int_equal(steps, softmax); /* each its own kernel */
     /* each replaced three kernels (two matmuls and the softmax) */
     assert_int_equal(kernels(fwd, EDM_FUSE_NONE, 0) - kernels(fwd, EDM_FUSE_ATTN, 0), 2 * softmax);
+    /* attntrain changes nothing in a forward pass alone */
+    assert_int_equal(kernels(fwd, EDM_FUSE_ALL, 0), kernels(fwd, EDM_FUSE_ALL & ~(unsigned)EDM_FUSE_ATTNTRAIN, 0));
     edm_plan_free(p);
     edm_graph_free(rw);
-    p = plan_of(train, EDM_FUSE_ALL, 1, &rw);
+
+    unsigned without = EDM_FUSE_ALL & ~(unsigned)EDM_FUSE_ATTNTRAIN;
+    p = plan_of(train, without, 1, &rw);
     attention = 0;
     for (int i = 0; i < edm_graph_count(rw); i++)
         attention += edm_graph_node(rw, i)->op == EDM_OP_ATTENTION;
     assert_int_equal(attention, 0);
+    int64_t peak_without = p->act_peak_bytes;
+    edm_plan_free(p);
+    edm_graph_free(rw);
+
+    p = plan_of(train, EDM_FUSE_ALL, 1, &rw);
+    check_invariants(rw, p);
+    int forward_end = -1, last_attention = -1, recomputed = 0;
+    attention = 0;
+    for (int s = 0; s < p->nsteps; s++) {
+        if (p->steps[s].core < 0)
+            continue;
+        edm_op op = edm_graph_node(rw, p->steps[s].core)->op;
+        forward_end = op == EDM_OP_CONV2D ? s : forward_end; /* the forward pass's last convolution */
+        last_attention = op == EDM_OP_ATTENTION ? s : last_attention;
+    }
+    for (int i = 0; i < edm_graph_count(rw); i++) {
+        const edm_node *n = edm_graph_node(rw, i);
+        attention += n->op == EDM_OP_ATTENTION;
+        if (n->op != EDM_OP_SOFTMAX)
+            continue;
+        const edm_node *scores = edm_graph_node(rw, n->input[0]);
+        assert_string_equal(n->origin, "attntrain");
+        assert_int_equal(scores->op, EDM_OP_MATMUL);
+        assert_string_equal(scores->origin, "attntrain");
+        /* stored, made after the forward pass (so read there too) */
+        const edm_plan_value *v = &p->values[i];
+        assert_true(v->step > forward_end && v->last > v->step);
+        recomputed++;
+    }
+    print_message("tiny training --fuse=all: %d attention steps in the forward pass, %d recomputed softmaxes; "
+                  "activations at the peak %.3f MiB, %.3f MiB without attntrain (batch 2)\n",
+                  attention, recomputed, (double)p->act_peak_bytes / (1 << 20), (double)peak_without / (1 << 20));
+    assert_int_equal(attention, softmax);
+    assert_int_equal(recomputed, softmax);
+    assert_true(last_attention >= 0 && last_attention < forward_end);
+    assert_true(p->act_peak_bytes < peak_without);
     edm_plan_free(p);
     edm_graph_free(rw);
     edm_graph_free(fwd);
@@ -800,7 +843,7 @@ static double max_rel(const double *a, const double *b, int64_t n)
 static void compare_settings(const edm_graph *g, int training, const char *what)
 {
     static const unsigned settings[] = {EDM_FUSE_ALL, EDM_FUSE_WN, EDM_FUSE_PROLOGUE, EDM_FUSE_EPILOGUE, EDM_FUSE_EW, EDM_FUSE_ATTN,
-                                        EDM_FUSE_PROLOGUE | EDM_FUSE_EPILOGUE | EDM_FUSE_EW};
+                                        EDM_FUSE_PROLOGUE | EDM_FUSE_EPILOGUE | EDM_FUSE_EW, EDM_FUSE_ATTNTRAIN};
     for (int prec = 0; prec < 2; prec++) {
         edm_dtype t = prec ? EDM_F32 : EDM_F64;
         double tol = prec ? 1e-5 : 1e-10;
