@@ -86,13 +86,20 @@ const char edm_mma_preamble[] =
     "{\n    return (unsigned)edm_cvt_rn_bf16_f32(lo) | (unsigned)edm_cvt_rn_bf16_f32(hi) << 16;\n}\n"
     /* elements i and i + 1 (i even) of a stored value, packed as the operands of an f16 or
      * bf16 product: stored in that type, one 32-bit load of both (their bits as they are);
-     * else each converted */
+     * else each converted.  Off the GPU (the emulator) the halves one by one, the address
+     * checked as the GPU's load needs it (EDM_CHECK_ALIGNED, tests/emu/cuda_emu.h) */
     "#ifdef __CUDA_ARCH__\n"
     "static __device__ __forceinline__ unsigned edm_ld_bits2(const unsigned short *p)\n"
     "{\n    return *reinterpret_cast<const unsigned *>(p);\n}\n"
     "#else\n"
+    "#ifndef EDM_CHECK_ALIGNED\n"
+    "#define EDM_CHECK_ALIGNED(p, bytes, what)\n"
+    "#endif\n"
     "static __device__ __forceinline__ unsigned edm_ld_bits2(const unsigned short *p)\n"
-    "{\n    return (unsigned)p[0] | (unsigned)p[1] << 16;\n}\n"
+    "{\n"
+    "    EDM_CHECK_ALIGNED(p, 4, \"a pair's 32-bit load\");\n"
+    "    return (unsigned)p[0] | (unsigned)p[1] << 16;\n"
+    "}\n"
     "#endif\n"
     "template <class Stored>\n"
     "static __device__ __forceinline__ unsigned edm_ldpair_f16(const Stored *p, long long i)\n"

@@ -105,6 +105,19 @@ static inline void edm_emu_fail(const char *what)
                  edm_emu.block.y, edm_emu.block.z, edm_emu.thread.x, edm_emu.thread.y, edm_emu.thread.z);
 }
 
+/* The generated code's check of an address a GPU load needs aligned (the
+ * emulator reads such loads piece by piece: without it, an address the GPU
+ * faults on would pass here). */
+static inline void edm_emu_check_aligned(const void *p, unsigned bytes, const char *what)
+{
+    if ((reinterpret_cast<uintptr_t>(p) & (bytes - 1u)) != 0u) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "%s at %p, not %u-byte aligned (a misaligned address on a GPU)", what, p, bytes);
+        edm_emu_fail(msg);
+    }
+}
+#define EDM_CHECK_ALIGNED(p, bytes, what) edm_emu_check_aligned((p), (bytes), (what))
+
 static inline void __syncthreads(void)
 {
     if (!edm_emu.fibers) {
