@@ -33,16 +33,33 @@ const char edm_mma_preamble[] =
     "extern __device__ float edm_splitk_ws[];\n"
     "extern __device__ unsigned edm_splitk_count[];\n"
     /* A's 16×16 and two of B's 16×8 fragments from a shared-memory stage (rows of k pairs,
-     * `pitch` words apart, base at the fragment's first row and k): on the GPU one
-     * ldmatrix.x4 each, lane l giving the address of row l % 8 of 8×8 matrix l / 8 and
-     * receiving word l % 4 of row l / 4 of each (PTX ISA, ldmatrix); the emulator, and the
-     * GPU without EDM_LDMATRIX, read the same words one by one.  The lane's row and word
-     * offsets are their own functions, which tests/emu/ldsm_check.cpp checks against the
-     * fragment layout. */
+     * `pitch` words apart, base at the fragment's first row and k): one ldmatrix.x4 each,
+     * lane l giving the address of row l % 8 of 8×8 matrix l / 8 and receiving word l % 4
+     * of row l / 4 of each (PTX ISA, ldmatrix) — on the GPU, and on the emulator, which
+     * models the instruction (tests/emu/cuda_emu.h) so that it runs the GPU's addresses;
+     * without EDM_LDMATRIX, the same words read one by one (the _words functions).  The
+     * lane's row and word offsets are their own functions, which tests/emu/ldsm_check.cpp
+     * checks against the fragment layout. */
     "static __device__ __forceinline__ int edm_ldsm_a_offset(int lane, int pitch)\n"
     "{\n    return lane % 16 * pitch + lane / 16 * 4;\n}\n"
     "static __device__ __forceinline__ int edm_ldsm_b_offset(int lane, int pitch)\n"
     "{\n    return (lane % 8 + lane / 16 * 8) * pitch + lane / 8 % 2 * 4;\n}\n"
+    "static __device__ __forceinline__ void edm_frag_a_words(unsigned *f, const unsigned *base, int pitch, int lane)\n"
+    "{\n"
+    "    const int g = lane / 4, t = lane % 4;\n"
+    "    f[0] = base[g * pitch + t];\n"
+    "    f[1] = base[(g + 8) * pitch + t];\n"
+    "    f[2] = base[g * pitch + 4 + t];\n"
+    "    f[3] = base[(g + 8) * pitch + 4 + t];\n"
+    "}\n"
+    "static __device__ __forceinline__ void edm_frag_b2_words(unsigned (*f)[2], const unsigned *base, int pitch, int lane)\n"
+    "{\n"
+    "    const int g = lane / 4, t = lane % 4;\n"
+    "    f[0][0] = base[g * pitch + t];\n"
+    "    f[0][1] = base[g * pitch + 4 + t];\n"
+    "    f[1][0] = base[(g + 8) * pitch + t];\n"
+    "    f[1][1] = base[(g + 8) * pitch + 4 + t];\n"
+    "}\n"
     "#if defined(__CUDA_ARCH__) && defined(EDM_LDMATRIX)\n"
     /* x, opaque to the optimizer: computed once, kept in a register (NVVM would
      * otherwise derive each ldmatrix address from threadIdx anew in the loop) */
@@ -53,6 +70,10 @@ const char edm_mma_preamble[] =
     "    asm volatile(\"ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\"\n"
     "                 : \"=r\"(d[0]), \"=r\"(d[1]), \"=r\"(d[2]), \"=r\"(d[3]) : \"r\"(row));\n"
     "}\n"
+    "#else\n"
+    "static __device__ __forceinline__ unsigned edm_opaque_u32(unsigned x) { return x; }\n"
+    "#endif\n"
+    "#if defined(EDM_LDMATRIX) && (defined(__CUDA_ARCH__) || defined(EDM_EMU_LDMATRIX))\n"
     "static __device__ __forceinline__ void edm_frag_a(unsigned *f, const unsigned *, int, int, unsigned row)\n"
     "{\n    edm_ldsm_x4(f, row);\n}\n"
     "static __device__ __forceinline__ void edm_frag_b2(unsigned (*f)[2], const unsigned *, int, int, unsigned row)\n"
@@ -62,23 +83,10 @@ const char edm_mma_preamble[] =
     "    f[0][0] = d[0];\n    f[0][1] = d[1];\n    f[1][0] = d[2];\n    f[1][1] = d[3];\n"
     "}\n"
     "#else\n"
-    "static __device__ __forceinline__ unsigned edm_opaque_u32(unsigned x) { return x; }\n"
     "static __device__ __forceinline__ void edm_frag_a(unsigned *f, const unsigned *base, int pitch, int lane, unsigned)\n"
-    "{\n"
-    "    const int g = lane / 4, t = lane % 4;\n"
-    "    f[0] = base[g * pitch + t];\n"
-    "    f[1] = base[(g + 8) * pitch + t];\n"
-    "    f[2] = base[g * pitch + 4 + t];\n"
-    "    f[3] = base[(g + 8) * pitch + 4 + t];\n"
-    "}\n"
+    "{\n    edm_frag_a_words(f, base, pitch, lane);\n}\n"
     "static __device__ __forceinline__ void edm_frag_b2(unsigned (*f)[2], const unsigned *base, int pitch, int lane, unsigned)\n"
-    "{\n"
-    "    const int g = lane / 4, t = lane % 4;\n"
-    "    f[0][0] = base[g * pitch + t];\n"
-    "    f[0][1] = base[g * pitch + 4 + t];\n"
-    "    f[1][0] = base[(g + 8) * pitch + t];\n"
-    "    f[1][1] = base[(g + 8) * pitch + 4 + t];\n"
-    "}\n"
+    "{\n    edm_frag_b2_words(f, base, pitch, lane);\n}\n"
     "#endif\n"
     "static __device__ __forceinline__ unsigned edm_mma_pack_f16(float lo, float hi)\n"
     "{\n    return (unsigned)edm_cvt_rn_f16_f32(lo) | (unsigned)edm_cvt_rn_f16_f32(hi) << 16;\n}\n"

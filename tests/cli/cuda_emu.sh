@@ -74,8 +74,8 @@ host_check() {
 host_check cvt_check conversions 3
 # the emulator's tensor-core product against the PTX ISA's fragment layout
 host_check mma_check "tensor cores" 2
-# the GPU's fragment loads (ldmatrix, its lanes' row addresses) against the emulator's word-by-word
-# ones, on the preamble of a generated module
+# the GPU's fragment loads (ldmatrix, its lanes' row offsets) against the word-by-word ones, on the
+# preamble of a generated module
 mkdir -p "$tmp/ldsm"
 "$edmc" dump "$tiny" --stage=cuda --fuse=all --batch=1 --precision=fp16 2>"$tmp/ldsm/err" |
     sed -n '/^#define EDM_LDMATRIX/,/^static __device__ __forceinline__ unsigned edm_mma_pack_f16/p' |
@@ -108,6 +108,9 @@ ops_case "ops on the emulator, fp16, generated GEMMs (tensor-core)" fp16 generat
 ops_case "ops on the emulator, fp32, fused plans" fp32 fused ""
 ops_case "ops on the emulator, fp16, fused plans (tensor-core contractions)" fp16 fused ""
 ops_case "ops on the emulator, bf16, fused plans (tensor-core contractions)" bf16 fused ""
+# the fragments word by word (EDMC_LDMATRIX=off, the GPU script's ablation): every case above
+# with tensor cores ran ldmatrix as the emulator models it, at the addresses the GPU is given
+ops_case "ops on the emulator, fp16, fused plans, fragments without ldmatrix" fp16 fused "" EDMC_LDMATRIX=off
 # the 64-bit index arithmetic of values over 2^30 elements, forced on the same cases
 ops_case "ops on the emulator, fp16, fused plans, 64-bit indices" fp16 fused "" EDMC_INDEX_BITS=64
 ops_case "ops on the emulator, fp32, generated GEMMs, 64-bit indices" fp32 generated "" EDMC_INDEX_BITS=64

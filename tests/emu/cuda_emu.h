@@ -270,9 +270,23 @@ static inline unsigned atomicAdd(unsigned *p, unsigned v)
 static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 /* a launch runs on one host thread: memory is ordered already */
 static inline void __threadfence(void) {}
-/* a shared-memory address as ldmatrix takes it: the generated kernels pass it
- * beside the pointer, and the emulator's fragment loads use the pointer */
-static inline unsigned long long __cvta_generic_to_shared(const void *p) { return (unsigned long long)(uintptr_t)p; }
+/* A shared-memory address as the GPU's shared window has it (32 bits, what
+ * ldmatrix takes): here the distance of the __shared__ variable (a static of
+ * this module) from an anchor in the same module, offset by 2^31, so that the
+ * kernels' 32-bit address arithmetic works on it as on the GPU's, and
+ * edm_emu_shared_ptr turns the result back into the host pointer. */
+static char edm_emu_shared_anchor;
+static inline unsigned long long __cvta_generic_to_shared(const void *p)
+{
+    const long long d = (long long)((intptr_t)p - (intptr_t)&edm_emu_shared_anchor);
+    if (d < -(1LL << 31) || d >= (1LL << 31))
+        edm_emu_fail("__cvta_generic_to_shared: not a __shared__ variable of this module");
+    return (unsigned long long)(unsigned)(d + (1LL << 31));
+}
+static inline const void *edm_emu_shared_ptr(unsigned a)
+{
+    return reinterpret_cast<const void *>((intptr_t)&edm_emu_shared_anchor + (intptr_t)((long long)a - (1LL << 31)));
+}
 
 /* ------------------------------------------------------------------ tensor cores */
 
@@ -355,6 +369,41 @@ static inline float __shfl_xor_sync(unsigned mask, float v, int lane_mask)
     edm_emu_shfl_regs.stage[p][me] = v;
     __syncthreads();
     return edm_emu_shfl_regs.stage[p][(me & ~31) | ((me & 31) ^ (lane_mask & 31))];
+}
+
+/* ldmatrix.sync.aligned.m8n8.x4.shared.b16 (PTX ISA): lane 8·i + r gives the
+ * shared-window address of row r of 8×8 matrix i (16 bytes, 16-byte
+ * aligned), and each lane l receives, in its register i, 32-bit word l % 4
+ * of row l / 4 of matrix i.  Warp-collective, staged as mma.sync is: the
+ * generated fragment loads (EDM_LDMATRIX) run here with the addresses the GPU
+ * is given. */
+#define EDM_EMU_LDMATRIX 1
+struct edm_emu_ldsm_state {
+    unsigned stage[2][EDM_EMU_MAX_THREADS];
+    unsigned char parity[EDM_EMU_MAX_THREADS];
+};
+static edm_emu_ldsm_state edm_emu_ldsm_regs;
+
+static inline void edm_ldsm_x4(unsigned *d, unsigned row)
+{
+    if (!edm_emu.fibers) {
+        edm_emu_fail("ldmatrix in a kernel the emulator classified as barrier-free");
+        return;
+    }
+    const int me = edm_emu.current, p = edm_emu_ldsm_regs.parity[me];
+    edm_emu_ldsm_regs.parity[me] = (unsigned char)(p ^ 1);
+    edm_emu_ldsm_regs.stage[p][me] = row;
+    __syncthreads();
+    const int warp0 = me & ~31, lane = me & 31;
+    for (int i = 0; i < 4; i++) {
+        const unsigned a = edm_emu_ldsm_regs.stage[p][warp0 + 8 * i + lane / 4];
+        if (a % 16u != 0u) {
+            edm_emu_fail("ldmatrix: a row address not 16-byte aligned");
+            d[i] = 0u;
+            continue;
+        }
+        d[i] = static_cast<const unsigned *>(edm_emu_shared_ptr(a))[lane % 4];
+    }
 }
 
 static inline void edm_mma_f16(float *d, const unsigned *a, const unsigned *b) { edm_emu_mma(d, a, b, 0); }

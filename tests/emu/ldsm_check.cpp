@@ -1,8 +1,9 @@
 // The tensor-core GEMM's fragment loads (codegen/cuda_gemm_mma.c): on the
 // GPU one ldmatrix.x4 a fragment (or two of B's), each lane giving the
-// address of one row; on the emulator the same words read one by one.  The
-// emulator's runs check the second against the CPU backend; this checks the
-// first against the second, with ldmatrix modelled as the PTX ISA states it
+// address of one row; without EDM_LDMATRIX the same words read one by one
+// (edm_frag_*_words).  The emulator's runs check both against the CPU backend
+// (the first through its own model of ldmatrix); this checks the offsets the
+// lanes give against the word-by-word loads, with ldmatrix modelled as the PTX ISA states it
 // (ldmatrix.sync.aligned.m8n8.x4.shared.b16): lane 8·i + r gives the address
 // of row r of 8×8 matrix i (16 bytes, 16-byte aligned), and lane l receives,
 // in its register i, 32-bit word l % 4 of row l / 4 of matrix i.
@@ -40,14 +41,14 @@ int main()
             for (int lane = 0; lane < 32; lane++) {
                 unsigned want[4], got[4];
                 if (row0 % 16 == 0) {
-                    edm_frag_a(want, base, PITCH, lane, 0u);
+                    edm_frag_a_words(want, base, PITCH, lane);
                     ldmatrix_x4(stage, [&](int p) { return origin + edm_ldsm_a_offset(p, PITCH); }, lane, got, &bad);
                     for (int i = 0; i < 4; i++)
                         bad += got[i] != want[i];
                     cases++;
                 }
                 unsigned wantb[2][2];
-                edm_frag_b2(wantb, base, PITCH, lane, 0u);
+                edm_frag_b2_words(wantb, base, PITCH, lane);
                 ldmatrix_x4(stage, [&](int p) { return origin + edm_ldsm_b_offset(p, PITCH); }, lane, got, &bad);
                 bad += got[0] != wantb[0][0] || got[1] != wantb[0][1] || got[2] != wantb[1][0] || got[3] != wantb[1][1];
                 cases++;
