@@ -635,29 +635,40 @@ static int library_conv_check(const node_ctx *c, const conv_geom *p, edm_status 
  * (or dx) itself, so the library path multiplies that directly. */
 static int conv_direct(const conv_geom *p) { return p->k == 1 && p->stride == 1 && p->pad == 0; }
 
+/* The tensor-core tile of a contraction (its key into *key): forced
+ * (EDMC_MMA_TILE), measured (the tiles table), or the cost model's. */
+static edm_mma_tile gemm_tile(const node_ctx *c, int64_t gm, int64_t gn, int64_t gk, int64_t gb, int64_t ktaps,
+                              edm_mma_key *key)
+{
+    *key = (edm_mma_key){.gm = gm, .gn = gn, .gk = gk, .gb = gb, .ktaps = ktaps};
+    snprintf(key->op, sizeof key->op, "%s", edm_op_name(c->n->op));
+    const edm_mma_tuned *tuned = edm_mma_tiles_find(c->opt->tiles, key);
+    edm_mma_tile t = edm_mma_choose_tile(gm, gn, gk, gb);
+    if (c->opt->mma_tile.bm && c->opt->mma_tile.splits == 0) { /* a tile forced, its splits the model's */
+        t = edm_mma_choose_splits(gm, gn, gk, gb, c->opt->mma_tile.bm, c->opt->mma_tile.bn);
+    } else if (c->opt->mma_tile.bm) { /* forced (valid: checked by check_options) */
+        t = c->opt->mma_tile;
+        (void)edm_mma_fit_tile(&t, gk, gb);
+    } else if (tuned) { /* measured on the device (valid: checked when read) */
+        t = tuned->tile;
+        (void)edm_mma_fit_tile(&t, gk, gb);
+    }
+    return t;
+}
+
 /* The tiled GEMM body: C[z] (GM×GN) = Σ_k A(z,m,k)·B(z,k,n), with the
  * accessors KNAME_A, KNAME_B, KNAME_C emitted before it; ktaps > 0 (tensor
  * cores only): A and B take k as (kq, kr), cuda_gemm_mma.h; order: the
  * directions A's and B's memory runs in (EDM_MMA_A_ROWS, EDM_MMA_B_K), for
- * the tensor-core loads. */
+ * the tensor-core loads; halo: B through a halo tile, KNAME_H emitted too
+ * (only where its tile fits one: conv_halo). */
 static void emit_gemm(const node_ctx *c, sbuf *b, int64_t gm, int64_t gn, int64_t gk, int64_t gb, int64_t ktaps,
-                      unsigned order)
+                      unsigned order, const edm_mma_halo *halo)
 {
     edm_cuda_launch *L = c->L;
     if (c->mma != EDM_F32) { /* tensor cores (cuda_gemm_mma.h) */
-        edm_mma_key key = {.gm = gm, .gn = gn, .gk = gk, .gb = gb, .ktaps = ktaps};
-        snprintf(key.op, sizeof key.op, "%s", edm_op_name(c->n->op));
-        const edm_mma_tuned *tuned = edm_mma_tiles_find(c->opt->tiles, &key);
-        edm_mma_tile t = edm_mma_choose_tile(gm, gn, gk, gb);
-        if (c->opt->mma_tile.bm && c->opt->mma_tile.splits == 0) { /* a tile forced, its splits the model's */
-            t = edm_mma_choose_splits(gm, gn, gk, gb, c->opt->mma_tile.bm, c->opt->mma_tile.bn);
-        } else if (c->opt->mma_tile.bm) { /* forced (valid: checked by check_options) */
-            t = c->opt->mma_tile;
-            (void)edm_mma_fit_tile(&t, gk, gb);
-        } else if (tuned) { /* measured on the device (valid: checked when read) */
-            t = tuned->tile;
-            (void)edm_mma_fit_tile(&t, gk, gb);
-        }
+        edm_mma_key key;
+        edm_mma_tile t = gemm_tile(c, gm, gn, gk, gb, ktaps, &key);
         L->mma = key;
         L->mma_tile = t;
         int64_t floats, counts;
@@ -667,9 +678,10 @@ static void emit_gemm(const node_ctx *c, sbuf *b, int64_t gm, int64_t gn, int64_
         if (c->ws->counts < counts)
             c->ws->counts = counts;
         sbuf shared = {0};
-        edm_mma_emit_shared(&shared, t);
+        edm_mma_emit_shared(&shared, t, halo);
         emit_head_shared(c, b, &shared);
-        edm_mma_emit_body(b, t, c->mma, gm, gn, gk, gb, ktaps, order);
+        edm_mma_emit_body(b, t, c->mma, gm, gn, gk, gb, ktaps, order, halo);
+        L->smem = halo ? edm_mma_halo_bytes(t, halo) : 0u;
         L->grid[0] = (unsigned)((gn + t.bn - 1) / t.bn);
         L->grid[1] = (unsigned)((gm + t.bm - 1) / t.bm);
         L->grid[2] = t.splits > 1 ? (unsigned)t.splits : gb > 65535 ? 65535u : (unsigned)gb;
@@ -835,6 +847,20 @@ static unsigned coord_operands(const edm_cuda_options *opt, const edm_node *core
     }
 }
 
+/* Whether a convolution (forward, or backward data: its dy) reads its
+ * activations through a halo tile (cuda_gemm_mma.h): tensor cores, a tap a
+ * k tile, stride 1 and the padding that keeps the size, a tile that fits
+ * one, not turned off (EDMC_CONV_HALO=off). */
+static int conv_halo(const node_ctx *c, const conv_geom *p, int64_t gm, int64_t gn, int64_t gk, int64_t ktaps,
+                     const edm_mma_halo *halo)
+{
+    if (c->opt->no_conv_halo || ktaps <= 0 || p->stride != 1 || p->k < 3 || p->pad != (p->k - 1) / 2 || p->oh != p->h ||
+        p->ow != p->w)
+        return 0;
+    edm_mma_key key;
+    return edm_mma_halo_fits(gemm_tile(c, gm, gn, gk, 1, ktaps, &key), halo);
+}
+
 static int gen_conv2d(node_ctx *c, sbuf *b, edm_status *st)
 {
     conv_geom p = conv_of(c);
@@ -871,8 +897,19 @@ static int gen_conv2d(node_ctx *c, sbuf *b, edm_status *st)
     emit_conv_store(c, b, ktaps > 0, ohw, p.o, p.ow);
     if (gm > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: conv2d with %lld output channels", (long long)gm);
+    edm_mma_halo halo = {.h = p.h, .w = p.w, .k = (int)p.k};
+    const int with_halo = conv_halo(c, &p, gm, gn, gk, ktaps, &halo);
+    if (with_halo) { /* KNAME_H: channel c of input pixel (iy, ix), 0 in the padding */
+        sb_printf(b,
+                  "static __device__ __forceinline__ float KNAME_H(const %s *a, const %s *b, edm_ix z, edm_ix nb, "
+                  "edm_ix c, edm_ix iy, edm_ix ix)\n{\n",
+                  ctype(c->ta), ctype(c->tb));
+        conv_load(load, sizeof load, 1, at, "c", "iy", "ix");
+        sb_printf(b, "    return iy >= 0 && iy < %lld_ix && ix >= 0 && ix < %lld_ix ? %s : 0.0f;\n}\n",
+                  (long long)p.h, (long long)p.w, load);
+    }
     /* A along k (the weight's rows), B along the pixels */
-    emit_gemm(c, b, gm, gn, gk, 1, ktaps, pairs ? EDM_MMA_A_PAIRS : 0u);
+    emit_gemm(c, b, gm, gn, gk, 1, ktaps, pairs ? EDM_MMA_A_PAIRS : 0u, with_halo ? &halo : NULL);
     if (c->opt->gemm_library) {
         /* y[n] (O×OHW) = w (O×CKK) · col[n] (CKK×OHW); col has x's type; direct: col[n] = x[n] */
         int direct = conv_direct(&p);
@@ -931,9 +968,23 @@ static int gen_conv2d_bwd_data(node_ctx *c, sbuf *b, edm_status *st)
     emit_conv_store(c, b, ktaps > 0, hw, p.c, p.w);
     if (gm > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: conv2d with %lld input channels", (long long)gm);
+    edm_mma_halo halo = {.h = p.h, .w = p.w, .k = (int)p.k, .flip = 1};
+    const int with_halo = conv_halo(c, &p, gm, gn, gk, ktaps, &halo);
+    if (with_halo) { /* KNAME_H: channel c of dy's pixel (iy, ix), 0 past its edges */
+        sb_printf(b,
+                  "static __device__ __forceinline__ float KNAME_H(const %s *a, const %s *b, edm_ix z, edm_ix nb, "
+                  "edm_ix c, edm_ix iy, edm_ix ix)\n{\n",
+                  ctype(c->ta), ctype(c->tb));
+        snprintf(at, sizeof at, "((nb * %lld_ix + c) * %lld_ix + iy) * %lld_ix + ix", (long long)p.o, (long long)p.oh,
+                 (long long)p.ow);
+        conv_load(load, sizeof load, 1, at, "c", "iy", "ix");
+        sb_printf(b, "    return iy >= 0 && iy < %lld_ix && ix >= 0 && ix < %lld_ix ? %s : 0.0f;\n}\n",
+                  (long long)p.oh, (long long)p.ow, load);
+    }
     /* A = wᵀ: along its rows m (the input channels) w's elements are k·k apart, along k
      * (the output channels) C·k·k; the taps copy: along k side by side */
-    emit_gemm(c, b, gm, gn, gk, 1, ktaps, pairs ? EDM_MMA_A_PAIRS : p.taps ? 0u : EDM_MMA_A_ROWS);
+    emit_gemm(c, b, gm, gn, gk, 1, ktaps, pairs ? EDM_MMA_A_PAIRS : p.taps ? 0u : EDM_MMA_A_ROWS,
+              with_halo ? &halo : NULL);
     if (c->opt->gemm_library) {
         /* col[n] (CKK×OHW) = wᵀ (CKK×O) · dy[n] (O×OHW), then col2im; col has dx's type;
          * direct: col[n] = dx[n] */
@@ -980,7 +1031,7 @@ static int gen_conv2d_bwd_weight(node_ctx *c, sbuf *b, edm_status *st)
     sb_printf(b, "{\n    st(y, m * %lld_ix + n, v);\n}\n", (long long)gn);
     if (gm > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: conv2d with %lld output channels", (long long)gm);
-    emit_gemm(c, b, gm, gn, gk, 1, 0, EDM_MMA_B_K); /* B = im2col(x)ᵀ: along k (the pixels) x's rows */
+    emit_gemm(c, b, gm, gn, gk, 1, 0, EDM_MMA_B_K, NULL); /* B = im2col(x)ᵀ: along k (the pixels) x's rows */
     if (c->opt->gemm_library) {
         /* dw (O×CKK) = Σ_n dy[n] (O×OHW) · col[n]ᵀ (OHW×CKK): one f32 C, accumulated over z;
          * col has x's type; direct: col[n] = x[n] */
@@ -1044,7 +1095,7 @@ static int gen_matmul(node_ctx *c, sbuf *b, edm_status *st)
     sb_printf(b, "{\n    st(y, (z * %lld_ix + m) * %lld_ix + n, v);\n}\n", (long long)m, (long long)n);
     if (m > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: matmul with %lld rows", (long long)m);
-    emit_gemm(c, b, m, n, k, count, 0, (ta ? EDM_MMA_A_ROWS : 0u) | (tb ? EDM_MMA_B_K : 0u));
+    emit_gemm(c, b, m, n, k, count, 0, (ta ? EDM_MMA_A_ROWS : 0u) | (tb ? EDM_MMA_B_K : 0u), NULL);
     if (c->opt->gemm_library && p.rank <= 1) {
         c->L->cublaslt = 1;
         c->L->gemm = (edm_cuda_gemm){.m = m, .n = n, .k = k, .trans_a = ta, .trans_b = tb, .count = count,
@@ -1582,6 +1633,13 @@ int edm_cuda_options_env(edm_cuda_options *co, edm_status *st)
             return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "EDMC_LDMATRIX=%s: expected on or off", ldm);
         co->no_ldmatrix = strcmp(ldm, "off") == 0;
     }
+    /* the forward convolutions' activations read directly, a tap a k tile, not through a halo tile (an ablation) */
+    const char *halo = getenv("EDMC_CONV_HALO");
+    if (halo && halo[0]) {
+        if (strcmp(halo, "off") != 0 && strcmp(halo, "on") != 0)
+            return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "EDMC_CONV_HALO=%s: expected on or off", halo);
+        co->no_conv_halo = strcmp(halo, "off") == 0;
+    }
     return 0;
 }
 
@@ -1967,7 +2025,7 @@ static int fuse_body(const char *body, const char *head, sbuf *out)
         {"KNAME_A(a, b, ", "KNAME_A(P, "}, {"KNAME_B(a, b, ", "KNAME_B(P, "}, {"KNAME_C(y, ", "KNAME_C(P, "},
         {"ld(a, ", "KNAME_in0(P, "},    {"ld(b, ", "KNAME_in1(P, "},    {"ld(c3, ", "KNAME_in2(P, "},
         {"ldq(a, ", "KNAME_in0q(P, "},  {"ldq(b, ", "KNAME_in1q(P, "},  {"stq(y, ", "KNAME_outq(P, "},
-        {"st(y, ", "KNAME_out(P, "},           {"KNAME_A2(a, b, ", "KNAME_A2(P, "},
+        {"st(y, ", "KNAME_out(P, "},           {"KNAME_A2(a, b, ", "KNAME_A2(P, "}, {"KNAME_H(a, b, ", "KNAME_H(P, "},
         {"edm_ldpair_f16(b, ", "KNAME_in1pair(P, "}, {"edm_ldpair_bf16(b, ", "KNAME_in1pair(P, "},
     };
     sbuf t[2] = {{0}, {0}};
@@ -1980,8 +2038,11 @@ static int fuse_body(const char *body, const char *head, sbuf *out)
     replace_span(&t[1], t[0].p ? t[0].p : "", "unsigned KNAME_A2(const ", ", edm_ix z",
                  "unsigned KNAME_A2(const KNAME_args &P, edm_ix z");
     t[0].len = 0;
-    replace_span(&t[0], t[1].p ? t[1].p : "", "extern \"C\" __global__", "seed)\n{\n", head);
-    int cur = 0;
+    replace_span(&t[0], t[1].p ? t[1].p : "", "float KNAME_H(const ", ", edm_ix z",
+                 "float KNAME_H(const KNAME_args &P, edm_ix z");
+    t[1].len = 0;
+    replace_span(&t[1], t[0].p ? t[0].p : "", "extern \"C\" __global__", "seed)\n{\n", head);
+    int cur = 1;
     for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
         t[!cur].len = 0;
         if (t[!cur].p)
@@ -2152,6 +2213,7 @@ static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
         memcpy(L->block, tmp.block, sizeof L->block);
         L->mma = tmp.mma;
         L->mma_tile = tmp.mma_tile;
+        L->smem = tmp.smem;
     }
     if (rc == 0 && (b.oom || head.oom))
         rc = edm_nomem(st);
@@ -2214,7 +2276,10 @@ static void gen_group(const edm_plan *p, const edm_plan_group *gr, int gi, const
     }
     sb_puts(out, "}\n");
     (void)p;
-    *G = (edm_cuda_group_launch){.grid = {at, 1, 1}, .block = {BLOCK, 1, 1}, .smem = BLOCK * sizeof(double),
+    unsigned smem = BLOCK * sizeof(double); /* edm_group_sh; a step's own use of the memory (a halo) if larger */
+    for (int s = gr->first_step; s < gr->first_step + gr->nsteps; s++)
+        smem = m->launch[s].smem > smem ? m->launch[s].smem : smem;
+    *G = (edm_cuda_group_launch){.grid = {at, 1, 1}, .block = {BLOCK, 1, 1}, .smem = smem,
                                  .first_step = gr->first_step, .nsteps = gr->nsteps};
     snprintf(G->kernel, sizeof G->kernel, "g%d_%s", gi, gr->name);
 }
@@ -2272,6 +2337,7 @@ int edm_cuda_codegen_plan(const edm_plan *p, const edm_cuda_options *opt, edm_cu
             memcpy(m->group[gi].kernel, L->kernel, sizeof L->kernel);
             memcpy(m->group[gi].grid, L->grid, sizeof L->grid);
             memcpy(m->group[gi].block, L->block, sizeof L->block);
+            m->group[gi].smem = L->smem;
         }
     }
     m->nlaunch = p->nsteps;
@@ -2289,7 +2355,7 @@ int edm_cuda_codegen_plan(const edm_plan *p, const edm_cuda_options *opt, edm_cu
         sb_puts(&out, "#define EDM_LOOP_IN(n) for (edm_ix i = (edm_ix)bx_ * blockDim.x + threadIdx.x; i < (n); \\\n"
                       "                            i += (edm_ix)gx_ * blockDim.x)\n"
                       "#ifndef EDM_DYNAMIC_SHARED\n"
-                      "#define EDM_DYNAMIC_SHARED(T, name) extern __shared__ T name[]\n"
+                      "#define EDM_DYNAMIC_SHARED(T, name) extern __shared__ __align__(16) T name[]\n"
                       "#endif\n"
                       "EDM_DYNAMIC_SHARED(double, edm_group_sh);\n");
         if (mix64)

@@ -73,6 +73,7 @@ typedef struct {
     int index_bits;    /* 64: the kernels' index arithmetic in 64 bits; 0: 32 bits where every value fits */
     int conv_channel_major; /* tensor-core convolutions keep k channel-major (not a tap a k tile): an ablation */
     int no_ldmatrix;   /* tensor-core fragments read from shared memory word by word, not by ldmatrix: an ablation */
+    int no_conv_halo;  /* forward convolutions read their activations directly, not through a halo tile: an ablation */
     const char *network_scope; /* the instance stored as `storage` (NULL: "unet"; "": all) */
 } edm_cuda_options;
 
@@ -190,6 +191,7 @@ typedef struct {
     int ninputs;
     int inputs[EDM_CUDA_MAX_STEP_INPUTS]; /* value ids (bases) */
     int barrier; /* its code calls __syncthreads */
+    unsigned smem; /* dynamic shared memory (bytes): a convolution's halo stages */
     edm_mma_key mma;      /* its core, a tensor-core contraction: which (op "" otherwise) */
     edm_mma_tile mma_tile; /* and the tile it runs */
 } edm_cuda_step_launch;

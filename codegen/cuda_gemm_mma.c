@@ -29,6 +29,11 @@ const char edm_mma_preamble[] =
     "static __device__ __forceinline__ float edm_exp_approx(float x) { return __expf(x); }\n"
     "static __device__ __forceinline__ float edm_div_approx(float a, float b) { return __fdividef(a, b); }\n"
     "#endif\n"
+    /* the dynamic shared memory, 16-byte aligned; the halo stages' name for it */
+    "#ifndef EDM_DYNAMIC_SHARED\n"
+    "#define EDM_DYNAMIC_SHARED(T, name) extern __shared__ __align__(16) T name[]\n"
+    "#endif\n"
+    "EDM_DYNAMIC_SHARED(unsigned, edm_halo_sh);\n"
     "/* split-K's partial tiles and arrival counts (defined after the kernels) */\n"
     "extern __device__ float edm_splitk_ws[];\n"
     "extern __device__ unsigned edm_splitk_count[];\n"
@@ -82,11 +87,28 @@ const char edm_mma_preamble[] =
     "    edm_ldsm_x4(d, row);\n"
     "    f[0][0] = d[0];\n    f[0][1] = d[1];\n    f[1][0] = d[2];\n    f[1][1] = d[3];\n"
     "}\n"
+    /* B's fragments j and j + 1 from a halo stage (a convolution's B through a halo tile,
+     * edm_mma_halo: rows of pixels, `pitch` words apart, each 16 k pairs), where the 16
+     * pixels of the two fragments need not lie in consecutive rows: ldmatrix with the
+     * address (bytes) of the row the lane gives, or word by word from the rows r0
+     * (fragment j) and r1 (j + 1) of the lane's group; ks: the k step's half. */
+    "static __device__ __forceinline__ void edm_frag_b2_halo(unsigned (*f)[2], const unsigned *h, int pitch, unsigned row,\n"
+    "                                                        int, int, int, int)\n"
+    "{\n    edm_frag_b2(f, h, pitch, 0, row);\n}\n"
     "#else\n"
     "static __device__ __forceinline__ void edm_frag_a(unsigned *f, const unsigned *base, int pitch, int lane, unsigned)\n"
     "{\n    edm_frag_a_words(f, base, pitch, lane);\n}\n"
     "static __device__ __forceinline__ void edm_frag_b2(unsigned (*f)[2], const unsigned *base, int pitch, int lane, unsigned)\n"
     "{\n    edm_frag_b2_words(f, base, pitch, lane);\n}\n"
+    "static __device__ __forceinline__ void edm_frag_b2_halo(unsigned (*f)[2], const unsigned *h, int pitch, unsigned,\n"
+    "                                                        int r0, int r1, int ks, int lane)\n"
+    "{\n"
+    "    const int t = lane % 4;\n"
+    "    f[0][0] = h[r0 * pitch + ks * 8 + t];\n"
+    "    f[0][1] = h[r0 * pitch + ks * 8 + 4 + t];\n"
+    "    f[1][0] = h[r1 * pitch + ks * 8 + t];\n"
+    "    f[1][1] = h[r1 * pitch + ks * 8 + 4 + t];\n"
+    "}\n"
     "#endif\n"
     "static __device__ __forceinline__ unsigned edm_mma_pack_f16(float lo, float hi)\n"
     "{\n    return (unsigned)edm_cvt_rn_f16_f32(lo) | (unsigned)edm_cvt_rn_f16_f32(hi) << 16;\n}\n"
@@ -227,10 +249,33 @@ void edm_mma_emit_workspace(sbuf *b, int64_t floats, int64_t counts)
               (long long)(floats > 0 ? floats : 1), (long long)(counts > 0 ? counts : 1));
 }
 
-void edm_mma_emit_shared(sbuf *b, edm_mma_tile t)
+/* A halo's columns (the image's and the taps' reach) and its pixel rows, a
+ * stage's rows of PITCH words (16 k pairs and the padding that keeps an
+ * ldmatrix's 8 rows, any 8 consecutive ones, on distinct banks). */
+static int64_t halo_cols(const edm_mma_halo *h) { return h->w + h->k - 1; }
+static int64_t halo_rows(edm_mma_tile t, const edm_mma_halo *h) { return (t.bn / h->w + h->k - 1) * halo_cols(h); }
+
+unsigned edm_mma_halo_bytes(edm_mma_tile t, const edm_mma_halo *h)
 {
-    sb_printf(b, "    __shared__ __align__(16) unsigned As_[2][%d][%d];\n    __shared__ __align__(16) unsigned Bs_[2][%d][%d];\n",
-              t.bm, PITCH, t.bn, PITCH);
+    return (unsigned)(2 * halo_rows(t, h) * PITCH * 4);
+}
+
+int edm_mma_halo_fits(edm_mma_tile t, const edm_mma_halo *h)
+{
+    if (!h || h->k < 3 || h->k % 2 == 0 || h->w < 1 || t.splits > 1 || t.bn % h->w != 0 || (h->h * h->w) % t.bn != 0)
+        return 0;
+    const int64_t words = 2 * halo_rows(t, h) * PITCH; /* two stages; the epilogue stages its rows there too */
+    return 4 * (2 * (int64_t)t.bm * PITCH + words) <= EDM_MMA_HALO_SHARED && 32 * (int64_t)(t.bn + STAGE_PAD) <= words;
+}
+
+void edm_mma_emit_shared(sbuf *b, edm_mma_tile t, const edm_mma_halo *halo)
+{
+    sb_printf(b, "    __shared__ __align__(16) unsigned As_[2][%d][%d];\n", t.bm, PITCH);
+    if (halo) /* in the dynamic shared memory (edm_mma_halo_bytes: past the static 48 KiB where it must) */
+        sb_printf(b, "    unsigned (*const Hs_)[%lld][%d] = reinterpret_cast<unsigned (*)[%lld][%d]>(edm_halo_sh);\n",
+                  (long long)halo_rows(t, halo), PITCH, (long long)halo_rows(t, halo), PITCH);
+    else
+        sb_printf(b, "    __shared__ __align__(16) unsigned Bs_[2][%d][%d];\n", t.bn, PITCH);
     if (t.splits > 1)
         sb_puts(b, "    __shared__ int last_;\n");
 }
@@ -294,8 +339,216 @@ static void emit_store_loop(sbuf *b, const char *tile, char reg, int rows, int k
     sb_puts(b, "                }\n");
 }
 
+/* A k tile's products from A's stage s (and B's fragments, which the caller
+ * reads between the two): the loop over its two k steps, each warp's A
+ * fragments, then the mma of every fragment pair. */
+static void emit_ks_head(sbuf *b, edm_mma_tile t)
+{
+    const int mt = t.bm / 32, nt = t.bn / 32;
+    sb_printf(b,
+              "                for (int ks = 0; ks < 2; ks++) {\n"
+              "                    unsigned fa[%d][4], fb[%d][2];\n"
+              "                    for (int i = 0; i < %d; i++)\n"
+              "                        edm_frag_a(fa[i], &As_[s][wm_ * %d + i * 16][ks * 8], %d, lane_,\n"
+              "                                   lda_ + 4u * (unsigned)((s * %d + i * 16) * %d + ks * 8));\n",
+              mt, nt, mt, t.bm / 2, PITCH, t.bm, PITCH);
+}
+
+static void emit_ks_mma(sbuf *b, edm_mma_tile t, const char *ty)
+{
+    sb_printf(b,
+              "                    for (int i = 0; i < %d; i++)\n"
+              "                        for (int j = 0; j < %d; j++)\n"
+              "                            edm_mma_%s(acc[i][j], fa[i], fb[j]);\n"
+              "                }\n",
+              t.bm / 32, t.bn / 32, ty);
+}
+
+/* The end of a block without split-K: its tile of C leaves through shared
+ * memory (`stage`, a word array free after the last barrier, room for 32
+ * rows of BN + STAGE_PAD words), 32 rows at a time: the fragments go in as
+ * they lie, then every thread takes consecutive columns, so that a warp's
+ * stores (and the epilogue's loads) are 32 neighbouring elements of one row,
+ * and the epilogue is one copy in the code, not one a fragment element.
+ * Closes the z loop (or block) and the kernel. */
+static void emit_tile_out(sbuf *b, edm_mma_tile t, int64_t gm, int64_t gn, const char *stage)
+{
+    const int mt = t.bm / 32, nt = t.bn / 32, wtm = t.bm / 2, wtn = t.bn / 4;
+    char cm[64] = "", cn[64] = "";
+    if (gm % t.bm != 0)
+        snprintf(cm, sizeof cm, "m < %lld_ix", (long long)gm);
+    if (gn % t.bn != 0)
+        snprintf(cn, sizeof cn, "n < %lld_ix", (long long)gn);
+    const int pitch = t.bn + STAGE_PAD;
+    char hskip[64] = ""; /* the chunks past the last row are not staged */
+    if (gm % t.bm != 0)
+        snprintf(hskip, sizeof hskip, " && m0 + 32 * h < %lld_ix", (long long)gm);
+    sb_printf(b,
+              "        unsigned *const cs_ = %s;\n"
+              "#pragma unroll 1\n"
+              "        for (int h = 0; h < %d%s; h++) {\n"
+              "            for (int i = 0; i < %d; i++) {\n"
+              "                const int r = wm_ * %d + i * 16 + g_ - 32 * h;\n"
+              "                if (r >= 0 && r < 32)\n"
+              "                    for (int j = 0; j < %d; j++) {\n"
+              "                        const int c = wn_ * %d + j * 8 + 2 * t4_;\n"
+              "                        cs_[r * %d + c] = __float_as_uint(acc[i][j][0]);\n"
+              "                        cs_[r * %d + c + 1] = __float_as_uint(acc[i][j][1]);\n"
+              "                        cs_[(r + 8) * %d + c] = __float_as_uint(acc[i][j][2]);\n"
+              "                        cs_[(r + 8) * %d + c + 1] = __float_as_uint(acc[i][j][3]);\n"
+              "                    }\n"
+              "            }\n"
+              "            __syncthreads();\n"
+              "#pragma unroll %d\n"
+              "            for (int e = threadIdx.x; e < %d; e += 256) {\n"
+              "                const int r = e / %d, c = e %% %d;\n"
+              "                const edm_ix m = m0 + 32 * h + r, n = n0 + c;\n"
+              "                %s%s%s%s%sKNAME_C(y, z, m, n, __uint_as_float(cs_[r * %d + c]));\n"
+              "            }\n"
+              "            __syncthreads();\n"
+              "        }\n"
+              "    }\n}\n",
+              stage, t.bm / 32, hskip, mt, wtm, nt, wtn, pitch, pitch, pitch, pitch, STAGE_UNROLL, 32 * t.bn, t.bn,
+              t.bn, cm[0] || cn[0] ? "if (" : "", cm, cm[0] && cn[0] ? " && " : "", cn, cm[0] || cn[0] ? ") " : "",
+              pitch);
+}
+
+/* The halo body's loop over this thread's share of the next channel block
+ * (if there is one) at tap tap_: its rows e, their pairs p = tap_ + ktaps·j. */
+static void emit_next_pairs(sbuf *b, long long nblocks, long long mine, long long pairs, long long kt)
+{
+    sb_printf(b,
+              "                if (cb_ + 1 < %lld_ix)\n"
+              "                    for (int e = 0; e < %lld; e++)\n"
+              "                        for (int j = 0; j < %lld; j++) {\n"
+              "                            const int p = tap_ + %lld * j;\n",
+              nblocks, mine, pairs, kt);
+}
+
+/* The halo body's k loops (edm_mma_halo), inside the block's z scope: over
+ * the channel blocks, and in each over its taps, one k tile each; A's tiles
+ * through two stages as in the direct body, B from the channel block's halo
+ * stage at the tap's offset (flipped: the mirrored tap's).  A thread owns pixel rows tid, tid + 256, ...
+ * of the stage (their coordinates and bounds computed once), so that
+ * neighbouring threads read neighbouring pixels of one channel; beside each
+ * k tile's products it reads the next channel block's pairs tap, tap +
+ * ktaps, ... of its rows into the other stage. */
+static void emit_halo_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int64_t gk, int64_t ktaps,
+                           unsigned order, const edm_mma_halo *h)
+{
+    const char *ty = type == EDM_BF16 ? "bf16" : "f16";
+    const int mt = t.bm / 32, nt = t.bn / 32, wtn = t.bn / 4, k = h->k;
+    const long long nblocks = (gk + EDM_MMA_BK - 1) / EDM_MMA_BK / ktaps, kt = (long long)ktaps;
+    const long long rows = (long long)halo_rows(t, h), cols = (long long)halo_cols(h);
+    const long long mine = (rows + EDM_MMA_THREADS - 1) / EDM_MMA_THREADS, pairs = (16 + kt - 1) / kt;
+    const long long w = (long long)h->w, hw = (long long)h->h * (long long)h->w, pad = (h->k - 1) / 2;
+    char mtest[64] = "";
+    if (gm % t.bm != 0)
+        snprintf(mtest, sizeof mtest, "if (m < %lld_ix) ", (long long)gm);
+    const int a_pairs = (order & EDM_MMA_A_PAIRS) != 0, a_k_major = !(order & EDM_MMA_A_ROWS);
+    sb_printf(b,
+              "    {\n"
+              "        const edm_ix z = 0;\n"
+              "        float acc[%d][%d][4];\n"
+              "        for (int i = 0; i < %d; i++)\n"
+              "            for (int j = 0; j < %d; j++)\n"
+              "                for (int r = 0; r < 4; r++)\n"
+              "                    acc[i][j][r] = 0.0f;\n"
+              "        unsigned ra[%d], rh_[%lld][%lld];\n"
+              /* the tile's sample and first row (BN whole rows of one sample); this thread's
+               * rows of the stage: their pixel, and their row (-1: none) */
+              "        const edm_ix nb_ = n0 / %lld_ix, y0_ = n0 %% %lld_ix / %lld_ix;\n"
+              "        edm_ix hy_[%lld], hx_[%lld];\n"
+              "        int hr_[%lld];\n"
+              "        for (int e = 0; e < %lld; e++) {\n"
+              "            const int r = (int)threadIdx.x + %d * e;\n"
+              "            hy_[e] = y0_ + r / %lld - %lld;\n"
+              "            hx_[e] = r %% %lld - %lld;\n"
+              "            hr_[e] = r < %lld ? r : -1;\n"
+              "        }\n"
+              /* each lane's rows of the stage at tap 0 for its B fragments: the address (bytes,
+               * stage 0) of the one it gives ldmatrix, and its group's rows for the word-by-word
+               * loads */
+              "        const unsigned hsa_ = (unsigned)__cvta_generic_to_shared(&Hs_[0][0][0]);\n"
+              "        unsigned hl_[%d];\n"
+              "        int hg0_[%d], hg1_[%d];\n"
+              "        for (int jp = 0; jp < %d; jp++) {\n"
+              "            const int pl = wn_ * %d + jp * 16 + lane_ %% 8 + lane_ / 16 * 8, p0 = wn_ * %d + jp * 16 + g_;\n"
+              "            hl_[jp] = edm_opaque_u32(hsa_ + 4u * (unsigned)((pl / %lld * %lld + pl %% %lld) * %d + lane_ / 8 %% 2 * 4));\n"
+              "            hg0_[jp] = p0 / %lld * %lld + p0 %% %lld;\n"
+              "            hg1_[jp] = (p0 + 8) / %lld * %lld + (p0 + 8) %% %lld;\n"
+              "        }\n"
+              /* channel block 0's halo, whole, and A's first k tile */
+              "        for (int e = 0; e < %lld; e++)\n"
+              "            if (hr_[e] >= 0)\n"
+              "                for (int p = 0; p < 16; p++)\n"
+              "                    Hs_[0][hr_[e]][p] = edm_mma_pack_%s(KNAME_H(a, b, z, nb_, 2 * p, hy_[e], hx_[e]),\n"
+              "                                                     KNAME_H(a, b, z, nb_, 2 * p + 1, hy_[e], hx_[e]));\n"
+              "        {\n"
+              "            const edm_ix kq_ = 0, kr_ = 0;\n",
+              mt, nt, mt, nt, t.bm / 16, mine, pairs, hw, hw, w, mine, mine, mine, mine, EDM_MMA_THREADS, cols, pad,
+              cols, pad, rows, nt / 2, nt / 2, nt / 2, nt / 2, wtn, wtn, w, cols, w, PITCH, w, cols, w, w, cols, w,
+              mine, ty);
+    emit_load_loop(b, 'a', t.bm, a_k_major, a_pairs, "m", "m0", "kr = kr_", mtest, "", "", "A", "m, kq_, kr",
+                   "m, kq_, kr + 1", ty);
+    sb_puts(b, "            const int s = 0;\n");
+    emit_store_loop(b, "As_", 'a', t.bm, a_k_major);
+    /* s: A's stage; to_: the tap's offset in the stage (rows); the next k tile's (kq_, kr_) */
+    sb_printf(b,
+              "        }\n"
+              "        __syncthreads();\n"
+              "        int s = 0;\n"
+              "        for (edm_ix cb_ = 0; cb_ < %lld_ix; cb_++) {\n"
+              "            const int hb = (int)(cb_ & 1);\n"
+              "            int to_ = %lld, kx_ = 0;\n"
+              "#pragma unroll 1\n"
+              "            for (int tap_ = 0; tap_ < %lld; tap_++) {\n"
+              "                const int last_tap = tap_ == %lld;\n"
+              "                if (!last_tap || cb_ + 1 < %lld_ix) {\n"
+              "                    const edm_ix kq_ = last_tap ? 0 : tap_ + 1, kr_ = (last_tap ? cb_ + 1 : cb_) * 32;\n",
+              nblocks, h->flip ? (k - 1) * cols + k - 1 : 0LL, kt, kt - 1, nblocks);
+    emit_load_loop(b, 'a', t.bm, a_k_major, a_pairs, "m", "m0", "kr = kr_", mtest, "", "", "A", "m, kq_, kr",
+                   "m, kq_, kr + 1", ty);
+    sb_puts(b, "                }\n");
+    emit_next_pairs(b, nblocks, mine, pairs, kt);
+    sb_printf(b,
+              "                            const edm_ix c = (cb_ + 1) * 32 + 2 * p;\n"
+              "                            rh_[e][j] = hr_[e] >= 0 && p < 16\n"
+              "                                            ? edm_mma_pack_%s(KNAME_H(a, b, z, nb_, c, hy_[e], hx_[e]),\n"
+              "                                                             KNAME_H(a, b, z, nb_, c + 1, hy_[e], hx_[e]))\n"
+              "                                            : 0u;\n"
+              "                        }\n",
+              ty);
+    emit_ks_head(b, t);
+    sb_printf(b,
+              "                    for (int j = 0; j < %d; j += 2)\n"
+              "                        edm_frag_b2_halo(&fb[j], &Hs_[hb][0][0], %d,\n"
+              "                                         hl_[j / 2] + 4u * (unsigned)((hb * %lld + to_) * %d + ks * 8),\n"
+              "                                         hg0_[j / 2] + to_, hg1_[j / 2] + to_, ks, lane_);\n",
+              nt, PITCH, rows, PITCH);
+    emit_ks_mma(b, t, ty);
+    sb_printf(b,
+              "                s ^= 1;\n"
+              "                if (!last_tap || cb_ + 1 < %lld_ix) {\n",
+              nblocks);
+    emit_store_loop(b, "As_", 'a', t.bm, a_k_major);
+    sb_puts(b, "                }\n");
+    emit_next_pairs(b, nblocks, mine, pairs, kt);
+    sb_printf(b,
+              "                            if (hr_[e] >= 0 && p < 16)\n"
+              "                                Hs_[hb ^ 1][hr_[e]][p] = rh_[e][j];\n"
+              "                        }\n"
+              /* the next tap: one column on, or the next row's first (flipped: back) */
+              "                to_ %s= ++kx_ == %d ? %lld : 1;\n"
+              "                kx_ = kx_ == %d ? 0 : kx_;\n"
+              "                __syncthreads();\n"
+              "            }\n"
+              "        }\n",
+              h->flip ? "-" : "+", k, cols - k + 1, k);
+}
+
 void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int64_t gn, int64_t gk, int64_t gb,
-                       int64_t ktaps, unsigned order)
+                       int64_t ktaps, unsigned order, const edm_mma_halo *halo)
 {
     const char *ty = type == EDM_BF16 ? "bf16" : "f16";
     const int mt = t.bm / 32, nt = t.bn / 32, wtm = t.bm / 2, wtn = t.bn / 4, area = t.bm * t.bn;
@@ -307,11 +560,19 @@ void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int6
               /* the shared-memory address (bytes) of the row this lane gives ldmatrix in the
                * warp's first fragment of stage 0 */
               "    const unsigned lda_ = edm_opaque_u32((unsigned)__cvta_generic_to_shared(&As_[0][0][0]) +\n"
-              "                                         4u * (unsigned)(wm_ * %d + edm_ldsm_a_offset(lane_, %d)));\n"
-              "    const unsigned ldb_ = edm_opaque_u32((unsigned)__cvta_generic_to_shared(&Bs_[0][0][0]) +\n"
-              "                                         4u * (unsigned)(wn_ * %d + edm_ldsm_b_offset(lane_, %d)));\n"
-              "    const edm_ix m0 = (edm_ix)blockIdx.y * %d, n0 = (edm_ix)blockIdx.x * %d;\n",
-              wtm * PITCH, PITCH, wtn * PITCH, PITCH, t.bm, t.bn);
+              "                                         4u * (unsigned)(wm_ * %d + edm_ldsm_a_offset(lane_, %d)));\n",
+              wtm * PITCH, PITCH);
+    if (!halo)
+        sb_printf(b,
+                  "    const unsigned ldb_ = edm_opaque_u32((unsigned)__cvta_generic_to_shared(&Bs_[0][0][0]) +\n"
+                  "                                         4u * (unsigned)(wn_ * %d + edm_ldsm_b_offset(lane_, %d)));\n",
+                  wtn * PITCH, PITCH);
+    sb_printf(b, "    const edm_ix m0 = (edm_ix)blockIdx.y * %d, n0 = (edm_ix)blockIdx.x * %d;\n", t.bm, t.bn);
+    if (halo) {
+        emit_halo_body(b, t, type, gm, gk, ktaps, order, halo);
+        emit_tile_out(b, t, gm, gn, "&Hs_[0][0][0]");
+        return;
+    }
     if (split) { /* this block's k tiles: [kt0_, kt0_ + nk_) */
         long long per = (long long)tiles_per_split(nkt, t.splits);
         sb_printf(b,
@@ -377,23 +638,16 @@ void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int6
     emit_load_loop(b, 'a', t.bm, a_k_major, a_pairs, "m", "m0", kname, mtest, klo, khi, "A", ka, ka1, ty);
     emit_load_loop(b, 'b', t.bn, b_k_major, 0, "n", "n0", kname, ntest, klo, khi, "B", kb, kb1, ty);
     sb_puts(b, "            }\n");
+    sb_puts(b, "            if (it > 0) {\n"
+               "                const int s = (int)((it - 1) & 1);\n");
+    emit_ks_head(b, t);
     sb_printf(b,
-              "            if (it > 0) {\n"
-              "                const int s = (int)((it - 1) & 1);\n"
-              "                for (int ks = 0; ks < 2; ks++) {\n"
-              "                    unsigned fa[%d][4], fb[%d][2];\n"
-              "                    for (int i = 0; i < %d; i++)\n"
-              "                        edm_frag_a(fa[i], &As_[s][wm_ * %d + i * 16][ks * 8], %d, lane_,\n"
-              "                                   lda_ + 4u * (unsigned)((s * %d + i * 16) * %d + ks * 8));\n"
               "                    for (int j = 0; j < %d; j += 2)\n"
               "                        edm_frag_b2(&fb[j], &Bs_[s][wn_ * %d + j * 8][ks * 8], %d, lane_,\n"
-              "                                    ldb_ + 4u * (unsigned)((s * %d + j * 8) * %d + ks * 8));\n"
-              "                    for (int i = 0; i < %d; i++)\n"
-              "                        for (int j = 0; j < %d; j++)\n"
-              "                            edm_mma_%s(acc[i][j], fa[i], fb[j]);\n"
-              "                }\n"
-              "            }\n",
-              mt, nt, mt, wtm, PITCH, t.bm, PITCH, nt, wtn, PITCH, t.bn, PITCH, mt, nt, ty);
+              "                                    ldb_ + 4u * (unsigned)((s * %d + j * 8) * %d + ks * 8));\n",
+              nt, wtn, PITCH, t.bn, PITCH);
+    emit_ks_mma(b, t, ty);
+    sb_puts(b, "            }\n");
     sb_puts(b, "            if (it < nk_) {\n"
                "                const int s = (int)(it & 1);\n");
     emit_store_loop(b, "As_", 'a', t.bm, a_k_major);
@@ -402,48 +656,7 @@ void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int6
                "            __syncthreads();\n"
                "        }\n");
     if (!split) {
-        /* The tile leaves through shared memory, 32 rows at a time (in Bs_, free
-         * after the last barrier): the fragments go in as they lie, then every
-         * thread takes consecutive columns, so that a warp's stores (and the
-         * epilogue's loads) are 32 neighbouring elements of one row, and the
-         * epilogue is one copy in the code, not one a fragment element. */
-        char cm[64] = "", cn[64] = "";
-        if (gm % t.bm != 0)
-            snprintf(cm, sizeof cm, "m < %lld_ix", (long long)gm);
-        if (gn % t.bn != 0)
-            snprintf(cn, sizeof cn, "n < %lld_ix", (long long)gn);
-        const int pitch = t.bn + STAGE_PAD;
-        char hskip[64] = ""; /* the chunks past the last row are not staged */
-        if (gm % t.bm != 0)
-            snprintf(hskip, sizeof hskip, " && m0 + 32 * h < %lld_ix", (long long)gm);
-        sb_printf(b,
-                  "        unsigned *const cs_ = &Bs_[0][0][0];\n"
-                  "#pragma unroll 1\n"
-                  "        for (int h = 0; h < %d%s; h++) {\n"
-                  "            for (int i = 0; i < %d; i++) {\n"
-                  "                const int r = wm_ * %d + i * 16 + g_ - 32 * h;\n"
-                  "                if (r >= 0 && r < 32)\n"
-                  "                    for (int j = 0; j < %d; j++) {\n"
-                  "                        const int c = wn_ * %d + j * 8 + 2 * t4_;\n"
-                  "                        cs_[r * %d + c] = __float_as_uint(acc[i][j][0]);\n"
-                  "                        cs_[r * %d + c + 1] = __float_as_uint(acc[i][j][1]);\n"
-                  "                        cs_[(r + 8) * %d + c] = __float_as_uint(acc[i][j][2]);\n"
-                  "                        cs_[(r + 8) * %d + c + 1] = __float_as_uint(acc[i][j][3]);\n"
-                  "                    }\n"
-                  "            }\n"
-                  "            __syncthreads();\n"
-                  "#pragma unroll %d\n"
-                  "            for (int e = threadIdx.x; e < %d; e += 256) {\n"
-                  "                const int r = e / %d, c = e %% %d;\n"
-                  "                const edm_ix m = m0 + 32 * h + r, n = n0 + c;\n"
-                  "                %s%s%s%s%sKNAME_C(y, z, m, n, __uint_as_float(cs_[r * %d + c]));\n"
-                  "            }\n"
-                  "            __syncthreads();\n"
-                  "        }\n"
-                  "    }\n}\n",
-                  t.bm / 32, hskip, mt, wtm, nt, wtn, pitch, pitch, pitch, pitch, STAGE_UNROLL, 32 * t.bn, t.bn, t.bn,
-                  cm[0] || cn[0] ? "if (" : "", cm, cm[0] && cn[0] ? " && " : "", cn, cm[0] || cn[0] ? ") " : "",
-                  pitch);
+        emit_tile_out(b, t, gm, gn, "&Bs_[0][0][0]");
         return;
     }
     /* split-K: the partial tile out, the last block of the tile sums them in split order */

@@ -74,8 +74,39 @@ void edm_mma_workspace(edm_mma_tile t, int64_t gm, int64_t gn, int64_t *floats, 
 /* The definitions of the workspace arrays, after every kernel that uses them. */
 void edm_mma_emit_workspace(sbuf *b, int64_t floats, int64_t counts);
 
-/* The kernel's shared-memory declarations (emitted first in its body). */
-void edm_mma_emit_shared(sbuf *b, edm_mma_tile t);
+/* A convolution's B operand (its activations) read through a halo tile:
+ * stride 1, padding (k − 1) / 2 (the output as large as the input), ktaps =
+ * k·k, the block's BN pixels whole rows of one sample (the forward pass's x,
+ * or, flipped, the backward-data pass's dy).  Each channel block's
+ * 32 channels are read once a block over the rows the tile's taps reach,
+ * (BN / w + k − 1) × (w + k − 1) pixels, with the prologue applied once an
+ * element, into a shared-memory stage of their own; the k·k k tiles of the
+ * block (one tap each) take their B fragments from it at the tap's offset.
+ * The next channel block's halo is read in k·k parts (its channel pairs
+ * tap, tap + k·k, ...), one beside each k tile's products, into the other
+ * of two stages.  Direct, each element of x would be read and its prologue
+ * computed once a tap. */
+typedef struct {
+    int64_t h, w; /* the input's (and output's) rows and columns */
+    int k;        /* the kernel's size, odd and at least 3 */
+    int flip;     /* the backward-data pass: tap (ky, kx) reads the pixel at (k−1−ky, k−1−kx) of its window */
+} edm_mma_halo;
+
+/* The most shared memory a block of a halo body may take, A's stages and the
+ * halo's together: two blocks an SM on an H100 (228 KiB an SM). */
+#define EDM_MMA_HALO_SHARED (96LL * 1024)
+
+/* Whether tile t of such a convolution can read B through the halo: no
+ * split, BN whole rows of one sample, the stages within EDM_MMA_HALO_SHARED. */
+int edm_mma_halo_fits(edm_mma_tile t, const edm_mma_halo *h);
+
+/* The halo's two stages, in bytes: the launch's dynamic shared memory
+ * (edm_halo_sh; past 48 KiB the executor raises the kernel's limit). */
+unsigned edm_mma_halo_bytes(edm_mma_tile t, const edm_mma_halo *h);
+
+/* The kernel's shared-memory declarations (emitted first in its body); halo
+ * NULL unless the body reads B through one (edm_mma_halo_fits). */
+void edm_mma_emit_shared(sbuf *b, edm_mma_tile t, const edm_mma_halo *halo);
 
 /* The order a block's threads read an operand's tile in (edm_mma_emit_body's
  * `order`), to match the order its memory runs in: by default A k-major
@@ -103,9 +134,14 @@ enum { EDM_MMA_A_ROWS = 1u << 0, EDM_MMA_B_K = 1u << 1, EDM_MMA_A_PAIRS = 1u << 
  * The tap is then one value a tile, computed once: every load of a thread in
  * a tile shares its pixel (the bounds, any per-pixel operand of a prologue),
  * and the ktaps tiles of a channel block reuse the same lines of the weights
- * and of the activations. */
+ * and of the activations.
+ *
+ * halo (non-NULL only where edm_mma_halo_fits, with ktaps = k·k and B in the
+ * default order): B's elements come from KNAME_H(a, b, z, nb, c, iy, ix),
+ * channel c of input pixel (iy, ix) of sample nb with its prologue, 0 outside
+ * the image, instead of KNAME_B. */
 void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int64_t gn, int64_t gk, int64_t gb,
-                       int64_t ktaps, unsigned order);
+                       int64_t ktaps, unsigned order, const edm_mma_halo *halo);
 
 /* The helpers edm_mma_f16 / edm_mma_bf16 for the source's preamble. */
 extern const char edm_mma_preamble[];

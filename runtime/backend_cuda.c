@@ -500,6 +500,21 @@ static int get_function(edm_cuda_exec *x, const char *name, cu_function *out, ed
     return 0;
 }
 
+/* A kernel launched with smem bytes of dynamic shared memory: past the
+ * default 48 KiB (a convolution's halo stages) its limit raised to that. */
+static int get_function_smem(edm_cuda_exec *x, const char *name, unsigned smem, cu_function *out, edm_status *st)
+{
+    if (get_function(x, name, out, st) != 0)
+        return -1;
+    if (smem > 48u * 1024u &&
+        cu_check(&x->api, x->api.FuncSetAttribute(*out, CU_FUNC_ATTR_MAX_DYNAMIC_SHARED, (int)smem),
+                 "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)", st) != 0) {
+        edm_status_prefix(st, "kernel %s, %u bytes of shared memory", name, smem);
+        return -1;
+    }
+    return 0;
+}
+
 /* The emulating driver (tests/emu/cuda_emu.so) runs the kernels on the host
  * from their CUDA C source: it exports edmEmuLoadSource, which takes the
  * source where cuModuleLoadData takes a cubin (no NVRTC then). */
@@ -595,11 +610,11 @@ static int load_kernels(edm_cuda_exec *x, edm_status *st)
         (get_function(x, "edm_force_wn", &x->force_wn, st) != 0 || get_function(x, "edm_ema", &x->ema, st) != 0))
         return -1;
     for (int gi = 0; x->plan && gi < x->pcode.ngroups; gi++)
-        if (get_function(x, x->pcode.group[gi].kernel, &x->group_fn[gi], st) != 0)
+        if (get_function_smem(x, x->pcode.group[gi].kernel, x->pcode.group[gi].smem, &x->group_fn[gi], st) != 0)
             return -1;
     for (int i = 0; !x->plan && i < x->code.nlaunch; i++) {
         const edm_cuda_launch *L = &x->code.launch[i];
-        if (L->kind == EDM_CUDA_KERNEL && get_function(x, L->kernel, &x->fn[i], st) != 0)
+        if (L->kind == EDM_CUDA_KERNEL && get_function_smem(x, L->kernel, L->smem, &x->fn[i], st) != 0)
             return -1;
         if (L->im2col[0] && get_function(x, L->im2col, &x->gemm[i].im2col, st) != 0)
             return -1;

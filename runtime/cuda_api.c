@@ -39,6 +39,7 @@ int cu_api_open(cu_api *api, edm_status *st)
     rc |= CU_RESOLVE(ModuleLoadData, "cuModuleLoadData");
     rc |= CU_RESOLVE(ModuleUnload, "cuModuleUnload");
     rc |= CU_RESOLVE(ModuleGetFunction, "cuModuleGetFunction");
+    rc |= CU_RESOLVE(FuncSetAttribute, "cuFuncSetAttribute");
     rc |= CU_RESOLVE(LaunchKernel, "cuLaunchKernel");
     rc |= CU_RESOLVE(MemAlloc, "cuMemAlloc_v2");
     rc |= CU_RESOLVE(MemFree, "cuMemFree_v2");

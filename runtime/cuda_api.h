@@ -29,6 +29,7 @@ typedef unsigned long long cu_ptr; /* CUdeviceptr */
 #define CU_ERROR_NO_DEVICE 100
 #define CU_ATTR_CC_MAJOR 75
 #define CU_ATTR_CC_MINOR 76
+#define CU_FUNC_ATTR_MAX_DYNAMIC_SHARED 8 /* CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES */
 #define CU_STREAM_NON_BLOCKING 1u       /* never synchronizes with the legacy stream (capturable) */
 #define CU_EVENT_DISABLE_TIMING 2u      /* an event that only orders streams */
 #define CU_STREAM_CAPTURE_THREAD_LOCAL 1 /* CU_STREAM_CAPTURE_MODE_THREAD_LOCAL */
@@ -48,6 +49,7 @@ typedef struct {
     cu_result (*ModuleLoadData)(cu_module *, const void *);
     cu_result (*ModuleUnload)(cu_module);
     cu_result (*ModuleGetFunction)(cu_function *, cu_module, const char *);
+    cu_result (*FuncSetAttribute)(cu_function, int, int);
     cu_result (*LaunchKernel)(cu_function, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
                               cu_stream, void **, void **);
     cu_result (*MemAlloc)(cu_ptr *, size_t);

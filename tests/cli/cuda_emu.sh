@@ -138,6 +138,10 @@ tile_case() { # TILE PRECISION
 tile_case 128x128/3 fp16
 tile_case 64x128/2 bf16
 tile_case 128x64 fp16
+# without split-K, so that the convolutions whose tiles are whole rows read x through a halo tile
+# (cuda_gemm_mma.h), one of them with 65 KB of stages (past the default 48 KiB of shared memory)
+tile_case 64x64/1 fp16
+tile_case 64x128/1 bf16
 
 # bench --profile: every kernel of the fused plan timed by events, the slowest listed, the JSON intact
 "$edmc" bench "$tiny" --device=cuda --precision=fp16 --fuse=all --batch=2 --iters=1 --profile --json >"$tmp/prof.out" 2>"$tmp/prof.err"

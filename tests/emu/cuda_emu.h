@@ -40,9 +40,11 @@ using std::isnan;
 #define __shared__ static
 #define __align__(n) __attribute__((aligned(n)))
 #define __noinline__ __attribute__((noinline))
-/* dynamic shared memory (the fused plan's group kernels): one static block,
- * as __shared__ above; 48 KiB, the default limit of a launch */
-#define EDM_DYNAMIC_SHARED(T, name) static T name[48 * 1024 / sizeof(T)]
+/* dynamic shared memory (the fused plan's group kernels, a convolution's
+ * halo stages): one static block, as __shared__ above, 16-byte aligned;
+ * 227 KiB, the most a kernel may raise its limit to (the fake driver checks
+ * each launch's size against the limit set) */
+#define EDM_DYNAMIC_SHARED(T, name) static __attribute__((aligned(16))) T name[227 * 1024 / sizeof(T)]
 
 struct edm_emu_dim3 {
     unsigned x, y, z;

@@ -278,15 +278,17 @@ fi
 deadline=$((T0 + phase1))
 echo "== 3-6. op tests, codegen, golden parity, training (parallel=$parallel; cut at $phase1 s)"
 
-ops_job() { # the op-by-op test at one precision
+ops_job() { # the op-by-op test at one precision [GEMM [VAR=VALUE]]
     run_step "ops-$1" 150 env EDMC_TEST_DEVICE=cuda EDMC_TEST_PRECISION="${1%-fused}" \
-        ${2:+EDMC_TEST_GEMM="$2"} ./tests/unit/test_backend_ops
+        ${2:+EDMC_TEST_GEMM="$2"} ${3:+"$3"} ./tests/unit/test_backend_ops
 }
 ops_fp32() { ops_job fp32; }
 ops_fp16() { ops_job fp16; }
 ops_bf16() { ops_job bf16; }
 ops_fp16_fused() { ops_job fp16-fused fused; }
-ops_bf16_fused() { ops_job bf16-fused fused; }
+# bf16 with one tile and no split-K: the (halo) convolution cases read x through halo tiles, one
+# with 65 KB of them (the raised shared-memory limit)
+ops_bf16_fused() { ops_job bf16-fused fused EDMC_MMA_TILE=64x128/1; }
 # test_cuda_codegen in two halves side by side: whole-program NVRTC compiles, CUDA vs CPU
 codegen_nvrtc() { run_step codegen-nvrtc 200 env EDMC_TEST_FILTER='test_nvrtc*' ./tests/unit/test_cuda_codegen; }
 codegen_vs() { run_step codegen-vs 240 env EDMC_TEST_FILTER='test_cuda_vs_cpu*' ./tests/unit/test_cuda_codegen; }
@@ -636,6 +638,8 @@ env_ablation() {
 env_ablation xs-forward-flat-k "k flat (EDMC_CONV_ORDER=channel)" EDMC_CONV_ORDER=channel
 # the tensor-core fragments word by word instead of by ldmatrix
 env_ablation xs-forward-no-ldmatrix "fragments without ldmatrix" EDMC_LDMATRIX=off
+# the 3x3 convolutions' activations read directly, a tap a k tile, not through a halo tile
+env_ablation xs-forward-no-halo "activations without the halo tile" EDMC_CONV_HALO=off
 # each fusion rule off alone (docs/fusion.md), while the budget lasts: taps first (the weights'
 # tap-major copy, never measured), then prologue (a 3x3 convolution evaluates its operand's
 # prologue once per tap; off, the silu(x / norm) is stored once); attntrain is a training step's

@@ -312,6 +312,17 @@ static const op_case cases[] = {
     C2X(CONV2D, "k3 s1 p1 C32 O8", T_CONV(1, 1), IN(D_NORMAL, 32, 5, 6), PAR(D_NORMAL, 8, 32, 3, 3), 0, 2),
     C2X(CONV2D, "k3 s2 p1 C64 O5", T_CONV(2, 1), IN(D_NORMAL, 64, 5, 4), PAR(D_NORMAL, 5, 64, 3, 3), 0, 3),
     C2X(CONV2D, "k1 s1 C32 O3", T_CONV(1, 0), IN(D_NORMAL, 32, 3, 5), PAR(D_NORMAL, 3, 32, 1, 1), 0, 2),
+    /* ... and whole rows of one sample a tile: where its tile has no split-K (the cost model's at batch
+     * 128, a tile forced by tests/cli/cuda_emu.sh here) the tensor-core kernel reads x through a halo
+     * tile (cuda_gemm_mma.h; two channel blocks, so the next block's halo is read beside the products;
+     * 8 columns, so a fragment's 16 pixels span two rows), a 5×5 kernel's too */
+    C2X(CONV2D, "k3 s1 p1 C64 O40 [N,64,8,8] (halo)", T_CONV(1, 1), IN(D_NORMAL, 64, 8, 8), PAR(D_NORMAL, 40, 64, 3, 3),
+        0, 3),
+    C2X(CONV2D, "k5 s1 p2 C32 O8 [N,32,16,4] (halo)", T_CONV(1, 2), IN(D_NORMAL, 32, 16, 4), PAR(D_NORMAL, 8, 32, 5, 5),
+        0, 3),
+    /* (a 128-pixel tile of this one: 408 rows of halo, 65 KB of stages, past the default 48 KiB) */
+    C2X(CONV2D, "k5 s1 p2 C32 O8 [N,32,4,64] (halo)", T_CONV(1, 2), IN(D_NORMAL, 32, 4, 64), PAR(D_NORMAL, 8, 32, 5, 5),
+        0, 3),
     /* ... with an epilogue reading a per-sample, per-channel operand (the embedding's modulation) at the
      * element's coordinates */
     {.op = EDM_OP_CONV2D, .label = "-(k3 s1 p1 C32 O8 ·s[N,8,1,1])", .nin = 3,
@@ -330,6 +341,17 @@ static const op_case cases[] = {
     /* ... with a prologue reading a per-pixel operand (the pixel norm, then mp_silu's silu): fused, the
      * convolution reads it at the element's coordinates; forward only, as sampling runs it (with gradients
      * the backward pass reads the silu, so it is stored) */
+    {.op = EDM_OP_CONV2D, .label = "-k3 s1 p1 C32 of silu(x / n[N,1,8,8]) (halo)", .nin = 3,
+     .in = {IN(D_NORMAL, 32, 8, 8), IN(D_POS, 1, 8, 8), PAR(D_NORMAL, 6, 32, 3, 3)}, .nstep = 4,
+     .step = {{.t = T(DIV), .src = {0, 1}},
+              {.t = T(SILU), .src = {RES(0), 0}},
+              {.t = T_CONV(1, 1), .src = {RES(1), 2}},
+              {.t = T(NEG), .src = {RES(2), 0}}},
+     .flags = F_NO_BWD, .tol_scale = 2},
+    {.op = EDM_OP_CONV2D, .label = "-k3 s1 p1 of concat([N,32,8,8], [N,32,8,8]) (halo)", .nin = 3,
+     .in = {IN(D_NORMAL, 32, 8, 8), IN(D_WIDE, 32, 8, 8), PAR(D_NORMAL, 4, 64, 3, 3)}, .nstep = 3,
+     .step = {{.t = T_CAT(1), .src = {0, 1}}, {.t = T_CONV(1, 1), .src = {RES(0), 2}}, {.t = T(NEG), .src = {RES(1), 0}}},
+     .flags = F_NO_BWD, .tol_scale = 3},
     {.op = EDM_OP_CONV2D, .label = "-k3 s1 p1 C32 of silu(x / n[N,1,H,W])", .nin = 3,
      .in = {IN(D_NORMAL, 32, 4, 5), IN(D_POS, 1, 4, 5), PAR(D_NORMAL, 6, 32, 3, 3)}, .nstep = 4,
      .step = {{.t = T(DIV), .src = {0, 1}},
@@ -342,6 +364,11 @@ static const op_case cases[] = {
         F_NO_BWD, 1),
     C2X(CONV2D_BWD_DATA, "k3 s2 p1", T_BWD_DATA(2, 1, 7, 6), IN(D_NORMAL, 4, 4, 3), PAR(D_NORMAL, 4, 3, 3, 3),
         F_NO_BWD, 1),
+    /* ... dy through a halo tile (the flipped taps), as the forward's x above */
+    C2X(CONV2D_BWD_DATA, "k3 s1 p1 O64 C40 [N,64,8,8] (halo)", T_BWD_DATA(1, 1, 8, 8), IN(D_NORMAL, 64, 8, 8),
+        PAR(D_NORMAL, 64, 40, 3, 3), F_NO_BWD, 3),
+    C2X(CONV2D_BWD_DATA, "k5 s1 p2 O32 C8 [N,32,16,4] (halo)", T_BWD_DATA(1, 2, 16, 4), IN(D_NORMAL, 32, 16, 4),
+        PAR(D_NORMAL, 32, 8, 5, 5), F_NO_BWD, 3),
     C2X(CONV2D_BWD_DATA, "k1 s1", T_BWD_DATA(1, 0, 5, 6), IN(D_NORMAL, 3, 5, 6), PAR(D_NORMAL, 3, 4, 1, 1),
         F_NO_BWD, 1),
     C2X(CONV2D_BWD_DATA, "k3 s1 p0", T_BWD_DATA(1, 0, 5, 5), IN(D_NORMAL, 3, 3, 3), PAR(D_NORMAL, 3, 2, 3, 3),
