@@ -897,7 +897,7 @@ static int gen_conv2d(node_ctx *c, sbuf *b, edm_status *st)
     emit_conv_store(c, b, ktaps > 0, ohw, p.o, p.ow);
     if (gm > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: conv2d with %lld output channels", (long long)gm);
-    edm_mma_halo halo = {.h = p.h, .w = p.w, .k = (int)p.k};
+    edm_mma_halo halo = {.n = p.n, .h = p.h, .w = p.w, .k = (int)p.k};
     const int with_halo = conv_halo(c, &p, gm, gn, gk, ktaps, &halo);
     if (with_halo) { /* KNAME_H: channel c of input pixel (iy, ix), 0 in the padding */
         sb_printf(b,
@@ -968,7 +968,7 @@ static int gen_conv2d_bwd_data(node_ctx *c, sbuf *b, edm_status *st)
     emit_conv_store(c, b, ktaps > 0, hw, p.c, p.w);
     if (gm > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: conv2d with %lld input channels", (long long)gm);
-    edm_mma_halo halo = {.h = p.h, .w = p.w, .k = (int)p.k, .flip = 1};
+    edm_mma_halo halo = {.n = p.n, .h = p.h, .w = p.w, .k = (int)p.k, .flip = 1};
     const int with_halo = conv_halo(c, &p, gm, gn, gk, ktaps, &halo);
     if (with_halo) { /* KNAME_H: channel c of dy's pixel (iy, ix), 0 past its edges */
         sb_printf(b,

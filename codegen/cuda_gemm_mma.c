@@ -253,7 +253,20 @@ void edm_mma_emit_workspace(sbuf *b, int64_t floats, int64_t counts)
  * stage's rows of PITCH words (16 k pairs and the padding that keeps an
  * ldmatrix's 8 rows, any 8 consecutive ones, on distinct banks). */
 static int64_t halo_cols(const edm_mma_halo *h) { return h->w + h->k - 1; }
-static int64_t halo_rows(edm_mma_tile t, const edm_mma_halo *h) { return (t.bn / h->w + h->k - 1) * halo_cols(h); }
+/* A tile's image rows in each of its samples (BN whole rows of one sample,
+ * or whole samples), and a sample's rows of the stage. */
+static int64_t tile_image_rows(edm_mma_tile t, const edm_mma_halo *h)
+{
+    return t.bn / h->w < h->h ? t.bn / h->w : h->h;
+}
+static int64_t halo_sample_rows(edm_mma_tile t, const edm_mma_halo *h)
+{
+    return (tile_image_rows(t, h) + h->k - 1) * halo_cols(h);
+}
+static int64_t halo_rows(edm_mma_tile t, const edm_mma_halo *h)
+{
+    return t.bn / (tile_image_rows(t, h) * h->w) * halo_sample_rows(t, h);
+}
 
 unsigned edm_mma_halo_bytes(edm_mma_tile t, const edm_mma_halo *h)
 {
@@ -262,7 +275,8 @@ unsigned edm_mma_halo_bytes(edm_mma_tile t, const edm_mma_halo *h)
 
 int edm_mma_halo_fits(edm_mma_tile t, const edm_mma_halo *h)
 {
-    if (!h || h->k < 3 || h->k % 2 == 0 || h->w < 1 || t.splits > 1 || t.bn % h->w != 0 || (h->h * h->w) % t.bn != 0)
+    if (!h || h->k < 3 || h->k % 2 == 0 || h->w < 1 || h->h < 1 || t.splits > 1 || t.bn % h->w != 0 ||
+        ((h->h * h->w) % t.bn != 0 && t.bn % (h->h * h->w) != 0) || (h->n * h->h * h->w) % t.bn != 0)
         return 0;
     const int64_t words = 2 * halo_rows(t, h) * PITCH; /* two stages; the epilogue stages its rows there too */
     return 4 * (2 * (int64_t)t.bm * PITCH + words) <= EDM_MMA_HALO_SHARED && 32 * (int64_t)(t.bn + STAGE_PAD) <= words;
@@ -440,6 +454,7 @@ static void emit_halo_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, 
     const int mt = t.bm / 32, nt = t.bn / 32, wtn = t.bn / 4, k = h->k;
     const long long nblocks = (gk + EDM_MMA_BK - 1) / EDM_MMA_BK / ktaps, kt = (long long)ktaps;
     const long long rows = (long long)halo_rows(t, h), cols = (long long)halo_cols(h);
+    const long long srows = (long long)halo_sample_rows(t, h), tpx = (long long)(tile_image_rows(t, h) * h->w);
     const long long mine = (rows + EDM_MMA_THREADS - 1) / EDM_MMA_THREADS, pairs = (16 + kt - 1) / kt;
     const long long w = (long long)h->w, hw = (long long)h->h * (long long)h->w, pad = (h->k - 1) / 2;
     char mtest[64] = "";
@@ -455,40 +470,45 @@ static void emit_halo_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, 
               "                for (int r = 0; r < 4; r++)\n"
               "                    acc[i][j][r] = 0.0f;\n"
               "        unsigned ra[%d], rh_[%lld][%lld];\n"
-              /* the tile's sample and first row (BN whole rows of one sample); this thread's
-               * rows of the stage: their pixel, and their row (-1: none) */
+              /* the tile's first sample and row (BN whole rows of one sample, or whole
+               * samples); this thread's rows of the stage: their sample and pixel, and their
+               * row (-1: none) */
               "        const edm_ix nb_ = n0 / %lld_ix, y0_ = n0 %% %lld_ix / %lld_ix;\n"
-              "        edm_ix hy_[%lld], hx_[%lld];\n"
+              "        edm_ix hn_[%lld], hy_[%lld], hx_[%lld];\n"
               "        int hr_[%lld];\n"
               "        for (int e = 0; e < %lld; e++) {\n"
-              "            const int r = (int)threadIdx.x + %d * e;\n"
-              "            hy_[e] = y0_ + r / %lld - %lld;\n"
-              "            hx_[e] = r %% %lld - %lld;\n"
+              "            const int r = (int)threadIdx.x + %d * e, q = r %% %lld;\n"
+              "            hn_[e] = nb_ + r / %lld;\n"
+              "            hy_[e] = y0_ + q / %lld - %lld;\n"
+              "            hx_[e] = q %% %lld - %lld;\n"
               "            hr_[e] = r < %lld ? r : -1;\n"
               "        }\n"
               /* each lane's rows of the stage at tap 0 for its B fragments: the address (bytes,
                * stage 0) of the one it gives ldmatrix, and its group's rows for the word-by-word
                * loads */
               "        const unsigned hsa_ = (unsigned)__cvta_generic_to_shared(&Hs_[0][0][0]);\n"
+              /* the stage's row of the tile's pixel p at tap 0: its sample's rows, its row's, its column */
+              "#define EDM_HALO_ROW(p) ((p) / %lld * %lld + (p) %% %lld / %lld * %lld + (p) %% %lld)\n"
               "        unsigned hl_[%d];\n"
               "        int hg0_[%d], hg1_[%d];\n"
               "        for (int jp = 0; jp < %d; jp++) {\n"
               "            const int pl = wn_ * %d + jp * 16 + lane_ %% 8 + lane_ / 16 * 8, p0 = wn_ * %d + jp * 16 + g_;\n"
-              "            hl_[jp] = edm_opaque_u32(hsa_ + 4u * (unsigned)((pl / %lld * %lld + pl %% %lld) * %d + lane_ / 8 %% 2 * 4));\n"
-              "            hg0_[jp] = p0 / %lld * %lld + p0 %% %lld;\n"
-              "            hg1_[jp] = (p0 + 8) / %lld * %lld + (p0 + 8) %% %lld;\n"
+              "            hl_[jp] = edm_opaque_u32(hsa_ + 4u * (unsigned)(EDM_HALO_ROW(pl) * %d + lane_ / 8 %% 2 * 4));\n"
+              "            hg0_[jp] = EDM_HALO_ROW(p0);\n"
+              "            hg1_[jp] = EDM_HALO_ROW(p0 + 8);\n"
               "        }\n"
+              "#undef EDM_HALO_ROW\n"
               /* channel block 0's halo, whole, and A's first k tile */
               "        for (int e = 0; e < %lld; e++)\n"
               "            if (hr_[e] >= 0)\n"
               "                for (int p = 0; p < 16; p++)\n"
-              "                    Hs_[0][hr_[e]][p] = edm_mma_pack_%s(KNAME_H(a, b, z, nb_, 2 * p, hy_[e], hx_[e]),\n"
-              "                                                     KNAME_H(a, b, z, nb_, 2 * p + 1, hy_[e], hx_[e]));\n"
+              "                    Hs_[0][hr_[e]][p] = edm_mma_pack_%s(KNAME_H(a, b, z, hn_[e], 2 * p, hy_[e], hx_[e]),\n"
+              "                                                     KNAME_H(a, b, z, hn_[e], 2 * p + 1, hy_[e], hx_[e]));\n"
               "        {\n"
               "            const edm_ix kq_ = 0, kr_ = 0;\n",
-              mt, nt, mt, nt, t.bm / 16, mine, pairs, hw, hw, w, mine, mine, mine, mine, EDM_MMA_THREADS, cols, pad,
-              cols, pad, rows, nt / 2, nt / 2, nt / 2, nt / 2, wtn, wtn, w, cols, w, PITCH, w, cols, w, w, cols, w,
-              mine, ty);
+              mt, nt, mt, nt, t.bm / 16, mine, pairs, hw, hw, w, mine, mine, mine, mine, mine, EDM_MMA_THREADS, srows,
+              srows, cols, pad, cols, pad, rows, tpx, srows, tpx, w, cols, w, nt / 2, nt / 2, nt / 2, nt / 2, wtn, wtn,
+              PITCH, mine, ty);
     emit_load_loop(b, 'a', t.bm, a_k_major, a_pairs, "m", "m0", "kr = kr_", mtest, "", "", "A", "m, kq_, kr",
                    "m, kq_, kr + 1", ty);
     sb_puts(b, "            const int s = 0;\n");
@@ -514,8 +534,8 @@ static void emit_halo_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, 
     sb_printf(b,
               "                            const edm_ix c = (cb_ + 1) * 32 + 2 * p;\n"
               "                            rh_[e][j] = hr_[e] >= 0 && p < 16\n"
-              "                                            ? edm_mma_pack_%s(KNAME_H(a, b, z, nb_, c, hy_[e], hx_[e]),\n"
-              "                                                             KNAME_H(a, b, z, nb_, c + 1, hy_[e], hx_[e]))\n"
+              "                                            ? edm_mma_pack_%s(KNAME_H(a, b, z, hn_[e], c, hy_[e], hx_[e]),\n"
+              "                                                             KNAME_H(a, b, z, hn_[e], c + 1, hy_[e], hx_[e]))\n"
               "                                            : 0u;\n"
               "                        }\n",
               ty);

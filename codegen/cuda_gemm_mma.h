@@ -76,8 +76,8 @@ void edm_mma_emit_workspace(sbuf *b, int64_t floats, int64_t counts);
 
 /* A convolution's B operand (its activations) read through a halo tile:
  * stride 1, padding (k − 1) / 2 (the output as large as the input), ktaps =
- * k·k, the block's BN pixels whole rows of one sample (the forward pass's x,
- * or, flipped, the backward-data pass's dy).  Each channel block's
+ * k·k, the block's BN pixels whole rows of one sample or whole samples (the
+ * forward pass's x, or, flipped, the backward-data pass's dy).  Each channel block's
  * 32 channels are read once a block over the rows the tile's taps reach,
  * (BN / w + k − 1) × (w + k − 1) pixels, with the prologue applied once an
  * element, into a shared-memory stage of their own; the k·k k tiles of the
@@ -87,6 +87,7 @@ void edm_mma_emit_workspace(sbuf *b, int64_t floats, int64_t counts);
  * of two stages.  Direct, each element of x would be read and its prologue
  * computed once a tap. */
 typedef struct {
+    int64_t n;    /* the samples */
     int64_t h, w; /* the input's (and output's) rows and columns */
     int k;        /* the kernel's size, odd and at least 3 */
     int flip;     /* the backward-data pass: tap (ky, kx) reads the pixel at (k−1−ky, k−1−kx) of its window */
@@ -97,7 +98,8 @@ typedef struct {
 #define EDM_MMA_HALO_SHARED (96LL * 1024)
 
 /* Whether tile t of such a convolution can read B through the halo: no
- * split, BN whole rows of one sample, the stages within EDM_MMA_HALO_SHARED. */
+ * split, BN whole rows of one sample or whole samples (every tile full), the
+ * stages within EDM_MMA_HALO_SHARED. */
 int edm_mma_halo_fits(edm_mma_tile t, const edm_mma_halo *h);
 
 /* The halo's two stages, in bytes: the launch's dynamic shared memory

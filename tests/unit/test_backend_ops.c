@@ -320,7 +320,8 @@ static const op_case cases[] = {
         0, 3),
     C2X(CONV2D, "k5 s1 p2 C32 O8 [N,32,16,4] (halo)", T_CONV(1, 2), IN(D_NORMAL, 32, 16, 4), PAR(D_NORMAL, 8, 32, 5, 5),
         0, 3),
-    /* (a 128-pixel tile of this one: 408 rows of halo, 65 KB of stages, past the default 48 KiB) */
+    /* (a 128-pixel tile of the one above: two samples a tile; of this one: 408 rows of halo, 65 KB of
+     * stages, past the default 48 KiB) */
     C2X(CONV2D, "k5 s1 p2 C32 O8 [N,32,4,64] (halo)", T_CONV(1, 2), IN(D_NORMAL, 32, 4, 64), PAR(D_NORMAL, 8, 32, 5, 5),
         0, 3),
     /* ... with an epilogue reading a per-sample, per-channel operand (the embedding's modulation) at the
