@@ -454,7 +454,8 @@ static void emit_halo_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, 
     const int mt = t.bm / 32, nt = t.bn / 32, wtn = t.bn / 4, k = h->k;
     const long long nblocks = (gk + EDM_MMA_BK - 1) / EDM_MMA_BK / ktaps, kt = (long long)ktaps;
     const long long rows = (long long)halo_rows(t, h), cols = (long long)halo_cols(h);
-    const long long srows = (long long)halo_sample_rows(t, h), tpx = (long long)(tile_image_rows(t, h) * h->w);
+    const long long srows = (long long)halo_sample_rows(t, h);
+    const long long tpx = (long long)tile_image_rows(t, h) * (long long)h->w; /* a sample's pixels in the tile */
     const long long mine = (rows + EDM_MMA_THREADS - 1) / EDM_MMA_THREADS, pairs = (16 + kt - 1) / kt;
     const long long w = (long long)h->w, hw = (long long)h->h * (long long)h->w, pad = (h->k - 1) / 2;
     char mtest[64] = "";
