@@ -861,6 +861,19 @@ static int conv_halo(const node_ctx *c, const conv_geom *p, int64_t gm, int64_t 
     return edm_mma_halo_fits(gemm_tile(c, gm, gn, gk, 1, ktaps, &key), halo);
 }
 
+/* A halo body's KNAME_H(z, nb, c, iy, ix): the activation at offset `at`
+ * (naming nb, c, iy, ix) of an h × w image through ldq, 0 outside it. */
+static void emit_halo_acc(const node_ctx *c, sbuf *b, const char *at, int64_t h, int64_t w)
+{
+    char load[256];
+    conv_load(load, sizeof load, 1, at, "c", "iy", "ix");
+    sb_printf(b,
+              "static __device__ __forceinline__ float KNAME_H(const %s *a, const %s *b, edm_ix z, edm_ix nb, "
+              "edm_ix c, edm_ix iy, edm_ix ix)\n{\n"
+              "    return iy >= 0 && iy < %lld_ix && ix >= 0 && ix < %lld_ix ? %s : 0.0f;\n}\n",
+              ctype(c->ta), ctype(c->tb), (long long)h, (long long)w, load);
+}
+
 static int gen_conv2d(node_ctx *c, sbuf *b, edm_status *st)
 {
     conv_geom p = conv_of(c);
@@ -899,15 +912,8 @@ static int gen_conv2d(node_ctx *c, sbuf *b, edm_status *st)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: conv2d with %lld output channels", (long long)gm);
     edm_mma_halo halo = {.n = p.n, .h = p.h, .w = p.w, .k = (int)p.k};
     const int with_halo = conv_halo(c, &p, gm, gn, gk, ktaps, &halo);
-    if (with_halo) { /* KNAME_H: channel c of input pixel (iy, ix), 0 in the padding */
-        sb_printf(b,
-                  "static __device__ __forceinline__ float KNAME_H(const %s *a, const %s *b, edm_ix z, edm_ix nb, "
-                  "edm_ix c, edm_ix iy, edm_ix ix)\n{\n",
-                  ctype(c->ta), ctype(c->tb));
-        conv_load(load, sizeof load, 1, at, "c", "iy", "ix");
-        sb_printf(b, "    return iy >= 0 && iy < %lld_ix && ix >= 0 && ix < %lld_ix ? %s : 0.0f;\n}\n",
-                  (long long)p.h, (long long)p.w, load);
-    }
+    if (with_halo) /* x's channel c at input pixel (iy, ix) */
+        emit_halo_acc(c, b, at, p.h, p.w);
     /* A along k (the weight's rows), B along the pixels */
     emit_gemm(c, b, gm, gn, gk, 1, ktaps, pairs ? EDM_MMA_A_PAIRS : 0u, with_halo ? &halo : NULL);
     if (c->opt->gemm_library) {
@@ -970,16 +976,10 @@ static int gen_conv2d_bwd_data(node_ctx *c, sbuf *b, edm_status *st)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: conv2d with %lld input channels", (long long)gm);
     edm_mma_halo halo = {.n = p.n, .h = p.h, .w = p.w, .k = (int)p.k, .flip = 1};
     const int with_halo = conv_halo(c, &p, gm, gn, gk, ktaps, &halo);
-    if (with_halo) { /* KNAME_H: channel c of dy's pixel (iy, ix), 0 past its edges */
-        sb_printf(b,
-                  "static __device__ __forceinline__ float KNAME_H(const %s *a, const %s *b, edm_ix z, edm_ix nb, "
-                  "edm_ix c, edm_ix iy, edm_ix ix)\n{\n",
-                  ctype(c->ta), ctype(c->tb));
+    if (with_halo) { /* dy's channel c at its pixel (iy, ix) */
         snprintf(at, sizeof at, "((nb * %lld_ix + c) * %lld_ix + iy) * %lld_ix + ix", (long long)p.o, (long long)p.oh,
                  (long long)p.ow);
-        conv_load(load, sizeof load, 1, at, "c", "iy", "ix");
-        sb_printf(b, "    return iy >= 0 && iy < %lld_ix && ix >= 0 && ix < %lld_ix ? %s : 0.0f;\n}\n",
-                  (long long)p.oh, (long long)p.ow, load);
+        emit_halo_acc(c, b, at, p.oh, p.ow);
     }
     /* A = wᵀ: along its rows m (the input channels) w's elements are k·k apart, along k
      * (the output channels) C·k·k; the taps copy: along k side by side */

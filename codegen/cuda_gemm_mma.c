@@ -442,11 +442,11 @@ static void emit_next_pairs(sbuf *b, long long nblocks, long long mine, long lon
 /* The halo body's k loops (edm_mma_halo), inside the block's z scope: over
  * the channel blocks, and in each over its taps, one k tile each; A's tiles
  * through two stages as in the direct body, B from the channel block's halo
- * stage at the tap's offset (flipped: the mirrored tap's).  A thread owns pixel rows tid, tid + 256, ...
- * of the stage (their coordinates and bounds computed once), so that
- * neighbouring threads read neighbouring pixels of one channel; beside each
- * k tile's products it reads the next channel block's pairs tap, tap +
- * ktaps, ... of its rows into the other stage. */
+ * stage at the tap's offset (flipped: the mirrored tap's).  A thread owns
+ * pixel rows tid, tid + 256, ... of the stage (their coordinates and bounds
+ * computed once), so that neighbouring threads read neighbouring pixels of
+ * one channel; beside each k tile's products it reads the next channel
+ * block's pairs tap, tap + ktaps, ... of its rows into the other stage. */
 static void emit_halo_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int64_t gk, int64_t ktaps,
                            unsigned order, const edm_mma_halo *h)
 {
