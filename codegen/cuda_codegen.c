@@ -5,6 +5,7 @@
 #include "codegen/cuda_codegen.h"
 #include "codegen/cuda_attention_mma.h"
 #include "codegen/cuda_gemm_mma.h"
+#include "codegen/cuda_source_split.h"
 #include "codegen/text.h"
 
 #include "compiler/ew_math.h"
@@ -1360,6 +1361,7 @@ typedef struct {
     uint64_t hash;
     char *body;
     char name[EDM_CUDA_NAME];
+    int unit; /* the source unit that holds the kernel (cuda_source_split.h) */
 } body_entry;
 
 typedef struct {
@@ -1550,21 +1552,25 @@ static void table_free(body_table *t)
     t->e = NULL;
 }
 
-/* The name of an earlier kernel with this body, or NULL after recording the
- * body under `name` (*oom set where it could not be kept). */
-static const char *table_name(body_table *t, const char *body, const char *name, int *oom)
+/* The name of an earlier kernel with this body (*unit: the source unit it
+ * is in), or NULL after recording the body under `name` in `unit` (*oom set
+ * where it could not be kept). */
+static const char *table_name(body_table *t, const char *body, const char *name, int *unit, int *oom)
 {
     uint64_t h = fnv1a(body, strlen(body));
     size_t slot = (size_t)h & (t->size - 1);
     while (t->e[slot].body && (t->e[slot].hash != h || strcmp(t->e[slot].body, body) != 0))
         slot = (slot + 1) & (t->size - 1);
-    if (t->e[slot].body)
+    if (t->e[slot].body) {
+        *unit = t->e[slot].unit;
         return t->e[slot].name;
+    }
     if (!(t->e[slot].body = strdup(body))) {
         *oom = 1;
         return NULL;
     }
     t->e[slot].hash = h;
+    t->e[slot].unit = *unit;
     snprintf(t->e[slot].name, sizeof t->e[slot].name, "%s", name);
     return NULL;
 }
@@ -1671,6 +1677,7 @@ int edm_cuda_codegen(const edm_graph *g, const edm_cuda_options *opt, edm_cuda_m
         dropout |= edm_graph_node(g, id)->op == EDM_OP_DROPOUT;
     if (opt->training && dropout)
         sb_puts(&out, PREAMBLE_MIX64);
+    edm_source_unit_mark(&out, 0, NULL, 0); /* the units of cuda_source_split.h: one per kernel and its helpers */
     emit_cast_kernels(&out);
     if (opt->optimizer)
         emit_optimizer_kernels(&out);
@@ -1717,8 +1724,8 @@ int edm_cuda_codegen(const edm_graph *g, const edm_cuda_options *opt, edm_cuda_m
         }
         char name[EDM_CUDA_NAME];
         snprintf(name, sizeof name, "k%d_%s", id, edm_op_name(n->op));
-        int oom = 0;
-        const char *earlier = table_name(&table, body.p, name, &oom);
+        int oom = 0, unit = 0;
+        const char *earlier = table_name(&table, body.p, name, &unit, &oom);
         if (oom) {
             rc = edm_nomem(st);
             break;
@@ -1728,6 +1735,7 @@ int edm_cuda_codegen(const edm_graph *g, const edm_cuda_options *opt, edm_cuda_m
             m->nshared++;
         } else {
             snprintf(L->kernel, sizeof L->kernel, "%s", name);
+            edm_source_unit_mark(&out, id + 1, NULL, 0);
             sb_printf(&out, "\n/* %%%d %s%s%s */\n", id, edm_op_name(n->op), n->scope && n->scope[0] ? " in " : "",
                       n->scope ? n->scope : "");
             emit_named(&out, body.p, L->kernel);
@@ -1738,8 +1746,7 @@ int edm_cuda_codegen(const edm_graph *g, const edm_cuda_options *opt, edm_cuda_m
                                   n->op == EDM_OP_CONV2D_BWD_WEIGHT))
             emit_conv_helper(&c, &out, m);
     }
-    if (rc == 0 && uses_mma(opt))
-        edm_mma_emit_workspace(&out, ws.floats, ws.counts);
+    edm_source_units_end(&out);
     if (rc == 0 && out.oom)
         rc = edm_nomem(st);
     free(body.p);
@@ -1751,6 +1758,8 @@ int edm_cuda_codegen(const edm_graph *g, const edm_cuda_options *opt, edm_cuda_m
     }
     m->source = out.p;
     m->len = out.len;
+    m->splitk_floats = ws.floats;
+    m->splitk_counts = ws.counts;
     return 0;
 }
 
@@ -1767,6 +1776,8 @@ typedef struct {
     int mix64;        /* a dropout inside: the module needs edm_mix64 */
     mma_need *ws; /* the module's split-K workspace */
     body_table *kernels; /* the steps' kernels so far, by text and launch shape */
+    int unit;            /* the source unit being written: its plan group's index + 1 */
+    int *needs, *nneeds; /* the earlier units whose functions it calls (a group kernel's reused steps) */
     const bshape *coords; /* while a prologue gets its element's coordinates d0_.. in this shape, else NULL */
     int approx; /* while the prologue of a tensor-core operand is emitted: fast_math_expr's intrinsics */
 } step_ctx;
@@ -2066,11 +2077,18 @@ static int emit_step_kernel(step_ctx *x, const char *text, int grouped, sbuf *ou
     sbuf key = {0};
     sb_printf(&key, "%d %u %u %u %u %u %u\n%s", grouped, L->grid[0], L->grid[1], L->grid[2], L->block[0], L->block[1],
               L->block[2], text);
-    int oom = key.oom;
-    const char *earlier = oom ? NULL : table_name(x->kernels, key.p, L->kernel, &oom);
+    int oom = key.oom, unit = x->unit;
+    const char *earlier = oom ? NULL : table_name(x->kernels, key.p, L->kernel, &unit, &oom);
     free(key.p);
     if (oom)
         return edm_nomem(st);
+    if (earlier && grouped && unit != x->unit) { /* the group kernel calls that unit's KNAME_run */
+        int seen = 0;
+        for (int i = 0; i < *x->nneeds; i++)
+            seen |= x->needs[i] == unit;
+        if (!seen)
+            x->needs[(*x->nneeds)++] = unit;
+    }
     const edm_graph *g = x->p->g;
     const edm_node *root = edm_graph_node(g, x->s->root);
     sb_printf(out, "\n/* step %d: %s -> %%%d%s%s%s%s */\n", L->step, x->s->kind, x->s->root, root->scope[0] ? " in " : "",
@@ -2318,20 +2336,30 @@ int edm_cuda_codegen_plan(const edm_plan *p, const edm_cuda_options *opt, edm_cu
     body_table table = table_new(p->nsteps);
     if (!table.e)
         rc = edm_nomem(st);
+    int *needs = calloc((size_t)(p->nsteps ? p->nsteps : 1), sizeof *needs);
+    if (!needs)
+        rc = edm_nomem(st);
     for (int gi = 0; gi < p->ngroups && rc == 0; gi++) {
+        /* one source unit (cuda_source_split.h): the group's text after a mark naming what it calls */
         const edm_plan_group *gr = &p->groups[gi];
-        int grouped = gr->nsteps > 1;
+        int grouped = gr->nsteps > 1, nneeds = 0;
+        sbuf unit = {0};
         for (int s = gr->first_step; s < gr->first_step + gr->nsteps && rc == 0; s++) {
             edm_cuda_step_launch *L = &m->launch[s];
             L->step = s;
             L->dtype = m->dtype[p->steps[s].root];
-            step_ctx x = {.p = p, .opt = opt, .dt = m->dtype, .s = &p->steps[s], .L = L, .ws = &ws, .kernels = &table};
-            rc = gen_step(&x, &kernels, grouped, st);
+            step_ctx x = {.p = p, .opt = opt, .dt = m->dtype, .s = &p->steps[s], .L = L, .ws = &ws,
+                          .kernels = &table, .unit = gi + 1, .needs = needs, .nneeds = &nneeds};
+            rc = gen_step(&x, &unit, grouped, st);
             mix64 |= x.mix64;
         }
-        if (rc == 0 && grouped) {
-            gen_group(p, gr, gi, m, &m->group[gi], &kernels);
-        } else if (rc == 0) {
+        if (rc == 0 && grouped)
+            gen_group(p, gr, gi, m, &m->group[gi], &unit);
+        edm_source_unit_mark(&kernels, gi + 1, needs, nneeds);
+        sb_puts(&kernels, unit.p ? unit.p : "");
+        kernels.oom |= unit.oom;
+        free(unit.p);
+        if (rc == 0 && !grouped) {
             const edm_cuda_step_launch *L = &m->launch[gr->first_step];
             m->group[gi] = (edm_cuda_group_launch){.first_step = gr->first_step, .nsteps = 1};
             memcpy(m->group[gi].kernel, L->kernel, sizeof L->kernel);
@@ -2360,16 +2388,17 @@ int edm_cuda_codegen_plan(const edm_plan *p, const edm_cuda_options *opt, edm_cu
                       "EDM_DYNAMIC_SHARED(double, edm_group_sh);\n");
         if (mix64)
             sb_puts(&out, PREAMBLE_MIX64);
+        edm_source_unit_mark(&out, 0, NULL, 0);
         emit_cast_kernels(&out);
         if (opt->optimizer)
             emit_optimizer_kernels(&out);
         sb_puts(&out, kernels.p ? kernels.p : "");
-        if (uses_mma(opt))
-            edm_mma_emit_workspace(&out, ws.floats, ws.counts);
+        edm_source_units_end(&out);
         if (out.oom || kernels.oom)
             rc = edm_nomem(st);
     }
     free(kernels.p);
+    free(needs);
     table_free(&table);
     if (rc != 0) {
         free(out.p);
@@ -2378,5 +2407,7 @@ int edm_cuda_codegen_plan(const edm_plan *p, const edm_cuda_options *opt, edm_cu
     }
     m->source = out.p;
     m->len = out.len;
+    m->splitk_floats = ws.floats;
+    m->splitk_counts = ws.counts;
     return 0;
 }

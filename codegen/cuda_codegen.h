@@ -27,8 +27,10 @@
  * Every node kernel has the signature
  *     extern "C" __global__ void kID_OP(TY *y, const TA *a, const TB *b, const unsigned long long *seed)
  * with TY/TA/TB the concrete types of its value and inputs (`const float *`
- * for absent inputs, passed NULL); seed points at the dropout seed in device
- * memory, so a captured CUDA Graph replays with a new seed.  Nodes whose code
+ * for absent inputs, passed NULL); seed points at the run's block in device
+ * memory: seed[0] the dropout seed, so a captured CUDA Graph replays with a
+ * new seed; seed[1] and seed[2] the addresses of the split-K workspace and
+ * its counts (splitk_floats, splitk_counts of the module).  Nodes whose code
  * would be identical share one function (named after the first such node).
  *
  * Contractions (conv2d, conv2d_bwd_data, conv2d_bwd_weight, matmul) are
@@ -126,6 +128,7 @@ typedef struct {
     int nlaunch;
     int nkernels;  /* distinct __global__ functions in source */
     int nshared;   /* KERNEL nodes that reuse another node's function */
+    int64_t splitk_floats, splitk_counts; /* the split-K workspace its kernels need (cuda_gemm_mma.h) */
 } edm_cuda_module;
 
 /* Whether codegen handles op (every op of the table does; the unit test checks). */
@@ -218,6 +221,7 @@ typedef struct {
     edm_cuda_group_launch *group; /* one per plan group: what runs */
     int ngroups;
     edm_dtype *dtype; /* storage of every value of the plan's graph */
+    int64_t splitk_floats, splitk_counts; /* the split-K workspace its kernels need (cuda_gemm_mma.h) */
 } edm_cuda_plan_module;
 
 struct edm_plan;

@@ -34,9 +34,10 @@ const char edm_mma_preamble[] =
     "#define EDM_DYNAMIC_SHARED(T, name) extern __shared__ __align__(16) T name[]\n"
     "#endif\n"
     "EDM_DYNAMIC_SHARED(unsigned, edm_halo_sh);\n"
-    "/* split-K's partial tiles and arrival counts (defined after the kernels) */\n"
-    "extern __device__ float edm_splitk_ws[];\n"
-    "extern __device__ unsigned edm_splitk_count[];\n"
+    /* split-K's partial tiles and arrival counts: the executor's memory, its address in
+     * the run's block that every kernel takes as `seed` (cuda_codegen.h) */
+    "#define EDM_SPLITK_WS(seed) ((float *)(seed)[1])\n"
+    "#define EDM_SPLITK_COUNT(seed) ((unsigned *)(seed)[2])\n"
     /* A's 16×16 and two of B's 16×8 fragments from a shared-memory stage (rows of k pairs,
      * `pitch` words apart, base at the fragment's first row and k): one ldmatrix.x4 each,
      * lane l giving the address of row l % 8 of 8×8 matrix l / 8 and receiving word l % 4
@@ -240,13 +241,6 @@ void edm_mma_workspace(edm_mma_tile t, int64_t gm, int64_t gn, int64_t *floats, 
     int64_t tiles = ((gm + t.bm - 1) / t.bm) * ((gn + t.bn - 1) / t.bn);
     *floats = t.splits > 1 ? tiles * t.splits * t.bm * t.bn : 0;
     *counts = t.splits > 1 ? tiles : 0;
-}
-
-void edm_mma_emit_workspace(sbuf *b, int64_t floats, int64_t counts)
-{
-    sb_printf(b, "\n/* split-K's workspace, shared by the kernels above (one at a time) */\n"
-                 "__device__ float edm_splitk_ws[%lld];\n__device__ unsigned edm_splitk_count[%lld];\n",
-              (long long)(floats > 0 ? floats : 1), (long long)(counts > 0 ? counts : 1));
 }
 
 /* A halo's columns (the image's and the taps' reach) and its pixel rows, a
@@ -683,7 +677,7 @@ void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int6
     /* split-K: the partial tile out, the last block of the tile sums them in split order */
     sb_printf(b,
               "        const edm_ix tile_ = (edm_ix)blockIdx.y * gridDim.x + blockIdx.x;\n"
-              "        float *part_ = edm_splitk_ws + (tile_ * %d + blockIdx.z) * %dLL;\n"
+              "        float *part_ = EDM_SPLITK_WS(seed) + (tile_ * %d + blockIdx.z) * %dLL;\n"
               "        for (int i = 0; i < %d; i++)\n"
               "            for (int j = 0; j < %d; j++) {\n"
               "                const int r = wm_ * %d + i * 16 + g_, c = wn_ * %d + j * 8 + 2 * t4_;\n"
@@ -695,13 +689,13 @@ void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int6
               "        __threadfence();\n"
               "        __syncthreads();\n"
               "        if (threadIdx.x == 0)\n"
-              "            last_ = atomicAdd(&edm_splitk_count[tile_], 1u) == %du;\n"
+              "            last_ = atomicAdd(&EDM_SPLITK_COUNT(seed)[tile_], 1u) == %du;\n"
               "        __syncthreads();\n",
               t.splits, area, mt, nt, wtm, wtn, t.bn, t.bn, t.bn, t.bn, t.splits - 1);
     sb_printf(b,
               "        if (last_) {\n"
               "            __threadfence();\n"
-              "            const volatile float *all_ = edm_splitk_ws + (long long)tile_ * %lldLL;\n"
+              "            const volatile float *all_ = EDM_SPLITK_WS(seed) + (long long)tile_ * %lldLL;\n"
               "            for (int e = threadIdx.x; e < %d; e += 256) {\n"
               "                const edm_ix m = m0 + e / %d, n = n0 + e %% %d;\n"
               "                if (m < %lld_ix && n < %lld_ix) {\n"
@@ -712,7 +706,7 @@ void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int6
               "                }\n"
               "            }\n"
               "            if (threadIdx.x == 0)\n"
-              "                edm_splitk_count[tile_] = 0u; /* for the next launch */\n"
+              "                EDM_SPLITK_COUNT(seed)[tile_] = 0u; /* for the next launch */\n"
               "        }\n"
               "    }\n}\n",
               (long long)t.splits * area, area, t.bn, t.bn, (long long)gm, (long long)gn, t.splits, area);

@@ -48,14 +48,16 @@ enum { EDM_MMA_THREADS = 256, EDM_MMA_BK = 32 };
  * at least 8 k tiles a split.
  *
  * Split-K stays deterministic and one kernel: each block of a tile writes its
- * partial tile into the module's workspace edm_splitk_ws, counts itself in
- * edm_splitk_count[tile] (an atomic add after a fence), and the block that
- * counts last sums the partials in split order, applies KNAME_C (the
- * epilogue) and resets the count for the next launch.  The workspace and
- * counts are __device__ arrays of the module, shared by its kernels (they
- * run one after another on one stream): the source declares them extern in
- * the preamble; the caller defines them after the kernels with the largest
- * sizes edm_mma_workspace reported. */
+ * partial tile into the split-K workspace, counts itself in the tile's
+ * arrival count (an atomic add after a fence), and the block that counts
+ * last sums the partials in split order, applies KNAME_C (the epilogue) and
+ * resets the count for the next launch.  The workspace and the counts are
+ * the executor's memory, shared by a module's kernels (they run one after
+ * another on one stream), sized to the largest edm_mma_workspace of them;
+ * a kernel finds them in the run's block it takes as `seed` (seed[1], the
+ * workspace; seed[2], the counts, zero before the first launch).  Not
+ * __device__ arrays of the module: a module compiled in parts
+ * (cuda_source_split.h) would hold one each. */
 edm_mma_tile edm_mma_choose_tile(int64_t gm, int64_t gn, int64_t gk, int64_t gb);
 /* The same with the block's tile fixed to bm × bn (0: free): the splits the
  * cost model gives that tile (tuning's candidates, cuda_tiles.h). */
@@ -70,9 +72,6 @@ int edm_mma_parse_tile(const char *s, edm_mma_tile *t);
 
 /* What a tile's kernel needs of the split-K workspace: floats and counts (0 without splits). */
 void edm_mma_workspace(edm_mma_tile t, int64_t gm, int64_t gn, int64_t *floats, int64_t *counts);
-
-/* The definitions of the workspace arrays, after every kernel that uses them. */
-void edm_mma_emit_workspace(sbuf *b, int64_t floats, int64_t counts);
 
 /* A convolution's B operand (its activations) read through a halo tile:
  * stride 1, padding (k − 1) / 2 (the output as large as the input), ktaps =

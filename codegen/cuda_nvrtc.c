@@ -4,6 +4,8 @@
 #include "codegen/cuda_nvrtc.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "codegen/cubin_bundle.h"
+#include "codegen/cuda_source_split.h"
 #include "runtime/clock.h"
 
 #ifdef EDMC_HAVE_CUDA
@@ -91,7 +95,9 @@ int edm_nvrtc_version(int *major, int *minor, edm_status *st)
     return 0;
 }
 
-int edm_nvrtc_compile(const char *source, const char *arch, edm_cubin *out, char **log, edm_status *st)
+/* One NVRTC program; split: the --split-compile option (its threads). */
+static int compile_program(const char *source, const char *arch, const char *split, edm_cubin *out, char **log,
+                           edm_status *st)
 {
     memset(out, 0, sizeof *out);
     if (log)
@@ -108,7 +114,7 @@ int edm_nvrtc_compile(const char *source, const char *arch, edm_cubin *out, char
     const char *opts[1 + NEXTRA];
     opts[0] = archopt;
     for (size_t i = 0; i < NEXTRA; i++)
-        opts[1 + i] = EXTRA_OPTIONS[i];
+        opts[1 + i] = strncmp(EXTRA_OPTIONS[i], "--split-compile=", 16) == 0 ? split : EXTRA_OPTIONS[i];
     nvrtcResult cr = nvrtcCompileProgram(prog, (int)(1 + NEXTRA), opts);
     int rc = 0;
     size_t logsize = 0;
@@ -147,6 +153,11 @@ int edm_nvrtc_compile(const char *source, const char *arch, edm_cubin *out, char
     return rc;
 }
 
+int edm_nvrtc_compile(const char *source, const char *arch, edm_cubin *out, char **log, edm_status *st)
+{
+    return compile_program(source, arch, "--split-compile=0", out, log, st);
+}
+
 #else /* no toolkit */
 
 int edm_nvrtc_available(void) { return 0; }
@@ -168,7 +179,123 @@ int edm_nvrtc_compile(const char *source, const char *arch, edm_cubin *out, char
                     "this edmc was built without the CUDA toolkit: it cannot compile kernels (configure --with-cuda)");
 }
 
+static int compile_program(const char *source, const char *arch, const char *split, edm_cubin *out, char **log,
+                           edm_status *st)
+{
+    (void)split;
+    return edm_nvrtc_compile(source, arch, out, log, st);
+}
+
 #endif
+
+/* Parts a compiling thread gets on average (cuda_source_split.h): enough
+ * that the threads finish within a part's time of each other. */
+#define PARTS_PER_JOB 16
+
+int edm_nvrtc_jobs(edm_status *st)
+{
+    const char *env = getenv("EDMC_COMPILE_JOBS");
+    if (env && *env) {
+        char *end;
+        long v = strtol(env, &end, 10);
+        if (*end || v < 1 || v > EDM_CUBIN_BUNDLE_MAX)
+            return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "EDMC_COMPILE_JOBS=%s: expected 1 to %d programs at once",
+                            env, EDM_CUBIN_BUNDLE_MAX);
+        return (int)v;
+    }
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    return cores < 1 ? 1 : cores > 16 ? 16 : (int)cores;
+}
+
+typedef struct {
+    edm_cubin cubin;
+    edm_status st;
+    int rc;
+} part_result;
+
+/* The parts, and the next one a thread takes: the threads take parts as
+ * they finish one (their times differ too much to share them out before). */
+typedef struct {
+    const edm_source_parts *sp;
+    const char *arch;
+    part_result *result;
+    atomic_int next;
+} part_queue;
+
+static void *compile_parts(void *arg)
+{
+    part_queue *q = arg;
+    for (int i; (i = atomic_fetch_add(&q->next, 1)) < q->sp->n;) {
+        part_result *r = &q->result[i];
+        r->rc = compile_program(q->sp->text[i], q->arch, "--split-compile=1", &r->cubin, NULL, &r->st);
+    }
+    return NULL;
+}
+
+/* The parts' cubins as one bundle, each with the names of its kernels. */
+static int bundle_parts(const edm_source_parts *sp, const part_result *result, edm_cubin *out, edm_status *st)
+{
+    edm_cubin_part parts[EDM_CUBIN_BUNDLE_MAX];
+    sbuf names[EDM_CUBIN_BUNDLE_MAX] = {{0}};
+    int rc = 0;
+    for (int i = 0; i < sp->n; i++) {
+        for (char **q = sp->names[i]; *q; q++)
+            sb_putn(&names[i], *q, strlen(*q) + 1);
+        rc = names[i].oom ? edm_nomem(st) : rc;
+        parts[i] = (edm_cubin_part){.cubin = result[i].cubin.data, .size = result[i].cubin.size,
+                                    .names = names[i].p ? names[i].p : "", .names_size = names[i].len};
+    }
+    if (rc == 0)
+        rc = edm_cubin_bundle_write(parts, sp->n, &out->data, &out->size, st);
+    for (int i = 0; i < sp->n; i++)
+        free(names[i].p);
+    return rc;
+}
+
+int edm_nvrtc_compile_parallel(const char *source, const char *arch, int jobs, edm_cubin *out, edm_status *st)
+{
+    memset(out, 0, sizeof *out);
+    if (!edm_nvrtc_available() || jobs <= 1)
+        return edm_nvrtc_compile(source, arch, out, NULL, st);
+    edm_source_parts sp;
+    int want = jobs * PARTS_PER_JOB < EDM_CUBIN_BUNDLE_MAX ? jobs * PARTS_PER_JOB : EDM_CUBIN_BUNDLE_MAX;
+    if (edm_cuda_source_split(source, want, &sp, st) != 0)
+        return -1;
+    if (sp.n == 1) {
+        edm_source_parts_free(&sp);
+        return edm_nvrtc_compile(source, arch, out, NULL, st);
+    }
+    double t0 = edm_now_seconds();
+    part_result result[EDM_CUBIN_BUNDLE_MAX];
+    for (int i = 0; i < sp.n; i++) {
+        result[i] = (part_result){.rc = 0};
+        edm_status_init(&result[i].st);
+    }
+    part_queue q = {.sp = &sp, .arch = arch, .result = result};
+    atomic_init(&q.next, 0);
+    pthread_t thread[EDM_CUBIN_BUNDLE_MAX];
+    int nthreads = 0, rc = 0;
+    while (nthreads < jobs - 1 && nthreads < sp.n - 1 &&
+           pthread_create(&thread[nthreads], NULL, compile_parts, &q) == 0)
+        nthreads++;
+    compile_parts(&q); /* this thread too, and all of them where no other could start */
+    for (int i = 0; i < nthreads; i++)
+        pthread_join(thread[i], NULL);
+    for (int i = 0; i < sp.n && rc == 0; i++)
+        if (result[i].rc != 0) {
+            *st = result[i].st;
+            edm_status_prefix(st, "kernels, part %d of %d (EDMC_COMPILE_JOBS=1 compiles them as one program)", i + 1,
+                              sp.n);
+            rc = -1;
+        }
+    if (rc == 0)
+        rc = bundle_parts(&sp, result, out, st);
+    for (int i = 0; i < sp.n; i++)
+        edm_cubin_free(&result[i].cubin);
+    edm_source_parts_free(&sp);
+    out->seconds = edm_now_seconds() - t0;
+    return rc;
+}
 
 int edm_nvrtc_compile_kernels(const char *source, const char *arch, void **cubin, size_t *size, double *seconds,
                               edm_status *st)
@@ -248,8 +375,11 @@ int edm_nvrtc_compile_cached(const char *source, const char *arch, edm_cubin *ou
     char dir[4096];
     if (edm_cuda_cache_dir(dir, sizeof dir, st) != 0)
         return -1;
+    int jobs = edm_nvrtc_jobs(st);
+    if (jobs < 1)
+        return -1;
     if (!dir[0])
-        return edm_nvrtc_compile(source, arch, out, NULL, st);
+        return edm_nvrtc_compile_parallel(source, arch, jobs, out, st);
     uint64_t key = edm_cuda_cache_key(source, arch, major, minor);
     char path[4200];
     snprintf(path, sizeof path, "%s/%016llx-%s.cubin", dir, (unsigned long long)key, arch);
@@ -258,7 +388,7 @@ int edm_nvrtc_compile_cached(const char *source, const char *arch, edm_cubin *ou
         out->seconds = edm_now_seconds() - t0;
         return 0;
     }
-    if (edm_nvrtc_compile(source, arch, out, NULL, st) != 0)
+    if (edm_nvrtc_compile_parallel(source, arch, jobs, out, st) != 0)
         return -1;
     /* a cache that cannot be written is not an error for the compilation */
     edm_status ignored;

@@ -19,7 +19,7 @@
 #include "compiler/status.h"
 
 typedef struct {
-    void *data; /* the cubin (ELF) */
+    void *data; /* the cubin (ELF), or a bundle of cubins (codegen/cubin_bundle.h) */
     size_t size;
     int from_cache;
     double seconds; /* compile (or cache read) wall time */
@@ -33,7 +33,17 @@ int edm_nvrtc_version(int *major, int *minor, edm_status *st);
  * holds NVRTC's log (the first part of it) and, when log is not NULL, *log
  * the whole log (malloc'd; also set on success when NVRTC said anything). */
 int edm_nvrtc_compile(const char *source, const char *arch, edm_cubin *out, char **log, edm_status *st);
-/* The same through the disk cache. */
+/* The number of programs to compile at once: $EDMC_COMPILE_JOBS (1 to
+ * EDM_CUBIN_BUNDLE_MAX), else the cores online (at most 16); -1 with st
+ * where the variable is not a number in range. */
+int edm_nvrtc_jobs(edm_status *st);
+/* source cut into at most `jobs` parts (cuda_source_split.h), compiled at
+ * once, one thread each: out is a bundle of their cubins (cubin_bundle.h),
+ * or one cubin where the source makes one part (no unit marks, jobs 1).
+ * The kernels are the same machine code either way. */
+int edm_nvrtc_compile_parallel(const char *source, const char *arch, int jobs, edm_cubin *out, edm_status *st);
+/* edm_nvrtc_compile_parallel with edm_nvrtc_jobs(), through the disk cache
+ * (which keeps whichever image it made: a cubin or a bundle). */
 int edm_nvrtc_compile_cached(const char *source, const char *arch, edm_cubin *out, edm_status *st);
 void edm_cubin_free(edm_cubin *c);
 /* edm_nvrtc_compile_cached as the CUDA executor's kernel compiler

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codegen/cubin_bundle.h"
 #include "codegen/cuda_codegen.h"
 #include "runtime/checksum.h"
 #include "compiler/passes/fusion.h"
@@ -119,7 +120,9 @@ struct edm_cuda_exec {
     cu_context ctx;
     int ctx_retained;
     cu_stream stream;
-    cu_module module;
+    cu_module module[EDM_CUBIN_BUNDLE_MAX]; /* the kernels' image: a cubin, or a bundle's cubins (cubin_bundle.h) */
+    edm_cubin_part part[EDM_CUBIN_BUNDLE_MAX]; /* which kernels each holds (names copied; cubin NULL) */
+    int nmodules;
     char device_name[256], arch[16], describe[400];
     int cc_major;     /* the device's compute capability, major */
     int tensor_cores; /* the generated contractions of the network run on tensor cores */
@@ -134,7 +137,9 @@ struct edm_cuda_exec {
     cu_ptr arena;
     size_t arena_bytes, total_bytes;
     cu_ptr staging; /* f32, STAGING_ELEMS */
-    cu_ptr seed;    /* the dropout seed, read by the kernels */
+    cu_ptr seed;    /* the run's block the kernels read: the dropout seed, the split-K workspace's address */
+    cu_ptr splitk;  /* the generated contractions' split-K workspace, then its counts (cuda_gemm_mma.h) */
+    size_t splitk_bytes;
     cu_ptr col;     /* im2col buffer */
     size_t col_bytes;
     cu_ptr partial; /* conv2d_bwd_weight: per-sample f32 partial gradients of a chunk */
@@ -368,6 +373,27 @@ static int alloc_arena(edm_cuda_exec *x, edm_status *st)
     return zero(x, x->arena, x->arena_bytes, st) != 0 ? -1 : fill_constants(x, st);
 }
 
+/* The split-K workspace and its counts (zero: each tile's count starts at
+ * 0 and its last block resets it), their addresses at seed[1] and seed[2]
+ * of the run's block (codegen/cuda_codegen.h). */
+static int alloc_splitk(edm_cuda_exec *x, edm_status *st)
+{
+    int64_t floats = x->plan ? x->pcode.splitk_floats : x->code.splitk_floats;
+    int64_t counts = x->plan ? x->pcode.splitk_counts : x->code.splitk_counts;
+    if (floats <= 0)
+        return 0;
+    size_t ws = align256(sizeof(float) * (size_t)floats);
+    x->splitk_bytes = ws + align256(sizeof(unsigned) * (size_t)(counts > 0 ? counts : 1));
+    if (CU(MemAlloc(&x->splitk, x->splitk_bytes), "cuMemAlloc (split-K workspace)") != 0) {
+        edm_status_prefix(st, "%.1f MiB", (double)x->splitk_bytes / (1 << 20));
+        return -1;
+    }
+    unsigned long long where[2] = {x->splitk, x->splitk + ws};
+    if (zero(x, x->splitk + ws, x->splitk_bytes - ws, st) != 0)
+        return -1;
+    return copy_in(x, x->seed + sizeof(unsigned long long), where, sizeof where, st);
+}
+
 /* --fuse: every group kernel's arguments (the arena's addresses are fixed).
  * A one-step group takes its root, the stored values it reads and the seed;
  * a group of several takes a table of those pointers in device memory and
@@ -493,9 +519,45 @@ static int open_device(edm_cuda_exec *x, edm_status *st)
 
 static int get_function(edm_cuda_exec *x, const char *name, cu_function *out, edm_status *st)
 {
-    if (cu_check(&x->api, x->api.ModuleGetFunction(out, x->module, name), "cuModuleGetFunction", st) != 0) {
+    int m = 0;
+    while (m < x->nmodules - 1 && !edm_cubin_part_has(&x->part[m], name))
+        m++;
+    if (cu_check(&x->api, x->api.ModuleGetFunction(out, x->module[m], name), "cuModuleGetFunction", st) != 0) {
         edm_status_prefix(st, "kernel %s", name);
         return -1;
+    }
+    return 0;
+}
+
+/* Loads the kernels' image (a cubin or a bundle of them), one module per cubin. */
+static int load_image(edm_cuda_exec *x, const void *image, size_t size, const char *what, edm_status *st)
+{
+    edm_cubin_part parts[EDM_CUBIN_BUNDLE_MAX];
+    int n = 0;
+    if (edm_cubin_bundle_read(image, size, parts, EDM_CUBIN_BUNDLE_MAX, &n, st) != 0) {
+        edm_status_prefix(st, "%s", what);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        /* the driver reads an ELF image in place: at malloc's alignment, not wherever the bundle put it */
+        void *copy = malloc(parts[i].size);
+        char *names = parts[i].names ? malloc(parts[i].names_size ? parts[i].names_size : 1) : NULL;
+        if (!copy || (parts[i].names && !names)) {
+            free(copy);
+            free(names);
+            return edm_nomem(st);
+        }
+        memcpy(copy, parts[i].cubin, parts[i].size);
+        if (names && parts[i].names_size)
+            memcpy(names, parts[i].names, parts[i].names_size);
+        x->part[i] = (edm_cubin_part){.names = names, .names_size = names ? parts[i].names_size : 0};
+        x->nmodules = i + 1;
+        int rc = cu_check(&x->api, x->api.ModuleLoadData(&x->module[i], copy), "cuModuleLoadData", st);
+        free(copy);
+        if (rc != 0) {
+            edm_status_prefix(st, "%s%s", what, n > 1 ? ", one of its cubins" : "");
+            return -1;
+        }
     }
     return 0;
 }
@@ -571,18 +633,19 @@ static int load_kernels(edm_cuda_exec *x, edm_status *st)
         emu_load_source_fn load;
         memcpy(&load, &sym, sizeof load);
         double t0 = edm_now_seconds();
-        if (cu_check(&x->api, load(&x->module, source), "edmEmuLoadSource (the emulator)", st) != 0)
+        if (cu_check(&x->api, load(&x->module[0], source), "edmEmuLoadSource (the emulator)", st) != 0)
             return -1;
+        x->nmodules = 1;
         x->compile_seconds = edm_now_seconds() - t0;
     } else if (packaged) {
-        if (CU(ModuleLoadData(&x->module, packaged->cubin), "cuModuleLoadData (the package's cubin)") != 0)
+        if (load_image(x, packaged->cubin, packaged->size, "the package's kernels", st) != 0)
             return -1;
     } else {
         void *cubin = NULL;
         size_t size = 0;
         if (x->opt.compile(source, x->arch, &cubin, &size, &x->compile_seconds, st) != 0)
             return -1;
-        int rc = CU(ModuleLoadData(&x->module, cubin), "cuModuleLoadData");
+        int rc = load_image(x, cubin, size, "the compiled kernels", st);
         free(cubin);
         if (rc != 0)
             return -1;
@@ -888,6 +951,8 @@ edm_cuda_exec *edm_cuda_exec_new(const edm_graph *g, int64_t batch, const edm_cu
         rc = CU(MemAlloc(&x->seed, 256), "cuMemAlloc (seed)");
     if (rc == 0)
         rc = zero(x, x->seed, 256, st);
+    if (rc == 0)
+        rc = alloc_splitk(x, st);
     if (rc == 0 && x->plan)
         rc = group_args(x, st);
     if (rc != 0) {
@@ -920,13 +985,14 @@ void edm_cuda_exec_free(edm_cuda_exec *x)
             x->api.EventDestroy(x->join);
         if (x->comm)
             x->api.StreamDestroy(x->comm);
-        cu_ptr mem[] = {x->staging, x->arena,     x->seed,      x->col,    x->lt_ws,
-                        x->opt_mem,  x->nonfinite, x->ema_mem, x->partial, x->ones, x->gtable, x->acc_mem};
+        cu_ptr mem[] = {x->staging, x->arena,   x->seed,     x->col,  x->lt_ws,  x->opt_mem, x->nonfinite,
+                        x->ema_mem, x->partial, x->ones, x->gtable, x->acc_mem, x->splitk};
         for (size_t i = 0; i < sizeof mem / sizeof mem[0]; i++)
             if (mem[i])
                 x->api.MemFree(mem[i]);
-        if (x->module)
-            x->api.ModuleUnload(x->module);
+        for (int i = 0; i < x->nmodules; i++)
+            if (x->module[i])
+                x->api.ModuleUnload(x->module[i]);
         if (x->stream)
             x->api.StreamDestroy(x->stream);
         if (x->ctx_retained)
@@ -951,6 +1017,8 @@ void edm_cuda_exec_free(edm_cuda_exec *x)
     free(x->set);
     free(x->gemm);
     free(x->params);
+    for (int i = 0; i < x->nmodules; i++)
+        free((char *)x->part[i].names);
     free(x);
 }
 
@@ -983,7 +1051,7 @@ size_t edm_cuda_exec_total_bytes(const edm_cuda_exec *x) { return x->total_bytes
 
 size_t edm_cuda_exec_device_bytes(const edm_cuda_exec *x)
 {
-    return x->arena_bytes + sizeof(float) * (size_t)STAGING_ELEMS + 256 + x->col_bytes + x->partial_bytes +
+    return x->arena_bytes + sizeof(float) * (size_t)STAGING_ELEMS + 256 + x->splitk_bytes + x->col_bytes + x->partial_bytes +
            sizeof(float) * (size_t)x->nones +
            (x->lt_ws ? LT_WORKSPACE_BYTES : 0) + x->opt_bytes + x->acc_bytes + (size_t)x->nema * x->ema_stride;
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <zip.h>
 
+#include "codegen/cubin_bundle.h"
 #include "compiler/ir_io.h"
 #include "runtime/checksum.h"
 #include "runtime/files.h"
@@ -194,7 +195,9 @@ static int add_kernels(entry_list *l, json_object *m, const edm_package_spec *sp
     for (int i = 0; i < sp->nkernels; i++) {
         const edm_cuda_kernel_image *k = &sp->kernels[i];
         char name[128];
-        snprintf(name, sizeof name, "cuda/%s/batch%lld.cubin", k->arch, (long long)k->batch);
+        /* a cubin, or a bundle of them (codegen/cubin_bundle.h: the kernels compiled in parts) */
+        snprintf(name, sizeof name, "cuda/%s/batch%lld.%s", k->arch, (long long)k->batch,
+                 edm_cubin_is_bundle(k->cubin, k->size) ? "cubins" : "cubin");
         json_object *o = json_object_new_object();
         if (j_push(list, o, st) != 0 || j_str(o, "arch", k->arch, st) != 0 ||
             j_add(o, "batch", json_object_new_int64(k->batch), st) != 0 || j_str(o, "entry", name, st) != 0 ||

@@ -39,7 +39,7 @@ run_one() { # name command...
 for t in tests/unit/test_ir tests/unit/test_stats tests/unit/test_frontend tests/unit/test_safetensors \
          tests/unit/test_backend_cpu tests/unit/test_golden_forward tests/unit/test_sample tests/unit/test_phema tests/unit/test_grad_buckets tests/unit/test_autodiff \
          tests/unit/test_train_step tests/unit/test_data tests/unit/test_cuda_codegen tests/unit/test_backend_ops \
-         tests/unit/test_cuda_gemm tests/unit/test_fuse tests/unit/test_cuda_fused tests/unit/test_pickle tests/unit/test_convert; do
+         tests/unit/test_cuda_gemm tests/unit/test_fuse tests/unit/test_cuda_fused tests/unit/test_cuda_split tests/unit/test_pickle tests/unit/test_convert; do
     run_one "$t" "$builddir/$t"
 done
 run_one tests/fuzz/corpus "$builddir/tests/fuzz/fuzz_parser_replay" "$srcdir/tests/fuzz/corpus"

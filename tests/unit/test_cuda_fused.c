@@ -16,8 +16,10 @@
 
 #include <cmocka.h>
 
+#include "codegen/cubin_bundle.h"
 #include "codegen/cuda_codegen.h"
 #include "codegen/cuda_nvrtc.h"
+#include "codegen/cuda_source_split.h"
 #include "compiler/elaborate.h"
 #include "compiler/passes/fusion.h"
 #include "compiler/passes/passes.h"
@@ -55,13 +57,24 @@ static edm_graph *load_rewritten(const char *model, int training, unsigned fuse)
     return rw;
 }
 
+/* Whether the compiled image (a cubin or a bundle of them) holds kernel
+ * `name`: in the cubin the bundle names for it. */
 static int in_cubin(const edm_cubin *c, const char *name)
 {
+    edm_cubin_part parts[EDM_CUBIN_BUNDLE_MAX];
+    int n = 0;
+    edm_status st;
+    edm_status_init(&st);
+    assert_int_equal(edm_cubin_bundle_read(c->data, c->size, parts, EDM_CUBIN_BUNDLE_MAX, &n, &st), 0);
     size_t k = strlen(name);
-    const char *h = c->data;
-    for (size_t i = 0; i + k <= c->size; i++)
-        if (h[i] == name[0] && memcmp(h + i, name, k) == 0)
-            return 1;
+    for (int p = 0; p < n; p++) {
+        if (!edm_cubin_part_has(&parts[p], name))
+            continue;
+        const char *h = parts[p].cubin;
+        for (size_t i = 0; i + k <= parts[p].size; i++)
+            if (h[i] == name[0] && memcmp(h + i, name, k) == 0)
+                return 1;
+    }
     return 0;
 }
 
@@ -104,6 +117,15 @@ static void compile_plan(const char *model, int training, edm_dtype storage, uns
         }
     }
     assert_int_equal(rc, 0);
+    /* every kernel in the cubin its bundle names (compiled in parts: EDMC_COMPILE_JOBS, main) */
+    edm_source_parts whole;
+    assert_int_equal(edm_cuda_source_split(m.source, 1, &whole, &st), 0);
+    for (char **q = whole.names[0]; *q; q++) {
+        if (!in_cubin(&cubin, *q))
+            print_error("%s not in the cubin\n", *q);
+        assert_true(in_cubin(&cubin, *q));
+    }
+    edm_source_parts_free(&whole);
     /* one kernel per group: what the executor launches */
     assert_int_equal(m.ngroups, edm_plan_kernels(p));
     for (int gi = 0; gi < m.ngroups; gi++) {
@@ -129,7 +151,7 @@ static void compile_plan(const char *model, int training, edm_dtype storage, uns
     int mma = 0, splitk = 0;
     for (const char *q = m.source; (q = strstr(q, "edm_mma_" )) != NULL; q++)
         mma += strncmp(q, "edm_mma_f16(acc[i]", 18) == 0 || strncmp(q, "edm_mma_bf16(acc[i]", 19) == 0;
-    for (const char *q = m.source; (q = strstr(q, "atomicAdd(&edm_splitk_count[tile_]")) != NULL; q++)
+    for (const char *q = m.source; (q = strstr(q, "atomicAdd(&EDM_SPLITK_COUNT(seed)[tile_]")) != NULL; q++)
         splitk++;
     if (storage != EDM_F32)
         assert_true(mma > 0);
@@ -182,6 +204,8 @@ static void test_s_train_bf16(void **state)
 
 int main(void)
 {
+    /* the modules compiled in parts, the bundle path, whatever the cores here */
+    setenv("EDMC_COMPILE_JOBS", "3", 1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tiny_forward_f32), cmocka_unit_test(test_tiny_train_dropout_bf16),
         cmocka_unit_test(test_tiny_unfused_f16), cmocka_unit_test(test_s_forward_f16),
