@@ -682,7 +682,7 @@ static void emit_gemm(const node_ctx *c, sbuf *b, int64_t gm, int64_t gn, int64_
         edm_mma_emit_shared(&shared, t, halo);
         emit_head_shared(c, b, &shared);
         edm_mma_emit_body(b, t, c->mma, gm, gn, gk, gb, ktaps, order, halo);
-        L->smem = halo ? edm_mma_halo_bytes(t, halo) : 0u;
+        L->smem = halo && !halo->wgrad ? edm_mma_halo_bytes(t, halo) : 0u;
         L->grid[0] = (unsigned)((gn + t.bn - 1) / t.bn);
         L->grid[1] = (unsigned)((gm + t.bm - 1) / t.bm);
         L->grid[2] = t.splits > 1 ? (unsigned)t.splits : gb > 65535 ? 65535u : (unsigned)gb;
@@ -862,6 +862,20 @@ static int conv_halo(const node_ctx *c, const conv_geom *p, int64_t gm, int64_t 
     return edm_mma_halo_fits(gemm_tile(c, gm, gn, gk, 1, ktaps, &key), halo);
 }
 
+/* Whether a weight gradient reads x through a stage of its own
+ * (edm_mma_wgrad_fits): tensor cores with coordinates, stride 1 and the
+ * padding that keeps the size, a tile that fits one, not turned off
+ * (EDMC_CONV_HALO=off). */
+static int wgrad_halo(const node_ctx *c, const conv_geom *p, int64_t gm, int64_t gn, int64_t gk,
+                      const edm_mma_halo *halo)
+{
+    if (c->opt->no_conv_halo || c->mma == EDM_F32 || !conv_coords(c->opt, c->mma) || p->stride != 1 || p->k < 3 ||
+        p->pad != (p->k - 1) / 2 || p->oh != p->h || p->ow != p->w)
+        return 0;
+    edm_mma_key key;
+    return edm_mma_wgrad_fits(gemm_tile(c, gm, gn, gk, 1, 0, &key), halo);
+}
+
 /* A halo body's KNAME_H(z, nb, c, iy, ix): the activation at offset `at`
  * (naming nb, c, iy, ix) of an h × w image through ldq, 0 outside it. */
 static void emit_halo_acc(const node_ctx *c, sbuf *b, const char *at, int64_t h, int64_t w)
@@ -1032,7 +1046,12 @@ static int gen_conv2d_bwd_weight(node_ctx *c, sbuf *b, edm_status *st)
     sb_printf(b, "{\n    st(y, m * %lld_ix + n, v);\n}\n", (long long)gn);
     if (gm > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: conv2d with %lld output channels", (long long)gm);
-    emit_gemm(c, b, gm, gn, gk, 1, 0, EDM_MMA_B_K, NULL); /* B = im2col(x)ᵀ: along k (the pixels) x's rows */
+    edm_mma_halo halo = {.n = p.n, .h = p.h, .w = p.w, .k = (int)p.k, .wgrad = 1, .c = p.c};
+    const int with_halo = wgrad_halo(c, &p, gm, gn, gk, &halo);
+    if (with_halo) /* x's channel c at input pixel (iy, ix), for the stage */
+        emit_halo_acc(c, b, at, p.h, p.w);
+    /* B = im2col(x)ᵀ: along k (the pixels) x's rows */
+    emit_gemm(c, b, gm, gn, gk, 1, 0, EDM_MMA_B_K, with_halo ? &halo : NULL);
     if (c->opt->gemm_library) {
         /* dw (O×CKK) = Σ_n dy[n] (O×OHW) · col[n]ᵀ (OHW×CKK): one f32 C, accumulated over z;
          * col has x's type; direct: col[n] = x[n] */

@@ -276,8 +276,44 @@ int edm_mma_halo_fits(edm_mma_tile t, const edm_mma_halo *h)
     return 4 * (2 * (int64_t)t.bm * PITCH + words) <= EDM_MMA_HALO_SHARED && 32 * (int64_t)(t.bn + STAGE_PAD) <= words;
 }
 
+/* The weight gradient's stage (edm_mma_wgrad_fits): a k tile's pixels a row
+ * (32, or the image's width), its rows, the stage's rows and columns (the
+ * taps' reach), the channels a block's columns touch, and its elements. */
+static int64_t wgrad_tile_cols(const edm_mma_halo *h) { return h->w >= EDM_MMA_BK ? EDM_MMA_BK : h->w; }
+static int64_t wgrad_rows(const edm_mma_halo *h) { return EDM_MMA_BK / wgrad_tile_cols(h) + h->k - 1; }
+static int64_t wgrad_cols(const edm_mma_halo *h) { return wgrad_tile_cols(h) + h->k - 1; }
+static int64_t wgrad_channels(edm_mma_tile t, const edm_mma_halo *h)
+{
+    return (t.bn - 1) / ((int64_t)h->k * h->k) + 2;
+}
+static int64_t wgrad_elems(edm_mma_tile t, const edm_mma_halo *h)
+{
+    return (wgrad_channels(t, h) * wgrad_rows(h) * wgrad_cols(h) + 1) / 2 * 2;
+}
+
+int edm_mma_wgrad_fits(edm_mma_tile t, const edm_mma_halo *h)
+{
+    if (!h || !h->wgrad || h->k < 3 || h->k % 2 == 0 || h->c < 1 || h->h < 1 || h->w < 2)
+        return 0;
+    /* a k tile's 32 pixels within one sample, its pairs within one row */
+    if (h->w % EDM_MMA_BK != 0 && (EDM_MMA_BK % h->w != 0 || (h->h * h->w) % EDM_MMA_BK != 0))
+        return 0;
+    /* A's and B's stages and the stage of x, static: within the 48 KiB a block may declare */
+    return (int64_t)8 * (t.bm + t.bn) * PITCH + 2 * wgrad_elems(t, h) <= (int64_t)48 * 1024;
+}
+
 void edm_mma_emit_shared(sbuf *b, edm_mma_tile t, const edm_mma_halo *halo)
 {
+    if (halo && halo->wgrad) {
+        sb_printf(b,
+                  "    __shared__ __align__(16) unsigned As_[2][%d][%d];\n"
+                  "    __shared__ __align__(16) unsigned Bs_[2][%d][%d];\n"
+                  "    __shared__ __align__(16) unsigned short Ws_[%lld];\n",
+                  t.bm, PITCH, t.bn, PITCH, (long long)wgrad_elems(t, halo));
+        if (t.splits > 1)
+            sb_puts(b, "    __shared__ int last_;\n");
+        return;
+    }
     sb_printf(b, "    __shared__ __align__(16) unsigned As_[2][%d][%d];\n", t.bm, PITCH);
     if (halo) /* in the dynamic shared memory (edm_mma_halo_bytes: past the static 48 KiB where it must) */
         sb_printf(b, "    unsigned (*const Hs_)[%lld][%d] = reinterpret_cast<unsigned (*)[%lld][%d]>(edm_halo_sh);\n",
@@ -562,6 +598,54 @@ static void emit_halo_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, 
               h->flip ? "-" : "+", k, cols - k + 1, k);
 }
 
+/* The weight gradient's stage (edm_mma_wgrad_fits), before the k loop: the
+ * block's first channel; this thread's elements of the stage (channel, or −1:
+ * none, and row and column offsets from the tile's first pixel); the stage
+ * offsets of its B columns' (channel, tap) (−1: past gn) and of its pair's
+ * pixel (k-major: pair tid % 16 of every tile). */
+static void emit_wgrad_offsets(sbuf *b, edm_mma_tile t, int64_t gn, const edm_mma_halo *h)
+{
+    const long long kk = (long long)h->k * h->k, rows = (long long)wgrad_rows(h), cols = (long long)wgrad_cols(h);
+    const long long tw = (long long)wgrad_tile_cols(h), elems = (long long)wgrad_elems(t, h), pad = (h->k - 1) / 2;
+    const long long mine = (elems + EDM_MMA_THREADS - 1) / EDM_MMA_THREADS;
+    sb_printf(b,
+              "        const edm_ix wc0_ = n0 / %lld_ix;\n"
+              "        edm_ix wc_[%lld];\n"
+              "        int wy_[%lld], wx_[%lld];\n"
+              "        for (int j = 0; j < %lld; j++) {\n"
+              "            const int i = (int)threadIdx.x + %d * j, q = i %% %lld;\n"
+              "            wc_[j] = i < %lld && wc0_ + i / %lld < %lld_ix ? wc0_ + i / %lld : -1;\n"
+              "            wy_[j] = q / %lld - %lld;\n"
+              "            wx_[j] = q %% %lld - %lld;\n"
+              "        }\n"
+              "        int wo_[%d];\n"
+              "        for (int e = 0; e < %d; e++) {\n"
+              "            const edm_ix n = n0 + threadIdx.x / 16 + 16 * e, r = n %% %lld_ix;\n"
+              "            wo_[e] = n < %lld_ix ? (int)((n / %lld_ix - wc0_) * %lld + r / %d * %lld + r %% %d) : -1;\n"
+              "        }\n"
+              "        const int wk_ = (int)(threadIdx.x %% 16 * 2 / %lld * %lld + threadIdx.x %% 16 * 2 %% %lld);\n",
+              kk, mine, mine, mine, mine, EDM_MMA_THREADS, rows * cols, elems, rows * cols, (long long)h->c,
+              rows * cols, cols, pad, cols, pad, t.bn / 16, t.bn / 16, kk, (long long)gn, kk, rows * cols, h->k, cols,
+              h->k, tw, cols, tw);
+}
+
+/* The weight gradient's stage of k tile k0 (its pixels: sample, first row and
+ * column), filled by this thread's elements, rounded to the product's type. */
+static void emit_wgrad_fill(sbuf *b, edm_mma_tile t, edm_dtype type, const edm_mma_halo *h)
+{
+    const long long hw = (long long)h->h * h->w, w = (long long)h->w;
+    const long long mine = (wgrad_elems(t, h) + EDM_MMA_THREADS - 1) / EDM_MMA_THREADS;
+    sb_printf(b,
+              "                {\n"
+              "                    const edm_ix nb = k0 / %lld_ix, y0 = k0 %% %lld_ix / %lld_ix, x0 = k0 %% %lld_ix;\n"
+              "                    for (int j = 0; j < %lld; j++)\n"
+              "                        if (wc_[j] >= 0)\n"
+              "                            Ws_[threadIdx.x + %d * j] =\n"
+              "                                edm_cvt_rn_%s_f32(KNAME_H(a, b, z, nb, wc_[j], y0 + wy_[j], x0 + wx_[j]));\n"
+              "                }\n",
+              hw, hw, w, w, mine, EDM_MMA_THREADS, type == EDM_BF16 ? "bf16" : "f16");
+}
+
 void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int64_t gn, int64_t gk, int64_t gb,
                        int64_t ktaps, unsigned order, const edm_mma_halo *halo)
 {
@@ -577,13 +661,14 @@ void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int6
               "    const unsigned lda_ = edm_opaque_u32((unsigned)__cvta_generic_to_shared(&As_[0][0][0]) +\n"
               "                                         4u * (unsigned)(wm_ * %d + edm_ldsm_a_offset(lane_, %d)));\n",
               wtm * PITCH, PITCH);
-    if (!halo)
+    if (!halo || halo->wgrad)
         sb_printf(b,
                   "    const unsigned ldb_ = edm_opaque_u32((unsigned)__cvta_generic_to_shared(&Bs_[0][0][0]) +\n"
                   "                                         4u * (unsigned)(wn_ * %d + edm_ldsm_b_offset(lane_, %d)));\n",
                   wtn * PITCH, PITCH);
     sb_printf(b, "    const edm_ix m0 = (edm_ix)blockIdx.y * %d, n0 = (edm_ix)blockIdx.x * %d;\n", t.bm, t.bn);
-    if (halo) {
+    const edm_mma_halo *wgrad = halo && halo->wgrad ? halo : NULL;
+    if (halo && !wgrad) {
         emit_halo_body(b, t, type, gm, gk, ktaps, order, halo);
         emit_tile_out(b, t, gm, gn, "&Hs_[0][0][0]");
         return;
@@ -606,13 +691,15 @@ void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int6
               "            for (int j = 0; j < %d; j++)\n"
               "                for (int r = 0; r < 4; r++)\n"
               "                    acc[i][j][r] = 0.0f;\n"
-              "        unsigned ra[%d], rb[%d];\n"
-              /* step it reads k tile kt0_ + it into registers, multiplies the
-               * previous one from its stage, then stores the new one into the other */
-              "        for (edm_ix it = 0; it <= nk_; it++) {\n"
-              "            if (it < nk_) {\n"
-              "                const edm_ix k0 = (kt0_ + it) * 32;\n",
+              "        unsigned ra[%d], rb[%d];\n",
               mt, nt, mt, nt, t.bm / 16, t.bn / 16);
+    if (wgrad)
+        emit_wgrad_offsets(b, t, gn, wgrad);
+    /* step it reads k tile kt0_ + it into registers, multiplies the previous
+     * one from its stage, then stores the new one into the other */
+    sb_puts(b, "        for (edm_ix it = 0; it <= nk_; it++) {\n"
+               "            if (it < nk_) {\n"
+               "                const edm_ix k0 = (kt0_ + it) * 32;\n");
     /* Each operand is read in the order its memory runs (`order`, cuda_gemm_mma.h): A
      * by default k-major (a thread's element e has row m0 + tid/16 + 16e and k
      * pair tid % 16), B row-major (column n0 + tid % bn, k pair tid/bn +
@@ -651,7 +738,10 @@ void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int6
     const int a_pairs = (order & EDM_MMA_A_PAIRS) && ktaps > 0;
     const int a_k_major = !(order & EDM_MMA_A_ROWS), b_k_major = (order & EDM_MMA_B_K) != 0;
     emit_load_loop(b, 'a', t.bm, a_k_major, a_pairs, "m", "m0", kname, mtest, klo, khi, "A", ka, ka1, ty);
-    emit_load_loop(b, 'b', t.bn, b_k_major, 0, "n", "n0", kname, ntest, klo, khi, "B", kb, kb1, ty);
+    if (wgrad)
+        emit_wgrad_fill(b, t, type, wgrad);
+    else
+        emit_load_loop(b, 'b', t.bn, b_k_major, 0, "n", "n0", kname, ntest, klo, khi, "B", kb, kb1, ty);
     sb_puts(b, "            }\n");
     sb_puts(b, "            if (it > 0) {\n"
                "                const int s = (int)((it - 1) & 1);\n");
@@ -663,6 +753,15 @@ void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int6
               nt, wtn, PITCH, t.bn, PITCH);
     emit_ks_mma(b, t, ty);
     sb_puts(b, "            }\n");
+    if (wgrad) /* the stage of x whole before its pairs are taken; A's and B's stage s free */
+        sb_printf(b,
+                  "            __syncthreads();\n"
+                  "            if (it < nk_)\n"
+                  "                for (int e = 0; e < %d; e++) {\n"
+                  "                    const int o = wo_[e] + wk_;\n"
+                  "                    rb[e] = wo_[e] < 0 ? 0u : (unsigned)Ws_[o] | (unsigned)Ws_[o + 1] << 16;\n"
+                  "                }\n",
+                  t.bn / 16);
     sb_puts(b, "            if (it < nk_) {\n"
                "                const int s = (int)(it & 1);\n");
     emit_store_loop(b, "As_", 'a', t.bm, a_k_major);

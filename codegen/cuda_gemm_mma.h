@@ -90,7 +90,22 @@ typedef struct {
     int64_t h, w; /* the input's (and output's) rows and columns */
     int k;        /* the kernel's size, odd and at least 3 */
     int flip;     /* the backward-data pass: tap (ky, kx) reads the pixel at (k−1−ky, k−1−kx) of its window */
+    int wgrad;    /* the weight gradient's instead (edm_mma_wgrad_fits) */
+    int64_t c;    /* with wgrad: x's channels */
 } edm_mma_halo;
+
+/* The weight gradient's B operand through a stage of its own (halo with
+ * wgrad set): its k is the pixels (a k tile 32 pixels of one sample: whole
+ * rows, or 32 of one row), its n the (channel, tap) pairs of the weight, so
+ * a block's BN columns are the k·k taps of (BN − 1)/(k·k) + 2 channels at
+ * most, and each pixel of x a tap reads is read by k·k columns.  Each k tile,
+ * the block reads those channels of the rows the tile's taps reach, with the
+ * prologue applied once an element, into a shared stage of 16-bit operands
+ * (rounded as a product's operand is), then every B pair of the tile is two
+ * of its elements, at an offset fixed for the thread (its columns' channel
+ * and tap, its pair's pixel).  Direct, each element would be read and its
+ * prologue computed k·k times.  Split-K as without. */
+int edm_mma_wgrad_fits(edm_mma_tile t, const edm_mma_halo *h);
 
 /* The most shared memory a block of a halo body may take, A's stages and the
  * halo's together: two blocks an SM on an H100 (228 KiB an SM). */
@@ -138,9 +153,10 @@ enum { EDM_MMA_A_ROWS = 1u << 0, EDM_MMA_B_K = 1u << 1, EDM_MMA_A_PAIRS = 1u << 
  * and of the activations.
  *
  * halo (non-NULL only where edm_mma_halo_fits, with ktaps = k·k and B in the
- * default order): B's elements come from KNAME_H(a, b, z, nb, c, iy, ix),
- * channel c of input pixel (iy, ix) of sample nb with its prologue, 0 outside
- * the image, instead of KNAME_B. */
+ * default order; or, wgrad, where edm_mma_wgrad_fits, with ktaps 0 and B_K):
+ * B's elements come from KNAME_H(a, b, z, nb, c, iy, ix), channel c of input
+ * pixel (iy, ix) of sample nb with its prologue, 0 outside the image, instead
+ * of KNAME_B. */
 void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int64_t gn, int64_t gk, int64_t gb,
                        int64_t ktaps, unsigned order, const edm_mma_halo *halo);
 

@@ -640,6 +640,14 @@ env_ablation xs-forward-flat-k "k flat (EDMC_CONV_ORDER=channel)" EDMC_CONV_ORDE
 env_ablation xs-forward-no-ldmatrix "fragments without ldmatrix" EDMC_LDMATRIX=off
 # the 3x3 convolutions' activations read directly, a tap a k tile, not through a halo tile
 env_ablation xs-forward-no-halo "activations without the halo tile" EDMC_CONV_HALO=off
+# ... and in the training step, where the same setting also reads the weight gradients' x directly,
+# each element once a tap, not once a k tile through a stage (cuda_gemm_mma.h, edm_mma_wgrad_fits)
+k="xs-train-no-halo"
+echo "-- edm2-img512-xs train --fuse=all, EDMC_CONV_HALO=off: $(
+    export EDMC_CONV_HALO=off
+    edmc_bench "$k" xs train 128 --fuse=all
+)"
+add_bench "edm2-img512-xs" "train --fuse=all, no halo tiles, no weight-gradient stage" "b-$k" "t-xs-train" ablation
 # each fusion rule off alone (docs/fusion.md), while the budget lasts: taps first (the weights'
 # tap-major copy, never measured), then prologue (a 3x3 convolution evaluates its operand's
 # prologue once per tap; off, the silu(x / norm) is stored once); attntrain is a training step's

@@ -223,6 +223,17 @@ typedef struct {
 #define T_BWD_DATA(s, p, h, w) \
     {.op = EDM_OP_CONV2D_BWD_DATA, .attr.conv = {.stride = (s), .pad = (p), .in_h = (h), .in_w = (w)}}
 #define T_BWD_WEIGHT(s, p, k) {.op = EDM_OP_CONV2D_BWD_WEIGHT, .attr.conv = {.stride = (s), .pad = (p), .kernel = (k)}}
+/* the weight gradient of a 3×3 convolution of silu(x / n) (8 channels, n per pixel), its dy (6
+ * channels) scaled by n: prologues on both operands at the elements' coordinates, an h × w image */
+#define WGRAD_SILU(label_, h, w)                                                                                       \
+    {.op = EDM_OP_CONV2D_BWD_WEIGHT, .label = (label_), .nin = 3,                                                     \
+     .in = {IN(D_NORMAL, 8, h, w), IN(D_POS, 1, h, w), IN(D_NORMAL, 6, h, w)}, .nstep = 5,                             \
+     .step = {{.t = T(DIV), .src = {0, 1}},                                                                            \
+              {.t = T(SILU), .src = {RES(0), 0}},                                                                      \
+              {.t = T(MUL), .src = {2, 1}},                                                                            \
+              {.t = T_BWD_WEIGHT(1, 1, 3), .src = {RES(1), RES(2)}},                                                   \
+              {.t = T(NEG), .src = {RES(3), 0}}},                                                                      \
+     .flags = F_NO_BWD, .tol_scale = 2}
 #define T_MM(ta, tb) {.op = EDM_OP_MATMUL, .attr.matmul = {.trans_a = (ta), .trans_b = (tb)}}
 #define T_RESHAPE(...) {.op = EDM_OP_RESHAPE, .shape = SHP(__VA_ARGS__)}
 #define T_EXPAND(...) {.op = EDM_OP_EXPAND, .shape = SHP(__VA_ARGS__)}
@@ -390,14 +401,7 @@ static const op_case cases[] = {
      .step = {{.t = T(MUL), .src = {0, 1}}, {.t = T_BWD_DATA(1, 1, 4, 5), .src = {RES(0), 2}}, {.t = T(NEG), .src = {RES(1), 0}}},
      .flags = F_NO_BWD, .tol_scale = 2},
     /* with prologues on both operands, reading per-pixel operands at the elements' coordinates */
-    {.op = EDM_OP_CONV2D_BWD_WEIGHT, .label = "-k3 s1 p1 of silu(x / n[N,1,H,W]), dy·n", .nin = 3,
-     .in = {IN(D_NORMAL, 8, 4, 5), IN(D_POS, 1, 4, 5), IN(D_NORMAL, 6, 4, 5)}, .nstep = 5,
-     .step = {{.t = T(DIV), .src = {0, 1}},
-              {.t = T(SILU), .src = {RES(0), 0}},
-              {.t = T(MUL), .src = {2, 1}},
-              {.t = T_BWD_WEIGHT(1, 1, 3), .src = {RES(1), RES(2)}},
-              {.t = T(NEG), .src = {RES(3), 0}}},
-     .flags = F_NO_BWD, .tol_scale = 2},
+    WGRAD_SILU("-k3 s1 p1 of silu(x / n[N,1,H,W]), dy·n", 4, 5),
     C2X(CONV2D_BWD_WEIGHT, "k3 s1 p1", T_BWD_WEIGHT(1, 1, 3), IN(D_NORMAL, 3, 6, 5), IN(D_NORMAL, 4, 6, 5),
         F_NO_BWD, 2),
     C2X(CONV2D_BWD_WEIGHT, "k3 s2 p1", T_BWD_WEIGHT(2, 1, 3), IN(D_NORMAL, 3, 7, 6), IN(D_NORMAL, 4, 4, 3),
@@ -406,6 +410,18 @@ static const op_case cases[] = {
         F_NO_BWD, 2),
     C2X(CONV2D_BWD_WEIGHT, "k3 s1 p0", T_BWD_WEIGHT(1, 0, 3), IN(D_NORMAL, 2, 5, 5), IN(D_NORMAL, 3, 3, 3),
         F_NO_BWD, 2),
+    /* a sample's pixels in whole k tiles of the tensor-core kernel (32): x read through a stage of its own
+     * once a k tile (cuda_gemm_mma.h, edm_mma_wgrad_fits), its prologue with it: 8 columns (a tile's
+     * pixels four rows), the 72 columns of C·k·k one block past its edge; a concatenation, 288 columns
+     * (blocks starting mid-channel); 64 columns, 5×5 (a tile half a row, the next at column 32) */
+    WGRAD_SILU("-k3 s1 p1 of silu(x / n[N,1,8,8]), dy·n (halo)", 8, 8),
+    {.op = EDM_OP_CONV2D_BWD_WEIGHT, .label = "-k3 s1 p1 of concat([N,16,8,4], [N,16,8,4]) (halo)", .nin = 3,
+     .in = {IN(D_NORMAL, 16, 8, 4), IN(D_WIDE, 16, 8, 4), IN(D_NORMAL, 5, 8, 4)}, .nstep = 3,
+     .step = {{.t = T_CAT(1), .src = {0, 1}}, {.t = T_BWD_WEIGHT(1, 1, 3), .src = {RES(0), 2}},
+              {.t = T(NEG), .src = {RES(1), 0}}},
+     .flags = F_NO_BWD, .tol_scale = 3},
+    C2X(CONV2D_BWD_WEIGHT, "k5 s1 p2 [N,4,4,64] (halo)", T_BWD_WEIGHT(1, 2, 5), IN(D_NORMAL, 4, 4, 64),
+        IN(D_NORMAL, 3, 4, 64), F_NO_BWD, 3),
     /* matmul on the last two dims, batch dims broadcast */
     C2(MATMUL, "plain", T_MM(0, 0), IN(D_NORMAL, 3, 4), PAR(D_NORMAL, 4, 5)),
     C2(MATMUL, "trans_b (fully connected)", T_MM(0, 1), IN(D_NORMAL, 4), PAR(D_NORMAL, 3, 4)),
