@@ -1,10 +1,14 @@
 /* NVRTC compilation and the cubin cache (see cuda_nvrtc.h). */
+#ifdef __linux__
+#define _GNU_SOURCE 1 /* NOLINT(bugprone-reserved-identifier): sched_getaffinity, the cores this process may run on */
+#endif
 #include "config.h"
 
 #include "codegen/cuda_nvrtc.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -204,6 +208,11 @@ int edm_nvrtc_jobs(edm_status *st)
         return (int)v;
     }
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
+#ifdef __linux__
+    cpu_set_t set; /* a container or taskset may allow fewer than are online */
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0 && CPU_COUNT(&set) < cores)
+        cores = CPU_COUNT(&set);
+#endif
     return cores < 1 ? 1 : cores > 16 ? 16 : (int)cores;
 }
 

@@ -34,8 +34,8 @@ int edm_nvrtc_version(int *major, int *minor, edm_status *st);
  * the whole log (malloc'd; also set on success when NVRTC said anything). */
 int edm_nvrtc_compile(const char *source, const char *arch, edm_cubin *out, char **log, edm_status *st);
 /* The number of programs to compile at once: $EDMC_COMPILE_JOBS (1 to
- * EDM_CUBIN_BUNDLE_MAX), else the cores online (at most 16); -1 with st
- * where the variable is not a number in range. */
+ * EDM_CUBIN_BUNDLE_MAX), else the cores this process may run on (at most
+ * 16); -1 with st where the variable is not a number in range. */
 int edm_nvrtc_jobs(edm_status *st);
 /* source cut into at most `jobs` parts (cuda_source_split.h), compiled at
  * once, one thread each: out is a bundle of their cubins (cubin_bundle.h),
