@@ -1743,7 +1743,7 @@ int edm_cuda_codegen(const edm_graph *g, const edm_cuda_options *opt, edm_cuda_m
         }
         char name[EDM_CUDA_NAME];
         snprintf(name, sizeof name, "k%d_%s", id, edm_op_name(n->op));
-        int oom = 0, unit = 0;
+        int oom = 0, unit = id + 1; /* the unit its kernel opens (below), where it is the first */
         const char *earlier = table_name(&table, body.p, name, &unit, &oom);
         if (oom) {
             rc = edm_nomem(st);

@@ -304,22 +304,15 @@ int edm_mma_wgrad_fits(edm_mma_tile t, const edm_mma_halo *h)
 
 void edm_mma_emit_shared(sbuf *b, edm_mma_tile t, const edm_mma_halo *halo)
 {
-    if (halo && halo->wgrad) {
-        sb_printf(b,
-                  "    __shared__ __align__(16) unsigned As_[2][%d][%d];\n"
-                  "    __shared__ __align__(16) unsigned Bs_[2][%d][%d];\n"
-                  "    __shared__ __align__(16) unsigned short Ws_[%lld];\n",
-                  t.bm, PITCH, t.bn, PITCH, (long long)wgrad_elems(t, halo));
-        if (t.splits > 1)
-            sb_puts(b, "    __shared__ int last_;\n");
-        return;
-    }
     sb_printf(b, "    __shared__ __align__(16) unsigned As_[2][%d][%d];\n", t.bm, PITCH);
-    if (halo) /* in the dynamic shared memory (edm_mma_halo_bytes: past the static 48 KiB where it must) */
+    /* a halo's stages in the dynamic shared memory (edm_mma_halo_bytes: past the static 48 KiB where they must) */
+    if (halo && !halo->wgrad)
         sb_printf(b, "    unsigned (*const Hs_)[%lld][%d] = reinterpret_cast<unsigned (*)[%lld][%d]>(edm_halo_sh);\n",
                   (long long)halo_rows(t, halo), PITCH, (long long)halo_rows(t, halo), PITCH);
     else
         sb_printf(b, "    __shared__ __align__(16) unsigned Bs_[2][%d][%d];\n", t.bn, PITCH);
+    if (halo && halo->wgrad) /* the weight gradient's stage of x, beside B's */
+        sb_printf(b, "    __shared__ __align__(16) unsigned short Ws_[%lld];\n", (long long)wgrad_elems(t, halo));
     if (t.splits > 1)
         sb_puts(b, "    __shared__ int last_;\n");
 }

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codegen/cubin_bundle.h"
+
 #define MARK "\n/* edmc-unit "
 #define END_MARK "\n/* edmc-units-end */\n"
 
@@ -22,8 +24,7 @@ typedef struct {
     const char *text; /* from its mark */
     size_t len;
     int id;
-    int needs[64];
-    int nneeds;
+    const char *needs; /* its mark's list of the units it needs (read_needs), NULL: none */
     double work;            /* NVRTC's time for it, roughly */
     int root;               /* union-find: the units that must share a part */
     int part;
@@ -38,7 +39,8 @@ static int find(unit *u, int i)
     return i;
 }
 
-/* Reads the rest of a mark, "U [needs A ...]" and its end. */
+/* Reads the rest of a mark, "U [needs A ...]" and its end: 0, or -1 where
+ * it is not that ("needs" without a unit). */
 static int read_mark(const char *p, unit *u)
 {
     char *end;
@@ -47,24 +49,36 @@ static int read_mark(const char *p, unit *u)
         return -1;
     u->id = (int)v;
     p = end;
-    int needs = 0;
-    for (;;) {
-        while (*p == ' ')
-            p++;
-        if (strncmp(p, "*/", 2) == 0)
-            return needs && u->nneeds == 0 ? -1 : 0; /* "needs" and no unit */
-        if (strncmp(p, "needs", 5) == 0 && !needs) {
-            needs = 1;
-            p += 5;
-            continue;
+    while (*p == ' ')
+        p++;
+    if (strncmp(p, "needs", 5) == 0) {
+        u->needs = p += 5;
+        int n = 0;
+        for (;; n++) {
+            while (*p == ' ')
+                p++;
+            v = strtol(p, &end, 10);
+            if (end == p)
+                break;
+            if (v < 0 || v > 1000000000)
+                return -1;
+            p = end;
         }
-        v = strtol(p, &end, 10);
-        if (end == p || v < 0 || v > 1000000000 || !needs ||
-            u->nneeds == (int)(sizeof u->needs / sizeof u->needs[0]))
+        if (n == 0)
             return -1;
-        u->needs[u->nneeds++] = (int)v;
-        p = end;
     }
+    return strncmp(p, "*/", 2) == 0 ? 0 : -1;
+}
+
+/* The next unit of a list read_mark accepted (*at moves past it), or -1 at its end. */
+static int next_need(const char **at)
+{
+    char *end;
+    long v = strtol(*at, &end, 10);
+    if (end == *at)
+        return -1;
+    *at = end;
+    return (int)v;
 }
 
 /* The first needle in [p, end), or NULL. */
@@ -191,18 +205,20 @@ int edm_cuda_source_split(const char *source, int max_parts, edm_source_parts *o
     }
     /* units that call into each other share a part: join each with the (earlier) units it needs */
     for (i = 0; i < nunits && rc == 0; i++)
-        for (int k = 0; k < u[i].nneeds && rc == 0; k++) {
-            int j = i - 1;
-            while (j >= 0 && u[j].id != u[i].needs[k])
+        for (const char *at = u[i].needs; at && rc == 0;) {
+            int need = next_need(&at), j = i - 1;
+            if (need < 0)
+                break;
+            while (j >= 0 && u[j].id != need)
                 j--;
             if (j < 0)
                 rc = edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "kernel source: unit %d needs unit %d, not before it",
-                              u[i].id, u[i].needs[k]);
+                              u[i].id, need);
             else
                 u[find(u, i)].root = find(u, j);
         }
     /* the groups of units, heaviest first, each to the part with the least work so far */
-    double *group_work = calloc((size_t)nunits, sizeof *group_work), part_work[64] = {0};
+    double *group_work = calloc((size_t)nunits, sizeof *group_work), part_work[EDM_CUBIN_BUNDLE_MAX] = {0};
     int *order = calloc((size_t)nunits, sizeof *order), ngroups = 0;
     if (rc == 0 && (!group_work || !order))
         rc = edm_nomem(st);
@@ -212,7 +228,7 @@ int edm_cuda_source_split(const char *source, int max_parts, edm_source_parts *o
             order[ngroups++] = i;
     }
     int nparts = max_parts < ngroups ? max_parts : ngroups;
-    nparts = nparts < 64 ? nparts : 64;
+    nparts = nparts < EDM_CUBIN_BUNDLE_MAX ? nparts : EDM_CUBIN_BUNDLE_MAX; /* a bundle's cubins at most */
     for (int a = 1; a < ngroups && rc == 0; a++) /* insertion sort: heaviest first, then source order */
         for (int b = a; b > 0 && group_work[order[b]] > group_work[order[b - 1]]; b--) {
             int t = order[b];

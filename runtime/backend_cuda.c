@@ -1051,8 +1051,8 @@ size_t edm_cuda_exec_total_bytes(const edm_cuda_exec *x) { return x->total_bytes
 
 size_t edm_cuda_exec_device_bytes(const edm_cuda_exec *x)
 {
-    return x->arena_bytes + sizeof(float) * (size_t)STAGING_ELEMS + 256 + x->splitk_bytes + x->col_bytes + x->partial_bytes +
-           sizeof(float) * (size_t)x->nones +
+    return x->arena_bytes + sizeof(float) * (size_t)STAGING_ELEMS + 256 + x->splitk_bytes + x->col_bytes +
+           x->partial_bytes + sizeof(float) * (size_t)x->nones +
            (x->lt_ws ? LT_WORKSPACE_BYTES : 0) + x->opt_bytes + x->acc_bytes + (size_t)x->nema * x->ema_stride;
 }
 

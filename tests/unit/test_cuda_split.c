@@ -186,6 +186,23 @@ static void test_split_bad_marks(void **state)
     expect_split_error("int a;\n/* edmc-unit 0 */\nk0\n/* edmc-unit 1 */\nk1\n", "end mark");
     /* a unit needing a later one is not before it */
     expect_split_error("p\n/* edmc-unit 0 needs 1 */\nk0\n/* edmc-unit 1 */\nk1\n/* edmc-units-end */\n", "needs unit 1");
+    /* a unit needing many (the list has no bound): all in one part */
+    char many[16384];
+    size_t at = 0;
+    for (int u = 0; u < 70; u++)
+        at += (size_t)snprintf(many + at, sizeof many - at,
+                               "\n/* edmc-unit %d */\nextern \"C\" __global__ void k%d(float *y) {}\n", u, u);
+    at += (size_t)snprintf(many + at, sizeof many - at, "\n/* edmc-unit 70 needs");
+    for (int u = 0; u < 70; u++)
+        at += (size_t)snprintf(many + at, sizeof many - at, " %d", u);
+    snprintf(many + at, sizeof many - at, " */\nextern \"C\" __global__ void k70(float *y) {}\n\n/* edmc-units-end */\n");
+    edm_status many_st;
+    edm_status_init(&many_st);
+    edm_source_parts one;
+    assert_int_equal(edm_cuda_source_split(many, 8, &one, &many_st), 0);
+    assert_int_equal(one.n, 1);
+    assert_int_equal(count_names(one.names[0]), 71);
+    edm_source_parts_free(&one);
     /* no marks: the source whole */
     edm_status st;
     edm_status_init(&st);
