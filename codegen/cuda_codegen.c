@@ -6,6 +6,7 @@
 #include "codegen/cuda_attention_mma.h"
 #include "codegen/cuda_gemm_mma.h"
 #include "codegen/cuda_source_split.h"
+#include "codegen/cuda_step_literals.h"
 #include "codegen/text.h"
 
 #include "compiler/ew_math.h"
@@ -1786,6 +1787,14 @@ int edm_cuda_codegen(const edm_graph *g, const edm_cuda_options *opt, edm_cuda_m
 
 #include "compiler/passes/fusion.h"
 
+/* A group kernel's tables of its steps' literal arguments (step_literals):
+ * the values one step after the other, as C text ("N, " / "F, "). */
+typedef struct {
+    sbuf ints, floats;
+    int nints, nfloats;
+    int *int_at, *float_at; /* per step of the group: where its values start */
+} group_literals;
+
 typedef struct {
     const edm_plan *p;
     const edm_cuda_options *opt;
@@ -1799,6 +1808,8 @@ typedef struct {
     int *needs, *nneeds; /* the earlier units whose functions it calls (a group kernel's reused steps) */
     const bshape *coords; /* while a prologue gets its element's coordinates d0_.. in this shape, else NULL */
     int approx; /* while the prologue of a tensor-core operand is emitted: fast_math_expr's intrinsics */
+    group_literals *lits; /* a grouped step: its group's literal tables (step_literals) */
+    int first_step;       /* and the group's first step */
 } step_ctx;
 
 static int is_member(const edm_plan_step *s, int node)
@@ -2087,6 +2098,46 @@ static int fuse_body(const char *body, const char *head, sbuf *out)
     return oom ? -1 : 0;
 }
 
+/* Where a grouped step's literal arguments go (step_literals): a field of
+ * KNAME_args each, set from the group kernel's tables (gen_group). */
+#define LITERAL_FIELDS "/*@literal-fields*/"
+#define LITERAL_INIT "/*@literal-init*/"
+
+/* A grouped step's text with its shapes and f32 constants read from the
+ * arguments kv_ and fv_ (cuda_step_literals.h), the values they take
+ * recorded in the group's tables. */
+static int step_literals(step_ctx *x, const char *in, sbuf *out, edm_status *st)
+{
+    group_literals *gl = x->lits;
+    int k0 = gl->nints, f0 = gl->nfloats;
+    gl->int_at[x->L->step - x->first_step] = k0;
+    gl->float_at[x->L->step - x->first_step] = f0;
+    sbuf taken = {0}, fields = {0}, init = {0}, t = {0};
+    int nk = 0, nf = 0;
+    edm_cuda_step_literals(in, &taken, &gl->ints, &nk, &gl->floats, &nf);
+    gl->nints += nk;
+    gl->nfloats += nf;
+    if (nk > 0)
+        sb_printf(&fields, "    edm_ix k_[%d];\n", nk);
+    if (nf > 0)
+        sb_printf(&fields, "    float f_[%d];\n", nf);
+    for (int j = 0; j < nk; j++)
+        sb_printf(&init, "%skv_[%d]%s", j ? ", " : ", {", j, j + 1 == nk ? "}" : "");
+    for (int j = 0; j < nf; j++)
+        sb_printf(&init, "%sfv_[%d]%s", j ? ", " : ", {", j, j + 1 == nf ? "}" : "");
+    replace_all(&t, taken.p ? taken.p : "", LITERAL_FIELDS, fields.p ? fields.p : "");
+    out->len = 0;
+    if (out->p)
+        out->p[0] = '\0';
+    replace_all(out, t.p ? t.p : "", LITERAL_INIT, init.p ? init.p : "");
+    int oom = taken.oom || fields.oom || init.oom || t.oom || out->oom || gl->ints.oom || gl->floats.oom;
+    free(taken.p);
+    free(fields.p);
+    free(init.p);
+    free(t.p);
+    return oom ? edm_nomem(st) : 0;
+}
+
 /* Emits a step's kernel text (KNAME for its name) unless an earlier step
  * has the same text and launch shape: then L names that one's function, so
  * the repeated blocks of a network compile once (NVRTC's time). */
@@ -2094,8 +2145,9 @@ static int emit_step_kernel(step_ctx *x, const char *text, int grouped, sbuf *ou
 {
     edm_cuda_step_launch *L = x->L;
     sbuf key = {0};
-    sb_printf(&key, "%d %u %u %u %u %u %u\n%s", grouped, L->grid[0], L->grid[1], L->grid[2], L->block[0], L->block[1],
-              L->block[2], text);
+    /* a grouped step's function is told its blocks (bx_ of gx_): its grid is not part of its text */
+    sb_printf(&key, "%d %u %u %u %u %u %u\n%s", grouped, grouped ? 0 : L->grid[0], L->grid[1], L->grid[2], L->block[0],
+              L->block[1], L->block[2], text);
     int oom = key.oom, unit = x->unit;
     const char *earlier = oom ? NULL : table_name(x->kernels, key.p, L->kernel, &unit, &oom);
     free(key.p);
@@ -2147,7 +2199,7 @@ static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
     sb_printf(&b, "struct KNAME_args {\n    %s *y;\n", ctype(L->dtype));
     for (int k = 0; k < L->ninputs; k++)
         sb_printf(&b, "    const %s *i%d;\n", ctype(x->dt[L->inputs[k]]), k);
-    sb_puts(&b, "    const unsigned long long *seed;\n};\n");
+    sb_printf(&b, "    const unsigned long long *seed;\n%s};\n", grouped ? LITERAL_FIELDS : "");
     const edm_node *core = s->core >= 0 ? edm_graph_node(g, s->core) : NULL;
     edm_dtype mma = core ? contraction_mma(x->opt, core) : EDM_F32;
     if (grouped)
@@ -2158,10 +2210,13 @@ static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
                   core ? min_blocks(mma, core) : "", ctype(L->dtype));
     for (int k = 0; k < L->ninputs; k++)
         sb_printf(&head, ", const %s *__restrict__ i%d", ctype(x->dt[L->inputs[k]]), k);
-    sb_puts(&head, ", const unsigned long long *__restrict__ seed)\n{\n    const KNAME_args P = {y");
+    sb_printf(&head, ", const unsigned long long *__restrict__ seed%s)\n{\n    const KNAME_args P = {y",
+              grouped ? ", const edm_ix *__restrict__ kv_, const float *__restrict__ fv_" : "");
     for (int k = 0; k < L->ninputs; k++)
         sb_printf(&head, ", i%d", k);
-    sb_puts(&head, ", seed};\n");
+    sb_printf(&head, ", seed%s};\n", grouped ? LITERAL_INIT : "");
+    if (grouped)
+        sb_puts(&head, "    (void)kv_;\n    (void)fv_;\n");
     int rc = 0, last;
     /* the operands a tensor-core convolution reads with their coordinates (coord_operands) */
     bshape in_shape[2] = {{0}, {0}};
@@ -2271,9 +2326,11 @@ static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
         if (t2.p)
             t2.p[0] = '\0';
         replace_all(&t2, t1.p ? t1.p : "", "__shared__ double sh[256];", "double *const sh = edm_group_sh;");
-        text = t2.p ? t2.p : "";
         if (t1.oom || t2.oom)
             rc = edm_nomem(st);
+        else
+            rc = step_literals(x, t2.p ? t2.p : "", &t1, st); /* its shapes and constants: arguments */
+        text = t1.p ? t1.p : "";
     }
     if (rc == 0) {
         const edm_node *r = edm_graph_node(g, core ? s->core : s->root);
@@ -2288,37 +2345,86 @@ static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
     return rc;
 }
 
-/* A group of several steps: one kernel calling each step's function with its blocks. */
-static void gen_group(const edm_plan *p, const edm_plan_group *gr, int gi, const edm_cuda_plan_module *m,
-                      edm_cuda_group_launch *G, sbuf *out)
+/* A group of several steps: one kernel that finds its block's step in a
+ * table and calls that step's function with the step's share of the blocks,
+ * its parameters from `a` and its literals from the group's tables.  Steps
+ * that share a function (the same text once its literals are arguments)
+ * share its call, so the kernel has one call per distinct function. */
+static int gen_group(const edm_plan_group *gr, int gi, const edm_cuda_plan_module *m, const group_literals *gl,
+                     edm_cuda_group_launch *G, sbuf *out, edm_status *st)
 {
     snprintf(G->kernel, sizeof G->kernel, "g%d_%s", gi, gr->name);
-    sb_printf(out, "\nextern \"C\" __global__ void __launch_bounds__(%d) %s(void *const *__restrict__ a, "
+    int nsteps = gr->nsteps, nfn = 0;
+    int *fn = calloc((size_t)nsteps, sizeof *fn), *first = calloc((size_t)nsteps, sizeof *first);
+    if (!fn || !first) {
+        free(fn);
+        free(first);
+        return edm_nomem(st);
+    }
+    for (int i = 0; i < nsteps; i++) { /* each step's function: its index among the group's distinct ones */
+        const edm_cuda_step_launch *L = &m->launch[gr->first_step + i];
+        fn[i] = -1;
+        for (int f = 0; f < nfn && fn[i] < 0; f++)
+            if (strcmp(m->launch[gr->first_step + first[f]].kernel, L->kernel) == 0)
+                fn[i] = f;
+        if (fn[i] < 0) {
+            first[nfn] = i;
+            fn[i] = nfn++;
+        }
+    }
+    sb_printf(out, "\nstatic __device__ const edm_ix g%d_k_[%d] = {%s};\n", gi, gl->nints ? gl->nints : 1,
+              gl->nints ? gl->ints.p : "0");
+    sb_printf(out, "static __device__ const float g%d_f_[%d] = {%s};\n", gi, gl->nfloats ? gl->nfloats : 1,
+              gl->nfloats ? gl->floats.p : "0.0f");
+    /* per step: {its last block + 1, its first block, its function, its first parameter in a, its literals} */
+    sb_printf(out, "static __device__ const unsigned g%d_t_[%d][6] = {\n", gi, nsteps);
+    unsigned at = 0;
+    int arg = 0;
+    for (int i = 0; i < nsteps; i++) {
+        const edm_cuda_step_launch *L = &m->launch[gr->first_step + i];
+        sb_printf(out, "    {%uU, %uU, %d, %d, %d, %d},\n", at + L->grid[0], at, fn[i], arg, gl->int_at[i],
+                  gl->float_at[i]);
+        at += L->grid[0];
+        arg += 1 + L->ninputs;
+    }
+    sb_puts(out, "};\n");
+    sb_printf(out, "extern \"C\" __global__ void __launch_bounds__(%d) %s(void *const *__restrict__ a, "
                    "const unsigned long long *__restrict__ seed)\n{\n", BLOCK, G->kernel);
     int barrier = 0;
-    for (int s = gr->first_step; s < gr->first_step + gr->nsteps; s++)
+    for (int s = gr->first_step; s < gr->first_step + nsteps; s++)
         barrier |= m->launch[s].barrier;
     if (barrier) /* the emulator (tests/emu) reads a kernel's text for this word to run its threads as fibers */
         sb_puts(out, "    /* its steps synchronise the block: __syncthreads */\n");
-    unsigned at = 0;
-    int arg = 0;
-    for (int s = gr->first_step; s < gr->first_step + gr->nsteps; s++) {
-        const edm_cuda_step_launch *L = &m->launch[s];
-        sb_printf(out, "    %sif (blockIdx.x < %uU)\n        %s_run(blockIdx.x - %uU, %uU, (%s *)a[%d]",
-                  s > gr->first_step ? "else " : "", at + L->grid[0], L->kernel, at, L->grid[0], ctype(L->dtype), arg++);
+    sb_printf(out, "    const unsigned b_ = blockIdx.x;\n"
+                   "    int lo_ = 0, hi_ = %d;\n"
+                   "    while (lo_ < hi_) {\n"
+                   "        const int mid_ = (lo_ + hi_) / 2;\n"
+                   "        if (b_ < g%d_t_[mid_][0])\n"
+                   "            hi_ = mid_;\n"
+                   "        else\n"
+                   "            lo_ = mid_ + 1;\n"
+                   "    }\n"
+                   "    const unsigned *const t_ = g%d_t_[lo_];\n"
+                   "    void *const *const p_ = a + t_[3];\n"
+                   "    switch (t_[2]) {\n",
+              nsteps - 1, gi, gi);
+    for (int f = 0; f < nfn; f++) {
+        const edm_cuda_step_launch *L = &m->launch[gr->first_step + first[f]];
+        sb_printf(out, "    case %d:\n        %s_run(b_ - t_[1], t_[0] - t_[1], (%s *)p_[0]", f, L->kernel, ctype(L->dtype));
         for (int k = 0; k < L->ninputs; k++)
-            sb_printf(out, ", (const %s *)a[%d]", ctype(m->dtype[L->inputs[k]]), arg++);
-        sb_puts(out, ", seed);\n");
-        at += L->grid[0];
+            sb_printf(out, ", (const %s *)p_[%d]", ctype(m->dtype[L->inputs[k]]), k + 1);
+        sb_printf(out, ", seed, g%d_k_ + t_[4], g%d_f_ + t_[5]);\n        break;\n", gi, gi);
     }
-    sb_puts(out, "}\n");
-    (void)p;
+    sb_puts(out, "    }\n}\n");
+    free(fn);
+    free(first);
     unsigned smem = BLOCK * sizeof(double); /* edm_group_sh; a step's own use of the memory (a halo) if larger */
-    for (int s = gr->first_step; s < gr->first_step + gr->nsteps; s++)
+    for (int s = gr->first_step; s < gr->first_step + nsteps; s++)
         smem = m->launch[s].smem > smem ? m->launch[s].smem : smem;
     *G = (edm_cuda_group_launch){.grid = {at, 1, 1}, .block = {BLOCK, 1, 1}, .smem = smem,
-                                 .first_step = gr->first_step, .nsteps = gr->nsteps};
+                                 .first_step = gr->first_step, .nsteps = nsteps};
     snprintf(G->kernel, sizeof G->kernel, "g%d_%s", gi, gr->name);
+    return 0;
 }
 
 void edm_cuda_plan_module_free(edm_cuda_plan_module *m)
@@ -2363,17 +2469,26 @@ int edm_cuda_codegen_plan(const edm_plan *p, const edm_cuda_options *opt, edm_cu
         const edm_plan_group *gr = &p->groups[gi];
         int grouped = gr->nsteps > 1, nneeds = 0;
         sbuf unit = {0};
+        group_literals lits = {.int_at = calloc((size_t)gr->nsteps, sizeof(int)),
+                               .float_at = calloc((size_t)gr->nsteps, sizeof(int))};
+        if (!lits.int_at || !lits.float_at)
+            rc = edm_nomem(st);
         for (int s = gr->first_step; s < gr->first_step + gr->nsteps && rc == 0; s++) {
             edm_cuda_step_launch *L = &m->launch[s];
             L->step = s;
             L->dtype = m->dtype[p->steps[s].root];
             step_ctx x = {.p = p, .opt = opt, .dt = m->dtype, .s = &p->steps[s], .L = L, .ws = &ws,
-                          .kernels = &table, .unit = gi + 1, .needs = needs, .nneeds = &nneeds};
+                          .kernels = &table, .unit = gi + 1, .needs = needs, .nneeds = &nneeds,
+                          .lits = &lits, .first_step = gr->first_step};
             rc = gen_step(&x, &unit, grouped, st);
             mix64 |= x.mix64;
         }
         if (rc == 0 && grouped)
-            gen_group(p, gr, gi, m, &m->group[gi], &unit);
+            rc = gen_group(gr, gi, m, &lits, &m->group[gi], &unit, st);
+        free(lits.ints.p);
+        free(lits.floats.p);
+        free(lits.int_at);
+        free(lits.float_at);
         edm_source_unit_mark(&kernels, gi + 1, needs, nneeds);
         sb_puts(&kernels, unit.p ? unit.p : "");
         kernels.oom |= unit.oom;

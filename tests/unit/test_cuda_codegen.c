@@ -23,6 +23,7 @@
 #include "codegen/cuda_codegen.h"
 #include "codegen/cuda_gemm_mma.h"
 #include "codegen/cuda_nvrtc.h"
+#include "codegen/cuda_step_literals.h"
 #include "codegen/cuda_tiles.h"
 #include "compiler/elaborate.h"
 #include "compiler/passes/passes.h"
@@ -465,6 +466,31 @@ static void test_kernel_signatures(void **state)
 
 /* The fixed kernels: casts always, for each type; the optimizer's with
  * opt.optimizer; the old untyped names are gone. */
+/* A grouped step's literals made arguments: which are taken, in order, and
+ * what is left as it is. */
+static void test_step_literals(void **state)
+{
+    (void)state;
+    const char *in = "    r_ /= 384_ix; q_ = r_ % 1_ix + 0_ix; v = 0.0721687824f * 2.0f + 1.0f - 0.0f;\n"
+                     "    /* 77_ix 3.5f */ w = __int_as_float(0x7f800000U) + 2.0 + 1e-05f + a17_ix + 9.99999975e-05f;\n"
+                     "    for (int s = 128; s > 0; s >>= 1) EDM_LOOP_IN(73728_ix) x[i] = 5000000000_ix;\n";
+    const char *want = "    r_ /= P.k_[2]; q_ = r_ % 1_ix + 0_ix; v = P.f_[0] * P.f_[1] + 1.0f - 0.0f;\n"
+                       "    /* 77_ix 3.5f */ w = __int_as_float(0x7f800000U) + 2.0 + P.f_[2] + a17_ix + P.f_[3];\n"
+                       "    for (int s = 128; s > 0; s >>= 1) EDM_LOOP_IN(P.k_[3]) x[i] = P.k_[4];\n";
+    sbuf out = {0}, ints = {0}, floats = {0};
+    int nints = 2, nfloats = 0; /* counting up from there */
+    edm_cuda_step_literals(in, &out, &ints, &nints, &floats, &nfloats);
+    assert_false(out.oom || ints.oom || floats.oom);
+    assert_string_equal(out.p, want);
+    assert_int_equal(nints, 5);
+    assert_int_equal(nfloats, 4);
+    assert_string_equal(ints.p, "384, 73728, 5000000000, ");
+    assert_string_equal(floats.p, "0.0721687824f, 2.0f, 1e-05f, 9.99999975e-05f, ");
+    free(out.p);
+    free(ints.p);
+    free(floats.p);
+}
+
 static void test_fixed_kernels(void **state)
 {
     (void)state;
@@ -1141,7 +1167,7 @@ int main(void)
         cmocka_set_test_filter(filter);
     /* Cases that cannot run here are left out, not skipped: the test runner
      * counts cmocka's "not ok # SKIP" lines as failures. */
-    struct CMUnitTest tests[24];
+    struct CMUnitTest tests[25];
     size_t n = 0;
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_every_op_has_a_generator);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_every_node_is_covered);
@@ -1150,6 +1176,7 @@ int main(void)
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_kernel_signatures);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_index_bits);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_fixed_kernels);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_step_literals);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_gemm_descriptors);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_mma_tiles);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_mma_tile_table);

@@ -127,7 +127,7 @@ static void check_split(const char *source, int max_parts)
     /* calls "sN_OP_run(" in a part: its definition "void sN_OP_run(" in the same part */
     int calls = 0;
     for (int p = 0; p < sp.n; p++)
-        for (const char *c = sp.text[p]; (c = strstr(c, "_run(blockIdx.x")) != NULL; c++) {
+        for (const char *c = sp.text[p]; (c = strstr(c, "_run(b_ - t_[1]")) != NULL; c++) {
             const char *s = c;
             while (s > sp.text[p] && s[-1] != ' ')
                 s--;
