@@ -1454,10 +1454,7 @@ static int is_leaf(edm_op op)
 }
 
 /* Nodes whose value is their first input's memory. */
-static int is_alias(const edm_node *n, const edm_cuda_options *opt)
-{
-    return n->op == EDM_OP_RESHAPE || n->op == EDM_OP_OUTPUT || (n->op == EDM_OP_DROPOUT && !opt->training);
-}
+static int is_alias(const edm_node *n, const edm_cuda_options *opt) { return edm_node_is_alias(n, opt->training); }
 
 /* Whether scope is the network instance `net` or below it ("unet" holds
  * "unet" and "unet.enc.16x16_block0", not "unetx"); NULL: "unet", "": all. */

@@ -27,6 +27,11 @@ int edm_op_arity(edm_op op) { return (unsigned)op < EDM_OP_COUNT ? op_table[op].
 edm_op_class edm_op_class_of(edm_op op) { return (unsigned)op < EDM_OP_COUNT ? op_table[op].cls : EDM_CLASS_OTHER; }
 int edm_op_macs_per_element(edm_op op) { return (unsigned)op < EDM_OP_COUNT ? op_table[op].macs : 0; }
 
+int edm_node_is_alias(const edm_node *n, int training)
+{
+    return n->op == EDM_OP_RESHAPE || n->op == EDM_OP_OUTPUT || (n->op == EDM_OP_DROPOUT && !training);
+}
+
 int edm_op_from_name(const char *name, edm_op *out)
 {
     for (int i = 0; i < EDM_OP_COUNT; i++)

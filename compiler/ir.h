@@ -149,6 +149,12 @@ typedef struct {
     } attr;
 } edm_node;
 
+/* Whether n's value is its first input's memory, with no work and no
+ * storage of its own: a reshape, an output, and a dropout where it is the
+ * identity (not training).  The one rule for the planner, the code
+ * generators and the statistics. */
+int edm_node_is_alias(const edm_node *n, int training);
+
 typedef struct edm_graph edm_graph;
 
 edm_graph *edm_graph_new(void);

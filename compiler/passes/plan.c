@@ -81,10 +81,7 @@ const char *edm_fuse_str(unsigned fuse, char *buf, size_t size)
 enum { K_LEAF, K_ALIAS, K_EW, K_CORE };
 enum { R_MAIN, R_WEIGHTS, R_WGRAD };
 
-int edm_plan_is_alias(const edm_plan_options *opt, const edm_node *n)
-{
-    return n->op == EDM_OP_RESHAPE || n->op == EDM_OP_OUTPUT || (n->op == EDM_OP_DROPOUT && !opt->training);
-}
+int edm_plan_is_alias(const edm_plan_options *opt, const edm_node *n) { return edm_node_is_alias(n, opt->training); }
 
 static int kind_of(const edm_plan_options *opt, const edm_node *n)
 {

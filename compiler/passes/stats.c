@@ -95,12 +95,13 @@ static int node_macs(const edm_graph *g, const edm_node *n, int id, double *macs
     return edm_fail(st, EDM_ERR_INTERNAL, n->loc, "stats: unknown op %d", (int)n->op);
 }
 
-static int is_alias(edm_op op) { return op == EDM_OP_RESHAPE || op == EDM_OP_OUTPUT; }
+/* The statistics describe the network's forward pass, where a dropout is the identity. */
+static int is_alias(const edm_node *n) { return edm_node_is_alias(n, 0); }
 
 /* Does this node's value own batch-dependent activation storage? */
 static int owns_activation(const edm_node *n)
 {
-    if (!edm_shape_has_batch(&n->shape) || is_alias(n->op))
+    if (!edm_shape_has_batch(&n->shape) || is_alias(n))
         return 0;
     return edm_op_class_of(n->op) != EDM_CLASS_LEAF || n->op == EDM_OP_INPUT;
 }
@@ -209,7 +210,7 @@ int edm_stats_compute(const edm_graph *g, edm_stats *out, edm_status *st)
 
         /* An alias of a batch-dependent value shares its storage. */
         root[id] = id;
-        if (is_alias(nd->op) && batch) {
+        if (is_alias(nd) && batch) {
             int r = root[nd->input[0]];
             if (act[r] > 0)
                 root[id] = r;
