@@ -1203,18 +1203,6 @@ static void gen_col2im(const conv_geom *p, sbuf *b, const char *name, edm_dtype 
 
 /* ------------------------------------------------------------------ the module */
 
-int edm_cuda_op_supported(edm_op op)
-{
-    switch (op) {
-#define EDM_OP_CASE(e, name, arity, cls, macs) case EDM_OP_##e:
-        EDM_OPS(EDM_OP_CASE)
-#undef EDM_OP_CASE
-        return 1;
-    default:
-        return 0;
-    }
-}
-
 /* The index type of the module's generated kernels (edm_ix, literals with
  * the suffix _ix) and their grid-stride loop; the kernels whose sizes come
  * from the host (casts, optimizer, im2col) loop in 64 bits (EDM_LOOP64). */

@@ -131,9 +131,6 @@ typedef struct {
     int64_t splitk_floats, splitk_counts; /* the split-K workspace its kernels need (cuda_gemm_mma.h) */
 } edm_cuda_module;
 
-/* Whether codegen handles op (every op of the table does; the unit test checks). */
-int edm_cuda_op_supported(edm_op op);
-
 /* The settings the environment forces for tests, tuning and ablations (the
  * executor and `edmc dump --stage=cuda` both read them): EDMC_MMA_TILE=BMxBN[/SPLITS]
  * (every tensor-core contraction's tile), EDMC_INDEX_BITS=64 (wide index
