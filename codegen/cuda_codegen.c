@@ -208,6 +208,7 @@ typedef struct {
     edm_dtype mma;        /* a contraction's tensor-core operand type (f16, bf16), or f32: CUDA cores */
     mma_need *ws;     /* the module's split-K workspace, grown to what its kernels need */
     edm_cuda_launch *L;
+    int a_raw; /* a fused step's weight operand read as stored, in the product's type: cp.async (conv_a_async) */
 } node_ctx;
 
 /* The device type of a storage dtype (the preamble defines h16 and b16). */
@@ -780,15 +781,28 @@ static int conv_a_pairs(const edm_cuda_options *opt, edm_dtype mma, const edm_no
            conv_grouped(opt, mma, c);
 }
 
+/* Whether a taps convolution with its weight's pairs (conv_a_pairs) copies
+ * its weight's k tiles into shared memory by cp.async (EDM_MMA_A_ASYNC): the
+ * weight read as stored in the product's type (a_raw: a fused step's
+ * operand without prologue), unless EDMC_CP_ASYNC=off. */
+static int conv_a_async(const node_ctx *c) { return c->a_raw && !c->opt->no_cp_async; }
+
 /* A taps convolution's KNAME_A2(z, m, kq, kr): its weight's elements k and k
  * + 1 at `index` (kr even, the channels a multiple of 32: aligned) in one
- * load, packed for the product (edm_ldpair_f16/bf16). */
+ * load, packed for the product (edm_ldpair_f16/bf16); with cp.async, also
+ * KNAME_A8: the address of elements kr..kr + 7 (kr a multiple of 8: 16-byte
+ * aligned). */
 static void emit_pair_acc(const node_ctx *c, sbuf *b, const char *index)
 {
     sb_printf(b,
               "static __device__ __forceinline__ unsigned KNAME_A2(const %s *a, const %s *b, edm_ix z, edm_ix m, "
               "edm_ix kq, edm_ix kr)\n{\n    return edm_ldpair_%s(b, %s);\n}\n",
               ctype(c->ta), ctype(c->tb), edm_cuda_dtype_suffix(c->mma), index);
+    if (conv_a_async(c))
+        sb_printf(b,
+                  "static __device__ __forceinline__ const void *KNAME_A8(const %s *a, const %s *b, edm_ix z, "
+                  "edm_ix m, edm_ix kq, edm_ix kr)\n{\n    return edm_addr_of(b, %s);\n}\n",
+                  ctype(c->ta), ctype(c->tb), index);
 }
 
 /* The first line of a convolution's B accessor: channel `ch` and tap (ky,
@@ -931,7 +945,8 @@ static int gen_conv2d(node_ctx *c, sbuf *b, edm_status *st)
     if (with_halo) /* x's channel c at input pixel (iy, ix) */
         emit_halo_acc(c, b, at, p.h, p.w);
     /* A along k (the weight's rows), B along the pixels */
-    emit_gemm(c, b, gm, gn, gk, 1, ktaps, pairs ? EDM_MMA_A_PAIRS : 0u, with_halo ? &halo : NULL);
+    emit_gemm(c, b, gm, gn, gk, 1, ktaps, pairs ? EDM_MMA_A_PAIRS | (conv_a_async(c) ? EDM_MMA_A_ASYNC : 0u) : 0u,
+              with_halo ? &halo : NULL);
     if (c->opt->gemm_library) {
         /* y[n] (O×OHW) = w (O×CKK) · col[n] (CKK×OHW); col has x's type; direct: col[n] = x[n] */
         int direct = conv_direct(&p);
@@ -999,7 +1014,8 @@ static int gen_conv2d_bwd_data(node_ctx *c, sbuf *b, edm_status *st)
     }
     /* A = wᵀ: along its rows m (the input channels) w's elements are k·k apart, along k
      * (the output channels) C·k·k; the taps copy: along k side by side */
-    emit_gemm(c, b, gm, gn, gk, 1, ktaps, pairs ? EDM_MMA_A_PAIRS : p.taps ? 0u : EDM_MMA_A_ROWS,
+    emit_gemm(c, b, gm, gn, gk, 1, ktaps,
+              pairs ? EDM_MMA_A_PAIRS | (conv_a_async(c) ? EDM_MMA_A_ASYNC : 0u) : p.taps ? 0u : EDM_MMA_A_ROWS,
               with_halo ? &halo : NULL);
     if (c->opt->gemm_library) {
         /* col[n] (CKK×OHW) = wᵀ (CKK×O) · dy[n] (O×OHW), then col2im; col has dx's type;
@@ -1644,6 +1660,13 @@ int edm_cuda_options_env(edm_cuda_options *co, edm_status *st)
             return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "EDMC_LDMATRIX=%s: expected on or off", ldm);
         co->no_ldmatrix = strcmp(ldm, "off") == 0;
     }
+    /* the weights' k tiles through registers, not copied into shared memory by cp.async (an ablation) */
+    const char *cpa = getenv("EDMC_CP_ASYNC");
+    if (cpa && cpa[0]) {
+        if (strcmp(cpa, "off") != 0 && strcmp(cpa, "on") != 0)
+            return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "EDMC_CP_ASYNC=%s: expected on or off", cpa);
+        co->no_cp_async = strcmp(cpa, "off") == 0;
+    }
     /* the forward convolutions' activations read directly, a tap a k tile, not through a halo tile (an ablation) */
     const char *halo = getenv("EDMC_CONV_HALO");
     if (halo && halo[0]) {
@@ -2053,6 +2076,7 @@ static int fuse_body(const char *body, const char *head, sbuf *out)
         {"ldq(a, ", "KNAME_in0q(P, "},  {"ldq(b, ", "KNAME_in1q(P, "},  {"stq(y, ", "KNAME_outq(P, "},
         {"st(y, ", "KNAME_out(P, "},           {"KNAME_A2(a, b, ", "KNAME_A2(P, "}, {"KNAME_H(a, b, ", "KNAME_H(P, "},
         {"edm_ldpair_f16(b, ", "KNAME_in1pair(P, "}, {"edm_ldpair_bf16(b, ", "KNAME_in1pair(P, "},
+        {"KNAME_A8(a, b, ", "KNAME_A8(P, "},   {"edm_addr_of(b, ", "KNAME_in1addr(P, "},
     };
     sbuf t[2] = {{0}, {0}};
     replace_span(&t[0], body, "float KNAME_A(const ", ", edm_ix z", "float KNAME_A(const KNAME_args &P, edm_ix z");
@@ -2067,8 +2091,11 @@ static int fuse_body(const char *body, const char *head, sbuf *out)
     replace_span(&t[0], t[1].p ? t[1].p : "", "float KNAME_H(const ", ", edm_ix z",
                  "float KNAME_H(const KNAME_args &P, edm_ix z");
     t[1].len = 0;
-    replace_span(&t[1], t[0].p ? t[0].p : "", "extern \"C\" __global__", "seed)\n{\n", head);
-    int cur = 1;
+    replace_span(&t[1], t[0].p ? t[0].p : "", "const void *KNAME_A8(const ", ", edm_ix z",
+                 "const void *KNAME_A8(const KNAME_args &P, edm_ix z");
+    t[0].len = 0;
+    replace_span(&t[0], t[1].p ? t[1].p : "", "extern \"C\" __global__", "seed)\n{\n", head);
+    int cur = 0;
     for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
         t[!cur].len = 0;
         if (t[!cur].p)
@@ -2210,6 +2237,7 @@ static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
     edm_cuda_options nolib = *x->opt;
     nolib.gemm_library = 0; /* the generated contraction: the prologue and epilogue live in it */
     unsigned coords = core ? coord_operands(&nolib, core, mma, in_shape) : 0;
+    int weight_raw = 0; /* the weight's pairs read as stored (KNAME_in1addr) */
     /* operand readers: the prologue, or a load */
     for (int k = 0; core && k < core->ninputs && rc == 0; k++) {
         if (k < 2 && (coords >> k & 1u)) {
@@ -2237,12 +2265,19 @@ static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
         }
         if (k == 1 && conv_a_pairs(&nolib, mma, core, in_shape[0].dim[1])) { /* the weight's k pairs (KNAME_A2) */
             sb_puts(&b, "static __device__ __forceinline__ unsigned KNAME_in1pair(const KNAME_args &P, edm_ix idx)\n{\n");
-            if (last < 0 && in->op != EDM_OP_CONST) /* as stored */
+            const int as_stored = last < 0 && in->op != EDM_OP_CONST;
+            weight_raw = as_stored && x->dt[core->input[k]] == mma; /* its bits are the operands' */
+            if (as_stored)
                 sb_printf(&b, "    return edm_ldpair_%s(P.i%d, idx);\n}\n", edm_cuda_dtype_suffix(mma),
                           input_slot(x, core->input[k]));
             else
                 sb_printf(&b, "    return edm_mma_pack_%s(KNAME_in1(P, idx), KNAME_in1(P, idx + 1));\n}\n",
                           edm_cuda_dtype_suffix(mma));
+            if (weight_raw) /* and its address: cp.async's source (KNAME_A8, if the body copies) */
+                sb_printf(&b,
+                          "static __device__ __forceinline__ const void *KNAME_in1addr(const KNAME_args &P, edm_ix idx)\n"
+                          "{\n    return edm_addr_of(P.i%d, idx);\n}\n",
+                          input_slot(x, core->input[k]));
         }
     }
     /* the store: the epilogue, then the root (a grouped convolution's with its coordinates) */
@@ -2275,7 +2310,7 @@ static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
         edm_cuda_launch tmp = {0};
         node_ctx c = {.g = g, .opt = x->opt, .id = s->core, .n = core, .L = &tmp,
                       .y = bind(&core->shape, x->opt->batch), .ty = L->dtype, .ta = EDM_F32, .tb = EDM_F32,
-                      .mma = mma, .ws = x->ws};
+                      .mma = mma, .ws = x->ws, .a_raw = weight_raw};
         if (core->ninputs > 0)
             c.a = bind(&edm_graph_node(g, core->input[0])->shape, x->opt->batch);
         if (core->ninputs > 1)

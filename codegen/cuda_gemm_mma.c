@@ -25,6 +25,16 @@ const char edm_mma_preamble[] =
     "                 : \"+f\"(d[0]), \"+f\"(d[1]), \"+f\"(d[2]), \"+f\"(d[3])\n"
     "                 : \"r\"(a[0]), \"r\"(a[1]), \"r\"(a[2]), \"r\"(a[3]), \"r\"(b[0]), \"r\"(b[1]));\n"
     "}\n"
+    /* 16 bytes from global memory straight into shared memory (cp.async.cg; full 0: zeros,
+     * nothing read), and the wait for this thread's copies (PTX ISA, cp.async): A's k tiles
+     * where A is read as stored (EDM_MMA_A_ASYNC); the emulator models both
+     * (tests/emu/cuda_emu.h: a copy lands at the wait) */
+    "static __device__ __forceinline__ void edm_cp_async16(unsigned dst, const void *src, int full)\n"
+    "{\n"
+    "    asm volatile(\"cp.async.cg.shared.global [%0], [%1], 16, %2;\" : : \"r\"(dst), \"l\"(src), \"r\"(full ? 16 : 0)\n"
+    "                 : \"memory\");\n"
+    "}\n"
+    "static __device__ __forceinline__ void edm_cp_async_wait(void) { asm volatile(\"cp.async.wait_all;\" : : : \"memory\"); }\n"
     /* the approximate exp and division of a tensor-core operand's prologue (cuda_codegen.c) */
     "static __device__ __forceinline__ float edm_exp_approx(float x) { return __expf(x); }\n"
     "static __device__ __forceinline__ float edm_div_approx(float a, float b) { return __fdividef(a, b); }\n"
@@ -139,7 +149,11 @@ const char edm_mma_preamble[] =
     "template <class Stored>\n"
     "static __device__ __forceinline__ unsigned edm_ldpair_bf16(const Stored *p, long long i)\n"
     "{\n    return edm_mma_pack_bf16(ld(p, i), ld(p, i + 1));\n}\n"
-    "static __device__ __forceinline__ unsigned edm_ldpair_bf16(const b16 *p, long long i) { return edm_ld_bits2(&p[i].x); }\n";
+    "static __device__ __forceinline__ unsigned edm_ldpair_bf16(const b16 *p, long long i) { return edm_ld_bits2(&p[i].x); }\n"
+    /* the address of element i of a stored value (KNAME_A8: cp.async's source) */
+    "template <class Stored>\n"
+    "static __device__ __forceinline__ const void *edm_addr_of(const Stored *p, long long i)\n"
+    "{\n    return p + i;\n}\n";
 
 /* Shared-memory words a row of a stage: 16 pairs of k, padded to 20 so that
  * rows g = 0..7 of a fragment read start 20·g words apart (banks 0, 20, 8,
@@ -361,6 +375,25 @@ static void emit_load_loop(sbuf *b, char reg, int rows, int k_major, int pairs, 
                   rtest, klo, acc, args, khi, acc, args1, reg, ty);
 }
 
+/* A_ASYNC: A's k tile copied into stage `stage` of As_ by cp.async, 16 bytes
+ * (four pairs of one row) a copy: four threads a row, `rows` rows; rows past
+ * gm (mtest) zero-filled.  Its "store" is the wait (emit_a_store). */
+static void emit_async_a_loop(sbuf *b, int rows, int64_t gm, int check_m, const char *stage)
+{
+    char ok[64] = "1";
+    if (check_m)
+        snprintf(ok, sizeof ok, "m < %lld_ix", (long long)gm);
+    sb_printf(b,
+              "                for (int e = 0; e < %d; e++) {\n"
+              "                    const int mm = threadIdx.x / 4 + 64 * e, kp = threadIdx.x %% 4 * 4;\n"
+              "                    const edm_ix m = m0 + mm, kr = kr_ + 2 * kp;\n"
+              "                    const int ok = %s;\n"
+              "                    edm_cp_async16((unsigned)__cvta_generic_to_shared(&As_[%s][mm][kp]),\n"
+              "                                   KNAME_A8(a, b, z, ok ? m : m0, kq_, kr), ok);\n"
+              "                }\n",
+              rows / 64, ok, stage);
+}
+
 /* The store of those registers into stage s of the operand's shared tile
  * (rows × 16 words, a row's pairs side by side), in the loop's order. */
 static void emit_store_loop(sbuf *b, const char *tile, char reg, int rows, int k_major)
@@ -485,6 +518,7 @@ static void emit_halo_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, 
     if (gm % t.bm != 0)
         snprintf(mtest, sizeof mtest, "if (m < %lld_ix) ", (long long)gm);
     const int a_pairs = (order & EDM_MMA_A_PAIRS) != 0, a_k_major = !(order & EDM_MMA_A_ROWS);
+    const int a_async = a_pairs && (order & EDM_MMA_A_ASYNC) != 0;
     sb_printf(b,
               "    {\n"
               "        const edm_ix z = 0;\n"
@@ -533,10 +567,15 @@ static void emit_halo_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, 
               mt, nt, mt, nt, t.bm / 16, mine, pairs, hw, hw, w, mine, mine, mine, mine, mine, EDM_MMA_THREADS, srows,
               srows, cols, pad, cols, pad, rows, tpx, srows, tpx, w, cols, w, nt / 2, nt / 2, nt / 2, nt / 2, wtn, wtn,
               PITCH, mine, ty);
-    emit_load_loop(b, 'a', t.bm, a_k_major, a_pairs, "m", "m0", "kr = kr_", mtest, "", "", "A", "m, kq_, kr",
-                   "m, kq_, kr + 1", ty);
-    sb_puts(b, "            const int s = 0;\n");
-    emit_store_loop(b, "As_", 'a', t.bm, a_k_major);
+    if (a_async) {
+        emit_async_a_loop(b, t.bm, gm, mtest[0] != 0, "0");
+        sb_puts(b, "            edm_cp_async_wait();\n");
+    } else {
+        emit_load_loop(b, 'a', t.bm, a_k_major, a_pairs, "m", "m0", "kr = kr_", mtest, "", "", "A", "m, kq_, kr",
+                       "m, kq_, kr + 1", ty);
+        sb_puts(b, "            const int s = 0;\n");
+        emit_store_loop(b, "As_", 'a', t.bm, a_k_major);
+    }
     /* s: A's stage; to_: the tap's offset in the stage (rows); the next k tile's (kq_, kr_) */
     sb_printf(b,
               "        }\n"
@@ -551,8 +590,11 @@ static void emit_halo_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, 
               "                if (!last_tap || cb_ + 1 < %lld_ix) {\n"
               "                    const edm_ix kq_ = last_tap ? 0 : tap_ + 1, kr_ = (last_tap ? cb_ + 1 : cb_) * 32;\n",
               nblocks, h->flip ? (k - 1) * cols + k - 1 : 0LL, kt, kt - 1, nblocks);
-    emit_load_loop(b, 'a', t.bm, a_k_major, a_pairs, "m", "m0", "kr = kr_", mtest, "", "", "A", "m, kq_, kr",
-                   "m, kq_, kr + 1", ty);
+    if (a_async) /* into the stage the products below do not read */
+        emit_async_a_loop(b, t.bm, gm, mtest[0] != 0, "s ^ 1");
+    else
+        emit_load_loop(b, 'a', t.bm, a_k_major, a_pairs, "m", "m0", "kr = kr_", mtest, "", "", "A", "m, kq_, kr",
+                       "m, kq_, kr + 1", ty);
     sb_puts(b, "                }\n");
     emit_next_pairs(b, nblocks, mine, pairs, kt);
     sb_printf(b,
@@ -575,7 +617,10 @@ static void emit_halo_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, 
               "                s ^= 1;\n"
               "                if (!last_tap || cb_ + 1 < %lld_ix) {\n",
               nblocks);
-    emit_store_loop(b, "As_", 'a', t.bm, a_k_major);
+    if (a_async) /* this thread's copies landed before the barrier shows them to all */
+        sb_puts(b, "                edm_cp_async_wait();\n");
+    else
+        emit_store_loop(b, "As_", 'a', t.bm, a_k_major);
     sb_puts(b, "                }\n");
     emit_next_pairs(b, nblocks, mine, pairs, kt);
     sb_printf(b,
@@ -728,9 +773,12 @@ void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int6
         }
     }
     /* A_PAIRS: a thread's pair of A in one load (KNAME_A2); k-major, as A_ROWS is not set with it */
-    const int a_pairs = (order & EDM_MMA_A_PAIRS) && ktaps > 0;
+    const int a_pairs = (order & EDM_MMA_A_PAIRS) && ktaps > 0, a_async = a_pairs && (order & EDM_MMA_A_ASYNC);
     const int a_k_major = !(order & EDM_MMA_A_ROWS), b_k_major = (order & EDM_MMA_B_K) != 0;
-    emit_load_loop(b, 'a', t.bm, a_k_major, a_pairs, "m", "m0", kname, mtest, klo, khi, "A", ka, ka1, ty);
+    if (a_async)
+        emit_async_a_loop(b, t.bm, gm, mtest[0] != 0, "(int)(it & 1)");
+    else
+        emit_load_loop(b, 'a', t.bm, a_k_major, a_pairs, "m", "m0", kname, mtest, klo, khi, "A", ka, ka1, ty);
     if (wgrad)
         emit_wgrad_fill(b, t, type, wgrad);
     else
@@ -757,7 +805,10 @@ void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int6
                   t.bn / 16);
     sb_puts(b, "            if (it < nk_) {\n"
                "                const int s = (int)(it & 1);\n");
-    emit_store_loop(b, "As_", 'a', t.bm, a_k_major);
+    if (a_async)
+        sb_puts(b, "                edm_cp_async_wait();\n");
+    else
+        emit_store_loop(b, "As_", 'a', t.bm, a_k_major);
     emit_store_loop(b, "Bs_", 'b', t.bn, b_k_major);
     sb_puts(b, "            }\n"
                "            __syncthreads();\n"

@@ -135,8 +135,12 @@ void edm_mma_emit_shared(sbuf *b, edm_mma_tile t, const edm_mma_halo *halo);
  * A's k pairs lie side by side, aligned, so that the body reads each as one
  * through KNAME_A2(a, b, z, m, kq, kr), which returns them packed
  * (edm_ldpair_f16/bf16: one 32-bit load where A is stored in the product's
- * type, the tap-major weight copy of the taps rule). */
-enum { EDM_MMA_A_ROWS = 1u << 0, EDM_MMA_B_K = 1u << 1, EDM_MMA_A_PAIRS = 1u << 2 };
+ * type, the tap-major weight copy of the taps rule).  A_ASYNC (with A_PAIRS,
+ * where A is stored in the product's type and read as it is, no prologue):
+ * A's k tiles copied into their stage by cp.async, 16 bytes a copy, from the
+ * address KNAME_A8(a, b, z, m, kq, kr) gives (of elements kr..kr + 7),
+ * without passing through registers. */
+enum { EDM_MMA_A_ROWS = 1u << 0, EDM_MMA_B_K = 1u << 1, EDM_MMA_A_PAIRS = 1u << 2, EDM_MMA_A_ASYNC = 1u << 3 };
 
 /* The rest of the body after the shared declarations, closing the kernel:
  * C[z] (gm × gn) = Σ_k A(z, m, k)·B(z, k, n) for z < gb, operands rounded

@@ -111,6 +111,10 @@ ops_case "ops on the emulator, bf16, fused plans (tensor-core contractions)" bf1
 # the fragments word by word (EDMC_LDMATRIX=off, the GPU script's ablation): every case above
 # with tensor cores ran ldmatrix as the emulator models it, at the addresses the GPU is given
 ops_case "ops on the emulator, fp16, fused plans, fragments without ldmatrix" fp16 fused "" EDMC_LDMATRIX=off
+# the weights' k tiles through registers (EDMC_CP_ASYNC=off, the GPU script's ablation): the cases
+# above copied them by cp.async, which the emulator lands at the wait
+ops_case "ops on the emulator, fp16, fused plans, weight tiles without cp.async" fp16 fused "test_op_conv2d*" \
+    EDMC_CP_ASYNC=off
 # the 64-bit index arithmetic of values over 2^30 elements, forced on the same cases
 ops_case "ops on the emulator, fp16, fused plans, 64-bit indices" fp16 fused "" EDMC_INDEX_BITS=64
 ops_case "ops on the emulator, fp32, generated GEMMs, 64-bit indices" fp32 generated "" EDMC_INDEX_BITS=64

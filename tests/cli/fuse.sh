@@ -99,6 +99,17 @@ else
 fi
 tap_expect_error "EDMC_LDMATRIX=maybe" 2 "EDMC_LDMATRIX=maybe: expected on or off" \
     env EDMC_LDMATRIX=maybe "$edmc" dump "$tiny" --stage=cuda --fuse=all --batch=4
+# the taps convolutions' weight tiles copied by cp.async; EDMC_CP_ASYNC=off, the ablation, through registers
+EDMC_CP_ASYNC=off "$edmc" dump "$tiny" --stage=cuda --fuse=all --batch=4 -o "$tmp/nocpa.cu" 2>&1
+cpa_on=$(grep -c "edm_cp_async16((unsigned)" "$tmp/fused.cu")
+cpa_off=$(grep -c "edm_cp_async16((unsigned)" "$tmp/nocpa.cu")
+if [ "$cpa_on" -gt 0 ] && [ "$cpa_off" -eq 0 ] && grep -q "_A2(P, z, m, kq_, kr)" "$tmp/nocpa.cu"; then
+    tap_ok "dump --stage=cuda: $cpa_on weight tiles copied by cp.async; with EDMC_CP_ASYNC=off through registers"
+else
+    tap_not_ok "EDMC_CP_ASYNC" "cp.async copies: $cpa_on by default, $cpa_off with EDMC_CP_ASYNC=off"
+fi
+tap_expect_error "EDMC_CP_ASYNC=later" 2 "EDMC_CP_ASYNC=later: expected on or off" \
+    env EDMC_CP_ASYNC=later "$edmc" dump "$tiny" --stage=cuda --fuse=all --batch=4
 # tiles measured on a device (bench --tune; runtime/cuda_tiles_file.h): dump reads the table $EDMC_TILES names
 # as the executor does, and the contraction it names (tiny's 3x3 convolutions of 32 channels at batch 4) takes its tile
 printf '# measured\nconv2d 32x1024x288 1 9 128x128/1 0.5\n' >"$tmp/tiles.txt"

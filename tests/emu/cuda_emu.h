@@ -408,6 +408,52 @@ static inline void edm_ldsm_x4(unsigned *d, unsigned row)
     }
 }
 
+/* cp.async.cg.shared.global [dst], [src], 16, full ? 16 : 0 and cp.async.wait_all
+ * (PTX ISA): a thread's copies are queued and land when it waits, not before,
+ * so that a read of the stage before the wait (and the barrier after it)
+ * reads what was there, as it may on the GPU.  Both addresses must be 16-byte
+ * aligned; full 0 writes zeros and reads nothing. */
+enum { EDM_EMU_MAX_COPIES = 8 };
+struct edm_emu_copy_state {
+    unsigned dst[EDM_EMU_MAX_THREADS][EDM_EMU_MAX_COPIES];
+    const void *src[EDM_EMU_MAX_THREADS][EDM_EMU_MAX_COPIES];
+    unsigned char pending[EDM_EMU_MAX_THREADS];
+};
+static edm_emu_copy_state edm_emu_copies;
+
+static inline void edm_cp_async16(unsigned dst, const void *src, int full)
+{
+    const int me = edm_emu.current;
+    if (!edm_emu.fibers) {
+        edm_emu_fail("cp.async in a kernel the emulator classified as barrier-free");
+        return;
+    }
+    if (dst % 16u != 0u)
+        edm_emu_fail("cp.async: a shared-memory address not 16-byte aligned");
+    if (full)
+        edm_emu_check_aligned(src, 16, "cp.async's global source");
+    if (edm_emu_copies.pending[me] == EDM_EMU_MAX_COPIES) {
+        edm_emu_fail("cp.async: more copies in flight than the emulator queues (8)");
+        return;
+    }
+    const int i = edm_emu_copies.pending[me]++;
+    edm_emu_copies.dst[me][i] = dst;
+    edm_emu_copies.src[me][i] = full ? src : nullptr;
+}
+
+static inline void edm_cp_async_wait(void)
+{
+    const int me = edm_emu.current;
+    for (int i = 0; i < edm_emu_copies.pending[me]; i++) {
+        void *d = const_cast<void *>(edm_emu_shared_ptr(edm_emu_copies.dst[me][i]));
+        if (edm_emu_copies.src[me][i])
+            memcpy(d, edm_emu_copies.src[me][i], 16);
+        else
+            memset(d, 0, 16);
+    }
+    edm_emu_copies.pending[me] = 0;
+}
+
 static inline void edm_mma_f16(float *d, const unsigned *a, const unsigned *b) { edm_emu_mma(d, a, b, 0); }
 static inline void edm_mma_bf16(float *d, const unsigned *a, const unsigned *b) { edm_emu_mma(d, a, b, 1); }
 
@@ -464,6 +510,7 @@ static int edm_emu_block_fibers(int nthreads)
     for (int t = 0; t < nthreads; t++) {
         edm_emu.done[t] = edm_emu.at_barrier[t] = 0;
         edm_emu_mma_regs.parity[t] = 0;
+        edm_emu_copies.pending[t] = 0; /* a block's copies never waited for do not land in the next */
 #ifdef EDM_EMU_FAST_SWITCH
         /* a fresh stack: six zero registers, then the return address (the entry),
          * so that the entry starts with the stack aligned as after a call */

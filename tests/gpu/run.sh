@@ -638,6 +638,8 @@ env_ablation() {
 env_ablation xs-forward-flat-k "k flat (EDMC_CONV_ORDER=channel)" EDMC_CONV_ORDER=channel
 # the tensor-core fragments word by word instead of by ldmatrix
 env_ablation xs-forward-no-ldmatrix "fragments without ldmatrix" EDMC_LDMATRIX=off
+# the taps convolutions' weight tiles through registers, not copied by cp.async
+env_ablation xs-forward-no-cp-async "weight tiles without cp.async" EDMC_CP_ASYNC=off
 # the 3x3 convolutions' activations read directly, a tap a k tile, not through a halo tile
 env_ablation xs-forward-no-halo "activations without the halo tile" EDMC_CONV_HALO=off
 # ... and in the training step, where the same setting also reads the weight gradients' x directly,

@@ -153,6 +153,9 @@ static void compile_plan(const char *model, int training, edm_dtype storage, uns
         mma += strncmp(q, "edm_mma_f16(acc[i]", 18) == 0 || strncmp(q, "edm_mma_bf16(acc[i]", 19) == 0;
     for (const char *q = m.source; (q = strstr(q, "atomicAdd(&EDM_SPLITK_COUNT(seed)[tile_]")) != NULL; q++)
         splitk++;
+    int copies = 0; /* the taps convolutions' weight tiles by cp.async (cuda_gemm_mma.h, EDM_MMA_A_ASYNC) */
+    for (const char *q = m.source; (q = strstr(q, "edm_cp_async16((unsigned)")) != NULL; q++)
+        copies++;
     if (storage != EDM_F32)
         assert_true(mma > 0);
     else
@@ -161,11 +164,14 @@ static void compile_plan(const char *model, int training, edm_dtype storage, uns
         assert_true(splitk > 0);
     if (storage != EDM_F32 && !training && (fuse & EDM_FUSE_ATTN)) /* the forward's attention steps */
         assert_true(attention_tc > 0);
+    if (storage != EDM_F32 && (fuse & EDM_FUSE_TAPS))
+        assert_true(copies > 0);
     print_message("# %s %s %s: %d steps (%d kernels in the plan), %d prologue and %d epilogue members, "
-                  "%d tensor-core contractions (%d split-K), %d attention steps on tensor cores, %zu KiB source, "
-                  "%zu KiB cubin, NVRTC %.1f s\n",
+                  "%d tensor-core contractions (%d split-K, %d weight tiles by cp.async), %d attention steps on "
+                  "tensor cores, %zu KiB source, %zu KiB cubin, NVRTC %.1f s\n",
                   model, training ? "train" : "forward", edm_dtype_name(storage), p->nsteps, edm_plan_kernels(p),
-                  prologues, epilogues, mma, splitk, attention_tc, m.len / 1024, cubin.size / 1024, cubin.seconds);
+                  prologues, epilogues, mma, splitk, copies, attention_tc, m.len / 1024, cubin.size / 1024,
+                  cubin.seconds);
     edm_cubin_free(&cubin);
     edm_cuda_plan_module_free(&m);
     edm_plan_free(p);
