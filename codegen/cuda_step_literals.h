@@ -4,7 +4,7 @@
  * A group kernel (the weight preparation, the weight gradients) runs
  * hundreds of small steps over the parameters, each as its own
  * `__noinline__` function: for img512-s training, 304 such functions in
- * 28 group kernels, 31 once their literals are taken out.  NVRTC's time for
+ * 28 group kernels, 32 once their literals are taken out.  NVRTC's time for
  * those kernels is mostly the functions and their call sites
  * (docs/performance.md, v13), and what they do is memory-bound, so
  * the shapes can be read at run time there; the network's own kernels keep
