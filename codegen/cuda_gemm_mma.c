@@ -377,7 +377,7 @@ static void emit_load_loop(sbuf *b, char reg, int rows, int k_major, int pairs, 
 
 /* A_ASYNC: A's k tile copied into stage `stage` of As_ by cp.async, 16 bytes
  * (four pairs of one row) a copy: four threads a row, `rows` rows; rows past
- * gm (mtest) zero-filled.  Its "store" is the wait (emit_a_store). */
+ * gm (check_m) zero-filled.  Its "store" is the wait (emit_a_store). */
 static void emit_async_a_loop(sbuf *b, int rows, int64_t gm, int check_m, const char *stage)
 {
     char ok[64] = "1";
@@ -407,6 +407,17 @@ static void emit_store_loop(sbuf *b, const char *tile, char reg, int rows, int k
     else
         sb_printf(b, "                    %s[s][q %% %d][q / %d] = r%c[e];\n", tile, rows, rows, reg);
     sb_puts(b, "                }\n");
+}
+
+/* A's k tile into stage s of As_ (the loop's registers, emit_store_loop), or,
+ * copied by cp.async, this thread's wait for its copies: either way before
+ * the barrier that shows the stage to the block. */
+static void emit_a_store(sbuf *b, int a_async, int rows, int k_major)
+{
+    if (a_async)
+        sb_puts(b, "                edm_cp_async_wait();\n");
+    else
+        emit_store_loop(b, "As_", 'a', rows, k_major);
 }
 
 /* A k tile's products from A's stage s (and B's fragments, which the caller
@@ -569,13 +580,12 @@ static void emit_halo_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, 
               PITCH, mine, ty);
     if (a_async) {
         emit_async_a_loop(b, t.bm, gm, mtest[0] != 0, "0");
-        sb_puts(b, "            edm_cp_async_wait();\n");
     } else {
         emit_load_loop(b, 'a', t.bm, a_k_major, a_pairs, "m", "m0", "kr = kr_", mtest, "", "", "A", "m, kq_, kr",
                        "m, kq_, kr + 1", ty);
         sb_puts(b, "            const int s = 0;\n");
-        emit_store_loop(b, "As_", 'a', t.bm, a_k_major);
     }
+    emit_a_store(b, a_async, t.bm, a_k_major);
     /* s: A's stage; to_: the tap's offset in the stage (rows); the next k tile's (kq_, kr_) */
     sb_printf(b,
               "        }\n"
@@ -617,10 +627,7 @@ static void emit_halo_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, 
               "                s ^= 1;\n"
               "                if (!last_tap || cb_ + 1 < %lld_ix) {\n",
               nblocks);
-    if (a_async) /* this thread's copies landed before the barrier shows them to all */
-        sb_puts(b, "                edm_cp_async_wait();\n");
-    else
-        emit_store_loop(b, "As_", 'a', t.bm, a_k_major);
+    emit_a_store(b, a_async, t.bm, a_k_major);
     sb_puts(b, "                }\n");
     emit_next_pairs(b, nblocks, mine, pairs, kt);
     sb_printf(b,
@@ -805,10 +812,7 @@ void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int6
                   t.bn / 16);
     sb_puts(b, "            if (it < nk_) {\n"
                "                const int s = (int)(it & 1);\n");
-    if (a_async)
-        sb_puts(b, "                edm_cp_async_wait();\n");
-    else
-        emit_store_loop(b, "As_", 'a', t.bm, a_k_major);
+    emit_a_store(b, a_async, t.bm, a_k_major);
     emit_store_loop(b, "Bs_", 'b', t.bn, b_k_major);
     sb_puts(b, "            }\n"
                "            __syncthreads();\n"
