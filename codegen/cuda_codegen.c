@@ -646,9 +646,9 @@ static edm_mma_tile gemm_tile(const node_ctx *c, int64_t gm, int64_t gn, int64_t
     *key = (edm_mma_key){.gm = gm, .gn = gn, .gk = gk, .gb = gb, .ktaps = ktaps};
     snprintf(key->op, sizeof key->op, "%s", edm_op_name(c->n->op));
     const edm_mma_tuned *tuned = edm_mma_tiles_find(c->opt->tiles, key);
-    edm_mma_tile t = edm_mma_choose_tile(gm, gn, gk, gb);
+    edm_mma_tile t = edm_mma_choose_tile(c->n->op, gm, gn, gk, gb);
     if (c->opt->mma_tile.bm && c->opt->mma_tile.splits == 0) { /* a tile forced, its splits the model's */
-        t = edm_mma_choose_splits(gm, gn, gk, gb, c->opt->mma_tile.bm, c->opt->mma_tile.bn);
+        t = edm_mma_choose_splits(c->n->op, gm, gn, gk, gb, c->opt->mma_tile.bm, c->opt->mma_tile.bn);
     } else if (c->opt->mma_tile.bm) { /* forced (valid: checked by check_options) */
         t = c->opt->mma_tile;
         (void)edm_mma_fit_tile(&t, gk, gb);
@@ -779,6 +779,15 @@ static int conv_a_pairs(const edm_cuda_options *opt, edm_dtype mma, const edm_no
 {
     return (n->op == EDM_OP_CONV2D || n->op == EDM_OP_CONV2D_BWD_DATA) && n->attr.conv.taps &&
            conv_grouped(opt, mma, c);
+}
+
+/* Whether a weight gradient reads dy's k tiles eight pixels a load
+ * (EDM_MMA_A_WIDE, through KNAME_A8v; its prologue KNAME_in1q8): dy's OH·OW
+ * pixels in whole k tiles of one sample, each eight in one row, unless
+ * EDMC_WIDE_LOADS=off. */
+static int wgrad_a_wide(const edm_cuda_options *opt, edm_dtype mma, int64_t oh, int64_t ow)
+{
+    return conv_coords(opt, mma) && !opt->no_wide_loads && oh * ow % EDM_MMA_BK == 0 && ow % 8 == 0;
 }
 
 /* Whether a taps convolution with its weight's pairs (conv_a_pairs) copies
@@ -1046,6 +1055,15 @@ static int gen_conv2d_bwd_weight(node_ctx *c, sbuf *b, edm_status *st)
     else
         sb_printf(b, "{\n    return ld(b, (k / %lld_ix * %lld_ix + m) * %lld_ix + k %% %lld_ix);\n}\n", ohw,
                   (long long)p.o, ohw, ohw);
+    const int wide = wgrad_a_wide(c->opt, c->mma, p.oh, p.ow);
+    if (wide) /* dy's elements k..k + 7 of row m (one pixel row), packed */
+        sb_printf(b,
+                  "static __device__ __forceinline__ void KNAME_A8v(const %s *a, const %s *b, edm_ix z, edm_ix m, "
+                  "edm_ix k, unsigned *w)\n{\n"
+                  "    const edm_ix nb = k / %lld_ix, p = k %% %lld_ix;\n"
+                  "    ldq8_%s(b, (nb * %lld_ix + m) * %lld_ix + p, nb, m, p / %lld_ix, p %% %lld_ix, w);\n}\n",
+                  ctype(c->ta), ctype(c->tb), ohw, ohw, edm_cuda_dtype_suffix(c->mma), (long long)p.o, ohw,
+                  (long long)p.ow, (long long)p.ow);
     emit_acc(c, b, 'B', 0);
     snprintf(at, sizeof at, "((nb * %lld_ix + c) * %lld_ix + iy) * %lld_ix + ix", (long long)p.c, (long long)p.h,
              (long long)p.w);
@@ -1068,7 +1086,7 @@ static int gen_conv2d_bwd_weight(node_ctx *c, sbuf *b, edm_status *st)
     if (with_halo) /* x's channel c at input pixel (iy, ix), for the stage */
         emit_halo_acc(c, b, at, p.h, p.w);
     /* B = im2col(x)ᵀ: along k (the pixels) x's rows */
-    emit_gemm(c, b, gm, gn, gk, 1, 0, EDM_MMA_B_K, with_halo ? &halo : NULL);
+    emit_gemm(c, b, gm, gn, gk, 1, 0, EDM_MMA_B_K | (wide ? EDM_MMA_A_WIDE : 0u), with_halo ? &halo : NULL);
     if (c->opt->gemm_library) {
         /* dw (O×CKK) = Σ_n dy[n] (O×OHW) · col[n]ᵀ (OHW×CKK): one f32 C, accumulated over z;
          * col has x's type; direct: col[n] = x[n] */
@@ -1667,6 +1685,13 @@ int edm_cuda_options_env(edm_cuda_options *co, edm_status *st)
             return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "EDMC_CP_ASYNC=%s: expected on or off", cpa);
         co->no_cp_async = strcmp(cpa, "off") == 0;
     }
+    /* the weight gradients' dy read a pair at a time, not eight elements a load (an ablation) */
+    const char *wide = getenv("EDMC_WIDE_LOADS");
+    if (wide && wide[0]) {
+        if (strcmp(wide, "off") != 0 && strcmp(wide, "on") != 0)
+            return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "EDMC_WIDE_LOADS=%s: expected on or off", wide);
+        co->no_wide_loads = strcmp(wide, "off") == 0;
+    }
     /* the forward convolutions' activations read directly, a tap a k tile, not through a halo tile (an ablation) */
     const char *halo = getenv("EDMC_CONV_HALO");
     if (halo && halo[0]) {
@@ -1816,6 +1841,8 @@ typedef struct {
     int *needs, *nneeds; /* the earlier units whose functions it calls (a group kernel's reused steps) */
     const bshape *coords; /* while a prologue gets its element's coordinates d0_.. in this shape, else NULL */
     int approx; /* while the prologue of a tensor-core operand is emitted: fast_math_expr's intrinsics */
+    int wide;   /* while KNAME_in1q8 is emitted: a stored value read at idx is element e_ of l<slot>_ */
+    unsigned long long wide_slots; /* and the slots it read so (ld8 before the loop) */
     group_literals *lits; /* a grouped step: its group's literal tables (step_literals) */
     int first_step;       /* and the group's first step */
 } step_ctx;
@@ -1872,7 +1899,12 @@ static int operand_ref(step_ctx *x, sbuf *b, int um, int k, edm_member_role role
                         x->s->root, a);
     bshape bu = bind(&u->shape, x->opt->batch), ba = bind(&na->shape, x->opt->batch);
     if (bu.numel == ba.numel && edm_dims_same_order(bu.dim, bu.rank, ba.dim, ba.rank)) {
-        snprintf(ref, size, "ld(P.i%d, idx)", slot);
+        if (x->wide) {
+            x->wide_slots |= 1ull << slot;
+            snprintf(ref, size, "l%d_[e_]", slot);
+        } else {
+            snprintf(ref, size, "ld(P.i%d, idx)", slot);
+        }
         return 0;
     }
     char var[32];
@@ -2032,6 +2064,61 @@ static int emit_members(step_ctx *x, sbuf *b, edm_member_role role, int operand,
     return 0;
 }
 
+/* KNAME_in1q8 (wgrad_a_wide): operand 1 of the weight gradient, dy, with its
+ * prologue, at the eight elements idx0_.. of one pixel row (coordinates d0_,
+ * d1_, d2_ and d30_ + e_), packed in pairs as the product's operands.  Each
+ * stored value the members read at the element's own index comes in one
+ * 16-byte load (ld8) before them; the members then run once an element. */
+static int emit_wide_reader(step_ctx *x, sbuf *b, const edm_node *core, const bshape *shape, edm_dtype mma,
+                            edm_status *st)
+{
+    const char *ty = edm_cuda_dtype_suffix(mma);
+    const edm_node *in = edm_graph_node(x->p->g, core->input[1]);
+    sbuf members = {0};
+    int last;
+    x->coords = shape;
+    x->approx = 1;
+    x->wide = 1;
+    x->wide_slots = 0;
+    int rc = emit_members(x, &members, EDM_ROLE_PROLOGUE, 1, &last, st);
+    x->coords = NULL;
+    x->approx = x->wide = 0;
+    if (rc == 0 && members.oom)
+        rc = edm_nomem(st);
+    if (rc != 0) {
+        free(members.p);
+        return -1;
+    }
+    sb_puts(b, "static __device__ __forceinline__ void KNAME_in1q8(const KNAME_args &P, edm_ix idx0_, edm_ix d0_, "
+               "edm_ix d1_, edm_ix d2_, edm_ix d30_, unsigned *w_)\n{\n");
+    if (last < 0 && in->op == EDM_OP_CONST) {
+        char lit[64];
+        lit_f32(lit, sizeof lit, in->attr.constant.value);
+        sb_printf(b, "    for (int j = 0; j < 4; j++)\n        w_[j] = edm_mma_pack_%s(%s, %s);\n", ty, lit, lit);
+    } else if (last < 0) {
+        sb_printf(b, "    edm_ld8pack_%s(P.i%d, idx0_, w_);\n", ty, input_slot(x, core->input[1]));
+    } else {
+        for (int slot = 0; slot < EDM_CUDA_MAX_STEP_INPUTS; slot++)
+            if (x->wide_slots >> slot & 1u)
+                sb_printf(b, "    float l%d_[8];\n    ld8(P.i%d, idx0_, l%d_);\n", slot, slot, slot);
+        sb_printf(b,
+                  "    float r_[8];\n"
+                  "    for (int e_ = 0; e_ < 8; e_++) {\n"
+                  "        const edm_ix idx = idx0_ + e_, d3_ = d30_ + e_;\n"
+                  "        (void)idx;\n"
+                  "        (void)d3_;\n"
+                  "%s"
+                  "        r_[e_] = v%d;\n"
+                  "    }\n"
+                  "    for (int j = 0; j < 4; j++)\n"
+                  "        w_[j] = edm_mma_pack_%s(r_[2 * j], r_[2 * j + 1]);\n",
+                  members.p ? members.p : "", last, ty);
+    }
+    sb_puts(b, "    (void)P;\n    (void)idx0_;\n    (void)d0_;\n    (void)d1_;\n    (void)d2_;\n    (void)d30_;\n}\n");
+    free(members.p);
+    return 0;
+}
+
 /* Copies in to out with every `from` replaced by `to`. */
 static void replace_all(sbuf *out, const char *in, const char *from, const char *to)
 {
@@ -2070,6 +2157,18 @@ static void replace_span(sbuf *out, const char *in, const char *start, const cha
  * arguments P. */
 static int fuse_body(const char *body, const char *head, sbuf *out)
 {
+    /* the accessors' signatures, from the first to the last text (NULL: head) */
+    static const char *const spans[][3] = {
+        {"float KNAME_A(const ", ", edm_ix z", "float KNAME_A(const KNAME_args &P, edm_ix z"},
+        {"float KNAME_B(const ", ", edm_ix z", "float KNAME_B(const KNAME_args &P, edm_ix z"},
+        {"void KNAME_C(", ", edm_ix z", "void KNAME_C(const KNAME_args &P, edm_ix z"},
+        {"unsigned KNAME_A2(const ", ", edm_ix z", "unsigned KNAME_A2(const KNAME_args &P, edm_ix z"},
+        {"float KNAME_H(const ", ", edm_ix z", "float KNAME_H(const KNAME_args &P, edm_ix z"},
+        {"const void *KNAME_A8(const ", ", edm_ix z", "const void *KNAME_A8(const KNAME_args &P, edm_ix z"},
+        {"void KNAME_A8v(const ", ", edm_ix z", "void KNAME_A8v(const KNAME_args &P, edm_ix z"},
+        {"extern \"C\" __global__", "seed)\n{\n", NULL},
+    };
+    /* then their calls and the operands' loads and stores */
     static const char *const subs[][2] = {
         {"KNAME_A(a, b, ", "KNAME_A(P, "}, {"KNAME_B(a, b, ", "KNAME_B(P, "}, {"KNAME_C(y, ", "KNAME_C(P, "},
         {"ld(a, ", "KNAME_in0(P, "},    {"ld(b, ", "KNAME_in1(P, "},    {"ld(c3, ", "KNAME_in2(P, "},
@@ -2077,30 +2176,22 @@ static int fuse_body(const char *body, const char *head, sbuf *out)
         {"st(y, ", "KNAME_out(P, "},           {"KNAME_A2(a, b, ", "KNAME_A2(P, "}, {"KNAME_H(a, b, ", "KNAME_H(P, "},
         {"edm_ldpair_f16(b, ", "KNAME_in1pair(P, "}, {"edm_ldpair_bf16(b, ", "KNAME_in1pair(P, "},
         {"KNAME_A8(a, b, ", "KNAME_A8(P, "},   {"edm_addr_of(b, ", "KNAME_in1addr(P, "},
+        {"KNAME_A8v(a, b, ", "KNAME_A8v(P, "}, {"ldq8_f16(b, ", "KNAME_in1q8(P, "}, {"ldq8_bf16(b, ", "KNAME_in1q8(P, "},
     };
+    const size_t nspans = sizeof spans / sizeof spans[0], nsubs = sizeof subs / sizeof subs[0];
     sbuf t[2] = {{0}, {0}};
-    replace_span(&t[0], body, "float KNAME_A(const ", ", edm_ix z", "float KNAME_A(const KNAME_args &P, edm_ix z");
-    replace_span(&t[1], t[0].p ? t[0].p : "", "float KNAME_B(const ", ", edm_ix z",
-                 "float KNAME_B(const KNAME_args &P, edm_ix z");
-    t[0].len = 0;
-    replace_span(&t[0], t[1].p ? t[1].p : "", "void KNAME_C(", ", edm_ix z", "void KNAME_C(const KNAME_args &P, edm_ix z");
-    t[1].len = 0;
-    replace_span(&t[1], t[0].p ? t[0].p : "", "unsigned KNAME_A2(const ", ", edm_ix z",
-                 "unsigned KNAME_A2(const KNAME_args &P, edm_ix z");
-    t[0].len = 0;
-    replace_span(&t[0], t[1].p ? t[1].p : "", "float KNAME_H(const ", ", edm_ix z",
-                 "float KNAME_H(const KNAME_args &P, edm_ix z");
-    t[1].len = 0;
-    replace_span(&t[1], t[0].p ? t[0].p : "", "const void *KNAME_A8(const ", ", edm_ix z",
-                 "const void *KNAME_A8(const KNAME_args &P, edm_ix z");
-    t[0].len = 0;
-    replace_span(&t[0], t[1].p ? t[1].p : "", "extern \"C\" __global__", "seed)\n{\n", head);
+    sb_puts(&t[0], body);
     int cur = 0;
-    for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
-        t[!cur].len = 0;
-        if (t[!cur].p)
-            t[!cur].p[0] = '\0';
-        replace_all(&t[!cur], t[cur].p ? t[cur].p : "", subs[i][0], subs[i][1]);
+    for (size_t i = 0; i < nspans + nsubs; i++) {
+        sbuf *to = &t[!cur];
+        to->len = 0;
+        if (to->p)
+            to->p[0] = '\0';
+        const char *from = t[cur].p ? t[cur].p : "";
+        if (i < nspans)
+            replace_span(to, from, spans[i][0], spans[i][1], spans[i][2] ? spans[i][2] : head);
+        else
+            replace_all(to, from, subs[i - nspans][0], subs[i - nspans][1]);
         cur = !cur;
     }
     sb_puts(out, t[cur].p ? t[cur].p : "");
@@ -2263,6 +2354,9 @@ static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
         } else {
             sb_printf(&b, "    return ld(P.i%d, idx);\n}\n", input_slot(x, core->input[k]));
         }
+        if (k == 1 && core->op == EDM_OP_CONV2D_BWD_WEIGHT && (coords >> 1 & 1u) &&
+            wgrad_a_wide(&nolib, mma, in_shape[1].dim[2], in_shape[1].dim[3]))
+            rc = emit_wide_reader(x, &b, core, &in_shape[1], mma, st);
         if (k == 1 && conv_a_pairs(&nolib, mma, core, in_shape[0].dim[1])) { /* the weight's k pairs (KNAME_A2) */
             sb_puts(&b, "static __device__ __forceinline__ unsigned KNAME_in1pair(const KNAME_args &P, edm_ix idx)\n{\n");
             const int as_stored = last < 0 && in->op != EDM_OP_CONST;

@@ -121,10 +121,28 @@ const char edm_mma_preamble[] =
     "    f[1][1] = h[r1 * pitch + ks * 8 + 4 + t];\n"
     "}\n"
     "#endif\n"
+    /* on sm_80+ both halves in one instruction (cvt.rn.f16x2.f32: its first source the
+     * high half), rounded as the two conversions round them */
     "static __device__ __forceinline__ unsigned edm_mma_pack_f16(float lo, float hi)\n"
-    "{\n    return (unsigned)edm_cvt_rn_f16_f32(lo) | (unsigned)edm_cvt_rn_f16_f32(hi) << 16;\n}\n"
+    "{\n"
+    "#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800\n"
+    "    unsigned d;\n"
+    "    asm(\"cvt.rn.f16x2.f32 %0, %1, %2;\" : \"=r\"(d) : \"f\"(hi), \"f\"(lo));\n"
+    "    return d;\n"
+    "#else\n"
+    "    return (unsigned)edm_cvt_rn_f16_f32(lo) | (unsigned)edm_cvt_rn_f16_f32(hi) << 16;\n"
+    "#endif\n"
+    "}\n"
     "static __device__ __forceinline__ unsigned edm_mma_pack_bf16(float lo, float hi)\n"
-    "{\n    return (unsigned)edm_cvt_rn_bf16_f32(lo) | (unsigned)edm_cvt_rn_bf16_f32(hi) << 16;\n}\n"
+    "{\n"
+    "#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800\n"
+    "    unsigned d;\n"
+    "    asm(\"cvt.rn.bf16x2.f32 %0, %1, %2;\" : \"=r\"(d) : \"f\"(hi), \"f\"(lo));\n"
+    "    return d;\n"
+    "#else\n"
+    "    return (unsigned)edm_cvt_rn_bf16_f32(lo) | (unsigned)edm_cvt_rn_bf16_f32(hi) << 16;\n"
+    "#endif\n"
+    "}\n"
     /* elements i and i + 1 (i even) of a stored value, packed as the operands of an f16 or
      * bf16 product: stored in that type, one 32-bit load of both (their bits as they are);
      * else each converted.  Off the GPU (the emulator) the halves one by one, the address
@@ -153,7 +171,82 @@ const char edm_mma_preamble[] =
     /* the address of element i of a stored value (KNAME_A8: cp.async's source) */
     "template <class Stored>\n"
     "static __device__ __forceinline__ const void *edm_addr_of(const Stored *p, long long i)\n"
-    "{\n    return p + i;\n}\n";
+    "{\n    return p + i;\n}\n"
+    /* elements i..i + 7 of a stored value (i a multiple of 8: 16 bytes, aligned, of a 16-bit
+     * type; 32 of f32) in one 16-byte load (two of f32): as f32 (ld8), or packed in pairs as
+     * the operands of an f16 or bf16 product (edm_ld8pack_*: the bits as they are where the
+     * value is stored in that type).  A's k tile of the weight gradient, dy along its pixels
+     * (EDM_MMA_A_WIDE); ldq8_* the same with the elements' coordinates, which a fused
+     * prologue reads (KNAME_in1q8).  Off the GPU word by word, the alignment checked. */
+    "#ifdef __CUDA_ARCH__\n"
+    "static __device__ __forceinline__ void edm_ld_words4(const void *p, unsigned *w)\n"
+    "{\n"
+    "    const uint4 q = *reinterpret_cast<const uint4 *>(p);\n"
+    "    w[0] = q.x;\n    w[1] = q.y;\n    w[2] = q.z;\n    w[3] = q.w;\n"
+    "}\n"
+    "static __device__ __forceinline__ void edm_st_words4(unsigned *p, const unsigned *w)\n"
+    "{\n    *reinterpret_cast<uint4 *>(p) = make_uint4(w[0], w[1], w[2], w[3]);\n}\n"
+    "#else\n"
+    "static __device__ __forceinline__ void edm_ld_words4(const void *p, unsigned *w)\n"
+    "{\n"
+    "    EDM_CHECK_ALIGNED(p, 16, \"a 16-byte load\");\n"
+    "    memcpy(w, p, 16);\n"
+    "}\n"
+    "static __device__ __forceinline__ void edm_st_words4(unsigned *p, const unsigned *w)\n"
+    "{\n"
+    "    EDM_CHECK_ALIGNED(p, 16, \"a 16-byte shared store\");\n"
+    "    for (int j = 0; j < 4; j++)\n"
+    "        p[j] = w[j];\n"
+    "}\n"
+    "#endif\n"
+    "static __device__ __forceinline__ void ld8(const float *p, long long i, float *v)\n"
+    "{\n"
+    "    unsigned w[8];\n"
+    "    edm_ld_words4(p + i, w);\n"
+    "    edm_ld_words4(p + i + 4, w + 4);\n"
+    "    for (int j = 0; j < 8; j++)\n"
+    "        v[j] = __uint_as_float(w[j]);\n"
+    "}\n"
+    "static __device__ __forceinline__ void ld8(const h16 *p, long long i, float *v)\n"
+    "{\n"
+    "    unsigned w[4];\n"
+    "    edm_ld_words4(p + i, w);\n"
+    "    for (int j = 0; j < 8; j++)\n"
+    "        v[j] = edm_cvt_f32_f16((unsigned short)(w[j / 2] >> 16 * (j % 2)));\n"
+    "}\n"
+    "static __device__ __forceinline__ void ld8(const b16 *p, long long i, float *v)\n"
+    "{\n"
+    "    unsigned w[4];\n"
+    "    edm_ld_words4(p + i, w);\n"
+    "    for (int j = 0; j < 8; j++)\n"
+    "        v[j] = __uint_as_float(j % 2 ? w[j / 2] & 0xffff0000u : w[j / 2] << 16);\n"
+    "}\n"
+    "template <class Stored>\n"
+    "static __device__ __forceinline__ void edm_ld8pack_f16(const Stored *p, long long i, unsigned *w)\n"
+    "{\n"
+    "    float v[8];\n"
+    "    ld8(p, i, v);\n"
+    "    for (int j = 0; j < 4; j++)\n"
+    "        w[j] = edm_mma_pack_f16(v[2 * j], v[2 * j + 1]);\n"
+    "}\n"
+    "static __device__ __forceinline__ void edm_ld8pack_f16(const h16 *p, long long i, unsigned *w) { edm_ld_words4(p + i, w); }\n"
+    "template <class Stored>\n"
+    "static __device__ __forceinline__ void edm_ld8pack_bf16(const Stored *p, long long i, unsigned *w)\n"
+    "{\n"
+    "    float v[8];\n"
+    "    ld8(p, i, v);\n"
+    "    for (int j = 0; j < 4; j++)\n"
+    "        w[j] = edm_mma_pack_bf16(v[2 * j], v[2 * j + 1]);\n"
+    "}\n"
+    "static __device__ __forceinline__ void edm_ld8pack_bf16(const b16 *p, long long i, unsigned *w) { edm_ld_words4(p + i, w); }\n"
+    "template <class Stored>\n"
+    "static __device__ __forceinline__ void ldq8_f16(const Stored *p, long long i, long long, long long, long long, long long,\n"
+    "                                                unsigned *w)\n"
+    "{\n    edm_ld8pack_f16(p, i, w);\n}\n"
+    "template <class Stored>\n"
+    "static __device__ __forceinline__ void ldq8_bf16(const Stored *p, long long i, long long, long long, long long, long long,\n"
+    "                                                 unsigned *w)\n"
+    "{\n    edm_ld8pack_bf16(p, i, w);\n}\n";
 
 /* Shared-memory words a row of a stage: 16 pairs of k, padded to 20 so that
  * rows g = 0..7 of a fragment read start 20·g words apart (banks 0, 20, 8,
@@ -177,17 +270,50 @@ static int used_splits(int64_t nkt, int splits)
     return (int)((nkt + per - 1) / per);
 }
 
-edm_mma_tile edm_mma_choose_tile(int64_t gm, int64_t gn, int64_t gk, int64_t gb)
+edm_mma_tile edm_mma_choose_tile(edm_op op, int64_t gm, int64_t gn, int64_t gk, int64_t gb)
 {
-    return edm_mma_choose_splits(gm, gn, gk, gb, 0, 0);
+    return edm_mma_choose_splits(op, gm, gn, gk, gb, 0, 0);
 }
 
-edm_mma_tile edm_mma_choose_splits(int64_t gm, int64_t gn, int64_t gk, int64_t gb, int bm_only, int bn_only)
+/* The PTX instructions a thread issues a k tile (its loads with their
+ * prologues, the stage stores, the fragments, the products, the loop) at
+ * tile [i][j], bm = (128, 64)[i], bn = (128, 64)[j]: the mean over the
+ * kernels of img512-s's training step at batch 128, fp16, each tile forced
+ * (EDMC_MMA_TILE; scripts/ptx-loops.py), and whether 128×128 tiles are
+ * chosen (ptxas, 128 registers: 18 of 57 forward convolutions spill there,
+ * 40 of 57 weight gradients, 16 of 29 matmuls, 1 of 60 backward-data
+ * passes).  Other ops (none on tensor cores now) take the matmul's row. */
+typedef struct {
+    edm_op op;
+    double insts[2][2];
+    int square128;
+} k_tile_cost;
+
+static const k_tile_cost K_TILE_COSTS[] = {
+    {EDM_OP_CONV2D, {{295.9, 227.7}, {253.8, 183.7}}, 0},
+    {EDM_OP_CONV2D_BWD_DATA, {{359.1, 265.2}, {310.4, 212.0}}, 1},
+    {EDM_OP_CONV2D_BWD_WEIGHT, {{545.2, 399.0}, {494.3, 302.8}}, 0},
+    {EDM_OP_MATMUL, {{592.0, 445.4}, {442.3, 289.2}}, 0},
+};
+
+static const k_tile_cost *k_tile_cost_of(edm_op op)
+{
+    size_t n = sizeof K_TILE_COSTS / sizeof K_TILE_COSTS[0];
+    for (size_t i = 0; i < n; i++)
+        if (K_TILE_COSTS[i].op == op)
+            return &K_TILE_COSTS[i];
+    return &K_TILE_COSTS[n - 1];
+}
+
+edm_mma_tile edm_mma_choose_splits(edm_op op, int64_t gm, int64_t gn, int64_t gk, int64_t gb, int bm_only,
+                                   int bn_only)
 {
     /* per SM and clock: 1024 f16 multiply-adds of the tensor cores (H100
-     * dense), and about 32 operands through the accessors into shared
-     * memory (scalar loads, conversions, stores) or partial sums through L2 */
-    const double sms = 132, blocks_per_sm = 2, macs_per_clock = 1024, loads_per_clock = 32;
+     * dense), four warp instructions issued (one a scheduler), and about 32
+     * operands or partial sums through L2 */
+    const double sms = 132, blocks_per_sm = 2, macs_per_clock = 1024, issue_per_clock = 4, loads_per_clock = 32;
+    const double warps = EDM_MMA_THREADS / 32.0;
+    const k_tile_cost *kc = k_tile_cost_of(op);
     static const int sizes[] = {128, 64};
     edm_mma_tile best = {bm_only ? bm_only : 64, bn_only ? bn_only : 64, 1};
     double best_cost = -1;
@@ -196,6 +322,8 @@ edm_mma_tile edm_mma_choose_splits(int64_t gm, int64_t gn, int64_t gk, int64_t g
         for (int j = 0; j < 2; j++)
             for (int want = 1; want <= 32; want *= 2) {
                 if ((bm_only && sizes[i] != bm_only) || (bn_only && sizes[j] != bn_only))
+                    break;
+                if (i == 0 && j == 0 && !kc->square128 && !(bm_only && bn_only))
                     break;
                 if (want > 1 && (gb != 1 || nkt / want < 8))
                     break;
@@ -208,10 +336,14 @@ edm_mma_tile edm_mma_choose_splits(int64_t gm, int64_t gn, int64_t gk, int64_t g
                     break; /* the partial tiles would take more memory than they save time */
                 double waves = ceil_div(tiles * (double)gb * splits, slots);
                 double t_mma = bm * bn * kk / macs_per_clock, t_load = (bm + bn) * kk / loads_per_clock;
+                double t_issue = warps * kc->insts[i][j] * (kk / EDM_MMA_BK) / issue_per_clock;
                 /* split-K: every block writes its partial tile, the last of each tile reads them all */
                 double t_part = splits > 1 ? bm * bn / loads_per_clock : 0;
                 double t_reduce = splits > 1 ? ceil_div(tiles, slots) * splits * bm * bn / loads_per_clock : 0;
-                double cost = waves * ((t_mma > t_load ? t_mma : t_load) + t_part) + t_reduce;
+                double t_block = t_mma > t_load ? t_mma : t_load;
+                if (t_issue > t_block)
+                    t_block = t_issue;
+                double cost = waves * (t_block + t_part) + t_reduce;
                 if (best_cost < 0 || cost < best_cost) { /* ties keep the larger tile, fewer splits */
                     best_cost = cost;
                     best = (edm_mma_tile){sizes[i], sizes[j], splits};
@@ -394,6 +526,27 @@ static void emit_async_a_loop(sbuf *b, int rows, int64_t gm, int check_m, const 
               rows / 64, ok, stage);
 }
 
+/* A_WIDE: A's k tile read eight k a load, into registers ra: four threads a
+ * row (its 32 k), `rows` rows; rows past gm (rtest) zeros. */
+static void emit_wide_a_loop(sbuf *b, int rows, const char *rtest)
+{
+    sb_printf(b,
+              "                for (int e = 0; e < %d; e++) {\n"
+              "                    const int mm = threadIdx.x / 4 + 64 * e, kp = threadIdx.x %% 4 * 4;\n"
+              "                    const edm_ix m = m0 + mm, k = k0 + 2 * kp;\n",
+              rows / 64);
+    if (rtest[0])
+        sb_printf(b,
+                  "                    for (int j = 0; j < 4; j++)\n"
+                  "                        ra[4 * e + j] = 0u;\n"
+                  "                    %sKNAME_A8v(a, b, z, m, k, &ra[4 * e]);\n"
+                  "                }\n",
+                  rtest);
+    else
+        sb_puts(b, "                    KNAME_A8v(a, b, z, m, k, &ra[4 * e]);\n"
+                   "                }\n");
+}
+
 /* The store of those registers into stage s of the operand's shared tile
  * (rows × 16 words, a row's pairs side by side), in the loop's order. */
 static void emit_store_loop(sbuf *b, const char *tile, char reg, int rows, int k_major)
@@ -418,6 +571,15 @@ static void emit_a_store(sbuf *b, int a_async, int rows, int k_major)
         sb_puts(b, "                edm_cp_async_wait();\n");
     else
         emit_store_loop(b, "As_", 'a', rows, k_major);
+}
+
+/* A_WIDE's store: each thread's four words of a row in one 16-byte store. */
+static void emit_wide_a_store(sbuf *b, int rows)
+{
+    sb_printf(b,
+              "                for (int e = 0; e < %d; e++)\n"
+              "                    edm_st_words4(&As_[s][threadIdx.x / 4 + 64 * e][threadIdx.x %% 4 * 4], &ra[4 * e]);\n",
+              rows / 64);
 }
 
 /* A k tile's products from A's stage s (and B's fragments, which the caller
@@ -782,8 +944,11 @@ void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int6
     /* A_PAIRS: a thread's pair of A in one load (KNAME_A2); k-major, as A_ROWS is not set with it */
     const int a_pairs = (order & EDM_MMA_A_PAIRS) && ktaps > 0, a_async = a_pairs && (order & EDM_MMA_A_ASYNC);
     const int a_k_major = !(order & EDM_MMA_A_ROWS), b_k_major = (order & EDM_MMA_B_K) != 0;
+    const int a_wide = (order & EDM_MMA_A_WIDE) && ktaps == 0 && a_k_major && !a_pairs && gk % EDM_MMA_BK == 0;
     if (a_async)
         emit_async_a_loop(b, t.bm, gm, mtest[0] != 0, "(int)(it & 1)");
+    else if (a_wide)
+        emit_wide_a_loop(b, t.bm, mtest);
     else
         emit_load_loop(b, 'a', t.bm, a_k_major, a_pairs, "m", "m0", kname, mtest, klo, khi, "A", ka, ka1, ty);
     if (wgrad)
@@ -812,7 +977,10 @@ void edm_mma_emit_body(sbuf *b, edm_mma_tile t, edm_dtype type, int64_t gm, int6
                   t.bn / 16);
     sb_puts(b, "            if (it < nk_) {\n"
                "                const int s = (int)(it & 1);\n");
-    emit_a_store(b, a_async, t.bm, a_k_major);
+    if (a_wide)
+        emit_wide_a_store(b, t.bm);
+    else
+        emit_a_store(b, a_async, t.bm, a_k_major);
     emit_store_loop(b, "Bs_", 'b', t.bn, b_k_major);
     sb_puts(b, "            }\n"
                "            __syncthreads();\n"

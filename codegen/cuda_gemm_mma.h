@@ -40,10 +40,16 @@ enum { EDM_MMA_THREADS = 256, EDM_MMA_BK = 32 };
  * 128, 384 × 8640, would otherwise take 32 splits of 128×128 tiles, 408 MiB. */
 #define EDM_MMA_SPLITK_BYTES (64.0 * 1024 * 1024)
 
-/* The tile for gb GEMMs of gm × gn × gk, by a cost model of an H100-class
- * GPU (132 SMs, two blocks each): the waves of blocks times the time of a
- * block, the larger of its tensor-core time and its operand-load time, plus
- * the reduction of split-K's partial tiles.  Splits only for gb = 1 (the
+/* The tile for gb GEMMs of gm × gn × gk of contraction op (conv2d,
+ * conv2d_bwd_data, conv2d_bwd_weight, matmul), by a cost model of an
+ * H100-class GPU (132 SMs, two blocks each): the waves of blocks times the
+ * time of a block, the largest of its tensor-core time, its operand-load
+ * time and the time its warps take to issue their instructions (a table of
+ * each op's PTX instructions a k tile at each tile shape, measured on
+ * img512-s's training step: docs/cuda.md, "The tile cost model"), plus the
+ * reduction of split-K's partial tiles.  128×128 tiles only for the
+ * backward-data pass, the one op whose kernels fit them in 128 registers
+ * (the others' spill, most of them).  Splits only for gb = 1 (the
  * weight gradient: few output tiles over a reduction of N·OH·OW) and with
  * at least 8 k tiles a split.
  *
@@ -58,10 +64,12 @@ enum { EDM_MMA_THREADS = 256, EDM_MMA_BK = 32 };
  * workspace; seed[2], the counts, zero before the first launch).  Not
  * __device__ arrays of the module: a module compiled in parts
  * (cuda_source_split.h) would hold one each. */
-edm_mma_tile edm_mma_choose_tile(int64_t gm, int64_t gn, int64_t gk, int64_t gb);
+edm_mma_tile edm_mma_choose_tile(edm_op op, int64_t gm, int64_t gn, int64_t gk, int64_t gb);
 /* The same with the block's tile fixed to bm × bn (0: free): the splits the
- * cost model gives that tile (tuning's candidates, cuda_tiles.h). */
-edm_mma_tile edm_mma_choose_splits(int64_t gm, int64_t gn, int64_t gk, int64_t gb, int bm_only, int bn_only);
+ * cost model gives that tile (tuning's candidates, cuda_tiles.h; any tile
+ * fixed, 128×128 included). */
+edm_mma_tile edm_mma_choose_splits(edm_op op, int64_t gm, int64_t gn, int64_t gk, int64_t gb, int bm_only,
+                                   int bn_only);
 
 /* Tile t made valid for a GEMM (a forced tile: EDMC_MMA_TILE): bm and bn 64
  * or 128, splits only for gb = 1 and at most one a k tile; 0 or -1. */
@@ -139,8 +147,18 @@ void edm_mma_emit_shared(sbuf *b, edm_mma_tile t, const edm_mma_halo *halo);
  * where A is stored in the product's type and read as it is, no prologue):
  * A's k tiles copied into their stage by cp.async, 16 bytes a copy, from the
  * address KNAME_A8(a, b, z, m, kq, kr) gives (of elements kr..kr + 7),
- * without passing through registers. */
-enum { EDM_MMA_A_ROWS = 1u << 0, EDM_MMA_B_K = 1u << 1, EDM_MMA_A_PAIRS = 1u << 2, EDM_MMA_A_ASYNC = 1u << 3 };
+ * without passing through registers.  A_WIDE (without ktaps and the others
+ * on A, gk a multiple of EDM_MMA_BK: dy of the weight gradient, along its
+ * pixels): A's rows along k read eight elements at a time, a thread's four
+ * pairs of one row through KNAME_A8v(a, b, z, m, k, w) (k a multiple of 8,
+ * w the four packed words), one 16-byte load and one 16-byte shared store. */
+enum {
+    EDM_MMA_A_ROWS = 1u << 0,
+    EDM_MMA_B_K = 1u << 1,
+    EDM_MMA_A_PAIRS = 1u << 2,
+    EDM_MMA_A_ASYNC = 1u << 3,
+    EDM_MMA_A_WIDE = 1u << 4
+};
 
 /* The rest of the body after the shared declarations, closing the kernel:
  * C[z] (gm × gn) = Σ_k A(z, m, k)·B(z, k, n) for z < gb, operands rounded

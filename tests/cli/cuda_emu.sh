@@ -115,6 +115,10 @@ ops_case "ops on the emulator, fp16, fused plans, fragments without ldmatrix" fp
 # above copied them by cp.async, which the emulator lands at the wait
 ops_case "ops on the emulator, fp16, fused plans, weight tiles without cp.async" fp16 fused "test_op_conv2d*" \
     EDMC_CP_ASYNC=off
+# the weight gradients' dy a pair at a time (EDMC_WIDE_LOADS=off, the GPU script's ablation): the cases
+# above whose pixels fill whole k tiles read it eight elements a load
+ops_case "ops on the emulator, fp16, fused plans, weight gradients without wide loads" fp16 fused \
+    "test_op_conv2d_bwd_weight*" EDMC_WIDE_LOADS=off
 # the 64-bit index arithmetic of values over 2^30 elements, forced on the same cases
 ops_case "ops on the emulator, fp16, fused plans, 64-bit indices" fp16 fused "" EDMC_INDEX_BITS=64
 ops_case "ops on the emulator, fp32, generated GEMMs, 64-bit indices" fp32 generated "" EDMC_INDEX_BITS=64

@@ -99,17 +99,26 @@ else
 fi
 tap_expect_error "EDMC_LDMATRIX=maybe" 2 "EDMC_LDMATRIX=maybe: expected on or off" \
     env EDMC_LDMATRIX=maybe "$edmc" dump "$tiny" --stage=cuda --fuse=all --batch=4
+# ablation_check LABEL VAR BAD PATTERN ON OFF PLAIN [DUMP OPTIONS]: the tiny dump ON has PATTERN (grep -c), the dump
+# with VAR=off has none and has PLAIN instead; VAR=BAD is refused
+ablation_check() {
+    env "$2=off" "$edmc" dump "$tiny" --stage=cuda --fuse=all --batch=4 ${8:+"$8"} -o "$6" 2>&1
+    n_on=$(grep -c "$4" "$5")
+    n_off=$(grep -c "$4" "$6")
+    if [ "$n_on" -gt 0 ] && [ "$n_off" -eq 0 ] && grep -q "$7" "$6"; then
+        tap_ok "dump --stage=cuda${8:+ $8}: $n_on $1; none with $2=off"
+    else
+        tap_not_ok "$2" "$1: $n_on by default, $n_off with $2=off"
+    fi
+    tap_expect_error "$2=$3" 2 "$2=$3: expected on or off" env "$2=$3" "$edmc" dump "$tiny" --stage=cuda --fuse=all --batch=4
+}
 # the taps convolutions' weight tiles copied by cp.async; EDMC_CP_ASYNC=off, the ablation, through registers
-EDMC_CP_ASYNC=off "$edmc" dump "$tiny" --stage=cuda --fuse=all --batch=4 -o "$tmp/nocpa.cu" 2>&1
-cpa_on=$(grep -c "edm_cp_async16((unsigned)" "$tmp/fused.cu")
-cpa_off=$(grep -c "edm_cp_async16((unsigned)" "$tmp/nocpa.cu")
-if [ "$cpa_on" -gt 0 ] && [ "$cpa_off" -eq 0 ] && grep -q "_A2(P, z, m, kq_, kr)" "$tmp/nocpa.cu"; then
-    tap_ok "dump --stage=cuda: $cpa_on weight tiles copied by cp.async; with EDMC_CP_ASYNC=off through registers"
-else
-    tap_not_ok "EDMC_CP_ASYNC" "cp.async copies: $cpa_on by default, $cpa_off with EDMC_CP_ASYNC=off"
-fi
-tap_expect_error "EDMC_CP_ASYNC=later" 2 "EDMC_CP_ASYNC=later: expected on or off" \
-    env EDMC_CP_ASYNC=later "$edmc" dump "$tiny" --stage=cuda --fuse=all --batch=4
+ablation_check "weight tiles copied by cp.async" EDMC_CP_ASYNC later "edm_cp_async16((unsigned)" "$tmp/fused.cu" \
+    "$tmp/nocpa.cu" "_A2(P, z, m, kq_, kr)"
+# the weight gradients' dy read eight elements a load; EDMC_WIDE_LOADS=off, the ablation, a pair at a time
+"$edmc" dump "$tiny" --stage=cuda --fuse=all --mode=train --batch=4 -o "$tmp/train.cu" 2>&1
+ablation_check "weight gradients' dy read eight elements a load" EDMC_WIDE_LOADS some "_A8v(P, z, m, k, &ra\[4 \* e\])" \
+    "$tmp/train.cu" "$tmp/nowide.cu" "_bwd_weight_A(P, z, m, k + 1)" --mode=train
 # tiles measured on a device (bench --tune; runtime/cuda_tiles_file.h): dump reads the table $EDMC_TILES names
 # as the executor does, and the contraction it names (tiny's 3x3 convolutions of 32 channels at batch 4) takes its tile
 printf '# measured\nconv2d 32x1024x288 1 9 128x128/1 0.5\n' >"$tmp/tiles.txt"

@@ -626,13 +626,14 @@ for flags in "--fuse=none" "--fuse=all --no-tensor-cores" "--fuse=all --no-graph
     echo "-- edm2-img512-xs forward $flags: $(edmc_bench "$k" xs forward 128 $flags)"
     add_bench "edm2-img512-xs" "forward $flags" "b-$k" "t-xs-forward" ablation
 done
-# env_ablation KEY LABEL VAR=VALUE: xs's fused forward with one setting from the environment
+# env_ablation KEY LABEL VAR=VALUE [MODE]: xs's fused forward (or MODE, train) with one setting from the environment
 env_ablation() {
-    echo "-- edm2-img512-xs forward --fuse=all, $3: $(
+    _mode=${4:-forward}
+    echo "-- edm2-img512-xs $_mode --fuse=all, $3: $(
         export "$3"
-        edmc_bench "$1" xs forward 128 --fuse=all
+        edmc_bench "$1" xs "$_mode" 128 --fuse=all
     )"
-    add_bench "edm2-img512-xs" "forward --fuse=all, $2" "b-$1" "t-xs-forward" ablation
+    add_bench "edm2-img512-xs" "$_mode --fuse=all, $2" "b-$1" "t-xs-$_mode" ablation
 }
 # the tensor-core convolutions' k order (docs/cuda.md): flat, in the weight's order, not a tap a k tile
 env_ablation xs-forward-flat-k "k flat (EDMC_CONV_ORDER=channel)" EDMC_CONV_ORDER=channel
@@ -644,12 +645,9 @@ env_ablation xs-forward-no-cp-async "weight tiles without cp.async" EDMC_CP_ASYN
 env_ablation xs-forward-no-halo "activations without the halo tile" EDMC_CONV_HALO=off
 # ... and in the training step, where the same setting also reads the weight gradients' x directly,
 # each element once a tap, not once a k tile through a stage (cuda_gemm_mma.h, edm_mma_wgrad_fits)
-k="xs-train-no-halo"
-echo "-- edm2-img512-xs train --fuse=all, EDMC_CONV_HALO=off: $(
-    export EDMC_CONV_HALO=off
-    edmc_bench "$k" xs train 128 --fuse=all
-)"
-add_bench "edm2-img512-xs" "train --fuse=all, no halo tiles, no weight-gradient stage" "b-$k" "t-xs-train" ablation
+env_ablation xs-train-no-halo "no halo tiles, no weight-gradient stage" EDMC_CONV_HALO=off train
+# the weight gradients' dy a pair at a time, not eight elements a load (cuda_gemm_mma.h, EDM_MMA_A_WIDE)
+env_ablation xs-train-no-wide-loads "the weight gradients' dy a pair a load" EDMC_WIDE_LOADS=off train
 # each fusion rule off alone (docs/fusion.md), while the budget lasts: taps first (the weights'
 # tap-major copy, never measured), then prologue (a 3x3 convolution evaluates its operand's
 # prologue once per tap; off, the silu(x / norm) is stored once); attntrain is a training step's

@@ -156,6 +156,13 @@ static void compile_plan(const char *model, int training, edm_dtype storage, uns
     int copies = 0; /* the taps convolutions' weight tiles by cp.async (cuda_gemm_mma.h, EDM_MMA_A_ASYNC) */
     for (const char *q = m.source; (q = strstr(q, "edm_cp_async16((unsigned)")) != NULL; q++)
         copies++;
+    int wide = 0; /* the weight gradients' dy read eight elements a load (cuda_gemm_mma.h, EDM_MMA_A_WIDE) */
+    for (const char *q = m.source; (q = strstr(q, "_A8v(P, z, m, k, &ra[4 * e])")) != NULL; q++)
+        wide++;
+    if (storage != EDM_F32 && training)
+        assert_true(wide > 0);
+    else
+        assert_int_equal(wide, 0);
     if (storage != EDM_F32)
         assert_true(mma > 0);
     else
@@ -167,10 +174,10 @@ static void compile_plan(const char *model, int training, edm_dtype storage, uns
     if (storage != EDM_F32 && (fuse & EDM_FUSE_TAPS))
         assert_true(copies > 0);
     print_message("# %s %s %s: %d steps (%d kernels in the plan), %d prologue and %d epilogue members, "
-                  "%d tensor-core contractions (%d split-K, %d weight tiles by cp.async), %d attention steps on "
+                  "%d tensor-core contractions (%d split-K, %d weight tiles by cp.async, %d wide dy loads), %d attention steps on "
                   "tensor cores, %zu KiB source, %zu KiB cubin, NVRTC %.1f s\n",
                   model, training ? "train" : "forward", edm_dtype_name(storage), p->nsteps, edm_plan_kernels(p),
-                  prologues, epilogues, mma, splitk, copies, attention_tc, m.len / 1024, cubin.size / 1024,
+                  prologues, epilogues, mma, splitk, copies, wide, attention_tc, m.len / 1024, cubin.size / 1024,
                   cubin.seconds);
     edm_cubin_free(&cubin);
     edm_cuda_plan_module_free(&m);
