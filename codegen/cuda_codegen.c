@@ -641,14 +641,15 @@ static int conv_direct(const conv_geom *p) { return p->k == 1 && p->stride == 1 
 /* The tensor-core tile of a contraction (its key into *key): forced
  * (EDMC_MMA_TILE), measured (the tiles table), or the cost model's. */
 static edm_mma_tile gemm_tile(const node_ctx *c, int64_t gm, int64_t gn, int64_t gk, int64_t gb, int64_t ktaps,
-                              edm_mma_key *key)
+                              const edm_mma_halo *halo, edm_mma_key *key)
 {
     *key = (edm_mma_key){.gm = gm, .gn = gn, .gk = gk, .gb = gb, .ktaps = ktaps};
     snprintf(key->op, sizeof key->op, "%s", edm_op_name(c->n->op));
     const edm_mma_tuned *tuned = edm_mma_tiles_find(c->opt->tiles, key);
-    edm_mma_tile t = edm_mma_choose_tile(c->n->op, gm, gn, gk, gb);
+    const int by_issue = !c->opt->tiles_by_loads;
+    edm_mma_tile t = edm_mma_choose_tile(c->n->op, halo, by_issue, gm, gn, gk, gb);
     if (c->opt->mma_tile.bm && c->opt->mma_tile.splits == 0) { /* a tile forced, its splits the model's */
-        t = edm_mma_choose_splits(c->n->op, gm, gn, gk, gb, c->opt->mma_tile.bm, c->opt->mma_tile.bn);
+        t = edm_mma_choose_splits(c->n->op, halo, by_issue, gm, gn, gk, gb, c->opt->mma_tile.bm, c->opt->mma_tile.bn);
     } else if (c->opt->mma_tile.bm) { /* forced (valid: checked by check_options) */
         t = c->opt->mma_tile;
         (void)edm_mma_fit_tile(&t, gk, gb);
@@ -663,15 +664,17 @@ static edm_mma_tile gemm_tile(const node_ctx *c, int64_t gm, int64_t gn, int64_t
  * accessors KNAME_A, KNAME_B, KNAME_C emitted before it; ktaps > 0 (tensor
  * cores only): A and B take k as (kq, kr), cuda_gemm_mma.h; order: the
  * directions A's and B's memory runs in (EDM_MMA_A_ROWS, EDM_MMA_B_K), for
- * the tensor-core loads; halo: B through a halo tile, KNAME_H emitted too
- * (only where its tile fits one: conv_halo). */
+ * the tensor-core loads; cand: the halo the tile is chosen for where its
+ * geometry allows one (conv_halo_cand, wgrad_halo_cand), else NULL; with_halo:
+ * B through it, KNAME_H emitted too (where the tile fits it: halo_fits). */
 static void emit_gemm(const node_ctx *c, sbuf *b, int64_t gm, int64_t gn, int64_t gk, int64_t gb, int64_t ktaps,
-                      unsigned order, const edm_mma_halo *halo)
+                      unsigned order, const edm_mma_halo *cand, int with_halo)
 {
     edm_cuda_launch *L = c->L;
+    const edm_mma_halo *halo = with_halo ? cand : NULL;
     if (c->mma != EDM_F32) { /* tensor cores (cuda_gemm_mma.h) */
         edm_mma_key key;
-        edm_mma_tile t = gemm_tile(c, gm, gn, gk, gb, ktaps, &key);
+        edm_mma_tile t = gemm_tile(c, gm, gn, gk, gb, ktaps, cand, &key);
         L->mma = key;
         L->mma_tile = t;
         int64_t floats, counts;
@@ -872,32 +875,34 @@ static unsigned coord_operands(const edm_cuda_options *opt, const edm_node *core
     }
 }
 
-/* Whether a convolution (forward, or backward data: its dy) reads its
- * activations through a halo tile (cuda_gemm_mma.h): tensor cores, a tap a
- * k tile, stride 1 and the padding that keeps the size, a tile that fits
- * one, not turned off (EDMC_CONV_HALO=off). */
-static int conv_halo(const node_ctx *c, const conv_geom *p, int64_t gm, int64_t gn, int64_t gk, int64_t ktaps,
-                     const edm_mma_halo *halo)
+/* The halo a convolution's tile is chosen for (conv_halo_cand) where its
+ * geometry allows one: tensor cores a tap a k tile, stride 1, the padding
+ * that keeps the size, not turned off (EDMC_CONV_HALO=off); else NULL. */
+static const edm_mma_halo *conv_halo_cand(const node_ctx *c, const conv_geom *p, int64_t ktaps,
+                                          const edm_mma_halo *halo)
 {
-    if (c->opt->no_conv_halo || ktaps <= 0 || p->stride != 1 || p->k < 3 || p->pad != (p->k - 1) / 2 || p->oh != p->h ||
-        p->ow != p->w)
-        return 0;
-    edm_mma_key key;
-    return edm_mma_halo_fits(gemm_tile(c, gm, gn, gk, 1, ktaps, &key), halo);
+    int ok = !c->opt->no_conv_halo && ktaps > 0 && p->stride == 1 && p->k >= 3 && p->pad == (p->k - 1) / 2 &&
+             p->oh == p->h && p->ow == p->w;
+    return ok ? halo : NULL;
 }
 
-/* Whether a weight gradient reads x through a stage of its own
- * (edm_mma_wgrad_fits): tensor cores with coordinates, stride 1 and the
- * padding that keeps the size, a tile that fits one, not turned off
- * (EDMC_CONV_HALO=off). */
-static int wgrad_halo(const node_ctx *c, const conv_geom *p, int64_t gm, int64_t gn, int64_t gk,
-                      const edm_mma_halo *halo)
+/* The same for a weight gradient's stage of x (edm_mma_wgrad_fits): tensor
+ * cores with coordinates, stride 1, the padding that keeps the size. */
+static const edm_mma_halo *wgrad_halo_cand(const node_ctx *c, const conv_geom *p, const edm_mma_halo *halo)
 {
-    if (c->opt->no_conv_halo || c->mma == EDM_F32 || !conv_coords(c->opt, c->mma) || p->stride != 1 || p->k < 3 ||
-        p->pad != (p->k - 1) / 2 || p->oh != p->h || p->ow != p->w)
+    int ok = !c->opt->no_conv_halo && c->mma != EDM_F32 && conv_coords(c->opt, c->mma) && p->stride == 1 &&
+             p->k >= 3 && p->pad == (p->k - 1) / 2 && p->oh == p->h && p->ow == p->w;
+    return ok ? halo : NULL;
+}
+
+/* Whether the tile chosen for candidate halo cand (NULL: none) fits it. */
+static int halo_fits(const node_ctx *c, int64_t gm, int64_t gn, int64_t gk, int64_t ktaps, const edm_mma_halo *cand)
+{
+    if (!cand)
         return 0;
     edm_mma_key key;
-    return edm_mma_wgrad_fits(gemm_tile(c, gm, gn, gk, 1, 0, &key), halo);
+    edm_mma_tile t = gemm_tile(c, gm, gn, gk, 1, ktaps, cand, &key);
+    return cand->wgrad ? edm_mma_wgrad_fits(t, cand) : edm_mma_halo_fits(t, cand);
 }
 
 /* A halo body's KNAME_H(z, nb, c, iy, ix): the activation at offset `at`
@@ -949,13 +954,14 @@ static int gen_conv2d(node_ctx *c, sbuf *b, edm_status *st)
     emit_conv_store(c, b, ktaps > 0, ohw, p.o, p.ow);
     if (gm > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: conv2d with %lld output channels", (long long)gm);
-    edm_mma_halo halo = {.n = p.n, .h = p.h, .w = p.w, .k = (int)p.k};
-    const int with_halo = conv_halo(c, &p, gm, gn, gk, ktaps, &halo);
+    const edm_mma_halo halo = {.n = p.n, .h = p.h, .w = p.w, .k = (int)p.k};
+    const edm_mma_halo *cand = conv_halo_cand(c, &p, ktaps, &halo);
+    const int with_halo = halo_fits(c, gm, gn, gk, ktaps, cand);
     if (with_halo) /* x's channel c at input pixel (iy, ix) */
         emit_halo_acc(c, b, at, p.h, p.w);
     /* A along k (the weight's rows), B along the pixels */
     emit_gemm(c, b, gm, gn, gk, 1, ktaps, pairs ? EDM_MMA_A_PAIRS | (conv_a_async(c) ? EDM_MMA_A_ASYNC : 0u) : 0u,
-              with_halo ? &halo : NULL);
+              cand, with_halo);
     if (c->opt->gemm_library) {
         /* y[n] (O×OHW) = w (O×CKK) · col[n] (CKK×OHW); col has x's type; direct: col[n] = x[n] */
         int direct = conv_direct(&p);
@@ -1014,8 +1020,9 @@ static int gen_conv2d_bwd_data(node_ctx *c, sbuf *b, edm_status *st)
     emit_conv_store(c, b, ktaps > 0, hw, p.c, p.w);
     if (gm > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: conv2d with %lld input channels", (long long)gm);
-    edm_mma_halo halo = {.n = p.n, .h = p.h, .w = p.w, .k = (int)p.k, .flip = 1};
-    const int with_halo = conv_halo(c, &p, gm, gn, gk, ktaps, &halo);
+    const edm_mma_halo halo = {.n = p.n, .h = p.h, .w = p.w, .k = (int)p.k, .flip = 1};
+    const edm_mma_halo *cand = conv_halo_cand(c, &p, ktaps, &halo);
+    const int with_halo = halo_fits(c, gm, gn, gk, ktaps, cand);
     if (with_halo) { /* dy's channel c at its pixel (iy, ix) */
         snprintf(at, sizeof at, "((nb * %lld_ix + c) * %lld_ix + iy) * %lld_ix + ix", (long long)p.o, (long long)p.oh,
                  (long long)p.ow);
@@ -1025,7 +1032,7 @@ static int gen_conv2d_bwd_data(node_ctx *c, sbuf *b, edm_status *st)
      * (the output channels) C·k·k; the taps copy: along k side by side */
     emit_gemm(c, b, gm, gn, gk, 1, ktaps,
               pairs ? EDM_MMA_A_PAIRS | (conv_a_async(c) ? EDM_MMA_A_ASYNC : 0u) : p.taps ? 0u : EDM_MMA_A_ROWS,
-              with_halo ? &halo : NULL);
+              cand, with_halo);
     if (c->opt->gemm_library) {
         /* col[n] (CKK×OHW) = wᵀ (CKK×O) · dy[n] (O×OHW), then col2im; col has dx's type;
          * direct: col[n] = dx[n] */
@@ -1081,12 +1088,13 @@ static int gen_conv2d_bwd_weight(node_ctx *c, sbuf *b, edm_status *st)
     sb_printf(b, "{\n    st(y, m * %lld_ix + n, v);\n}\n", (long long)gn);
     if (gm > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: conv2d with %lld output channels", (long long)gm);
-    edm_mma_halo halo = {.n = p.n, .h = p.h, .w = p.w, .k = (int)p.k, .wgrad = 1, .c = p.c};
-    const int with_halo = wgrad_halo(c, &p, gm, gn, gk, &halo);
+    const edm_mma_halo halo = {.n = p.n, .h = p.h, .w = p.w, .k = (int)p.k, .wgrad = 1, .c = p.c};
+    const edm_mma_halo *cand = wgrad_halo_cand(c, &p, &halo);
+    const int with_halo = halo_fits(c, gm, gn, gk, 0, cand);
     if (with_halo) /* x's channel c at input pixel (iy, ix), for the stage */
         emit_halo_acc(c, b, at, p.h, p.w);
     /* B = im2col(x)ᵀ: along k (the pixels) x's rows */
-    emit_gemm(c, b, gm, gn, gk, 1, 0, EDM_MMA_B_K | (wide ? EDM_MMA_A_WIDE : 0u), with_halo ? &halo : NULL);
+    emit_gemm(c, b, gm, gn, gk, 1, 0, EDM_MMA_B_K | (wide ? EDM_MMA_A_WIDE : 0u), cand, with_halo);
     if (c->opt->gemm_library) {
         /* dw (O×CKK) = Σ_n dy[n] (O×OHW) · col[n]ᵀ (OHW×CKK): one f32 C, accumulated over z;
          * col has x's type; direct: col[n] = x[n] */
@@ -1150,7 +1158,7 @@ static int gen_matmul(node_ctx *c, sbuf *b, edm_status *st)
     sb_printf(b, "{\n    st(y, (z * %lld_ix + m) * %lld_ix + n, v);\n}\n", (long long)m, (long long)n);
     if (m > 65535 * 64LL)
         return edm_fail(st, EDM_ERR_LIMIT, c->n->loc, "CUDA codegen: matmul with %lld rows", (long long)m);
-    emit_gemm(c, b, m, n, k, count, 0, (ta ? EDM_MMA_A_ROWS : 0u) | (tb ? EDM_MMA_B_K : 0u), NULL);
+    emit_gemm(c, b, m, n, k, count, 0, (ta ? EDM_MMA_A_ROWS : 0u) | (tb ? EDM_MMA_B_K : 0u), NULL, 0);
     if (c->opt->gemm_library && p.rank <= 1) {
         c->L->cublaslt = 1;
         c->L->gemm = (edm_cuda_gemm){.m = m, .n = n, .k = k, .trans_a = ta, .trans_b = tb, .count = count,
@@ -1684,6 +1692,13 @@ int edm_cuda_options_env(edm_cuda_options *co, edm_status *st)
         if (strcmp(cpa, "off") != 0 && strcmp(cpa, "on") != 0)
             return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "EDMC_CP_ASYNC=%s: expected on or off", cpa);
         co->no_cp_async = strcmp(cpa, "off") == 0;
+    }
+    /* the tile cost model without the instructions' issue time, as before its table (an ablation) */
+    const char *model = getenv("EDMC_TILE_MODEL");
+    if (model && model[0]) {
+        if (strcmp(model, "loads") != 0 && strcmp(model, "issue") != 0)
+            return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "EDMC_TILE_MODEL=%s: expected issue or loads", model);
+        co->tiles_by_loads = strcmp(model, "loads") == 0;
     }
     /* the weight gradients' dy read a pair at a time, not eight elements a load (an ablation) */
     const char *wide = getenv("EDMC_WIDE_LOADS");

@@ -78,6 +78,7 @@ typedef struct {
     int no_conv_halo;  /* forward convolutions read their activations directly, not through a halo tile: an ablation */
     int no_cp_async;   /* the weights' k tiles through registers, not copied by cp.async: an ablation */
     int no_wide_loads; /* the weight gradients' dy read a pair at a time, not eight elements a load: an ablation */
+    int tiles_by_loads; /* the tile cost model without issue time (cuda_gemm_mma.h, by_issue 0): an ablation */
     const char *network_scope; /* the instance stored as `storage` (NULL: "unet"; "": all) */
 } edm_cuda_options;
 
@@ -139,7 +140,8 @@ typedef struct {
  * arithmetic), EDMC_CONV_ORDER=channel|tap (the tensor-core convolutions' k
  * order, docs/cuda.md), EDMC_LDMATRIX=off (the fragments word by word), EDMC_CONV_HALO=off (no halo
  * tiles), EDMC_CP_ASYNC=off (the weights' tiles through registers), EDMC_WIDE_LOADS=off (the weight
- * gradients' dy a pair a load).  A malformed value: -1 with st set. */
+ * gradients' dy a pair a load), EDMC_TILE_MODEL=loads (the tile cost model without issue time).  A
+ * malformed value: -1 with st set. */
 int edm_cuda_options_env(edm_cuda_options *co, edm_status *st);
 
 /* Generates the module for g.  The text is deterministic: the same graph and

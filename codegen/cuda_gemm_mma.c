@@ -270,50 +270,63 @@ static int used_splits(int64_t nkt, int splits)
     return (int)((nkt + per - 1) / per);
 }
 
-edm_mma_tile edm_mma_choose_tile(edm_op op, int64_t gm, int64_t gn, int64_t gk, int64_t gb)
+edm_mma_tile edm_mma_choose_tile(edm_op op, const edm_mma_halo *halo, int by_issue, int64_t gm, int64_t gn,
+                                 int64_t gk, int64_t gb)
 {
-    return edm_mma_choose_splits(op, gm, gn, gk, gb, 0, 0);
+    return edm_mma_choose_splits(op, halo, by_issue, gm, gn, gk, gb, 0, 0);
 }
 
 /* The PTX instructions a thread issues a k tile (its loads with their
  * prologues, the stage stores, the fragments, the products, the loop) at
- * tile [i][j], bm = (128, 64)[i], bn = (128, 64)[j]: the mean over the
- * kernels of img512-s's training step at batch 128, fp16, each tile forced
- * (EDMC_MMA_TILE; scripts/ptx-loops.py), and whether 128×128 tiles are
- * chosen (ptxas, 128 registers: 18 of 57 forward convolutions spill there,
- * 40 of 57 weight gradients, 16 of 29 matmuls, 1 of 60 backward-data
- * passes).  Other ops (none on tensor cores now) take the matmul's row. */
+ * tile [i][j], bm = (128, 64)[i], bn = (128, 64)[j], by op and body (B
+ * through a halo or the weight gradient's stage, or direct): the mean over
+ * the kernels of img512-s's training step at batch 128, fp16, each tile
+ * forced (EDMC_MMA_TILE; scripts/ptx-loops.py); and whether 128×128 tiles
+ * are chosen: not where most kernels spill there at 128 registers (ptxas:
+ * every 1×1 forward convolution, 37 of 37 weight gradients through the
+ * stage, 3 of 20 direct ones, 14 of 27 matmuls; 1 of 25 direct
+ * backward-data passes, no halo convolution).  Other ops (none on tensor
+ * cores now) take the matmul's row. */
 typedef struct {
     edm_op op;
+    int halo;
     double insts[2][2];
     int square128;
 } k_tile_cost;
 
 static const k_tile_cost K_TILE_COSTS[] = {
-    {EDM_OP_CONV2D, {{295.9, 227.7}, {253.8, 183.7}}, 0},
-    {EDM_OP_CONV2D_BWD_DATA, {{359.1, 265.2}, {310.4, 212.0}}, 1},
-    {EDM_OP_CONV2D_BWD_WEIGHT, {{545.2, 399.0}, {494.3, 302.8}}, 0},
-    {EDM_OP_MATMUL, {{592.0, 445.4}, {442.3, 289.2}}, 0},
+    {EDM_OP_CONV2D, 1, {{250.8, 209.9}, {219.8, 175.7}}, 1},
+    {EDM_OP_CONV2D, 0, {{393.7, 266.2}, {327.3, 201.1}}, 0},
+    {EDM_OP_CONV2D_BWD_DATA, 1, {{215.2, 180.8}, {181.4, 150.0}}, 1},
+    {EDM_OP_CONV2D_BWD_DATA, 0, {{560.6, 383.4}, {491.0, 298.8}}, 1},
+    {EDM_OP_CONV2D_BWD_WEIGHT, 1, {{564.8, 414.5}, {535.0, 328.3}}, 0},
+    {EDM_OP_CONV2D_BWD_WEIGHT, 0, {{508.8, 370.2}, {418.9, 255.7}}, 0},
+    {EDM_OP_MATMUL, 0, {{592.0, 445.4}, {442.3, 289.2}}, 0},
 };
 
-static const k_tile_cost *k_tile_cost_of(edm_op op)
+static const k_tile_cost *k_tile_cost_of(edm_op op, int halo)
 {
     size_t n = sizeof K_TILE_COSTS / sizeof K_TILE_COSTS[0];
     for (size_t i = 0; i < n; i++)
-        if (K_TILE_COSTS[i].op == op)
+        if (K_TILE_COSTS[i].op == op && K_TILE_COSTS[i].halo == halo)
             return &K_TILE_COSTS[i];
     return &K_TILE_COSTS[n - 1];
 }
 
-edm_mma_tile edm_mma_choose_splits(edm_op op, int64_t gm, int64_t gn, int64_t gk, int64_t gb, int bm_only,
-                                   int bn_only)
+/* Whether tile t's body reads B through halo (NULL: none). */
+static int halo_body(edm_mma_tile t, const edm_mma_halo *halo)
+{
+    return halo && (halo->wgrad ? edm_mma_wgrad_fits(t, halo) : edm_mma_halo_fits(t, halo));
+}
+
+edm_mma_tile edm_mma_choose_splits(edm_op op, const edm_mma_halo *halo, int by_issue, int64_t gm, int64_t gn,
+                                   int64_t gk, int64_t gb, int bm_only, int bn_only)
 {
     /* per SM and clock: 1024 f16 multiply-adds of the tensor cores (H100
      * dense), four warp instructions issued (one a scheduler), and about 32
      * operands or partial sums through L2 */
     const double sms = 132, blocks_per_sm = 2, macs_per_clock = 1024, issue_per_clock = 4, loads_per_clock = 32;
     const double warps = EDM_MMA_THREADS / 32.0;
-    const k_tile_cost *kc = k_tile_cost_of(op);
     static const int sizes[] = {128, 64};
     edm_mma_tile best = {bm_only ? bm_only : 64, bn_only ? bn_only : 64, 1};
     double best_cost = -1;
@@ -322,8 +335,6 @@ edm_mma_tile edm_mma_choose_splits(edm_op op, int64_t gm, int64_t gn, int64_t gk
         for (int j = 0; j < 2; j++)
             for (int want = 1; want <= 32; want *= 2) {
                 if ((bm_only && sizes[i] != bm_only) || (bn_only && sizes[j] != bn_only))
-                    break;
-                if (i == 0 && j == 0 && !kc->square128 && !(bm_only && bn_only))
                     break;
                 if (want > 1 && (gb != 1 || nkt / want < 8))
                     break;
@@ -334,9 +345,12 @@ edm_mma_tile edm_mma_choose_splits(edm_op op, int64_t gm, int64_t gn, int64_t gk
                     break;
                 if (splits > 1 && tiles * splits * bm * bn * (double)sizeof(float) > EDM_MMA_SPLITK_BYTES)
                     break; /* the partial tiles would take more memory than they save time */
+                const k_tile_cost *kc = k_tile_cost_of(op, halo_body((edm_mma_tile){sizes[i], sizes[j], splits}, halo));
+                if (by_issue && i == 0 && j == 0 && !kc->square128 && !(bm_only && bn_only))
+                    continue;
                 double waves = ceil_div(tiles * (double)gb * splits, slots);
                 double t_mma = bm * bn * kk / macs_per_clock, t_load = (bm + bn) * kk / loads_per_clock;
-                double t_issue = warps * kc->insts[i][j] * (kk / EDM_MMA_BK) / issue_per_clock;
+                double t_issue = by_issue ? warps * kc->insts[i][j] * (kk / EDM_MMA_BK) / issue_per_clock : 0;
                 /* split-K: every block writes its partial tile, the last of each tile reads them all */
                 double t_part = splits > 1 ? bm * bn / loads_per_clock : 0;
                 double t_reduce = splits > 1 ? ceil_div(tiles, slots) * splits * bm * bn / loads_per_clock : 0;

@@ -40,36 +40,6 @@ enum { EDM_MMA_THREADS = 256, EDM_MMA_BK = 32 };
  * 128, 384 × 8640, would otherwise take 32 splits of 128×128 tiles, 408 MiB. */
 #define EDM_MMA_SPLITK_BYTES (64.0 * 1024 * 1024)
 
-/* The tile for gb GEMMs of gm × gn × gk of contraction op (conv2d,
- * conv2d_bwd_data, conv2d_bwd_weight, matmul), by a cost model of an
- * H100-class GPU (132 SMs, two blocks each): the waves of blocks times the
- * time of a block, the largest of its tensor-core time, its operand-load
- * time and the time its warps take to issue their instructions (a table of
- * each op's PTX instructions a k tile at each tile shape, measured on
- * img512-s's training step: docs/cuda.md, "The tile cost model"), plus the
- * reduction of split-K's partial tiles.  128×128 tiles only for the
- * backward-data pass, the one op whose kernels fit them in 128 registers
- * (the others' spill, most of them).  Splits only for gb = 1 (the
- * weight gradient: few output tiles over a reduction of N·OH·OW) and with
- * at least 8 k tiles a split.
- *
- * Split-K stays deterministic and one kernel: each block of a tile writes its
- * partial tile into the split-K workspace, counts itself in the tile's
- * arrival count (an atomic add after a fence), and the block that counts
- * last sums the partials in split order, applies KNAME_C (the epilogue) and
- * resets the count for the next launch.  The workspace and the counts are
- * the executor's memory, shared by a module's kernels (they run one after
- * another on one stream), sized to the largest edm_mma_workspace of them;
- * a kernel finds them in the run's block it takes as `seed` (seed[1], the
- * workspace; seed[2], the counts, zero before the first launch).  Not
- * __device__ arrays of the module: a module compiled in parts
- * (cuda_source_split.h) would hold one each. */
-edm_mma_tile edm_mma_choose_tile(edm_op op, int64_t gm, int64_t gn, int64_t gk, int64_t gb);
-/* The same with the block's tile fixed to bm × bn (0: free): the splits the
- * cost model gives that tile (tuning's candidates, cuda_tiles.h; any tile
- * fixed, 128×128 included). */
-edm_mma_tile edm_mma_choose_splits(edm_op op, int64_t gm, int64_t gn, int64_t gk, int64_t gb, int bm_only,
-                                   int bn_only);
 
 /* Tile t made valid for a GEMM (a forced tile: EDMC_MMA_TILE): bm and bn 64
  * or 128, splits only for gb = 1 and at most one a k tile; 0 or -1. */
@@ -127,6 +97,43 @@ int edm_mma_halo_fits(edm_mma_tile t, const edm_mma_halo *h);
 /* The halo's two stages, in bytes: the launch's dynamic shared memory
  * (edm_halo_sh; past 48 KiB the executor raises the kernel's limit). */
 unsigned edm_mma_halo_bytes(edm_mma_tile t, const edm_mma_halo *h);
+
+/* The tile for gb GEMMs of gm × gn × gk of contraction op (conv2d,
+ * conv2d_bwd_data, conv2d_bwd_weight, matmul), by a cost model of an
+ * H100-class GPU (132 SMs, two blocks each): the waves of blocks times the
+ * time of a block, the largest of its tensor-core time, its operand-load
+ * time and the time its warps take to issue their instructions (a table of
+ * PTX instructions a k tile by op, body and tile shape, measured on
+ * img512-s's training step: docs/cuda.md, "The tile cost model"), plus the
+ * reduction of split-K's partial tiles.  halo: the halo (or the weight
+ * gradient's stage) the body reads B through on the tiles that fit it
+ * (edm_mma_halo_fits, edm_mma_wgrad_fits), or NULL.  128×128 tiles only for
+ * the bodies whose kernels fit them in 128 registers (the halo convolutions
+ * and the backward-data passes; the others' spill, most of them).  by_issue
+ * 0: without the issue time and with 128×128 for every body, the model
+ * before the table (EDMC_TILE_MODEL=loads, an ablation).  Splits
+ * only for gb = 1 (the
+ * weight gradient: few output tiles over a reduction of N·OH·OW) and with
+ * at least 8 k tiles a split.
+ *
+ * Split-K stays deterministic and one kernel: each block of a tile writes its
+ * partial tile into the split-K workspace, counts itself in the tile's
+ * arrival count (an atomic add after a fence), and the block that counts
+ * last sums the partials in split order, applies KNAME_C (the epilogue) and
+ * resets the count for the next launch.  The workspace and the counts are
+ * the executor's memory, shared by a module's kernels (they run one after
+ * another on one stream), sized to the largest edm_mma_workspace of them;
+ * a kernel finds them in the run's block it takes as `seed` (seed[1], the
+ * workspace; seed[2], the counts, zero before the first launch).  Not
+ * __device__ arrays of the module: a module compiled in parts
+ * (cuda_source_split.h) would hold one each. */
+edm_mma_tile edm_mma_choose_tile(edm_op op, const edm_mma_halo *halo, int by_issue, int64_t gm, int64_t gn,
+                                 int64_t gk, int64_t gb);
+/* The same with the block's tile fixed to bm × bn (0: free): the splits the
+ * cost model gives that tile (tuning's candidates, cuda_tiles.h; any tile
+ * fixed, 128×128 included). */
+edm_mma_tile edm_mma_choose_splits(edm_op op, const edm_mma_halo *halo, int by_issue, int64_t gm, int64_t gn,
+                                   int64_t gk, int64_t gb, int bm_only, int bn_only);
 
 /* The kernel's shared-memory declarations (emitted first in its body); halo
  * NULL unless the body reads B through one (edm_mma_halo_fits). */

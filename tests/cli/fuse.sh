@@ -77,18 +77,29 @@ for s in $(grep -o '^/\* step [0-9]*:.*: the kernel of s[0-9]*_[a-z0-9_]*' "$tmp
     grep -q "void __launch_bounds__(256[, 0-9]*) $s(\|void $s""_run(" "$tmp/fused.cu" || { echo "# $s is named but not defined"; missing=1; }
 done
 if [ -z "${missing:-}" ]; then tap_ok "every shared kernel is defined in the module"; else tap_not_ok "a shared kernel is not defined"; fi
+# ablation_dump VAR=VALUE PATTERN ON OFF DUMP-ARGS...: the dump with VAR=VALUE into OFF; n_on and n_off, the lines
+# of ON (the dump without it) and OFF that have PATTERN
+ablation_dump() {
+    _setting=$1 _pattern=$2 _on=$3 _off=$4
+    shift 4
+    env "$_setting" "$edmc" dump "$@" -o "$_off" 2>&1
+    n_on=$(grep -c "$_pattern" "$_on")
+    n_off=$(grep -c "$_pattern" "$_off")
+}
+# ablation_result PASSED VAR TEXT DETAIL BAD EXPECTED: the check's line (PASSED 1: ok with TEXT, else not ok with
+# DETAIL), then VAR=BAD refused with "VAR=BAD: EXPECTED"
+ablation_result() {
+    if [ "$1" = 1 ]; then tap_ok "$3"; else tap_not_ok "$2" "$4"; fi
+    tap_expect_error "$2=$5" 2 "$2=$5: $6" env "$2=$5" "$edmc" dump "$tiny" --stage=cuda --fuse=all --batch=4
+}
 # the tensor-core convolutions read one tap a k tile with coordinates (docs/cuda.md); EDMC_CONV_ORDER=channel,
 # the ablation, keeps the flat channel-major reads, and dump reads the setting as the executor does
-EDMC_CONV_ORDER=channel "$edmc" dump "$tiny" --stage=cuda --fuse=all --batch=4 -o "$tmp/channel.cu" 2>&1
-grouped_q=$(grep -c "_in0q(const" "$tmp/fused.cu")
-chan_q=$(grep -c "_in0q(const" "$tmp/channel.cu")
-if [ "$grouped_q" -gt 0 ] && [ "$chan_q" -eq 0 ]; then
-    tap_ok "dump --stage=cuda: $grouped_q convolutions read with coordinates; none with EDMC_CONV_ORDER=channel"
-else
-    tap_not_ok "EDMC_CONV_ORDER" "with coordinates: $grouped_q by default, $chan_q with EDMC_CONV_ORDER=channel"
-fi
-tap_expect_error "EDMC_CONV_ORDER=diagonal" 2 "EDMC_CONV_ORDER=diagonal: expected tap or channel" \
-    env EDMC_CONV_ORDER=diagonal "$edmc" dump "$tiny" --stage=cuda --fuse=all --batch=4
+ablation_dump EDMC_CONV_ORDER=channel "_in0q(const" "$tmp/fused.cu" "$tmp/channel.cu" "$tiny" --stage=cuda --fuse=all \
+    --batch=4
+[ "$n_on" -gt 0 ] && [ "$n_off" -eq 0 ]
+ablation_result "$((! $?))" EDMC_CONV_ORDER \
+    "dump --stage=cuda: $n_on convolutions read with coordinates; none with EDMC_CONV_ORDER=channel" \
+    "with coordinates: $n_on by default, $n_off with EDMC_CONV_ORDER=channel" diagonal "expected tap or channel"
 # the tensor-core fragments by ldmatrix; EDMC_LDMATRIX=off, the ablation, word by word (docs/cuda.md)
 EDMC_LDMATRIX=off "$edmc" dump "$tiny" --stage=cuda --fuse=all --batch=4 -o "$tmp/noldm.cu" 2>&1
 if grep -q "^#define EDM_LDMATRIX" "$tmp/fused.cu" && ! grep -q "^#define EDM_LDMATRIX" "$tmp/noldm.cu" &&
@@ -102,15 +113,10 @@ tap_expect_error "EDMC_LDMATRIX=maybe" 2 "EDMC_LDMATRIX=maybe: expected on or of
 # ablation_check LABEL VAR BAD PATTERN ON OFF PLAIN [DUMP OPTIONS]: the tiny dump ON has PATTERN (grep -c), the dump
 # with VAR=off has none and has PLAIN instead; VAR=BAD is refused
 ablation_check() {
-    env "$2=off" "$edmc" dump "$tiny" --stage=cuda --fuse=all --batch=4 ${8:+"$8"} -o "$6" 2>&1
-    n_on=$(grep -c "$4" "$5")
-    n_off=$(grep -c "$4" "$6")
-    if [ "$n_on" -gt 0 ] && [ "$n_off" -eq 0 ] && grep -q "$7" "$6"; then
-        tap_ok "dump --stage=cuda${8:+ $8}: $n_on $1; none with $2=off"
-    else
-        tap_not_ok "$2" "$1: $n_on by default, $n_off with $2=off"
-    fi
-    tap_expect_error "$2=$3" 2 "$2=$3: expected on or off" env "$2=$3" "$edmc" dump "$tiny" --stage=cuda --fuse=all --batch=4
+    ablation_dump "$2=off" "$4" "$5" "$6" "$tiny" --stage=cuda --fuse=all --batch=4 ${8:+"$8"}
+    [ "$n_on" -gt 0 ] && [ "$n_off" -eq 0 ] && grep -q "$7" "$6"
+    ablation_result "$((! $?))" "$2" "dump --stage=cuda${8:+ $8}: $n_on $1; none with $2=off" \
+        "$1: $n_on by default, $n_off with $2=off" "$3" "expected on or off"
 }
 # the taps convolutions' weight tiles copied by cp.async; EDMC_CP_ASYNC=off, the ablation, through registers
 ablation_check "weight tiles copied by cp.async" EDMC_CP_ASYNC later "edm_cp_async16((unsigned)" "$tmp/fused.cu" \
@@ -119,6 +125,16 @@ ablation_check "weight tiles copied by cp.async" EDMC_CP_ASYNC later "edm_cp_asy
 "$edmc" dump "$tiny" --stage=cuda --fuse=all --mode=train --batch=4 -o "$tmp/train.cu" 2>&1
 ablation_check "weight gradients' dy read eight elements a load" EDMC_WIDE_LOADS some "_A8v(P, z, m, k, &ra\[4 \* e\])" \
     "$tmp/train.cu" "$tmp/nowide.cu" "_bwd_weight_A(P, z, m, k + 1)" --mode=train
+# the tile cost model counts the instructions' issue time (cuda_gemm_mma.h, docs/cuda.md); EDMC_TILE_MODEL=loads, the
+# ablation, the model before it: img512-s's forward takes 128x128 tiles for its 3x3 convolutions, before mostly not
+s_model="$srcdir/models/edm2-img512-s.edm"
+"$edmc" dump "$s_model" --stage=cuda --fuse=all --batch=128 -o "$tmp/s_issue.cu" 2>&1
+ablation_dump EDMC_TILE_MODEL=loads "m0 = (edm_ix)blockIdx.y \* 128, n0 = (edm_ix)blockIdx.x \* 128;" "$tmp/s_issue.cu" \
+    "$tmp/s_loads.cu" "$s_model" --stage=cuda --fuse=all --batch=128
+[ "$n_on" -gt 30 ] && [ "$n_off" -lt 10 ]
+ablation_result "$((! $?))" EDMC_TILE_MODEL \
+    "dump --stage=cuda: img512-s's forward on 128x128 tiles: $n_on kernels, $n_off with EDMC_TILE_MODEL=loads" \
+    "128x128 kernels: $n_on by default, $n_off with EDMC_TILE_MODEL=loads" guess "expected issue or loads"
 # tiles measured on a device (bench --tune; runtime/cuda_tiles_file.h): dump reads the table $EDMC_TILES names
 # as the executor does, and the contraction it names (tiny's 3x3 convolutions of 32 channels at batch 4) takes its tile
 printf '# measured\nconv2d 32x1024x288 1 9 128x128/1 0.5\n' >"$tmp/tiles.txt"

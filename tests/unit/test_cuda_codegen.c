@@ -678,16 +678,16 @@ static void test_mma_tile_table(void **state)
     }
     /* a fixed tile's splits: the weight gradient keeps the model's split-K; a forward GEMM none */
     const int64_t pixels = (int64_t)128 * 4096; /* S at 64×64, batch 128 */
-    edm_mma_tile f = edm_mma_choose_splits(EDM_OP_CONV2D_BWD_WEIGHT, 192, 1728, pixels, 1, 64, 64);
+    edm_mma_tile f = edm_mma_choose_splits(EDM_OP_CONV2D_BWD_WEIGHT, NULL, 1, 192, 1728, pixels, 1, 64, 64);
     assert_int_equal(f.bm, 64);
     assert_int_equal(f.bn, 64);
     assert_true(f.splits > 1);
-    f = edm_mma_choose_splits(EDM_OP_CONV2D, 192, pixels, (int64_t)192 * 9, 1, 128, 64);
+    f = edm_mma_choose_splits(EDM_OP_CONV2D, NULL, 1, 192, pixels, (int64_t)192 * 9, 1, 128, 64);
     assert_int_equal(f.bm, 128);
     assert_int_equal(f.bn, 64);
     assert_int_equal(f.splits, 1);
-    edm_mma_tile free_choice = edm_mma_choose_splits(EDM_OP_CONV2D_BWD_WEIGHT, 192, 1728, pixels, 1, 0, 0),
-                 model = edm_mma_choose_tile(EDM_OP_CONV2D_BWD_WEIGHT, 192, 1728, pixels, 1);
+    edm_mma_tile free_choice = edm_mma_choose_splits(EDM_OP_CONV2D_BWD_WEIGHT, NULL, 1, 192, 1728, pixels, 1, 0, 0),
+                 model = edm_mma_choose_tile(EDM_OP_CONV2D_BWD_WEIGHT, NULL, 1, 192, 1728, pixels, 1);
     assert_memory_equal(&free_choice, &model, sizeof model);
 }
 
@@ -698,11 +698,11 @@ static void test_mma_tiles(void **state)
 {
     (void)state;
     /* S's 3×3 convolution at 64×64, batch 128: a large GEMM, no splits */
-    edm_mma_tile t = edm_mma_choose_tile(EDM_OP_CONV2D, 192, 128 * 4096, 192 * 9, 1);
+    edm_mma_tile t = edm_mma_choose_tile(EDM_OP_CONV2D, NULL, 1, 192, 128 * 4096, 192 * 9, 1);
     assert_int_equal(t.splits, 1);
     assert_int_equal(t.bn, 128);
     /* its weight gradient: 192 × 1728 over 524288 — few tiles, so split-K fills the GPU */
-    t = edm_mma_choose_tile(EDM_OP_CONV2D_BWD_WEIGHT, 192, 1728, 128 * 4096, 1);
+    t = edm_mma_choose_tile(EDM_OP_CONV2D_BWD_WEIGHT, NULL, 1, 192, 1728, 128 * 4096, 1);
     int64_t tiles = ((192 + t.bm - 1) / t.bm) * ((1728 + t.bn - 1) / t.bn);
     print_message("# S weight gradient 192x1728x524288: %dx%d tiles, %d splits (%lld blocks)\n", t.bm, t.bn, t.splits,
                   (long long)(tiles * t.splits));
@@ -713,7 +713,7 @@ static void test_mma_tiles(void **state)
     assert_int_equal(floats, tiles * t.splits * t.bm * t.bn);
     assert_int_equal(counts, tiles);
     /* S's largest weight gradient at batch 128: the splits stop where the workspace would pass its bound */
-    t = edm_mma_choose_tile(EDM_OP_CONV2D_BWD_WEIGHT, 384, 8640, 128 * 4096, 1);
+    t = edm_mma_choose_tile(EDM_OP_CONV2D_BWD_WEIGHT, NULL, 1, 384, 8640, 128 * 4096, 1);
     edm_mma_workspace(t, 384, 8640, &floats, &counts);
     print_message("# S weight gradient 384x8640x524288: %dx%d tiles, %d splits, workspace %.1f MiB\n", t.bm, t.bn,
                   t.splits, (double)floats * 4 / (1 << 20));
@@ -721,9 +721,9 @@ static void test_mma_tiles(void **state)
      * wave's tail — 204 tiles in 264 slots) */
     assert_true((double)floats * sizeof(float) <= EDM_MMA_SPLITK_BYTES);
     /* batched GEMMs never split; 16 rows take the small tile */
-    assert_int_equal(edm_mma_choose_tile(EDM_OP_MATMUL, 192, 1728, (int64_t)128 * 4096, 2).splits, 1);
-    assert_int_equal(edm_mma_choose_tile(EDM_OP_CONV2D, 16, 4096, 144, 1).bm, 64);
-    edm_mma_workspace(edm_mma_choose_tile(EDM_OP_CONV2D, 16, 4096, 144, 1), 16, 4096, &floats, &counts);
+    assert_int_equal(edm_mma_choose_tile(EDM_OP_MATMUL, NULL, 1, 192, 1728, (int64_t)128 * 4096, 2).splits, 1);
+    assert_int_equal(edm_mma_choose_tile(EDM_OP_CONV2D, NULL, 1, 16, 4096, 144, 1).bm, 64);
+    edm_mma_workspace(edm_mma_choose_tile(EDM_OP_CONV2D, NULL, 1, 16, 4096, 144, 1), 16, 4096, &floats, &counts);
     assert_int_equal(floats, 0);
 
     edm_program prog = load("edm2-tiny.edm", 1);
