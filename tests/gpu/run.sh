@@ -635,6 +635,10 @@ env_ablation() {
     )"
     add_bench "edm2-img512-xs" "$_mode --fuse=all, $2" "b-$1" "t-xs-$_mode" ablation
 }
+# first, what docs/performance.md v15 predicts: the tiles of the cost model before it counted issue time
+# (cuda_gemm_mma.h; docs/cuda.md, "The tile cost model")
+env_ablation xs-forward-tiles-by-loads "the tiles of the cost model without issue time" EDMC_TILE_MODEL=loads
+env_ablation xs-train-tiles-by-loads "the tiles of the cost model without issue time" EDMC_TILE_MODEL=loads train
 # the tensor-core convolutions' k order (docs/cuda.md): flat, in the weight's order, not a tap a k tile
 env_ablation xs-forward-flat-k "k flat (EDMC_CONV_ORDER=channel)" EDMC_CONV_ORDER=channel
 # the tensor-core fragments word by word instead of by ldmatrix
@@ -648,9 +652,6 @@ env_ablation xs-forward-no-halo "activations without the halo tile" EDMC_CONV_HA
 env_ablation xs-train-no-halo "no halo tiles, no weight-gradient stage" EDMC_CONV_HALO=off train
 # the weight gradients' dy a pair at a time, not eight elements a load (cuda_gemm_mma.h, EDM_MMA_A_WIDE)
 env_ablation xs-train-no-wide-loads "the weight gradients' dy a pair a load" EDMC_WIDE_LOADS=off train
-# the tiles of the cost model before it counted issue time (cuda_gemm_mma.h; docs/cuda.md, "The tile cost model")
-env_ablation xs-forward-tiles-by-loads "the tiles of the cost model without issue time" EDMC_TILE_MODEL=loads
-env_ablation xs-train-tiles-by-loads "the tiles of the cost model without issue time" EDMC_TILE_MODEL=loads train
 # each fusion rule off alone (docs/fusion.md), while the budget lasts: taps first (the weights'
 # tap-major copy, never measured), then prologue (a 3x3 convolution evaluates its operand's
 # prologue once per tap; off, the silu(x / norm) is stored once); attntrain is a training step's
