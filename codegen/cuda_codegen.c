@@ -875,34 +875,36 @@ static unsigned coord_operands(const edm_cuda_options *opt, const edm_node *core
     }
 }
 
-/* The halo a convolution's tile is chosen for (conv_halo_cand) where its
- * geometry allows one: tensor cores a tap a k tile, stride 1, the padding
- * that keeps the size, not turned off (EDMC_CONV_HALO=off); else NULL. */
+/* Whether a convolution keeps the size at stride 1 with the padding of a
+ * k×k kernel, k ≥ 3, and the halo tiles are not turned off
+ * (EDMC_CONV_HALO=off): the geometry a halo tile, or a weight gradient's
+ * stage, reads. */
+static int halo_geometry(const node_ctx *c, const conv_geom *p)
+{
+    return !c->opt->no_conv_halo && p->stride == 1 && p->k >= 3 && p->pad == (p->k - 1) / 2 && p->oh == p->h &&
+           p->ow == p->w;
+}
+
+/* The halo a convolution's tile is chosen for where its geometry allows one
+ * and its tensor-core body takes a tap a k tile; else NULL. */
 static const edm_mma_halo *conv_halo_cand(const node_ctx *c, const conv_geom *p, int64_t ktaps,
                                           const edm_mma_halo *halo)
 {
-    int ok = !c->opt->no_conv_halo && ktaps > 0 && p->stride == 1 && p->k >= 3 && p->pad == (p->k - 1) / 2 &&
-             p->oh == p->h && p->ow == p->w;
-    return ok ? halo : NULL;
+    return ktaps > 0 && halo_geometry(c, p) ? halo : NULL;
 }
 
 /* The same for a weight gradient's stage of x (edm_mma_wgrad_fits): tensor
- * cores with coordinates, stride 1, the padding that keeps the size. */
+ * cores with coordinates. */
 static const edm_mma_halo *wgrad_halo_cand(const node_ctx *c, const conv_geom *p, const edm_mma_halo *halo)
 {
-    int ok = !c->opt->no_conv_halo && c->mma != EDM_F32 && conv_coords(c->opt, c->mma) && p->stride == 1 &&
-             p->k >= 3 && p->pad == (p->k - 1) / 2 && p->oh == p->h && p->ow == p->w;
-    return ok ? halo : NULL;
+    return c->mma != EDM_F32 && conv_coords(c->opt, c->mma) && halo_geometry(c, p) ? halo : NULL;
 }
 
 /* Whether the tile chosen for candidate halo cand (NULL: none) fits it. */
 static int halo_fits(const node_ctx *c, int64_t gm, int64_t gn, int64_t gk, int64_t ktaps, const edm_mma_halo *cand)
 {
-    if (!cand)
-        return 0;
     edm_mma_key key;
-    edm_mma_tile t = gemm_tile(c, gm, gn, gk, 1, ktaps, cand, &key);
-    return cand->wgrad ? edm_mma_wgrad_fits(t, cand) : edm_mma_halo_fits(t, cand);
+    return edm_mma_reads_halo(gemm_tile(c, gm, gn, gk, 1, ktaps, cand, &key), cand);
 }
 
 /* A halo body's KNAME_H(z, nb, c, iy, ix): the activation at offset `at`
@@ -1658,6 +1660,19 @@ static int module_index_bits(const edm_graph *g, const edm_cuda_options *opt)
     return 32;
 }
 
+/* A setting of the environment with two values: *chose_other is whether it
+ * is `other` (unset or empty: left as it is); any third value an error. */
+static int env_either(const char *name, const char *plain, const char *other, int *chose_other, edm_status *st)
+{
+    const char *v = getenv(name);
+    if (!v || !v[0])
+        return 0;
+    if (strcmp(v, plain) != 0 && strcmp(v, other) != 0)
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "%s=%s: expected %s or %s", name, v, plain, other);
+    *chose_other = strcmp(v, other) == 0;
+    return 0;
+}
+
 int edm_cuda_options_env(edm_cuda_options *co, edm_status *st)
 {
     /* a tile forced on every tensor-core contraction (tests, tuning): "BMxBN" or "BMxBN/SPLITS" */
@@ -1672,48 +1687,18 @@ int edm_cuda_options_env(edm_cuda_options *co, edm_status *st)
             return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "EDMC_INDEX_BITS=%s: expected 64 (or unset)", bits);
         co->index_bits = 64;
     }
-    /* the tensor-core convolutions' k order: "channel" keeps the library path's (an ablation, docs/cuda.md) */
-    const char *order = getenv("EDMC_CONV_ORDER");
-    if (order && order[0]) {
-        if (strcmp(order, "channel") != 0 && strcmp(order, "tap") != 0)
-            return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "EDMC_CONV_ORDER=%s: expected tap or channel", order);
-        co->conv_channel_major = strcmp(order, "channel") == 0;
-    }
-    /* the tensor-core fragments read from shared memory word by word instead of by ldmatrix (an ablation) */
-    const char *ldm = getenv("EDMC_LDMATRIX");
-    if (ldm && ldm[0]) {
-        if (strcmp(ldm, "off") != 0 && strcmp(ldm, "on") != 0)
-            return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "EDMC_LDMATRIX=%s: expected on or off", ldm);
-        co->no_ldmatrix = strcmp(ldm, "off") == 0;
-    }
-    /* the weights' k tiles through registers, not copied into shared memory by cp.async (an ablation) */
-    const char *cpa = getenv("EDMC_CP_ASYNC");
-    if (cpa && cpa[0]) {
-        if (strcmp(cpa, "off") != 0 && strcmp(cpa, "on") != 0)
-            return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "EDMC_CP_ASYNC=%s: expected on or off", cpa);
-        co->no_cp_async = strcmp(cpa, "off") == 0;
-    }
-    /* the tile cost model without the instructions' issue time, as before its table (an ablation) */
-    const char *model = getenv("EDMC_TILE_MODEL");
-    if (model && model[0]) {
-        if (strcmp(model, "loads") != 0 && strcmp(model, "issue") != 0)
-            return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "EDMC_TILE_MODEL=%s: expected issue or loads", model);
-        co->tiles_by_loads = strcmp(model, "loads") == 0;
-    }
-    /* the weight gradients' dy read a pair at a time, not eight elements a load (an ablation) */
-    const char *wide = getenv("EDMC_WIDE_LOADS");
-    if (wide && wide[0]) {
-        if (strcmp(wide, "off") != 0 && strcmp(wide, "on") != 0)
-            return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "EDMC_WIDE_LOADS=%s: expected on or off", wide);
-        co->no_wide_loads = strcmp(wide, "off") == 0;
-    }
-    /* the forward convolutions' activations read directly, a tap a k tile, not through a halo tile (an ablation) */
-    const char *halo = getenv("EDMC_CONV_HALO");
-    if (halo && halo[0]) {
-        if (strcmp(halo, "off") != 0 && strcmp(halo, "on") != 0)
-            return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "EDMC_CONV_HALO=%s: expected on or off", halo);
-        co->no_conv_halo = strcmp(halo, "off") == 0;
-    }
+    /* the ablations (docs/cuda.md): the tensor-core convolutions' k order, "channel" the library
+     * path's; the fragments word by word, not by ldmatrix; the weights' k tiles through registers,
+     * not copied by cp.async; the tile cost model without the instructions' issue time, as before
+     * its table; the weight gradients' dy a pair a load, not eight elements; the forward
+     * convolutions' activations directly, a tap a k tile, not through a halo tile */
+    if (env_either("EDMC_CONV_ORDER", "tap", "channel", &co->conv_channel_major, st) != 0 ||
+        env_either("EDMC_LDMATRIX", "on", "off", &co->no_ldmatrix, st) != 0 ||
+        env_either("EDMC_CP_ASYNC", "on", "off", &co->no_cp_async, st) != 0 ||
+        env_either("EDMC_TILE_MODEL", "issue", "loads", &co->tiles_by_loads, st) != 0 ||
+        env_either("EDMC_WIDE_LOADS", "on", "off", &co->no_wide_loads, st) != 0 ||
+        env_either("EDMC_CONV_HALO", "on", "off", &co->no_conv_halo, st) != 0)
+        return -1;
     return 0;
 }
 

@@ -313,8 +313,7 @@ static const k_tile_cost *k_tile_cost_of(edm_op op, int halo)
     return &K_TILE_COSTS[n - 1];
 }
 
-/* Whether tile t's body reads B through halo (NULL: none). */
-static int halo_body(edm_mma_tile t, const edm_mma_halo *halo)
+int edm_mma_reads_halo(edm_mma_tile t, const edm_mma_halo *halo)
 {
     return halo && (halo->wgrad ? edm_mma_wgrad_fits(t, halo) : edm_mma_halo_fits(t, halo));
 }
@@ -345,7 +344,8 @@ edm_mma_tile edm_mma_choose_splits(edm_op op, const edm_mma_halo *halo, int by_i
                     break;
                 if (splits > 1 && tiles * splits * bm * bn * (double)sizeof(float) > EDM_MMA_SPLITK_BYTES)
                     break; /* the partial tiles would take more memory than they save time */
-                const k_tile_cost *kc = k_tile_cost_of(op, halo_body((edm_mma_tile){sizes[i], sizes[j], splits}, halo));
+                const edm_mma_tile cand = {sizes[i], sizes[j], splits};
+                const k_tile_cost *kc = k_tile_cost_of(op, edm_mma_reads_halo(cand, halo));
                 if (by_issue && i == 0 && j == 0 && !kc->square128 && !(bm_only && bn_only))
                     continue;
                 double waves = ceil_div(tiles * (double)gb * splits, slots);

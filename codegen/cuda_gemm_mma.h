@@ -98,6 +98,11 @@ int edm_mma_halo_fits(edm_mma_tile t, const edm_mma_halo *h);
  * (edm_halo_sh; past 48 KiB the executor raises the kernel's limit). */
 unsigned edm_mma_halo_bytes(edm_mma_tile t, const edm_mma_halo *h);
 
+/* Whether tile t's body reads B through halo: a convolution's halo tile
+ * (edm_mma_halo_fits) or a weight gradient's stage (edm_mma_wgrad_fits);
+ * NULL: none. */
+int edm_mma_reads_halo(edm_mma_tile t, const edm_mma_halo *halo);
+
 /* The tile for gb GEMMs of gm × gn × gk of contraction op (conv2d,
  * conv2d_bwd_data, conv2d_bwd_weight, matmul), by a cost model of an
  * H100-class GPU (132 SMs, two blocks each): the waves of blocks times the
