@@ -10,7 +10,7 @@
 
 #include "runtime/cuda_tiles_file.h"
 
-#define DEFAULT_CANDIDATES "64x64,64x128,128x64,128x128"
+#define DEFAULT_CANDIDATES "64x64,64x128,128x64,128x128,128x128@1"
 #define MAX_CANDIDATES 16
 /* A candidate replaces the tile so far only when it is this much faster (timing noise). */
 #define MARGIN 0.97
@@ -85,7 +85,7 @@ static int add_run(contractions *all, const edm_cuda_profile_row *rows, int n, i
     return 0;
 }
 
-/* $EDMC_TUNE_TILES (or the default): BMxBN[/SPLITS],...; splits 0 (the cost model's) unless given. */
+/* $EDMC_TUNE_TILES (or the default): BMxBN[/SPLITS][@1],...; splits 0 (the cost model's) unless given. */
 static int candidates(edm_mma_tile *out, int *n, edm_status *st)
 {
     const char *env = getenv("EDMC_TUNE_TILES");
@@ -96,14 +96,15 @@ static int candidates(edm_mma_tile *out, int *n, edm_status *st)
         char one[32];
         if (len == 0 || len >= sizeof one || *n == MAX_CANDIDATES)
             return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
-                            "EDMC_TUNE_TILES=%s: expected up to %d tiles BMxBN[/SPLITS], comma-separated", list,
+                            "EDMC_TUNE_TILES=%s: expected up to %d tiles BMxBN[/SPLITS][@1], comma-separated", list,
                             MAX_CANDIDATES);
         memcpy(one, p, len);
         one[len] = '\0';
         edm_mma_tile t;
         if (edm_mma_parse_tile(one, &t) != 0)
             return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
-                            "EDMC_TUNE_TILES: '%s': expected BMxBN or BMxBN/SPLITS, BM and BN 64 or 128", one);
+                            "EDMC_TUNE_TILES: '%s': expected BMxBN or BMxBN/SPLITS, BM and BN 64 or 128, then @1 (one block an SM) "
+                            "or nothing", one);
         if (!strchr(one, '/'))
             t.splits = 0;
         out[(*n)++] = t;
@@ -112,7 +113,10 @@ static int candidates(edm_mma_tile *out, int *n, edm_status *st)
     return 0;
 }
 
-static int tile_equal(edm_mma_tile a, edm_mma_tile b) { return a.bm == b.bm && a.bn == b.bn && a.splits == b.splits; }
+static int tile_equal(edm_mma_tile a, edm_mma_tile b)
+{
+    return a.bm == b.bm && a.bn == b.bn && a.splits == b.splits && a.one_block == b.one_block;
+}
 
 /* The chosen tiles into the architecture's table (the other entries kept), and a summary. */
 static int save(const contractions *all, const cli_opts *o, const edm_backend_options *bo, const char *arch,
@@ -176,7 +180,7 @@ int bench_tune(const cli_opts *o, const edm_graph *g, const edm_backend_options 
     int rc = 0;
     for (int run = 0; run <= ncand && rc == 0; run++) {
         edm_backend_options b = *bo;
-        b.mma_tile = run == 0 ? (edm_mma_tile){0, 0, 0} : cand[run - 1];
+        b.mma_tile = run == 0 ? (edm_mma_tile){0} : cand[run - 1];
         edm_cuda_profile_row *rows = NULL;
         int n = 0;
         rc = bench_profile(o, g, &b, &rows, &n, arch, sizeof arch, device, sizeof device, st);

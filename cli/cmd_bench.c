@@ -168,10 +168,11 @@ static int print_profile(edm_backend *x, edm_status *st)
     qsort(rows, (size_t)n, sizeof *rows, by_time);
     fprintf(stderr, "profile: %d kernels, %.3f ms in all (one run, launch by launch, CUDA events)\n", n, total);
     for (int i = 0; i < n && i < 15; i++) {
-        char tile[48] = "";
-        if (rows[i].mma.op[0])
-            snprintf(tile, sizeof tile, ", tile %dx%d/%d", rows[i].mma_tile.bm, rows[i].mma_tile.bn,
-                     rows[i].mma_tile.splits);
+        char tile[64] = "", name[48];
+        if (rows[i].mma.op[0]) {
+            edm_mma_format_tile(name, sizeof name, rows[i].mma_tile);
+            snprintf(tile, sizeof tile, ", tile %s", name);
+        }
         fprintf(stderr, "  %9.3f ms %5.1f%%  %s (%d step%s%s)\n", rows[i].ms, total > 0 ? 100 * rows[i].ms / total : 0.0,
                 rows[i].kernel, rows[i].steps, rows[i].steps == 1 ? "" : "s", tile);
     }

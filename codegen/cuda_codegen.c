@@ -235,11 +235,14 @@ static void launch_1d(edm_cuda_launch *L, int64_t work)
 
 /* What a kernel's __launch_bounds__ add to its block size: for a tensor-core
  * GEMM (a contraction whose operands are mma, not attention, whose kernel is
- * its own), two blocks an SM as the tile cost model counts them
- * (cuda_gemm_mma.h): at most 128 registers a thread. */
-static const char *min_blocks(edm_dtype mma, const edm_node *n)
+ * its own) on tile t, two blocks an SM as the tile cost model counts them
+ * (cuda_gemm_mma.h): at most 128 registers a thread; or one, where the tile
+ * says so. */
+static const char *min_blocks(edm_dtype mma, const edm_node *n, edm_mma_tile t)
 {
-    return mma != EDM_F32 && n->op != EDM_OP_ATTENTION ? ", 2" : "";
+    if (mma == EDM_F32 || n->op == EDM_OP_ATTENTION)
+        return "";
+    return t.one_block ? ", 1" : ", 2";
 }
 
 /* The signature of every node kernel, with the concrete types of the value
@@ -249,7 +252,7 @@ static void emit_head(const node_ctx *c, sbuf *b, const char *extra)
     sb_printf(b,
               "extern \"C\" __global__ void __launch_bounds__(%d%s) KNAME(%s *__restrict__ y, const %s *__restrict__ a, "
               "const %s *__restrict__ b, const unsigned long long *__restrict__ seed)\n{\n%s",
-              BLOCK, min_blocks(c->mma, c->n), ctype(c->ty), ctype(c->ta), ctype(c->tb), extra);
+              BLOCK, min_blocks(c->mma, c->n, c->L->mma_tile), ctype(c->ty), ctype(c->ta), ctype(c->tb), extra);
 }
 
 /* emit_head with a tensor-core kernel's shared-memory declarations, which
@@ -646,10 +649,11 @@ static edm_mma_tile gemm_tile(const node_ctx *c, int64_t gm, int64_t gn, int64_t
     *key = (edm_mma_key){.gm = gm, .gn = gn, .gk = gk, .gb = gb, .ktaps = ktaps};
     snprintf(key->op, sizeof key->op, "%s", edm_op_name(c->n->op));
     const edm_mma_tuned *tuned = edm_mma_tiles_find(c->opt->tiles, key);
-    const int by_issue = !c->opt->tiles_by_loads;
-    edm_mma_tile t = edm_mma_choose_tile(c->n->op, halo, by_issue, gm, gn, gk, gb);
+    const unsigned model = (c->opt->tiles_by_loads ? 0u : (unsigned)EDM_MMA_BY_ISSUE) |
+                           (c->opt->one_block_tiles ? (unsigned)EDM_MMA_ONE_BLOCK : 0u);
+    edm_mma_tile t = edm_mma_choose_tile(c->n->op, halo, model, gm, gn, gk, gb);
     if (c->opt->mma_tile.bm && c->opt->mma_tile.splits == 0) { /* a tile forced, its splits the model's */
-        t = edm_mma_choose_splits(c->n->op, halo, by_issue, gm, gn, gk, gb, c->opt->mma_tile.bm, c->opt->mma_tile.bn);
+        t = edm_mma_choose_splits(c->n->op, halo, model, gm, gn, gk, gb, c->opt->mma_tile);
     } else if (c->opt->mma_tile.bm) { /* forced (valid: checked by check_options) */
         t = c->opt->mma_tile;
         (void)edm_mma_fit_tile(&t, gk, gb);
@@ -1635,9 +1639,11 @@ static int check_options(const edm_cuda_options *opt, edm_status *st)
     edm_mma_tile t = opt->mma_tile;
     if (t.bm && t.splits == 0) /* the cost model's splits for the tile */
         t.splits = 1;
+    char name[48];
+    edm_mma_format_tile(name, sizeof name, t);
     if (t.bm && edm_mma_fit_tile(&t, 1 << 20, 1) != 0)
-        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "tensor-core tile %dx%d/%d: expected 64 or 128 each, 1 to 1024 splits",
-                        t.bm, t.bn, t.splits);
+        return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "tensor-core tile %s: expected 64 or 128 each, 1 to 1024 splits",
+                        name);
     if (opt->index_bits != 0 && opt->index_bits != 64)
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC, "CUDA codegen: index bits %d (expected 0: automatic, or 64)",
                         opt->index_bits);
@@ -1675,11 +1681,14 @@ static int env_either(const char *name, const char *plain, const char *other, in
 
 int edm_cuda_options_env(edm_cuda_options *co, edm_status *st)
 {
-    /* a tile forced on every tensor-core contraction (tests, tuning): "BMxBN" or "BMxBN/SPLITS" */
+    /* a tile forced on every tensor-core contraction (tests, tuning): "BMxBN" or "BMxBN/SPLITS", "@1" after
+     * either for one block an SM */
     const char *tile = getenv("EDMC_MMA_TILE");
     if (tile && tile[0] && edm_mma_parse_tile(tile, &co->mma_tile) != 0)
         return edm_fail(st, EDM_ERR_USAGE, EDM_NO_LOC,
-                        "EDMC_MMA_TILE=%s: expected BMxBN or BMxBN/SPLITS, BM and BN 64 or 128", tile);
+                        "EDMC_MMA_TILE=%s: expected BMxBN or BMxBN/SPLITS, BM and BN 64 or 128, then @1 (one block "
+                        "an SM) or nothing",
+                        tile);
     /* the kernels' index arithmetic forced to 64 bits (tests: the path of values over 2^30 elements) */
     const char *bits = getenv("EDMC_INDEX_BITS");
     if (bits && bits[0]) {
@@ -1691,13 +1700,15 @@ int edm_cuda_options_env(edm_cuda_options *co, edm_status *st)
      * path's; the fragments word by word, not by ldmatrix; the weights' k tiles through registers,
      * not copied by cp.async; the tile cost model without the instructions' issue time, as before
      * its table; the weight gradients' dy a pair a load, not eight elements; the forward
-     * convolutions' activations directly, a tap a k tile, not through a halo tile */
+     * convolutions' activations directly, a tap a k tile, not through a halo tile; and a candidate,
+     * off until a GPU has judged it: 128x128 one block an SM where two would spill */
     if (env_either("EDMC_CONV_ORDER", "tap", "channel", &co->conv_channel_major, st) != 0 ||
         env_either("EDMC_LDMATRIX", "on", "off", &co->no_ldmatrix, st) != 0 ||
         env_either("EDMC_CP_ASYNC", "on", "off", &co->no_cp_async, st) != 0 ||
         env_either("EDMC_TILE_MODEL", "issue", "loads", &co->tiles_by_loads, st) != 0 ||
         env_either("EDMC_WIDE_LOADS", "on", "off", &co->no_wide_loads, st) != 0 ||
-        env_either("EDMC_CONV_HALO", "on", "off", &co->no_conv_halo, st) != 0)
+        env_either("EDMC_CONV_HALO", "on", "off", &co->no_conv_halo, st) != 0 ||
+        env_either("EDMC_ONE_BLOCK_TILES", "off", "on", &co->one_block_tiles, st) != 0)
         return -1;
     return 0;
 }
@@ -2274,6 +2285,18 @@ static int emit_step_kernel(step_ctx *x, const char *text, int grouped, sbuf *ou
     return 0;
 }
 
+/* A step kernel's head: the function's declaration (grouped: the device
+ * function KNAME_run), its launch bounds' minimum blocks `bounds` (min_blocks)
+ * and the text after its name, params. */
+static void step_head(sbuf *head, int grouped, const char *bounds, const char *params)
+{
+    if (grouped)
+        sb_printf(head, "static __device__ __noinline__ void KNAME_run%s", params ? params : "");
+    else
+        sb_printf(head, "extern \"C\" __global__ void __launch_bounds__(%d%s) KNAME%s", BLOCK, bounds,
+                  params ? params : "");
+}
+
 /* grouped: the step as a device function KNAME_run(bx_, gx_, <its parameters>)
  * that a group kernel calls with its share of the blocks. */
 static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
@@ -2305,21 +2328,18 @@ static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
     sb_printf(&b, "    const unsigned long long *seed;\n%s};\n", grouped ? LITERAL_FIELDS : "");
     const edm_node *core = s->core >= 0 ? edm_graph_node(g, s->core) : NULL;
     edm_dtype mma = core ? contraction_mma(x->opt, core) : EDM_F32;
-    if (grouped)
-        sb_printf(&head, "static __device__ __noinline__ void KNAME_run(unsigned bx_, unsigned gx_, %s *__restrict__ y",
-                  ctype(L->dtype));
-    else
-        sb_printf(&head, "extern \"C\" __global__ void __launch_bounds__(%d%s) KNAME(%s *__restrict__ y", BLOCK,
-                  core ? min_blocks(mma, core) : "", ctype(L->dtype));
+    /* the head after its name; its launch bounds wait for the core's tile (step_head) */
+    sbuf params = {0};
+    sb_printf(&params, "(%s%s *__restrict__ y", grouped ? "unsigned bx_, unsigned gx_, " : "", ctype(L->dtype));
     for (int k = 0; k < L->ninputs; k++)
-        sb_printf(&head, ", const %s *__restrict__ i%d", ctype(x->dt[L->inputs[k]]), k);
-    sb_printf(&head, ", const unsigned long long *__restrict__ seed%s)\n{\n    const KNAME_args P = {y",
+        sb_printf(&params, ", const %s *__restrict__ i%d", ctype(x->dt[L->inputs[k]]), k);
+    sb_printf(&params, ", const unsigned long long *__restrict__ seed%s)\n{\n    const KNAME_args P = {y",
               grouped ? ", const edm_ix *__restrict__ kv_, const float *__restrict__ fv_" : "");
     for (int k = 0; k < L->ninputs; k++)
-        sb_printf(&head, ", i%d", k);
-    sb_printf(&head, ", seed%s};\n", grouped ? LITERAL_INIT : "");
+        sb_printf(&params, ", i%d", k);
+    sb_printf(&params, ", seed%s};\n", grouped ? LITERAL_INIT : "");
     if (grouped)
-        sb_puts(&head, "    (void)kv_;\n    (void)fv_;\n");
+        sb_puts(&params, "    (void)kv_;\n    (void)fv_;\n");
     int rc = 0, last;
     /* the operands a tensor-core convolution reads with their coordinates (coord_operands) */
     bshape in_shape[2] = {{0}, {0}};
@@ -2395,6 +2415,7 @@ static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
     }
     if (rc == 0 && !core) {
         bshape y = bind(&edm_graph_node(g, s->root)->shape, x->opt->batch);
+        step_head(&head, grouped, "", params.p);
         sb_printf(&b, "%s    EDM_LOOP(%lld_ix) KNAME_out(P, i, 0.0f);\n}\n", head.p, (long long)y.numel);
         edm_cuda_launch tmp = {0};
         launch_1d(&tmp, y.numel);
@@ -2412,6 +2433,7 @@ static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
         c.opt = &nolib;
         sbuf body = {0};
         rc = gen_node(&c, &body, st);
+        step_head(&head, grouped, min_blocks(mma, core, tmp.mma_tile), params.p);
         if (rc == 0 && (body.oom || fuse_body(body.p ? body.p : "", head.p ? head.p : "", &b) != 0))
             rc = edm_nomem(st);
         free(body.p);
@@ -2421,8 +2443,9 @@ static int gen_step(step_ctx *x, sbuf *out, int grouped, edm_status *st)
         L->mma_tile = tmp.mma_tile;
         L->smem = tmp.smem;
     }
-    if (rc == 0 && (b.oom || head.oom))
+    if (rc == 0 && (b.oom || head.oom || params.oom))
         rc = edm_nomem(st);
+    free(params.p);
     if (rc == 0 && grouped && (L->grid[1] != 1 || L->grid[2] != 1))
         rc = edm_fail(st, EDM_ERR_INTERNAL, EDM_NO_LOC, "CUDA codegen: step %d of a group has a %u×%u×%u grid",
                       L->step, L->grid[0], L->grid[1], L->grid[2]);

@@ -78,7 +78,9 @@ typedef struct {
     int no_conv_halo;  /* forward convolutions read their activations directly, not through a halo tile: an ablation */
     int no_cp_async;   /* the weights' k tiles through registers, not copied by cp.async: an ablation */
     int no_wide_loads; /* the weight gradients' dy read a pair at a time, not eight elements a load: an ablation */
-    int tiles_by_loads; /* the tile cost model without issue time (cuda_gemm_mma.h, by_issue 0): an ablation */
+    int tiles_by_loads; /* the tile cost model without issue time (cuda_gemm_mma.h, model 0): an ablation */
+    int one_block_tiles; /* the cost model may give a body that spills at 128x128 that tile one block an SM
+                          * (EDM_MMA_ONE_BLOCK): a candidate for the GPU to judge */
     const char *network_scope; /* the instance stored as `storage` (NULL: "unet"; "": all) */
 } edm_cuda_options;
 
@@ -135,12 +137,13 @@ typedef struct {
 } edm_cuda_module;
 
 /* The settings the environment forces for tests, tuning and ablations (the
- * executor and `edmc dump --stage=cuda` both read them): EDMC_MMA_TILE=BMxBN[/SPLITS]
- * (every tensor-core contraction's tile), EDMC_INDEX_BITS=64 (wide index
+ * executor and `edmc dump --stage=cuda` both read them): EDMC_MMA_TILE=BMxBN[/SPLITS][@1]
+ * (every tensor-core contraction's tile; @1 one block an SM), EDMC_INDEX_BITS=64 (wide index
  * arithmetic), EDMC_CONV_ORDER=channel|tap (the tensor-core convolutions' k
  * order, docs/cuda.md), EDMC_LDMATRIX=off (the fragments word by word), EDMC_CONV_HALO=off (no halo
  * tiles), EDMC_CP_ASYNC=off (the weights' tiles through registers), EDMC_WIDE_LOADS=off (the weight
- * gradients' dy a pair a load), EDMC_TILE_MODEL=loads (the tile cost model without issue time).  A
+ * gradients' dy a pair a load), EDMC_TILE_MODEL=loads (the tile cost model without issue time),
+ * EDMC_ONE_BLOCK_TILES=on (the cost model may take 128×128 one block an SM).  A
  * malformed value: -1 with st set. */
 int edm_cuda_options_env(edm_cuda_options *co, edm_status *st);
 

@@ -4,6 +4,7 @@
 #include "codegen/cuda_gemm_mma.h"
 
 #include <stdio.h>
+#include <string.h>
 
 /* d += a·b for one m16n8k16 product, f32 accumulators; a: the four 32-bit
  * registers of A's fragment, b: B's two (PTX ISA, "Matrix Fragments for
@@ -270,12 +271,6 @@ static int used_splits(int64_t nkt, int splits)
     return (int)((nkt + per - 1) / per);
 }
 
-edm_mma_tile edm_mma_choose_tile(edm_op op, const edm_mma_halo *halo, int by_issue, int64_t gm, int64_t gn,
-                                 int64_t gk, int64_t gb)
-{
-    return edm_mma_choose_splits(op, halo, by_issue, gm, gn, gk, gb, 0, 0);
-}
-
 /* The PTX instructions a thread issues a k tile (its loads with their
  * prologues, the stage stores, the fragments, the products, the loop) at
  * tile [i][j], bm = (128, 64)[i], bn = (128, 64)[j], by op and body (B
@@ -318,52 +313,70 @@ int edm_mma_reads_halo(edm_mma_tile t, const edm_mma_halo *halo)
     return halo && (halo->wgrad ? edm_mma_wgrad_fits(t, halo) : edm_mma_halo_fits(t, halo));
 }
 
-edm_mma_tile edm_mma_choose_splits(edm_op op, const edm_mma_halo *halo, int by_issue, int64_t gm, int64_t gn,
-                                   int64_t gk, int64_t gb, int bm_only, int bn_only)
+edm_mma_tile edm_mma_choose_splits(edm_op op, const edm_mma_halo *halo, unsigned model, int64_t gm, int64_t gn,
+                                   int64_t gk, int64_t gb, edm_mma_tile fixed)
 {
     /* per SM and clock: 1024 f16 multiply-adds of the tensor cores (H100
      * dense), four warp instructions issued (one a scheduler), and about 32
-     * operands or partial sums through L2 */
-    const double sms = 132, blocks_per_sm = 2, macs_per_clock = 1024, issue_per_clock = 4, loads_per_clock = 32;
+     * operands or partial sums through L2; a block's time below is as if it
+     * had the SM alone, so a wave of two blocks an SM takes twice it, and a
+     * cost is in units of half that */
+    const double sms = 132, macs_per_clock = 1024, issue_per_clock = 4, loads_per_clock = 32;
     const double warps = EDM_MMA_THREADS / 32.0;
+    const int by_issue = (model & EDM_MMA_BY_ISSUE) != 0, both_fixed = fixed.bm && fixed.bn;
     static const int sizes[] = {128, 64};
-    edm_mma_tile best = {bm_only ? bm_only : 64, bn_only ? bn_only : 64, 1};
+    edm_mma_tile best = {fixed.bm ? fixed.bm : 64, fixed.bn ? fixed.bn : 64, 1, both_fixed && fixed.one_block};
     double best_cost = -1;
     int64_t nkt = (gk + EDM_MMA_BK - 1) / EDM_MMA_BK;
     for (int i = 0; i < 2; i++)
         for (int j = 0; j < 2; j++)
-            for (int want = 1; want <= 32; want *= 2) {
-                if ((bm_only && sizes[i] != bm_only) || (bn_only && sizes[j] != bn_only))
-                    break;
-                if (want > 1 && (gb != 1 || nkt / want < 8))
-                    break;
-                int splits = used_splits(nkt, want);
-                double bm = sizes[i], bn = sizes[j], kk = (double)tiles_per_split(nkt, splits) * EDM_MMA_BK;
-                double tiles = ceil_div((double)gm, bm) * ceil_div((double)gn, bn), slots = sms * blocks_per_sm;
-                if (splits > 1 && tiles >= slots) /* the tiles fill the GPU already */
-                    break;
-                if (splits > 1 && tiles * splits * bm * bn * (double)sizeof(float) > EDM_MMA_SPLITK_BYTES)
-                    break; /* the partial tiles would take more memory than they save time */
-                const edm_mma_tile cand = {sizes[i], sizes[j], splits};
-                const k_tile_cost *kc = k_tile_cost_of(op, edm_mma_reads_halo(cand, halo));
-                if (by_issue && i == 0 && j == 0 && !kc->square128 && !(bm_only && bn_only))
-                    continue;
-                double waves = ceil_div(tiles * (double)gb * splits, slots);
-                double t_mma = bm * bn * kk / macs_per_clock, t_load = (bm + bn) * kk / loads_per_clock;
-                double t_issue = by_issue ? warps * kc->insts[i][j] * (kk / EDM_MMA_BK) / issue_per_clock : 0;
-                /* split-K: every block writes its partial tile, the last of each tile reads them all */
-                double t_part = splits > 1 ? bm * bn / loads_per_clock : 0;
-                double t_reduce = splits > 1 ? ceil_div(tiles, slots) * splits * bm * bn / loads_per_clock : 0;
-                double t_block = t_mma > t_load ? t_mma : t_load;
-                if (t_issue > t_block)
-                    t_block = t_issue;
-                double cost = waves * (t_block + t_part) + t_reduce;
-                if (best_cost < 0 || cost < best_cost) { /* ties keep the larger tile, fewer splits */
-                    best_cost = cost;
-                    best = (edm_mma_tile){sizes[i], sizes[j], splits};
+            for (int one = 0; one < 2; one++)
+                for (int want = 1; want <= 32; want *= 2) {
+                    if ((fixed.bm && sizes[i] != fixed.bm) || (fixed.bn && sizes[j] != fixed.bn))
+                        break;
+                    if (want > 1 && (gb != 1 || nkt / want < 8))
+                        break;
+                    const int square = i == 0 && j == 0;
+                    if (both_fixed ? one != fixed.one_block
+                                   : one && !(square && by_issue && (model & EDM_MMA_ONE_BLOCK) != 0))
+                        break;
+                    int splits = used_splits(nkt, want);
+                    double bm = sizes[i], bn = sizes[j], kk = (double)tiles_per_split(nkt, splits) * EDM_MMA_BK;
+                    double resident = one ? 1 : 2;
+                    double tiles = ceil_div((double)gm, bm) * ceil_div((double)gn, bn), slots = sms * resident;
+                    if (splits > 1 && tiles >= slots) /* the tiles fill the GPU already */
+                        break;
+                    if (splits > 1 && tiles * splits * bm * bn * (double)sizeof(float) > EDM_MMA_SPLITK_BYTES)
+                        break; /* the partial tiles would take more memory than they save time */
+                    const edm_mma_tile cand = {sizes[i], sizes[j], splits, one};
+                    const k_tile_cost *kc = k_tile_cost_of(op, edm_mma_reads_halo(cand, halo));
+                    /* 128x128 spills at two blocks an SM where the table says so; one alone needs no such tile */
+                    if (by_issue && square && !one && !kc->square128 && !both_fixed)
+                        continue;
+                    if (one && kc->square128 && !both_fixed) /* two blocks fit it: the model has no reason for one */
+                        continue;
+                    double waves = ceil_div(tiles * (double)gb * splits, slots);
+                    double t_mma = bm * bn * kk / macs_per_clock, t_load = (bm + bn) * kk / loads_per_clock;
+                    double t_issue = by_issue ? warps * kc->insts[i][j] * (kk / EDM_MMA_BK) / issue_per_clock : 0;
+                    /* split-K: every block writes its partial tile, the last of each tile reads them all */
+                    double t_part = splits > 1 ? bm * bn / loads_per_clock : 0;
+                    double t_reduce = splits > 1 ? ceil_div(tiles, slots) * splits * bm * bn / loads_per_clock : 0;
+                    double t_block = t_mma > t_load ? t_mma : t_load;
+                    if (t_issue > t_block)
+                        t_block = t_issue;
+                    double cost = waves * (t_block + t_part) * resident / 2 + t_reduce;
+                    if (best_cost < 0 || cost < best_cost) { /* ties keep the larger tile, fewer splits, two blocks */
+                        best_cost = cost;
+                        best = cand;
+                    }
                 }
-            }
     return best;
+}
+
+edm_mma_tile edm_mma_choose_tile(edm_op op, const edm_mma_halo *halo, unsigned model, int64_t gm, int64_t gn,
+                                 int64_t gk, int64_t gb)
+{
+    return edm_mma_choose_splits(op, halo, model, gm, gn, gk, gb, (edm_mma_tile){0});
 }
 
 int edm_mma_fit_tile(edm_mma_tile *t, int64_t gk, int64_t gb)
@@ -390,10 +403,22 @@ int edm_mma_parse_tile(const char *s, edm_mma_tile *t)
             return -1;
         used += 1 + more;
     }
+    int one_block = 0;
+    if (s[used] == '@') {
+        if (strcmp(s + used + 1, "1") != 0 && strcmp(s + used + 1, "2") != 0)
+            return -1;
+        one_block = s[used + 1] == '1';
+        used += 2;
+    }
     if (s[used] != '\0')
         return -1;
-    *t = (edm_mma_tile){bm, bn, splits};
+    *t = (edm_mma_tile){bm, bn, splits, one_block};
     return edm_mma_fit_tile(t, 1 << 20, 1);
+}
+
+void edm_mma_format_tile(char *buf, size_t size, edm_mma_tile t)
+{
+    snprintf(buf, size, "%dx%d/%d%s", t.bm, t.bn, t.splits, t.one_block ? "@1" : "");
 }
 
 void edm_mma_workspace(edm_mma_tile t, int64_t gm, int64_t gn, int64_t *floats, int64_t *counts)

@@ -23,14 +23,16 @@
 #ifndef EDMC_CUDA_GEMM_MMA_H
 #define EDMC_CUDA_GEMM_MMA_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "codegen/text.h"
 #include "compiler/ir.h"
 
 typedef struct {
-    int bm, bn; /* the block's tile of C: 64 or 128 each */
-    int splits; /* split-K: the k tiles in `splits` ranges, one block each (1: none) */
+    int bm, bn;    /* the block's tile of C: 64 or 128 each */
+    int splits;    /* split-K: the k tiles in `splits` ranges, one block each (1: none) */
+    int one_block; /* __launch_bounds__(256, 1): one block an SM, up to 255 registers a thread (0: two, 128) */
 } edm_mma_tile;
 
 enum { EDM_MMA_THREADS = 256, EDM_MMA_BK = 32 };
@@ -45,8 +47,12 @@ enum { EDM_MMA_THREADS = 256, EDM_MMA_BK = 32 };
  * or 128, splits only for gb = 1 and at most one a k tile; 0 or -1. */
 int edm_mma_fit_tile(edm_mma_tile *t, int64_t gk, int64_t gb);
 
-/* Parses "BMxBN" or "BMxBN/SPLITS" (EDMC_MMA_TILE); 0 or -1. */
+/* Parses "BMxBN", "BMxBN/SPLITS", either with "@1" after it (one block an
+ * SM) or "@2" (two, the default) (EDMC_MMA_TILE, the tiles file); 0 or -1. */
 int edm_mma_parse_tile(const char *s, edm_mma_tile *t);
+
+/* Tile t as edm_mma_parse_tile reads it: "BMxBN/SPLITS", and "@1" where one_block. */
+void edm_mma_format_tile(char *buf, size_t size, edm_mma_tile t);
 
 /* What a tile's kernel needs of the split-K workspace: floats and counts (0 without splits). */
 void edm_mma_workspace(edm_mma_tile t, int64_t gm, int64_t gn, int64_t *floats, int64_t *counts);
@@ -114,10 +120,15 @@ int edm_mma_reads_halo(edm_mma_tile t, const edm_mma_halo *halo);
  * gradient's stage) the body reads B through on the tiles that fit it
  * (edm_mma_halo_fits, edm_mma_wgrad_fits), or NULL.  128×128 tiles only for
  * the bodies whose kernels fit them in 128 registers (the halo convolutions
- * and the backward-data passes; the others' spill, most of them).  by_issue
- * 0: without the issue time and with 128×128 for every body, the model
- * before the table (EDMC_TILE_MODEL=loads, an ablation).  Splits
- * only for gb = 1 (the
+ * and the backward-data passes; the others' spill, most of them), at two
+ * blocks an SM.  model: EDM_MMA_BY_ISSUE, or 0: without the issue time and
+ * with 128×128 for every body, the model before the table
+ * (EDMC_TILE_MODEL=loads, an ablation); with EDM_MMA_ONE_BLOCK too, the
+ * bodies that would spill at 128×128 may take that tile one block an SM
+ * (one_block: up to 255 registers a thread, half the blocks resident, so
+ * each has the SM's issue to itself; EDMC_ONE_BLOCK_TILES=on).  The model
+ * knows no latency: a block alone on its SM waits at each barrier for its
+ * slowest warp with nothing else to run.  Splits only for gb = 1 (the
  * weight gradient: few output tiles over a reduction of N·OH·OW) and with
  * at least 8 k tiles a split.
  *
@@ -132,13 +143,15 @@ int edm_mma_reads_halo(edm_mma_tile t, const edm_mma_halo *halo);
  * workspace; seed[2], the counts, zero before the first launch).  Not
  * __device__ arrays of the module: a module compiled in parts
  * (cuda_source_split.h) would hold one each. */
-edm_mma_tile edm_mma_choose_tile(edm_op op, const edm_mma_halo *halo, int by_issue, int64_t gm, int64_t gn,
+enum { EDM_MMA_BY_ISSUE = 1, EDM_MMA_ONE_BLOCK = 2 };
+edm_mma_tile edm_mma_choose_tile(edm_op op, const edm_mma_halo *halo, unsigned model, int64_t gm, int64_t gn,
                                  int64_t gk, int64_t gb);
-/* The same with the block's tile fixed to bm × bn (0: free): the splits the
- * cost model gives that tile (tuning's candidates, cuda_tiles.h; any tile
- * fixed, 128×128 included). */
-edm_mma_tile edm_mma_choose_splits(edm_op op, const edm_mma_halo *halo, int by_issue, int64_t gm, int64_t gn,
-                                   int64_t gk, int64_t gb, int bm_only, int bn_only);
+/* The same with the block's tile fixed to fixed.bm × fixed.bn (0: free):
+ * the splits the cost model gives that tile (tuning's candidates,
+ * cuda_tiles.h; any tile fixed, 128×128 included; with both fixed, at the
+ * blocks an SM fixed.one_block says). */
+edm_mma_tile edm_mma_choose_splits(edm_op op, const edm_mma_halo *halo, unsigned model, int64_t gm, int64_t gn,
+                                   int64_t gk, int64_t gb, edm_mma_tile fixed);
 
 /* The kernel's shared-memory declarations (emitted first in its body); halo
  * NULL unless the body reads B through one (edm_mma_halo_fits). */

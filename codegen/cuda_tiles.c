@@ -50,7 +50,7 @@ static int parse_line(const char *line, edm_mma_tuned *out, const char **why)
     int used = 0;
     int got = sscanf(line, " %24s %lldx%lldx%lld %lld %lld %31s%n", op, &gm, &gn, &gk, &gb, &taps, tile, &used);
     if (got != 7) {
-        *why = "expected OP GMxGNxGK GB KTAPS BMxBN/SPLITS [MS]";
+        *why = "expected OP GMxGNxGK GB KTAPS BMxBN/SPLITS[@1] [MS]";
         return -1;
     }
     if (strlen(op) >= EDM_MMA_OP_NAME) {
@@ -77,7 +77,7 @@ static int parse_line(const char *line, edm_mma_tuned *out, const char **why)
     }
     edm_mma_tile t;
     if (edm_mma_parse_tile(tile, &t) != 0) {
-        *why = "the tile must be BMxBN or BMxBN/SPLITS, BM and BN 64 or 128, 1 to 1024 splits";
+        *why = "the tile must be BMxBN or BMxBN/SPLITS, BM and BN 64 or 128, 1 to 1024 splits, then @1 or nothing";
         return -1;
     }
     memset(out, 0, sizeof *out);
@@ -129,12 +129,13 @@ void edm_mma_tiles_format(const edm_mma_tiles *t, const char *header, sbuf *out)
 {
     if (header)
         sb_printf(out, "# %s\n", header);
-    sb_puts(out, "# op gm x gn x gk, gemms, taps, tile bm x bn / splits, ms a launch\n");
+    sb_puts(out, "# op gm x gn x gk, gemms, taps, tile bm x bn / splits [@1: one block an SM], ms a launch\n");
     for (int i = 0; i < t->n; i++) {
         const edm_mma_tuned *e = &t->e[i];
-        sb_printf(out, "%s %lldx%lldx%lld %lld %lld %dx%d/%d %.6g\n", e->key.op, (long long)e->key.gm,
-                  (long long)e->key.gn, (long long)e->key.gk, (long long)e->key.gb, (long long)e->key.ktaps, e->tile.bm,
-                  e->tile.bn, e->tile.splits, e->ms);
+        char tile[48];
+        edm_mma_format_tile(tile, sizeof tile, e->tile);
+        sb_printf(out, "%s %lldx%lldx%lld %lld %lld %s %.6g\n", e->key.op, (long long)e->key.gm, (long long)e->key.gn,
+                  (long long)e->key.gk, (long long)e->key.gb, (long long)e->key.ktaps, tile, e->ms);
     }
 }
 

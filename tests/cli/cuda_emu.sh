@@ -214,23 +214,23 @@ if [ "$nt" -gt 0 ] 2>/dev/null && [ "$lines" -eq "$nt" ] && grep -q "images/s" "
 else
     tap_not_ok "bench --tune" "contractions $nt, table lines $lines" "$(why "$tmp/tune.err")"
 fi
-# the table with every contraction on 128x128 tiles: the executor runs them there (--profile names each
-# contraction's tile) and the golden forward holds
-sed 's#^\([a-z0-9_]* [0-9x]* [0-9]* [0-9]*\) [0-9x/]*#\1 128x128/1#' "$tiles" >"$tmp/tiles128.txt"
+# the table with every contraction on 128x128 tiles one block an SM ("@1"): the executor runs them there
+# (--profile names each contraction's tile) and the golden forward holds
+sed 's#^\([a-z0-9_]* [0-9x]* [0-9]* [0-9]*\) [0-9x/]*#\1 128x128/1@1#' "$tiles" >"$tmp/tiles128.txt"
 if emu_run "golden forward fp16, --fuse=all, the table's tiles" env EDMC_TILES="$tmp/tiles128.txt" "$edmc" forward \
     "$tiny" --device=cuda --weights="$golden/weights.safetensors" --input="$golden/forward.safetensors" \
     --precision=fp16 --fuse=all --output="$o/fwdtiled.safetensors"; then
-    golden "golden forward fp16, --fuse=all, every contraction on the table's 128x128 tiles (1e-2)" \
+    golden "golden forward fp16, --fuse=all, every contraction on the table's 128x128@1 tiles (1e-2)" \
         "$o/fwdtiled.safetensors" "$golden/forward.safetensors" 1e-2
 fi
 env EDMC_TILES="$tmp/tiles128.txt" "$edmc" bench "$tiny" --device=cuda --precision=fp16 --fuse=all --batch=3 \
     --iters=1 --profile >"$tmp/tprof.out" 2>"$tmp/tprof.err"
-t128=$(grep -c ', tile 128x128/1)$' "$tmp/tprof.err")
-tother=$(grep -c ', tile [0-9]*x[0-9]*/[0-9]*)$' "$tmp/tprof.err")
+t128=$(grep -c ', tile 128x128/1@1)$' "$tmp/tprof.err")
+tother=$(grep -c ', tile [0-9]*x[0-9]*/[0-9]*\(@1\)\{0,1\})$' "$tmp/tprof.err")
 if [ "$t128" -gt 0 ] && [ "$t128" -eq "$tother" ] && ! complained "$tmp/tprof.err"; then
     tap_ok "bench --profile with EDMC_TILES: the $t128 contractions listed run on the table's tiles"
 else
-    tap_not_ok "EDMC_TILES in the executor" "128x128: $t128 of $tother listed contractions" "$(why "$tmp/tprof.err")"
+    tap_not_ok "EDMC_TILES in the executor" "128x128@1: $t128 of $tother listed contractions" "$(why "$tmp/tprof.err")"
 fi
 # bench --tune checks its settings, and where its table goes, before it runs anything
 for bad in "EDMC_CACHE_DIR=off EDMC_TILES=|--tune: nowhere to keep the measured tiles" \

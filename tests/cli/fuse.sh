@@ -135,6 +135,15 @@ ablation_dump EDMC_TILE_MODEL=loads "m0 = (edm_ix)blockIdx.y \* 128, n0 = (edm_i
 ablation_result "$((! $?))" EDMC_TILE_MODEL \
     "dump --stage=cuda: img512-s's forward on 128x128 tiles: $n_on kernels, $n_off with EDMC_TILE_MODEL=loads" \
     "128x128 kernels: $n_on by default, $n_off with EDMC_TILE_MODEL=loads" guess "expected issue or loads"
+# a candidate for a GPU to judge (cuda_gemm_mma.h): EDMC_ONE_BLOCK_TILES=on lets the bodies that spill at 128x128 two
+# blocks an SM (img512-s's 1x1 convolutions) take that tile one block an SM, __launch_bounds__(256, 1); off by default
+ablation_dump EDMC_ONE_BLOCK_TILES=on "__launch_bounds__(256, 1)" "$tmp/s_issue.cu" "$tmp/s_one.cu" "$s_model" \
+    --stage=cuda --fuse=all --batch=128
+[ "$n_on" -eq 0 ] && [ "$n_off" -gt 10 ] &&
+    [ "$(grep -c "__launch_bounds__(256, 1) s[0-9]*_conv2d(" "$tmp/s_one.cu")" -eq "$n_off" ]
+ablation_result "$((! $?))" EDMC_ONE_BLOCK_TILES \
+    "dump --stage=cuda: img512-s's forward, $n_off convolutions one block an SM with EDMC_ONE_BLOCK_TILES=on, none by default" \
+    "one block an SM: $n_on by default, $n_off with EDMC_ONE_BLOCK_TILES=on" yes "expected off or on"
 # tiles measured on a device (bench --tune; runtime/cuda_tiles_file.h): dump reads the table $EDMC_TILES names
 # as the executor does, and the contraction it names (tiny's 3x3 convolutions of 32 channels at batch 4) takes its tile
 printf '# measured\nconv2d 32x1024x288 1 9 128x128/1 0.5\n' >"$tmp/tiles.txt"
@@ -145,6 +154,15 @@ if [ "$big0" -eq 0 ] && [ "$big1" -gt 0 ] && [ "$(grep -c "As_\[2\]" "$tmp/tiled
     tap_ok "dump --stage=cuda, EDMC_TILES: the $big1 kernels of the contraction the table names on its tile, the others on the cost model's"
 else
     tap_not_ok "EDMC_TILES" "kernels with 128-row tiles: $big0 without the table, $big1 with it"
+fi
+# a tile one block an SM in the table ("@1"): the step kernels of that contraction say so in their launch bounds
+printf '# measured\nconv2d 32x1024x288 1 9 128x128/1@1 0.5\n' >"$tmp/tiles1.txt"
+EDMC_TILES="$tmp/tiles1.txt" "$edmc" dump "$tiny" --stage=cuda --fuse=all --batch=4 -o "$tmp/tiled1.cu" 2>&1
+one=$(grep -c "__launch_bounds__(256, 1)" "$tmp/tiled1.cu")
+if [ "$one" -eq "$big1" ] && [ "$(grep -c "__launch_bounds__(256, 1)" "$tmp/tiled.cu")" -eq 0 ]; then
+    tap_ok "dump --stage=cuda, EDMC_TILES: a tile @1 in the table, its $one kernels one block an SM"
+else
+    tap_not_ok "EDMC_TILES with @1" "kernels one block an SM: $one, expected $big1"
 fi
 tap_expect_error "bench --tune on the CPU" 2 "--tune measures the tensor-core tiles of a fused plan" \
     "$edmc" bench "$tiny" --tune

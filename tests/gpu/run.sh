@@ -639,6 +639,9 @@ env_ablation() {
 # (cuda_gemm_mma.h; docs/cuda.md, "The tile cost model")
 env_ablation xs-forward-tiles-by-loads "the tiles of the cost model without issue time" EDMC_TILE_MODEL=loads
 env_ablation xs-train-tiles-by-loads "the tiles of the cost model without issue time" EDMC_TILE_MODEL=loads train
+# a candidate the model cannot judge (docs/performance.md v16): 128x128 one block an SM for the bodies that spill
+# at two (the weight gradients, 1x1 convolutions): fewer instructions a product, no second block to hide latency
+env_ablation xs-train-one-block "128x128 one block an SM where two spill" EDMC_ONE_BLOCK_TILES=on train
 # the tensor-core convolutions' k order (docs/cuda.md): flat, in the weight's order, not a tap a k tile
 env_ablation xs-forward-flat-k "k flat (EDMC_CONV_ORDER=channel)" EDMC_CONV_ORDER=channel
 # the tensor-core fragments word by word instead of by ldmatrix

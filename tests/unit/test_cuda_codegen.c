@@ -624,12 +624,13 @@ static void test_mma_tile_table(void **state)
                        "\n"
                        "conv2d 192x524288x1728 1 9 64x128/1 0.412\n"
                        "  conv2d_bwd_weight 192x1728x524288 1 9 128x64/8   # a comment\n"
-                       "conv2d 192x524288x1728 1 9 128x128/1 0.3\n";
+                       "conv2d 192x524288x1728 1 9 128x128/1 0.3\n"
+                       "matmul 64x64x64 2 0 128x128/1@1 0.1\n";
     edm_mma_tiles t;
     edm_status st;
     edm_status_init(&st);
     assert_int_equal(edm_mma_tiles_parse(text, "t.txt", &t, &st), 0);
-    assert_int_equal(t.n, 2); /* the third line replaced the first */
+    assert_int_equal(t.n, 3); /* the third line replaced the first */
     edm_mma_key k = {.op = "conv2d", .gm = 192, .gn = 524288, .gk = 1728, .gb = 1, .ktaps = 9};
     const edm_mma_tuned *e = edm_mma_tiles_find(&t, &k);
     assert_non_null(e);
@@ -645,6 +646,11 @@ static void test_mma_tile_table(void **state)
     e = edm_mma_tiles_find(&t, &k);
     assert_non_null(e);
     assert_int_equal(e->tile.splits, 8);
+    assert_int_equal(e->tile.one_block, 0);
+    k = (edm_mma_key){.op = "matmul", .gm = 64, .gn = 64, .gk = 64, .gb = 2};
+    e = edm_mma_tiles_find(&t, &k);
+    assert_non_null(e);
+    assert_int_equal(e->tile.one_block, 1);
     /* written and read back: the same table */
     sbuf out = {0};
     edm_mma_tiles_format(&t, "header", &out);
@@ -668,6 +674,9 @@ static void test_mma_tile_table(void **state)
         {"conv2d 1x1x1 1 9 64x64/1 0.5 extra\n", "t.txt:1: unexpected text after the tile"},
         {"conv2d 1x1x1 1 9 64x64/1 -2\n", "t.txt:1: MS must be a time"},
         {"conv2d 1x1x1 1 9 64x64/0\n", "t.txt:1: the tile must be"},
+        {"conv2d 1x1x1 1 9 64x64/1@3\n", "t.txt:1: the tile must be"},
+        {"conv2d 1x1x1 1 9 64x64@\n", "t.txt:1: the tile must be"},
+        {"conv2d 1x1x1 1 9 64x64@1x\n", "t.txt:1: the tile must be"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         edm_status_init(&st);
@@ -678,17 +687,64 @@ static void test_mma_tile_table(void **state)
     }
     /* a fixed tile's splits: the weight gradient keeps the model's split-K; a forward GEMM none */
     const int64_t pixels = (int64_t)128 * 4096; /* S at 64×64, batch 128 */
-    edm_mma_tile f = edm_mma_choose_splits(EDM_OP_CONV2D_BWD_WEIGHT, NULL, 1, 192, 1728, pixels, 1, 64, 64);
+    edm_mma_tile f = edm_mma_choose_splits(EDM_OP_CONV2D_BWD_WEIGHT, NULL, 1, 192, 1728, pixels, 1, (edm_mma_tile){.bm = 64, .bn = 64});
     assert_int_equal(f.bm, 64);
     assert_int_equal(f.bn, 64);
     assert_true(f.splits > 1);
-    f = edm_mma_choose_splits(EDM_OP_CONV2D, NULL, 1, 192, pixels, (int64_t)192 * 9, 1, 128, 64);
+    f = edm_mma_choose_splits(EDM_OP_CONV2D, NULL, 1, 192, pixels, (int64_t)192 * 9, 1, (edm_mma_tile){.bm = 128, .bn = 64});
     assert_int_equal(f.bm, 128);
     assert_int_equal(f.bn, 64);
     assert_int_equal(f.splits, 1);
-    edm_mma_tile free_choice = edm_mma_choose_splits(EDM_OP_CONV2D_BWD_WEIGHT, NULL, 1, 192, 1728, pixels, 1, 0, 0),
+    edm_mma_tile free_choice = edm_mma_choose_splits(EDM_OP_CONV2D_BWD_WEIGHT, NULL, 1, 192, 1728, pixels, 1, (edm_mma_tile){0}),
                  model = edm_mma_choose_tile(EDM_OP_CONV2D_BWD_WEIGHT, NULL, 1, 192, 1728, pixels, 1);
     assert_memory_equal(&free_choice, &model, sizeof model);
+    /* "@1": one block an SM, formatted as parsed */
+    static const char *const names[] = {"128x128/1@1", "64x128/4", "128x64/2@1"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char again[48];
+        assert_int_equal(edm_mma_parse_tile(names[i], &f), 0);
+        edm_mma_format_tile(again, sizeof again, f);
+        assert_string_equal(again, names[i]);
+    }
+    assert_int_equal(edm_mma_parse_tile("128x128@2", &f), 0);
+    assert_int_equal(f.one_block, 0);
+    /* a fixed tile one block an SM keeps it, with the splits of its half as many slots */
+    f = edm_mma_choose_splits(EDM_OP_CONV2D_BWD_WEIGHT, NULL, 1, 192, 1728, pixels, 1,
+                              (edm_mma_tile){.bm = 128, .bn = 128, .one_block = 1});
+    assert_int_equal(f.bm, 128);
+    assert_int_equal(f.one_block, 1);
+    assert_true(f.splits > 1);
+}
+
+/* EDM_MMA_ONE_BLOCK (EDMC_ONE_BLOCK_TILES=on): the bodies that spill at
+ * 128×128 two blocks an SM (the weight gradients, 1×1 convolutions) take it
+ * one block an SM, as the issue time says: their 128×128 k tile issues fewer
+ * instructions a product (the cost table); the bodies that fit it at two
+ * keep two, and without the flag no tile is one block an SM. */
+static void test_mma_one_block_model(void **state)
+{
+    (void)state;
+    const unsigned both = EDM_MMA_BY_ISSUE | EDM_MMA_ONE_BLOCK;
+    const int64_t pixels = (int64_t)128 * 4096;
+    edm_mma_tile t = edm_mma_choose_tile(EDM_OP_CONV2D_BWD_WEIGHT, NULL, both, 192, 1728, pixels, 1);
+    assert_int_equal(t.bm, 128);
+    assert_int_equal(t.bn, 128);
+    assert_int_equal(t.one_block, 1);
+    t = edm_mma_choose_tile(EDM_OP_CONV2D_BWD_WEIGHT, NULL, EDM_MMA_BY_ISSUE, 192, 1728, pixels, 1);
+    assert_int_equal(t.one_block, 0);
+    assert_false(t.bm == 128 && t.bn == 128);
+    /* a 1×1 convolution (direct): 128×128 one block an SM */
+    t = edm_mma_choose_tile(EDM_OP_CONV2D, NULL, both, 384, pixels / 4, 192, 1);
+    assert_int_equal(t.one_block, 1);
+    /* a 3×3 convolution through its halo fits 128×128 at two blocks: no reason for one */
+    const edm_mma_halo halo = {.n = 128, .h = 64, .w = 64, .k = 3};
+    t = edm_mma_choose_tile(EDM_OP_CONV2D, &halo, both, 192, pixels, 192 * 9, 1);
+    assert_int_equal(t.bm, 128);
+    assert_int_equal(t.bn, 128);
+    assert_int_equal(t.one_block, 0);
+    /* the loads model (EDMC_TILE_MODEL=loads) has no issue time, so no reason either */
+    t = edm_mma_choose_tile(EDM_OP_CONV2D_BWD_WEIGHT, NULL, EDM_MMA_ONE_BLOCK, 192, 1728, pixels, 1);
+    assert_int_equal(t.one_block, 0);
 }
 
 /* The tensor-core tiles: the cost model's choices on EDM2-S shapes, and a
@@ -1157,7 +1213,7 @@ int main(void)
         cmocka_set_test_filter(filter);
     /* Cases that cannot run here are left out, not skipped: the test runner
      * counts cmocka's "not ok # SKIP" lines as failures. */
-    struct CMUnitTest tests[25];
+    struct CMUnitTest tests[26];
     size_t n = 0;
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_every_node_is_covered);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_deterministic);
@@ -1169,6 +1225,7 @@ int main(void)
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_gemm_descriptors);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_mma_tiles);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_mma_tile_table);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_mma_one_block_model);
     int nvrtc = edm_nvrtc_available();
     if (nvrtc) {
         tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_nvrtc_errors_and_cache);
