@@ -147,13 +147,30 @@ typedef struct {
      * random weights); and the CPU seconds of the process till then */
     double start, setup_s, setup_cpu_s;
     double start_cpu; /* the process's CPU seconds at start (after --tune's runs: they are not setup) */
+    double tflop_s;   /* the work of an iteration (work_flop) over its time */
 } bench_result;
+
+/* The floating-point operations of one iteration, 2 a multiply-add as docs/edm2.md §2 counts
+ * them on graph g (the training program for a training step: the forward and backward pass,
+ * the forced weight normalization; not Adam), times the sampler's evaluations (2·steps − 1)
+ * for a sampling run; 0 or -1. */
+static int work_flop(const edm_graph *g, int64_t batch, int evaluations, double *flop, edm_status *st)
+{
+    edm_stats s;
+    if (edm_stats_compute(g, &s, st) != 0)
+        return -1;
+    *flop = 2 * (s.macs_per_sample * (double)batch + s.macs_per_step) * evaluations;
+    edm_stats_free(&s);
+    return 0;
+}
 
 static int by_time(const void *a, const void *b)
 {
     double x = ((const edm_cuda_profile_row *)a)->ms, y = ((const edm_cuda_profile_row *)b)->ms;
     return x < y ? 1 : x > y ? -1 : 0;
 }
+
+static double contraction_flop(const edm_mma_key *k) { return 2.0 * (double)k->gm * (double)k->gn * (double)k->gk * (double)k->gb; }
 
 /* --profile: one more run with each kernel timed; the slowest to stderr (stdout keeps --json's one object). */
 static int print_profile(edm_backend *x, edm_status *st)
@@ -166,12 +183,23 @@ static int print_profile(edm_backend *x, edm_status *st)
     for (int i = 0; i < n; i++)
         total += rows[i].ms;
     qsort(rows, (size_t)n, sizeof *rows, by_time);
+    /* the tensor-core contractions: 2·gm·gn·gk·gb operations a launch */
+    double mma_ms = 0, mma_flop = 0;
+    for (int i = 0; i < n; i++)
+        if (rows[i].mma.op[0]) {
+            mma_ms += rows[i].ms;
+            mma_flop += contraction_flop(&rows[i].mma);
+        }
     fprintf(stderr, "profile: %d kernels, %.3f ms in all (one run, launch by launch, CUDA events)\n", n, total);
+    if (mma_ms > 0)
+        fprintf(stderr, "profile: the tensor-core contractions %.3f ms (%.1f%%), %.1f TFLOP/s\n", mma_ms,
+                total > 0 ? 100 * mma_ms / total : 0.0, mma_flop / (mma_ms * 1e-3) / 1e12);
     for (int i = 0; i < n && i < 15; i++) {
-        char tile[64] = "", name[48];
+        char tile[96] = "", name[48];
         if (rows[i].mma.op[0]) {
             edm_mma_format_tile(name, sizeof name, rows[i].mma_tile);
-            snprintf(tile, sizeof tile, ", tile %s", name);
+            snprintf(tile, sizeof tile, ", tile %s, %.1f TFLOP/s", name,
+                     rows[i].ms > 0 ? contraction_flop(&rows[i].mma) / (rows[i].ms * 1e-3) / 1e12 : 0.0);
         }
         fprintf(stderr, "  %9.3f ms %5.1f%%  %s (%d step%s%s)\n", rows[i].ms, total > 0 ? 100 * rows[i].ms / total : 0.0,
                 rows[i].kernel, rows[i].steps, rows[i].steps == 1 ? "" : "s", tile);
@@ -345,6 +373,13 @@ static int do_bench(const cli_opts *o, const edm_program *prog, const edm_backen
         rc = bench_sample(o, prog->graph, bo, &r, &st);
     else if (rc == 0)
         rc = bench_backend_run(o, prog->graph, bo, &r, &st);
+    edm_sample_params sp;
+    edm_sample_params_default(&sp);
+    double flop = 0;
+    if (rc == 0)
+        rc = work_flop(prog->graph, o->batch, strcmp(o->mode, "sample") == 0 ? 2 * sp.steps - 1 : 1, &flop, &st);
+    if (rc == 0)
+        r.tflop_s = r.ms > 0 ? flop / (r.ms * 1e-3) / 1e12 : 0;
     if (rc != 0) {
         cli_report(NULL, &st);
         return cli_exit_code(&st);
@@ -354,13 +389,14 @@ static int do_bench(const cli_opts *o, const edm_program *prog, const edm_backen
     if (o->json)
         printf("{\"model\": \"%s\", \"mode\": \"%s\", \"device\": \"%s\", \"precision\": \"%s\", \"batch\": %lld, "
                "\"iters\": %d, \"img_per_s\": %.4f, \"cpu_img_per_s\": %.4f, \"ms_per_iter\": %.4f, \"memory_bytes\": %zu, "
-               "\"setup_s\": %.4f, \"setup_cpu_s\": %.4f, \"backend\": \"%s\"}\n",
+               "\"tflop_s\": %.6g, \"setup_s\": %.4f, \"setup_cpu_s\": %.4f, \"backend\": \"%s\"}\n",
                o->file ? o->file : o->package, o->mode, device, precision, (long long)o->batch, r.iters, r.ips, r.cpu_ips, r.ms, r.mem,
-               r.setup_s, r.setup_cpu_s, r.describe);
+               r.tflop_s, r.setup_s, r.setup_cpu_s, r.describe);
     else
-        printf("%s: %s, %s %s, batch %lld, %d runs: %.2f images/s, %.1f ms/run; memory %.1f MiB (%s); setup %.3f s (%.3f s CPU)\n",
+        printf("%s: %s, %s %s, batch %lld, %d runs: %.2f images/s, %.1f ms/run, %.3f TFLOP/s; memory %.1f MiB (%s); "
+               "setup %.3f s (%.3f s CPU)\n",
                o->file ? o->file : o->package, o->mode, device, precision, (long long)o->batch, r.iters, r.ips, r.ms,
-               (double)r.mem / (1 << 20), r.describe, r.setup_s, r.setup_cpu_s);
+               r.tflop_s, (double)r.mem / (1 << 20), r.describe, r.setup_s, r.setup_cpu_s);
     return 0;
 }
 

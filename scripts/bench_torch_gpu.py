@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Throughput of our PyTorch EDM2 denoiser (scripts/edm2_torch.py) on a GPU, beside `edmc bench`.
 
-    bench_torch_gpu.py --preset=img512-xs|img512-s|tiny --mode=forward|train --batch=128
+    bench_torch_gpu.py --preset=img512-xs|img512-s|tiny --mode=forward|train|sample --batch=128
                        --device=cuda|cpu --precision=fp16|fp32 [--iters=K] [--json]
 
 The networks are the presets of models/edm2-img512-xs.edm, models/edm2-img512-s.edm and
@@ -19,6 +19,10 @@ TF32 off, as the reference's training script sets them (EDM2-SPEC §7).
                 pass), the EDM2 loss (σ = exp(P_mean + P_std·n) per sample, noise drawn on the
                 device each step, λ(σ)/exp(u)·(D − y)² + u summed and divided by the batch),
                 backward, non-finite gradients zeroed, Adam(β 0.9/0.99, ε 1e-8, lr --lr).
+--mode=sample:  one whole sampler run, as `edmc bench --mode=sample`: EDM2-SPEC §6's Heun
+                sampler, --steps steps (default 32: 63 evaluations of the denoiser in eval
+                mode, no guidance), σ from 80 down to 0.002 (ρ = 7), x in fp32 between the
+                evaluations, the noise drawn on the device each run; an image a sample.
 
 Random weights (raw N(0,1), gains in [0.5, 1.5)) and inputs.  Warm-up runs (cuDNN autotuning,
 the allocator), then K timed runs between torch.cuda.synchronize() calls (K = 0: enough for
@@ -136,6 +140,17 @@ def run(args):
             with torch.no_grad():
                 D, logvar = net(x, sigma, labels, return_logvar=True)
             return D, logvar
+    elif args.mode == 'sample':
+        net.eval()
+        sigmas = E.heun_sigmas(args.steps)
+        shape = images.shape
+
+        def work():
+            with torch.no_grad():
+                x = torch.randn(shape, device=device, generator=g) * sigmas[0]
+                for i in range(args.steps):
+                    x = E.heun_step(net, x, sigmas[i], sigmas[i + 1], labels, last=i == args.steps - 1)
+            return x
     else:
         opt = E.make_adam(net, lr=args.lr)
 
@@ -153,6 +168,8 @@ def run(args):
     if args.mode == 'forward':
         D, logvar = work()
         finite = bool(torch.isfinite(D).all() and torch.isfinite(logvar).all())
+    elif args.mode == 'sample':
+        finite = bool(torch.isfinite(work()).all())
     elif losses:
         finite = bool(torch.isfinite(losses[-1]))
     if not finite:
@@ -177,7 +194,8 @@ def run(args):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--preset', default='img512-xs', help='img512-xs, img512-s or tiny (default img512-xs)')
-    ap.add_argument('--mode', choices=['forward', 'train'], default='forward')
+    ap.add_argument('--mode', choices=['forward', 'train', 'sample'], default='forward')
+    ap.add_argument('--steps', type=int, default=32, help='--mode=sample: the sampler\'s steps (default 32)')
     ap.add_argument('--batch', type=int, default=128)
     ap.add_argument('--device', choices=['cuda', 'cpu'], default='cuda')
     ap.add_argument('--precision', choices=['fp16', 'fp32'], default='fp16')
@@ -194,8 +212,8 @@ def main(argv=None):
         E.preset_key(args.preset)
     except ValueError as e:
         ap.error(str(e))
-    if args.batch < 1 or args.iters < 0:
-        ap.error('--batch must be >= 1 and --iters >= 0')
+    if args.batch < 1 or args.iters < 0 or args.steps < 2:
+        ap.error('--batch must be >= 1, --iters >= 0 and --steps >= 2')
     if args.warmup is None:
         args.warmup = 2 if args.device == 'cuda' else 1
     try:

@@ -11,6 +11,7 @@ CLI:
     edm2_torch.py --check-golden [DIR]       compare against DIR/weights.safetensors + forward.safetensors
     edm2_torch.py --check-golden-step [DIR]  one training step (forced WN, EDM2 loss, backward, Adam)
                                              against DIR/train_step.safetensors
+    edm2_torch.py --check-golden-sample [DIR] the 8-step Heun sampler against DIR/sample.safetensors
     edm2_torch.py --params PRESET            parameter and buffer counts (compare `edmc info --json`)
 
 Presets: tiny (models/edm2-tiny.edm), xs (models/edm2-img512-xs.edm), s (models/edm2-img512-s.edm);
@@ -455,6 +456,36 @@ def train_step(net, opt, images, labels, **loss_kw):
     return loss.detach()
 
 
+# ----------------------------------------------------------------------------
+# Sampling (EDM2-SPEC §6): the Heun sampler, no guidance.
+
+
+def heun_sigmas(steps, sigma_min=0.002, sigma_max=80.0, rho=7.0):
+    """The noise levels t_0 > ... > t_{N-1}, then t_N = 0 (host floats)."""
+    a, b = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
+    return [(a + i / (steps - 1) * (b - a)) ** rho for i in range(steps)] + [0.0]
+
+
+def heun_step(net, x, t, t_next, labels, last):
+    """One step from t to t_next: Euler, then (but on the last step) the trapezoid correction."""
+    B = x.shape[0]
+    d = (x - net(x, torch.full([B], t, device=x.device), labels)) / t
+    x_next = x + (t_next - t) * d
+    if last:
+        return x_next
+    d_next = (x_next - net(x_next, torch.full([B], t_next, device=x.device), labels)) / t_next
+    return x + (t_next - t) * (0.5 * d + 0.5 * d_next)
+
+
+def heun_sample(net, noise, labels, steps):
+    sigmas = heun_sigmas(steps)
+    x = noise * sigmas[0]
+    with torch.no_grad():
+        for i in range(steps):
+            x = heun_step(net, x, sigmas[i], sigmas[i + 1], labels, last=i == steps - 1)
+    return x
+
+
 def rel_err(a, b):
     a = a.detach().double().cpu()
     b = b.detach().double().cpu()
@@ -522,6 +553,18 @@ def check_golden_step(d, verbose=True, tol=1e-3):
     return ok
 
 
+def check_golden_sample(d, tol=1e-3):
+    """The 8-step sampler from DIR/sample.safetensors's noise, against its `sample` (README: 1e-3)."""
+    net = load_net(os.path.join(d, 'weights.safetensors'))
+    sm, _ = load_safetensors(os.path.join(d, 'sample.safetensors'))
+    x = heun_sample(net, sm['noise'].float(), sm['class_labels'].float(), 8)
+    e = rel_err(x, sm['sample'])
+    ok = e < tol
+    print(f'sample rel_err={e:.3e}')
+    print('golden sample check:', 'PASS' if ok else 'FAIL', f'(tol {tol:g})')
+    return ok
+
+
 def main(argv=None):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     default_dir = os.path.normpath(os.path.join(repo, '..', 'shared', 'testdata', 'edm2-tiny'))
@@ -530,6 +573,8 @@ def main(argv=None):
                     help=f'verify the forward pass against golden vectors (default {default_dir})')
     ap.add_argument('--check-golden-step', nargs='?', const=default_dir, metavar='DIR',
                     help='verify one training step (loss, forced WN, gradients, Adam) against golden vectors')
+    ap.add_argument('--check-golden-sample', nargs='?', const=default_dir, metavar='DIR',
+                    help='verify the 8-step Heun sampler (no guidance) against golden vectors')
     ap.add_argument('--params', metavar='PRESET', help='print {"model", "params", "buffers"} of a preset as JSON')
     args = ap.parse_args(argv)
     if args.params:
@@ -543,6 +588,9 @@ def main(argv=None):
         rc = 0 if ok else 1
     if args.check_golden_step:
         ok = check_golden_step(args.check_golden_step)
+        rc = (rc or 0) if ok else 1
+    if args.check_golden_sample:
+        ok = check_golden_sample(args.check_golden_sample)
         rc = (rc or 0) if ok else 1
     if rc is not None:
         return rc

@@ -28,6 +28,18 @@ tap_expect_error() {
     fi
     rm -f "$err_file"
 }
+# python_with MODULES: the first of /usr/bin/python3 and python3 that imports MODULES
+# ("torch, numpy"), or nothing
+python_with() {
+    for p in /usr/bin/python3 python3; do
+        if "$p" -c "import $1" >/dev/null 2>&1; then echo "$p"; return 0; fi
+    done
+}
+# need_python MODULES: py, the first such python; without one the script is skipped (77)
+need_python() {
+    py=$(python_with "$1")
+    [ -n "$py" ] || { echo "# no python3 with $1: skipped"; exit 77; }
+}
 # abspath PATH: PATH, made absolute against the working folder
 abspath() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 # kernel_cache: the folder (created) that keeps NVRTC's and the emulator's

@@ -154,9 +154,12 @@ tile_case 64x128/1 bf16
 # bench --profile: every kernel of the fused plan timed by events, the slowest listed, the JSON intact
 "$edmc" bench "$tiny" --device=cuda --precision=fp16 --fuse=all --batch=2 --iters=1 --profile --json >"$tmp/prof.out" 2>"$tmp/prof.err"
 pk=$(sed -n 's/^profile: \([0-9]*\) kernels.*/\1/p' "$tmp/prof.err")
+# and the tensor-core contractions' share and rate, each listed contraction's rate (2·gm·gn·gk·gb a launch)
 if [ "$pk" -gt 0 ] 2>/dev/null && [ "$(grep -c '^ *[0-9.]* ms .*%  [sg][0-9]*_' "$tmp/prof.err")" -ge 10 ] &&
-    grep -q '"img_per_s"' "$tmp/prof.out" && ! complained "$tmp/prof.err"; then
-    tap_ok "bench --profile: $pk kernels timed, the slowest listed"
+    grep -q '"img_per_s"' "$tmp/prof.out" && grep -q '"tflop_s": [0-9]' "$tmp/prof.out" &&
+    grep -q '^profile: the tensor-core contractions [0-9.]* ms ([0-9.]*%), [0-9.]* TFLOP/s$' "$tmp/prof.err" &&
+    grep -q ', tile [0-9x/@]*, [0-9.]* TFLOP/s)$' "$tmp/prof.err" && ! complained "$tmp/prof.err"; then
+    tap_ok "bench --profile: $pk kernels timed, the slowest listed, the contractions' TFLOP/s"
 else
     tap_not_ok "bench --profile" "$(why "$tmp/prof.err")"
 fi
@@ -225,8 +228,8 @@ if emu_run "golden forward fp16, --fuse=all, the table's tiles" env EDMC_TILES="
 fi
 env EDMC_TILES="$tmp/tiles128.txt" "$edmc" bench "$tiny" --device=cuda --precision=fp16 --fuse=all --batch=3 \
     --iters=1 --profile >"$tmp/tprof.out" 2>"$tmp/tprof.err"
-t128=$(grep -c ', tile 128x128/1@1)$' "$tmp/tprof.err")
-tother=$(grep -c ', tile [0-9]*x[0-9]*/[0-9]*\(@1\)\{0,1\})$' "$tmp/tprof.err")
+t128=$(grep -c ', tile 128x128/1@1, [0-9.]* TFLOP/s)$' "$tmp/tprof.err")
+tother=$(grep -c ', tile [0-9]*x[0-9]*/[0-9]*\(@1\)\{0,1\}, [0-9.]* TFLOP/s)$' "$tmp/tprof.err")
 if [ "$t128" -gt 0 ] && [ "$t128" -eq "$tother" ] && ! complained "$tmp/tprof.err"; then
     tap_ok "bench --profile with EDMC_TILES: the $t128 contractions listed run on the table's tiles"
 else

@@ -35,6 +35,27 @@ if /usr/bin/python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert 
 else
     tap_not_ok "bench --json prints one JSON line" "$(cat "$tmp/bench.json")"
 fi
+# bench's TFLOP/s is the work of docs/edm2.md §2 (info's multiply-adds, 2 operations each) over the time: a forward
+# pass at batch 2, a whole sampler run (63 evaluations), and a training step (the backward pass about twice the forward)
+"$edmc" info "$tiny" --json >"$tmp/info.json" 2>&1
+for mode in forward sample train; do
+    "$edmc" bench "$tiny" --batch=2 --iters=1 --threads=1 --mode=$mode --json >"$tmp/bench-$mode.json" 2>&1
+done
+if /usr/bin/python3 - "$tmp/info.json" "$tmp"/bench-forward.json "$tmp"/bench-sample.json "$tmp"/bench-train.json <<'PY'
+import json, sys
+info = json.load(open(sys.argv[1]))
+per_iter = lambda d: d["tflop_s"] * 1e12 * d["ms_per_iter"] * 1e-3
+fwd, smp, trn = (json.loads(open(f).read().splitlines()[-1]) for f in sys.argv[2:5])
+want = 2e9 * (info["gmacs_per_sample"] * 2 + info["gmacs_weight_prep"])
+assert abs(per_iter(fwd) / want - 1) < 1e-2, (per_iter(fwd), want)
+assert abs(per_iter(smp) / (63 * want) - 1) < 1e-2, (per_iter(smp), 63 * want)
+assert 2.5 < per_iter(trn) / want < 3.5, (per_iter(trn), want)
+PY
+then
+    tap_ok "bench --json: tflop_s is info's work an iteration over its time (forward, sample: 63 evaluations, train)"
+else
+    tap_not_ok "bench --json tflop_s" "$(cat "$tmp"/bench-*.json)"
+fi
 tap_expect_error "bench --mode=backward" 2 "forward, train or sample" "$edmc" bench "$tiny" --mode=backward
 tap_expect_error "--conv on the CPU" 2 "apply to --device=cuda" "$edmc" bench "$tiny" --conv=implicit
 tap_expect_error "--matmul=magic" 2 "cublaslt or generated" "$edmc" bench "$tiny" --device=cuda --matmul=magic

@@ -4,11 +4,7 @@
 # Needs python3 with torch (Debian's python3-torch); skipped (77) without it.
 . "$srcdir/tests/tap.sh"
 edmc="$builddir/edmc"
-py=""
-for p in /usr/bin/python3 python3; do
-    if "$p" -c 'import torch, numpy' >/dev/null 2>&1; then py=$p; break; fi
-done
-[ -n "$py" ] || { echo "# no python3 with torch: skipped"; exit 77; }
+need_python "torch, numpy"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cfg="-D model_channels=8 -D channels_per_head=8 -D logvar_channels=8"

@@ -16,10 +16,7 @@ diff="$builddir/tests/tools/st_diff"
 vae="$srcdir/models/sd-vae.edm"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-py=""
-for p in /usr/bin/python3 python3; do
-    if "$p" -c 'import torch, numpy, PIL' >/dev/null 2>&1; then py=$p; break; fi
-done
+py=$(python_with "torch, numpy, PIL")
 
 # compare DIR DEFINES...: both parts, --fuse=none and all, against torch
 compare() {

@@ -23,7 +23,8 @@
 #      ranks' parts in its own order); one GPU: skipped, and said so
 #   7. benchmarks, fp16, batch 128: edmc bench --fuse=all (tensor-core
 #      contractions; --profile: the slowest kernels of one more run) beside
-#      scripts/bench_torch_gpu.py (xs and s, forward and train), and xs
+#      scripts/bench_torch_gpu.py (xs and s, forward and train; then sampling,
+#      a whole 32-step Heun run; then edmc in bf16 beside PyTorch's fp16), and xs
 #      forward ablations (unfused, CUDA cores, no CUDA Graph, the convolutions' k order, the
 #      fragments without ldmatrix, each fusion rule off alone, the tiles measured by bench
 #      --tune: while the budget lasts)
@@ -590,8 +591,10 @@ result() { # NAME: img/s or a word for what went wrong
     else echo "FAIL"; fi
 }
 mib() { _b=$(jget memory_bytes "$logs/$1.log"); [ -n "$_b" ] && awk -v b="$_b" 'BEGIN { printf "%.0f", b / 1048576 }' || echo "-"; }
+tflops() { _t=$(jget tflop_s "$logs/$1.log"); [ -n "$_t" ] && awk -v t="$_t" 'BEGIN { printf "%.0f", t }' || echo "-"; }
 add_bench() { # MODEL LABEL EDMC-STEP TORCH-STEP [ablation]
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$(result "$3")" "$(result "$4")" "$(mib "$3")" "$(mib "$4")" >>"$bench"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$(result "$3")" "$(result "$4")" "$(mib "$3")" "$(mib "$4")" \
+        "$(tflops "$3")" >>"$bench"
     case $(result "$3") in
     [0-9]*) ;;
     "not run") [ $# -gt 4 ] || benchfail="$benchfail edmc:${1#edm2-img512-}/$2=not run" ;; # an ablation past the budget: no failure
@@ -618,6 +621,19 @@ for cfg in "xs forward" "xs train" "s forward" "s train"; do
         add_bench "edm2-img512-$1" "$2 (batch 32)" "b-$1-$2-b32" "t-$1-$2-b32"
         ;;
     esac
+done
+# sampling, as the reference's sampler costs it: one whole Heun run (32 steps, 63 evaluations) an iteration
+for m in xs s; do
+    echo "-- edm2-img512-$m sample: $(edmc_bench "$m-sample" "$m" sample 128 --fuse=all)"
+    echo "   pytorch: $(torch_bench "$m-sample" "$m" sample 128)"
+    add_bench "edm2-img512-$m" "sample (32 Heun steps)" "b-$m-sample" "t-$m-sample"
+done
+# bf16 storage; the PyTorch reference runs fp16, so each row's PyTorch number is the fp16 row's
+for cfg in "xs forward" "xs train" "s forward" "s train" "xs sample" "s sample"; do
+    # shellcheck disable=SC2086
+    set -- $cfg
+    echo "-- edm2-img512-$1 $2 bf16: $(edmc_bench "$1-$2-bf16" "$1" "$2" 128 --fuse=all --precision=bf16)"
+    add_bench "edm2-img512-$1" "$2 bf16" "b-$1-$2-bf16" "t-$1-$2" ablation
 done
 # ablations of xs forward: the unfused path (cuBLASLt + im2col), the fused plan on CUDA cores, no CUDA Graph
 for flags in "--fuse=none" "--fuse=all --no-tensor-cores" "--fuse=all --no-graph"; do
@@ -707,18 +723,24 @@ total=$(($(date +%s) - T0))
     echo "|---|---|---|"
     awk -F'\t' '{ gsub(/\|/, "/", $3); printf "| %s | %s | %s |\n", $1, $2, $3 }' "$logs/checks.tsv"
     echo
-    echo "## Throughput: fp16, batch 128 (img/s; memory MiB), $card, $when"
+    echo "## Throughput: fp16 (but the bf16 rows), batch 128 (img/s; memory MiB), $card, $when"
     echo
-    echo "| model | mode | edmc img/s | PyTorch img/s | edmc/PyTorch | edmc MiB | PyTorch MiB |"
-    echo "|---|---|---|---|---|---|---|"
+    echo "| model | mode | edmc img/s | PyTorch img/s | edmc/PyTorch | edmc TFLOP/s | edmc MiB | PyTorch MiB |"
+    echo "|---|---|---|---|---|---|---|---|"
     awk -F'\t' '{ r = ($3 ~ /^[0-9]/ && $4 ~ /^[0-9]/ && $4 > 0) ? sprintf("%.2f", $3 / $4) : "-"
         e = ($3 ~ /^[0-9]/) ? sprintf("%.1f", $3) : $3; t = ($4 ~ /^[0-9]/) ? sprintf("%.1f", $4) : $4
-        printf "| %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, e, t, r, $5, $6 }' "$bench"
+        printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, e, t, r, $7, $5, $6 }' "$bench"
     echo
+    # the dense f16/bf16 tensor-core peak of the card's spec sheet, for the TFLOP/s column
+    case $card in
+    *H100*PCIe*) echo "TFLOP/s: edmc bench's count (docs/edm2.md §2, 2 a multiply-add); the H100 PCIe's dense f16 peak is 756." ;;
+    *H100* | *H200*) echo "TFLOP/s: edmc bench's count (docs/edm2.md §2, 2 a multiply-add); the $card's dense f16 peak is 989 (SXM)." ;;
+    *) echo "TFLOP/s: edmc bench's count (docs/edm2.md §2, 2 a multiply-add); no peak on record for $card." ;;
+    esac
     echo "Card: $card (driver $driver), $when."
     echo "edmc $(./edmc --version 2>/dev/null | cut -d' ' -f2) ($(git rev-parse --short HEAD 2>/dev/null || echo 'git ?')): ${backend:-?}."
     echo "PyTorch ${torchv:-?}: scripts/bench_torch_gpu.py (plain, NCHW, U-Net fp16, cuDNN benchmark on, TF32 off);"
-    echo "ablation rows compare with the default PyTorch forward.  Kernel cache: $cache_before -> $cache_after cubins. Run: $total s."
+    echo "ablation and bf16 rows compare with the PyTorch fp16 row of their mode.  Kernel cache: $cache_before -> $cache_after cubins. Run: $total s."
 } >"$logs/table.md"
 
 echo
