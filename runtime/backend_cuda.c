@@ -250,6 +250,27 @@ static int bind_plan(const edm_cuda_exec *x, edm_plan *p, edm_status *st)
     return rc;
 }
 
+/* Of a fused plan's constants, those that need memory (set in *need, the
+ * caller's calloc'd array of nvalues): read by a kernel (an alias of one is a
+ * stored input; a constant itself is a literal), or by the host through a
+ * kept alias (an output), or every one when the host may read any value
+ * (keep_all).  The others, zeros padding a slice's gradient for instance
+ * (img512-s's training step at batch 128 has 61 such, 4.1 GiB in f32), take
+ * none.  (A leaf's own keep flag only says it lives through the run.) */
+static void constants_read(const edm_cuda_exec *x, unsigned char *need)
+{
+    if (x->opt.keep_all) {
+        memset(need, 1, (size_t)x->nvalues);
+        return;
+    }
+    for (int l = 0; l < x->pcode.nlaunch; l++)
+        for (int k = 0; k < x->pcode.launch[l].ninputs; k++)
+            need[x->pcode.launch[l].inputs[k]] = 1;
+    for (int i = 0; i < x->nvalues; i++)
+        if (x->vp[i].keep && x->vp[i].base != i)
+            need[x->vp[i].base] = 1;
+}
+
 static int plan_values(edm_cuda_exec *x, edm_plan *p, edm_status *st)
 {
     int n = x->nvalues;
@@ -260,10 +281,21 @@ static int plan_values(edm_cuda_exec *x, edm_plan *p, edm_status *st)
     if (p == x->plan &&
         edm_plan_layout_check(p, x->arch, x->batch, x->dtype, (int64_t)LT_WORKSPACE_BYTES, st) != 0)
         return -1;
+    unsigned char *need = calloc((size_t)(n > 0 ? n : 1), 1);
+    if (!need)
+        return edm_nomem(st);
     int64_t top = (int64_t)align256((size_t)p->arena_bytes);
     for (int pass = 0; pass < 2; pass++) { /* the host's leaves, then the constants */
-        if (pass == 1)
+        if (pass == 1) {
             x->const_offset = top;
+            for (int i = 0; i < n; i++) /* a kept alias keeps its base */
+                if (x->vp[i].keep)
+                    x->vp[x->vp[i].base].keep = 1;
+            if (p == x->plan)
+                constants_read(x, need);
+            else /* unfused: the node kernels read every constant */
+                memset(need, 1, (size_t)n);
+        }
         for (int i = 0; i < n; i++) {
             const edm_node *nd = edm_graph_node(x->g, i);
             const edm_plan_value *v = &p->values[i];
@@ -273,15 +305,13 @@ static int plan_values(edm_cuda_exec *x, edm_plan *p, edm_status *st)
                 *q = (value_plan){.base = v->stored ? v->base : i, .offset = v->base == i && v->step >= 0 ? v->offset : -1,
                                   .keep = v->stored && v->keep,
                                   .bytes = (int64_t)align256((size_t)x->numel[i] * dtype_size(x->dtype[i]))};
-            if (v->base == i && leaf && (nd->op == EDM_OP_CONST) == (pass == 1)) {
+            if (v->base == i && leaf && (nd->op == EDM_OP_CONST) == (pass == 1) && (pass == 0 || need[i])) {
                 q->offset = top;
                 top += q->bytes;
             }
         }
     }
-    for (int i = 0; i < n; i++) /* a kept alias keeps its base */
-        if (x->vp[i].keep)
-            x->vp[x->vp[i].base].keep = 1;
+    free(need);
     x->const_bytes = top - x->const_offset;
     x->arena_bytes = (size_t)(top > 0 ? top : 256);
     x->total_bytes = (size_t)(p->stored_bytes + x->const_offset - (int64_t)align256((size_t)p->arena_bytes)) +

@@ -106,6 +106,26 @@ for mode in forward train sample; do
     cuda_run "bench --device=cuda --mode=$mode" "$edmc" bench "$tiny" --device=cuda --batch=2 --iters=1 --mode="$mode"
 done
 
+# the fused training step's device memory is what `edmc info --device=cuda` plans (arena, leaves, Adam's
+# state) and the 16 MiB staging buffer, no more: a constant no kernel reads (a fused kernel takes constants
+# as literals; zeros padding a slice's gradient took 24 MiB here) gets none; one tile, so no split-K workspace
+"$edmc" info "$tiny" --device=cuda --batch=64 --precision=fp16 --json >"$tmp/info64.json" 2>&1
+cuda_run "bench --device=cuda --fuse=all --mode=train, batch 64" env EDMC_MMA_TILE=64x64/1 "$edmc" bench "$tiny" \
+    --device=cuda --precision=fp16 --fuse=all --batch=64 --iters=1 --mode=train --json
+if note=$(/usr/bin/python3 - "$tmp/info64.json" "$tmp/out" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))["cuda_memory"]
+held = json.loads(open(sys.argv[2]).read().splitlines()[-1])["memory_bytes"]
+planned = c["arena_bytes_train"] + c["leaf_bytes_train"] + c["optimizer_bytes"] + 16 * 2**20
+print(f"{held / 2**20:.2f} MiB held, {planned / 2**20:.2f} MiB planned with the staging buffer")
+sys.exit(0 if planned <= held <= planned + 2**20 else 1)
+PY
+); then
+    tap_ok "... holds the memory info plans: $note"
+else
+    tap_not_ok "... holds the memory info plans" "$note"
+fi
+
 cuda_run "step --device=cuda on the golden batch" "$edmc" step "$tiny" --device=cuda \
     --weights="$golden/weights.safetensors" --batch="$golden/train_step.safetensors" --lr=0.01 \
     --output="$tmp/step.safetensors"
