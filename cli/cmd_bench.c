@@ -342,7 +342,7 @@ static int bench_sample(const cli_opts *o, const edm_graph *g, const edm_backend
         r->ips = (double)o->batch * r->iters / elapsed;
         r->ms = 1000 * elapsed / r->iters;
         r->cpu_ips = cpu > 0 ? (double)o->batch * r->iters / cpu : 0;
-        r->mem = 0;
+        r->mem = edm_denoiser_peak_bytes(c.d);
         snprintf(r->describe, sizeof r->describe, "%d steps", c.p.steps);
     }
     edm_denoiser_free(c.d);

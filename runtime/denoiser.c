@@ -155,6 +155,8 @@ int64_t edm_denoiser_sample_numel(const edm_denoiser *d)
 {
     return (int64_t)d->shape.channels * d->shape.height * d->shape.width;
 }
+size_t edm_denoiser_peak_bytes(const edm_denoiser *d) { return d->x ? edm_backend_peak_bytes(d->x) : 0; }
+
 const char *edm_denoiser_model(const edm_denoiser *d) { return d->model ? d->model : ""; }
 
 static int check_eval_args(const edm_denoiser *d, const float *sigma, const float *labels, int64_t n,

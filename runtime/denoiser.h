@@ -50,6 +50,8 @@ int64_t edm_denoiser_batch(const edm_denoiser *d);
 int64_t edm_denoiser_sample_numel(const edm_denoiser *d);
 /* The .edm file it was compiled from ("" when built from a graph). */
 const char *edm_denoiser_model(const edm_denoiser *d);
+/* What its backend holds (edm_backend_peak_bytes; 0 before the first evaluation binds one). */
+size_t edm_denoiser_peak_bytes(const edm_denoiser *d);
 
 /* D for n ≤ batch samples: x (n samples), sigma (n values > 0), labels
  * (n × label_dim; must be NULL for an unconditional model); writes D (n

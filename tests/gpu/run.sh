@@ -622,6 +622,23 @@ for cfg in "xs forward" "xs train" "s forward" "s train"; do
         ;;
     esac
 done
+# env_ablation KEY LABEL VAR=VALUE [MODE]: xs's fused forward (or MODE, train) with one setting from the environment
+env_ablation() {
+    _mode=${4:-forward}
+    echo "-- edm2-img512-xs $_mode --fuse=all, $3: $(
+        export "$3"
+        edmc_bench "$1" xs "$_mode" 128 --fuse=all
+    )"
+    add_bench "edm2-img512-xs" "$_mode --fuse=all, $2" "b-$1" "t-xs-$_mode" ablation
+}
+# first among the edmc-only rows (cheap, and what the designs of docs/performance.md v15 and v16 hinge
+# on): the tiles of the cost model before it counted issue time (cuda_gemm_mma.h; docs/cuda.md, "The tile
+# cost model")
+env_ablation xs-forward-tiles-by-loads "the tiles of the cost model without issue time" EDMC_TILE_MODEL=loads
+env_ablation xs-train-tiles-by-loads "the tiles of the cost model without issue time" EDMC_TILE_MODEL=loads train
+# a candidate the model cannot judge (docs/performance.md v16): 128x128 one block an SM for the bodies that spill
+# at two (the weight gradients, 1x1 convolutions): fewer instructions a product, no second block to hide latency
+env_ablation xs-train-one-block "128x128 one block an SM where two spill" EDMC_ONE_BLOCK_TILES=on train
 # sampling, as the reference's sampler costs it: one whole Heun run (32 steps, 63 evaluations) an iteration
 for m in xs s; do
     echo "-- edm2-img512-$m sample: $(edmc_bench "$m-sample" "$m" sample 128 --fuse=all)"
@@ -642,22 +659,6 @@ for flags in "--fuse=none" "--fuse=all --no-tensor-cores" "--fuse=all --no-graph
     echo "-- edm2-img512-xs forward $flags: $(edmc_bench "$k" xs forward 128 $flags)"
     add_bench "edm2-img512-xs" "forward $flags" "b-$k" "t-xs-forward" ablation
 done
-# env_ablation KEY LABEL VAR=VALUE [MODE]: xs's fused forward (or MODE, train) with one setting from the environment
-env_ablation() {
-    _mode=${4:-forward}
-    echo "-- edm2-img512-xs $_mode --fuse=all, $3: $(
-        export "$3"
-        edmc_bench "$1" xs "$_mode" 128 --fuse=all
-    )"
-    add_bench "edm2-img512-xs" "$_mode --fuse=all, $2" "b-$1" "t-xs-$_mode" ablation
-}
-# first, what docs/performance.md v15 predicts: the tiles of the cost model before it counted issue time
-# (cuda_gemm_mma.h; docs/cuda.md, "The tile cost model")
-env_ablation xs-forward-tiles-by-loads "the tiles of the cost model without issue time" EDMC_TILE_MODEL=loads
-env_ablation xs-train-tiles-by-loads "the tiles of the cost model without issue time" EDMC_TILE_MODEL=loads train
-# a candidate the model cannot judge (docs/performance.md v16): 128x128 one block an SM for the bodies that spill
-# at two (the weight gradients, 1x1 convolutions): fewer instructions a product, no second block to hide latency
-env_ablation xs-train-one-block "128x128 one block an SM where two spill" EDMC_ONE_BLOCK_TILES=on train
 # the tensor-core convolutions' k order (docs/cuda.md): flat, in the weight's order, not a tap a k tile
 env_ablation xs-forward-flat-k "k flat (EDMC_CONV_ORDER=channel)" EDMC_CONV_ORDER=channel
 # the tensor-core fragments word by word instead of by ldmatrix
