@@ -253,8 +253,8 @@ static int bind_plan(const edm_cuda_exec *x, edm_plan *p, edm_status *st)
 /* Of a fused plan's constants, those that need memory (set in *need, the
  * caller's calloc'd array of nvalues): read by a kernel (an alias of one is a
  * stored input; a constant itself is a literal), or by the host through a
- * kept alias (an output), or every one when the host may read any value
- * (keep_all).  The others, zeros padding a slice's gradient for instance
+ * kept alias (an output) or the caller's keep list, or every one when the
+ * host may read any value (keep_all).  The others, zeros padding a slice's gradient for instance
  * (img512-s's training step at batch 128 has 61 such, 4.1 GiB in f32), take
  * none.  (A leaf's own keep flag only says it lives through the run.) */
 static void constants_read(const edm_cuda_exec *x, unsigned char *need)
@@ -269,6 +269,11 @@ static void constants_read(const edm_cuda_exec *x, unsigned char *need)
     for (int i = 0; i < x->nvalues; i++)
         if (x->vp[i].keep && x->vp[i].base != i)
             need[x->vp[i].base] = 1;
+    for (int k = 0; k < x->opt.nkeep; k++) { /* the values the caller asked to read */
+        int id = own_id(x, x->opt.keep[k]);
+        if (id >= 0 && id < x->nvalues)
+            need[x->vp[id].base] = 1;
+    }
 }
 
 static int plan_values(edm_cuda_exec *x, edm_plan *p, edm_status *st)
