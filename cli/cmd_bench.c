@@ -147,6 +147,7 @@ typedef struct {
      * random weights); and the CPU seconds of the process till then */
     double start, setup_s, setup_cpu_s;
     double start_cpu; /* the process's CPU seconds at start (after --tune's runs: they are not setup) */
+    int evaluations;  /* of the network an iteration: 1, or the sampler's 2·steps − 1 */
     double tflop_s;   /* the work of an iteration (work_flop) over its time */
 } bench_result;
 
@@ -170,7 +171,13 @@ static int by_time(const void *a, const void *b)
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
-static double contraction_flop(const edm_mma_key *k) { return 2.0 * (double)k->gm * (double)k->gn * (double)k->gk * (double)k->gb; }
+static double contraction_flop(const edm_mma_key *k)
+{
+    return 2.0 * (double)k->gm * (double)k->gn * (double)k->gk * (double)k->gb;
+}
+
+/* flop floating-point operations in ms milliseconds, as TFLOP/s (0 for no time). */
+static double tflop_per_s(double flop, double ms) { return ms > 0 ? flop / (ms * 1e-3) / 1e12 : 0; }
 
 /* --profile: one more run with each kernel timed; the slowest to stderr (stdout keeps --json's one object). */
 static int print_profile(edm_backend *x, edm_status *st)
@@ -193,13 +200,13 @@ static int print_profile(edm_backend *x, edm_status *st)
     fprintf(stderr, "profile: %d kernels, %.3f ms in all (one run, launch by launch, CUDA events)\n", n, total);
     if (mma_ms > 0)
         fprintf(stderr, "profile: the tensor-core contractions %.3f ms (%.1f%%), %.1f TFLOP/s\n", mma_ms,
-                total > 0 ? 100 * mma_ms / total : 0.0, mma_flop / (mma_ms * 1e-3) / 1e12);
+                total > 0 ? 100 * mma_ms / total : 0.0, tflop_per_s(mma_flop, mma_ms));
     for (int i = 0; i < n && i < 15; i++) {
         char tile[96] = "", name[48];
         if (rows[i].mma.op[0]) {
             edm_mma_format_tile(name, sizeof name, rows[i].mma_tile);
             snprintf(tile, sizeof tile, ", tile %s, %.1f TFLOP/s", name,
-                     rows[i].ms > 0 ? contraction_flop(&rows[i].mma) / (rows[i].ms * 1e-3) / 1e12 : 0.0);
+                     tflop_per_s(contraction_flop(&rows[i].mma), rows[i].ms));
         }
         fprintf(stderr, "  %9.3f ms %5.1f%%  %s (%d step%s%s)\n", rows[i].ms, total > 0 ? 100 * rows[i].ms / total : 0.0,
                 rows[i].kernel, rows[i].steps, rows[i].steps == 1 ? "" : "s", tile);
@@ -298,6 +305,7 @@ static int bench_backend_run(const cli_opts *o, const edm_graph *g, const edm_ba
         r->ms = 1000 * elapsed / r->iters;
         r->cpu_ips = cpu > 0 ? (double)o->batch * r->iters / cpu : 0;
         r->mem = edm_backend_peak_bytes(b.x);
+        r->evaluations = 1;
         snprintf(r->describe, sizeof r->describe, "%s", edm_backend_describe(b.x));
     }
     /* training: the forward and backward pass (the optimizer's kernels are not in it) */
@@ -343,6 +351,7 @@ static int bench_sample(const cli_opts *o, const edm_graph *g, const edm_backend
         r->ms = 1000 * elapsed / r->iters;
         r->cpu_ips = cpu > 0 ? (double)o->batch * r->iters / cpu : 0;
         r->mem = edm_denoiser_peak_bytes(c.d);
+        r->evaluations = 2 * c.p.steps - 1;
         snprintf(r->describe, sizeof r->describe, "%d steps", c.p.steps);
     }
     edm_denoiser_free(c.d);
@@ -373,13 +382,11 @@ static int do_bench(const cli_opts *o, const edm_program *prog, const edm_backen
         rc = bench_sample(o, prog->graph, bo, &r, &st);
     else if (rc == 0)
         rc = bench_backend_run(o, prog->graph, bo, &r, &st);
-    edm_sample_params sp;
-    edm_sample_params_default(&sp);
     double flop = 0;
     if (rc == 0)
-        rc = work_flop(prog->graph, o->batch, strcmp(o->mode, "sample") == 0 ? 2 * sp.steps - 1 : 1, &flop, &st);
+        rc = work_flop(prog->graph, o->batch, r.evaluations, &flop, &st);
     if (rc == 0)
-        r.tflop_s = r.ms > 0 ? flop / (r.ms * 1e-3) / 1e12 : 0;
+        r.tflop_s = tflop_per_s(flop, r.ms);
     if (rc != 0) {
         cli_report(NULL, &st);
         return cli_exit_code(&st);

@@ -254,9 +254,10 @@ static int bind_plan(const edm_cuda_exec *x, edm_plan *p, edm_status *st)
  * caller's calloc'd array of nvalues): read by a kernel (an alias of one is a
  * stored input; a constant itself is a literal), or by the host through a
  * kept alias (an output) or the caller's keep list, or every one when the
- * host may read any value (keep_all).  The others, zeros padding a slice's gradient for instance
- * (img512-s's training step at batch 128 has 61 such, 4.1 GiB in f32), take
- * none.  (A leaf's own keep flag only says it lives through the run.) */
+ * host may read any value (keep_all).  The others, zeros padding a slice's
+ * gradient for instance (img512-s's training step at batch 128 has 61 such,
+ * 4.1 GiB in f32), take none.  (A leaf's own keep flag only says it lives
+ * through the run.) */
 static void constants_read(const edm_cuda_exec *x, unsigned char *need)
 {
     if (x->opt.keep_all) {
